@@ -1,0 +1,87 @@
+//! Tunables of a peer. All durations are milliseconds of the caller's clock.
+
+/// Configuration of one peer (Pastry + sa-Scribe). [`Config::default`] gives sensible values
+/// for a LAN deployment and for the simulator.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Leaf-set size `L` (half on each side of the peer).
+    pub leaf_set_size: usize,
+    /// Number `k` of leaf-set peers the root replicates group state to.
+    pub replicas: usize,
+    /// Interval of the overlay maintenance tick (keep-alives, failure detection).
+    pub keepalive_interval: u64,
+    /// A leaf-set peer not heard from for this long is declared dead.
+    pub leaf_fail_timeout: u64,
+    /// A routing-table peer not heard from for this long is declared dead.
+    pub table_fail_timeout: u64,
+    /// Routing-table entries are pinged when not heard from for this long.
+    pub table_ping_interval: u64,
+    /// Interval of leaf-set exchanges with a random leaf-set member.
+    pub leaf_exchange_interval: u64,
+    /// How long a peer declared dead is remembered: ignored when learnt second-hand, and
+    /// probed every `dead_probe_interval` (a direct answer brings it back).
+    pub tombstone_ttl: u64,
+    /// Probe interval of peers declared dead (heals partitions, finds restarted peers).
+    pub dead_probe_interval: u64,
+    /// Retry interval of an overlay join through the bootstrap peer.
+    pub bootstrap_retry: u64,
+    /// Interval of the sa-Scribe tick: heartbeats to children, expiry, replication retries.
+    pub heartbeat_interval: u64,
+    /// A child declares its parent dead (and re-JOINs) after this long without a heartbeat.
+    pub parent_timeout: u64,
+    /// A parent drops a child after this long without a heartbeat acknowledgement.
+    pub child_timeout: u64,
+    /// Retry interval of JOIN and PUBLISH requests.
+    pub request_retry: u64,
+    /// A subscription or publication request fails after this long without a final answer.
+    pub request_timeout: u64,
+    /// How long a new root waits for replicas' state before serving a group.
+    pub fetch_timeout: u64,
+    /// The root re-sends its record to all replicas at this interval.
+    pub replica_refresh: u64,
+    /// Minimum publication expiry (seconds); shorter requests get `IntervalTooBrief`.
+    pub pub_min_expires: u32,
+    /// Maximum publication expiry (seconds); longer requests are clamped.
+    pub pub_max_expires: u32,
+    /// Publication expiry used when the request gives none (seconds).
+    pub pub_default_expires: u32,
+    /// Minimum subscription expiry (seconds).
+    pub sub_min_expires: u32,
+    /// Maximum subscription expiry (seconds).
+    pub sub_max_expires: u32,
+    /// Maximum size of a publication body in bytes.
+    pub max_body: usize,
+    /// Optional cluster key: every datagram carries an HMAC-SHA-256 tag under it.
+    pub cluster_key: Option<Vec<u8>>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            leaf_set_size: 16,
+            replicas: 3,
+            keepalive_interval: 1_000,
+            leaf_fail_timeout: 3_500,
+            table_fail_timeout: 6_500,
+            table_ping_interval: 2_000,
+            leaf_exchange_interval: 4_000,
+            tombstone_ttl: 300_000,
+            dead_probe_interval: 5_000,
+            bootstrap_retry: 1_000,
+            heartbeat_interval: 1_000,
+            parent_timeout: 3_500,
+            child_timeout: 3_500,
+            request_retry: 1_000,
+            request_timeout: 20_000,
+            fetch_timeout: 600,
+            replica_refresh: 10_000,
+            pub_min_expires: 60,
+            pub_max_expires: 3_600,
+            pub_default_expires: 3_600,
+            sub_min_expires: 60,
+            sub_max_expires: 3_600,
+            max_body: 8 * 1024,
+            cluster_key: None,
+        }
+    }
+}

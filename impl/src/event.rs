@@ -1,0 +1,164 @@
+//! Upcalls of a peer to its SIP layer, and the handles that tie them to SIP transactions.
+
+use crate::id::{GroupId, NodeId};
+use crate::wire::ETag;
+use bytes::Bytes;
+
+/// Caller-chosen handle of a local subscription (e.g. a SIP dialog).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct SubHandle(pub u64);
+
+/// Caller-chosen handle of a local publication request (e.g. a SIP server transaction).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct PubHandle(pub u64);
+
+/// Why a subscription got a final negative answer.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SubRejectReason {
+    /// nACK: the root holds no state for the group.
+    NoState,
+    /// No final answer within the request timeout.
+    Timeout,
+}
+
+/// Why an accepted subscription ended without the SIP layer asking.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum TerminateReason {
+    /// Its expiry passed without refresh.
+    Expired,
+}
+
+/// Why a publication failed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum PublishError {
+    /// `SIP-If-Match` does not match the current entity tag (412).
+    #[error("precondition failed")]
+    PreconditionFailed,
+    /// Requested expiry below the minimum (423).
+    #[error("interval too brief, minimum {min} s")]
+    IntervalTooBrief {
+        /// Minimum expiry in seconds.
+        min: u32,
+    },
+    /// Neither body nor `SIP-If-Match`, or a removal without `SIP-If-Match` (400).
+    #[error("bad request")]
+    BadRequest,
+    /// Body larger than the configured maximum (413).
+    #[error("body too large")]
+    TooLarge,
+    /// No answer from the root in time (the outcome is unknown; 408/504).
+    #[error("timeout")]
+    Timeout,
+}
+
+/// Errors of the synchronous local subscription API.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum SubscribeError {
+    /// Requested expiry below the minimum (423).
+    #[error("interval too brief, minimum {min} s")]
+    IntervalTooBrief {
+        /// Minimum expiry in seconds.
+        min: u32,
+    },
+    /// The handle is already in use.
+    #[error("duplicate subscription handle")]
+    DuplicateHandle,
+    /// No such subscription.
+    #[error("unknown subscription handle")]
+    UnknownHandle,
+}
+
+/// An upcall from the core.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Event {
+    /// The overlay join completed.
+    Joined,
+    /// pACK: an intermediate peer took the subscription's JOIN (maps to a provisional response).
+    SubProvisional {
+        /// Subscription.
+        handle: SubHandle,
+    },
+    /// ACK: the root accepted the subscription (maps to 200); a [`Event::Notify`] follows.
+    SubAccepted {
+        /// Subscription.
+        handle: SubHandle,
+        /// Granted expiry in seconds.
+        expires: u32,
+    },
+    /// nACK or timeout; the subscription is gone.
+    SubRejected {
+        /// Subscription.
+        handle: SubHandle,
+        /// Why.
+        reason: SubRejectReason,
+    },
+    /// New state for a subscriber. Seqs per handle strictly increase and never precede
+    /// [`Event::SubAccepted`]. `state == None` means the publication was removed or expired.
+    Notify {
+        /// Subscription.
+        handle: SubHandle,
+        /// Sequence number stamped by the root.
+        seq: u64,
+        /// Event state.
+        state: Option<Bytes>,
+    },
+    /// The subscription ended (final NOTIFY with `Subscription-State: terminated`).
+    SubTerminated {
+        /// Subscription.
+        handle: SubHandle,
+        /// Why.
+        reason: TerminateReason,
+    },
+    /// The root committed a publication (maps to 200 with `SIP-ETag` and `Expires`).
+    Published {
+        /// Request.
+        req: PubHandle,
+        /// New entity tag (`None` after a removal).
+        etag: Option<ETag>,
+        /// Granted expiry in seconds (0 after a removal).
+        expires: u32,
+        /// Sequence number of the resulting state.
+        seq: u64,
+    },
+    /// A publication failed.
+    PublishFailed {
+        /// Request.
+        req: PubHandle,
+        /// Why.
+        reason: PublishError,
+    },
+    /// A diagnostic lookup (see `Peer::lookup`) reached this peer, responsible for `key`.
+    LookupDelivered {
+        /// Token given by the origin.
+        token: u64,
+        /// Key looked up.
+        key: u128,
+        /// Overlay hops taken.
+        hops: u8,
+        /// The peer that started the lookup.
+        origin: NodeId,
+    },
+}
+
+/// A third-party view of this peer's state for one group (for conformance projections).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct GroupView {
+    /// Group.
+    pub gid: GroupId,
+    /// This peer acts as root (serving, or fetching state before serving).
+    pub is_root: bool,
+    /// Root role is active (serving requests).
+    pub root_active: bool,
+    /// Tree parent.
+    pub parent: Option<NodeId>,
+    /// Tree children.
+    pub children: Vec<NodeId>,
+    /// Latest (seq) known as a member.
+    pub latest_seq: u64,
+    /// Seq of the root record or replica copy held here.
+    pub record_seq: Option<u64>,
+    /// Entity tag of the record held here.
+    pub etag: Option<ETag>,
+    /// Number of local subscriptions.
+    pub local_subs: usize,
+}

@@ -1,0 +1,145 @@
+//! Output plumbing shared by the layers of a peer: encoded datagrams to send, messages a peer
+//! sends to itself (processed before control returns to the driver), and counters.
+
+use crate::wire::{Codec, Msg, NodeHandle, WireError};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+/// A datagram the driver must send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination address.
+    pub dst: SocketAddr,
+    /// Encoded datagram.
+    pub payload: Vec<u8>,
+}
+
+/// Counters of one peer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams handed to `handle_datagram`.
+    pub rx_datagrams: u64,
+    /// Dropped: empty or truncated.
+    pub rx_truncated: u64,
+    /// Dropped: longer than the maximum datagram length.
+    pub rx_oversized: u64,
+    /// Dropped: unknown wire version.
+    pub rx_bad_version: u64,
+    /// Dropped: authentication tag did not verify.
+    pub rx_bad_mac: u64,
+    /// Dropped: payload did not decode.
+    pub rx_malformed: u64,
+    /// Datagrams queued for sending.
+    pub tx_datagrams: u64,
+    /// Bytes queued for sending.
+    pub tx_bytes: u64,
+    /// Messages not sent because they would exceed the maximum datagram length.
+    pub tx_oversized: u64,
+    /// Routed messages forwarded by this peer.
+    pub forwarded: u64,
+}
+
+impl Stats {
+    /// Total datagrams dropped on input.
+    pub fn rx_dropped(&self) -> u64 {
+        self.rx_truncated
+            + self.rx_oversized
+            + self.rx_bad_version
+            + self.rx_bad_mac
+            + self.rx_malformed
+    }
+
+    pub(crate) fn count_rx_error(&mut self, e: WireError) {
+        match e {
+            WireError::Truncated => self.rx_truncated += 1,
+            WireError::Oversized(_) => self.rx_oversized += 1,
+            WireError::BadVersion(_) => self.rx_bad_version += 1,
+            WireError::BadMac => self.rx_bad_mac += 1,
+            WireError::Malformed => self.rx_malformed += 1,
+        }
+    }
+}
+
+/// Queue of outputs of one peer.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    pub me: NodeHandle,
+    /// Whether this peer completed its overlay join (carried in every envelope).
+    pub ready: bool,
+    codec: Codec,
+    pub transmits: VecDeque<Transmit>,
+    pub loopback: VecDeque<(NodeHandle, Msg)>,
+    pub stats: Stats,
+}
+
+impl Outbox {
+    pub fn new(me: NodeHandle, codec: Codec) -> Self {
+        Outbox {
+            me,
+            ready: true,
+            codec,
+            transmits: VecDeque::new(),
+            loopback: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn codec(&self) -> &Codec {
+        &self.codec
+    }
+
+    fn encode(&mut self, msg: &Msg) -> Option<Vec<u8>> {
+        match self.codec.encode(&self.me, self.ready, msg) {
+            Ok(b) => Some(b),
+            Err(_) => {
+                self.stats.tx_oversized += 1;
+                None
+            }
+        }
+    }
+
+    fn push(&mut self, dst: SocketAddr, payload: Vec<u8>) {
+        self.stats.tx_datagrams += 1;
+        self.stats.tx_bytes += payload.len() as u64;
+        self.transmits.push_back(Transmit { dst, payload });
+    }
+
+    /// Sends `msg` to `to` (to the loopback queue when `to` is this peer).
+    pub fn send(&mut self, to: &NodeHandle, msg: Msg) {
+        if to.id == self.me.id {
+            self.loopback.push_back((self.me, msg));
+            return;
+        }
+        if let Some(b) = self.encode(&msg) {
+            self.push(to.addr, b);
+        }
+    }
+
+    /// Sends `msg` to a bare address (overlay bootstrap).
+    pub fn send_addr(&mut self, to: SocketAddr, msg: &Msg) {
+        if let Some(b) = self.encode(msg) {
+            self.push(to, b);
+        }
+    }
+
+    /// Sends the same message to several peers, encoding it once.
+    pub fn send_many<'a>(&mut self, tos: impl IntoIterator<Item = &'a NodeHandle>, msg: &Msg) {
+        let mut encoded: Option<Vec<u8>> = None;
+        for to in tos {
+            if to.id == self.me.id {
+                self.loopback.push_back((self.me, msg.clone()));
+                continue;
+            }
+            if encoded.is_none() {
+                encoded = self.encode(msg);
+                if encoded.is_none() {
+                    return;
+                }
+            }
+            if let Some(b) = &encoded {
+                let b = b.clone();
+                self.push(to.addr, b);
+            }
+        }
+    }
+}

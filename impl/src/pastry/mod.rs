@@ -1,0 +1,387 @@
+//! Pastry: prefix routing over the 128-bit ring (`b = 4`), leaf set, join through a bootstrap
+//! peer, keep-alive failure detection, and leaf-set / routing-table repair.
+//!
+//! Routing of a key: if the leaf set spans the key, deliver to the numerically closest of the
+//! leaf set and this peer; otherwise forward to the routing-table entry sharing one more digit
+//! with the key; otherwise (rare case) to any known peer that shares at least as long a prefix
+//! and is numerically closer; otherwise deliver here.
+
+pub mod leaf_set;
+pub mod routing_table;
+
+use crate::config::Config;
+use crate::id::{closer, digit, shared_prefix_len, NodeId};
+use crate::io::Outbox;
+use crate::rng::SplitMix64;
+use crate::wire::{Msg, NodeHandle};
+use crate::Millis;
+use leaf_set::LeafSet;
+use routing_table::RoutingTable;
+use std::net::SocketAddr;
+
+/// Most peers remembered as dead at once.
+pub const MAX_TOMBSTONES: usize = 256;
+
+/// A known peer and when it was last heard from.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry {
+    /// The peer.
+    pub handle: NodeHandle,
+    /// Last time any datagram from it arrived.
+    pub last_heard: Millis,
+}
+
+/// Routing decision for a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hop {
+    /// This peer is responsible for the key.
+    Local,
+    /// Forward to this peer.
+    Next(NodeHandle),
+}
+
+/// The Pastry state of one peer.
+#[derive(Debug)]
+pub struct Overlay {
+    me: NodeHandle,
+    /// Leaf set.
+    pub leaf: LeafSet,
+    /// Routing table.
+    pub rt: RoutingTable,
+    /// Peers declared dead: ignored when learnt second-hand, probed now and then so that a
+    /// healed partition or a restarted peer is found again; forgotten at the deadline.
+    /// `(peer, forget at, left gracefully)`; peers that left are not probed and come back
+    /// only by announcing a new join.
+    tombstones: Vec<(NodeHandle, Millis, bool)>,
+    next_probe: Millis,
+    bootstrap: Option<(SocketAddr, Millis)>,
+    next_tick: Millis,
+    next_exchange: Millis,
+    scratch: Vec<NodeHandle>,
+}
+
+impl Overlay {
+    pub(crate) fn new(me: NodeHandle, cfg: &Config, now: Millis) -> Self {
+        Overlay {
+            me,
+            leaf: LeafSet::new(me.id, cfg.leaf_set_size),
+            rt: RoutingTable::new(me.id),
+            tombstones: Vec::new(),
+            bootstrap: None,
+            next_tick: now + cfg.keepalive_interval,
+            next_exchange: now + cfg.leaf_exchange_interval,
+            next_probe: now + cfg.dead_probe_interval,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Next hop for `key`, never choosing `exclude`.
+    pub fn route(&self, key: u128, exclude: Option<NodeId>) -> Hop {
+        if self.leaf.covers(key) {
+            return match self.leaf.closest(key, exclude) {
+                Some(h) => Hop::Next(h),
+                None => Hop::Local,
+            };
+        }
+        let l = shared_prefix_len(self.me.id.0, key);
+        if l < crate::id::DIGITS {
+            if let Some(e) = self.rt.get(l, digit(key, l)) {
+                if Some(e.handle.id) != exclude {
+                    return Hop::Next(e.handle);
+                }
+            }
+        }
+        // Rare case: any known peer with at least as long a prefix that is numerically closer.
+        let mut best: Option<NodeHandle> = None;
+        let mut best_id = self.me.id.0;
+        for e in self.leaf.iter().chain(self.rt.iter()) {
+            let id = e.handle.id;
+            if Some(id) == exclude || shared_prefix_len(id.0, key) < l {
+                continue;
+            }
+            if closer(key, id.0, best_id) {
+                best_id = id.0;
+                best = Some(e.handle);
+            }
+        }
+        match best {
+            Some(h) => Hop::Next(h),
+            None => Hop::Local,
+        }
+    }
+
+    /// The `k` leaf-set peers closest to `key` (replica set of a group rooted here).
+    pub fn nearest_leaves(&self, key: u128, k: usize, out: &mut Vec<NodeHandle>) {
+        self.leaf.nearest_to(key, k, out);
+    }
+
+    fn tombstoned(&self, id: NodeId) -> bool {
+        self.tombstones.iter().any(|t| t.0.id == id)
+    }
+
+    /// Adds a peer to the leaf set and/or routing table where it fits. Second-hand knowledge
+    /// (`direct == false`) of a peer recently declared dead is ignored.
+    pub(crate) fn consider(&mut self, h: NodeHandle, direct: bool, now: Millis) -> bool {
+        if h.id == self.me.id {
+            return false;
+        }
+        if self.tombstoned(h.id) {
+            if !direct {
+                return false;
+            }
+            self.tombstones.retain(|t| t.0.id != h.id);
+        }
+        let a = self.leaf.insert(h, now);
+        let b = self.rt.insert(h, now);
+        a || b
+    }
+
+    /// Every datagram refreshes its sender's liveness and teaches us about it.
+    /// A peer that left gracefully is only taken back when it announces a new join.
+    pub(crate) fn heard_from(&mut self, from: &NodeHandle, ready: bool, announce: bool, now: Millis) {
+        if !ready || from.id == self.me.id {
+            return;
+        }
+        if !announce && self.tombstones.iter().any(|t| t.2 && t.0.id == from.id) {
+            return;
+        }
+        self.leaf.touch(from.id, now);
+        self.rt.touch(from.id, now);
+        self.consider(*from, true, now);
+    }
+
+    /// Starts joining through `via`.
+    pub(crate) fn bootstrap(
+        &mut self,
+        now: Millis,
+        via: SocketAddr,
+        cfg: &Config,
+        out: &mut Outbox,
+    ) {
+        out.ready = false;
+        self.bootstrap = Some((via, now + cfg.bootstrap_retry));
+        out.send_addr(via, &Self::join_msg(self.me));
+    }
+
+    fn join_msg(me: NodeHandle) -> Msg {
+        Msg::Routed {
+            key: me.id.0,
+            hops: 0,
+            body: crate::wire::Routed::OverlayJoin { joiner: me },
+        }
+    }
+
+    /// Installs routing state computed by the driver (static overlays) and marks the peer ready.
+    pub(crate) fn install(&mut self, now: Millis, peers: &[NodeHandle], out: &mut Outbox) {
+        for h in peers {
+            self.consider(*h, true, now);
+        }
+        self.bootstrap = None;
+        out.ready = true;
+    }
+
+    /// Entries a joining peer gets from this hop: rows `0..=l` (l = shared prefix with the
+    /// joiner), plus the leaf set when this is the last hop.
+    pub(crate) fn join_state_for(&self, joiner: NodeId, last: bool) -> Vec<NodeHandle> {
+        let l = shared_prefix_len(self.me.id.0, joiner.0);
+        let mut v: Vec<NodeHandle> = (0..=l.min(crate::id::DIGITS - 1))
+            .flat_map(|r| self.rt.row(r).map(|e| e.handle))
+            .collect();
+        if last {
+            v.extend(self.leaf.iter().map(|e| e.handle));
+        }
+        v
+    }
+
+    /// Handles an overlay maintenance message. Returns `true` when this completed our join.
+    pub(crate) fn handle(
+        &mut self,
+        now: Millis,
+        from: NodeHandle,
+        msg: &Msg,
+        cfg: &Config,
+        out: &mut Outbox,
+    ) -> bool {
+        match msg {
+            Msg::Ping => out.send(&from, Msg::Pong),
+            Msg::Pong | Msg::Announce => {}
+            Msg::Departing => {
+                let mut leaf_changed = self.leaf.remove(from.id);
+                leaf_changed |= self.rt.remove(from.id).is_some();
+                self.tombstones.retain(|t| t.0.id != from.id);
+                if self.tombstones.len() >= MAX_TOMBSTONES {
+                    self.tombstones.remove(0);
+                }
+                self.tombstones.push((from, now + cfg.tombstone_ttl, true));
+                if leaf_changed {
+                    let (a, b) = self.leaf.extremes();
+                    for h in a.iter().chain(b.iter()) {
+                        out.send(h, Msg::LeafSetRequest);
+                    }
+                }
+            }
+            Msg::LeafSetRequest => {
+                let leaves = self.leaf.iter().map(|e| e.handle).collect();
+                out.send(&from, Msg::LeafSetReply { leaves });
+            }
+            Msg::LeafSetReply { leaves } => {
+                for h in leaves {
+                    self.consider(*h, false, now);
+                }
+            }
+            Msg::RowRequest { row } => {
+                let entries = self.rt.row(*row as usize).map(|e| e.handle).collect();
+                out.send(&from, Msg::RowReply { entries });
+            }
+            Msg::RowReply { entries } => {
+                for h in entries {
+                    self.consider(*h, false, now);
+                }
+            }
+            Msg::JoinState { entries, last } => {
+                if self.bootstrap.is_none() {
+                    return false;
+                }
+                self.consider(from, true, now);
+                for h in entries {
+                    self.consider(*h, false, now);
+                }
+                if *last {
+                    self.bootstrap = None;
+                    out.ready = true;
+                    let mut targets: Vec<NodeHandle> = self
+                        .leaf
+                        .iter()
+                        .chain(self.rt.iter())
+                        .map(|e| e.handle)
+                        .collect();
+                    targets.sort_by_key(|h| h.id);
+                    targets.dedup_by_key(|h| h.id);
+                    out.send_many(targets.iter(), &Msg::Announce);
+                    return true;
+                }
+            }
+            _ => {}
+        }
+        false
+    }
+
+    /// Tells every known peer that this one leaves the overlay.
+    pub(crate) fn depart(&mut self, out: &mut Outbox) {
+        let mut targets: Vec<NodeHandle> = self.known().collect();
+        targets.sort_by_key(|h| h.id);
+        targets.dedup_by_key(|h| h.id);
+        out.send_many(targets.iter(), &Msg::Departing);
+        self.bootstrap = None;
+    }
+
+    /// Earliest time [`Overlay::tick`] must run.
+    pub(crate) fn next_timeout(&self) -> Millis {
+        let mut t = self.next_tick.min(self.next_exchange).min(self.next_probe);
+        if let Some((_, at)) = self.bootstrap {
+            t = t.min(at);
+        }
+        t
+    }
+
+    /// Keep-alives, failure detection, repair and join retries. Returns the peers declared dead.
+    pub(crate) fn tick(
+        &mut self,
+        now: Millis,
+        cfg: &Config,
+        out: &mut Outbox,
+        rng: &mut SplitMix64,
+    ) -> Vec<NodeId> {
+        let mut dead = Vec::new();
+        if let Some((via, at)) = self.bootstrap {
+            if now >= at {
+                self.bootstrap = Some((via, now + cfg.bootstrap_retry));
+                out.send_addr(via, &Self::join_msg(self.me));
+            }
+        }
+        if now >= self.next_tick {
+            self.next_tick = now + cfg.keepalive_interval;
+            self.tombstones.retain(|t| t.1 > now);
+            let mut ping = std::mem::take(&mut self.scratch);
+            ping.clear();
+            for e in self.leaf.iter() {
+                let age = now.saturating_sub(e.last_heard);
+                if age > cfg.leaf_fail_timeout {
+                    dead.push(e.handle.id);
+                } else if age >= cfg.keepalive_interval {
+                    ping.push(e.handle);
+                }
+            }
+            for e in self.rt.iter() {
+                let age = now.saturating_sub(e.last_heard);
+                if age > cfg.table_fail_timeout {
+                    dead.push(e.handle.id);
+                } else if age >= cfg.table_ping_interval {
+                    ping.push(e.handle);
+                }
+            }
+            dead.sort();
+            dead.dedup();
+            ping.retain(|h| dead.binary_search(&h.id).is_err());
+            ping.sort_by_key(|h| h.id);
+            ping.dedup_by_key(|h| h.id);
+            out.send_many(ping.iter(), &Msg::Ping);
+            self.scratch = ping;
+            let mut leaf_changed = false;
+            for &id in &dead {
+                let handle = self
+                    .leaf
+                    .iter()
+                    .chain(self.rt.iter())
+                    .find(|e| e.handle.id == id)
+                    .map(|e| e.handle);
+                if let Some(h) = handle {
+                    if self.tombstones.len() >= MAX_TOMBSTONES {
+                        self.tombstones.remove(0);
+                    }
+                    self.tombstones.push((h, now + cfg.tombstone_ttl, false));
+                }
+                leaf_changed |= self.leaf.remove(id);
+                if let Some((r, _)) = self.rt.remove(id) {
+                    // Ask another peer of the same row (or a leaf) for its row to refill the slot.
+                    let helper = self
+                        .rt
+                        .row(r)
+                        .next()
+                        .map(|e| e.handle)
+                        .or_else(|| self.leaf.iter().next().map(|e| e.handle));
+                    if let Some(h) = helper {
+                        out.send(&h, Msg::RowRequest { row: r as u8 });
+                    }
+                }
+            }
+            if leaf_changed {
+                let (a, b) = self.leaf.extremes();
+                for h in a.iter().chain(b.iter()) {
+                    out.send(h, Msg::LeafSetRequest);
+                }
+            }
+        }
+        if now >= self.next_probe {
+            self.next_probe = now + cfg.dead_probe_interval;
+            let dead: Vec<NodeHandle> = self.tombstones.iter().filter(|t| !t.2).map(|t| t.0).collect();
+            out.send_many(dead.iter(), &Msg::Ping);
+        }
+        if now >= self.next_exchange {
+            self.next_exchange = now + cfg.leaf_exchange_interval;
+            let n = self.leaf.len();
+            if n > 0 && out.ready {
+                let pick = rng.below(n);
+                if let Some(h) = self.leaf.iter().nth(pick).map(|e| e.handle) {
+                    out.send(&h, Msg::LeafSetRequest);
+                }
+            }
+        }
+        dead
+    }
+
+    /// Every peer this peer knows (leaf set and routing table, possibly with repeats).
+    pub fn known(&self) -> impl Iterator<Item = NodeHandle> + '_ {
+        self.leaf.iter().chain(self.rt.iter()).map(|e| e.handle)
+    }
+}

@@ -1,0 +1,174 @@
+//! The Pastry routing table: row `r`, column `c` holds a peer sharing the first `r` digits with
+//! this peer and whose digit `r` is `c`. Only filled slots are stored (sorted), so a peer in a
+//! 10^5-peer overlay keeps ~70 entries instead of 32 × 16 slots.
+
+use super::Entry;
+use crate::id::{digit, shared_prefix_len, NodeId, RADIX};
+use crate::wire::NodeHandle;
+use crate::Millis;
+
+/// Sparse routing table.
+#[derive(Clone, Debug)]
+pub struct RoutingTable {
+    me: NodeId,
+    /// `(row * 16 + column, entry)`, sorted by slot.
+    slots: Vec<(u16, Entry)>,
+}
+
+impl RoutingTable {
+    /// An empty table.
+    pub fn new(me: NodeId) -> Self {
+        RoutingTable {
+            me,
+            slots: Vec::new(),
+        }
+    }
+
+    /// The slot `id` belongs to, `None` for this peer's own id.
+    pub fn slot_of(&self, id: NodeId) -> Option<(usize, usize)> {
+        if id == self.me {
+            return None;
+        }
+        let r = shared_prefix_len(self.me.0, id.0);
+        Some((r, digit(id.0, r)))
+    }
+
+    fn key(row: usize, col: usize) -> u16 {
+        (row * RADIX + col) as u16
+    }
+
+    /// Entry at `(row, col)`.
+    pub fn get(&self, row: usize, col: usize) -> Option<&Entry> {
+        let k = Self::key(row, col);
+        self.slots
+            .binary_search_by_key(&k, |s| s.0)
+            .ok()
+            .map(|i| &self.slots[i].1)
+    }
+
+    /// Puts `h` in its slot when that slot is empty; returns whether it was added.
+    pub fn insert(&mut self, h: NodeHandle, now: Millis) -> bool {
+        let Some((r, c)) = self.slot_of(h.id) else {
+            return false;
+        };
+        let k = Self::key(r, c);
+        match self.slots.binary_search_by_key(&k, |s| s.0) {
+            Ok(i) => {
+                if self.slots[i].1.handle.id == h.id {
+                    self.slots[i].1.handle.addr = h.addr;
+                }
+                false
+            }
+            Err(i) => {
+                self.slots.insert(
+                    i,
+                    (
+                        k,
+                        Entry {
+                            handle: h,
+                            last_heard: now,
+                        },
+                    ),
+                );
+                true
+            }
+        }
+    }
+
+    /// Removes `id`; returns the freed slot.
+    pub fn remove(&mut self, id: NodeId) -> Option<(usize, usize)> {
+        let (r, c) = self.slot_of(id)?;
+        let k = Self::key(r, c);
+        let i = self.slots.binary_search_by_key(&k, |s| s.0).ok()?;
+        if self.slots[i].1.handle.id != id {
+            return None;
+        }
+        self.slots.remove(i);
+        Some((r, c))
+    }
+
+    /// Whether `id` is in the table.
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.slot_of(id)
+            .and_then(|(r, c)| self.get(r, c))
+            .is_some_and(|e| e.handle.id == id)
+    }
+
+    /// Records that `id` was heard from.
+    pub fn touch(&mut self, id: NodeId, now: Millis) {
+        if let Some((r, c)) = self.slot_of(id) {
+            let k = Self::key(r, c);
+            if let Ok(i) = self.slots.binary_search_by_key(&k, |s| s.0) {
+                if self.slots[i].1.handle.id == id {
+                    self.slots[i].1.last_heard = now;
+                }
+            }
+        }
+    }
+
+    /// Entries of row `row`.
+    pub fn row(&self, row: usize) -> impl Iterator<Item = &Entry> + '_ {
+        let lo = Self::key(row, 0);
+        let hi = lo + RADIX as u16;
+        let start = self.slots.partition_point(|s| s.0 < lo);
+        self.slots[start..]
+            .iter()
+            .take_while(move |s| s.0 < hi)
+            .map(|s| &s.1)
+    }
+
+    /// All entries.
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> + '_ {
+        self.slots.iter().map(|s| &s.1)
+    }
+
+    /// Number of filled slots.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether no slot is filled.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Number of rows up to the last non-empty one.
+    pub fn depth(&self) -> usize {
+        self.slots.last().map_or(0, |s| s.0 as usize / RADIX + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn h(i: u128) -> NodeHandle {
+        NodeHandle {
+            id: NodeId(i),
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+        }
+    }
+
+    #[test]
+    fn slots_follow_prefix_and_digit() {
+        let me = NodeId(0x1234u128 << 112);
+        let mut rt = RoutingTable::new(me);
+        assert!(rt.insert(h(0x5000u128 << 112), 0)); // row 0, col 5
+        assert!(rt.insert(h(0x1300u128 << 112), 0)); // row 1, col 3
+        assert!(!rt.insert(h(0x5fffu128 << 112), 0)); // slot taken
+        assert!(rt.insert(h(0x1235u128 << 112), 0)); // row 3, col 5
+        assert!(!rt.insert(h(me.0), 0));
+        assert_eq!(rt.get(0, 5).unwrap().handle.id.0, 0x5000u128 << 112);
+        assert_eq!(rt.get(1, 3).unwrap().handle.id.0, 0x1300u128 << 112);
+        assert_eq!(rt.get(3, 5).unwrap().handle.id.0, 0x1235u128 << 112);
+        assert!(rt.get(2, 0).is_none());
+        assert_eq!(rt.row(1).count(), 1);
+        assert_eq!(rt.depth(), 4);
+        assert_eq!(rt.remove(NodeId(0x5fffu128 << 112)), None);
+        assert_eq!(rt.remove(NodeId(0x5000u128 << 112)), Some((0, 5)));
+        assert!(rt.insert(h(0x5fffu128 << 112), 0));
+        assert!(rt.contains(NodeId(0x5fffu128 << 112)));
+        assert_eq!(rt.len(), 3);
+    }
+}

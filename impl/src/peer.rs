@@ -1,0 +1,380 @@
+//! The per-peer sans-IO core: Pastry + sa-Scribe behind one `handle_*` / `poll_*` interface.
+
+use crate::config::Config;
+use crate::event::{Event, GroupView, PubHandle, SubHandle, SubscribeError};
+use crate::id::{GroupId, NodeId};
+use crate::io::{Outbox, Stats, Transmit};
+use crate::pastry::{Hop, Overlay};
+use crate::rng::SplitMix64;
+use crate::scribe::{Ctx, Scribe};
+use crate::wire::{Codec, ETag, Msg, NodeHandle, Routed};
+use crate::Millis;
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+/// Routed messages that took more hops than this are dropped (routing loop guard).
+pub const MAX_HOPS: u8 = 64;
+/// Local routed requests kept while the overlay join is in progress.
+const MAX_HELD: usize = 1024;
+/// Bound on messages a peer sends to itself while handling one input (loop guard).
+const MAX_LOOPBACK: usize = 100_000;
+
+/// One overlay peer: a deterministic state machine driven by its caller.
+///
+/// # Driving contract
+/// * Inputs: [`Peer::handle_datagram`], [`Peer::handle_timeout`], and the local API
+///   ([`Peer::bootstrap`], [`Peer::subscribe`], [`Peer::refresh`], [`Peer::unsubscribe`],
+///   [`Peer::publish`], [`Peer::lookup`]). Every input takes `now`, a millisecond clock that
+///   must never go backwards.
+/// * After **every** input, drain the outputs: call [`Peer::poll_transmit`] until `None` (send
+///   each datagram), then [`Peer::poll_event`] until `None` (hand each upcall to the SIP
+///   layer), then read [`Peer::poll_timeout`] and call [`Peer::handle_timeout`] no later than
+///   that instant. Transmits and events are independent queues (draining one never adds to the
+///   other), so the order between the two is free; but `poll_timeout` must be read last,
+///   because an input can bring the deadline forward.
+/// * The core never reads a clock, socket or OS randomness; the PRNG for ETags and nonces is
+///   seeded by [`Peer::new`]. Same inputs, same outputs.
+pub struct Peer {
+    cfg: Config,
+    out: Outbox,
+    overlay: Overlay,
+    scribe: Scribe,
+    rng: SplitMix64,
+    events: VecDeque<Event>,
+    departed: bool,
+    /// Routed messages originated here before the overlay join completed.
+    held: Vec<Msg>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("id", &self.out.me.id)
+            .field("addr", &self.out.me.addr)
+            .finish()
+    }
+}
+
+macro_rules! ctx {
+    ($s:ident, $now:expr) => {
+        Ctx {
+            now: $now,
+            cfg: &$s.cfg,
+            out: &mut $s.out,
+            overlay: &$s.overlay,
+            rng: &mut $s.rng,
+            events: &mut $s.events,
+        }
+    };
+}
+
+impl Peer {
+    /// A peer with id `id` reachable at `addr`. It starts as a one-peer overlay (ready); call
+    /// [`Peer::bootstrap`] to join an existing overlay or [`Peer::install_routing_state`] to
+    /// load precomputed state. `seed` seeds the peer's PRNG (ETags, nonces).
+    pub fn new(id: NodeId, addr: SocketAddr, config: Config, now: Millis, seed: u64) -> Self {
+        let me = NodeHandle { id, addr };
+        let codec = Codec::new(config.cluster_key.as_deref());
+        Peer {
+            overlay: Overlay::new(me, &config, now),
+            scribe: Scribe::new(&config, now),
+            out: Outbox::new(me, codec),
+            rng: SplitMix64::new(seed ^ (id.0 as u64) ^ ((id.0 >> 64) as u64)),
+            events: VecDeque::new(),
+            departed: false,
+            held: Vec::new(),
+            cfg: config,
+        }
+    }
+
+    /// This peer's id.
+    pub fn id(&self) -> NodeId {
+        self.out.me.id
+    }
+    /// This peer's id and address.
+    pub fn handle(&self) -> NodeHandle {
+        self.out.me
+    }
+    /// Configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.out.stats
+    }
+    /// Whether the overlay join completed.
+    pub fn is_ready(&self) -> bool {
+        self.out.ready
+    }
+    /// Pastry state (leaf set, routing table), read-only.
+    pub fn overlay(&self) -> &Overlay {
+        &self.overlay
+    }
+    /// Next hop this peer would choose for `key`.
+    pub fn route(&self, key: u128) -> Hop {
+        self.overlay.route(key, None)
+    }
+
+    /// Joins the overlay through the peer at `via` (retried until it completes; then
+    /// [`Event::Joined`]).
+    pub fn bootstrap(&mut self, now: Millis, via: SocketAddr) {
+        self.overlay.bootstrap(now, via, &self.cfg, &mut self.out);
+    }
+
+    /// Loads routing state computed by the driver (large static overlays in the simulator, the
+    /// paper's Fig. 3 topology in conformance tests). Each peer is put where it fits in the
+    /// leaf set and routing table; the peer is marked ready.
+    pub fn install_routing_state(&mut self, now: Millis, peers: &[NodeHandle]) {
+        self.overlay.install(now, peers, &mut self.out);
+    }
+
+    /// A datagram arrived from `from`. Malformed, oversized, wrong-version and badly
+    /// authenticated datagrams are dropped and counted in [`Peer::stats`].
+    pub fn handle_datagram(&mut self, now: Millis, _from: SocketAddr, bytes: &[u8]) {
+        self.out.stats.rx_datagrams += 1;
+        match self.out.codec().decode(bytes) {
+            Ok(env) => {
+                if env.from.id != self.out.me.id {
+                    self.dispatch(now, env.from, env.ready, env.msg);
+                }
+            }
+            Err(e) => self.out.stats.count_rx_error(e),
+        }
+        self.run_loopback(now);
+    }
+
+    /// Leaves the overlay gracefully: tree parents and children are told (children re-JOIN at
+    /// once), roots push their record to the replicas a last time, and every known peer forgets
+    /// this one. Drain [`Peer::poll_transmit`] afterwards, then drop the peer; it ignores all
+    /// further input.
+    pub fn leave(&mut self, now: Millis) {
+        self.out.ready = false;
+        self.scribe.depart(&mut ctx!(self, now));
+        self.overlay.depart(&mut self.out);
+        self.out.loopback.clear();
+        self.departed = true;
+    }
+
+    /// Whether [`Peer::leave`] was called.
+    pub fn has_left(&self) -> bool {
+        self.departed
+    }
+
+    /// Time passed; run whatever is due.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        if self.departed {
+            return;
+        }
+        if now >= self.overlay.next_timeout() {
+            let _dead = self
+                .overlay
+                .tick(now, &self.cfg, &mut self.out, &mut self.rng);
+        }
+        if now >= self.scribe.next_timeout() {
+            self.scribe.handle_timeout(&mut ctx!(self, now));
+        }
+        self.run_loopback(now);
+    }
+
+    /// Next datagram to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.transmits.pop_front()
+    }
+
+    /// Next upcall.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Peer::handle_timeout`] must be called next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        Some(self.overlay.next_timeout().min(self.scribe.next_timeout()))
+    }
+
+    /// Subscribes local subscription `handle` to `gid` for `expires` seconds. Returns the
+    /// granted expiry; the outcome follows as [`Event::SubProvisional`], then
+    /// [`Event::SubAccepted`] + [`Event::Notify`] or [`Event::SubRejected`].
+    pub fn subscribe(
+        &mut self,
+        now: Millis,
+        gid: GroupId,
+        handle: SubHandle,
+        expires: u32,
+    ) -> Result<u32, SubscribeError> {
+        let r = self
+            .scribe
+            .subscribe(&mut ctx!(self, now), gid, handle, expires);
+        self.run_loopback(now);
+        r
+    }
+
+    /// Refreshes a subscription (expires 0 = unsubscribe). Returns the granted expiry.
+    pub fn refresh(
+        &mut self,
+        now: Millis,
+        handle: SubHandle,
+        expires: u32,
+    ) -> Result<u32, SubscribeError> {
+        let r = self.scribe.refresh(&mut ctx!(self, now), handle, expires);
+        self.run_loopback(now);
+        r
+    }
+
+    /// Ends a subscription; the tree is pruned when nothing else needs the group here.
+    pub fn unsubscribe(&mut self, now: Millis, handle: SubHandle) -> Result<(), SubscribeError> {
+        let r = self.scribe.unsubscribe(&mut ctx!(self, now), handle);
+        self.run_loopback(now);
+        r
+    }
+
+    /// Publishes to `gid` (RFC 3903 semantics: `body` = new state, `if_match` = `SIP-If-Match`,
+    /// `expires` in seconds, 0 = remove). The outcome follows as [`Event::Published`] or
+    /// [`Event::PublishFailed`].
+    pub fn publish(
+        &mut self,
+        now: Millis,
+        gid: GroupId,
+        req: PubHandle,
+        body: Option<Bytes>,
+        if_match: Option<ETag>,
+        expires: Option<u32>,
+    ) {
+        self.scribe
+            .publish(&mut ctx!(self, now), gid, req, body, if_match, expires);
+        self.run_loopback(now);
+    }
+
+    /// Routes a diagnostic lookup for `key`; the responsible peer emits
+    /// [`Event::LookupDelivered`].
+    pub fn lookup(&mut self, now: Millis, key: u128, token: u64) {
+        let origin = self.out.me;
+        self.out.loopback.push_back((
+            origin,
+            Msg::Routed {
+                key,
+                hops: 0,
+                body: Routed::Lookup { origin, token },
+            },
+        ));
+        self.run_loopback(now);
+    }
+
+    /// Projected state of one group at this peer.
+    pub fn group_view(&self, gid: GroupId) -> Option<GroupView> {
+        self.scribe.view(gid)
+    }
+
+    /// Groups this peer holds any state for.
+    pub fn groups(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.scribe.group_ids()
+    }
+
+    fn run_loopback(&mut self, now: Millis) {
+        let mut n = 0;
+        while let Some((from, msg)) = self.out.loopback.pop_front() {
+            n += 1;
+            if n > MAX_LOOPBACK {
+                self.out.loopback.clear();
+                break;
+            }
+            self.dispatch(now, from, true, msg);
+        }
+    }
+
+    fn dispatch(&mut self, now: Millis, from: NodeHandle, ready: bool, msg: Msg) {
+        if self.departed {
+            return;
+        }
+        if msg != Msg::Departing {
+            self.overlay.heard_from(&from, ready, msg == Msg::Announce, now);
+        }
+        match msg {
+            Msg::Routed { .. } if !self.out.ready && from.id == self.out.me.id => {
+                // Local requests wait for the overlay join (we would wrongly be their root).
+                if self.held.len() < MAX_HELD {
+                    self.held.push(msg);
+                }
+            }
+            Msg::Routed { key, hops, body } => self.on_routed(now, from, key, hops, body),
+            Msg::Ping
+            | Msg::Pong
+            | Msg::Announce
+            | Msg::LeafSetRequest
+            | Msg::LeafSetReply { .. }
+            | Msg::RowRequest { .. }
+            | Msg::RowReply { .. }
+            | Msg::JoinState { .. }
+            | Msg::Departing => {
+                if self.overlay.handle(now, from, &msg, &self.cfg, &mut self.out) {
+                    self.events.push_back(Event::Joined);
+                    let me = self.out.me;
+                    self.out.loopback.extend(self.held.drain(..).map(|m| (me, m)));
+                }
+            }
+            other => self.scribe.handle(&mut ctx!(self, now), from, other),
+        }
+    }
+
+    fn on_routed(&mut self, now: Millis, from: NodeHandle, key: u128, hops: u8, mut body: Routed) {
+        if hops > MAX_HOPS {
+            return;
+        }
+        let exclude = match &body {
+            Routed::OverlayJoin { joiner } => Some(joiner.id),
+            _ => None,
+        };
+        let hop = self.overlay.route(key, exclude);
+        match &body {
+            Routed::OverlayJoin { joiner } => {
+                if joiner.id == self.out.me.id {
+                    return;
+                }
+                let last = hop == Hop::Local;
+                let entries = self.overlay.join_state_for(joiner.id, last);
+                let joiner = *joiner;
+                self.out.send(&joiner, Msg::JoinState { entries, last });
+            }
+            Routed::Lookup { origin, token } => {
+                if hop == Hop::Local {
+                    self.events.push_back(Event::LookupDelivered {
+                        token: *token,
+                        key,
+                        hops,
+                        origin: origin.id,
+                    });
+                }
+            }
+            Routed::Join { .. } => match hop {
+                Hop::Local => {
+                    self.scribe.deliver_join(&mut ctx!(self, now), from, body);
+                    return;
+                }
+                Hop::Next(n) => self
+                    .scribe
+                    .forward_join(&mut ctx!(self, now), from, &mut body, n),
+            },
+            Routed::Publish { .. } => {
+                if hop == Hop::Local {
+                    self.scribe.deliver_publish(&mut ctx!(self, now), body);
+                    return;
+                }
+            }
+        }
+        if let Hop::Next(n) = hop {
+            self.out.stats.forwarded += 1;
+            self.out.send(
+                &n,
+                Msg::Routed {
+                    key,
+                    hops: hops.saturating_add(1),
+                    body,
+                },
+            );
+        }
+    }
+}

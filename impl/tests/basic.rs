@@ -1,0 +1,390 @@
+//! Scripted sa-Scribe scenarios on a small static overlay without faults.
+
+use bytes::Bytes;
+use sascribe::sim::{NetConfig, Sim};
+use sascribe::{Config, Event, GroupId, PubHandle, PublishError, SubHandle, SubRejectReason};
+
+fn sim(n: usize, seed: u64) -> Sim {
+    let mut s = Sim::new(seed, Config::default(), NetConfig::default());
+    s.add_static_peers(n);
+    s.run_for(500);
+    s
+}
+
+fn events_of(s: &mut Sim) -> Vec<(usize, Event)> {
+    s.drain_log()
+        .into_iter()
+        .map(|e| (e.peer, e.event))
+        .collect()
+}
+
+fn published(ev: &[(usize, Event)], req: u64) -> Option<(Option<sascribe::ETag>, u32, u64)> {
+    ev.iter().find_map(|(_, e)| match e {
+        Event::Published {
+            req: r,
+            etag,
+            expires,
+            seq,
+        } if r.0 == req => Some((*etag, *expires, *seq)),
+        _ => None,
+    })
+}
+
+fn failed(ev: &[(usize, Event)], req: u64) -> Option<PublishError> {
+    ev.iter().find_map(|(_, e)| match e {
+        Event::PublishFailed { req: r, reason } if r.0 == req => Some(*reason),
+        _ => None,
+    })
+}
+
+fn notifies(ev: &[(usize, Event)], h: u64) -> Vec<(u64, Option<Bytes>)> {
+    ev.iter()
+        .filter_map(|(_, e)| match e {
+            Event::Notify { handle, seq, state } if handle.0 == h => Some((*seq, state.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn subscribe_publish_notify_with_etags() {
+    let mut s = sim(40, 1);
+    let gid = GroupId::from_event("sip:alice@example.com", "presence", None);
+    // No state yet: nACK.
+    s.subscribe(3, gid, SubHandle(1), 600).unwrap().unwrap();
+    s.run_for(3_000);
+    let ev = events_of(&mut s);
+    assert!(ev.contains(&(
+        3,
+        Event::SubRejected {
+            handle: SubHandle(1),
+            reason: SubRejectReason::NoState
+        }
+    )));
+
+    // Initial publication.
+    s.publish(
+        7,
+        gid,
+        PubHandle(1),
+        Some(Bytes::from_static(b"open")),
+        None,
+        Some(120),
+    )
+    .unwrap();
+    s.run_for(3_000);
+    let ev = events_of(&mut s);
+    let (etag1, exp, seq1) = published(&ev, 1).expect("published");
+    assert!(etag1.is_some());
+    assert_eq!(exp, 120);
+    assert_eq!(seq1, 1);
+
+    // Two subscribers get ACK then the state.
+    s.subscribe(3, gid, SubHandle(2), 600).unwrap().unwrap();
+    s.subscribe(20, gid, SubHandle(3), 600).unwrap().unwrap();
+    s.run_for(3_000);
+    let ev = events_of(&mut s);
+    for h in [2, 3] {
+        let acc = ev
+            .iter()
+            .position(|(_, e)| matches!(e, Event::SubAccepted { handle, .. } if handle.0 == h));
+        let not = ev
+            .iter()
+            .position(|(_, e)| matches!(e, Event::Notify { handle, .. } if handle.0 == h));
+        assert!(acc.unwrap() < not.unwrap(), "ACK before NOTIFY");
+        assert_eq!(
+            notifies(&ev, h),
+            vec![(1, Some(Bytes::from_static(b"open")))]
+        );
+    }
+
+    // Modify with the right ETag: new ETag, new seq, multicast.
+    s.publish(
+        9,
+        gid,
+        PubHandle(2),
+        Some(Bytes::from_static(b"busy")),
+        etag1,
+        Some(120),
+    )
+    .unwrap();
+    s.run_for(3_000);
+    let ev = events_of(&mut s);
+    let (etag2, _, seq2) = published(&ev, 2).expect("published");
+    assert_ne!(etag2, etag1);
+    assert_eq!(seq2, 2);
+    assert_eq!(
+        notifies(&ev, 2),
+        vec![(2, Some(Bytes::from_static(b"busy")))]
+    );
+    assert_eq!(
+        notifies(&ev, 3),
+        vec![(2, Some(Bytes::from_static(b"busy")))]
+    );
+
+    // Stale ETag: 412 and nothing changes.
+    s.publish(
+        9,
+        gid,
+        PubHandle(3),
+        Some(Bytes::from_static(b"away")),
+        etag1,
+        Some(120),
+    )
+    .unwrap();
+    s.run_for(3_000);
+    let ev = events_of(&mut s);
+    assert_eq!(failed(&ev, 3), Some(PublishError::PreconditionFailed));
+    assert!(notifies(&ev, 2).is_empty());
+    s.subscribe(30, gid, SubHandle(4), 600).unwrap().unwrap();
+    s.run_for(3_000);
+    let ev = events_of(&mut s);
+    assert_eq!(
+        notifies(&ev, 4),
+        vec![(2, Some(Bytes::from_static(b"busy")))]
+    );
+
+    // Refresh (no body) with the current ETag: new ETag, no NOTIFY.
+    s.publish(9, gid, PubHandle(4), None, etag2, Some(300))
+        .unwrap();
+    s.run_for(3_000);
+    let ev = events_of(&mut s);
+    let (etag3, _, seq3) = published(&ev, 4).expect("refreshed");
+    assert_ne!(etag3, etag2);
+    assert_eq!(seq3, 2);
+    assert!(notifies(&ev, 2).is_empty());
+
+    // Refresh without ETag and without body: bad request.
+    s.publish(9, gid, PubHandle(5), None, None, Some(300))
+        .unwrap();
+    s.run_for(3_000);
+    assert_eq!(
+        failed(&events_of(&mut s), 5),
+        Some(PublishError::BadRequest)
+    );
+
+    // Removal: subscribers learn the state is gone; new subscribers get nACK.
+    s.publish(9, gid, PubHandle(6), None, etag3, Some(0))
+        .unwrap();
+    s.run_for(3_000);
+    let ev = events_of(&mut s);
+    assert_eq!(published(&ev, 6).unwrap().2, 3);
+    assert_eq!(notifies(&ev, 3), vec![(3, None)]);
+    s.subscribe(31, gid, SubHandle(5), 600).unwrap().unwrap();
+    s.run_for(3_000);
+    let ev = events_of(&mut s);
+    assert!(ev.contains(&(
+        31,
+        Event::SubRejected {
+            handle: SubHandle(5),
+            reason: SubRejectReason::NoState
+        }
+    )));
+}
+
+#[test]
+fn root_decides_expiry_and_expiry_removes_state() {
+    let mut s = sim(32, 2);
+    let gid = GroupId::from_event("sip:bob@example.com", "presence", None);
+    let cfg = Config::default();
+    s.publish(
+        1,
+        gid,
+        PubHandle(1),
+        Some(Bytes::from_static(b"x")),
+        None,
+        Some(cfg.pub_min_expires - 1),
+    );
+    s.publish(
+        2,
+        gid,
+        PubHandle(2),
+        Some(Bytes::from_static(b"y")),
+        None,
+        Some(cfg.pub_max_expires * 10),
+    );
+    s.run_for(5_000);
+    let ev = events_of(&mut s);
+    assert_eq!(
+        failed(&ev, 1),
+        Some(PublishError::IntervalTooBrief {
+            min: cfg.pub_min_expires
+        })
+    );
+    assert_eq!(published(&ev, 2).unwrap().1, cfg.pub_max_expires);
+
+    s.publish(
+        2,
+        gid,
+        PubHandle(3),
+        Some(Bytes::from_static(b"z")),
+        None,
+        Some(cfg.pub_min_expires),
+    );
+    s.run_for(3_000);
+    let ev = events_of(&mut s);
+    let (_, exp, seq) = published(&ev, 3).unwrap();
+    assert_eq!(exp, cfg.pub_min_expires);
+    s.subscribe(5, gid, SubHandle(1), 3_600).unwrap().unwrap();
+    s.run_for(3_000);
+    assert_eq!(
+        notifies(&events_of(&mut s), 1),
+        vec![(seq, Some(Bytes::from_static(b"z")))]
+    );
+    // The first (clamped to max) publication was replaced; the last one expires after 60 s.
+    s.run_for(u64::from(cfg.pub_min_expires) * 1000);
+    let ev = events_of(&mut s);
+    assert_eq!(notifies(&ev, 1), vec![(seq + 1, None)]);
+    s.subscribe(6, gid, SubHandle(2), 3_600).unwrap().unwrap();
+    s.run_for(3_000);
+    let ev = events_of(&mut s);
+    assert!(ev.contains(&(
+        6,
+        Event::SubRejected {
+            handle: SubHandle(2),
+            reason: SubRejectReason::NoState
+        }
+    )));
+}
+
+#[test]
+fn subscription_expiry_and_unsubscribe_prune_the_tree() {
+    let mut s = sim(48, 3);
+    let gid = GroupId::from_event("sip:carol@example.com", "dialog", Some("7"));
+    s.publish(
+        0,
+        gid,
+        PubHandle(1),
+        Some(Bytes::from_static(b"s")),
+        None,
+        None,
+    );
+    s.run_for(2_000);
+    let subs: Vec<usize> = (1..48).step_by(5).collect();
+    for (k, &i) in subs.iter().enumerate() {
+        s.subscribe(i, gid, SubHandle(k as u64), 60)
+            .unwrap()
+            .unwrap();
+    }
+    s.subscribe(2, gid, SubHandle(100), 3_600).unwrap().unwrap();
+    s.run_for(5_000);
+    let in_tree = |s: &Sim| {
+        s.live()
+            .filter(|&i| {
+                s.peer(i)
+                    .unwrap()
+                    .group_view(gid)
+                    .is_some_and(|v| v.parent.is_some() || v.is_root)
+            })
+            .count()
+    };
+    let before = in_tree(&s);
+    assert!(before >= 2);
+    s.with_peer(2, |p, now| p.unsubscribe(now, SubHandle(100)))
+        .unwrap()
+        .unwrap();
+    s.run_for(61_000);
+    let ev = events_of(&mut s);
+    let terminated = ev
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::SubTerminated { .. }))
+        .count();
+    assert_eq!(terminated, subs.len());
+    s.run_for(10_000);
+    // Only the root keeps the group (it still has state); nobody else is in the tree.
+    let root = s.closest_live(gid.0).unwrap();
+    for i in s.live() {
+        let v = s.peer(i).unwrap().group_view(gid);
+        if i != root {
+            assert!(
+                v.as_ref()
+                    .is_none_or(|v| v.parent.is_none() && v.children.is_empty()),
+                "peer {i}: {v:?}"
+            );
+        } else {
+            assert!(v.unwrap().children.is_empty());
+        }
+    }
+}
+
+#[test]
+fn malformed_datagrams_are_counted_not_fatal() {
+    let mut s = sim(8, 4);
+    let from = sascribe::sim::sim_addr(1);
+    s.inject(0, from, &[]);
+    s.inject(0, from, &[9, 1, 2]);
+    s.inject(0, from, &[1, 0xff, 0xff]);
+    s.inject(0, from, &vec![1u8; sascribe::wire::MAX_DATAGRAM_LEN + 1]);
+    let st = s.peer(0).unwrap().stats().clone();
+    assert_eq!(st.rx_truncated, 1);
+    assert_eq!(st.rx_bad_version, 1);
+    assert_eq!(st.rx_malformed, 1);
+    assert_eq!(st.rx_oversized, 1);
+    assert_eq!(st.rx_dropped(), 4);
+    s.run_for(2_000);
+    assert!(s.is_alive(0));
+}
+
+#[test]
+fn cluster_key_rejects_foreign_datagrams() {
+    let cfg = Config {
+        cluster_key: Some(b"secret".to_vec()),
+        ..Config::default()
+    };
+    let mut s = Sim::new(5, cfg, NetConfig::default());
+    s.add_static_peers(8);
+    s.run_for(2_000);
+    let foreign = sascribe::wire::Codec::new(Some(b"other"));
+    let me = sascribe::NodeHandle {
+        id: sascribe::NodeId(1),
+        addr: sascribe::sim::sim_addr(99),
+    };
+    let d = foreign
+        .encode(&me, true, &sascribe::wire::Msg::Ping)
+        .unwrap();
+    s.inject(0, me.addr, &d);
+    assert_eq!(s.peer(0).unwrap().stats().rx_bad_mac, 1);
+    // The authenticated cluster itself works.
+    let gid = GroupId(42);
+    s.publish(
+        1,
+        gid,
+        PubHandle(1),
+        Some(Bytes::from_static(b"a")),
+        None,
+        None,
+    );
+    s.run_for(2_000);
+    assert!(published(&events_of(&mut s), 1).is_some());
+}
+
+#[test]
+fn same_seed_replays_exactly() {
+    let run = |seed| {
+        let net = NetConfig {
+            loss: 0.05,
+            duplicate: 0.05,
+            ..NetConfig::default()
+        };
+        let mut s = Sim::new(seed, Config::default(), net);
+        s.add_static_peers(32);
+        let gid = GroupId(7);
+        for k in 0..5u64 {
+            s.publish(
+                (k * 3) as usize,
+                gid,
+                PubHandle(k),
+                Some(Bytes::from(format!("v{k}"))),
+                None,
+                None,
+            );
+            s.subscribe((k * 5 + 1) as usize, gid, SubHandle(k), 600);
+            s.run_for(1_500);
+        }
+        s.crash(s.closest_live(gid.0).unwrap());
+        s.run_for(20_000);
+        (s.drain_log(), s.stats.delivered)
+    };
+    assert_eq!(run(11), run(11));
+    assert_ne!(run(11).1, run(12).1);
+}

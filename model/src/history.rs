@@ -1,0 +1,162 @@
+//! What the checker remembers of a run beyond the actors' states: a compact summary of the
+//! client-visible events and the root's commits, updated as messages are sent and received.
+//! Properties about orders of events (NOTIFY seqs, first NOTIFY vs. earlier 200s) are checked
+//! here, as the events happen, and leave a flag.
+
+use crate::protocol::{Entry, Msg, Obs, Seq, UaEvent, Value};
+use crate::setup::Setup;
+use serde::Serialize;
+use stateright::actor::Envelope;
+use std::sync::Arc;
+
+/// A NOTIFY to a subscriber had a seq not above the previous one.
+pub const OUT_OF_ORDER: u16 = 1 << 0;
+/// A NOTIFY reached a subscriber before its 200 OK.
+pub const NOTIFY_BEFORE_ACK: u16 = 1 << 1;
+/// A NOTIFY carried a (seq, value) that no root committed.
+pub const UNPUBLISHED: u16 = 1 << 2;
+/// A subscriber's first NOTIFY (or a nACK) was older than a publication acknowledged before it
+/// subscribed.
+pub const STALE_FIRST: u16 = 1 << 3;
+/// A conditional publish whose SIP-If-Match was not the current ETag was committed.
+pub const STALE_ETAG_COMMITTED: u16 = 1 << 4;
+/// Witness: a peer took over as root with replicated state.
+pub const FAILOVER: u16 = 1 << 8;
+/// Witness: a root received a re-JOIN carrying state.
+pub const REJOIN_STATE: u16 = 1 << 9;
+/// Witness: a publish was answered 412.
+pub const REJECTED_412: u16 = 1 << 10;
+/// Witness: a subscribe was answered with a nACK.
+pub const NACKED: u16 = 1 << 11;
+
+/// Per-subscriber record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct SubHist {
+    /// Highest seq acknowledged to a publisher when this subscriber sent SUBSCRIBE.
+    pub acked_before: Seq,
+    /// Final response sent: `Some(true)` 200 OK, `Some(false)` rejected (nACK).
+    pub result: Option<bool>,
+    /// The last NOTIFY sent.
+    pub last: Option<Entry>,
+}
+
+/// The run's history.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct History {
+    /// `commits[s - 1]`: the value first committed with seq `s` (0: none yet).
+    pub commits: Vec<Value>,
+    /// Highest seq a publisher has received a 200 OK for.
+    pub acked_max: Seq,
+    /// Per subscriber.
+    pub subs: Vec<SubHist>,
+    /// Violation and witness flags.
+    pub flags: u16,
+    /// Messages the network lost so far.
+    pub losses: u8,
+}
+
+impl History {
+    /// The empty history for a configuration.
+    pub fn new(setup: &Setup) -> Self {
+        History {
+            subs: vec![SubHist::default(); setup.subscribers.len()],
+            ..Default::default()
+        }
+    }
+
+    /// Whether a flag is set.
+    pub fn has(&self, flag: u16) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// The latest committed (seq, value), if any.
+    pub fn latest(&self) -> Option<(Seq, Value)> {
+        self.commits
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, &v)| v != 0)
+            .map(|(i, &v)| (i as Seq + 1, v))
+    }
+
+    fn committed(&self, seq: Seq) -> Option<Value> {
+        self.commits
+            .get((seq as usize).wrapping_sub(1))
+            .copied()
+            .filter(|&v| v != 0)
+    }
+}
+
+/// Folds a sent message into the history (`record_msg_out`).
+pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<History> {
+    let src = usize::from(env.src);
+    let mut n = h.clone();
+    match env.msg {
+        Msg::Observe(Obs::Commit { entry, if_match }) => {
+            if let Some(e) = if_match {
+                let valid = *e + 1 == entry.seq && h.committed(*e).is_some();
+                if !valid {
+                    n.flags |= STALE_ETAG_COMMITTED;
+                }
+            }
+            let i = entry.seq as usize - 1;
+            if n.commits.len() <= i {
+                n.commits.resize(i + 1, 0);
+            }
+            if n.commits[i] == 0 {
+                n.commits[i] = entry.value;
+            }
+        }
+        Msg::Observe(Obs::Takeover { with_replica: true }) => n.flags |= FAILOVER,
+        Msg::Observe(Obs::Takeover { with_replica: false }) => return None,
+        Msg::Observe(Obs::RejoinWithState) => n.flags |= REJOIN_STATE,
+        Msg::Subscribe => {
+            let i = setup.subscriber_index(src)?;
+            n.subs[i].acked_before = h.acked_max;
+        }
+        Msg::ToSubscriber { ua, ev } => {
+            let i = setup.subscriber_index(*ua as usize)?;
+            let s = &mut n.subs[i];
+            match ev {
+                UaEvent::Accepted => s.result = Some(true),
+                UaEvent::Rejected => {
+                    s.result = Some(false);
+                    n.flags |= NACKED;
+                    if s.acked_before > 0 {
+                        n.flags |= STALE_FIRST;
+                    }
+                }
+                UaEvent::Notify(e) => {
+                    if s.result != Some(true) {
+                        n.flags |= NOTIFY_BEFORE_ACK;
+                    }
+                    match s.last {
+                        Some(last) if e.seq <= last.seq => n.flags |= OUT_OF_ORDER,
+                        None if e.seq < s.acked_before => n.flags |= STALE_FIRST,
+                        _ => {}
+                    }
+                    s.last = Some(*e);
+                    if h.committed(e.seq) != Some(e.value) {
+                        n.flags |= UNPUBLISHED;
+                    }
+                }
+            }
+        }
+        Msg::Pub412 { .. } => n.flags |= REJECTED_412,
+        _ => return None,
+    }
+    (n != *h).then_some(n)
+}
+
+/// Folds a delivered message into the history (`record_msg_in`).
+pub fn on_receive(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<History> {
+    match env.msg {
+        Msg::PubOk { etag, .. } if setup.publisher_index(usize::from(env.dst)).is_some() => {
+            (*etag > h.acked_max).then(|| History {
+                acked_max: *etag,
+                ..h.clone()
+            })
+        }
+        _ => None,
+    }
+}

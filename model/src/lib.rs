@@ -1,0 +1,74 @@
+//! # A Stateright model of sa-Scribe
+//!
+//! sa-Scribe (SIP-aware Scribe, Panagiotou & Devlic) replaces a central SIP presence server with a
+//! Pastry overlay: the group of a resource and event package has id `gid`, the peer numerically
+//! closest to `gid` is the group's root, and a multicast tree is built from reverse-path JOINs.
+//! This crate is an abstract, independent specification of the protocol, small enough to check
+//! exhaustively; the production peer in `impl/` is a separate program, and traces bridge the two.
+//!
+//! ## What is modelled
+//! - **Overlay** ([`topology`]): the 10-bit ids and base-4 Pastry routing of the paper's Fig. 3.
+//! - **Join** (§III.E): a SUBSCRIBE at a first-contact peer becomes a JOIN routed toward `gid`;
+//!   each hop grafts its predecessor as a child and answers pACK; the JOIN always travels on to
+//!   the root, which answers ACK with its latest committed state (the first NOTIFY) or nACK when
+//!   it has none; the answer retraces the reverse path.
+//! - **Publish** (§III.D): a PUBLISH is routed to the root, which checks SIP-If-Match (412 on a
+//!   stale ETag, changing nothing), stamps the next seq, mints a new ETag, clamps the expiry
+//!   ([`protocol::MAX_EXPIRES`]) and replicates its state to its k nearest peers. Once every
+//!   replica holds it, the publication is **committed**: the root multicasts it down the tree and
+//!   answers 200 with ETag and expiry.
+//! - **Latest-state sync**: a member passes an entry to its subscribers only if it is newer than
+//!   their last NOTIFY, and only after their 200.
+//! - **Re-JOIN reconciliation** (§III.F): an orphaned member (its parent crashed) re-JOINs
+//!   carrying its latest state; a root keeps the higher seq.
+//! - **Root replication** (§III.F): replicas hold the root state (entry, seq, ETag, expiry and the
+//!   last result per publisher, so a retransmitted publish is not applied twice); when the root
+//!   crashes the closest live peer takes over with its replica.
+//! - **Faults**: up to `crashes` peer crashes (crash-stop), optional loss of overlay
+//!   request/response messages (bounded), optional duplication.
+//!
+//! ## Abstractions (what is simplified, and why)
+//! - **One group.** Groups are independent in sa-Scribe; every property is per group.
+//! - **Static membership.** Pastry joins and leaves are not modelled; leaf-set repair after a
+//!   detected crash is instantaneous (see [`topology`]). The production core implements both.
+//! - **Heartbeats and keep-alives as a failure detector.** Periodic messages would make the state
+//!   graph cyclic and defeat liveness checking; instead a `Detect(x)` timeout fires, at any
+//!   moment after `x` crashed, at each peer (a perfect failure detector: no false suspicion).
+//! - **Retransmission timeouts** fire only when a request is actually lost, and only after every
+//!   live peer has detected every crash (timeouts longer than round trips and detection).
+//! - **Values and ETags.** A publication body is a small number; the ETag of a publication is its
+//!   seq (unique as long as seqs never roll back). Expiry is a number the root clamps; expiry
+//!   timers and subscription refresh/unsubscribe are left to the production core.
+//! - **Commit before multicast.** The paper leaves open when the root multicasts relative to
+//!   replication. Committing only after all replicas hold the state is what makes acknowledged
+//!   publications survive failover without a new root ever reusing a seq; with it, the state a
+//!   re-JOIN carries is never newer than a replica's within the fault bound, so that mechanism is
+//!   exercised (witness `rejoin-carried-state`) but its removal cannot be told apart there.
+//! - **Loss** is limited to overlay request/response messages (JOIN, pACK, ACK/nACK, publish and
+//!   its result), which retransmission recovers. Multicast, replication and NOTIFY delivery are
+//!   assumed reliable (in production: acknowledged transfers and SIP retransmission).
+//!
+//! ## Properties
+//! See [`model::PROPERTIES`]. Safety properties are `always`; liveness ones are `eventually`.
+//!
+//! **What the liveness checks cover.** Stateright reports an `eventually` counterexample only at a
+//! terminal state (no enabled action) reached with the property unmet, and misses violations that
+//! only show in cycles. The guards above make every behaviour finite: crashes are bounded and
+//! never recover, `Detect` fires once per crash, retries fire only after a loss (bounded), and no
+//! timer is periodic — so the state graph is acyclic and every maximal path ends in a terminal
+//! state, where each `eventually` property is checked. A depth-bounded search (`--depth`) or a
+//! simulation reports no liveness counterexample on paths it cuts. Each liveness property has a
+//! mutant the checker catches (see [`mutant`]).
+
+#![warn(missing_docs)]
+
+pub mod history;
+pub mod model;
+pub mod mutant;
+pub mod protocol;
+pub mod setup;
+pub mod topology;
+
+pub use model::SaScribe;
+pub use mutant::Mutant;
+pub use setup::{Options, Preset, Setup};

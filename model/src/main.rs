@@ -1,0 +1,233 @@
+//! `sascribe-model`: check the sa-Scribe model, or explore it in Stateright's Explorer.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sascribe_model::model::PROPERTIES;
+use sascribe_model::setup::NetworkKind;
+use sascribe_model::{Mutant, Options, Preset, SaScribe, Setup};
+use stateright::{Checker, Model, UniformChooser};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "sascribe-model",
+    about = "Model-check sa-Scribe (SIP-aware Scribe) with Stateright"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check every property; print statistics, verdicts and counterexamples.
+    Check(CheckArgs),
+    /// Serve the Stateright Explorer (a web UI) on 127.0.0.1.
+    Explore {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Port to listen on.
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
+    },
+}
+
+#[derive(Args, Clone)]
+struct ConfigArgs {
+    /// Starting configuration: small, multihop or fig3.
+    #[arg(long, default_value = "small", value_parser = parse::<Preset>)]
+    config: Preset,
+    /// Number of peers (1-8).
+    #[arg(long)]
+    peers: Option<usize>,
+    /// Number of subscribing user agents (0-4).
+    #[arg(long)]
+    subscribers: Option<usize>,
+    /// Number of publishes, spread over two publishing user agents (0-6).
+    #[arg(long)]
+    publishes: Option<usize>,
+    /// Peer crashes allowed (default 1).
+    #[arg(long)]
+    crashes: Option<usize>,
+    /// Replication factor k (default 2).
+    #[arg(long)]
+    k: Option<usize>,
+    /// Network: unordered, ordered or duplicating.
+    #[arg(long, default_value = "unordered", value_parser = parse::<NetworkKind>)]
+    network: NetworkKind,
+    /// Overlay request/response messages the network may lose.
+    #[arg(long, default_value_t = 0)]
+    losses: usize,
+    /// Run with a seeded protocol bug (see --list-mutants).
+    #[arg(long, value_parser = parse::<Mutant>)]
+    mutant: Option<Mutant>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Strategy {
+    Bfs,
+    Dfs,
+    Simulate,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Search strategy.
+    #[arg(long, value_enum, default_value = "bfs")]
+    strategy: Strategy,
+    /// Stop exploring paths deeper than this (no liveness verdicts on cut paths).
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Seed for --strategy simulate.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Checker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Give up after this many seconds (default: none; 60 for simulate).
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// List the seeded bugs and the property each one breaks, then exit.
+    #[arg(long)]
+    list_mutants: bool,
+}
+
+fn parse<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T, String> {
+    s.parse()
+}
+
+impl ConfigArgs {
+    fn setup(&self) -> Result<Setup, String> {
+        Setup::new(&Options {
+            preset: self.config,
+            peers: self.peers,
+            subscribers: self.subscribers,
+            publishes: self.publishes,
+            crashes: self.crashes,
+            k: self.k,
+            network: self.network,
+            losses: self.losses,
+            mutant: self.mutant,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check(args) => check(args),
+        Command::Explore { config, port } => {
+            let setup = match config.setup() {
+                Ok(s) => s,
+                Err(e) => return fail(&e),
+            };
+            println!("config: {}", setup.summary());
+            println!("Explorer on http://127.0.0.1:{port}/ (Ctrl-C to stop)");
+            let checker = SaScribe::new(setup).checker().serve(("127.0.0.1", port));
+            // serve() explores in the background and answers HTTP until the process is stopped
+            while !checker.is_done() {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+    }
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+fn check(args: CheckArgs) -> ExitCode {
+    if args.list_mutants {
+        for m in Mutant::ALL {
+            println!("{:<26} breaks {:<24} {}", m.name(), m.property(), m.description());
+        }
+        return ExitCode::SUCCESS;
+    }
+    let setup = match args.config.setup() {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    if args.threads == Some(0) {
+        return fail("--threads must be at least 1");
+    }
+    if args.depth == Some(0) {
+        return fail("--depth must be at least 1");
+    }
+    println!("config: {}", setup.summary());
+    let model = SaScribe::new(setup);
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut builder = model.clone().checker().threads(threads);
+    if let Some(d) = args.depth {
+        builder = builder.target_max_depth(d);
+    }
+    let timeout = args.timeout.or(match args.strategy {
+        Strategy::Simulate => Some(60),
+        _ => None,
+    });
+    if let Some(t) = timeout {
+        builder = builder.timeout(Duration::from_secs(t));
+    }
+    let start = Instant::now();
+    let checker: Box<dyn Checker<SaScribe>> = match args.strategy {
+        Strategy::Bfs => Box::new(builder.spawn_bfs().join()),
+        Strategy::Dfs => Box::new(builder.spawn_dfs().join()),
+        Strategy::Simulate => Box::new(builder.spawn_simulation(args.seed, UniformChooser).join()),
+    };
+    let elapsed = start.elapsed();
+    let exhaustive = args.depth.is_none()
+        && !matches!(args.strategy, Strategy::Simulate)
+        && timeout.is_none_or(|t| elapsed < Duration::from_secs(t));
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    println!("states generated: {}", checker.state_count());
+    println!("unique states:    {}", checker.unique_state_count());
+    println!("max depth:        {}", checker.max_depth());
+    println!(
+        "states/s:         {:.0} (unique {:.0})",
+        checker.state_count() as f64 / secs,
+        checker.unique_state_count() as f64 / secs
+    );
+    println!("time:             {:.2} s on {threads} thread(s)", secs);
+    println!(
+        "search:           {}",
+        if exhaustive {
+            "exhaustive"
+        } else {
+            "bounded (no verdict is a proof)"
+        }
+    );
+    let discoveries = checker.discoveries();
+    let mut violated = Vec::new();
+    for (name, kind, meaning) in PROPERTIES {
+        let found = discoveries.contains_key(name);
+        let verdict = match (*kind, found, exhaustive) {
+            ("sometimes", true, _) => "witnessed",
+            ("sometimes", false, true) => "NOT REACHABLE",
+            ("sometimes", false, false) => "not witnessed",
+            (_, true, _) => "VIOLATED",
+            (_, false, true) => "holds",
+            (_, false, false) => "no counterexample found",
+        };
+        println!("  {kind:<10} {name:<24} {verdict:<24} {meaning}");
+        if found && *kind != "sometimes" {
+            violated.push(*name);
+        }
+    }
+    for name in &violated {
+        let path = &discoveries[name];
+        println!("\ncounterexample to {name} ({} steps):", path.clone().into_actions().len());
+        print!("{}", model.describe_path(path));
+    }
+    if violated.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

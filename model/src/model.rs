@@ -1,0 +1,449 @@
+//! The checked model: the actors wrapped with the guards that stand for timing assumptions, the
+//! fault budget, and the properties.
+
+use crate::history::{self, History};
+use crate::protocol::{Msg, Node, NodeState, ReqId, Timer};
+use crate::setup::{NetworkKind, Setup};
+use crate::topology::PeerIx;
+use stateright::actor::{ActorModel, ActorModelAction, ActorModelState, Id, LossyNetwork, Network};
+use stateright::{Model, Path, Property};
+use std::sync::Arc;
+
+/// A state of the model.
+pub type State = ActorModelState<Node, History>;
+/// An action of the model.
+pub type Action = ActorModelAction<Msg, Timer, ()>;
+
+/// The sa-Scribe model.
+///
+/// It is a Stateright [`ActorModel`] whose enabled actions are filtered by three guards:
+/// - **crash-stop of peers only**: `Crash` is offered for peers (user agents do not crash), within
+///   the crash budget, and crashed peers never recover;
+/// - **perfect failure detection**: a peer's `Detect(x)` timer (missed heartbeats/keep-alives)
+///   fires only once `x` has crashed, so there are no false suspicions;
+/// - **timeouts longer than round trips**: a `Retry(req)` timer fires only when the request is
+///   lost (no message about it is in flight to a live actor, no live root is still working on it)
+///   and every live peer has detected every crash.
+///
+/// After each step, envelopes addressed to a crashed peer (never delivered, as peers do not
+/// recover) and observation envelopes (already folded into the history) are removed.
+#[derive(Clone)]
+pub struct SaScribe {
+    /// The configuration.
+    pub setup: Arc<Setup>,
+    inner: ActorModel<Node, Arc<Setup>, History>,
+}
+
+impl SaScribe {
+    /// Builds the model for a configuration.
+    pub fn new(setup: Setup) -> Self {
+        let setup = Arc::new(setup);
+        let mut m = ActorModel::new(setup.clone(), History::new(&setup));
+        for _ in 0..setup.peers() {
+            m = m.actor(Node::Peer(setup.clone()));
+        }
+        for &peer in &setup.subscribers {
+            m = m.actor(Node::Subscriber { peer });
+        }
+        for (peer, script) in &setup.publishers {
+            m = m.actor(Node::Publisher {
+                peer: *peer,
+                script: script.clone(),
+            });
+        }
+        let network = match setup.network {
+            NetworkKind::Unordered => Network::new_unordered_nonduplicating([]),
+            NetworkKind::Ordered => Network::new_ordered([]),
+            NetworkKind::Duplicating => Network::new_unordered_duplicating([]),
+        };
+        let m = m
+            .init_network(network)
+            .lossy_network(if setup.losses > 0 {
+                LossyNetwork::Yes
+            } else {
+                LossyNetwork::No
+            })
+            .max_crashes(setup.max_crashes)
+            .record_msg_out(history::on_send)
+            .record_msg_in(history::on_receive);
+        SaScribe { setup, inner: m }
+    }
+
+    fn peer<'s>(&self, state: &'s State, p: usize) -> Option<&'s crate::protocol::PeerState> {
+        state.actor_states.get(p).and_then(|s| s.peer())
+    }
+
+    fn live_peers<'s>(
+        &'s self,
+        state: &'s State,
+    ) -> impl Iterator<Item = (usize, &'s crate::protocol::PeerState)> + 's {
+        (0..self.setup.peers())
+            .filter(|&p| !state.crashed[p])
+            .filter_map(move |p| self.peer(state, p).map(|s| (p, s)))
+    }
+
+    /// Every live peer has detected every crash.
+    fn detection_complete(&self, state: &State) -> bool {
+        let crashed: u8 = (0..self.setup.peers())
+            .filter(|&p| state.crashed[p])
+            .fold(0, |m, p| m | (1 << p));
+        self.live_peers(state).all(|(_, s)| s.dead & crashed == crashed)
+    }
+
+    /// No message about `req` is in flight to a live actor and no live root holds it.
+    fn lost(&self, state: &State, req: ReqId) -> bool {
+        let mentions = |m: &Msg| match m {
+            Msg::Join { req: r, .. }
+            | Msg::JoinReply { req: r, .. }
+            | Msg::PubFwd { req: r, .. }
+            | Msg::PubReply { req: r, .. } => *r == req,
+            Msg::Replicate(rs) => rs.0.applied.iter().any(|a| a.0 == req.who && a.1 == req.n),
+            _ => false,
+        };
+        let in_flight = for_each_envelope(&state.network, |dst, m| {
+            let d = usize::from(dst);
+            d < self.setup.actors() && !state.crashed[d] && mentions(m)
+        });
+        if in_flight {
+            return false;
+        }
+        !self.live_peers(state).any(|(_, s)| {
+            s.root
+                .as_ref()
+                .is_some_and(|r| r.waiting.iter().any(|w| w.0 == req))
+        })
+    }
+
+    fn enabled(&self, state: &State, action: &Action) -> bool {
+        match action {
+            ActorModelAction::Crash(id) => usize::from(*id) < self.setup.peers(),
+            ActorModelAction::Recover(_) => false,
+            ActorModelAction::Timeout(_, Timer::Detect(x)) => state.crashed[*x as usize],
+            ActorModelAction::Timeout(_, Timer::Retry(req)) => {
+                self.detection_complete(state) && self.lost(state, *req)
+            }
+            ActorModelAction::Drop(env) => {
+                (state.history.losses as usize) < self.setup.losses
+                    && matches!(
+                        env.msg,
+                        Msg::Join { .. }
+                            | Msg::PAck
+                            | Msg::JoinReply { .. }
+                            | Msg::PubFwd { .. }
+                            | Msg::PubReply { .. }
+                    )
+            }
+            _ => true,
+        }
+    }
+
+    fn normalize(&self, mut state: State) -> State {
+        let actors = self.setup.actors();
+        let crashed = state.crashed.clone();
+        let gone = |dst: Id| {
+            let d = usize::from(dst);
+            d >= actors || crashed[d]
+        };
+        if for_each_envelope(&state.network, |dst, _| gone(dst)) {
+            state.network = match &state.network {
+                Network::Ordered(map) => {
+                    let mut map = map.clone();
+                    map.retain(|(_, dst), _| !gone(*dst));
+                    Network::Ordered(map)
+                }
+                Network::UnorderedDuplicating(set, _) => Network::new_unordered_duplicating(
+                    set.iter().filter(|e| !gone(e.dst)).cloned(),
+                ),
+                Network::UnorderedNonDuplicating(_) => Network::new_unordered_nonduplicating(
+                    state
+                        .network
+                        .iter_all()
+                        .filter(|e| !gone(e.dst))
+                        .map(|e| e.to_cloned_msg()),
+                ),
+            };
+        }
+        state
+    }
+
+    /// A readable description of an action, with actor names.
+    pub fn describe(&self, action: &Action) -> String {
+        let name = |id: &Id| self.setup.actor_name(usize::from(*id));
+        match action {
+            ActorModelAction::Deliver { src, dst, msg } => {
+                format!("{} → {}: {}", name(src), name(dst), self.describe_msg(msg))
+            }
+            ActorModelAction::Drop(env) => format!(
+                "network loses {} → {}: {}",
+                name(&env.src),
+                name(&env.dst),
+                self.describe_msg(&env.msg)
+            ),
+            ActorModelAction::Timeout(id, Timer::Start) => format!("{} subscribes", name(id)),
+            ActorModelAction::Timeout(id, Timer::Detect(x)) => format!(
+                "{} detects that {} crashed",
+                name(id),
+                self.setup.topo.name(*x)
+            ),
+            ActorModelAction::Timeout(id, Timer::Retry(req)) => {
+                format!("{} retransmits {}", name(id), self.describe_req(req))
+            }
+            ActorModelAction::Crash(id) => format!("{} crashes", name(id)),
+            ActorModelAction::Recover(id) => format!("{} recovers", name(id)),
+            ActorModelAction::SelectRandom { actor, .. } => format!("{} chooses", name(actor)),
+        }
+    }
+
+    fn describe_req(&self, r: &ReqId) -> String {
+        format!(
+            "req {}/{}#{}",
+            self.setup.topo.name(r.origin),
+            self.setup.actor_name(r.who as usize),
+            r.n
+        )
+    }
+
+    /// A readable description of a message.
+    pub fn describe_msg(&self, m: &Msg) -> String {
+        let e = |x: &Option<crate::protocol::Entry>| match x {
+            Some(e) => format!("seq {} value v{}", e.seq, e.value),
+            None => "no state".into(),
+        };
+        match m {
+            Msg::Subscribe => "SUBSCRIBE".into(),
+            Msg::Publish {
+                n,
+                value,
+                if_match,
+                expires,
+            } => format!(
+                "PUBLISH #{n} v{value}{} expires {expires}",
+                if_match
+                    .map(|t| format!(" If-Match e{t}"))
+                    .unwrap_or_default()
+            ),
+            Msg::ToSubscriber { ua, ev } => format!(
+                "to {}: {}",
+                self.setup.actor_name(*ua as usize),
+                match ev {
+                    crate::protocol::UaEvent::Accepted => "200 OK (SUBSCRIBE)".to_string(),
+                    crate::protocol::UaEvent::Rejected => "nACK → 404 (SUBSCRIBE)".to_string(),
+                    crate::protocol::UaEvent::Notify(x) => format!("NOTIFY {}", e(&Some(*x))),
+                }
+            ),
+            Msg::PubOk { n, etag, expires } => {
+                format!("200 OK (PUBLISH #{n}) ETag e{etag} expires {expires}")
+            }
+            Msg::Pub412 { n } => format!("412 (PUBLISH #{n})"),
+            Msg::Join { req, path, carried } => format!(
+                "JOIN {} path {:?} carrying {}",
+                self.describe_req(req),
+                path.as_slice()
+                    .iter()
+                    .map(|&p| self.setup.topo.name(p))
+                    .collect::<Vec<_>>(),
+                e(carried)
+            ),
+            Msg::PAck => "pACK".into(),
+            Msg::JoinReply { req, state, .. } => match state {
+                Some(_) => format!("ACK {} with {}", self.describe_req(req), e(state)),
+                None => format!("nACK {}", self.describe_req(req)),
+            },
+            Msg::Multicast(x) => format!("MULTICAST {}", e(&Some(*x))),
+            Msg::PubFwd {
+                req,
+                value,
+                if_match,
+                ..
+            } => format!(
+                "publish {} v{value}{}",
+                self.describe_req(req),
+                if_match
+                    .map(|t| format!(" If-Match e{t}"))
+                    .unwrap_or_default()
+            ),
+            Msg::PubReply { req, result } => {
+                format!("publish result {} {:?}", self.describe_req(req), result)
+            }
+            Msg::Replicate(rs) => format!("REPLICATE {}", e(&rs.0.entry)),
+            Msg::ReplicaAck(s) => format!("replica ack seq {s}"),
+            Msg::Observe(o) => format!("observe {o:?}"),
+        }
+    }
+
+    /// Renders a path as numbered steps.
+    pub fn describe_path(&self, path: &Path<State, Action>) -> String {
+        let mut out = String::new();
+        for (i, a) in path.clone().into_actions().iter().enumerate() {
+            out.push_str(&format!("{:>3}. {}\n", i + 1, self.describe(a)));
+        }
+        out
+    }
+
+    fn crashed_count(state: &State) -> usize {
+        state.crashed.iter().filter(|&&c| c).count()
+    }
+
+    fn peer_down(&self, state: &State, p: PeerIx) -> bool {
+        state.crashed[p as usize]
+    }
+}
+
+/// Calls `f` on every envelope's destination and message; returns whether any call said true.
+fn for_each_envelope(net: &Network<Msg>, mut f: impl FnMut(Id, &Msg) -> bool) -> bool {
+    match net {
+        Network::UnorderedDuplicating(set, _) => set.iter().any(|e| f(e.dst, &e.msg)),
+        Network::UnorderedNonDuplicating(map) => map.keys().any(|e| f(e.dst, &e.msg)),
+        Network::Ordered(map) => map
+            .iter()
+            .any(|((_, dst), q)| q.iter().any(|m| f(*dst, m))),
+    }
+}
+
+// ---- properties ----------------------------------------------------------------------------
+
+fn pub_done(m: &SaScribe, state: &State, j: usize) -> bool {
+    let (peer, script) = &m.setup.publishers[j];
+    match &*state.actor_states[m.setup.publisher_id(j)] {
+        NodeState::Publisher(p) => m.peer_down(state, *peer) || p.next as usize == script.len(),
+        _ => unreachable!(),
+    }
+}
+
+fn subs_answered(m: &SaScribe, state: &State) -> bool {
+    m.setup.subscribers.iter().enumerate().all(|(i, &peer)| {
+        m.peer_down(state, peer) || state.history.subs[i].result.is_some()
+    })
+}
+
+fn pubs_answered(m: &SaScribe, state: &State) -> bool {
+    (0..m.setup.publishers.len()).all(|j| pub_done(m, state, j))
+}
+
+fn converged(m: &SaScribe, state: &State) -> bool {
+    if !subs_answered(m, state) || !pubs_answered(m, state) {
+        return false;
+    }
+    let latest = state.history.latest();
+    m.setup.subscribers.iter().enumerate().all(|(i, &peer)| {
+        let s = &state.history.subs[i];
+        m.peer_down(state, peer)
+            || s.result == Some(false)
+            || s.last.map(|e| (e.seq, e.value)) == latest
+    })
+}
+
+fn no_rollback(m: &SaScribe, state: &State) -> bool {
+    if m.setup.k == 0 || SaScribe::crashed_count(state) > m.setup.k - 1 {
+        return true;
+    }
+    let acked = state.history.acked_max;
+    m.live_peers(state).all(|(_, s)| {
+        s.root
+            .as_ref()
+            .is_none_or(|r| r.committed.map_or(0, |e| e.seq) >= acked)
+    })
+}
+
+fn acyclic(m: &SaScribe, state: &State) -> bool {
+    let n = m.setup.peers();
+    m.live_peers(state).all(|(p, _)| {
+        let mut at = p;
+        for _ in 0..=n {
+            match m.peer(state, at).and_then(|s| s.parent) {
+                Some(q) if !state.crashed[q as usize] => at = q as usize,
+                _ => return true,
+            }
+            if at == p {
+                return false;
+            }
+        }
+        false
+    })
+}
+
+/// The property names, in report order, with their kind and meaning.
+pub const PROPERTIES: &[(&str, &str, &str)] = &[
+    ("notify-seq-increasing", "always", "each subscriber's NOTIFY seqs strictly increase"),
+    ("notify-after-ack", "always", "no NOTIFY reaches a subscriber before its 200 OK"),
+    ("notified-was-published", "always", "every NOTIFY carries the (seq, state) a root committed with that seq"),
+    ("first-notify-fresh", "always", "a subscriber's first NOTIFY (or nACK) is at least as new as every publication acknowledged before it subscribed"),
+    ("no-rollback", "always", "while at most k-1 peers crashed, a root's committed seq is never below an acknowledged one"),
+    ("412-changes-nothing", "always", "a conditional publish with a stale ETag is never committed: only a 412 answers it"),
+    ("tree-acyclic", "always", "no live peer is its own ancestor"),
+    ("subscribe-answered", "eventually", "every SUBSCRIBE to a live peer gets a final response"),
+    ("publish-answered", "eventually", "every PUBLISH to a live peer gets a final response"),
+    ("subscribers-converge", "eventually", "once all requests are answered, every live subscriber holds the latest committed publication"),
+    ("failover-happened", "sometimes", "a replica took over as root"),
+    ("rejoin-carried-state", "sometimes", "a root received a re-JOIN carrying state"),
+    ("412-happened", "sometimes", "a publish was answered 412"),
+    ("nack-happened", "sometimes", "a subscribe was answered nACK"),
+];
+
+impl Model for SaScribe {
+    type State = State;
+    type Action = Action;
+
+    fn init_states(&self) -> Vec<State> {
+        self.inner
+            .init_states()
+            .into_iter()
+            .map(|s| self.normalize(s))
+            .collect()
+    }
+
+    fn actions(&self, state: &State, actions: &mut Vec<Action>) {
+        let mut all = Vec::new();
+        self.inner.actions(state, &mut all);
+        actions.extend(all.into_iter().filter(|a| self.enabled(state, a)));
+    }
+
+    fn next_state(&self, last: &State, action: Action) -> Option<State> {
+        let dropped = matches!(action, ActorModelAction::Drop(_));
+        let mut next = self.inner.next_state(last, action)?;
+        if dropped {
+            next.history.losses += 1;
+        }
+        Some(self.normalize(next))
+    }
+
+    fn format_action(&self, action: &Action) -> String {
+        self.describe(action)
+    }
+
+    fn as_svg(&self, path: Path<State, Action>) -> Option<String> {
+        self.inner.as_svg(path)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        use history::*;
+        vec![
+            Property::always("notify-seq-increasing", |_, s: &State| {
+                !s.history.has(OUT_OF_ORDER)
+            }),
+            Property::always("notify-after-ack", |_, s: &State| {
+                !s.history.has(NOTIFY_BEFORE_ACK)
+            }),
+            Property::always("notified-was-published", |_, s: &State| {
+                !s.history.has(UNPUBLISHED)
+            }),
+            Property::always("first-notify-fresh", |_, s: &State| {
+                !s.history.has(STALE_FIRST)
+            }),
+            Property::always("no-rollback", no_rollback),
+            Property::always("412-changes-nothing", |_, s: &State| {
+                !s.history.has(STALE_ETAG_COMMITTED)
+            }),
+            Property::always("tree-acyclic", acyclic),
+            Property::eventually("subscribe-answered", subs_answered),
+            Property::eventually("publish-answered", pubs_answered),
+            Property::eventually("subscribers-converge", converged),
+            Property::sometimes("failover-happened", |_, s: &State| s.history.has(FAILOVER)),
+            Property::sometimes("rejoin-carried-state", |_, s: &State| {
+                s.history.has(REJOIN_STATE)
+            }),
+            Property::sometimes("412-happened", |_, s: &State| s.history.has(REJECTED_412)),
+            Property::sometimes("nack-happened", |_, s: &State| s.history.has(NACKED)),
+        ]
+    }
+}

@@ -1,0 +1,1096 @@
+//! The actors of the model: overlay peers running sa-Scribe, and the SIP user agents (subscribers
+//! and publishers) attached to a first-contact peer.
+//!
+//! The peer's handlers follow §III.D–F of the paper; where the paper is silent the design choice
+//! is stated on the handler (see also the crate documentation).
+
+use crate::mutant::Mutant;
+use crate::setup::Setup;
+use crate::topology::{PeerIx, PeerSet};
+use serde::Serialize;
+use stateright::actor::{model_timeout, Actor, Id, Out};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// A group sequence number, stamped by the root on each committed publication (0 = none yet).
+pub type Seq = u8;
+/// A publication body, abstracted to a small number chosen by the publisher (never 0).
+pub type Value = u8;
+/// An entity tag. The root mints a new one per successful publication; in the model the tag of a
+/// publication is its sequence number, which is unique as long as seqs never roll back.
+pub type ETag = Seq;
+
+/// The longest publication lifetime a root grants (abstract units); longer requests are clamped.
+pub const MAX_EXPIRES: u8 = 2;
+
+/// A piece of group state: the publication `value` stamped with `seq`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Entry {
+    /// Sequence number stamped by the root.
+    pub seq: Seq,
+    /// The published body.
+    pub value: Value,
+}
+
+/// Keeps the newer of two optional entries (by seq).
+pub fn newer(a: Option<Entry>, b: Option<Entry>) -> Option<Entry> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if y.seq > x.seq { y } else { x }),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+/// Identifies a request end to end, so that a retransmission is recognised (dedup) and so the
+/// checker can tell whether a request is still in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ReqId {
+    /// The first-contact peer that issued the overlay request.
+    pub origin: PeerIx,
+    /// The actor the request is for: a client, or the origin peer itself for a re-JOIN.
+    pub who: u8,
+    /// The requester's counter.
+    pub n: u8,
+}
+
+/// The reverse path of a JOIN: the peers it traversed, oldest first (at most 7 hops).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Hops {
+    len: u8,
+    at: [PeerIx; 7],
+}
+
+impl Hops {
+    /// A path holding only `p`.
+    pub fn from(p: PeerIx) -> Self {
+        let mut at = [0; 7];
+        at[0] = p;
+        Hops { len: 1, at }
+    }
+    /// Appends a hop; `None` when the path is full (a routing loop, dropped).
+    pub fn push(mut self, p: PeerIx) -> Option<Self> {
+        if (self.len as usize) == self.at.len() {
+            return None;
+        }
+        self.at[self.len as usize] = p;
+        self.len += 1;
+        Some(self)
+    }
+    /// Removes the last hop.
+    pub fn pop(mut self) -> Self {
+        self.len = self.len.saturating_sub(1);
+        self
+    }
+    /// The last hop, if any.
+    pub fn last(&self) -> Option<PeerIx> {
+        (self.len > 0).then(|| self.at[self.len as usize - 1])
+    }
+    /// The hops, oldest first.
+    pub fn as_slice(&self) -> &[PeerIx] {
+        &self.at[..self.len as usize]
+    }
+}
+
+/// The root's answer to a publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum PubResult {
+    /// 200 OK with the new entity tag and the expiry the root chose.
+    Ok {
+        /// New entity tag.
+        etag: ETag,
+        /// Expiry granted by the root.
+        expires: u8,
+    },
+    /// 412 Conditional Request Failed: the SIP-If-Match tag is not the current one.
+    PreconditionFailed,
+}
+
+/// What a root holds for its group, and what it replicates to its k nearest peers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct RootState {
+    /// Latest applied publication.
+    pub entry: Option<Entry>,
+    /// Expiry the root granted to the latest publication.
+    pub expires: u8,
+    /// Last applied request and its result per publisher (`who`, `n`, result): answers a
+    /// retransmitted publish without applying it twice.
+    pub applied: Vec<(u8, u8, PubResult)>,
+}
+
+impl RootState {
+    fn applied_result(&self, req: ReqId) -> Option<PubResult> {
+        self.applied
+            .iter()
+            .find(|(w, n, _)| *w == req.who && *n == req.n)
+            .map(|(_, _, r)| *r)
+    }
+    fn record(&mut self, req: ReqId, result: PubResult) {
+        match self.applied.iter_mut().find(|(w, _, _)| *w == req.who) {
+            Some(slot) => *slot = (req.who, req.n, result),
+            None => {
+                self.applied.push((req.who, req.n, result));
+                self.applied.sort_unstable();
+            }
+        }
+    }
+}
+
+/// Model bookkeeping sent to the observer sink (never delivered; folded into the history).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Obs {
+    /// A root committed `entry` (multicast it and may acknowledge it).
+    Commit {
+        /// The committed entry.
+        entry: Entry,
+        /// The SIP-If-Match the publication carried, if it was conditional.
+        if_match: Option<ETag>,
+    },
+    /// A peer took over as root after the root failed (`with_replica`: it held a replica).
+    Takeover {
+        /// Whether the new root held replicated state.
+        with_replica: bool,
+    },
+    /// A root received a re-JOIN that carried state.
+    RejoinWithState,
+}
+
+/// Every message of the model.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Msg {
+    /// UA → first-contact peer: SIP SUBSCRIBE.
+    Subscribe,
+    /// UA → first-contact peer: SIP PUBLISH (`n`: the UA's request counter).
+    Publish {
+        /// Request counter.
+        n: u8,
+        /// Body.
+        value: Value,
+        /// SIP-If-Match.
+        if_match: Option<ETag>,
+        /// Requested expiry.
+        expires: u8,
+    },
+    /// First-contact peer → subscribing UA (`ua`: its actor index). These go to the observer
+    /// sink: a subscriber's reaction does not affect the protocol, so delivering them would only
+    /// multiply interleavings; the history records what each subscriber was sent.
+    ToSubscriber {
+        /// The subscriber's actor index.
+        ua: u8,
+        /// What it is sent.
+        ev: UaEvent,
+    },
+    /// First-contact peer → UA: 200 OK to PUBLISH.
+    PubOk {
+        /// Request counter.
+        n: u8,
+        /// New entity tag.
+        etag: ETag,
+        /// Expiry chosen by the root.
+        expires: u8,
+    },
+    /// First-contact peer → UA: 412 to PUBLISH.
+    Pub412 {
+        /// Request counter.
+        n: u8,
+    },
+    /// sa-Scribe JOIN, routed toward the group id; each hop grafts its predecessor.
+    Join {
+        /// End-to-end request id.
+        req: ReqId,
+        /// Reverse path.
+        path: Hops,
+        /// Latest state known to the joiner (re-JOIN reconciliation).
+        carried: Option<Entry>,
+    },
+    /// Provisional acknowledgement from a hop that grafted the sender.
+    PAck,
+    /// ACK (with state) or nACK (`state: None`) from the root, back along the reverse path.
+    JoinReply {
+        /// End-to-end request id.
+        req: ReqId,
+        /// Remaining reverse path.
+        path: Hops,
+        /// The root's committed state; `None` is a nACK.
+        state: Option<Entry>,
+    },
+    /// Multicast of a committed entry down the tree.
+    Multicast(Entry),
+    /// A publish routed toward the root.
+    PubFwd {
+        /// End-to-end request id.
+        req: ReqId,
+        /// Body.
+        value: Value,
+        /// SIP-If-Match.
+        if_match: Option<ETag>,
+        /// Requested expiry.
+        expires: u8,
+    },
+    /// The root's result, sent straight to the origin peer.
+    PubReply {
+        /// End-to-end request id.
+        req: ReqId,
+        /// Result.
+        result: PubResult,
+    },
+    /// Root → replica: the root state.
+    Replicate(RootStateMsg),
+    /// Replica → root: the seq it now holds.
+    ReplicaAck(Seq),
+    /// Observation for the checker's history (sent to the sink id).
+    Observe(Obs),
+}
+
+/// What a first-contact peer sends a subscribing UA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum UaEvent {
+    /// 200 OK to SUBSCRIBE (the root's ACK).
+    Accepted,
+    /// Final error to SUBSCRIBE (the root's nACK: no state).
+    Rejected,
+    /// SIP NOTIFY with the group state.
+    Notify(Entry),
+}
+
+/// A [`RootState`] inside a message (boxed in an `Arc` to keep messages cheap to clone).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct RootStateMsg(pub Arc<RootState>);
+
+/// Timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Timer {
+    /// A subscriber decides to subscribe (fires at an arbitrary point).
+    Start,
+    /// Failure detector: the peer notices that `PeerIx` has crashed (missing heartbeats and
+    /// keep-alives). Enabled only once that peer has crashed: a perfect failure detector.
+    Detect(PeerIx),
+    /// Retransmission timeout for a request; enabled only once the request is lost.
+    Retry(ReqId),
+}
+
+/// A subscriber attached to a first-contact peer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct LocalSub {
+    /// The client's actor index.
+    pub client: u8,
+    /// Where the subscription stands.
+    pub phase: SubPhase,
+}
+
+/// Phase of a local subscription.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum SubPhase {
+    /// JOIN sent with request counter `n`; waiting for ACK/nACK.
+    Pending(u8),
+    /// Accepted; `last` is the seq of the last NOTIFY sent to the client.
+    Active(Seq),
+}
+
+/// A publish a first-contact peer is waiting on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct PendingPub {
+    /// Request id.
+    pub req: ReqId,
+    /// Body.
+    pub value: Value,
+    /// SIP-If-Match.
+    pub if_match: Option<ETag>,
+    /// Requested expiry.
+    pub expires: u8,
+}
+
+/// Root-only state.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Root {
+    /// State replicated to the replicas.
+    pub st: RootState,
+    /// Latest committed entry: what JOINs are answered with.
+    pub committed: Option<Entry>,
+    /// Applied publications waiting for every replica's ack, in seq order.
+    pub waiting: Vec<(ReqId, Entry, PubResult, Option<ETag>)>,
+    /// Current replica set and the highest seq each has acknowledged.
+    pub acks: Vec<(PeerIx, Seq)>,
+}
+
+/// An overlay peer's state for the model's one group.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct PeerState {
+    /// Peers this one has detected as crashed.
+    pub dead: PeerSet,
+    /// Parent in the multicast tree.
+    pub parent: Option<PeerIx>,
+    /// Children in the multicast tree.
+    pub children: PeerSet,
+    /// Latest group state known here.
+    pub latest: Option<Entry>,
+    /// Root role, if this peer is the group's root.
+    pub root: Option<Root>,
+    /// Replica of the root's state, if this peer is one of its k nearest peers.
+    pub replica: Option<RootState>,
+    /// Subscribers attached here.
+    pub subs: Vec<LocalSub>,
+    /// Publishes from UAs attached here awaiting the root's result.
+    pub pubs: Vec<PendingPub>,
+    /// This peer's own outstanding re-JOIN.
+    pub rejoin: Option<ReqId>,
+    /// Counter for requests this peer issues.
+    pub next_n: u8,
+    /// Provisional acknowledgements received (saturating).
+    pub packs: u8,
+}
+
+/// A subscribing UA: it only decides when to send its SUBSCRIBE (what it is sent back is
+/// recorded in the history).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct SubscriberState {
+    /// SUBSCRIBE sent.
+    pub started: bool,
+}
+
+/// A publishing UA running its script.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct PublisherState {
+    /// Index of the script step awaiting its response (== script length when done).
+    pub next: u8,
+    /// ETag of this UA's last successful publish.
+    pub etag: Option<ETag>,
+    /// Bit `i` set when step `i` got a 412.
+    pub rejected: u8,
+}
+
+/// How a scripted publish chooses its SIP-If-Match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum IfMatch {
+    /// Unconditional (initial publish).
+    None,
+    /// The ETag of this UA's previous successful publish (a modify), unconditional if none.
+    Mine,
+    /// A fixed ETag learned elsewhere (may be stale, or not yet exist).
+    Fixed(ETag),
+}
+
+/// One scripted publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct PubOp {
+    /// Body.
+    pub value: Value,
+    /// SIP-If-Match choice.
+    pub if_match: IfMatch,
+    /// Requested expiry.
+    pub expires: u8,
+}
+
+/// Any actor's state.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum NodeState {
+    /// A peer.
+    Peer(PeerState),
+    /// A subscribing UA.
+    Subscriber(SubscriberState),
+    /// A publishing UA.
+    Publisher(PublisherState),
+}
+
+impl NodeState {
+    /// The peer state, if a peer.
+    pub fn peer(&self) -> Option<&PeerState> {
+        match self {
+            NodeState::Peer(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// The model's actors.
+#[derive(Clone, Debug)]
+pub enum Node {
+    /// An overlay peer.
+    Peer(Arc<Setup>),
+    /// A subscribing UA attached to a peer.
+    Subscriber {
+        /// First-contact peer.
+        peer: PeerIx,
+    },
+    /// A publishing UA attached to a peer, with its script.
+    Publisher {
+        /// First-contact peer.
+        peer: PeerIx,
+        /// Publishes it sends, one after the other.
+        script: Arc<Vec<PubOp>>,
+    },
+}
+
+type O = Out<Node>;
+
+fn peer_id(p: PeerIx) -> Id {
+    Id::from(p as usize)
+}
+
+fn to_ix(id: Id) -> u8 {
+    usize::from(id) as u8
+}
+
+/// The peer's handlers, with the shared setup at hand.
+struct Ctx<'a> {
+    s: &'a Setup,
+    me: PeerIx,
+}
+
+impl Ctx<'_> {
+    fn mutant(&self, m: Mutant) -> bool {
+        self.s.mutant == Some(m)
+    }
+
+    fn route(&self, st: &PeerState) -> PeerIx {
+        self.s.topo.next_hop(self.me, self.s.gid, st.dead)
+    }
+
+    fn observe(&self, o: &mut O, obs: Obs) {
+        o.send(self.s.sink(), Msg::Observe(obs));
+    }
+
+    fn to_ua(&self, o: &mut O, ua: u8, ev: UaEvent) {
+        o.send(self.s.sink(), Msg::ToSubscriber { ua, ev });
+    }
+
+    fn replica_set(&self, st: &PeerState) -> Vec<(PeerIx, Seq)> {
+        if self.mutant(Mutant::NoReplication) {
+            return Vec::new();
+        }
+        let set = self
+            .s
+            .topo
+            .replicas(self.me, self.s.gid, self.s.k, st.dead);
+        (0..8).filter(|q| set & (1 << q) != 0).map(|q| (q, 0)).collect()
+    }
+
+    /// Learns a (possibly) newer entry: store it, notify active local subscribers whose last
+    /// NOTIFY is older, and pass it on to the children.
+    fn learn(&self, st: &mut PeerState, e: Entry, o: &mut O) {
+        let newer = st.latest.map_or(true, |l| e.seq > l.seq);
+        if !newer && !self.mutant(Mutant::NoStaleFilter) {
+            return;
+        }
+        if newer {
+            st.latest = Some(e);
+        }
+        for sub in st.subs.iter_mut() {
+            match sub.phase {
+                SubPhase::Active(last) if e.seq > last || self.mutant(Mutant::NoStaleFilter) => {
+                    sub.phase = SubPhase::Active(e.seq.max(last));
+                    self.to_ua(o, sub.client, UaEvent::Notify(e));
+                }
+                SubPhase::Pending(_) if self.mutant(Mutant::NotifyBeforeAck) => {
+                    self.to_ua(o, sub.client, UaEvent::Notify(e));
+                }
+                _ => {}
+            }
+        }
+        if newer && !(st.root.is_some() && self.mutant(Mutant::NoMulticast)) {
+            for c in (0..8).filter(|c| st.children & (1 << c) != 0) {
+                o.send(peer_id(c), Msg::Multicast(e));
+            }
+        }
+    }
+
+    /// Sends a JOIN for `req` toward the root (or answers it here if this peer is the root).
+    fn send_join(&self, st: &mut PeerState, req: ReqId, o: &mut O) {
+        if st.root.is_some() {
+            let state = st.root.as_ref().and_then(|r| r.committed);
+            self.join_answered(st, req, state, o);
+            return;
+        }
+        let hop = match st.parent {
+            Some(p) if st.dead & (1 << p) == 0 => p,
+            _ => self.route(st),
+        };
+        st.parent = Some(hop);
+        o.send(
+            peer_id(hop),
+            Msg::Join {
+                req,
+                path: Hops::from(self.me),
+                carried: st.latest,
+            },
+        );
+    }
+
+    /// The origin of a JOIN gets the root's answer.
+    fn join_answered(&self, st: &mut PeerState, req: ReqId, state: Option<Entry>, o: &mut O) {
+        if req.who == self.me {
+            if st.rejoin == Some(req) {
+                st.rejoin = None;
+                o.cancel_timer(Timer::Retry(req));
+                if let Some(e) = state {
+                    self.learn(st, e, o);
+                }
+            }
+            return;
+        }
+        let Some(i) = st
+            .subs
+            .iter()
+            .position(|s| s.client == req.who && s.phase == SubPhase::Pending(req.n))
+        else {
+            return;
+        };
+        o.cancel_timer(Timer::Retry(req));
+        if let Some(e) = state {
+            self.learn(st, e, o);
+        }
+        match (state, st.latest) {
+            (Some(_), Some(latest)) => {
+                self.to_ua(o, req.who, UaEvent::Accepted);
+                self.to_ua(o, req.who, UaEvent::Notify(latest));
+                st.subs[i].phase = SubPhase::Active(latest.seq);
+            }
+            _ => {
+                self.to_ua(o, req.who, UaEvent::Rejected);
+                st.subs.remove(i);
+            }
+        }
+    }
+
+    fn on_join(
+        &self,
+        st: &mut PeerState,
+        from: PeerIx,
+        req: ReqId,
+        path: Hops,
+        carried: Option<Entry>,
+        o: &mut O,
+    ) {
+        if from != self.me {
+            st.children |= 1 << from;
+        }
+        if st.root.is_some() {
+            self.root_join(st, req, path, carried, o);
+            return;
+        }
+        if self.mutant(Mutant::AnswerFromIntermediate) && st.latest.is_some() {
+            // seeded bug: an on-tree peer answers from its own, possibly stale, state
+            o.send(
+                peer_id(from),
+                Msg::JoinReply {
+                    req,
+                    path,
+                    state: st.latest,
+                },
+            );
+            return;
+        }
+        o.send(peer_id(from), Msg::PAck);
+        let hop = match st.parent {
+            Some(p) if st.dead & (1 << p) == 0 => p,
+            _ => self.route(st),
+        };
+        st.parent = Some(hop);
+        if let Some(path) = path.push(self.me) {
+            let carried = newer(carried, st.latest);
+            o.send(peer_id(hop), Msg::Join { req, path, carried });
+        }
+    }
+
+    fn root_join(
+        &self,
+        st: &mut PeerState,
+        req: ReqId,
+        path: Hops,
+        carried: Option<Entry>,
+        o: &mut O,
+    ) {
+        let is_rejoin = (req.who as usize) < self.s.topo.len();
+        if let Some(c) = carried {
+            if is_rejoin {
+                self.observe(o, Obs::RejoinWithState);
+            }
+            let root = st.root.as_mut().expect("root");
+            let adopt = match root.st.entry {
+                None => true,
+                Some(e) => c.seq > e.seq || (self.mutant(Mutant::RootAcceptsLowerSeq) && c != e),
+            };
+            if adopt {
+                // The tree knew a newer state than the root (it survived in a subtree): keep
+                // the highest seq, replicate it and pass it down.
+                root.st.entry = Some(c);
+                root.committed = Some(c);
+                let msg = Msg::Replicate(RootStateMsg(Arc::new(root.st.clone())));
+                for &(r, _) in &root.acks {
+                    o.send(peer_id(r), msg.clone());
+                }
+                self.observe(
+                    o,
+                    Obs::Commit {
+                        entry: c,
+                        if_match: None,
+                    },
+                );
+                st.latest = None;
+                self.learn(st, c, o);
+            }
+        }
+        let state = st.root.as_ref().and_then(|r| r.committed);
+        if state.is_none() && self.mutant(Mutant::NoNack) {
+            return;
+        }
+        match path.last() {
+            Some(last) => o.send(peer_id(last), Msg::JoinReply { req, path, state }),
+            None => self.join_answered(st, req, state, o),
+        }
+    }
+
+    fn on_publish_at_root(&self, st: &mut PeerState, p: PendingPub, o: &mut O) {
+        let root = st.root.as_mut().expect("root");
+        if let Some(result) = root.st.applied_result(p.req) {
+            if !root.waiting.iter().any(|w| w.0 == p.req) {
+                self.reply(st, p.req, result, o);
+            }
+            return;
+        }
+        let current = root.st.entry.map(|e| e.seq);
+        if p.if_match.is_some() && p.if_match != current && !self.mutant(Mutant::EtagIgnored) {
+            self.reply(st, p.req, PubResult::PreconditionFailed, o);
+            return;
+        }
+        let seq = match root.st.entry {
+            Some(e) if self.mutant(Mutant::SeqNotBumped) => e.seq,
+            Some(e) => e.seq + 1,
+            None => 1,
+        };
+        let entry = Entry {
+            seq,
+            value: p.value,
+        };
+        let expires = p.expires.min(MAX_EXPIRES);
+        let result = PubResult::Ok {
+            etag: seq,
+            expires,
+        };
+        root.st.entry = Some(entry);
+        root.st.expires = expires;
+        root.st.record(p.req, result);
+        root.waiting.push((p.req, entry, result, p.if_match));
+        let msg = Msg::Replicate(RootStateMsg(Arc::new(root.st.clone())));
+        for &(r, _) in &root.acks {
+            o.send(peer_id(r), msg.clone());
+        }
+        self.try_commit(st, o);
+    }
+
+    /// Commits every waiting publication that all replicas hold: multicast it, answer it.
+    fn try_commit(&self, st: &mut PeerState, o: &mut O) {
+        loop {
+            let root = st.root.as_mut().expect("root");
+            let held = root.acks.iter().map(|a| a.1).min().unwrap_or(Seq::MAX);
+            match root.waiting.first() {
+                Some(w) if w.1.seq <= held => {
+                    let (req, entry, result, if_match) = root.waiting.remove(0);
+                    root.committed = Some(entry);
+                    self.observe(o, Obs::Commit { entry, if_match });
+                    self.learn(st, entry, o);
+                    self.reply(st, req, result, o);
+                }
+                _ => return,
+            }
+        }
+    }
+
+    fn reply(&self, st: &mut PeerState, req: ReqId, result: PubResult, o: &mut O) {
+        if req.origin == self.me {
+            self.pub_answered(st, req, result, o);
+        } else {
+            o.send(peer_id(req.origin), Msg::PubReply { req, result });
+        }
+    }
+
+    fn pub_answered(&self, st: &mut PeerState, req: ReqId, result: PubResult, o: &mut O) {
+        let Some(i) = st.pubs.iter().position(|p| p.req == req) else {
+            return;
+        };
+        st.pubs.remove(i);
+        o.cancel_timer(Timer::Retry(req));
+        let client = Id::from(req.who as usize);
+        match result {
+            PubResult::Ok { etag, expires } => o.send(
+                client,
+                Msg::PubOk {
+                    n: req.n,
+                    etag,
+                    expires,
+                },
+            ),
+            PubResult::PreconditionFailed => o.send(client, Msg::Pub412 { n: req.n }),
+        }
+    }
+
+    fn forward_publish(&self, st: &mut PeerState, p: PendingPub, o: &mut O) {
+        if st.root.is_some() {
+            self.on_publish_at_root(st, p, o);
+        } else {
+            let hop = self.route(st);
+            o.send(
+                peer_id(hop),
+                Msg::PubFwd {
+                    req: p.req,
+                    value: p.value,
+                    if_match: p.if_match,
+                    expires: p.expires,
+                },
+            );
+        }
+    }
+
+    /// The failure detector reports `x` crashed.
+    fn on_detect(&self, st: &mut PeerState, x: PeerIx, o: &mut O) {
+        st.dead |= 1 << x;
+        st.children &= !(1 << x);
+        if st.root.is_none() && self.route(st) == self.me {
+            self.take_over(st, o);
+        } else if st.parent == Some(x) {
+            st.parent = None;
+            let req = ReqId {
+                origin: self.me,
+                who: self.me,
+                n: st.next_n,
+            };
+            st.next_n += 1;
+            st.rejoin = Some(req);
+            o.set_timer(Timer::Retry(req), model_timeout());
+            if self.mutant(Mutant::RejoinViaChild) && st.children != 0 {
+                st.parent = Some(st.children.trailing_zeros() as PeerIx);
+            }
+            self.send_join(st, req, o);
+        }
+        if let Some(root) = st.root.as_mut() {
+            if root.acks.iter().any(|a| a.0 == x) {
+                root.acks.retain(|a| a.0 != x);
+                let want = self
+                    .s
+                    .topo
+                    .replicas(self.me, self.s.gid, self.s.k, st.dead);
+                let msg = Msg::Replicate(RootStateMsg(Arc::new(root.st.clone())));
+                for q in (0..8).filter(|q| want & (1 << q) != 0) {
+                    if !root.acks.iter().any(|a| a.0 == q) {
+                        root.acks.push((q, 0));
+                        o.send(peer_id(q), msg.clone());
+                    }
+                }
+                root.acks.sort_unstable();
+                self.try_commit(st, o);
+            }
+        }
+    }
+
+    /// This peer is now the closest live peer to the group id: it becomes the root with the
+    /// replicated state (or whatever it knows as a tree member), treats it as committed,
+    /// re-replicates it and passes it down the tree.
+    fn take_over(&self, st: &mut PeerState, o: &mut O) {
+        let with_replica = st.replica.is_some();
+        let mut rs = st.replica.take().unwrap_or_default();
+        rs.entry = newer(rs.entry, st.latest);
+        let acks = self.replica_set(st);
+        let msg = Msg::Replicate(RootStateMsg(Arc::new(rs.clone())));
+        for &(r, _) in &acks {
+            o.send(peer_id(r), msg.clone());
+        }
+        let committed = rs.entry;
+        st.root = Some(Root {
+            st: rs,
+            committed,
+            waiting: Vec::new(),
+            acks,
+        });
+        st.parent = None;
+        if let Some(req) = st.rejoin.take() {
+            o.cancel_timer(Timer::Retry(req));
+        }
+        self.observe(o, Obs::Takeover { with_replica });
+        if let Some(e) = committed {
+            self.observe(
+                o,
+                Obs::Commit {
+                    entry: e,
+                    if_match: None,
+                },
+            );
+            st.latest = None;
+            self.learn(st, e, o);
+        }
+    }
+
+    /// A replicate from a failed root reached its successor after the takeover. If it carries a
+    /// newer state (applied by the old root, not yet committed), the new root keeps the highest
+    /// seq: it adopts the state, with the old root's per-publisher results, and commits it.
+    fn late_replicate(&self, st: &mut PeerState, rs: &RootState, o: &mut O) {
+        let root = st.root.as_mut().expect("root");
+        let theirs = rs.entry.map_or(0, |e| e.seq);
+        if theirs <= root.st.entry.map_or(0, |e| e.seq) {
+            return;
+        }
+        root.st = rs.clone();
+        let entry = rs.entry.expect("newer entry");
+        root.committed = Some(entry);
+        let msg = Msg::Replicate(RootStateMsg(Arc::new(root.st.clone())));
+        for &(r, _) in &root.acks {
+            o.send(peer_id(r), msg.clone());
+        }
+        self.observe(
+            o,
+            Obs::Commit {
+                entry,
+                if_match: None,
+            },
+        );
+        self.learn(st, entry, o);
+    }
+
+    fn on_retry(&self, st: &mut PeerState, req: ReqId, o: &mut O) {
+        if self.mutant(Mutant::NoRetry) {
+            return;
+        }
+        if req.who == self.me {
+            if st.rejoin == Some(req) {
+                o.set_timer(Timer::Retry(req), model_timeout());
+                self.send_join(st, req, o);
+            }
+        } else if let Some(p) = st.pubs.iter().find(|p| p.req == req).copied() {
+            o.set_timer(Timer::Retry(req), model_timeout());
+            self.forward_publish(st, p, o);
+        } else if st
+            .subs
+            .iter()
+            .any(|s| s.client == req.who && s.phase == SubPhase::Pending(req.n))
+        {
+            o.set_timer(Timer::Retry(req), model_timeout());
+            self.send_join(st, req, o);
+        }
+    }
+
+    fn on_msg(&self, st: &mut PeerState, src: Id, msg: Msg, o: &mut O) {
+        let from = to_ix(src);
+        match msg {
+            Msg::Subscribe => {
+                if st.subs.iter().any(|s| s.client == from) {
+                    return;
+                }
+                let req = ReqId {
+                    origin: self.me,
+                    who: from,
+                    n: st.next_n,
+                };
+                st.next_n += 1;
+                st.subs.push(LocalSub {
+                    client: from,
+                    phase: SubPhase::Pending(req.n),
+                });
+                o.set_timer(Timer::Retry(req), model_timeout());
+                self.send_join(st, req, o);
+            }
+            Msg::Publish {
+                n,
+                value,
+                if_match,
+                expires,
+            } => {
+                let req = ReqId {
+                    origin: self.me,
+                    who: from,
+                    n,
+                };
+                if st.pubs.iter().any(|p| p.req == req) {
+                    return;
+                }
+                let p = PendingPub {
+                    req,
+                    value,
+                    if_match,
+                    expires,
+                };
+                st.pubs.push(p);
+                o.set_timer(Timer::Retry(req), model_timeout());
+                self.forward_publish(st, p, o);
+            }
+            Msg::Join { req, path, carried } => self.on_join(st, from, req, path, carried, o),
+            Msg::PAck => st.packs = st.packs.saturating_add(1),
+            Msg::JoinReply { req, path, state } => {
+                let path = path.pop();
+                match path.last() {
+                    Some(prev) => o.send(peer_id(prev), Msg::JoinReply { req, path, state }),
+                    None => self.join_answered(st, req, state, o),
+                }
+            }
+            Msg::Multicast(e) => self.learn(st, e, o),
+            Msg::PubFwd {
+                req,
+                value,
+                if_match,
+                expires,
+            } => self.forward_publish(
+                st,
+                PendingPub {
+                    req,
+                    value,
+                    if_match,
+                    expires,
+                },
+                o,
+            ),
+            Msg::PubReply { req, result } => self.pub_answered(st, req, result, o),
+            Msg::Replicate(RootStateMsg(rs)) => {
+                if st.root.is_some() {
+                    self.late_replicate(st, &rs, o);
+                    o.send(src, Msg::ReplicaAck(0));
+                    return;
+                }
+                let seq = rs.entry.map_or(0, |e| e.seq);
+                let held = st.replica.as_ref().and_then(|r| r.entry).map_or(0, |e| e.seq);
+                if st.replica.is_none() || seq >= held {
+                    st.replica = Some((*rs).clone());
+                }
+                o.send(src, Msg::ReplicaAck(seq.max(held)));
+            }
+            Msg::ReplicaAck(seq) => {
+                if let Some(root) = st.root.as_mut() {
+                    if let Some(a) = root.acks.iter_mut().find(|a| a.0 == from) {
+                        a.1 = a.1.max(seq);
+                        self.try_commit(st, o);
+                    }
+                }
+            }
+            Msg::ToSubscriber { .. }
+            | Msg::PubOk { .. }
+            | Msg::Pub412 { .. }
+            | Msg::Observe(_) => {}
+        }
+    }
+}
+
+impl Actor for Node {
+    type Msg = Msg;
+    type Timer = Timer;
+    type State = NodeState;
+    type Storage = ();
+    type Random = ();
+
+    fn on_start(&self, id: Id, _storage: &Option<()>, o: &mut O) -> NodeState {
+        match self {
+            Node::Peer(s) => {
+                let me = to_ix(id);
+                let ctx = Ctx { s, me };
+                let mut st = PeerState {
+                    dead: 0,
+                    parent: None,
+                    children: 0,
+                    latest: None,
+                    root: None,
+                    replica: None,
+                    subs: Vec::new(),
+                    pubs: Vec::new(),
+                    rejoin: None,
+                    next_n: 0,
+                    packs: 0,
+                };
+                for q in (0..s.topo.len() as PeerIx).filter(|&q| q != me) {
+                    o.set_timer(Timer::Detect(q), model_timeout());
+                }
+                if ctx.route(&st) == me {
+                    st.root = Some(Root {
+                        st: RootState::default(),
+                        committed: None,
+                        waiting: Vec::new(),
+                        acks: ctx.replica_set(&st),
+                    });
+                }
+                NodeState::Peer(st)
+            }
+            Node::Subscriber { .. } => {
+                o.set_timer(Timer::Start, model_timeout());
+                NodeState::Subscriber(SubscriberState { started: false })
+            }
+            Node::Publisher { peer, script } => {
+                let st = PublisherState {
+                    next: 0,
+                    etag: None,
+                    rejected: 0,
+                };
+                send_step(*peer, script, &st, o);
+                NodeState::Publisher(st)
+            }
+        }
+    }
+
+    fn on_msg(&self, id: Id, state: &mut Cow<NodeState>, src: Id, msg: Msg, o: &mut O) {
+        match self {
+            Node::Peer(s) => {
+                let ctx = Ctx { s, me: to_ix(id) };
+                let mut st = match &**state {
+                    NodeState::Peer(p) => p.clone(),
+                    _ => return,
+                };
+                ctx.on_msg(&mut st, src, msg, o);
+                if state.peer() != Some(&st) {
+                    *state.to_mut() = NodeState::Peer(st);
+                }
+            }
+            Node::Subscriber { .. } => {}
+            Node::Publisher { peer, script } => {
+                let NodeState::Publisher(st) = &**state else {
+                    return;
+                };
+                let mut st = st.clone();
+                match msg {
+                    Msg::PubOk { n, etag, .. } if n == st.next => st.etag = Some(etag),
+                    Msg::Pub412 { n } if n == st.next => st.rejected |= 1 << n,
+                    _ => return,
+                }
+                st.next += 1;
+                send_step(*peer, script, &st, o);
+                *state.to_mut() = NodeState::Publisher(st);
+            }
+        }
+    }
+
+    fn on_timeout(&self, id: Id, state: &mut Cow<NodeState>, timer: &Timer, o: &mut O) {
+        match (self, &**state) {
+            (Node::Peer(s), NodeState::Peer(p)) => {
+                let ctx = Ctx { s, me: to_ix(id) };
+                let mut st = p.clone();
+                match *timer {
+                    Timer::Detect(x) => ctx.on_detect(&mut st, x, o),
+                    Timer::Retry(req) => ctx.on_retry(&mut st, req, o),
+                    Timer::Start => {}
+                }
+                if state.peer() != Some(&st) {
+                    *state.to_mut() = NodeState::Peer(st);
+                }
+            }
+            (Node::Subscriber { peer }, NodeState::Subscriber(st)) if !st.started => {
+                let mut st = st.clone();
+                st.started = true;
+                o.send(peer_id(*peer), Msg::Subscribe);
+                *state.to_mut() = NodeState::Subscriber(st);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn send_step(peer: PeerIx, script: &[PubOp], st: &PublisherState, o: &mut O) {
+    let Some(op) = script.get(st.next as usize) else {
+        return;
+    };
+    let if_match = match op.if_match {
+        IfMatch::None => None,
+        IfMatch::Mine => st.etag,
+        IfMatch::Fixed(e) => Some(e),
+    };
+    o.send(
+        peer_id(peer),
+        Msg::Publish {
+            n: st.next,
+            value: op.value,
+            if_match,
+            expires: op.expires,
+        },
+    );
+}

@@ -1,0 +1,320 @@
+//! Model configurations: which peers, which user agents, which faults.
+
+use crate::mutant::Mutant;
+use crate::protocol::{IfMatch, PubOp};
+use crate::topology::{distance, PeerIx, Topology, FIG3_IDS};
+use serde::Serialize;
+use stateright::actor::Id;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// The group id the model's subscribers and publishers use: key 500 of Fig. 3, whose root is D.
+pub const FIG3_GID: u16 = 500;
+
+/// How the network treats messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum NetworkKind {
+    /// Messages race one another and are delivered at most once (default).
+    Unordered,
+    /// Per-link FIFO.
+    Ordered,
+    /// Messages race and may be delivered more than once.
+    Duplicating,
+}
+
+impl FromStr for NetworkKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "unordered" => Ok(Self::Unordered),
+            "ordered" => Ok(Self::Ordered),
+            "duplicating" => Ok(Self::Duplicating),
+            _ => Err(format!(
+                "unknown network '{s}'; known: unordered, ordered, duplicating"
+            )),
+        }
+    }
+}
+
+/// A named starting configuration; command-line options override its sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Preset {
+    /// Three peers (A, C, D), every peer in every leaf set: one-hop routes.
+    Small,
+    /// Four peers (A, C, D, E) with one-peer leaf sets: A's JOIN goes A → C → D as in Fig. 5.
+    Multihop,
+    /// The eight peers of Fig. 3, Bob on A, Dylan on B, Alice on E (Fig. 1).
+    Fig3,
+}
+
+impl FromStr for Preset {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "small" => Ok(Self::Small),
+            "multihop" => Ok(Self::Multihop),
+            "fig3" => Ok(Self::Fig3),
+            _ => Err(format!(
+                "unknown config '{s}'; known: small, multihop, fig3"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Preset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Preset::Small => "small",
+            Preset::Multihop => "multihop",
+            Preset::Fig3 => "fig3",
+        })
+    }
+}
+
+/// Options a user sets; `None` keeps the preset's value.
+#[derive(Clone, Debug, Serialize)]
+pub struct Options {
+    /// Starting configuration.
+    pub preset: Preset,
+    /// Number of peers (1–8).
+    pub peers: Option<usize>,
+    /// Number of subscribing user agents (0–4).
+    pub subscribers: Option<usize>,
+    /// Number of publishes, spread over two publishing user agents (0–6).
+    pub publishes: Option<usize>,
+    /// Peer crashes allowed.
+    pub crashes: Option<usize>,
+    /// Replication factor k.
+    pub k: Option<usize>,
+    /// Network semantics.
+    pub network: NetworkKind,
+    /// Overlay request/response messages the network may lose.
+    pub losses: usize,
+    /// A seeded bug.
+    pub mutant: Option<Mutant>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            preset: Preset::Small,
+            peers: None,
+            subscribers: None,
+            publishes: None,
+            crashes: None,
+            k: None,
+            network: NetworkKind::Unordered,
+            losses: 0,
+            mutant: None,
+        }
+    }
+}
+
+/// Everything the model's actors and properties share.
+#[derive(Clone, Debug, Serialize)]
+pub struct Setup {
+    /// The overlay.
+    pub topo: Topology,
+    /// The group's key.
+    pub gid: u16,
+    /// Replication factor.
+    pub k: usize,
+    /// First-contact peer of each subscriber.
+    pub subscribers: Vec<PeerIx>,
+    /// First-contact peer and script of each publisher.
+    pub publishers: Vec<(PeerIx, Arc<Vec<PubOp>>)>,
+    /// Peer crashes allowed.
+    pub max_crashes: usize,
+    /// Network semantics.
+    pub network: NetworkKind,
+    /// Overlay request/response messages the network may lose.
+    pub losses: usize,
+    /// A seeded bug.
+    pub mutant: Option<Mutant>,
+}
+
+impl Setup {
+    /// Builds a configuration, checking every option.
+    pub fn new(o: &Options) -> Result<Setup, String> {
+        let (all_ids, leaf_half, default_peers): (Vec<u16>, usize, usize) = match o.preset {
+            // Preference order: the root D first, then the peers that make routes longer.
+            Preset::Small => (vec![448, 320, 64, 576, 192, 704, 832, 960], 1, 3),
+            Preset::Multihop => (vec![448, 320, 64, 576, 192, 704, 832, 960], 1, 4),
+            Preset::Fig3 => (FIG3_IDS.to_vec(), 1, 8),
+        };
+        let n = o.peers.unwrap_or(default_peers);
+        if !(1..=8).contains(&n) {
+            return Err(format!("--peers must be between 1 and 8, got {n}"));
+        }
+        let mut ids: Vec<u16> = all_ids[..n].to_vec();
+        ids.sort_unstable();
+        let leaf_half = if o.preset == Preset::Small {
+            n // every peer knows every other: one-hop routes
+        } else {
+            leaf_half
+        };
+        let topo = Topology::new(ids.clone(), leaf_half)?;
+        let gid = FIG3_GID;
+        let ix = |id: u16| ids.iter().position(|&x| x == id).map(|i| i as PeerIx);
+        let root = topo.closest_live(gid, 0).expect("at least one peer");
+        // Attachment points: named ones for Fig. 3, otherwise the peers farthest from the root.
+        let mut others: Vec<PeerIx> = (0..n as PeerIx).filter(|&p| p != root).collect();
+        others.sort_unstable_by_key(|&p| std::cmp::Reverse(distance(topo.ids[p as usize], gid)));
+        if others.is_empty() {
+            others.push(root);
+        }
+        let (sub_at, pub_at): (Vec<PeerIx>, Vec<PeerIx>) = match o.preset {
+            Preset::Fig3 if n == 8 => (
+                vec![ix(64).unwrap(), ix(192).unwrap()],
+                vec![ix(576).unwrap(), ix(320).unwrap()],
+            ),
+            Preset::Multihop if n >= 4 => (
+                vec![ix(64).unwrap(), ix(576).unwrap()],
+                vec![ix(576).unwrap(), ix(320).unwrap()],
+            ),
+            _ => {
+                let pubs = vec![others[0], *others.get(1).unwrap_or(&root)];
+                (others.clone(), pubs)
+            }
+        };
+        let subs = o.subscribers.unwrap_or(2);
+        if subs > 4 {
+            return Err(format!("--subscribers must be at most 4, got {subs}"));
+        }
+        let publishes = o.publishes.unwrap_or(2);
+        if publishes > 6 {
+            return Err(format!("--publishes must be at most 6, got {publishes}"));
+        }
+        let crashes = o.crashes.unwrap_or(1);
+        if crashes >= n {
+            return Err(format!(
+                "--crashes must leave a live peer: at most {}, got {crashes}",
+                n - 1
+            ));
+        }
+        let k = o.k.unwrap_or(2.min(n - 1));
+        if k >= n {
+            return Err(format!("--k must be below the number of peers ({n}), got {k}"));
+        }
+        let subscribers = (0..subs).map(|i| sub_at[i % sub_at.len()]).collect();
+        // Publish i goes to publisher i % 2: the first is an initial publish, an odd one names
+        // the ETag of publish i-1 (it may be stale, or not exist yet: 412), a later even one
+        // modifies the publisher's own last publication.
+        let mut scripts: Vec<Vec<PubOp>> = vec![Vec::new(), Vec::new()];
+        for i in 0..publishes {
+            let if_match = match i {
+                0 => IfMatch::None,
+                i if i % 2 == 1 => IfMatch::Fixed(i as u8),
+                _ => IfMatch::Mine,
+            };
+            scripts[i % 2].push(PubOp {
+                value: i as u8 + 1,
+                if_match,
+                expires: if i % 2 == 0 { 3 } else { 1 },
+            });
+        }
+        let publishers = scripts
+            .into_iter()
+            .enumerate()
+            .filter(|(_, s)| !s.is_empty())
+            .map(|(j, s)| (pub_at[j % pub_at.len()], Arc::new(s)))
+            .collect();
+        Ok(Setup {
+            topo,
+            gid,
+            k,
+            subscribers,
+            publishers,
+            max_crashes: crashes,
+            network: o.network,
+            losses: o.losses,
+            mutant: o.mutant,
+        })
+    }
+
+    /// Number of peers (actors `0..peers()`).
+    pub fn peers(&self) -> usize {
+        self.topo.len()
+    }
+
+    /// Actor index of subscriber `i`.
+    pub fn subscriber_id(&self, i: usize) -> usize {
+        self.peers() + i
+    }
+
+    /// Actor index of publisher `j`.
+    pub fn publisher_id(&self, j: usize) -> usize {
+        self.peers() + self.subscribers.len() + j
+    }
+
+    /// Number of actors.
+    pub fn actors(&self) -> usize {
+        self.peers() + self.subscribers.len() + self.publishers.len()
+    }
+
+    /// The observer sink: an id no actor has, so messages to it are never delivered.
+    pub fn sink(&self) -> Id {
+        Id::from(self.actors())
+    }
+
+    /// Subscriber index of an actor, if it is one.
+    pub fn subscriber_index(&self, id: usize) -> Option<usize> {
+        (self.peers()..self.peers() + self.subscribers.len())
+            .contains(&id)
+            .then(|| id - self.peers())
+    }
+
+    /// Publisher index of an actor, if it is one.
+    pub fn publisher_index(&self, id: usize) -> Option<usize> {
+        let first = self.peers() + self.subscribers.len();
+        (first..first + self.publishers.len())
+            .contains(&id)
+            .then(|| id - first)
+    }
+
+    /// A readable actor name: peers by their Fig. 3 letter, subscribers `S1…`, publishers `U1…`.
+    pub fn actor_name(&self, id: usize) -> String {
+        if id < self.peers() {
+            self.topo.name(id as PeerIx)
+        } else if let Some(i) = self.subscriber_index(id) {
+            format!("S{}", i + 1)
+        } else if let Some(j) = self.publisher_index(id) {
+            format!("U{}", j + 1)
+        } else {
+            "observer".into()
+        }
+    }
+
+    /// One-line summary of the configuration.
+    pub fn summary(&self) -> String {
+        let peers: Vec<String> = (0..self.peers())
+            .map(|p| format!("{}={}", self.topo.name(p as PeerIx), self.topo.ids[p]))
+            .collect();
+        let subs: Vec<String> = self
+            .subscribers
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| format!("S{}@{}", i + 1, self.topo.name(p)))
+            .collect();
+        let pubs: Vec<String> = self
+            .publishers
+            .iter()
+            .enumerate()
+            .map(|(j, (p, s))| format!("U{}@{}x{}", j + 1, self.topo.name(*p), s.len()))
+            .collect();
+        format!(
+            "peers [{}] gid {} root {} k={} subscribers [{}] publishers [{}] crashes {} network {:?} losses {}{}",
+            peers.join(" "),
+            self.gid,
+            self.topo.name(self.topo.closest_live(self.gid, 0).unwrap()),
+            self.k,
+            subs.join(" "),
+            pubs.join(" "),
+            self.max_crashes,
+            self.network,
+            self.losses,
+            self.mutant.map(|m| format!(" mutant {m}")).unwrap_or_default()
+        )
+    }
+}
