@@ -3,7 +3,7 @@
 //! Properties about orders of events (NOTIFY seqs, first NOTIFY vs. earlier 200s) are checked
 //! here, as the events happen, and leave a flag.
 
-use crate::protocol::{Entry, Msg, Obs, Seq, UaEvent, Value};
+use crate::protocol::{Entry, Msg, Obs, PubResult, Seq, UaEvent, Value};
 use crate::setup::Setup;
 use serde::Serialize;
 use stateright::actor::Envelope;
@@ -38,6 +38,8 @@ pub struct SubHist {
     pub result: Option<bool>,
     /// The last NOTIFY sent.
     pub last: Option<Entry>,
+    /// The SUBSCRIBE timed out (408) instead of being answered by the root.
+    pub timed_out: bool,
 }
 
 /// The run's history.
@@ -45,12 +47,14 @@ pub struct SubHist {
 pub struct History {
     /// `commits[s - 1]`: the value first committed with seq `s` (0: none yet).
     pub commits: Vec<Value>,
-    /// Highest seq a publisher has received a 200 OK for.
+    /// Highest seq a first-contact peer has answered 200 OK for.
     pub acked_max: Seq,
     /// Per subscriber.
     pub subs: Vec<SubHist>,
     /// Violation and witness flags.
     pub flags: u16,
+    /// Final responses other than a timeout sent to each publisher.
+    pub answered: Vec<u8>,
     /// Messages the network lost so far.
     pub losses: u8,
 }
@@ -60,6 +64,7 @@ impl History {
     pub fn new(setup: &Setup) -> Self {
         History {
             subs: vec![SubHist::default(); setup.subscribers.len()],
+            answered: vec![0; setup.publishers.len()],
             ..Default::default()
         }
     }
@@ -108,7 +113,9 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
             }
         }
         Msg::Observe(Obs::Takeover { with_replica: true }) => n.flags |= FAILOVER,
-        Msg::Observe(Obs::Takeover { with_replica: false }) => return None,
+        Msg::Observe(Obs::Takeover {
+            with_replica: false,
+        }) => return None,
         Msg::Observe(Obs::RejoinWithState) => n.flags |= REJOIN_STATE,
         Msg::Subscribe => {
             let i = setup.subscriber_index(src)?;
@@ -126,6 +133,7 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
                         n.flags |= STALE_FIRST;
                     }
                 }
+                UaEvent::TimedOut => s.timed_out = true,
                 UaEvent::Notify(e) => {
                     if s.result != Some(true) {
                         n.flags |= NOTIFY_BEFORE_ACK;
@@ -142,21 +150,15 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
                 }
             }
         }
-        Msg::Pub412 { .. } => n.flags |= REJECTED_412,
+        Msg::PubResponse { ua, result, .. } => {
+            n.answered[setup.publisher_index(*ua as usize)?] += 1;
+            match result {
+                PubResult::PreconditionFailed => n.flags |= REJECTED_412,
+                PubResult::Ok { etag, .. } => n.acked_max = n.acked_max.max(*etag),
+                PubResult::Timeout => n.answered[setup.publisher_index(*ua as usize)?] -= 1,
+            }
+        }
         _ => return None,
     }
     (n != *h).then_some(n)
-}
-
-/// Folds a delivered message into the history (`record_msg_in`).
-pub fn on_receive(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<History> {
-    match env.msg {
-        Msg::PubOk { etag, .. } if setup.publisher_index(usize::from(env.dst)).is_some() => {
-            (*etag > h.acked_max).then(|| History {
-                acked_max: *etag,
-                ..h.clone()
-            })
-        }
-        _ => None,
-    }
 }

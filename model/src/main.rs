@@ -145,7 +145,12 @@ fn fail(msg: &str) -> ExitCode {
 fn check(args: CheckArgs) -> ExitCode {
     if args.list_mutants {
         for m in Mutant::ALL {
-            println!("{:<26} breaks {:<24} {}", m.name(), m.property(), m.description());
+            println!(
+                "{:<26} breaks {:<24} {}",
+                m.name(),
+                m.property(),
+                m.description()
+            );
         }
         return ExitCode::SUCCESS;
     }
@@ -222,7 +227,10 @@ fn check(args: CheckArgs) -> ExitCode {
     }
     for name in &violated {
         let path = &discoveries[name];
-        println!("\ncounterexample to {name} ({} steps):", path.clone().into_actions().len());
+        println!(
+            "\ncounterexample to {name} ({} steps):",
+            path.clone().into_actions().len()
+        );
         print!("{}", model.describe_path(path));
     }
     if violated.is_empty() {

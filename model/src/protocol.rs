@@ -103,6 +103,8 @@ pub enum PubResult {
     },
     /// 412 Conditional Request Failed: the SIP-If-Match tag is not the current one.
     PreconditionFailed,
+    /// The first-contact peer gave up after its retransmissions (408 Request Timeout).
+    Timeout,
 }
 
 /// What a root holds for its group, and what it replicates to its k nearest peers.
@@ -169,6 +171,8 @@ pub enum Msg {
         if_match: Option<ETag>,
         /// Requested expiry.
         expires: u8,
+        /// This is the UA's last scripted publish.
+        last: bool,
     },
     /// First-contact peer → subscribing UA (`ua`: its actor index). These go to the observer
     /// sink: a subscriber's reaction does not affect the protocol, so delivering them would only
@@ -179,19 +183,16 @@ pub enum Msg {
         /// What it is sent.
         ev: UaEvent,
     },
-    /// First-contact peer → UA: 200 OK to PUBLISH.
-    PubOk {
+    /// First-contact peer → publishing UA: the final response to its PUBLISH `n` (200 OK with
+    /// ETag and expiry, or 412). The answer to a UA's last scripted publish goes to the
+    /// observer sink instead (`to_sink`), as nothing depends on the UA receiving it.
+    PubResponse {
+        /// The publisher's actor index.
+        ua: u8,
         /// Request counter.
         n: u8,
-        /// New entity tag.
-        etag: ETag,
-        /// Expiry chosen by the root.
-        expires: u8,
-    },
-    /// First-contact peer → UA: 412 to PUBLISH.
-    Pub412 {
-        /// Request counter.
-        n: u8,
+        /// The result.
+        result: PubResult,
     },
     /// sa-Scribe JOIN, routed toward the group id; each hop grafts its predecessor.
     Join {
@@ -250,6 +251,8 @@ pub enum UaEvent {
     Rejected,
     /// SIP NOTIFY with the group state.
     Notify(Entry),
+    /// The first-contact peer gave up after its retransmissions (408 Request Timeout).
+    TimedOut,
 }
 
 /// A [`RootState`] inside a message (boxed in an `Arc` to keep messages cheap to clone).
@@ -297,6 +300,20 @@ pub struct PendingPub {
     pub if_match: Option<ETag>,
     /// Requested expiry.
     pub expires: u8,
+    /// The UA's last scripted publish: its answer goes to the observer.
+    pub last: bool,
+}
+
+/// A replica as its root tracks it. Replication is ack-clocked: at most one REPLICATE is
+/// outstanding per replica, and the next one carries the then-latest state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Replica {
+    /// The replica.
+    pub peer: PeerIx,
+    /// Highest seq it acknowledged.
+    pub acked: Seq,
+    /// A REPLICATE to it is unacknowledged.
+    pub outstanding: bool,
 }
 
 /// Root-only state.
@@ -309,7 +326,7 @@ pub struct Root {
     /// Applied publications waiting for every replica's ack, in seq order.
     pub waiting: Vec<(ReqId, Entry, PubResult, Option<ETag>)>,
     /// Current replica set and the highest seq each has acknowledged.
-    pub acks: Vec<(PeerIx, Seq)>,
+    pub acks: Vec<Replica>,
 }
 
 /// An overlay peer's state for the model's one group.
@@ -337,6 +354,8 @@ pub struct PeerState {
     pub next_n: u8,
     /// Provisional acknowledgements received (saturating).
     pub packs: u8,
+    /// Retransmissions made per outstanding request.
+    pub tries: Vec<(ReqId, u8)>,
 }
 
 /// A subscribing UA: it only decides when to send its SUBSCRIBE (what it is sent back is
@@ -380,7 +399,9 @@ pub struct PubOp {
     pub expires: u8,
 }
 
-/// Any actor's state.
+/// Any actor's state. (Actor states already live behind an `Arc` in the checker, so the
+/// peer variant is not boxed.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum NodeState {
     /// A peer.
@@ -453,21 +474,32 @@ impl Ctx<'_> {
         o.send(self.s.sink(), Msg::ToSubscriber { ua, ev });
     }
 
+    fn replicas_of(&self, st: &PeerState) -> Vec<Replica> {
+        self.replica_set(st)
+            .into_iter()
+            .map(|(peer, _)| Replica {
+                peer,
+                acked: 0,
+                outstanding: false,
+            })
+            .collect()
+    }
+
     fn replica_set(&self, st: &PeerState) -> Vec<(PeerIx, Seq)> {
         if self.mutant(Mutant::NoReplication) {
             return Vec::new();
         }
-        let set = self
-            .s
-            .topo
-            .replicas(self.me, self.s.gid, self.s.k, st.dead);
-        (0..8).filter(|q| set & (1 << q) != 0).map(|q| (q, 0)).collect()
+        let set = self.s.topo.replicas(self.me, self.s.gid, self.s.k, st.dead);
+        (0..8)
+            .filter(|q| set & (1 << q) != 0)
+            .map(|q| (q, 0))
+            .collect()
     }
 
     /// Learns a (possibly) newer entry: store it, notify active local subscribers whose last
     /// NOTIFY is older, and pass it on to the children.
     fn learn(&self, st: &mut PeerState, e: Entry, o: &mut O) {
-        let newer = st.latest.map_or(true, |l| e.seq > l.seq);
+        let newer = st.latest.is_none_or(|l| e.seq > l.seq);
         if !newer && !self.mutant(Mutant::NoStaleFilter) {
             return;
         }
@@ -520,6 +552,7 @@ impl Ctx<'_> {
         if req.who == self.me {
             if st.rejoin == Some(req) {
                 st.rejoin = None;
+                st.tries.retain(|t| t.0 != req);
                 o.cancel_timer(Timer::Retry(req));
                 if let Some(e) = state {
                     self.learn(st, e, o);
@@ -534,6 +567,7 @@ impl Ctx<'_> {
         else {
             return;
         };
+        st.tries.retain(|t| t.0 != req);
         o.cancel_timer(Timer::Retry(req));
         if let Some(e) = state {
             self.learn(st, e, o);
@@ -614,10 +648,7 @@ impl Ctx<'_> {
                 // the highest seq, replicate it and pass it down.
                 root.st.entry = Some(c);
                 root.committed = Some(c);
-                let msg = Msg::Replicate(RootStateMsg(Arc::new(root.st.clone())));
-                for &(r, _) in &root.acks {
-                    o.send(peer_id(r), msg.clone());
-                }
+                push_replication(root, o);
                 self.observe(
                     o,
                     Obs::Commit {
@@ -662,18 +693,12 @@ impl Ctx<'_> {
             value: p.value,
         };
         let expires = p.expires.min(MAX_EXPIRES);
-        let result = PubResult::Ok {
-            etag: seq,
-            expires,
-        };
+        let result = PubResult::Ok { etag: seq, expires };
         root.st.entry = Some(entry);
         root.st.expires = expires;
         root.st.record(p.req, result);
         root.waiting.push((p.req, entry, result, p.if_match));
-        let msg = Msg::Replicate(RootStateMsg(Arc::new(root.st.clone())));
-        for &(r, _) in &root.acks {
-            o.send(peer_id(r), msg.clone());
-        }
+        push_replication(root, o);
         self.try_commit(st, o);
     }
 
@@ -681,7 +706,7 @@ impl Ctx<'_> {
     fn try_commit(&self, st: &mut PeerState, o: &mut O) {
         loop {
             let root = st.root.as_mut().expect("root");
-            let held = root.acks.iter().map(|a| a.1).min().unwrap_or(Seq::MAX);
+            let held = root.acks.iter().map(|a| a.acked).min().unwrap_or(Seq::MAX);
             match root.waiting.first() {
                 Some(w) if w.1.seq <= held => {
                     let (req, entry, result, if_match) = root.waiting.remove(0);
@@ -707,20 +732,22 @@ impl Ctx<'_> {
         let Some(i) = st.pubs.iter().position(|p| p.req == req) else {
             return;
         };
-        st.pubs.remove(i);
+        let p = st.pubs.remove(i);
+        st.tries.retain(|t| t.0 != req);
         o.cancel_timer(Timer::Retry(req));
-        let client = Id::from(req.who as usize);
-        match result {
-            PubResult::Ok { etag, expires } => o.send(
-                client,
-                Msg::PubOk {
-                    n: req.n,
-                    etag,
-                    expires,
-                },
-            ),
-            PubResult::PreconditionFailed => o.send(client, Msg::Pub412 { n: req.n }),
-        }
+        let to = if p.last {
+            self.s.sink()
+        } else {
+            Id::from(req.who as usize)
+        };
+        o.send(
+            to,
+            Msg::PubResponse {
+                ua: req.who,
+                n: req.n,
+                result,
+            },
+        );
     }
 
     fn forward_publish(&self, st: &mut PeerState, p: PendingPub, o: &mut O) {
@@ -761,21 +788,21 @@ impl Ctx<'_> {
             }
             self.send_join(st, req, o);
         }
+        let want = self.replica_set(st);
         if let Some(root) = st.root.as_mut() {
-            if root.acks.iter().any(|a| a.0 == x) {
-                root.acks.retain(|a| a.0 != x);
-                let want = self
-                    .s
-                    .topo
-                    .replicas(self.me, self.s.gid, self.s.k, st.dead);
-                let msg = Msg::Replicate(RootStateMsg(Arc::new(root.st.clone())));
-                for q in (0..8).filter(|q| want & (1 << q) != 0) {
-                    if !root.acks.iter().any(|a| a.0 == q) {
-                        root.acks.push((q, 0));
-                        o.send(peer_id(q), msg.clone());
+            if root.acks.iter().any(|a| a.peer == x) {
+                root.acks.retain(|a| a.peer != x);
+                for (q, _) in want {
+                    if !root.acks.iter().any(|a| a.peer == q) {
+                        root.acks.push(Replica {
+                            peer: q,
+                            acked: 0,
+                            outstanding: false,
+                        });
                     }
                 }
                 root.acks.sort_unstable();
+                push_replication(root, o);
                 self.try_commit(st, o);
             }
         }
@@ -788,18 +815,15 @@ impl Ctx<'_> {
         let with_replica = st.replica.is_some();
         let mut rs = st.replica.take().unwrap_or_default();
         rs.entry = newer(rs.entry, st.latest);
-        let acks = self.replica_set(st);
-        let msg = Msg::Replicate(RootStateMsg(Arc::new(rs.clone())));
-        for &(r, _) in &acks {
-            o.send(peer_id(r), msg.clone());
-        }
         let committed = rs.entry;
-        st.root = Some(Root {
+        let mut root = Root {
             st: rs,
             committed,
             waiting: Vec::new(),
-            acks,
-        });
+            acks: self.replicas_of(st),
+        };
+        push_replication(&mut root, o);
+        st.root = Some(root);
         st.parent = None;
         if let Some(req) = st.rejoin.take() {
             o.cancel_timer(Timer::Retry(req));
@@ -830,10 +854,7 @@ impl Ctx<'_> {
         root.st = rs.clone();
         let entry = rs.entry.expect("newer entry");
         root.committed = Some(entry);
-        let msg = Msg::Replicate(RootStateMsg(Arc::new(root.st.clone())));
-        for &(r, _) in &root.acks {
-            o.send(peer_id(r), msg.clone());
-        }
+        push_replication(root, o);
         self.observe(
             o,
             Obs::Commit {
@@ -844,25 +865,55 @@ impl Ctx<'_> {
         self.learn(st, entry, o);
     }
 
+    /// A retransmission timeout: resend the request, or give up after the retry budget (a
+    /// request can be lost at most once per crash and per network loss, so the correct protocol
+    /// never exhausts it; the bound keeps every behaviour finite).
     fn on_retry(&self, st: &mut PeerState, req: ReqId, o: &mut O) {
         if self.mutant(Mutant::NoRetry) {
             return;
         }
+        let tries = match st.tries.iter_mut().find(|t| t.0 == req) {
+            Some(t) => {
+                t.1 += 1;
+                t.1
+            }
+            None => {
+                st.tries.push((req, 1));
+                st.tries.sort_unstable();
+                1
+            }
+        };
+        let give_up = tries as usize > self.s.retry_limit();
+        if give_up {
+            st.tries.retain(|t| t.0 != req);
+        } else {
+            o.set_timer(Timer::Retry(req), model_timeout());
+        }
         if req.who == self.me {
             if st.rejoin == Some(req) {
-                o.set_timer(Timer::Retry(req), model_timeout());
-                self.send_join(st, req, o);
+                if give_up {
+                    st.rejoin = None;
+                } else {
+                    self.send_join(st, req, o);
+                }
             }
         } else if let Some(p) = st.pubs.iter().find(|p| p.req == req).copied() {
-            o.set_timer(Timer::Retry(req), model_timeout());
-            self.forward_publish(st, p, o);
-        } else if st
+            if give_up {
+                self.pub_answered(st, req, PubResult::Timeout, o);
+            } else {
+                self.forward_publish(st, p, o);
+            }
+        } else if let Some(i) = st
             .subs
             .iter()
-            .any(|s| s.client == req.who && s.phase == SubPhase::Pending(req.n))
+            .position(|s| s.client == req.who && s.phase == SubPhase::Pending(req.n))
         {
-            o.set_timer(Timer::Retry(req), model_timeout());
-            self.send_join(st, req, o);
+            if give_up {
+                st.subs.remove(i);
+                self.to_ua(o, req.who, UaEvent::TimedOut);
+            } else {
+                self.send_join(st, req, o);
+            }
         }
     }
 
@@ -891,6 +942,7 @@ impl Ctx<'_> {
                 value,
                 if_match,
                 expires,
+                last,
             } => {
                 let req = ReqId {
                     origin: self.me,
@@ -905,6 +957,7 @@ impl Ctx<'_> {
                     value,
                     if_match,
                     expires,
+                    last,
                 };
                 st.pubs.push(p);
                 o.set_timer(Timer::Retry(req), model_timeout());
@@ -932,6 +985,7 @@ impl Ctx<'_> {
                     value,
                     if_match,
                     expires,
+                    last: false,
                 },
                 o,
             ),
@@ -943,7 +997,11 @@ impl Ctx<'_> {
                     return;
                 }
                 let seq = rs.entry.map_or(0, |e| e.seq);
-                let held = st.replica.as_ref().and_then(|r| r.entry).map_or(0, |e| e.seq);
+                let held = st
+                    .replica
+                    .as_ref()
+                    .and_then(|r| r.entry)
+                    .map_or(0, |e| e.seq);
                 if st.replica.is_none() || seq >= held {
                     st.replica = Some((*rs).clone());
                 }
@@ -951,16 +1009,15 @@ impl Ctx<'_> {
             }
             Msg::ReplicaAck(seq) => {
                 if let Some(root) = st.root.as_mut() {
-                    if let Some(a) = root.acks.iter_mut().find(|a| a.0 == from) {
-                        a.1 = a.1.max(seq);
+                    if let Some(a) = root.acks.iter_mut().find(|a| a.peer == from) {
+                        a.acked = a.acked.max(seq);
+                        a.outstanding = false;
+                        push_replication(root, o);
                         self.try_commit(st, o);
                     }
                 }
             }
-            Msg::ToSubscriber { .. }
-            | Msg::PubOk { .. }
-            | Msg::Pub412 { .. }
-            | Msg::Observe(_) => {}
+            Msg::ToSubscriber { .. } | Msg::PubResponse { .. } | Msg::Observe(_) => {}
         }
     }
 }
@@ -989,6 +1046,7 @@ impl Actor for Node {
                     rejoin: None,
                     next_n: 0,
                     packs: 0,
+                    tries: Vec::new(),
                 };
                 for q in (0..s.topo.len() as PeerIx).filter(|&q| q != me) {
                     o.set_timer(Timer::Detect(q), model_timeout());
@@ -998,7 +1056,7 @@ impl Actor for Node {
                         st: RootState::default(),
                         committed: None,
                         waiting: Vec::new(),
-                        acks: ctx.replica_set(&st),
+                        acks: ctx.replicas_of(&st),
                     });
                 }
                 NodeState::Peer(st)
@@ -1039,8 +1097,10 @@ impl Actor for Node {
                 };
                 let mut st = st.clone();
                 match msg {
-                    Msg::PubOk { n, etag, .. } if n == st.next => st.etag = Some(etag),
-                    Msg::Pub412 { n } if n == st.next => st.rejected |= 1 << n,
+                    Msg::PubResponse { n, result, .. } if n == st.next => match result {
+                        PubResult::Ok { etag, .. } => st.etag = Some(etag),
+                        PubResult::PreconditionFailed | PubResult::Timeout => st.rejected |= 1 << n,
+                    },
                     _ => return,
                 }
                 st.next += 1;
@@ -1075,6 +1135,23 @@ impl Actor for Node {
     }
 }
 
+/// Sends the root's latest state to every replica that lacks it and has no REPLICATE
+/// outstanding (ack-clocked replication).
+fn push_replication(root: &mut Root, o: &mut O) {
+    let Some(seq) = root.st.entry.map(|e| e.seq) else {
+        return;
+    };
+    let mut msg = None;
+    for a in root.acks.iter_mut() {
+        if !a.outstanding && a.acked < seq {
+            a.outstanding = true;
+            let m =
+                msg.get_or_insert_with(|| Msg::Replicate(RootStateMsg(Arc::new(root.st.clone()))));
+            o.send(peer_id(a.peer), m.clone());
+        }
+    }
+}
+
 fn send_step(peer: PeerIx, script: &[PubOp], st: &PublisherState, o: &mut O) {
     let Some(op) = script.get(st.next as usize) else {
         return;
@@ -1091,6 +1168,7 @@ fn send_step(peer: PeerIx, script: &[PubOp], st: &PublisherState, o: &mut O) {
             value: op.value,
             if_match,
             expires: op.expires,
+            last: st.next as usize + 1 == script.len(),
         },
     );
 }

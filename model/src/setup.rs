@@ -195,7 +195,9 @@ impl Setup {
         }
         let k = o.k.unwrap_or(2.min(n - 1));
         if k >= n {
-            return Err(format!("--k must be below the number of peers ({n}), got {k}"));
+            return Err(format!(
+                "--k must be below the number of peers ({n}), got {k}"
+            ));
         }
         let subscribers = (0..subs).map(|i| sub_at[i % sub_at.len()]).collect();
         // Publish i goes to publisher i % 2: the first is an initial publish, an odd one names
@@ -231,6 +233,12 @@ impl Setup {
             losses: o.losses,
             mutant: o.mutant,
         })
+    }
+
+    /// Retransmissions a first-contact peer makes before it gives up on a request: one per
+    /// crash and per network loss, plus one.
+    pub fn retry_limit(&self) -> usize {
+        self.max_crashes + self.losses + 1
     }
 
     /// Number of peers (actors `0..peers()`).

@@ -54,7 +54,9 @@ pub fn digit(key: u16, i: usize) -> u8 {
 
 /// Length of the shared base-4 prefix of two keys.
 pub fn shared_prefix(a: u16, b: u16) -> usize {
-    (0..DIGITS).take_while(|&i| digit(a, i) == digit(b, i)).count()
+    (0..DIGITS)
+        .take_while(|&i| digit(a, i) == digit(b, i))
+        .count()
 }
 
 /// Static overlay: ids, routing tables and leaf-set size.
@@ -127,23 +129,26 @@ impl Topology {
         peer_name(self.ids[p as usize])
     }
 
-    /// The live leaf set of `p` (excluding `p`) given the peers `p` knows dead.
-    fn leaf_set(&self, p: PeerIx, dead: PeerSet) -> PeerSet {
+    /// The live leaf set of `p` (excluding `p`) given the peers `p` knows dead, and whether
+    /// `key` lies on the arc it spans (from the farthest predecessor to the farthest successor).
+    fn leaf_set(&self, p: PeerIx, key: u16, dead: PeerSet) -> (PeerSet, bool) {
         let pid = self.ids[p as usize];
         let mut live: Vec<(u16, PeerIx)> = (0..self.len() as PeerIx)
             .filter(|&q| q != p && dead & (1 << q) == 0)
             .map(|q| ((self.ids[q as usize] + RING - pid) % RING, q))
             .collect();
         live.sort_unstable();
-        let mut set = 0;
-        // clockwise successors, then counter-clockwise predecessors
-        for &(_, q) in live.iter().take(self.leaf_half) {
-            set |= 1 << q;
+        if live.len() <= 2 * self.leaf_half {
+            let set = live.iter().fold(0, |s, &(_, q)| s | (1 << q));
+            return (set, true); // the leaf set holds every live peer
         }
-        for &(_, q) in live.iter().rev().take(self.leaf_half) {
-            set |= 1 << q;
-        }
-        set
+        let succ = &live[..self.leaf_half];
+        let pred = &live[live.len() - self.leaf_half..];
+        let set = succ.iter().chain(pred).fold(0, |s, &(_, q)| s | (1 << q));
+        let cw = succ.last().map_or(0, |&(o, _)| o);
+        let ccw = pred.first().map_or(RING, |&(o, _)| o);
+        let k = (key + RING - pid) % RING;
+        (set, k <= cw || k >= ccw)
     }
 
     /// The live peer numerically closest to `key` among `set` (ties: smaller id).
@@ -153,38 +158,11 @@ impl Topology {
             .min_by_key(|&q| (distance(self.ids[q as usize], key), self.ids[q as usize]))
     }
 
-    /// Whether `key` lies on the arc spanned by `p` and its leaf set.
-    fn in_leaf_range(&self, p: PeerIx, key: u16, leaf: PeerSet) -> bool {
-        let pid = self.ids[p as usize];
-        let others = (0..self.len() as PeerIx).filter(|&q| leaf & (1 << q) != 0);
-        let offs: Vec<u16> = others
-            .map(|q| (self.ids[q as usize] + RING - pid) % RING)
-            .collect();
-        if offs.len() + 1 >= self.len() {
-            return true; // the leaf set covers the whole (known) overlay
-        }
-        // clockwise reach: largest offset among successors; ccw reach: smallest among predecessors
-        let cw = offs
-            .iter()
-            .copied()
-            .filter(|&o| o <= RING / 2)
-            .max()
-            .unwrap_or(0);
-        let ccw = offs
-            .iter()
-            .copied()
-            .filter(|&o| o > RING / 2)
-            .min()
-            .unwrap_or(RING);
-        let k = (key + RING - pid) % RING;
-        k <= cw || k >= ccw
-    }
-
     /// Next hop from `p` toward `key`, knowing the peers in `dead` have crashed; `p` itself means
     /// "deliver here" (`p` is the key's root as far as it knows).
     pub fn next_hop(&self, p: PeerIx, key: u16, dead: PeerSet) -> PeerIx {
-        let leaf = self.leaf_set(p, dead);
-        if self.in_leaf_range(p, key, leaf) {
+        let (leaf, in_range) = self.leaf_set(p, key, dead);
+        if in_range {
             return self.closest_in(key, leaf | (1 << p)).unwrap_or(p);
         }
         let pid = self.ids[p as usize];
@@ -227,7 +205,8 @@ impl Topology {
         let mut cands: Vec<PeerIx> = (0..self.len() as PeerIx)
             .filter(|&q| q != root && dead & (1 << q) == 0)
             .collect();
-        cands.sort_unstable_by_key(|&q| (distance(self.ids[q as usize], key), self.ids[q as usize]));
+        cands
+            .sort_unstable_by_key(|&q| (distance(self.ids[q as usize], key), self.ids[q as usize]));
         cands.iter().take(k).fold(0, |s, &q| s | (1 << q))
     }
 }
