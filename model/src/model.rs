@@ -271,13 +271,62 @@ impl SaScribe {
         }
     }
 
-    /// Renders a path as numbered steps.
+    /// Renders a path as numbered steps, each followed by what the user agents were sent.
     pub fn describe_path(&self, path: &Path<State, Action>) -> String {
         let mut out = String::new();
-        for (i, a) in path.clone().into_actions().iter().enumerate() {
-            out.push_str(&format!("{:>3}. {}\n", i + 1, self.describe(a)));
+        let steps = path.clone().into_vec();
+        for (i, pair) in steps.windows(2).enumerate() {
+            let (before, action) = (&pair[0].0, pair[0].1.as_ref());
+            let after = &pair[1].0;
+            if let Some(a) = action {
+                out.push_str(&format!("{:>3}. {}\n", i + 1, self.describe(a)));
+            }
+            for line in self.ua_effects(&before.history, &after.history) {
+                out.push_str(&format!("       ↳ {line}\n"));
+            }
         }
         out
+    }
+
+    /// What user agents were sent between two histories, for counterexample output.
+    pub fn ua_effects(&self, before: &History, after: &History) -> Vec<String> {
+        let mut lines = Vec::new();
+        for (i, (b, a)) in before.subs.iter().zip(&after.subs).enumerate() {
+            let who = format!("S{}", i + 1);
+            if b.result != a.result {
+                let r = if a.result == Some(true) {
+                    "200 OK to SUBSCRIBE"
+                } else {
+                    "nACK: final error to SUBSCRIBE"
+                };
+                lines.push(format!("{who} gets {r}"));
+            }
+            if b.timed_out != a.timed_out {
+                lines.push(format!("{who} gets 408 to SUBSCRIBE"));
+            }
+            if b.last != a.last {
+                if let Some(e) = a.last {
+                    lines.push(format!(
+                        "{who} gets NOTIFY seq {} value v{}",
+                        e.seq, e.value
+                    ));
+                }
+            }
+        }
+        for (j, (b, a)) in before.answered.iter().zip(&after.answered).enumerate() {
+            if a != b {
+                lines.push(format!("U{} gets a final response to PUBLISH", j + 1));
+            }
+        }
+        if after.acked_max != before.acked_max {
+            lines.push(format!("a 200 OK acknowledges seq {}", after.acked_max));
+        }
+        if after.commits != before.commits {
+            if let Some((seq, v)) = after.latest() {
+                lines.push(format!("the root commits seq {seq} value v{v}"));
+            }
+        }
+        lines
     }
 
     fn crashed_count(state: &State) -> usize {
