@@ -62,12 +62,14 @@
 
 #![warn(missing_docs)]
 
+pub mod corpus;
 pub mod history;
 pub mod model;
 pub mod mutant;
 pub mod protocol;
 pub mod setup;
 pub mod topology;
+pub mod trace;
 
 pub use model::SaScribe;
 pub use mutant::Mutant;

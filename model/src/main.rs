@@ -22,6 +22,15 @@ struct Cli {
 enum Command {
     /// Check every property; print statistics, verdicts and counterexamples.
     Check(CheckArgs),
+    /// Export the conformance trace corpus (deterministic: same build, same files).
+    Traces {
+        /// Directory to write `*.json` traces into (created; stale traces removed).
+        #[arg(long, default_value = "traces")]
+        out: std::path::PathBuf,
+        /// Seeded random walks per configuration.
+        #[arg(long, default_value_t = sascribe_model::corpus::DEFAULT_WALKS)]
+        walks: u64,
+    },
     /// Serve the Stateright Explorer (a web UI) on 127.0.0.1.
     Explore {
         #[command(flatten)]
@@ -92,6 +101,9 @@ struct CheckArgs {
     /// List the seeded bugs and the property each one breaks, then exit.
     #[arg(long)]
     list_mutants: bool,
+    /// Write the first counterexample found as a conformance trace (JSON) to this file.
+    #[arg(long)]
+    save_trace: Option<std::path::PathBuf>,
 }
 
 fn parse<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T, String> {
@@ -118,6 +130,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check(args) => check(args),
+        Command::Traces { out, walks } => traces(&out, walks),
         Command::Explore { config, port } => {
             let setup = match config.setup() {
                 Ok(s) => s,
@@ -135,6 +148,29 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn traces(out: &std::path::Path, walks: u64) -> ExitCode {
+    if let Err(e) = std::fs::create_dir_all(out) {
+        return fail(&format!("cannot create {}: {e}", out.display()));
+    }
+    if let Ok(dir) = std::fs::read_dir(out) {
+        for entry in dir.flatten() {
+            let p = entry.path();
+            if p.extension().is_some_and(|x| x == "json") {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+    let corpus = sascribe_model::corpus::corpus(walks);
+    for t in &corpus {
+        let path = out.join(format!("{}.json", t.name));
+        if let Err(e) = std::fs::write(&path, sascribe_model::trace::to_json(t)) {
+            return fail(&format!("cannot write {}: {e}", path.display()));
+        }
+    }
+    println!("wrote {} traces to {}", corpus.len(), out.display());
+    ExitCode::SUCCESS
 }
 
 fn fail(msg: &str) -> ExitCode {
@@ -224,6 +260,28 @@ fn check(args: CheckArgs) -> ExitCode {
         if found && *kind != "sometimes" {
             violated.push(*name);
         }
+    }
+    if let (Some(file), Some(name)) = (&args.save_trace, violated.first()) {
+        let path = &discoveries[name];
+        let trace = model.trace(
+            file.file_stem().map_or("counterexample".into(), |s| {
+                s.to_string_lossy().into_owned()
+            }),
+            sascribe_model::trace::Origin {
+                kind: "counterexample",
+                property: Some(name.to_string()),
+                seed: None,
+                mutant: args.config.mutant.map(|m| m.name().to_string()),
+            },
+            &path.clone().into_actions(),
+        );
+        if let Err(e) = std::fs::write(file, sascribe_model::trace::to_json(&trace)) {
+            return fail(&format!("cannot write {}: {e}", file.display()));
+        }
+        println!(
+            "counterexample to {name} saved as a trace in {}",
+            file.display()
+        );
     }
     for name in &violated {
         let path = &discoveries[name];

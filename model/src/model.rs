@@ -329,6 +329,12 @@ impl SaScribe {
         lines
     }
 
+    /// The wrapped actor model's successor, without the wrapper's clean-up (used to see every
+    /// message an action sends).
+    pub(crate) fn inner_next_state(&self, last: &State, action: Action) -> Option<State> {
+        self.inner.next_state(last, action)
+    }
+
     fn crashed_count(state: &State) -> usize {
         state.crashed.iter().filter(|&&c| c).count()
     }

@@ -151,6 +151,15 @@ impl Topology {
         (set, k <= cw || k >= ccw)
     }
 
+    /// Names of `p`'s leaf set when every peer is alive.
+    pub fn leaf_names(&self, p: PeerIx) -> Vec<String> {
+        let (set, _) = self.leaf_set(p, 0, 0);
+        (0..self.len() as PeerIx)
+            .filter(|&q| set & (1 << q) != 0)
+            .map(|q| self.name(q))
+            .collect()
+    }
+
     /// The live peer numerically closest to `key` among `set` (ties: smaller id).
     fn closest_in(&self, key: u16, set: PeerSet) -> Option<PeerIx> {
         (0..self.len() as PeerIx)

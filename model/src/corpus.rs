@@ -1,0 +1,100 @@
+//! The committed trace corpus: which configurations, which paths. Same build, same files.
+
+use crate::model::{Action, PROPERTIES};
+use crate::trace::{Origin, Trace};
+use crate::{Options, Preset, SaScribe, Setup};
+use stateright::{Checker, HasDiscoveries, Model};
+use std::collections::BTreeSet;
+
+/// Random walks per configuration in the committed corpus.
+pub const DEFAULT_WALKS: u64 = 80;
+
+/// The configurations the corpus explores: (name, options).
+pub fn configs() -> Vec<(&'static str, Options)> {
+    vec![
+        ("small", Options::default()),
+        (
+            "multihop",
+            Options {
+                preset: Preset::Multihop,
+                subscribers: Some(2),
+                publishes: Some(2),
+                crashes: Some(1),
+                ..Default::default()
+            },
+        ),
+        (
+            "fig3",
+            Options {
+                preset: Preset::Fig3,
+                subscribers: Some(2),
+                publishes: Some(3),
+                crashes: Some(1),
+                ..Default::default()
+            },
+        ),
+    ]
+}
+
+/// Witness paths for every `sometimes` property (shortest, found by single-threaded BFS), for
+/// the configurations small enough to search.
+fn witnesses(name: &str, model: &SaScribe) -> Vec<Trace> {
+    let wanted: BTreeSet<&'static str> = PROPERTIES
+        .iter()
+        .filter(|(_, kind, _)| *kind == "sometimes")
+        .map(|(n, _, _)| *n)
+        .collect();
+    let checker = model
+        .clone()
+        .checker()
+        .threads(1)
+        .finish_when(HasDiscoveries::AllOf(wanted.clone()))
+        .spawn_bfs()
+        .join();
+    wanted
+        .into_iter()
+        .filter_map(|p| {
+            let path = checker.discovery(p)?;
+            Some(model.trace(
+                format!("{name}-witness-{p}"),
+                Origin {
+                    kind: "witness",
+                    property: Some(p.to_string()),
+                    seed: None,
+                    mutant: None,
+                },
+                &path.into_actions(),
+            ))
+        })
+        .collect()
+}
+
+/// The whole corpus: witnesses on `small` and `multihop`, and `walks` seeded random walks on
+/// every configuration.
+pub fn corpus(walks: u64) -> Vec<Trace> {
+    let mut out = Vec::new();
+    for (name, opts) in configs() {
+        let model = SaScribe::new(Setup::new(&opts).expect("corpus configs are valid"));
+        if name != "fig3" {
+            out.extend(witnesses(name, &model));
+        }
+        for seed in 0..walks {
+            let actions: Vec<Action> = model
+                .random_walk(seed, 400)
+                .into_iter()
+                .map(|(a, _)| a)
+                .collect();
+            out.push(model.trace(
+                format!("{name}-walk-{seed:03}"),
+                Origin {
+                    kind: "walk",
+                    property: None,
+                    seed: Some(seed),
+                    mutant: None,
+                },
+                &actions,
+            ));
+        }
+    }
+    out
+}

@@ -1,0 +1,571 @@
+//! Conformance traces exported from the model (format `sascribe-trace`, version 1; documented
+//! in `conformance/TRACE-FORMAT.md` with a JSON Schema beside it).
+//!
+//! A trace is a configuration (peer ids — the paper's 10-bit ids and their 128-bit images with
+//! order and prefixes preserved —, each peer's routing table and leaf set as the model has them,
+//! k, the user agents and where they attach) and numbered steps. Each step is one model action
+//! (a delivery of a named in-flight message, a timer firing, a crash, a loss) with its expected
+//! observable outcomes: what user agents are sent (ACK/nACK as 200/error, NOTIFY with seq and
+//! state, 200/412 to PUBLISH) and the abstract overlay messages each peer sends (kind, from, to,
+//! gid, seq).
+
+use crate::model::{Action, SaScribe, State};
+use crate::protocol::{Entry, IfMatch, Msg, PubResult, ReqId, Timer, UaEvent};
+use crate::topology::{PeerIx, DIGITS};
+use serde::Serialize;
+use stateright::actor::{ActorModelAction, Envelope, Id, Network};
+use stateright::Model;
+use std::collections::BTreeMap;
+
+/// Format name written in every trace.
+pub const FORMAT: &str = "sascribe-trace";
+/// Format version.
+pub const VERSION: u32 = 1;
+
+/// Where a trace comes from.
+#[derive(Clone, Debug, Serialize)]
+pub struct Origin {
+    /// `witness`, `walk` or `counterexample`.
+    pub kind: &'static str,
+    /// The property witnessed or violated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub property: Option<String>,
+    /// The seed of a random walk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// The seeded bug of a counterexample.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mutant: Option<String>,
+}
+
+/// A whole trace.
+#[derive(Clone, Debug, Serialize)]
+pub struct Trace {
+    /// Always [`FORMAT`].
+    pub format: &'static str,
+    /// Always [`VERSION`].
+    pub version: u32,
+    /// Trace name (also its file name without `.json`).
+    pub name: String,
+    /// Provenance.
+    pub origin: Origin,
+    /// The configuration.
+    pub config: Config,
+    /// The steps, numbered from 1.
+    pub steps: Vec<Step>,
+}
+
+/// A peer of the configuration.
+#[derive(Clone, Debug, Serialize)]
+pub struct Peer {
+    /// Name (Fig. 3 letter).
+    pub name: String,
+    /// 10-bit id.
+    pub id: u16,
+    /// The id in the 128-bit space: the 10-bit id in the top bits (hex, 32 digits).
+    pub id128: String,
+    /// Leaf set (names), as the model computes it with no peer known dead.
+    pub leaf_set: Vec<String>,
+    /// Routing table: `DIGITS` rows of 4 base-4 columns, each a peer name or null.
+    pub routing_table: Vec<Vec<Option<String>>>,
+}
+
+/// A user agent.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ua {
+    /// Name (`S1`, `U1`, …).
+    pub name: String,
+    /// First-contact peer.
+    pub peer: String,
+    /// For publishers: the publishes sent one after the other.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub script: Vec<ScriptStep>,
+}
+
+/// A scripted publish.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScriptStep {
+    /// Body (abstract).
+    pub value: u8,
+    /// `none`, `mine` (the UA's last ETag) or `e<N>` (a fixed ETag).
+    pub if_match: String,
+    /// Requested expiry (abstract units).
+    pub expires: u8,
+}
+
+/// The configuration of a trace.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    /// Bits of the model's ids.
+    pub id_bits: u32,
+    /// Bits per routing digit.
+    pub digit_bits: u32,
+    /// Leaf set size on each side.
+    pub leaf_half: usize,
+    /// Peers.
+    pub peers: Vec<Peer>,
+    /// The group key (10-bit).
+    pub gid: u16,
+    /// The group key in the 128-bit space.
+    pub gid128: String,
+    /// Replication factor.
+    pub k: usize,
+    /// Longest expiry a root grants.
+    pub max_expires: u8,
+    /// Retransmissions before a request times out.
+    pub retry_limit: usize,
+    /// Crash budget.
+    pub max_crashes: usize,
+    /// Network semantics.
+    pub network: String,
+    /// Subscribing user agents.
+    pub subscribers: Vec<Ua>,
+    /// Publishing user agents.
+    pub publishers: Vec<Ua>,
+}
+
+/// One abstract message.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct AbstractMsg {
+    /// Kind: subscribe, publish, join, pack, ack, nack, multicast, publish_fwd, publish_reply,
+    /// replicate, replica_ack.
+    pub kind: &'static str,
+    /// Sender.
+    pub from: String,
+    /// Recipient.
+    pub to: String,
+    /// Group key, for overlay messages about the group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u16>,
+    /// Sequence number carried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u8>,
+    /// Publication body carried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<u8>,
+    /// End-to-end request (`origin/ua#n`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub req: Option<String>,
+    /// SIP-If-Match carried by a publish.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub if_match: Option<u8>,
+}
+
+/// What a user agent is sent.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ClientOutcome {
+    /// The user agent.
+    pub ua: String,
+    /// `subscribe_ok`, `subscribe_rejected`, `subscribe_timeout`, `notify`, `publish_ok`,
+    /// `publish_412`, `publish_timeout`.
+    pub kind: &'static str,
+    /// Seq of a NOTIFY.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u8>,
+    /// State of a NOTIFY.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<u8>,
+    /// ETag of a 200 to PUBLISH.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etag: Option<u8>,
+    /// Expiry of a 200 to PUBLISH.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u8>,
+}
+
+/// A step's action.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StepAction {
+    /// Deliver the named in-flight message.
+    Deliver {
+        /// The message.
+        msg: AbstractMsg,
+    },
+    /// The network loses the named in-flight message.
+    Lose {
+        /// The message.
+        msg: AbstractMsg,
+    },
+    /// A subscriber sends its SUBSCRIBE.
+    UaSubscribes {
+        /// The subscriber.
+        ua: String,
+    },
+    /// A peer's failure detector reports a crashed peer.
+    DetectFailure {
+        /// The detecting peer.
+        at: String,
+        /// The crashed peer.
+        peer: String,
+    },
+    /// A peer's retransmission timer for a request fires.
+    Retransmit {
+        /// The peer.
+        at: String,
+        /// The request.
+        req: String,
+    },
+    /// A peer crashes.
+    Crash {
+        /// The peer.
+        peer: String,
+    },
+}
+
+/// Expected outcomes of a step.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Expect {
+    /// What user agents are sent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub client: Vec<ClientOutcome>,
+    /// The abstract messages sent, peer to peer and user agent to peer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sent: Vec<AbstractMsg>,
+}
+
+/// One step.
+#[derive(Clone, Debug, Serialize)]
+pub struct Step {
+    /// Step number, from 1.
+    pub n: usize,
+    /// The action.
+    pub action: StepAction,
+    /// What must be observed after it.
+    pub expect: Expect,
+}
+
+fn id128(id: u16) -> String {
+    format!("{:032x}", (id as u128) << 118)
+}
+
+fn all_envelopes(net: &Network<Msg>) -> BTreeMap<Envelope<Msg>, usize> {
+    let mut m = BTreeMap::new();
+    match net {
+        Network::UnorderedDuplicating(set, _) => {
+            for e in set.iter() {
+                *m.entry(e.clone()).or_insert(0) += 1;
+            }
+        }
+        Network::UnorderedNonDuplicating(map) => {
+            for (e, n) in map.iter() {
+                *m.entry(e.clone()).or_insert(0) += n;
+            }
+        }
+        Network::Ordered(map) => {
+            for ((src, dst), q) in map.iter() {
+                for msg in q {
+                    *m.entry(Envelope {
+                        src: *src,
+                        dst: *dst,
+                        msg: msg.clone(),
+                    })
+                    .or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    m
+}
+
+impl SaScribe {
+    fn name_of(&self, id: Id) -> String {
+        self.setup.actor_name(usize::from(id))
+    }
+
+    fn req_name(&self, r: &ReqId) -> String {
+        format!(
+            "{}/{}#{}",
+            self.setup.topo.name(r.origin),
+            self.setup.actor_name(r.who as usize),
+            r.n
+        )
+    }
+
+    /// The abstract form of an overlay or user-agent-to-peer message; `None` for what user
+    /// agents are sent and for model bookkeeping.
+    pub fn abstract_msg(&self, src: Id, dst: Id, msg: &Msg) -> Option<AbstractMsg> {
+        let gid = Some(self.setup.gid);
+        let mut a = AbstractMsg {
+            kind: "",
+            from: self.name_of(src),
+            to: self.name_of(dst),
+            gid,
+            seq: None,
+            value: None,
+            req: None,
+            if_match: None,
+        };
+        let set = |a: &mut AbstractMsg, e: Option<Entry>| {
+            a.seq = e.map(|e| e.seq);
+            a.value = e.map(|e| e.value);
+        };
+        match msg {
+            Msg::Subscribe => a.kind = "subscribe",
+            Msg::Publish {
+                value, if_match, ..
+            } => {
+                a.kind = "publish";
+                a.value = Some(*value);
+                a.if_match = *if_match;
+            }
+            Msg::Join { req, carried, .. } => {
+                a.kind = "join";
+                a.req = Some(self.req_name(req));
+                set(&mut a, *carried);
+            }
+            Msg::PAck => a.kind = "pack",
+            Msg::JoinReply { req, state, .. } => {
+                a.kind = if state.is_some() { "ack" } else { "nack" };
+                a.req = Some(self.req_name(req));
+                set(&mut a, *state);
+            }
+            Msg::Multicast(e) => {
+                a.kind = "multicast";
+                set(&mut a, Some(*e));
+            }
+            Msg::PubFwd {
+                req,
+                value,
+                if_match,
+                ..
+            } => {
+                a.kind = "publish_fwd";
+                a.req = Some(self.req_name(req));
+                a.value = Some(*value);
+                a.if_match = *if_match;
+            }
+            Msg::PubReply { req, result } => {
+                a.kind = "publish_reply";
+                a.req = Some(self.req_name(req));
+                if let PubResult::Ok { etag, .. } = result {
+                    a.seq = Some(*etag);
+                }
+            }
+            Msg::Replicate(rs) => {
+                a.kind = "replicate";
+                set(&mut a, rs.0.entry);
+            }
+            Msg::ReplicaAck(s) => {
+                a.kind = "replica_ack";
+                a.seq = Some(*s);
+            }
+            Msg::ToSubscriber { .. } | Msg::PubResponse { .. } | Msg::Observe(_) => return None,
+        }
+        if matches!(a.kind, "subscribe" | "publish" | "pack") {
+            a.gid = if a.kind == "pack" { None } else { gid };
+        }
+        Some(a)
+    }
+
+    fn client_outcome(&self, msg: &Msg) -> Option<ClientOutcome> {
+        let mut c = ClientOutcome {
+            ua: String::new(),
+            kind: "",
+            seq: None,
+            value: None,
+            etag: None,
+            expires: None,
+        };
+        match msg {
+            Msg::ToSubscriber { ua, ev } => {
+                c.ua = self.setup.actor_name(*ua as usize);
+                match ev {
+                    UaEvent::Accepted => c.kind = "subscribe_ok",
+                    UaEvent::Rejected => c.kind = "subscribe_rejected",
+                    UaEvent::TimedOut => c.kind = "subscribe_timeout",
+                    UaEvent::Notify(e) => {
+                        c.kind = "notify";
+                        c.seq = Some(e.seq);
+                        c.value = Some(e.value);
+                    }
+                }
+            }
+            Msg::PubResponse { ua, result, .. } => {
+                c.ua = self.setup.actor_name(*ua as usize);
+                match result {
+                    PubResult::Ok { etag, expires } => {
+                        c.kind = "publish_ok";
+                        c.etag = Some(*etag);
+                        c.expires = Some(*expires);
+                    }
+                    PubResult::PreconditionFailed => c.kind = "publish_412",
+                    PubResult::Timeout => c.kind = "publish_timeout",
+                }
+            }
+            _ => return None,
+        }
+        Some(c)
+    }
+
+    /// The trace configuration of this model.
+    pub fn trace_config(&self) -> Config {
+        let s = &self.setup;
+        let t = &s.topo;
+        let peers = (0..t.len() as PeerIx)
+            .map(|p| {
+                let leaf = t.leaf_names(p);
+                let table = (0..DIGITS)
+                    .map(|row| {
+                        (0..4)
+                            .map(|col| t.table[p as usize][row][col].map(|q| t.name(q)))
+                            .collect()
+                    })
+                    .collect();
+                Peer {
+                    name: t.name(p),
+                    id: t.ids[p as usize],
+                    id128: id128(t.ids[p as usize]),
+                    leaf_set: leaf,
+                    routing_table: table,
+                }
+            })
+            .collect();
+        Config {
+            id_bits: 10,
+            digit_bits: 2,
+            leaf_half: t.leaf_half,
+            peers,
+            gid: s.gid,
+            gid128: id128(s.gid),
+            k: s.k,
+            max_expires: crate::protocol::MAX_EXPIRES,
+            retry_limit: s.retry_limit(),
+            max_crashes: s.max_crashes,
+            network: format!("{:?}", s.network).to_lowercase(),
+            subscribers: s
+                .subscribers
+                .iter()
+                .enumerate()
+                .map(|(i, &p)| Ua {
+                    name: format!("S{}", i + 1),
+                    peer: t.name(p),
+                    script: Vec::new(),
+                })
+                .collect(),
+            publishers: s
+                .publishers
+                .iter()
+                .enumerate()
+                .map(|(j, (p, script))| Ua {
+                    name: format!("U{}", j + 1),
+                    peer: t.name(*p),
+                    script: script
+                        .iter()
+                        .map(|op| ScriptStep {
+                            value: op.value,
+                            if_match: match op.if_match {
+                                IfMatch::None => "none".into(),
+                                IfMatch::Mine => "mine".into(),
+                                IfMatch::Fixed(e) => format!("e{e}"),
+                            },
+                            expires: op.expires,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// One step of a trace: the action from `before` and what it makes observable.
+    pub fn trace_step(&self, n: usize, before: &State, action: &Action) -> Step {
+        let name = |id: &Id| self.name_of(*id);
+        let step_action = match action {
+            ActorModelAction::Deliver { src, dst, msg } => match self.abstract_msg(*src, *dst, msg)
+            {
+                Some(m) => StepAction::Deliver { msg: m },
+                None => StepAction::Deliver {
+                    msg: AbstractMsg {
+                        kind: "response",
+                        from: name(src),
+                        to: name(dst),
+                        gid: None,
+                        seq: None,
+                        value: None,
+                        req: None,
+                        if_match: None,
+                    },
+                },
+            },
+            ActorModelAction::Drop(env) => StepAction::Lose {
+                msg: self
+                    .abstract_msg(env.src, env.dst, &env.msg)
+                    .expect("only overlay messages are lost"),
+            },
+            ActorModelAction::Timeout(id, Timer::Start) => {
+                StepAction::UaSubscribes { ua: name(id) }
+            }
+            ActorModelAction::Timeout(id, Timer::Detect(x)) => StepAction::DetectFailure {
+                at: name(id),
+                peer: self.setup.topo.name(*x),
+            },
+            ActorModelAction::Timeout(id, Timer::Retry(r)) => StepAction::Retransmit {
+                at: name(id),
+                req: self.req_name(r),
+            },
+            ActorModelAction::Crash(id) | ActorModelAction::Recover(id) => {
+                StepAction::Crash { peer: name(id) }
+            }
+            ActorModelAction::SelectRandom { actor, .. } => StepAction::Crash { peer: name(actor) },
+        };
+        // Re-run the action without the wrapper's clean-up to see every message it sent.
+        let mut expect = Expect::default();
+        if let Some(after) = self.inner_next_state(before, action.clone()) {
+            let mut old = all_envelopes(&before.network);
+            if let ActorModelAction::Deliver { src, dst, msg } = action {
+                let e = Envelope {
+                    src: *src,
+                    dst: *dst,
+                    msg: msg.clone(),
+                };
+                if let Some(c) = old.get_mut(&e) {
+                    *c -= 1;
+                }
+            }
+            for (env, count) in all_envelopes(&after.network) {
+                let fresh = count.saturating_sub(old.get(&env).copied().unwrap_or(0));
+                for _ in 0..fresh {
+                    if let Some(c) = self.client_outcome(&env.msg) {
+                        expect.client.push(c);
+                    } else if let Some(m) = self.abstract_msg(env.src, env.dst, &env.msg) {
+                        expect.sent.push(m);
+                    }
+                }
+            }
+        }
+        expect.client.sort();
+        expect.sent.sort();
+        Step {
+            n,
+            action: step_action,
+            expect,
+        }
+    }
+
+    /// A trace following `actions` from the initial state.
+    pub fn trace(&self, name: String, origin: Origin, actions: &[Action]) -> Trace {
+        let mut state = self.init_states().remove(0);
+        let mut steps = Vec::new();
+        for (i, a) in actions.iter().enumerate() {
+            steps.push(self.trace_step(i + 1, &state, a));
+            state = self
+                .next_state(&state, a.clone())
+                .expect("trace actions come from the model");
+        }
+        Trace {
+            format: FORMAT,
+            version: VERSION,
+            name,
+            origin,
+            config: self.trace_config(),
+            steps,
+        }
+    }
+}
+
+/// Serialises a trace as pretty JSON with a final newline.
+pub fn to_json(t: &Trace) -> String {
+    let mut s = serde_json::to_string_pretty(t).expect("traces serialise");
+    s.push('\n');
+    s
+}

@@ -1,0 +1,95 @@
+//! The committed corpus in `traces/` is exactly what the exporter produces: a change to the
+//! model or the exporter that alters a trace fails here until the corpus is regenerated
+//! (`cargo run --release -p sascribe-model -- traces --out traces`) and the index snapshot
+//! reviewed (`cargo insta review`).
+
+use sascribe_model::corpus::{corpus, DEFAULT_WALKS};
+use sascribe_model::trace::to_json;
+use std::path::Path;
+
+#[test]
+fn committed_corpus_matches_the_exporter() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../traces");
+    let traces = corpus(DEFAULT_WALKS);
+    assert!(traces.len() >= 200, "corpus too small: {}", traces.len());
+    let mut index = String::new();
+    for t in &traces {
+        let file = dir.join(format!("{}.json", t.name));
+        let committed = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}; regenerate the corpus", file.display()));
+        assert!(
+            committed == to_json(t),
+            "{} differs from the exporter's output; regenerate the corpus and review",
+            file.display()
+        );
+        let kinds: std::collections::BTreeSet<_> = t
+            .steps
+            .iter()
+            .flat_map(|s| s.expect.sent.iter().map(|m| m.kind))
+            .collect();
+        index.push_str(&format!(
+            "{} steps={} sent={}\n",
+            t.name,
+            t.steps.len(),
+            kinds.into_iter().collect::<Vec<_>>().join(",")
+        ));
+    }
+    let on_disk = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))
+        })
+        .count();
+    assert_eq!(on_disk, traces.len(), "stale traces in {}", dir.display());
+    insta::assert_snapshot!("corpus-index", index);
+}
+
+#[test]
+fn corpus_covers_every_message_and_action_kind() {
+    let traces = corpus(DEFAULT_WALKS);
+    let mut sent = std::collections::BTreeSet::new();
+    let mut actions = std::collections::BTreeSet::new();
+    let mut clients = std::collections::BTreeSet::new();
+    for t in &traces {
+        for s in &t.steps {
+            sent.extend(s.expect.sent.iter().map(|m| m.kind));
+            clients.extend(s.expect.client.iter().map(|c| c.kind));
+            let v = serde_json::to_value(&s.action).unwrap();
+            actions.insert(v["kind"].as_str().unwrap().to_string());
+        }
+    }
+    for k in [
+        "subscribe",
+        "publish",
+        "join",
+        "pack",
+        "ack",
+        "nack",
+        "multicast",
+        "publish_fwd",
+        "publish_reply",
+        "replicate",
+        "replica_ack",
+    ] {
+        assert!(sent.contains(k), "no trace sends a {k}");
+    }
+    for k in [
+        "deliver",
+        "ua_subscribes",
+        "detect_failure",
+        "retransmit",
+        "crash",
+    ] {
+        assert!(actions.contains(k), "no trace has a {k} step");
+    }
+    for k in [
+        "subscribe_ok",
+        "subscribe_rejected",
+        "notify",
+        "publish_ok",
+        "publish_412",
+    ] {
+        assert!(clients.contains(k), "no trace shows a {k}");
+    }
+}
