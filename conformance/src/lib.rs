@@ -1,1 +1,371 @@
-//! placeholder
+//! # sa-Scribe conformance traces
+//!
+//! Reader, validator and viewer for the traces the model exports (`sascribe-model traces`),
+//! format `sascribe-trace` version 1, documented in `conformance/TRACE-FORMAT.md` with the JSON
+//! Schema `conformance/trace.schema.json`. The reader is independent of the exporter (it does
+//! not link the model): it is what a third party reading the corpus would write.
+
+#![warn(missing_docs)]
+
+pub mod chart;
+
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// The format name this reader accepts.
+pub const FORMAT: &str = "sascribe-trace";
+/// The format version this reader accepts.
+pub const VERSION: u32 = 1;
+
+/// Why a trace could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Io {
+        /// The file.
+        file: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The JSON is malformed or does not have the trace's shape.
+    #[error("{file}: line {line}, column {column}: {message}")]
+    Syntax {
+        /// The file.
+        file: PathBuf,
+        /// Line of the problem.
+        line: usize,
+        /// Column of the problem.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The trace is well-formed JSON but inconsistent.
+    #[error("{file}: {message}")]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Provenance of a trace.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Origin {
+    /// `witness`, `walk` or `counterexample`.
+    pub kind: String,
+    /// Property witnessed or violated.
+    pub property: Option<String>,
+    /// Seed of a random walk.
+    pub seed: Option<u64>,
+    /// Seeded bug of a counterexample.
+    pub mutant: Option<String>,
+}
+
+/// A peer.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// Name.
+    pub name: String,
+    /// 10-bit id.
+    pub id: u16,
+    /// 128-bit id (hex).
+    pub id128: String,
+    /// Leaf set (names).
+    pub leaf_set: Vec<String>,
+    /// Routing table rows of 4 columns.
+    pub routing_table: Vec<Vec<Option<String>>>,
+}
+
+/// A scripted publish.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptStep {
+    /// Body.
+    pub value: u8,
+    /// `none`, `mine` or `e<N>`.
+    pub if_match: String,
+    /// Requested expiry.
+    pub expires: u8,
+}
+
+/// A user agent.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ua {
+    /// Name.
+    pub name: String,
+    /// First-contact peer.
+    pub peer: String,
+    /// Publisher script.
+    #[serde(default)]
+    pub script: Vec<ScriptStep>,
+}
+
+/// Configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Id bits.
+    pub id_bits: u32,
+    /// Bits per digit.
+    pub digit_bits: u32,
+    /// Leaf set size per side.
+    pub leaf_half: usize,
+    /// Peers.
+    pub peers: Vec<Peer>,
+    /// Group key.
+    pub gid: u16,
+    /// Group key, 128-bit hex.
+    pub gid128: String,
+    /// Replication factor.
+    pub k: usize,
+    /// Longest expiry a root grants.
+    pub max_expires: u8,
+    /// Retransmissions before a timeout.
+    pub retry_limit: usize,
+    /// Crash budget.
+    pub max_crashes: usize,
+    /// Network semantics.
+    pub network: String,
+    /// Subscribers.
+    pub subscribers: Vec<Ua>,
+    /// Publishers.
+    pub publishers: Vec<Ua>,
+}
+
+/// An abstract message.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbstractMsg {
+    /// Kind.
+    pub kind: String,
+    /// Sender.
+    pub from: String,
+    /// Recipient.
+    pub to: String,
+    /// Group key.
+    pub gid: Option<u16>,
+    /// Seq.
+    pub seq: Option<u8>,
+    /// Body.
+    pub value: Option<u8>,
+    /// Request.
+    pub req: Option<String>,
+    /// SIP-If-Match.
+    pub if_match: Option<u8>,
+}
+
+/// What a user agent is sent.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientOutcome {
+    /// The user agent.
+    pub ua: String,
+    /// Kind.
+    pub kind: String,
+    /// Seq of a NOTIFY.
+    pub seq: Option<u8>,
+    /// State of a NOTIFY.
+    pub value: Option<u8>,
+    /// ETag of a 200.
+    pub etag: Option<u8>,
+    /// Expiry of a 200.
+    pub expires: Option<u8>,
+}
+
+/// A step's action.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StepAction {
+    /// Deliver a message.
+    Deliver {
+        /// The message.
+        msg: AbstractMsg,
+    },
+    /// Lose a message.
+    Lose {
+        /// The message.
+        msg: AbstractMsg,
+    },
+    /// A subscriber sends SUBSCRIBE.
+    UaSubscribes {
+        /// The subscriber.
+        ua: String,
+    },
+    /// A failure detector fires.
+    DetectFailure {
+        /// Detecting peer.
+        at: String,
+        /// Crashed peer.
+        peer: String,
+    },
+    /// A retransmission timer fires.
+    Retransmit {
+        /// The peer.
+        at: String,
+        /// The request.
+        req: String,
+    },
+    /// A peer crashes.
+    Crash {
+        /// The peer.
+        peer: String,
+    },
+}
+
+/// Expected outcomes.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// What user agents are sent.
+    #[serde(default)]
+    pub client: Vec<ClientOutcome>,
+    /// Abstract messages sent.
+    #[serde(default)]
+    pub sent: Vec<AbstractMsg>,
+}
+
+/// One step.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Number, from 1.
+    pub n: usize,
+    /// Action.
+    pub action: StepAction,
+    /// Expected outcomes.
+    pub expect: Expect,
+}
+
+/// A trace.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trace {
+    /// Format name.
+    pub format: String,
+    /// Format version.
+    pub version: u32,
+    /// Name.
+    pub name: String,
+    /// Provenance.
+    pub origin: Origin,
+    /// Configuration.
+    pub config: Config,
+    /// Steps.
+    pub steps: Vec<Step>,
+}
+
+/// Parses a trace from text; `file` names it in errors.
+pub fn parse(file: &Path, text: &str) -> Result<Trace, TraceError> {
+    let t: Trace = serde_json::from_str(text).map_err(|e| TraceError::Syntax {
+        file: file.to_path_buf(),
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string(),
+    })?;
+    validate(&t).map_err(|message| TraceError::Invalid {
+        file: file.to_path_buf(),
+        message,
+    })?;
+    Ok(t)
+}
+
+/// Reads and checks a trace file.
+pub fn load(file: &Path) -> Result<Trace, TraceError> {
+    let text = std::fs::read_to_string(file).map_err(|source| TraceError::Io {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    parse(file, &text)
+}
+
+/// The `*.json` files of a directory (sorted), or the file itself.
+pub fn trace_files(path: &Path) -> Result<Vec<PathBuf>, TraceError> {
+    if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|source| TraceError::Io {
+                file: path.to_path_buf(),
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        Ok(files)
+    } else {
+        Ok(vec![path.to_path_buf()])
+    }
+}
+
+/// Checks what the schema cannot: format and version, step numbering, and that every name
+/// refers to a configured peer or user agent.
+pub fn validate(t: &Trace) -> Result<(), String> {
+    if t.format != FORMAT {
+        return Err(format!("format is '{}', expected '{FORMAT}'", t.format));
+    }
+    if t.version != VERSION {
+        return Err(format!(
+            "version {} is not supported (this reader reads version {VERSION})",
+            t.version
+        ));
+    }
+    let c = &t.config;
+    let peers: BTreeSet<&str> = c.peers.iter().map(|p| p.name.as_str()).collect();
+    if peers.len() != c.peers.len() || peers.is_empty() {
+        return Err("config.peers must be non-empty with distinct names".into());
+    }
+    let mut actors = peers.clone();
+    for ua in c.subscribers.iter().chain(&c.publishers) {
+        if !peers.contains(ua.peer.as_str()) {
+            return Err(format!(
+                "user agent {} attaches to unknown peer {}",
+                ua.name, ua.peer
+            ));
+        }
+        if !actors.insert(ua.name.as_str()) {
+            return Err(format!("duplicate actor name {}", ua.name));
+        }
+    }
+    let known = |who: &str, what: &str, n: usize| -> Result<(), String> {
+        if actors.contains(who) {
+            Ok(())
+        } else {
+            Err(format!("step {n}: {what} names unknown actor '{who}'"))
+        }
+    };
+    for (i, s) in t.steps.iter().enumerate() {
+        if s.n != i + 1 {
+            return Err(format!(
+                "step {} is numbered {} (steps count from 1)",
+                i + 1,
+                s.n
+            ));
+        }
+        match &s.action {
+            StepAction::Deliver { msg } | StepAction::Lose { msg } => {
+                known(&msg.from, "message sender", s.n)?;
+                known(&msg.to, "message recipient", s.n)?;
+            }
+            StepAction::UaSubscribes { ua } => known(ua, "subscriber", s.n)?,
+            StepAction::DetectFailure { at, peer } => {
+                known(at, "detecting peer", s.n)?;
+                known(peer, "crashed peer", s.n)?;
+            }
+            StepAction::Retransmit { at, .. } => known(at, "retransmitting peer", s.n)?,
+            StepAction::Crash { peer } => known(peer, "crashed peer", s.n)?,
+        }
+        for m in &s.expect.sent {
+            known(&m.from, "expected sender", s.n)?;
+            known(&m.to, "expected recipient", s.n)?;
+        }
+        for o in &s.expect.client {
+            known(&o.ua, "expected user agent", s.n)?;
+        }
+    }
+    Ok(())
+}

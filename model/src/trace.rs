@@ -533,7 +533,16 @@ impl SaScribe {
                 }
             }
         }
-        expect.client.sort();
+        // The network is a multiset, so sends are put in a canonical order: per user agent, the
+        // final response before the NOTIFYs, NOTIFYs by seq.
+        let rank = |k: &str| match k {
+            "subscribe_ok" | "subscribe_rejected" | "subscribe_timeout" => 0,
+            "notify" => 1,
+            _ => 2,
+        };
+        expect
+            .client
+            .sort_by(|a, b| (&a.ua, rank(a.kind), a.seq).cmp(&(&b.ua, rank(b.kind), b.seq)));
         expect.sent.sort();
         Step {
             n,

@@ -1,0 +1,49 @@
+//! The reader accepts the committed corpus and names what is wrong in a bad trace.
+
+use sascribe_conformance::{chart, load, parse, trace_files};
+use std::path::Path;
+
+fn corpus() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../traces")
+}
+
+#[test]
+fn every_committed_trace_reads_and_renders() {
+    let files = trace_files(&corpus()).unwrap();
+    assert!(files.len() >= 200);
+    for f in files {
+        let t = load(&f).unwrap_or_else(|e| panic!("{e}"));
+        let text = chart::text(&t);
+        assert!(text.lines().filter(|l| l.contains(". ")).count() >= t.steps.len());
+        assert!(chart::mermaid(&t).starts_with("sequenceDiagram"));
+    }
+}
+
+#[test]
+fn bad_traces_get_errors_naming_the_problem() {
+    let file = corpus().join("small-witness-failover-happened.json");
+    let good = std::fs::read_to_string(&file).unwrap();
+    let p = Path::new("t.json");
+
+    let e = parse(p, &good.replacen("\"version\": 1", "\"version\": 7", 1)).unwrap_err();
+    assert!(e.to_string().contains("version 7 is not supported"), "{e}");
+
+    let e = parse(p, &good.replacen("\"n\": 2,", "\"n\": 5,", 1)).unwrap_err();
+    assert!(e.to_string().contains("step 2 is numbered 5"), "{e}");
+
+    let e = parse(p, &good.replacen("\"to\": \"D\"", "\"to\": \"Q\"", 1)).unwrap_err();
+    assert!(e.to_string().contains("unknown actor 'Q'"), "{e}");
+
+    let e = parse(
+        p,
+        &good.replacen("\"kind\": \"deliver\"", "\"kind\": \"teleport\"", 1),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("line") && e.to_string().contains("teleport"),
+        "{e}"
+    );
+
+    let e = parse(p, &good[..good.len() / 2]).unwrap_err();
+    assert!(e.to_string().starts_with("t.json: line"), "{e}");
+}
