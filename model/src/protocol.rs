@@ -649,15 +649,7 @@ impl Ctx<'_> {
                 root.st.entry = Some(c);
                 root.committed = Some(c);
                 push_replication(root, o);
-                self.observe(
-                    o,
-                    Obs::Commit {
-                        entry: c,
-                        if_match: None,
-                    },
-                );
-                st.latest = None;
-                self.learn(st, c, o);
+                self.commit_adopted(st, c, o);
             }
         }
         let state = st.root.as_ref().and_then(|r| r.committed);
@@ -830,15 +822,7 @@ impl Ctx<'_> {
         }
         self.observe(o, Obs::Takeover { with_replica });
         if let Some(e) = committed {
-            self.observe(
-                o,
-                Obs::Commit {
-                    entry: e,
-                    if_match: None,
-                },
-            );
-            st.latest = None;
-            self.learn(st, e, o);
+            self.commit_adopted(st, e, o);
         }
     }
 
@@ -855,6 +839,12 @@ impl Ctx<'_> {
         let entry = rs.entry.expect("newer entry");
         root.committed = Some(entry);
         push_replication(root, o);
+        self.commit_adopted(st, entry, o);
+    }
+
+    /// A root takes an entry it did not stamp itself (from a replica, the tree or a failed
+    /// root's late replicate) as committed: record it and pass it down the tree.
+    fn commit_adopted(&self, st: &mut PeerState, entry: Entry, o: &mut O) {
         self.observe(
             o,
             Obs::Commit {
@@ -862,6 +852,7 @@ impl Ctx<'_> {
                 if_match: None,
             },
         );
+        st.latest = None;
         self.learn(st, entry, o);
     }
 
