@@ -53,6 +53,26 @@ pub struct Config {
     pub max_body: usize,
     /// Optional cluster key: every datagram carries an HMAC-SHA-256 tag under it.
     pub cluster_key: Option<Vec<u8>>,
+    /// Seeded bug to enable (conformance non-vacuity tests only; feature `mutants`).
+    #[cfg(feature = "mutants")]
+    pub mutant: Option<crate::mutants::Mutant>,
+}
+
+impl Config {
+    /// Whether seeded bug `m` is enabled: always `false` unless the crate is built with the
+    /// `mutants` feature and [`Config::mutant`] selects `m`.
+    #[inline]
+    pub fn mutant_on(&self, m: crate::mutants::Mutant) -> bool {
+        #[cfg(feature = "mutants")]
+        {
+            self.mutant == Some(m)
+        }
+        #[cfg(not(feature = "mutants"))]
+        {
+            let _ = m;
+            false
+        }
+    }
 }
 
 impl Default for Config {
@@ -82,6 +102,8 @@ impl Default for Config {
             sub_max_expires: 3_600,
             max_body: 8 * 1024,
             cluster_key: None,
+            #[cfg(feature = "mutants")]
+            mutant: None,
         }
     }
 }

@@ -47,6 +47,17 @@ pub struct Peer {
     held: Vec<Msg>,
 }
 
+/// A request timer a driver can fire with [`Peer::fire_request_timer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestTimer {
+    /// Retransmission of a local subscription's JOIN.
+    Subscription(SubHandle),
+    /// Retransmission of a local publication request.
+    Publication(PubHandle),
+    /// Tree repair: the re-JOIN of a group this peer needs.
+    Rejoin(GroupId),
+}
+
 impl std::fmt::Debug for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Peer")
@@ -130,6 +141,53 @@ impl Peer {
         self.overlay.install(now, peers, &mut self.out);
     }
 
+    /// Loads an explicit routing table in digits of `digit_bits` bits (see
+    /// [`crate::pastry::ExplicitTable`]): the conformance harness gives each peer the model's
+    /// base-4 table so that requests take the model's hops. Use with
+    /// [`Peer::install_routing_state`] (for the leaf set). Panics if `digit_bits` is not in
+    /// `1..=8`.
+    pub fn set_explicit_routing(&mut self, digit_bits: u32, rows: Vec<Vec<Option<NodeHandle>>>) {
+        self.overlay
+            .set_explicit_table(Some(crate::pastry::ExplicitTable { digit_bits, rows }));
+    }
+
+    /// The driver's failure detector reports that peer `id` crashed: runs what the keep-alive
+    /// timeout runs when it declares a peer dead (tombstone, leaf-set and routing-table repair,
+    /// then sa-Scribe's reaction: drop the child, re-JOIN if it was our parent, take the root
+    /// role over if we are now the closest peer, re-replicate if it was a replica).
+    ///
+    /// `repaired` lists peers a completed leaf-set repair found, taken into the routing state
+    /// before sa-Scribe reacts (a harness modelling instantaneous repair passes them; with `&[]`
+    /// the repair proceeds by messages, as after a keep-alive timeout).
+    pub fn declare_dead(&mut self, now: Millis, id: NodeId, repaired: &[NodeHandle]) {
+        if self.departed || id == self.out.me.id {
+            return;
+        }
+        let sets = self
+            .scribe
+            .root_replica_sets(&self.overlay, self.cfg.replicas);
+        self.overlay.bury(now, &[id], &self.cfg, &mut self.out);
+        for h in repaired {
+            self.overlay.consider(*h, true, now);
+        }
+        self.scribe.on_peer_dead(&mut ctx!(self, now), id, &sets);
+        self.run_loopback(now);
+    }
+
+    /// Fires a request's retransmission timer now (a driver that owns the timers, such as the
+    /// conformance harness): the request is sent again, or with `give_up` it fails as when its
+    /// deadline passes. Returns whether the timer exists.
+    pub fn fire_request_timer(&mut self, now: Millis, timer: RequestTimer, give_up: bool) -> bool {
+        let ctx = &mut ctx!(self, now);
+        let found = match timer {
+            RequestTimer::Subscription(h) => self.scribe.fire_sub_timer(ctx, h, give_up),
+            RequestTimer::Publication(h) => self.scribe.fire_pub_timer(ctx, h, give_up),
+            RequestTimer::Rejoin(gid) => self.scribe.fire_rejoin_timer(ctx, gid),
+        };
+        self.run_loopback(now);
+        found
+    }
+
     /// A datagram arrived from `from`. Malformed, oversized, wrong-version and badly
     /// authenticated datagrams are dropped and counted in [`Peer::stats`].
     pub fn handle_datagram(&mut self, now: Millis, _from: SocketAddr, bytes: &[u8]) {
@@ -168,9 +226,15 @@ impl Peer {
             return;
         }
         if now >= self.overlay.next_timeout() {
-            let _dead = self
+            let sets = self
+                .scribe
+                .root_replica_sets(&self.overlay, self.cfg.replicas);
+            let dead = self
                 .overlay
                 .tick(now, &self.cfg, &mut self.out, &mut self.rng);
+            for id in dead {
+                self.scribe.on_peer_dead(&mut ctx!(self, now), id, &sets);
+            }
         }
         if now >= self.scribe.next_timeout() {
             self.scribe.handle_timeout(&mut ctx!(self, now));
@@ -291,7 +355,8 @@ impl Peer {
             return;
         }
         if msg != Msg::Departing {
-            self.overlay.heard_from(&from, ready, msg == Msg::Announce, now);
+            self.overlay
+                .heard_from(&from, ready, msg == Msg::Announce, now);
         }
         match msg {
             Msg::Routed { .. } if !self.out.ready && from.id == self.out.me.id => {
@@ -310,11 +375,20 @@ impl Peer {
             | Msg::RowReply { .. }
             | Msg::JoinState { .. }
             | Msg::Departing => {
-                if self.overlay.handle(now, from, &msg, &self.cfg, &mut self.out) {
+                if self
+                    .overlay
+                    .handle(now, from, &msg, &self.cfg, &mut self.out)
+                {
                     self.events.push_back(Event::Joined);
                     let me = self.out.me;
-                    self.out.loopback.extend(self.held.drain(..).map(|m| (me, m)));
+                    self.out
+                        .loopback
+                        .extend(self.held.drain(..).map(|m| (me, m)));
                 }
+            }
+            Msg::NotRoot { closer, .. } => {
+                self.overlay.consider(closer, false, now);
+                self.scribe.handle(&mut ctx!(self, now), from, msg);
             }
             other => self.scribe.handle(&mut ctx!(self, now), from, other),
         }
@@ -329,6 +403,11 @@ impl Peer {
             _ => None,
         };
         let hop = self.overlay.route(key, exclude);
+        if hop == Hop::Local && !self.out.ready {
+            // Still joining (e.g. restarted with an id others remember): our state is too thin
+            // to be anyone's root. Drop; the sender's request is retried.
+            return;
+        }
         match &body {
             Routed::OverlayJoin { joiner } => {
                 if joiner.id == self.out.me.id {
@@ -354,9 +433,21 @@ impl Peer {
                     self.scribe.deliver_join(&mut ctx!(self, now), from, body);
                     return;
                 }
-                Hop::Next(n) => self
-                    .scribe
-                    .forward_join(&mut ctx!(self, now), from, &mut body, n),
+                Hop::Next(n) => {
+                    let next = self
+                        .scribe
+                        .forward_join(&mut ctx!(self, now), from, &mut body, n);
+                    if let Some(next) = next {
+                        self.out.stats.forwarded += 1;
+                        let msg = Msg::Routed {
+                            key,
+                            hops: hops.saturating_add(1),
+                            body,
+                        };
+                        self.out.send(&next, msg);
+                    }
+                    return;
+                }
             },
             Routed::Publish { .. } => {
                 if hop == Hop::Local {

@@ -125,6 +125,9 @@ pub struct Sim {
     queue: BinaryHeap<Reverse<Scheduled>>,
     seq: u64,
     log: Vec<SimEvent>,
+    scratch: Vec<crate::io::Transmit>,
+    /// `(id, index)` of every peer ever added, sorted by id.
+    by_id: Vec<(u128, usize)>,
     /// Network counters.
     pub stats: NetStats,
 }
@@ -155,6 +158,8 @@ impl Sim {
             queue: BinaryHeap::new(),
             seq: 0,
             log: Vec::new(),
+            scratch: Vec::new(),
+            by_id: Vec::new(),
             stats: NetStats::default(),
         }
     }
@@ -197,8 +202,21 @@ impl Sim {
     }
     /// The live, joined peer numerically closest to `key` (the key's rightful root).
     pub fn closest_live(&self, key: u128) -> Option<usize> {
-        let id = closest_of(key, self.ready().map(|i| self.nodes[i].id.0))?;
-        self.ready().find(|&i| self.nodes[i].id.0 == id)
+        let n = self.by_id.len();
+        if n == 0 {
+            return None;
+        }
+        let ready = |j: usize| self.nodes[j].peer.as_ref().is_some_and(|p| p.is_ready());
+        let start = self.by_id.partition_point(|e| e.0 < key);
+        // Nearest ready peer clockwise and counter-clockwise from `key`, then the closer one.
+        let cw = (0..n)
+            .map(|d| self.by_id[(start + d) % n])
+            .find(|e| ready(e.1));
+        let ccw = (1..=n)
+            .map(|d| self.by_id[(start + n - d) % n])
+            .find(|e| ready(e.1));
+        let best = closest_of(key, cw.iter().chain(ccw.iter()).map(|e| e.0))?;
+        cw.into_iter().chain(ccw).find(|e| e.0 == best).map(|e| e.1)
     }
     /// Takes the upcalls logged so far.
     pub fn drain_log(&mut self) -> Vec<SimEvent> {
@@ -219,6 +237,13 @@ impl Sim {
     }
 
     fn push_node(&mut self, id: NodeId, peer: Peer) -> usize {
+        let i = self.push_node_unindexed(id, peer);
+        let pos = self.by_id.partition_point(|e| e.0 < id.0);
+        self.by_id.insert(pos, (id.0, i));
+        i
+    }
+
+    fn push_node_unindexed(&mut self, id: NodeId, peer: Peer) -> usize {
         let i = self.nodes.len();
         self.nodes.push(Node {
             id,
@@ -242,8 +267,15 @@ impl Sim {
             let seed = self.rng.random();
             let addr = sim_addr(self.nodes.len());
             let p = Peer::new(id, addr, self.cfg.clone(), self.now, seed);
-            self.push_node(id, p);
+            self.push_node_unindexed(id, p);
         }
+        self.by_id = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.id.0, i))
+            .collect();
+        self.by_id.sort_unstable();
         let mut sorted: Vec<(u128, usize)> = self.live().map(|i| (self.nodes[i].id.0, i)).collect();
         sorted.sort_unstable();
         let half = (self.cfg.leaf_set_size / 2).max(1);
@@ -460,7 +492,7 @@ impl Sim {
         let Some(peer) = self.nodes[i].peer.as_deref_mut() else {
             return;
         };
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.scratch);
         while let Some(t) = peer.poll_transmit() {
             out.push(t);
         }
@@ -473,7 +505,7 @@ impl Sim {
         }
         let timeout = peer.poll_timeout();
         let from = self.nodes[i].addr;
-        for t in out {
+        for t in out.drain(..) {
             let Some(to) = sim_index(&t.dst).filter(|&j| j < self.nodes.len()) else {
                 continue;
             };
@@ -507,6 +539,7 @@ impl Sim {
                 },
             );
         }
+        self.scratch = out;
         if let Some(t) = timeout {
             let t = t.max(now + 1);
             if self.nodes[i].timer_at != Some(t) {

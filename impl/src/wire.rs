@@ -140,6 +140,9 @@ pub enum Routed {
         graft: bool,
         /// Latest state known below (carried by re-JOINs).
         carried: Option<Latest>,
+        /// Reverse path: the origin, then every peer that forwarded the JOIN. The root's
+        /// answer retraces it.
+        path: Vec<NodeHandle>,
     },
     /// sa-Scribe PUBLISH (Scribe create + multicast merged).
     Publish {
@@ -202,7 +205,7 @@ pub enum Msg {
         /// Payload.
         body: Routed,
     },
-    /// pACK: an intermediate peer took a JOIN.
+    /// pACK: the next hop grafted the sender and took its JOIN.
     Provisional {
         /// Group.
         gid: GroupId,
@@ -217,6 +220,8 @@ pub enum Msg {
         join_id: u64,
         /// Current state.
         latest: Latest,
+        /// Remaining reverse path (the receiver is its last element).
+        path: Vec<NodeHandle>,
     },
     /// nACK: the root has no state for the group.
     JoinNack {
@@ -224,6 +229,8 @@ pub enum Msg {
         gid: GroupId,
         /// Origin's request id.
         join_id: u64,
+        /// Remaining reverse path (the receiver is its last element).
+        path: Vec<NodeHandle>,
     },
     /// Multicast of a new state down the tree.
     Notify {
@@ -266,6 +273,14 @@ pub enum Msg {
         gid: GroupId,
         /// Record.
         rec: WireRecord,
+    },
+    /// Replica → root: refused, because `closer` is nearer to the group id than the sender, so
+    /// the sender is not the group's root.
+    NotRoot {
+        /// Group.
+        gid: GroupId,
+        /// A peer closer to `gid` than the sender (possibly the replica itself).
+        closer: NodeHandle,
     },
     /// Replica → root.
     ReplicateAck {
@@ -428,6 +443,7 @@ mod tests {
                         seq: 3,
                         body: Some(Bytes::from_static(b"open")),
                     }),
+                    path: vec![h(9), h(10)],
                 },
             },
             Msg::Routed {

@@ -268,6 +268,20 @@ fn subscription_expiry_and_unsubscribe_prune_the_tree() {
     }
     s.subscribe(2, gid, SubHandle(100), 3_600).unwrap().unwrap();
     s.run_for(5_000);
+    // pACKs come from intermediate peers only, and always before the ACK.
+    let ev = s.log().to_vec();
+    let mut provisional = 0;
+    for k in 0..subs.len() as u64 {
+        let pos = |f: &dyn Fn(&Event) -> bool| ev.iter().position(|e| f(&e.event));
+        let p = pos(&|e| matches!(e, Event::SubProvisional { handle } if handle.0 == k));
+        let a = pos(&|e| matches!(e, Event::SubAccepted { handle, .. } if handle.0 == k));
+        assert!(a.is_some());
+        if let Some(p) = p {
+            provisional += 1;
+            assert!(p < a.unwrap());
+        }
+    }
+    assert!(provisional > 0, "no JOIN crossed an intermediate peer");
     let in_tree = |s: &Sim| {
         s.live()
             .filter(|&i| {
@@ -283,13 +297,33 @@ fn subscription_expiry_and_unsubscribe_prune_the_tree() {
     s.with_peer(2, |p, now| p.unsubscribe(now, SubHandle(100)))
         .unwrap()
         .unwrap();
-    s.run_for(61_000);
+    // One subscription is refreshed before it expires and outlives the others.
+    s.run_for(30_000);
+    assert_eq!(
+        s.with_peer(subs[0], |p, now| p.refresh(now, SubHandle(0), 120))
+            .unwrap(),
+        Ok(120)
+    );
+    assert_eq!(
+        s.with_peer(subs[0], |p, now| p.refresh(now, SubHandle(0), 5))
+            .unwrap(),
+        Err(sascribe::SubscribeError::IntervalTooBrief { min: 60 })
+    );
+    s.run_for(31_000);
     let ev = events_of(&mut s);
     let terminated = ev
         .iter()
         .filter(|(_, e)| matches!(e, Event::SubTerminated { .. }))
         .count();
-    assert_eq!(terminated, subs.len());
+    assert_eq!(terminated, subs.len() - 1);
+    assert!(!ev
+        .iter()
+        .any(|(_, e)| matches!(e, Event::SubTerminated { handle, .. } if handle.0 == 0)));
+    s.run_for(90_000);
+    let ev = events_of(&mut s);
+    assert!(ev
+        .iter()
+        .any(|(_, e)| matches!(e, Event::SubTerminated { handle, .. } if handle.0 == 0)));
     s.run_for(10_000);
     // Only the root keeps the group (it still has state); nobody else is in the tree.
     let root = s.closest_live(gid.0).unwrap();

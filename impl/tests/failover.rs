@@ -34,9 +34,23 @@ fn state_never_rolls_back_when_root_and_all_replicas_crash() {
         let gid = GroupId::from_event("sip:frank@example.com", "presence", None);
         let order = by_distance(&s, gid);
         let (holders, others) = order.split_at(4); // root + k = 3 replicas
-        s.publish(others[0], gid, PubHandle(1), Some(Bytes::from_static(b"v1")), None, None);
+        s.publish(
+            others[0],
+            gid,
+            PubHandle(1),
+            Some(Bytes::from_static(b"v1")),
+            None,
+            None,
+        );
         s.run_for(2_000);
-        s.publish(others[1], gid, PubHandle(2), Some(Bytes::from_static(b"v2")), None, None);
+        s.publish(
+            others[1],
+            gid,
+            PubHandle(2),
+            Some(Bytes::from_static(b"v2")),
+            None,
+            None,
+        );
         s.run_for(2_000);
         let subs: Vec<usize> = others.iter().copied().skip(2).step_by(4).collect();
         for (k, &i) in subs.iter().enumerate() {
@@ -51,12 +65,30 @@ fn state_never_rolls_back_when_root_and_all_replicas_crash() {
         // A fresh subscriber sees the state the members carried up, not an empty group.
         s.subscribe(others[3], gid, SubHandle(100), 3_600);
         s.run_for(5_000);
-        assert_eq!(last_notify(s.log(), 100), Some((2, Some(Bytes::from_static(b"v2")))), "seed {seed}");
-        s.publish(others[1], gid, PubHandle(3), Some(Bytes::from_static(b"v3")), None, None);
+        assert_eq!(
+            last_notify(s.log(), 100),
+            Some((2, Some(Bytes::from_static(b"v2")))),
+            "seed {seed}"
+        );
+        s.publish(
+            others[1],
+            gid,
+            PubHandle(3),
+            Some(Bytes::from_static(b"v3")),
+            None,
+            None,
+        );
         s.run_for(5_000);
-        assert_eq!(published_seq(s.log(), 3), Some(3), "seed {seed}: seq rolled back");
+        assert_eq!(
+            published_seq(s.log(), 3),
+            Some(3),
+            "seed {seed}: seq rolled back"
+        );
         for k in 0..subs.len() as u64 {
-            assert_eq!(last_notify(s.log(), k), Some((3, Some(Bytes::from_static(b"v3")))));
+            assert_eq!(
+                last_notify(s.log(), k),
+                Some((3, Some(Bytes::from_static(b"v3"))))
+            );
         }
     }
 }
@@ -70,7 +102,14 @@ fn graceful_root_leave_hands_over_quickly() {
         let gid = GroupId::from_event("sip:grace@example.com", "presence", None);
         let order = by_distance(&s, gid);
         let root = order[0];
-        s.publish(order[10], gid, PubHandle(1), Some(Bytes::from_static(b"a")), None, None);
+        s.publish(
+            order[10],
+            gid,
+            PubHandle(1),
+            Some(Bytes::from_static(b"a")),
+            None,
+            None,
+        );
         s.run_for(2_000);
         let subs: Vec<usize> = order[5..].iter().copied().step_by(5).collect();
         for (k, &i) in subs.iter().enumerate() {
@@ -80,16 +119,32 @@ fn graceful_root_leave_hands_over_quickly() {
         s.leave(root);
         // Well below the parent and leaf failure timeouts.
         s.run_for(1_500);
-        s.publish(order[10], gid, PubHandle(2), Some(Bytes::from_static(b"b")), None, None);
+        s.publish(
+            order[10],
+            gid,
+            PubHandle(2),
+            Some(Bytes::from_static(b"b")),
+            None,
+            None,
+        );
         s.run_for(1_500);
         assert_eq!(published_seq(s.log(), 2), Some(2), "seed {seed}");
         for k in 0..subs.len() as u64 {
-            assert_eq!(last_notify(s.log(), k), Some((2, Some(Bytes::from_static(b"b")))), "seed {seed}");
+            assert_eq!(
+                last_notify(s.log(), k),
+                Some((2, Some(Bytes::from_static(b"b")))),
+                "seed {seed}"
+            );
         }
         // Peers that learnt of it second-hand drop it by failure detection.
         s.run_for(10_000);
         for i in s.live() {
-            assert!(s.peer(i).unwrap().overlay().known().all(|h| h.id != s.id(root)));
+            assert!(s
+                .peer(i)
+                .unwrap()
+                .overlay()
+                .known()
+                .all(|h| h.id != s.id(root)));
         }
     }
 }

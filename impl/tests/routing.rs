@@ -112,3 +112,22 @@ fn failures_are_detected_and_repaired() {
     let (_, misrouted) = lookups(&mut s, 300);
     assert_eq!(misrouted, 0);
 }
+
+#[test]
+fn ten_thousand_peers_static_overlay() {
+    let n = 10_000;
+    let mut s = Sim::new(8, Config::default(), NetConfig::default());
+    s.add_static_peers(n);
+    let (mean, misrouted) = lookups(&mut s, 2_000);
+    let bound = (n as f64).log(16.0).ceil();
+    eprintln!("N={n}: mean hops {mean:.3} (bound {bound})");
+    assert_eq!(misrouted, 0);
+    assert!(mean <= bound, "mean hops {mean} > {bound}");
+    // Per-peer routing state stays small (sparse routing table).
+    let max_rt = s
+        .live()
+        .map(|i| s.peer(i).unwrap().overlay().rt.len())
+        .max()
+        .unwrap();
+    assert!(max_rt <= 5 * 15, "routing table of {max_rt} entries");
+}

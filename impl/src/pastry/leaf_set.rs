@@ -75,13 +75,16 @@ impl LeafSet {
         self.cw.iter().chain(&self.ccw).any(|e| e.handle.id == id)
     }
 
-    /// Records that `id` was heard from at `now`.
-    pub fn touch(&mut self, id: NodeId, now: Millis) {
+    /// Records that `id` was heard from at `now`; returns whether it is a member.
+    pub fn touch(&mut self, id: NodeId, now: Millis) -> bool {
+        let mut found = false;
         for e in self.cw.iter_mut().chain(self.ccw.iter_mut()) {
             if e.handle.id == id {
                 e.last_heard = now;
+                found = true;
             }
         }
+        found
     }
 
     /// Whether the leaf set spans `key` (so the closest leaf is the key's root). When a side is

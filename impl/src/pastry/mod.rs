@@ -58,6 +58,33 @@ pub struct Overlay {
     next_tick: Millis,
     next_exchange: Millis,
     scratch: Vec<NodeHandle>,
+    /// Routing table loaded by a driver in place of the learnt one (see [`ExplicitTable`]).
+    explicit: Option<ExplicitTable>,
+}
+
+/// A routing table given explicitly by a driver, in digits of `digit_bits` bits (counted from
+/// the most significant bit) instead of the core's hexadecimal digits: row `r`, column `c`
+/// holds a peer sharing `r` such digits with this peer whose digit `r` is `c`. The conformance
+/// harness loads the model's base-4 tables (the paper's Fig. 3) with it, so that JOINs and
+/// PUBLISHes take the model's hops. While it is set it replaces the learnt routing table in
+/// routing decisions (rules 2 and 3); the leaf set works as usual. Peers declared dead are
+/// removed from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExplicitTable {
+    /// Bits per digit (1..=8).
+    pub digit_bits: u32,
+    /// Rows of `1 << digit_bits` columns.
+    pub rows: Vec<Vec<Option<NodeHandle>>>,
+}
+
+impl ExplicitTable {
+    fn digit(&self, key: u128, i: usize) -> usize {
+        let shift = 128 - self.digit_bits as usize * (i + 1);
+        ((key >> shift) & ((1u128 << self.digit_bits) - 1)) as usize
+    }
+    fn shared_prefix(&self, a: u128, b: u128) -> usize {
+        ((a ^ b).leading_zeros() / self.digit_bits) as usize
+    }
 }
 
 impl Overlay {
@@ -72,6 +99,7 @@ impl Overlay {
             next_exchange: now + cfg.leaf_exchange_interval,
             next_probe: now + cfg.dead_probe_interval,
             scratch: Vec::new(),
+            explicit: None,
         }
     }
 
@@ -82,6 +110,9 @@ impl Overlay {
                 Some(h) => Hop::Next(h),
                 None => Hop::Local,
             };
+        }
+        if let Some(t) = &self.explicit {
+            return self.route_explicit(t, key, exclude);
         }
         let l = shared_prefix_len(self.me.id.0, key);
         if l < crate::id::DIGITS {
@@ -108,6 +139,51 @@ impl Overlay {
             Some(h) => Hop::Next(h),
             None => Hop::Local,
         }
+    }
+
+    /// Rules 2 and 3 over an explicit table: the entry sharing one more digit with the key, or
+    /// any known peer (leaf set or table) sharing at least as long a prefix that is closer.
+    fn route_explicit(&self, t: &ExplicitTable, key: u128, exclude: Option<NodeId>) -> Hop {
+        let l = t.shared_prefix(self.me.id.0, key);
+        if let Some(Some(h)) = t.rows.get(l).and_then(|r| r.get(t.digit(key, l))) {
+            if Some(h.id) != exclude {
+                return Hop::Next(*h);
+            }
+        }
+        let mut best: Option<NodeHandle> = None;
+        let mut best_id = self.me.id.0;
+        let table = t.rows.iter().flatten().flatten().copied();
+        for h in self.leaf.iter().map(|e| e.handle).chain(table) {
+            if Some(h.id) == exclude || t.shared_prefix(h.id.0, key) < l {
+                continue;
+            }
+            if closer(key, h.id.0, best_id) {
+                best_id = h.id.0;
+                best = Some(h);
+            }
+        }
+        match best {
+            Some(h) => Hop::Next(h),
+            None => Hop::Local,
+        }
+    }
+
+    /// Loads (or, with `None`, clears) an explicit routing table; see [`ExplicitTable`].
+    /// Panics if `digit_bits` is not in `1..=8`.
+    pub fn set_explicit_table(&mut self, table: Option<ExplicitTable>) {
+        if let Some(t) = &table {
+            assert!(
+                (1..=8).contains(&t.digit_bits),
+                "digit_bits must be in 1..=8, got {}",
+                t.digit_bits
+            );
+        }
+        self.explicit = table;
+    }
+
+    /// The explicit routing table, if one is loaded.
+    pub fn explicit_table(&self) -> Option<&ExplicitTable> {
+        self.explicit.as_ref()
     }
 
     /// The `k` leaf-set peers closest to `key` (replica set of a group rooted here).
@@ -138,15 +214,24 @@ impl Overlay {
 
     /// Every datagram refreshes its sender's liveness and teaches us about it.
     /// A peer that left gracefully is only taken back when it announces a new join.
-    pub(crate) fn heard_from(&mut self, from: &NodeHandle, ready: bool, announce: bool, now: Millis) {
+    pub(crate) fn heard_from(
+        &mut self,
+        from: &NodeHandle,
+        ready: bool,
+        announce: bool,
+        now: Millis,
+    ) {
         if !ready || from.id == self.me.id {
             return;
+        }
+        let in_leaf = self.leaf.touch(from.id, now);
+        let slot_filled = self.rt.touch(from.id, now);
+        if in_leaf && slot_filled {
+            return; // the common case: nothing to learn
         }
         if !announce && self.tombstones.iter().any(|t| t.2 && t.0.id == from.id) {
             return;
         }
-        self.leaf.touch(from.id, now);
-        self.rt.touch(from.id, now);
         self.consider(*from, true, now);
     }
 
@@ -204,7 +289,12 @@ impl Overlay {
     ) -> bool {
         match msg {
             Msg::Ping => out.send(&from, Msg::Pong),
-            Msg::Pong | Msg::Announce => {}
+            Msg::Pong => {}
+            Msg::Announce => {
+                // Tell the newcomer whom we know: concurrent joiners learn of each other.
+                let leaves = self.leaf.iter().map(|e| e.handle).collect();
+                out.send(&from, Msg::LeafSetReply { leaves });
+            }
             Msg::Departing => {
                 let mut leaf_changed = self.leaf.remove(from.id);
                 leaf_changed |= self.rt.remove(from.id).is_some();
@@ -327,44 +417,16 @@ impl Overlay {
             ping.dedup_by_key(|h| h.id);
             out.send_many(ping.iter(), &Msg::Ping);
             self.scratch = ping;
-            let mut leaf_changed = false;
-            for &id in &dead {
-                let handle = self
-                    .leaf
-                    .iter()
-                    .chain(self.rt.iter())
-                    .find(|e| e.handle.id == id)
-                    .map(|e| e.handle);
-                if let Some(h) = handle {
-                    if self.tombstones.len() >= MAX_TOMBSTONES {
-                        self.tombstones.remove(0);
-                    }
-                    self.tombstones.push((h, now + cfg.tombstone_ttl, false));
-                }
-                leaf_changed |= self.leaf.remove(id);
-                if let Some((r, _)) = self.rt.remove(id) {
-                    // Ask another peer of the same row (or a leaf) for its row to refill the slot.
-                    let helper = self
-                        .rt
-                        .row(r)
-                        .next()
-                        .map(|e| e.handle)
-                        .or_else(|| self.leaf.iter().next().map(|e| e.handle));
-                    if let Some(h) = helper {
-                        out.send(&h, Msg::RowRequest { row: r as u8 });
-                    }
-                }
-            }
-            if leaf_changed {
-                let (a, b) = self.leaf.extremes();
-                for h in a.iter().chain(b.iter()) {
-                    out.send(h, Msg::LeafSetRequest);
-                }
-            }
+            self.bury(now, &dead, cfg, out);
         }
         if now >= self.next_probe {
             self.next_probe = now + cfg.dead_probe_interval;
-            let dead: Vec<NodeHandle> = self.tombstones.iter().filter(|t| !t.2).map(|t| t.0).collect();
+            let dead: Vec<NodeHandle> = self
+                .tombstones
+                .iter()
+                .filter(|t| !t.2)
+                .map(|t| t.0)
+                .collect();
             out.send_many(dead.iter(), &Msg::Ping);
         }
         if now >= self.next_exchange {
@@ -380,8 +442,130 @@ impl Overlay {
         dead
     }
 
+    /// Declares `dead` peers dead: tombstones them, removes them from the leaf set and routing
+    /// tables, and starts leaf-set and routing-table repair. The keep-alive timeout runs this;
+    /// so does [`crate::Peer::declare_dead`] (a driver's failure detector).
+    pub(crate) fn bury(&mut self, now: Millis, dead: &[NodeId], cfg: &Config, out: &mut Outbox) {
+        let mut leaf_changed = false;
+        for &id in dead {
+            let handle = self
+                .leaf
+                .iter()
+                .chain(self.rt.iter())
+                .map(|e| e.handle)
+                .chain(
+                    self.explicit
+                        .iter()
+                        .flat_map(|t| t.rows.iter().flatten().flatten().copied()),
+                )
+                .find(|h| h.id == id);
+            if let Some(h) = handle {
+                if self.tombstones.len() >= MAX_TOMBSTONES {
+                    self.tombstones.remove(0);
+                }
+                self.tombstones.push((h, now + cfg.tombstone_ttl, false));
+            }
+            if let Some(t) = self.explicit.as_mut() {
+                for slot in t.rows.iter_mut().flatten() {
+                    if slot.is_some_and(|h| h.id == id) {
+                        *slot = None;
+                    }
+                }
+            }
+            leaf_changed |= self.leaf.remove(id);
+            if let Some((r, _)) = self.rt.remove(id) {
+                // Ask another peer of the same row (or a leaf) for its row to refill the slot.
+                let helper = self
+                    .rt
+                    .row(r)
+                    .next()
+                    .map(|e| e.handle)
+                    .or_else(|| self.leaf.iter().next().map(|e| e.handle));
+                if let Some(h) = helper {
+                    out.send(&h, Msg::RowRequest { row: r as u8 });
+                }
+            }
+        }
+        if leaf_changed {
+            let (a, b) = self.leaf.extremes();
+            for h in a.iter().chain(b.iter()) {
+                out.send(h, Msg::LeafSetRequest);
+            }
+        }
+    }
+
     /// Every peer this peer knows (leaf set and routing table, possibly with repeats).
     pub fn known(&self) -> impl Iterator<Item = NodeHandle> + '_ {
         self.leaf.iter().chain(self.rt.iter()).map(|e| e.handle)
+    }
+}
+
+#[cfg(test)]
+mod explicit_table_tests {
+    use super::*;
+    use crate::Peer;
+
+    fn handle(id10: u16, port: u16) -> NodeHandle {
+        NodeHandle {
+            id: NodeId::from_paper_10bit(id10),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    /// The model's 4-peer overlay (ids 64, 320, 448, 576; leaf sets of one peer per side):
+    /// with the model's base-4 tables, key 500 goes A → C → D as in the model, not the way
+    /// the core's hexadecimal table would send it.
+    #[test]
+    fn base4_tables_route_like_the_model() {
+        let (a, c, d, e) = (
+            handle(64, 1),
+            handle(320, 2),
+            handle(448, 3),
+            handle(576, 4),
+        );
+        let key = NodeId::from_paper_10bit(500).0;
+        let cfg = Config {
+            leaf_set_size: 2,
+            ..Config::default()
+        };
+        let peer = |me: NodeHandle, leaves: &[NodeHandle], row0: [Option<NodeHandle>; 4]| {
+            let mut p = Peer::new(me.id, me.addr, cfg.clone(), 0, 1);
+            let mut known = leaves.to_vec();
+            known.extend(row0.iter().flatten());
+            p.install_routing_state(0, &known);
+            let before = p.route(key);
+            let mut rows = vec![row0.to_vec()];
+            rows.extend((1..5).map(|_| vec![None; 4]));
+            if me.id == c.id {
+                rows[1][3] = Some(d);
+            }
+            p.set_explicit_routing(2, rows);
+            (p, before)
+        };
+        let (mut pa, hex_hop) = peer(a, &[c, e], [None, Some(c), Some(e), None]);
+        let (pc, _) = peer(c, &[a, d], [Some(a), None, Some(e), None]);
+        let (pd, _) = peer(d, &[c, e], [Some(a), None, Some(e), None]);
+        assert_eq!(hex_hop, Hop::Next(e), "hexadecimal digits take another hop");
+        assert_eq!(pa.route(key), Hop::Next(c));
+        assert_eq!(pc.route(key), Hop::Next(d));
+        assert_eq!(pd.route(key), Hop::Local);
+        assert_eq!(pa.overlay().explicit_table().map(|t| t.digit_bits), Some(2));
+        // A declared-dead entry leaves the table; the rare case then picks the closest peer.
+        pa.declare_dead(0, c.id, &[]);
+        assert!(pa.overlay().explicit_table().is_some_and(|t| t
+            .rows
+            .iter()
+            .flatten()
+            .flatten()
+            .all(|h| h.id != c.id)));
+        assert_eq!(pa.route(key), Hop::Next(e));
+    }
+
+    #[test]
+    #[should_panic(expected = "digit_bits must be in 1..=8")]
+    fn digit_width_is_checked() {
+        let h = handle(64, 1);
+        let mut p = Peer::new(h.id, h.addr, Config::default(), 0, 1);
+        p.set_explicit_routing(0, Vec::new());
     }
 }

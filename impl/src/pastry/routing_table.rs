@@ -94,15 +94,21 @@ impl RoutingTable {
             .is_some_and(|e| e.handle.id == id)
     }
 
-    /// Records that `id` was heard from.
-    pub fn touch(&mut self, id: NodeId, now: Millis) {
-        if let Some((r, c)) = self.slot_of(id) {
-            let k = Self::key(r, c);
-            if let Ok(i) = self.slots.binary_search_by_key(&k, |s| s.0) {
+    /// Records that `id` was heard from; returns whether its slot is filled (by it or by
+    /// another peer, in which case there is nothing to add).
+    pub fn touch(&mut self, id: NodeId, now: Millis) -> bool {
+        let Some((r, c)) = self.slot_of(id) else {
+            return true;
+        };
+        let k = Self::key(r, c);
+        match self.slots.binary_search_by_key(&k, |s| s.0) {
+            Ok(i) => {
                 if self.slots[i].1.handle.id == id {
                     self.slots[i].1.last_heard = now;
                 }
+                true
             }
+            Err(_) => false,
         }
     }
 

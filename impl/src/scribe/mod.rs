@@ -1,9 +1,11 @@
 //! sa-Scribe: Scribe trees made SIP-aware.
 //!
 //! * **Subscribe**: a JOIN is routed towards `gid`; each peer on the way grafts the previous
-//!   hop as a child (reverse-path forwarding) and answers the origin with a pACK. The JOIN
-//!   always continues up to the root (a peer already in the tree forwards it with `graft =
-//!   false`), which answers the origin with ACK + current state, or nACK when it has none.
+//!   hop as a child (reverse-path forwarding), answers it with a pACK and adds the newest state
+//!   it knows to the JOIN. The JOIN always continues up to the root — a peer already in the
+//!   tree forwards it to its parent instead of answering from its own, possibly stale, state —
+//!   and the root's ACK (with its committed state: the first NOTIFY) or nACK (no state)
+//!   retraces the JOIN's reverse path to the origin; every peer on the way learns the state.
 //! * **Publish** ([`root`]): routed to the root, which checks `SIP-If-Match`, decides the
 //!   expiry, stamps the next seq, replicates the record to its `k` nearest leaf-set peers and,
 //!   only when all acknowledged, answers the publisher and multicasts down the tree.
@@ -19,8 +21,9 @@ pub mod root;
 use crate::config::Config;
 use crate::event::{Event, SubHandle, SubRejectReason, SubscribeError, TerminateReason};
 use crate::event::{GroupView, PubHandle, PublishError};
-use crate::id::GroupId;
+use crate::id::{GroupId, NodeId};
 use crate::io::Outbox;
+use crate::mutants::Mutant;
 use crate::pastry::{Hop, Overlay};
 use crate::rng::SplitMix64;
 use crate::wire::{ETag, Latest, Msg, NodeHandle, PubReqId, PublishReply, Routed};
@@ -29,6 +32,8 @@ use bytes::Bytes;
 use root::{Record, RootRole};
 use std::collections::{BTreeMap, VecDeque};
 
+/// Longest reverse path a JOIN may collect (hops up the tree or the overlay).
+pub const MAX_PATH: usize = crate::peer::MAX_HOPS as usize;
 /// A re-JOIN is forced when a heartbeat reports a tree deeper than this (breaks cycles).
 pub const MAX_DEPTH: u8 = 48;
 
@@ -205,6 +210,7 @@ impl Scribe {
                 join_id,
                 graft: true,
                 carried,
+                path: Vec::new(),
             },
         );
     }
@@ -305,52 +311,79 @@ impl Scribe {
 
     // ----------------------------------------------------------------- routed upcalls
 
-    /// Forward upcall of a JOIN at an intermediate peer (or at its origin), before it is sent to
-    /// `next`. Grafts the previous hop and decides whether this peer grafts itself further up.
+    /// Forward upcall of a JOIN at a non-root peer (or at its origin). Grafts the previous
+    /// hop as a child and answers it with a pACK, adds the newest state known here to the
+    /// JOIN, and returns where it goes next: up the tree to our parent, or (not in the tree
+    /// yet) to the overlay's next hop `route_next`, which becomes our parent. `None` drops it.
     pub fn forward_join(
         &mut self,
         ctx: &mut Ctx<'_>,
         prev: NodeHandle,
         join: &mut Routed,
-        next: NodeHandle,
-    ) {
+        route_next: NodeHandle,
+    ) -> Option<NodeHandle> {
         let Routed::Join {
             gid,
-            origin,
             join_id,
             graft,
             carried,
+            path,
+            ..
         } = join
         else {
-            return;
+            return Some(route_next);
         };
-        if !*graft {
-            return;
+        if path.len() >= MAX_PATH {
+            return None;
         }
         let me = ctx.me();
         let now = ctx.now;
+        path.push(me);
         let g = self.groups.entry(*gid).or_default();
-        if prev.id != me.id {
+        if *graft && prev.id != me.id {
             g.add_child(prev, now);
+            let msg = Msg::Provisional {
+                gid: *gid,
+                join_id: *join_id,
+            };
+            ctx.out.send(&prev, msg);
         }
-        if origin.id != me.id {
-            ctx.out.send(
-                origin,
-                Msg::Provisional {
+        if ctx.cfg.mutant_on(Mutant::JoinDropsState) {
+            *carried = None;
+        } else if g.latest.seq > carried.as_ref().map_or(0, |c| c.seq) {
+            *carried = Some(g.latest.clone());
+        }
+        if g.root.is_some() {
+            // Root being handed over: pass the JOIN on without attaching ourselves.
+            *graft = false;
+            return Some(route_next);
+        }
+        *graft = true;
+        if ctx.cfg.mutant_on(Mutant::AnswerFromIntermediate) && g.latest.seq > 0 && !path.is_empty()
+        {
+            // Seeded bug: answer from this peer's own, possibly stale, state.
+            let mut back = path.clone();
+            back.pop();
+            if let Some(to) = back.last().copied() {
+                let msg = Msg::JoinAck {
                     gid: *gid,
                     join_id: *join_id,
-                },
-            );
-        }
-        if g.parent.is_none() && g.root.is_none() {
-            g.parent = Some(next);
-            g.parent_heard = now;
-            g.rejoin_at = None;
-            if g.latest.seq > carried.as_ref().map_or(0, |c| c.seq) {
-                *carried = Some(g.latest.clone());
+                    latest: g.latest.clone(),
+                    path: back,
+                };
+                ctx.out.send(&to, msg);
+                return None;
             }
-        } else {
-            *graft = false;
+        }
+        match g.parent {
+            // Up the tree (unless that would bounce straight back: a two-cycle).
+            Some(p) if p.id != prev.id => Some(p),
+            _ => {
+                g.parent = Some(route_next);
+                g.parent_heard = now;
+                g.rejoin_at = None;
+                Some(route_next)
+            }
         }
     }
 
@@ -397,7 +430,26 @@ impl Scribe {
                 gid,
                 join_id,
                 latest,
+                mut path,
             } => {
+                // Retrace the reverse path; every peer on it learns the state.
+                if path.pop().is_none_or(|h| h.id != ctx.me().id) {
+                    return;
+                }
+                if let Some(next) = path.last().copied() {
+                    // Learn the state; the next hop gets it in the ACK itself.
+                    if self.apply_latest_except(ctx, gid, latest.clone(), Some(next.id)) {
+                        self.root_absorb_latest(ctx, gid);
+                    }
+                    let msg = Msg::JoinAck {
+                        gid,
+                        join_id,
+                        latest,
+                        path,
+                    };
+                    ctx.out.send(&next, msg);
+                    return;
+                }
                 let mut accepted = None;
                 if let Some((h, s)) = self.pending_sub(gid, join_id) {
                     s.accepted = true;
@@ -414,7 +466,19 @@ impl Scribe {
                     }
                 }
             }
-            Msg::JoinNack { gid, join_id } => {
+            Msg::JoinNack {
+                gid,
+                join_id,
+                mut path,
+            } => {
+                if path.pop().is_none_or(|h| h.id != ctx.me().id) {
+                    return;
+                }
+                if let Some(next) = path.last().copied() {
+                    let msg = Msg::JoinNack { gid, join_id, path };
+                    ctx.out.send(&next, msg);
+                    return;
+                }
                 if let Some((h, _)) = self.pending_sub(gid, join_id) {
                     self.subs.remove(&h);
                     ctx.events.push_back(Event::SubRejected {
@@ -424,12 +488,12 @@ impl Scribe {
                     self.detach_sub(ctx, gid, h);
                 }
             }
-            Msg::Notify { gid, latest } if self.groups.contains_key(&gid) => {
-                if self.apply_latest(ctx, gid, latest) {
-                    self.root_absorb_latest(ctx, gid);
-                }
-            }
-            Msg::Heartbeat { gid, seq: parent_seq, depth } => {
+            Msg::Notify { gid, latest } => self.on_notify(ctx, gid, latest),
+            Msg::Heartbeat {
+                gid,
+                seq: parent_seq,
+                depth,
+            } => {
                 let now = ctx.now;
                 match self.groups.get_mut(&gid) {
                     Some(g) if g.parent.is_some_and(|p| p.id == from.id) => {
@@ -446,7 +510,13 @@ impl Scribe {
                             if parent_seq < seq {
                                 // We know a newer state than our parent (e.g. after a partition
                                 // or a root change): push it up so the root keeps the highest.
-                                ctx.out.send(&from, Msg::Notify { gid, latest: g.latest.clone() });
+                                ctx.out.send(
+                                    &from,
+                                    Msg::Notify {
+                                        gid,
+                                        latest: g.latest.clone(),
+                                    },
+                                );
                             }
                         }
                     }
@@ -509,8 +579,15 @@ impl Scribe {
                 }
             }
             Msg::Replicate { gid, rec } => self.on_replicate(ctx, from, gid, rec),
+            Msg::NotRoot { gid, .. } => self.on_not_root(ctx, gid),
             Msg::ReplicateAck { gid, rev } => self.on_replicate_ack(ctx, from, gid, rev),
             Msg::FetchState { gid } => {
+                // A closer peer is taking the group over: stop serving *before* answering, so
+                // that everything we acknowledged is in the record it receives.
+                let is_root = self.groups.get(&gid).is_some_and(|g| g.root.is_some());
+                if is_root && ctx.overlay.route(gid.0, None) != Hop::Local {
+                    self.demote(ctx, gid);
+                }
                 let rec = self
                     .groups
                     .get(&gid)
@@ -520,6 +597,12 @@ impl Scribe {
             }
             Msg::FetchReply { gid, rec } => self.on_fetch_reply(ctx, from, gid, rec),
             _ => {}
+        }
+    }
+
+    fn on_notify(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, latest: Latest) {
+        if self.apply_latest(ctx, gid, latest) {
+            self.root_absorb_latest(ctx, gid);
         }
     }
 
@@ -539,16 +622,33 @@ impl Scribe {
     /// Takes `latest` if newer: delivers it to accepted local subscribers and multicasts it to
     /// the children. Returns whether it was newer.
     pub(crate) fn apply_latest(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, latest: Latest) -> bool {
+        self.apply_latest_except(ctx, gid, latest, None)
+    }
+
+    /// [`Scribe::apply_latest`], not multicasting to child `skip` (which gets the state
+    /// another way).
+    pub(crate) fn apply_latest_except(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        gid: GroupId,
+        latest: Latest,
+        skip: Option<NodeId>,
+    ) -> bool {
         let Some(g) = self.groups.get_mut(&gid) else {
             return false;
         };
-        if latest.seq <= g.latest.seq {
+        let stale_ok = ctx.cfg.mutant_on(Mutant::NoStaleFilter) && latest.seq > 0;
+        if latest.seq <= g.latest.seq && !stale_ok {
             return false;
         }
-        g.latest = latest;
+        let newer = latest.seq > g.latest.seq;
+        if newer {
+            g.latest = latest;
+        }
+        let early = ctx.cfg.mutant_on(Mutant::NotifyBeforeAck);
         for h in &g.subs {
             if let Some(s) = self.subs.get_mut(h) {
-                if s.accepted && s.last_seq < g.latest.seq {
+                if (s.accepted || early) && (s.last_seq < g.latest.seq || stale_ok) {
                     s.last_seq = g.latest.seq;
                     ctx.events.push_back(Event::Notify {
                         handle: *h,
@@ -558,14 +658,103 @@ impl Scribe {
                 }
             }
         }
-        if !g.children.is_empty() {
+        let silenced = g.root.is_some() && ctx.cfg.mutant_on(Mutant::NoMulticast);
+        if !g.children.is_empty() && newer && !silenced {
             let msg = Msg::Notify {
                 gid,
                 latest: g.latest.clone(),
             };
-            ctx.out
-                .send_many(g.children.iter().map(|c| &c.handle), &msg);
+            let to = g.children.iter().filter(|c| Some(c.handle.id) != skip);
+            ctx.out.send_many(to.map(|c| &c.handle), &msg);
         }
+        newer
+    }
+
+    /// Sends a tree-repair re-JOIN for `gid` carrying the latest state known here.
+    fn send_rejoin(ctx: &mut Ctx<'_>, gid: GroupId, g: &mut Group) {
+        g.rejoin_at = Some(ctx.now + ctx.cfg.request_retry);
+        let carried = (g.latest.seq > 0).then(|| g.latest.clone());
+        Self::send_join(ctx, gid, 0, carried);
+    }
+
+    /// The overlay declared peer `id` dead (keep-alive timeout, or a driver's failure detector
+    /// through [`crate::Peer::declare_dead`]). Per group: `id` stops being a child; an orphan
+    /// re-JOINs at once carrying its latest state; a peer that is now the closest to a group
+    /// it holds anything for takes the root role over (fetching the replicas' records before
+    /// serving); a root re-replicates to its new replica set and commits what it holds.
+    pub fn on_peer_dead(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: NodeId,
+        replica_sets: &[(GroupId, Vec<NodeHandle>)],
+    ) {
+        let gids: Vec<GroupId> = self.groups.keys().copied().collect();
+        for gid in gids {
+            let local = ctx.overlay.route(gid.0, None) == Hop::Local;
+            let Some(g) = self.groups.get_mut(&gid) else {
+                continue;
+            };
+            g.children.retain(|c| c.handle.id != id);
+            let orphan = g.parent.is_some_and(|p| p.id == id);
+            if orphan {
+                g.parent = None;
+                g.rejoin_at = Some(ctx.now);
+            }
+            let holds = g.record.is_some() || g.has_interest() || g.latest.seq > 0;
+            if g.root.is_none() && local && holds {
+                self.ensure_root(ctx, gid);
+            } else if g.root.is_some() {
+                if let Some((_, before)) = replica_sets.iter().find(|(g, _)| *g == gid) {
+                    self.root_replicas_changed(ctx, gid, id, before);
+                }
+            } else if orphan && g.has_interest() {
+                Self::send_rejoin(ctx, gid, g);
+            }
+        }
+    }
+
+    /// The retransmission timer of local subscription `h` fires now: the JOIN is sent again, or,
+    /// with `give_up`, the request times out (as when its deadline passes). Returns whether
+    /// `h` names a pending subscription.
+    pub fn fire_sub_timer(&mut self, ctx: &mut Ctx<'_>, h: SubHandle, give_up: bool) -> bool {
+        let Some(s) = self.subs.get_mut(&h).filter(|s| !s.accepted) else {
+            return false;
+        };
+        if give_up {
+            s.deadline = ctx.now;
+        }
+        s.retry_at = ctx.now;
+        self.next_op = ctx.now;
+        self.local_requests_due(ctx);
+        true
+    }
+
+    /// The retransmission timer of local publication request `h` fires now (see
+    /// [`Scribe::fire_sub_timer`]).
+    pub fn fire_pub_timer(&mut self, ctx: &mut Ctx<'_>, h: PubHandle, give_up: bool) -> bool {
+        let Some(p) = self.pubs.values_mut().find(|p| p.handle == h) else {
+            return false;
+        };
+        if give_up {
+            p.deadline = ctx.now;
+        }
+        p.retry_at = ctx.now;
+        self.next_op = ctx.now;
+        self.local_requests_due(ctx);
+        true
+    }
+
+    /// The tree-repair timer of `gid` fires now: an orphan (or a peer whose re-JOIN got no
+    /// answer) re-JOINs. Returns whether this peer needs the group.
+    pub fn fire_rejoin_timer(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) -> bool {
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return false;
+        };
+        if g.root.is_some() || !g.has_interest() {
+            return false;
+        }
+        g.parent = None;
+        Self::send_rejoin(ctx, gid, g);
         true
     }
 
@@ -612,8 +801,13 @@ impl Scribe {
     }
 
     pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
+        self.local_requests_due(ctx);
+        self.group_timers(ctx);
+    }
+
+    /// Local requests: retries, timeouts, subscription expiry.
+    fn local_requests_due(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
-        // Local requests: retries, timeouts, subscription expiry.
         let mut done: Vec<(SubHandle, Option<Event>)> = Vec::new();
         for (h, s) in self.subs.iter_mut() {
             if s.accepted {
@@ -675,6 +869,11 @@ impl Scribe {
             .chain(self.pubs.values().map(|p| p.retry_at.min(p.deadline)))
             .min()
             .unwrap_or(Millis::MAX);
+    }
+
+    /// Root activations, replica refresh and the periodic tick.
+    fn group_timers(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
         // Root activations whose fetch timed out.
         let due: Vec<GroupId> = self
             .activating
@@ -729,9 +928,7 @@ impl Scribe {
                 && g.has_interest()
                 && g.rejoin_at.is_none_or(|t| now >= t)
             {
-                g.rejoin_at = Some(now + ctx.cfg.request_retry);
-                let carried = (g.latest.seq > 0).then(|| g.latest.clone());
-                Self::send_join(ctx, gid, 0, carried);
+                Self::send_rejoin(ctx, gid, g);
             }
             let timeout = ctx.cfg.child_timeout;
             g.children
@@ -762,7 +959,8 @@ impl Scribe {
             if let Some(p) = g.parent.take() {
                 ctx.out.send(&p, msg.clone());
             }
-            ctx.out.send_many(g.children.iter().map(|c| &c.handle), &msg);
+            ctx.out
+                .send_many(g.children.iter().map(|c| &c.handle), &msg);
             g.children.clear();
         }
     }

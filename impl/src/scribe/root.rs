@@ -1,9 +1,25 @@
 //! The root role of a group: serving JOINs from the committed record, PUBLISH with ETags and
 //! root-decided expiry, replication to the `k` nearest leaf-set peers with commit on all acks,
 //! activation by fetching replicas' records, expiry, and demotion when a closer peer appears.
+//!
+//! Keeping a single root while Pastry's view is inconsistent (joins, partitions, failures):
+//! * a new root fetches the records of its `k` nearest peers before serving (retrying silent
+//!   ones a few times) and keeps the highest `(seq, rev)`;
+//! * an old root that receives such a fetch from a closer peer demotes itself *before*
+//!   answering, so everything it acknowledged is in the answer;
+//! * a replica refuses to acknowledge a record from a peer when it knows one closer to the
+//!   group id (`NotRoot`); the sender learns that peer and demotes, and its publication is
+//!   retried towards the right root. A root therefore acknowledges only what its replicas hold;
+//! * a member that knows a newer seq than its parent pushes it up; an active root absorbs any
+//!   newer seq it hears (from re-JOINs or from below), so state never rolls back.
+//!
+//! Records are kept after the publication expires (seq tombstones), so a later root never
+//! reuses a seq.
 
 use super::{secs, Ctx, Group, Scribe};
 use crate::id::{GroupId, NodeId};
+use crate::mutants::Mutant;
+use crate::pastry::Hop;
 use crate::wire::{
     ETag, Latest, Msg, NodeHandle, PubOutcome, PubReqId, PublishReply, Routed, WireRecord,
 };
@@ -102,6 +118,14 @@ impl Group {
             (None, r) => r,
         }
     }
+}
+
+/// Seq of the committed record of `gid` (0 if none).
+fn g_record_seq(groups: &std::collections::BTreeMap<GroupId, Group>, gid: GroupId) -> u64 {
+    groups
+        .get(&gid)
+        .and_then(|g| g.record.as_ref())
+        .map_or(0, |r| r.seq)
 }
 
 /// Shorthand: the requests's id when it is a publication.
@@ -208,6 +232,20 @@ impl Scribe {
                 return;
             }
         }
+        if let Routed::Join { carried, .. } = &req {
+            // An active root answers a JOIN from its committed record at once, even while a
+            // publication is being replicated, unless the JOIN carries a newer state (which must
+            // be adopted in order with the pending commit).
+            let active = role.active;
+            let held = g_record_seq(&self.groups, gid);
+            if active && carried.as_ref().is_none_or(|c| c.seq <= held) {
+                self.root_join(ctx, gid, req);
+                return;
+            }
+        }
+        let Some(role) = self.groups.get_mut(&gid).and_then(|g| g.root.as_mut()) else {
+            return;
+        };
         if role.queue.len() >= MAX_QUEUE {
             return;
         }
@@ -244,17 +282,24 @@ impl Scribe {
             origin,
             join_id,
             carried,
+            mut path,
             ..
         } = join
         else {
             return;
         };
+        if path.is_empty() {
+            path.push(origin);
+        }
         let Some(g) = self.groups.get_mut(&gid) else {
             return;
         };
+        // Seeded bug: adopt a carried state that is not the root's newest (applied) one.
+        let newest = g.best_record().map_or(0, |r| r.seq);
         let rec = g.record.get_or_insert_with(Record::default);
         if let Some(c) = carried {
-            if c.seq > rec.seq {
+            let lower = ctx.cfg.mutant_on(Mutant::RootAcceptsLowerSeq) && c.seq != newest;
+            if c.seq > rec.seq || lower {
                 // A member below knows a newer state than we do: keep the highest seq.
                 rec.adopt(c, ctx.now, ctx.cfg.pub_default_expires);
                 let latest = rec.latest();
@@ -265,16 +310,20 @@ impl Scribe {
         let Some(rec) = self.groups.get(&gid).and_then(|g| g.record.as_ref()) else {
             return;
         };
+        let back = *path.last().expect("non-empty");
         let msg = if rec.body.is_some() {
             Msg::JoinAck {
                 gid,
                 join_id,
                 latest: rec.latest(),
+                path,
             }
+        } else if ctx.cfg.mutant_on(Mutant::NoNack) {
+            return;
         } else {
-            Msg::JoinNack { gid, join_id }
+            Msg::JoinNack { gid, join_id, path }
         };
-        ctx.out.send(&origin, msg);
+        ctx.out.send(&back, msg);
     }
 
     fn root_publish(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, publish: Routed) {
@@ -309,7 +358,7 @@ impl Scribe {
         if body.as_ref().is_some_and(|b| b.len() > cfg.max_body) {
             return fail(ctx, PublishReply::BadRequest);
         }
-        if let Some(e) = if_match {
+        if let Some(e) = if_match.filter(|_| !cfg.mutant_on(Mutant::IgnoreIfMatch)) {
             if rec.body.is_none() || rec.etag != Some(e) {
                 return fail(ctx, PublishReply::PreconditionFailed);
             }
@@ -339,12 +388,21 @@ impl Scribe {
                     },
                 );
             }
-            let granted = requested.min(cfg.pub_max_expires);
+            let granted = if cfg.mutant_on(Mutant::NoExpiryClamp) {
+                requested
+            } else {
+                requested.min(cfg.pub_max_expires)
+            };
             if let Some(b) = body {
-                new.seq += 1;
+                if !cfg.mutant_on(Mutant::SeqNotBumped) || new.seq == 0 {
+                    new.seq += 1;
+                }
                 new.body = Some(b);
             }
-            let etag = ETag(ctx.rng.nonzero());
+            let etag = match new.etag {
+                Some(e) if cfg.mutant_on(Mutant::ReuseEtag) => e,
+                _ => ETag(ctx.rng.nonzero()),
+            };
             new.etag = Some(etag);
             new.expires_at = Some(ctx.now + secs(granted));
             PubOutcome {
@@ -389,6 +447,9 @@ impl Scribe {
         };
         ctx.overlay
             .nearest_leaves(gid.0, ctx.cfg.replicas, &mut self.scratch);
+        if ctx.cfg.mutant_on(Mutant::SkipReplication) {
+            self.scratch.clear();
+        }
         let rev = rec.rev;
         self.scratch.retain(|h| {
             all || role
@@ -412,6 +473,9 @@ impl Scribe {
     fn try_commit(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) -> bool {
         ctx.overlay
             .nearest_leaves(gid.0, ctx.cfg.replicas, &mut self.scratch);
+        if ctx.cfg.mutant_on(Mutant::SkipReplication) {
+            self.scratch.clear();
+        }
         let Some(g) = self.groups.get_mut(&gid) else {
             return false;
         };
@@ -448,6 +512,13 @@ impl Scribe {
         w: WireRecord,
     ) {
         let rev = w.rev;
+        // Only the numerically closest peer may commit: refuse when we know a closer one.
+        let best = ctx
+            .overlay
+            .leaf
+            .closest(gid.0, Some(from.id))
+            .unwrap_or(ctx.me());
+        let refuse = crate::id::closer(gid.0, best.id.0, from.id.0);
         let inc = Record::from_wire(w, ctx.now);
         let g = self.groups.entry(gid).or_default();
         let active = g.root.as_ref().map(|r| (r.active, r.pending.is_some()));
@@ -456,9 +527,12 @@ impl Scribe {
             Some((true, true)) => {}
             Some((true, false)) => {
                 if g.record.as_ref().is_none_or(|r| inc.key() > r.key()) {
+                    // A late record of the previous root: keep the highest and make our own
+                    // replicas hold it too before anything builds on it.
                     let latest = inc.latest();
                     g.record = Some(inc);
                     self.apply_latest(ctx, gid, latest);
+                    self.send_replicas(ctx, gid, true);
                 }
             }
             _ => {
@@ -467,7 +541,20 @@ impl Scribe {
                 }
             }
         }
-        ctx.out.send(&from, Msg::ReplicateAck { gid, rev });
+        if refuse {
+            ctx.out.send(&from, Msg::NotRoot { gid, closer: best });
+        } else {
+            ctx.out.send(&from, Msg::ReplicateAck { gid, rev });
+        }
+    }
+
+    /// A replica knows a peer closer to the group id (already added to our routing state by
+    /// the peer): hand the group over if routing agrees.
+    pub(crate) fn on_not_root(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) {
+        let is_root = self.groups.get(&gid).is_some_and(|g| g.root.is_some());
+        if is_root && ctx.overlay.route(gid.0, None) != Hop::Local {
+            self.demote(ctx, gid);
+        }
     }
 
     pub(crate) fn on_replicate_ack(
@@ -515,6 +602,64 @@ impl Scribe {
         }
     }
 
+    /// Replica sets of the groups this peer serves as root (taken before a peer is declared
+    /// dead, to tell afterwards which replicas are new).
+    pub(crate) fn root_replica_sets(
+        &self,
+        ctx_overlay: &crate::pastry::Overlay,
+        k: usize,
+    ) -> Vec<(GroupId, Vec<NodeHandle>)> {
+        let mut out = Vec::new();
+        for (gid, g) in &self.groups {
+            if g.root.as_ref().is_some_and(|r| r.active) {
+                let mut v = Vec::new();
+                ctx_overlay.nearest_leaves(gid.0, k, &mut v);
+                out.push((*gid, v));
+            }
+        }
+        out
+    }
+
+    /// Replica `dead` of the group (whose replica set was `before`) was declared dead: send the
+    /// record to the replicas that joined the set, and commit what every current replica holds.
+    pub(crate) fn root_replicas_changed(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        gid: GroupId,
+        dead: NodeId,
+        before: &[NodeHandle],
+    ) {
+        if !before.iter().any(|h| h.id == dead) {
+            return;
+        }
+        let Some(g) = self.groups.get(&gid) else {
+            return;
+        };
+        let (Some(role), Some(rec)) = (g.root.as_ref(), g.best_record()) else {
+            return;
+        };
+        if !role.active {
+            return;
+        }
+        ctx.overlay
+            .nearest_leaves(gid.0, ctx.cfg.replicas, &mut self.scratch);
+        if ctx.cfg.mutant_on(Mutant::SkipReplication) {
+            self.scratch.clear();
+        }
+        self.scratch
+            .retain(|h| !before.iter().any(|b| b.id == h.id));
+        if !self.scratch.is_empty() {
+            let msg = Msg::Replicate {
+                gid,
+                rec: rec.to_wire(ctx.now),
+            };
+            ctx.out.send_many(self.scratch.iter(), &msg);
+        }
+        if self.try_commit(ctx, gid) {
+            self.drain_queue(ctx, gid);
+        }
+    }
+
     /// Root duties of the periodic tick: publication expiry, replication retries, idle drop.
     pub(crate) fn root_tick(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) {
         let now = ctx.now;
@@ -558,7 +703,9 @@ impl Scribe {
     /// An active root whose member view got ahead of its record (a newer state pushed up the
     /// tree) takes that state as its record, so that it never serves an older one.
     pub(crate) fn root_absorb_latest(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) {
-        let Some(g) = self.groups.get_mut(&gid) else { return };
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
         let Some(role) = g.root.as_ref() else { return };
         if !role.active || role.pending.is_some() {
             return;

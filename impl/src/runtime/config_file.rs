@@ -1,0 +1,240 @@
+//! The TOML configuration file of `sascribe peer` / `sascribe cluster`: every key is optional
+//! and overrides the matching [`Config`] field; unknown keys are errors.
+//!
+//! ```toml
+//! leaf_set_size = 16          # L
+//! replicas = 3                # k (alias: k)
+//! keepalive_interval = 1000   # all durations in milliseconds
+//! parent_timeout = 3500
+//! pub_min_expires = 60        # expiry bounds in seconds
+//! pub_max_expires = 3600
+//! cluster_key = "00112233445566778899aabbccddeeff"  # hex; HMAC-SHA-256 on every datagram
+//! ```
+
+use crate::Config;
+use serde::Deserialize;
+use std::path::Path;
+
+/// Why a configuration file was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// A value is out of range or inconsistent with another.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Overrides of [`Config`] fields, as read from TOML. Field meanings are those of [`Config`].
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct ConfigFile {
+    pub leaf_set_size: Option<usize>,
+    #[serde(alias = "k")]
+    pub replicas: Option<usize>,
+    pub keepalive_interval: Option<u64>,
+    pub leaf_fail_timeout: Option<u64>,
+    pub table_fail_timeout: Option<u64>,
+    pub table_ping_interval: Option<u64>,
+    pub leaf_exchange_interval: Option<u64>,
+    pub tombstone_ttl: Option<u64>,
+    pub dead_probe_interval: Option<u64>,
+    pub bootstrap_retry: Option<u64>,
+    pub heartbeat_interval: Option<u64>,
+    pub parent_timeout: Option<u64>,
+    pub child_timeout: Option<u64>,
+    pub request_retry: Option<u64>,
+    pub request_timeout: Option<u64>,
+    pub fetch_timeout: Option<u64>,
+    pub replica_refresh: Option<u64>,
+    pub pub_min_expires: Option<u32>,
+    pub pub_max_expires: Option<u32>,
+    pub pub_default_expires: Option<u32>,
+    pub sub_min_expires: Option<u32>,
+    pub sub_max_expires: Option<u32>,
+    pub max_body: Option<usize>,
+    /// Hex-encoded cluster key.
+    pub cluster_key: Option<String>,
+}
+
+impl ConfigFile {
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Applies the overrides to `base` and validates the result.
+    pub fn apply(&self, base: Config) -> Result<Config, ConfigError> {
+        let mut c = base;
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
+        }
+        set!(
+            leaf_set_size,
+            replicas,
+            keepalive_interval,
+            leaf_fail_timeout,
+            table_fail_timeout,
+            table_ping_interval,
+            leaf_exchange_interval,
+            tombstone_ttl,
+            dead_probe_interval,
+            bootstrap_retry,
+            heartbeat_interval,
+            parent_timeout,
+            child_timeout,
+            request_retry,
+            request_timeout,
+            fetch_timeout,
+            replica_refresh,
+            pub_min_expires,
+            pub_max_expires,
+            pub_default_expires,
+            sub_min_expires,
+            sub_max_expires,
+            max_body
+        );
+        if let Some(k) = &self.cluster_key {
+            c.cluster_key = Some(parse_hex(k)?);
+        }
+        validate(&c)?;
+        Ok(c)
+    }
+}
+
+fn parse_hex(s: &str) -> Result<Vec<u8>, ConfigError> {
+    let s = s.trim();
+    let bad = || ConfigError::Invalid("cluster_key must be an even number of hex digits".into());
+    if s.is_empty() || !s.len().is_multiple_of(2) || !s.is_ascii() {
+        return Err(bad());
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| bad()))
+        .collect()
+}
+
+/// Checks that a configuration is usable.
+pub fn validate(c: &Config) -> Result<(), ConfigError> {
+    let err = |m: &str| Err(ConfigError::Invalid(m.into()));
+    if c.leaf_set_size < 2 || !c.leaf_set_size.is_multiple_of(2) {
+        return err("leaf_set_size must be even and at least 2");
+    }
+    if c.replicas > c.leaf_set_size {
+        return err("replicas (k) must not exceed leaf_set_size");
+    }
+    let intervals = [
+        ("keepalive_interval", c.keepalive_interval),
+        ("leaf_fail_timeout", c.leaf_fail_timeout),
+        ("table_fail_timeout", c.table_fail_timeout),
+        ("table_ping_interval", c.table_ping_interval),
+        ("leaf_exchange_interval", c.leaf_exchange_interval),
+        ("dead_probe_interval", c.dead_probe_interval),
+        ("bootstrap_retry", c.bootstrap_retry),
+        ("heartbeat_interval", c.heartbeat_interval),
+        ("parent_timeout", c.parent_timeout),
+        ("child_timeout", c.child_timeout),
+        ("request_retry", c.request_retry),
+        ("request_timeout", c.request_timeout),
+        ("replica_refresh", c.replica_refresh),
+    ];
+    if let Some((name, _)) = intervals.iter().find(|(_, v)| *v == 0) {
+        return Err(ConfigError::Invalid(format!("{name} must be positive")));
+    }
+    if c.leaf_fail_timeout <= c.keepalive_interval {
+        return err("leaf_fail_timeout must exceed keepalive_interval");
+    }
+    if c.parent_timeout <= c.heartbeat_interval || c.child_timeout <= c.heartbeat_interval {
+        return err("parent_timeout and child_timeout must exceed heartbeat_interval");
+    }
+    if c.pub_min_expires > c.pub_max_expires || c.sub_min_expires > c.sub_max_expires {
+        return err("minimum expiries must not exceed maximum expiries");
+    }
+    if !(c.pub_min_expires..=c.pub_max_expires).contains(&c.pub_default_expires) {
+        return err("pub_default_expires must lie within [pub_min_expires, pub_max_expires]");
+    }
+    if c.max_body == 0 {
+        return err("max_body must be positive");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example in the module docs.
+    #[test]
+    fn documented_example_parses() {
+        let doc = include_str!("config_file.rs");
+        let start = doc.find("//! ```toml\n").unwrap() + "//! ```toml\n".len();
+        let end = start + doc[start..].find("//! ```\n").unwrap();
+        let text: String = doc[start..end]
+            .lines()
+            .map(|l| l.trim_start_matches("//!").trim_start())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = ConfigFile::parse(&text)
+            .unwrap()
+            .apply(Config::default())
+            .unwrap();
+        assert_eq!(c.replicas, 3);
+        assert_eq!(c.cluster_key.map(|k| k.len()), Some(16));
+    }
+
+    #[test]
+    fn overrides_and_defaults() {
+        let f = ConfigFile::parse(
+            "k = 5\nleaf_set_size = 8\nkeepalive_interval = 250\ncluster_key = \"0aFF\"\n",
+        )
+        .unwrap();
+        let c = f.apply(Config::default()).unwrap();
+        assert_eq!(c.replicas, 5);
+        assert_eq!(c.leaf_set_size, 8);
+        assert_eq!(c.keepalive_interval, 250);
+        assert_eq!(c.cluster_key.as_deref(), Some(&[0x0a, 0xff][..]));
+        assert_eq!(c.parent_timeout, Config::default().parent_timeout);
+        let empty = ConfigFile::parse("")
+            .unwrap()
+            .apply(Config::default())
+            .unwrap();
+        assert_eq!(empty.leaf_set_size, Config::default().leaf_set_size);
+    }
+
+    #[test]
+    fn rejects_bad_files() {
+        for bad in [
+            "leaf_set_size = 7",
+            "leaf_set_size = 4\nreplicas = 5",
+            "no_such_key = 1",
+            "keepalive_interval = -1",
+            "heartbeat_interval = 0",
+            "cluster_key = \"abc\"",
+            "cluster_key = \"zz\"",
+            "pub_min_expires = 100\npub_max_expires = 50",
+            "leaf_set_size = ",
+        ] {
+            let r = ConfigFile::parse(bad).and_then(|f| f.apply(Config::default()));
+            assert!(r.is_err(), "accepted {bad:?}");
+        }
+    }
+}

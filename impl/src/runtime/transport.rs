@@ -1,0 +1,41 @@
+//! The runtime's datagram socket.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use tokio::net::UdpSocket;
+
+/// A datagram socket for the event loop. A harness can substitute its own delivery.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends one datagram to `dst`.
+    fn send_to(&self, buf: &[u8], dst: SocketAddr) -> impl Future<Output = io::Result<()>> + Send;
+    /// Receives one datagram into `buf`: its length and sender. Must be cancel-safe (the loop
+    /// drops the future when another input wins the select): no datagram may be lost then.
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+    /// The local address the socket is bound to.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+impl Transport for UdpSocket {
+    async fn send_to(&self, buf: &[u8], dst: SocketAddr) -> io::Result<()> {
+        let n = UdpSocket::send_to(self, buf, dst).await?;
+        if n != buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("datagram truncated to {n} of {} bytes", buf.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        UdpSocket::recv_from(self, buf).await
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        UdpSocket::local_addr(self)
+    }
+}

@@ -1,0 +1,147 @@
+//! Subscription dialogs (RFC 6665 §4.1.2, RFC 3261 §12) on the notifier side, and the
+//! NOTIFY requests sent in them.
+
+use super::headers::{EventHeader, SubscriptionState};
+use super::message::{Headers, Method, Request};
+use super::transaction::TxKey;
+use crate::event::SubHandle;
+use crate::id::GroupId;
+use crate::Millis;
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+/// NOTIFYs queued behind the one in flight; beyond this the oldest non-final one is dropped
+/// (a subscriber that stops answering must not grow the queue without bound).
+pub const MAX_QUEUED: usize = 256;
+
+/// Dialog identifier on the notifier side: Call-ID, our tag, the subscriber's tag.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct DialogId {
+    /// Call-ID.
+    pub call_id: String,
+    /// Our tag (the subscriber's To tag).
+    pub local_tag: String,
+    /// The subscriber's From tag.
+    pub remote_tag: String,
+}
+
+/// Where a subscription dialog stands.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Phase {
+    /// Initial SUBSCRIBE waiting for the overlay (its server transaction is `tx`).
+    Establishing {
+        /// Server transaction of the initial SUBSCRIBE.
+        tx: TxKey,
+    },
+    /// 200 sent; NOTIFYs flow.
+    Active,
+    /// Final NOTIFY queued or in flight; the dialog goes when it completes.
+    Terminating,
+}
+
+/// One NOTIFY to send.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Queued {
+    /// Event state (`None`: no state, empty body).
+    pub body: Option<Bytes>,
+    /// `Some(reason)` for the final NOTIFY (`Subscription-State: terminated;reason=…`).
+    pub terminated: Option<&'static str>,
+}
+
+/// A subscription dialog.
+#[derive(Debug)]
+pub struct Dialog {
+    /// Core handle.
+    pub handle: SubHandle,
+    /// Dialog id.
+    pub id: DialogId,
+    /// Group.
+    pub gid: GroupId,
+    /// Event package and id.
+    pub event: EventHeader,
+    /// Our URI header value (the SUBSCRIBE's To, with our tag).
+    pub local: String,
+    /// The subscriber's header value (the SUBSCRIBE's From).
+    pub remote: String,
+    /// Remote target (the subscriber's Contact URI).
+    pub target: String,
+    /// Route set (Record-Route values, in order).
+    pub route_set: Vec<String>,
+    /// The flow NOTIFYs are sent on (the SUBSCRIBE's source address).
+    pub dst: SocketAddr,
+    /// Our CSeq for NOTIFYs.
+    pub local_cseq: u32,
+    /// Highest CSeq seen from the subscriber.
+    pub remote_cseq: u32,
+    /// Phase.
+    pub phase: Phase,
+    /// A one-time fetch (initial `Expires: 0`, RFC 6665 §4.4.3).
+    pub fetch: bool,
+    /// When the subscription expires.
+    pub expires_at: Millis,
+    /// Seq and state of the last publication the subscriber was told about.
+    pub last: Option<(u64, Option<Bytes>)>,
+    /// NOTIFYs waiting for the one in flight.
+    pub queue: VecDeque<Queued>,
+    /// Branch of the NOTIFY in flight.
+    pub in_flight: Option<String>,
+}
+
+impl Dialog {
+    /// Queues a NOTIFY, bounding the queue.
+    pub fn enqueue(&mut self, q: Queued) {
+        if self.queue.len() >= MAX_QUEUED {
+            if let Some(i) = self.queue.iter().position(|q| q.terminated.is_none()) {
+                self.queue.remove(i);
+            }
+        }
+        if q.terminated.is_some() {
+            self.phase = Phase::Terminating;
+        }
+        self.queue.push_back(q);
+    }
+
+    /// Builds the next NOTIFY (RFC 6665 §4.2.2) with branch `branch`.
+    pub fn notify(
+        &mut self,
+        now: Millis,
+        q: &Queued,
+        local: SocketAddr,
+        branch: &str,
+        content_type: &str,
+    ) -> Request {
+        self.local_cseq = self.local_cseq.saturating_add(1);
+        let mut h = Headers::default();
+        h.push("Via", format!("SIP/2.0/UDP {local};branch={branch};rport"));
+        h.push("Max-Forwards", "70");
+        for r in &self.route_set {
+            h.push("Route", r.clone());
+        }
+        h.push("From", self.local.clone());
+        h.push("To", self.remote.clone());
+        h.push("Call-ID", self.id.call_id.clone());
+        h.push("CSeq", format!("{} NOTIFY", self.local_cseq));
+        h.push("Contact", format!("<sip:{local}>"));
+        h.push("Event", self.event.to_string());
+        let state = match q.terminated {
+            Some(reason) => SubscriptionState::Terminated {
+                reason: Some(reason.into()),
+            },
+            None => SubscriptionState::Active {
+                expires: (self.expires_at.saturating_sub(now) / 1000) as u32,
+            },
+        };
+        h.push("Subscription-State", state.to_string());
+        let body = q.body.clone().unwrap_or_default();
+        if !body.is_empty() {
+            h.push("Content-Type", content_type);
+        }
+        Request {
+            method: Method::Notify,
+            uri: self.target.clone(),
+            headers: h,
+            body,
+        }
+    }
+}

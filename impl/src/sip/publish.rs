@@ -1,0 +1,146 @@
+//! PUBLISH processing (RFC 3903 §6, the event state compositor), mapped onto
+//! `Peer::publish`. The root holds the entity tag and expiry; this module only checks what can
+//! be checked locally and maps the root's answer to a response.
+
+use super::headers::{delta_seconds, entity_tag, media_type_is, EntityTag, EventHeader};
+use super::message::{reason_phrase, Headers, Request};
+use super::transaction::TxKey;
+use super::{ReqCtx, SipEndpoint};
+use crate::event::{PubHandle, PublishError};
+use crate::id::GroupId;
+use crate::peer::Peer;
+use crate::Millis;
+
+/// The response code and headers of a failed publication.
+pub(super) fn failure(reason: PublishError) -> (u16, Headers) {
+    let mut h = Headers::default();
+    let code = match reason {
+        PublishError::PreconditionFailed => 412,
+        PublishError::IntervalTooBrief { min } => {
+            h.push("Min-Expires", min.to_string());
+            423
+        }
+        PublishError::BadRequest => 400,
+        PublishError::TooLarge => 413,
+        PublishError::Timeout => 504,
+    };
+    (code, h)
+}
+
+impl SipEndpoint {
+    /// Checks an event package: `Ok` if served, else the 489 headers.
+    pub(super) fn check_event(&self, value: Option<&str>) -> Result<EventHeader, Headers> {
+        let ev = value.and_then(|v| EventHeader::parse(v).ok());
+        match ev {
+            Some(e) if self.cfg.event_packages.contains(&e.package) => Ok(e),
+            _ => {
+                let mut h = Headers::default();
+                h.push("Allow-Events", self.cfg.event_packages.join(", "));
+                Err(h)
+            }
+        }
+    }
+
+    /// Minimum expiry: the front end's and the overlay's, whichever is larger.
+    pub(super) fn min_expires(&self, overlay_min: u32) -> u32 {
+        self.cfg.min_expires.max(overlay_min)
+    }
+
+    pub(super) fn on_publish(
+        &mut self,
+        now: Millis,
+        key: TxKey,
+        ctx: ReqCtx,
+        req: &Request,
+        peer: &mut Peer,
+    ) {
+        let bad = |s: &mut Self, ctx, reason: &str| {
+            s.reply(
+                now,
+                key.clone(),
+                ctx,
+                400,
+                &format!("Bad Request - {reason}"),
+                Headers::default(),
+                None,
+            )
+        };
+        if let Some(ext) = req.headers.get("Require") {
+            let mut h = Headers::default();
+            h.push("Unsupported", ext);
+            return self.reply(now, key, ctx, 420, reason_phrase(420), h, None);
+        }
+        // Step 2: Event.
+        if req.headers.count("Event") > 1 {
+            return bad(self, ctx, "multiple Event headers");
+        }
+        let event = match self.check_event(req.headers.get("Event")) {
+            Ok(e) => e,
+            Err(h) => return self.reply(now, key, ctx, 489, reason_phrase(489), h, None),
+        };
+        // Step 3: SIP-If-Match.
+        let if_match = match req.headers.count("SIP-If-Match") {
+            0 => None,
+            1 => match entity_tag(req.headers.get("SIP-If-Match").unwrap_or("")) {
+                EntityTag::Ours(e) => Some(e),
+                EntityTag::Foreign => {
+                    return self.reply(
+                        now,
+                        key,
+                        ctx,
+                        412,
+                        reason_phrase(412),
+                        Headers::default(),
+                        None,
+                    )
+                }
+                EntityTag::Invalid => return bad(self, ctx, "bad SIP-If-Match"),
+            },
+            _ => return bad(self, ctx, "multiple SIP-If-Match headers"),
+        };
+        // Step 4: Expires.
+        let expires = match req.headers.get("Expires") {
+            None => None,
+            Some(v) => match delta_seconds(v) {
+                Some(e) => Some(e),
+                None => return bad(self, ctx, "bad Expires"),
+            },
+        };
+        let min = self.min_expires(peer.config().pub_min_expires);
+        if let Some(e) = expires.filter(|&e| e != 0 && e < min) {
+            let _ = e;
+            let mut h = Headers::default();
+            h.push("Min-Expires", min.to_string());
+            return self.reply(now, key, ctx, 423, reason_phrase(423), h, None);
+        }
+        let expires = expires.map(|e| e.min(self.cfg.max_expires));
+        // Step 5: body (ignored for a removal).
+        let body = if req.body.is_empty() || expires == Some(0) {
+            None
+        } else {
+            let ct = req.headers.get("Content-Type");
+            let Some(ct) = ct else {
+                return bad(self, ctx, "body without Content-Type");
+            };
+            if event.package == "presence" && !media_type_is(ct, "application/pidf+xml") {
+                let mut h = Headers::default();
+                h.push("Accept", "application/pidf+xml");
+                return self.reply(now, key, ctx, 415, reason_phrase(415), h, None);
+            }
+            Some(req.body.clone())
+        };
+        if body.is_none() && if_match.is_none() {
+            let why = if expires == Some(0) {
+                "removal without SIP-If-Match"
+            } else {
+                "neither body nor SIP-If-Match"
+            };
+            return bad(self, ctx, why);
+        }
+        let gid = GroupId::from_event(&req.uri, &event.package, event.id.as_deref());
+        let handle = PubHandle(self.new_handle());
+        self.proceed(now, key.clone(), ctx);
+        self.pubs.insert(handle, key);
+        peer.publish(now, gid, handle, body, if_match, expires);
+    }
+}

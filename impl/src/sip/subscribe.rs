@@ -1,0 +1,358 @@
+//! SUBSCRIBE processing and NOTIFY generation (RFC 6665 §4.2), mapped onto
+//! `Peer::subscribe` / `refresh` / `unsubscribe` and the core's upcalls.
+
+use super::dialog::{Dialog, DialogId, Phase, Queued};
+use super::headers::{delta_seconds, NameAddr};
+use super::message::{reason_phrase, Headers, Request};
+use super::transaction::TxKey;
+use super::{ReqCtx, SipEndpoint};
+use crate::event::{SubHandle, SubRejectReason, SubscribeError};
+use crate::id::GroupId;
+use crate::peer::Peer;
+use crate::Millis;
+use bytes::Bytes;
+
+impl SipEndpoint {
+    pub(super) fn on_subscribe(
+        &mut self,
+        now: Millis,
+        key: TxKey,
+        ctx: ReqCtx,
+        req: &Request,
+        peer: &mut Peer,
+    ) {
+        let bad = |s: &mut Self, ctx, reason: &str| {
+            s.reply(
+                now,
+                key.clone(),
+                ctx,
+                400,
+                &format!("Bad Request - {reason}"),
+                Headers::default(),
+                None,
+            )
+        };
+        if let Some(ext) = req.headers.get("Require") {
+            let mut h = Headers::default();
+            h.push("Unsupported", ext);
+            return self.reply(now, key, ctx, 420, reason_phrase(420), h, None);
+        }
+        // RFC 6665 §8.2.1: exactly one Event header (a missing one is a malformed request).
+        match req.headers.count("Event") {
+            0 => return bad(self, ctx, "missing Event header"),
+            1 => {}
+            _ => return bad(self, ctx, "multiple Event headers"),
+        }
+        let event = match self.check_event(req.headers.get("Event")) {
+            Ok(e) => e,
+            Err(h) => return self.reply(now, key, ctx, 489, reason_phrase(489), h, None),
+        };
+        let expires = match req.headers.get("Expires") {
+            None => self.cfg.default_expires,
+            Some(v) => match delta_seconds(v) {
+                Some(e) => e,
+                None => return bad(self, ctx, "bad Expires"),
+            },
+        };
+        let min = self.min_expires(peer.config().sub_min_expires);
+        if expires != 0 && expires < min {
+            let mut h = Headers::default();
+            h.push("Min-Expires", min.to_string());
+            return self.reply(now, key, ctx, 423, reason_phrase(423), h, None);
+        }
+        let expires = expires.min(self.cfg.max_expires);
+        let contact = req.headers.get("Contact").map(NameAddr::parse);
+        if let Some(local_tag) = ctx.to_na.tag.clone() {
+            return self.refresh(now, key, ctx, req, local_tag, expires, contact, peer);
+        }
+        // Initial SUBSCRIBE.
+        if event.package == "presence" {
+            let acceptable = req.headers.all("Accept").all(|a| {
+                a.trim().is_empty()
+                    || a.split(',').any(|t| {
+                        let t = t
+                            .split(';')
+                            .next()
+                            .unwrap_or("")
+                            .trim()
+                            .to_ascii_lowercase();
+                        t == "application/pidf+xml" || t == "*/*" || t == "application/*"
+                    })
+            });
+            if !acceptable {
+                let mut h = Headers::default();
+                h.push("Accept", "application/pidf+xml");
+                return self.reply(now, key, ctx, 406, reason_phrase(406), h, None);
+            }
+        }
+        let target = match contact {
+            None => return bad(self, ctx, "missing Contact"),
+            Some(Err(_)) => return bad(self, ctx, "bad Contact"),
+            Some(Ok(c)) if super::message::valid_uri(&c.uri) => c.uri,
+            Some(Ok(_)) => return bad(self, ctx, "bad Contact URI"),
+        };
+        if self.dialogs.len() >= self.cfg.max_transactions {
+            let mut h = Headers::default();
+            h.push("Retry-After", "30");
+            return self.reply(now, key, ctx, 503, reason_phrase(503), h, None);
+        }
+        let handle = SubHandle(self.new_handle());
+        let fetch = expires == 0;
+        let gid = GroupId::from_event(&req.uri, &event.package, event.id.as_deref());
+        let granted = match peer.subscribe(now, gid, handle, if fetch { min } else { expires }) {
+            Ok(g) => g,
+            Err(SubscribeError::IntervalTooBrief { min }) => {
+                let mut h = Headers::default();
+                h.push("Min-Expires", min.to_string());
+                return self.reply(now, key, ctx, 423, reason_phrase(423), h, None);
+            }
+            Err(_) => {
+                return self.reply(
+                    now,
+                    key,
+                    ctx,
+                    500,
+                    reason_phrase(500),
+                    Headers::default(),
+                    None,
+                )
+            }
+        };
+        let local_tag = self.random_hex();
+        let id = DialogId {
+            call_id: ctx.call_id.clone(),
+            local_tag: local_tag.clone(),
+            remote_tag: ctx.from_na.tag.clone().unwrap_or_default(),
+        };
+        let d = Dialog {
+            handle,
+            id: id.clone(),
+            gid,
+            event,
+            local: format!("{};tag={local_tag}", ctx.to),
+            remote: ctx.from.clone(),
+            target,
+            route_set: req
+                .headers
+                .all("Record-Route")
+                .flat_map(super::headers::split_outside_owned)
+                .collect(),
+            dst: ctx.src,
+            local_cseq: 0,
+            remote_cseq: ctx.cseq.seq,
+            phase: Phase::Establishing { tx: key.clone() },
+            fetch,
+            expires_at: now + u64::from(if fetch { 0 } else { granted }) * 1000,
+            last: None,
+            queue: Default::default(),
+            in_flight: None,
+        };
+        let mut ctx = ctx;
+        ctx.to_tag = Some(local_tag);
+        self.proceed(now, key, ctx);
+        self.dialogs.insert(handle, d);
+        self.dialog_ids.insert(id, handle);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn refresh(
+        &mut self,
+        now: Millis,
+        key: TxKey,
+        ctx: ReqCtx,
+        req: &Request,
+        local_tag: String,
+        expires: u32,
+        contact: Option<Result<NameAddr, &'static str>>,
+        peer: &mut Peer,
+    ) {
+        let id = DialogId {
+            call_id: ctx.call_id.clone(),
+            local_tag,
+            remote_tag: ctx.from_na.tag.clone().unwrap_or_default(),
+        };
+        let Some(&h) = self.dialog_ids.get(&id) else {
+            return self.reply(
+                now,
+                key,
+                ctx,
+                481,
+                reason_phrase(481),
+                Headers::default(),
+                None,
+            );
+        };
+        let Some(d) = self.dialogs.get_mut(&h) else {
+            return self.reply(
+                now,
+                key,
+                ctx,
+                481,
+                reason_phrase(481),
+                Headers::default(),
+                None,
+            );
+        };
+        if d.phase != Phase::Active {
+            return self.reply(
+                now,
+                key,
+                ctx,
+                481,
+                reason_phrase(481),
+                Headers::default(),
+                None,
+            );
+        }
+        if ctx.cseq.seq <= d.remote_cseq {
+            // RFC 3261 §12.2.2: out-of-order in-dialog request.
+            return self.reply(
+                now,
+                key,
+                ctx,
+                500,
+                "Server Internal Error - CSeq out of order",
+                Headers::default(),
+                None,
+            );
+        }
+        let ev = super::headers::EventHeader::parse(req.headers.get("Event").unwrap_or(""));
+        if ev.as_ref().ok() != Some(&d.event) {
+            let mut hs = Headers::default();
+            hs.push("Allow-Events", d.event.package.clone());
+            return self.reply(now, key, ctx, 489, reason_phrase(489), hs, None);
+        }
+        d.remote_cseq = ctx.cseq.seq;
+        d.dst = ctx.src;
+        if let Some(Ok(c)) =
+            contact.filter(|c| c.as_ref().is_ok_and(|c| super::message::valid_uri(&c.uri)))
+        {
+            d.target = c.uri;
+        }
+        let last = d.last.as_ref().and_then(|(_, b)| b.clone());
+        let mut hs = Headers::default();
+        hs.push("Contact", format!("<sip:{}>", self.cfg.local));
+        if expires == 0 {
+            // Unsubscribe: 200, then the final NOTIFY (RFC 6665 §4.2.1.4).
+            hs.push("Expires", "0");
+            self.reply(now, key, ctx, 200, "OK", hs, None);
+            let _ = peer.unsubscribe(now, h);
+            if let Some(d) = self.dialogs.get_mut(&h) {
+                d.expires_at = now;
+                d.enqueue(Queued {
+                    body: last,
+                    terminated: Some("timeout"),
+                });
+            }
+            self.pump(now, h);
+            return;
+        }
+        match peer.refresh(now, h, expires) {
+            Ok(granted) => {
+                hs.push("Expires", granted.to_string());
+                self.reply(now, key, ctx, 200, "OK", hs, None);
+                if let Some(d) = self.dialogs.get_mut(&h) {
+                    d.expires_at = now + u64::from(granted) * 1000;
+                    d.enqueue(Queued {
+                        body: last,
+                        terminated: None,
+                    });
+                }
+                self.pump(now, h);
+            }
+            Err(SubscribeError::IntervalTooBrief { min }) => {
+                let mut hs = Headers::default();
+                hs.push("Min-Expires", min.to_string());
+                self.reply(now, key, ctx, 423, reason_phrase(423), hs, None);
+            }
+            Err(_) => {
+                // The core no longer knows it (expired meanwhile).
+                self.reply(
+                    now,
+                    key,
+                    ctx,
+                    481,
+                    reason_phrase(481),
+                    Headers::default(),
+                    None,
+                );
+                if let Some(d) = self.dialogs.remove(&h) {
+                    self.dialog_ids.remove(&d.id);
+                    if let Some(b) = d.in_flight {
+                        self.client.remove(&b);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The root's ACK: 200 OK to the initial SUBSCRIBE (the NOTIFY follows with the state).
+    pub(super) fn sub_accepted(
+        &mut self,
+        now: Millis,
+        h: SubHandle,
+        expires: u32,
+        peer: &mut Peer,
+    ) {
+        let local = self.cfg.local;
+        let Some(d) = self.dialogs.get_mut(&h) else {
+            return;
+        };
+        let Phase::Establishing { tx } = d.phase.clone() else {
+            return;
+        };
+        let granted = if d.fetch { 0 } else { expires };
+        d.expires_at = now + u64::from(granted) * 1000;
+        d.phase = Phase::Active;
+        let tag = d.id.local_tag.clone();
+        let mut hs = Headers::default();
+        hs.push("Contact", format!("<sip:{local}>"));
+        hs.push("Expires", granted.to_string());
+        if !self.complete(now, &tx, 200, "OK", hs, Some(tag)) {
+            // The subscriber gave up waiting (its transaction is gone).
+            self.end_dialog(now, h, peer);
+        }
+    }
+
+    /// The root's nACK or a timeout: a final error response (see the module docs).
+    pub(super) fn sub_rejected(&mut self, now: Millis, h: SubHandle, reason: SubRejectReason) {
+        let Some(d) = self.dialogs.remove(&h) else {
+            return;
+        };
+        self.dialog_ids.remove(&d.id);
+        if let Phase::Establishing { tx } = d.phase {
+            let (code, reason) = match reason {
+                SubRejectReason::NoState => (480, "Temporarily Unavailable - no event state"),
+                SubRejectReason::Timeout => (504, reason_phrase(504)),
+            };
+            self.complete(now, &tx, code, reason, Headers::default(), None);
+        }
+    }
+
+    /// New state for a subscriber: one NOTIFY per publication, in seq order.
+    pub(super) fn sub_notify(
+        &mut self,
+        now: Millis,
+        h: SubHandle,
+        seq: u64,
+        state: Option<Bytes>,
+        peer: &mut Peer,
+    ) {
+        let Some(d) = self.dialogs.get_mut(&h) else {
+            return;
+        };
+        if d.phase != Phase::Active || d.last.as_ref().is_some_and(|(s, _)| seq <= *s) {
+            return;
+        }
+        d.last = Some((seq, state.clone()));
+        let fetch = d.fetch;
+        d.enqueue(Queued {
+            body: state,
+            terminated: fetch.then_some("timeout"),
+        });
+        if fetch {
+            let _ = peer.unsubscribe(now, h);
+        }
+        self.pump(now, h);
+    }
+}

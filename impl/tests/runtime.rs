@@ -1,0 +1,791 @@
+//! The tokio runtime over real loopback UDP: joins, publish → NOTIFY fan-out, root crash,
+//! garbage input, and the front-end hook.
+
+use bytes::Bytes;
+use sascribe::runtime::{Frontend, Node, RuntimeHandle};
+use sascribe::{Config, Event, GroupId, Millis, NodeId, Peer, PubHandle, SubHandle, Transmit};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::sync::broadcast;
+use tokio::time::{timeout, Instant};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Timers tightened so failures are detected within about a second.
+fn fast() -> Config {
+    Config {
+        keepalive_interval: 200,
+        leaf_fail_timeout: 900,
+        table_fail_timeout: 1_500,
+        table_ping_interval: 500,
+        leaf_exchange_interval: 1_000,
+        dead_probe_interval: 1_000,
+        bootstrap_retry: 200,
+        heartbeat_interval: 200,
+        parent_timeout: 900,
+        child_timeout: 900,
+        request_retry: 300,
+        request_timeout: 8_000,
+        fetch_timeout: 300,
+        replica_refresh: 2_000,
+        ..Config::default()
+    }
+}
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// Ids spread over the ring so every peer owns a visible share of it.
+fn id(i: usize) -> NodeId {
+    NodeId(((i as u128 * 0x1f) << 120) | 0x5a5a_u128 << 40 | i as u128)
+}
+
+/// Starts `n` peers; peer 0 is the bootstrap of all others. Returns once all joined.
+async fn cluster(n: usize) -> Vec<RuntimeHandle> {
+    let mut handles: Vec<RuntimeHandle> = Vec::new();
+    for i in 0..n {
+        let mut node = Node::bind(loopback(), id(i), fast(), i as u64)
+            .await
+            .unwrap();
+        if let Some(first) = handles.first() {
+            node.bootstrap(first.overlay_addr());
+        }
+        let h = node.spawn();
+        h.wait_ready(WAIT).await.expect("peer joined");
+        handles.push(h);
+    }
+    // Let leaf-set exchanges spread the late joiners to the early ones.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    handles
+}
+
+/// Waits for the first event matching `f`.
+async fn wait_for<T>(
+    rx: &mut broadcast::Receiver<Event>,
+    what: &str,
+    mut f: impl FnMut(&Event) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match timeout(deadline - Instant::now(), rx.recv()).await {
+            Ok(Ok(e)) => {
+                if let Some(t) = f(&e) {
+                    return t;
+                }
+            }
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(e)) => panic!("event stream ended while waiting for {what}: {e}"),
+            Err(_) => panic!("timed out waiting for {what}"),
+        }
+    }
+}
+
+/// Publishes `body` at `h` and waits for the root's answer; returns the committed seq.
+/// Retries after a failure (e.g. a request timed out while its root died).
+async fn publish(h: &RuntimeHandle, gid: GroupId, req: u64, body: &'static str) -> u64 {
+    let deadline = Instant::now() + WAIT;
+    let mut attempt = 0;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "publication {body} never committed"
+        );
+        let mut rx = h.events();
+        let req = PubHandle(req * 100 + attempt);
+        attempt += 1;
+        h.publish(
+            gid,
+            req,
+            Some(Bytes::from_static(body.as_bytes())),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        let outcome = wait_for(&mut rx, "publication outcome", |e| match e {
+            Event::Published { req: r, seq, .. } if *r == req => Some(Ok(*seq)),
+            Event::PublishFailed { req: r, reason } if *r == req => Some(Err(*reason)),
+            _ => None,
+        })
+        .await;
+        match outcome {
+            Ok(seq) => return seq,
+            Err(e) => eprintln!("publication {body} failed ({e}), retrying"),
+        }
+    }
+}
+
+/// Waits until subscription `sub` is notified of `body`; returns that NOTIFY's seq.
+async fn notified(rx: &mut broadcast::Receiver<Event>, sub: SubHandle, body: &str) -> u64 {
+    wait_for(rx, &format!("NOTIFY {body} for {sub:?}"), |e| match e {
+        Event::Notify {
+            handle,
+            seq,
+            state: Some(s),
+        } if *handle == sub && s[..] == *body.as_bytes() => Some(*seq),
+        _ => None,
+    })
+    .await
+}
+
+async fn subscribe(h: &RuntimeHandle, gid: GroupId, sub: SubHandle) -> broadcast::Receiver<Event> {
+    let mut rx = h.events();
+    let granted = h.subscribe(gid, sub, 600).await.unwrap();
+    assert_eq!(granted, 600);
+    wait_for(&mut rx, "SubAccepted", |e| match e {
+        Event::SubAccepted { handle, .. } if *handle == sub => Some(()),
+        Event::SubRejected { handle, reason } if *handle == sub => panic!("rejected: {reason:?}"),
+        _ => None,
+    })
+    .await;
+    rx
+}
+
+async fn root_of(peers: &[RuntimeHandle], gid: GroupId) -> usize {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        for (i, h) in peers.iter().enumerate() {
+            if h.group_view(gid)
+                .await
+                .unwrap()
+                .is_some_and(|v| v.root_active)
+            {
+                return i;
+            }
+        }
+        assert!(Instant::now() < deadline, "no root for {gid}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_reaches_subscribers_on_other_peers() {
+    let peers = cluster(5).await;
+    let gid = GroupId::from_event("sip:alice@example.com", "presence", None);
+    assert_eq!(publish(&peers[3], gid, 1, "open").await, 1);
+
+    let (s1, s2) = (SubHandle(11), SubHandle(22));
+    let mut rx1 = subscribe(&peers[1], gid, s1).await;
+    let mut rx2 = subscribe(&peers[2], gid, s2).await;
+    // Synchronous half: each new subscriber gets the latest state at once.
+    assert_eq!(notified(&mut rx1, s1, "open").await, 1);
+    assert_eq!(notified(&mut rx2, s2, "open").await, 1);
+
+    // Asynchronous half: a later publication from a third peer reaches both.
+    assert_eq!(publish(&peers[3], gid, 2, "closed").await, 2);
+    assert_eq!(notified(&mut rx1, s1, "closed").await, 2);
+    assert_eq!(notified(&mut rx2, s2, "closed").await, 2);
+
+    for p in &peers {
+        p.shutdown().await;
+        assert!(!p.is_running());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_survives_root_crash() {
+    let peers = cluster(6).await;
+    let gid = GroupId::from_event("sip:bob@example.com", "presence", None);
+    assert_eq!(publish(&peers[0], gid, 1, "v1").await, 1);
+    let root = root_of(&peers, gid).await;
+    // Subscribers and publisher are three distinct peers other than the root.
+    let others: Vec<usize> = (0..peers.len()).filter(|&i| i != root).collect();
+    let (a, b, publisher) = (others[0], others[1], others[2]);
+    let (sa, sb) = (SubHandle(1), SubHandle(2));
+    let mut rxa = subscribe(&peers[a], gid, sa).await;
+    let mut rxb = subscribe(&peers[b], gid, sb).await;
+    assert_eq!(notified(&mut rxa, sa, "v1").await, 1);
+    assert_eq!(notified(&mut rxb, sb, "v1").await, 1);
+    assert_eq!(publish(&peers[publisher], gid, 2, "v2").await, 2);
+    assert_eq!(notified(&mut rxa, sa, "v2").await, 2);
+    assert_eq!(notified(&mut rxb, sb, "v2").await, 2);
+    // Give the root time to push the record to its replicas, then crash it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    peers[root].abort().await;
+    assert!(!peers[root].is_running());
+    assert!(peers[root].stats().await.is_err());
+
+    let seq = publish(&peers[publisher], gid, 3, "v3").await;
+    assert!(seq > 2, "new root reused seq {seq}");
+    let (na, nb) = (
+        notified(&mut rxa, sa, "v3").await,
+        notified(&mut rxb, sb, "v3").await,
+    );
+    assert_eq!((na, nb), (seq, seq));
+    let survivors: Vec<RuntimeHandle> = (0..peers.len())
+        .filter(|&i| i != root)
+        .map(|i| peers[i].clone())
+        .collect();
+    let new_root = &survivors[root_of(&survivors, gid).await];
+    assert_ne!(new_root.id(), peers[root].id());
+    let view = new_root.group_view(gid).await.unwrap().unwrap();
+    assert_eq!(view.record_seq, Some(seq));
+    for (i, p) in peers.iter().enumerate() {
+        if i != root {
+            p.shutdown().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_datagrams_are_counted_and_ignored() {
+    let peers = cluster(2).await;
+    let target = &peers[1];
+    let before = target.stats().await.unwrap();
+    let junk = UdpSocket::bind(loopback()).await.unwrap();
+    for bytes in [
+        &b""[..],
+        b"\xff",
+        b"INVITE sip:x SIP/2.0\r\n\r\n",
+        &[0u8; 3000],
+    ] {
+        junk.send_to(bytes, target.overlay_addr()).await.unwrap();
+    }
+    let deadline = Instant::now() + WAIT;
+    let after = loop {
+        let s = target.stats().await.unwrap();
+        if s.rx_dropped() >= before.rx_dropped() + 4 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "garbage not counted: {s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(after.rx_dropped(), before.rx_dropped() + 4);
+    // The peer still works: a lookup from the other peer is answered by one of the two.
+    let key = target.id().0;
+    let mut rx = target.events();
+    peers[0].lookup(key, 99).await.unwrap();
+    wait_for(&mut rx, "lookup", |e| match e {
+        Event::LookupDelivered { token: 99, .. } => Some(()),
+        _ => None,
+    })
+    .await;
+    assert!(target.is_ready().await.unwrap());
+    for p in &peers {
+        p.shutdown().await;
+    }
+}
+
+/// A toy front end speaking a one-word text protocol: `pub <body>` publishes to one group and
+/// answers `ok <seq>`; every NOTIFY of its subscription is sent as `notify <seq> <body>` to the
+/// last client; `ping` is answered `pong` after a 50 ms timer.
+struct TextFrontend {
+    gid: GroupId,
+    client: Option<SocketAddr>,
+    out: Vec<Transmit>,
+    pong_at: Option<Millis>,
+    next_req: u64,
+}
+
+impl TextFrontend {
+    fn say(&mut self, text: String) {
+        if let Some(dst) = self.client {
+            self.out.push(Transmit {
+                dst,
+                payload: text.into_bytes(),
+            });
+        }
+    }
+}
+
+impl Frontend for TextFrontend {
+    fn handle_datagram(&mut self, now: Millis, from: SocketAddr, bytes: &[u8], peer: &mut Peer) {
+        self.client = Some(from);
+        let text = String::from_utf8_lossy(bytes).into_owned();
+        if let Some(body) = text.strip_prefix("pub ") {
+            self.next_req += 1;
+            peer.publish(
+                now,
+                self.gid,
+                PubHandle(self.next_req),
+                Some(Bytes::from(body.to_owned())),
+                None,
+                None,
+            );
+        } else if text == "sub" {
+            let _ = peer.subscribe(now, self.gid, SubHandle(1), 600);
+        } else if text == "ping" {
+            self.pong_at = Some(now + 50);
+        }
+    }
+
+    fn handle_peer_event(&mut self, _now: Millis, event: Event, _peer: &mut Peer) {
+        match event {
+            Event::Published { seq, .. } => self.say(format!("ok {seq}")),
+            Event::Notify { seq, state, .. } => {
+                let body = state
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                self.say(format!("notify {seq} {body}"));
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Millis, _peer: &mut Peer) {
+        if self.pong_at.is_some_and(|t| t <= now) {
+            self.pong_at = None;
+            self.say("pong".into());
+        }
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        (!self.out.is_empty()).then(|| self.out.remove(0))
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        self.pong_at
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frontend_gets_datagrams_events_and_timers() {
+    let gid = GroupId::from_event("sip:carol@example.com", "presence", None);
+    let fe = TextFrontend {
+        gid,
+        client: None,
+        out: Vec::new(),
+        pong_at: None,
+        next_req: 0,
+    };
+    let node = Node::bind(loopback(), id(1), fast(), 1).await.unwrap();
+    let node = node.bind_frontend(loopback(), |_| fe).await.unwrap();
+    let h = node.spawn();
+    let sip = h.frontend_addr().expect("front end bound");
+    let ua = UdpSocket::bind(loopback()).await.unwrap();
+    async fn ask(ua: &UdpSocket, sip: SocketAddr, msg: &str) -> String {
+        let mut buf = [0u8; 1500];
+        ua.send_to(msg.as_bytes(), sip).await.unwrap();
+        let (n, from) = timeout(WAIT, ua.recv_from(&mut buf))
+            .await
+            .expect("answer")
+            .unwrap();
+        assert_eq!(from, sip);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+    assert_eq!(ask(&ua, sip, "ping").await, "pong");
+    assert_eq!(ask(&ua, sip, "pub hello").await, "ok 1");
+    // The subscription's first NOTIFY carries the latest state.
+    assert_eq!(ask(&ua, sip, "sub").await, "notify 1 hello");
+    // A publication through the handle reaches the front end's subscriber too.
+    h.publish(
+        gid,
+        PubHandle(77),
+        Some(Bytes::from_static(b"bye")),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, _) = timeout(WAIT, ua.recv_from(&mut buf))
+        .await
+        .expect("notify")
+        .unwrap();
+    assert_eq!(&buf[..n], b"notify 2 bye");
+    h.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The same event loop over a harness-owned network and clock.
+
+mod harness {
+    use sascribe::runtime::{Clock, Transport};
+    use sascribe::Millis;
+    use std::collections::HashMap;
+    use std::future::Future;
+    use std::io;
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+    use tokio::sync::{mpsc, watch};
+
+    type Datagram = (Vec<u8>, SocketAddr);
+
+    /// An in-memory datagram network: instant, lossless delivery between registered addresses.
+    #[derive(Clone, Default)]
+    pub struct MemNet {
+        links: Arc<Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<Datagram>>>>,
+    }
+
+    impl MemNet {
+        pub fn socket(&self, addr: SocketAddr) -> MemSocket {
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.links.lock().unwrap().insert(addr, tx);
+            MemSocket {
+                net: self.clone(),
+                addr,
+                rx: tokio::sync::Mutex::new(rx),
+            }
+        }
+    }
+
+    pub struct MemSocket {
+        net: MemNet,
+        addr: SocketAddr,
+        rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Datagram>>,
+    }
+
+    impl Transport for MemSocket {
+        async fn send_to(&self, buf: &[u8], dst: SocketAddr) -> io::Result<()> {
+            let link = self.net.links.lock().unwrap().get(&dst).cloned();
+            match link {
+                Some(l) if l.send((buf.to_vec(), self.addr)).is_ok() => Ok(()),
+                _ => Err(io::ErrorKind::ConnectionRefused.into()),
+            }
+        }
+        async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+            let mut rx = self.rx.lock().await;
+            let (bytes, from) = rx.recv().await.ok_or(io::ErrorKind::NotConnected)?;
+            let n = bytes.len().min(buf.len());
+            buf[..n].copy_from_slice(&bytes[..n]);
+            Ok((n, from))
+        }
+        fn local_addr(&self) -> io::Result<SocketAddr> {
+            Ok(self.addr)
+        }
+    }
+
+    /// Virtual time that moves only when the test says so.
+    #[derive(Clone)]
+    pub struct ManualClock(Arc<watch::Sender<Millis>>);
+
+    impl ManualClock {
+        pub fn new() -> Self {
+            ManualClock(Arc::new(watch::channel(0).0))
+        }
+        pub fn advance(&self, by: Millis) {
+            self.0.send_modify(|t| *t += by);
+        }
+    }
+
+    impl Clock for ManualClock {
+        fn now(&self) -> Millis {
+            *self.0.borrow()
+        }
+        fn sleep_until(&self, at: Millis) -> impl Future<Output = ()> + Send {
+            let mut rx = self.0.subscribe();
+            async move {
+                // The sender lives as long as the clock: `Err` cannot happen while we run.
+                let _ = rx.wait_for(|t| *t >= at).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_over_a_harness_network_and_clock() {
+    use harness::{ManualClock, MemNet};
+    use sascribe::runtime::Clock;
+    let net = MemNet::default();
+    let clock = ManualClock::new();
+    let addr = |i: u8| SocketAddr::from(([10, 0, 0, i], 5060));
+    let mut handles = Vec::new();
+    for i in 0..3u8 {
+        let peer = Peer::new(id(usize::from(i)), addr(i), fast(), 0, u64::from(i));
+        let mut node = Node::new(peer, net.socket(addr(i)), clock.clone());
+        if i > 0 {
+            node.bootstrap(addr(0));
+        }
+        handles.push(node.spawn());
+    }
+    // Joins need no time to pass: delivery is instant.
+    for h in &handles {
+        h.wait_ready(WAIT)
+            .await
+            .expect("joined over the in-memory network");
+    }
+    let gid = GroupId::from_event("sip:dave@example.com", "presence", None);
+    assert_eq!(publish(&handles[2], gid, 1, "here").await, 1);
+    let sub = SubHandle(5);
+    let mut rx = subscribe(&handles[1], gid, sub).await;
+    assert_eq!(notified(&mut rx, sub, "here").await, 1);
+
+    // The subscription (60 s, the minimum) expires on the virtual clock, in well under a second
+    // of real time; heartbeats keep the overlay alive meanwhile.
+    let granted = handles[1].refresh(sub, 60).await.unwrap();
+    assert_eq!(granted, 60);
+    let started = Instant::now();
+    let expired = async {
+        wait_for(&mut rx, "expiry", |e| match e {
+            Event::SubTerminated { handle, .. } if *handle == sub => Some(()),
+            _ => None,
+        })
+        .await
+    };
+    let ticker = async {
+        for _ in 0..800 {
+            clock.advance(100);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::select! {
+        () = expired => {}
+        () = ticker => panic!("no expiry after 80 virtual seconds"),
+    }
+    assert!(
+        clock.now() >= 60_000,
+        "expired at virtual {} ms",
+        clock.now()
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    for h in &handles {
+        h.shutdown().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The `sascribe` binary.
+
+#[cfg(unix)]
+#[test]
+fn cli_cluster_prints_addresses_and_stops_cleanly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sascribe"))
+        .args([
+            "cluster",
+            "--peers",
+            "3",
+            "--base-port",
+            "0",
+            "--sip-base-port",
+            "0",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sascribe runs");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    while lines.last().map(String::as_str) != Some("ready") {
+        match rx.recv_timeout(WAIT) {
+            Ok(l) => lines.push(l),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("no `ready` ({e}); got {lines:?}");
+            }
+        }
+    }
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    for (i, l) in lines[..3].iter().enumerate() {
+        assert!(l.starts_with(&format!("peer {i} id ")), "{l}");
+        let sip: SocketAddr = l
+            .split_once(" SIP ")
+            .and_then(|(_, a)| a.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no SIP address in {l:?}"));
+        assert!(sip.ip().is_loopback() && sip.port() != 0, "{l}");
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + WAIT;
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn cli_rejects_invalid_arguments_with_status_2() {
+    use std::process::Command;
+    let dir = std::env::temp_dir().join(format!("sascribe-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad_toml = dir.join("bad.toml");
+    std::fs::write(&bad_toml, "leaf_set_size = 3\n").unwrap();
+    let bad_toml = bad_toml.to_str().unwrap().to_owned();
+    let cases: &[&[&str]] = &[
+        &[],
+        &["peer"],
+        &["peer", "--listen", "not-an-address"],
+        &["peer", "--listen", "127.0.0.1:0", "--id", "xyz"],
+        &[
+            "peer",
+            "--listen",
+            "127.0.0.1:0",
+            "--id",
+            "123456789012345678901234567890123",
+        ],
+        &["peer", "--listen", "127.0.0.1:0", "--config", &bad_toml],
+        &[
+            "peer",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            "/nonexistent/sascribe.toml",
+        ],
+        &["cluster", "--peers", "0"],
+        &["cluster", "--base-port", "65530"],
+        &["cluster", "--base-port", "7000", "--sip-base-port", "7004"],
+        &["frobnicate"],
+    ];
+    for args in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_sascribe"))
+            .args(*args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.trim().is_empty() && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+        if !args.is_empty() {
+            assert!(err.contains("error:"), "{args:?}: {err}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIP user agents over real UDP, through the runtime and the SIP front end.
+
+/// A bare-bones SIP UA on a loopback socket: sends requests, answers NOTIFYs with 200.
+struct Ua {
+    sock: UdpSocket,
+    cseq: u32,
+}
+
+impl Ua {
+    async fn new() -> Ua {
+        Ua {
+            sock: UdpSocket::bind(loopback()).await.unwrap(),
+            cseq: 0,
+        }
+    }
+
+    async fn send(&mut self, to: SocketAddr, method: &str, call_id: &str, extra: &str, body: &str) {
+        self.cseq += 1;
+        let me = self.sock.local_addr().unwrap();
+        let msg = format!(
+            "{method} sip:erin@example.com SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {me};branch=z9hG4bK-{call_id}-{cseq}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:ua@example.com>;tag=ua-{call_id}\r\n\
+             To: <sip:erin@example.com>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: {cseq} {method}\r\n\
+             Contact: <sip:ua@{me}>\r\n\
+             {extra}Content-Length: {len}\r\n\r\n{body}",
+            cseq = self.cseq,
+            len = body.len()
+        );
+        self.sock.send_to(msg.as_bytes(), to).await.unwrap();
+    }
+
+    /// Next message whose first line starts with `start`; NOTIFYs met on the way are answered.
+    async fn expect(&self, start: &str) -> String {
+        let mut buf = vec![0u8; 65_535];
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (n, from) = timeout(deadline - Instant::now(), self.sock.recv_from(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {start}"))
+                .unwrap();
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if text.starts_with("NOTIFY ") {
+                self.answer(&text, from).await;
+            }
+            if text.starts_with(start) {
+                return text;
+            }
+        }
+    }
+
+    async fn answer(&self, request: &str, to: SocketAddr) {
+        let mut resp = String::from("SIP/2.0 200 OK\r\n");
+        for line in request.lines().take_while(|l| !l.is_empty()) {
+            let name = line
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            if ["via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"].contains(&name.as_str())
+            {
+                resp.push_str(line);
+                resp.push_str("\r\n");
+            }
+        }
+        resp.push_str("Content-Length: 0\r\n\r\n");
+        self.sock.send_to(resp.as_bytes(), to).await.unwrap();
+    }
+}
+
+fn pidf(basic: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" \
+         entity=\"sip:erin@example.com\"><tuple id=\"t\"><status><basic>{basic}</basic></status></tuple></presence>"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sip_user_agents_through_the_runtime() {
+    use sascribe::sip::{SipConfig, SipEndpoint};
+    let mut peers: Vec<RuntimeHandle> = Vec::new();
+    for i in 0..4 {
+        let mut node = Node::bind(loopback(), id(i), fast(), i as u64)
+            .await
+            .unwrap()
+            .bind_frontend(loopback(), |local| {
+                SipEndpoint::new(SipConfig::new(local), 50 + i as u64)
+            })
+            .await
+            .unwrap();
+        if let Some(first) = peers.first() {
+            node.bootstrap(first.overlay_addr());
+        }
+        let h = node.spawn();
+        h.wait_ready(WAIT).await.unwrap();
+        peers.push(h);
+    }
+    let sip = |i: usize| peers[i].frontend_addr().unwrap();
+    let (mut alice, mut bob) = (Ua::new().await, Ua::new().await);
+    let ct = "Event: presence\r\nExpires: 600\r\nContent-Type: application/pidf+xml\r\n";
+
+    alice
+        .send(sip(3), "PUBLISH", "pub-1", ct, &pidf("open"))
+        .await;
+    let ok = alice.expect("SIP/2.0 200").await;
+    assert!(ok.to_ascii_lowercase().contains("sip-etag:"), "{ok}");
+
+    bob.send(
+        sip(1),
+        "SUBSCRIBE",
+        "sub-1",
+        "Event: presence\r\nExpires: 600\r\nAccept: application/pidf+xml\r\n",
+        "",
+    )
+    .await;
+    bob.expect("SIP/2.0 200").await;
+    let first = bob.expect("NOTIFY ").await;
+    assert!(first.contains("<basic>open</basic>"), "{first}");
+
+    alice
+        .send(sip(2), "PUBLISH", "pub-2", ct, &pidf("closed"))
+        .await;
+    alice.expect("SIP/2.0 200").await;
+    let second = bob.expect("NOTIFY ").await;
+    assert!(second.contains("<basic>closed</basic>"), "{second}");
+    for p in &peers {
+        p.shutdown().await;
+    }
+}
