@@ -4,6 +4,16 @@
 use crate::{AbstractMsg, ClientOutcome, StepAction, Trace};
 use std::fmt::Write;
 
+/// A one-line label of an abstract message: `from → to: KIND seq … [req]`.
+pub fn msg_label(m: &AbstractMsg) -> String {
+    format!("{} → {}: {}", m.from, m.to, label(m))
+}
+
+/// A one-line label of a client outcome: `ua ⇐ 200 OK (PUBLISH) ETag e1 …`.
+pub fn outcome_label(o: &ClientOutcome) -> String {
+    format!("{} ⇐ {}", o.ua, outcome(o))
+}
+
 fn label(m: &AbstractMsg) -> String {
     let mut s = m.kind.to_uppercase();
     if let Some(seq) = m.seq {

@@ -4,12 +4,24 @@
 //! format `sascribe-trace` version 1, documented in `conformance/TRACE-FORMAT.md` with the JSON
 //! Schema `conformance/trace.schema.json`. The reader is independent of the exporter (it does
 //! not link the model): it is what a third party reading the corpus would write.
+//!
+//! The conformance runner replays traces against an implementation: [`runner`] plays the user
+//! agents and judges each step; [`sut`] is the interface of a system under test; [`inprocess`]
+//! is the production core (crate `sascribe`) behind it, driven through [`driver`] (the sans-IO
+//! peer, or the tokio runtime's event loop with harness socket and clock); [`adapter`] is the
+//! JSON-lines protocol for other implementations (`ADAPTER.md`). The mapping between production
+//! and the model is `MAPPING.md`.
 
 #![warn(missing_docs)]
 
+pub mod adapter;
 pub mod chart;
+pub mod driver;
+pub mod inprocess;
+pub mod runner;
+pub mod sut;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -66,7 +78,7 @@ pub struct Origin {
 }
 
 /// A peer.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Peer {
     /// Name.
@@ -82,7 +94,7 @@ pub struct Peer {
 }
 
 /// A scripted publish.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScriptStep {
     /// Body.
@@ -94,7 +106,7 @@ pub struct ScriptStep {
 }
 
 /// A user agent.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ua {
     /// Name.
@@ -107,7 +119,7 @@ pub struct Ua {
 }
 
 /// Configuration.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Id bits.
@@ -139,7 +151,7 @@ pub struct Config {
 }
 
 /// An abstract message.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AbstractMsg {
     /// Kind.
@@ -149,19 +161,24 @@ pub struct AbstractMsg {
     /// Recipient.
     pub to: String,
     /// Group key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gid: Option<u16>,
     /// Seq.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u8>,
     /// Body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<u8>,
     /// Request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub req: Option<String>,
     /// SIP-If-Match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub if_match: Option<u8>,
 }
 
 /// What a user agent is sent.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientOutcome {
     /// The user agent.
@@ -169,12 +186,16 @@ pub struct ClientOutcome {
     /// Kind.
     pub kind: String,
     /// Seq of a NOTIFY.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u8>,
     /// State of a NOTIFY.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<u8>,
     /// ETag of a 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<u8>,
     /// Expiry of a 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<u8>,
 }
 

@@ -1,6 +1,10 @@
 //! `sascribe-conformance`: read, check and show sa-Scribe conformance traces.
 
 use clap::{Parser, Subcommand};
+use sascribe_conformance::adapter::AdapterProcess;
+use sascribe_conformance::inprocess::{InProcess, Mode};
+use sascribe_conformance::runner::{describe, run_trace};
+use sascribe_conformance::sut::System;
 use sascribe_conformance::{chart, load, trace_files};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +32,175 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Replay traces (files or directories) against the production core (in-process) or an
+    /// implementation behind the adapter protocol; prints each failure and `N passed, M failed`.
+    Run {
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Command of an adapter-protocol implementation (see ADAPTER.md), e.g.
+        /// "target/debug/sascribe-adapter".
+        #[arg(long)]
+        adapter: Option<String>,
+        /// Print every step of failing traces.
+        #[arg(long)]
+        verbose: bool,
+        /// How production peers are driven in-process: `core` (the sans-IO peer) or `runtime`
+        /// (the tokio event loop `sascribe peer` runs, with harness socket and clock).
+        #[arg(long, default_value = "core", value_parser = parse_mode)]
+        driver: Mode,
+        /// Seeded bug of the production core to enable (build with feature `mutants`).
+        #[cfg(feature = "mutants")]
+        #[arg(long)]
+        mutant: Option<String>,
+    },
+    /// Replay one trace step by step, printing each step, what the implementation did and its
+    /// logs.
+    Replay {
+        /// The trace file.
+        file: PathBuf,
+        /// Command of an adapter-protocol implementation (default: in-process).
+        #[arg(long)]
+        adapter: Option<String>,
+        /// Also print the logs of passing steps (always printed for the failing one).
+        #[arg(long)]
+        verbose: bool,
+        /// How production peers are driven in-process: `core` (the sans-IO peer) or `runtime`
+        /// (the tokio event loop `sascribe peer` runs, with harness socket and clock).
+        #[arg(long, default_value = "core", value_parser = parse_mode)]
+        driver: Mode,
+        /// Seeded bug of the production core to enable (build with feature `mutants`).
+        #[cfg(feature = "mutants")]
+        #[arg(long)]
+        mutant: Option<String>,
+    },
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    match s {
+        "core" => Ok(Mode::Core),
+        "runtime" => Ok(Mode::Runtime),
+        _ => Err(format!("driver must be 'core' or 'runtime', not '{s}'")),
+    }
+}
+
+/// What to run the traces against.
+struct Target {
+    adapter: Option<String>,
+    mutant: Option<String>,
+    driver: Mode,
+}
+
+fn system(target: &Target) -> Result<Box<dyn System>, String> {
+    let driver = target.driver;
+    match (&target.adapter, &target.mutant) {
+        (Some(_), Some(_)) => {
+            Err("--mutant applies to the in-process core, not to --adapter".into())
+        }
+        (Some(cmd), None) => Ok(Box::new(AdapterProcess::spawn(cmd)?)),
+        (None, None) => Ok(Box::new(InProcess::new().with_mode(driver))),
+        (None, Some(_name)) => {
+            #[cfg(feature = "mutants")]
+            {
+                let m = sascribe::mutants::Mutant::from_name(_name).ok_or_else(|| {
+                    let all: Vec<String> = sascribe::mutants::Mutant::ALL
+                        .iter()
+                        .map(|m| m.name())
+                        .collect();
+                    format!("unknown mutant '{_name}' (known: {})", all.join(", "))
+                })?;
+                Ok(Box::new(
+                    InProcess::with_config_hook(Box::new(move |c| c.mutant = Some(m)))
+                        .with_mode(driver),
+                ))
+            }
+            #[cfg(not(feature = "mutants"))]
+            Err("this build has no seeded bugs (build with --features mutants)".into())
+        }
+    }
+}
+
+fn run(paths: Vec<PathBuf>, target: Target, verbose: bool) -> ExitCode {
+    let (mut passed, mut failed) = (0, 0);
+    for p in paths {
+        let files = match trace_files(&p) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed += 1;
+                continue;
+            }
+        };
+        for f in files {
+            let name = f.display().to_string();
+            let t = match load(&f) {
+                Ok(t) => t,
+                Err(e) => {
+                    println!("FAIL {name}: unreadable trace: {e}");
+                    failed += 1;
+                    continue;
+                }
+            };
+            let mut sys = match system(&target) {
+                Ok(s) => s,
+                Err(e) => {
+                    println!("FAIL {name}: {e}");
+                    failed += 1;
+                    continue;
+                }
+            };
+            let r = run_trace(&t, sys.as_mut(), verbose);
+            match &r.failure {
+                None => passed += 1,
+                Some(fail) => {
+                    failed += 1;
+                    print!("{}", describe(&name, fail));
+                    if verbose {
+                        print!("{}", r.transcript);
+                    }
+                }
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn replay(file: PathBuf, target: Target, verbose: bool) -> ExitCode {
+    let t = match load(&file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut sys = match system(&target) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let r = run_trace(&t, sys.as_mut(), true);
+    for line in r.transcript.lines() {
+        if verbose || !line.trim_start().starts_with("log ") {
+            println!("{line}");
+        }
+    }
+    match &r.failure {
+        None => {
+            println!("{}: all {} steps passed", t.name, t.steps.len());
+            ExitCode::SUCCESS
+        }
+        Some(f) => {
+            print!("{}", describe(&file.display().to_string(), f));
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -49,6 +222,68 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        #[cfg(feature = "mutants")]
+        Command::Run {
+            paths,
+            adapter,
+            verbose,
+            driver,
+            mutant,
+        } => run(
+            paths,
+            Target {
+                adapter,
+                mutant,
+                driver,
+            },
+            verbose,
+        ),
+        #[cfg(not(feature = "mutants"))]
+        Command::Run {
+            paths,
+            adapter,
+            verbose,
+            driver,
+        } => run(
+            paths,
+            Target {
+                adapter,
+                mutant: None,
+                driver,
+            },
+            verbose,
+        ),
+        #[cfg(feature = "mutants")]
+        Command::Replay {
+            file,
+            adapter,
+            verbose,
+            driver,
+            mutant,
+        } => replay(
+            file,
+            Target {
+                adapter,
+                mutant,
+                driver,
+            },
+            verbose,
+        ),
+        #[cfg(not(feature = "mutants"))]
+        Command::Replay {
+            file,
+            adapter,
+            verbose,
+            driver,
+        } => replay(
+            file,
+            Target {
+                adapter,
+                mutant: None,
+                driver,
+            },
+            verbose,
+        ),
         Command::Validate { paths } => {
             let (mut ok, mut bad) = (0, 0);
             for p in paths {

@@ -1,0 +1,449 @@
+//! Replays traces against a [`System`] and judges each step, Mocket-style: the trace's path
+//! drives the implementation one action at a time; after each action what the implementation
+//! made observable is compared with the step's `expect`.
+//!
+//! The runner plays the user agents (they belong to the test environment, not to the system
+//! under test): a subscriber sends SUBSCRIBE when the trace says so, a publisher runs its
+//! script, sending its next PUBLISH when the response to the previous one is delivered to it.
+//! What reaches a user agent is compared strictly (kind, seq, value, ETag and expiry through
+//! the mapping); overlay messages of the modelled kinds are compared as a multiset per step.
+//! Messages addressed to a crashed peer are never delivered and are left out on both sides.
+
+use crate::chart::{msg_label, outcome_label};
+use crate::sut::{ClientRequest, Input, Observed, System};
+use crate::{AbstractMsg, ClientOutcome, Step, StepAction, Trace};
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::{self, Write};
+
+/// How a step failed (named after Mocket's verdicts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Something the step expects did not happen.
+    MissingAction,
+    /// The implementation did something the step does not have.
+    UnexpectedAction,
+    /// Both: an outcome or message differs in its fields (or was replaced by another).
+    IncorrectOutcome,
+    /// The system under test could not apply the step's action (e.g. the message to deliver
+    /// was never sent by the implementation), or an adapter failed.
+    CannotApply,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::MissingAction => "missing_action",
+            Verdict::UnexpectedAction => "unexpected_action",
+            Verdict::IncorrectOutcome => "incorrect_outcome",
+            Verdict::CannotApply => "cannot_apply",
+        })
+    }
+}
+
+/// The first failing step of a trace.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// Step number (from 1; 0 for the initialisation).
+    pub step: usize,
+    /// Verdict.
+    pub verdict: Verdict,
+    /// What the step did.
+    pub action: String,
+    /// Expected vs actual, line by line.
+    pub detail: String,
+}
+
+/// The result of one trace.
+#[derive(Clone, Debug)]
+pub struct TraceResult {
+    /// The trace's name.
+    pub name: String,
+    /// Steps that passed.
+    pub passed_steps: usize,
+    /// The first failure, if any (the replay stops there).
+    pub failure: Option<Failure>,
+    /// Step-by-step transcript (filled when verbose).
+    pub transcript: String,
+}
+
+impl TraceResult {
+    /// Whether every step passed.
+    pub fn passed(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
+/// A one-line description of a step's action.
+pub fn action_label(a: &StepAction) -> String {
+    match a {
+        StepAction::Deliver { msg } => format!("deliver {}", msg_label(msg)),
+        StepAction::Lose { msg } => format!("lose {}", msg_label(msg)),
+        StepAction::UaSubscribes { ua } => format!("{ua} sends SUBSCRIBE"),
+        StepAction::DetectFailure { at, peer } => format!("{at} detects that {peer} crashed"),
+        StepAction::Retransmit { at, req } => {
+            format!("{at}'s retransmission timer for [{req}] fires")
+        }
+        StepAction::Crash { peer } => format!("{peer} crashes"),
+    }
+}
+
+/// The user agents, played by the runner.
+struct Uas {
+    gid: u16,
+    /// First-contact peer per user agent.
+    peer: HashMap<String, String>,
+    subscribers: BTreeSet<String>,
+    /// Publisher scripts and progress.
+    script: HashMap<String, Vec<crate::ScriptStep>>,
+    next: HashMap<String, usize>,
+    etag: HashMap<String, u8>,
+    /// Requests sent by user agents, not yet delivered.
+    in_flight: Vec<AbstractMsg>,
+    /// Responses to publishers not yet delivered.
+    responses: Vec<ClientOutcome>,
+}
+
+impl Uas {
+    fn new(t: &Trace) -> Self {
+        let c = &t.config;
+        let mut u = Uas {
+            gid: c.gid,
+            peer: c
+                .subscribers
+                .iter()
+                .chain(&c.publishers)
+                .map(|u| (u.name.clone(), u.peer.clone()))
+                .collect(),
+            subscribers: c.subscribers.iter().map(|s| s.name.clone()).collect(),
+            script: c
+                .publishers
+                .iter()
+                .map(|p| (p.name.clone(), p.script.clone()))
+                .collect(),
+            next: HashMap::new(),
+            etag: HashMap::new(),
+            in_flight: Vec::new(),
+            responses: Vec::new(),
+        };
+        for p in &c.publishers {
+            if let Some(m) = u.publish_msg(&p.name) {
+                u.in_flight.push(m);
+            }
+        }
+        u
+    }
+
+    /// The PUBLISH of publisher `ua`'s current script step, if any.
+    fn publish_msg(&self, ua: &str) -> Option<AbstractMsg> {
+        let i = self.next.get(ua).copied().unwrap_or(0);
+        let s = self.script.get(ua)?.get(i)?;
+        let if_match = match s.if_match.as_str() {
+            "none" => None,
+            "mine" => self.etag.get(ua).copied(),
+            e => e.strip_prefix('e').and_then(|n| n.parse().ok()),
+        };
+        Some(AbstractMsg {
+            kind: "publish".into(),
+            from: ua.into(),
+            to: self.peer[ua].clone(),
+            gid: Some(self.gid),
+            seq: None,
+            value: Some(s.value),
+            req: None,
+            if_match,
+        })
+    }
+
+    fn is_last(&self, ua: &str) -> bool {
+        let i = self.next.get(ua).copied().unwrap_or(0);
+        self.script.get(ua).is_some_and(|s| i + 1 >= s.len())
+    }
+}
+
+fn sorted<T: Ord + Clone>(v: &[T]) -> Vec<T> {
+    let mut v = v.to_vec();
+    v.sort();
+    v
+}
+
+/// `a − b` as multisets (both sorted).
+fn minus<T: Ord + Clone>(a: &[T], b: &[T]) -> Vec<T> {
+    let mut out = Vec::new();
+    let mut b: Vec<T> = b.to_vec();
+    for x in a {
+        match b.iter().position(|y| y == x) {
+            Some(i) => {
+                b.remove(i);
+            }
+            None => out.push(x.clone()),
+        }
+    }
+    out
+}
+
+fn list<T>(v: &[T], f: impl Fn(&T) -> String) -> String {
+    if v.is_empty() {
+        "(none)".into()
+    } else {
+        v.iter().map(f).collect::<Vec<_>>().join("; ")
+    }
+}
+
+/// Replays `trace` against `sys` (which must be fresh). Stops at the first failing step.
+pub fn run_trace(trace: &Trace, sys: &mut dyn System, verbose: bool) -> TraceResult {
+    let mut res = TraceResult {
+        name: trace.name.clone(),
+        passed_steps: 0,
+        failure: None,
+        transcript: String::new(),
+    };
+    let init = Input::Init {
+        config: trace.config.clone(),
+    };
+    if let Err(e) = sys.handle(&init) {
+        res.failure = Some(Failure {
+            step: 0,
+            verdict: Verdict::CannotApply,
+            action: "init".into(),
+            detail: e,
+        });
+        return res;
+    }
+    let mut uas = Uas::new(trace);
+    let mut crashed: BTreeSet<String> = BTreeSet::new();
+    let mut fired: HashMap<String, u32> = HashMap::new();
+    for step in &trace.steps {
+        let action = action_label(&step.action);
+        let r = apply(step, sys, &mut uas, &mut crashed, &mut fired);
+        let obs = match r {
+            Ok(o) => o,
+            Err(e) => {
+                res.failure = Some(Failure {
+                    step: step.n,
+                    verdict: Verdict::CannotApply,
+                    action,
+                    detail: e,
+                });
+                return res;
+            }
+        };
+        let judged = judge(step, &obs, &crashed);
+        if verbose {
+            let t = &mut res.transcript;
+            let _ = writeln!(t, "step {:>3}. {action}", step.n);
+            for m in sorted(&obs.sent) {
+                let _ = writeln!(t, "        sent    {}", msg_label(&m));
+            }
+            for o in &obs.client {
+                let _ = writeln!(t, "        client  {}", outcome_label(o));
+            }
+            for l in &obs.log {
+                let _ = writeln!(t, "        log     {l}");
+            }
+            let _ = writeln!(
+                t,
+                "        {}",
+                if judged.is_none() { "ok" } else { "FAILED" }
+            );
+        }
+        if let Some((verdict, detail)) = judged {
+            res.failure = Some(Failure {
+                step: step.n,
+                verdict,
+                action,
+                detail,
+            });
+            return res;
+        }
+        res.passed_steps += 1;
+    }
+    res
+}
+
+/// Applies one step: user-agent actions are played here, everything else goes to `sys`.
+fn apply(
+    step: &Step,
+    sys: &mut dyn System,
+    uas: &mut Uas,
+    crashed: &mut BTreeSet<String>,
+    fired: &mut HashMap<String, u32>,
+) -> Result<Observed, String> {
+    let mut extra_sent = Vec::new();
+    let input = match &step.action {
+        StepAction::UaSubscribes { ua } => {
+            if !uas.subscribers.contains(ua) {
+                return Err(format!("{ua} is not a subscriber"));
+            }
+            let m = AbstractMsg {
+                kind: "subscribe".into(),
+                from: ua.clone(),
+                to: uas.peer[ua].clone(),
+                gid: Some(uas.gid),
+                seq: None,
+                value: None,
+                req: None,
+                if_match: None,
+            };
+            uas.in_flight.push(m.clone());
+            return Ok(Observed {
+                sent: vec![m],
+                ..Observed::default()
+            });
+        }
+        StepAction::Deliver { msg } if msg.kind == "subscribe" || msg.kind == "publish" => {
+            let Some(i) = uas.in_flight.iter().position(|m| m == msg) else {
+                return Err(format!(
+                    "user agent {} has no such request in flight: {}",
+                    msg.from,
+                    msg_label(msg)
+                ));
+            };
+            uas.in_flight.remove(i);
+            let request = if msg.kind == "subscribe" {
+                ClientRequest::Subscribe
+            } else {
+                let i = uas.next.get(&msg.from).copied().unwrap_or(0);
+                let s = &uas.script[&msg.from][i];
+                ClientRequest::Publish {
+                    value: s.value,
+                    if_match: msg.if_match,
+                    expires: s.expires,
+                }
+            };
+            Input::ClientRequest {
+                ua: msg.from.clone(),
+                peer: msg.to.clone(),
+                request,
+            }
+        }
+        StepAction::Deliver { msg } if msg.kind == "response" => {
+            let Some(i) = uas.responses.iter().position(|o| o.ua == msg.to) else {
+                return Err(format!(
+                    "no response to {} is in flight (the implementation never answered it)",
+                    msg.to
+                ));
+            };
+            let o = uas.responses.remove(i);
+            if let Some(e) = o.etag.filter(|_| o.kind == "publish_ok") {
+                uas.etag.insert(o.ua.clone(), e);
+            }
+            *uas.next.entry(o.ua.clone()).or_insert(0) += 1;
+            if let Some(m) = uas.publish_msg(&o.ua) {
+                uas.in_flight.push(m.clone());
+                extra_sent.push(m);
+            }
+            return Ok(Observed {
+                sent: extra_sent,
+                ..Observed::default()
+            });
+        }
+        StepAction::Deliver { msg } => Input::Deliver { msg: msg.clone() },
+        StepAction::Lose { msg } => Input::Lose { msg: msg.clone() },
+        StepAction::DetectFailure { at, peer } => Input::DetectFailure {
+            at: at.clone(),
+            peer: peer.clone(),
+        },
+        StepAction::Retransmit { at, req } => {
+            let n = fired.entry(req.clone()).or_insert(0);
+            *n += 1;
+            Input::FireTimer {
+                at: at.clone(),
+                req: req.clone(),
+                attempt: *n,
+            }
+        }
+        StepAction::Crash { peer } => {
+            crashed.insert(peer.clone());
+            Input::Crash { peer: peer.clone() }
+        }
+    };
+    let obs = sys.handle(&input)?;
+    for o in &obs.client {
+        if o.kind.starts_with("publish_") && !uas.is_last(&o.ua) {
+            uas.responses.push(o.clone());
+        }
+    }
+    Ok(obs)
+}
+
+/// Compares what a step made observable with its `expect`.
+fn judge(step: &Step, obs: &Observed, crashed: &BTreeSet<String>) -> Option<(Verdict, String)> {
+    let live = |m: &&AbstractMsg| !crashed.contains(&m.to);
+    let exp_s: Vec<AbstractMsg> = sorted(
+        &step
+            .expect
+            .sent
+            .iter()
+            .filter(live)
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    let act_s: Vec<AbstractMsg> =
+        sorted(&obs.sent.iter().filter(live).cloned().collect::<Vec<_>>());
+    let exp_c = sorted(&step.expect.client);
+    let act_c = sorted(&obs.client);
+    let (miss_s, extra_s) = (minus(&exp_s, &act_s), minus(&act_s, &exp_s));
+    let (miss_c, extra_c) = (minus(&exp_c, &act_c), minus(&act_c, &exp_c));
+    if miss_s.is_empty() && extra_s.is_empty() && miss_c.is_empty() && extra_c.is_empty() {
+        return None;
+    }
+    let missing = !miss_s.is_empty() || !miss_c.is_empty();
+    let extra = !extra_s.is_empty() || !extra_c.is_empty();
+    let verdict = match (missing, extra) {
+        (true, true) => Verdict::IncorrectOutcome,
+        (true, false) => Verdict::MissingAction,
+        _ => Verdict::UnexpectedAction,
+    };
+    let mut d = String::new();
+    let ml = |m: &AbstractMsg| msg_label(m);
+    let ol = |o: &ClientOutcome| outcome_label(o);
+    if !miss_c.is_empty() || !extra_c.is_empty() {
+        let _ = writeln!(d, "expected client: {}", list(&exp_c, ol));
+        let _ = writeln!(d, "actual client:   {}", list(&act_c, ol));
+    }
+    if !miss_s.is_empty() || !extra_s.is_empty() {
+        let _ = writeln!(d, "expected sent:   {}", list(&exp_s, ml));
+        let _ = writeln!(d, "actual sent:     {}", list(&act_s, ml));
+    }
+    if missing {
+        let _ = writeln!(
+            d,
+            "missing:         {}",
+            list(
+                &miss_c
+                    .iter()
+                    .map(ol)
+                    .chain(miss_s.iter().map(ml))
+                    .collect::<Vec<_>>(),
+                |s| s.clone()
+            )
+        );
+    }
+    if extra {
+        let _ = writeln!(
+            d,
+            "unexpected:      {}",
+            list(
+                &extra_c
+                    .iter()
+                    .map(ol)
+                    .chain(extra_s.iter().map(ml))
+                    .collect::<Vec<_>>(),
+                |s| s.clone()
+            )
+        );
+    }
+    Some((verdict, d))
+}
+
+/// Formats a failure for the console.
+pub fn describe(file: &str, f: &Failure) -> String {
+    let mut s = format!(
+        "FAIL {file} step {} [{}]: {}\n",
+        f.step, f.verdict, f.action
+    );
+    for l in f.detail.lines() {
+        let _ = writeln!(s, "    {l}");
+    }
+    s
+}

@@ -1,0 +1,108 @@
+//! The system under test, as the runner sees it: a set of peers that take abstract inputs
+//! (harness-owned deliveries, timer firings, crashes, client requests) and report what they
+//! sent (abstract overlay messages) and what user agents were told (client outcomes).
+//!
+//! The same request/reply types are the bodies of the JSON-lines adapter protocol (see
+//! `conformance/ADAPTER.md`), so the in-process implementation ([`crate::inprocess`]) and an
+//! external process ([`crate::adapter::AdapterProcess`]) are interchangeable behind [`System`].
+
+use crate::{AbstractMsg, ClientOutcome, Config};
+use serde::{Deserialize, Serialize};
+
+/// A client request a user agent makes to its first-contact peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientRequest {
+    /// SIP SUBSCRIBE.
+    Subscribe,
+    /// SIP PUBLISH.
+    Publish {
+        /// Body (the abstract value `N`; an implementation sends the body `vN`).
+        value: u8,
+        /// SIP-If-Match: the seq `N` of the publication whose ETag is meant (`eN`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        if_match: Option<u8>,
+        /// Requested expiry in abstract units (see MAPPING.md for seconds).
+        expires: u8,
+    },
+}
+
+/// One input to the system under test (the body of an adapter request).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Input {
+    /// Set up the peers of `config` (first message).
+    Init {
+        /// The trace's configuration.
+        config: Config,
+    },
+    /// User agent `ua` hands `request` to its first-contact peer `peer`.
+    ClientRequest {
+        /// The user agent.
+        ua: String,
+        /// Its first-contact peer.
+        peer: String,
+        /// The request.
+        request: ClientRequest,
+    },
+    /// Deliver the in-flight overlay message `msg` (one the implementation reported as sent).
+    Deliver {
+        /// The message.
+        msg: AbstractMsg,
+    },
+    /// The network loses the in-flight overlay message `msg`.
+    Lose {
+        /// The message.
+        msg: AbstractMsg,
+    },
+    /// Peer `at`'s failure detector reports that `peer` crashed.
+    DetectFailure {
+        /// Detecting peer.
+        at: String,
+        /// Crashed peer.
+        peer: String,
+    },
+    /// Peer `at`'s retransmission timer for request `req` (`origin/who#n`) fires. `attempt`
+    /// counts the firings of this timer from 1; when it exceeds the configured retry limit the
+    /// request times out instead of being retransmitted.
+    FireTimer {
+        /// The peer.
+        at: String,
+        /// The request.
+        req: String,
+        /// Firing number, from 1.
+        attempt: u32,
+    },
+    /// Peer `peer` crashes (crash-stop): it handles nothing more and sends nothing more.
+    Crash {
+        /// The peer.
+        peer: String,
+    },
+    /// Peer `peer` restarts with empty state (crash-recovery; not used by version-1 traces).
+    Restart {
+        /// The peer.
+        peer: String,
+    },
+}
+
+/// What one input made observable (the body of an adapter reply).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Observed {
+    /// Overlay messages of the modelled kinds that were sent (in any order).
+    #[serde(default)]
+    pub sent: Vec<AbstractMsg>,
+    /// What user agents were told (in any order).
+    #[serde(default)]
+    pub client: Vec<ClientOutcome>,
+    /// Free-form diagnostics (shown with `--verbose`).
+    #[serde(default)]
+    pub log: Vec<String>,
+}
+
+/// A system under test.
+pub trait System {
+    /// Handles one input; `Err` is a description of why the input could not be applied (e.g.
+    /// the message to deliver is not in flight), which the runner reports as a failure.
+    fn handle(&mut self, input: &Input) -> Result<Observed, String>;
+}

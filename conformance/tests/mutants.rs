@@ -1,0 +1,77 @@
+//! Non-vacuity: every seeded bug of the production core (`sascribe::mutants`, feature
+//! `mutants`, enabled through this package's dev-dependency) must make at least one corpus
+//! trace fail that passes against the unmodified core.
+
+use sascribe::mutants::Mutant;
+use sascribe_conformance::inprocess::InProcess;
+use sascribe_conformance::runner::run_trace;
+use sascribe_conformance::{load, trace_files, Trace};
+use std::path::Path;
+
+fn corpus() -> Vec<Trace> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../traces");
+    trace_files(&dir)
+        .expect("corpus directory")
+        .iter()
+        .map(|f| load(f).unwrap_or_else(|e| panic!("{e}")))
+        .collect()
+}
+
+fn passes(t: &Trace, mutant: Option<Mutant>) -> bool {
+    let mut sys = InProcess::with_config_hook(Box::new(move |c| c.mutant = mutant));
+    run_trace(t, &mut sys, false).passed()
+}
+
+#[test]
+fn the_corpus_kills_every_seeded_bug() {
+    let traces = corpus();
+    let baseline: Vec<&Trace> = traces.iter().filter(|t| passes(t, None)).collect();
+    assert!(
+        baseline.len() >= 100,
+        "only {} corpus traces pass against the unmodified core",
+        baseline.len()
+    );
+    let mut survivors = Vec::new();
+    let mut report = String::new();
+    for m in Mutant::ALL {
+        let killers: Vec<&str> = baseline
+            .iter()
+            .filter(|t| !passes(t, Some(m)))
+            .map(|t| t.name.as_str())
+            .collect();
+        report.push_str(&format!(
+            "{:<28} killed by {:>3} traces{}\n",
+            m.name(),
+            killers.len(),
+            killers
+                .first()
+                .map(|k| format!(" (e.g. {k})"))
+                .unwrap_or_default()
+        ));
+        if killers.is_empty() {
+            survivors.push(m.name());
+        }
+    }
+    let killed = Mutant::ALL.len() - survivors.len();
+    println!(
+        "{report}kill rate: {killed}/{} mutants (baseline: {} of {} traces pass)",
+        Mutant::ALL.len(),
+        baseline.len(),
+        traces.len()
+    );
+    assert!(
+        survivors.is_empty(),
+        "mutants not killed by the corpus: {survivors:?}\n{report}"
+    );
+}
+
+#[test]
+fn a_mutant_build_without_a_selected_bug_behaves_like_the_core() {
+    // The feature alone changes nothing: with `mutant: None` the same traces pass.
+    let traces = corpus();
+    let t = traces
+        .iter()
+        .find(|t| t.name == "small-witness-412-happened")
+        .expect("witness trace");
+    assert!(passes(t, None));
+}

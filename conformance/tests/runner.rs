@@ -1,0 +1,173 @@
+//! The runner against the production core: witnesses pass, a tampered expectation is caught
+//! with the right verdict and step, the adapter binary agrees with the in-process system, and
+//! broken adapters get errors naming the step and the line.
+
+use sascribe_conformance::adapter::{request_line, serve, AdapterProcess};
+use sascribe_conformance::inprocess::{InProcess, Mode};
+use sascribe_conformance::runner::{run_trace, Verdict};
+use sascribe_conformance::sut::Input;
+use sascribe_conformance::{load, parse, trace_files, Trace};
+use std::path::{Path, PathBuf};
+
+fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../traces")
+}
+
+fn trace(name: &str) -> Trace {
+    load(&corpus_dir().join(format!("{name}.json"))).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn witnesses_of_the_core_paths_pass_in_process() {
+    for name in [
+        "small-witness-nack-happened",
+        "small-witness-rejoin-carried-state",
+        "multihop-witness-nack-happened",
+        "multihop-witness-failover-happened",
+        "multihop-witness-rejoin-carried-state",
+    ] {
+        let r = run_trace(&trace(name), &mut InProcess::new(), true);
+        assert!(r.passed(), "{name}: {:?}\n{}", r.failure, r.transcript);
+    }
+}
+
+#[test]
+fn a_wrong_expectation_fails_at_its_step_with_a_verdict() {
+    let file = corpus_dir().join("fig3-walk-002.json");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let good = parse(&file, &text).unwrap();
+    // Find the first NOTIFY the trace expects and change its value.
+    let (step, _) = good
+        .steps
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.expect.client.iter().any(|c| c.kind == "notify"))
+        .expect("the witness notifies a subscriber");
+    let mut bad = good.clone();
+    for c in &mut bad.steps[step].expect.client {
+        if c.kind == "notify" {
+            c.value = Some(c.value.unwrap_or(0) + 40);
+        }
+    }
+    let r = run_trace(&bad, &mut InProcess::new(), false);
+    let f = r.failure.expect("a wrong NOTIFY value is caught");
+    assert_eq!(f.step, step + 1);
+    assert_eq!(f.verdict, Verdict::IncorrectOutcome);
+    assert!(f.detail.contains("NOTIFY"), "{}", f.detail);
+
+    // An expected message the implementation never sends: missing_action.
+    let mut bad = good.clone();
+    let s = bad
+        .steps
+        .iter_mut()
+        .find(|s| !s.expect.sent.is_empty())
+        .expect("some step sends");
+    let mut extra = s.expect.sent[0].clone();
+    extra.kind = "multicast".into();
+    extra.seq = Some(9);
+    extra.value = Some(9);
+    extra.req = None;
+    let n = s.n;
+    s.expect.sent.push(extra);
+    let f = run_trace(&bad, &mut InProcess::new(), false)
+        .failure
+        .unwrap();
+    assert_eq!((f.step, f.verdict), (n, Verdict::MissingAction));
+}
+
+#[test]
+fn the_adapter_binary_agrees_with_the_in_process_core() {
+    let adapter = env!("CARGO_BIN_EXE_sascribe-adapter");
+    let files = trace_files(&corpus_dir()).unwrap();
+    assert!(files.len() >= 200);
+    let mut passed = 0;
+    for f in files.iter().step_by(4) {
+        let t = load(f).unwrap();
+        let a = run_trace(&t, &mut InProcess::new(), false);
+        let mut p = AdapterProcess::spawn(adapter).unwrap();
+        let b = run_trace(&t, &mut p, false);
+        assert_eq!(a.passed(), b.passed(), "{}", t.name);
+        assert_eq!(
+            a.failure.as_ref().map(|f| (f.step, f.verdict)),
+            b.failure.as_ref().map(|f| (f.step, f.verdict)),
+            "{}",
+            t.name
+        );
+        passed += usize::from(a.passed());
+    }
+    assert!(passed > 0);
+}
+
+#[test]
+fn a_broken_adapter_is_reported_with_the_step_and_the_line() {
+    let t = trace("small-witness-nack-happened");
+    // `cat` echoes the request: valid JSON, but not a reply to it.
+    let mut p = AdapterProcess::spawn("cat").unwrap();
+    let f = run_trace(&t, &mut p, false).failure.unwrap();
+    assert_eq!((f.step, f.verdict), (0, Verdict::CannotApply));
+    assert!(
+        f.detail.contains("malformed adapter output"),
+        "{}",
+        f.detail
+    );
+    assert!(f.detail.contains("\"type\":\"init\""), "{}", f.detail);
+    // `echo` prints a non-JSON line and exits.
+    let mut p = AdapterProcess::spawn("echo hello").unwrap();
+    let f = run_trace(&t, &mut p, false).failure.unwrap();
+    assert!(
+        f.detail.contains("not JSON") && f.detail.contains("`hello`"),
+        "{}",
+        f.detail
+    );
+    // A program that does not exist.
+    assert!(AdapterProcess::spawn("/nonexistent/adapter").is_err());
+}
+
+#[test]
+fn the_adapter_side_answers_errors_with_codes() {
+    let mut sys = InProcess::new();
+    let input = [
+        "not json".to_string(),
+        r#"{"src":"harness","dest":"sut","body":{"type":"teleport","msg_id":1}}"#.into(),
+        request_line(2, &Input::Crash { peer: "A".into() }),
+    ]
+    .join("\n");
+    let mut out = Vec::new();
+    serve(&mut sys, input.as_bytes(), &mut out).unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["body"]["code"], 12);
+    assert_eq!(lines[1]["body"]["code"], 10);
+    assert_eq!(lines[1]["body"]["in_reply_to"], 1);
+    // Crash before init: cannot apply.
+    assert_eq!(lines[2]["body"]["code"], 14);
+    assert!(lines[2]["body"]["text"].as_str().unwrap().contains("init"));
+}
+
+#[test]
+fn the_runtime_event_loop_gives_the_same_verdicts_as_the_core() {
+    // Same peers, driven through `sascribe::runtime::Node` with the harness's socket and clock.
+    let files = trace_files(&corpus_dir()).unwrap();
+    let mut passed = 0;
+    for f in files.iter().skip(1).step_by(5) {
+        let t = load(f).unwrap();
+        let a = run_trace(&t, &mut InProcess::new(), false);
+        let b = run_trace(&t, &mut InProcess::new().with_mode(Mode::Runtime), false);
+        assert_eq!(
+            a.failure
+                .as_ref()
+                .map(|f| (f.step, f.verdict, f.detail.clone())),
+            b.failure
+                .as_ref()
+                .map(|f| (f.step, f.verdict, f.detail.clone())),
+            "{}",
+            t.name
+        );
+        passed += usize::from(b.passed());
+    }
+    assert!(passed > 0);
+}
