@@ -356,7 +356,7 @@ impl Peer {
         }
         if msg != Msg::Departing {
             self.overlay
-                .heard_from(&from, ready, msg == Msg::Announce, now);
+                .heard_from(&from, ready, matches!(msg, Msg::Announce | Msg::Pong), now);
         }
         match msg {
             Msg::Routed { .. } if !self.out.ready && from.id == self.out.me.id => {

@@ -11,12 +11,14 @@
 //! - **Join** (§III.E): a SUBSCRIBE at a first-contact peer becomes a JOIN routed toward `gid`;
 //!   each hop grafts its predecessor as a child and answers pACK; the JOIN always travels on to
 //!   the root, which answers ACK with its latest committed state (the first NOTIFY) or nACK when
-//!   it has none; the answer retraces the reverse path.
+//!   it has none; the answer retraces the reverse path, and each hop learns the state it carries.
 //! - **Publish** (§III.D): a PUBLISH is routed to the root, which checks SIP-If-Match (412 on a
 //!   stale ETag, changing nothing), stamps the next seq, mints a new ETag, clamps the expiry
 //!   ([`protocol::MAX_EXPIRES`]) and replicates its state to its k nearest peers. Once every
 //!   replica holds it, the publication is **committed**: the root multicasts it down the tree and
-//!   answers 200 with ETag and expiry.
+//!   answers 200 with ETag and expiry. A root commits one publication at a time: publishes that
+//!   arrive meanwhile are held and served in order. Replication is ack-clocked (one REPLICATE
+//!   outstanding per replica).
 //! - **Latest-state sync**: a member passes an entry to its subscribers only if it is newer than
 //!   their last NOTIFY, and only after their 200.
 //! - **Re-JOIN reconciliation** (§III.F): an orphaned member (its parent crashed) re-JOINs

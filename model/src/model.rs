@@ -110,9 +110,9 @@ impl SaScribe {
             return false;
         }
         !self.live_peers(state).any(|(_, s)| {
-            s.root
-                .as_ref()
-                .is_some_and(|r| r.waiting.iter().any(|w| w.0 == req))
+            s.root.as_ref().is_some_and(|r| {
+                r.waiting.iter().any(|w| w.0 == req) || r.queued.iter().any(|q| q.req == req)
+            })
         })
     }
 

@@ -327,6 +327,8 @@ pub struct Root {
     pub waiting: Vec<(ReqId, Entry, PubResult, Option<ETag>)>,
     /// Current replica set and the highest seq each has acknowledged.
     pub acks: Vec<Replica>,
+    /// Publishes held while a commit is pending (one publication is committed at a time).
+    pub queued: Vec<PendingPub>,
 }
 
 /// An overlay peer's state for the model's one group.
@@ -498,7 +500,8 @@ impl Ctx<'_> {
 
     /// Learns a (possibly) newer entry: store it, notify active local subscribers whose last
     /// NOTIFY is older, and pass it on to the children.
-    fn learn(&self, st: &mut PeerState, e: Entry, o: &mut O) {
+    /// `except`: a child not to pass it to (the next hop of an ACK carrying it).
+    fn learn(&self, st: &mut PeerState, e: Entry, except: Option<PeerIx>, o: &mut O) {
         let newer = st.latest.is_none_or(|l| e.seq > l.seq);
         if !newer && !self.mutant(Mutant::NoStaleFilter) {
             return;
@@ -519,7 +522,7 @@ impl Ctx<'_> {
             }
         }
         if newer && !(st.root.is_some() && self.mutant(Mutant::NoMulticast)) {
-            for c in (0..8).filter(|c| st.children & (1 << c) != 0) {
+            for c in (0..8).filter(|&c| st.children & (1 << c) != 0 && Some(c) != except) {
                 o.send(peer_id(c), Msg::Multicast(e));
             }
         }
@@ -555,7 +558,7 @@ impl Ctx<'_> {
                 st.tries.retain(|t| t.0 != req);
                 o.cancel_timer(Timer::Retry(req));
                 if let Some(e) = state {
-                    self.learn(st, e, o);
+                    self.learn(st, e, None, o);
                 }
             }
             return;
@@ -570,7 +573,7 @@ impl Ctx<'_> {
         st.tries.retain(|t| t.0 != req);
         o.cancel_timer(Timer::Retry(req));
         if let Some(e) = state {
-            self.learn(st, e, o);
+            self.learn(st, e, None, o);
         }
         match (state, st.latest) {
             (Some(_), Some(latest)) => {
@@ -670,6 +673,13 @@ impl Ctx<'_> {
             }
             return;
         }
+        if !root.waiting.is_empty() {
+            // One publication at a time: hold this one until the pending commit completes.
+            if !root.queued.iter().any(|q| q.req == p.req) {
+                root.queued.push(p);
+            }
+            return;
+        }
         let current = root.st.entry.map(|e| e.seq);
         if p.if_match.is_some() && p.if_match != current && !self.mutant(Mutant::EtagIgnored) {
             self.reply(st, p.req, PubResult::PreconditionFailed, o);
@@ -704,10 +714,19 @@ impl Ctx<'_> {
                     let (req, entry, result, if_match) = root.waiting.remove(0);
                     root.committed = Some(entry);
                     self.observe(o, Obs::Commit { entry, if_match });
-                    self.learn(st, entry, o);
+                    self.learn(st, entry, None, o);
                     self.reply(st, req, result, o);
                 }
-                _ => return,
+                Some(_) => return,
+                None => {
+                    let root = st.root.as_mut().expect("root");
+                    if root.queued.is_empty() {
+                        return;
+                    }
+                    let next = root.queued.remove(0);
+                    self.on_publish_at_root(st, next, o);
+                    return;
+                }
             }
         }
     }
@@ -813,6 +832,7 @@ impl Ctx<'_> {
             committed,
             waiting: Vec::new(),
             acks: self.replicas_of(st),
+            queued: Vec::new(),
         };
         push_replication(&mut root, o);
         st.root = Some(root);
@@ -853,7 +873,7 @@ impl Ctx<'_> {
             },
         );
         st.latest = None;
-        self.learn(st, entry, o);
+        self.learn(st, entry, None, o);
     }
 
     /// A retransmission timeout: resend the request, or give up after the retry budget (a
@@ -959,11 +979,17 @@ impl Ctx<'_> {
             Msg::JoinReply { req, path, state } => {
                 let path = path.pop();
                 match path.last() {
-                    Some(prev) => o.send(peer_id(prev), Msg::JoinReply { req, path, state }),
+                    Some(prev) => {
+                        // A hop forwarding the root's answer learns the state it carries.
+                        if let Some(e) = state {
+                            self.learn(st, e, Some(prev), o);
+                        }
+                        o.send(peer_id(prev), Msg::JoinReply { req, path, state });
+                    }
                     None => self.join_answered(st, req, state, o),
                 }
             }
-            Msg::Multicast(e) => self.learn(st, e, o),
+            Msg::Multicast(e) => self.learn(st, e, None, o),
             Msg::PubFwd {
                 req,
                 value,
@@ -1048,6 +1074,7 @@ impl Actor for Node {
                         committed: None,
                         waiting: Vec::new(),
                         acks: ctx.replicas_of(&st),
+                        queued: Vec::new(),
                     });
                 }
                 NodeState::Peer(st)

@@ -200,14 +200,15 @@ impl Setup {
             ));
         }
         let subscribers = (0..subs).map(|i| sub_at[i % sub_at.len()]).collect();
-        // Publish i goes to publisher i % 2: the first is an initial publish, an odd one names
-        // the ETag of publish i-1 (it may be stale, or not exist yet: 412), a later even one
-        // modifies the publisher's own last publication.
+        // Publish i goes to publisher i % 2: the first is an initial publish; the second carries
+        // an ETag the UA kept from an earlier, long-expired publication (e0, never current: a
+        // 412); later ones modify the UA's own last publication (SIP-If-Match: its last ETag,
+        // which another UA's publication in between makes stale).
         let mut scripts: Vec<Vec<PubOp>> = vec![Vec::new(), Vec::new()];
         for i in 0..publishes {
             let if_match = match i {
                 0 => IfMatch::None,
-                i if i % 2 == 1 => IfMatch::Fixed(i as u8),
+                1 => IfMatch::Fixed(0),
                 _ => IfMatch::Mine,
             };
             scripts[i % 2].push(PubOp {

@@ -138,9 +138,9 @@ impl Topology {
             .map(|q| ((self.ids[q as usize] + RING - pid) % RING, q))
             .collect();
         live.sort_unstable();
-        if live.len() <= 2 * self.leaf_half {
+        if live.len() < 2 * self.leaf_half {
             let set = live.iter().fold(0, |s, &(_, q)| s | (1 << q));
-            return (set, true); // the leaf set holds every live peer
+            return (set, true); // a leaf set that is not full holds every live peer
         }
         let succ = &live[..self.leaf_half];
         let pred = &live[live.len() - self.leaf_half..];

@@ -36,10 +36,11 @@ fn config_for(m: Mutant) -> Cfg {
     use Preset::*;
     match m {
         NoStaleFilter => Cfg(Small, 2, 1, 0, true),
-        NotifyBeforeAck | SeqNotBumped | NoMulticast => Cfg(Small, 1, 2, 0, false),
-        AnswerFromIntermediate => Cfg(Multihop, 2, 2, 0, true),
+        NotifyBeforeAck => Cfg(Small, 1, 2, 0, false),
+        SeqNotBumped | NoMulticast => Cfg(Small, 1, 3, 0, false),
+        AnswerFromIntermediate => Cfg(Multihop, 2, 3, 0, true),
         NoReplication | NoRetry => Cfg(Small, 0, 1, 1, false),
-        RootAcceptsLowerSeq => Cfg(Small, 1, 2, 1, false),
+        RootAcceptsLowerSeq => Cfg(Small, 1, 3, 1, false),
         EtagIgnored => Cfg(Small, 0, 2, 0, false),
         RejoinViaChild => Cfg(Multihop, 1, 0, 1, true),
         NoNack => Cfg(Small, 1, 0, 0, false),

@@ -213,12 +213,14 @@ impl Overlay {
     }
 
     /// Every datagram refreshes its sender's liveness and teaches us about it.
-    /// A peer that left gracefully is only taken back when it announces a new join.
+    /// A peer declared dead or that left is only taken back on proof that it is alive *now*:
+    /// it announces a new join, or answers our probe (`alive_now`). A datagram it sent before
+    /// it crashed, delivered late, does not bring it back.
     pub(crate) fn heard_from(
         &mut self,
         from: &NodeHandle,
         ready: bool,
-        announce: bool,
+        alive_now: bool,
         now: Millis,
     ) {
         if !ready || from.id == self.me.id {
@@ -229,7 +231,7 @@ impl Overlay {
         if in_leaf && slot_filled {
             return; // the common case: nothing to learn
         }
-        if !announce && self.tombstones.iter().any(|t| t.2 && t.0.id == from.id) {
+        if !alive_now && self.tombstoned(from.id) {
             return;
         }
         self.consider(*from, true, now);
