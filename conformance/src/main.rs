@@ -45,6 +45,11 @@ enum Command {
         /// Print every step of failing traces.
         #[arg(long)]
         verbose: bool,
+        /// A list of traces on which the implementation is known to diverge from the model, one
+        /// `NAME  # reason` per line. Each listed trace must still fail (it is then counted as
+        /// skipped); one that passes is an error, so the list cannot go stale.
+        #[arg(long)]
+        known_divergences: Option<PathBuf>,
         /// How production peers are driven in-process: `core` (the sans-IO peer) or `runtime`
         /// (the tokio event loop `sascribe peer` runs, with harness socket and clock).
         #[arg(long, default_value = "core", value_parser = parse_mode)]
@@ -120,8 +125,34 @@ fn system(target: &Target) -> Result<Box<dyn System>, String> {
     }
 }
 
-fn run(paths: Vec<PathBuf>, target: Target, verbose: bool) -> ExitCode {
-    let (mut passed, mut failed) = (0, 0);
+/// Reads a known-divergences list: `NAME  # reason` per line, blank lines and `#` comments
+/// ignored.
+fn read_known(file: &std::path::Path) -> Result<Vec<(String, String)>, String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("{}: cannot read: {e}", file.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, reason) = line
+            .split_once('#')
+            .ok_or_else(|| format!("{}:{}: expected `NAME  # reason`", file.display(), i + 1))?;
+        out.push((name.trim().to_string(), reason.trim().to_string()));
+    }
+    Ok(out)
+}
+
+fn run(paths: Vec<PathBuf>, target: Target, verbose: bool, known: Option<PathBuf>) -> ExitCode {
+    let known = match known.as_deref().map(read_known).transpose() {
+        Ok(k) => k.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for p in paths {
         let files = match trace_files(&p) {
             Ok(f) => f,
@@ -150,9 +181,20 @@ fn run(paths: Vec<PathBuf>, target: Target, verbose: bool) -> ExitCode {
                 }
             };
             let r = run_trace(&t, sys.as_mut(), verbose);
-            match &r.failure {
-                None => passed += 1,
-                Some(fail) => {
+            let divergence = known.iter().find(|(n, _)| *n == t.name);
+            match (&r.failure, divergence) {
+                (None, None) => passed += 1,
+                (None, Some(_)) => {
+                    failed += 1;
+                    println!(
+                        "FAIL {name}: listed as a known divergence but passes: remove it from the list"
+                    );
+                }
+                (Some(fail), Some((_, reason))) => {
+                    skipped += 1;
+                    println!("KNOWN {name} ({reason}): {}", fail.summary());
+                }
+                (Some(fail), None) => {
                     failed += 1;
                     print!("{}", describe(&name, fail));
                     if verbose {
@@ -162,7 +204,11 @@ fn run(paths: Vec<PathBuf>, target: Target, verbose: bool) -> ExitCode {
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
+    if skipped > 0 {
+        println!("{passed} passed, {failed} failed, {skipped} skipped");
+    } else {
+        println!("{passed} passed, {failed} failed");
+    }
     if failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -227,6 +273,7 @@ fn main() -> ExitCode {
             paths,
             adapter,
             verbose,
+            known_divergences,
             driver,
             mutant,
         } => run(
@@ -237,12 +284,14 @@ fn main() -> ExitCode {
                 driver,
             },
             verbose,
+            known_divergences,
         ),
         #[cfg(not(feature = "mutants"))]
         Command::Run {
             paths,
             adapter,
             verbose,
+            known_divergences,
             driver,
         } => run(
             paths,
@@ -252,6 +301,7 @@ fn main() -> ExitCode {
                 driver,
             },
             verbose,
+            known_divergences,
         ),
         #[cfg(feature = "mutants")]
         Command::Replay {

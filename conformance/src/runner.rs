@@ -53,6 +53,13 @@ pub struct Failure {
     pub detail: String,
 }
 
+impl Failure {
+    /// One line: step, verdict and action.
+    pub fn summary(&self) -> String {
+        format!("step {} [{}]: {}", self.step, self.verdict, self.action)
+    }
+}
+
 /// The result of one trace.
 #[derive(Clone, Debug)]
 pub struct TraceResult {

@@ -208,11 +208,12 @@ impl Topology {
         self.closest_in(key, all & !dead)
     }
 
-    /// The `k` live peers other than `root` closest to `key`, as `root` knows liveness (its
-    /// replica set).
+    /// The replica set of `root`: the `k` members of its live leaf set (as `root` knows
+    /// liveness) closest to `key`, as Scribe replicates to the root's nearest leaf-set peers.
     pub fn replicas(&self, root: PeerIx, key: u16, k: usize, dead: PeerSet) -> PeerSet {
+        let (leaf, _) = self.leaf_set(root, key, dead);
         let mut cands: Vec<PeerIx> = (0..self.len() as PeerIx)
-            .filter(|&q| q != root && dead & (1 << q) == 0)
+            .filter(|&q| leaf & (1 << q) != 0)
             .collect();
         cands
             .sort_unstable_by_key(|&q| (distance(self.ids[q as usize], key), self.ids[q as usize]));
