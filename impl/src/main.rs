@@ -96,12 +96,13 @@ fn random_id() -> NodeId {
     NodeId((u128::from(random_u64()) << 64) | u128::from(random_u64()))
 }
 
-fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+/// The overlay configuration and the SIP event packages a configuration file asks for.
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<(Config, Vec<String>)> {
     let file = match path {
         Some(p) => ConfigFile::load(p)?,
         None => ConfigFile::default(),
     };
-    Ok(file.apply(Config::default())?)
+    Ok((file.apply(Config::default())?, file.event_packages()?))
 }
 
 /// Ports `base .. base + n` (all 0 when `base` is 0), or `None` when they overflow.
@@ -132,7 +133,7 @@ fn main() -> ExitCode {
         Command::Peer(a) => load_config(a.config.as_ref()),
         Command::Cluster(a) => load_config(a.config.as_ref()),
     };
-    let config = match config {
+    let (config, packages) = match config {
         Ok(c) => c,
         Err(e) => return usage(format!("{e:#}")),
     };
@@ -159,8 +160,8 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            Command::Peer(a) => run_peer(a, config).await,
-            Command::Cluster(a) => run_cluster(a, config).await,
+            Command::Peer(a) => run_peer(a, config, &packages).await,
+            Command::Cluster(a) => run_cluster(a, config, &packages).await,
         }
     });
     match result {
@@ -198,13 +199,14 @@ async fn start(
     bootstrap: Option<SocketAddr>,
     id: NodeId,
     config: Config,
+    packages: &[String],
 ) -> anyhow::Result<RuntimeHandle> {
     let seed = random_u64();
     let mut node = Node::bind_advertised(listen, advertise, id, config, seed)
         .await
         .with_context(|| format!("binding the overlay socket on {listen}"))?;
     if let Some(sip) = sip {
-        node = frontend::attach(node, sip, advertise, seed).await?;
+        node = frontend::attach(node, sip, advertise, seed, packages).await?;
     }
     if let Some(via) = bootstrap {
         node.bootstrap(via);
@@ -219,9 +221,18 @@ fn describe(h: &RuntimeHandle) -> String {
     format!("id {} overlay {} SIP {sip}", h.id(), h.overlay_addr())
 }
 
-async fn run_peer(a: PeerArgs, config: Config) -> anyhow::Result<()> {
+async fn run_peer(a: PeerArgs, config: Config, packages: &[String]) -> anyhow::Result<()> {
     let id = a.id.unwrap_or_else(random_id);
-    let h = start(a.listen, a.advertise, a.sip, a.bootstrap, id, config).await?;
+    let h = start(
+        a.listen,
+        a.advertise,
+        a.sip,
+        a.bootstrap,
+        id,
+        config,
+        packages,
+    )
+    .await?;
     println!("peer {}", describe(&h));
     let joined = async {
         loop {
@@ -246,7 +257,7 @@ async fn run_peer(a: PeerArgs, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_cluster(a: ClusterArgs, config: Config) -> anyhow::Result<()> {
+async fn run_cluster(a: ClusterArgs, config: Config, packages: &[String]) -> anyhow::Result<()> {
     let n = a.peers;
     // Checked in main.
     let ports = port_range(a.base_port, n).context("overlay ports")?;
@@ -257,7 +268,16 @@ async fn run_cluster(a: ClusterArgs, config: Config) -> anyhow::Result<()> {
             let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, ports[i]));
             let sip = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, sip_ports[i])));
             let via = handles.first().map(RuntimeHandle::overlay_addr);
-            let h = start(listen, None, sip, via, random_id(), config.clone()).await?;
+            let h = start(
+                listen,
+                None,
+                sip,
+                via,
+                random_id(),
+                config.clone(),
+                packages,
+            )
+            .await?;
             h.wait_ready(Duration::from_secs(30))
                 .await
                 .with_context(|| format!("peer {i} did not join"))?;
@@ -303,7 +323,9 @@ mod frontend {
         listen: SocketAddr,
         advertise: Option<SocketAddr>,
         seed: u64,
+        packages: &[String],
     ) -> anyhow::Result<Node<UdpSocket, TokioClock>> {
+        let packages = packages.to_vec();
         node.bind_frontend(listen, |mut local| {
             if local.ip().is_unspecified() {
                 match advertise {
@@ -311,7 +333,11 @@ mod frontend {
                     None => tracing::warn!(%local, "SIP front end bound to a wildcard address; Contact headers will not be routable (pass --advertise)"),
                 }
             }
-            SipEndpoint::new(SipConfig::new(local), seed)
+            let mut cfg = SipConfig::new(local);
+            if !packages.is_empty() {
+                cfg.event_packages = packages;
+            }
+            SipEndpoint::new(cfg, seed)
         })
         .await
         .with_context(|| format!("binding the SIP socket on {listen}"))

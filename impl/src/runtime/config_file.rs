@@ -9,6 +9,7 @@
 //! pub_min_expires = 60        # expiry bounds in seconds
 //! pub_max_expires = 3600
 //! cluster_key = "00112233445566778899aabbccddeeff"  # hex; HMAC-SHA-256 on every datagram
+//! event_packages = ["presence", "dialog"]     # SIP event packages served (default: presence)
 //! ```
 
 use crate::Config;
@@ -65,9 +66,39 @@ pub struct ConfigFile {
     pub max_body: Option<usize>,
     /// Hex-encoded cluster key.
     pub cluster_key: Option<String>,
+    /// SIP event packages the front end serves (default `["presence"]`), e.g.
+    /// `event_packages = ["presence", "dialog", "message-summary"]`.
+    pub event_packages: Option<Vec<String>>,
 }
 
 impl ConfigFile {
+    /// The SIP event packages asked for, lowercased (empty: the front end's default). Each must
+    /// be an RFC 6665 event-package token.
+    pub fn event_packages(&self) -> Result<Vec<String>, ConfigError> {
+        let Some(list) = &self.event_packages else {
+            return Ok(Vec::new());
+        };
+        if list.is_empty() {
+            return Err(ConfigError::Invalid(
+                "event_packages must name at least one package".into(),
+            ));
+        }
+        list.iter()
+            .map(|p| {
+                let token = !p.is_empty()
+                    && p.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b));
+                if token {
+                    Ok(p.to_ascii_lowercase())
+                } else {
+                    Err(ConfigError::Invalid(format!(
+                        "event package {p:?} is not an event-package token"
+                    )))
+                }
+            })
+            .collect()
+    }
+
     /// Parses TOML text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         Ok(toml::from_str(text)?)
@@ -199,6 +230,20 @@ mod tests {
             .unwrap();
         assert_eq!(c.replicas, 3);
         assert_eq!(c.cluster_key.map(|k| k.len()), Some(16));
+    }
+
+    #[test]
+    fn event_packages_are_checked_and_lowercased() {
+        let f = ConfigFile::parse("event_packages = [\"presence\", \"Dialog\"]\n").unwrap();
+        assert_eq!(f.event_packages().unwrap(), vec!["presence", "dialog"]);
+        assert!(ConfigFile::default().event_packages().unwrap().is_empty());
+        for bad in ["event_packages = []", "event_packages = [\"pres ence\"]"] {
+            let e = ConfigFile::parse(bad)
+                .unwrap()
+                .event_packages()
+                .unwrap_err();
+            assert!(e.to_string().contains("event"), "{e}");
+        }
     }
 
     #[test]
