@@ -524,6 +524,27 @@ impl SipEndpoint {
         }
     }
 
+    /// 400 with a reason phrase naming the problem.
+    fn bad_request(&mut self, now: Millis, key: TxKey, ctx: ReqCtx, reason: &str) {
+        self.reply(
+            now,
+            key,
+            ctx,
+            400,
+            &format!("Bad Request - {reason}"),
+            Headers::default(),
+            None,
+        )
+    }
+
+    /// RFC 3261 §8.2.2.3: this endpoint supports no extension, so a request that `Require`s
+    /// one gets 420 with `Unsupported` naming it.
+    fn unsupported_extension(&mut self, now: Millis, key: TxKey, ctx: ReqCtx, ext: &str) {
+        let mut h = Headers::default();
+        h.push("Unsupported", ext);
+        self.reply(now, key, ctx, 420, reason_phrase(420), h, None)
+    }
+
     /// Sends a final response and moves the transaction to Completed.
     #[allow(clippy::too_many_arguments)]
     fn reply(

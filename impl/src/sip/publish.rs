@@ -54,25 +54,12 @@ impl SipEndpoint {
         req: &Request,
         peer: &mut Peer,
     ) {
-        let bad = |s: &mut Self, ctx, reason: &str| {
-            s.reply(
-                now,
-                key.clone(),
-                ctx,
-                400,
-                &format!("Bad Request - {reason}"),
-                Headers::default(),
-                None,
-            )
-        };
         if let Some(ext) = req.headers.get("Require") {
-            let mut h = Headers::default();
-            h.push("Unsupported", ext);
-            return self.reply(now, key, ctx, 420, reason_phrase(420), h, None);
+            return self.unsupported_extension(now, key, ctx, ext);
         }
         // Step 2: Event.
         if req.headers.count("Event") > 1 {
-            return bad(self, ctx, "multiple Event headers");
+            return self.bad_request(now, key, ctx, "multiple Event headers");
         }
         let event = match self.check_event(req.headers.get("Event")) {
             Ok(e) => e,
@@ -94,16 +81,16 @@ impl SipEndpoint {
                         None,
                     )
                 }
-                EntityTag::Invalid => return bad(self, ctx, "bad SIP-If-Match"),
+                EntityTag::Invalid => return self.bad_request(now, key, ctx, "bad SIP-If-Match"),
             },
-            _ => return bad(self, ctx, "multiple SIP-If-Match headers"),
+            _ => return self.bad_request(now, key, ctx, "multiple SIP-If-Match headers"),
         };
         // Step 4: Expires.
         let expires = match req.headers.get("Expires") {
             None => None,
             Some(v) => match delta_seconds(v) {
                 Some(e) => Some(e),
-                None => return bad(self, ctx, "bad Expires"),
+                None => return self.bad_request(now, key, ctx, "bad Expires"),
             },
         };
         let min = self.min_expires(peer.config().pub_min_expires);
@@ -120,7 +107,7 @@ impl SipEndpoint {
         } else {
             let ct = req.headers.get("Content-Type");
             let Some(ct) = ct else {
-                return bad(self, ctx, "body without Content-Type");
+                return self.bad_request(now, key, ctx, "body without Content-Type");
             };
             if event.package == "presence" && !media_type_is(ct, "application/pidf+xml") {
                 let mut h = Headers::default();
@@ -135,7 +122,7 @@ impl SipEndpoint {
             } else {
                 "neither body nor SIP-If-Match"
             };
-            return bad(self, ctx, why);
+            return self.bad_request(now, key, ctx, why);
         }
         let gid = GroupId::from_event(&req.uri, &event.package, event.id.as_deref());
         let handle = PubHandle(self.new_handle());

@@ -21,27 +21,14 @@ impl SipEndpoint {
         req: &Request,
         peer: &mut Peer,
     ) {
-        let bad = |s: &mut Self, ctx, reason: &str| {
-            s.reply(
-                now,
-                key.clone(),
-                ctx,
-                400,
-                &format!("Bad Request - {reason}"),
-                Headers::default(),
-                None,
-            )
-        };
         if let Some(ext) = req.headers.get("Require") {
-            let mut h = Headers::default();
-            h.push("Unsupported", ext);
-            return self.reply(now, key, ctx, 420, reason_phrase(420), h, None);
+            return self.unsupported_extension(now, key, ctx, ext);
         }
         // RFC 6665 §8.2.1: exactly one Event header (a missing one is a malformed request).
         match req.headers.count("Event") {
-            0 => return bad(self, ctx, "missing Event header"),
+            0 => return self.bad_request(now, key, ctx, "missing Event header"),
             1 => {}
-            _ => return bad(self, ctx, "multiple Event headers"),
+            _ => return self.bad_request(now, key, ctx, "multiple Event headers"),
         }
         let event = match self.check_event(req.headers.get("Event")) {
             Ok(e) => e,
@@ -51,7 +38,7 @@ impl SipEndpoint {
             None => self.cfg.default_expires,
             Some(v) => match delta_seconds(v) {
                 Some(e) => e,
-                None => return bad(self, ctx, "bad Expires"),
+                None => return self.bad_request(now, key, ctx, "bad Expires"),
             },
         };
         let min = self.min_expires(peer.config().sub_min_expires);
@@ -86,10 +73,10 @@ impl SipEndpoint {
             }
         }
         let target = match contact {
-            None => return bad(self, ctx, "missing Contact"),
-            Some(Err(_)) => return bad(self, ctx, "bad Contact"),
+            None => return self.bad_request(now, key, ctx, "missing Contact"),
+            Some(Err(_)) => return self.bad_request(now, key, ctx, "bad Contact"),
             Some(Ok(c)) if super::message::valid_uri(&c.uri) => c.uri,
-            Some(Ok(_)) => return bad(self, ctx, "bad Contact URI"),
+            Some(Ok(_)) => return self.bad_request(now, key, ctx, "bad Contact URI"),
         };
         if self.dialogs.len() >= self.cfg.max_transactions {
             let mut h = Headers::default();
