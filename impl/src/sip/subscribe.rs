@@ -158,18 +158,12 @@ impl SipEndpoint {
             local_tag,
             remote_tag: ctx.from_na.tag.clone().unwrap_or_default(),
         };
-        let Some(&h) = self.dialog_ids.get(&id) else {
-            return self.reply(
-                now,
-                key,
-                ctx,
-                481,
-                reason_phrase(481),
-                Headers::default(),
-                None,
-            );
-        };
-        let Some(d) = self.dialogs.get_mut(&h) else {
+        let found = self
+            .dialog_ids
+            .get(&id)
+            .copied()
+            .and_then(|h| self.dialogs.get_mut(&h).map(|d| (h, d)));
+        let Some((h, d)) = found else {
             return self.reply(
                 now,
                 key,
