@@ -82,6 +82,8 @@ fn answer(sys: &mut dyn System, line: &str) -> Value {
         "lose",
         "detect_failure",
         "fire_timer",
+        "replication_retry",
+        "expire",
         "crash",
         "restart",
     ];

@@ -96,6 +96,8 @@ pub fn text(t: &Trace) -> String {
             StepAction::UaSubscribes { ua } => format!("{ua:>4} decides to SUBSCRIBE"),
             StepAction::DetectFailure { at, peer } => format!("{at:>4} detects {peer} crashed"),
             StepAction::Retransmit { at, req } => format!("{at:>4} retransmits [{req}]"),
+            StepAction::Expire { at } => format!("{at:>4} ⌛ publication expires"),
+            StepAction::ReplicationRetry { at } => format!("{at:>4} ↻ replication retry"),
             StepAction::Crash { peer } => format!("{peer:>4} ✗ crashes"),
         };
         let _ = writeln!(out, "{:>3}. {head}", s.n);
@@ -152,6 +154,12 @@ pub fn mermaid(t: &Trace) -> String {
             }
             StepAction::Retransmit { at, req } => {
                 let _ = writeln!(out, "    Note over {at}: {}. retransmits {req}", s.n);
+            }
+            StepAction::Expire { at } => {
+                let _ = writeln!(out, "    Note over {at}: {}. publication expires", s.n);
+            }
+            StepAction::ReplicationRetry { at } => {
+                let _ = writeln!(out, "    Note over {at}: {}. replication retry", s.n);
             }
             StepAction::Crash { peer } => {
                 let _ = writeln!(out, "    Note over {peer}: {}. crashes", s.n);

@@ -28,6 +28,10 @@ pub const EXPIRY_UNIT_SECS: u32 = 60;
 pub const SUB_EXPIRES: u32 = 3_600;
 /// Bound on silent deliveries and timer firings while settling one input (loop guard).
 const MAX_SETTLE: usize = 100_000;
+/// How far ahead a deadline may lie for the harness to fire it as a silent timer (the record
+/// fetch of a new root: `fetch_timeout` × its attempts); subscription and publication
+/// expiries lie minutes or hours ahead and never fire by themselves.
+const SILENT_HORIZON: Millis = 10_000;
 
 /// A hook that adjusts the production configuration after the trace mapping (used by the
 /// mutant tests to select a seeded bug).
@@ -467,6 +471,29 @@ impl Cluster {
                     "{at}.fire_request_timer({timer:?}, give_up {give_up}) -> {found}"
                 ));
             }
+            Input::ReplicationRetry { at } => {
+                let a = self.peer_ix(at)?;
+                let s = self.live(a, "replication_retry")?;
+                let root = s.driver.call(
+                    now,
+                    Box::new(move |peer, now| Ok(peer.fire_replication_retry(now).to_string())),
+                )?;
+                self.log(format!("{at}.fire_replication_retry() -> {root}"));
+            }
+            Input::Expire { at } => {
+                let a = self.peer_ix(at)?;
+                // Every granted expiry is at most `max_expires` units: move the clock past it,
+                // then run the expiry the root's periodic tick runs.
+                let lifetime = Millis::from(EXPIRY_UNIT_SECS * u32::from(self.cfg.max_expires));
+                self.now += lifetime * 1000 + 1;
+                let now = self.now;
+                let s = self.live(a, "expire")?;
+                let expired = s.driver.call(
+                    now,
+                    Box::new(move |peer, now| Ok(peer.fire_expiry(now).to_string())),
+                )?;
+                self.log(format!("{at}.fire_expiry() at t={now} -> {expired}"));
+            }
             Input::Crash { peer } => {
                 let p = self.peer_ix(peer)?;
                 self.slots[p].crashed = true;
@@ -600,14 +627,17 @@ impl Cluster {
                 self.deliver(f);
                 continue;
             }
-            // Silent timers: a new root's record fetch timing out (nothing else is due).
+            // Silent timers: a new root's record fetch timing out, due within a few seconds.
+            // Subscription and publication expiries lie minutes or hours ahead: the trace
+            // decides when a publication expires (`expire`), and subscriptions outlive it.
+            let horizon = self.now + SILENT_HORIZON;
             let due = self
                 .slots
                 .iter_mut()
                 .enumerate()
                 .filter(|(_, s)| !s.crashed)
                 .filter_map(|(i, s)| s.driver.next_deadline().map(|t| (t, i)))
-                .filter(|(t, _)| *t < NEVER / 2)
+                .filter(|(t, _)| *t <= horizon)
                 .min();
             if let Some((t, i)) = due {
                 self.now = self.now.max(t);
@@ -800,10 +830,18 @@ impl Cluster {
                 a.req = Some(self.name_join(origin, *join_id));
                 Self::set_latest(&mut a, latest);
             }
-            Msg::JoinNack { gid, join_id, path } if ours(gid) => {
+            Msg::JoinNack {
+                gid,
+                join_id,
+                latest,
+                path,
+            } if ours(gid) => {
                 a.kind = "nack".into();
                 let origin = path.first().map_or(NodeId(0), |h| h.id);
                 a.req = Some(self.name_join(origin, *join_id));
+                if latest.seq > 0 {
+                    Self::set_latest(&mut a, latest);
+                }
             }
             Msg::Notify { gid, latest } if ours(gid) => {
                 a.kind = "multicast".into();

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 /// The format name this reader accepts.
 pub const FORMAT: &str = "sascribe-trace";
 /// The format version this reader accepts.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Why a trace could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -232,6 +232,16 @@ pub enum StepAction {
         /// The request.
         req: String,
     },
+    /// The root's replication retry fires.
+    ReplicationRetry {
+        /// The root.
+        at: String,
+    },
+    /// The root's publication expires.
+    Expire {
+        /// The root.
+        at: String,
+    },
     /// A peer crashes.
     Crash {
         /// The peer.
@@ -378,6 +388,8 @@ pub fn validate(t: &Trace) -> Result<(), String> {
                 known(peer, "crashed peer", s.n)?;
             }
             StepAction::Retransmit { at, .. } => known(at, "retransmitting peer", s.n)?,
+            StepAction::Expire { at } => known(at, "expiring root", s.n)?,
+            StepAction::ReplicationRetry { at } => known(at, "retrying root", s.n)?,
             StepAction::Crash { peer } => known(peer, "crashed peer", s.n)?,
         }
         for m in &s.expect.sent {

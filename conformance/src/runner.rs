@@ -90,6 +90,8 @@ pub fn action_label(a: &StepAction) -> String {
         StepAction::Retransmit { at, req } => {
             format!("{at}'s retransmission timer for [{req}] fires")
         }
+        StepAction::Expire { at } => format!("{at}'s publication expires"),
+        StepAction::ReplicationRetry { at } => format!("{at}'s replication retry fires"),
         StepAction::Crash { peer } => format!("{peer} crashes"),
     }
 }
@@ -359,6 +361,8 @@ fn apply(
                 attempt: *n,
             }
         }
+        StepAction::Expire { at } => Input::Expire { at: at.clone() },
+        StepAction::ReplicationRetry { at } => Input::ReplicationRetry { at: at.clone() },
         StepAction::Crash { peer } => {
             crashed.insert(peer.clone());
             Input::Crash { peer: peer.clone() }

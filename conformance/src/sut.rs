@@ -73,6 +73,18 @@ pub enum Input {
         /// Firing number, from 1.
         attempt: u32,
     },
+    /// Root `at`'s replication retry fires: it resends its state to the replicas that have not
+    /// acknowledged it.
+    ReplicationRetry {
+        /// The root.
+        at: String,
+    },
+    /// Root `at`'s publication expiry timer fires: the granted lifetime of its publication has
+    /// passed (the implementation's clock may be advanced past it first).
+    Expire {
+        /// The root.
+        at: String,
+    },
     /// Peer `peer` crashes (crash-stop): it handles nothing more and sends nothing more.
     Crash {
         /// The peer.

@@ -31,11 +31,16 @@ pub enum Mutant {
     NoMulticast,
     /// The root grants the requested expiry without clamping it to the maximum.
     NoExpiryClamp,
+    /// The root never expires a publication.
+    NoExpiry,
+    /// A root whose publication expired answers JOINs with a bare nACK (no seq), so re-JOINing
+    /// members never learn the expiry.
+    NackForgetsExpiry,
 }
 
 impl Mutant {
     /// Every seeded bug.
-    pub const ALL: [Mutant; 12] = [
+    pub const ALL: [Mutant; 14] = [
         Mutant::RootAcceptsLowerSeq,
         Mutant::SkipReplication,
         Mutant::ReuseEtag,
@@ -48,6 +53,8 @@ impl Mutant {
         Mutant::AnswerFromIntermediate,
         Mutant::NoMulticast,
         Mutant::NoExpiryClamp,
+        Mutant::NoExpiry,
+        Mutant::NackForgetsExpiry,
     ];
 
     /// Kebab-case name (`root-accepts-lower-seq`).

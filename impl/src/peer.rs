@@ -188,6 +188,26 @@ impl Peer {
         found
     }
 
+    /// Runs the roots' publication expiry now, as the periodic tick does (a driver that owns
+    /// the timers, such as the conformance harness): a publication whose granted expiry has
+    /// passed by `now` is removed and the removal committed. Returns whether one expired.
+    pub fn fire_expiry(&mut self, now: Millis) -> bool {
+        let ctx = &mut ctx!(self, now);
+        let expired = self.scribe.fire_expiry(ctx);
+        self.run_loopback(now);
+        expired
+    }
+
+    /// Runs the roots' replication retry now, as the periodic tick does (a driver that owns the
+    /// timers): each active root resends its record to the replicas that have not acknowledged
+    /// it. Returns whether this peer is an active root.
+    pub fn fire_replication_retry(&mut self, now: Millis) -> bool {
+        let ctx = &mut ctx!(self, now);
+        let root = self.scribe.fire_replication_retry(ctx);
+        self.run_loopback(now);
+        root
+    }
+
     /// A datagram arrived from `from`. Malformed, oversized, wrong-version and badly
     /// authenticated datagrams are dropped and counted in [`Peer::stats`].
     pub fn handle_datagram(&mut self, now: Millis, _from: SocketAddr, bytes: &[u8]) {

@@ -14,7 +14,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 /// Wire format version carried in the first byte of every datagram.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Largest datagram a peer sends or accepts.
 pub const MAX_DATAGRAM_LEN: usize = 16 * 1024;
 /// Length of the HMAC-SHA-256 tag appended when a cluster key is configured.
@@ -229,6 +229,9 @@ pub enum Msg {
         gid: GroupId,
         /// Origin's request id.
         join_id: u64,
+        /// The root's seq with no body (`seq` 0 when nothing was ever published; above 0 after
+        /// an expiry or removal, so that every peer on the path learns the state is gone).
+        latest: Latest,
         /// Remaining reverse path (the receiver is its last element).
         path: Vec<NodeHandle>,
     },

@@ -347,8 +347,12 @@ fn malformed_datagrams_are_counted_not_fatal() {
     let from = sascribe::sim::sim_addr(1);
     s.inject(0, from, &[]);
     s.inject(0, from, &[9, 1, 2]);
-    s.inject(0, from, &[1, 0xff, 0xff]);
-    s.inject(0, from, &vec![1u8; sascribe::wire::MAX_DATAGRAM_LEN + 1]);
+    s.inject(0, from, &[sascribe::wire::VERSION, 0xff, 0xff]);
+    s.inject(
+        0,
+        from,
+        &vec![sascribe::wire::VERSION; sascribe::wire::MAX_DATAGRAM_LEN + 1],
+    );
     let st = s.peer(0).unwrap().stats().clone();
     assert_eq!(st.rx_truncated, 1);
     assert_eq!(st.rx_bad_version, 1);

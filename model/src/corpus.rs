@@ -6,8 +6,8 @@ use crate::{Options, Preset, SaScribe, Setup};
 use stateright::{Checker, HasDiscoveries, Model};
 use std::collections::BTreeSet;
 
-/// Random walks per configuration in the committed corpus.
-pub const DEFAULT_WALKS: u64 = 80;
+/// Random walks per configuration in the committed corpus (half as many on `lossy`).
+pub const DEFAULT_WALKS: u64 = 100;
 
 /// The configurations the corpus explores: (name, options).
 pub fn configs() -> Vec<(&'static str, Options)> {
@@ -30,6 +30,13 @@ pub fn configs() -> Vec<(&'static str, Options)> {
                 subscribers: Some(2),
                 publishes: Some(3),
                 crashes: Some(1),
+                ..Default::default()
+            },
+        ),
+        (
+            "lossy",
+            Options {
+                losses: 1,
                 ..Default::default()
             },
         ),
@@ -70,14 +77,15 @@ fn witnesses(name: &str, model: &SaScribe) -> Vec<Trace> {
 }
 
 /// The whole corpus: witnesses on `small` and `multihop`, and `walks` seeded random walks on
-/// every configuration.
+/// every configuration (`walks / 2` on `lossy`).
 pub fn corpus(walks: u64) -> Vec<Trace> {
     let mut out = Vec::new();
     for (name, opts) in configs() {
         let model = SaScribe::new(Setup::new(&opts).expect("corpus configs are valid"));
-        if name != "fig3" {
+        if name == "small" || name == "multihop" {
             out.extend(witnesses(name, &model));
         }
+        let walks = if name == "lossy" { walks / 2 } else { walks };
         for seed in 0..walks {
             let actions: Vec<Action> = model
                 .random_walk(seed, 400)

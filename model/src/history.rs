@@ -3,7 +3,7 @@
 //! Properties about orders of events (NOTIFY seqs, first NOTIFY vs. earlier 200s) are checked
 //! here, as the events happen, and leave a flag.
 
-use crate::protocol::{Entry, Msg, Obs, PubResult, Seq, UaEvent, Value};
+use crate::protocol::{Entry, Msg, Obs, PubResult, Seq, UaEvent, Value, NO_STATE};
 use crate::setup::Setup;
 use serde::Serialize;
 use stateright::actor::Envelope;
@@ -28,6 +28,8 @@ pub const REJOIN_STATE: u16 = 1 << 9;
 pub const REJECTED_412: u16 = 1 << 10;
 /// Witness: a subscribe was answered with a nACK.
 pub const NACKED: u16 = 1 << 11;
+/// Witness: a subscriber was sent a NOTIFY telling it the publication expired.
+pub const EXPIRY_NOTIFIED: u16 = 1 << 12;
 
 /// Per-subscriber record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
@@ -45,8 +47,9 @@ pub struct SubHist {
 /// The run's history.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct History {
-    /// `commits[s - 1]`: the value first committed with seq `s` (0: none yet).
-    pub commits: Vec<Value>,
+    /// `commits[s - 1]`: the value first committed with seq `s` (`Some(NO_STATE)` for an
+    /// expiry, `None`: nothing committed with that seq yet).
+    pub commits: Vec<Option<Value>>,
     /// Highest seq a first-contact peer has answered 200 OK for.
     pub acked_max: Seq,
     /// Per subscriber.
@@ -57,6 +60,8 @@ pub struct History {
     pub answered: Vec<u8>,
     /// Messages the network lost so far.
     pub losses: u8,
+    /// Publications expired so far.
+    pub expiries: u8,
 }
 
 impl History {
@@ -74,21 +79,20 @@ impl History {
         self.flags & flag != 0
     }
 
-    /// The latest committed (seq, value), if any.
+    /// The latest committed (seq, value), if any (the value is [`NO_STATE`] for an expiry).
     pub fn latest(&self) -> Option<(Seq, Value)> {
         self.commits
             .iter()
             .enumerate()
             .rev()
-            .find(|(_, &v)| v != 0)
-            .map(|(i, &v)| (i as Seq + 1, v))
+            .find_map(|(i, v)| v.map(|v| (i as Seq + 1, v)))
     }
 
     fn committed(&self, seq: Seq) -> Option<Value> {
         self.commits
             .get((seq as usize).wrapping_sub(1))
             .copied()
-            .filter(|&v| v != 0)
+            .flatten()
     }
 }
 
@@ -99,19 +103,20 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
     match env.msg {
         Msg::Observe(Obs::Commit { entry, if_match }) => {
             if let Some(e) = if_match {
-                let valid = *e + 1 == entry.seq && h.committed(*e).is_some();
+                let valid = *e + 1 == entry.seq && h.committed(*e).is_some_and(|v| v != NO_STATE);
                 if !valid {
                     n.flags |= STALE_ETAG_COMMITTED;
                 }
             }
             let i = entry.seq as usize - 1;
             if n.commits.len() <= i {
-                n.commits.resize(i + 1, 0);
+                n.commits.resize(i + 1, None);
             }
-            if n.commits[i] == 0 {
-                n.commits[i] = entry.value;
+            if n.commits[i].is_none() {
+                n.commits[i] = Some(entry.value);
             }
         }
+        Msg::Observe(Obs::Expired) => n.expiries += 1,
         Msg::Observe(Obs::Takeover { with_replica: true }) => n.flags |= FAILOVER,
         Msg::Observe(Obs::Takeover {
             with_replica: false,
@@ -126,10 +131,12 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
             let s = &mut n.subs[i];
             match ev {
                 UaEvent::Accepted => s.result = Some(true),
-                UaEvent::Rejected => {
+                UaEvent::Rejected(seq) => {
                     s.result = Some(false);
                     n.flags |= NACKED;
-                    if s.acked_before > 0 {
+                    // A nACK is fresh only when it reflects an expiry newer than every
+                    // publication acknowledged before the SUBSCRIBE.
+                    if s.acked_before > 0 && *seq <= s.acked_before {
                         n.flags |= STALE_FIRST;
                     }
                 }
@@ -144,6 +151,9 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
                         _ => {}
                     }
                     s.last = Some(*e);
+                    if e.value == NO_STATE {
+                        n.flags |= EXPIRY_NOTIFIED;
+                    }
                     if h.committed(e.seq) != Some(e.value) {
                         n.flags |= UNPUBLISHED;
                     }

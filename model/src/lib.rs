@@ -17,8 +17,10 @@
 //!   ([`protocol::MAX_EXPIRES`]) and replicates its state to its k nearest peers. Once every
 //!   replica holds it, the publication is **committed**: the root multicasts it down the tree and
 //!   answers 200 with ETag and expiry. A root commits one publication at a time: publishes that
-//!   arrive meanwhile are held and served in order. Replication is ack-clocked (one REPLICATE
-//!   outstanding per replica).
+//!   arrive meanwhile are held and served in order. Each change of the root state is sent to
+//!   every replica behind it; a replica that knows a live peer closer to the group than the
+//!   sender keeps the state but does not acknowledge, and the root's replication retry resends
+//!   it.
 //! - **Latest-state sync**: a member passes an entry to its subscribers only if it is newer than
 //!   their last NOTIFY, and only after their 200.
 //! - **Re-JOIN reconciliation** (§III.F): an orphaned member (its parent crashed) re-JOINs
@@ -26,6 +28,11 @@
 //! - **Root replication** (§III.F): replicas hold the root state (entry, seq, ETag, expiry and the
 //!   last result per publisher, so a retransmitted publish is not applied twice); when the root
 //!   crashes the closest live peer takes over with its replica.
+//! - **Expiry** (RFC 3903 §4.3): within an expiry budget (`--expiries`, default 1) a root's
+//!   publication lapses: the root stamps the next seq with no state
+//!   ([`protocol::NO_STATE`]), commits it like a publication, and subscribers get a NOTIFY
+//!   without state; afterwards JOINs get a nACK that carries that seq (so a re-JOINing member
+//!   learns the expiry) and a SIP-If-Match naming the expired ETag gets 412.
 //! - **Faults**: up to `crashes` peer crashes (crash-stop), optional loss of overlay
 //!   request/response messages (bounded), optional duplication.
 //!
@@ -39,8 +46,12 @@
 //! - **Retransmission timeouts** fire only when a request is actually lost, and only after every
 //!   live peer has detected every crash (timeouts longer than round trips and detection).
 //! - **Values and ETags.** A publication body is a small number; the ETag of a publication is its
-//!   seq (unique as long as seqs never roll back). Expiry is a number the root clamps; expiry
-//!   timers and subscription refresh/unsubscribe are left to the production core.
+//!   seq (unique as long as seqs never roll back). Expiry is a number the root clamps, and an
+//!   `Expire` timeout at the root (enabled between commits, within the budget); subscription
+//!   refresh/unsubscribe are left to the production core.
+//! - **The root's periodic duties** (expiry check, replication retry) are timeouts enabled only
+//!   when they change something: `Expire` as above, `Resend` when a replica the root waits for
+//!   has nothing in flight and would now accept (it refused while it still saw the old root).
 //! - **Commit before multicast.** The paper leaves open when the root multicasts relative to
 //!   replication. Committing only after all replicas hold the state is what makes acknowledged
 //!   publications survive failover without a new root ever reusing a seq; with it, the state a
@@ -56,8 +67,8 @@
 //! **What the liveness checks cover.** Stateright reports an `eventually` counterexample only at a
 //! terminal state (no enabled action) reached with the property unmet, and misses violations that
 //! only show in cycles. The guards above make every behaviour finite: crashes are bounded and
-//! never recover, `Detect` fires once per crash, retries fire only after a loss (bounded), and no
-//! timer is periodic — so the state graph is acyclic and every maximal path ends in a terminal
+//! never recover, `Detect` fires once per crash, retries fire only after a loss (bounded), expiry
+//! is budgeted, a replication retry only fires when it makes progress, and no timer is periodic — so the state graph is acyclic and every maximal path ends in a terminal
 //! state, where each `eventually` property is checked. A depth-bounded search (`--depth`) or a
 //! simulation reports no liveness counterexample on paths it cuts. Each liveness property has a
 //! mutant the checker catches (see [`mutant`]).

@@ -67,6 +67,9 @@ struct ConfigArgs {
     /// Overlay request/response messages the network may lose.
     #[arg(long, default_value_t = 0)]
     losses: usize,
+    /// Publication expiries allowed (default 1).
+    #[arg(long)]
+    expiries: Option<usize>,
     /// Run with a seeded protocol bug (see --list-mutants).
     #[arg(long, value_parser = parse::<Mutant>)]
     mutant: Option<Mutant>,
@@ -121,6 +124,7 @@ impl ConfigArgs {
             k: self.k,
             network: self.network,
             losses: self.losses,
+            expiries: self.expiries,
             mutant: self.mutant,
         })
     }

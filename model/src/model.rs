@@ -111,8 +111,37 @@ impl SaScribe {
         }
         !self.live_peers(state).any(|(_, s)| {
             s.root.as_ref().is_some_and(|r| {
-                r.waiting.iter().any(|w| w.0 == req) || r.queued.iter().any(|q| q.req == req)
+                r.waiting.iter().any(|w| w.0 == Some(req)) || r.queued.iter().any(|q| q.req == req)
             })
+        })
+    }
+
+    /// A root's replication retry would reach a live replica that has not acknowledged the
+    /// root's state, has no REPLICATE in flight to it nor an acknowledgement in flight from it,
+    /// and would now accept it.
+    fn resend_useful(&self, state: &State, id: Id) -> bool {
+        let Some(root) = self
+            .peer(state, usize::from(id))
+            .and_then(|s| s.root.as_ref())
+        else {
+            return false;
+        };
+        let Some(seq) = root.st.entry.map(|e| e.seq) else {
+            return false;
+        };
+        let me = usize::from(id) as PeerIx;
+        root.acks.iter().any(|a| {
+            let q = a.peer as usize;
+            a.acked < seq
+                && !state.crashed[q]
+                && !any_envelope(&state.network, |src, dst, m| match m {
+                    Msg::Replicate(_) => usize::from(dst) == q,
+                    Msg::ReplicaAck(_) => usize::from(src) == q,
+                    _ => false,
+                })
+                && self
+                    .peer(state, q)
+                    .is_some_and(|s| !self.setup.topo.refuses(a.peer, me, self.setup.gid, s.dead))
         })
     }
 
@@ -121,6 +150,11 @@ impl SaScribe {
             ActorModelAction::Crash(id) => usize::from(*id) < self.setup.peers(),
             ActorModelAction::Recover(_) => false,
             ActorModelAction::Timeout(_, Timer::Detect(x)) => state.crashed[*x as usize],
+            ActorModelAction::Timeout(id, Timer::Resend) => self.resend_useful(state, *id),
+            ActorModelAction::Timeout(id, Timer::Expire) => {
+                (state.history.expiries as usize) < self.setup.expiries
+                    && self.peer(state, usize::from(*id)).is_some_and(expirable)
+            }
             ActorModelAction::Timeout(_, Timer::Retry(req)) => {
                 self.detection_complete(state) && self.lost(state, *req)
             }
@@ -180,6 +214,12 @@ impl SaScribe {
             ActorModelAction::Timeout(id, Timer::Retry(req)) => {
                 format!("{} retransmits {}", name(id), self.describe_req(req))
             }
+            ActorModelAction::Timeout(id, Timer::Expire) => {
+                format!("{}'s publication expires", name(id))
+            }
+            ActorModelAction::Timeout(id, Timer::Resend) => {
+                format!("{}'s replication retry fires", name(id))
+            }
             ActorModelAction::Crash(id) => format!("{} crashes", name(id)),
             ActorModelAction::Recover(id) => format!("{} recovers", name(id)),
             ActorModelAction::SelectRandom { actor, .. } => format!("{} chooses", name(actor)),
@@ -198,6 +238,7 @@ impl SaScribe {
     /// A readable description of a message.
     pub fn describe_msg(&self, m: &Msg) -> String {
         let e = |x: &Option<crate::protocol::Entry>| match x {
+            Some(e) if e.value == crate::protocol::NO_STATE => format!("seq {} expired", e.seq),
             Some(e) => format!("seq {} value v{}", e.seq, e.value),
             None => "no state".into(),
         };
@@ -220,7 +261,7 @@ impl SaScribe {
                 self.setup.actor_name(*ua as usize),
                 match ev {
                     crate::protocol::UaEvent::Accepted => "200 OK (SUBSCRIBE)".to_string(),
-                    crate::protocol::UaEvent::Rejected => "nACK → 404 (SUBSCRIBE)".to_string(),
+                    crate::protocol::UaEvent::Rejected(_) => "nACK → 480 (SUBSCRIBE)".to_string(),
                     crate::protocol::UaEvent::Notify(x) => format!("NOTIFY {}", e(&Some(*x))),
                     crate::protocol::UaEvent::TimedOut => "408 (SUBSCRIBE)".to_string(),
                 }
@@ -246,8 +287,10 @@ impl SaScribe {
             ),
             Msg::PAck => "pACK".into(),
             Msg::JoinReply { req, state, .. } => match state {
-                Some(_) => format!("ACK {} with {}", self.describe_req(req), e(state)),
-                None => format!("nACK {}", self.describe_req(req)),
+                Some(x) if x.value != crate::protocol::NO_STATE => {
+                    format!("ACK {} with {}", self.describe_req(req), e(state))
+                }
+                _ => format!("nACK {}", self.describe_req(req)),
             },
             Msg::Multicast(x) => format!("MULTICAST {}", e(&Some(*x))),
             Msg::PubFwd {
@@ -344,12 +387,30 @@ impl SaScribe {
     }
 }
 
+/// A root whose committed publication can expire now: it has state and no commit is pending
+/// (production checks expiry on its periodic tick, between commits).
+fn expirable(s: &crate::protocol::PeerState) -> bool {
+    s.root.as_ref().is_some_and(|r| {
+        r.waiting.is_empty()
+            && r.committed
+                .is_some_and(|e| e.value != crate::protocol::NO_STATE && r.st.entry == Some(e))
+    })
+}
+
 /// Calls `f` on every envelope's destination and message; returns whether any call said true.
 fn for_each_envelope(net: &Network<Msg>, mut f: impl FnMut(Id, &Msg) -> bool) -> bool {
+    any_envelope(net, |_, dst, m| f(dst, m))
+}
+
+/// Calls `f` on every envelope's source, destination and message; returns whether any call
+/// said true.
+fn any_envelope(net: &Network<Msg>, mut f: impl FnMut(Id, Id, &Msg) -> bool) -> bool {
     match net {
-        Network::UnorderedDuplicating(set, _) => set.iter().any(|e| f(e.dst, &e.msg)),
-        Network::UnorderedNonDuplicating(map) => map.keys().any(|e| f(e.dst, &e.msg)),
-        Network::Ordered(map) => map.iter().any(|((_, dst), q)| q.iter().any(|m| f(*dst, m))),
+        Network::UnorderedDuplicating(set, _) => set.iter().any(|e| f(e.src, e.dst, &e.msg)),
+        Network::UnorderedNonDuplicating(map) => map.keys().any(|e| f(e.src, e.dst, &e.msg)),
+        Network::Ordered(map) => map
+            .iter()
+            .any(|((src, dst), q)| q.iter().any(|m| f(*src, *dst, m))),
     }
 }
 
@@ -430,6 +491,7 @@ pub const PROPERTIES: &[(&str, &str, &str)] = &[
     ("rejoin-carried-state", "sometimes", "a root received a re-JOIN carrying state"),
     ("412-happened", "sometimes", "a publish was answered 412"),
     ("nack-happened", "sometimes", "a subscribe was answered nACK"),
+    ("expiry-notified", "sometimes", "a subscriber was told by NOTIFY that the publication expired"),
 ];
 
 impl Model for SaScribe {
@@ -523,6 +585,9 @@ impl Model for SaScribe {
             }),
             Property::sometimes("412-happened", |_, s: &State| s.history.has(REJECTED_412)),
             Property::sometimes("nack-happened", |_, s: &State| s.history.has(NACKED)),
+            Property::sometimes("expiry-notified", |_, s: &State| {
+                s.history.has(EXPIRY_NOTIFIED)
+            }),
         ]
     }
 }

@@ -59,6 +59,8 @@ mutants! {
         "A first-contact peer never retransmits a request lost with a failed peer.";
     NoMulticast = "no-multicast" => "subscribers-converge",
         "The root commits publications without multicasting them down the tree.";
+    NackForgetsExpiry = "nack-forgets-expiry" => "subscribers-converge",
+        "A root whose publication expired answers JOINs with a bare nACK, so a re-JOINing member never learns the expiry.";
 }
 
 impl fmt::Display for Mutant {

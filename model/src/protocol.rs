@@ -16,6 +16,10 @@ use std::sync::Arc;
 pub type Seq = u8;
 /// A publication body, abstracted to a small number chosen by the publisher (never 0).
 pub type Value = u8;
+/// The value of an entry whose publication expired: the seq goes on, the body is gone (RFC 3903
+/// §4.3 — the event state is removed). Subscribers are sent a NOTIFY without state, a JOIN is
+/// answered with a nACK, and a SIP-If-Match naming the expired ETag gets a 412.
+pub const NO_STATE: Value = 0;
 /// An entity tag. The root mints a new one per successful publication; in the model the tag of a
 /// publication is its sequence number, which is unique as long as seqs never roll back.
 pub type ETag = Seq;
@@ -147,6 +151,8 @@ pub enum Obs {
         /// The SIP-If-Match the publication carried, if it was conditional.
         if_match: Option<ETag>,
     },
+    /// A root removed its expired publication (counts against the expiry budget).
+    Expired,
     /// A peer took over as root after the root failed (`with_replica`: it held a replica).
     Takeover {
         /// Whether the new root held replicated state.
@@ -205,7 +211,8 @@ pub enum Msg {
     },
     /// Provisional acknowledgement from a hop that grafted the sender.
     PAck,
-    /// ACK (with state) or nACK (`state: None`) from the root, back along the reverse path.
+    /// ACK (with state) or nACK (no state: `None`, or an expired entry whose seq the members
+    /// learn) from the root, back along the reverse path.
     JoinReply {
         /// End-to-end request id.
         req: ReqId,
@@ -236,7 +243,7 @@ pub enum Msg {
     },
     /// Root → replica: the root state.
     Replicate(RootStateMsg),
-    /// Replica → root: the seq it now holds.
+    /// Replica → root: the seq it received (the root keeps the highest per replica).
     ReplicaAck(Seq),
     /// Observation for the checker's history (sent to the sink id).
     Observe(Obs),
@@ -247,8 +254,10 @@ pub enum Msg {
 pub enum UaEvent {
     /// 200 OK to SUBSCRIBE (the root's ACK).
     Accepted,
-    /// Final error to SUBSCRIBE (the root's nACK: no state).
-    Rejected,
+    /// Final error to SUBSCRIBE (the root's nACK: no state), with the seq of the root's
+    /// expired state it was based on (0: nothing was ever published). Only the checker uses
+    /// the seq; the SIP response carries none.
+    Rejected(Seq),
     /// SIP NOTIFY with the group state.
     Notify(Entry),
     /// The first-contact peer gave up after its retransmissions (408 Request Timeout).
@@ -269,6 +278,14 @@ pub enum Timer {
     Detect(PeerIx),
     /// Retransmission timeout for a request; enabled only once the request is lost.
     Retry(ReqId),
+    /// The root's replication retry (production: its periodic tick) resends its state to the
+    /// replicas that have not acknowledged it. Armed at every peer; enabled only at a root with
+    /// such a replica that has nothing from it in flight and would now accept it.
+    Resend,
+    /// The root's publication expires (its granted lifetime passed without a refresh). Armed at
+    /// every peer; enabled only at a live root holding a published state and no pending commit,
+    /// within the expiry budget.
+    Expire,
 }
 
 /// A subscriber attached to a first-contact peer.
@@ -304,17 +321,22 @@ pub struct PendingPub {
     pub last: bool,
 }
 
-/// A replica as its root tracks it. Replication is ack-clocked: at most one REPLICATE is
-/// outstanding per replica, and the next one carries the then-latest state.
+/// A replica as its root tracks it. The root sends its state to every replica behind it each
+/// time the state changes (and to a replica new in the set); a replica that did not
+/// acknowledge (it refused, see [`Topology::refuses`]) gets it again when the root's
+/// replication retry fires.
+///
+/// [`Topology::refuses`]: crate::topology::Topology::refuses
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Replica {
     /// The replica.
     pub peer: PeerIx,
     /// Highest seq it acknowledged.
     pub acked: Seq,
-    /// A REPLICATE to it is unacknowledged.
-    pub outstanding: bool,
 }
+
+/// Every peer (a [`PeerSet`] mask).
+const ALL: PeerSet = PeerSet::MAX;
 
 /// Root-only state.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -323,11 +345,13 @@ pub struct Root {
     pub st: RootState,
     /// Latest committed entry: what JOINs are answered with.
     pub committed: Option<Entry>,
-    /// Applied publications waiting for every replica's ack, in seq order.
-    pub waiting: Vec<(ReqId, Entry, PubResult, Option<ETag>)>,
+    /// Applied publications (and expiries, with no request) waiting for every replica's ack,
+    /// in seq order.
+    pub waiting: Vec<(Option<ReqId>, Entry, PubResult, Option<ETag>)>,
     /// Current replica set and the highest seq each has acknowledged.
     pub acks: Vec<Replica>,
-    /// Publishes held while a commit is pending (one publication is committed at a time).
+    /// Publishes held while a commit is pending (one publication is committed at a time),
+    /// served in order.
     pub queued: Vec<PendingPub>,
 }
 
@@ -479,11 +503,7 @@ impl Ctx<'_> {
     fn replicas_of(&self, st: &PeerState) -> Vec<Replica> {
         self.replica_set(st)
             .into_iter()
-            .map(|(peer, _)| Replica {
-                peer,
-                acked: 0,
-                outstanding: false,
-            })
+            .map(|(peer, _)| Replica { peer, acked: 0 })
             .collect()
     }
 
@@ -572,17 +592,22 @@ impl Ctx<'_> {
         };
         st.tries.retain(|t| t.0 != req);
         o.cancel_timer(Timer::Retry(req));
-        if let Some(e) = state {
-            self.learn(st, e, None, o);
-        }
         match (state, st.latest) {
-            (Some(_), Some(latest)) => {
+            (Some(e), _) if e.value != NO_STATE => {
+                self.learn(st, e, None, o);
+                let latest = st.latest.unwrap_or(e);
                 self.to_ua(o, req.who, UaEvent::Accepted);
                 self.to_ua(o, req.who, UaEvent::Notify(latest));
                 st.subs[i].phase = SubPhase::Active(latest.seq);
             }
             _ => {
-                self.to_ua(o, req.who, UaEvent::Rejected);
+                // A nACK after an expiry carries the expiry's seq: learn it, so that what is
+                // below this peer is told the publication is gone.
+                if let Some(e) = state {
+                    self.learn(st, e, None, o);
+                }
+                let seq = state.map_or(0, |e| e.seq);
+                self.to_ua(o, req.who, UaEvent::Rejected(seq));
                 st.subs.remove(i);
             }
         }
@@ -651,12 +676,17 @@ impl Ctx<'_> {
                 // the highest seq, replicate it and pass it down.
                 root.st.entry = Some(c);
                 root.committed = Some(c);
-                push_replication(root, o);
+                push_replication(root, ALL, o);
                 self.commit_adopted(st, c, o);
             }
         }
-        let state = st.root.as_ref().and_then(|r| r.committed);
-        if state.is_none() && self.mutant(Mutant::NoNack) {
+        // An expired state answers a nACK that carries the expiry's seq (so that re-JOINing
+        // members learn that the publication is gone).
+        let mut state = st.root.as_ref().and_then(|r| r.committed);
+        if state.is_some_and(|e| e.value == NO_STATE) && self.mutant(Mutant::NackForgetsExpiry) {
+            state = None;
+        }
+        if state.is_none_or(|e| e.value == NO_STATE) && self.mutant(Mutant::NoNack) {
             return;
         }
         match path.last() {
@@ -667,20 +697,23 @@ impl Ctx<'_> {
 
     fn on_publish_at_root(&self, st: &mut PeerState, p: PendingPub, o: &mut O) {
         let root = st.root.as_mut().expect("root");
-        if let Some(result) = root.st.applied_result(p.req) {
-            if !root.waiting.iter().any(|w| w.0 == p.req) {
-                self.reply(st, p.req, result, o);
-            }
-            return;
-        }
         if !root.waiting.is_empty() {
-            // One publication at a time: hold this one until the pending commit completes.
-            if !root.queued.iter().any(|q| q.req == p.req) {
+            // One publication at a time: hold this one until the pending commit completes (a
+            // retransmission of the pending one is dropped: its answer follows the commit).
+            if !root.waiting.iter().any(|w| w.0 == Some(p.req))
+                && !root.queued.iter().any(|q| q.req == p.req)
+            {
                 root.queued.push(p);
             }
             return;
         }
-        let current = root.st.entry.map(|e| e.seq);
+        if let Some(result) = root.st.applied_result(p.req) {
+            // A retransmission of an applied publish: answer it again, apply nothing.
+            self.reply(st, p.req, result, o);
+            return;
+        }
+        // An expired publication has no ETag any more: every SIP-If-Match fails.
+        let current = root.st.entry.filter(|e| e.value != NO_STATE).map(|e| e.seq);
         if p.if_match.is_some() && p.if_match != current && !self.mutant(Mutant::EtagIgnored) {
             self.reply(st, p.req, PubResult::PreconditionFailed, o);
             return;
@@ -699,8 +732,8 @@ impl Ctx<'_> {
         root.st.entry = Some(entry);
         root.st.expires = expires;
         root.st.record(p.req, result);
-        root.waiting.push((p.req, entry, result, p.if_match));
-        push_replication(root, o);
+        root.waiting.push((Some(p.req), entry, result, p.if_match));
+        push_replication(root, ALL, o);
         self.try_commit(st, o);
     }
 
@@ -715,7 +748,9 @@ impl Ctx<'_> {
                     root.committed = Some(entry);
                     self.observe(o, Obs::Commit { entry, if_match });
                     self.learn(st, entry, None, o);
-                    self.reply(st, req, result, o);
+                    if let Some(req) = req {
+                        self.reply(st, req, result, o);
+                    }
                 }
                 Some(_) => return,
                 None => {
@@ -723,9 +758,10 @@ impl Ctx<'_> {
                     if root.queued.is_empty() {
                         return;
                     }
+                    // Serve held publishes in order until one starts a commit (a 412 or a
+                    // retransmission's stored answer starts none).
                     let next = root.queued.remove(0);
                     self.on_publish_at_root(st, next, o);
-                    return;
                 }
             }
         }
@@ -803,17 +839,15 @@ impl Ctx<'_> {
         if let Some(root) = st.root.as_mut() {
             if root.acks.iter().any(|a| a.peer == x) {
                 root.acks.retain(|a| a.peer != x);
+                let mut fresh: PeerSet = 0;
                 for (q, _) in want {
                     if !root.acks.iter().any(|a| a.peer == q) {
-                        root.acks.push(Replica {
-                            peer: q,
-                            acked: 0,
-                            outstanding: false,
-                        });
+                        root.acks.push(Replica { peer: q, acked: 0 });
+                        fresh |= 1 << q;
                     }
                 }
                 root.acks.sort_unstable();
-                push_replication(root, o);
+                push_replication(root, fresh, o);
                 self.try_commit(st, o);
             }
         }
@@ -834,7 +868,7 @@ impl Ctx<'_> {
             acks: self.replicas_of(st),
             queued: Vec::new(),
         };
-        push_replication(&mut root, o);
+        push_replication(&mut root, ALL, o);
         st.root = Some(root);
         st.parent = None;
         if let Some(req) = st.rejoin.take() {
@@ -858,7 +892,7 @@ impl Ctx<'_> {
         root.st = rs.clone();
         let entry = rs.entry.expect("newer entry");
         root.committed = Some(entry);
-        push_replication(root, o);
+        push_replication(root, ALL, o);
         self.commit_adopted(st, entry, o);
     }
 
@@ -874,6 +908,37 @@ impl Ctx<'_> {
         );
         st.latest = None;
         self.learn(st, entry, None, o);
+    }
+
+    /// The root's publication expires: the root stamps the next seq with no state and commits
+    /// it like a publication (replicated first, then multicast), so that subscribers are told
+    /// and every later root knows the state is gone. Production does the same on its periodic
+    /// tick once the granted expiry has passed and no commit is pending.
+    fn on_expire(&self, st: &mut PeerState, o: &mut O) {
+        o.set_timer(Timer::Expire, model_timeout());
+        let Some(root) = st.root.as_mut() else {
+            return;
+        };
+        let Some(e) = root.committed.filter(|e| e.value != NO_STATE) else {
+            return;
+        };
+        if !root.waiting.is_empty() || root.st.entry != Some(e) {
+            return;
+        }
+        self.observe(o, Obs::Expired);
+        let entry = Entry {
+            seq: e.seq + 1,
+            value: NO_STATE,
+        };
+        root.st.entry = Some(entry);
+        root.st.expires = 0;
+        let result = PubResult::Ok {
+            etag: entry.seq,
+            expires: 0,
+        };
+        root.waiting.push((None, entry, result, None));
+        push_replication(root, ALL, o);
+        self.try_commit(st, o);
     }
 
     /// A retransmission timeout: resend the request, or give up after the retry budget (a
@@ -980,7 +1045,8 @@ impl Ctx<'_> {
                 let path = path.pop();
                 match path.last() {
                     Some(prev) => {
-                        // A hop forwarding the root's answer learns the state it carries.
+                        // A hop forwarding the root's answer learns the state it carries
+                        // (an expired one too: a nACK carries the expiry's seq).
                         if let Some(e) = state {
                             self.learn(st, e, Some(prev), o);
                         }
@@ -1022,14 +1088,18 @@ impl Ctx<'_> {
                 if st.replica.is_none() || seq >= held {
                     st.replica = Some((*rs).clone());
                 }
-                o.send(src, Msg::ReplicaAck(seq.max(held)));
+                // Only the closest peer may commit: a replica that knows a live peer closer to
+                // the group than the sender keeps the state but does not acknowledge (production
+                // answers NotRoot, which a root that still routes the group to itself ignores).
+                if self.s.topo.refuses(self.me, from, self.s.gid, st.dead) {
+                    return;
+                }
+                o.send(src, Msg::ReplicaAck(seq));
             }
             Msg::ReplicaAck(seq) => {
                 if let Some(root) = st.root.as_mut() {
                     if let Some(a) = root.acks.iter_mut().find(|a| a.peer == from) {
                         a.acked = a.acked.max(seq);
-                        a.outstanding = false;
-                        push_replication(root, o);
                         self.try_commit(st, o);
                     }
                 }
@@ -1068,6 +1138,10 @@ impl Actor for Node {
                 for q in (0..s.topo.len() as PeerIx).filter(|&q| q != me) {
                     o.set_timer(Timer::Detect(q), model_timeout());
                 }
+                if s.expiries > 0 {
+                    o.set_timer(Timer::Expire, model_timeout());
+                }
+                o.set_timer(Timer::Resend, model_timeout());
                 if ctx.route(&st) == me {
                     st.root = Some(Root {
                         st: RootState::default(),
@@ -1136,6 +1210,14 @@ impl Actor for Node {
                 match *timer {
                     Timer::Detect(x) => ctx.on_detect(&mut st, x, o),
                     Timer::Retry(req) => ctx.on_retry(&mut st, req, o),
+                    Timer::Expire => ctx.on_expire(&mut st, o),
+                    Timer::Resend => {
+                        o.set_timer(Timer::Resend, model_timeout());
+                        // Production's tick resends to every replica behind the root.
+                        if let Some(root) = st.root.as_mut() {
+                            push_replication(root, ALL, o);
+                        }
+                    }
                     Timer::Start => {}
                 }
                 if state.peer() != Some(&st) {
@@ -1153,16 +1235,14 @@ impl Actor for Node {
     }
 }
 
-/// Sends the root's latest state to every replica that lacks it and has no REPLICATE
-/// outstanding (ack-clocked replication).
-fn push_replication(root: &mut Root, o: &mut O) {
+/// Sends the root's latest state to every replica in `to` that has not acknowledged it.
+fn push_replication(root: &mut Root, to: PeerSet, o: &mut O) {
     let Some(seq) = root.st.entry.map(|e| e.seq) else {
         return;
     };
     let mut msg = None;
-    for a in root.acks.iter_mut() {
-        if !a.outstanding && a.acked < seq {
-            a.outstanding = true;
+    for a in root.acks.iter() {
+        if to & (1 << a.peer) != 0 && a.acked < seq {
             let m =
                 msg.get_or_insert_with(|| Msg::Replicate(RootStateMsg(Arc::new(root.st.clone()))));
             o.send(peer_id(a.peer), m.clone());

@@ -12,6 +12,9 @@ use std::sync::Arc;
 /// The group id the model's subscribers and publishers use: key 500 of Fig. 3, whose root is D.
 pub const FIG3_GID: u16 = 500;
 
+/// Publication expiries a configuration allows unless `--expiries` says otherwise.
+pub const DEFAULT_EXPIRIES: usize = 1;
+
 /// How the network treats messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum NetworkKind {
@@ -91,6 +94,8 @@ pub struct Options {
     pub network: NetworkKind,
     /// Overlay request/response messages the network may lose.
     pub losses: usize,
+    /// Publication expiries allowed (a root's publication lapses unrefreshed).
+    pub expiries: Option<usize>,
     /// A seeded bug.
     pub mutant: Option<Mutant>,
 }
@@ -106,6 +111,7 @@ impl Default for Options {
             k: None,
             network: NetworkKind::Unordered,
             losses: 0,
+            expiries: None,
             mutant: None,
         }
     }
@@ -130,6 +136,8 @@ pub struct Setup {
     pub network: NetworkKind,
     /// Overlay request/response messages the network may lose.
     pub losses: usize,
+    /// Publication expiries allowed.
+    pub expiries: usize,
     /// A seeded bug.
     pub mutant: Option<Mutant>,
 }
@@ -199,6 +207,10 @@ impl Setup {
                 "--k must be below the number of peers ({n}), got {k}"
             ));
         }
+        let expiries = o.expiries.unwrap_or(DEFAULT_EXPIRIES);
+        if expiries > 3 {
+            return Err(format!("--expiries must be at most 3, got {expiries}"));
+        }
         let subscribers = (0..subs).map(|i| sub_at[i % sub_at.len()]).collect();
         // Publish i goes to publisher i % 2: the first is an initial publish; the second carries
         // an ETag the UA kept from an earlier, long-expired publication (e0, never current: a
@@ -232,6 +244,7 @@ impl Setup {
             max_crashes: crashes,
             network: o.network,
             losses: o.losses,
+            expiries,
             mutant: o.mutant,
         })
     }
@@ -313,7 +326,7 @@ impl Setup {
             .map(|(j, (p, s))| format!("U{}@{}x{}", j + 1, self.topo.name(*p), s.len()))
             .collect();
         format!(
-            "peers [{}] gid {} root {} k={} subscribers [{}] publishers [{}] crashes {} network {:?} losses {}{}",
+            "peers [{}] gid {} root {} k={} subscribers [{}] publishers [{}] crashes {} network {:?} losses {} expiries {}{}",
             peers.join(" "),
             self.gid,
             self.topo.name(self.topo.closest_live(self.gid, 0).unwrap()),
@@ -323,6 +336,7 @@ impl Setup {
             self.max_crashes,
             self.network,
             self.losses,
+            self.expiries,
             self.mutant.map(|m| format!(" mutant {m}")).unwrap_or_default()
         )
     }

@@ -208,6 +208,17 @@ impl Topology {
         self.closest_in(key, all & !dead)
     }
 
+    /// Whether replica `q`, knowing the peers in `dead` crashed, refuses a REPLICATE from
+    /// `from`: some peer it knows (itself or a live leaf-set member other than `from`) is
+    /// closer to `key` than `from` (production's NotRoot rule; ties go to the smaller id).
+    pub fn refuses(&self, q: PeerIx, from: PeerIx, key: u16, dead: PeerSet) -> bool {
+        let (leaf, _) = self.leaf_set(q, key, dead);
+        let cands = (leaf | (1 << q)) & !(1 << from);
+        let rank = |p: PeerIx| (distance(self.ids[p as usize], key), self.ids[p as usize]);
+        self.closest_in(key, cands)
+            .is_some_and(|best| rank(best) < rank(from))
+    }
+
     /// The replica set of `root`: the `k` members of its live leaf set (as `root` knows
     /// liveness) closest to `key`, as Scribe replicates to the root's nearest leaf-set peers.
     pub fn replicas(&self, root: PeerIx, key: u16, k: usize, dead: PeerSet) -> PeerSet {

@@ -10,7 +10,7 @@
 //! gid, seq).
 
 use crate::model::{Action, SaScribe, State};
-use crate::protocol::{Entry, IfMatch, Msg, PubResult, ReqId, Timer, UaEvent};
+use crate::protocol::{Entry, IfMatch, Msg, PubResult, ReqId, Timer, UaEvent, NO_STATE};
 use crate::topology::{PeerIx, DIGITS};
 use serde::Serialize;
 use stateright::actor::{ActorModelAction, Envelope, Id, Network};
@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 /// Format name written in every trace.
 pub const FORMAT: &str = "sascribe-trace";
 /// Format version.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Where a trace comes from.
 #[derive(Clone, Debug, Serialize)]
@@ -206,6 +206,17 @@ pub enum StepAction {
         /// The request.
         req: String,
     },
+    /// The root's replication retry fires: it resends its state to the replicas that have not
+    /// acknowledged it.
+    ReplicationRetry {
+        /// The root.
+        at: String,
+    },
+    /// The root's publication expires (its expiry timer fires after the granted lifetime).
+    Expire {
+        /// The root.
+        at: String,
+    },
     /// A peer crashes.
     Crash {
         /// The peer.
@@ -298,7 +309,7 @@ impl SaScribe {
         };
         let set = |a: &mut AbstractMsg, e: Option<Entry>| {
             a.seq = e.map(|e| e.seq);
-            a.value = e.map(|e| e.value);
+            a.value = e.map(|e| e.value).filter(|&v| v != NO_STATE);
         };
         match msg {
             Msg::Subscribe => a.kind = "subscribe",
@@ -316,8 +327,12 @@ impl SaScribe {
             }
             Msg::PAck => a.kind = "pack",
             Msg::JoinReply { req, state, .. } => {
-                a.kind = if state.is_some() { "ack" } else { "nack" };
                 a.req = Some(self.req_name(req));
+                // A root whose publication expired answers a nACK carrying the expiry's seq.
+                a.kind = match state {
+                    Some(e) if e.value != NO_STATE => "ack",
+                    _ => "nack",
+                };
                 set(&mut a, *state);
             }
             Msg::Multicast(e) => {
@@ -372,12 +387,12 @@ impl SaScribe {
                 c.ua = self.setup.actor_name(*ua as usize);
                 match ev {
                     UaEvent::Accepted => c.kind = "subscribe_ok",
-                    UaEvent::Rejected => c.kind = "subscribe_rejected",
+                    UaEvent::Rejected(_) => c.kind = "subscribe_rejected",
                     UaEvent::TimedOut => c.kind = "subscribe_timeout",
                     UaEvent::Notify(e) => {
                         c.kind = "notify";
                         c.seq = Some(e.seq);
-                        c.value = Some(e.value);
+                        c.value = Some(e.value).filter(|&v| v != NO_STATE);
                     }
                 }
             }
@@ -503,6 +518,10 @@ impl SaScribe {
                 at: name(id),
                 req: self.req_name(r),
             },
+            ActorModelAction::Timeout(id, Timer::Expire) => StepAction::Expire { at: name(id) },
+            ActorModelAction::Timeout(id, Timer::Resend) => {
+                StepAction::ReplicationRetry { at: name(id) }
+            }
             ActorModelAction::Crash(id) | ActorModelAction::Recover(id) => {
                 StepAction::Crash { peer: name(id) }
             }

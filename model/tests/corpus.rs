@@ -11,7 +11,7 @@ use std::path::Path;
 fn committed_corpus_matches_the_exporter() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../traces");
     let traces = corpus(DEFAULT_WALKS);
-    assert!(traces.len() >= 200, "corpus too small: {}", traces.len());
+    assert!(traces.len() >= 300, "corpus too small: {}", traces.len());
     let mut index = String::new();
     for t in &traces {
         let file = dir.join(format!("{}.json", t.name));
@@ -80,6 +80,8 @@ fn corpus_covers_every_message_and_action_kind() {
         "detect_failure",
         "retransmit",
         "crash",
+        "lose",
+        "expire",
     ] {
         assert!(actions.contains(k), "no trace has a {k} step");
     }
@@ -92,4 +94,29 @@ fn corpus_covers_every_message_and_action_kind() {
     ] {
         assert!(clients.contains(k), "no trace shows a {k}");
     }
+    let steps = || traces.iter().flat_map(|t| t.steps.iter());
+    assert!(
+        steps().any(|s| s
+            .expect
+            .client
+            .iter()
+            .any(|c| c.kind == "notify" && c.value.is_none())),
+        "no trace tells a subscriber that the publication expired"
+    );
+    assert!(
+        steps().any(|s| s
+            .expect
+            .sent
+            .iter()
+            .any(|m| m.kind == "nack" && m.seq.is_some())),
+        "no trace has a nACK carrying an expiry's seq"
+    );
+    assert!(
+        steps().any(|s| s
+            .expect
+            .sent
+            .iter()
+            .any(|m| m.kind == "replicate" && m.seq.is_some() && m.value.is_none())),
+        "no trace replicates an expiry"
+    );
 }

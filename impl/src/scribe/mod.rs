@@ -469,15 +469,31 @@ impl Scribe {
             Msg::JoinNack {
                 gid,
                 join_id,
+                latest,
                 mut path,
             } => {
                 if path.pop().is_none_or(|h| h.id != ctx.me().id) {
                     return;
                 }
+                // An expiry's seq (no body) is learnt like an ACK's state: members below are
+                // told that the publication is gone.
+                let expired = latest.seq > 0 && latest.body.is_none();
                 if let Some(next) = path.last().copied() {
-                    let msg = Msg::JoinNack { gid, join_id, path };
+                    if expired && self.apply_latest_except(ctx, gid, latest.clone(), Some(next.id))
+                    {
+                        self.root_absorb_latest(ctx, gid);
+                    }
+                    let msg = Msg::JoinNack {
+                        gid,
+                        join_id,
+                        latest,
+                        path,
+                    };
                     ctx.out.send(&next, msg);
                     return;
+                }
+                if expired && self.groups.contains_key(&gid) {
+                    self.apply_latest(ctx, gid, latest);
                 }
                 if let Some((h, _)) = self.pending_sub(gid, join_id) {
                     self.subs.remove(&h);
@@ -704,6 +720,7 @@ impl Scribe {
             if g.root.is_none() && local && holds {
                 self.ensure_root(ctx, gid);
             } else if g.root.is_some() {
+                self.fetch_peer_dead(ctx, gid, id);
                 if let Some((_, before)) = replica_sets.iter().find(|(g, _)| *g == gid) {
                     self.root_replicas_changed(ctx, gid, id, before);
                 }
@@ -742,6 +759,39 @@ impl Scribe {
         self.next_op = ctx.now;
         self.local_requests_due(ctx);
         true
+    }
+
+    /// Runs the publication expiry of the periodic tick now, for every group this peer is the
+    /// active root of (a driver that owns the timers, such as the conformance harness).
+    /// Returns whether a publication expired.
+    pub fn fire_expiry(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        let gids: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.root.is_some())
+            .map(|(gid, _)| *gid)
+            .collect();
+        let mut any = false;
+        for gid in gids {
+            any |= self.root_expire(ctx, gid);
+        }
+        any
+    }
+
+    /// Runs the replication retry of the periodic tick now (a driver that owns the timers):
+    /// every active root resends its record to the replicas that have not acknowledged it,
+    /// and commits what their acknowledgements allow. Returns whether this peer is a root.
+    pub fn fire_replication_retry(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        let gids: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.root.as_ref().is_some_and(|r| r.active))
+            .map(|(gid, _)| *gid)
+            .collect();
+        for &gid in &gids {
+            self.retry_replication(ctx, gid);
+        }
+        !gids.is_empty()
     }
 
     /// The tree-repair timer of `gid` fires now: an orphan (or a peer whose re-JOIN got no

@@ -194,6 +194,21 @@ impl Scribe {
         self.activate(ctx, gid);
     }
 
+    /// A peer whose record a fetching root awaits was declared dead: stop waiting for it (and
+    /// serve once nobody else is awaited) rather than for the fetch timeout.
+    pub(crate) fn fetch_peer_dead(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, dead: NodeId) {
+        let Some(role) = self.groups.get_mut(&gid).and_then(|g| g.root.as_mut()) else {
+            return;
+        };
+        if role.active || !role.waiting.contains(&dead) {
+            return;
+        }
+        role.waiting.retain(|id| *id != dead);
+        if role.waiting.is_empty() {
+            self.activate(ctx, gid);
+        }
+    }
+
     /// Ends the fetch phase: the record is the highest of ours, the replies and our member view.
     pub(crate) fn activate(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) {
         self.activating.retain(|g| *g != gid);
@@ -321,7 +336,16 @@ impl Scribe {
         } else if ctx.cfg.mutant_on(Mutant::NoNack) {
             return;
         } else {
-            Msg::JoinNack { gid, join_id, path }
+            Msg::JoinNack {
+                gid,
+                join_id,
+                latest: if ctx.cfg.mutant_on(Mutant::NackForgetsExpiry) {
+                    Latest::default()
+                } else {
+                    rec.latest()
+                },
+                path,
+            }
         };
         ctx.out.send(&back, msg);
     }
@@ -660,9 +684,53 @@ impl Scribe {
         }
     }
 
+    /// Publication expiry (RFC 3903 §4.3): an active root with no commit pending whose
+    /// publication outlived its granted expiry stamps the next seq with no body and commits it
+    /// like a publication (replicated, then multicast). Returns whether it started one.
+    pub(crate) fn root_expire(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) -> bool {
+        let now = ctx.now;
+        let Some(g) = self.groups.get(&gid) else {
+            return false;
+        };
+        let Some(role) = g.root.as_ref() else {
+            return false;
+        };
+        if !role.active || role.pending.is_some() {
+            return false;
+        }
+        let Some(rec) = g.record.as_ref() else {
+            return false;
+        };
+        if rec.body.is_none()
+            || rec.expires_at.is_none_or(|e| now < e)
+            || ctx.cfg.mutant_on(Mutant::NoExpiry)
+        {
+            return false;
+        }
+        let mut new = rec.clone();
+        new.seq += 1;
+        new.rev += 1;
+        new.body = None;
+        new.etag = None;
+        new.expires_at = None;
+        self.start_commit(ctx, gid, new, None);
+        if self.try_commit(ctx, gid) {
+            self.drain_queue(ctx, gid);
+        }
+        true
+    }
+
+    /// Resends the record to the replicas behind it (one refused it with NotRoot, or a datagram
+    /// was lost) and commits what their acknowledgements allow.
+    pub(crate) fn retry_replication(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) {
+        self.send_replicas(ctx, gid, false);
+        if self.try_commit(ctx, gid) {
+            self.drain_queue(ctx, gid);
+        }
+    }
+
     /// Root duties of the periodic tick: publication expiry, replication retries, idle drop.
     pub(crate) fn root_tick(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) {
-        let now = ctx.now;
         let Some(g) = self.groups.get_mut(&gid) else {
             return;
         };
@@ -670,24 +738,9 @@ impl Scribe {
         if !role.active {
             return;
         }
-        if role.pending.is_none() {
-            if let Some(rec) = g.record.as_ref() {
-                if rec.body.is_some() && rec.expires_at.is_some_and(|e| now >= e) {
-                    let mut new = rec.clone();
-                    new.seq += 1;
-                    new.rev += 1;
-                    new.body = None;
-                    new.etag = None;
-                    new.expires_at = None;
-                    self.start_commit(ctx, gid, new, None);
-                }
-            }
-        }
+        self.root_expire(ctx, gid);
         self.root_absorb_latest(ctx, gid);
-        self.send_replicas(ctx, gid, false);
-        if self.try_commit(ctx, gid) {
-            self.drain_queue(ctx, gid);
-        }
+        self.retry_replication(ctx, gid);
         let Some(g) = self.groups.get_mut(&gid) else {
             return;
         };
