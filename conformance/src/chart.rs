@@ -94,6 +94,7 @@ pub fn text(t: &Trace) -> String {
                 format!("{:>4} ──{}──✗ {} (lost)", msg.from, label(msg), msg.to)
             }
             StepAction::UaSubscribes { ua } => format!("{ua:>4} decides to SUBSCRIBE"),
+            StepAction::UaUnsubscribes { ua } => format!("{ua:>4} decides to unsubscribe"),
             StepAction::DetectFailure { at, peer } => format!("{at:>4} detects {peer} crashed"),
             StepAction::Retransmit { at, req } => format!("{at:>4} retransmits [{req}]"),
             StepAction::Expire { at } => format!("{at:>4} ⌛ publication expires"),
@@ -148,6 +149,9 @@ pub fn mermaid(t: &Trace) -> String {
             }
             StepAction::UaSubscribes { ua } => {
                 let _ = writeln!(out, "    Note over {ua}: {}. subscribes", s.n);
+            }
+            StepAction::UaUnsubscribes { ua } => {
+                let _ = writeln!(out, "    Note over {ua}: {}. unsubscribes", s.n);
             }
             StepAction::DetectFailure { at, peer } => {
                 let _ = writeln!(out, "    Note over {at}: {}. detects {peer} crashed", s.n);

@@ -386,6 +386,20 @@ impl Cluster {
                             }),
                         )?;
                     }
+                    ClientRequest::Unsubscribe => {
+                        self.log(format!("{peer}.unsubscribe(handle {u})"));
+                        self.live(p, "unsubscribe")?.driver.call(
+                            now,
+                            Box::new(move |peer, now| {
+                                // A subscription that already ended (rejected, timed out) is
+                                // unknown by now: nothing to do, as in the model.
+                                Ok(match peer.unsubscribe(now, SubHandle(u as u64)) {
+                                    Ok(()) => "ended".to_string(),
+                                    Err(e) => format!("nothing to end: {e}"),
+                                })
+                            }),
+                        )?;
+                    }
                     ClientRequest::Publish {
                         value,
                         if_match,

@@ -218,6 +218,11 @@ pub enum StepAction {
         /// The subscriber.
         ua: String,
     },
+    /// A subscriber ends its subscription (SUBSCRIBE with `Expires: 0`).
+    UaUnsubscribes {
+        /// The subscriber.
+        ua: String,
+    },
     /// A failure detector fires.
     DetectFailure {
         /// Detecting peer.
@@ -382,7 +387,9 @@ pub fn validate(t: &Trace) -> Result<(), String> {
                 known(&msg.from, "message sender", s.n)?;
                 known(&msg.to, "message recipient", s.n)?;
             }
-            StepAction::UaSubscribes { ua } => known(ua, "subscriber", s.n)?,
+            StepAction::UaSubscribes { ua } | StepAction::UaUnsubscribes { ua } => {
+                known(ua, "subscriber", s.n)?
+            }
             StepAction::DetectFailure { at, peer } => {
                 known(at, "detecting peer", s.n)?;
                 known(peer, "crashed peer", s.n)?;

@@ -86,6 +86,7 @@ pub fn action_label(a: &StepAction) -> String {
         StepAction::Deliver { msg } => format!("deliver {}", msg_label(msg)),
         StepAction::Lose { msg } => format!("lose {}", msg_label(msg)),
         StepAction::UaSubscribes { ua } => format!("{ua} sends SUBSCRIBE"),
+        StepAction::UaUnsubscribes { ua } => format!("{ua} sends SUBSCRIBE Expires: 0"),
         StepAction::DetectFailure { at, peer } => format!("{at} detects that {peer} crashed"),
         StepAction::Retransmit { at, req } => {
             format!("{at}'s retransmission timer for [{req}] fires")
@@ -279,12 +280,17 @@ fn apply(
 ) -> Result<Observed, String> {
     let mut extra_sent = Vec::new();
     let input = match &step.action {
-        StepAction::UaSubscribes { ua } => {
+        StepAction::UaSubscribes { ua } | StepAction::UaUnsubscribes { ua } => {
             if !uas.subscribers.contains(ua) {
                 return Err(format!("{ua} is not a subscriber"));
             }
+            let kind = if matches!(step.action, StepAction::UaSubscribes { .. }) {
+                "subscribe"
+            } else {
+                "unsubscribe"
+            };
             let m = AbstractMsg {
-                kind: "subscribe".into(),
+                kind: kind.into(),
                 from: ua.clone(),
                 to: uas.peer[ua].clone(),
                 gid: Some(uas.gid),
@@ -299,7 +305,9 @@ fn apply(
                 ..Observed::default()
             });
         }
-        StepAction::Deliver { msg } if msg.kind == "subscribe" || msg.kind == "publish" => {
+        StepAction::Deliver { msg }
+            if matches!(msg.kind.as_str(), "subscribe" | "unsubscribe" | "publish") =>
+        {
             let Some(i) = uas.in_flight.iter().position(|m| m == msg) else {
                 return Err(format!(
                     "user agent {} has no such request in flight: {}",
@@ -310,6 +318,8 @@ fn apply(
             uas.in_flight.remove(i);
             let request = if msg.kind == "subscribe" {
                 ClientRequest::Subscribe
+            } else if msg.kind == "unsubscribe" {
+                ClientRequest::Unsubscribe
             } else {
                 let i = uas.next.get(&msg.from).copied().unwrap_or(0);
                 let s = &uas.script[&msg.from][i];

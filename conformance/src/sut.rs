@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub enum ClientRequest {
     /// SIP SUBSCRIBE.
     Subscribe,
+    /// SIP SUBSCRIBE with `Expires: 0` in the subscription's dialog: ends it.
+    Unsubscribe,
     /// SIP PUBLISH.
     Publish {
         /// Body (the abstract value `N`; an implementation sends the body `vN`).

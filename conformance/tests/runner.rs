@@ -33,19 +33,29 @@ fn witnesses_of_the_core_paths_pass_in_process() {
 
 #[test]
 fn a_wrong_expectation_fails_at_its_step_with_a_verdict() {
-    let file = corpus_dir().join("fig3-walk-002.json");
-    let text = std::fs::read_to_string(&file).unwrap();
-    let good = parse(&file, &text).unwrap();
-    // Find the first NOTIFY the trace expects and change its value.
+    // The first walk that notifies a subscriber a published state: change that value.
+    let is_notify =
+        |c: &sascribe_conformance::ClientOutcome| c.kind == "notify" && c.value.is_some();
+    let good = trace_files(&corpus_dir())
+        .unwrap()
+        .iter()
+        .map(|f| parse(f, &std::fs::read_to_string(f).unwrap()).unwrap())
+        .find(|t| {
+            t.name.contains("walk")
+                && t.steps
+                    .iter()
+                    .any(|s| s.expect.client.iter().any(is_notify))
+        })
+        .expect("some walk notifies a subscriber");
     let (step, _) = good
         .steps
         .iter()
         .enumerate()
-        .find(|(_, s)| s.expect.client.iter().any(|c| c.kind == "notify"))
-        .expect("the witness notifies a subscriber");
+        .find(|(_, s)| s.expect.client.iter().any(is_notify))
+        .expect("the trace notifies a subscriber");
     let mut bad = good.clone();
     for c in &mut bad.steps[step].expect.client {
-        if c.kind == "notify" {
+        if is_notify(c) {
             c.value = Some(c.value.unwrap_or(0) + 40);
         }
     }

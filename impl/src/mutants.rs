@@ -33,6 +33,8 @@ pub enum Mutant {
     NoExpiryClamp,
     /// The root never expires a publication.
     NoExpiry,
+    /// An unsubscribe is acknowledged but the subscription keeps receiving NOTIFYs.
+    UnsubscribeIgnored,
     /// A root whose publication expired answers JOINs with a bare nACK (no seq), so re-JOINing
     /// members never learn the expiry.
     NackForgetsExpiry,
@@ -40,7 +42,7 @@ pub enum Mutant {
 
 impl Mutant {
     /// Every seeded bug.
-    pub const ALL: [Mutant; 14] = [
+    pub const ALL: [Mutant; 15] = [
         Mutant::RootAcceptsLowerSeq,
         Mutant::SkipReplication,
         Mutant::ReuseEtag,
@@ -54,6 +56,7 @@ impl Mutant {
         Mutant::NoMulticast,
         Mutant::NoExpiryClamp,
         Mutant::NoExpiry,
+        Mutant::UnsubscribeIgnored,
         Mutant::NackForgetsExpiry,
     ];
 

@@ -20,6 +20,7 @@ pub fn configs() -> Vec<(&'static str, Options)> {
                 subscribers: Some(2),
                 publishes: Some(2),
                 crashes: Some(1),
+                unsubscribes: 1,
                 ..Default::default()
             },
         ),
@@ -30,6 +31,7 @@ pub fn configs() -> Vec<(&'static str, Options)> {
                 subscribers: Some(2),
                 publishes: Some(3),
                 crashes: Some(1),
+                unsubscribes: 1,
                 ..Default::default()
             },
         ),

@@ -30,6 +30,8 @@ pub const REJECTED_412: u16 = 1 << 10;
 pub const NACKED: u16 = 1 << 11;
 /// Witness: a subscriber was sent a NOTIFY telling it the publication expired.
 pub const EXPIRY_NOTIFIED: u16 = 1 << 12;
+/// A subscriber was sent something after it unsubscribed.
+pub const AFTER_UNSUBSCRIBE: u16 = 1 << 5;
 
 /// Per-subscriber record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
@@ -42,6 +44,10 @@ pub struct SubHist {
     pub last: Option<Entry>,
     /// The SUBSCRIBE timed out (408) instead of being answered by the root.
     pub timed_out: bool,
+    /// The subscriber sent its unsubscribe.
+    pub leaving: bool,
+    /// Its first-contact peer ended the subscription.
+    pub unsubscribed: bool,
 }
 
 /// The run's history.
@@ -126,9 +132,21 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
             let i = setup.subscriber_index(src)?;
             n.subs[i].acked_before = h.acked_max;
         }
+        Msg::Unsubscribe => {
+            let i = setup.subscriber_index(src)?;
+            n.subs[i].leaving = true;
+        }
+        Msg::Observe(Obs::Unsubscribed(ua)) => {
+            let i = setup.subscriber_index(*ua as usize)?;
+            n.subs[i].unsubscribed = true;
+        }
         Msg::ToSubscriber { ua, ev } => {
             let i = setup.subscriber_index(*ua as usize)?;
             let s = &mut n.subs[i];
+            if s.unsubscribed {
+                n.flags |= AFTER_UNSUBSCRIBE;
+                return Some(n);
+            }
             match ev {
                 UaEvent::Accepted => s.result = Some(true),
                 UaEvent::Rejected(seq) => {

@@ -33,6 +33,9 @@
 //!   ([`protocol::NO_STATE`]), commits it like a publication, and subscribers get a NOTIFY
 //!   without state; afterwards JOINs get a nACK that carries that seq (so a re-JOINing member
 //!   learns the expiry) and a SIP-If-Match naming the expired ETag gets 412.
+//! - **Unsubscribe** (RFC 6665 §4.1.2.3): the first `--unsubscribes` subscribers end their
+//!   subscription (after their SUBSCRIBE arrived); their peer sends them nothing more and, if
+//!   it no longer needs the group, leaves the tree (forgets its parent, stops re-JOINing).
 //! - **Faults**: up to `crashes` peer crashes (crash-stop), optional loss of overlay
 //!   request/response messages (bounded), optional duplication.
 //!
@@ -47,8 +50,8 @@
 //!   live peer has detected every crash (timeouts longer than round trips and detection).
 //! - **Values and ETags.** A publication body is a small number; the ETag of a publication is its
 //!   seq (unique as long as seqs never roll back). Expiry is a number the root clamps, and an
-//!   `Expire` timeout at the root (enabled between commits, within the budget); subscription
-//!   refresh/unsubscribe are left to the production core.
+//!   `Expire` timeout at the root (enabled between commits, within the budget). Subscription
+//!   refresh only restarts a local timer in production and is not modelled.
 //! - **The root's periodic duties** (expiry check, replication retry) are timeouts enabled only
 //!   when they change something: `Expire` as above, `Resend` when a replica the root waits for
 //!   has nothing in flight and would now accept (it refused while it still saw the old root).

@@ -70,6 +70,9 @@ struct ConfigArgs {
     /// Publication expiries allowed (default 1).
     #[arg(long)]
     expiries: Option<usize>,
+    /// How many subscribers (the first ones) unsubscribe after subscribing.
+    #[arg(long, default_value_t = 0)]
+    unsubscribes: usize,
     /// Run with a seeded protocol bug (see --list-mutants).
     #[arg(long, value_parser = parse::<Mutant>)]
     mutant: Option<Mutant>,
@@ -125,6 +128,7 @@ impl ConfigArgs {
             network: self.network,
             losses: self.losses,
             expiries: self.expiries,
+            unsubscribes: self.unsubscribes,
             mutant: self.mutant,
         })
     }

@@ -44,8 +44,11 @@ impl SaScribe {
         for _ in 0..setup.peers() {
             m = m.actor(Node::Peer(setup.clone()));
         }
-        for &peer in &setup.subscribers {
-            m = m.actor(Node::Subscriber { peer });
+        for (i, &peer) in setup.subscribers.iter().enumerate() {
+            m = m.actor(Node::Subscriber {
+                peer,
+                leaves: i < setup.unsubscribes,
+            });
         }
         for (peer, script) in &setup.publishers {
             m = m.actor(Node::Publisher {
@@ -151,6 +154,12 @@ impl SaScribe {
             ActorModelAction::Recover(_) => false,
             ActorModelAction::Timeout(_, Timer::Detect(x)) => state.crashed[*x as usize],
             ActorModelAction::Timeout(id, Timer::Resend) => self.resend_useful(state, *id),
+            // An unsubscribe is an in-dialog request: it follows the SUBSCRIBE's arrival.
+            ActorModelAction::Timeout(id, Timer::Stop) => {
+                !any_envelope(&state.network, |src, _, m| {
+                    src == *id && matches!(m, Msg::Subscribe)
+                })
+            }
             ActorModelAction::Timeout(id, Timer::Expire) => {
                 (state.history.expiries as usize) < self.setup.expiries
                     && self.peer(state, usize::from(*id)).is_some_and(expirable)
@@ -206,6 +215,7 @@ impl SaScribe {
                 self.describe_msg(&env.msg)
             ),
             ActorModelAction::Timeout(id, Timer::Start) => format!("{} subscribes", name(id)),
+            ActorModelAction::Timeout(id, Timer::Stop) => format!("{} unsubscribes", name(id)),
             ActorModelAction::Timeout(id, Timer::Detect(x)) => format!(
                 "{} detects that {} crashed",
                 name(id),
@@ -244,6 +254,7 @@ impl SaScribe {
         };
         match m {
             Msg::Subscribe => "SUBSCRIBE".into(),
+            Msg::Unsubscribe => "SUBSCRIBE Expires: 0 (unsubscribe)".into(),
             Msg::Publish {
                 n,
                 value,
@@ -422,11 +433,10 @@ fn pub_done(m: &SaScribe, state: &State, j: usize) -> bool {
 }
 
 fn subs_answered(m: &SaScribe, state: &State) -> bool {
-    m.setup
-        .subscribers
-        .iter()
-        .enumerate()
-        .all(|(i, &peer)| m.peer_down(state, peer) || state.history.subs[i].result.is_some())
+    m.setup.subscribers.iter().enumerate().all(|(i, &peer)| {
+        let s = &state.history.subs[i];
+        m.peer_down(state, peer) || s.result.is_some() || s.leaving
+    })
 }
 
 fn pubs_answered(m: &SaScribe, state: &State) -> bool {
@@ -442,6 +452,7 @@ fn converged(m: &SaScribe, state: &State) -> bool {
         let s = &state.history.subs[i];
         m.peer_down(state, peer)
             || s.result == Some(false)
+            || s.leaving
             || s.last.map(|e| (e.seq, e.value)) == latest
     })
 }
@@ -484,6 +495,7 @@ pub const PROPERTIES: &[(&str, &str, &str)] = &[
     ("no-rollback", "always", "while at most k-1 peers crashed, a root's committed seq is never below an acknowledged one"),
     ("412-changes-nothing", "always", "a conditional publish with a stale ETag is never committed: only a 412 answers it"),
     ("tree-acyclic", "always", "no live peer is its own ancestor"),
+    ("no-notify-after-unsubscribe", "always", "a subscriber is sent nothing (no NOTIFY, no answer) after it unsubscribed"),
     ("subscribe-answered", "eventually", "every SUBSCRIBE to a live peer gets the root's final answer (ACK or nACK, not a timeout)"),
     ("publish-answered", "eventually", "every PUBLISH to a live peer gets the root's final answer (200 or 412, not a timeout)"),
     ("subscribers-converge", "eventually", "once all requests are answered, every live subscriber holds the latest committed publication"),
@@ -576,6 +588,9 @@ impl Model for SaScribe {
                 !s.history.has(STALE_ETAG_COMMITTED)
             }),
             Property::always("tree-acyclic", acyclic),
+            Property::always("no-notify-after-unsubscribe", |_, s: &State| {
+                !s.history.has(AFTER_UNSUBSCRIBE)
+            }),
             Property::eventually("subscribe-answered", subs_answered),
             Property::eventually("publish-answered", pubs_answered),
             Property::eventually("subscribers-converge", converged),

@@ -59,6 +59,8 @@ mutants! {
         "A first-contact peer never retransmits a request lost with a failed peer.";
     NoMulticast = "no-multicast" => "subscribers-converge",
         "The root commits publications without multicasting them down the tree.";
+    UnsubscribeIgnored = "unsubscribe-ignored" => "no-notify-after-unsubscribe",
+        "A first-contact peer keeps a subscription its user agent ended.";
     NackForgetsExpiry = "nack-forgets-expiry" => "subscribers-converge",
         "A root whose publication expired answers JOINs with a bare nACK, so a re-JOINing member never learns the expiry.";
 }

@@ -160,6 +160,8 @@ pub enum Obs {
     },
     /// A root received a re-JOIN that carried state.
     RejoinWithState,
+    /// A first-contact peer ended the subscription of user agent `ua` at its request.
+    Unsubscribed(u8),
 }
 
 /// Every message of the model.
@@ -167,6 +169,8 @@ pub enum Obs {
 pub enum Msg {
     /// UA → first-contact peer: SIP SUBSCRIBE.
     Subscribe,
+    /// UA → first-contact peer: SIP SUBSCRIBE with `Expires: 0` (ends its subscription).
+    Unsubscribe,
     /// UA → first-contact peer: SIP PUBLISH (`n`: the UA's request counter).
     Publish {
         /// Request counter.
@@ -273,6 +277,9 @@ pub struct RootStateMsg(pub Arc<RootState>);
 pub enum Timer {
     /// A subscriber decides to subscribe (fires at an arbitrary point).
     Start,
+    /// A subscriber that leaves decides to unsubscribe (at an arbitrary point after it
+    /// subscribed).
+    Stop,
     /// Failure detector: the peer notices that `PeerIx` has crashed (missing heartbeats and
     /// keep-alives). Enabled only once that peer has crashed: a perfect failure detector.
     Detect(PeerIx),
@@ -390,6 +397,8 @@ pub struct PeerState {
 pub struct SubscriberState {
     /// SUBSCRIBE sent.
     pub started: bool,
+    /// Unsubscribe sent.
+    pub stopped: bool,
 }
 
 /// A publishing UA running its script.
@@ -457,6 +466,8 @@ pub enum Node {
     Subscriber {
         /// First-contact peer.
         peer: PeerIx,
+        /// It unsubscribes at some point after subscribing.
+        leaves: bool,
     },
     /// A publishing UA attached to a peer, with its script.
     Publisher {
@@ -1013,6 +1024,36 @@ impl Ctx<'_> {
                 o.set_timer(Timer::Retry(req), model_timeout());
                 self.send_join(st, req, o);
             }
+            Msg::Unsubscribe => {
+                // The subscription ends here; a pending one is abandoned (the root's later answer
+                // finds no subscription). A peer that no longer needs the group (no local
+                // subscription, no child, not the root) leaves the tree: it forgets its parent
+                // and stops re-JOINing. (Production also sends the parent a LEAVE, which only
+                // prunes after heartbeats the model abstracts away; the parent keeps it here.)
+                self.observe(o, Obs::Unsubscribed(from));
+                if self.mutant(Mutant::UnsubscribeIgnored) {
+                    return;
+                }
+                if let Some(i) = st.subs.iter().position(|s| s.client == from) {
+                    if let SubPhase::Pending(n) = st.subs[i].phase {
+                        let req = ReqId {
+                            origin: self.me,
+                            who: from,
+                            n,
+                        };
+                        st.tries.retain(|t| t.0 != req);
+                        o.cancel_timer(Timer::Retry(req));
+                    }
+                    st.subs.remove(i);
+                }
+                if st.subs.is_empty() && st.children == 0 && st.root.is_none() {
+                    st.parent = None;
+                    if let Some(req) = st.rejoin.take() {
+                        st.tries.retain(|t| t.0 != req);
+                        o.cancel_timer(Timer::Retry(req));
+                    }
+                }
+            }
             Msg::Publish {
                 n,
                 value,
@@ -1155,7 +1196,10 @@ impl Actor for Node {
             }
             Node::Subscriber { .. } => {
                 o.set_timer(Timer::Start, model_timeout());
-                NodeState::Subscriber(SubscriberState { started: false })
+                NodeState::Subscriber(SubscriberState {
+                    started: false,
+                    stopped: false,
+                })
             }
             Node::Publisher { peer, script } => {
                 let st = PublisherState {
@@ -1218,16 +1262,27 @@ impl Actor for Node {
                             push_replication(root, ALL, o);
                         }
                     }
-                    Timer::Start => {}
+                    Timer::Start | Timer::Stop => {}
                 }
                 if state.peer() != Some(&st) {
                     *state.to_mut() = NodeState::Peer(st);
                 }
             }
-            (Node::Subscriber { peer }, NodeState::Subscriber(st)) if !st.started => {
+            (Node::Subscriber { peer, leaves }, NodeState::Subscriber(st)) if !st.started => {
                 let mut st = st.clone();
                 st.started = true;
                 o.send(peer_id(*peer), Msg::Subscribe);
+                if *leaves {
+                    o.set_timer(Timer::Stop, model_timeout());
+                }
+                *state.to_mut() = NodeState::Subscriber(st);
+            }
+            (Node::Subscriber { peer, .. }, NodeState::Subscriber(st))
+                if *timer == Timer::Stop && !st.stopped =>
+            {
+                let mut st = st.clone();
+                st.stopped = true;
+                o.send(peer_id(*peer), Msg::Unsubscribe);
                 *state.to_mut() = NodeState::Subscriber(st);
             }
             _ => {}

@@ -96,6 +96,8 @@ pub struct Options {
     pub losses: usize,
     /// Publication expiries allowed (a root's publication lapses unrefreshed).
     pub expiries: Option<usize>,
+    /// How many subscribers (the first ones) unsubscribe after subscribing.
+    pub unsubscribes: usize,
     /// A seeded bug.
     pub mutant: Option<Mutant>,
 }
@@ -112,6 +114,7 @@ impl Default for Options {
             network: NetworkKind::Unordered,
             losses: 0,
             expiries: None,
+            unsubscribes: 0,
             mutant: None,
         }
     }
@@ -138,6 +141,8 @@ pub struct Setup {
     pub losses: usize,
     /// Publication expiries allowed.
     pub expiries: usize,
+    /// How many subscribers (the first ones) unsubscribe after subscribing.
+    pub unsubscribes: usize,
     /// A seeded bug.
     pub mutant: Option<Mutant>,
 }
@@ -211,6 +216,12 @@ impl Setup {
         if expiries > 3 {
             return Err(format!("--expiries must be at most 3, got {expiries}"));
         }
+        if o.unsubscribes > subs {
+            return Err(format!(
+                "--unsubscribes must be at most the number of subscribers ({subs}), got {}",
+                o.unsubscribes
+            ));
+        }
         let subscribers = (0..subs).map(|i| sub_at[i % sub_at.len()]).collect();
         // Publish i goes to publisher i % 2: the first is an initial publish; the second carries
         // an ETag the UA kept from an earlier, long-expired publication (e0, never current: a
@@ -245,6 +256,7 @@ impl Setup {
             network: o.network,
             losses: o.losses,
             expiries,
+            unsubscribes: o.unsubscribes,
             mutant: o.mutant,
         })
     }
@@ -326,7 +338,7 @@ impl Setup {
             .map(|(j, (p, s))| format!("U{}@{}x{}", j + 1, self.topo.name(*p), s.len()))
             .collect();
         format!(
-            "peers [{}] gid {} root {} k={} subscribers [{}] publishers [{}] crashes {} network {:?} losses {} expiries {}{}",
+            "peers [{}] gid {} root {} k={} subscribers [{}] publishers [{}] crashes {} network {:?} losses {} expiries {} unsubscribes {}{}",
             peers.join(" "),
             self.gid,
             self.topo.name(self.topo.closest_live(self.gid, 0).unwrap()),
@@ -337,6 +349,7 @@ impl Setup {
             self.network,
             self.losses,
             self.expiries,
+            self.unsubscribes,
             self.mutant.map(|m| format!(" mutant {m}")).unwrap_or_default()
         )
     }

@@ -206,6 +206,11 @@ pub enum StepAction {
         /// The request.
         req: String,
     },
+    /// A subscribing user agent ends its subscription (SUBSCRIBE with `Expires: 0`).
+    UaUnsubscribes {
+        /// The user agent.
+        ua: String,
+    },
     /// The root's replication retry fires: it resends its state to the replicas that have not
     /// acknowledged it.
     ReplicationRetry {
@@ -313,6 +318,7 @@ impl SaScribe {
         };
         match msg {
             Msg::Subscribe => a.kind = "subscribe",
+            Msg::Unsubscribe => a.kind = "unsubscribe",
             Msg::Publish {
                 value, if_match, ..
             } => {
@@ -367,7 +373,7 @@ impl SaScribe {
             }
             Msg::ToSubscriber { .. } | Msg::PubResponse { .. } | Msg::Observe(_) => return None,
         }
-        if matches!(a.kind, "subscribe" | "publish" | "pack") {
+        if matches!(a.kind, "subscribe" | "unsubscribe" | "publish" | "pack") {
             a.gid = if a.kind == "pack" { None } else { gid };
         }
         Some(a)
@@ -509,6 +515,9 @@ impl SaScribe {
             },
             ActorModelAction::Timeout(id, Timer::Start) => {
                 StepAction::UaSubscribes { ua: name(id) }
+            }
+            ActorModelAction::Timeout(id, Timer::Stop) => {
+                StepAction::UaUnsubscribes { ua: name(id) }
             }
             ActorModelAction::Timeout(id, Timer::Detect(x)) => StepAction::DetectFailure {
                 at: name(id),

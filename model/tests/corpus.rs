@@ -61,6 +61,7 @@ fn corpus_covers_every_message_and_action_kind() {
     }
     for k in [
         "subscribe",
+        "unsubscribe",
         "publish",
         "join",
         "pack",
@@ -82,6 +83,7 @@ fn corpus_covers_every_message_and_action_kind() {
         "crash",
         "lose",
         "expire",
+        "ua_unsubscribes",
     ] {
         assert!(actions.contains(k), "no trace has a {k} step");
     }

@@ -7,19 +7,21 @@ use sascribe_model::{Mutant, Options, Preset, SaScribe, Setup};
 use stateright::{Checker, HasDiscoveries, Model};
 use std::collections::BTreeSet;
 
-/// A small configuration: preset, subscribers, publishes, crashes, expiries, and whether every
-/// subscriber sits on peer A (so that their JOINs share the intermediate C in `multihop`).
+/// A small configuration: preset, subscribers, publishes, crashes, expiries, unsubscribing
+/// subscribers, and whether every subscriber sits on peer A (so that their JOINs share the
+/// intermediate C in `multihop`).
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct Cfg(Preset, usize, usize, usize, usize, bool);
+struct Cfg(Preset, usize, usize, usize, usize, usize, bool);
 
 fn setup(c: Cfg, mutant: Option<Mutant>) -> Setup {
-    let Cfg(preset, subscribers, publishes, crashes, expiries, all_on_a) = c;
+    let Cfg(preset, subscribers, publishes, crashes, expiries, unsubscribes, all_on_a) = c;
     let mut s = Setup::new(&Options {
         preset,
         subscribers: Some(subscribers),
         publishes: Some(publishes),
         crashes: Some(crashes),
         expiries: Some(expiries),
+        unsubscribes,
         mutant,
         ..Default::default()
     })
@@ -36,16 +38,17 @@ fn config_for(m: Mutant) -> Cfg {
     use Mutant::*;
     use Preset::*;
     match m {
-        NoStaleFilter => Cfg(Small, 2, 1, 0, 0, true),
-        NotifyBeforeAck => Cfg(Small, 1, 2, 0, 0, false),
-        SeqNotBumped | NoMulticast => Cfg(Small, 1, 3, 0, 0, false),
-        AnswerFromIntermediate => Cfg(Multihop, 2, 3, 0, 0, true),
-        NoReplication | NoRetry => Cfg(Small, 0, 1, 1, 0, false),
-        RootAcceptsLowerSeq => Cfg(Small, 1, 3, 1, 0, false),
-        EtagIgnored => Cfg(Small, 0, 2, 0, 0, false),
-        RejoinViaChild => Cfg(Multihop, 1, 0, 1, 0, true),
-        NoNack => Cfg(Small, 1, 0, 0, 0, false),
-        NackForgetsExpiry => Cfg(Small, 1, 2, 1, 1, false),
+        NoStaleFilter => Cfg(Small, 2, 1, 0, 0, 0, true),
+        NotifyBeforeAck => Cfg(Small, 1, 2, 0, 0, 0, false),
+        SeqNotBumped | NoMulticast => Cfg(Small, 1, 3, 0, 0, 0, false),
+        AnswerFromIntermediate => Cfg(Multihop, 2, 3, 0, 0, 0, true),
+        NoReplication | NoRetry => Cfg(Small, 0, 1, 1, 0, 0, false),
+        RootAcceptsLowerSeq => Cfg(Small, 1, 3, 1, 0, 0, false),
+        EtagIgnored => Cfg(Small, 0, 2, 0, 0, 0, false),
+        RejoinViaChild => Cfg(Multihop, 1, 0, 1, 0, 0, true),
+        NoNack => Cfg(Small, 1, 0, 0, 0, 0, false),
+        UnsubscribeIgnored => Cfg(Small, 1, 1, 0, 0, 1, false),
+        NackForgetsExpiry => Cfg(Small, 1, 2, 1, 1, 0, false),
     }
 }
 

@@ -246,6 +246,13 @@ impl Scribe {
         ctx: &mut Ctx<'_>,
         handle: SubHandle,
     ) -> Result<(), SubscribeError> {
+        if ctx.cfg.mutant_on(Mutant::UnsubscribeIgnored) {
+            return self
+                .subs
+                .contains_key(&handle)
+                .then_some(())
+                .ok_or(SubscribeError::UnknownHandle);
+        }
         let sub = self
             .subs
             .remove(&handle)
