@@ -97,28 +97,18 @@ fn corpus_covers_every_message_and_action_kind() {
         assert!(clients.contains(k), "no trace shows a {k}");
     }
     let steps = || traces.iter().flat_map(|t| t.steps.iter());
+    let sends = |kind: &str| {
+        steps().any(|s| {
+            (s.expect.sent.iter()).any(|m| m.kind == kind && m.seq.is_some() && m.value.is_none())
+        })
+    };
     assert!(
-        steps().any(|s| s
-            .expect
-            .client
-            .iter()
-            .any(|c| c.kind == "notify" && c.value.is_none())),
+        steps().any(|s| (s.expect.client.iter()).any(|c| c.kind == "notify" && c.value.is_none())),
         "no trace tells a subscriber that the publication expired"
     );
     assert!(
-        steps().any(|s| s
-            .expect
-            .sent
-            .iter()
-            .any(|m| m.kind == "nack" && m.seq.is_some())),
+        sends("nack"),
         "no trace has a nACK carrying an expiry's seq"
     );
-    assert!(
-        steps().any(|s| s
-            .expect
-            .sent
-            .iter()
-            .any(|m| m.kind == "replicate" && m.seq.is_some() && m.value.is_none())),
-        "no trace replicates an expiry"
-    );
+    assert!(sends("replicate"), "no trace replicates an expiry");
 }

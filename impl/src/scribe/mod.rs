@@ -440,14 +440,10 @@ impl Scribe {
                 mut path,
             } => {
                 // Retrace the reverse path; every peer on it learns the state.
-                if path.pop().is_none_or(|h| h.id != ctx.me().id) {
+                let Some(next) = self.retrace(ctx, gid, &mut path, &latest, true) else {
                     return;
-                }
-                if let Some(next) = path.last().copied() {
-                    // Learn the state; the next hop gets it in the ACK itself.
-                    if self.apply_latest_except(ctx, gid, latest.clone(), Some(next.id)) {
-                        self.root_absorb_latest(ctx, gid);
-                    }
+                };
+                if let Some(next) = next {
                     let msg = Msg::JoinAck {
                         gid,
                         join_id,
@@ -479,17 +475,13 @@ impl Scribe {
                 latest,
                 mut path,
             } => {
-                if path.pop().is_none_or(|h| h.id != ctx.me().id) {
-                    return;
-                }
                 // An expiry's seq (no body) is learnt like an ACK's state: members below are
                 // told that the publication is gone.
                 let expired = latest.seq > 0 && latest.body.is_none();
-                if let Some(next) = path.last().copied() {
-                    if expired && self.apply_latest_except(ctx, gid, latest.clone(), Some(next.id))
-                    {
-                        self.root_absorb_latest(ctx, gid);
-                    }
+                let Some(next) = self.retrace(ctx, gid, &mut path, &latest, expired) else {
+                    return;
+                };
+                if let Some(next) = next {
                     let msg = Msg::JoinNack {
                         gid,
                         join_id,
@@ -621,6 +613,30 @@ impl Scribe {
             Msg::FetchReply { gid, rec } => self.on_fetch_reply(ctx, from, gid, rec),
             _ => {}
         }
+    }
+
+    /// A JOIN's answer retracing its reverse `path` reached this peer: pops this peer off it
+    /// and, when a hop remains, learns `latest` (if `learn`) without multicasting it to that
+    /// hop, which gets it in the answer itself. `None`: the path does not name this peer;
+    /// `Some(None)`: this peer is the JOIN's origin; `Some(Some(next))`: forward to `next`.
+    fn retrace(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        gid: GroupId,
+        path: &mut Vec<NodeHandle>,
+        latest: &Latest,
+        learn: bool,
+    ) -> Option<Option<NodeHandle>> {
+        if path.pop().is_none_or(|h| h.id != ctx.me().id) {
+            return None;
+        }
+        let next = path.last().copied();
+        if let Some(next) = next {
+            if learn && self.apply_latest_except(ctx, gid, latest.clone(), Some(next.id)) {
+                self.root_absorb_latest(ctx, gid);
+            }
+        }
+        Some(next)
     }
 
     fn on_notify(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, latest: Latest) {
@@ -772,14 +788,8 @@ impl Scribe {
     /// active root of (a driver that owns the timers, such as the conformance harness).
     /// Returns whether a publication expired.
     pub fn fire_expiry(&mut self, ctx: &mut Ctx<'_>) -> bool {
-        let gids: Vec<GroupId> = self
-            .groups
-            .iter()
-            .filter(|(_, g)| g.root.is_some())
-            .map(|(gid, _)| *gid)
-            .collect();
         let mut any = false;
-        for gid in gids {
+        for gid in self.active_roots() {
             any |= self.root_expire(ctx, gid);
         }
         any
@@ -789,12 +799,7 @@ impl Scribe {
     /// every active root resends its record to the replicas that have not acknowledged it,
     /// and commits what their acknowledgements allow. Returns whether this peer is a root.
     pub fn fire_replication_retry(&mut self, ctx: &mut Ctx<'_>) -> bool {
-        let gids: Vec<GroupId> = self
-            .groups
-            .iter()
-            .filter(|(_, g)| g.root.as_ref().is_some_and(|r| r.active))
-            .map(|(gid, _)| *gid)
-            .collect();
+        let gids = self.active_roots();
         for &gid in &gids {
             self.retry_replication(ctx, gid);
         }

@@ -770,15 +770,18 @@ impl Scribe {
         }
     }
 
-    /// Periodic full re-replication (covers replicas that restarted or joined).
-    pub(crate) fn refresh_replicas(&mut self, ctx: &mut Ctx<'_>) {
-        let roots: Vec<GroupId> = self
-            .groups
+    /// The groups this peer serves as an active root (not fetching).
+    pub(crate) fn active_roots(&self) -> Vec<GroupId> {
+        self.groups
             .iter()
             .filter(|(_, g)| g.root.as_ref().is_some_and(|r| r.active))
             .map(|(k, _)| *k)
-            .collect();
-        for gid in roots {
+            .collect()
+    }
+
+    /// Periodic full re-replication (covers replicas that restarted or joined).
+    pub(crate) fn refresh_replicas(&mut self, ctx: &mut Ctx<'_>) {
+        for gid in self.active_roots() {
             self.send_replicas(ctx, gid, true);
         }
     }
