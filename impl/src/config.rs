@@ -60,7 +60,7 @@ pub struct Config {
 
 impl Config {
     /// Whether seeded bug `m` is enabled: always `false` unless the crate is built with the
-    /// `mutants` feature and [`Config::mutant`] selects `m`.
+    /// `mutants` feature and `Config::mutant` (a field only that feature adds) selects `m`.
     #[inline]
     pub fn mutant_on(&self, m: crate::mutants::Mutant) -> bool {
         #[cfg(feature = "mutants")]

@@ -1,8 +1,9 @@
 //! Seeded bugs for the conformance suite's non-vacuity check (`conformance/tests/mutants.rs`).
 //!
 //! Each variant names one deliberate deviation from the protocol. A bug is active only when the
-//! crate is built with the `mutants` feature **and** [`crate::Config::mutant`] selects it; in a
-//! default build [`crate::Config::mutant_on`] is constant `false` and the checks compile away.
+//! crate is built with the `mutants` feature **and** `Config::mutant` (a field only that
+//! feature adds) selects it; in a default build [`crate::Config::mutant_on`] is constant
+//! `false` and the checks compile away.
 
 /// A seeded bug.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
