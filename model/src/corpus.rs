@@ -1,7 +1,8 @@
 //! The committed trace corpus: which configurations, which paths. Same build, same files.
 
-use crate::model::{Action, PROPERTIES};
+use crate::model::{Action, State, PROPERTIES};
 use crate::trace::{Origin, Trace};
+use crate::Mutant;
 use crate::{Options, Preset, SaScribe, Setup};
 use stateright::{Checker, HasDiscoveries, Model};
 use std::collections::BTreeSet;
@@ -78,10 +79,63 @@ fn witnesses(name: &str, model: &SaScribe) -> Vec<Trace> {
         .collect()
 }
 
-/// The whole corpus: witnesses on `small` and `multihop`, and `walks` seeded random walks on
-/// every configuration (`walks / 2` on `lossy`).
-pub fn corpus(walks: u64) -> Vec<Trace> {
+/// Mutant-directed paths: for each seeded bug of the model, the counterexample the checker
+/// finds (single-threaded BFS, on the configuration that catches it) replayed on the correct
+/// model for as long as its actions are possible there. Such a path leads a correct
+/// implementation to the very step where that bug shows, and expects the correct behaviour.
+fn mutant_paths() -> Vec<Trace> {
+    Mutant::ALL
+        .iter()
+        .filter_map(|&m| {
+            let c = m.catching_config();
+            let buggy = SaScribe::new(c.setup(Some(m)));
+            let checker = buggy
+                .checker()
+                .threads(1)
+                .finish_when(HasDiscoveries::AnyOf([m.property()].into_iter().collect()))
+                .spawn_bfs()
+                .join();
+            let path = checker.discovery(m.property())?;
+            let correct = SaScribe::new(c.setup(None));
+            let actions = feasible_prefix(&correct, &path.into_actions());
+            Some(correct.trace(
+                format!("mutant-{}", m.name()),
+                Origin {
+                    kind: "mutant-path",
+                    property: Some(m.property().to_string()),
+                    seed: None,
+                    mutant: Some(m.name().to_string()),
+                },
+                &actions,
+            ))
+        })
+        .collect()
+}
+
+/// The longest prefix of `actions` the model can take from its initial state.
+fn feasible_prefix(model: &SaScribe, actions: &[Action]) -> Vec<Action> {
+    let mut state: State = model.init_states().remove(0);
     let mut out = Vec::new();
+    for a in actions {
+        let mut enabled = Vec::new();
+        model.actions(&state, &mut enabled);
+        let Some(next) = enabled
+            .contains(a)
+            .then(|| model.next_state(&state, a.clone()))
+            .flatten()
+        else {
+            break;
+        };
+        state = next;
+        out.push(a.clone());
+    }
+    out
+}
+
+/// The whole corpus: witnesses on `small` and `multihop`, mutant-directed paths, and `walks`
+/// seeded random walks on every configuration (`walks / 2` on `lossy`).
+pub fn corpus(walks: u64) -> Vec<Trace> {
+    let mut out = mutant_paths();
     for (name, opts) in configs() {
         let model = SaScribe::new(Setup::new(&opts).expect("corpus configs are valid"));
         if name == "small" || name == "multihop" {

@@ -2,6 +2,7 @@
 //! finds a counterexample to the property named beside it, which shows that property is not
 //! vacuous.
 
+use crate::setup::{Options, Preset, Setup};
 use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
@@ -82,5 +83,65 @@ impl FromStr for Mutant {
                 let names: Vec<_> = Mutant::ALL.iter().map(|m| m.name()).collect();
                 format!("unknown mutant '{s}'; known: {}", names.join(", "))
             })
+    }
+}
+
+/// A small configuration on which the checker catches a mutant (and the correct model satisfies
+/// every property): preset, subscribers, publishes, crashes, expiries, subscribers that
+/// unsubscribe, and whether every subscriber sits on peer A (so that their JOINs share the
+/// intermediate C in `multihop`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CatchConfig(
+    pub Preset,
+    pub usize,
+    pub usize,
+    pub usize,
+    pub usize,
+    pub usize,
+    pub bool,
+);
+
+impl CatchConfig {
+    /// The model setup, with `mutant` seeded (or the correct model).
+    pub fn setup(self, mutant: Option<Mutant>) -> Setup {
+        let CatchConfig(preset, subscribers, publishes, crashes, expiries, unsubscribes, on_a) =
+            self;
+        let mut s = Setup::new(&Options {
+            preset,
+            subscribers: Some(subscribers),
+            publishes: Some(publishes),
+            crashes: Some(crashes),
+            expiries: Some(expiries),
+            unsubscribes,
+            mutant,
+            ..Default::default()
+        })
+        .expect("catching configurations are valid");
+        if on_a {
+            let a = s.topo.ids.iter().position(|&id| id == 64).expect("peer A") as u8;
+            s.subscribers = vec![a; subscribers];
+        }
+        s
+    }
+}
+
+impl Mutant {
+    /// Where the checker is shown to catch this mutant (`model/tests/mutants.rs`).
+    pub fn catching_config(self) -> CatchConfig {
+        use Mutant::*;
+        use Preset::*;
+        match self {
+            NoStaleFilter => CatchConfig(Small, 2, 1, 0, 0, 0, true),
+            NotifyBeforeAck => CatchConfig(Small, 1, 2, 0, 0, 0, false),
+            SeqNotBumped | NoMulticast => CatchConfig(Small, 1, 3, 0, 0, 0, false),
+            AnswerFromIntermediate => CatchConfig(Multihop, 2, 3, 0, 0, 0, true),
+            NoReplication | NoRetry => CatchConfig(Small, 0, 1, 1, 0, 0, false),
+            RootAcceptsLowerSeq => CatchConfig(Small, 1, 3, 1, 0, 0, false),
+            EtagIgnored => CatchConfig(Small, 0, 2, 0, 0, 0, false),
+            RejoinViaChild => CatchConfig(Multihop, 1, 0, 1, 0, 0, true),
+            NoNack => CatchConfig(Small, 1, 0, 0, 0, 0, false),
+            UnsubscribeIgnored => CatchConfig(Small, 1, 1, 0, 0, 1, false),
+            NackForgetsExpiry => CatchConfig(Small, 1, 2, 1, 1, 0, false),
+        }
     }
 }

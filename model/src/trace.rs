@@ -25,7 +25,7 @@ pub const VERSION: u32 = 2;
 /// Where a trace comes from.
 #[derive(Clone, Debug, Serialize)]
 pub struct Origin {
-    /// `witness`, `walk` or `counterexample`.
+    /// `witness`, `walk`, `counterexample` or `mutant-path`.
     pub kind: &'static str,
     /// The property witnessed or violated.
     #[serde(skip_serializing_if = "Option::is_none")]

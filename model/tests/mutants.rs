@@ -3,54 +3,10 @@
 //! every property.
 
 use sascribe_model::model::PROPERTIES;
-use sascribe_model::{Mutant, Options, Preset, SaScribe, Setup};
+use sascribe_model::mutant::CatchConfig;
+use sascribe_model::{Mutant, Options, SaScribe, Setup};
 use stateright::{Checker, HasDiscoveries, Model};
 use std::collections::BTreeSet;
-
-/// A small configuration: preset, subscribers, publishes, crashes, expiries, unsubscribing
-/// subscribers, and whether every subscriber sits on peer A (so that their JOINs share the
-/// intermediate C in `multihop`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Cfg(Preset, usize, usize, usize, usize, usize, bool);
-
-fn setup(c: Cfg, mutant: Option<Mutant>) -> Setup {
-    let Cfg(preset, subscribers, publishes, crashes, expiries, unsubscribes, all_on_a) = c;
-    let mut s = Setup::new(&Options {
-        preset,
-        subscribers: Some(subscribers),
-        publishes: Some(publishes),
-        crashes: Some(crashes),
-        expiries: Some(expiries),
-        unsubscribes,
-        mutant,
-        ..Default::default()
-    })
-    .unwrap();
-    if all_on_a {
-        let a = s.topo.ids.iter().position(|&id| id == 64).unwrap() as u8;
-        s.subscribers = vec![a; subscribers];
-    }
-    s
-}
-
-/// Where each mutant is shown to be caught.
-fn config_for(m: Mutant) -> Cfg {
-    use Mutant::*;
-    use Preset::*;
-    match m {
-        NoStaleFilter => Cfg(Small, 2, 1, 0, 0, 0, true),
-        NotifyBeforeAck => Cfg(Small, 1, 2, 0, 0, 0, false),
-        SeqNotBumped | NoMulticast => Cfg(Small, 1, 3, 0, 0, 0, false),
-        AnswerFromIntermediate => Cfg(Multihop, 2, 3, 0, 0, 0, true),
-        NoReplication | NoRetry => Cfg(Small, 0, 1, 1, 0, 0, false),
-        RootAcceptsLowerSeq => Cfg(Small, 1, 3, 1, 0, 0, false),
-        EtagIgnored => Cfg(Small, 0, 2, 0, 0, 0, false),
-        RejoinViaChild => Cfg(Multihop, 1, 0, 1, 0, 0, true),
-        NoNack => Cfg(Small, 1, 0, 0, 0, 0, false),
-        UnsubscribeIgnored => Cfg(Small, 1, 1, 0, 0, 1, false),
-        NackForgetsExpiry => Cfg(Small, 1, 2, 1, 1, 0, false),
-    }
-}
 
 fn safety_and_liveness() -> impl Iterator<Item = &'static str> {
     PROPERTIES
@@ -69,15 +25,15 @@ fn every_safety_and_liveness_property_has_a_mutant() {
 
 #[test]
 fn correct_model_satisfies_every_property_on_the_mutant_configs() {
-    let mut configs: Vec<Cfg> = Vec::new();
+    let mut configs: Vec<CatchConfig> = Vec::new();
     for &m in Mutant::ALL {
-        let c = config_for(m);
+        let c = m.catching_config();
         if !configs.contains(&c) {
             configs.push(c);
         }
     }
     for c in configs {
-        let model = SaScribe::new(setup(c, None));
+        let model = SaScribe::new(c.setup(None));
         let checker = model.clone().checker().threads(2).spawn_bfs().join();
         for p in safety_and_liveness() {
             if let Some(path) = checker.discovery(p) {
@@ -93,8 +49,8 @@ fn correct_model_satisfies_every_property_on_the_mutant_configs() {
 #[test]
 fn each_mutant_yields_a_counterexample_to_its_property() {
     for &m in Mutant::ALL {
-        let c = config_for(m);
-        let model = SaScribe::new(setup(c, Some(m)));
+        let c = m.catching_config();
+        let model = SaScribe::new(c.setup(Some(m)));
         let checker = model
             .clone()
             .checker()
