@@ -5,7 +5,7 @@ use sascribe_conformance::adapter::AdapterProcess;
 use sascribe_conformance::inprocess::{InProcess, Mode};
 use sascribe_conformance::runner::{describe, run_trace};
 use sascribe_conformance::sut::System;
-use sascribe_conformance::{chart, load, trace_files};
+use sascribe_conformance::{chart, load, trace_files, Trace, TraceError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -144,6 +144,27 @@ fn read_known(file: &std::path::Path) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
+/// A trace file read (or not), or a path whose files could not be listed.
+enum Loaded {
+    Unlisted(TraceError),
+    File(PathBuf, Result<Box<Trace>, TraceError>),
+}
+
+/// Every trace file of `paths` (a directory's `*.json` files, sorted, or the file itself),
+/// loaded and checked.
+fn traces_in(paths: Vec<PathBuf>) -> impl Iterator<Item = Loaded> {
+    paths.into_iter().flat_map(|p| match trace_files(&p) {
+        Ok(files) => files
+            .into_iter()
+            .map(|f| {
+                let t = load(&f).map(Box::new);
+                Loaded::File(f, t)
+            })
+            .collect::<Vec<_>>(),
+        Err(e) => vec![Loaded::Unlisted(e)],
+    })
+}
+
 fn run(paths: Vec<PathBuf>, target: Target, verbose: bool, known: Option<PathBuf>) -> ExitCode {
     let known = match known.as_deref().map(read_known).transpose() {
         Ok(k) => k.unwrap_or_default(),
@@ -153,53 +174,48 @@ fn run(paths: Vec<PathBuf>, target: Target, verbose: bool, known: Option<PathBuf
         }
     };
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
-    for p in paths {
-        let files = match trace_files(&p) {
-            Ok(f) => f,
-            Err(e) => {
+    for item in traces_in(paths) {
+        let (f, t) = match item {
+            Loaded::Unlisted(e) => {
                 eprintln!("error: {e}");
                 failed += 1;
                 continue;
             }
+            Loaded::File(f, Err(e)) => {
+                println!("FAIL {}: unreadable trace: {e}", f.display());
+                failed += 1;
+                continue;
+            }
+            Loaded::File(f, Ok(t)) => (f, t),
         };
-        for f in files {
-            let name = f.display().to_string();
-            let t = match load(&f) {
-                Ok(t) => t,
-                Err(e) => {
-                    println!("FAIL {name}: unreadable trace: {e}");
-                    failed += 1;
-                    continue;
-                }
-            };
-            let mut sys = match system(&target) {
-                Ok(s) => s,
-                Err(e) => {
-                    println!("FAIL {name}: {e}");
-                    failed += 1;
-                    continue;
-                }
-            };
-            let r = run_trace(&t, sys.as_mut(), verbose);
-            let divergence = known.iter().find(|(n, _)| *n == t.name);
-            match (&r.failure, divergence) {
-                (None, None) => passed += 1,
-                (None, Some(_)) => {
-                    failed += 1;
-                    println!(
-                        "FAIL {name}: listed as a known divergence but passes: remove it from the list"
-                    );
-                }
-                (Some(fail), Some((_, reason))) => {
-                    skipped += 1;
-                    println!("KNOWN {name} ({reason}): {}", fail.summary());
-                }
-                (Some(fail), None) => {
-                    failed += 1;
-                    print!("{}", describe(&name, fail));
-                    if verbose {
-                        print!("{}", r.transcript);
-                    }
+        let name = f.display().to_string();
+        let mut sys = match system(&target) {
+            Ok(s) => s,
+            Err(e) => {
+                println!("FAIL {name}: {e}");
+                failed += 1;
+                continue;
+            }
+        };
+        let r = run_trace(&t, sys.as_mut(), verbose);
+        let divergence = known.iter().find(|(n, _)| *n == t.name);
+        match (&r.failure, divergence) {
+            (None, None) => passed += 1,
+            (None, Some(_)) => {
+                failed += 1;
+                println!(
+                    "FAIL {name}: listed as a known divergence but passes: remove it from the list"
+                );
+            }
+            (Some(fail), Some((_, reason))) => {
+                skipped += 1;
+                println!("KNOWN {name} ({reason}): {}", fail.summary());
+            }
+            (Some(fail), None) => {
+                failed += 1;
+                print!("{}", describe(&name, fail));
+                if verbose {
+                    print!("{}", r.transcript);
                 }
             }
         }
@@ -336,23 +352,17 @@ fn main() -> ExitCode {
         ),
         Command::Validate { paths } => {
             let (mut ok, mut bad) = (0, 0);
-            for p in paths {
-                let files = match trace_files(&p) {
-                    Ok(f) => f,
-                    Err(e) => {
+            for item in traces_in(paths) {
+                match item {
+                    Loaded::Unlisted(e) => {
                         eprintln!("error: {e}");
                         bad += 1;
-                        continue;
                     }
-                };
-                for f in files {
-                    match load(&f) {
-                        Ok(_) => ok += 1,
-                        Err(e) => {
-                            eprintln!("invalid: {e}");
-                            bad += 1;
-                        }
+                    Loaded::File(_, Err(e)) => {
+                        eprintln!("invalid: {e}");
+                        bad += 1;
                     }
+                    Loaded::File(_, Ok(_)) => ok += 1,
                 }
             }
             println!("{ok} valid, {bad} invalid");
