@@ -158,11 +158,13 @@ impl SipEndpoint {
             local_tag,
             remote_tag: ctx.from_na.tag.clone().unwrap_or_default(),
         };
+        // An unknown dialog, or one no longer active: 481 (RFC 3261 §12.2.2).
         let found = self
             .dialog_ids
             .get(&id)
             .copied()
-            .and_then(|h| self.dialogs.get_mut(&h).map(|d| (h, d)));
+            .and_then(|h| self.dialogs.get_mut(&h).map(|d| (h, d)))
+            .filter(|(_, d)| d.phase == Phase::Active);
         let Some((h, d)) = found else {
             return self.reply(
                 now,
@@ -174,17 +176,6 @@ impl SipEndpoint {
                 None,
             );
         };
-        if d.phase != Phase::Active {
-            return self.reply(
-                now,
-                key,
-                ctx,
-                481,
-                reason_phrase(481),
-                Headers::default(),
-                None,
-            );
-        }
         if ctx.cseq.seq <= d.remote_cseq {
             // RFC 3261 §12.2.2: out-of-order in-dialog request.
             return self.reply(
