@@ -1,72 +1,88 @@
 //! How the harness reaches one production peer: the transport/clock seam.
 //!
-//! * [`CoreDriver`] calls the sans-IO [`Peer`] directly.
-//! * [`RuntimeDriver`] runs the peer inside the tokio event loop `sascribe peer` runs
-//!   ([`sascribe::runtime::Node`]), with only the socket and the clock swapped for
-//!   harness-controlled ones ([`HarnessTransport`], [`HarnessClock`]): datagrams reach the peer
-//!   through the loop's `recv_from`, what it sends leaves through `send_to`, and API calls and
-//!   the harness's timer firings go through the node's command channel
-//!   ([`sascribe::runtime::RuntimeHandle::with_peer`]). After every input the driver waits until
-//!   the loop has handled it and drained its outputs (a no-op command queued behind it).
+//! Both drivers drive the same sans-IO [`Host`] — overlay, sa-Scribe and the SIP front end:
+//!
+//! * [`CoreDriver`] calls the host directly.
+//! * [`RuntimeDriver`] runs the host inside the tokio event loop `sascribe peer` runs
+//!   ([`sascribe::runtime::Node`]), with only the sockets and the clock swapped for
+//!   harness-controlled ones ([`HarnessTransport`], [`HarnessClock`]): datagrams reach the host
+//!   through the loop's `recv_from` on its overlay or its SIP socket, what it sends leaves
+//!   through `send_to`, and the harness's doors and timer firings go through the node's command
+//!   channel ([`sascribe::runtime::RuntimeHandle::with_host`]). After every input the driver
+//!   waits until the loop has handled it and drained its outputs (no-op commands queued behind
+//!   it).
 
 use sascribe::runtime::{Clock, Node, RuntimeHandle, Transport};
-use sascribe::{Event, Millis, Peer, Transmit};
+use sascribe::{Host, Input, Millis, Output, Socket, Transmit};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
-/// A call on the peer at the harness's time: `Ok(log line)` or `Err(why it failed)`.
-pub type Call = Box<dyn FnOnce(&mut Peer, Millis) -> Result<String, String> + Send>;
+/// A call on the host at the harness's time: `Ok(log line)` or `Err(why it failed)`.
+pub type Call = Box<dyn FnOnce(&mut Host, Millis) -> Result<String, String> + Send>;
 
 /// One production peer as the harness drives it.
 pub trait Driver {
-    /// Runs `f` on the peer at time `now`.
+    /// Runs `f` on the host at time `now` (the harness's doors, reads).
     fn call(&mut self, now: Millis, f: Call) -> Result<String, String>;
-    /// Hands the peer a datagram from `from` at time `now`.
-    fn datagram(&mut self, now: Millis, from: SocketAddr, payload: Vec<u8>);
-    /// The peer's next deadline.
+    /// Hands the host a datagram on `socket` from `from` at time `now`.
+    fn datagram(&mut self, now: Millis, socket: Socket, from: SocketAddr, payload: Vec<u8>);
+    /// Fires the host's timers due at `now`.
+    fn timeout(&mut self, now: Millis);
+    /// The host's next deadline.
     fn next_deadline(&mut self) -> Option<Millis>;
-    /// Takes what the peer sent and told its user agents since the last drain, with notes
-    /// about anything lost on the way.
-    fn drain(&mut self) -> (Vec<Transmit>, Vec<Event>, Vec<String>);
+    /// Takes what the host sent since the last drain, with notes for the log (its upcalls).
+    fn drain(&mut self) -> (Vec<Transmit>, Vec<String>);
 }
 
-/// The sans-IO core, called directly.
+/// The sans-IO host, called directly.
 #[derive(Debug)]
 pub struct CoreDriver {
-    peer: Peer,
+    host: Host,
 }
 
 impl CoreDriver {
-    /// Drives `peer`.
-    pub fn new(peer: Peer) -> Self {
-        CoreDriver { peer }
+    /// Drives `host`.
+    pub fn new(host: Host) -> Self {
+        CoreDriver { host }
     }
 }
 
 impl Driver for CoreDriver {
     fn call(&mut self, now: Millis, f: Call) -> Result<String, String> {
-        f(&mut self.peer, now)
+        f(&mut self.host, now)
     }
-    fn datagram(&mut self, now: Millis, from: SocketAddr, payload: Vec<u8>) {
-        self.peer.handle_datagram(now, from, &payload);
+    fn datagram(&mut self, now: Millis, socket: Socket, from: SocketAddr, payload: Vec<u8>) {
+        let input = match socket {
+            Socket::Overlay => Input::Overlay {
+                from,
+                payload: &payload,
+            },
+            Socket::SipUdp => Input::Sip {
+                from,
+                payload: &payload,
+            },
+        };
+        let _ = self.host.handle_input(now, input);
+    }
+    fn timeout(&mut self, now: Millis) {
+        let _ = self.host.handle_input(now, Input::Timeout);
     }
     fn next_deadline(&mut self) -> Option<Millis> {
-        self.peer.poll_timeout()
+        Some(self.host.poll_timeout()).filter(|&t| t != Millis::MAX)
     }
-    fn drain(&mut self) -> (Vec<Transmit>, Vec<Event>, Vec<String>) {
-        let mut t = Vec::new();
-        while let Some(x) = self.peer.poll_transmit() {
-            t.push(x);
+    fn drain(&mut self) -> (Vec<Transmit>, Vec<String>) {
+        let (mut t, mut notes) = (Vec::new(), Vec::new());
+        loop {
+            match self.host.poll_output() {
+                Output::Transmit(x) => t.push(x),
+                Output::Event(e) => notes.push(format!("event {e:?}")),
+                Output::Timeout(_) => return (t, notes),
+            }
         }
-        let mut e = Vec::new();
-        while let Some(x) = self.peer.poll_event() {
-            e.push(x);
-        }
-        (t, e, Vec::new())
     }
 }
 
@@ -99,9 +115,10 @@ impl Clock for HarnessClock {
 }
 
 /// The harness's socket: datagrams the harness delivers come out of `recv_from`; what the
-/// node sends is captured, never sent.
+/// node sends is captured (tagged with the socket it left on), never sent.
 #[derive(Debug)]
 pub struct HarnessTransport {
+    socket: Socket,
     addr: SocketAddr,
     inbox: tokio::sync::Mutex<mpsc::UnboundedReceiver<(Vec<u8>, SocketAddr)>>,
     queued: Arc<AtomicUsize>,
@@ -114,6 +131,7 @@ impl Transport for HarnessTransport {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(Transmit {
+                socket: self.socket,
                 dst,
                 payload: buf.to_vec(),
             });
@@ -138,16 +156,16 @@ impl Transport for HarnessTransport {
     }
 }
 
-/// A peer inside the runtime's event loop, on a current-thread tokio runtime the harness
+/// A host inside the runtime's event loop, on a current-thread tokio runtime the harness
 /// blocks on.
 pub struct RuntimeDriver {
     rt: Arc<tokio::runtime::Runtime>,
     handle: RuntimeHandle,
     clock: HarnessClock,
-    inbox: mpsc::UnboundedSender<(Vec<u8>, SocketAddr)>,
+    overlay: mpsc::UnboundedSender<(Vec<u8>, SocketAddr)>,
+    sip: mpsc::UnboundedSender<(Vec<u8>, SocketAddr)>,
     queued: Arc<AtomicUsize>,
     sent: Arc<Mutex<Vec<Transmit>>>,
-    events: broadcast::Receiver<Event>,
 }
 
 impl std::fmt::Debug for RuntimeDriver {
@@ -159,32 +177,43 @@ impl std::fmt::Debug for RuntimeDriver {
 }
 
 impl RuntimeDriver {
-    /// Starts `peer` in a runtime node on `rt`, with the harness's transport and clock.
-    pub fn start(rt: Arc<tokio::runtime::Runtime>, peer: Peer, now: Millis) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// Starts `host` (a SIP gateway reached at `sip_addr`) in a runtime node on `rt`, with the
+    /// harness's transports and clock.
+    pub fn start(
+        rt: Arc<tokio::runtime::Runtime>,
+        host: Host,
+        sip_addr: SocketAddr,
+        now: Millis,
+    ) -> Self {
         let queued = Arc::new(AtomicUsize::new(0));
         let sent = Arc::new(Mutex::new(Vec::new()));
         let clock = HarnessClock::default();
         clock.set(now);
-        let transport = HarnessTransport {
-            addr: peer.handle().addr,
-            inbox: tokio::sync::Mutex::new(rx),
-            queued: Arc::clone(&queued),
-            sent: Arc::clone(&sent),
+        let transport = |socket, addr| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let t = HarnessTransport {
+                socket,
+                addr,
+                inbox: tokio::sync::Mutex::new(rx),
+                queued: Arc::clone(&queued),
+                sent: Arc::clone(&sent),
+            };
+            (tx, t)
         };
-        let node = Node::new(peer, transport, clock.clone());
+        let (overlay, ot) = transport(Socket::Overlay, host.handle().addr);
+        let (sip, st) = transport(Socket::SipUdp, sip_addr);
+        let node = Node::new(host, ot, clock.clone()).with_sip_transport(st);
         let handle = node.handle();
-        let events = handle.events();
         let _guard = rt.enter();
         tokio::spawn(node.run());
         let mut d = RuntimeDriver {
             rt,
             handle,
             clock,
-            inbox: tx,
+            overlay,
+            sip,
             queued,
             sent,
-            events,
         };
         d.barrier();
         d
@@ -199,8 +228,8 @@ impl RuntimeDriver {
                 tokio::task::yield_now().await;
             }
             // Two no-op commands: the second runs after the first one's iteration drained.
-            let _ = h.with_peer(|_, _| ()).await;
-            let _ = h.with_peer(|_, _| ()).await;
+            let _ = h.with_host(|_, _| ()).await;
+            let _ = h.with_host(|_, _| ()).await;
         });
     }
 }
@@ -218,41 +247,43 @@ impl Driver for RuntimeDriver {
         let h = self.handle.clone();
         let r = self
             .rt
-            .block_on(async move { h.with_peer(f).await })
+            .block_on(async move { h.with_host(f).await })
             .map_err(|_| "the runtime node stopped".to_string())?;
         self.barrier();
         r
     }
 
-    fn datagram(&mut self, now: Millis, from: SocketAddr, payload: Vec<u8>) {
+    fn datagram(&mut self, now: Millis, socket: Socket, from: SocketAddr, payload: Vec<u8>) {
         self.clock.set(now);
+        let inbox = match socket {
+            Socket::Overlay => &self.overlay,
+            Socket::SipUdp => &self.sip,
+        };
         self.queued.fetch_add(1, Ordering::SeqCst);
-        if self.inbox.send((payload, from)).is_err() {
+        if inbox.send((payload, from)).is_err() {
             self.queued.fetch_sub(1, Ordering::SeqCst);
         }
         self.barrier();
     }
 
+    fn timeout(&mut self, now: Millis) {
+        let fired = Box::new(|h: &mut Host, now| {
+            let _ = h.handle_input(now, Input::Timeout);
+            Ok(String::new())
+        });
+        let _ = self.call(now, fired);
+    }
+
     fn next_deadline(&mut self) -> Option<Millis> {
         let h = self.handle.clone();
         self.rt
-            .block_on(async move { h.with_peer(|p, _| p.poll_timeout()).await })
+            .block_on(async move { h.with_host(|h, _| h.poll_timeout()).await })
             .ok()
-            .flatten()
+            .filter(|&t| t != Millis::MAX)
     }
 
-    fn drain(&mut self) -> (Vec<Transmit>, Vec<Event>, Vec<String>) {
+    fn drain(&mut self) -> (Vec<Transmit>, Vec<String>) {
         let t = std::mem::take(&mut *self.sent.lock().unwrap_or_else(|p| p.into_inner()));
-        let (mut e, mut notes) = (Vec::new(), Vec::new());
-        loop {
-            match self.events.try_recv() {
-                Ok(ev) => e.push(ev),
-                Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                    notes.push(format!("runtime event stream lagged: {n} events lost"));
-                }
-                Err(_) => break,
-            }
-        }
-        (t, e, notes)
+        (t, Vec::new())
     }
 }

@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use rand::Rng;
 use sascribe::sim::{NetConfig, Sim};
-use sascribe::{Config, Event, GroupId, PubHandle, SubHandle};
+use sascribe::{Call, Config, Event, GroupId, PubHandle, SubHandle};
 use std::time::Instant;
 
 fn rss_mib() -> f64 {
@@ -65,7 +65,13 @@ fn main() {
         let from = s.rng().random_range(0..n);
         let key: u128 = s.rng().random();
         want.push(s.closest_live(key).unwrap_or(0));
-        s.with_peer(from, |p, now| p.lookup(now, key, tok as u64));
+        s.call(
+            from,
+            Call::Lookup {
+                key,
+                token: tok as u64,
+            },
+        );
     }
     s.run_for(2_000);
     let (mut hops, mut ok) = (0u64, 0usize);

@@ -206,7 +206,7 @@ async fn start(
         .await
         .with_context(|| format!("binding the overlay socket on {listen}"))?;
     if let Some(sip) = sip {
-        node = frontend::attach(node, sip, advertise, seed, packages).await?;
+        node = frontend::attach(node, sip, advertise, packages).await?;
     }
     if let Some(via) = bootstrap {
         node.bootstrap(via);
@@ -216,7 +216,7 @@ async fn start(
 
 fn describe(h: &RuntimeHandle) -> String {
     let sip = h
-        .frontend_addr()
+        .sip_addr()
         .map_or_else(|| "-".to_string(), |a| a.to_string());
     format!("id {} overlay {} SIP {sip}", h.id(), h.overlay_addr())
 }
@@ -313,7 +313,7 @@ async fn leave_all(handles: &[RuntimeHandle]) {
 mod frontend {
     use super::*;
     use sascribe::runtime::TokioClock;
-    use sascribe::sip::{SipConfig, SipEndpoint};
+    use sascribe::sip::SipConfig;
     use tokio::net::UdpSocket;
 
     /// Attaches the SIP front end on `listen`. Its own address (in `Via` and `Contact`) is the
@@ -322,11 +322,10 @@ mod frontend {
         node: Node<UdpSocket, TokioClock>,
         listen: SocketAddr,
         advertise: Option<SocketAddr>,
-        seed: u64,
         packages: &[String],
     ) -> anyhow::Result<Node<UdpSocket, TokioClock>> {
         let packages = packages.to_vec();
-        node.bind_frontend(listen, |mut local| {
+        node.bind_sip(listen, |mut local| {
             if local.ip().is_unspecified() {
                 match advertise {
                     Some(a) => local.set_ip(a.ip()),
@@ -337,7 +336,7 @@ mod frontend {
             if !packages.is_empty() {
                 cfg.event_packages = packages;
             }
-            SipEndpoint::new(cfg, seed)
+            cfg
         })
         .await
         .with_context(|| format!("binding the SIP socket on {listen}"))

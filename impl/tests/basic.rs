@@ -2,7 +2,9 @@
 
 use bytes::Bytes;
 use sascribe::sim::{NetConfig, Sim};
-use sascribe::{Config, Event, GroupId, PubHandle, PublishError, SubHandle, SubRejectReason};
+use sascribe::{
+    Call, CallError, Config, Event, GroupId, PubHandle, PublishError, SubHandle, SubRejectReason,
+};
 
 fn sim(n: usize, seed: u64) -> Sim {
     let mut s = Sim::new(seed, Config::default(), NetConfig::default());
@@ -294,20 +296,26 @@ fn subscription_expiry_and_unsubscribe_prune_the_tree() {
     };
     let before = in_tree(&s);
     assert!(before >= 2);
-    s.with_peer(2, |p, now| p.unsubscribe(now, SubHandle(100)))
-        .unwrap()
-        .unwrap();
+    s.call(
+        2,
+        Call::Unsubscribe {
+            handle: SubHandle(100),
+        },
+    )
+    .unwrap()
+    .unwrap();
     // One subscription is refreshed before it expires and outlives the others.
     s.run_for(30_000);
+    let refresh = |expires| Call::Refresh {
+        handle: SubHandle(0),
+        expires,
+    };
+    assert_eq!(s.call(subs[0], refresh(120)).unwrap(), Ok(()));
     assert_eq!(
-        s.with_peer(subs[0], |p, now| p.refresh(now, SubHandle(0), 120))
-            .unwrap(),
-        Ok(120)
-    );
-    assert_eq!(
-        s.with_peer(subs[0], |p, now| p.refresh(now, SubHandle(0), 5))
-            .unwrap(),
-        Err(sascribe::SubscribeError::IntervalTooBrief { min: 60 })
+        s.call(subs[0], refresh(5)).unwrap(),
+        Err(CallError::Subscribe(
+            sascribe::SubscribeError::IntervalTooBrief { min: 60 }
+        ))
     );
     s.run_for(31_000);
     let ev = events_of(&mut s);
@@ -378,7 +386,11 @@ fn cluster_key_rejects_foreign_datagrams() {
         addr: sascribe::sim::sim_addr(99),
     };
     let d = foreign
-        .encode(&me, true, &sascribe::wire::Msg::Ping)
+        .encode(
+            &me,
+            true,
+            &sascribe::wire::Msg::Pastry(sascribe::wire::PastryMsg::Ping),
+        )
         .unwrap();
     s.inject(0, me.addr, &d);
     assert_eq!(s.peer(0).unwrap().stats().rx_bad_mac, 1);

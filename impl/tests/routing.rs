@@ -4,7 +4,7 @@
 use rand::Rng;
 use sascribe::pastry::Hop;
 use sascribe::sim::{NetConfig, Sim};
-use sascribe::{Config, Event};
+use sascribe::{Call, Config, Event};
 
 /// Sends `n` lookups for random keys from random live peers; returns (mean hops, misrouted).
 fn lookups(s: &mut Sim, n: usize) -> (f64, usize) {
@@ -14,7 +14,13 @@ fn lookups(s: &mut Sim, n: usize) -> (f64, usize) {
         let from = live[s.rng().random_range(0..live.len())];
         let key: u128 = s.rng().random();
         want.push((key, s.closest_live(key).unwrap()));
-        s.with_peer(from, |p, now| p.lookup(now, key, t as u64));
+        s.call(
+            from,
+            Call::Lookup {
+                key,
+                token: t as u64,
+            },
+        );
     }
     s.run_for(5_000);
     let mut hops = 0u64;

@@ -2,8 +2,8 @@
 //! garbage input, and the front-end hook.
 
 use bytes::Bytes;
-use sascribe::runtime::{Frontend, Node, RuntimeHandle};
-use sascribe::{Config, Event, GroupId, Millis, NodeId, Peer, PubHandle, SubHandle, Transmit};
+use sascribe::runtime::{Node, RuntimeHandle};
+use sascribe::{Config, Event, GroupId, Host, NodeId, PubHandle, Seeds, SubHandle};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::UdpSocket;
@@ -132,10 +132,12 @@ async fn notified(rx: &mut broadcast::Receiver<Event>, sub: SubHandle, body: &st
 
 async fn subscribe(h: &RuntimeHandle, gid: GroupId, sub: SubHandle) -> broadcast::Receiver<Event> {
     let mut rx = h.events();
-    let granted = h.subscribe(gid, sub, 600).await.unwrap();
-    assert_eq!(granted, 600);
+    h.subscribe(gid, sub, 600).await.unwrap();
     wait_for(&mut rx, "SubAccepted", |e| match e {
-        Event::SubAccepted { handle, .. } if *handle == sub => Some(()),
+        Event::SubAccepted { handle, expires } if *handle == sub => {
+            assert_eq!(*expires, 600, "granted expiry");
+            Some(())
+        }
         Event::SubRejected { handle, reason } if *handle == sub => panic!("rejected: {reason:?}"),
         _ => None,
     })
@@ -246,13 +248,13 @@ async fn garbage_datagrams_are_counted_and_ignored() {
     let deadline = Instant::now() + WAIT;
     let after = loop {
         let s = target.stats().await.unwrap();
-        if s.rx_dropped() >= before.rx_dropped() + 4 {
+        if s.overlay.rx_dropped() >= before.overlay.rx_dropped() + 4 {
             break s;
         }
         assert!(Instant::now() < deadline, "garbage not counted: {s:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(after.rx_dropped(), before.rx_dropped() + 4);
+    assert_eq!(after.overlay.rx_dropped(), before.overlay.rx_dropped() + 4);
     // The peer still works: a lookup from the other peer is answered by one of the two.
     let key = target.id().0;
     let mut rx = target.events();
@@ -268,123 +270,48 @@ async fn garbage_datagrams_are_counted_and_ignored() {
     }
 }
 
-/// A toy front end speaking a one-word text protocol: `pub <body>` publishes to one group and
-/// answers `ok <seq>`; every NOTIFY of its subscription is sent as `notify <seq> <body>` to the
-/// last client; `ping` is answered `pong` after a 50 ms timer.
-struct TextFrontend {
-    gid: GroupId,
-    client: Option<SocketAddr>,
-    out: Vec<Transmit>,
-    pong_at: Option<Millis>,
-    next_req: u64,
-}
-
-impl TextFrontend {
-    fn say(&mut self, text: String) {
-        if let Some(dst) = self.client {
-            self.out.push(Transmit {
-                dst,
-                payload: text.into_bytes(),
-            });
-        }
-    }
-}
-
-impl Frontend for TextFrontend {
-    fn handle_datagram(&mut self, now: Millis, from: SocketAddr, bytes: &[u8], peer: &mut Peer) {
-        self.client = Some(from);
-        let text = String::from_utf8_lossy(bytes).into_owned();
-        if let Some(body) = text.strip_prefix("pub ") {
-            self.next_req += 1;
-            peer.publish(
-                now,
-                self.gid,
-                PubHandle(self.next_req),
-                Some(Bytes::from(body.to_owned())),
-                None,
-                None,
-            );
-        } else if text == "sub" {
-            let _ = peer.subscribe(now, self.gid, SubHandle(1), 600);
-        } else if text == "ping" {
-            self.pong_at = Some(now + 50);
-        }
-    }
-
-    fn handle_peer_event(&mut self, _now: Millis, event: Event, _peer: &mut Peer) {
-        match event {
-            Event::Published { seq, .. } => self.say(format!("ok {seq}")),
-            Event::Notify { seq, state, .. } => {
-                let body = state
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .unwrap_or_default();
-                self.say(format!("notify {seq} {body}"));
-            }
-            _ => {}
-        }
-    }
-
-    fn handle_timeout(&mut self, now: Millis, _peer: &mut Peer) {
-        if self.pong_at.is_some_and(|t| t <= now) {
-            self.pong_at = None;
-            self.say("pong".into());
-        }
-    }
-
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        (!self.out.is_empty()).then(|| self.out.remove(0))
-    }
-
-    fn poll_timeout(&self) -> Option<Millis> {
-        self.pong_at
-    }
-}
-
+/// The runtime's SIP socket reaches the host's SIP endpoint, and the SIP layer's timers fire
+/// through the event loop: a NOTIFY the user agent does not answer is retransmitted (Timer E),
+/// unchanged, until it is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn frontend_gets_datagrams_events_and_timers() {
-    let gid = GroupId::from_event("sip:carol@example.com", "presence", None);
-    let fe = TextFrontend {
-        gid,
-        client: None,
-        out: Vec::new(),
-        pong_at: None,
-        next_req: 0,
-    };
+async fn sip_socket_and_sip_timers_run_in_the_event_loop() {
     let node = Node::bind(loopback(), id(1), fast(), 1).await.unwrap();
-    let node = node.bind_frontend(loopback(), |_| fe).await.unwrap();
-    let h = node.spawn();
-    let sip = h.frontend_addr().expect("front end bound");
-    let ua = UdpSocket::bind(loopback()).await.unwrap();
-    async fn ask(ua: &UdpSocket, sip: SocketAddr, msg: &str) -> String {
-        let mut buf = [0u8; 1500];
-        ua.send_to(msg.as_bytes(), sip).await.unwrap();
-        let (n, from) = timeout(WAIT, ua.recv_from(&mut buf))
-            .await
-            .expect("answer")
-            .unwrap();
-        assert_eq!(from, sip);
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    }
-    assert_eq!(ask(&ua, sip, "ping").await, "pong");
-    assert_eq!(ask(&ua, sip, "pub hello").await, "ok 1");
-    // The subscription's first NOTIFY carries the latest state.
-    assert_eq!(ask(&ua, sip, "sub").await, "notify 1 hello");
-    // A publication through the handle reaches the front end's subscriber too.
-    h.publish(
-        gid,
-        PubHandle(77),
-        Some(Bytes::from_static(b"bye")),
-        None,
-        None,
-    )
-    .await
-    .unwrap();
-    let mut buf = [0u8; 1500];
-    let (n, _) = timeout(WAIT, ua.recv_from(&mut buf))
+    let node = node
+        .bind_sip(loopback(), sascribe::sip::SipConfig::new)
         .await
-        .expect("notify")
         .unwrap();
-    assert_eq!(&buf[..n], b"notify 2 bye");
+    let h = node.spawn();
+    let sip = h.sip_addr().expect("SIP socket bound");
+    let mut ua = Ua::new().await;
+    let ct = "Event: presence\r\nExpires: 600\r\nContent-Type: application/pidf+xml\r\n";
+    ua.send(sip, "PUBLISH", "rt-pub", ct, &pidf("open")).await;
+    ua.expect("SIP/2.0 200").await;
+    ua.send(
+        sip,
+        "SUBSCRIBE",
+        "rt-sub",
+        "Event: presence\r\nExpires: 600\r\n",
+        "",
+    )
+    .await;
+    ua.expect("SIP/2.0 200").await;
+    // Read NOTIFYs without answering: the first one comes again after T1 = 500 ms.
+    let first = ua.recv_raw().await;
+    assert!(first.starts_with("NOTIFY "), "{first}");
+    let started = Instant::now();
+    let again = ua.recv_raw().await;
+    assert_eq!(
+        again, first,
+        "a retransmission repeats the NOTIFY byte for byte"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "Timer E starts at T1"
+    );
+    assert!(
+        h.stats().await.unwrap().sip.unwrap().notify_retransmissions >= 1,
+        "counted"
+    );
     h.shutdown().await;
 }
 
@@ -483,8 +410,14 @@ async fn runs_over_a_harness_network_and_clock() {
     let addr = |i: u8| SocketAddr::from(([10, 0, 0, i], 5060));
     let mut handles = Vec::new();
     for i in 0..3u8 {
-        let peer = Peer::new(id(usize::from(i)), addr(i), fast(), 0, u64::from(i));
-        let mut node = Node::new(peer, net.socket(addr(i)), clock.clone());
+        let host = Host::new(
+            id(usize::from(i)),
+            addr(i),
+            fast(),
+            0,
+            Seeds::reproducible(u64::from(i)),
+        );
+        let mut node = Node::new(host, net.socket(addr(i)), clock.clone());
         if i > 0 {
             node.bootstrap(addr(0));
         }
@@ -504,8 +437,7 @@ async fn runs_over_a_harness_network_and_clock() {
 
     // The subscription (60 s, the minimum) expires on the virtual clock, in well under a second
     // of real time; heartbeats keep the overlay alive meanwhile.
-    let granted = handles[1].refresh(sub, 60).await.unwrap();
-    assert_eq!(granted, 60);
+    handles[1].refresh(sub, 60).await.unwrap();
     let started = Instant::now();
     let expired = async {
         wait_for(&mut rx, "expiry", |e| match e {
@@ -691,6 +623,16 @@ impl Ua {
         self.sock.send_to(msg.as_bytes(), to).await.unwrap();
     }
 
+    /// The next datagram, unanswered.
+    async fn recv_raw(&self) -> String {
+        let mut buf = vec![0u8; 65_535];
+        let (n, _) = timeout(WAIT, self.sock.recv_from(&mut buf))
+            .await
+            .expect("a datagram in time")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
     /// Next message whose first line starts with `start`; NOTIFYs met on the way are answered.
     async fn expect(&self, start: &str) -> String {
         let mut buf = vec![0u8; 65_535];
@@ -739,15 +681,13 @@ fn pidf(basic: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sip_user_agents_through_the_runtime() {
-    use sascribe::sip::{SipConfig, SipEndpoint};
+    use sascribe::sip::SipConfig;
     let mut peers: Vec<RuntimeHandle> = Vec::new();
     for i in 0..4 {
         let mut node = Node::bind(loopback(), id(i), fast(), i as u64)
             .await
             .unwrap()
-            .bind_frontend(loopback(), |local| {
-                SipEndpoint::new(SipConfig::new(local), 50 + i as u64)
-            })
+            .bind_sip(loopback(), SipConfig::new)
             .await
             .unwrap();
         if let Some(first) = peers.first() {
@@ -757,7 +697,7 @@ async fn sip_user_agents_through_the_runtime() {
         h.wait_ready(WAIT).await.unwrap();
         peers.push(h);
     }
-    let sip = |i: usize| peers[i].frontend_addr().unwrap();
+    let sip = |i: usize| peers[i].sip_addr().unwrap();
     let (mut alice, mut bob) = (Ua::new().await, Ua::new().await);
     let ct = "Event: presence\r\nExpires: 600\r\nContent-Type: application/pidf+xml\r\n";
 

@@ -6,8 +6,8 @@
 use proptest::prelude::*;
 use sascribe::sip::headers::{CSeq, NameAddr, SubscriptionState, Via};
 use sascribe::sip::message::{parse, Message, Response};
-use sascribe::sip::{SipConfig, SipEndpoint};
-use sascribe::{Config, Millis, NodeHandle, NodeId, Peer};
+use sascribe::sip::SipConfig;
+use sascribe::{Call, Config, Host, Input, Millis, NodeHandle, NodeId, Output, Seeds, Socket};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -25,12 +25,11 @@ fn ua(n: u8) -> SocketAddr {
     format!("192.0.2.{n}:5070").parse().unwrap()
 }
 
-/// `n` peers, each with a SIP front end, wired in memory; UAs are plain addresses whose
-/// inboxes collect what the front ends send them.
+/// `n` gateway hosts wired in memory; UAs are plain addresses whose inboxes collect what the
+/// hosts send them.
 struct Net {
     now: Millis,
-    peers: Vec<Peer>,
-    eps: Vec<SipEndpoint>,
+    hosts: Vec<Host>,
     inbox: HashMap<SocketAddr, Vec<Vec<u8>>>,
     /// UAs whose incoming datagrams are lost.
     deaf: HashSet<SocketAddr>,
@@ -46,21 +45,21 @@ impl Net {
                 addr: overlay_addr(i),
             })
             .collect();
-        let mut peers: Vec<Peer> = handles
+        let hosts = handles
             .iter()
             .enumerate()
-            .map(|(i, h)| Peer::new(h.id, h.addr, Config::default(), 0, i as u64 + 1))
-            .collect();
-        for p in &mut peers {
-            p.install_routing_state(0, &handles);
-        }
-        let eps = (0..n)
-            .map(|i| SipEndpoint::new(SipConfig::new(sip_addr(i)), 100 + i as u64))
+            .map(|(i, h)| {
+                let seeds = Seeds::reproducible(i as u64 + 1);
+                let mut host = Host::new(h.id, h.addr, Config::default(), 0, seeds)
+                    .with_sip(SipConfig::new(sip_addr(i)));
+                let install = Call::InstallRoutingState(handles.clone());
+                host.handle_input(0, Input::Call(install)).unwrap();
+                host
+            })
             .collect();
         let mut net = Net {
             now: 0,
-            peers,
-            eps,
+            hosts,
             inbox: HashMap::new(),
             deaf: HashSet::new(),
             held: None,
@@ -73,27 +72,20 @@ impl Net {
     fn settle(&mut self) {
         for _ in 0..10_000 {
             let mut moved = false;
-            for i in 0..self.peers.len() {
-                while let Some(t) = self.peers[i].poll_transmit() {
+            for i in 0..self.hosts.len() {
+                while let Output::Transmit(t) = self.hosts[i].poll_output() {
                     moved = true;
+                    if t.socket == Socket::SipUdp {
+                        if !self.deaf.contains(&t.dst) {
+                            self.inbox.entry(t.dst).or_default().push(t.payload);
+                        }
+                        continue;
+                    }
                     if let Some(held) = self.held.as_mut() {
                         held.push((i, t.dst, t.payload));
                         continue;
                     }
-                    if let Some(j) = (0..self.peers.len()).find(|&j| overlay_addr(j) == t.dst) {
-                        let src = overlay_addr(i);
-                        self.peers[j].handle_datagram(self.now, src, &t.payload);
-                    }
-                }
-                while let Some(e) = self.peers[i].poll_event() {
-                    moved = true;
-                    self.eps[i].handle_peer_event(self.now, e, &mut self.peers[i]);
-                }
-                while let Some(t) = self.eps[i].poll_transmit() {
-                    moved = true;
-                    if !self.deaf.contains(&t.dst) {
-                        self.inbox.entry(t.dst).or_default().push(t.payload);
-                    }
+                    self.deliver(i, t.dst, &t.payload);
                 }
             }
             if !moved {
@@ -103,12 +95,20 @@ impl Net {
         panic!("no quiescence");
     }
 
+    fn deliver(&mut self, from: usize, dst: SocketAddr, payload: &[u8]) {
+        if let Some(j) = (0..self.hosts.len()).find(|&j| overlay_addr(j) == dst) {
+            let input = Input::Overlay {
+                from: overlay_addr(from),
+                payload,
+            };
+            self.hosts[j].handle_input(self.now, input).unwrap();
+        }
+    }
+
     /// Delivers the held overlay datagrams and stops holding.
     fn release(&mut self) {
         for (i, dst, payload) in self.held.take().unwrap_or_default() {
-            if let Some(j) = (0..self.peers.len()).find(|&j| overlay_addr(j) == dst) {
-                self.peers[j].handle_datagram(self.now, overlay_addr(i), &payload);
-            }
+            self.deliver(i, dst, &payload);
         }
         self.settle();
     }
@@ -116,10 +116,10 @@ impl Net {
     /// The index of the root of Alice's presence group.
     fn root(&self) -> usize {
         let gid = sascribe::GroupId::from_event("sip:alice@example.test", "presence", None);
-        let ids = self.peers.iter().map(|p| p.id().0);
+        let ids = self.hosts.iter().map(|p| p.id().0);
         let root = sascribe::id::closest_of(gid.0, ids).unwrap();
-        (0..self.peers.len())
-            .find(|&i| self.peers[i].id().0 == root)
+        (0..self.hosts.len())
+            .find(|&i| self.hosts[i].id().0 == root)
             .unwrap()
     }
 
@@ -127,19 +127,13 @@ impl Net {
     fn advance(&mut self, d: Millis) {
         let end = self.now + d;
         loop {
-            let next = (0..self.peers.len())
-                .flat_map(|i| [self.peers[i].poll_timeout(), self.eps[i].poll_timeout()])
-                .flatten()
-                .min();
+            let next = self.hosts.iter().map(Host::poll_timeout).min();
             match next {
                 Some(t) if t <= end => {
                     self.now = self.now.max(t);
-                    for i in 0..self.peers.len() {
-                        if self.peers[i].poll_timeout().is_some_and(|t| t <= self.now) {
-                            self.peers[i].handle_timeout(self.now);
-                        }
-                        if self.eps[i].poll_timeout().is_some_and(|t| t <= self.now) {
-                            self.eps[i].handle_timeout(self.now, &mut self.peers[i]);
+                    for h in &mut self.hosts {
+                        if h.poll_timeout() <= self.now {
+                            h.handle_input(self.now, Input::Timeout).unwrap();
                         }
                     }
                     self.settle();
@@ -155,7 +149,11 @@ impl Net {
         self.send_bytes(i, from, text.as_bytes());
     }
     fn send_bytes(&mut self, i: usize, from: SocketAddr, bytes: &[u8]) {
-        self.eps[i].handle_datagram(self.now, from, bytes, &mut self.peers[i]);
+        let input = Input::Sip {
+            from,
+            payload: bytes,
+        };
+        self.hosts[i].handle_input(self.now, input).unwrap();
         self.settle();
     }
 
@@ -337,7 +335,7 @@ fn publication_on_one_peer_reaches_subscribers_on_others() {
     // No state yet: the root's nACK becomes 480.
     let (r, _) = net.request(1, ua(2), &subscribe(2, "z9hG4bKearly", 1, None, 600));
     assert_eq!(r.code, 480);
-    assert_eq!(net.eps[1].dialog_count(), 0);
+    assert_eq!(net.hosts[1].sip().unwrap().dialog_count(), 0);
 
     let etag = publish_initial(&mut net, 0);
     let (_, n2) = establish(&mut net, 1, 2);
@@ -450,7 +448,7 @@ fn refresh_and_unsubscribe() {
         }
     );
     net.send(1, ua(2), &ok_for(&ns[0]));
-    assert_eq!(net.eps[1].dialog_count(), 0);
+    assert_eq!(net.hosts[1].sip().unwrap().dialog_count(), 0);
 
     // Later publications no longer reach it.
     let (r, _) = net.request(
@@ -482,7 +480,7 @@ fn fetch_is_one_terminated_notify() {
         SubscriptionState::Terminated { .. }
     ));
     net.send(2, ua(4), &ok_for(&ns[0]));
-    assert_eq!(net.eps[2].dialog_count(), 0);
+    assert_eq!(net.hosts[2].sip().unwrap().dialog_count(), 0);
 }
 
 #[test]
@@ -576,7 +574,7 @@ fn methods_and_options() {
     // Responses matching nothing are ignored (no output, no panic).
     net.send(0, ua(9), "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKnone\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>;tag=2\r\nCall-ID: x\r\nCSeq: 1 NOTIFY\r\nContent-Length: 0\r\n\r\n");
     assert!(net.take(ua(9)).is_empty());
-    assert_eq!(net.eps[0].stats().stray_responses, 1);
+    assert_eq!(net.hosts[0].sip().unwrap().stats().stray_responses, 1);
 }
 
 #[test]
@@ -606,10 +604,10 @@ fn retransmissions_are_absorbed() {
         panic!()
     };
     assert_eq!(r.headers.get("SIP-ETag"), finals[0].headers.get("SIP-ETag"));
-    assert!(net.eps[2].stats().retransmissions_absorbed >= 2);
+    assert!(net.hosts[2].sip().unwrap().stats().retransmissions_absorbed >= 2);
     // After Timer J the transaction is gone (the same branch is a new request then).
     net.advance(40_000);
-    assert!(net.eps[2].poll_timeout().is_none());
+    assert!(net.hosts[2].stats().sip_transactions == (0, 0));
 }
 
 #[test]
@@ -680,11 +678,11 @@ fn notify_retransmission_and_481() {
     let n3 = notifies(&net.take(ua(3)));
     let resp = ok_for(&n3[0]).replace("200 OK", "481 Call/Transaction Does Not Exist");
     net.send(1, ua(3), &resp);
-    assert_eq!(net.eps[1].dialog_count(), 1);
+    assert_eq!(net.hosts[1].sip().unwrap().dialog_count(), 1);
     // UA 2 never answers: Timer F (32 s) ends its subscription too.
     net.advance(30_000);
-    assert!(net.eps[1].stats().notify_timeouts >= 1);
-    assert_eq!(net.eps[1].dialog_count(), 0);
+    assert!(net.hosts[1].sip().unwrap().stats().notify_timeouts >= 1);
+    assert_eq!(net.hosts[1].sip().unwrap().dialog_count(), 0);
     assert!(net.now - start >= 32_000);
     net.take(ua(2));
     // Later publications reach neither.

@@ -3,7 +3,6 @@
 
 use super::headers::{EventHeader, SubscriptionState};
 use super::message::{Headers, Method, Request};
-use super::transaction::TxKey;
 use crate::event::SubHandle;
 use crate::id::GroupId;
 use crate::Millis;
@@ -32,7 +31,7 @@ pub enum Phase {
     /// Initial SUBSCRIBE waiting for the overlay (its server transaction is `tx`).
     Establishing {
         /// Server transaction of the initial SUBSCRIBE.
-        tx: TxKey,
+        tx: u64,
     },
     /// 200 sent; NOTIFYs flow.
     Active,
@@ -40,9 +39,16 @@ pub enum Phase {
     Terminating,
 }
 
+/// The header carrying the group's sequence number in every NOTIFY: the order the overlay's
+/// root stamped. User agents ignore it (RFC 3261 §8.1.3.4: unknown headers are ignored);
+/// test harnesses and history checkers read it.
+pub const SEQ_HEADER: &str = "X-Sascribe-Seq";
+
 /// One NOTIFY to send.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Queued {
+    /// The group seq of the state (0: nothing was ever published).
+    pub seq: u64,
     /// Event state (`None`: no state, empty body).
     pub body: Option<Bytes>,
     /// `Some(reason)` for the final NOTIFY (`Subscription-State: terminated;reason=…`).
@@ -84,8 +90,8 @@ pub struct Dialog {
     pub last: Option<(u64, Option<Bytes>)>,
     /// NOTIFYs waiting for the one in flight.
     pub queue: VecDeque<Queued>,
-    /// Branch of the NOTIFY in flight.
-    pub in_flight: Option<String>,
+    /// Client transaction of the NOTIFY in flight.
+    pub in_flight: Option<u64>,
 }
 
 impl Dialog {
@@ -133,6 +139,7 @@ impl Dialog {
             },
         };
         h.push("Subscription-State", state.to_string());
+        h.push(SEQ_HEADER, q.seq.to_string());
         let body = q.body.clone().unwrap_or_default();
         if !body.is_empty() {
             h.push("Content-Type", content_type);

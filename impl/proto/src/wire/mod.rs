@@ -1,20 +1,26 @@
-//! Overlay wire format.
+//! Overlay wire format: one envelope per datagram, its message either Pastry's
+//! ([`PastryMsg`]), sa-Scribe's ([`ScribeMsg`]) or a message routed towards a key ([`Routed`]).
 //!
 //! A datagram is `[VERSION][postcard(Envelope)][tag]` where `tag` is present only when the
 //! cluster is configured with a key: `HMAC-SHA-256(key, version ‖ payload)`, 32 bytes. Datagrams
 //! longer than [`MAX_DATAGRAM_LEN`], with another version, a bad tag, trailing bytes or an
 //! undecodable payload are rejected with a [`WireError`]; the peer drops and counts them.
 
-use crate::id::{GroupId, NodeId};
-use bytes::Bytes;
+use crate::id::NodeId;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::fmt;
 use std::net::SocketAddr;
 
+mod pastry;
+mod scribe;
+
+pub use pastry::PastryMsg;
+pub use scribe::{Latest, PubOutcome, PubReqId, PublishReply, Routed, ScribeMsg, WireRecord};
+
 /// Wire format version carried in the first byte of every datagram.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Largest datagram a peer sends or accepts.
 pub const MAX_DATAGRAM_LEN: usize = 16 * 1024;
 /// Length of the HMAC-SHA-256 tag appended when a cluster key is configured.
@@ -50,152 +56,13 @@ impl std::str::FromStr for ETag {
     }
 }
 
-/// The latest event state of a group as members know it: a sequence number stamped by the root
-/// and the state (`None` once the publication was removed or expired).
-#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
-pub struct Latest {
-    /// Sequence number; 0 means "nothing ever published".
-    pub seq: u64,
-    /// Event state body.
-    pub body: Option<Bytes>,
-}
-
-/// Identifies one publication request across retries (deduplication at the root).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize, Deserialize)]
-pub struct PubReqId {
-    /// The peer that issued the request.
-    pub origin: NodeId,
-    /// Its nonce.
-    pub nonce: u64,
-}
-
-/// Result of a successful publication, as decided by the root.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
-pub struct PubOutcome {
-    /// New entity tag (`None` after a removal).
-    pub etag: Option<ETag>,
-    /// Granted expiry in seconds (0 after a removal).
-    pub expires: u32,
-    /// Sequence number of the state after the publication.
-    pub seq: u64,
-}
-
-/// The root's answer to a PUBLISH.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
-pub enum PublishReply {
-    /// Accepted, replicated and (if the state changed) multicast.
-    Ok(PubOutcome),
-    /// `SIP-If-Match` does not name the current entity tag (412).
-    PreconditionFailed,
-    /// Requested expiry below the minimum (423 with Min-Expires).
-    IntervalTooBrief {
-        /// Minimum expiry in seconds.
-        min: u32,
-    },
-    /// Request without body and without `SIP-If-Match`, or a removal without it (400).
-    BadRequest,
-}
-
-/// A root's group record as replicated to its replicas.
-#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
-pub struct WireRecord {
-    /// Sequence number of the current state.
-    pub seq: u64,
-    /// Revision: bumped by every change of the record (also refreshes that keep the state).
-    pub rev: u64,
-    /// Current state.
-    pub body: Option<Bytes>,
-    /// Current entity tag.
-    pub etag: Option<ETag>,
-    /// Remaining lifetime of the publication in milliseconds at send time.
-    pub ttl: Option<u64>,
-    /// Recently committed publications, for retry deduplication.
-    pub dedup: Vec<(PubReqId, PubOutcome)>,
-}
-
-/// Messages routed through the overlay towards a key (hop by hop, with forward upcalls).
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-pub enum Routed {
-    /// A new peer joins the overlay; routed towards its own id.
-    OverlayJoin {
-        /// The joining peer.
-        joiner: NodeHandle,
-    },
-    /// A diagnostic lookup; delivered to the peer responsible for the key.
-    Lookup {
-        /// Who asked.
-        origin: NodeHandle,
-        /// Opaque token echoed in the delivery event.
-        token: u64,
-    },
-    /// sa-Scribe JOIN (subscription or tree repair).
-    Join {
-        /// Group.
-        gid: GroupId,
-        /// The peer that wants the answer (ACK/nACK).
-        origin: NodeHandle,
-        /// Origin's request id (0 for a tree-repair re-JOIN).
-        join_id: u64,
-        /// Whether the previous hop asks to be grafted as a child.
-        graft: bool,
-        /// Latest state known below (carried by re-JOINs).
-        carried: Option<Latest>,
-        /// Reverse path: the origin, then every peer that forwarded the JOIN. The root's
-        /// answer retraces it.
-        path: Vec<NodeHandle>,
-    },
-    /// sa-Scribe PUBLISH (Scribe create + multicast merged).
-    Publish {
-        /// Group.
-        gid: GroupId,
-        /// Request id.
-        req: PubReqId,
-        /// Where to send the reply.
-        origin: NodeHandle,
-        /// New state (None: refresh or removal).
-        body: Option<Bytes>,
-        /// `SIP-If-Match`.
-        if_match: Option<ETag>,
-        /// Requested expiry in seconds.
-        expires: Option<u32>,
-    },
-}
-
 /// Every overlay message.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum Msg {
-    /// Keep-alive probe.
-    Ping,
-    /// Keep-alive answer.
-    Pong,
-    /// Ask for the receiver's leaf set.
-    LeafSetRequest,
-    /// Leaf set (the sender itself is implied).
-    LeafSetReply {
-        /// Members.
-        leaves: Vec<NodeHandle>,
-    },
-    /// Ask for one routing-table row (repair).
-    RowRequest {
-        /// Row index.
-        row: u8,
-    },
-    /// Routing-table row entries.
-    RowReply {
-        /// Entries.
-        entries: Vec<NodeHandle>,
-    },
-    /// State sent to a joining peer by every peer its join passes.
-    JoinState {
-        /// Routing-table entries (and, from the last hop, its leaf set).
-        entries: Vec<NodeHandle>,
-        /// Sent by the last hop (numerically closest peer): the join is complete.
-        last: bool,
-    },
-    /// A newly joined peer announces itself.
-    Announce,
-    /// The sender leaves the overlay gracefully: forget it now.
-    Departing,
+    /// Pastry maintenance, sent straight to one peer.
+    Pastry(PastryMsg),
+    /// sa-Scribe, sent straight to one peer.
+    Scribe(ScribeMsg),
     /// A message routed towards `key`.
     Routed {
         /// Destination key.
@@ -205,105 +72,18 @@ pub enum Msg {
         /// Payload.
         body: Routed,
     },
-    /// pACK: the next hop grafted the sender and took its JOIN.
-    Provisional {
-        /// Group.
-        gid: GroupId,
-        /// Origin's request id.
-        join_id: u64,
-    },
-    /// ACK from the root with the current state (it is also the first NOTIFY).
-    JoinAck {
-        /// Group.
-        gid: GroupId,
-        /// Origin's request id.
-        join_id: u64,
-        /// Current state.
-        latest: Latest,
-        /// Remaining reverse path (the receiver is its last element).
-        path: Vec<NodeHandle>,
-    },
-    /// nACK: the root has no state for the group.
-    JoinNack {
-        /// Group.
-        gid: GroupId,
-        /// Origin's request id.
-        join_id: u64,
-        /// The root's seq with no body (`seq` 0 when nothing was ever published; above 0 after
-        /// an expiry or removal, so that every peer on the path learns the state is gone).
-        latest: Latest,
-        /// Remaining reverse path (the receiver is its last element).
-        path: Vec<NodeHandle>,
-    },
-    /// Multicast of a new state down the tree.
-    Notify {
-        /// Group.
-        gid: GroupId,
-        /// State.
-        latest: Latest,
-    },
-    /// Parent → child heartbeat.
-    Heartbeat {
-        /// Group.
-        gid: GroupId,
-        /// Parent's latest seq.
-        seq: u64,
-        /// Parent's depth in the tree (root = 0).
-        depth: u8,
-    },
-    /// Child → parent answer to a heartbeat.
-    HeartbeatAck {
-        /// Group.
-        gid: GroupId,
-        /// Child's latest seq (the parent re-sends the state when it is behind).
-        seq: u64,
-    },
-    /// Child leaves the tree (or tells a stale parent it is not its child).
-    Leave {
-        /// Group.
-        gid: GroupId,
-    },
-    /// Root → publisher.
-    PublishReply {
-        /// Request.
-        req: PubReqId,
-        /// Outcome.
-        reply: PublishReply,
-    },
-    /// Root → replica.
-    Replicate {
-        /// Group.
-        gid: GroupId,
-        /// Record.
-        rec: WireRecord,
-    },
-    /// Replica → root: refused, because `closer` is nearer to the group id than the sender, so
-    /// the sender is not the group's root.
-    NotRoot {
-        /// Group.
-        gid: GroupId,
-        /// A peer closer to `gid` than the sender (possibly the replica itself).
-        closer: NodeHandle,
-    },
-    /// Replica → root.
-    ReplicateAck {
-        /// Group.
-        gid: GroupId,
-        /// Revision stored.
-        rev: u64,
-    },
-    /// New root → neighbours: send me your copy of the group record.
-    FetchState {
-        /// Group.
-        gid: GroupId,
-    },
-    /// Answer to [`Msg::FetchState`].
-    FetchReply {
-        /// Group.
-        gid: GroupId,
-        /// The sender's copy, if any.
-        rec: Option<WireRecord>,
-    },
+}
+
+impl From<PastryMsg> for Msg {
+    fn from(m: PastryMsg) -> Msg {
+        Msg::Pastry(m)
+    }
+}
+
+impl From<ScribeMsg> for Msg {
+    fn from(m: ScribeMsg) -> Msg {
+        Msg::Scribe(m)
+    }
 }
 
 /// A decoded datagram.
@@ -419,6 +199,8 @@ impl Codec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::GroupId;
+    use bytes::Bytes;
 
     fn h(i: u128) -> NodeHandle {
         NodeHandle {
@@ -430,10 +212,10 @@ mod tests {
     fn samples() -> Vec<Msg> {
         let gid = GroupId(77);
         vec![
-            Msg::Ping,
-            Msg::LeafSetReply {
+            Msg::Pastry(PastryMsg::Ping),
+            Msg::Pastry(PastryMsg::LeafSetReply {
                 leaves: vec![h(1), h(u128::MAX)],
-            },
+            }),
             Msg::Routed {
                 key: 5,
                 hops: 3,
@@ -464,7 +246,7 @@ mod tests {
                     expires: Some(60),
                 },
             },
-            Msg::Replicate {
+            Msg::Scribe(ScribeMsg::Replicate {
                 gid,
                 rec: WireRecord {
                     seq: 2,
@@ -484,14 +266,14 @@ mod tests {
                         },
                     )],
                 },
-            },
-            Msg::PublishReply {
+            }),
+            Msg::Scribe(ScribeMsg::PublishReply {
                 req: PubReqId {
                     origin: NodeId(1),
                     nonce: 2,
                 },
                 reply: PublishReply::IntervalTooBrief { min: 60 },
-            },
+            }),
         ]
     }
 
@@ -538,25 +320,29 @@ mod tests {
         let a = Codec::new(Some(b"key-a"));
         let b = Codec::new(Some(b"key-b"));
         let plain = Codec::new(None);
-        let d = a.encode(&h(1), false, &Msg::Ping).unwrap();
+        let d = a
+            .encode(&h(1), false, &Msg::Pastry(PastryMsg::Ping))
+            .unwrap();
         assert_eq!(b.decode(&d), Err(WireError::BadMac));
         let mut flipped = d.clone();
         flipped[2] ^= 1;
         assert_eq!(a.decode(&flipped), Err(WireError::BadMac));
-        let p = plain.encode(&h(1), false, &Msg::Ping).unwrap();
+        let p = plain
+            .encode(&h(1), false, &Msg::Pastry(PastryMsg::Ping))
+            .unwrap();
         assert!(a.decode(&p).is_err());
     }
 
     #[test]
     fn oversized_encode_refused() {
         let c = Codec::new(None);
-        let big = Msg::Notify {
+        let big = Msg::Scribe(ScribeMsg::Notify {
             gid: GroupId(1),
             latest: Latest {
                 seq: 1,
                 body: Some(Bytes::from(vec![0u8; MAX_DATAGRAM_LEN])),
             },
-        };
+        });
         assert!(matches!(
             c.encode(&h(1), true, &big),
             Err(WireError::Oversized(_))

@@ -3,23 +3,28 @@
 //! Every random choice comes from one ChaCha8 generator seeded by [`Sim::new`], so a failing
 //! seed replays exactly.
 //!
-//! Peers get fake IPv4 addresses `10.x.y.z:5060` derived from their index. Large overlays are
+//! Every simulated peer is a [`Host`], driven exactly as the tokio runtime drives it. Peers get
+//! fake IPv4 addresses `10.x.y.z:4000` derived from their index. Large overlays are
 //! built by [`Sim::add_static_peers`], which computes each peer's leaf set and routing table
 //! directly from the sorted id list (O(N log N)); small ones can also be grown by real joins
 //! ([`Sim::add_joining_peer`]).
 
-use crate::config::Config;
-use crate::event::{Event, PubHandle, SubHandle, SubscribeError};
-use crate::id::{closest_of, digit, shared_prefix_len, GroupId, NodeId, DIGITS, DIGIT_BITS, RADIX};
-use crate::peer::Peer;
-use crate::wire::{ETag, NodeHandle};
-use crate::Millis;
+use crate::id::{closest_of, shared_prefix_len, GroupId, NodeId};
+use crate::{
+    Call, CallError, Config, ETag, Event, Host, Input, Millis, Output, Peer, PubHandle, Seeds,
+    SubHandle,
+};
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
+
+mod build;
+mod ua;
+
+pub use ua::UaLog;
 
 /// Network behaviour.
 #[derive(Clone, Debug)]
@@ -71,15 +76,29 @@ pub struct NetStats {
     pub duplicated: u64,
 }
 
+/// Where a simulated datagram goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dest {
+    /// Peer `i`'s overlay socket.
+    Overlay(usize),
+    /// Peer `i`'s SIP socket (gateways).
+    Sip(usize),
+    /// User agent `u`.
+    Ua(usize),
+}
+
 enum Action {
     Deliver {
-        to: u32,
+        to: Dest,
         from: SocketAddr,
         bytes: Vec<u8>,
     },
     Timer {
         to: u32,
         incarnation: u32,
+    },
+    UaTimer {
+        ua: u32,
     },
 }
 
@@ -108,7 +127,7 @@ impl Ord for Scheduled {
 struct Node {
     id: NodeId,
     addr: SocketAddr,
-    peer: Option<Box<Peer>>,
+    host: Option<Box<Host>>,
     timer_at: Option<Millis>,
     incarnation: u32,
     side: u8,
@@ -125,24 +144,54 @@ pub struct Sim {
     queue: BinaryHeap<Reverse<Scheduled>>,
     seq: u64,
     log: Vec<SimEvent>,
-    scratch: Vec<crate::io::Transmit>,
+    scratch: Vec<crate::Transmit>,
     /// `(id, index)` of every peer ever added, sorted by id.
     by_id: Vec<(u128, usize)>,
     /// Network counters.
     pub stats: NetStats,
+    /// Peers added from now on are SIP gateways.
+    gateways: bool,
+    uas: Vec<ua::SimUa>,
+    ua_log: Vec<ua::UaLog>,
 }
 
-/// Address of simulated peer `i`.
+/// Port of a simulated peer's overlay socket.
+const OVERLAY_PORT: u16 = 4000;
+/// Port of a simulated gateway's SIP socket.
+const SIP_PORT: u16 = 5060;
+/// First address of the peers (10.0.0.0/8).
+const PEER_NET: u32 = 0x0A00_0000;
+/// First address of the user agents (172.16.0.0/12).
+const UA_NET: u32 = 0xAC10_0000;
+
+/// Overlay address of simulated peer `i`.
 pub fn sim_addr(i: usize) -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::from(0x0A00_0000u32 + i as u32), 5060))
+    SocketAddr::from((Ipv4Addr::from(PEER_NET + i as u32), OVERLAY_PORT))
 }
 
-fn sim_index(a: &SocketAddr) -> Option<usize> {
-    match a {
-        SocketAddr::V4(v4) => u32::from(*v4.ip())
-            .checked_sub(0x0A00_0000)
-            .map(|i| i as usize),
-        SocketAddr::V6(_) => None,
+/// SIP address of simulated gateway `i`.
+pub fn sim_sip_addr(i: usize) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::from(PEER_NET + i as u32), SIP_PORT))
+}
+
+/// Address of simulated user agent `u`.
+pub fn sim_ua_addr(u: usize) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::from(UA_NET + u as u32), 5070))
+}
+
+fn dest_of(a: &SocketAddr) -> Option<Dest> {
+    let SocketAddr::V4(v4) = a else {
+        return None;
+    };
+    let ip = u32::from(*v4.ip());
+    if let Some(u) = ip.checked_sub(UA_NET).filter(|u| *u < 1 << 20) {
+        return Some(Dest::Ua(u as usize));
+    }
+    let i = ip.checked_sub(PEER_NET).filter(|i| *i < 1 << 24)? as usize;
+    match v4.port() {
+        OVERLAY_PORT => Some(Dest::Overlay(i)),
+        SIP_PORT => Some(Dest::Sip(i)),
+        _ => None,
     }
 }
 
@@ -161,7 +210,15 @@ impl Sim {
             scratch: Vec::new(),
             by_id: Vec::new(),
             stats: NetStats::default(),
+            gateways: false,
+            uas: Vec::new(),
+            ua_log: Vec::new(),
         }
+    }
+
+    /// Peers added from now on are SIP gateways (a SIP endpoint at [`sim_sip_addr`]).
+    pub fn set_gateways(&mut self, on: bool) {
+        self.gateways = on;
     }
 
     /// Current virtual time.
@@ -184,21 +241,25 @@ impl Sim {
     pub fn id(&self, i: usize) -> NodeId {
         self.nodes[i].id
     }
-    /// Peer `i`, if alive.
+    /// The overlay layer of peer `i`, if alive.
     pub fn peer(&self, i: usize) -> Option<&Peer> {
-        self.nodes[i].peer.as_deref()
+        self.nodes[i].host.as_deref().map(Host::peer)
+    }
+    /// Host `i`, if alive.
+    pub fn host(&self, i: usize) -> Option<&Host> {
+        self.nodes[i].host.as_deref()
     }
     /// Whether peer `i` is alive.
     pub fn is_alive(&self, i: usize) -> bool {
-        self.nodes[i].peer.is_some()
+        self.nodes[i].host.is_some()
     }
     /// Indices of live peers.
     pub fn live(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.nodes.len()).filter(|&i| self.nodes[i].peer.is_some())
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].host.is_some())
     }
     /// Indices of live peers that completed their overlay join.
     pub fn ready(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.nodes.len()).filter(|&i| self.nodes[i].peer.as_ref().is_some_and(|p| p.is_ready()))
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].host.as_ref().is_some_and(|p| p.is_ready()))
     }
     /// The live, joined peer numerically closest to `key` (the key's rightful root).
     pub fn closest_live(&self, key: u128) -> Option<usize> {
@@ -206,7 +267,7 @@ impl Sim {
         if n == 0 {
             return None;
         }
-        let ready = |j: usize| self.nodes[j].peer.as_ref().is_some_and(|p| p.is_ready());
+        let ready = |j: usize| self.nodes[j].host.as_ref().is_some_and(|p| p.is_ready());
         let start = self.by_id.partition_point(|e| e.0 < key);
         // Nearest ready peer clockwise and counter-clockwise from `key`, then the closer one.
         let cw = (0..n)
@@ -236,19 +297,36 @@ impl Sim {
         }
     }
 
-    fn push_node(&mut self, id: NodeId, peer: Peer) -> usize {
-        let i = self.push_node_unindexed(id, peer);
+    /// A new host for peer slot `i` with id `id`.
+    fn new_host(&mut self, id: NodeId, i: usize) -> Host {
+        let seed = self.rng.random();
+        let h = Host::new(
+            id,
+            sim_addr(i),
+            self.cfg.clone(),
+            self.now,
+            Seeds::reproducible(seed),
+        );
+        if self.gateways {
+            h.with_sip(crate::sip::SipConfig::new(sim_sip_addr(i)))
+        } else {
+            h
+        }
+    }
+
+    fn push_node(&mut self, id: NodeId, host: Host) -> usize {
+        let i = self.push_node_unindexed(id, host);
         let pos = self.by_id.partition_point(|e| e.0 < id.0);
         self.by_id.insert(pos, (id.0, i));
         i
     }
 
-    fn push_node_unindexed(&mut self, id: NodeId, peer: Peer) -> usize {
+    fn push_node_unindexed(&mut self, id: NodeId, host: Host) -> usize {
         let i = self.nodes.len();
         self.nodes.push(Node {
             id,
             addr: sim_addr(i),
-            peer: Some(Box::new(peer)),
+            host: Some(Box::new(host)),
             timer_at: None,
             incarnation: 0,
             side: 0,
@@ -256,132 +334,16 @@ impl Sim {
         i
     }
 
-    /// Adds `n` peers with random ids whose routing state is computed directly from the sorted
-    /// id list (no join traffic). Returns their indices.
-    pub fn add_static_peers(&mut self, n: usize) -> Vec<usize> {
-        let mut taken: HashSet<u128> = self.nodes.iter().map(|n| n.id.0).collect();
-        let first = self.nodes.len();
-        for _ in 0..n {
-            let id = self.fresh_id(&taken);
-            taken.insert(id.0);
-            let seed = self.rng.random();
-            let addr = sim_addr(self.nodes.len());
-            let p = Peer::new(id, addr, self.cfg.clone(), self.now, seed);
-            self.push_node_unindexed(id, p);
-        }
-        self.by_id = self
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.id.0, i))
-            .collect();
-        self.by_id.sort_unstable();
-        let mut sorted: Vec<(u128, usize)> = self.live().map(|i| (self.nodes[i].id.0, i)).collect();
-        sorted.sort_unstable();
-        let half = (self.cfg.leaf_set_size / 2).max(1);
-        let total = sorted.len();
-        let mut known = Vec::new();
-        for p in 0..total {
-            let (me, idx) = sorted[p];
-            if idx < first {
-                continue;
-            }
-            known.clear();
-            for d in 1..=half.min(total - 1) {
-                known.push(sorted[(p + d) % total].1);
-                known.push(sorted[(p + total - d) % total].1);
-            }
-            for r in 0..DIGITS {
-                let shift = 128 - DIGIT_BITS as usize * (r + 1);
-                let prefix = if r == 0 {
-                    0
-                } else {
-                    me >> (128 - DIGIT_BITS as usize * r) << (128 - DIGIT_BITS as usize * r)
-                };
-                for c in 0..RADIX {
-                    if c == digit(me, r) {
-                        continue;
-                    }
-                    let lo = prefix | ((c as u128) << shift);
-                    let hi = lo | ((1u128 << shift) - 1);
-                    let a = sorted.partition_point(|s| s.0 < lo);
-                    let b = sorted.partition_point(|s| s.0 <= hi);
-                    if a < b {
-                        known.push(sorted[self.rng.random_range(a..b)].1);
-                    }
-                }
-                // Stop once no other peer shares r+1 digits with this one.
-                let lo = me >> shift << shift;
-                let hi = lo | ((1u128 << shift) - 1);
-                let a = sorted.partition_point(|s| s.0 < lo);
-                let b = sorted.partition_point(|s| s.0 <= hi);
-                if b - a <= 1 {
-                    break;
-                }
-            }
-            let handles: Vec<NodeHandle> = known
-                .iter()
-                .map(|&j| NodeHandle {
-                    id: self.nodes[j].id,
-                    addr: self.nodes[j].addr,
-                })
-                .collect();
-            let now = self.now;
-            if let Some(peer) = self.nodes[idx].peer.as_mut() {
-                peer.install_routing_state(now, &handles);
-            }
-        }
-        for i in first..self.nodes.len() {
-            self.flush(i);
-        }
-        (first..self.nodes.len()).collect()
-    }
-
-    /// Adds the first peer of an overlay (alone, ready).
-    pub fn add_first_peer(&mut self) -> usize {
-        let taken: HashSet<u128> = self.nodes.iter().map(|n| n.id.0).collect();
-        let id = self.fresh_id(&taken);
-        let seed = self.rng.random();
-        let p = Peer::new(
-            id,
-            sim_addr(self.nodes.len()),
-            self.cfg.clone(),
-            self.now,
-            seed,
-        );
-        let i = self.push_node(id, p);
-        self.flush(i);
-        i
-    }
-
-    /// Adds a peer (random id unless given) that joins through peer `via`.
-    pub fn add_joining_peer(&mut self, id: Option<NodeId>, via: usize) -> usize {
-        let taken: HashSet<u128> = self.nodes.iter().map(|n| n.id.0).collect();
-        let id = id.unwrap_or_else(|| self.fresh_id(&taken));
-        let seed = self.rng.random();
-        let mut p = Peer::new(
-            id,
-            sim_addr(self.nodes.len()),
-            self.cfg.clone(),
-            self.now,
-            seed,
-        );
-        p.bootstrap(self.now, self.nodes[via].addr);
-        let i = self.push_node(id, p);
-        self.flush(i);
-        i
-    }
-
     /// Crashes peer `i`: its state is lost, datagrams to it are dropped.
     pub fn crash(&mut self, i: usize) {
-        self.nodes[i].peer = None;
+        self.nodes[i].host = None;
         self.nodes[i].timer_at = None;
         self.nodes[i].incarnation += 1;
     }
 
-    /// Peer `i` leaves the overlay gracefully ([`Peer::leave`]) and is then removed.
+    /// Peer `i` leaves the overlay gracefully ([`Call::Leave`]) and is then removed.
     pub fn leave(&mut self, i: usize) {
-        self.with_peer(i, |p, now| p.leave(now));
+        self.call(i, Call::Leave);
         self.crash(i);
     }
 
@@ -391,29 +353,13 @@ impl Sim {
         self.crash(i);
         let addr = self.nodes[i].addr;
         let q = std::mem::take(&mut self.queue);
+        let sip = sim_sip_addr(i);
         self.queue = q
             .into_iter()
-            .filter(
-                |Reverse(s)| !matches!(&s.action, Action::Deliver { from, .. } if *from == addr),
-            )
+            .filter(|Reverse(s)| {
+                !matches!(&s.action, Action::Deliver { from, .. } if *from == addr || *from == sip)
+            })
             .collect();
-    }
-
-    /// Restarts crashed peer `i` with empty state and the same id and address; it rejoins the
-    /// overlay through peer `via`.
-    pub fn restart(&mut self, i: usize, via: usize) {
-        assert!(self.nodes[i].peer.is_none(), "restart of a live peer");
-        let seed = self.rng.random();
-        let mut p = Peer::new(
-            self.nodes[i].id,
-            self.nodes[i].addr,
-            self.cfg.clone(),
-            self.now,
-            seed,
-        );
-        p.bootstrap(self.now, self.nodes[via].addr);
-        self.nodes[i].peer = Some(Box::new(p));
-        self.flush(i);
     }
 
     /// Puts peer `i` on partition side `side`; datagrams between different sides are dropped.
@@ -428,27 +374,39 @@ impl Sim {
         }
     }
 
-    /// Runs a local API call on live peer `i` at the current time, then collects its outputs.
-    /// Returns `None` when the peer is crashed.
-    pub fn with_peer<R>(&mut self, i: usize, f: impl FnOnce(&mut Peer, Millis) -> R) -> Option<R> {
+    /// Runs `f` on live host `i` at the current time, then collects its outputs. Returns
+    /// `None` when the peer is crashed.
+    pub fn with_host<R>(&mut self, i: usize, f: impl FnOnce(&mut Host, Millis) -> R) -> Option<R> {
         let now = self.now;
-        let r = f(self.nodes[i].peer.as_deref_mut()?, now);
+        let r = f(self.nodes[i].host.as_deref_mut()?, now);
         self.flush(i);
         Some(r)
     }
 
-    /// [`Peer::subscribe`] on peer `i`.
+    /// A local API call on live peer `i`; `None` when the peer is crashed.
+    pub fn call(&mut self, i: usize, call: Call) -> Option<Result<(), CallError>> {
+        self.with_host(i, |h, now| h.handle_input(now, Input::Call(call)))
+    }
+
+    /// [`Call::Subscribe`] on peer `i`.
     pub fn subscribe(
         &mut self,
         i: usize,
         gid: GroupId,
-        h: SubHandle,
+        handle: SubHandle,
         expires: u32,
-    ) -> Option<Result<u32, SubscribeError>> {
-        self.with_peer(i, |p, now| p.subscribe(now, gid, h, expires))
+    ) -> Option<Result<(), CallError>> {
+        self.call(
+            i,
+            Call::Subscribe {
+                gid,
+                handle,
+                expires,
+            },
+        )
     }
 
-    /// [`Peer::publish`] on peer `i`.
+    /// [`Call::Publish`] on peer `i`.
     pub fn publish(
         &mut self,
         i: usize,
@@ -458,14 +416,28 @@ impl Sim {
         if_match: Option<ETag>,
         expires: Option<u32>,
     ) -> Option<()> {
-        self.with_peer(i, |p, now| {
-            p.publish(now, gid, req, body, if_match, expires)
-        })
+        let call = Call::Publish {
+            gid,
+            req,
+            body,
+            if_match,
+            expires,
+        };
+        self.call(i, call).map(|_| ())
     }
 
-    /// Injects raw bytes into peer `i` as if sent from `from` (malformed-input tests).
+    /// Injects raw bytes into peer `i`'s overlay socket as if sent from `from`
+    /// (malformed-input tests).
     pub fn inject(&mut self, i: usize, from: SocketAddr, bytes: &[u8]) {
-        self.with_peer(i, |p, now| p.handle_datagram(now, from, bytes));
+        self.with_host(i, |h, now| {
+            let _ = h.handle_input(
+                now,
+                Input::Overlay {
+                    from,
+                    payload: bytes,
+                },
+            );
+        });
     }
 
     fn schedule(&mut self, at: Millis, action: Action) {
@@ -489,55 +461,28 @@ impl Sim {
     /// Collects transmits, events and the timer of peer `i` after an input.
     fn flush(&mut self, i: usize) {
         let now = self.now;
-        let Some(peer) = self.nodes[i].peer.as_deref_mut() else {
+        let Some(host) = self.nodes[i].host.as_deref_mut() else {
             return;
         };
         let mut out = std::mem::take(&mut self.scratch);
-        while let Some(t) = peer.poll_transmit() {
-            out.push(t);
-        }
-        while let Some(e) = peer.poll_event() {
-            self.log.push(SimEvent {
-                at: now,
-                peer: i,
-                event: e,
-            });
-        }
-        let timeout = peer.poll_timeout();
-        let from = self.nodes[i].addr;
+        let timeout = loop {
+            match host.poll_output() {
+                Output::Transmit(t) => out.push(t),
+                Output::Event(e) => self.log.push(SimEvent {
+                    at: now,
+                    peer: i,
+                    event: e,
+                }),
+                Output::Timeout(at) => break (at != Millis::MAX).then_some(at),
+            }
+        };
+        let side = self.nodes[i].side;
         for t in out.drain(..) {
-            let Some(to) = sim_index(&t.dst).filter(|&j| j < self.nodes.len()) else {
-                continue;
+            let from = match t.socket {
+                crate::Socket::Overlay => sim_addr(i),
+                crate::Socket::SipUdp => sim_sip_addr(i),
             };
-            if self.nodes[to].side != self.nodes[i].side {
-                self.stats.partitioned += 1;
-                continue;
-            }
-            if self.net.loss > 0.0 && self.rng.random_bool(self.net.loss.min(1.0)) {
-                self.stats.lost += 1;
-                continue;
-            }
-            if self.net.duplicate > 0.0 && self.rng.random_bool(self.net.duplicate.min(1.0)) {
-                self.stats.duplicated += 1;
-                let d = self.delay();
-                self.schedule(
-                    now + d,
-                    Action::Deliver {
-                        to: to as u32,
-                        from,
-                        bytes: t.payload.clone(),
-                    },
-                );
-            }
-            let d = self.delay();
-            self.schedule(
-                now + d,
-                Action::Deliver {
-                    to: to as u32,
-                    from,
-                    bytes: t.payload,
-                },
-            );
+            self.send(now, side, from, t.dst, t.payload);
         }
         self.scratch = out;
         if let Some(t) = timeout {
@@ -556,6 +501,41 @@ impl Sim {
         }
     }
 
+    /// Puts a datagram on the network: partitions, loss, duplication, latency.
+    fn send(&mut self, now: Millis, side: u8, from: SocketAddr, dst: SocketAddr, payload: Vec<u8>) {
+        let Some(to) = dest_of(&dst) else {
+            return;
+        };
+        let to_side = match to {
+            Dest::Overlay(j) | Dest::Sip(j) if j < self.nodes.len() => self.nodes[j].side,
+            Dest::Ua(u) if u < self.uas.len() => self.uas[u].side,
+            _ => return,
+        };
+        if to_side != side {
+            self.stats.partitioned += 1;
+            return;
+        }
+        if self.net.loss > 0.0 && self.rng.random_bool(self.net.loss.min(1.0)) {
+            self.stats.lost += 1;
+            return;
+        }
+        if self.net.duplicate > 0.0 && self.rng.random_bool(self.net.duplicate.min(1.0)) {
+            self.stats.duplicated += 1;
+            let d = self.delay();
+            let bytes = payload.clone();
+            self.schedule(now + d, Action::Deliver { to, from, bytes });
+        }
+        let d = self.delay();
+        self.schedule(
+            now + d,
+            Action::Deliver {
+                to,
+                from,
+                bytes: payload,
+            },
+        );
+    }
+
     /// Processes the next scheduled action if it is due by `limit`. Returns whether one ran.
     pub fn step(&mut self, limit: Millis) -> bool {
         let Some(Reverse(top)) = self.queue.peek() else {
@@ -568,24 +548,50 @@ impl Sim {
         self.now = self.now.max(s.at);
         let now = self.now;
         match s.action {
+            Action::Deliver {
+                to: Dest::Ua(u),
+                from,
+                bytes,
+            } => {
+                self.stats.delivered += 1;
+                self.uas[u].agent.handle_datagram(now, from, &bytes);
+                self.flush_ua(u);
+            }
             Action::Deliver { to, from, bytes } => {
-                let to = to as usize;
-                match self.nodes[to].peer.as_deref_mut() {
-                    Some(p) => {
+                let (i, input) = match to {
+                    Dest::Overlay(i) => (
+                        i,
+                        Input::Overlay {
+                            from,
+                            payload: &bytes,
+                        },
+                    ),
+                    Dest::Sip(i) => (
+                        i,
+                        Input::Sip {
+                            from,
+                            payload: &bytes,
+                        },
+                    ),
+                    Dest::Ua(_) => unreachable!("matched above"),
+                };
+                match self.nodes[i].host.as_deref_mut() {
+                    Some(h) => {
                         self.stats.delivered += 1;
-                        p.handle_datagram(now, from, &bytes);
-                        self.flush(to);
+                        let _ = h.handle_input(now, input);
+                        self.flush(i);
                     }
                     None => self.stats.to_dead += 1,
                 }
             }
+            Action::UaTimer { ua } => self.ua_timer(ua as usize, s.at),
             Action::Timer { to, incarnation } => {
                 let to = to as usize;
                 let n = &mut self.nodes[to];
                 if n.incarnation == incarnation && n.timer_at == Some(s.at) {
                     n.timer_at = None;
-                    if let Some(p) = n.peer.as_deref_mut() {
-                        p.handle_timeout(now);
+                    if let Some(h) = n.host.as_deref_mut() {
+                        let _ = h.handle_input(now, Input::Timeout);
                         self.flush(to);
                     }
                 }

@@ -5,11 +5,8 @@
 use super::headers::{delta_seconds, entity_tag, media_type_is, EntityTag, EventHeader};
 use super::message::{reason_phrase, Headers, Request};
 use super::transaction::TxKey;
-use super::{ReqCtx, SipEndpoint};
+use super::{Env, ReqCtx, SipEndpoint};
 use crate::event::{PubHandle, PublishError};
-use crate::id::GroupId;
-use crate::peer::Peer;
-use crate::Millis;
 
 /// The response code and headers of a failed publication.
 pub(super) fn failure(reason: PublishError) -> (u16, Headers) {
@@ -46,24 +43,17 @@ impl SipEndpoint {
         self.cfg.min_expires.max(overlay_min)
     }
 
-    pub(super) fn on_publish(
-        &mut self,
-        now: Millis,
-        key: TxKey,
-        ctx: ReqCtx,
-        req: &Request,
-        peer: &mut Peer,
-    ) {
+    pub(super) fn on_publish(&mut self, env: &mut Env<'_>, key: TxKey, ctx: ReqCtx, req: &Request) {
         if let Some(ext) = req.headers.get("Require") {
-            return self.unsupported_extension(now, key, ctx, ext);
+            return self.unsupported_extension(env, key, ctx, ext);
         }
         // Step 2: Event.
         if req.headers.count("Event") > 1 {
-            return self.bad_request(now, key, ctx, "multiple Event headers");
+            return self.bad_request(env, key, ctx, "multiple Event headers");
         }
         let event = match self.check_event(req.headers.get("Event")) {
             Ok(e) => e,
-            Err(h) => return self.reply(now, key, ctx, 489, reason_phrase(489), h, None),
+            Err(h) => return self.reply(env, key, ctx, 489, reason_phrase(489), h, None),
         };
         // Step 3: SIP-If-Match.
         let if_match = match req.headers.count("SIP-If-Match") {
@@ -72,7 +62,7 @@ impl SipEndpoint {
                 EntityTag::Ours(e) => Some(e),
                 EntityTag::Foreign => {
                     return self.reply(
-                        now,
+                        env,
                         key,
                         ctx,
                         412,
@@ -81,24 +71,24 @@ impl SipEndpoint {
                         None,
                     )
                 }
-                EntityTag::Invalid => return self.bad_request(now, key, ctx, "bad SIP-If-Match"),
+                EntityTag::Invalid => return self.bad_request(env, key, ctx, "bad SIP-If-Match"),
             },
-            _ => return self.bad_request(now, key, ctx, "multiple SIP-If-Match headers"),
+            _ => return self.bad_request(env, key, ctx, "multiple SIP-If-Match headers"),
         };
         // Step 4: Expires.
         let expires = match req.headers.get("Expires") {
             None => None,
             Some(v) => match delta_seconds(v) {
                 Some(e) => Some(e),
-                None => return self.bad_request(now, key, ctx, "bad Expires"),
+                None => return self.bad_request(env, key, ctx, "bad Expires"),
             },
         };
-        let min = self.min_expires(peer.config().pub_min_expires);
+        let min = self.min_expires(env.peer.config().pub_min_expires);
         if let Some(e) = expires.filter(|&e| e != 0 && e < min) {
             let _ = e;
             let mut h = Headers::default();
             h.push("Min-Expires", min.to_string());
-            return self.reply(now, key, ctx, 423, reason_phrase(423), h, None);
+            return self.reply(env, key, ctx, 423, reason_phrase(423), h, None);
         }
         let expires = expires.map(|e| e.min(self.cfg.max_expires));
         // Step 5: body (ignored for a removal).
@@ -107,12 +97,12 @@ impl SipEndpoint {
         } else {
             let ct = req.headers.get("Content-Type");
             let Some(ct) = ct else {
-                return self.bad_request(now, key, ctx, "body without Content-Type");
+                return self.bad_request(env, key, ctx, "body without Content-Type");
             };
             if event.package == "presence" && !media_type_is(ct, "application/pidf+xml") {
                 let mut h = Headers::default();
                 h.push("Accept", "application/pidf+xml");
-                return self.reply(now, key, ctx, 415, reason_phrase(415), h, None);
+                return self.reply(env, key, ctx, 415, reason_phrase(415), h, None);
             }
             Some(req.body.clone())
         };
@@ -122,12 +112,13 @@ impl SipEndpoint {
             } else {
                 "neither body nor SIP-If-Match"
             };
-            return self.bad_request(now, key, ctx, why);
+            return self.bad_request(env, key, ctx, why);
         }
-        let gid = GroupId::from_event(&req.uri, &event.package, event.id.as_deref());
+        let gid = self.group_of(&req.uri, &event);
         let handle = PubHandle(self.new_handle());
-        self.proceed(now, key.clone(), ctx);
-        self.pubs.insert(handle, key);
-        peer.publish(now, gid, handle, body, if_match, expires);
+        let tx = self.proceed(env, key, ctx);
+        self.pubs.insert(handle, tx);
+        env.peer
+            .publish(env.now, env.timers, gid, handle, body, if_match, expires);
     }
 }

@@ -6,14 +6,19 @@
 //! with the key; otherwise (rare case) to any known peer that shares at least as long a prefix
 //! and is numerically closer; otherwise deliver here.
 
+#[cfg(feature = "harness")]
+mod explicit;
 pub mod leaf_set;
 pub mod routing_table;
+
+#[cfg(feature = "harness")]
+pub use explicit::ExplicitTable;
 
 use crate::config::Config;
 use crate::id::{closer, digit, shared_prefix_len, NodeId};
 use crate::io::Outbox;
 use crate::rng::SplitMix64;
-use crate::wire::{Msg, NodeHandle};
+use crate::wire::{Msg, NodeHandle, PastryMsg};
 use crate::Millis;
 use leaf_set::LeafSet;
 use routing_table::RoutingTable;
@@ -59,32 +64,8 @@ pub struct Overlay {
     next_exchange: Millis,
     scratch: Vec<NodeHandle>,
     /// Routing table loaded by a driver in place of the learnt one (see [`ExplicitTable`]).
+    #[cfg(feature = "harness")]
     explicit: Option<ExplicitTable>,
-}
-
-/// A routing table given explicitly by a driver, in digits of `digit_bits` bits (counted from
-/// the most significant bit) instead of the core's hexadecimal digits: row `r`, column `c`
-/// holds a peer sharing `r` such digits with this peer whose digit `r` is `c`. The conformance
-/// harness loads the model's base-4 tables (the paper's Fig. 3) with it, so that JOINs and
-/// PUBLISHes take the model's hops. While it is set it replaces the learnt routing table in
-/// routing decisions (rules 2 and 3); the leaf set works as usual. Peers declared dead are
-/// removed from it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExplicitTable {
-    /// Bits per digit (1..=8).
-    pub digit_bits: u32,
-    /// Rows of `1 << digit_bits` columns.
-    pub rows: Vec<Vec<Option<NodeHandle>>>,
-}
-
-impl ExplicitTable {
-    fn digit(&self, key: u128, i: usize) -> usize {
-        let shift = 128 - self.digit_bits as usize * (i + 1);
-        ((key >> shift) & ((1u128 << self.digit_bits) - 1)) as usize
-    }
-    fn shared_prefix(&self, a: u128, b: u128) -> usize {
-        ((a ^ b).leading_zeros() / self.digit_bits) as usize
-    }
 }
 
 impl Overlay {
@@ -99,6 +80,7 @@ impl Overlay {
             next_exchange: now + cfg.leaf_exchange_interval,
             next_probe: now + cfg.dead_probe_interval,
             scratch: Vec::new(),
+            #[cfg(feature = "harness")]
             explicit: None,
         }
     }
@@ -111,6 +93,7 @@ impl Overlay {
                 None => Hop::Local,
             };
         }
+        #[cfg(feature = "harness")]
         if let Some(t) = &self.explicit {
             return self.route_explicit(t, key, exclude);
         }
@@ -139,51 +122,6 @@ impl Overlay {
             Some(h) => Hop::Next(h),
             None => Hop::Local,
         }
-    }
-
-    /// Rules 2 and 3 over an explicit table: the entry sharing one more digit with the key, or
-    /// any known peer (leaf set or table) sharing at least as long a prefix that is closer.
-    fn route_explicit(&self, t: &ExplicitTable, key: u128, exclude: Option<NodeId>) -> Hop {
-        let l = t.shared_prefix(self.me.id.0, key);
-        if let Some(Some(h)) = t.rows.get(l).and_then(|r| r.get(t.digit(key, l))) {
-            if Some(h.id) != exclude {
-                return Hop::Next(*h);
-            }
-        }
-        let mut best: Option<NodeHandle> = None;
-        let mut best_id = self.me.id.0;
-        let table = t.rows.iter().flatten().flatten().copied();
-        for h in self.leaf.iter().map(|e| e.handle).chain(table) {
-            if Some(h.id) == exclude || t.shared_prefix(h.id.0, key) < l {
-                continue;
-            }
-            if closer(key, h.id.0, best_id) {
-                best_id = h.id.0;
-                best = Some(h);
-            }
-        }
-        match best {
-            Some(h) => Hop::Next(h),
-            None => Hop::Local,
-        }
-    }
-
-    /// Loads (or, with `None`, clears) an explicit routing table; see [`ExplicitTable`].
-    /// Panics if `digit_bits` is not in `1..=8`.
-    pub fn set_explicit_table(&mut self, table: Option<ExplicitTable>) {
-        if let Some(t) = &table {
-            assert!(
-                (1..=8).contains(&t.digit_bits),
-                "digit_bits must be in 1..=8, got {}",
-                t.digit_bits
-            );
-        }
-        self.explicit = table;
-    }
-
-    /// The explicit routing table, if one is loaded.
-    pub fn explicit_table(&self) -> Option<&ExplicitTable> {
-        self.explicit.as_ref()
     }
 
     /// The `k` leaf-set peers closest to `key` (replica set of a group rooted here).
@@ -247,7 +185,7 @@ impl Overlay {
     ) {
         out.ready = false;
         self.bootstrap = Some((via, now + cfg.bootstrap_retry));
-        out.send_addr(via, &Self::join_msg(self.me));
+        out.send_addr(via, Self::join_msg(self.me));
     }
 
     fn join_msg(me: NodeHandle) -> Msg {
@@ -285,19 +223,19 @@ impl Overlay {
         &mut self,
         now: Millis,
         from: NodeHandle,
-        msg: &Msg,
+        msg: &PastryMsg,
         cfg: &Config,
         out: &mut Outbox,
     ) -> bool {
         match msg {
-            Msg::Ping => out.send(&from, Msg::Pong),
-            Msg::Pong => {}
-            Msg::Announce => {
+            PastryMsg::Ping => out.send(&from, PastryMsg::Pong),
+            PastryMsg::Pong => {}
+            PastryMsg::Announce => {
                 // Tell the newcomer whom we know: concurrent joiners learn of each other.
                 let leaves = self.leaf.iter().map(|e| e.handle).collect();
-                out.send(&from, Msg::LeafSetReply { leaves });
+                out.send(&from, PastryMsg::LeafSetReply { leaves });
             }
-            Msg::Departing => {
+            PastryMsg::Departing => {
                 let mut leaf_changed = self.leaf.remove(from.id);
                 leaf_changed |= self.rt.remove(from.id).is_some();
                 self.tombstones.retain(|t| t.0.id != from.id);
@@ -308,29 +246,29 @@ impl Overlay {
                 if leaf_changed {
                     let (a, b) = self.leaf.extremes();
                     for h in a.iter().chain(b.iter()) {
-                        out.send(h, Msg::LeafSetRequest);
+                        out.send(h, PastryMsg::LeafSetRequest);
                     }
                 }
             }
-            Msg::LeafSetRequest => {
+            PastryMsg::LeafSetRequest => {
                 let leaves = self.leaf.iter().map(|e| e.handle).collect();
-                out.send(&from, Msg::LeafSetReply { leaves });
+                out.send(&from, PastryMsg::LeafSetReply { leaves });
             }
-            Msg::LeafSetReply { leaves } => {
+            PastryMsg::LeafSetReply { leaves } => {
                 for h in leaves {
                     self.consider(*h, false, now);
                 }
             }
-            Msg::RowRequest { row } => {
+            PastryMsg::RowRequest { row } => {
                 let entries = self.rt.row(*row as usize).map(|e| e.handle).collect();
-                out.send(&from, Msg::RowReply { entries });
+                out.send(&from, PastryMsg::RowReply { entries });
             }
-            Msg::RowReply { entries } => {
+            PastryMsg::RowReply { entries } => {
                 for h in entries {
                     self.consider(*h, false, now);
                 }
             }
-            Msg::JoinState { entries, last } => {
+            PastryMsg::JoinState { entries, last } => {
                 if self.bootstrap.is_none() {
                     return false;
                 }
@@ -349,11 +287,10 @@ impl Overlay {
                         .collect();
                     targets.sort_by_key(|h| h.id);
                     targets.dedup_by_key(|h| h.id);
-                    out.send_many(targets.iter(), &Msg::Announce);
+                    out.send_many(targets.iter(), PastryMsg::Announce);
                     return true;
                 }
             }
-            _ => {}
         }
         false
     }
@@ -363,11 +300,11 @@ impl Overlay {
         let mut targets: Vec<NodeHandle> = self.known().collect();
         targets.sort_by_key(|h| h.id);
         targets.dedup_by_key(|h| h.id);
-        out.send_many(targets.iter(), &Msg::Departing);
+        out.send_many(targets.iter(), PastryMsg::Departing);
         self.bootstrap = None;
     }
 
-    /// Earliest time [`Overlay::tick`] must run.
+    /// Earliest time the maintenance tick must run.
     pub(crate) fn next_timeout(&self) -> Millis {
         let mut t = self.next_tick.min(self.next_exchange).min(self.next_probe);
         if let Some((_, at)) = self.bootstrap {
@@ -376,19 +313,21 @@ impl Overlay {
         t
     }
 
-    /// Keep-alives, failure detection, repair and join retries. Returns the peers declared dead.
-    pub(crate) fn tick(
+    /// Keep-alives and failure detection, the first half of the maintenance tick: returns the
+    /// peers whose keep-alive timeout passed. The caller declares them dead with
+    /// [`Overlay::bury`] (after noting what their death changes above), then runs
+    /// [`Overlay::tick_rest`].
+    pub(crate) fn tick_detect(
         &mut self,
         now: Millis,
         cfg: &Config,
         out: &mut Outbox,
-        rng: &mut SplitMix64,
     ) -> Vec<NodeId> {
         let mut dead = Vec::new();
         if let Some((via, at)) = self.bootstrap {
             if now >= at {
                 self.bootstrap = Some((via, now + cfg.bootstrap_retry));
-                out.send_addr(via, &Self::join_msg(self.me));
+                out.send_addr(via, Self::join_msg(self.me));
             }
         }
         if now >= self.next_tick {
@@ -417,10 +356,21 @@ impl Overlay {
             ping.retain(|h| dead.binary_search(&h.id).is_err());
             ping.sort_by_key(|h| h.id);
             ping.dedup_by_key(|h| h.id);
-            out.send_many(ping.iter(), &Msg::Ping);
+            out.send_many(ping.iter(), PastryMsg::Ping);
             self.scratch = ping;
-            self.bury(now, &dead, cfg, out);
         }
+        dead
+    }
+
+    /// The second half of the maintenance tick: probes of peers declared dead and the leaf-set
+    /// exchange.
+    pub(crate) fn tick_rest(
+        &mut self,
+        now: Millis,
+        cfg: &Config,
+        out: &mut Outbox,
+        rng: &mut SplitMix64,
+    ) {
         if now >= self.next_probe {
             self.next_probe = now + cfg.dead_probe_interval;
             let dead: Vec<NodeHandle> = self
@@ -429,7 +379,7 @@ impl Overlay {
                 .filter(|t| !t.2)
                 .map(|t| t.0)
                 .collect();
-            out.send_many(dead.iter(), &Msg::Ping);
+            out.send_many(dead.iter(), PastryMsg::Ping);
         }
         if now >= self.next_exchange {
             self.next_exchange = now + cfg.leaf_exchange_interval;
@@ -437,11 +387,10 @@ impl Overlay {
             if n > 0 && out.ready {
                 let pick = rng.below(n);
                 if let Some(h) = self.leaf.iter().nth(pick).map(|e| e.handle) {
-                    out.send(&h, Msg::LeafSetRequest);
+                    out.send(&h, PastryMsg::LeafSetRequest);
                 }
             }
         }
-        dead
     }
 
     /// Declares `dead` peers dead: tombstones them, removes them from the leaf set and routing
@@ -450,29 +399,23 @@ impl Overlay {
     pub(crate) fn bury(&mut self, now: Millis, dead: &[NodeId], cfg: &Config, out: &mut Outbox) {
         let mut leaf_changed = false;
         for &id in dead {
-            let handle = self
-                .leaf
-                .iter()
-                .chain(self.rt.iter())
-                .map(|e| e.handle)
-                .chain(
-                    self.explicit
-                        .iter()
-                        .flat_map(|t| t.rows.iter().flatten().flatten().copied()),
-                )
-                .find(|h| h.id == id);
+            let known = self.leaf.iter().chain(self.rt.iter()).map(|e| e.handle);
+            #[cfg(feature = "harness")]
+            let known = known.chain(
+                self.explicit
+                    .iter()
+                    .flat_map(|t| t.rows.iter().flatten().flatten().copied()),
+            );
+            let handle = known.into_iter().find(|h| h.id == id);
             if let Some(h) = handle {
                 if self.tombstones.len() >= MAX_TOMBSTONES {
                     self.tombstones.remove(0);
                 }
                 self.tombstones.push((h, now + cfg.tombstone_ttl, false));
             }
+            #[cfg(feature = "harness")]
             if let Some(t) = self.explicit.as_mut() {
-                for slot in t.rows.iter_mut().flatten() {
-                    if slot.is_some_and(|h| h.id == id) {
-                        *slot = None;
-                    }
-                }
+                t.forget(id);
             }
             leaf_changed |= self.leaf.remove(id);
             if let Some((r, _)) = self.rt.remove(id) {
@@ -484,90 +427,25 @@ impl Overlay {
                     .map(|e| e.handle)
                     .or_else(|| self.leaf.iter().next().map(|e| e.handle));
                 if let Some(h) = helper {
-                    out.send(&h, Msg::RowRequest { row: r as u8 });
+                    out.send(&h, PastryMsg::RowRequest { row: r as u8 });
                 }
             }
         }
         if leaf_changed {
             let (a, b) = self.leaf.extremes();
             for h in a.iter().chain(b.iter()) {
-                out.send(h, Msg::LeafSetRequest);
+                out.send(h, PastryMsg::LeafSetRequest);
             }
         }
+    }
+
+    /// Whether `id` is in the leaf set or the routing table.
+    pub fn knows(&self, id: NodeId) -> bool {
+        self.leaf.contains(id) || self.rt.contains(id)
     }
 
     /// Every peer this peer knows (leaf set and routing table, possibly with repeats).
     pub fn known(&self) -> impl Iterator<Item = NodeHandle> + '_ {
         self.leaf.iter().chain(self.rt.iter()).map(|e| e.handle)
-    }
-}
-
-#[cfg(test)]
-mod explicit_table_tests {
-    use super::*;
-    use crate::Peer;
-
-    fn handle(id10: u16, port: u16) -> NodeHandle {
-        NodeHandle {
-            id: NodeId::from_paper_10bit(id10),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        }
-    }
-
-    /// The model's 4-peer overlay (ids 64, 320, 448, 576; leaf sets of one peer per side):
-    /// with the model's base-4 tables, key 500 goes A → C → D as in the model, not the way
-    /// the core's hexadecimal table would send it.
-    #[test]
-    fn base4_tables_route_like_the_model() {
-        let (a, c, d, e) = (
-            handle(64, 1),
-            handle(320, 2),
-            handle(448, 3),
-            handle(576, 4),
-        );
-        let key = NodeId::from_paper_10bit(500).0;
-        let cfg = Config {
-            leaf_set_size: 2,
-            ..Config::default()
-        };
-        let peer = |me: NodeHandle, leaves: &[NodeHandle], row0: [Option<NodeHandle>; 4]| {
-            let mut p = Peer::new(me.id, me.addr, cfg.clone(), 0, 1);
-            let mut known = leaves.to_vec();
-            known.extend(row0.iter().flatten());
-            p.install_routing_state(0, &known);
-            let before = p.route(key);
-            let mut rows = vec![row0.to_vec()];
-            rows.extend((1..5).map(|_| vec![None; 4]));
-            if me.id == c.id {
-                rows[1][3] = Some(d);
-            }
-            p.set_explicit_routing(2, rows);
-            (p, before)
-        };
-        let (mut pa, hex_hop) = peer(a, &[c, e], [None, Some(c), Some(e), None]);
-        let (pc, _) = peer(c, &[a, d], [Some(a), None, Some(e), None]);
-        let (pd, _) = peer(d, &[c, e], [Some(a), None, Some(e), None]);
-        assert_eq!(hex_hop, Hop::Next(e), "hexadecimal digits take another hop");
-        assert_eq!(pa.route(key), Hop::Next(c));
-        assert_eq!(pc.route(key), Hop::Next(d));
-        assert_eq!(pd.route(key), Hop::Local);
-        assert_eq!(pa.overlay().explicit_table().map(|t| t.digit_bits), Some(2));
-        // A declared-dead entry leaves the table; the rare case then picks the closest peer.
-        pa.declare_dead(0, c.id, &[]);
-        assert!(pa.overlay().explicit_table().is_some_and(|t| t
-            .rows
-            .iter()
-            .flatten()
-            .flatten()
-            .all(|h| h.id != c.id)));
-        assert_eq!(pa.route(key), Hop::Next(e));
-    }
-
-    #[test]
-    #[should_panic(expected = "digit_bits must be in 1..=8")]
-    fn digit_width_is_checked() {
-        let h = handle(64, 1);
-        let mut p = Peer::new(h.id, h.addr, Config::default(), 0, 1);
-        p.set_explicit_routing(0, Vec::new());
     }
 }

@@ -5,52 +5,48 @@ use super::dialog::{Dialog, DialogId, Phase, Queued};
 use super::headers::{delta_seconds, NameAddr};
 use super::message::{reason_phrase, Headers, Request};
 use super::transaction::TxKey;
-use super::{ReqCtx, SipEndpoint};
+use super::{Env, ReqCtx, SipEndpoint};
 use crate::event::{SubHandle, SubRejectReason, SubscribeError};
-use crate::id::GroupId;
-use crate::peer::Peer;
-use crate::Millis;
 use bytes::Bytes;
 
 impl SipEndpoint {
     pub(super) fn on_subscribe(
         &mut self,
-        now: Millis,
+        env: &mut Env<'_>,
         key: TxKey,
         ctx: ReqCtx,
         req: &Request,
-        peer: &mut Peer,
     ) {
         if let Some(ext) = req.headers.get("Require") {
-            return self.unsupported_extension(now, key, ctx, ext);
+            return self.unsupported_extension(env, key, ctx, ext);
         }
         // RFC 6665 §8.2.1: exactly one Event header (a missing one is a malformed request).
         match req.headers.count("Event") {
-            0 => return self.bad_request(now, key, ctx, "missing Event header"),
+            0 => return self.bad_request(env, key, ctx, "missing Event header"),
             1 => {}
-            _ => return self.bad_request(now, key, ctx, "multiple Event headers"),
+            _ => return self.bad_request(env, key, ctx, "multiple Event headers"),
         }
         let event = match self.check_event(req.headers.get("Event")) {
             Ok(e) => e,
-            Err(h) => return self.reply(now, key, ctx, 489, reason_phrase(489), h, None),
+            Err(h) => return self.reply(env, key, ctx, 489, reason_phrase(489), h, None),
         };
         let expires = match req.headers.get("Expires") {
             None => self.cfg.default_expires,
             Some(v) => match delta_seconds(v) {
                 Some(e) => e,
-                None => return self.bad_request(now, key, ctx, "bad Expires"),
+                None => return self.bad_request(env, key, ctx, "bad Expires"),
             },
         };
-        let min = self.min_expires(peer.config().sub_min_expires);
+        let min = self.min_expires(env.peer.config().sub_min_expires);
         if expires != 0 && expires < min {
             let mut h = Headers::default();
             h.push("Min-Expires", min.to_string());
-            return self.reply(now, key, ctx, 423, reason_phrase(423), h, None);
+            return self.reply(env, key, ctx, 423, reason_phrase(423), h, None);
         }
         let expires = expires.min(self.cfg.max_expires);
         let contact = req.headers.get("Contact").map(NameAddr::parse);
         if let Some(local_tag) = ctx.to_na.tag.clone() {
-            return self.refresh(now, key, ctx, req, local_tag, expires, contact, peer);
+            return self.refresh(env, key, ctx, req, local_tag, expires, contact);
         }
         // Initial SUBSCRIBE.
         if event.package == "presence" {
@@ -69,33 +65,34 @@ impl SipEndpoint {
             if !acceptable {
                 let mut h = Headers::default();
                 h.push("Accept", "application/pidf+xml");
-                return self.reply(now, key, ctx, 406, reason_phrase(406), h, None);
+                return self.reply(env, key, ctx, 406, reason_phrase(406), h, None);
             }
         }
         let target = match contact {
-            None => return self.bad_request(now, key, ctx, "missing Contact"),
-            Some(Err(_)) => return self.bad_request(now, key, ctx, "bad Contact"),
+            None => return self.bad_request(env, key, ctx, "missing Contact"),
+            Some(Err(_)) => return self.bad_request(env, key, ctx, "bad Contact"),
             Some(Ok(c)) if super::message::valid_uri(&c.uri) => c.uri,
-            Some(Ok(_)) => return self.bad_request(now, key, ctx, "bad Contact URI"),
+            Some(Ok(_)) => return self.bad_request(env, key, ctx, "bad Contact URI"),
         };
         if self.dialogs.len() >= self.cfg.max_transactions {
             let mut h = Headers::default();
             h.push("Retry-After", "30");
-            return self.reply(now, key, ctx, 503, reason_phrase(503), h, None);
+            return self.reply(env, key, ctx, 503, reason_phrase(503), h, None);
         }
         let handle = SubHandle(self.new_handle());
         let fetch = expires == 0;
-        let gid = GroupId::from_event(&req.uri, &event.package, event.id.as_deref());
-        let granted = match peer.subscribe(now, gid, handle, if fetch { min } else { expires }) {
+        let gid = self.group_of(&req.uri, &event);
+        let asked = if fetch { min } else { expires };
+        let granted = match env.peer.subscribe(env.now, env.timers, gid, handle, asked) {
             Ok(g) => g,
             Err(SubscribeError::IntervalTooBrief { min }) => {
                 let mut h = Headers::default();
                 h.push("Min-Expires", min.to_string());
-                return self.reply(now, key, ctx, 423, reason_phrase(423), h, None);
+                return self.reply(env, key, ctx, 423, reason_phrase(423), h, None);
             }
             Err(_) => {
                 return self.reply(
-                    now,
+                    env,
                     key,
                     ctx,
                     500,
@@ -127,16 +124,18 @@ impl SipEndpoint {
             dst: ctx.src,
             local_cseq: 0,
             remote_cseq: ctx.cseq.seq,
-            phase: Phase::Establishing { tx: key.clone() },
+            phase: Phase::Establishing { tx: 0 },
             fetch,
-            expires_at: now + u64::from(if fetch { 0 } else { granted }) * 1000,
+            expires_at: env.now + u64::from(if fetch { 0 } else { granted }) * 1000,
             last: None,
             queue: Default::default(),
             in_flight: None,
         };
         let mut ctx = ctx;
         ctx.to_tag = Some(local_tag);
-        self.proceed(now, key, ctx);
+        let tx = self.proceed(env, key, ctx);
+        let mut d = d;
+        d.phase = Phase::Establishing { tx };
         self.dialogs.insert(handle, d);
         self.dialog_ids.insert(id, handle);
     }
@@ -144,14 +143,13 @@ impl SipEndpoint {
     #[allow(clippy::too_many_arguments)]
     fn refresh(
         &mut self,
-        now: Millis,
+        env: &mut Env<'_>,
         key: TxKey,
         ctx: ReqCtx,
         req: &Request,
         local_tag: String,
         expires: u32,
         contact: Option<Result<NameAddr, &'static str>>,
-        peer: &mut Peer,
     ) {
         let id = DialogId {
             call_id: ctx.call_id.clone(),
@@ -167,7 +165,7 @@ impl SipEndpoint {
             .filter(|(_, d)| d.phase == Phase::Active);
         let Some((h, d)) = found else {
             return self.reply(
-                now,
+                env,
                 key,
                 ctx,
                 481,
@@ -179,7 +177,7 @@ impl SipEndpoint {
         if ctx.cseq.seq <= d.remote_cseq {
             // RFC 3261 §12.2.2: out-of-order in-dialog request.
             return self.reply(
-                now,
+                env,
                 key,
                 ctx,
                 500,
@@ -192,7 +190,7 @@ impl SipEndpoint {
         if ev.as_ref().ok() != Some(&d.event) {
             let mut hs = Headers::default();
             hs.push("Allow-Events", d.event.package.clone());
-            return self.reply(now, key, ctx, 489, reason_phrase(489), hs, None);
+            return self.reply(env, key, ctx, 489, reason_phrase(489), hs, None);
         }
         d.remote_cseq = ctx.cseq.seq;
         d.dst = ctx.src;
@@ -201,46 +199,48 @@ impl SipEndpoint {
         {
             d.target = c.uri;
         }
-        let last = d.last.as_ref().and_then(|(_, b)| b.clone());
+        let (last_seq, last) = d.last.clone().unwrap_or_default();
         let mut hs = Headers::default();
         hs.push("Contact", format!("<sip:{}>", self.cfg.local));
         if expires == 0 {
             // Unsubscribe: 200, then the final NOTIFY (RFC 6665 §4.2.1.4).
             hs.push("Expires", "0");
-            self.reply(now, key, ctx, 200, "OK", hs, None);
-            let _ = peer.unsubscribe(now, h);
+            self.reply(env, key, ctx, 200, "OK", hs, None);
+            let _ = env.peer.unsubscribe(env.now, env.timers, h);
             if let Some(d) = self.dialogs.get_mut(&h) {
-                d.expires_at = now;
+                d.expires_at = env.now;
                 d.enqueue(Queued {
+                    seq: last_seq,
                     body: last,
                     terminated: Some("timeout"),
                 });
             }
-            self.pump(now, h);
+            self.pump(env, h);
             return;
         }
-        match peer.refresh(now, h, expires) {
+        match env.peer.refresh(env.now, env.timers, h, expires) {
             Ok(granted) => {
                 hs.push("Expires", granted.to_string());
-                self.reply(now, key, ctx, 200, "OK", hs, None);
+                self.reply(env, key, ctx, 200, "OK", hs, None);
                 if let Some(d) = self.dialogs.get_mut(&h) {
-                    d.expires_at = now + u64::from(granted) * 1000;
+                    d.expires_at = env.now + u64::from(granted) * 1000;
                     d.enqueue(Queued {
+                        seq: last_seq,
                         body: last,
                         terminated: None,
                     });
                 }
-                self.pump(now, h);
+                self.pump(env, h);
             }
             Err(SubscribeError::IntervalTooBrief { min }) => {
                 let mut hs = Headers::default();
                 hs.push("Min-Expires", min.to_string());
-                self.reply(now, key, ctx, 423, reason_phrase(423), hs, None);
+                self.reply(env, key, ctx, 423, reason_phrase(423), hs, None);
             }
             Err(_) => {
                 // The core no longer knows it (expired meanwhile).
                 self.reply(
-                    now,
+                    env,
                     key,
                     ctx,
                     481,
@@ -250,8 +250,8 @@ impl SipEndpoint {
                 );
                 if let Some(d) = self.dialogs.remove(&h) {
                     self.dialog_ids.remove(&d.id);
-                    if let Some(b) = d.in_flight {
-                        self.client.remove(&b);
+                    if let Some(id) = d.in_flight {
+                        self.tx.remove_client(id);
                     }
                 }
             }
@@ -259,13 +259,7 @@ impl SipEndpoint {
     }
 
     /// The root's ACK: 200 OK to the initial SUBSCRIBE (the NOTIFY follows with the state).
-    pub(super) fn sub_accepted(
-        &mut self,
-        now: Millis,
-        h: SubHandle,
-        expires: u32,
-        peer: &mut Peer,
-    ) {
+    pub(super) fn sub_accepted(&mut self, env: &mut Env<'_>, h: SubHandle, expires: u32) {
         let local = self.cfg.local;
         let Some(d) = self.dialogs.get_mut(&h) else {
             return;
@@ -274,20 +268,25 @@ impl SipEndpoint {
             return;
         };
         let granted = if d.fetch { 0 } else { expires };
-        d.expires_at = now + u64::from(granted) * 1000;
+        d.expires_at = env.now + u64::from(granted) * 1000;
         d.phase = Phase::Active;
         let tag = d.id.local_tag.clone();
         let mut hs = Headers::default();
         hs.push("Contact", format!("<sip:{local}>"));
         hs.push("Expires", granted.to_string());
-        if !self.complete(now, &tx, 200, "OK", hs, Some(tag)) {
+        if !self.complete(env, tx, 200, "OK", hs, Some(tag)) {
             // The subscriber gave up waiting (its transaction is gone).
-            self.end_dialog(now, h, peer);
+            self.end_dialog(env, h);
         }
     }
 
     /// The root's nACK or a timeout: a final error response (see the module docs).
-    pub(super) fn sub_rejected(&mut self, now: Millis, h: SubHandle, reason: SubRejectReason) {
+    pub(super) fn sub_rejected(
+        &mut self,
+        env: &mut Env<'_>,
+        h: SubHandle,
+        reason: SubRejectReason,
+    ) {
         let Some(d) = self.dialogs.remove(&h) else {
             return;
         };
@@ -297,18 +296,17 @@ impl SipEndpoint {
                 SubRejectReason::NoState => (480, "Temporarily Unavailable - no event state"),
                 SubRejectReason::Timeout => (504, reason_phrase(504)),
             };
-            self.complete(now, &tx, code, reason, Headers::default(), None);
+            self.complete(env, tx, code, reason, Headers::default(), None);
         }
     }
 
     /// New state for a subscriber: one NOTIFY per publication, in seq order.
     pub(super) fn sub_notify(
         &mut self,
-        now: Millis,
+        env: &mut Env<'_>,
         h: SubHandle,
         seq: u64,
         state: Option<Bytes>,
-        peer: &mut Peer,
     ) {
         let Some(d) = self.dialogs.get_mut(&h) else {
             return;
@@ -319,12 +317,13 @@ impl SipEndpoint {
         d.last = Some((seq, state.clone()));
         let fetch = d.fetch;
         d.enqueue(Queued {
+            seq,
             body: state,
             terminated: fetch.then_some("timeout"),
         });
         if fetch {
-            let _ = peer.unsubscribe(now, h);
+            let _ = env.peer.unsubscribe(env.now, env.timers, h);
         }
-        self.pump(now, h);
+        self.pump(env, h);
     }
 }

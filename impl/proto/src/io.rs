@@ -5,9 +5,20 @@ use crate::wire::{Codec, Msg, NodeHandle, WireError};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
+/// The socket a [`Transmit`] leaves on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Socket {
+    /// The overlay's UDP socket (peer-to-peer datagrams).
+    Overlay,
+    /// The SIP front end's UDP socket (user agents).
+    SipUdp,
+}
+
 /// A datagram the driver must send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
+    /// The socket to send it on.
+    pub socket: Socket,
     /// Destination address.
     pub dst: SocketAddr,
     /// Encoded datagram.
@@ -101,11 +112,16 @@ impl Outbox {
     fn push(&mut self, dst: SocketAddr, payload: Vec<u8>) {
         self.stats.tx_datagrams += 1;
         self.stats.tx_bytes += payload.len() as u64;
-        self.transmits.push_back(Transmit { dst, payload });
+        self.transmits.push_back(Transmit {
+            socket: Socket::Overlay,
+            dst,
+            payload,
+        });
     }
 
     /// Sends `msg` to `to` (to the loopback queue when `to` is this peer).
-    pub fn send(&mut self, to: &NodeHandle, msg: Msg) {
+    pub fn send(&mut self, to: &NodeHandle, msg: impl Into<Msg>) {
+        let msg = msg.into();
         if to.id == self.me.id {
             self.loopback.push_back((self.me, msg));
             return;
@@ -116,14 +132,19 @@ impl Outbox {
     }
 
     /// Sends `msg` to a bare address (overlay bootstrap).
-    pub fn send_addr(&mut self, to: SocketAddr, msg: &Msg) {
-        if let Some(b) = self.encode(msg) {
+    pub fn send_addr(&mut self, to: SocketAddr, msg: impl Into<Msg>) {
+        if let Some(b) = self.encode(&msg.into()) {
             self.push(to, b);
         }
     }
 
     /// Sends the same message to several peers, encoding it once.
-    pub fn send_many<'a>(&mut self, tos: impl IntoIterator<Item = &'a NodeHandle>, msg: &Msg) {
+    pub fn send_many<'a>(
+        &mut self,
+        tos: impl IntoIterator<Item = &'a NodeHandle>,
+        msg: impl Into<Msg>,
+    ) {
+        let msg = &msg.into();
         let mut encoded: Option<Vec<u8>> = None;
         for to in tos {
             if to.id == self.me.id {

@@ -1,0 +1,238 @@
+//! Production overlay messages → the trace's abstract messages (MAPPING.md, "Production
+//! messages → abstract messages" and "Silent messages"), request naming (`origin/who#n`), and
+//! the ETag ↔ seq table.
+
+use super::{value_of, Cluster};
+use crate::AbstractMsg;
+use sascribe::wire::{Latest, Msg, PublishReply, Routed, ScribeMsg};
+use sascribe::{ETag, GroupId, NodeId};
+
+/// What the harness does with a captured datagram of a kind the model does not have.
+#[derive(PartialEq, Eq)]
+pub(super) enum Policy {
+    /// A modelled kind: held until a `deliver` step names it.
+    Modelled,
+    /// Delivered at once, in FIFO order (overlay maintenance, root record fetch).
+    Immediate,
+    /// Never delivered (tree maintenance driven by timers the model abstracts).
+    Held,
+}
+
+/// ETags no root mints: they stand for a publication that does not exist (yet).
+const UNMINTED: u64 = 0xE7A6_0000_0000_0000;
+
+impl Cluster {
+    /// The ETag a `SIP-If-Match` naming seq `seq` carries.
+    pub(super) fn etag_for(&self, seq: u8) -> ETag {
+        self.seq_etag
+            .get(&seq)
+            .copied()
+            .unwrap_or(ETag(UNMINTED | u64::from(seq)))
+    }
+
+    /// Records that the root minted `e` for `seq`; returns the seq the table holds for `e`
+    /// (the first one seen: an ETag reused for another seq keeps mapping to the first).
+    pub(super) fn learn_etag(&mut self, e: ETag, seq: u64) -> u8 {
+        let seq = seq.min(255) as u8;
+        let s = *self.etag_seq.entry(e).or_insert(seq);
+        self.seq_etag.entry(s).or_insert(e);
+        s
+    }
+
+    pub(super) fn seq_of_etag(&self, e: ETag) -> u8 {
+        match self.etag_seq.get(&e) {
+            Some(&s) => s,
+            None if e.0 >> 16 == UNMINTED >> 16 => e.0 as u8,
+            None => u8::MAX,
+        }
+    }
+
+    /// The trace name of a JOIN from `origin` with production request id `join_id`.
+    fn name_join(&mut self, origin: NodeId, join_id: u64) -> String {
+        let o = self.slots.iter().position(|s| s.handle.id == origin);
+        let Some(o) = o else {
+            return "?".into();
+        };
+        if join_id == 0 {
+            let n = match self.slots[o].rejoin {
+                Some(n) => n,
+                None => {
+                    let n = self.slots[o].counter;
+                    self.slots[o].counter += 1;
+                    self.slots[o].rejoin = Some(n);
+                    n
+                }
+            };
+            let name = &self.slots[o].name;
+            return format!("{name}/{name}#{n}");
+        }
+        if let Some(n) = self.join_names.get(&(origin.0, join_id)) {
+            return n.clone();
+        }
+        match self.sub_unassigned[o].pop_front() {
+            Some((_, name)) => {
+                self.join_names.insert((origin.0, join_id), name.clone());
+                name
+            }
+            None => format!("{}/?{join_id:x}", self.slots[o].name),
+        }
+    }
+
+    /// The trace name of a publication from `origin` with production nonce `nonce`.
+    fn name_pub(&mut self, origin: NodeId, nonce: u64) -> String {
+        if let Some(n) = self.nonce_names.get(&(origin.0, nonce)) {
+            return n.clone();
+        }
+        let Some(o) = self.slots.iter().position(|s| s.handle.id == origin) else {
+            return "?".into();
+        };
+        match self.pub_unassigned[o].pop_front() {
+            Some((_, name)) => {
+                self.nonce_names.insert((origin.0, nonce), name.clone());
+                name
+            }
+            None => format!("{}/?{nonce:x}", self.slots[o].name),
+        }
+    }
+
+    fn set_latest(a: &mut AbstractMsg, l: &Latest) {
+        a.seq = Some(l.seq.min(255) as u8);
+        a.value = l.body.as_deref().and_then(value_of);
+    }
+
+    /// Classifies a datagram `from` → `to` and gives its abstract form when it is modelled.
+    pub(super) fn abstract_of(
+        &mut self,
+        from: usize,
+        to: usize,
+        msg: &Msg,
+    ) -> (Policy, Option<AbstractMsg>) {
+        let mut a = AbstractMsg {
+            kind: String::new(),
+            from: self.slots[from].name.clone(),
+            to: self.slots[to].name.clone(),
+            gid: Some(self.cfg.gid),
+            seq: None,
+            value: None,
+            req: None,
+            if_match: None,
+        };
+        let ours = |g: &GroupId| *g == self.gid;
+        match msg {
+            Msg::Routed {
+                body:
+                    Routed::Join {
+                        gid,
+                        origin,
+                        join_id,
+                        carried,
+                        ..
+                    },
+                ..
+            } if ours(gid) => {
+                a.kind = "join".into();
+                a.req = Some(self.name_join(origin.id, *join_id));
+                if let Some(c) = carried.as_ref().filter(|c| c.seq > 0) {
+                    Self::set_latest(&mut a, c);
+                }
+            }
+            Msg::Routed {
+                body:
+                    Routed::Publish {
+                        gid,
+                        req,
+                        body,
+                        if_match,
+                        ..
+                    },
+                ..
+            } if ours(gid) => {
+                a.kind = "publish_fwd".into();
+                a.req = Some(self.name_pub(req.origin, req.nonce));
+                a.value = body.as_deref().and_then(value_of);
+                a.if_match = if_match.map(|e| self.seq_of_etag(e));
+            }
+            Msg::Scribe(m) => return self.abstract_scribe(from, to, m, a),
+            _ => return (Policy::Immediate, None),
+        }
+        (Policy::Modelled, Some(a))
+    }
+
+    fn abstract_scribe(
+        &mut self,
+        from: usize,
+        to: usize,
+        msg: &ScribeMsg,
+        mut a: AbstractMsg,
+    ) -> (Policy, Option<AbstractMsg>) {
+        let ours = |g: &GroupId| *g == self.gid;
+        match msg {
+            ScribeMsg::Provisional { gid, .. } if ours(gid) => {
+                a.kind = "pack".into();
+                a.gid = None;
+            }
+            ScribeMsg::JoinAck {
+                gid,
+                join_id,
+                latest,
+                path,
+            } if ours(gid) => {
+                a.kind = "ack".into();
+                let origin = path.first().map_or(NodeId(0), |h| h.id);
+                a.req = Some(self.name_join(origin, *join_id));
+                Self::set_latest(&mut a, latest);
+            }
+            ScribeMsg::JoinNack {
+                gid,
+                join_id,
+                latest,
+                path,
+            } if ours(gid) => {
+                a.kind = "nack".into();
+                let origin = path.first().map_or(NodeId(0), |h| h.id);
+                a.req = Some(self.name_join(origin, *join_id));
+                if latest.seq > 0 {
+                    Self::set_latest(&mut a, latest);
+                }
+            }
+            ScribeMsg::Notify { gid, latest } if ours(gid) => {
+                a.kind = "multicast".into();
+                Self::set_latest(&mut a, latest);
+            }
+            ScribeMsg::PublishReply { req, reply } => {
+                a.kind = "publish_reply".into();
+                a.req = Some(self.name_pub(req.origin, req.nonce));
+                if let PublishReply::Ok(o) = reply {
+                    a.seq = Some(o.seq.min(255) as u8);
+                }
+            }
+            ScribeMsg::Replicate { gid, rec } if ours(gid) => {
+                self.rev_seq.insert((from, rec.rev), rec.seq);
+                if let Some(e) = rec.etag.filter(|_| rec.body.is_some()) {
+                    // The ETag the root minted for this seq (MAPPING.md, "ETags").
+                    self.learn_etag(e, rec.seq);
+                }
+                if rec.seq == 0 {
+                    // An empty record (a root that has nothing yet): the model has no record.
+                    return (Policy::Immediate, None);
+                }
+                a.kind = "replicate".into();
+                a.seq = Some(rec.seq.min(255) as u8);
+                a.value = rec.body.as_deref().and_then(value_of);
+            }
+            ScribeMsg::ReplicateAck { gid, rev } if ours(gid) => {
+                let seq = self.rev_seq.get(&(to, *rev)).copied().unwrap_or(0);
+                if seq == 0 {
+                    return (Policy::Immediate, None);
+                }
+                a.kind = "replica_ack".into();
+                a.seq = Some(seq.min(255) as u8);
+            }
+            ScribeMsg::Leave { .. }
+            | ScribeMsg::Heartbeat { .. }
+            | ScribeMsg::HeartbeatAck { .. } => return (Policy::Held, None),
+            _ => return (Policy::Immediate, None),
+        }
+        (Policy::Modelled, Some(a))
+    }
+}

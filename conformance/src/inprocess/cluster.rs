@@ -1,0 +1,598 @@
+//! The harness-owned cluster (MAPPING.md, "Who owns what", "Actions", "Judging a step"): one
+//! gateway host per trace peer behind a [`Driver`], the trace's user agents, every overlay
+//! datagram captured and held until a step names it, SIP datagrams between user agents and
+//! their peers delivered at once, time and timers owned by the harness.
+
+use super::abstraction::Policy;
+use super::clients::{ua_addr, TraceUa};
+use super::{
+    parse_id, production_config, Mode, EXPIRY_UNIT_SECS, MAX_SETTLE, RESOURCE, SILENT_HORIZON,
+};
+use crate::driver::{CoreDriver, Driver, RuntimeDriver};
+use crate::sut::{Input, Observed};
+use crate::{AbstractMsg, Config as TraceConfig};
+use sascribe::sip::SipConfig;
+use sascribe::ua::UserAgent;
+use sascribe::wire::{Codec, Msg, ScribeMsg};
+use sascribe::{
+    Call, Config, ETag, GroupId, Host, Input as HostInput, Millis, NodeHandle, NodeId, PubHandle,
+    RequestTimer, Seeds, Socket, SubHandle,
+};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// One production peer and the harness's bookkeeping about it: the seam.
+pub(super) struct Slot {
+    pub name: String,
+    pub tid: u16,
+    pub handle: NodeHandle,
+    /// Its SIP address (where its user agents send requests).
+    pub sip: SocketAddr,
+    driver: Box<dyn Driver>,
+    crashed: bool,
+    known_dead: BTreeSet<usize>,
+    /// The model's per-peer request counter (subscriptions and re-JOINs).
+    pub counter: u8,
+    /// Counter of this peer's outstanding re-JOIN.
+    pub rejoin: Option<u8>,
+}
+
+/// A captured overlay datagram.
+pub(super) struct Flight {
+    from: usize,
+    to: usize,
+    payload: Vec<u8>,
+    abs: Option<AbstractMsg>,
+    what: String,
+}
+
+pub(super) struct Cluster {
+    pub cfg: TraceConfig,
+    pub gid: GroupId,
+    codec: Codec,
+    pub now: Millis,
+    pub slots: Vec<Slot>,
+    pub uas: Vec<TraceUa>,
+    in_flight: Vec<Flight>,
+    silent: VecDeque<Flight>,
+    held: usize,
+    /// Subscriptions / publications made at a peer whose request id is not yet seen.
+    pub sub_unassigned: Vec<VecDeque<(usize, String)>>,
+    pub pub_unassigned: Vec<VecDeque<(u64, String)>>,
+    pub join_names: HashMap<(u128, u64), String>,
+    pub nonce_names: HashMap<(u128, u64), String>,
+    pub etag_seq: HashMap<ETag, u8>,
+    pub seq_etag: HashMap<u8, ETag>,
+    pub rev_seq: HashMap<(usize, u64), u64>,
+    pub obs: Observed,
+}
+
+impl Cluster {
+    pub fn new(
+        cfg: &TraceConfig,
+        hook: Option<&(dyn Fn(&mut Config) + Send)>,
+        mode: Mode,
+    ) -> Result<Self, String> {
+        if cfg.digit_bits == 0 || cfg.digit_bits > 8 {
+            return Err(format!("digit_bits {} is not in 1..=8", cfg.digit_bits));
+        }
+        let mut pcfg = production_config(cfg);
+        if let Some(h) = hook {
+            h(&mut pcfg);
+        }
+        let gid = GroupId(parse_id(&cfg.gid128)?);
+        let now = 0;
+        let mut handles = Vec::new();
+        for (i, p) in cfg.peers.iter().enumerate() {
+            let addr = SocketAddr::from(([127, 0, 0, 1], 20_000 + i as u16));
+            handles.push(NodeHandle {
+                id: NodeId(parse_id(&p.id128)?),
+                addr,
+            });
+        }
+        let index: HashMap<&str, usize> = cfg
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.as_str(), i))
+            .collect();
+        let lookup = |n: &str| -> Result<NodeHandle, String> {
+            index
+                .get(n)
+                .map(|&i| handles[i])
+                .ok_or_else(|| format!("unknown peer '{n}' in routing state"))
+        };
+        let rt = match mode {
+            Mode::Core => None,
+            Mode::Runtime => Some(Arc::new(
+                tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .map_err(|e| format!("cannot start a tokio runtime: {e}"))?,
+            )),
+        };
+        let mut slots = Vec::new();
+        for (i, p) in cfg.peers.iter().enumerate() {
+            let sip = SocketAddr::from(([127, 0, 0, 1], 21_000 + i as u16));
+            let mut sip_cfg = SipConfig::new(sip);
+            sip_cfg.pinned.push((RESOURCE.to_string(), gid));
+            // The front end grants what the overlay does (an expiry step moves the clock by
+            // minutes; subscriptions must outlive the trace).
+            sip_cfg.min_expires = pcfg.pub_min_expires.min(pcfg.sub_min_expires);
+            sip_cfg.max_expires = pcfg.pub_max_expires.max(pcfg.sub_max_expires);
+            let seeds = Seeds::reproducible(7 + i as u64);
+            let mut host = Host::new(handles[i].id, handles[i].addr, pcfg.clone(), now, seeds)
+                .with_sip(sip_cfg);
+            let mut rows = Vec::new();
+            let mut known = Vec::new();
+            for r in &p.routing_table {
+                let mut row = Vec::new();
+                for c in r {
+                    let h = c.as_deref().map(lookup).transpose()?;
+                    known.extend(h);
+                    row.push(h);
+                }
+                rows.push(row);
+            }
+            for n in &p.leaf_set {
+                known.push(lookup(n)?);
+            }
+            let _ = host.handle_input(now, HostInput::Call(Call::InstallRoutingState(known)));
+            let bits = cfg.digit_bits;
+            host.harness(now, |p, _, _| p.set_explicit_routing(bits, rows));
+            let driver: Box<dyn Driver> = match &rt {
+                None => Box::new(CoreDriver::new(host)),
+                Some(rt) => Box::new(RuntimeDriver::start(Arc::clone(rt), host, sip, now)),
+            };
+            slots.push(Slot {
+                name: p.name.clone(),
+                tid: p.id,
+                handle: handles[i],
+                sip,
+                driver,
+                crashed: false,
+                known_dead: BTreeSet::new(),
+                counter: 0,
+                rejoin: None,
+            });
+        }
+        let mut uas = Vec::new();
+        for (u, c) in cfg.subscribers.iter().chain(&cfg.publishers).enumerate() {
+            let peer = *index
+                .get(c.peer.as_str())
+                .ok_or_else(|| format!("user agent {} at unknown peer {}", c.name, c.peer))?;
+            let mut agent = UserAgent::new(
+                ua_addr(u),
+                &format!("sip:{}@trace.test", c.name),
+                99 + u as u64,
+            );
+            // The harness owns time: the user agent sends each request once (the harness may
+            // send it again itself), and never times out by itself.
+            agent.retransmissions = false;
+            uas.push(TraceUa {
+                name: c.name.clone(),
+                peer,
+                agent,
+                sent: 0,
+                sub: None,
+                leaving: false,
+                left: false,
+                publishes: Vec::new(),
+            });
+        }
+        let n = slots.len();
+        Ok(Cluster {
+            gid,
+            cfg: cfg.clone(),
+            codec: Codec::new(pcfg.cluster_key.as_deref()),
+            now,
+            slots,
+            uas,
+            in_flight: Vec::new(),
+            silent: VecDeque::new(),
+            held: 0,
+            sub_unassigned: vec![VecDeque::new(); n],
+            pub_unassigned: vec![VecDeque::new(); n],
+            join_names: HashMap::new(),
+            nonce_names: HashMap::new(),
+            etag_seq: HashMap::new(),
+            seq_etag: HashMap::new(),
+            rev_seq: HashMap::new(),
+            obs: Observed::default(),
+        })
+    }
+
+    fn peer_ix(&self, name: &str) -> Result<usize, String> {
+        self.slots
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| format!("unknown peer '{name}'"))
+    }
+
+    fn ua_ix(&self, name: &str) -> Result<usize, String> {
+        self.uas
+            .iter()
+            .position(|u| u.name == name)
+            .ok_or_else(|| format!("unknown user agent '{name}'"))
+    }
+
+    pub fn log(&mut self, s: String) {
+        self.obs.log.push(s);
+    }
+
+    fn live(&mut self, i: usize, what: &str) -> Result<&mut Slot, String> {
+        let s = &mut self.slots[i];
+        if s.crashed {
+            return Err(format!("{what}: peer {} has crashed", s.name));
+        }
+        Ok(s)
+    }
+
+    pub fn input(&mut self, input: &Input) -> Result<(), String> {
+        let now = self.now;
+        match input {
+            Input::Init { .. } => return Err("init was already done".into()),
+            Input::ClientRequest { ua, peer, request } => {
+                let u = self.ua_ix(ua)?;
+                let p = self.peer_ix(peer)?;
+                if self.uas[u].peer != p {
+                    return Err(format!("user agent {ua} is attached to another peer"));
+                }
+                self.live(p, "client request")?;
+                self.client_request(u, p, request)?;
+            }
+            Input::Deliver { msg } | Input::Lose { msg } => {
+                let Some(i) = self
+                    .in_flight
+                    .iter()
+                    .position(|f| f.abs.as_ref() == Some(msg))
+                else {
+                    let mut have: Vec<String> = self
+                        .in_flight
+                        .iter()
+                        .filter_map(|f| f.abs.as_ref().map(crate::chart::msg_label))
+                        .collect();
+                    have.sort();
+                    return Err(format!(
+                        "the implementation has no such message in flight: {}; in flight: [{}]",
+                        crate::chart::msg_label(msg),
+                        have.join("; ")
+                    ));
+                };
+                let f = self.in_flight.remove(i);
+                if matches!(input, Input::Deliver { .. }) {
+                    self.deliver(f);
+                } else {
+                    self.log(format!("lost {}", f.what));
+                }
+            }
+            Input::DetectFailure { at, peer } => {
+                let a = self.peer_ix(at)?;
+                let d = self.peer_ix(peer)?;
+                let id = self.slots[d].handle.id;
+                self.slots[a].known_dead.insert(d);
+                let repaired = self.model_leaf_set(a);
+                let s = self.live(a, "detect_failure")?;
+                // The model's leaf-set repair is instantaneous and complete: hand the peer the
+                // live neighbours the repair would find (MAPPING.md, "Failure detection").
+                s.driver.call(
+                    now,
+                    Box::new(move |host, now| {
+                        host.harness(now, |p, now, t| p.declare_dead(now, t, id, &repaired));
+                        Ok(String::new())
+                    }),
+                )?;
+                self.log(format!("{at}.declare_dead({peer}) + leaf-set repair"));
+            }
+            Input::FireTimer { at, req, attempt } => {
+                let a = self.peer_ix(at)?;
+                let timer = self.timer_of(a, req)?;
+                let give_up = *attempt as usize > self.cfg.retry_limit;
+                let s = self.live(a, "fire_timer")?;
+                let found = s.driver.call(
+                    now,
+                    Box::new(move |host, now| {
+                        let fire = |p: &mut sascribe::Peer, now, t: &mut _| {
+                            p.fire_request_timer(now, t, timer, give_up)
+                        };
+                        Ok(host.harness(now, fire).to_string())
+                    }),
+                )?;
+                self.log(format!(
+                    "{at}.fire_request_timer({timer:?}, give_up {give_up}) -> {found}"
+                ));
+            }
+            Input::ReplicationRetry { at } => {
+                let a = self.peer_ix(at)?;
+                let s = self.live(a, "replication_retry")?;
+                let root = s.driver.call(
+                    now,
+                    Box::new(move |host, now| {
+                        let retry = |p: &mut sascribe::Peer, now, t: &mut _| {
+                            p.fire_replication_retry(now, t)
+                        };
+                        Ok(host.harness(now, retry).to_string())
+                    }),
+                )?;
+                self.log(format!("{at}.fire_replication_retry() -> {root}"));
+            }
+            Input::Expire { at } => {
+                let a = self.peer_ix(at)?;
+                // Every granted expiry is at most `max_expires` units: move the clock past it,
+                // then run the expiry the root's periodic tick runs.
+                let lifetime = Millis::from(EXPIRY_UNIT_SECS * u32::from(self.cfg.max_expires));
+                self.now += lifetime * 1000 + 1;
+                let now = self.now;
+                let s = self.live(a, "expire")?;
+                let expired = s.driver.call(
+                    now,
+                    Box::new(move |host, now| {
+                        let expire = |p: &mut sascribe::Peer, now, t: &mut _| p.fire_expiry(now, t);
+                        Ok(host.harness(now, expire).to_string())
+                    }),
+                )?;
+                self.log(format!("{at}.fire_expiry() at t={now} -> {expired}"));
+            }
+            Input::Crash { peer } => {
+                let p = self.peer_ix(peer)?;
+                self.slots[p].crashed = true;
+                self.log(format!("{peer} crashed"));
+            }
+            Input::Restart { peer } => {
+                let p = self.peer_ix(peer)?;
+                return Err(format!(
+                    "restart of {} is not supported by the in-process system (the traces are crash-stop)",
+                    self.slots[p].name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The model's leaf set of peer `a` given the crashes it detected (topology.rs rule).
+    fn model_leaf_set(&self, a: usize) -> Vec<NodeHandle> {
+        let me = self.slots[a].tid;
+        let ring = 1u32 << self.cfg.id_bits;
+        let mut live: Vec<(u32, usize)> = (0..self.slots.len())
+            .filter(|&q| q != a && !self.slots[a].known_dead.contains(&q))
+            .map(|q| {
+                let off = (u32::from(self.slots[q].tid) + ring - u32::from(me)) % ring;
+                (off, q)
+            })
+            .collect();
+        live.sort_unstable();
+        let h = self.cfg.leaf_half;
+        let pick: Vec<usize> = if live.len() <= 2 * h {
+            live.iter().map(|x| x.1).collect()
+        } else {
+            live[..h]
+                .iter()
+                .chain(&live[live.len() - h..])
+                .map(|x| x.1)
+                .collect()
+        };
+        pick.into_iter().map(|q| self.slots[q].handle).collect()
+    }
+
+    /// The production timer behind request name `origin/who#n` at peer `at`.
+    fn timer_of(&mut self, at: usize, req: &str) -> Result<RequestTimer, String> {
+        let bad = || format!("request name '{req}' is not origin/who#n");
+        let (origin, rest) = req.split_once('/').ok_or_else(bad)?;
+        let (who, _) = rest.split_once('#').ok_or_else(bad)?;
+        if origin != self.slots[at].name {
+            return Err(format!(
+                "request {req} was not issued by {}",
+                self.slots[at].name
+            ));
+        }
+        if who == origin {
+            return Ok(RequestTimer::Rejoin(self.gid));
+        }
+        let u = self.ua_ix(who)?;
+        let call_id = self
+            .pending_call_id(u, req)
+            .ok_or_else(|| format!("request {req} is not pending at its user agent"))?;
+        let handle = self.slots[at].driver.call(
+            self.now,
+            Box::new(move |host, _| {
+                let h = host.sip().and_then(|s| s.core_handle(&call_id));
+                h.map(|h| h.to_string()).ok_or_else(|| {
+                    format!("the SIP front end has no request with Call-ID {call_id}")
+                })
+            }),
+        )?;
+        let h: u64 = handle.parse().map_err(|_| "bad handle".to_string())?;
+        if self.cfg.subscribers.iter().any(|s| s.name == who) {
+            Ok(RequestTimer::Subscription(SubHandle(h)))
+        } else {
+            Ok(RequestTimer::Publication(PubHandle(h)))
+        }
+    }
+
+    fn deliver(&mut self, f: Flight) {
+        let to = &mut self.slots[f.to];
+        if to.crashed {
+            self.obs
+                .log
+                .push(format!("dropped (recipient crashed): {}", f.what));
+            return;
+        }
+        // A re-JOIN's answer reaching its origin ends it.
+        if let Ok(env) = self.codec.decode(&f.payload) {
+            if let Msg::Scribe(
+                ScribeMsg::JoinAck {
+                    join_id: 0, path, ..
+                }
+                | ScribeMsg::JoinNack {
+                    join_id: 0, path, ..
+                },
+            ) = &env.msg
+            {
+                if path.len() == 1 && path[0].id == to.handle.id {
+                    to.rejoin = None;
+                }
+            }
+        }
+        let from = self.slots[f.from].handle.addr;
+        let now = self.now;
+        self.slots[f.to]
+            .driver
+            .datagram(now, Socket::Overlay, from, f.payload);
+        self.obs.log.push(format!("delivered {}", f.what));
+    }
+
+    /// Runs SIP traffic, silent overlay traffic and silent timers to quiescence and returns
+    /// what the input made observable.
+    pub fn settle(&mut self) -> Observed {
+        let mut n = 0;
+        loop {
+            n += 1;
+            let moved = self.collect();
+            if n > MAX_SETTLE {
+                self.log("settle: loop bound reached (silent traffic does not quiesce)".into());
+                break;
+            }
+            if moved {
+                continue;
+            }
+            if let Some(f) = self.silent.pop_front() {
+                self.deliver(f);
+                continue;
+            }
+            // Silent timers: a new root's record fetch timing out, due within a few seconds,
+            // and the SIP front end's own (100 Trying, Timer J). Subscription and publication
+            // expiries lie minutes or hours ahead: the trace decides when a publication expires
+            // (`expire`), and subscriptions outlive it.
+            let horizon = self.now + SILENT_HORIZON;
+            let due = self
+                .slots
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, s)| !s.crashed)
+                .filter_map(|(i, s)| s.driver.next_deadline().map(|t| (t, i)))
+                .filter(|(t, _)| *t <= horizon)
+                .min();
+            if let Some((t, i)) = due {
+                self.now = self.now.max(t);
+                let now = self.now;
+                self.log(format!("timer at {} fired (t={now})", self.slots[i].name));
+                self.slots[i].driver.timeout(now);
+                continue;
+            }
+            break;
+        }
+        std::mem::take(&mut self.obs)
+    }
+
+    /// Takes every peer's and user agent's outputs: overlay datagrams are classified, SIP
+    /// datagrams go to their user agent or peer at once, what user agents observe becomes
+    /// client outcomes. Returns whether anything moved.
+    fn collect(&mut self) -> bool {
+        let mut moved = false;
+        for i in 0..self.slots.len() {
+            if self.slots[i].crashed {
+                continue;
+            }
+            let (tx, notes) = self.slots[i].driver.drain();
+            self.obs.log.extend(notes);
+            for t in tx {
+                moved = true;
+                match t.socket {
+                    Socket::Overlay => {
+                        let Some(to) = self.slots.iter().position(|s| s.handle.addr == t.dst)
+                        else {
+                            self.log(format!("datagram to unknown address {}", t.dst));
+                            continue;
+                        };
+                        self.capture(i, to, t.payload);
+                    }
+                    Socket::SipUdp => {
+                        let Some(u) = self.uas.iter().position(|u| u.agent.addr() == t.dst) else {
+                            self.log(format!("SIP datagram to unknown address {}", t.dst));
+                            continue;
+                        };
+                        let now = self.now;
+                        let from = self.slots[i].sip;
+                        self.uas[u].agent.handle_datagram(now, from, &t.payload);
+                    }
+                }
+            }
+        }
+        for u in 0..self.uas.len() {
+            self.observe_ua(u);
+            let from = self.uas[u].agent.addr();
+            while let Some(t) = self.uas[u].agent.poll_transmit() {
+                moved = true;
+                let Some(p) = self.slots.iter().position(|s| s.sip == t.dst) else {
+                    self.log(format!("user agent datagram to unknown address {}", t.dst));
+                    continue;
+                };
+                if self.slots[p].crashed {
+                    self.log(format!(
+                        "SIP request to crashed peer {} dropped",
+                        self.slots[p].name
+                    ));
+                    continue;
+                }
+                let now = self.now;
+                self.slots[p]
+                    .driver
+                    .datagram(now, Socket::SipUdp, from, t.payload);
+            }
+        }
+        moved
+    }
+
+    fn capture(&mut self, from: usize, to: usize, payload: Vec<u8>) {
+        let msg = match self.codec.decode(&payload) {
+            Ok(env) => env.msg,
+            Err(e) => {
+                self.log(format!(
+                    "undecodable datagram from {}: {e}",
+                    self.slots[from].name
+                ));
+                return;
+            }
+        };
+        let what = format!(
+            "{} -> {}: {}",
+            self.slots[from].name,
+            self.slots[to].name,
+            short(&msg)
+        );
+        let (policy, abs) = self.abstract_of(from, to, &msg);
+        let f = Flight {
+            from,
+            to,
+            payload,
+            abs,
+            what,
+        };
+        match policy {
+            Policy::Modelled => {
+                if let Some(a) = &f.abs {
+                    self.obs.sent.push(a.clone());
+                }
+                self.in_flight.push(f);
+            }
+            Policy::Immediate => self.silent.push_back(f),
+            Policy::Held => {
+                self.held += 1;
+                self.obs.log.push(format!("held: {}", f.what));
+            }
+        }
+    }
+}
+
+/// A short description of a production message (for logs).
+fn short(m: &Msg) -> String {
+    let s = format!("{m:?}");
+    if s.len() > 160 {
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(160).map_or(s.len(), |c| c.0)]
+        )
+    } else {
+        s
+    }
+}

@@ -1,0 +1,169 @@
+//! The production peer (crate `sascribe`) as a [`System`]: one sans-IO [`sascribe::Host`] per
+//! trace peer, a SIP gateway; the trace's user agents are SIP user agents that talk to it; every
+//! overlay datagram is captured and held by the harness, and time and timers are the
+//! harness's. The mapping between production events and the trace's abstract actions is
+//! documented in `conformance/MAPPING.md`; this module is its implementation, in the same
+//! parts:
+//!
+//! * [`cluster`]: who owns what, the actions, settling a step;
+//! * [`clients`]: client requests as SIP requests, SIP responses and NOTIFYs as client
+//!   outcomes;
+//! * [`abstraction`]: production overlay messages as abstract messages, request naming, the
+//!   ETag table.
+//!
+//! **The seam.** Everything the harness does to a peer goes through a
+//! [`crate::driver::Driver`]: the sans-IO host called directly ([`Mode::Core`], the default),
+//! or the tokio runtime's event loop with the harness's transports and clock
+//! ([`Mode::Runtime`]).
+
+mod abstraction;
+mod clients;
+mod cluster;
+
+use crate::sut::{Input, Observed, System};
+use crate::Config as TraceConfig;
+use bytes::Bytes;
+use cluster::Cluster;
+use sascribe::{Config, Millis};
+
+/// Intervals of the periodic maintenance the model has no counterpart for (keep-alives,
+/// heartbeats, leaf-set exchanges, replica refresh): far beyond any trace, so they never fire.
+pub const NEVER: Millis = 1_000_000_000;
+/// Seconds per abstract expiry unit.
+pub const EXPIRY_UNIT_SECS: u32 = 60;
+/// Subscription expiry the harness asks for (seconds).
+pub const SUB_EXPIRES: u32 = 3_600;
+/// Bound on silent deliveries and timer firings while settling one input (loop guard).
+const MAX_SETTLE: usize = 100_000;
+/// The resource every trace user agent publishes to and subscribes to; its group is the
+/// trace's group (pinned in each SIP front end).
+pub const RESOURCE: &str = "sip:trace@conformance.test";
+/// The body type of the trace's publications.
+pub const PIDF: &str = "application/pidf+xml";
+/// How far ahead a deadline may lie for the harness to fire it as a silent timer (the record
+/// fetch of a new root: `fetch_timeout` × its attempts); subscription and publication
+/// expiries lie minutes or hours ahead and never fire by themselves.
+const SILENT_HORIZON: Millis = 10_000;
+
+/// A hook that adjusts the production configuration after the trace mapping (used by the
+/// mutant tests to select a seeded bug).
+pub type ConfigHook = Box<dyn Fn(&mut Config) + Send>;
+
+/// How the harness drives each production peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// The sans-IO `Peer`, called directly.
+    #[default]
+    Core,
+    /// The `Peer` inside the tokio runtime's event loop (`sascribe::runtime::Node`), with a
+    /// harness transport and clock.
+    Runtime,
+}
+
+/// The production core behind [`System`].
+#[derive(Default)]
+pub struct InProcess {
+    hook: Option<ConfigHook>,
+    mode: Mode,
+    cluster: Option<Cluster>,
+}
+
+impl std::fmt::Debug for InProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcess")
+            .field("initialised", &self.cluster.is_some())
+            .finish()
+    }
+}
+
+impl InProcess {
+    /// A system that builds its peers on `init`.
+    pub fn new() -> Self {
+        InProcess::default()
+    }
+
+    /// Like [`InProcess::new`], with `hook` applied to every peer's production configuration.
+    pub fn with_config_hook(hook: ConfigHook) -> Self {
+        InProcess {
+            hook: Some(hook),
+            ..InProcess::default()
+        }
+    }
+
+    /// Drives the peers in `mode`.
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+}
+
+impl System for InProcess {
+    fn handle(&mut self, input: &Input) -> Result<Observed, String> {
+        if let Input::Init { config } = input {
+            self.cluster = None;
+            let mut c = Cluster::new(config, self.hook.as_deref(), self.mode)?;
+            let obs = c.settle();
+            self.cluster = Some(c);
+            return Ok(obs);
+        }
+        let c = self
+            .cluster
+            .as_mut()
+            .ok_or("the first input must be init")?;
+        c.input(input)?;
+        Ok(c.settle())
+    }
+}
+
+/// The production configuration for a trace (see MAPPING.md, "Configuration").
+pub fn production_config(t: &TraceConfig) -> Config {
+    let max = EXPIRY_UNIT_SECS * u32::from(t.max_expires.max(1));
+    Config {
+        leaf_set_size: 2 * t.leaf_half,
+        replicas: t.k,
+        keepalive_interval: NEVER,
+        leaf_fail_timeout: 4 * NEVER,
+        table_fail_timeout: 4 * NEVER,
+        table_ping_interval: NEVER,
+        leaf_exchange_interval: NEVER,
+        tombstone_ttl: 4 * NEVER,
+        dead_probe_interval: NEVER,
+        bootstrap_retry: NEVER,
+        heartbeat_interval: NEVER,
+        parent_timeout: 4 * NEVER,
+        child_timeout: 4 * NEVER,
+        request_retry: NEVER,
+        request_timeout: 4 * NEVER,
+        replica_refresh: NEVER,
+        pub_min_expires: EXPIRY_UNIT_SECS,
+        pub_max_expires: max,
+        pub_default_expires: max,
+        sub_min_expires: 60,
+        sub_max_expires: SUB_EXPIRES,
+        ..Config::default()
+    }
+}
+
+/// Parses a 32-digit hex id.
+fn parse_id(hex: &str) -> Result<u128, String> {
+    u128::from_str_radix(hex, 16).map_err(|e| format!("bad 128-bit id '{hex}': {e}"))
+}
+
+/// The body of abstract value `v`: a PIDF document whose tuple's note is `vN`.
+pub fn body_of(v: u8) -> Bytes {
+    Bytes::from(format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+         <presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{RESOURCE}\">\
+         <tuple id=\"t\"><status><basic>open</basic></status><note>v{v}</note></tuple>\
+         </presence>"
+    ))
+}
+
+/// The abstract value of a body: the `N` of the first `<note>vN</note>` (`None` for a body
+/// without one: no state).
+pub fn value_of(body: &[u8]) -> Option<u8> {
+    let text = std::str::from_utf8(body).ok()?;
+    let start = text.find("<note>v")? + "<note>v".len();
+    let end = start + text[start..].find("</note>")?;
+    text[start..end].parse().ok()
+}

@@ -1,0 +1,578 @@
+//! The overlay layer of a host: Pastry + sa-Scribe behind one interface.
+//!
+//! A [`Peer`] is not driven on its own: a [`crate::Host`] owns it, together with the host's
+//! [`Timers`] (passed into every call that may arm one) and, on gateway peers, the SIP front
+//! end above it. Every input first runs to completion here — messages the peer sends itself are
+//! handled before the call returns — and leaves its outputs in two queues the host drains:
+//! datagrams ([`Peer::poll_transmit`]) and upcalls ([`Peer::poll_event`]).
+
+use crate::config::Config;
+use crate::event::{Event, GroupView, PubHandle, SubHandle, SubscribeError};
+use crate::id::{GroupId, NodeId};
+use crate::io::{Outbox, Stats, Transmit};
+use crate::pastry::{Hop, Overlay};
+use crate::rng::{Secrets, SplitMix64};
+use crate::scribe::{Ctx, Scribe};
+use crate::timer::{Armed, Timer, Timers};
+use crate::wire::{Codec, ETag, Msg, NodeHandle, PastryMsg, Routed, ScribeMsg};
+use crate::Millis;
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+/// Routed messages that took more hops than this are dropped (routing loop guard).
+pub const MAX_HOPS: u8 = 64;
+/// Local routed requests kept while the overlay join is in progress.
+const MAX_HELD: usize = 1024;
+/// Bound on messages a peer sends to itself while handling one input (loop guard).
+const MAX_LOOPBACK: usize = 100_000;
+
+/// One overlay peer: Pastry routing and maintenance, and sa-Scribe above it.
+pub struct Peer {
+    cfg: Config,
+    out: Outbox,
+    overlay: Overlay,
+    scribe: Scribe,
+    rng: SplitMix64,
+    secrets: Secrets,
+    events: VecDeque<Event>,
+    departed: bool,
+    /// Routed messages originated here before the overlay join completed.
+    held: Vec<Msg>,
+    /// The overlay maintenance timer armed in the host's timers.
+    overlay_armed: Armed,
+}
+
+/// A request timer a driver that owns the timers can fire (the conformance harness).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestTimer {
+    /// Retransmission of a local subscription's JOIN.
+    Subscription(SubHandle),
+    /// Retransmission of a local publication request.
+    Publication(PubHandle),
+    /// Tree repair: the re-JOIN of a group this peer needs.
+    Rejoin(GroupId),
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("id", &self.out.me.id)
+            .field("addr", &self.out.me.addr)
+            .finish()
+    }
+}
+
+macro_rules! ctx {
+    ($s:ident, $now:expr, $timers:expr) => {
+        Ctx {
+            now: $now,
+            cfg: &$s.cfg,
+            out: &mut $s.out,
+            overlay: &$s.overlay,
+            rng: &mut $s.rng,
+            secrets: &mut $s.secrets,
+            events: &mut $s.events,
+            timers: $timers,
+        }
+    };
+}
+
+impl Peer {
+    /// A peer with id `id` reachable at `addr`. It starts as a one-peer overlay (ready); call
+    /// [`Peer::bootstrap`] to join an existing overlay or [`Peer::install_routing_state`] to
+    /// load precomputed state. `seed` seeds the reproducible PRNG, `secret` the CSPRNG for
+    /// entity tags.
+    pub fn new(
+        id: NodeId,
+        addr: SocketAddr,
+        config: Config,
+        now: Millis,
+        seed: u64,
+        secret: [u8; 32],
+        timers: &mut Timers,
+    ) -> Self {
+        let me = NodeHandle { id, addr };
+        let codec = Codec::new(config.cluster_key.as_deref());
+        let mut peer = Peer {
+            overlay: Overlay::new(me, &config, now),
+            scribe: Scribe::new(),
+            out: Outbox::new(me, codec),
+            rng: SplitMix64::new(seed ^ (id.0 as u64) ^ ((id.0 >> 64) as u64)),
+            secrets: Secrets::from_seed(secret),
+            events: VecDeque::new(),
+            departed: false,
+            held: Vec::new(),
+            overlay_armed: Armed::default(),
+            cfg: config,
+        };
+        peer.rearm(timers);
+        peer
+    }
+
+    /// This peer's id.
+    pub fn id(&self) -> NodeId {
+        self.out.me.id
+    }
+    /// This peer's id and address.
+    pub fn handle(&self) -> NodeHandle {
+        self.out.me
+    }
+    /// Configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.out.stats
+    }
+    /// Whether the overlay join completed.
+    pub fn is_ready(&self) -> bool {
+        self.out.ready
+    }
+    /// Pastry state (leaf set, routing table), read-only.
+    pub fn overlay(&self) -> &Overlay {
+        &self.overlay
+    }
+    /// Next hop this peer would choose for `key`.
+    pub fn route(&self, key: u128) -> Hop {
+        self.overlay.route(key, None)
+    }
+    /// Whether [`Peer::leave`] was called.
+    pub fn has_left(&self) -> bool {
+        self.departed
+    }
+    /// Projected state of one group at this peer.
+    pub fn group_view(&self, gid: GroupId) -> Option<GroupView> {
+        self.scribe.view(gid)
+    }
+    /// Groups this peer holds any state for.
+    pub fn groups(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.scribe.group_ids()
+    }
+
+    /// Joins the overlay through the peer at `via` (retried until it completes; then
+    /// [`Event::Joined`]).
+    pub fn bootstrap(&mut self, now: Millis, timers: &mut Timers, via: SocketAddr) {
+        self.overlay.bootstrap(now, via, &self.cfg, &mut self.out);
+        self.rearm(timers);
+    }
+
+    /// Loads routing state computed by the driver (large static overlays in the simulator, the
+    /// paper's Fig. 3 topology in conformance tests). Each peer is put where it fits in the
+    /// leaf set and routing table; the peer is marked ready.
+    pub fn install_routing_state(
+        &mut self,
+        now: Millis,
+        timers: &mut Timers,
+        peers: &[NodeHandle],
+    ) {
+        self.overlay.install(now, peers, &mut self.out);
+        self.rearm(timers);
+    }
+
+    /// A datagram arrived from `from`. Malformed, oversized, wrong-version and badly
+    /// authenticated datagrams are dropped and counted in [`Peer::stats`].
+    pub fn handle_datagram(&mut self, now: Millis, timers: &mut Timers, bytes: &[u8]) {
+        self.out.stats.rx_datagrams += 1;
+        match self.out.codec().decode(bytes) {
+            Ok(env) => {
+                if env.from.id != self.out.me.id {
+                    self.dispatch(now, timers, env.from, env.ready, env.msg);
+                }
+            }
+            Err(e) => self.out.stats.count_rx_error(e),
+        }
+        self.run_loopback(now, timers);
+    }
+
+    /// One of the overlay layer's timers fired (see [`Timer`]).
+    pub fn handle_timer(&mut self, now: Millis, timers: &mut Timers, timer: Timer) {
+        if self.departed {
+            return;
+        }
+        match timer {
+            Timer::Overlay => {
+                if self.overlay_armed.take_due(now) && now >= self.overlay.next_timeout() {
+                    self.overlay_tick(now, timers);
+                }
+            }
+            t => self.scribe.handle_timer(&mut ctx!(self, now, timers), t),
+        }
+        self.run_loopback(now, timers);
+    }
+
+    /// Pastry's maintenance tick, with sa-Scribe's reaction to the peers it declares dead.
+    fn overlay_tick(&mut self, now: Millis, timers: &mut Timers) {
+        let dead = self.overlay.tick_detect(now, &self.cfg, &mut self.out);
+        if !dead.is_empty() {
+            self.bury(now, timers, &dead, &[]);
+        }
+        self.overlay
+            .tick_rest(now, &self.cfg, &mut self.out, &mut self.rng);
+    }
+
+    /// Declares `dead` peers dead: tombstones, leaf-set and routing-table repair (taking
+    /// `repaired` peers in at once), then sa-Scribe's reaction to each.
+    fn bury(&mut self, now: Millis, timers: &mut Timers, dead: &[NodeId], repaired: &[NodeHandle]) {
+        let sets = self
+            .scribe
+            .root_replica_sets(&self.overlay, self.cfg.replicas);
+        self.overlay.bury(now, dead, &self.cfg, &mut self.out);
+        for h in repaired {
+            self.overlay.consider(*h, true, now);
+        }
+        for &id in dead {
+            self.scribe
+                .on_peer_dead(&mut ctx!(self, now, timers), id, &sets);
+        }
+    }
+
+    /// Leaves the overlay gracefully: tree parents and children are told (children re-JOIN at
+    /// once), roots push their record to the replicas a last time, and every known peer forgets
+    /// this one. Drain [`Peer::poll_transmit`] afterwards; the peer ignores all further input.
+    pub fn leave(&mut self, now: Millis, timers: &mut Timers) {
+        self.out.ready = false;
+        self.scribe.depart(&mut ctx!(self, now, timers));
+        self.overlay.depart(&mut self.out);
+        self.out.loopback.clear();
+        self.departed = true;
+    }
+
+    /// Next datagram to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.transmits.pop_front()
+    }
+
+    /// Next upcall.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Whether upcalls are waiting.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// Subscribes local subscription `handle` to `gid` for `expires` seconds. Returns the
+    /// granted expiry; the outcome follows as [`Event::SubProvisional`], then
+    /// [`Event::SubAccepted`] + [`Event::Notify`] or [`Event::SubRejected`].
+    pub fn subscribe(
+        &mut self,
+        now: Millis,
+        timers: &mut Timers,
+        gid: GroupId,
+        handle: SubHandle,
+        expires: u32,
+    ) -> Result<u32, SubscribeError> {
+        let r = self
+            .scribe
+            .subscribe(&mut ctx!(self, now, timers), gid, handle, expires);
+        self.run_loopback(now, timers);
+        r
+    }
+
+    /// Refreshes a subscription (expires 0 = unsubscribe). Returns the granted expiry.
+    pub fn refresh(
+        &mut self,
+        now: Millis,
+        timers: &mut Timers,
+        handle: SubHandle,
+        expires: u32,
+    ) -> Result<u32, SubscribeError> {
+        let r = self
+            .scribe
+            .refresh(&mut ctx!(self, now, timers), handle, expires);
+        self.run_loopback(now, timers);
+        r
+    }
+
+    /// Ends a subscription; the tree is pruned when nothing else needs the group here.
+    pub fn unsubscribe(
+        &mut self,
+        now: Millis,
+        timers: &mut Timers,
+        handle: SubHandle,
+    ) -> Result<(), SubscribeError> {
+        let r = self
+            .scribe
+            .unsubscribe(&mut ctx!(self, now, timers), handle);
+        self.run_loopback(now, timers);
+        r
+    }
+
+    /// Publishes to `gid` (RFC 3903 semantics: `body` = new state, `if_match` = `SIP-If-Match`,
+    /// `expires` in seconds, 0 = remove). The outcome follows as [`Event::Published`] or
+    /// [`Event::PublishFailed`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn publish(
+        &mut self,
+        now: Millis,
+        timers: &mut Timers,
+        gid: GroupId,
+        req: PubHandle,
+        body: Option<Bytes>,
+        if_match: Option<ETag>,
+        expires: Option<u32>,
+    ) {
+        self.scribe.publish(
+            &mut ctx!(self, now, timers),
+            gid,
+            req,
+            body,
+            if_match,
+            expires,
+        );
+        self.run_loopback(now, timers);
+    }
+
+    /// Routes a diagnostic lookup for `key`; the responsible peer emits
+    /// [`Event::LookupDelivered`].
+    pub fn lookup(&mut self, now: Millis, timers: &mut Timers, key: u128, token: u64) {
+        let origin = self.out.me;
+        let body = Routed::Lookup { origin, token };
+        self.out
+            .loopback
+            .push_back((origin, Msg::Routed { key, hops: 0, body }));
+        self.run_loopback(now, timers);
+    }
+
+    // ----------------------------------------------------------------- harness doors
+
+    /// Loads an explicit routing table in digits of `digit_bits` bits (see
+    /// [`crate::pastry::ExplicitTable`]): the conformance harness gives each peer the model's
+    /// base-4 table so that requests take the model's hops. Use with
+    /// [`Peer::install_routing_state`] (for the leaf set). Panics if `digit_bits` is not in
+    /// `1..=8`.
+    #[cfg(feature = "harness")]
+    pub fn set_explicit_routing(&mut self, digit_bits: u32, rows: Vec<Vec<Option<NodeHandle>>>) {
+        self.overlay
+            .set_explicit_table(Some(crate::pastry::ExplicitTable { digit_bits, rows }));
+    }
+
+    /// The driver's failure detector reports that peer `id` crashed: runs what the keep-alive
+    /// timeout runs when it declares a peer dead (tombstone, leaf-set and routing-table repair,
+    /// then sa-Scribe's reaction: drop the child, re-JOIN if it was our parent, take the root
+    /// role over if we are now the closest peer, re-replicate if it was a replica).
+    ///
+    /// `repaired` lists peers a completed leaf-set repair found, taken into the routing state
+    /// before sa-Scribe reacts (a harness modelling instantaneous repair passes them; with `&[]`
+    /// the repair proceeds by messages, as after a keep-alive timeout).
+    #[cfg(feature = "harness")]
+    pub fn declare_dead(
+        &mut self,
+        now: Millis,
+        timers: &mut Timers,
+        id: NodeId,
+        repaired: &[NodeHandle],
+    ) {
+        if self.departed || id == self.out.me.id {
+            return;
+        }
+        self.bury(now, timers, &[id], repaired);
+        self.run_loopback(now, timers);
+    }
+
+    /// Fires a request's retransmission timer now: the request is sent again, or with
+    /// `give_up` it fails as when its deadline passes. Returns whether the timer exists.
+    #[cfg(feature = "harness")]
+    pub fn fire_request_timer(
+        &mut self,
+        now: Millis,
+        timers: &mut Timers,
+        timer: RequestTimer,
+        give_up: bool,
+    ) -> bool {
+        let ctx = &mut ctx!(self, now, timers);
+        let found = match timer {
+            RequestTimer::Subscription(h) => self.scribe.fire_sub_timer(ctx, h, give_up),
+            RequestTimer::Publication(h) => self.scribe.fire_pub_timer(ctx, h, give_up),
+            RequestTimer::Rejoin(gid) => self.scribe.fire_rejoin_timer(ctx, gid),
+        };
+        self.run_loopback(now, timers);
+        found
+    }
+
+    /// Runs the roots' publication expiry now, as the periodic tick does: a publication whose
+    /// granted expiry has passed by `now` is removed and the removal committed. Returns
+    /// whether one expired.
+    #[cfg(feature = "harness")]
+    pub fn fire_expiry(&mut self, now: Millis, timers: &mut Timers) -> bool {
+        let expired = self.scribe.fire_expiry(&mut ctx!(self, now, timers));
+        self.run_loopback(now, timers);
+        expired
+    }
+
+    /// Runs the roots' replication retry now, as the periodic tick does: each active root
+    /// resends its record to the replicas that have not acknowledged it. Returns whether this
+    /// peer is an active root.
+    #[cfg(feature = "harness")]
+    pub fn fire_replication_retry(&mut self, now: Millis, timers: &mut Timers) -> bool {
+        let root = self
+            .scribe
+            .fire_replication_retry(&mut ctx!(self, now, timers));
+        self.run_loopback(now, timers);
+        root
+    }
+
+    // ----------------------------------------------------------------- internals
+
+    /// Arms the overlay maintenance timer for its next deadline.
+    fn rearm(&mut self, timers: &mut Timers) {
+        if !self.departed {
+            let at = self.overlay.next_timeout();
+            timers.arm(at, Timer::Overlay, &mut self.overlay_armed);
+        }
+    }
+
+    fn run_loopback(&mut self, now: Millis, timers: &mut Timers) {
+        let mut n = 0;
+        while let Some((from, msg)) = self.out.loopback.pop_front() {
+            n += 1;
+            if n > MAX_LOOPBACK {
+                self.out.loopback.clear();
+                break;
+            }
+            self.dispatch(now, timers, from, true, msg);
+        }
+        self.rearm(timers);
+    }
+
+    fn dispatch(
+        &mut self,
+        now: Millis,
+        timers: &mut Timers,
+        from: NodeHandle,
+        ready: bool,
+        msg: Msg,
+    ) {
+        if self.departed {
+            return;
+        }
+        let departing = matches!(msg, Msg::Pastry(PastryMsg::Departing));
+        if !ready && !departing && self.overlay.knows(from.id) {
+            // A peer we route through says it is not part of the overlay (any more): it is
+            // leaving — this message overtook its Departing — or it restarted and rejoins.
+            // Forget it before acting on the message, so that a re-JOIN this message triggers
+            // is not routed back to it.
+            self.overlay
+                .handle(now, from, &PastryMsg::Departing, &self.cfg, &mut self.out);
+        }
+        if !departing {
+            let direct = matches!(msg, Msg::Pastry(PastryMsg::Announce | PastryMsg::Pong));
+            self.overlay.heard_from(&from, ready, direct, now);
+        }
+        match msg {
+            Msg::Routed { .. } if !self.out.ready && from.id == self.out.me.id => {
+                // Local requests wait for the overlay join (we would wrongly be their root).
+                if self.held.len() < MAX_HELD {
+                    self.held.push(msg);
+                }
+            }
+            Msg::Routed { key, hops, body } => self.on_routed(now, timers, from, key, hops, body),
+            Msg::Pastry(m) => {
+                if self.overlay.handle(now, from, &m, &self.cfg, &mut self.out) {
+                    self.events.push_back(Event::Joined);
+                    let me = self.out.me;
+                    self.out
+                        .loopback
+                        .extend(self.held.drain(..).map(|m| (me, m)));
+                }
+            }
+            Msg::Scribe(m) => {
+                if let ScribeMsg::NotRoot { closer, .. } = &m {
+                    self.overlay.consider(*closer, false, now);
+                }
+                self.scribe.handle(&mut ctx!(self, now, timers), from, m);
+            }
+        }
+    }
+
+    fn on_routed(
+        &mut self,
+        now: Millis,
+        timers: &mut Timers,
+        from: NodeHandle,
+        key: u128,
+        hops: u8,
+        mut body: Routed,
+    ) {
+        if hops > MAX_HOPS {
+            return;
+        }
+        let exclude = match &body {
+            Routed::OverlayJoin { joiner } => Some(joiner.id),
+            _ => None,
+        };
+        let hop = self.overlay.route(key, exclude);
+        if hop == Hop::Local && !self.out.ready {
+            // Still joining (e.g. restarted with an id others remember): our state is too thin
+            // to be anyone's root. Drop; the sender's request is retried.
+            return;
+        }
+        match &body {
+            Routed::OverlayJoin { joiner } => {
+                if joiner.id == self.out.me.id {
+                    return;
+                }
+                let last = hop == Hop::Local;
+                let entries = self.overlay.join_state_for(joiner.id, last);
+                let joiner = *joiner;
+                self.out
+                    .send(&joiner, PastryMsg::JoinState { entries, last });
+            }
+            Routed::Lookup { origin, token } => {
+                if hop == Hop::Local {
+                    self.events.push_back(Event::LookupDelivered {
+                        token: *token,
+                        key,
+                        hops,
+                        origin: origin.id,
+                    });
+                }
+            }
+            Routed::Join { .. } => match hop {
+                Hop::Local => {
+                    self.scribe
+                        .deliver_join(&mut ctx!(self, now, timers), from, body);
+                    return;
+                }
+                Hop::Next(n) => {
+                    let next =
+                        self.scribe
+                            .forward_join(&mut ctx!(self, now, timers), from, &mut body, n);
+                    if let Some(next) = next {
+                        self.out.stats.forwarded += 1;
+                        let msg = Msg::Routed {
+                            key,
+                            hops: hops.saturating_add(1),
+                            body,
+                        };
+                        self.out.send(&next, msg);
+                    }
+                    return;
+                }
+            },
+            Routed::Publish { .. } => {
+                if hop == Hop::Local {
+                    self.scribe
+                        .deliver_publish(&mut ctx!(self, now, timers), body);
+                    return;
+                }
+            }
+        }
+        if let Hop::Next(n) = hop {
+            self.out.stats.forwarded += 1;
+            self.out.send(
+                &n,
+                Msg::Routed {
+                    key,
+                    hops: hops.saturating_add(1),
+                    body,
+                },
+            );
+        }
+    }
+}

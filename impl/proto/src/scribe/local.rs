@@ -1,0 +1,460 @@
+//! The local API of sa-Scribe: subscriptions and publications made by this peer's SIP layer
+//! (or any caller), with their retransmissions, timeouts and subscription expiry. Each request
+//! has its own timer entry.
+
+use super::{secs, Ctx, Scribe};
+use crate::event::TerminateReason;
+use crate::event::{Event, PubHandle, PublishError, SubHandle, SubRejectReason, SubscribeError};
+use crate::id::GroupId;
+use crate::mutants::Mutant;
+use crate::timer::{Armed, Timer};
+use crate::wire::{ETag, Latest, PubReqId, PublishReply, Routed};
+use crate::Millis;
+use bytes::Bytes;
+
+#[derive(Debug)]
+pub(crate) struct LocalSub {
+    pub gid: GroupId,
+    pub accepted: bool,
+    pub provisional: bool,
+    pub join_id: u64,
+    pub deadline: Millis,
+    pub retry_at: Millis,
+    pub expires_at: Millis,
+    pub granted: u32,
+    pub last_seq: u64,
+    armed: Armed,
+}
+
+impl LocalSub {
+    fn wakeup(&self) -> Millis {
+        if self.accepted {
+            self.expires_at
+        } else {
+            self.retry_at.min(self.deadline)
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct PendingPub {
+    pub handle: PubHandle,
+    gid: GroupId,
+    body: Option<Bytes>,
+    if_match: Option<ETag>,
+    expires: Option<u32>,
+    deadline: Millis,
+    retry_at: Millis,
+    armed: Armed,
+}
+
+impl Scribe {
+    pub fn subscribe(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        gid: GroupId,
+        handle: SubHandle,
+        expires: u32,
+    ) -> Result<u32, SubscribeError> {
+        if self.subs.contains_key(&handle) {
+            return Err(SubscribeError::DuplicateHandle);
+        }
+        if expires < ctx.cfg.sub_min_expires {
+            return Err(SubscribeError::IntervalTooBrief {
+                min: ctx.cfg.sub_min_expires,
+            });
+        }
+        let granted = expires.min(ctx.cfg.sub_max_expires);
+        let join_id = ctx.rng.nonzero();
+        let now = ctx.now;
+        let mut sub = LocalSub {
+            gid,
+            accepted: false,
+            provisional: false,
+            join_id,
+            deadline: now + ctx.cfg.request_timeout,
+            retry_at: now + ctx.cfg.request_retry,
+            expires_at: now + secs(granted),
+            granted,
+            last_seq: 0,
+            armed: Armed::default(),
+        };
+        ctx.timers
+            .arm(sub.wakeup(), Timer::Subscription(handle), &mut sub.armed);
+        self.subs.insert(handle, sub);
+        self.group(ctx, gid).subs.push(handle);
+        Self::send_join(ctx, gid, join_id, None);
+        Ok(granted)
+    }
+
+    pub(super) fn send_join(
+        ctx: &mut Ctx<'_>,
+        gid: GroupId,
+        join_id: u64,
+        carried: Option<Latest>,
+    ) {
+        let origin = ctx.me();
+        ctx.route_to_self(
+            gid,
+            Routed::Join {
+                gid,
+                origin,
+                join_id,
+                graft: true,
+                carried,
+                path: Vec::new(),
+            },
+        );
+    }
+
+    pub fn refresh(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        handle: SubHandle,
+        expires: u32,
+    ) -> Result<u32, SubscribeError> {
+        if expires == 0 {
+            self.unsubscribe(ctx, handle)?;
+            return Ok(0);
+        }
+        if expires < ctx.cfg.sub_min_expires {
+            return Err(SubscribeError::IntervalTooBrief {
+                min: ctx.cfg.sub_min_expires,
+            });
+        }
+        let sub = self
+            .subs
+            .get_mut(&handle)
+            .ok_or(SubscribeError::UnknownHandle)?;
+        let granted = expires.min(ctx.cfg.sub_max_expires);
+        sub.granted = granted;
+        sub.expires_at = ctx.now + secs(granted);
+        ctx.timers
+            .arm(sub.wakeup(), Timer::Subscription(handle), &mut sub.armed);
+        Ok(granted)
+    }
+
+    pub fn unsubscribe(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        handle: SubHandle,
+    ) -> Result<(), SubscribeError> {
+        if ctx.cfg.mutant_on(Mutant::UnsubscribeIgnored) {
+            return self
+                .subs
+                .contains_key(&handle)
+                .then_some(())
+                .ok_or(SubscribeError::UnknownHandle);
+        }
+        let sub = self
+            .subs
+            .remove(&handle)
+            .ok_or(SubscribeError::UnknownHandle)?;
+        self.detach_sub(ctx, sub.gid, handle);
+        Ok(())
+    }
+
+    pub(super) fn detach_sub(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, handle: SubHandle) {
+        if let Some(g) = self.groups.get_mut(&gid) {
+            g.subs.retain(|h| *h != handle);
+        }
+        self.prune(ctx, gid);
+    }
+
+    pub fn publish(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        gid: GroupId,
+        handle: PubHandle,
+        body: Option<Bytes>,
+        if_match: Option<ETag>,
+        expires: Option<u32>,
+    ) {
+        if body.as_ref().is_some_and(|b| b.len() > ctx.cfg.max_body) {
+            ctx.events.push_back(Event::PublishFailed {
+                req: handle,
+                reason: PublishError::TooLarge,
+            });
+            return;
+        }
+        let nonce = ctx.rng.nonzero();
+        let mut p = PendingPub {
+            handle,
+            gid,
+            body,
+            if_match,
+            expires,
+            deadline: ctx.now + ctx.cfg.request_timeout,
+            retry_at: ctx.now + ctx.cfg.request_retry,
+            armed: Armed::default(),
+        };
+        Self::send_publish(ctx, nonce, &p);
+        ctx.timers.arm(
+            p.retry_at.min(p.deadline),
+            Timer::Publication(nonce),
+            &mut p.armed,
+        );
+        self.pubs.insert(nonce, p);
+    }
+
+    fn send_publish(ctx: &mut Ctx<'_>, nonce: u64, p: &PendingPub) {
+        let origin = ctx.me();
+        let body = Routed::Publish {
+            gid: p.gid,
+            req: PubReqId {
+                origin: origin.id,
+                nonce,
+            },
+            origin,
+            body: p.body.clone(),
+            if_match: p.if_match,
+            expires: p.expires,
+        };
+        ctx.route_to_self(p.gid, body);
+    }
+
+    /// The root's answer to one of our publications.
+    pub(super) fn on_publish_reply(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        req: PubReqId,
+        reply: PublishReply,
+    ) {
+        if req.origin != ctx.me().id {
+            return;
+        }
+        let Some(p) = self.pubs.remove(&req.nonce) else {
+            return;
+        };
+        let req = p.handle;
+        let ev = match reply {
+            PublishReply::Ok(o) => Event::Published {
+                req,
+                etag: o.etag,
+                expires: o.expires,
+                seq: o.seq,
+            },
+            PublishReply::PreconditionFailed => Event::PublishFailed {
+                req,
+                reason: PublishError::PreconditionFailed,
+            },
+            PublishReply::IntervalTooBrief { min } => Event::PublishFailed {
+                req,
+                reason: PublishError::IntervalTooBrief { min },
+            },
+            PublishReply::BadRequest => Event::PublishFailed {
+                req,
+                reason: PublishError::BadRequest,
+            },
+        };
+        ctx.events.push_back(ev);
+    }
+
+    /// pACK for one of our JOINs.
+    pub(super) fn on_provisional(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, join_id: u64) {
+        if let Some((h, s)) = self.pending_sub(gid, join_id) {
+            if !s.provisional {
+                s.provisional = true;
+                ctx.events.push_back(Event::SubProvisional { handle: h });
+            }
+        }
+    }
+
+    /// The local subscription of `gid` waiting for the answer to JOIN `join_id`.
+    pub(super) fn pending_sub(
+        &mut self,
+        gid: GroupId,
+        join_id: u64,
+    ) -> Option<(SubHandle, &mut LocalSub)> {
+        if join_id == 0 {
+            return None;
+        }
+        let g = self.groups.get(&gid)?;
+        let h = *g.subs.iter().find(|h| {
+            self.subs
+                .get(h)
+                .is_some_and(|s| !s.accepted && s.join_id == join_id)
+        })?;
+        self.subs.get_mut(&h).map(|s| (h, s))
+    }
+
+    /// Marks a pending subscription accepted (the root's ACK reached us).
+    pub(super) fn accept_sub(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        gid: GroupId,
+        join_id: u64,
+    ) -> Option<SubHandle> {
+        let (h, s) = self.pending_sub(gid, join_id)?;
+        s.accepted = true;
+        ctx.events.push_back(Event::SubAccepted {
+            handle: h,
+            expires: s.granted,
+        });
+        ctx.timers
+            .arm(s.wakeup(), Timer::Subscription(h), &mut s.armed);
+        Some(h)
+    }
+
+    /// Rejects a pending subscription (the root's nACK reached us).
+    pub(super) fn reject_sub(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, join_id: u64) {
+        if let Some((h, _)) = self.pending_sub(gid, join_id) {
+            self.subs.remove(&h);
+            ctx.events.push_back(Event::SubRejected {
+                handle: h,
+                reason: SubRejectReason::NoState,
+            });
+            self.detach_sub(ctx, gid, h);
+        }
+    }
+
+    /// Gives local subscriber `h` the group's latest state if it has not had it.
+    pub(super) fn deliver_to(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, h: SubHandle) {
+        let (Some(g), Some(s)) = (self.groups.get(&gid), self.subs.get_mut(&h)) else {
+            return;
+        };
+        if s.accepted && g.latest.seq > s.last_seq {
+            s.last_seq = g.latest.seq;
+            ctx.events.push_back(Event::Notify {
+                handle: h,
+                seq: g.latest.seq,
+                state: g.latest.body.clone(),
+            });
+        }
+    }
+
+    /// Delivers the group's latest state to its accepted local subscribers that are behind
+    /// (every one, with the `NoStaleFilter` mutant).
+    pub(super) fn notify_local(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, stale_ok: bool) {
+        let Some(g) = self.groups.get(&gid) else {
+            return;
+        };
+        let early = ctx.cfg.mutant_on(Mutant::NotifyBeforeAck);
+        for h in &g.subs {
+            if let Some(s) = self.subs.get_mut(h) {
+                if (s.accepted || early) && (s.last_seq < g.latest.seq || stale_ok) {
+                    s.last_seq = g.latest.seq;
+                    ctx.events.push_back(Event::Notify {
+                        handle: *h,
+                        seq: g.latest.seq,
+                        state: g.latest.body.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------- timers
+
+    /// The timer of local subscription `h` fired.
+    pub(super) fn sub_timer(&mut self, ctx: &mut Ctx<'_>, h: SubHandle) {
+        if let Some(s) = self.subs.get_mut(&h) {
+            if s.armed.take_due(ctx.now) {
+                self.sub_due(ctx, h);
+            }
+        }
+    }
+
+    /// Runs what is due for local subscription `h`: a JOIN retransmission, the request's
+    /// timeout, or the subscription's expiry; then re-arms its timer.
+    fn sub_due(&mut self, ctx: &mut Ctx<'_>, h: SubHandle) {
+        let now = ctx.now;
+        let Some(s) = self.subs.get_mut(&h) else {
+            return;
+        };
+        let end = if s.accepted {
+            (now >= s.expires_at).then_some(Event::SubTerminated {
+                handle: h,
+                reason: TerminateReason::Expired,
+            })
+        } else if now >= s.deadline {
+            Some(Event::SubRejected {
+                handle: h,
+                reason: SubRejectReason::Timeout,
+            })
+        } else {
+            if now >= s.retry_at {
+                s.retry_at = now + ctx.cfg.request_retry;
+                Self::send_join(ctx, s.gid, s.join_id, None);
+            }
+            None
+        };
+        match end {
+            Some(ev) => {
+                let gid = s.gid;
+                self.subs.remove(&h);
+                ctx.events.push_back(ev);
+                self.detach_sub(ctx, gid, h);
+            }
+            None => ctx
+                .timers
+                .arm(s.wakeup(), Timer::Subscription(h), &mut s.armed),
+        }
+    }
+
+    /// The timer of local publication request `nonce` fired.
+    pub(super) fn pub_timer(&mut self, ctx: &mut Ctx<'_>, nonce: u64) {
+        if let Some(p) = self.pubs.get_mut(&nonce) {
+            if p.armed.take_due(ctx.now) {
+                self.pub_due(ctx, nonce);
+            }
+        }
+    }
+
+    /// Runs what is due for publication request `nonce`: a retransmission or its timeout.
+    fn pub_due(&mut self, ctx: &mut Ctx<'_>, nonce: u64) {
+        let now = ctx.now;
+        let Some(p) = self.pubs.get_mut(&nonce) else {
+            return;
+        };
+        if now >= p.deadline {
+            let handle = p.handle;
+            self.pubs.remove(&nonce);
+            ctx.events.push_back(Event::PublishFailed {
+                req: handle,
+                reason: PublishError::Timeout,
+            });
+            return;
+        }
+        if now >= p.retry_at {
+            p.retry_at = now + ctx.cfg.request_retry;
+            Self::send_publish(ctx, nonce, p);
+        }
+        ctx.timers.arm(
+            p.retry_at.min(p.deadline),
+            Timer::Publication(nonce),
+            &mut p.armed,
+        );
+    }
+
+    /// The retransmission timer of local subscription `h` fires now: the JOIN is sent again,
+    /// or, with `give_up`, the request times out (as when its deadline passes). Returns whether
+    /// `h` names a pending subscription.
+    #[cfg(feature = "harness")]
+    pub fn fire_sub_timer(&mut self, ctx: &mut Ctx<'_>, h: SubHandle, give_up: bool) -> bool {
+        let Some(s) = self.subs.get_mut(&h).filter(|s| !s.accepted) else {
+            return false;
+        };
+        if give_up {
+            s.deadline = ctx.now;
+        }
+        s.retry_at = ctx.now;
+        self.sub_due(ctx, h);
+        true
+    }
+
+    /// The retransmission timer of local publication request `h` fires now (see
+    /// [`Scribe::fire_sub_timer`]).
+    #[cfg(feature = "harness")]
+    pub fn fire_pub_timer(&mut self, ctx: &mut Ctx<'_>, h: PubHandle, give_up: bool) -> bool {
+        let Some((&nonce, p)) = self.pubs.iter_mut().find(|(_, p)| p.handle == h) else {
+            return false;
+        };
+        if give_up {
+            p.deadline = ctx.now;
+        }
+        p.retry_at = ctx.now;
+        self.pub_due(ctx, nonce);
+        true
+    }
+}

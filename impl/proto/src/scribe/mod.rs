@@ -1,0 +1,169 @@
+//! sa-Scribe: Scribe trees made SIP-aware.
+//!
+//! * **Subscribe** ([`tree`]): a JOIN is routed towards `gid`; each peer on the way grafts the
+//!   previous hop as a child (reverse-path forwarding), answers it with a pACK and adds the
+//!   newest state it knows to the JOIN. The JOIN always continues up to the root — a peer
+//!   already in the tree forwards it to its parent instead of answering from its own, possibly
+//!   stale, state — and the root's ACK (with its committed state: the first NOTIFY) or nACK (no
+//!   state) retraces the JOIN's reverse path to the origin; every peer on the way learns the
+//!   state.
+//! * **Publish** ([`publish`]): routed to the root, which checks `SIP-If-Match`, decides the
+//!   expiry, stamps the next seq, and ([`replication`]) replicates the record to its `k` nearest
+//!   leaf-set peers; only when all acknowledged does it answer the publisher and multicast down
+//!   the tree.
+//! * **Repair** ([`group`], [`takeover`]): parents heartbeat children (children acknowledge with
+//!   their seq so a parent re-sends missed state); an orphan re-JOINs carrying its latest
+//!   state; a new root first fetches the replicas' records and keeps the highest seq it hears.
+//! * **Local requests** ([`local`]): the subscriptions and publications of this peer's SIP
+//!   layer, with their retransmissions, timeouts and expiries.
+//!
+//! Members deliver a state to a local subscriber only when its seq is strictly greater than
+//! the last one that subscriber got, and never before the subscriber's ACK.
+//!
+//! Every deadline is an entry in the host's [`Timers`]: one per group (its maintenance tick),
+//! one per local request, one per fetching root. Nothing here scans all groups or all requests
+//! to find what is due.
+
+mod group;
+mod local;
+mod publish;
+mod record;
+mod replication;
+mod takeover;
+mod tree;
+
+pub(crate) use group::Group;
+pub(crate) use record::Record;
+
+use crate::config::Config;
+use crate::event::{Event, GroupView};
+use crate::id::GroupId;
+use crate::io::Outbox;
+use crate::pastry::Overlay;
+use crate::rng::{Secrets, SplitMix64};
+use crate::timer::{Timer, Timers};
+use crate::wire::{Msg, NodeHandle, Routed, ScribeMsg};
+use crate::Millis;
+use local::{LocalSub, PendingPub};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Longest reverse path a JOIN may collect (hops up the tree or the overlay).
+pub const MAX_PATH: usize = crate::peer::MAX_HOPS as usize;
+/// A re-JOIN is forced when a heartbeat reports a tree deeper than this (breaks cycles).
+pub const MAX_DEPTH: u8 = 48;
+
+/// Everything a handler may touch besides the sa-Scribe state.
+pub(crate) struct Ctx<'a> {
+    pub now: Millis,
+    pub cfg: &'a Config,
+    pub out: &'a mut Outbox,
+    pub overlay: &'a Overlay,
+    pub rng: &'a mut SplitMix64,
+    pub secrets: &'a mut Secrets,
+    pub events: &'a mut VecDeque<Event>,
+    pub timers: &'a mut Timers,
+}
+
+impl Ctx<'_> {
+    pub fn me(&self) -> NodeHandle {
+        self.out.me
+    }
+    fn route_to_self(&mut self, gid: GroupId, body: Routed) {
+        let me = self.out.me;
+        self.out.loopback.push_back((
+            me,
+            Msg::Routed {
+                key: gid.0,
+                hops: 0,
+                body,
+            },
+        ));
+    }
+}
+
+/// sa-Scribe state of one peer.
+#[derive(Debug, Default)]
+pub(crate) struct Scribe {
+    pub groups: BTreeMap<GroupId, Group>,
+    subs: BTreeMap<crate::event::SubHandle, LocalSub>,
+    pubs: BTreeMap<u64, PendingPub>,
+    scratch: Vec<NodeHandle>,
+}
+
+fn secs(s: u32) -> Millis {
+    u64::from(s) * 1000
+}
+
+impl Scribe {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The group `gid`, created (and its maintenance timer armed) if this peer had none.
+    pub(crate) fn group(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) -> &mut Group {
+        group::entry(&mut self.groups, ctx, gid)
+    }
+
+    /// A direct sa-Scribe message from `from`.
+    pub fn handle(&mut self, ctx: &mut Ctx<'_>, from: NodeHandle, msg: ScribeMsg) {
+        match msg {
+            ScribeMsg::Provisional { gid, join_id } => self.on_provisional(ctx, gid, join_id),
+            ScribeMsg::JoinAck {
+                gid,
+                join_id,
+                latest,
+                path,
+            } => self.on_join_ack(ctx, gid, join_id, latest, path),
+            ScribeMsg::JoinNack {
+                gid,
+                join_id,
+                latest,
+                path,
+            } => self.on_join_nack(ctx, gid, join_id, latest, path),
+            ScribeMsg::Notify { gid, latest } => self.on_notify(ctx, gid, latest),
+            ScribeMsg::Heartbeat { gid, seq, depth } => {
+                self.on_heartbeat(ctx, from, gid, seq, depth)
+            }
+            ScribeMsg::HeartbeatAck { gid, seq } => self.on_heartbeat_ack(ctx, from, gid, seq),
+            ScribeMsg::Leave { gid } => self.on_leave(ctx, from, gid),
+            ScribeMsg::PublishReply { req, reply } => self.on_publish_reply(ctx, req, reply),
+            ScribeMsg::Replicate { gid, rec } => self.on_replicate(ctx, from, gid, rec),
+            ScribeMsg::NotRoot { gid, .. } => self.on_not_root(ctx, gid),
+            ScribeMsg::ReplicateAck { gid, rev } => self.on_replicate_ack(ctx, from, gid, rev),
+            ScribeMsg::FetchState { gid } => self.on_fetch_state(ctx, from, gid),
+            ScribeMsg::FetchReply { gid, rec } => self.on_fetch_reply(ctx, from, gid, rec),
+        }
+    }
+
+    /// One of sa-Scribe's timers fired.
+    pub fn handle_timer(&mut self, ctx: &mut Ctx<'_>, timer: Timer) {
+        match timer {
+            Timer::Group(gid) => self.group_timer(ctx, gid),
+            Timer::Fetch(gid) => self.fetch_timer(ctx, gid),
+            Timer::Subscription(h) => self.sub_timer(ctx, h),
+            Timer::Publication(nonce) => self.pub_timer(ctx, nonce),
+            _ => {}
+        }
+    }
+
+    // ----------------------------------------------------------------- projection
+
+    pub fn view(&self, gid: GroupId) -> Option<GroupView> {
+        let g = self.groups.get(&gid)?;
+        Some(GroupView {
+            gid,
+            is_root: g.root.is_some(),
+            root_active: g.root.as_ref().is_some_and(|r| r.active),
+            parent: g.parent.map(|p| p.id),
+            children: g.children.iter().map(|c| c.handle.id).collect(),
+            latest_seq: g.latest.seq,
+            record_seq: g.record.as_ref().map(|r| r.seq),
+            etag: g.record.as_ref().and_then(|r| r.etag),
+            local_subs: g.subs.len(),
+        })
+    }
+
+    pub fn group_ids(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.groups.keys().copied()
+    }
+}

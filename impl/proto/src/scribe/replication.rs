@@ -1,0 +1,217 @@
+//! Replication of the root record to the `k` leaf-set peers nearest the group id: a change is
+//! committed (answered and multicast) only once every current replica acknowledged it; a
+//! replica refuses a sender it does not believe is the root; the root resends to replicas that
+//! fell behind and to replicas new in its set.
+
+use super::record::{Commit, Record};
+use super::{Ctx, Scribe};
+use crate::id::{GroupId, NodeId};
+use crate::mutants::Mutant;
+use crate::wire::{NodeHandle, PubReqId, PublishReply, ScribeMsg, WireRecord};
+
+impl Scribe {
+    pub(super) fn start_commit(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        gid: GroupId,
+        rec: Record,
+        reply: Option<(NodeHandle, PubReqId, PublishReply)>,
+    ) {
+        let Some(role) = self.groups.get_mut(&gid).and_then(|g| g.root.as_mut()) else {
+            return;
+        };
+        role.pending = Some(Commit { rec, reply });
+        self.send_replicas(ctx, gid, true);
+    }
+
+    /// The replica set of `gid` as this peer sees it, into `self.scratch` (empty with the
+    /// `SkipReplication` mutant).
+    fn replica_set(&mut self, ctx: &Ctx<'_>, gid: GroupId) {
+        ctx.overlay
+            .nearest_leaves(gid.0, ctx.cfg.replicas, &mut self.scratch);
+        if ctx.cfg.mutant_on(Mutant::SkipReplication) {
+            self.scratch.clear();
+        }
+    }
+
+    /// Sends the best record to the replicas (all of them, or only those behind).
+    pub(super) fn send_replicas(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, all: bool) {
+        self.replica_set(ctx, gid);
+        let Some(g) = self.groups.get(&gid) else {
+            return;
+        };
+        let (Some(role), Some(rec)) = (g.root.as_ref(), g.best_record()) else {
+            return;
+        };
+        let rev = rec.rev;
+        self.scratch.retain(|h| {
+            all || role
+                .acked
+                .iter()
+                .find(|a| a.0 == h.id)
+                .is_none_or(|a| a.1 < rev)
+        });
+        if self.scratch.is_empty() {
+            return;
+        }
+        let msg = ScribeMsg::Replicate {
+            gid,
+            rec: rec.to_wire(ctx.now),
+        };
+        ctx.out.send_many(self.scratch.iter(), msg);
+    }
+
+    /// Commits the pending change once every current replica acknowledged it. Returns whether
+    /// it committed.
+    pub(super) fn try_commit(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) -> bool {
+        self.replica_set(ctx, gid);
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return false;
+        };
+        let Some(role) = g.root.as_mut() else {
+            return false;
+        };
+        let scratch = &self.scratch;
+        role.acked.retain(|a| scratch.iter().any(|h| h.id == a.0));
+        let Some(c) = role.pending.as_ref() else {
+            return false;
+        };
+        let rev = c.rec.rev;
+        let all = scratch
+            .iter()
+            .all(|h| role.acked.iter().any(|a| a.0 == h.id && a.1 >= rev));
+        if !all {
+            return false;
+        }
+        let c = role.pending.take().expect("checked");
+        let latest = c.rec.latest();
+        g.record = Some(c.rec);
+        if let Some((origin, req, reply)) = c.reply {
+            ctx.out
+                .send(&origin, ScribeMsg::PublishReply { req, reply });
+        }
+        self.apply_latest(ctx, gid, latest);
+        true
+    }
+
+    pub(crate) fn on_replicate(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: NodeHandle,
+        gid: GroupId,
+        w: WireRecord,
+    ) {
+        let rev = w.rev;
+        // Only the numerically closest peer may commit: refuse when we know a closer one.
+        let best = ctx
+            .overlay
+            .leaf
+            .closest(gid.0, Some(from.id))
+            .unwrap_or(ctx.me());
+        let refuse = crate::id::closer(gid.0, best.id.0, from.id.0);
+        let inc = Record::from_wire(w, ctx.now);
+        let g = self.group(ctx, gid);
+        let active = g.root.as_ref().map(|r| (r.active, r.pending.is_some()));
+        let newer = g.record.as_ref().is_none_or(|r| inc.key() >= r.key());
+        match active {
+            Some((true, true)) => {}
+            Some((true, false)) => {
+                if g.record.as_ref().is_none_or(|r| inc.key() > r.key()) {
+                    // A late record of the previous root: keep the highest and make our own
+                    // replicas hold it too before anything builds on it.
+                    let latest = inc.latest();
+                    g.record = Some(inc);
+                    self.apply_latest(ctx, gid, latest);
+                    self.send_replicas(ctx, gid, true);
+                }
+            }
+            _ => {
+                if newer {
+                    g.record = Some(inc);
+                }
+            }
+        }
+        if refuse {
+            ctx.out
+                .send(&from, ScribeMsg::NotRoot { gid, closer: best });
+        } else {
+            ctx.out.send(&from, ScribeMsg::ReplicateAck { gid, rev });
+        }
+    }
+
+    pub(crate) fn on_replicate_ack(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: NodeHandle,
+        gid: GroupId,
+        rev: u64,
+    ) {
+        let Some(role) = self.groups.get_mut(&gid).and_then(|g| g.root.as_mut()) else {
+            return;
+        };
+        match role.acked.iter_mut().find(|a| a.0 == from.id) {
+            Some(a) => a.1 = a.1.max(rev),
+            None => role.acked.push((from.id, rev)),
+        }
+        if self.try_commit(ctx, gid) {
+            self.drain_queue(ctx, gid);
+        }
+    }
+
+    /// Replica `dead` of the group (whose replica set was `before`) was declared dead: send the
+    /// record to the replicas that joined the set, and commit what every current replica holds.
+    pub(crate) fn root_replicas_changed(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        gid: GroupId,
+        dead: NodeId,
+        before: &[NodeHandle],
+    ) {
+        if !before.iter().any(|h| h.id == dead) {
+            return;
+        }
+        self.replica_set(ctx, gid);
+        let Some(g) = self.groups.get(&gid) else {
+            return;
+        };
+        let (Some(role), Some(rec)) = (g.root.as_ref(), g.best_record()) else {
+            return;
+        };
+        if !role.active {
+            return;
+        }
+        self.scratch
+            .retain(|h| !before.iter().any(|b| b.id == h.id));
+        if !self.scratch.is_empty() {
+            let msg = ScribeMsg::Replicate {
+                gid,
+                rec: rec.to_wire(ctx.now),
+            };
+            ctx.out.send_many(self.scratch.iter(), msg);
+        }
+        if self.try_commit(ctx, gid) {
+            self.drain_queue(ctx, gid);
+        }
+    }
+
+    /// Resends the record to the replicas behind it (one refused it with NotRoot, or a datagram
+    /// was lost) and commits what their acknowledgements allow.
+    pub(crate) fn retry_replication(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) {
+        self.send_replicas(ctx, gid, false);
+        if self.try_commit(ctx, gid) {
+            self.drain_queue(ctx, gid);
+        }
+    }
+
+    /// Runs the replication retry of the periodic tick now (a driver that owns the timers):
+    /// every active root resends its record to the replicas that have not acknowledged it,
+    /// and commits what their acknowledgements allow. Returns whether this peer is a root.
+    #[cfg(feature = "harness")]
+    pub fn fire_replication_retry(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        let gids = self.active_roots();
+        for &gid in &gids {
+            self.retry_replication(ctx, gid);
+        }
+        !gids.is_empty()
+    }
+}

@@ -1,0 +1,358 @@
+//! The multicast tree: JOINs grafting the reverse path, the root's answer retracing it, the
+//! multicast of new states, heartbeats, leaves, and the reaction to a dead peer (orphans
+//! re-JOIN carrying their state; the closest peer takes a root over).
+
+use super::{Ctx, Group, Scribe, MAX_DEPTH, MAX_PATH};
+use crate::id::{GroupId, NodeId};
+use crate::mutants::Mutant;
+use crate::pastry::Hop;
+use crate::wire::{Latest, NodeHandle, Routed, ScribeMsg};
+
+impl Scribe {
+    /// Forward upcall of a JOIN at a non-root peer (or at its origin). Grafts the previous
+    /// hop as a child and answers it with a pACK, adds the newest state known here to the
+    /// JOIN, and returns where it goes next: up the tree to our parent, or (not in the tree
+    /// yet) to the overlay's next hop `route_next`, which becomes our parent. `None` drops it.
+    pub fn forward_join(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        prev: NodeHandle,
+        join: &mut Routed,
+        route_next: NodeHandle,
+    ) -> Option<NodeHandle> {
+        let Routed::Join {
+            gid,
+            join_id,
+            graft,
+            carried,
+            path,
+            ..
+        } = join
+        else {
+            return Some(route_next);
+        };
+        if path.len() >= MAX_PATH {
+            return None;
+        }
+        let me = ctx.me();
+        let now = ctx.now;
+        path.push(me);
+        let g = self.group(ctx, *gid);
+        if *graft && prev.id != me.id {
+            g.add_child(prev, now);
+            let msg = ScribeMsg::Provisional {
+                gid: *gid,
+                join_id: *join_id,
+            };
+            ctx.out.send(&prev, msg);
+        }
+        if ctx.cfg.mutant_on(Mutant::JoinDropsState) {
+            *carried = None;
+        } else if g.latest.seq > carried.as_ref().map_or(0, |c| c.seq) {
+            *carried = Some(g.latest.clone());
+        }
+        if g.root.is_some() {
+            // Root being handed over: pass the JOIN on without attaching ourselves.
+            *graft = false;
+            return Some(route_next);
+        }
+        *graft = true;
+        if ctx.cfg.mutant_on(Mutant::AnswerFromIntermediate) && g.latest.seq > 0 && !path.is_empty()
+        {
+            // Seeded bug: answer from this peer's own, possibly stale, state.
+            let mut back = path.clone();
+            back.pop();
+            if let Some(to) = back.last().copied() {
+                let msg = ScribeMsg::JoinAck {
+                    gid: *gid,
+                    join_id: *join_id,
+                    latest: g.latest.clone(),
+                    path: back,
+                };
+                ctx.out.send(&to, msg);
+                return None;
+            }
+        }
+        match g.parent {
+            // Up the tree (unless that would bounce straight back: a two-cycle).
+            Some(p) if p.id != prev.id => Some(p),
+            _ => {
+                g.parent = Some(route_next);
+                g.parent_heard = now;
+                g.rejoin_at = None;
+                Some(route_next)
+            }
+        }
+    }
+
+    /// A JOIN reached the root (this peer).
+    pub fn deliver_join(&mut self, ctx: &mut Ctx<'_>, prev: NodeHandle, join: Routed) {
+        let Routed::Join { gid, graft, .. } = &join else {
+            return;
+        };
+        let gid = *gid;
+        self.ensure_root(ctx, gid);
+        let g = self.group(ctx, gid);
+        if *graft && prev.id != ctx.me().id {
+            g.add_child(prev, ctx.now);
+        }
+        self.root_request(ctx, gid, join);
+    }
+
+    /// The root's ACK retracing a JOIN's reverse path.
+    pub(super) fn on_join_ack(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        gid: GroupId,
+        join_id: u64,
+        latest: Latest,
+        mut path: Vec<NodeHandle>,
+    ) {
+        // Retrace the reverse path; every peer on it learns the state.
+        let Some(next) = self.retrace(ctx, gid, &mut path, &latest, true) else {
+            return;
+        };
+        if let Some(next) = next {
+            let msg = ScribeMsg::JoinAck {
+                gid,
+                join_id,
+                latest,
+                path,
+            };
+            ctx.out.send(&next, msg);
+            return;
+        }
+        let accepted = self.accept_sub(ctx, gid, join_id);
+        if self.groups.contains_key(&gid) {
+            self.apply_latest(ctx, gid, latest);
+            if let Some(h) = accepted {
+                self.deliver_to(ctx, gid, h);
+            }
+        }
+    }
+
+    /// The root's nACK retracing a JOIN's reverse path.
+    pub(super) fn on_join_nack(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        gid: GroupId,
+        join_id: u64,
+        latest: Latest,
+        mut path: Vec<NodeHandle>,
+    ) {
+        // An expiry's seq (no body) is learnt like an ACK's state: members below are told
+        // that the publication is gone.
+        let expired = latest.seq > 0 && latest.body.is_none();
+        let Some(next) = self.retrace(ctx, gid, &mut path, &latest, expired) else {
+            return;
+        };
+        if let Some(next) = next {
+            let msg = ScribeMsg::JoinNack {
+                gid,
+                join_id,
+                latest,
+                path,
+            };
+            ctx.out.send(&next, msg);
+            return;
+        }
+        if expired && self.groups.contains_key(&gid) {
+            self.apply_latest(ctx, gid, latest);
+        }
+        self.reject_sub(ctx, gid, join_id);
+    }
+
+    /// A JOIN's answer retracing its reverse `path` reached this peer: pops this peer off it
+    /// and, when a hop remains, learns `latest` (if `learn`) without multicasting it to that
+    /// hop, which gets it in the answer itself. `None`: the path does not name this peer;
+    /// `Some(None)`: this peer is the JOIN's origin; `Some(Some(next))`: forward to `next`.
+    fn retrace(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        gid: GroupId,
+        path: &mut Vec<NodeHandle>,
+        latest: &Latest,
+        learn: bool,
+    ) -> Option<Option<NodeHandle>> {
+        if path.pop().is_none_or(|h| h.id != ctx.me().id) {
+            return None;
+        }
+        let next = path.last().copied();
+        if let Some(next) = next {
+            if learn && self.apply_latest_except(ctx, gid, latest.clone(), Some(next.id)) {
+                self.root_absorb_latest(ctx, gid);
+            }
+        }
+        Some(next)
+    }
+
+    pub(super) fn on_notify(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, latest: Latest) {
+        if self.apply_latest(ctx, gid, latest) {
+            self.root_absorb_latest(ctx, gid);
+        }
+    }
+
+    /// Takes `latest` if newer: delivers it to accepted local subscribers and multicasts it to
+    /// the children. Returns whether it was newer.
+    pub(crate) fn apply_latest(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, latest: Latest) -> bool {
+        self.apply_latest_except(ctx, gid, latest, None)
+    }
+
+    /// [`Scribe::apply_latest`], not multicasting to child `skip` (which gets the state
+    /// another way).
+    pub(crate) fn apply_latest_except(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        gid: GroupId,
+        latest: Latest,
+        skip: Option<NodeId>,
+    ) -> bool {
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return false;
+        };
+        let stale_ok = ctx.cfg.mutant_on(Mutant::NoStaleFilter) && latest.seq > 0;
+        if latest.seq <= g.latest.seq && !stale_ok {
+            return false;
+        }
+        let newer = latest.seq > g.latest.seq;
+        if newer {
+            g.latest = latest;
+        }
+        self.notify_local(ctx, gid, stale_ok);
+        let Some(g) = self.groups.get(&gid) else {
+            return newer;
+        };
+        let silenced = g.root.is_some() && ctx.cfg.mutant_on(Mutant::NoMulticast);
+        if !g.children.is_empty() && newer && !silenced {
+            let msg = ScribeMsg::Notify {
+                gid,
+                latest: g.latest.clone(),
+            };
+            let to = g.children.iter().filter(|c| Some(c.handle.id) != skip);
+            ctx.out.send_many(to.map(|c| &c.handle), msg);
+        }
+        newer
+    }
+
+    /// Sends a tree-repair re-JOIN for `gid` carrying the latest state known here.
+    pub(super) fn send_rejoin(ctx: &mut Ctx<'_>, gid: GroupId, g: &mut Group) {
+        g.rejoin_at = Some(ctx.now + ctx.cfg.request_retry);
+        let carried = (g.latest.seq > 0).then(|| g.latest.clone());
+        Self::send_join(ctx, gid, 0, carried);
+    }
+
+    pub(super) fn on_heartbeat(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: NodeHandle,
+        gid: GroupId,
+        parent_seq: u64,
+        depth: u8,
+    ) {
+        let now = ctx.now;
+        match self.groups.get_mut(&gid) {
+            Some(g) if g.parent.is_some_and(|p| p.id == from.id) => {
+                g.parent_heard = now;
+                g.depth = depth.saturating_add(1);
+                if g.depth > MAX_DEPTH {
+                    // Probably a cycle: leave the parent and re-JOIN.
+                    g.parent = None;
+                    g.rejoin_at = Some(now);
+                    ctx.out.send(&from, ScribeMsg::Leave { gid });
+                } else {
+                    let seq = g.latest.seq;
+                    ctx.out.send(&from, ScribeMsg::HeartbeatAck { gid, seq });
+                    if parent_seq < seq {
+                        // We know a newer state than our parent (e.g. after a partition or a
+                        // root change): push it up so the root keeps the highest.
+                        let latest = g.latest.clone();
+                        ctx.out.send(&from, ScribeMsg::Notify { gid, latest });
+                    }
+                }
+            }
+            _ => ctx.out.send(&from, ScribeMsg::Leave { gid }),
+        }
+    }
+
+    pub(super) fn on_heartbeat_ack(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: NodeHandle,
+        gid: GroupId,
+        seq: u64,
+    ) {
+        if let Some(g) = self.groups.get_mut(&gid) {
+            if let Some(c) = g.children.iter_mut().find(|c| c.handle.id == from.id) {
+                c.last_ack = ctx.now;
+                if seq < g.latest.seq {
+                    let latest = g.latest.clone();
+                    ctx.out.send(&from, ScribeMsg::Notify { gid, latest });
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_leave(&mut self, ctx: &mut Ctx<'_>, from: NodeHandle, gid: GroupId) {
+        if let Some(g) = self.groups.get_mut(&gid) {
+            g.children.retain(|c| c.handle.id != from.id);
+            if g.parent.is_some_and(|p| p.id == from.id) {
+                // Our parent left the tree (or the overlay): re-JOIN at the next tick.
+                g.parent = None;
+                g.rejoin_at = Some(ctx.now);
+            }
+            self.prune(ctx, gid);
+        }
+    }
+
+    /// The overlay declared peer `id` dead (keep-alive timeout, or a driver's failure detector
+    /// through the harness's `declare_dead`). Per group: `id` stops being a child; an orphan
+    /// re-JOINs at once carrying its latest state; a peer that is now the closest to a group
+    /// it holds anything for takes the root role over (fetching the replicas' records before
+    /// serving); a root re-replicates to its new replica set and commits what it holds.
+    pub fn on_peer_dead(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: NodeId,
+        replica_sets: &[(GroupId, Vec<NodeHandle>)],
+    ) {
+        let gids: Vec<GroupId> = self.groups.keys().copied().collect();
+        for gid in gids {
+            let local = ctx.overlay.route(gid.0, None) == Hop::Local;
+            let Some(g) = self.groups.get_mut(&gid) else {
+                continue;
+            };
+            g.children.retain(|c| c.handle.id != id);
+            let orphan = g.parent.is_some_and(|p| p.id == id);
+            if orphan {
+                g.parent = None;
+                g.rejoin_at = Some(ctx.now);
+            }
+            let holds = g.record.is_some() || g.has_interest() || g.latest.seq > 0;
+            if g.root.is_none() && local && holds {
+                self.ensure_root(ctx, gid);
+            } else if g.root.is_some() {
+                self.fetch_peer_dead(ctx, gid, id);
+                if let Some((_, before)) = replica_sets.iter().find(|(g, _)| *g == gid) {
+                    self.root_replicas_changed(ctx, gid, id, before);
+                }
+            } else if orphan && g.has_interest() {
+                Self::send_rejoin(ctx, gid, g);
+            }
+        }
+    }
+
+    /// The tree-repair timer of `gid` fires now: an orphan (or a peer whose re-JOIN got no
+    /// answer) re-JOINs. Returns whether this peer needs the group.
+    #[cfg(feature = "harness")]
+    pub fn fire_rejoin_timer(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) -> bool {
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return false;
+        };
+        if g.root.is_some() || !g.has_interest() {
+            return false;
+        }
+        g.parent = None;
+        Self::send_rejoin(ctx, gid, g);
+        true
+    }
+}

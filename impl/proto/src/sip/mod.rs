@@ -1,0 +1,399 @@
+//! # SIP front end: a presence/event server backed by the sa-Scribe overlay
+//!
+//! [`SipEndpoint`] speaks SIP over UDP to ordinary user agents (SIPp, sipsak, baresip) and turns
+//! their requests into calls on the local [`Peer`] — the "modified SIP stack" of the paper's
+//! Fig. 6. To a UA it is indistinguishable from a central event state compositor (RFC 3903)
+//! and notifier (RFC 6665); behind it, the overlay root for each group decides. It lives inside
+//! the sans-IO [`crate::Host`], which hands it datagrams, the peer's upcalls and its timers.
+//!
+//! ## Flows (paper Fig. 4 and 5)
+//! * **PUBLISH** (RFC 3903 §6, [`publish`]): Event checked (489 + `Allow-Events` when missing or
+//!   not served), `Expires` checked (423 + `Min-Expires`), `SIP-If-Match` read, body type
+//!   checked (415), then `Peer::publish`. The root's answer becomes 200 with the `SIP-ETag`
+//!   and `Expires` it chose, or 412 (stale/unknown entity tag), 423, 400, 413, 504 (no answer).
+//! * **SUBSCRIBE** (RFC 6665 §4.2.1, [`subscribe`]): an initial SUBSCRIBE creates a dialog (our
+//!   To tag, `Contact`, route set from `Record-Route`) and calls `Peer::subscribe`. The root's
+//!   ACK becomes 200 + an immediate NOTIFY with the latest state and
+//!   `Subscription-State: active;expires=N`. In-dialog SUBSCRIBEs refresh (200 + NOTIFY with
+//!   the current state) or, with `Expires: 0`, end the subscription (200 + final NOTIFY
+//!   `terminated;reason=timeout`). An initial `Expires: 0` is a fetch (§4.4.3): 200 + one
+//!   terminated NOTIFY. Every publication the core reports reaches the subscriber as exactly
+//!   one NOTIFY, in seq order; one NOTIFY is in flight per dialog, the next waits for its
+//!   final response (this keeps order over UDP).
+//! * **NOTIFY** client transactions ([`notify`]) retransmit on Timer E and give up on Timer F;
+//!   a timeout, a 481 or a 408 ends the subscription (`Peer::unsubscribe`; RFC 6665 §4.2.2,
+//!   RFC 5057).
+//! * Core expiry (`SubTerminated`) becomes a final NOTIFY `terminated;reason=timeout`.
+//!
+//! ## The nACK mapping: 480 Temporarily Unavailable
+//! RFC 6665 lets a presence server accept a subscription to a resource with no state and send
+//! a NOTIFY with a neutral body (or `pending`). This core, however, forgets the subscriber on a
+//! nACK (the JOIN is undone): answering 200 would promise NOTIFYs that never come. So we
+//! follow the paper (nACK ↦ a final 3xx–6xx) and answer **480 Temporarily Unavailable**: the
+//! presentity exists as far as we know but has published nothing yet — not 404, which would
+//! claim the resource does not exist, while a PUBLISH may create it any time. A UA that gets
+//! 480 retries later, which is what a watcher of an offline presentity should do. An overlay
+//! timeout becomes 504 Server Time-out.
+//!
+//! ## Other requests
+//! Processing follows RFC 3261 §8.2 ([`request`]): malformed requests get 400 with a reason
+//! phrase naming the problem (missing Via/From/To/Call-ID/CSeq, bad CSeq, CSeq method mismatch,
+//! Content-Length exceeding the datagram, …) — or are dropped when nothing can address a
+//! reply; other SIP versions get 505; methods not served get 405 with `Allow`, unknown
+//! methods 501; `Require` with any option tag 420; OPTIONS 200 with `Allow`, `Accept` and
+//! `Allow-Events`; in-dialog requests for no dialog 481; datagrams over
+//! [`SipConfig::max_message`] 513. Responses that match no transaction are ignored. A SIPp
+//! (or any) UA may address any peer with any Request-URI: the group id is
+//! `GroupId::from_event(Request-URI, package, id)`, independent of the receiving peer.
+//!
+//! ## Addressing
+//! Responses go to the source address of the request (symmetric response routing, RFC 3581;
+//! `received`/`rport` are filled in the top `Via` when asked for). NOTIFYs are sent to the
+//! address the subscriber's last SUBSCRIBE came from (its flow), with the Contact URI as
+//! Request-URI and the route set as `Route` headers: the front end does no DNS.
+//!
+//! ## Timers
+//! Server transactions (100 Trying, Timer J), NOTIFY client transactions (Timers E and F):
+//! one entry each in the host's [`Timers`] ([`transaction::Transactions`]).
+
+pub mod dialog;
+pub mod headers;
+pub mod message;
+mod notify;
+mod publish;
+mod request;
+mod response;
+mod subscribe;
+pub mod transaction;
+
+use crate::event::{Event, PubHandle, SubHandle};
+use crate::io::Transmit;
+use crate::peer::Peer;
+use crate::rng::SplitMix64;
+use crate::timer::{Timer, Timers};
+use crate::Millis;
+use dialog::{Dialog, DialogId, Phase, Queued};
+use headers::{CSeq, NameAddr, Via};
+use message::{reason_phrase, Headers, Message, Method};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use transaction::{ClientDue, ServerDue, Transactions};
+
+/// Methods served (the `Allow` header).
+pub const ALLOW: &str = "PUBLISH, SUBSCRIBE, OPTIONS";
+
+/// Handles the SIP layer hands to the core carry this bit, so that they never collide with
+/// handles a driver chooses for its own local calls.
+pub const HANDLE_BIT: u64 = 1 << 63;
+
+/// Configuration of a [`SipEndpoint`].
+#[derive(Clone, Debug)]
+pub struct SipConfig {
+    /// The endpoint's own SIP address (for `Via` and `Contact`).
+    pub local: SocketAddr,
+    /// Event packages served (lowercase). `presence` bodies must be `application/pidf+xml`;
+    /// other packages take any body type.
+    pub event_packages: Vec<String>,
+    /// Minimum `Expires` of PUBLISH and SUBSCRIBE (seconds); shorter ones get 423. The
+    /// overlay's own minimum applies too (the larger wins).
+    pub min_expires: u32,
+    /// Maximum `Expires` (seconds); longer requests are shortened.
+    pub max_expires: u32,
+    /// `Expires` used when a request gives none (RFC 3856 §6.4: 3600 for presence).
+    pub default_expires: u32,
+    /// Datagrams longer than this are answered 513 (or dropped if unreadable).
+    pub max_message: usize,
+    /// Bound on concurrent server transactions and dialogs; beyond it new requests get 503.
+    pub max_transactions: usize,
+    /// Resources whose group id is given rather than hashed (the conformance harness maps a
+    /// trace's group onto a resource URI with it).
+    #[cfg(feature = "harness")]
+    pub pinned: Vec<(String, crate::id::GroupId)>,
+}
+
+impl SipConfig {
+    /// Defaults: `presence` only, expiry 60 s … 3600 s, 3600 s by default, 64 KiB messages.
+    pub fn new(local: SocketAddr) -> SipConfig {
+        SipConfig {
+            local,
+            event_packages: vec!["presence".into()],
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+            max_message: 65_507,
+            max_transactions: 100_000,
+            #[cfg(feature = "harness")]
+            pinned: Vec::new(),
+        }
+    }
+}
+
+/// Counters of a [`SipEndpoint`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SipStats {
+    /// Datagrams received.
+    pub rx: u64,
+    /// Malformed datagrams (answered 400/505 or dropped).
+    pub rx_malformed: u64,
+    /// Oversized datagrams.
+    pub rx_oversized: u64,
+    /// Request retransmissions absorbed by a server transaction.
+    pub retransmissions_absorbed: u64,
+    /// Responses that matched no client transaction.
+    pub stray_responses: u64,
+    /// NOTIFY retransmissions sent.
+    pub notify_retransmissions: u64,
+    /// NOTIFY transactions that timed out.
+    pub notify_timeouts: u64,
+}
+
+/// What a validated request says about itself (RFC 3261 §8.1.1 mandatory headers).
+#[derive(Clone, Debug)]
+pub struct ReqCtx {
+    /// Source address.
+    pub src: SocketAddr,
+    /// Via values as received (top first), the top one with `received`/`rport` filled.
+    pub vias: Vec<String>,
+    /// Top Via.
+    pub via: Via,
+    /// From header value.
+    pub from: String,
+    /// Parsed From.
+    pub from_na: NameAddr,
+    /// To header value.
+    pub to: String,
+    /// Parsed To.
+    pub to_na: NameAddr,
+    /// Call-ID.
+    pub call_id: String,
+    /// CSeq value as received.
+    pub cseq_raw: String,
+    /// Parsed CSeq.
+    pub cseq: CSeq,
+    /// Tag for our To header (set for dialog-creating responses; otherwise random).
+    pub to_tag: Option<String>,
+}
+
+/// What the SIP layer works with below it: the time, the local peer and the host's timers.
+pub(crate) struct Env<'a> {
+    pub now: Millis,
+    pub peer: &'a mut Peer,
+    pub timers: &'a mut Timers,
+}
+
+/// The SIP front end of one peer. See the [module docs](self).
+#[derive(Debug)]
+pub struct SipEndpoint {
+    cfg: SipConfig,
+    rng: SplitMix64,
+    out: VecDeque<Transmit>,
+    stats: SipStats,
+    tx: Transactions<ReqCtx>,
+    /// Publication requests waiting for the root: core handle → server transaction.
+    pubs: HashMap<PubHandle, u64>,
+    dialogs: HashMap<SubHandle, Dialog>,
+    dialog_ids: HashMap<DialogId, SubHandle>,
+    next_handle: u64,
+}
+
+impl SipEndpoint {
+    /// A front end with configuration `cfg`; `seed` seeds tags and branches.
+    pub fn new(cfg: SipConfig, seed: u64) -> SipEndpoint {
+        SipEndpoint {
+            cfg,
+            rng: SplitMix64::new(seed ^ 0x5119_5119_5119_5119),
+            out: VecDeque::new(),
+            stats: SipStats::default(),
+            tx: Transactions::default(),
+            pubs: HashMap::new(),
+            dialogs: HashMap::new(),
+            dialog_ids: HashMap::new(),
+            next_handle: 1,
+        }
+    }
+
+    /// Configuration.
+    pub fn config(&self) -> &SipConfig {
+        &self.cfg
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &SipStats {
+        &self.stats
+    }
+
+    /// Number of subscription dialogs (any phase).
+    pub fn dialog_count(&self) -> usize {
+        self.dialogs.len()
+    }
+
+    /// Number of live server and client transactions.
+    pub fn transaction_count(&self) -> (usize, usize) {
+        (self.tx.servers(), self.tx.clients())
+    }
+
+    /// A SIP datagram arrived from `from`.
+    pub(crate) fn handle_datagram(&mut self, env: &mut Env<'_>, from: SocketAddr, bytes: &[u8]) {
+        self.stats.rx += 1;
+        let parsed = message::parse(bytes);
+        if bytes.len() > self.cfg.max_message {
+            self.stats.rx_oversized += 1;
+            let (hs, is_req) = match &parsed {
+                Ok(Message::Request(r)) => (r.headers.clone(), r.method != Method::Ack),
+                Ok(Message::Response(_)) => (Headers::default(), false),
+                Err(e) => (
+                    e.headers.clone(),
+                    e.code != 0 && e.method != Some(Method::Ack),
+                ),
+            };
+            if is_req {
+                self.stateless(from, &hs, 513, "Message Too Large");
+            }
+            return;
+        }
+        match parsed {
+            Ok(Message::Request(r)) => self.on_request(env, from, r),
+            Ok(Message::Response(r)) => self.on_response(env, r),
+            Err(e) => {
+                self.stats.rx_malformed += 1;
+                if e.code != 0 && e.method != Some(Method::Ack) {
+                    let reason = if e.code == 505 {
+                        reason_phrase(505).to_string()
+                    } else {
+                        format!("Bad Request - {}", e.reason)
+                    };
+                    self.stateless(from, &e.headers, e.code, &reason);
+                }
+            }
+        }
+    }
+
+    /// An upcall drained from the local peer.
+    pub(crate) fn handle_peer_event(&mut self, env: &mut Env<'_>, event: &Event) {
+        match *event {
+            Event::Published {
+                req,
+                etag,
+                expires,
+                seq,
+            } => {
+                let mut h = Headers::default();
+                if let Some(e) = etag {
+                    h.push("SIP-ETag", e.to_string());
+                }
+                h.push("Expires", expires.to_string());
+                h.push(dialog::SEQ_HEADER, seq.to_string());
+                self.finish_pub(env, req, 200, h);
+            }
+            Event::PublishFailed { req, reason } => {
+                let (code, h) = publish::failure(reason);
+                self.finish_pub(env, req, code, h);
+            }
+            Event::SubProvisional { handle } => {
+                if let Some(Phase::Establishing { tx }) =
+                    self.dialogs.get(&handle).map(|d| &d.phase)
+                {
+                    let tx = *tx;
+                    self.send_trying(env, tx);
+                }
+            }
+            Event::SubAccepted { handle, expires } => self.sub_accepted(env, handle, expires),
+            Event::SubRejected { handle, reason } => self.sub_rejected(env, handle, reason),
+            Event::Notify {
+                handle,
+                seq,
+                ref state,
+            } => self.sub_notify(env, handle, seq, state.clone()),
+            Event::SubTerminated { handle, .. } => {
+                if let Some(d) = self.dialogs.get_mut(&handle) {
+                    let (seq, body) = d.last.clone().unwrap_or_default();
+                    d.enqueue(Queued {
+                        seq,
+                        body,
+                        terminated: Some("timeout"),
+                    });
+                    self.pump(env, handle);
+                }
+            }
+            Event::Joined | Event::LookupDelivered { .. } => {}
+        }
+    }
+
+    /// One of the SIP layer's timers fired: 100 Trying, Timer J, Timers E and F.
+    pub(crate) fn handle_timer(&mut self, env: &mut Env<'_>, timer: Timer) {
+        match timer {
+            Timer::SipServer(id) => match self.tx.server_timer(env.timers, id, env.now) {
+                ServerDue::Trying => self.send_trying(env, id),
+                ServerDue::Removed | ServerDue::Nothing => {}
+            },
+            Timer::SipClient(id) => match self.tx.client_timer(env.timers, id, env.now) {
+                ClientDue::Retransmit(dst, payload) => {
+                    self.stats.notify_retransmissions += 1;
+                    self.send(dst, payload);
+                }
+                ClientDue::TimedOut(t) => {
+                    self.stats.notify_timeouts += 1;
+                    if let Some(d) = self.dialogs.get_mut(&t.handle) {
+                        d.in_flight = None;
+                    }
+                    self.end_dialog(env, t.handle);
+                }
+                ClientDue::Nothing => {}
+            },
+            _ => {}
+        }
+    }
+
+    /// Next datagram to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// Queues a datagram for the SIP socket.
+    fn send(&mut self, dst: SocketAddr, payload: Vec<u8>) {
+        self.out.push_back(Transmit {
+            socket: crate::io::Socket::SipUdp,
+            dst,
+            payload,
+        });
+    }
+
+    /// The group of resource `uri` and event package `event` (with its `id` parameter).
+    fn group_of(&self, uri: &str, event: &headers::EventHeader) -> crate::id::GroupId {
+        #[cfg(feature = "harness")]
+        if let Some((_, gid)) = self.cfg.pinned.iter().find(|(u, _)| u == uri) {
+            return *gid;
+        }
+        crate::id::GroupId::from_event(uri, &event.package, event.id.as_deref())
+    }
+
+    /// The core handle (a subscription's or a pending publication's) of the request with
+    /// Call-ID `call_id`: how a harness that owns the core's timers names them.
+    #[cfg(feature = "harness")]
+    pub fn core_handle(&self, call_id: &str) -> Option<u64> {
+        let sub = self.dialogs.values().find(|d| d.id.call_id == call_id);
+        if let Some(d) = sub {
+            return Some(d.handle.0);
+        }
+        self.pubs.iter().find_map(|(h, &tx)| {
+            let st = &self.tx.server(tx)?.state;
+            match st {
+                transaction::ServerState::Proceeding { ctx, .. } if ctx.call_id == call_id => {
+                    Some(h.0)
+                }
+                _ => None,
+            }
+        })
+    }
+
+    fn random_hex(&mut self) -> String {
+        format!("{:016x}", self.rng.next_u64())
+    }
+
+    fn new_handle(&mut self) -> u64 {
+        let h = self.next_handle;
+        self.next_handle += 1;
+        h | HANDLE_BIT
+    }
+}

@@ -1,0 +1,105 @@
+//! NOTIFY requests (RFC 6665 §4.2.2) as client transactions: one in flight per dialog, the
+//! next one sent when it completes (order over UDP); responses matched by `Via` branch; a
+//! timeout, 481 or 408 ends the subscription.
+
+use super::dialog::Phase;
+use super::headers::{CSeq, Via};
+use super::message::Response;
+use super::transaction::ClientTx;
+use super::{Env, SipEndpoint};
+use crate::event::SubHandle;
+
+impl SipEndpoint {
+    /// A response arrived (only responses to our NOTIFYs are expected).
+    pub(super) fn on_response(&mut self, env: &mut Env<'_>, r: Response) {
+        let branch = r
+            .headers
+            .get("Via")
+            .and_then(|v| Via::parse(v).ok())
+            .and_then(|v| v.branch);
+        let is_notify = r
+            .headers
+            .get("CSeq")
+            .and_then(|c| CSeq::parse(c).ok())
+            .is_some_and(|c| c.method == "NOTIFY");
+        let id = branch
+            .filter(|_| is_notify)
+            .and_then(|b| self.tx.client_id(&b));
+        let Some(id) = id else {
+            self.stats.stray_responses += 1;
+            return;
+        };
+        if r.code < 200 {
+            self.tx.client_proceeding(env.timers, id, env.now);
+            return;
+        }
+        let Some(t) = self.tx.remove_client(id) else {
+            return;
+        };
+        let h = t.handle;
+        if let Some(d) = self.dialogs.get_mut(&h) {
+            if d.in_flight == Some(id) {
+                d.in_flight = None;
+            }
+        }
+        // RFC 6665 §4.2.2 / RFC 5057: these end the subscription.
+        if matches!(r.code, 481 | 408) {
+            self.end_dialog(env, h);
+            return;
+        }
+        self.pump(env, h);
+    }
+
+    /// Removes a subscription after a failed NOTIFY (or once its final NOTIFY completed).
+    pub(super) fn end_dialog(&mut self, env: &mut Env<'_>, h: SubHandle) {
+        if let Some(d) = self.dialogs.remove(&h) {
+            self.dialog_ids.remove(&d.id);
+            if let Some(id) = d.in_flight {
+                self.tx.remove_client(id);
+            }
+            if d.phase != Phase::Terminating {
+                // The core may already have dropped it (expiry); nothing to undo then.
+                let _ = env.peer.unsubscribe(env.now, env.timers, h);
+            }
+        }
+    }
+
+    /// Sends the next queued NOTIFY of dialog `h` if none is in flight; removes a terminated
+    /// dialog whose queue is done.
+    pub(super) fn pump(&mut self, env: &mut Env<'_>, h: SubHandle) {
+        let local = self.cfg.local;
+        let branch = format!("z9hG4bK{}", self.random_hex());
+        let Some(d) = self.dialogs.get_mut(&h) else {
+            return;
+        };
+        if d.in_flight.is_some() {
+            return;
+        }
+        let Some(q) = d.queue.pop_front() else {
+            if d.phase == Phase::Terminating {
+                let id = d.id.clone();
+                self.dialogs.remove(&h);
+                self.dialog_ids.remove(&id);
+            }
+            return;
+        };
+        let ct = content_type(&d.event.package);
+        let req = d.notify(env.now, &q, local, &branch, ct);
+        let bytes = req.to_bytes();
+        let dst = d.dst;
+        let tx = ClientTx::new(env.now, branch, h, dst, bytes.clone());
+        let id = self.tx.put_client(env.timers, tx);
+        if let Some(d) = self.dialogs.get_mut(&h) {
+            d.in_flight = Some(id);
+        }
+        self.send(dst, bytes);
+    }
+}
+
+/// The body type of an event package's NOTIFYs.
+fn content_type(package: &str) -> &'static str {
+    match package {
+        "presence" => "application/pidf+xml",
+        _ => "application/octet-stream",
+    }
+}

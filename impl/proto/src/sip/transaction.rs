@@ -1,0 +1,407 @@
+//! RFC 3261 §17 non-INVITE transactions over UDP, server side (PUBLISH, SUBSCRIBE, OPTIONS)
+//! and client side (NOTIFY).
+//!
+//! Server (§17.2.2): a request is matched to its transaction by the topmost `Via` branch (with
+//! the `z9hG4bK` cookie), sent-by and method (§17.2.3; an RFC 2543 fallback key is built from
+//! Call-ID, CSeq, From tag and the `Via`). A retransmission is absorbed: in *Proceeding* the
+//! last provisional response is resent, in *Completed* the final one. *Completed* lasts Timer
+//! J = 64·T1. A transaction waiting on the overlay sends 100 Trying after [`TRYING_DELAY`] (or on
+//! the first retransmission, or on the overlay's pACK), so answers the root gives quickly need
+//! no provisional response (RFC 4320 §4.1).
+//!
+//! Client (§17.1.2): a NOTIFY is retransmitted after Timer E, starting at T1 and doubling up to
+//! T2 (T2 at once after a provisional response), and times out at Timer F = 64·T1.
+//!
+//! [`Transactions`] is the endpoint's table of both kinds. Each transaction has a numeric id and
+//! one entry in the host's [`Timers`] for its next deadline, so a timeout costs O(log n) and
+//! nothing scans the table.
+
+use super::headers::{CSeq, Via};
+use crate::event::SubHandle;
+use crate::timer::{Armed, Timer, Timers};
+use crate::Millis;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// RTT estimate T1 (ms).
+pub const T1: Millis = 500;
+/// Maximum retransmit interval T2 (ms).
+pub const T2: Millis = 4_000;
+/// Timer F: a NOTIFY without final response fails after this long (ms).
+pub const TIMER_F: Millis = 64 * T1;
+/// Timer J: a completed server transaction absorbs retransmissions this long (ms).
+pub const TIMER_J: Millis = 64 * T1;
+/// A request still waiting on the overlay after this long gets 100 Trying (ms).
+pub const TRYING_DELAY: Millis = 200;
+
+/// Server transaction identifier (RFC 3261 §17.2.3).
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct TxKey {
+    branch: String,
+    sent_by: String,
+    method: String,
+}
+
+impl TxKey {
+    /// The key of a request with top `via`, for `method`.
+    pub fn new(via: &Via, method: &str, call_id: &str, cseq: &CSeq, from_tag: &str) -> TxKey {
+        let branch = match via.rfc3261_branch() {
+            Some(b) => b.to_string(),
+            None => format!("2543|{call_id}|{}|{from_tag}|{:?}", cseq.seq, via.branch),
+        };
+        TxKey {
+            branch,
+            sent_by: via.sent_by.to_ascii_lowercase(),
+            method: method.to_string(),
+        }
+    }
+
+    /// The same transaction id, for another method (CANCEL matching).
+    pub fn with_method(&self, method: &str) -> TxKey {
+        TxKey {
+            method: method.to_string(),
+            ..self.clone()
+        }
+    }
+}
+
+/// What a server transaction waits for or holds.
+#[derive(Debug)]
+pub enum ServerState<C> {
+    /// Waiting for the overlay; `ctx` builds the final response.
+    Proceeding {
+        /// Request context.
+        ctx: Box<C>,
+        /// Arrival time.
+        started: Millis,
+        /// When the transaction is given up if the overlay never answers (the overlay answers
+        /// every request, if only with a timeout, so this is a safety net).
+        abandon: Millis,
+        /// The 100 Trying, once sent.
+        trying: Option<Vec<u8>>,
+    },
+    /// Final response sent; retransmissions get it again until `until`.
+    Completed {
+        /// The final response.
+        response: Vec<u8>,
+        /// End of Timer J.
+        until: Millis,
+    },
+}
+
+/// A server transaction.
+#[derive(Debug)]
+pub struct ServerTx<C> {
+    /// Its key.
+    pub key: TxKey,
+    /// Where responses go.
+    pub dst: SocketAddr,
+    /// State.
+    pub state: ServerState<C>,
+    armed: Armed,
+}
+
+impl<C> ServerTx<C> {
+    /// When this transaction needs attention.
+    pub fn deadline(&self) -> Millis {
+        match &self.state {
+            ServerState::Proceeding {
+                started,
+                trying: None,
+                ..
+            } => started + TRYING_DELAY,
+            ServerState::Proceeding { abandon, .. } => *abandon,
+            ServerState::Completed { until, .. } => *until,
+        }
+    }
+}
+
+/// A NOTIFY client transaction.
+#[derive(Debug)]
+pub struct ClientTx {
+    /// Its `Via` branch.
+    pub branch: String,
+    /// Subscription it belongs to.
+    pub handle: SubHandle,
+    /// Destination.
+    pub dst: SocketAddr,
+    /// The request datagram.
+    pub bytes: Vec<u8>,
+    /// Next retransmission (Timer E).
+    pub next: Millis,
+    /// Current retransmit interval.
+    pub interval: Millis,
+    /// Timer F.
+    pub deadline: Millis,
+    armed: Armed,
+}
+
+impl ClientTx {
+    /// A transaction for `bytes` sent at `now`.
+    pub fn new(
+        now: Millis,
+        branch: String,
+        handle: SubHandle,
+        dst: SocketAddr,
+        bytes: Vec<u8>,
+    ) -> ClientTx {
+        ClientTx {
+            branch,
+            handle,
+            dst,
+            bytes,
+            next: now + T1,
+            interval: T1,
+            deadline: now + TIMER_F,
+            armed: Armed::default(),
+        }
+    }
+
+    /// Timer E fired: the next interval doubles, capped at T2.
+    pub fn backoff(&mut self, now: Millis) {
+        self.interval = (self.interval * 2).min(T2);
+        self.next = now + self.interval;
+    }
+
+    /// A provisional response arrived: retransmit every T2 from now on.
+    pub fn proceeding(&mut self, now: Millis) {
+        self.interval = T2;
+        self.next = now + T2;
+    }
+
+    /// When this transaction needs attention.
+    pub fn wakeup(&self) -> Millis {
+        self.next.min(self.deadline)
+    }
+}
+
+/// What a server transaction's timer asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ServerDue {
+    /// Nothing (a stale entry, or not due yet: re-armed).
+    Nothing,
+    /// Still waiting for the overlay: send 100 Trying.
+    Trying,
+    /// Timer J ended, or the overlay never answered: the transaction was removed.
+    Removed,
+}
+
+/// What a client transaction's timer asks for.
+#[derive(Debug)]
+pub enum ClientDue {
+    /// Nothing (a stale entry, or not due yet: re-armed).
+    Nothing,
+    /// Timer E: retransmit this datagram to this address.
+    Retransmit(SocketAddr, Vec<u8>),
+    /// Timer F: the transaction failed and was removed.
+    TimedOut(ClientTx),
+}
+
+/// The server and client transactions of an endpoint, by id, each with its timer.
+#[derive(Debug)]
+pub struct Transactions<C> {
+    next_id: u64,
+    server_ids: HashMap<TxKey, u64>,
+    server: HashMap<u64, ServerTx<C>>,
+    client_ids: HashMap<String, u64>,
+    client: HashMap<u64, ClientTx>,
+}
+
+impl<C> Default for Transactions<C> {
+    fn default() -> Self {
+        Transactions {
+            next_id: 1,
+            server_ids: HashMap::new(),
+            server: HashMap::new(),
+            client_ids: HashMap::new(),
+            client: HashMap::new(),
+        }
+    }
+}
+
+impl<C> Transactions<C> {
+    fn id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Number of live server transactions.
+    pub fn servers(&self) -> usize {
+        self.server.len()
+    }
+
+    /// Number of live client transactions.
+    pub fn clients(&self) -> usize {
+        self.client.len()
+    }
+
+    /// The server transaction with key `key`.
+    pub fn server_id(&self, key: &TxKey) -> Option<u64> {
+        self.server_ids.get(key).copied()
+    }
+
+    /// Server transaction `id`.
+    pub fn server(&self, id: u64) -> Option<&ServerTx<C>> {
+        self.server.get(&id)
+    }
+
+    /// Server transaction `id`, mutably.
+    pub fn server_mut(&mut self, id: u64) -> Option<&mut ServerTx<C>> {
+        self.server.get_mut(&id)
+    }
+
+    /// Creates (or replaces) the server transaction `key` in `state`; arms its timer.
+    pub fn put_server(
+        &mut self,
+        timers: &mut Timers,
+        key: TxKey,
+        dst: SocketAddr,
+        state: ServerState<C>,
+    ) -> u64 {
+        let id = match self.server_ids.get(&key) {
+            Some(&id) => id,
+            None => {
+                let id = self.id();
+                self.server_ids.insert(key.clone(), id);
+                id
+            }
+        };
+        let tx = self.server.entry(id).or_insert_with(|| ServerTx {
+            key,
+            dst,
+            state: ServerState::Completed {
+                response: Vec::new(),
+                until: 0,
+            },
+            armed: Armed::default(),
+        });
+        tx.dst = dst;
+        tx.state = state;
+        timers.arm(tx.deadline(), Timer::SipServer(id), &mut tx.armed);
+        id
+    }
+
+    /// Re-arms server transaction `id` after its state changed.
+    pub fn rearm_server(&mut self, timers: &mut Timers, id: u64) {
+        if let Some(tx) = self.server.get_mut(&id) {
+            timers.arm(tx.deadline(), Timer::SipServer(id), &mut tx.armed);
+        }
+    }
+
+    /// Server transaction `id`'s timer fired at `now`.
+    pub fn server_timer(&mut self, timers: &mut Timers, id: u64, now: Millis) -> ServerDue {
+        let Some(tx) = self.server.get_mut(&id) else {
+            return ServerDue::Nothing;
+        };
+        if !tx.armed.take_due(now) {
+            return ServerDue::Nothing;
+        }
+        if now < tx.deadline() {
+            timers.arm(tx.deadline(), Timer::SipServer(id), &mut tx.armed);
+            return ServerDue::Nothing;
+        }
+        if matches!(tx.state, ServerState::Proceeding { trying: None, .. }) {
+            return ServerDue::Trying;
+        }
+        if let Some(tx) = self.server.remove(&id) {
+            self.server_ids.remove(&tx.key);
+        }
+        ServerDue::Removed
+    }
+
+    /// The client transaction with `Via` branch `branch`.
+    pub fn client_id(&self, branch: &str) -> Option<u64> {
+        self.client_ids.get(branch).copied()
+    }
+
+    /// Client transaction `id`, mutably.
+    pub fn client_mut(&mut self, id: u64) -> Option<&mut ClientTx> {
+        self.client.get_mut(&id)
+    }
+
+    /// Starts client transaction `tx`; arms its timer.
+    pub fn put_client(&mut self, timers: &mut Timers, mut tx: ClientTx) -> u64 {
+        let id = self.id();
+        timers.arm(tx.wakeup(), Timer::SipClient(id), &mut tx.armed);
+        self.client_ids.insert(tx.branch.clone(), id);
+        self.client.insert(id, tx);
+        id
+    }
+
+    /// A provisional response to client transaction `id` arrived.
+    pub fn client_proceeding(&mut self, timers: &mut Timers, id: u64, now: Millis) {
+        if let Some(t) = self.client.get_mut(&id) {
+            t.proceeding(now);
+            timers.arm(t.wakeup(), Timer::SipClient(id), &mut t.armed);
+        }
+    }
+
+    /// Removes client transaction `id` (final response, or its dialog went away).
+    pub fn remove_client(&mut self, id: u64) -> Option<ClientTx> {
+        let t = self.client.remove(&id)?;
+        self.client_ids.remove(&t.branch);
+        Some(t)
+    }
+
+    /// Client transaction `id`'s timer fired at `now`.
+    pub fn client_timer(&mut self, timers: &mut Timers, id: u64, now: Millis) -> ClientDue {
+        let Some(t) = self.client.get_mut(&id) else {
+            return ClientDue::Nothing;
+        };
+        if !t.armed.take_due(now) {
+            return ClientDue::Nothing;
+        }
+        if now >= t.deadline {
+            return match self.remove_client(id) {
+                Some(t) => ClientDue::TimedOut(t),
+                None => ClientDue::Nothing,
+            };
+        }
+        if now < t.next {
+            timers.arm(t.wakeup(), Timer::SipClient(id), &mut t.armed);
+            return ClientDue::Nothing;
+        }
+        t.backoff(now);
+        timers.arm(t.wakeup(), Timer::SipClient(id), &mut t.armed);
+        ClientDue::Retransmit(t.dst, t.bytes.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timer_e_doubles_to_t2() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let mut t = ClientTx::new(0, "b".into(), SubHandle(1), a, vec![]);
+        let mut sent = vec![];
+        let mut now = 0;
+        while t.next < t.deadline {
+            now = t.next;
+            sent.push(now);
+            t.backoff(now);
+        }
+        assert_eq!(
+            sent,
+            [500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]
+        );
+        assert!(now < TIMER_F);
+    }
+
+    #[test]
+    fn keys_follow_rfc3261() {
+        let via = Via::parse("SIP/2.0/UDP h:5060;branch=z9hG4bKx").unwrap();
+        let cs = CSeq::parse("1 PUBLISH").unwrap();
+        let k = TxKey::new(&via, "PUBLISH", "c", &cs, "t");
+        let cs2 = CSeq::parse("2 PUBLISH").unwrap();
+        assert_eq!(k, TxKey::new(&via, "PUBLISH", "other", &cs2, "u"));
+        assert_ne!(k, k.with_method("CANCEL"));
+        let old = Via::parse("SIP/2.0/UDP h:5060").unwrap();
+        assert_ne!(
+            TxKey::new(&old, "PUBLISH", "c", &cs, "t"),
+            TxKey::new(&old, "PUBLISH", "c", &cs2, "t")
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! sa-Scribe's messages: the routed JOIN and PUBLISH bodies, and the direct messages of trees,
+//! publications, replication and root takeover.
+
+use super::{ETag, NodeHandle};
+use crate::id::{GroupId, NodeId};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// The latest event state of a group as members know it: a sequence number stamped by the root
+/// and the state (`None` once the publication was removed or expired).
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct Latest {
+    /// Sequence number; 0 means "nothing ever published".
+    pub seq: u64,
+    /// Event state body.
+    pub body: Option<Bytes>,
+}
+
+/// Identifies one publication request across retries (deduplication at the root).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+pub struct PubReqId {
+    /// The peer that issued the request.
+    pub origin: NodeId,
+    /// Its nonce.
+    pub nonce: u64,
+}
+
+/// Result of a successful publication, as decided by the root.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct PubOutcome {
+    /// New entity tag (`None` after a removal).
+    pub etag: Option<ETag>,
+    /// Granted expiry in seconds (0 after a removal).
+    pub expires: u32,
+    /// Sequence number of the state after the publication.
+    pub seq: u64,
+}
+
+/// The root's answer to a PUBLISH.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum PublishReply {
+    /// Accepted, replicated and (if the state changed) multicast.
+    Ok(PubOutcome),
+    /// `SIP-If-Match` does not name the current entity tag (412).
+    PreconditionFailed,
+    /// Requested expiry below the minimum (423 with Min-Expires).
+    IntervalTooBrief {
+        /// Minimum expiry in seconds.
+        min: u32,
+    },
+    /// Request without body and without `SIP-If-Match`, or a removal without it (400).
+    BadRequest,
+}
+
+/// A root's group record as replicated to its replicas.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct WireRecord {
+    /// Sequence number of the current state.
+    pub seq: u64,
+    /// Revision: bumped by every change of the record (also refreshes that keep the state).
+    pub rev: u64,
+    /// Current state.
+    pub body: Option<Bytes>,
+    /// Current entity tag.
+    pub etag: Option<ETag>,
+    /// Remaining lifetime of the publication in milliseconds at send time.
+    pub ttl: Option<u64>,
+    /// Recently committed publications, for retry deduplication.
+    pub dedup: Vec<(PubReqId, PubOutcome)>,
+}
+
+/// Messages routed through the overlay towards a key (hop by hop, with forward upcalls).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Routed {
+    /// A new peer joins the overlay; routed towards its own id.
+    OverlayJoin {
+        /// The joining peer.
+        joiner: NodeHandle,
+    },
+    /// A diagnostic lookup; delivered to the peer responsible for the key.
+    Lookup {
+        /// Who asked.
+        origin: NodeHandle,
+        /// Opaque token echoed in the delivery event.
+        token: u64,
+    },
+    /// sa-Scribe JOIN (subscription or tree repair).
+    Join {
+        /// Group.
+        gid: GroupId,
+        /// The peer that wants the answer (ACK/nACK).
+        origin: NodeHandle,
+        /// Origin's request id (0 for a tree-repair re-JOIN).
+        join_id: u64,
+        /// Whether the previous hop asks to be grafted as a child.
+        graft: bool,
+        /// Latest state known below (carried by re-JOINs).
+        carried: Option<Latest>,
+        /// Reverse path: the origin, then every peer that forwarded the JOIN. The root's
+        /// answer retraces it.
+        path: Vec<NodeHandle>,
+    },
+    /// sa-Scribe PUBLISH (Scribe create + multicast merged).
+    Publish {
+        /// Group.
+        gid: GroupId,
+        /// Request id.
+        req: PubReqId,
+        /// Where to send the reply.
+        origin: NodeHandle,
+        /// New state (None: refresh or removal).
+        body: Option<Bytes>,
+        /// `SIP-If-Match`.
+        if_match: Option<ETag>,
+        /// Requested expiry in seconds.
+        expires: Option<u32>,
+    },
+}
+
+/// An sa-Scribe message sent straight to one peer.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum ScribeMsg {
+    /// pACK: the next hop grafted the sender and took its JOIN.
+    Provisional {
+        /// Group.
+        gid: GroupId,
+        /// Origin's request id.
+        join_id: u64,
+    },
+    /// ACK from the root with the current state (it is also the first NOTIFY).
+    JoinAck {
+        /// Group.
+        gid: GroupId,
+        /// Origin's request id.
+        join_id: u64,
+        /// Current state.
+        latest: Latest,
+        /// Remaining reverse path (the receiver is its last element).
+        path: Vec<NodeHandle>,
+    },
+    /// nACK: the root has no state for the group.
+    JoinNack {
+        /// Group.
+        gid: GroupId,
+        /// Origin's request id.
+        join_id: u64,
+        /// The root's seq with no body (`seq` 0 when nothing was ever published; above 0 after
+        /// an expiry or removal, so that every peer on the path learns the state is gone).
+        latest: Latest,
+        /// Remaining reverse path (the receiver is its last element).
+        path: Vec<NodeHandle>,
+    },
+    /// Multicast of a new state down the tree.
+    Notify {
+        /// Group.
+        gid: GroupId,
+        /// State.
+        latest: Latest,
+    },
+    /// Parent → child heartbeat.
+    Heartbeat {
+        /// Group.
+        gid: GroupId,
+        /// Parent's latest seq.
+        seq: u64,
+        /// Parent's depth in the tree (root = 0).
+        depth: u8,
+    },
+    /// Child → parent answer to a heartbeat.
+    HeartbeatAck {
+        /// Group.
+        gid: GroupId,
+        /// Child's latest seq (the parent re-sends the state when it is behind).
+        seq: u64,
+    },
+    /// Child leaves the tree (or tells a stale parent it is not its child).
+    Leave {
+        /// Group.
+        gid: GroupId,
+    },
+    /// Root → publisher.
+    PublishReply {
+        /// Request.
+        req: PubReqId,
+        /// Outcome.
+        reply: PublishReply,
+    },
+    /// Root → replica.
+    Replicate {
+        /// Group.
+        gid: GroupId,
+        /// Record.
+        rec: WireRecord,
+    },
+    /// Replica → root: refused, because `closer` is nearer to the group id than the sender, so
+    /// the sender is not the group's root.
+    NotRoot {
+        /// Group.
+        gid: GroupId,
+        /// A peer closer to `gid` than the sender (possibly the replica itself).
+        closer: NodeHandle,
+    },
+    /// Replica → root.
+    ReplicateAck {
+        /// Group.
+        gid: GroupId,
+        /// Revision stored.
+        rev: u64,
+    },
+    /// New root → neighbours: send me your copy of the group record.
+    FetchState {
+        /// Group.
+        gid: GroupId,
+    },
+    /// Answer to [`Msg::FetchState`].
+    FetchReply {
+        /// Group.
+        gid: GroupId,
+        /// The sender's copy, if any.
+        rec: Option<WireRecord>,
+    },
+}
