@@ -1,6 +1,7 @@
 //! The committed trace corpus: which configurations, which paths. Same build, same files.
 
 use crate::model::{Action, State, PROPERTIES};
+use crate::progress::{watch, Progress};
 use crate::trace::{Origin, Trace};
 use crate::Mutant;
 use crate::{Options, Preset, SaScribe, Setup};
@@ -48,19 +49,19 @@ pub fn configs() -> Vec<(&'static str, Options)> {
 
 /// Witness paths for every `sometimes` property (shortest, found by single-threaded BFS), for
 /// the configurations small enough to search.
-fn witnesses(name: &str, model: &SaScribe) -> Vec<Trace> {
+fn witnesses(name: &str, model: &SaScribe, progress: &mut Progress) -> Vec<Trace> {
     let wanted: BTreeSet<&'static str> = PROPERTIES
         .iter()
         .filter(|(_, kind, _)| *kind == "sometimes")
         .map(|(n, _, _)| *n)
         .collect();
-    let checker = model
+    let mut checker = model
         .clone()
         .checker()
         .threads(1)
         .finish_when(HasDiscoveries::AllOf(wanted.clone()))
-        .spawn_bfs()
-        .join();
+        .spawn_bfs();
+    watch(&mut checker, None, progress);
     wanted
         .into_iter()
         .filter_map(|p| {
@@ -79,37 +80,32 @@ fn witnesses(name: &str, model: &SaScribe) -> Vec<Trace> {
         .collect()
 }
 
-/// Mutant-directed paths: for each seeded bug of the model, the counterexample the checker
-/// finds (single-threaded BFS, on the configuration that catches it) replayed on the correct
-/// model for as long as its actions are possible there. Such a path leads a correct
-/// implementation to the very step where that bug shows, and expects the correct behaviour.
-fn mutant_paths() -> Vec<Trace> {
-    Mutant::ALL
-        .iter()
-        .filter_map(|&m| {
-            let c = m.catching_config();
-            let buggy = SaScribe::new(c.setup(Some(m)));
-            let checker = buggy
-                .checker()
-                .threads(1)
-                .finish_when(HasDiscoveries::AnyOf([m.property()].into_iter().collect()))
-                .spawn_bfs()
-                .join();
-            let path = checker.discovery(m.property())?;
-            let correct = SaScribe::new(c.setup(None));
-            let actions = feasible_prefix(&correct, &path.into_actions());
-            Some(correct.trace(
-                format!("mutant-{}", m.name()),
-                Origin {
-                    kind: "mutant-path",
-                    property: Some(m.property().to_string()),
-                    seed: None,
-                    mutant: Some(m.name().to_string()),
-                },
-                &actions,
-            ))
-        })
-        .collect()
+/// Mutant-directed path for seeded bug `m`: the counterexample the checker finds
+/// (single-threaded BFS, on the configuration that catches it) replayed on the correct model
+/// for as long as its actions are possible there. Such a path leads a correct implementation
+/// to the very step where that bug shows, and expects the correct behaviour.
+fn mutant_path(m: Mutant, progress: &mut Progress) -> Option<Trace> {
+    let c = m.catching_config();
+    let buggy = SaScribe::new(c.setup(Some(m)));
+    let mut checker = buggy
+        .checker()
+        .threads(1)
+        .finish_when(HasDiscoveries::AnyOf([m.property()].into_iter().collect()))
+        .spawn_bfs();
+    watch(&mut checker, None, progress);
+    let path = checker.discovery(m.property())?;
+    let correct = SaScribe::new(c.setup(None));
+    let actions = feasible_prefix(&correct, &path.into_actions());
+    Some(correct.trace(
+        format!("mutant-{}", m.name()),
+        Origin {
+            kind: "mutant-path",
+            property: Some(m.property().to_string()),
+            seed: None,
+            mutant: Some(m.name().to_string()),
+        },
+        &actions,
+    ))
 }
 
 /// The longest prefix of `actions` the model can take from its initial state.
@@ -132,23 +128,71 @@ fn feasible_prefix(model: &SaScribe, actions: &[Action]) -> Vec<Action> {
     out
 }
 
-/// The whole corpus: witnesses on `small` and `multihop`, mutant-directed paths, and `walks`
+/// The whole corpus: mutant-directed paths, witnesses on `small` and `multihop`, and `walks`
 /// seeded random walks on every configuration (`walks / 2` on `lossy`).
 pub fn corpus(walks: u64) -> Vec<Trace> {
-    let mut out = mutant_paths();
+    let mut out = Vec::new();
+    corpus_each(walks, &mut Progress::quiet(), &mut |t| {
+        out.push(t);
+        Ok(())
+    })
+    .expect("collecting traces cannot fail");
+    out
+}
+
+/// The [`corpus`], each trace handed to `emit` as soon as it is made (in corpus order), with a
+/// progress line at each stage (which configuration, how many traces so far) and every few
+/// seconds within one (which mutant or walk, the checker's counters). Stops at the first error
+/// of `emit`; returns how many traces were emitted.
+pub fn corpus_each(
+    walks: u64,
+    progress: &mut Progress,
+    emit: &mut dyn FnMut(Trace) -> Result<(), String>,
+) -> Result<usize, String> {
+    let mut n = 0;
+    let mutants = Mutant::ALL.len();
+    progress.say(&format!(
+        "traces: mutant-directed paths for {mutants} seeded bugs (a BFS each)"
+    ));
+    for (i, &m) in Mutant::ALL.iter().enumerate() {
+        progress.set_context(format!(
+            "traces: mutant {} of {mutants} ({}), {n} traces so far",
+            i + 1,
+            m.name()
+        ));
+        if let Some(t) = mutant_path(m, progress) {
+            emit(t)?;
+            n += 1;
+        }
+    }
     for (name, opts) in configs() {
         let model = SaScribe::new(Setup::new(&opts).expect("corpus configs are valid"));
         if name == "small" || name == "multihop" {
-            out.extend(witnesses(name, &model));
+            progress.say(&format!(
+                "traces: witnesses on {name} (BFS), {n} traces so far"
+            ));
+            progress.set_context(format!("traces: witnesses on {name}, {n} traces so far"));
+            for t in witnesses(name, &model, progress) {
+                emit(t)?;
+                n += 1;
+            }
         }
         let walks = if name == "lossy" { walks / 2 } else { walks };
+        progress.say(&format!(
+            "traces: {walks} random walks on {name}, {n} traces so far"
+        ));
         for seed in 0..walks {
+            progress.set_context(format!(
+                "traces: random walk {} of {walks} on {name}, {n} traces so far",
+                seed + 1
+            ));
+            progress.tick(None);
             let actions: Vec<Action> = model
                 .random_walk(seed, 400)
                 .into_iter()
                 .map(|(a, _)| a)
                 .collect();
-            out.push(model.trace(
+            emit(model.trace(
                 format!("{name}-walk-{seed:03}"),
                 Origin {
                     kind: "walk",
@@ -157,8 +201,10 @@ pub fn corpus(walks: u64) -> Vec<Trace> {
                     mutant: None,
                 },
                 &actions,
-            ));
+            ))?;
+            n += 1;
         }
     }
-    out
+    progress.set_context(String::new());
+    Ok(n)
 }

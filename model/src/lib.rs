@@ -82,6 +82,7 @@ pub mod corpus;
 pub mod history;
 pub mod model;
 pub mod mutant;
+pub mod progress;
 pub mod protocol;
 pub mod setup;
 pub mod topology;

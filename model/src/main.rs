@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sascribe_model::model::PROPERTIES;
+use sascribe_model::progress::{mib, peak_rss_bytes, watch, Counts, Ending, Progress};
 use sascribe_model::setup::NetworkKind;
 use sascribe_model::{Mutant, Options, Preset, SaScribe, Setup};
 use stateright::{Checker, Model, UniformChooser};
@@ -30,6 +31,9 @@ enum Command {
         /// Seeded random walks per configuration.
         #[arg(long, default_value_t = sascribe_model::corpus::DEFAULT_WALKS)]
         walks: u64,
+        /// Seconds between progress lines on stderr (0: none).
+        #[arg(long, default_value_t = DEFAULT_PROGRESS)]
+        progress: u64,
     },
     /// Serve the Stateright Explorer (a web UI) on 127.0.0.1.
     Explore {
@@ -101,9 +105,13 @@ struct CheckArgs {
     /// Checker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Give up after this many seconds (default: none; 60 for simulate).
+    /// Stop after this many seconds, with any number of threads, and report what was found so
+    /// far; such a run is not exhaustive (default: none; 60 for simulate).
     #[arg(long)]
     timeout: Option<u64>,
+    /// Seconds between progress lines on stderr (0: none).
+    #[arg(long, default_value_t = DEFAULT_PROGRESS)]
+    progress: u64,
     /// List the seeded bugs and the property each one breaks, then exit.
     #[arg(long)]
     list_mutants: bool,
@@ -111,6 +119,9 @@ struct CheckArgs {
     #[arg(long)]
     save_trace: Option<std::path::PathBuf>,
 }
+
+/// Default seconds between progress lines.
+const DEFAULT_PROGRESS: u64 = sascribe_model::progress::DEFAULT_EVERY.as_secs();
 
 fn parse<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T, String> {
     s.parse()
@@ -138,7 +149,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check(args) => check(args),
-        Command::Traces { out, walks } => traces(&out, walks),
+        Command::Traces {
+            out,
+            walks,
+            progress,
+        } => traces(&out, walks, progress),
         Command::Explore { config, port } => {
             let setup = match config.setup() {
                 Ok(s) => s,
@@ -158,7 +173,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn traces(out: &std::path::Path, walks: u64) -> ExitCode {
+fn traces(out: &std::path::Path, walks: u64, progress: u64) -> ExitCode {
     if let Err(e) = std::fs::create_dir_all(out) {
         return fail(&format!("cannot create {}: {e}", out.display()));
     }
@@ -170,15 +185,19 @@ fn traces(out: &std::path::Path, walks: u64) -> ExitCode {
             }
         }
     }
-    let corpus = sascribe_model::corpus::corpus(walks);
-    for t in &corpus {
+    let mut progress = Progress::stderr(Duration::from_secs(progress));
+    let written = sascribe_model::corpus::corpus_each(walks, &mut progress, &mut |t| {
         let path = out.join(format!("{}.json", t.name));
-        if let Err(e) = std::fs::write(&path, sascribe_model::trace::to_json(t)) {
-            return fail(&format!("cannot write {}: {e}", path.display()));
+        std::fs::write(&path, sascribe_model::trace::to_json(&t))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    });
+    match written {
+        Ok(n) => {
+            println!("wrote {n} traces to {}", out.display());
+            ExitCode::SUCCESS
         }
+        Err(e) => fail(&e),
     }
-    println!("wrote {} traces to {}", corpus.len(), out.display());
-    ExitCode::SUCCESS
 }
 
 fn fail(msg: &str) -> ExitCode {
@@ -221,54 +240,77 @@ fn check(args: CheckArgs) -> ExitCode {
         Strategy::Simulate => Some(60),
         _ => None,
     });
-    if let Some(t) = timeout {
-        builder = builder.timeout(Duration::from_secs(t));
-    }
+    // The deadline is enforced here rather than by the checker builder, whose timeout a
+    // single-threaded BFS or DFS never looks at (see `sascribe_model::progress`).
     let start = Instant::now();
-    let checker: Box<dyn Checker<SaScribe>> = match args.strategy {
-        Strategy::Bfs => Box::new(builder.spawn_bfs().join()),
-        Strategy::Dfs => Box::new(builder.spawn_dfs().join()),
-        Strategy::Simulate => Box::new(builder.spawn_simulation(args.seed, UniformChooser).join()),
+    let deadline = timeout.map(|t| start + Duration::from_secs(t));
+    let mut checker: Box<dyn Checker<SaScribe>> = match args.strategy {
+        Strategy::Bfs => Box::new(builder.spawn_bfs()),
+        Strategy::Dfs => Box::new(builder.spawn_dfs()),
+        Strategy::Simulate => Box::new(builder.spawn_simulation(args.seed, UniformChooser)),
     };
+    let mut progress = Progress::stderr(Duration::from_secs(args.progress));
+    progress.set_context("check");
+    let ending = watch(&mut *checker, deadline, &mut progress);
     let elapsed = start.elapsed();
-    let exhaustive = args.depth.is_none()
-        && !matches!(args.strategy, Strategy::Simulate)
-        && timeout.is_none_or(|t| elapsed < Duration::from_secs(t));
+    // On a timeout the abandoned checker threads go on: report one snapshot.
+    let counts = Counts::of(&*checker);
+    let discoveries = checker.discoveries();
+    let all_discovered = PROPERTIES
+        .iter()
+        .all(|(name, _, _)| discoveries.contains_key(name));
+    let search = match (ending, args.strategy, args.depth) {
+        (Ending::TimedOut, _, _) => Search::TimedOut(timeout.unwrap_or_default()),
+        (_, Strategy::Simulate, _) => Search::Simulation,
+        (_, _, Some(d)) => Search::DepthBounded(d),
+        (Ending::Finished, _, None) if all_discovered => Search::AllDiscovered,
+        (Ending::Finished, _, None) => Search::Exhaustive,
+    };
+    let exhaustive = search == Search::Exhaustive;
     let secs = elapsed.as_secs_f64().max(1e-9);
-    println!("states generated: {}", checker.state_count());
-    println!("unique states:    {}", checker.unique_state_count());
-    println!("max depth:        {}", checker.max_depth());
+    println!("states generated: {}", counts.generated);
+    println!("unique states:    {}", counts.unique);
+    println!("max depth:        {}", counts.max_depth);
     println!(
         "states/s:         {:.0} (unique {:.0})",
-        checker.state_count() as f64 / secs,
-        checker.unique_state_count() as f64 / secs
+        counts.generated as f64 / secs,
+        counts.unique as f64 / secs
     );
     println!("time:             {:.2} s on {threads} thread(s)", secs);
-    println!(
-        "search:           {}",
-        if exhaustive {
-            "exhaustive"
-        } else {
-            "bounded (no verdict is a proof)"
-        }
-    );
-    let discoveries = checker.discoveries();
+    if let Some(peak) = peak_rss_bytes() {
+        println!("peak RSS:         {}", mib(peak));
+    }
+    println!("search:           {}", search.describe());
+    let width = PROPERTIES
+        .iter()
+        .map(|(n, _, _)| n.len())
+        .max()
+        .unwrap_or(0);
     let mut violated = Vec::new();
+    let (mut sometimes, mut witnessed) = (0, 0);
     for (name, kind, meaning) in PROPERTIES {
         let found = discoveries.contains_key(name);
         let verdict = match (*kind, found, exhaustive) {
             ("sometimes", true, _) => "witnessed",
-            ("sometimes", false, true) => "NOT REACHABLE",
-            ("sometimes", false, false) => "not witnessed",
+            ("sometimes", false, _) => "not witnessed (sometimes)",
             (_, true, _) => "VIOLATED",
             (_, false, true) => "holds",
-            (_, false, false) => "no counterexample found",
+            (_, false, false) => "not violated so far",
         };
-        println!("  {kind:<10} {name:<24} {verdict:<24} {meaning}");
-        if found && *kind != "sometimes" {
+        println!("  {kind:<10} {name:<width$}  {verdict:<25}  {meaning}");
+        if *kind == "sometimes" {
+            sometimes += 1;
+            witnessed += usize::from(found);
+        } else if found {
             violated.push(*name);
         }
     }
+    let summary = summary(
+        search,
+        &violated,
+        PROPERTIES.len() - sometimes,
+        (witnessed, sometimes),
+    );
     if let (Some(file), Some(name)) = (&args.save_trace, violated.first()) {
         let path = &discoveries[name];
         let trace = model.trace(
@@ -299,9 +341,70 @@ fn check(args: CheckArgs) -> ExitCode {
         );
         print!("{}", model.describe_path(path));
     }
+    println!("{summary}");
     if violated.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     }
+}
+
+/// How far a check got.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Search {
+    /// Every reachable state was explored.
+    Exhaustive,
+    /// The search stopped early because every property already has a discovery.
+    AllDiscovered,
+    /// Paths were cut at this depth.
+    DepthBounded(usize),
+    /// Random walks.
+    Simulation,
+    /// The deadline (this many seconds) passed before the search ended.
+    TimedOut(u64),
+}
+
+impl Search {
+    fn describe(self) -> String {
+        match self {
+            Search::Exhaustive => "exhaustive (every reachable state explored)".into(),
+            Search::AllDiscovered => {
+                "stopped early: every property has a discovery (verdicts final)".into()
+            }
+            Search::DepthBounded(d) => {
+                format!("NOT exhaustive: paths cut at depth {d} (no verdict is a proof)")
+            }
+            Search::Simulation => "NOT exhaustive: random walks (no verdict is a proof)".into(),
+            Search::TimedOut(t) => {
+                format!("NOT exhaustive: stopped by timeout after {t} s (no verdict is a proof)")
+            }
+        }
+    }
+}
+
+/// The last line of a check: whether it was exhaustive, and what it found.
+fn summary(
+    search: Search,
+    violated: &[&str],
+    safety_and_liveness: usize,
+    (witnessed, sometimes): (usize, usize),
+) -> String {
+    let how = match search {
+        Search::Exhaustive => "exhaustive".to_string(),
+        Search::AllDiscovered => "stopped early, every property decided".to_string(),
+        Search::DepthBounded(d) => format!("NOT exhaustive (depth-bounded at {d})"),
+        Search::Simulation => "NOT exhaustive (random walks)".to_string(),
+        Search::TimedOut(t) => format!("NOT exhaustive (stopped by timeout after {t} s)"),
+    };
+    let proven = matches!(search, Search::Exhaustive | Search::AllDiscovered);
+    let found = match (violated.is_empty(), proven) {
+        (true, true) => format!("all {safety_and_liveness} safety and liveness properties hold"),
+        (true, false) => "no violation found so far, nothing is proven".to_string(),
+        (false, _) => format!(
+            "{} of {safety_and_liveness} safety and liveness properties VIOLATED ({})",
+            violated.len(),
+            violated.join(", ")
+        ),
+    };
+    format!("result: {how}: {found}; {witnessed} of {sometimes} sometimes-properties witnessed")
 }

@@ -3,17 +3,55 @@
 //! (`cargo run --release -p sascribe-model -- traces --out traces`) and the index snapshot
 //! reviewed (`cargo insta review`).
 
-use sascribe_model::corpus::{corpus, DEFAULT_WALKS};
-use sascribe_model::trace::to_json;
+use sascribe_model::corpus::{configs, corpus_each, DEFAULT_WALKS};
+use sascribe_model::progress::Progress;
+use sascribe_model::trace::{to_json, Trace};
+use sascribe_model::Mutant;
+use std::io::Write;
 use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// A `Write` the test can read back.
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The corpus as the `traces` command makes it, made once for all the tests here, with the
+/// stage lines of its progress report (the periodic lines are an hour apart: never due).
+fn generated() -> &'static (Vec<Trace>, String) {
+    static CORPUS: OnceLock<(Vec<Trace>, String)> = OnceLock::new();
+    CORPUS.get_or_init(|| {
+        let log = Shared::default();
+        let mut progress = Progress::new(Some(Duration::from_secs(3600)), Box::new(log.clone()));
+        let mut traces = Vec::new();
+        let n = corpus_each(DEFAULT_WALKS, &mut progress, &mut |t| {
+            traces.push(t);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, traces.len());
+        let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        (traces, log)
+    })
+}
 
 #[test]
 fn committed_corpus_matches_the_exporter() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../traces");
-    let traces = corpus(DEFAULT_WALKS);
+    let traces = &generated().0;
     assert!(traces.len() >= 300, "corpus too small: {}", traces.len());
     let mut index = String::new();
-    for t in &traces {
+    for t in traces {
         let file = dir.join(format!("{}.json", t.name));
         let committed = std::fs::read_to_string(&file)
             .unwrap_or_else(|e| panic!("{}: {e}; regenerate the corpus", file.display()));
@@ -47,11 +85,11 @@ fn committed_corpus_matches_the_exporter() {
 
 #[test]
 fn corpus_covers_every_message_and_action_kind() {
-    let traces = corpus(DEFAULT_WALKS);
+    let traces = &generated().0;
     let mut sent = std::collections::BTreeSet::new();
     let mut actions = std::collections::BTreeSet::new();
     let mut clients = std::collections::BTreeSet::new();
-    for t in &traces {
+    for t in traces {
         for s in &t.steps {
             sent.extend(s.expect.sent.iter().map(|m| m.kind));
             clients.extend(s.expect.client.iter().map(|c| c.kind));
@@ -111,4 +149,42 @@ fn corpus_covers_every_message_and_action_kind() {
         "no trace has a nACK carrying an expiry's seq"
     );
     assert!(sends("replicate"), "no trace replicates an expiry");
+}
+
+#[test]
+fn traces_progress_names_each_stage_and_the_traces_so_far() {
+    let (traces, log) = generated();
+    let stage = |line: String| {
+        assert!(
+            log.lines().any(|l| l.ends_with(&format!("] {line}"))),
+            "no progress line '{line}' in:\n{log}"
+        );
+    };
+    let before = |prefix: String| {
+        traces
+            .iter()
+            .position(|t| t.name.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no trace named {prefix}*"))
+    };
+    stage(format!(
+        "traces: mutant-directed paths for {} seeded bugs (a BFS each)",
+        Mutant::ALL.len()
+    ));
+    for (name, _) in configs() {
+        if name == "small" || name == "multihop" {
+            let n = before(format!("{name}-witness-"));
+            stage(format!(
+                "traces: witnesses on {name} (BFS), {n} traces so far"
+            ));
+        }
+        let walks = if name == "lossy" {
+            DEFAULT_WALKS / 2
+        } else {
+            DEFAULT_WALKS
+        };
+        let n = before(format!("{name}-walk-000"));
+        stage(format!(
+            "traces: {walks} random walks on {name}, {n} traces so far"
+        ));
+    }
 }

@@ -1,0 +1,253 @@
+//! The model's actors and their dispatch: [`Node`] is an overlay peer or a user agent, and its
+//! [`Actor`] implementation routes each message and timer of a peer to the handler for its
+//! concern (join, publish, failover, retry); the user agents' behaviour is small enough to live
+//! here.
+//!
+//! A peer's handlers work on a copy of its state; the actor state is replaced only when the
+//! copy differs, so that a delivery or timeout that changes nothing (and sends nothing) is pruned
+//! by the checker.
+
+use super::publish::on_resend;
+use super::{peer_id, to_ix, Ctx, O};
+use super::{
+    IfMatch, Msg, NodeState, PeerState, PendingPub, PubOp, PubResult, PublisherState, ReqId, Root,
+    RootState, RootStateMsg, SubscriberState, Timer,
+};
+use crate::setup::Setup;
+use crate::topology::PeerIx;
+use stateright::actor::{model_timeout, Actor, Id};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// The model's actors.
+#[derive(Clone, Debug)]
+pub enum Node {
+    /// An overlay peer.
+    Peer(Arc<Setup>),
+    /// A subscribing UA attached to a peer.
+    Subscriber {
+        /// First-contact peer.
+        peer: PeerIx,
+        /// It unsubscribes at some point after subscribing.
+        leaves: bool,
+    },
+    /// A publishing UA attached to a peer, with its script.
+    Publisher {
+        /// First-contact peer.
+        peer: PeerIx,
+        /// Publishes it sends, one after the other.
+        script: Arc<Vec<PubOp>>,
+    },
+}
+
+impl Ctx<'_> {
+    /// A message at a peer, from actor `src`.
+    fn on_msg(&self, st: &mut PeerState, src: Id, msg: Msg, o: &mut O) {
+        let from = to_ix(src);
+        match msg {
+            Msg::Subscribe => self.on_subscribe(st, from, o),
+            Msg::Unsubscribe => self.on_unsubscribe(st, from, o),
+            Msg::Publish {
+                n,
+                value,
+                if_match,
+                expires,
+                last,
+            } => self.on_ua_publish(
+                st,
+                PendingPub {
+                    req: ReqId {
+                        origin: self.me,
+                        who: from,
+                        n,
+                    },
+                    value,
+                    if_match,
+                    expires,
+                    last,
+                },
+                o,
+            ),
+            Msg::Join { req, path, carried } => self.on_join(st, from, req, path, carried, o),
+            Msg::PAck => st.packs = st.packs.saturating_add(1),
+            Msg::JoinReply { req, path, state } => self.on_join_reply(st, req, path, state, o),
+            Msg::Multicast(e) => self.learn(st, e, None, o),
+            Msg::PubFwd {
+                req,
+                value,
+                if_match,
+                expires,
+            } => self.forward_publish(
+                st,
+                PendingPub {
+                    req,
+                    value,
+                    if_match,
+                    expires,
+                    last: false,
+                },
+                o,
+            ),
+            Msg::PubReply { req, result } => self.pub_answered(st, req, result, o),
+            Msg::Replicate(RootStateMsg(rs)) => self.on_replicate(st, src, &rs, o),
+            Msg::ReplicaAck(seq) => self.on_replica_ack(st, from, seq, o),
+            Msg::ToSubscriber { .. } | Msg::PubResponse { .. } | Msg::Observe(_) => {}
+        }
+    }
+}
+
+impl Actor for Node {
+    type Msg = Msg;
+    type Timer = Timer;
+    type State = NodeState;
+    type Storage = ();
+    type Random = ();
+
+    fn on_start(&self, id: Id, _storage: &Option<()>, o: &mut O) -> NodeState {
+        match self {
+            Node::Peer(s) => {
+                let me = to_ix(id);
+                let ctx = Ctx { s, me };
+                let mut st = PeerState {
+                    dead: 0,
+                    parent: None,
+                    children: 0,
+                    latest: None,
+                    root: None,
+                    replica: None,
+                    subs: Vec::new(),
+                    pubs: Vec::new(),
+                    rejoin: None,
+                    next_n: 0,
+                    packs: 0,
+                    tries: Vec::new(),
+                };
+                for q in (0..s.topo.len() as PeerIx).filter(|&q| q != me) {
+                    o.set_timer(Timer::Detect(q), model_timeout());
+                }
+                if s.expiries > 0 {
+                    o.set_timer(Timer::Expire, model_timeout());
+                }
+                o.set_timer(Timer::Resend, model_timeout());
+                if ctx.route(&st) == me {
+                    st.root = Some(Root {
+                        st: RootState::default(),
+                        committed: None,
+                        waiting: Vec::new(),
+                        acks: ctx.replicas_of(&st),
+                        queued: Vec::new(),
+                    });
+                }
+                NodeState::Peer(st)
+            }
+            Node::Subscriber { .. } => {
+                o.set_timer(Timer::Start, model_timeout());
+                NodeState::Subscriber(SubscriberState {
+                    started: false,
+                    stopped: false,
+                })
+            }
+            Node::Publisher { peer, script } => {
+                let st = PublisherState {
+                    next: 0,
+                    etag: None,
+                    rejected: 0,
+                };
+                send_step(*peer, script, &st, o);
+                NodeState::Publisher(st)
+            }
+        }
+    }
+
+    fn on_msg(&self, id: Id, state: &mut Cow<NodeState>, src: Id, msg: Msg, o: &mut O) {
+        match self {
+            Node::Peer(s) => {
+                let ctx = Ctx { s, me: to_ix(id) };
+                let mut st = match &**state {
+                    NodeState::Peer(p) => p.clone(),
+                    _ => return,
+                };
+                ctx.on_msg(&mut st, src, msg, o);
+                if state.peer() != Some(&st) {
+                    *state.to_mut() = NodeState::Peer(st);
+                }
+            }
+            Node::Subscriber { .. } => {}
+            Node::Publisher { peer, script } => {
+                let NodeState::Publisher(st) = &**state else {
+                    return;
+                };
+                let mut st = st.clone();
+                match msg {
+                    Msg::PubResponse { n, result, .. } if n == st.next => match result {
+                        PubResult::Ok { etag, .. } => st.etag = Some(etag),
+                        PubResult::PreconditionFailed | PubResult::Timeout => st.rejected |= 1 << n,
+                    },
+                    _ => return,
+                }
+                st.next += 1;
+                send_step(*peer, script, &st, o);
+                *state.to_mut() = NodeState::Publisher(st);
+            }
+        }
+    }
+
+    fn on_timeout(&self, id: Id, state: &mut Cow<NodeState>, timer: &Timer, o: &mut O) {
+        match (self, &**state) {
+            (Node::Peer(s), NodeState::Peer(p)) => {
+                let ctx = Ctx { s, me: to_ix(id) };
+                let mut st = p.clone();
+                match *timer {
+                    Timer::Detect(x) => ctx.on_detect(&mut st, x, o),
+                    Timer::Retry(req) => ctx.on_retry(&mut st, req, o),
+                    Timer::Expire => ctx.on_expire(&mut st, o),
+                    Timer::Resend => on_resend(&mut st, o),
+                    Timer::Start | Timer::Stop => {}
+                }
+                if state.peer() != Some(&st) {
+                    *state.to_mut() = NodeState::Peer(st);
+                }
+            }
+            (Node::Subscriber { peer, leaves }, NodeState::Subscriber(st)) if !st.started => {
+                let mut st = st.clone();
+                st.started = true;
+                o.send(peer_id(*peer), Msg::Subscribe);
+                if *leaves {
+                    o.set_timer(Timer::Stop, model_timeout());
+                }
+                *state.to_mut() = NodeState::Subscriber(st);
+            }
+            (Node::Subscriber { peer, .. }, NodeState::Subscriber(st))
+                if *timer == Timer::Stop && !st.stopped =>
+            {
+                let mut st = st.clone();
+                st.stopped = true;
+                o.send(peer_id(*peer), Msg::Unsubscribe);
+                *state.to_mut() = NodeState::Subscriber(st);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A publishing UA sends the next publish of its script (if any).
+fn send_step(peer: PeerIx, script: &[PubOp], st: &PublisherState, o: &mut O) {
+    let Some(op) = script.get(st.next as usize) else {
+        return;
+    };
+    let if_match = match op.if_match {
+        IfMatch::None => None,
+        IfMatch::Mine => st.etag,
+        IfMatch::Fixed(e) => Some(e),
+    };
+    o.send(
+        peer_id(peer),
+        Msg::Publish {
+            n: st.next,
+            value: op.value,
+            if_match,
+            expires: op.expires,
+            last: st.next as usize + 1 == script.len(),
+        },
+    );
+}

@@ -1,0 +1,247 @@
+//! Joining the group's multicast tree (§III.E), and leaving it.
+//!
+//! A SUBSCRIBE at a first-contact peer becomes a JOIN routed toward the group id. Each hop
+//! grafts its predecessor as a child and answers pACK; the JOIN always travels on to the root,
+//! which answers ACK with its latest committed state (the first NOTIFY) or nACK when it has none
+//! (or only an expired one, whose seq the nACK carries). The answer retraces the JOIN's reverse
+//! path, and each hop learns the state it carries. A JOIN carries the latest state known on its
+//! way, so that a root that knows less (after a failover) reconciles by keeping the higher seq
+//! (§III.F, re-JOIN). An unsubscribe ends a local subscription; a peer that no longer needs the
+//! group leaves the tree.
+
+use super::publish::push_replication;
+use super::{newer, peer_id, Ctx, ALL, O};
+use super::{
+    Entry, Hops, LocalSub, Msg, Obs, PeerState, ReqId, SubPhase, Timer, UaEvent, NO_STATE,
+};
+use crate::mutant::Mutant;
+use crate::topology::PeerIx;
+use stateright::actor::model_timeout;
+
+impl Ctx<'_> {
+    /// A UA's SUBSCRIBE: a new local subscription, pending until the root's answer; its JOIN is
+    /// sent toward the root (a repeated SUBSCRIBE from the same UA is ignored).
+    pub(super) fn on_subscribe(&self, st: &mut PeerState, from: u8, o: &mut O) {
+        if st.subs.iter().any(|s| s.client == from) {
+            return;
+        }
+        let req = ReqId {
+            origin: self.me,
+            who: from,
+            n: st.next_n,
+        };
+        st.next_n += 1;
+        st.subs.push(LocalSub {
+            client: from,
+            phase: SubPhase::Pending(req.n),
+        });
+        o.set_timer(Timer::Retry(req), model_timeout());
+        self.send_join(st, req, o);
+    }
+
+    /// A UA ends its subscription (SUBSCRIBE with `Expires: 0`).
+    pub(super) fn on_unsubscribe(&self, st: &mut PeerState, from: u8, o: &mut O) {
+        // The subscription ends here; a pending one is abandoned (the root's later answer
+        // finds no subscription). A peer that no longer needs the group (no local
+        // subscription, no child, not the root) leaves the tree: it forgets its parent
+        // and stops re-JOINing. (Production also sends the parent a LEAVE, which only
+        // prunes after heartbeats the model abstracts away; the parent keeps it here.)
+        self.observe(o, Obs::Unsubscribed(from));
+        if self.mutant(Mutant::UnsubscribeIgnored) {
+            return;
+        }
+        if let Some(i) = st.subs.iter().position(|s| s.client == from) {
+            if let SubPhase::Pending(n) = st.subs[i].phase {
+                let req = ReqId {
+                    origin: self.me,
+                    who: from,
+                    n,
+                };
+                st.tries.retain(|t| t.0 != req);
+                o.cancel_timer(Timer::Retry(req));
+            }
+            st.subs.remove(i);
+        }
+        if st.subs.is_empty() && st.children == 0 && st.root.is_none() {
+            st.parent = None;
+            if let Some(req) = st.rejoin.take() {
+                st.tries.retain(|t| t.0 != req);
+                o.cancel_timer(Timer::Retry(req));
+            }
+        }
+    }
+
+    /// Sends a JOIN for `req` toward the root (or answers it here if this peer is the root).
+    pub(super) fn send_join(&self, st: &mut PeerState, req: ReqId, o: &mut O) {
+        if st.root.is_some() {
+            let state = st.root.as_ref().and_then(|r| r.committed);
+            self.join_answered(st, req, state, o);
+            return;
+        }
+        let hop = match st.parent {
+            Some(p) if st.dead & (1 << p) == 0 => p,
+            _ => self.route(st),
+        };
+        st.parent = Some(hop);
+        o.send(
+            peer_id(hop),
+            Msg::Join {
+                req,
+                path: Hops::from(self.me),
+                carried: st.latest,
+            },
+        );
+    }
+
+    /// The origin of a JOIN gets the root's answer.
+    fn join_answered(&self, st: &mut PeerState, req: ReqId, state: Option<Entry>, o: &mut O) {
+        if req.who == self.me {
+            if st.rejoin == Some(req) {
+                st.rejoin = None;
+                st.tries.retain(|t| t.0 != req);
+                o.cancel_timer(Timer::Retry(req));
+                if let Some(e) = state {
+                    self.learn(st, e, None, o);
+                }
+            }
+            return;
+        }
+        let Some(i) = st
+            .subs
+            .iter()
+            .position(|s| s.client == req.who && s.phase == SubPhase::Pending(req.n))
+        else {
+            return;
+        };
+        st.tries.retain(|t| t.0 != req);
+        o.cancel_timer(Timer::Retry(req));
+        match (state, st.latest) {
+            (Some(e), _) if e.value != NO_STATE => {
+                self.learn(st, e, None, o);
+                let latest = st.latest.unwrap_or(e);
+                self.to_ua(o, req.who, UaEvent::Accepted);
+                self.to_ua(o, req.who, UaEvent::Notify(latest));
+                st.subs[i].phase = SubPhase::Active(latest.seq);
+            }
+            _ => {
+                // A nACK after an expiry carries the expiry's seq: learn it, so that what is
+                // below this peer is told the publication is gone.
+                if let Some(e) = state {
+                    self.learn(st, e, None, o);
+                }
+                let seq = state.map_or(0, |e| e.seq);
+                self.to_ua(o, req.who, UaEvent::Rejected(seq));
+                st.subs.remove(i);
+            }
+        }
+    }
+
+    /// A JOIN from peer `from` (or from this peer itself): graft the sender as a child, then
+    /// answer pACK and pass the JOIN on toward the root, or, at the root, answer it.
+    pub(super) fn on_join(
+        &self,
+        st: &mut PeerState,
+        from: PeerIx,
+        req: ReqId,
+        path: Hops,
+        carried: Option<Entry>,
+        o: &mut O,
+    ) {
+        if from != self.me {
+            st.children |= 1 << from;
+        }
+        if st.root.is_some() {
+            self.root_join(st, req, path, carried, o);
+            return;
+        }
+        if self.mutant(Mutant::AnswerFromIntermediate) && st.latest.is_some() {
+            // seeded bug: an on-tree peer answers from its own, possibly stale, state
+            o.send(
+                peer_id(from),
+                Msg::JoinReply {
+                    req,
+                    path,
+                    state: st.latest,
+                },
+            );
+            return;
+        }
+        o.send(peer_id(from), Msg::PAck);
+        let hop = match st.parent {
+            Some(p) if st.dead & (1 << p) == 0 => p,
+            _ => self.route(st),
+        };
+        st.parent = Some(hop);
+        if let Some(path) = path.push(self.me) {
+            let carried = newer(carried, st.latest);
+            o.send(peer_id(hop), Msg::Join { req, path, carried });
+        }
+    }
+
+    /// The root answers a JOIN: it first reconciles with the state the JOIN carries (keeping
+    /// the higher seq), then sends ACK or nACK back along the reverse path.
+    fn root_join(
+        &self,
+        st: &mut PeerState,
+        req: ReqId,
+        path: Hops,
+        carried: Option<Entry>,
+        o: &mut O,
+    ) {
+        let is_rejoin = (req.who as usize) < self.s.topo.len();
+        if let Some(c) = carried {
+            if is_rejoin {
+                self.observe(o, Obs::RejoinWithState);
+            }
+            let root = st.root.as_mut().expect("root");
+            let adopt = match root.st.entry {
+                None => true,
+                Some(e) => c.seq > e.seq || (self.mutant(Mutant::RootAcceptsLowerSeq) && c != e),
+            };
+            if adopt {
+                // The tree knew a newer state than the root (it survived in a subtree): keep
+                // the highest seq, replicate it and pass it down.
+                root.st.entry = Some(c);
+                root.committed = Some(c);
+                push_replication(root, ALL, o);
+                self.commit_adopted(st, c, o);
+            }
+        }
+        // An expired state answers a nACK that carries the expiry's seq (so that re-JOINing
+        // members learn that the publication is gone).
+        let mut state = st.root.as_ref().and_then(|r| r.committed);
+        if state.is_some_and(|e| e.value == NO_STATE) && self.mutant(Mutant::NackForgetsExpiry) {
+            state = None;
+        }
+        if state.is_none_or(|e| e.value == NO_STATE) && self.mutant(Mutant::NoNack) {
+            return;
+        }
+        match path.last() {
+            Some(last) => o.send(peer_id(last), Msg::JoinReply { req, path, state }),
+            None => self.join_answered(st, req, state, o),
+        }
+    }
+
+    /// The root's ACK or nACK, travelling back along the JOIN's reverse path.
+    pub(super) fn on_join_reply(
+        &self,
+        st: &mut PeerState,
+        req: ReqId,
+        path: Hops,
+        state: Option<Entry>,
+        o: &mut O,
+    ) {
+        let path = path.pop();
+        match path.last() {
+            Some(prev) => {
+                // A hop forwarding the root's answer learns the state it carries
+                // (an expired one too: a nACK carries the expiry's seq).
+                if let Some(e) = state {
+                    self.learn(st, e, Some(prev), o);
+                }
+                o.send(peer_id(prev), Msg::JoinReply { req, path, state });
+            }
+            None => self.join_answered(st, req, state, o),
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! What actors send each other, and the timers they set.
+//!
+//! Overlay messages ([`Msg::Join`], [`Msg::PubFwd`], [`Msg::Replicate`], …) travel between peers;
+//! SIP requests travel from a user agent to its first-contact peer. What a peer sends a user agent
+//! ([`Msg::ToSubscriber`], the answer to a UA's last publish) and the model's bookkeeping
+//! ([`Msg::Observe`]) go to the observer sink: they are recorded in the history, never delivered.
+//! Timers are tags (the checker ignores durations); each one is enabled only when it can change
+//! something (see [`Timer`]).
+
+use super::state::{ETag, Entry, RootState, Seq, Value};
+use crate::topology::PeerIx;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// Identifies a request end to end, so that a retransmission is recognised (dedup) and so the
+/// checker can tell whether a request is still in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ReqId {
+    /// The first-contact peer that issued the overlay request.
+    pub origin: PeerIx,
+    /// The actor the request is for: a client, or the origin peer itself for a re-JOIN.
+    pub who: u8,
+    /// The requester's counter.
+    pub n: u8,
+}
+
+/// The reverse path of a JOIN: the peers it traversed, oldest first (at most 7 hops).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Hops {
+    len: u8,
+    at: [PeerIx; 7],
+}
+
+impl Hops {
+    /// A path holding only `p`.
+    pub fn from(p: PeerIx) -> Self {
+        let mut at = [0; 7];
+        at[0] = p;
+        Hops { len: 1, at }
+    }
+    /// Appends a hop; `None` when the path is full (a routing loop, dropped).
+    pub fn push(mut self, p: PeerIx) -> Option<Self> {
+        if (self.len as usize) == self.at.len() {
+            return None;
+        }
+        self.at[self.len as usize] = p;
+        self.len += 1;
+        Some(self)
+    }
+    /// Removes the last hop.
+    pub fn pop(mut self) -> Self {
+        self.len = self.len.saturating_sub(1);
+        self
+    }
+    /// The last hop, if any.
+    pub fn last(&self) -> Option<PeerIx> {
+        (self.len > 0).then(|| self.at[self.len as usize - 1])
+    }
+    /// The hops, oldest first.
+    pub fn as_slice(&self) -> &[PeerIx] {
+        &self.at[..self.len as usize]
+    }
+}
+
+/// The root's answer to a publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum PubResult {
+    /// 200 OK with the new entity tag and the expiry the root chose.
+    Ok {
+        /// New entity tag.
+        etag: ETag,
+        /// Expiry granted by the root.
+        expires: u8,
+    },
+    /// 412 Conditional Request Failed: the SIP-If-Match tag is not the current one.
+    PreconditionFailed,
+    /// The first-contact peer gave up after its retransmissions (408 Request Timeout).
+    Timeout,
+}
+
+/// Model bookkeeping sent to the observer sink (never delivered; folded into the history).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Obs {
+    /// A root committed `entry` (multicast it and may acknowledge it).
+    Commit {
+        /// The committed entry.
+        entry: Entry,
+        /// The SIP-If-Match the publication carried, if it was conditional.
+        if_match: Option<ETag>,
+    },
+    /// A root removed its expired publication (counts against the expiry budget).
+    Expired,
+    /// A peer took over as root after the root failed (`with_replica`: it held a replica).
+    Takeover {
+        /// Whether the new root held replicated state.
+        with_replica: bool,
+    },
+    /// A root received a re-JOIN that carried state.
+    RejoinWithState,
+    /// A first-contact peer ended the subscription of user agent `ua` at its request.
+    Unsubscribed(u8),
+}
+
+/// Every message of the model.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Msg {
+    /// UA → first-contact peer: SIP SUBSCRIBE.
+    Subscribe,
+    /// UA → first-contact peer: SIP SUBSCRIBE with `Expires: 0` (ends its subscription).
+    Unsubscribe,
+    /// UA → first-contact peer: SIP PUBLISH (`n`: the UA's request counter).
+    Publish {
+        /// Request counter.
+        n: u8,
+        /// Body.
+        value: Value,
+        /// SIP-If-Match.
+        if_match: Option<ETag>,
+        /// Requested expiry.
+        expires: u8,
+        /// This is the UA's last scripted publish.
+        last: bool,
+    },
+    /// First-contact peer → subscribing UA (`ua`: its actor index). These go to the observer
+    /// sink: a subscriber's reaction does not affect the protocol, so delivering them would only
+    /// multiply interleavings; the history records what each subscriber was sent.
+    ToSubscriber {
+        /// The subscriber's actor index.
+        ua: u8,
+        /// What it is sent.
+        ev: UaEvent,
+    },
+    /// First-contact peer → publishing UA: the final response to its PUBLISH `n` (200 OK with
+    /// ETag and expiry, or 412). The answer to a UA's last scripted publish goes to the
+    /// observer sink instead (`to_sink`), as nothing depends on the UA receiving it.
+    PubResponse {
+        /// The publisher's actor index.
+        ua: u8,
+        /// Request counter.
+        n: u8,
+        /// The result.
+        result: PubResult,
+    },
+    /// sa-Scribe JOIN, routed toward the group id; each hop grafts its predecessor.
+    Join {
+        /// End-to-end request id.
+        req: ReqId,
+        /// Reverse path.
+        path: Hops,
+        /// Latest state known to the joiner (re-JOIN reconciliation).
+        carried: Option<Entry>,
+    },
+    /// Provisional acknowledgement from a hop that grafted the sender.
+    PAck,
+    /// ACK (with state) or nACK (no state: `None`, or an expired entry whose seq the members
+    /// learn) from the root, back along the reverse path.
+    JoinReply {
+        /// End-to-end request id.
+        req: ReqId,
+        /// Remaining reverse path.
+        path: Hops,
+        /// The root's committed state; `None` is a nACK.
+        state: Option<Entry>,
+    },
+    /// Multicast of a committed entry down the tree.
+    Multicast(Entry),
+    /// A publish routed toward the root.
+    PubFwd {
+        /// End-to-end request id.
+        req: ReqId,
+        /// Body.
+        value: Value,
+        /// SIP-If-Match.
+        if_match: Option<ETag>,
+        /// Requested expiry.
+        expires: u8,
+    },
+    /// The root's result, sent straight to the origin peer.
+    PubReply {
+        /// End-to-end request id.
+        req: ReqId,
+        /// Result.
+        result: PubResult,
+    },
+    /// Root → replica: the root state.
+    Replicate(RootStateMsg),
+    /// Replica → root: the seq it received (the root keeps the highest per replica).
+    ReplicaAck(Seq),
+    /// Observation for the checker's history (sent to the sink id).
+    Observe(Obs),
+}
+
+/// What a first-contact peer sends a subscribing UA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum UaEvent {
+    /// 200 OK to SUBSCRIBE (the root's ACK).
+    Accepted,
+    /// Final error to SUBSCRIBE (the root's nACK: no state), with the seq of the root's
+    /// expired state it was based on (0: nothing was ever published). Only the checker uses
+    /// the seq; the SIP response carries none.
+    Rejected(Seq),
+    /// SIP NOTIFY with the group state.
+    Notify(Entry),
+    /// The first-contact peer gave up after its retransmissions (408 Request Timeout).
+    TimedOut,
+}
+
+/// A [`RootState`] inside a message (boxed in an `Arc` to keep messages cheap to clone).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct RootStateMsg(pub Arc<RootState>);
+
+/// Timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Timer {
+    /// A subscriber decides to subscribe (fires at an arbitrary point).
+    Start,
+    /// A subscriber that leaves decides to unsubscribe (at an arbitrary point after it
+    /// subscribed).
+    Stop,
+    /// Failure detector: the peer notices that `PeerIx` has crashed (missing heartbeats and
+    /// keep-alives). Enabled only once that peer has crashed: a perfect failure detector.
+    Detect(PeerIx),
+    /// Retransmission timeout for a request; enabled only once the request is lost.
+    Retry(ReqId),
+    /// The root's replication retry (production: its periodic tick) resends its state to the
+    /// replicas that have not acknowledged it. Armed at every peer; enabled only at a root with
+    /// such a replica that has nothing from it in flight and would now accept it.
+    Resend,
+    /// The root's publication expires (its granted lifetime passed without a refresh). Armed at
+    /// every peer; enabled only at a live root holding a published state and no pending commit,
+    /// within the expiry budget.
+    Expire,
+}

@@ -1,0 +1,138 @@
+//! The actors of the model: overlay peers running sa-Scribe, and the SIP user agents (subscribers
+//! and publishers) attached to a first-contact peer.
+//!
+//! The peer's handlers follow §III.D–F of the paper; where the paper is silent the design choice
+//! is stated on the handler (see also the crate documentation).
+//!
+//! The module is split by concern; every public item is re-exported here
+//! (`crate::protocol::Entry`, `crate::protocol::Msg`, …):
+//! - `message`: what actors send each other ([`Msg`], [`Obs`], [`UaEvent`]) and their
+//!   [`Timer`]s;
+//! - `state`: what they hold ([`Entry`], [`RootState`], [`Root`], [`PeerState`], the user agents'
+//!   states);
+//! - `join`: SUBSCRIBE and unsubscribe at the first-contact peer, JOIN / pACK / ACK / nACK along
+//!   the reverse path, and a root's reconciliation of a re-JOIN;
+//! - `publish`: PUBLISH at the first-contact peer and at the root (412, seq and ETag), replication,
+//!   commit, and expiry;
+//! - `failover`: failure detection (re-JOIN of an orphan, replica set repair) and root takeover;
+//! - `retry`: retransmission after a loss;
+//! - `actor`: the [`Node`] actor, dispatching each message and timer to the above.
+//!
+//! This file holds what the handlers share: the per-call context and latest-state sync
+//! (passing a newer entry on to local subscribers and children).
+
+mod actor;
+mod failover;
+mod join;
+mod message;
+mod publish;
+mod retry;
+mod state;
+
+pub use actor::Node;
+pub use message::{Hops, Msg, Obs, PubResult, ReqId, RootStateMsg, Timer, UaEvent};
+pub use publish::MAX_EXPIRES;
+pub use state::{
+    newer, ETag, Entry, IfMatch, LocalSub, NodeState, PeerState, PendingPub, PubOp, PublisherState,
+    Replica, Root, RootState, Seq, SubPhase, SubscriberState, Value, NO_STATE,
+};
+
+use crate::mutant::Mutant;
+use crate::setup::Setup;
+use crate::topology::{PeerIx, PeerSet};
+use stateright::actor::{Id, Out};
+
+/// Every peer (a [`PeerSet`] mask).
+const ALL: PeerSet = PeerSet::MAX;
+
+/// What a handler emits into.
+type O = Out<Node>;
+
+/// The actor id of peer `p`.
+fn peer_id(p: PeerIx) -> Id {
+    Id::from(p as usize)
+}
+
+/// The actor index of `id` (a peer's index for a peer).
+fn to_ix(id: Id) -> u8 {
+    usize::from(id) as u8
+}
+
+/// The peer's handlers, with the shared setup at hand.
+struct Ctx<'a> {
+    s: &'a Setup,
+    me: PeerIx,
+}
+
+impl Ctx<'_> {
+    /// Whether the seeded bug `m` is switched on.
+    fn mutant(&self, m: Mutant) -> bool {
+        self.s.mutant == Some(m)
+    }
+
+    /// The next hop from this peer toward the group id (this peer itself if it is the group's
+    /// root as far as it knows).
+    fn route(&self, st: &PeerState) -> PeerIx {
+        self.s.topo.next_hop(self.me, self.s.gid, st.dead)
+    }
+
+    /// Records an observation in the checker's history (sent to the sink).
+    fn observe(&self, o: &mut O, obs: Obs) {
+        o.send(self.s.sink(), Msg::Observe(obs));
+    }
+
+    /// Sends subscriber `ua` an event (through the sink: recorded, never delivered).
+    fn to_ua(&self, o: &mut O, ua: u8, ev: UaEvent) {
+        o.send(self.s.sink(), Msg::ToSubscriber { ua, ev });
+    }
+
+    /// This peer's replica set as a root, none of them holding anything yet.
+    fn replicas_of(&self, st: &PeerState) -> Vec<Replica> {
+        self.replica_set(st)
+            .into_iter()
+            .map(|(peer, _)| Replica { peer, acked: 0 })
+            .collect()
+    }
+
+    /// The k nearest live peers that replicate this peer's root state.
+    fn replica_set(&self, st: &PeerState) -> Vec<(PeerIx, Seq)> {
+        if self.mutant(Mutant::NoReplication) {
+            return Vec::new();
+        }
+        let set = self.s.topo.replicas(self.me, self.s.gid, self.s.k, st.dead);
+        (0..8)
+            .filter(|q| set & (1 << q) != 0)
+            .map(|q| (q, 0))
+            .collect()
+    }
+
+    /// Learns a (possibly) newer entry: store it, notify active local subscribers whose last
+    /// NOTIFY is older, and pass it on to the children.
+    /// `except`: a child not to pass it to (the next hop of an ACK carrying it).
+    fn learn(&self, st: &mut PeerState, e: Entry, except: Option<PeerIx>, o: &mut O) {
+        let newer = st.latest.is_none_or(|l| e.seq > l.seq);
+        if !newer && !self.mutant(Mutant::NoStaleFilter) {
+            return;
+        }
+        if newer {
+            st.latest = Some(e);
+        }
+        for sub in st.subs.iter_mut() {
+            match sub.phase {
+                SubPhase::Active(last) if e.seq > last || self.mutant(Mutant::NoStaleFilter) => {
+                    sub.phase = SubPhase::Active(e.seq.max(last));
+                    self.to_ua(o, sub.client, UaEvent::Notify(e));
+                }
+                SubPhase::Pending(_) if self.mutant(Mutant::NotifyBeforeAck) => {
+                    self.to_ua(o, sub.client, UaEvent::Notify(e));
+                }
+                _ => {}
+            }
+        }
+        if newer && !(st.root.is_some() && self.mutant(Mutant::NoMulticast)) {
+            for c in (0..8).filter(|&c| st.children & (1 << c) != 0 && Some(c) != except) {
+                o.send(peer_id(c), Msg::Multicast(e));
+            }
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Publishing (§III.D) and keeping the root state safe: a PUBLISH travels from the first-contact
+//! peer to the root, which checks SIP-If-Match (412 on a stale ETag, changing nothing), stamps
+//! the next seq, mints a new ETag, clamps the expiry to [`MAX_EXPIRES`] and replicates its state
+//! to its k nearest peers. Once every replica holds it the publication is **committed**: the root
+//! multicasts it down the tree and answers 200. A root commits one publication at a time;
+//! publishes that arrive meanwhile are held and served in order. A retransmitted publish is
+//! answered from the per-publisher results the root state keeps, never applied twice.
+//!
+//! Replication: each change of the root state is sent to every replica behind it; a replica that
+//! knows a live peer closer to the group than the sender keeps the state but does not
+//! acknowledge, and the root's replication retry ([`Timer::Resend`]) resends it.
+//!
+//! Expiry (RFC 3903 §4.3): a lapsed publication is replaced by the next seq with no state
+//! ([`NO_STATE`]), committed like a publication.
+
+use super::{peer_id, to_ix, Ctx, ALL, O};
+use super::{
+    Entry, Msg, Obs, PeerState, PendingPub, PubResult, ReqId, Root, RootState, RootStateMsg, Seq,
+    Timer, NO_STATE,
+};
+use crate::mutant::Mutant;
+use crate::topology::PeerSet;
+use stateright::actor::{model_timeout, Id};
+use std::sync::Arc;
+
+/// The longest publication lifetime a root grants (abstract units); longer requests are clamped.
+pub const MAX_EXPIRES: u8 = 2;
+
+impl RootState {
+    /// The result stored for publish `req`, if it was applied.
+    fn applied_result(&self, req: ReqId) -> Option<PubResult> {
+        self.applied
+            .iter()
+            .find(|(w, n, _)| *w == req.who && *n == req.n)
+            .map(|(_, _, r)| *r)
+    }
+
+    /// Stores `result` as the last applied publish of `req`'s publisher.
+    fn record(&mut self, req: ReqId, result: PubResult) {
+        match self.applied.iter_mut().find(|(w, _, _)| *w == req.who) {
+            Some(slot) => *slot = (req.who, req.n, result),
+            None => {
+                self.applied.push((req.who, req.n, result));
+                self.applied.sort_unstable();
+            }
+        }
+    }
+}
+
+impl Ctx<'_> {
+    /// A UA's PUBLISH at its first-contact peer: remember it (a retransmission of one already
+    /// pending is ignored) and send it toward the root.
+    pub(super) fn on_ua_publish(&self, st: &mut PeerState, p: PendingPub, o: &mut O) {
+        if st.pubs.iter().any(|q| q.req == p.req) {
+            return;
+        }
+        st.pubs.push(p);
+        o.set_timer(Timer::Retry(p.req), model_timeout());
+        self.forward_publish(st, p, o);
+    }
+
+    /// Sends a publish toward the root, or serves it here if this peer is the root.
+    pub(super) fn forward_publish(&self, st: &mut PeerState, p: PendingPub, o: &mut O) {
+        if st.root.is_some() {
+            self.on_publish_at_root(st, p, o);
+        } else {
+            let hop = self.route(st);
+            o.send(
+                peer_id(hop),
+                Msg::PubFwd {
+                    req: p.req,
+                    value: p.value,
+                    if_match: p.if_match,
+                    expires: p.expires,
+                },
+            );
+        }
+    }
+
+    /// The root serves a publish: hold it behind a pending commit, answer a retransmission
+    /// from the stored result, refuse a stale SIP-If-Match (412), or apply it and replicate.
+    fn on_publish_at_root(&self, st: &mut PeerState, p: PendingPub, o: &mut O) {
+        let root = st.root.as_mut().expect("root");
+        if !root.waiting.is_empty() {
+            // One publication at a time: hold this one until the pending commit completes (a
+            // retransmission of the pending one is dropped: its answer follows the commit).
+            if !root.waiting.iter().any(|w| w.0 == Some(p.req))
+                && !root.queued.iter().any(|q| q.req == p.req)
+            {
+                root.queued.push(p);
+            }
+            return;
+        }
+        if let Some(result) = root.st.applied_result(p.req) {
+            // A retransmission of an applied publish: answer it again, apply nothing.
+            self.reply(st, p.req, result, o);
+            return;
+        }
+        // An expired publication has no ETag any more: every SIP-If-Match fails.
+        let current = root.st.entry.filter(|e| e.value != NO_STATE).map(|e| e.seq);
+        if p.if_match.is_some() && p.if_match != current && !self.mutant(Mutant::EtagIgnored) {
+            self.reply(st, p.req, PubResult::PreconditionFailed, o);
+            return;
+        }
+        let seq = match root.st.entry {
+            Some(e) if self.mutant(Mutant::SeqNotBumped) => e.seq,
+            Some(e) => e.seq + 1,
+            None => 1,
+        };
+        let entry = Entry {
+            seq,
+            value: p.value,
+        };
+        let expires = p.expires.min(MAX_EXPIRES);
+        let result = PubResult::Ok { etag: seq, expires };
+        root.st.entry = Some(entry);
+        root.st.expires = expires;
+        root.st.record(p.req, result);
+        root.waiting.push((Some(p.req), entry, result, p.if_match));
+        push_replication(root, ALL, o);
+        self.try_commit(st, o);
+    }
+
+    /// Commits every waiting publication that all replicas hold: multicast it, answer it.
+    pub(super) fn try_commit(&self, st: &mut PeerState, o: &mut O) {
+        loop {
+            let root = st.root.as_mut().expect("root");
+            let held = root.acks.iter().map(|a| a.acked).min().unwrap_or(Seq::MAX);
+            match root.waiting.first() {
+                Some(w) if w.1.seq <= held => {
+                    let (req, entry, result, if_match) = root.waiting.remove(0);
+                    root.committed = Some(entry);
+                    self.observe(o, Obs::Commit { entry, if_match });
+                    self.learn(st, entry, None, o);
+                    if let Some(req) = req {
+                        self.reply(st, req, result, o);
+                    }
+                }
+                Some(_) => return,
+                None => {
+                    let root = st.root.as_mut().expect("root");
+                    if root.queued.is_empty() {
+                        return;
+                    }
+                    // Serve held publishes in order until one starts a commit (a 412 or a
+                    // retransmission's stored answer starts none).
+                    let next = root.queued.remove(0);
+                    self.on_publish_at_root(st, next, o);
+                }
+            }
+        }
+    }
+
+    /// A root takes an entry it did not stamp itself (from a replica, the tree or a failed
+    /// root's late replicate) as committed: record it and pass it down the tree.
+    pub(super) fn commit_adopted(&self, st: &mut PeerState, entry: Entry, o: &mut O) {
+        self.observe(
+            o,
+            Obs::Commit {
+                entry,
+                if_match: None,
+            },
+        );
+        st.latest = None;
+        self.learn(st, entry, None, o);
+    }
+
+    /// Sends the root's result for `req` to the publish's first-contact peer (or answers it
+    /// here).
+    fn reply(&self, st: &mut PeerState, req: ReqId, result: PubResult, o: &mut O) {
+        if req.origin == self.me {
+            self.pub_answered(st, req, result, o);
+        } else {
+            o.send(peer_id(req.origin), Msg::PubReply { req, result });
+        }
+    }
+
+    /// The first-contact peer gets the result of a publish it is waiting on, and passes it on
+    /// to the UA (the answer to a UA's last scripted publish goes to the observer sink).
+    pub(super) fn pub_answered(
+        &self,
+        st: &mut PeerState,
+        req: ReqId,
+        result: PubResult,
+        o: &mut O,
+    ) {
+        let Some(i) = st.pubs.iter().position(|p| p.req == req) else {
+            return;
+        };
+        let p = st.pubs.remove(i);
+        st.tries.retain(|t| t.0 != req);
+        o.cancel_timer(Timer::Retry(req));
+        let to = if p.last {
+            self.s.sink()
+        } else {
+            Id::from(req.who as usize)
+        };
+        o.send(
+            to,
+            Msg::PubResponse {
+                ua: req.who,
+                n: req.n,
+                result,
+            },
+        );
+    }
+
+    /// The root state from the root, at a replica (or, after a takeover, at the new root: see
+    /// `late_replicate`).
+    pub(super) fn on_replicate(&self, st: &mut PeerState, src: Id, rs: &RootState, o: &mut O) {
+        let from = to_ix(src);
+        if st.root.is_some() {
+            self.late_replicate(st, rs, o);
+            o.send(src, Msg::ReplicaAck(0));
+            return;
+        }
+        let seq = rs.entry.map_or(0, |e| e.seq);
+        let held = st
+            .replica
+            .as_ref()
+            .and_then(|r| r.entry)
+            .map_or(0, |e| e.seq);
+        if st.replica.is_none() || seq >= held {
+            st.replica = Some(rs.clone());
+        }
+        // Only the closest peer may commit: a replica that knows a live peer closer to
+        // the group than the sender keeps the state but does not acknowledge (production
+        // answers NotRoot, which a root that still routes the group to itself ignores).
+        if self.s.topo.refuses(self.me, from, self.s.gid, st.dead) {
+            return;
+        }
+        o.send(src, Msg::ReplicaAck(seq));
+    }
+
+    /// A replica acknowledges `seq`: the root records it and commits what every replica holds.
+    pub(super) fn on_replica_ack(&self, st: &mut PeerState, from: u8, seq: Seq, o: &mut O) {
+        if let Some(root) = st.root.as_mut() {
+            if let Some(a) = root.acks.iter_mut().find(|a| a.peer == from) {
+                a.acked = a.acked.max(seq);
+                self.try_commit(st, o);
+            }
+        }
+    }
+
+    /// The root's publication expires: the root stamps the next seq with no state and commits
+    /// it like a publication (replicated first, then multicast), so that subscribers are told
+    /// and every later root knows the state is gone. Production does the same on its periodic
+    /// tick once the granted expiry has passed and no commit is pending.
+    pub(super) fn on_expire(&self, st: &mut PeerState, o: &mut O) {
+        o.set_timer(Timer::Expire, model_timeout());
+        let Some(root) = st.root.as_mut() else {
+            return;
+        };
+        let Some(e) = root.committed.filter(|e| e.value != NO_STATE) else {
+            return;
+        };
+        if !root.waiting.is_empty() || root.st.entry != Some(e) {
+            return;
+        }
+        self.observe(o, Obs::Expired);
+        let entry = Entry {
+            seq: e.seq + 1,
+            value: NO_STATE,
+        };
+        root.st.entry = Some(entry);
+        root.st.expires = 0;
+        let result = PubResult::Ok {
+            etag: entry.seq,
+            expires: 0,
+        };
+        root.waiting.push((None, entry, result, None));
+        push_replication(root, ALL, o);
+        self.try_commit(st, o);
+    }
+}
+
+/// The root's replication retry: re-arm the timer and resend the root state to every replica
+/// that has not acknowledged it.
+pub(super) fn on_resend(st: &mut PeerState, o: &mut O) {
+    o.set_timer(Timer::Resend, model_timeout());
+    // Production's tick resends to every replica behind the root.
+    if let Some(root) = st.root.as_mut() {
+        push_replication(root, ALL, o);
+    }
+}
+
+/// Sends the root's latest state to every replica in `to` that has not acknowledged it.
+pub(super) fn push_replication(root: &mut Root, to: PeerSet, o: &mut O) {
+    let Some(seq) = root.st.entry.map(|e| e.seq) else {
+        return;
+    };
+    let mut msg = None;
+    for a in root.acks.iter() {
+        if to & (1 << a.peer) != 0 && a.acked < seq {
+            let m =
+                msg.get_or_insert_with(|| Msg::Replicate(RootStateMsg(Arc::new(root.st.clone()))));
+            o.send(peer_id(a.peer), m.clone());
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The `check` command as a user meets it: a `--timeout` is honoured whatever the thread count,
+//! a stopped run never claims to be exhaustive, verdicts read as what they are, the last line
+//! says whether the search was exhaustive, and progress lines appear on stderr.
+
+use sascribe_model::model::PROPERTIES;
+use sascribe_model::Mutant;
+use std::io::Read;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Far beyond what a `--timeout 1` run needs, however loaded the machine; without the timeout
+/// these searches take minutes in a release build (much longer in a debug one).
+const BOUND: Duration = Duration::from_secs(90);
+
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the model checker binary; fails the test if it is still running after [`BOUND`].
+fn run(args: &[&str]) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sascribe-model"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sascribe-model");
+    let read = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            r.read_to_string(&mut s).expect("read output");
+            s
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().unwrap()));
+    let stderr = read(Box::new(child.stderr.take().unwrap()));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for sascribe-model") {
+            break status;
+        }
+        if start.elapsed() > BOUND {
+            child.kill().expect("kill sascribe-model");
+            child.wait().expect("reap sascribe-model");
+            panic!(
+                "`sascribe-model {}` still running after {BOUND:?}",
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Run {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+fn last_line(s: &str) -> &str {
+    s.lines().last().unwrap_or_default()
+}
+
+/// The verdict printed for each property, in order (the column between name and meaning).
+fn verdicts(stdout: &str) -> Vec<(&'static str, &'static str, String)> {
+    PROPERTIES
+        .iter()
+        .map(|&(name, kind, _)| {
+            let line = stdout
+                .lines()
+                .find(|l| l.split_whitespace().nth(1) == Some(name))
+                .unwrap_or_else(|| panic!("no verdict for {name}:\n{stdout}"));
+            let rest = line[line.find(name).unwrap() + name.len()..].trim_start();
+            let verdict = rest.split("  ").next().unwrap().to_string();
+            (name, kind, verdict)
+        })
+        .collect()
+}
+
+fn counts() -> (usize, usize) {
+    let sometimes = PROPERTIES.iter().filter(|p| p.1 == "sometimes").count();
+    (PROPERTIES.len() - sometimes, sometimes)
+}
+
+/// The default configuration takes minutes to search exhaustively; with `--timeout 1` each
+/// strategy and thread count stops after about a second and says so.
+#[test]
+fn timeout_is_honoured_with_any_thread_count() {
+    for (strategy, threads) in [("bfs", "1"), ("dfs", "1"), ("bfs", "2")] {
+        let r = run(&[
+            "check",
+            "--timeout",
+            "1",
+            "--strategy",
+            strategy,
+            "--threads",
+            threads,
+            "--progress",
+            "0",
+        ]);
+        let what = format!("{strategy} on {threads} thread(s):\n{}", r.stdout);
+        assert!(r.status.success(), "{what}");
+        assert!(
+            r.stdout.lines().any(|l| l
+                == "search:           NOT exhaustive: stopped by timeout after 1 s \
+                    (no verdict is a proof)"),
+            "{what}"
+        );
+        assert!(
+            last_line(&r.stdout).starts_with(
+                "result: NOT exhaustive (stopped by timeout after 1 s): no violation found so \
+                 far, nothing is proven;"
+            ),
+            "{what}"
+        );
+        for (name, kind, verdict) in verdicts(&r.stdout) {
+            let ok = if kind == "sometimes" {
+                ["witnessed", "not witnessed (sometimes)"].contains(&verdict.as_str())
+            } else {
+                verdict == "not violated so far"
+            };
+            assert!(ok, "{name}: {verdict}\n{what}");
+        }
+        assert!(!r.stdout.contains("search:           exhaustive"), "{what}");
+    }
+}
+
+#[test]
+fn an_exhaustive_run_says_so_and_names_its_verdicts_plainly() {
+    let r = run(&[
+        "check",
+        "--subscribers",
+        "1",
+        "--publishes",
+        "0",
+        "--crashes",
+        "0",
+        "--expiries",
+        "0",
+        "--progress",
+        "0",
+    ]);
+    assert!(r.status.success(), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("search:           exhaustive (every reachable state explored)"),
+        "{}",
+        r.stdout
+    );
+    let (checked, sometimes) = counts();
+    for (name, kind, verdict) in verdicts(&r.stdout) {
+        let expected = match (kind, name) {
+            // Only a nACK is reachable without publications and crashes.
+            ("sometimes", "nack-happened") => "witnessed",
+            ("sometimes", _) => "not witnessed (sometimes)",
+            _ => "holds",
+        };
+        assert_eq!(verdict, expected, "{name}\n{}", r.stdout);
+    }
+    assert!(!r.stdout.contains("NOT REACHABLE"));
+    assert_eq!(
+        last_line(&r.stdout),
+        format!(
+            "result: exhaustive: all {checked} safety and liveness properties hold; 1 of \
+             {sometimes} sometimes-properties witnessed"
+        )
+    );
+}
+
+#[test]
+fn a_violation_is_reported_last_and_exits_1() {
+    let m = Mutant::NoNack;
+    let r = run(&[
+        "check",
+        "--mutant",
+        m.name(),
+        "--subscribers",
+        "1",
+        "--publishes",
+        "0",
+        "--crashes",
+        "0",
+        "--expiries",
+        "0",
+        "--progress",
+        "0",
+    ]);
+    assert_eq!(r.status.code(), Some(1), "{}", r.stdout);
+    let violated: Vec<_> = verdicts(&r.stdout)
+        .into_iter()
+        .filter(|(_, _, verdict)| verdict == "VIOLATED")
+        .map(|(name, _, _)| name)
+        .collect();
+    assert!(violated.contains(&m.property()), "{}", r.stdout);
+    let last = last_line(&r.stdout);
+    assert!(last.starts_with("result: exhaustive: "), "{last}");
+    assert!(last.contains(" VIOLATED ("), "{last}");
+    assert!(last.contains(m.property()), "{last}");
+}
+
+#[test]
+fn a_depth_bounded_run_is_not_exhaustive() {
+    let r = run(&[
+        "check",
+        "--subscribers",
+        "1",
+        "--publishes",
+        "1",
+        "--depth",
+        "3",
+        "--progress",
+        "0",
+    ]);
+    assert!(r.status.success(), "{}", r.stdout);
+    assert!(
+        last_line(&r.stdout).starts_with(
+            "result: NOT exhaustive (depth-bounded at 3): no violation found so far, nothing is \
+             proven;"
+        ),
+        "{}",
+        r.stdout
+    );
+    for (name, kind, verdict) in verdicts(&r.stdout) {
+        if kind != "sometimes" {
+            assert_eq!(verdict, "not violated so far", "{name}\n{}", r.stdout);
+        }
+    }
+}
+
+#[test]
+fn progress_lines_go_to_stderr_while_the_checker_runs() {
+    let r = run(&[
+        "check",
+        "--timeout",
+        "3",
+        "--threads",
+        "1",
+        "--progress",
+        "1",
+    ]);
+    assert!(r.status.success(), "{}", r.stdout);
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("] check: ") && l.contains(" states generated, "))
+        .unwrap_or_else(|| panic!("no progress line on stderr:\n{}", r.stderr));
+    for part in [" unique, max depth ", " states/s"] {
+        assert!(line.contains(part), "{line}");
+    }
+    if cfg!(target_os = "linux") {
+        assert!(line.contains(", RSS ") && line.ends_with(" MiB"), "{line}");
+    }
+    assert!(!r.stdout.contains("states/s, "), "progress on stdout");
+    let quiet = run(&[
+        "check",
+        "--timeout",
+        "2",
+        "--threads",
+        "1",
+        "--progress",
+        "0",
+    ]);
+    assert_eq!(quiet.stderr, "", "--progress 0 is quiet");
+}
