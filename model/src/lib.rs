@@ -34,7 +34,8 @@
 //!   without state; afterwards JOINs get a nACK that carries that seq (so a re-JOINing member
 //!   learns the expiry) and a SIP-If-Match naming the expired ETag gets 412.
 //! - **Unsubscribe** (RFC 6665 §4.1.2.3): the first `--unsubscribes` subscribers end their
-//!   subscription (after their SUBSCRIBE arrived); their peer sends them nothing more and, if
+//!   subscription once it was accepted (an un-SUBSCRIBE is an in-dialog request: a SIP user
+//!   agent can send it only after its SUBSCRIBE got its 200); their peer sends them nothing more and, if
 //!   it no longer needs the group, leaves the tree (forgets its parent, stops re-JOINing).
 //! - **Faults**: up to `crashes` peer crashes (crash-stop), optional loss of overlay
 //!   request/response messages (bounded), optional duplication.

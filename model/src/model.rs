@@ -154,12 +154,12 @@ impl SaScribe {
             ActorModelAction::Recover(_) => false,
             ActorModelAction::Timeout(_, Timer::Detect(x)) => state.crashed[*x as usize],
             ActorModelAction::Timeout(id, Timer::Resend) => self.resend_useful(state, *id),
-            // An unsubscribe is an in-dialog request: it follows the SUBSCRIBE's arrival.
-            ActorModelAction::Timeout(id, Timer::Stop) => {
-                !any_envelope(&state.network, |src, _, m| {
-                    src == *id && matches!(m, Msg::Subscribe)
-                })
-            }
+            // An unsubscribe is an in-dialog request (RFC 6665 §4.1.2.3): a SIP user agent can
+            // send it only once its SUBSCRIBE was answered 200 OK (the dialog exists then).
+            ActorModelAction::Timeout(id, Timer::Stop) => self
+                .setup
+                .subscriber_index(usize::from(*id))
+                .is_some_and(|i| state.history.subs[i].result == Some(true)),
             ActorModelAction::Timeout(id, Timer::Expire) => {
                 (state.history.expiries as usize) < self.setup.expiries
                     && self.peer(state, usize::from(*id)).is_some_and(expirable)

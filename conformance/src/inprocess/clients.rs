@@ -1,7 +1,8 @@
 //! The trace's user agents as SIP user agents (MAPPING.md, "Client requests" and
 //! "Client-visible outcomes"): each is a sans-IO [`UserAgent`] that sends real SIP requests to
 //! the SIP socket of its first-contact peer; what it receives back — final responses and
-//! NOTIFYs — becomes the trace's client outcomes.
+//! NOTIFYs — becomes the trace's client outcomes. Every request is sent twice, as a UDP
+//! retransmission would: the peer's server transaction must absorb the copy.
 
 use super::{body_of, value_of, Cluster, EXPIRY_UNIT_SECS, PIDF, RESOURCE, SUB_EXPIRES};
 use crate::sut::ClientRequest;
@@ -67,7 +68,9 @@ impl Cluster {
                 c.leaving = true;
                 match c.sub {
                     Some((sub, _)) if c.agent.subscription(sub).is_some_and(|s| s.active) => {
-                        c.agent.resubscribe(now, sub, 0);
+                        if let Some(req) = c.agent.resubscribe(now, sub, 0) {
+                            c.agent.retransmit(req);
+                        }
                         self.log(format!("{ua} → {peer}: SUBSCRIBE Expires: 0"));
                     }
                     Some((sub, _)) if c.agent.subscription(sub).is_some_and(|s| !s.terminated) => {
@@ -101,6 +104,7 @@ impl Cluster {
                     etag.as_deref(),
                     Some(secs),
                 );
+                c.agent.retransmit(req);
                 c.publishes.push((req, name.clone()));
                 self.pub_unassigned[p].push_back((u64::from(n) << 8 | u as u64, name));
             }
@@ -149,7 +153,9 @@ impl Cluster {
                     let c = &mut self.uas[u];
                     if c.leaving {
                         if let Some((sub, _)) = c.sub.filter(|_| code == 200) {
-                            c.agent.resubscribe(self.now, sub, 0);
+                            if let Some(req) = c.agent.resubscribe(self.now, sub, 0) {
+                                c.agent.retransmit(req);
+                            }
                         }
                         self.log(format!("{name}: SUBSCRIBE answered {code} after leaving"));
                         continue;

@@ -1,5 +1,10 @@
 //! Seeded bugs for the conformance suite's non-vacuity check (`conformance/tests/mutants.rs`).
 //!
+//! The suite drives peers through their SIP front end, so it judges what user agents see. A
+//! guarantee the SIP layer enforces again over the overlay layer's (NOTIFY only after the 200,
+//! never a stale state, nothing after an un-SUBSCRIBE) is seeded in both layers at once: a
+//! bug in one layer alone is masked by the other and is not a bug a user agent can see.
+//!
 //! Each variant names one deliberate deviation from the protocol. A bug is active only when the
 //! crate is built with the `mutants` feature **and** `Config::mutant` (a field only that
 //! feature adds) selects it; in a default build [`crate::Config::mutant_on`] is constant
@@ -14,7 +19,8 @@ pub enum Mutant {
     SkipReplication,
     /// The root reuses the current entity tag instead of minting a new one.
     ReuseEtag,
-    /// A member sends NOTIFYs to local subscriptions that are not accepted yet.
+    /// A member sends NOTIFYs to local subscriptions that are not accepted yet, and the SIP
+    /// front end sends them before its 200.
     NotifyBeforeAck,
     /// JOINs do not carry the latest state known below (re-JOIN reconciliation is lost).
     JoinDropsState,
@@ -22,7 +28,8 @@ pub enum Mutant {
     IgnoreIfMatch,
     /// The root does not bump the seq of a new publication.
     SeqNotBumped,
-    /// A member passes on states that are not newer than its subscriber's last one.
+    /// A member, and the SIP front end, pass on states that are not newer than the
+    /// subscriber's last one.
     NoStaleFilter,
     /// The root answers a JOIN for a group without state with nothing (no nACK).
     NoNack,
@@ -34,16 +41,25 @@ pub enum Mutant {
     NoExpiryClamp,
     /// The root never expires a publication.
     NoExpiry,
-    /// An unsubscribe is acknowledged but the subscription keeps receiving NOTIFYs.
+    /// An un-SUBSCRIBE is answered 200 but the subscription keeps receiving NOTIFYs (neither
+    /// the SIP front end nor the overlay layer ends it).
     UnsubscribeIgnored,
     /// A root whose publication expired answers JOINs with a bare nACK (no seq), so re-JOINing
     /// members never learn the expiry.
     NackForgetsExpiry,
+    /// SIP: a stale `SIP-If-Match` is answered 400 instead of 412 Conditional Request Failed.
+    WrongPreconditionCode,
+    /// SIP: a retransmitted request is handled as a new one instead of being absorbed by its
+    /// server transaction (a PUBLISH is applied twice).
+    NoRetransmissionAbsorption,
+    /// SIP: the 200 to an initial SUBSCRIBE is not followed by a NOTIFY with the current state
+    /// (RFC 6665 §4.2.1 requires one at once).
+    NoImmediateNotify,
 }
 
 impl Mutant {
     /// Every seeded bug.
-    pub const ALL: [Mutant; 15] = [
+    pub const ALL: [Mutant; 18] = [
         Mutant::RootAcceptsLowerSeq,
         Mutant::SkipReplication,
         Mutant::ReuseEtag,
@@ -59,6 +75,9 @@ impl Mutant {
         Mutant::NoExpiry,
         Mutant::UnsubscribeIgnored,
         Mutant::NackForgetsExpiry,
+        Mutant::WrongPreconditionCode,
+        Mutant::NoRetransmissionAbsorption,
+        Mutant::NoImmediateNotify,
     ];
 
     /// Kebab-case name (`root-accepts-lower-seq`).

@@ -286,7 +286,7 @@ impl SipEndpoint {
                 self.finish_pub(env, req, 200, h);
             }
             Event::PublishFailed { req, reason } => {
-                let (code, h) = publish::failure(reason);
+                let (code, h) = publish::failure(reason, env.peer.config());
                 self.finish_pub(env, req, code, h);
             }
             Event::SubProvisional { handle } => {

@@ -7,11 +7,13 @@ use super::message::{reason_phrase, Headers, Request};
 use super::transaction::TxKey;
 use super::{Env, ReqCtx, SipEndpoint};
 use crate::event::{PubHandle, PublishError};
+use crate::mutants::Mutant;
 
 /// The response code and headers of a failed publication.
-pub(super) fn failure(reason: PublishError) -> (u16, Headers) {
+pub(super) fn failure(reason: PublishError, cfg: &crate::Config) -> (u16, Headers) {
     let mut h = Headers::default();
     let code = match reason {
+        PublishError::PreconditionFailed if cfg.mutant_on(Mutant::WrongPreconditionCode) => 400,
         PublishError::PreconditionFailed => 412,
         PublishError::IntervalTooBrief { min } => {
             h.push("Min-Expires", min.to_string());

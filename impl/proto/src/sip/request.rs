@@ -5,6 +5,7 @@ use super::headers::{self, CSeq, NameAddr, Via};
 use super::message::{reason_phrase, Headers, Method, Request};
 use super::transaction::{ServerState, TxKey};
 use super::{Env, ReqCtx, SipEndpoint, ALLOW};
+use crate::mutants::Mutant;
 use std::net::SocketAddr;
 
 impl SipEndpoint {
@@ -29,7 +30,11 @@ impl SipEndpoint {
             &ctx.cseq,
             ctx.from_na.tag.as_deref().unwrap_or(""),
         );
-        if let Some(id) = self.tx.server_id(&key) {
+        let absorb = !env
+            .peer
+            .config()
+            .mutant_on(Mutant::NoRetransmissionAbsorption);
+        if let Some(id) = self.tx.server_id(&key).filter(|_| absorb) {
             self.stats.retransmissions_absorbed += 1;
             let again = match self.tx.server(id).map(|t| &t.state) {
                 Some(ServerState::Completed { response, .. }) => Some(response.clone()),

@@ -7,6 +7,7 @@ use super::message::{reason_phrase, Headers, Request};
 use super::transaction::TxKey;
 use super::{Env, ReqCtx, SipEndpoint};
 use crate::event::{SubHandle, SubRejectReason, SubscribeError};
+use crate::mutants::Mutant;
 use bytes::Bytes;
 
 impl SipEndpoint {
@@ -206,6 +207,9 @@ impl SipEndpoint {
             // Unsubscribe: 200, then the final NOTIFY (RFC 6665 §4.2.1.4).
             hs.push("Expires", "0");
             self.reply(env, key, ctx, 200, "OK", hs, None);
+            if env.peer.config().mutant_on(Mutant::UnsubscribeIgnored) {
+                return;
+            }
             let _ = env.peer.unsubscribe(env.now, env.timers, h);
             if let Some(d) = self.dialogs.get_mut(&h) {
                 d.expires_at = env.now;
@@ -308,13 +312,24 @@ impl SipEndpoint {
         seq: u64,
         state: Option<Bytes>,
     ) {
+        let cfg = env.peer.config();
+        let (early, stale_ok) = (
+            cfg.mutant_on(Mutant::NotifyBeforeAck),
+            cfg.mutant_on(Mutant::NoStaleFilter),
+        );
+        let silent_first = cfg.mutant_on(Mutant::NoImmediateNotify);
         let Some(d) = self.dialogs.get_mut(&h) else {
             return;
         };
-        if d.phase != Phase::Active || d.last.as_ref().is_some_and(|(s, _)| seq <= *s) {
+        let established = d.phase == Phase::Active || (early && d.phase != Phase::Terminating);
+        if !established || (d.last.as_ref().is_some_and(|(s, _)| seq <= *s) && !stale_ok) {
             return;
         }
+        let first = d.last.is_none();
         d.last = Some((seq, state.clone()));
+        if first && silent_first {
+            return;
+        }
         let fetch = d.fetch;
         d.enqueue(Queued {
             seq,
