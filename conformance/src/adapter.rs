@@ -175,6 +175,10 @@ const STDERR_TAIL: usize = 32;
 /// last lines of its stderr.
 const EXIT_GRACE: Duration = Duration::from_secs(1);
 
+/// How long an adapter whose stdin the harness closed at the end of a trace may take to exit
+/// before it is killed.
+const CLOSE_GRACE: Duration = Duration::from_millis(200);
+
 /// What the stdout reader thread passes on.
 enum Out {
     Line(String),
@@ -294,6 +298,22 @@ impl Running {
     }
 }
 
+impl Running {
+    /// Ends an adapter that did nothing wrong: closes its stdin and gives it [`CLOSE_GRACE`] to
+    /// exit on its own before it is killed (when dropped).
+    fn close(&mut self) {
+        let (closed, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.requests, closed));
+        let until = Instant::now() + CLOSE_GRACE;
+        while Instant::now() < until {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -315,7 +335,8 @@ enum Fail {
 /// Every request waits at most the timeout ([`DEFAULT_TIMEOUT`], [`AdapterProcess::with_timeout`])
 /// for its reply. A missing, late, duplicated or malformed reply, or the process exiting, fails
 /// the request with a message naming it; the process is then killed. Each `init` after the
-/// first (the next trace) runs in a fresh process, so a failure never carries over.
+/// first (the next trace) runs in a fresh process, so a failure never carries over: the
+/// previous one has its stdin closed and is killed unless it exits within 200 ms.
 pub struct AdapterProcess {
     command: String,
     timeout: Duration,
@@ -384,7 +405,9 @@ impl AdapterProcess {
     }
 
     fn restart(&mut self) -> Result<(), String> {
-        self.running = None;
+        if let Some(mut r) = self.running.take() {
+            r.close();
+        }
         self.sent.clear();
         self.initialised = false;
         self.running = Some(Running::start(&self.command)?);
@@ -509,7 +532,7 @@ impl AdapterProcess {
                 });
                 let e = format!(
                     "adapter '{}' refused: its init_ok carries {said}, this harness speaks \
-                     adapter protocol version {PROTOCOL_VERSION} (ADAPTER.md, \"Versions\")",
+                     adapter protocol version {PROTOCOL_VERSION} (ADAPTER.md, \"Protocol version\")",
                     self.command
                 );
                 self.refused = Some(e.clone());
@@ -517,6 +540,14 @@ impl AdapterProcess {
             }
         }
         serde_json::from_value(b).map_err(|e| bad(format!("bad '{want}' body: {e}")))
+    }
+}
+
+impl Drop for AdapterProcess {
+    fn drop(&mut self) {
+        if let Some(r) = &mut self.running {
+            r.close();
+        }
     }
 }
 
