@@ -434,7 +434,7 @@ impl AdapterProcess {
             .expect("exchange needs a running adapter");
         // A closed stdin means the process is going away: its stdout tells how, below.
         let _ = run.requests.send(line.clone());
-        let waiting = format!("request {id} ({ty})");
+        let waiting = format!("the {ty} request (msg_id {id})");
         let deadline = Instant::now() + self.timeout;
         let reply = loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -481,7 +481,7 @@ impl AdapterProcess {
         let bad = |why: String| {
             Fail::Protocol(format!(
                 "malformed adapter output ({why}) while the harness waited for the reply to \
-                 request {id} ({ty}): line `{}`",
+                 the {ty} request (msg_id {id}): line `{}`",
                 clip(line)
             ))
         };
@@ -497,9 +497,9 @@ impl AdapterProcess {
         if k != id {
             let what = match self.sent.get((k as usize).wrapping_sub(1)) {
                 Some(t) if k < id => {
-                    format!("a second reply to request {k} ({t}), already answered")
+                    format!("a second reply to the {t} request (msg_id {k}), already answered")
                 }
-                _ => format!("a reply to request {k}, which the harness never sent"),
+                _ => format!("a reply to msg_id {k}, which the harness never sent"),
             };
             return Err(bad(format!("in_reply_to is {k}: {what}")));
         }
@@ -512,7 +512,7 @@ impl AdapterProcess {
                 return Err(bad("an error needs an integer code and a text".into()));
             };
             return Err(Fail::Error(format!(
-                "adapter error {code} ({}) to request {id} ({ty}): {text}",
+                "adapter error {code} ({}) to the {ty} request (msg_id {id}): {text}",
                 code_name(code)
             )));
         }

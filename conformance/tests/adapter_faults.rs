@@ -166,7 +166,7 @@ fn a_dropped_reply_times_out_naming_the_request_and_the_adapter_is_killed() {
         &o,
         step,
         &[
-            &format!("timeout: no reply to request 3 ({ty}) within 3 s"),
+            &format!("timeout: no reply to the {ty} request (msg_id 3) within 3 s"),
             "request: {",
         ],
     );
@@ -183,7 +183,12 @@ fn a_timed_out_adapter_process_is_gone_before_the_next_trace() {
         let t = trace(TRACES[0]);
         assert!(run_trace(&t, &mut p, false).passed());
         let r = run_trace(&t, &mut p, false);
-        assert!(r.failure.unwrap().detail.contains("no reply to request 2"));
+        let want = format!(
+            "no reply to the {} request (msg_id 2)",
+            step_of_request(&t, 2).1
+        );
+        let detail = r.failure.unwrap().detail;
+        assert!(detail.contains(&want), "{detail}");
         let pid = std::fs::read_to_string(scratch_path(test, "pid")).unwrap();
         // Killed and reaped: no such process (a zombie would still have a /proc entry).
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "pid {pid}");
@@ -208,8 +213,10 @@ fn a_duplicated_reply_fails_the_next_request() {
         &o,
         step,
         &[
-            &format!("in_reply_to is 3: a second reply to request 3 ({ty}), already answered"),
-            &format!("waited for the reply to request 4 ({ty4})"),
+            &format!(
+                "in_reply_to is 3: a second reply to the {ty} request (msg_id 3), already answered"
+            ),
+            &format!("waited for the reply to the {ty4} request (msg_id 4)"),
         ],
     );
 }
@@ -223,7 +230,7 @@ fn a_reordered_reply_is_a_missing_one_to_a_lockstep_harness() {
     assert_middle_fails(
         &o,
         step,
-        &[&format!("timeout: no reply to request 3 ({ty})")],
+        &[&format!("timeout: no reply to the {ty} request (msg_id 3)")],
     );
     assert!(o.middle_secs < 3.0 + SLACK, "took {} s", o.middle_secs);
 }
@@ -238,7 +245,9 @@ fn a_delay_within_the_timeout_passes_and_a_longer_one_fails() {
     assert_middle_fails(
         &o,
         step,
-        &[&format!("no reply to request 3 ({ty}) within 3 s")],
+        &[&format!(
+            "no reply to the {ty} request (msg_id 3) within 3 s"
+        )],
     );
     assert!(o.middle_secs < 3.0 + SLACK, "took {} s", o.middle_secs);
 }
@@ -252,7 +261,7 @@ fn an_adapter_that_exits_mid_trace_is_reported_with_its_status_and_stderr() {
         step,
         &[
             "exited (exit status: 3)",
-            &format!("while the harness waited for the reply to request 4 ({ty})"),
+            &format!("while the harness waited for the reply to the {ty} request (msg_id 4)"),
             "last stderr lines:",
             "misbehave: exiting instead of answering request 4",
         ],
@@ -272,17 +281,24 @@ fn mangled_replies_are_named() {
         &[
             "not JSON — did you mean to log to stderr?",
             "`this is not JSON`",
-            &format!("request 3 ({ty})"),
+            &format!("the {ty} request (msg_id 3)"),
         ],
     );
     let o = run_three("wrongid", "wrongid@3", TIMEOUT);
     assert_middle_fails(
         &o,
         step,
-        &["in_reply_to is 8: a reply to request 8, which the harness never sent"],
+        &["in_reply_to is 8: a reply to msg_id 8, which the harness never sent"],
     );
     let o = run_three("stale", "stale@3", TIMEOUT);
-    assert_middle_fails(&o, step, &["in_reply_to is 2: a second reply to request 2"]);
+    let ty2 = step_of_request(&t, 2).1;
+    assert_middle_fails(
+        &o,
+        step,
+        &[&format!(
+            "in_reply_to is 2: a second reply to the {ty2} request (msg_id 2)"
+        )],
+    );
 }
 
 #[test]
@@ -351,7 +367,9 @@ fn the_cli_reports_the_failure_goes_on_and_checks_expect_pass() {
             "{out}"
         );
         assert!(
-            out.contains(&format!("no reply to request 3 ({ty}) within 2.5 s")),
+            out.contains(&format!(
+                "no reply to the {ty} request (msg_id 3) within 2.5 s"
+            )),
             "{out}"
         );
         assert_eq!(row(&out, "small-witness")[..3], ["1", "/", "2"], "{out}");
