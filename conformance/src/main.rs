@@ -1,13 +1,14 @@
 //! `sascribe-conformance`: read, check and show sa-Scribe conformance traces.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use sascribe_conformance::adapter::AdapterProcess;
 use sascribe_conformance::inprocess::{InProcess, Mode};
-use sascribe_conformance::runner::{describe, run_trace};
+use sascribe_conformance::runner::{describe, run_trace, Families};
 use sascribe_conformance::sut::System;
 use sascribe_conformance::{chart, load, trace_files, Trace, TraceError};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "sascribe-conformance", about = "sa-Scribe conformance traces")]
@@ -33,15 +34,14 @@ enum Command {
         paths: Vec<PathBuf>,
     },
     /// Replay traces (files or directories) against the production core (in-process) or an
-    /// implementation behind the adapter protocol; prints each failure and `N passed, M failed`.
+    /// implementation behind the adapter protocol; prints each failure and `N passed, M failed`
+    /// (with --adapter, first a table of the trace families passed).
     Run {
         /// Files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
-        /// Command of an adapter-protocol implementation (see ADAPTER.md), e.g.
-        /// "target/debug/sascribe-adapter".
-        #[arg(long)]
-        adapter: Option<String>,
+        #[command(flatten)]
+        target: Target,
         /// Print every step of failing traces.
         #[arg(long)]
         verbose: bool,
@@ -50,34 +50,21 @@ enum Command {
         /// skipped); one that passes is an error, so the list cannot go stale.
         #[arg(long)]
         known_divergences: Option<PathBuf>,
-        /// How production peers are driven in-process: `core` (the sans-IO peer) or `runtime`
-        /// (the tokio event loop `sascribe peer` runs, with harness socket and clock).
-        #[arg(long, default_value = "core", value_parser = parse_mode)]
-        driver: Mode,
-        /// Seeded bug of the production core to enable (build with feature `mutants`).
-        #[cfg(feature = "mutants")]
-        #[arg(long)]
-        mutant: Option<String>,
+        /// Succeed exactly when N traces pass and no trace failed through the adapter itself
+        /// (timeout, malformed or missing reply, exit): for tracking a partial implementation.
+        #[arg(long, value_name = "N")]
+        expect_pass: Option<usize>,
     },
     /// Replay one trace step by step, printing each step, what the implementation did and its
     /// logs.
     Replay {
         /// The trace file.
         file: PathBuf,
-        /// Command of an adapter-protocol implementation (default: in-process).
-        #[arg(long)]
-        adapter: Option<String>,
+        #[command(flatten)]
+        target: Target,
         /// Also print the logs of passing steps (always printed for the failing one).
         #[arg(long)]
         verbose: bool,
-        /// How production peers are driven in-process: `core` (the sans-IO peer) or `runtime`
-        /// (the tokio event loop `sascribe peer` runs, with harness socket and clock).
-        #[arg(long, default_value = "core", value_parser = parse_mode)]
-        driver: Mode,
-        /// Seeded bug of the production core to enable (build with feature `mutants`).
-        #[cfg(feature = "mutants")]
-        #[arg(long)]
-        mutant: Option<String>,
     },
 }
 
@@ -89,38 +76,78 @@ fn parse_mode(s: &str) -> Result<Mode, String> {
     }
 }
 
-/// What to run the traces against.
-struct Target {
-    adapter: Option<String>,
-    mutant: Option<String>,
-    driver: Mode,
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 && x < 1e6 => Ok(Duration::from_secs_f64(x)),
+        _ => Err(format!("expected a positive number of seconds, not '{s}'")),
+    }
 }
 
-fn system(target: &Target) -> Result<Box<dyn System>, String> {
-    let driver = target.driver;
-    match (&target.adapter, &target.mutant) {
-        (Some(_), Some(_)) => {
-            Err("--mutant applies to the in-process core, not to --adapter".into())
-        }
-        (Some(cmd), None) => Ok(Box::new(AdapterProcess::spawn(cmd)?)),
-        (None, None) => Ok(Box::new(InProcess::new().with_mode(driver))),
-        (None, Some(_name)) => {
-            #[cfg(feature = "mutants")]
-            {
-                let m = sascribe::mutants::Mutant::from_name(_name).ok_or_else(|| {
-                    let all: Vec<String> = sascribe::mutants::Mutant::ALL
-                        .iter()
-                        .map(|m| m.name())
-                        .collect();
-                    format!("unknown mutant '{_name}' (known: {})", all.join(", "))
-                })?;
-                Ok(Box::new(
-                    InProcess::with_config_hook(Box::new(move |c| c.mutant = Some(m)))
-                        .with_mode(driver),
-                ))
+/// What to run the traces against.
+#[derive(Args)]
+struct Target {
+    /// Command of an adapter-protocol implementation (see ADAPTER.md), e.g.
+    /// "target/debug/sascribe-adapter" (default: the production core, in-process).
+    #[arg(long)]
+    adapter: Option<String>,
+    /// How long to wait for the adapter's reply to each request; an adapter that does not
+    /// answer in time fails the trace and is restarted for the next one.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    adapter_timeout: Duration,
+    /// How production peers are driven in-process: `core` (the sans-IO peer) or `runtime`
+    /// (the tokio event loop `sascribe peer` runs, with harness socket and clock).
+    #[arg(long, default_value = "core", value_parser = parse_mode)]
+    driver: Mode,
+    /// Seeded bug of the production core to enable (build with feature `mutants`).
+    #[cfg(feature = "mutants")]
+    #[arg(long)]
+    mutant: Option<String>,
+}
+
+impl Target {
+    fn mutant(&self) -> Option<&str> {
+        #[cfg(feature = "mutants")]
+        return self.mutant.as_deref();
+        #[cfg(not(feature = "mutants"))]
+        None
+    }
+
+    /// The adapter process, if the target is one.
+    fn adapter(&self) -> Result<Option<AdapterProcess>, String> {
+        match (&self.adapter, self.mutant()) {
+            (Some(_), Some(_)) => {
+                Err("--mutant applies to the in-process core, not to --adapter".into())
             }
-            #[cfg(not(feature = "mutants"))]
-            Err("this build has no seeded bugs (build with --features mutants)".into())
+            (Some(cmd), None) => Ok(Some(
+                AdapterProcess::spawn(cmd)?.with_timeout(self.adapter_timeout),
+            )),
+            (None, _) => Ok(None),
+        }
+    }
+
+    /// A fresh in-process system.
+    fn in_process(&self) -> Result<InProcess, String> {
+        let driver = self.driver;
+        match self.mutant() {
+            None => Ok(InProcess::new().with_mode(driver)),
+            Some(_name) => {
+                #[cfg(feature = "mutants")]
+                {
+                    let m = sascribe::mutants::Mutant::from_name(_name).ok_or_else(|| {
+                        let all: Vec<String> = sascribe::mutants::Mutant::ALL
+                            .iter()
+                            .map(|m| m.name())
+                            .collect();
+                        format!("unknown mutant '{_name}' (known: {})", all.join(", "))
+                    })?;
+                    Ok(
+                        InProcess::with_config_hook(Box::new(move |c| c.mutant = Some(m)))
+                            .with_mode(driver),
+                    )
+                }
+                #[cfg(not(feature = "mutants"))]
+                Err("this build has no seeded bugs (build with --features mutants)".into())
+            }
         }
     }
 }
@@ -165,15 +192,31 @@ fn traces_in(paths: Vec<PathBuf>) -> impl Iterator<Item = Loaded> {
     })
 }
 
-fn run(paths: Vec<PathBuf>, target: Target, verbose: bool, known: Option<PathBuf>) -> ExitCode {
-    let known = match known.as_deref().map(read_known).transpose() {
+/// `run`'s options besides the traces and the target.
+struct RunOptions {
+    verbose: bool,
+    known: Option<PathBuf>,
+    expect_pass: Option<usize>,
+}
+
+fn run(paths: Vec<PathBuf>, target: Target, opts: RunOptions) -> ExitCode {
+    let known = match opts.known.as_deref().map(read_known).transpose() {
         Ok(k) => k.unwrap_or_default(),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    // One adapter for the run: each trace's init after the first restarts its process.
+    let mut adapter = match target.adapter() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut families = Families::default();
+    let (mut passed, mut failed, mut skipped, mut adapter_failures) = (0, 0, 0, 0);
     for item in traces_in(paths) {
         let (f, t) = match item {
             Loaded::Unlisted(e) => {
@@ -189,16 +232,32 @@ fn run(paths: Vec<PathBuf>, target: Target, verbose: bool, known: Option<PathBuf
             Loaded::File(f, Ok(t)) => (f, t),
         };
         let name = f.display().to_string();
-        let mut sys = match system(&target) {
-            Ok(s) => s,
-            Err(e) => {
-                println!("FAIL {name}: {e}");
-                failed += 1;
-                continue;
+        let r = match adapter.as_mut() {
+            Some(a) => {
+                let r = run_trace(&t, a, opts.verbose);
+                if let Some(e) = a.version_refused() {
+                    print!(
+                        "{}",
+                        r.failure
+                            .as_ref()
+                            .map_or(String::new(), |f| describe(&name, f))
+                    );
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+                adapter_failures += usize::from(a.adapter_failure().is_some());
+                r
             }
+            None => match target.in_process() {
+                Ok(mut sys) => run_trace(&t, &mut sys, opts.verbose),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            },
         };
-        let r = run_trace(&t, sys.as_mut(), verbose);
         let divergence = known.iter().find(|(n, _)| *n == t.name);
+        families.add(&t, &r, r.failure.is_some() && divergence.is_some());
         match (&r.failure, divergence) {
             (None, None) => passed += 1,
             (None, Some(_)) => {
@@ -214,10 +273,19 @@ fn run(paths: Vec<PathBuf>, target: Target, verbose: bool, known: Option<PathBuf
             (Some(fail), None) => {
                 failed += 1;
                 print!("{}", describe(&name, fail));
-                if verbose {
+                if opts.verbose {
                     print!("{}", r.transcript);
                 }
             }
+        }
+    }
+    if adapter.is_some() {
+        print!("\n{}", families.table());
+        if adapter_failures > 0 {
+            println!(
+                "{adapter_failures} traces failed through the adapter itself (timeout, malformed \
+                 or missing reply, exit)"
+            );
         }
     }
     if skipped > 0 {
@@ -225,10 +293,20 @@ fn run(paths: Vec<PathBuf>, target: Target, verbose: bool, known: Option<PathBuf
     } else {
         println!("{passed} passed, {failed} failed");
     }
-    if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    match opts.expect_pass {
+        Some(n) if n == passed && adapter_failures == 0 => {
+            println!("as expected: {n} passed, no adapter failure (--expect-pass {n})");
+            ExitCode::SUCCESS
+        }
+        Some(n) => {
+            println!(
+                "UNEXPECTED: --expect-pass {n} wants {n} passed and no adapter failure, got \
+                 {passed} passed and {adapter_failures} adapter failures"
+            );
+            ExitCode::from(1)
+        }
+        None if failed == 0 => ExitCode::SUCCESS,
+        None => ExitCode::from(1),
     }
 }
 
@@ -240,7 +318,12 @@ fn replay(file: PathBuf, target: Target, verbose: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut sys = match system(&target) {
+    let sys: Result<Box<dyn System>, String> = match target.adapter() {
+        Ok(Some(a)) => Ok(Box::new(a)),
+        Ok(None) => target.in_process().map(|s| Box::new(s) as Box<dyn System>),
+        Err(e) => Err(e),
+    };
+    let mut sys = match sys {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -284,72 +367,26 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        #[cfg(feature = "mutants")]
         Command::Run {
             paths,
-            adapter,
+            target,
             verbose,
             known_divergences,
-            driver,
-            mutant,
+            expect_pass,
         } => run(
             paths,
-            Target {
-                adapter,
-                mutant,
-                driver,
+            target,
+            RunOptions {
+                verbose,
+                known: known_divergences,
+                expect_pass,
             },
-            verbose,
-            known_divergences,
         ),
-        #[cfg(not(feature = "mutants"))]
-        Command::Run {
-            paths,
-            adapter,
-            verbose,
-            known_divergences,
-            driver,
-        } => run(
-            paths,
-            Target {
-                adapter,
-                mutant: None,
-                driver,
-            },
-            verbose,
-            known_divergences,
-        ),
-        #[cfg(feature = "mutants")]
         Command::Replay {
             file,
-            adapter,
+            target,
             verbose,
-            driver,
-            mutant,
-        } => replay(
-            file,
-            Target {
-                adapter,
-                mutant,
-                driver,
-            },
-            verbose,
-        ),
-        #[cfg(not(feature = "mutants"))]
-        Command::Replay {
-            file,
-            adapter,
-            verbose,
-            driver,
-        } => replay(
-            file,
-            Target {
-                adapter,
-                mutant: None,
-                driver,
-            },
-            verbose,
-        ),
+        } => replay(file, target, verbose),
         Command::Validate { paths } => {
             let (mut ok, mut bad) = (0, 0);
             for item in traces_in(paths) {

@@ -468,3 +468,121 @@ pub fn describe(file: &str, f: &Failure) -> String {
     }
     s
 }
+
+/// The family of a trace: its name without the trailing number (`small-walk-031` →
+/// `small-walk`); for an unnumbered name, the part up to its origin kind
+/// (`multihop-witness-nack-happened` → `multihop-witness`, `small-mutant-path-x` →
+/// `small-mutant-path`), else its first word (`mutant-no-nack` → `mutant`).
+pub fn family(trace: &Trace) -> String {
+    let name = trace.name.as_str();
+    if let Some((head, n)) = name.rsplit_once('-') {
+        if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
+            return head.to_string();
+        }
+    }
+    let kind = trace.origin.kind.as_str();
+    let words: Vec<&str> = name.split('-').collect();
+    let kind_words = kind.split('-').count();
+    for i in 0..words.len() {
+        if i + kind_words <= words.len() && words[i..i + kind_words].join("-") == kind {
+            return words[..i + kind_words].join("-");
+        }
+    }
+    words[0].to_string()
+}
+
+/// One family's results.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FamilyRow {
+    /// The family.
+    pub family: String,
+    /// Traces that passed.
+    pub passed: usize,
+    /// Traces listed as known divergences that still fail.
+    pub skipped: usize,
+    /// Traces.
+    pub total: usize,
+    /// Steps that passed (a trace stops at its first failing step).
+    pub steps_passed: usize,
+    /// Steps of all its traces.
+    pub steps: usize,
+}
+
+/// Results grouped by trace family, in the order families first appear.
+#[derive(Clone, Debug, Default)]
+pub struct Families {
+    rows: Vec<FamilyRow>,
+}
+
+impl Families {
+    /// Counts one trace's result (`skipped`: a known divergence that still fails).
+    pub fn add(&mut self, trace: &Trace, r: &TraceResult, skipped: bool) {
+        let f = family(trace);
+        let i = match self.rows.iter().position(|row| row.family == f) {
+            Some(i) => i,
+            None => {
+                self.rows.push(FamilyRow {
+                    family: f,
+                    ..FamilyRow::default()
+                });
+                self.rows.len() - 1
+            }
+        };
+        let row = &mut self.rows[i];
+        row.total += 1;
+        row.passed += usize::from(r.passed());
+        row.skipped += usize::from(skipped);
+        row.steps += trace.steps.len();
+        row.steps_passed += r.passed_steps;
+    }
+
+    /// The rows.
+    pub fn rows(&self) -> &[FamilyRow] {
+        &self.rows
+    }
+
+    /// A table: family, traces passed / total (known divergences noted), steps passed / total.
+    pub fn table(&self) -> String {
+        let w = self
+            .rows
+            .iter()
+            .map(|r| r.family.len())
+            .chain([6])
+            .max()
+            .unwrap_or(6);
+        let mut s = format!(
+            "{:<w$}  {:>13}  {:>13}\n",
+            "family", "traces passed", "steps passed"
+        );
+        let mut all = FamilyRow {
+            family: "all".into(),
+            ..FamilyRow::default()
+        };
+        for r in &self.rows {
+            all.passed += r.passed;
+            all.skipped += r.skipped;
+            all.total += r.total;
+            all.steps += r.steps;
+            all.steps_passed += r.steps_passed;
+        }
+        for r in self.rows.iter().chain([&all]) {
+            let known = if r.skipped > 0 {
+                format!(
+                    "  ({} known divergence{})",
+                    r.skipped,
+                    if r.skipped == 1 { "" } else { "s" }
+                )
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                s,
+                "{:<w$}  {:>13}  {:>13}{known}",
+                r.family,
+                format!("{} / {}", r.passed, r.total),
+                format!("{} / {}", r.steps_passed, r.steps),
+            );
+        }
+        s
+    }
+}

@@ -1,8 +1,9 @@
-//! `sascribe-adapter`: the production sa-Scribe core behind the JSON-lines adapter protocol
-//! (`conformance/ADAPTER.md`). Reads requests on stdin, writes replies on stdout. With
-//! `--runtime` each peer runs inside the tokio runtime's event loop (harness socket and clock).
+//! `sascribe-adapter`: the production sa-Scribe core behind the JSON-lines adapter protocol,
+//! version [`PROTOCOL_VERSION`] (`conformance/ADAPTER.md`). Reads requests on stdin, writes
+//! replies on stdout, exits at the end of stdin. With `--runtime` each peer runs inside the
+//! tokio runtime's event loop (harness socket and clock).
 
-use sascribe_conformance::adapter::serve;
+use sascribe_conformance::adapter::{serve, PROTOCOL_VERSION};
 use sascribe_conformance::inprocess::{InProcess, Mode};
 use std::process::ExitCode;
 
@@ -13,7 +14,8 @@ fn main() -> ExitCode {
         [a] if a == "--runtime" => Mode::Runtime,
         _ => {
             eprintln!(
-                "usage: sascribe-adapter [--runtime]  (speaks the adapter protocol on stdin/stdout;\n\
+                "usage: sascribe-adapter [--runtime]  (speaks the adapter protocol, version \
+                 {PROTOCOL_VERSION}, on stdin/stdout;\n\
                  --runtime drives each peer through the tokio runtime's event loop)"
             );
             return ExitCode::from(2);

@@ -1,0 +1,141 @@
+//! The implementation side of the protocol version handshake ([`serve`]), and the grouping of
+//! traces into the families `run --adapter` reports.
+
+use sascribe_conformance::adapter::{request_line, serve, PROTOCOL_VERSION};
+use sascribe_conformance::inprocess::InProcess;
+use sascribe_conformance::runner::{family, run_trace, Families};
+use sascribe_conformance::sut::Input;
+use sascribe_conformance::{load, trace_files};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+fn corpus() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../traces")
+}
+
+fn replies(requests: &[String]) -> Vec<Value> {
+    let mut out = Vec::new();
+    serve(
+        &mut InProcess::new(),
+        requests.join("\n").as_bytes(),
+        &mut out,
+    )
+    .unwrap();
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn serve_checks_and_echoes_the_protocol_version() {
+    let t = load(&corpus().join("small-witness-nack-happened.json")).unwrap();
+    let init = request_line(
+        1,
+        &Input::Init {
+            config: t.config.clone(),
+        },
+    );
+    let v: Value = serde_json::from_str(&init).unwrap();
+    assert_eq!(v["body"]["protocol_version"], json!(PROTOCOL_VERSION));
+    let with = |version: Option<Value>, id: u64| {
+        let mut v = v.clone();
+        v["body"]["msg_id"] = json!(id);
+        match version {
+            Some(x) => v["body"]["protocol_version"] = x,
+            None => {
+                v["body"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("protocol_version");
+            }
+        }
+        v.to_string()
+    };
+    let r = replies(&[
+        with(None, 1),
+        with(Some(json!(PROTOCOL_VERSION + 1)), 2),
+        with(Some(json!(PROTOCOL_VERSION)), 3),
+        request_line(4, &Input::Crash { peer: "A".into() }),
+    ]);
+    assert_eq!(r.len(), 4);
+    assert_eq!(
+        (&r[0]["body"]["code"], &r[0]["body"]["in_reply_to"]),
+        (&json!(12), &json!(1))
+    );
+    assert!(r[0]["body"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("no protocol_version"));
+    assert_eq!(r[1]["body"]["code"], 10);
+    assert!(r[1]["body"]["text"].as_str().unwrap().contains(&format!(
+        "protocol version {} is not supported",
+        PROTOCOL_VERSION + 1
+    )));
+    assert_eq!(r[2]["body"]["type"], "init_ok");
+    assert_eq!(r[2]["body"]["protocol_version"], json!(PROTOCOL_VERSION));
+    // Only init_ok carries it.
+    assert_eq!(r[3]["body"]["type"], "crash_ok");
+    assert!(r[3]["body"].get("protocol_version").is_none());
+    // Nor any other request.
+    assert!(!request_line(5, &Input::Crash { peer: "A".into() }).contains("protocol_version"));
+}
+
+#[test]
+fn traces_group_into_families_by_name() {
+    let mut names = std::collections::BTreeMap::new();
+    for f in trace_files(&corpus()).unwrap() {
+        let t = load(&f).unwrap();
+        *names.entry(family(&t)).or_insert(0) += 1;
+    }
+    let got: Vec<(&str, i32)> = names.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(
+        got,
+        [
+            ("fig3-walk", 100),
+            ("lossy-walk", 50),
+            ("multihop-walk", 100),
+            ("multihop-witness", 5),
+            ("mutant", 13),
+            ("small-walk", 100),
+            ("small-witness", 5),
+        ]
+    );
+    // A name that carries its origin kind keeps the part up to it.
+    let mut t = load(&corpus().join("mutant-no-nack.json")).unwrap();
+    t.name = "small-mutant-path-no-nack".into();
+    assert_eq!(family(&t), "small-mutant-path");
+}
+
+#[test]
+fn the_family_table_counts_traces_steps_and_known_divergences() {
+    let mut fams = Families::default();
+    for name in [
+        "small-walk-030",
+        "small-walk-031",
+        "small-witness-nack-happened",
+    ] {
+        let t = load(&corpus().join(format!("{name}.json"))).unwrap();
+        let r = run_trace(&t, &mut InProcess::new(), false);
+        fams.add(&t, &r, !r.passed());
+    }
+    let rows = fams.rows();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (
+            rows[0].family.as_str(),
+            rows[0].passed,
+            rows[0].skipped,
+            rows[0].total
+        ),
+        ("small-walk", 1, 1, 2)
+    );
+    assert!(rows[0].steps_passed < rows[0].steps);
+    assert_eq!((rows[1].passed, rows[1].total), (1, 1));
+    assert_eq!(rows[1].steps_passed, rows[1].steps);
+    let table = fams.table();
+    let all = table.lines().last().unwrap();
+    assert!(all.starts_with("all") && all.contains("2 / 3"), "{table}");
+    assert!(all.ends_with("(1 known divergence)"), "{table}");
+}
