@@ -4,7 +4,7 @@
 //!
 //! * [`CoreDriver`] calls the host directly.
 //! * [`RuntimeDriver`] runs the host inside the tokio event loop `sascribe peer` runs
-//!   ([`sascribe::runtime::Node`]), with only the sockets and the clock swapped for
+//!   ([`sascribe::runtime::HostLoop`]), with only the sockets and the clock swapped for
 //!   harness-controlled ones ([`HarnessTransport`], [`HarnessClock`]): datagrams reach the host
 //!   through the loop's `recv_from` on its overlay or its SIP socket, what it sends leaves
 //!   through `send_to`, and the harness's doors and timer firings go through the node's command
@@ -12,7 +12,7 @@
 //!   waits until the loop has handled it and drained its outputs (no-op commands queued behind
 //!   it).
 
-use sascribe::runtime::{Clock, Node, RuntimeHandle, Transport};
+use sascribe::runtime::{Clock, HostLoop, RuntimeHandle, Transport};
 use sascribe::{Host, Input, Millis, Output, Socket, Transmit};
 use std::future::Future;
 use std::io;
@@ -202,7 +202,7 @@ impl RuntimeDriver {
         };
         let (overlay, ot) = transport(Socket::Overlay, host.handle().addr);
         let (sip, st) = transport(Socket::SipUdp, sip_addr);
-        let node = Node::new(host, ot, clock.clone()).with_sip_transport(st);
+        let node = HostLoop::new(host, ot, clock.clone()).with_sip_transport(st);
         let handle = node.handle();
         let _guard = rt.enter();
         tokio::spawn(node.run());

@@ -1,14 +1,16 @@
 //! # sa-Scribe conformance traces
 //!
 //! Reader, validator and viewer for the traces the model exports (`sascribe-model traces`),
-//! format `sascribe-trace` version 1, documented in `conformance/TRACE-FORMAT.md` with the JSON
+//! format `sascribe-trace` version 2 (the reader refuses others by name), documented in
+//! `conformance/TRACE-FORMAT.md` with the JSON
 //! Schema `conformance/trace.schema.json`. The reader is independent of the exporter (it does
 //! not link the model): it is what a third party reading the corpus would write.
 //!
 //! The conformance runner replays traces against an implementation: [`runner`] plays the user
 //! agents and judges each step; [`sut`] is the interface of a system under test; [`inprocess`]
-//! is the production core (crate `sascribe`) behind it, driven through [`driver`] (the sans-IO
-//! peer, or the tokio runtime's event loop with harness socket and clock); [`adapter`] is the
+//! is the production peer (crate `sascribe`) behind it — its user agents are SIP user agents
+//! talking to the peers' SIP front ends — driven through [`driver`] (the sans-IO host, or the
+//! tokio runtime's event loop with harness sockets and clock); [`adapter`] is the
 //! JSON-lines protocol for other implementations (`ADAPTER.md`). The mapping between production
 //! and the model is `MAPPING.md`.
 

@@ -92,7 +92,7 @@ pub enum Input {
         /// The peer.
         peer: String,
     },
-    /// Peer `peer` restarts with empty state (crash-recovery; not used by version-1 traces).
+    /// Peer `peer` restarts with empty state (crash-recovery; not used by the traces of format version 2).
     Restart {
         /// The peer.
         peer: String,

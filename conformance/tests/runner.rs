@@ -160,7 +160,7 @@ fn the_adapter_side_answers_errors_with_codes() {
 
 #[test]
 fn the_runtime_event_loop_gives_the_same_verdicts_as_the_core() {
-    // Same peers, driven through `sascribe::runtime::Node` with the harness's socket and clock.
+    // Same peers, driven through `sascribe::runtime::HostLoop` with the harness's socket and clock.
     let files = trace_files(&corpus_dir()).unwrap();
     let mut passed = 0;
     for f in files.iter().skip(1).step_by(5) {

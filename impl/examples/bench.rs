@@ -9,10 +9,15 @@
 //!   (defaults 8 32 20000): an in-process loopback cluster of tokio peers; each group has three
 //!   subscribers on peers other than its publisher. Measures publish→NOTIFY latency with one
 //!   publication in flight, then throughput and latency with one in flight per group.
+//! * `cargo run --release -p sascribe --example bench -- poll [max transactions]` (default
+//!   100000): one gateway host filled with live SIP server transactions (completed PUBLISHes
+//!   kept for Timer J) and publications, 10² … max of them; at each size, the cost of an idle
+//!   poll (`poll_output` + `Input::Timeout` when nothing is due) and of one more request. The
+//!   per-poll cost must not grow with the number of live transactions.
 
 use bytes::Bytes;
 use rand::Rng;
-use sascribe::runtime::{Node, RuntimeHandle};
+use sascribe::runtime::{HostLoop, RuntimeHandle};
 use sascribe::sim::{NetConfig, Sim};
 use sascribe::{Config, Event, GroupId, NodeId, PubHandle, SubHandle};
 use std::collections::HashMap;
@@ -32,6 +37,7 @@ fn main() {
             arg(&args, 3, 10),
             arg(&args, 4, 5),
         ),
+        Some("poll") => poll(arg(&args, 1, 100_000)),
         Some("cluster") => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -44,7 +50,7 @@ fn main() {
             ));
         }
         _ => {
-            eprintln!("usage: bench sim [peers] [groups] [subs/group] [rounds] | bench cluster [peers] [groups] [publications]");
+            eprintln!("usage: bench sim [peers] [groups] [subs/group] [rounds] | bench cluster [peers] [groups] [publications] | bench poll [max transactions]");
             std::process::exit(2);
         }
     }
@@ -149,7 +155,7 @@ async fn cluster(n: usize, groups: usize, publications: usize) {
     let t = Instant::now();
     for i in 0..n {
         let id = NodeId((i as u128).wrapping_mul(u128::MAX / n as u128) ^ 0x9e37_79b9);
-        let mut node = Node::bind(
+        let mut node = HostLoop::bind(
             "127.0.0.1:0".parse().unwrap(),
             id,
             Config::default(),
@@ -342,4 +348,99 @@ async fn drive(
         }
     }
     (lat, lost, start.elapsed())
+}
+
+/// A PUBLISH of presentity `n` from a UA at `ua`, with a unique branch.
+fn publish_request(n: usize, ua: std::net::SocketAddr) -> Vec<u8> {
+    let body = "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" \
+                entity=\"sip:p@example.test\"><tuple id=\"t\"><status><basic>open</basic></status></tuple></presence>";
+    format!(
+        "PUBLISH sip:p{n}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {ua};branch=z9hG4bKpoll{n}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:p{n}@example.test>;tag=t{n}\r\nTo: <sip:p{n}@example.test>\r\n\
+         Call-ID: poll-{n}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nExpires: 3600\r\n\
+         Content-Type: application/pidf+xml\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Drains a host's outputs; returns how many there were.
+fn drain_host(h: &mut sascribe::Host) -> usize {
+    let mut n = 0;
+    while !matches!(h.poll_output(), sascribe::Output::Timeout(_)) {
+        n += 1;
+    }
+    n
+}
+
+fn poll(max: usize) {
+    use sascribe::{Host, Input, Seeds};
+    let ua: std::net::SocketAddr = "192.0.2.1:5070".parse().expect("address");
+    let sip = "127.0.0.1:5060".parse().expect("address");
+    let overlay = "127.0.0.1:4000".parse().expect("address");
+    let mut host = Host::new(
+        NodeId(1 << 120),
+        overlay,
+        Config::default(),
+        0,
+        Seeds::reproducible(1),
+    )
+    .with_sip(sascribe::sip::SipConfig::new(sip));
+    let now = 1_000;
+    println!(
+        "{:>10} {:>12} {:>14} {:>16} {:>12}",
+        "live tx", "timer heap", "idle poll ns", "new request us", "fill s"
+    );
+    let mut filled = 0;
+    let mut size = 100;
+    while size <= max {
+        let t = Instant::now();
+        while filled < size {
+            let req = publish_request(filled, ua);
+            let _ = host.handle_input(
+                now,
+                Input::Sip {
+                    from: ua,
+                    payload: &req,
+                },
+            );
+            drain_host(&mut host);
+            filled += 1;
+        }
+        let fill = t.elapsed();
+        // Idle polls: nothing is due (Timer J of every transaction lies 32 s ahead).
+        let rounds = 200_000;
+        let t = Instant::now();
+        for _ in 0..rounds {
+            let _ = host.handle_input(now, Input::Timeout);
+            drain_host(&mut host);
+        }
+        let idle = t.elapsed().as_nanos() as f64 / rounds as f64;
+        // One more request each (then the transactions are left to live).
+        let extra = 1_000;
+        let t = Instant::now();
+        for k in 0..extra {
+            let req = publish_request(max + filled + k, ua);
+            let _ = host.handle_input(
+                now,
+                Input::Sip {
+                    from: ua,
+                    payload: &req,
+                },
+            );
+            drain_host(&mut host);
+        }
+        filled += extra;
+        let per = t.elapsed().as_secs_f64() * 1e6 / extra as f64;
+        let st = host.stats();
+        println!(
+            "{:>10} {:>12} {:>14.0} {:>16.1} {:>12.2}",
+            st.sip_transactions.0,
+            st.timers_queued,
+            idle,
+            per,
+            fill.as_secs_f64()
+        );
+        size *= 10;
+    }
 }

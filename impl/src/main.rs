@@ -11,7 +11,7 @@
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
-use sascribe::runtime::{ConfigFile, Node, RuntimeHandle};
+use sascribe::runtime::{ConfigFile, HostLoop, RuntimeHandle};
 use sascribe::{Config, NodeId};
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -202,7 +202,7 @@ async fn start(
     packages: &[String],
 ) -> anyhow::Result<RuntimeHandle> {
     let seed = random_u64();
-    let mut node = Node::bind_advertised(listen, advertise, id, config, seed)
+    let mut node = HostLoop::bind_advertised(listen, advertise, id, config, seed)
         .await
         .with_context(|| format!("binding the overlay socket on {listen}"))?;
     if let Some(sip) = sip {
@@ -319,11 +319,11 @@ mod frontend {
     /// Attaches the SIP front end on `listen`. Its own address (in `Via` and `Contact`) is the
     /// bound address, with the IP of `advertise` when `listen` is a wildcard.
     pub async fn attach(
-        node: Node<UdpSocket, TokioClock>,
+        node: HostLoop<UdpSocket, TokioClock>,
         listen: SocketAddr,
         advertise: Option<SocketAddr>,
         packages: &[String],
-    ) -> anyhow::Result<Node<UdpSocket, TokioClock>> {
+    ) -> anyhow::Result<HostLoop<UdpSocket, TokioClock>> {
         let packages = packages.to_vec();
         node.bind_sip(listen, |mut local| {
             if local.ip().is_unspecified() {

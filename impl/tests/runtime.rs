@@ -2,7 +2,7 @@
 //! garbage input, and the front-end hook.
 
 use bytes::Bytes;
-use sascribe::runtime::{Node, RuntimeHandle};
+use sascribe::runtime::{HostLoop, RuntimeHandle};
 use sascribe::{Config, Event, GroupId, Host, NodeId, PubHandle, Seeds, SubHandle};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -46,7 +46,7 @@ fn id(i: usize) -> NodeId {
 async fn cluster(n: usize) -> Vec<RuntimeHandle> {
     let mut handles: Vec<RuntimeHandle> = Vec::new();
     for i in 0..n {
-        let mut node = Node::bind(loopback(), id(i), fast(), i as u64)
+        let mut node = HostLoop::bind(loopback(), id(i), fast(), i as u64)
             .await
             .unwrap();
         if let Some(first) = handles.first() {
@@ -275,7 +275,7 @@ async fn garbage_datagrams_are_counted_and_ignored() {
 /// unchanged, until it is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sip_socket_and_sip_timers_run_in_the_event_loop() {
-    let node = Node::bind(loopback(), id(1), fast(), 1).await.unwrap();
+    let node = HostLoop::bind(loopback(), id(1), fast(), 1).await.unwrap();
     let node = node
         .bind_sip(loopback(), sascribe::sip::SipConfig::new)
         .await
@@ -417,7 +417,7 @@ async fn runs_over_a_harness_network_and_clock() {
             0,
             Seeds::reproducible(u64::from(i)),
         );
-        let mut node = Node::new(host, net.socket(addr(i)), clock.clone());
+        let mut node = HostLoop::new(host, net.socket(addr(i)), clock.clone());
         if i > 0 {
             node.bootstrap(addr(0));
         }
@@ -684,7 +684,7 @@ async fn sip_user_agents_through_the_runtime() {
     use sascribe::sip::SipConfig;
     let mut peers: Vec<RuntimeHandle> = Vec::new();
     for i in 0..4 {
-        let mut node = Node::bind(loopback(), id(i), fast(), i as u64)
+        let mut node = HostLoop::bind(loopback(), id(i), fast(), i as u64)
             .await
             .unwrap()
             .bind_sip(loopback(), SipConfig::new)

@@ -2,7 +2,7 @@
 //! fault budget, and the properties.
 
 use crate::history::{self, History};
-use crate::protocol::{Msg, Node, ReqId, Timer};
+use crate::protocol::{Msg, Participant, ReqId, Timer};
 use crate::setup::{NetworkKind, Setup};
 use crate::topology::PeerIx;
 use stateright::actor::{
@@ -12,7 +12,7 @@ use stateright::{Model, Path, Property};
 use std::sync::Arc;
 
 /// A state of the model.
-pub type State = ActorModelState<Node, History>;
+pub type State = ActorModelState<Participant, History>;
 /// An action of the model.
 pub type Action = ActorModelAction<Msg, Timer, ()>;
 
@@ -33,7 +33,7 @@ pub type Action = ActorModelAction<Msg, Timer, ()>;
 pub struct SaScribe {
     /// The configuration.
     pub setup: Arc<Setup>,
-    inner: ActorModel<Node, Arc<Setup>, History>,
+    inner: ActorModel<Participant, Arc<Setup>, History>,
 }
 
 impl SaScribe {
@@ -42,16 +42,16 @@ impl SaScribe {
         let setup = Arc::new(setup);
         let mut m = ActorModel::new(setup.clone(), History::new(&setup));
         for _ in 0..setup.peers() {
-            m = m.actor(Node::Peer(setup.clone()));
+            m = m.actor(Participant::Peer(setup.clone()));
         }
         for (i, &peer) in setup.subscribers.iter().enumerate() {
-            m = m.actor(Node::Subscriber {
+            m = m.actor(Participant::Subscriber {
                 peer,
                 leaves: i < setup.unsubscribes,
             });
         }
         for (peer, script) in &setup.publishers {
-            m = m.actor(Node::Publisher {
+            m = m.actor(Participant::Publisher {
                 peer: *peer,
                 script: script.clone(),
             });

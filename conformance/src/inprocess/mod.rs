@@ -55,7 +55,7 @@ pub enum Mode {
     /// The sans-IO `Peer`, called directly.
     #[default]
     Core,
-    /// The `Peer` inside the tokio runtime's event loop (`sascribe::runtime::Node`), with a
+    /// The `Peer` inside the tokio runtime's event loop (`sascribe::runtime::HostLoop`), with a
     /// harness transport and clock.
     Runtime,
 }

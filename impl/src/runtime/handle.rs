@@ -57,7 +57,7 @@ impl std::fmt::Debug for Command {
     }
 }
 
-/// Cloneable handle to a running [`super::Node`]: local API calls, the event stream, and
+/// Cloneable handle to a running [`super::HostLoop`]: local API calls, the event stream, and
 /// stop.
 ///
 /// Calls are queued to the node's task and answered once the host handled them (their

@@ -17,9 +17,9 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use sascribe::runtime::Node;
+//! use sascribe::runtime::HostLoop;
 //! use sascribe::{Config, NodeId};
-//! let mut node = Node::bind("127.0.0.1:0".parse().unwrap(), NodeId(42), Config::default(), 7).await?;
+//! let mut node = HostLoop::bind("127.0.0.1:0".parse().unwrap(), NodeId(42), Config::default(), 7).await?;
 //! node.bootstrap("127.0.0.1:7000".parse().unwrap());
 //! let handle = node.spawn();
 //! handle.wait_ready(std::time::Duration::from_secs(10)).await.expect("joined");
@@ -67,9 +67,9 @@ pub fn os_seeds(seed: u64) -> io::Result<Seeds> {
     Ok(Seeds { prng: seed, secret })
 }
 
-/// One host bound to its transports and clock. Build it, call [`Node::bootstrap`] if it joins
-/// an existing overlay, then [`Node::spawn`] (or await [`Node::run`]).
-pub struct Node<T: Transport, C: Clock> {
+/// One host bound to its transports and clock. Build it, call [`HostLoop::bootstrap`] if it joins
+/// an existing overlay, then [`HostLoop::spawn`] (or await [`HostLoop::run`]).
+pub struct HostLoop<T: Transport, C: Clock> {
     host: Host,
     overlay: T,
     sip: Option<T>,
@@ -82,18 +82,18 @@ pub struct Node<T: Transport, C: Clock> {
     sip_addr: Option<SocketAddr>,
 }
 
-impl<T: Transport, C: Clock> std::fmt::Debug for Node<T, C> {
+impl<T: Transport, C: Clock> std::fmt::Debug for HostLoop<T, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node")
+        f.debug_struct("HostLoop")
             .field("host", &self.host)
             .field("sip_addr", &self.sip_addr)
             .finish()
     }
 }
 
-impl Node<UdpSocket, TokioClock> {
+impl HostLoop<UdpSocket, TokioClock> {
     /// Binds a UDP socket on `listen` and creates a peer with `id` there (the peer is known by
-    /// the socket's local address; see [`Node::bind_advertised`] when that is a wildcard).
+    /// the socket's local address; see [`HostLoop::bind_advertised`] when that is a wildcard).
     pub async fn bind(
         listen: SocketAddr,
         id: NodeId,
@@ -103,7 +103,7 @@ impl Node<UdpSocket, TokioClock> {
         Self::bind_advertised(listen, None, id, config, seed).await
     }
 
-    /// Like [`Node::bind`], announcing `advertise` (when given) as the peer's address.
+    /// Like [`HostLoop::bind`], announcing `advertise` (when given) as the peer's address.
     pub async fn bind_advertised(
         listen: SocketAddr,
         advertise: Option<SocketAddr>,
@@ -121,7 +121,7 @@ impl Node<UdpSocket, TokioClock> {
         }
         let clock = TokioClock::new();
         let host = Host::new(id, addr, config, clock.now(), os_seeds(seed)?);
-        Ok(Node::new(host, socket, clock))
+        Ok(HostLoop::new(host, socket, clock))
     }
 
     /// Binds a UDP socket on `listen` for the SIP front end and makes this peer a gateway;
@@ -138,14 +138,14 @@ impl Node<UdpSocket, TokioClock> {
     }
 }
 
-impl<T: Transport, C: Clock> Node<T, C> {
+impl<T: Transport, C: Clock> HostLoop<T, C> {
     /// Wraps a host, its overlay transport and a clock. The host's address should be the one
     /// `overlay` is reached at, and its `now` readings must come from `clock`.
     pub fn new(host: Host, overlay: T, clock: C) -> Self {
         let (commands_tx, commands) = mpsc::channel(COMMAND_CAPACITY);
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let last_now = clock.now();
-        Node {
+        HostLoop {
             host,
             overlay,
             sip: None,
@@ -282,7 +282,7 @@ impl<T: Transport, C: Clock> Node<T, C> {
                 }
             };
             // Close the sockets before reporting that the node stopped.
-            let Node {
+            let HostLoop {
                 overlay,
                 sip,
                 commands,

@@ -124,7 +124,7 @@ impl Ord for Scheduled {
     }
 }
 
-struct Node {
+struct SimPeer {
     id: NodeId,
     addr: SocketAddr,
     host: Option<Box<Host>>,
@@ -140,7 +140,7 @@ pub struct Sim {
     /// Network behaviour (may be changed between steps).
     pub net: NetConfig,
     cfg: Config,
-    nodes: Vec<Node>,
+    nodes: Vec<SimPeer>,
     queue: BinaryHeap<Reverse<Scheduled>>,
     seq: u64,
     log: Vec<SimEvent>,
@@ -323,7 +323,7 @@ impl Sim {
 
     fn push_node_unindexed(&mut self, id: NodeId, host: Host) -> usize {
         let i = self.nodes.len();
-        self.nodes.push(Node {
+        self.nodes.push(SimPeer {
             id,
             addr: sim_addr(i),
             host: Some(Box::new(host)),

@@ -1,4 +1,4 @@
-//! The model's actors and their dispatch: [`Node`] is an overlay peer or a user agent, and its
+//! The model's actors and their dispatch: [`Participant`] is an overlay peer or a user agent, and its
 //! [`Actor`] implementation routes each message and timer of a peer to the handler for its
 //! concern (join, publish, failover, retry); the user agents' behaviour is small enough to live
 //! here.
@@ -10,8 +10,8 @@
 use super::publish::on_resend;
 use super::{peer_id, to_ix, Ctx, O};
 use super::{
-    IfMatch, Msg, NodeState, PeerState, PendingPub, PubOp, PubResult, PublisherState, ReqId, Root,
-    RootState, RootStateMsg, SubscriberState, Timer,
+    IfMatch, Msg, ParticipantState, PeerState, PendingPub, PubOp, PubResult, PublisherState, ReqId,
+    Root, RootState, RootStateMsg, SubscriberState, Timer,
 };
 use crate::setup::Setup;
 use crate::topology::PeerIx;
@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 /// The model's actors.
 #[derive(Clone, Debug)]
-pub enum Node {
+pub enum Participant {
     /// An overlay peer.
     Peer(Arc<Setup>),
     /// A subscribing UA attached to a peer.
@@ -96,16 +96,16 @@ impl Ctx<'_> {
     }
 }
 
-impl Actor for Node {
+impl Actor for Participant {
     type Msg = Msg;
     type Timer = Timer;
-    type State = NodeState;
+    type State = ParticipantState;
     type Storage = ();
     type Random = ();
 
-    fn on_start(&self, id: Id, _storage: &Option<()>, o: &mut O) -> NodeState {
+    fn on_start(&self, id: Id, _storage: &Option<()>, o: &mut O) -> ParticipantState {
         match self {
-            Node::Peer(s) => {
+            Participant::Peer(s) => {
                 let me = to_ix(id);
                 let ctx = Ctx { s, me };
                 let mut st = PeerState {
@@ -138,43 +138,43 @@ impl Actor for Node {
                         queued: Vec::new(),
                     });
                 }
-                NodeState::Peer(st)
+                ParticipantState::Peer(st)
             }
-            Node::Subscriber { .. } => {
+            Participant::Subscriber { .. } => {
                 o.set_timer(Timer::Start, model_timeout());
-                NodeState::Subscriber(SubscriberState {
+                ParticipantState::Subscriber(SubscriberState {
                     started: false,
                     stopped: false,
                 })
             }
-            Node::Publisher { peer, script } => {
+            Participant::Publisher { peer, script } => {
                 let st = PublisherState {
                     next: 0,
                     etag: None,
                     rejected: 0,
                 };
                 send_step(*peer, script, &st, o);
-                NodeState::Publisher(st)
+                ParticipantState::Publisher(st)
             }
         }
     }
 
-    fn on_msg(&self, id: Id, state: &mut Cow<NodeState>, src: Id, msg: Msg, o: &mut O) {
+    fn on_msg(&self, id: Id, state: &mut Cow<ParticipantState>, src: Id, msg: Msg, o: &mut O) {
         match self {
-            Node::Peer(s) => {
+            Participant::Peer(s) => {
                 let ctx = Ctx { s, me: to_ix(id) };
                 let mut st = match &**state {
-                    NodeState::Peer(p) => p.clone(),
+                    ParticipantState::Peer(p) => p.clone(),
                     _ => return,
                 };
                 ctx.on_msg(&mut st, src, msg, o);
                 if state.peer() != Some(&st) {
-                    *state.to_mut() = NodeState::Peer(st);
+                    *state.to_mut() = ParticipantState::Peer(st);
                 }
             }
-            Node::Subscriber { .. } => {}
-            Node::Publisher { peer, script } => {
-                let NodeState::Publisher(st) = &**state else {
+            Participant::Subscriber { .. } => {}
+            Participant::Publisher { peer, script } => {
+                let ParticipantState::Publisher(st) = &**state else {
                     return;
                 };
                 let mut st = st.clone();
@@ -187,14 +187,14 @@ impl Actor for Node {
                 }
                 st.next += 1;
                 send_step(*peer, script, &st, o);
-                *state.to_mut() = NodeState::Publisher(st);
+                *state.to_mut() = ParticipantState::Publisher(st);
             }
         }
     }
 
-    fn on_timeout(&self, id: Id, state: &mut Cow<NodeState>, timer: &Timer, o: &mut O) {
+    fn on_timeout(&self, id: Id, state: &mut Cow<ParticipantState>, timer: &Timer, o: &mut O) {
         match (self, &**state) {
-            (Node::Peer(s), NodeState::Peer(p)) => {
+            (Participant::Peer(s), ParticipantState::Peer(p)) => {
                 let ctx = Ctx { s, me: to_ix(id) };
                 let mut st = p.clone();
                 match *timer {
@@ -205,25 +205,27 @@ impl Actor for Node {
                     Timer::Start | Timer::Stop => {}
                 }
                 if state.peer() != Some(&st) {
-                    *state.to_mut() = NodeState::Peer(st);
+                    *state.to_mut() = ParticipantState::Peer(st);
                 }
             }
-            (Node::Subscriber { peer, leaves }, NodeState::Subscriber(st)) if !st.started => {
+            (Participant::Subscriber { peer, leaves }, ParticipantState::Subscriber(st))
+                if !st.started =>
+            {
                 let mut st = st.clone();
                 st.started = true;
                 o.send(peer_id(*peer), Msg::Subscribe);
                 if *leaves {
                     o.set_timer(Timer::Stop, model_timeout());
                 }
-                *state.to_mut() = NodeState::Subscriber(st);
+                *state.to_mut() = ParticipantState::Subscriber(st);
             }
-            (Node::Subscriber { peer, .. }, NodeState::Subscriber(st))
+            (Participant::Subscriber { peer, .. }, ParticipantState::Subscriber(st))
                 if *timer == Timer::Stop && !st.stopped =>
             {
                 let mut st = st.clone();
                 st.stopped = true;
                 o.send(peer_id(*peer), Msg::Unsubscribe);
-                *state.to_mut() = NodeState::Subscriber(st);
+                *state.to_mut() = ParticipantState::Subscriber(st);
             }
             _ => {}
         }

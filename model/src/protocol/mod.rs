@@ -16,7 +16,7 @@
 //!   commit, and expiry;
 //! - `failover`: failure detection (re-JOIN of an orphan, replica set repair) and root takeover;
 //! - `retry`: retransmission after a loss;
-//! - `actor`: the [`Node`] actor, dispatching each message and timer to the above.
+//! - `actor`: the [`Participant`] actor, dispatching each message and timer to the above.
 //!
 //! This file holds what the handlers share: the per-call context and latest-state sync
 //! (passing a newer entry on to local subscribers and children).
@@ -29,12 +29,12 @@ mod publish;
 mod retry;
 mod state;
 
-pub use actor::Node;
+pub use actor::Participant;
 pub use message::{Hops, Msg, Obs, PubResult, ReqId, RootStateMsg, Timer, UaEvent};
 pub use publish::MAX_EXPIRES;
 pub use state::{
-    newer, ETag, Entry, IfMatch, LocalSub, NodeState, PeerState, PendingPub, PubOp, PublisherState,
-    Replica, Root, RootState, Seq, SubPhase, SubscriberState, Value, NO_STATE,
+    newer, ETag, Entry, IfMatch, LocalSub, ParticipantState, PeerState, PendingPub, PubOp,
+    PublisherState, Replica, Root, RootState, Seq, SubPhase, SubscriberState, Value, NO_STATE,
 };
 
 use crate::mutant::Mutant;
@@ -46,7 +46,7 @@ use stateright::actor::{Id, Out};
 const ALL: PeerSet = PeerSet::MAX;
 
 /// What a handler emits into.
-type O = Out<Node>;
+type O = Out<Participant>;
 
 /// The actor id of peer `p`.
 fn peer_id(p: PeerIx) -> Id {

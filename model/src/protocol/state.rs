@@ -190,7 +190,7 @@ pub struct PubOp {
 /// peer variant is not boxed.)
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
-pub enum NodeState {
+pub enum ParticipantState {
     /// A peer.
     Peer(PeerState),
     /// A subscribing UA.
@@ -199,11 +199,11 @@ pub enum NodeState {
     Publisher(PublisherState),
 }
 
-impl NodeState {
+impl ParticipantState {
     /// The peer state, if a peer.
     pub fn peer(&self) -> Option<&PeerState> {
         match self {
-            NodeState::Peer(p) => Some(p),
+            ParticipantState::Peer(p) => Some(p),
             _ => None,
         }
     }
