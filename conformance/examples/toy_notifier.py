@@ -14,7 +14,7 @@ logs go to stderr) and fails the suite as README.md in this folder explains.
 import json
 import sys
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 NOT_SUPPORTED, MALFORMED_REQUEST, CANNOT_APPLY = 10, 12, 14
 
 
@@ -27,12 +27,16 @@ class Rejected(Exception):
 
 
 class ToyRoot:
-    """The central root: one group, its latest state and its subscribers."""
+    """The central root: one presentity, its event states and its subscribers.
+
+    Each event state is keyed by its entity tag, reported as the seq of the change that last
+    set it (ADAPTER.md, client outcomes); NOTIFYs carry the values of every live state.
+    """
 
     def __init__(self, config):
         self.max_expires = config["max_expires"]
-        self.seq = 0  # seq of the latest state; 0: nothing was ever published
-        self.value = None  # the latest state's value; None: no state (never published, or expired)
+        self.seq = 0  # seq of the latest change; 0: nothing was ever published
+        self.states = {}  # entity tag (a seq) -> value
         self.subscribers = []  # user agents, in subscription order
 
     def notify_all(self):
@@ -40,14 +44,12 @@ class ToyRoot:
 
     def notify(self, ua):
         n = {"ua": ua, "kind": "notify", "seq": self.seq}
-        if self.value is not None:
-            n["value"] = self.value
+        if self.states:
+            n["values"] = sorted(set(self.states.values()))
         return n
 
     def subscribe(self, ua):
-        if self.seq == 0:
-            # Like the model's root with nothing published: a rejection (nACK).
-            return [{"ua": ua, "kind": "subscribe_rejected"}]
+        # Accepted whether or not anything was published (a NOTIFY with seq 0 then).
         if ua not in self.subscribers:
             self.subscribers.append(ua)
         return [{"ua": ua, "kind": "subscribe_ok"}, self.notify(ua)]
@@ -58,20 +60,24 @@ class ToyRoot:
         return []
 
     def publish(self, ua, value, if_match, expires):
-        # The ETag of a publication is reported as its seq (ADAPTER.md, client outcomes).
-        if if_match is not None and (if_match != self.seq or self.value is None):
+        if if_match is not None and if_match not in self.states:
             return [{"ua": ua, "kind": "publish_412"}]
         self.seq += 1
-        self.value = value
+        if if_match is not None:
+            del self.states[if_match]
+        if expires == 0:
+            ok = {"ua": ua, "kind": "publish_ok", "expires": 0}
+            return [ok] + self.notify_all()
+        self.states[self.seq] = value
         granted = min(expires, self.max_expires)
         ok = {"ua": ua, "kind": "publish_ok", "etag": self.seq, "expires": granted}
         return [ok] + self.notify_all()
 
-    def expire(self):
-        if self.value is None:
+    def expire(self, etag):
+        if etag not in self.states:
             return []
         self.seq += 1
-        self.value = None
+        del self.states[etag]
         return self.notify_all()
 
 
@@ -114,7 +120,7 @@ class Adapter:
             # The toy never reports an overlay message as sent, so none is ever in flight.
             raise Rejected(CANNOT_APPLY, "no such message in flight (the toy sends none)")
         if t == "expire":
-            return {"client": root.expire()}
+            return {"client": root.expire(body["etag"])}
         if t == "restart":
             raise Rejected(NOT_SUPPORTED, "restart is not supported")
         # detect_failure, fire_timer, replication_retry, crash: the central root has no

@@ -22,6 +22,9 @@ fn label(m: &AbstractMsg) -> String {
     if let Some(v) = m.value {
         let _ = write!(s, " v{v}");
     }
+    if let Some(vs) = &m.values {
+        let _ = write!(s, " {}", values_label(vs));
+    }
     if let Some(e) = m.if_match {
         let _ = write!(s, " If-Match e{e}");
     }
@@ -31,10 +34,15 @@ fn label(m: &AbstractMsg) -> String {
     s
 }
 
+/// A composed state: `{v1,v2}`.
+fn values_label(vs: &[u8]) -> String {
+    let v: Vec<String> = vs.iter().map(|v| format!("v{v}")).collect();
+    format!("{{{}}}", v.join(","))
+}
+
 fn outcome(o: &ClientOutcome) -> String {
     let mut s = match o.kind.as_str() {
         "subscribe_ok" => "200 OK (SUBSCRIBE)".to_string(),
-        "subscribe_rejected" => "final error (SUBSCRIBE, nACK)".to_string(),
         "subscribe_timeout" => "408 (SUBSCRIBE)".to_string(),
         "publish_ok" => "200 OK (PUBLISH)".to_string(),
         "publish_412" => "412 (PUBLISH)".to_string(),
@@ -45,8 +53,8 @@ fn outcome(o: &ClientOutcome) -> String {
     if let Some(seq) = o.seq {
         let _ = write!(s, " seq {seq}");
     }
-    if let Some(v) = o.value {
-        let _ = write!(s, " v{v}");
+    if let Some(vs) = &o.values {
+        let _ = write!(s, " {}", values_label(vs));
     }
     if let Some(e) = o.etag {
         let _ = write!(s, " ETag e{e}");
@@ -97,7 +105,7 @@ pub fn text(t: &Trace) -> String {
             StepAction::UaUnsubscribes { ua } => format!("{ua:>4} decides to unsubscribe"),
             StepAction::DetectFailure { at, peer } => format!("{at:>4} detects {peer} crashed"),
             StepAction::Retransmit { at, req } => format!("{at:>4} retransmits [{req}]"),
-            StepAction::Expire { at } => format!("{at:>4} ⌛ publication expires"),
+            StepAction::Expire { at, etag } => format!("{at:>4} ⌛ state e{etag} expires"),
             StepAction::ReplicationRetry { at } => format!("{at:>4} ↻ replication retry"),
             StepAction::Crash { peer } => format!("{peer:>4} ✗ crashes"),
         };
@@ -159,8 +167,8 @@ pub fn mermaid(t: &Trace) -> String {
             StepAction::Retransmit { at, req } => {
                 let _ = writeln!(out, "    Note over {at}: {}. retransmits {req}", s.n);
             }
-            StepAction::Expire { at } => {
-                let _ = writeln!(out, "    Note over {at}: {}. publication expires", s.n);
+            StepAction::Expire { at, etag } => {
+                let _ = writeln!(out, "    Note over {at}: {}. state e{etag} expires", s.n);
             }
             StepAction::ReplicationRetry { at } => {
                 let _ = writeln!(out, "    Note over {at}: {}. replication retry", s.n);

@@ -1,7 +1,7 @@
 //! # sa-Scribe conformance traces
 //!
 //! Reader, validator and viewer for the traces the model exports (`sascribe-model traces`),
-//! format `sascribe-trace` version 2 (the reader refuses others by name), documented in
+//! format `sascribe-trace` version 3 (the reader refuses others by name), documented in
 //! `conformance/TRACE-FORMAT.md` with the JSON
 //! Schema `conformance/trace.schema.json`. The reader is independent of the exporter (it does
 //! not link the model): it is what a third party reading the corpus would write.
@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 /// The format name this reader accepts.
 pub const FORMAT: &str = "sascribe-trace";
 /// The format version this reader accepts.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Why a trace could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -168,9 +168,13 @@ pub struct AbstractMsg {
     /// Seq.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u8>,
-    /// Body.
+    /// Publication body carried (a publish).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<u8>,
+    /// Composed group state carried (join, ack, multicast, replicate): the values of the live
+    /// event states, ascending; absent when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<u8>>,
     /// Request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub req: Option<String>,
@@ -187,12 +191,13 @@ pub struct ClientOutcome {
     pub ua: String,
     /// Kind.
     pub kind: String,
-    /// Seq of a NOTIFY.
+    /// Seq of a NOTIFY (0: nothing published yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u8>,
-    /// State of a NOTIFY.
+    /// State of a NOTIFY: the values of the composed event states, ascending; absent when
+    /// there is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<u8>,
+    pub values: Option<Vec<u8>>,
     /// ETag of a 200.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<u8>,
@@ -244,10 +249,12 @@ pub enum StepAction {
         /// The root.
         at: String,
     },
-    /// The root's publication expires.
+    /// An event state at the root expires.
     Expire {
         /// The root.
         at: String,
+        /// The state's entity tag (`eN`: the seq of the change that last set it).
+        etag: u8,
     },
     /// A peer crashes.
     Crash {
@@ -397,7 +404,7 @@ pub fn validate(t: &Trace) -> Result<(), String> {
                 known(peer, "crashed peer", s.n)?;
             }
             StepAction::Retransmit { at, .. } => known(at, "retransmitting peer", s.n)?,
-            StepAction::Expire { at } => known(at, "expiring root", s.n)?,
+            StepAction::Expire { at, .. } => known(at, "expiring root", s.n)?,
             StepAction::ReplicationRetry { at } => known(at, "retrying root", s.n)?,
             StepAction::Crash { peer } => known(peer, "crashed peer", s.n)?,
         }

@@ -91,7 +91,7 @@ pub fn action_label(a: &StepAction) -> String {
         StepAction::Retransmit { at, req } => {
             format!("{at}'s retransmission timer for [{req}] fires")
         }
-        StepAction::Expire { at } => format!("{at}'s publication expires"),
+        StepAction::Expire { at, etag } => format!("{at}'s event state e{etag} expires"),
         StepAction::ReplicationRetry { at } => format!("{at}'s replication retry fires"),
         StepAction::Crash { peer } => format!("{peer} crashes"),
     }
@@ -159,6 +159,7 @@ impl Uas {
             gid: Some(self.gid),
             seq: None,
             value: Some(s.value),
+            values: None,
             req: None,
             if_match,
         })
@@ -296,6 +297,7 @@ fn apply(
                 gid: Some(uas.gid),
                 seq: None,
                 value: None,
+                values: None,
                 req: None,
                 if_match: None,
             };
@@ -371,7 +373,10 @@ fn apply(
                 attempt: *n,
             }
         }
-        StepAction::Expire { at } => Input::Expire { at: at.clone() },
+        StepAction::Expire { at, etag } => Input::Expire {
+            at: at.clone(),
+            etag: *etag,
+        },
         StepAction::ReplicationRetry { at } => Input::ReplicationRetry { at: at.clone() },
         StepAction::Crash { peer } => {
             crashed.insert(peer.clone());

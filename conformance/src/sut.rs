@@ -81,18 +81,21 @@ pub enum Input {
         /// The root.
         at: String,
     },
-    /// Root `at`'s publication expiry timer fires: the granted lifetime of its publication has
-    /// passed (the implementation's clock may be advanced past it first).
+    /// Root `at`'s expiry timer for the event state whose entity tag is `eN` (`etag`: the seq
+    /// `N` of the change that last set it) fires: the lifetime granted to that state has passed
+    /// (the implementation's clock may be advanced past it first). Only that state expires.
     Expire {
         /// The root.
         at: String,
+        /// The state's entity tag, as a seq.
+        etag: u8,
     },
     /// Peer `peer` crashes (crash-stop): it handles nothing more and sends nothing more.
     Crash {
         /// The peer.
         peer: String,
     },
-    /// Peer `peer` restarts with empty state (crash-recovery; not used by the traces of format version 2).
+    /// Peer `peer` restarts with empty state (crash-recovery; not used by the traces of format version 3).
     Restart {
         /// The peer.
         peer: String,

@@ -40,16 +40,16 @@ fn outcome(ua: &str, kind: &str) -> ClientOutcome {
         ua: ua.into(),
         kind: kind.into(),
         seq: None,
-        value: None,
+        values: None,
         etag: None,
         expires: None,
     }
 }
 
-fn notify(ua: &str, seq: u8, value: Option<u8>) -> ClientOutcome {
+fn notify(ua: &str, seq: u8, values: &[u8]) -> ClientOutcome {
     ClientOutcome {
         seq: Some(seq),
-        value,
+        values: (!values.is_empty()).then(|| values.to_vec()),
         ..outcome(ua, "notify")
     }
 }
@@ -81,34 +81,53 @@ fn the_toy_root_answers_at_once_with_etags() {
         let max = t.config.max_expires;
         let mut p = toy();
         p.handle(&Input::Init { config: t.config }).unwrap();
-        // Nothing published yet: a rejection, as the model's root without state.
+        // Nothing published yet: accepted, told "no state" (seq 0).
         assert_eq!(
             client(&mut p, "S1", ClientRequest::Subscribe),
-            [outcome("S1", "subscribe_rejected")]
+            [outcome("S1", "subscribe_ok"), notify("S1", 0, &[])]
         );
         let ok = client(&mut p, "U1", publish(1, None, max + 1));
         assert_eq!(
             ok,
-            [ClientOutcome {
-                etag: Some(1),
-                expires: Some(max),
-                ..outcome("U1", "publish_ok")
-            }]
+            [
+                ClientOutcome {
+                    etag: Some(1),
+                    expires: Some(max),
+                    ..outcome("U1", "publish_ok")
+                },
+                notify("S1", 1, &[1])
+            ]
         );
+        // A second publisher's state is composed with the first.
+        let ok = client(&mut p, "U2", publish(2, None, 1));
+        assert_eq!(ok[1..], [notify("S1", 2, &[1, 2])]);
+        // A tag that names no state: 412; one that does: the next seq, notified.
         assert_eq!(
-            client(&mut p, "S1", ClientRequest::Subscribe),
-            [outcome("S1", "subscribe_ok"), notify("S1", 1, Some(1))]
+            client(&mut p, "U1", publish(3, Some(7), 1)),
+            [outcome("U1", "publish_412")]
         );
-        // A stale ETag: 412; the current one: the next seq, notified.
+        let ok = client(&mut p, "U1", publish(3, Some(1), 1));
+        assert_eq!(ok[1..], [notify("S1", 3, &[2, 3])]);
+        // Expiry of one state keeps the other.
+        let obs = p
+            .handle(&Input::Expire {
+                at: "D".into(),
+                etag: 2,
+            })
+            .unwrap();
+        assert_eq!(obs.client, [notify("S1", 4, &[3])]);
+        // Removal of the last one: a state without values.
+        let ok = client(&mut p, "U1", publish(3, Some(3), 0));
         assert_eq!(
-            client(&mut p, "U2", publish(2, Some(0), 1)),
-            [outcome("U2", "publish_412")]
+            ok,
+            [
+                ClientOutcome {
+                    expires: Some(0),
+                    ..outcome("U1", "publish_ok")
+                },
+                notify("S1", 5, &[])
+            ]
         );
-        let ok = client(&mut p, "U2", publish(2, Some(1), 1));
-        assert_eq!(ok[1..], [notify("S1", 2, Some(2))]);
-        // Expiry: a state without a value.
-        let obs = p.handle(&Input::Expire { at: "D".into() }).unwrap();
-        assert_eq!(obs.client, [notify("S1", 3, None)]);
         // The overlay is ignored: nothing is ever in flight, a crash changes nothing.
         let ghost = AbstractMsg {
             kind: "join".into(),
@@ -117,6 +136,7 @@ fn the_toy_root_answers_at_once_with_etags() {
             gid: Some(500),
             seq: None,
             value: None,
+            values: None,
             req: Some("A/S1#0".into()),
             if_match: None,
         };

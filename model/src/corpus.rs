@@ -11,20 +11,41 @@ use std::collections::BTreeSet;
 /// Random walks per configuration in the committed corpus (half as many on `lossy`).
 pub const DEFAULT_WALKS: u64 = 100;
 
-/// The configurations the corpus explores: (name, options).
-pub fn configs() -> Vec<(&'static str, Options)> {
+/// The configurations the corpus explores: (name, options of the random walks, options of the
+/// witness search if there is one). A witness search is a BFS until every `sometimes` property
+/// is witnessed, so its configuration must reach them all: one subscriber, three publishes (two
+/// publishers' states composed, then a modify after an expiry: the 412), one crash, one expiry.
+pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
+    let witness = |preset| Options {
+        preset,
+        subscribers: Some(1),
+        publishes: Some(3),
+        crashes: Some(1),
+        expiries: Some(1),
+        ..Default::default()
+    };
     vec![
-        ("small", Options::default()),
+        (
+            "small",
+            Options {
+                subscribers: Some(2),
+                publishes: Some(4),
+                expiries: Some(1),
+                ..Default::default()
+            },
+            Some(witness(Preset::Small)),
+        ),
         (
             "multihop",
             Options {
                 preset: Preset::Multihop,
                 subscribers: Some(2),
-                publishes: Some(2),
+                publishes: Some(3),
                 crashes: Some(1),
                 unsubscribes: 1,
                 ..Default::default()
             },
+            Some(witness(Preset::Multihop)),
         ),
         (
             "fig3",
@@ -36,13 +57,17 @@ pub fn configs() -> Vec<(&'static str, Options)> {
                 unsubscribes: 1,
                 ..Default::default()
             },
+            None,
         ),
         (
             "lossy",
             Options {
                 losses: 1,
+                subscribers: Some(2),
+                publishes: Some(2),
                 ..Default::default()
             },
+            None,
         ),
     ]
 }
@@ -165,14 +190,15 @@ pub fn corpus_each(
             n += 1;
         }
     }
-    for (name, opts) in configs() {
+    for (name, opts, witness) in configs() {
         let model = SaScribe::new(Setup::new(&opts).expect("corpus configs are valid"));
-        if name == "small" || name == "multihop" {
+        if let Some(w) = witness {
+            let wmodel = SaScribe::new(Setup::new(&w).expect("corpus configs are valid"));
             progress.say(&format!(
                 "traces: witnesses on {name} (BFS), {n} traces so far"
             ));
             progress.set_context(format!("traces: witnesses on {name}, {n} traces so far"));
-            for t in witnesses(name, &model, progress) {
+            for t in witnesses(name, &wmodel, progress) {
                 emit(t)?;
                 n += 1;
             }

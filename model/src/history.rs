@@ -3,7 +3,7 @@
 //! Properties about orders of events (NOTIFY seqs, first NOTIFY vs. earlier 200s) are checked
 //! here, as the events happen, and leave a flag.
 
-use crate::protocol::{Entry, Msg, Obs, PubResult, Seq, UaEvent, Value, NO_STATE};
+use crate::protocol::{Change, ETag, Entry, Msg, Obs, PubResult, Seq, UaEvent, Values, NO_STATE};
 use crate::setup::Setup;
 use serde::Serialize;
 use stateright::actor::Envelope;
@@ -15,20 +15,26 @@ pub const OUT_OF_ORDER: u16 = 1 << 0;
 pub const NOTIFY_BEFORE_ACK: u16 = 1 << 1;
 /// A NOTIFY carried a (seq, value) that no root committed.
 pub const UNPUBLISHED: u16 = 1 << 2;
-/// A subscriber's first NOTIFY (or a nACK) was older than a publication acknowledged before it
+/// A subscriber's first NOTIFY was older than a publication acknowledged before it
 /// subscribed.
 pub const STALE_FIRST: u16 = 1 << 3;
-/// A conditional publish whose SIP-If-Match was not the current ETag was committed.
+/// A conditional publish whose SIP-If-Match named no live event state was committed.
 pub const STALE_ETAG_COMMITTED: u16 = 1 << 4;
+/// A publisher's modify or removal of its own live, acknowledged event state got 412.
+pub const MODIFY_REFUSED: u16 = 1 << 6;
+/// A publication or an expiry dropped an event state it did not name.
+pub const STATES_LOST: u16 = 1 << 7;
 /// Witness: a peer took over as root with replicated state.
 pub const FAILOVER: u16 = 1 << 8;
 /// Witness: a root received a re-JOIN carrying state.
 pub const REJOIN_STATE: u16 = 1 << 9;
 /// Witness: a publish was answered 412.
 pub const REJECTED_412: u16 = 1 << 10;
-/// Witness: a subscribe was answered with a nACK.
-pub const NACKED: u16 = 1 << 11;
-/// Witness: a subscriber was sent a NOTIFY telling it the publication expired.
+/// Witness: a subscriber accepted before anything was published was later notified of a state.
+pub const SUBSCRIBED_EMPTY: u16 = 1 << 11;
+/// Witness: a subscriber was notified of the composition of two or more event states.
+pub const COMPOSED: u16 = 1 << 13;
+/// Witness: a subscriber was sent a NOTIFY telling it an event state expired.
 pub const EXPIRY_NOTIFIED: u16 = 1 << 12;
 /// A subscriber was sent something after it unsubscribed.
 pub const AFTER_UNSUBSCRIBE: u16 = 1 << 5;
@@ -38,8 +44,10 @@ pub const AFTER_UNSUBSCRIBE: u16 = 1 << 5;
 pub struct SubHist {
     /// Highest seq acknowledged to a publisher when this subscriber sent SUBSCRIBE.
     pub acked_before: Seq,
-    /// Final response sent: `Some(true)` 200 OK, `Some(false)` rejected (nACK).
+    /// 200 OK sent (the root's ACK).
     pub result: Option<bool>,
+    /// Its first NOTIFY said "nothing published yet".
+    pub empty_first: bool,
     /// The last NOTIFY sent.
     pub last: Option<Entry>,
     /// The SUBSCRIBE timed out (408) instead of being answered by the root.
@@ -53,9 +61,17 @@ pub struct SubHist {
 /// The run's history.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct History {
-    /// `commits[s - 1]`: the value first committed with seq `s` (`Some(NO_STATE)` for an
-    /// expiry, `None`: nothing committed with that seq yet).
-    pub commits: Vec<Option<Value>>,
+    /// `commits[s - 1]`: the composition first committed with seq `s` (`Some(NO_STATE)` once
+    /// every state is gone, `None`: nothing committed with that seq yet).
+    pub commits: Vec<Option<Values>>,
+    /// The live entity tags after the latest commit (bit `e` for tag `e`).
+    pub live: u16,
+    /// The tags a commit retired: expired, or replaced or removed by the publication whose
+    /// SIP-If-Match named them.
+    pub dead: u16,
+    /// Each publisher's event state as it knows it: the tag of its last 200 OK (`None` after
+    /// a removal, an expiry of that state, or a timeout, which leaves it unknown).
+    pub pub_etag: Vec<Option<ETag>>,
     /// Highest seq a first-contact peer has answered 200 OK for.
     pub acked_max: Seq,
     /// Per subscriber.
@@ -68,6 +84,8 @@ pub struct History {
     pub losses: u8,
     /// Publications expired so far.
     pub expiries: u8,
+    /// The seqs that committed an expiry (bit `s` for seq `s`).
+    pub expiry_seqs: u16,
 }
 
 impl History {
@@ -76,6 +94,7 @@ impl History {
         History {
             subs: vec![SubHist::default(); setup.subscribers.len()],
             answered: vec![0; setup.publishers.len()],
+            pub_etag: vec![None; setup.publishers.len()],
             ..Default::default()
         }
     }
@@ -85,8 +104,8 @@ impl History {
         self.flags & flag != 0
     }
 
-    /// The latest committed (seq, value), if any (the value is [`NO_STATE`] for an expiry).
-    pub fn latest(&self) -> Option<(Seq, Value)> {
+    /// The latest committed (seq, composition), if any.
+    pub fn latest(&self) -> Option<(Seq, Values)> {
         self.commits
             .iter()
             .enumerate()
@@ -94,7 +113,7 @@ impl History {
             .find_map(|(i, v)| v.map(|v| (i as Seq + 1, v)))
     }
 
-    fn committed(&self, seq: Seq) -> Option<Value> {
+    fn committed(&self, seq: Seq) -> Option<Values> {
         self.commits
             .get((seq as usize).wrapping_sub(1))
             .copied()
@@ -107,19 +126,53 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
     let src = usize::from(env.src);
     let mut n = h.clone();
     match env.msg {
-        Msg::Observe(Obs::Commit { entry, if_match }) => {
-            if let Some(e) = if_match {
-                let valid = *e + 1 == entry.seq && h.committed(*e).is_some_and(|v| v != NO_STATE);
-                if !valid {
-                    n.flags |= STALE_ETAG_COMMITTED;
-                }
-            }
+        Msg::Observe(Obs::Commit {
+            entry,
+            change,
+            live,
+        }) => {
             let i = entry.seq as usize - 1;
+            let first = n.commits.get(i).is_none_or(|c| c.is_none());
             if n.commits.len() <= i {
                 n.commits.resize(i + 1, None);
             }
-            if n.commits[i].is_none() {
-                n.commits[i] = Some(entry.value);
+            if first {
+                // Only the tags a change names may leave the live set.
+                let kept = |named: Option<ETag>| {
+                    let gone = h.live & !live & !named.map_or(0, |e| 1u16 << e);
+                    gone == 0
+                };
+                match change {
+                    Change::Publish { if_match } => {
+                        if let Some(e) = if_match {
+                            if h.live & (1 << e) == 0 {
+                                n.flags |= STALE_ETAG_COMMITTED;
+                            }
+                            n.dead |= 1 << e;
+                        }
+                        if !kept(*if_match) {
+                            n.flags |= STATES_LOST;
+                        }
+                    }
+                    Change::Expire(e) => {
+                        if !kept(Some(*e)) {
+                            n.flags |= STATES_LOST;
+                        }
+                        n.expiry_seqs |= 1 << (entry.seq & 15);
+                        n.dead |= 1 << e;
+                    }
+                    Change::Adopt => {}
+                }
+                n.commits[i] = Some(entry.values);
+                n.live = *live;
+            }
+        }
+        Msg::Observe(Obs::Refused { who, if_match }) => {
+            // The publisher's own acknowledged state, which no commit retired.
+            if let Some(j) = setup.publisher_index(*who as usize) {
+                if h.pub_etag[j] == Some(*if_match) && h.dead & (1 << if_match) == 0 {
+                    n.flags |= MODIFY_REFUSED;
+                }
             }
         }
         Msg::Observe(Obs::Expired) => n.expiries += 1,
@@ -149,15 +202,6 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
             }
             match ev {
                 UaEvent::Accepted => s.result = Some(true),
-                UaEvent::Rejected(seq) => {
-                    s.result = Some(false);
-                    n.flags |= NACKED;
-                    // A nACK is fresh only when it reflects an expiry newer than every
-                    // publication acknowledged before the SUBSCRIBE.
-                    if s.acked_before > 0 && *seq <= s.acked_before {
-                        n.flags |= STALE_FIRST;
-                    }
-                }
                 UaEvent::TimedOut => s.timed_out = true,
                 UaEvent::Notify(e) => {
                     if s.result != Some(true) {
@@ -166,24 +210,42 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
                     match s.last {
                         Some(last) if e.seq <= last.seq => n.flags |= OUT_OF_ORDER,
                         None if e.seq < s.acked_before => n.flags |= STALE_FIRST,
+                        None if e.seq == 0 => s.empty_first = true,
+                        Some(_) if s.empty_first && e.values != NO_STATE => {
+                            n.flags |= SUBSCRIBED_EMPTY
+                        }
                         _ => {}
                     }
                     s.last = Some(*e);
-                    if e.value == NO_STATE {
+                    if h.expiry_seqs & (1 << (e.seq & 15)) != 0 {
                         n.flags |= EXPIRY_NOTIFIED;
                     }
-                    if h.committed(e.seq) != Some(e.value) {
+                    if e.values.count_ones() > 1 {
+                        n.flags |= COMPOSED;
+                    }
+                    if e.seq > 0 && h.committed(e.seq) != Some(e.values) {
                         n.flags |= UNPUBLISHED;
                     }
                 }
             }
         }
         Msg::PubResponse { ua, result, .. } => {
-            n.answered[setup.publisher_index(*ua as usize)?] += 1;
+            let j = setup.publisher_index(*ua as usize)?;
+            n.answered[j] += 1;
             match result {
                 PubResult::PreconditionFailed => n.flags |= REJECTED_412,
-                PubResult::Ok { etag, .. } => n.acked_max = n.acked_max.max(*etag),
-                PubResult::Timeout => n.answered[setup.publisher_index(*ua as usize)?] -= 1,
+                PubResult::Ok { etag, .. } => {
+                    n.acked_max = n.acked_max.max(*etag);
+                    n.pub_etag[j] = Some(*etag);
+                }
+                PubResult::Removed { seq } => {
+                    n.acked_max = n.acked_max.max(*seq);
+                    n.pub_etag[j] = None;
+                }
+                PubResult::Timeout => {
+                    n.answered[j] -= 1;
+                    n.pub_etag[j] = None;
+                }
             }
         }
         _ => return None,

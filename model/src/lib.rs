@@ -10,10 +10,16 @@
 //! - **Overlay** ([`topology`]): the 10-bit ids and base-4 Pastry routing of the paper's Fig. 3.
 //! - **Join** (§III.E): a SUBSCRIBE at a first-contact peer becomes a JOIN routed toward `gid`;
 //!   each hop grafts its predecessor as a child and answers pACK; the JOIN always travels on to
-//!   the root, which answers ACK with its latest committed state (the first NOTIFY) or nACK when
-//!   it has none; the answer retraces the reverse path, and each hop learns the state it carries.
-//! - **Publish** (§III.D): a PUBLISH is routed to the root, which checks SIP-If-Match (412 on a
-//!   stale ETag, changing nothing), stamps the next seq, mints a new ETag, clamps the expiry
+//!   the root, which answers ACK with its latest committed state (the first NOTIFY), or with
+//!   "nothing published yet" (seq 0) when it has none: **a deviation from the paper**, whose root
+//!   answers nACK there, so that a watcher that subscribes before its contact publishes is
+//!   accepted and notified later, as a central presence server does; the answer retraces the
+//!   reverse path, and each hop learns the state it carries.
+//! - **Publish** (§III.D, RFC 3903): a PUBLISH is routed to the root, which holds one event
+//!   state per entity tag (several publishers of one presentity each hold their own). Without
+//!   SIP-If-Match it creates a state; with one it refreshes, modifies or (`Expires: 0`) removes
+//!   the state that tag names, and answers 412, changing nothing, when it names no live state.
+//!   The root stamps the next seq on every change, mints a new ETag, clamps the expiry
 //!   ([`protocol::MAX_EXPIRES`]) and replicates its state to its k nearest peers. Once every
 //!   replica holds it, the publication is **committed**: the root multicasts it down the tree and
 //!   answers 200 with ETag and expiry. A root commits one publication at a time: publishes that
@@ -21,18 +27,21 @@
 //!   every replica behind it; a replica that knows a live peer closer to the group than the
 //!   sender keeps the state but does not acknowledge, and the root's replication retry resends
 //!   it.
-//! - **Latest-state sync**: a member passes an entry to its subscribers only if it is newer than
-//!   their last NOTIFY, and only after their 200.
+//! - **Latest-state sync**: what members and subscribers hold is the group's *composed* state
+//!   (seq, the values of every live event state); a member passes an entry to its subscribers
+//!   only if it is newer than their last NOTIFY, and only after their 200.
 //! - **Re-JOIN reconciliation** (§III.F): an orphaned member (its parent crashed) re-JOINs
 //!   carrying its latest state; a root keeps the higher seq.
-//! - **Root replication** (§III.F): replicas hold the root state (entry, seq, ETag, expiry and the
-//!   last result per publisher, so a retransmitted publish is not applied twice); when the root
-//!   crashes the closest live peer takes over with its replica.
-//! - **Expiry** (RFC 3903 §4.3): within an expiry budget (`--expiries`, default 1) a root's
-//!   publication lapses: the root stamps the next seq with no state
-//!   ([`protocol::NO_STATE`]), commits it like a publication, and subscribers get a NOTIFY
-//!   without state; afterwards JOINs get a nACK that carries that seq (so a re-JOINing member
-//!   learns the expiry) and a SIP-If-Match naming the expired ETag gets 412.
+//! - **Root replication** (§III.F): replicas hold the root state (seq, every event state with its
+//!   ETag and expiry, and the last result per publisher, so a retransmitted publish is not applied
+//!   twice); when the root crashes the closest live peer takes over with its replica, so
+//!   publishers' ETags survive failover. A state adopted from the tree (a re-JOIN carrying a
+//!   newer composed entry) becomes one anonymous event state whose ETag nobody holds.
+//! - **Expiry** (RFC 3903 §4.3): within an expiry budget (`--expiries`, default 0) one event
+//!   state lapses at a time: the root removes it, stamps the next seq, commits it like a
+//!   publication, and subscribers get a NOTIFY with the states that remain (none:
+//!   [`protocol::NO_STATE`], production's `closed` document); a JOIN's ACK carries that seq (so a
+//!   re-JOINing member learns the expiry) and a SIP-If-Match naming the expired ETag gets 412.
 //! - **Unsubscribe** (RFC 6665 §4.1.2.3): the first `--unsubscribes` subscribers end their
 //!   subscription once it was accepted (an un-SUBSCRIBE is an in-dialog request: a SIP user
 //!   agent can send it only after its SUBSCRIBE got its 200); their peer sends them nothing more and, if
@@ -49,8 +58,9 @@
 //!   moment after `x` crashed, at each peer (a perfect failure detector: no false suspicion).
 //! - **Retransmission timeouts** fire only when a request is actually lost, and only after every
 //!   live peer has detected every crash (timeouts longer than round trips and detection).
-//! - **Values and ETags.** A publication body is a small number; the ETag of a publication is its
-//!   seq (unique as long as seqs never roll back). Expiry is a number the root clamps, and an
+//! - **Values and ETags.** A publication body is a small number, a composed state the set of the
+//!   live states' numbers (production: a PIDF document composing their tuples); the ETag of a
+//!   state is the seq of the change that last set it (unique as long as seqs never roll back). Expiry is a number the root clamps, and an
 //!   `Expire` timeout at the root (enabled between commits, within the budget). Subscription
 //!   refresh only restarts a local timer in production and is not modelled.
 //! - **The root's periodic duties** (expiry check, replication retry) are timeouts enabled only
@@ -61,7 +71,7 @@
 //!   publications survive failover without a new root ever reusing a seq; with it, the state a
 //!   re-JOIN carries is never newer than a replica's within the fault bound, so that mechanism is
 //!   exercised (witness `rejoin-carried-state`) but its removal cannot be told apart there.
-//! - **Loss** is limited to overlay request/response messages (JOIN, pACK, ACK/nACK, publish and
+//! - **Loss** is limited to overlay request/response messages (JOIN, pACK, ACK, publish and
 //!   its result), which retransmission recovers. Multicast, replication and NOTIFY delivery are
 //!   assumed reliable (in production: acknowledged transfers and SIP retransmission).
 //!

@@ -56,7 +56,9 @@ struct ConfigArgs {
     /// Number of subscribing user agents (0-4).
     #[arg(long)]
     subscribers: Option<usize>,
-    /// Number of publishes, spread over two publishing user agents (0-6).
+    /// Number of publishes, spread over two publishing user agents, U1 and U2 (0-6): U1's
+    /// initial, U2's initial, U1's modify, U2's removal, U1's stale conditional (412), U2's
+    /// refresh.
     #[arg(long)]
     publishes: Option<usize>,
     /// Peer crashes allowed (default 1).
@@ -71,7 +73,7 @@ struct ConfigArgs {
     /// Overlay request/response messages the network may lose.
     #[arg(long, default_value_t = 0)]
     losses: usize,
-    /// Publication expiries allowed (default 1).
+    /// Event-state expiries allowed (default 0).
     #[arg(long)]
     expiries: Option<usize>,
     /// How many subscribers (the first ones) unsubscribe after subscribing.

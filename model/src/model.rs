@@ -2,7 +2,7 @@
 //! fault budget, and the properties.
 
 use crate::history::{self, History};
-use crate::protocol::{Msg, Participant, ReqId, Timer};
+use crate::protocol::{expirable, Msg, Participant, ReqId, Timer};
 use crate::setup::{NetworkKind, Setup};
 use crate::topology::PeerIx;
 use stateright::actor::{
@@ -129,9 +129,10 @@ impl SaScribe {
         else {
             return false;
         };
-        let Some(seq) = root.st.entry.map(|e| e.seq) else {
+        let seq = root.st.seq;
+        if seq == 0 {
             return false;
-        };
+        }
         let me = usize::from(id) as PeerIx;
         root.acks.iter().any(|a| {
             let q = a.peer as usize;
@@ -160,9 +161,12 @@ impl SaScribe {
                 .setup
                 .subscriber_index(usize::from(*id))
                 .is_some_and(|i| state.history.subs[i].result == Some(true)),
-            ActorModelAction::Timeout(id, Timer::Expire) => {
+            ActorModelAction::Timeout(id, Timer::Expire(e)) => {
                 (state.history.expiries as usize) < self.setup.expiries
-                    && self.peer(state, usize::from(*id)).is_some_and(expirable)
+                    && self
+                        .peer(state, usize::from(*id))
+                        .and_then(|s| s.root.as_ref())
+                        .is_some_and(|r| expirable(r, *e))
             }
             ActorModelAction::Timeout(_, Timer::Retry(req)) => {
                 self.detection_complete(state) && self.lost(state, *req)
@@ -224,8 +228,8 @@ impl SaScribe {
             ActorModelAction::Timeout(id, Timer::Retry(req)) => {
                 format!("{} retransmits {}", name(id), self.describe_req(req))
             }
-            ActorModelAction::Timeout(id, Timer::Expire) => {
-                format!("{}'s publication expires", name(id))
+            ActorModelAction::Timeout(id, Timer::Expire(e)) => {
+                format!("{}'s event state e{e} expires", name(id))
             }
             ActorModelAction::Timeout(id, Timer::Resend) => {
                 format!("{}'s replication retry fires", name(id))
@@ -248,9 +252,9 @@ impl SaScribe {
     /// A readable description of a message.
     pub fn describe_msg(&self, m: &Msg) -> String {
         let e = |x: &Option<crate::protocol::Entry>| match x {
-            Some(e) if e.value == crate::protocol::NO_STATE => format!("seq {} expired", e.seq),
-            Some(e) => format!("seq {} value v{}", e.seq, e.value),
-            None => "no state".into(),
+            Some(e) if e.values == crate::protocol::NO_STATE => format!("seq {} no state", e.seq),
+            Some(e) => format!("seq {} values {}", e.seq, values_text(e.values)),
+            None => "nothing published".into(),
         };
         match m {
             Msg::Subscribe => "SUBSCRIBE".into(),
@@ -272,7 +276,6 @@ impl SaScribe {
                 self.setup.actor_name(*ua as usize),
                 match ev {
                     crate::protocol::UaEvent::Accepted => "200 OK (SUBSCRIBE)".to_string(),
-                    crate::protocol::UaEvent::Rejected(_) => "nACK → 480 (SUBSCRIBE)".to_string(),
                     crate::protocol::UaEvent::Notify(x) => format!("NOTIFY {}", e(&Some(*x))),
                     crate::protocol::UaEvent::TimedOut => "408 (SUBSCRIBE)".to_string(),
                 }
@@ -283,6 +286,8 @@ impl SaScribe {
                 match result {
                     crate::protocol::PubResult::Ok { etag, expires } =>
                         format!("200 OK (PUBLISH #{n}) ETag e{etag} expires {expires}"),
+                    crate::protocol::PubResult::Removed { seq } =>
+                        format!("200 OK (PUBLISH #{n}) removed, seq {seq}"),
                     crate::protocol::PubResult::PreconditionFailed => format!("412 (PUBLISH #{n})"),
                     crate::protocol::PubResult::Timeout => format!("408 (PUBLISH #{n})"),
                 }
@@ -297,12 +302,9 @@ impl SaScribe {
                 e(carried)
             ),
             Msg::PAck => "pACK".into(),
-            Msg::JoinReply { req, state, .. } => match state {
-                Some(x) if x.value != crate::protocol::NO_STATE => {
-                    format!("ACK {} with {}", self.describe_req(req), e(state))
-                }
-                _ => format!("nACK {}", self.describe_req(req)),
-            },
+            Msg::JoinReply { req, state, .. } => {
+                format!("ACK {} with {}", self.describe_req(req), e(state))
+            }
             Msg::Multicast(x) => format!("MULTICAST {}", e(&Some(*x))),
             Msg::PubFwd {
                 req,
@@ -319,7 +321,7 @@ impl SaScribe {
             Msg::PubReply { req, result } => {
                 format!("publish result {} {:?}", self.describe_req(req), result)
             }
-            Msg::Replicate(rs) => format!("REPLICATE {}", e(&rs.0.entry)),
+            Msg::Replicate(rs) => format!("REPLICATE {}", e(&rs.0.entry())),
             Msg::ReplicaAck(s) => format!("replica ack seq {s}"),
             Msg::Observe(o) => format!("observe {o:?}"),
         }
@@ -351,7 +353,7 @@ impl SaScribe {
                 let r = if a.result == Some(true) {
                     "200 OK to SUBSCRIBE"
                 } else {
-                    "nACK: final error to SUBSCRIBE"
+                    "no final response to SUBSCRIBE"
                 };
                 lines.push(format!("{who} gets {r}"));
             }
@@ -361,8 +363,9 @@ impl SaScribe {
             if b.last != a.last {
                 if let Some(e) = a.last {
                     lines.push(format!(
-                        "{who} gets NOTIFY seq {} value v{}",
-                        e.seq, e.value
+                        "{who} gets NOTIFY seq {} {}",
+                        e.seq,
+                        values_text(e.values)
                     ));
                 }
             }
@@ -398,14 +401,13 @@ impl SaScribe {
     }
 }
 
-/// A root whose committed publication can expire now: it has state and no commit is pending
-/// (production checks expiry on its periodic tick, between commits).
-fn expirable(s: &crate::protocol::PeerState) -> bool {
-    s.root.as_ref().is_some_and(|r| {
-        r.waiting.is_empty()
-            && r.committed
-                .is_some_and(|e| e.value != crate::protocol::NO_STATE && r.st.entry == Some(e))
-    })
+/// A set of values as text (`{v1,v3}`; `{}` for no state).
+pub fn values_text(v: crate::protocol::Values) -> String {
+    let items: Vec<String> = (1..8)
+        .filter(|i| v & (1 << i) != 0)
+        .map(|i| format!("v{i}"))
+        .collect();
+    format!("{{{}}}", items.join(","))
 }
 
 /// Calls `f` on every envelope's destination and message; returns whether any call said true.
@@ -447,13 +449,14 @@ fn converged(m: &SaScribe, state: &State) -> bool {
     if !subs_answered(m, state) || !pubs_answered(m, state) {
         return false;
     }
-    let latest = state.history.latest();
+    // Before any publication, the latest state is "nothing published" (seq 0).
+    let latest = state
+        .history
+        .latest()
+        .unwrap_or((0, crate::protocol::NO_STATE));
     m.setup.subscribers.iter().enumerate().all(|(i, &peer)| {
         let s = &state.history.subs[i];
-        m.peer_down(state, peer)
-            || s.result == Some(false)
-            || s.leaving
-            || s.last.map(|e| (e.seq, e.value)) == latest
+        m.peer_down(state, peer) || s.leaving || s.last.map(|e| (e.seq, e.values)) == Some(latest)
     })
 }
 
@@ -491,19 +494,22 @@ pub const PROPERTIES: &[(&str, &str, &str)] = &[
     ("notify-seq-increasing", "always", "each subscriber's NOTIFY seqs strictly increase"),
     ("notify-after-ack", "always", "no NOTIFY reaches a subscriber before its 200 OK"),
     ("notified-was-published", "always", "every NOTIFY carries the (seq, state) a root committed with that seq"),
-    ("first-notify-fresh", "always", "a subscriber's first NOTIFY (or nACK) is at least as new as every publication acknowledged before it subscribed"),
+    ("first-notify-fresh", "always", "a subscriber's first NOTIFY is at least as new as every publication acknowledged before it subscribed"),
     ("no-rollback", "always", "while at most k-1 peers crashed, a root's committed seq is never below an acknowledged one"),
-    ("412-changes-nothing", "always", "a conditional publish with a stale ETag is never committed: only a 412 answers it"),
+    ("412-changes-nothing", "always", "a conditional publish whose ETag names no live event state is never committed: only a 412 answers it"),
+    ("modify-not-refused", "always", "a publisher's refresh, modify or removal of its own live, acknowledged event state never gets 412 (another publisher's state changes nothing for it)"),
+    ("removal-keeps-others", "always", "a publication or expiry changes only the event state it names: the others stay"),
     ("tree-acyclic", "always", "no live peer is its own ancestor"),
     ("no-notify-after-unsubscribe", "always", "a subscriber is sent nothing (no NOTIFY, no answer) after it unsubscribed"),
-    ("subscribe-answered", "eventually", "every SUBSCRIBE to a live peer gets the root's final answer (ACK or nACK, not a timeout)"),
+    ("subscribe-answered", "eventually", "every SUBSCRIBE to a live peer is accepted by the root (with or without state, not a timeout)"),
     ("publish-answered", "eventually", "every PUBLISH to a live peer gets the root's final answer (200 or 412, not a timeout)"),
     ("subscribers-converge", "eventually", "once all requests are answered, every live subscriber holds the latest committed publication"),
     ("failover-happened", "sometimes", "a replica took over as root"),
     ("rejoin-carried-state", "sometimes", "a root received a re-JOIN carrying state"),
     ("412-happened", "sometimes", "a publish was answered 412"),
-    ("nack-happened", "sometimes", "a subscribe was answered nACK"),
-    ("expiry-notified", "sometimes", "a subscriber was told by NOTIFY that the publication expired"),
+    ("subscribed-before-publish", "sometimes", "a subscriber accepted before anything was published was later notified of a state"),
+    ("states-composed", "sometimes", "a subscriber was notified of the composition of two event states"),
+    ("expiry-notified", "sometimes", "a subscriber was told by NOTIFY that an event state expired"),
 ];
 
 impl Model for SaScribe {
@@ -587,6 +593,12 @@ impl Model for SaScribe {
             Property::always("412-changes-nothing", |_, s: &State| {
                 !s.history.has(STALE_ETAG_COMMITTED)
             }),
+            Property::always("modify-not-refused", |_, s: &State| {
+                !s.history.has(MODIFY_REFUSED)
+            }),
+            Property::always("removal-keeps-others", |_, s: &State| {
+                !s.history.has(STATES_LOST)
+            }),
             Property::always("tree-acyclic", acyclic),
             Property::always("no-notify-after-unsubscribe", |_, s: &State| {
                 !s.history.has(AFTER_UNSUBSCRIBE)
@@ -599,7 +611,10 @@ impl Model for SaScribe {
                 s.history.has(REJOIN_STATE)
             }),
             Property::sometimes("412-happened", |_, s: &State| s.history.has(REJECTED_412)),
-            Property::sometimes("nack-happened", |_, s: &State| s.history.has(NACKED)),
+            Property::sometimes("subscribed-before-publish", |_, s: &State| {
+                s.history.has(SUBSCRIBED_EMPTY)
+            }),
+            Property::sometimes("states-composed", |_, s: &State| s.history.has(COMPOSED)),
             Property::sometimes("expiry-notified", |_, s: &State| {
                 s.history.has(EXPIRY_NOTIFIED)
             }),

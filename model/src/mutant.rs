@@ -54,16 +54,20 @@ mutants! {
         "The root applies a conditional publish whatever its SIP-If-Match (never answers 412).";
     RejoinViaChild = "rejoin-via-child" => "tree-acyclic",
         "An orphaned peer re-JOINs through one of its own children.";
-    NoNack = "no-nack" => "subscribe-answered",
-        "A root without state silently drops a JOIN instead of answering nACK.";
+    EmptyRootSilent = "empty-root-silent" => "subscribe-answered",
+        "A root without state silently drops a JOIN instead of accepting the subscriber.";
     NoRetry = "no-retry" => "publish-answered",
         "A first-contact peer never retransmits a request lost with a failed peer.";
     NoMulticast = "no-multicast" => "subscribers-converge",
         "The root commits publications without multicasting them down the tree.";
     UnsubscribeIgnored = "unsubscribe-ignored" => "no-notify-after-unsubscribe",
         "A first-contact peer keeps a subscription its user agent ended.";
-    NackForgetsExpiry = "nack-forgets-expiry" => "subscribers-converge",
-        "A root whose publication expired answers JOINs with a bare nACK, so a re-JOINing member never learns the expiry.";
+    AckForgetsExpiry = "ack-forgets-expiry" => "subscribers-converge",
+        "A root whose states all expired answers JOINs with a bare ACK (no seq), so a re-JOINing member never learns the expiry.";
+    OneState = "one-state" => "modify-not-refused",
+        "The root keeps one event state per presentity: a new publication replaces the others, so another publisher's modify gets 412.";
+    RemoveAll = "remove-all" => "removal-keeps-others",
+        "A removal (PUBLISH with Expires: 0) drops every event state of the presentity, not only the one its SIP-If-Match names.";
 }
 
 impl fmt::Display for Mutant {
@@ -136,12 +140,14 @@ impl Mutant {
             SeqNotBumped | NoMulticast => CatchConfig(Small, 1, 3, 0, 0, 0, false),
             AnswerFromIntermediate => CatchConfig(Multihop, 2, 3, 0, 0, 0, true),
             NoReplication | NoRetry => CatchConfig(Small, 0, 1, 1, 0, 0, false),
-            RootAcceptsLowerSeq => CatchConfig(Small, 1, 3, 1, 0, 0, false),
-            EtagIgnored => CatchConfig(Small, 0, 2, 0, 0, 0, false),
+            RootAcceptsLowerSeq => CatchConfig(Small, 1, 2, 1, 0, 0, false),
+            EtagIgnored => CatchConfig(Small, 0, 3, 0, 1, 0, false),
             RejoinViaChild => CatchConfig(Multihop, 1, 0, 1, 0, 0, true),
-            NoNack => CatchConfig(Small, 1, 0, 0, 0, 0, false),
+            EmptyRootSilent => CatchConfig(Small, 1, 0, 0, 0, 0, false),
             UnsubscribeIgnored => CatchConfig(Small, 1, 1, 0, 0, 1, false),
-            NackForgetsExpiry => CatchConfig(Small, 1, 2, 1, 1, 0, false),
+            AckForgetsExpiry => CatchConfig(Small, 1, 1, 1, 1, 0, false),
+            OneState => CatchConfig(Small, 0, 3, 0, 0, 0, false),
+            RemoveAll => CatchConfig(Small, 0, 4, 0, 0, 0, false),
         }
     }
 }

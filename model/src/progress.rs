@@ -277,7 +277,7 @@ mod tests {
     fn lines_wait_for_the_interval_and_carry_the_context_and_counts() {
         let out = Shared::default();
         let mut p = Progress::new(Some(Duration::from_secs(5)), Box::new(out.clone()));
-        p.set_context("mutant 2 of 3 (no-nack)");
+        p.set_context("mutant 2 of 3 (empty-root-silent)");
         let c = Counts {
             generated: 1000,
             unique: 400,
@@ -291,7 +291,7 @@ mod tests {
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(
             text.contains(
-                "] mutant 2 of 3 (no-nack): 1000 states generated, 400 unique, max depth 7, \
+                "] mutant 2 of 3 (empty-root-silent): 1000 states generated, 400 unique, max depth 7, \
                  200 states/s"
             ),
             "{text}"

@@ -12,8 +12,8 @@ use std::sync::Arc;
 /// The group id the model's subscribers and publishers use: key 500 of Fig. 3, whose root is D.
 pub const FIG3_GID: u16 = 500;
 
-/// Publication expiries a configuration allows unless `--expiries` says otherwise.
-pub const DEFAULT_EXPIRIES: usize = 1;
+/// Event-state expiries a configuration allows unless `--expiries` says otherwise.
+pub const DEFAULT_EXPIRIES: usize = 0;
 
 /// How the network treats messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -191,7 +191,7 @@ impl Setup {
                 (others.clone(), pubs)
             }
         };
-        let subs = o.subscribers.unwrap_or(2);
+        let subs = o.subscribers.unwrap_or(1);
         if subs > 4 {
             return Err(format!("--subscribers must be at most 4, got {subs}"));
         }
@@ -223,21 +223,25 @@ impl Setup {
             ));
         }
         let subscribers = (0..subs).map(|i| sub_at[i % sub_at.len()]).collect();
-        // Publish i goes to publisher i % 2: the first is an initial publish; the second carries
-        // an ETag the UA kept from an earlier, long-expired publication (e0, never current: a
-        // 412); later ones modify the UA's own last publication (SIP-If-Match: its last ETag,
-        // which another UA's publication in between makes stale).
+        // Publish i goes to publisher i % 2 (U1, U2), each with its own event state (RFC 3903
+        // §4): U1's initial publish; U2's initial publish (a second state, composed with the
+        // first); U1 modifies its own state (SIP-If-Match: its last ETag — U2's state in
+        // between must not make it stale); U2 removes its state (Expires: 0), which must keep
+        // U1's; U1 publishes with an ETag from an earlier, long-expired publication (e0, never
+        // current: a 412); U2 publishes anew.
         let mut scripts: Vec<Vec<PubOp>> = vec![Vec::new(), Vec::new()];
         for i in 0..publishes {
-            let if_match = match i {
-                0 => IfMatch::None,
-                1 => IfMatch::Fixed(0),
-                _ => IfMatch::Mine,
+            let (if_match, expires) = match i {
+                0 | 1 => (IfMatch::None, if i % 2 == 0 { 3 } else { 1 }),
+                2 => (IfMatch::Mine, 3),
+                3 => (IfMatch::Mine, 0),
+                4 => (IfMatch::Fixed(0), 3),
+                _ => (IfMatch::Mine, 1),
             };
             scripts[i % 2].push(PubOp {
                 value: i as u8 + 1,
                 if_match,
-                expires: if i % 2 == 0 { 3 } else { 1 },
+                expires,
             });
         }
         let publishers = scripts
@@ -265,6 +269,13 @@ impl Setup {
     /// crash and per network loss, plus one.
     pub fn retry_limit(&self) -> usize {
         self.max_crashes + self.losses + 1
+    }
+
+    /// The highest seq a run can stamp: one per publish and per expiry (a retransmission is
+    /// never applied twice).
+    pub fn max_seq(&self) -> u8 {
+        let publishes: usize = self.publishers.iter().map(|(_, s)| s.len()).sum();
+        (publishes + self.expiries) as u8
     }
 
     /// Number of peers (actors `0..peers()`).

@@ -1,16 +1,16 @@
-//! Conformance traces exported from the model (format `sascribe-trace`, version 1; documented
+//! Conformance traces exported from the model (format `sascribe-trace`, version 3; documented
 //! in `conformance/TRACE-FORMAT.md` with a JSON Schema beside it).
 //!
 //! A trace is a configuration (peer ids — the paper's 10-bit ids and their 128-bit images with
 //! order and prefixes preserved —, each peer's routing table and leaf set as the model has them,
 //! k, the user agents and where they attach) and numbered steps. Each step is one model action
 //! (a delivery of a named in-flight message, a timer firing, a crash, a loss) with its expected
-//! observable outcomes: what user agents are sent (ACK/nACK as 200/error, NOTIFY with seq and
-//! state, 200/412 to PUBLISH) and the abstract overlay messages each peer sends (kind, from, to,
+//! observable outcomes: what user agents are sent (the ACK as 200, NOTIFY with seq and the
+//! composed state, 200/412 to PUBLISH) and the abstract overlay messages each peer sends (kind, from, to,
 //! gid, seq).
 
 use crate::model::{Action, SaScribe, State};
-use crate::protocol::{Entry, IfMatch, Msg, PubResult, ReqId, Timer, UaEvent, NO_STATE};
+use crate::protocol::{Entry, IfMatch, Msg, PubResult, ReqId, Timer, UaEvent, Values};
 use crate::topology::{PeerIx, DIGITS};
 use serde::Serialize;
 use stateright::actor::{ActorModelAction, Envelope, Id, Network};
@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 /// Format name written in every trace.
 pub const FORMAT: &str = "sascribe-trace";
 /// Format version.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Where a trace comes from.
 #[derive(Clone, Debug, Serialize)]
@@ -127,8 +127,8 @@ pub struct Config {
 /// One abstract message.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct AbstractMsg {
-    /// Kind: subscribe, publish, join, pack, ack, nack, multicast, publish_fwd, publish_reply,
-    /// replicate, replica_ack.
+    /// Kind: subscribe, unsubscribe, publish, join, pack, ack, multicast, publish_fwd,
+    /// publish_reply, replicate, replica_ack.
     pub kind: &'static str,
     /// Sender.
     pub from: String,
@@ -140,9 +140,13 @@ pub struct AbstractMsg {
     /// Sequence number carried.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u8>,
-    /// Publication body carried.
+    /// Publication body carried (a publish).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<u8>,
+    /// Composed group state carried (join, ack, multicast, replicate): the values of the live
+    /// event states, ascending; absent when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<u8>>,
     /// End-to-end request (`origin/ua#n`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub req: Option<String>,
@@ -156,15 +160,16 @@ pub struct AbstractMsg {
 pub struct ClientOutcome {
     /// The user agent.
     pub ua: String,
-    /// `subscribe_ok`, `subscribe_rejected`, `subscribe_timeout`, `notify`, `publish_ok`,
-    /// `publish_412`, `publish_timeout`.
+    /// `subscribe_ok`, `subscribe_timeout`, `notify`, `publish_ok`, `publish_412`,
+    /// `publish_timeout`.
     pub kind: &'static str,
-    /// Seq of a NOTIFY.
+    /// Seq of a NOTIFY (0: nothing published yet).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u8>,
-    /// State of a NOTIFY.
+    /// State of a NOTIFY: the values of the composed event states, ascending; absent when
+    /// there is none.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<u8>,
+    pub values: Option<Vec<u8>>,
     /// ETag of a 200 to PUBLISH.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub etag: Option<u8>,
@@ -217,10 +222,13 @@ pub enum StepAction {
         /// The root.
         at: String,
     },
-    /// The root's publication expires (its expiry timer fires after the granted lifetime).
+    /// An event state at the root expires (its expiry timer fires after the granted
+    /// lifetime).
     Expire {
         /// The root.
         at: String,
+        /// The entity tag of the state (`e<N>`: the seq of the change that last set it).
+        etag: u8,
     },
     /// A peer crashes.
     Crash {
@@ -249,6 +257,12 @@ pub struct Step {
     pub action: StepAction,
     /// What must be observed after it.
     pub expect: Expect,
+}
+
+/// The values of a set, ascending; `None` for the empty set.
+pub fn values_list(v: Values) -> Option<Vec<u8>> {
+    let list: Vec<u8> = (1..8).filter(|i| v & (1 << i) != 0).collect();
+    (!list.is_empty()).then_some(list)
 }
 
 fn id128(id: u16) -> String {
@@ -309,12 +323,13 @@ impl SaScribe {
             gid,
             seq: None,
             value: None,
+            values: None,
             req: None,
             if_match: None,
         };
         let set = |a: &mut AbstractMsg, e: Option<Entry>| {
             a.seq = e.map(|e| e.seq);
-            a.value = e.map(|e| e.value).filter(|&v| v != NO_STATE);
+            a.values = e.and_then(|e| values_list(e.values));
         };
         match msg {
             Msg::Subscribe => a.kind = "subscribe",
@@ -334,11 +349,9 @@ impl SaScribe {
             Msg::PAck => a.kind = "pack",
             Msg::JoinReply { req, state, .. } => {
                 a.req = Some(self.req_name(req));
-                // A root whose publication expired answers a nACK carrying the expiry's seq.
-                a.kind = match state {
-                    Some(e) if e.value != NO_STATE => "ack",
-                    _ => "nack",
-                };
+                // The root's ACK carries its committed state: none before the first
+                // publication, only a seq once every state is gone.
+                a.kind = "ack";
                 set(&mut a, *state);
             }
             Msg::Multicast(e) => {
@@ -359,13 +372,15 @@ impl SaScribe {
             Msg::PubReply { req, result } => {
                 a.kind = "publish_reply";
                 a.req = Some(self.req_name(req));
-                if let PubResult::Ok { etag, .. } = result {
-                    a.seq = Some(*etag);
+                match result {
+                    PubResult::Ok { etag, .. } => a.seq = Some(*etag),
+                    PubResult::Removed { seq } => a.seq = Some(*seq),
+                    PubResult::PreconditionFailed | PubResult::Timeout => {}
                 }
             }
             Msg::Replicate(rs) => {
                 a.kind = "replicate";
-                set(&mut a, rs.0.entry);
+                set(&mut a, rs.0.entry());
             }
             Msg::ReplicaAck(s) => {
                 a.kind = "replica_ack";
@@ -384,7 +399,7 @@ impl SaScribe {
             ua: String::new(),
             kind: "",
             seq: None,
-            value: None,
+            values: None,
             etag: None,
             expires: None,
         };
@@ -393,12 +408,11 @@ impl SaScribe {
                 c.ua = self.setup.actor_name(*ua as usize);
                 match ev {
                     UaEvent::Accepted => c.kind = "subscribe_ok",
-                    UaEvent::Rejected(_) => c.kind = "subscribe_rejected",
                     UaEvent::TimedOut => c.kind = "subscribe_timeout",
                     UaEvent::Notify(e) => {
                         c.kind = "notify";
                         c.seq = Some(e.seq);
-                        c.value = Some(e.value).filter(|&v| v != NO_STATE);
+                        c.values = values_list(e.values);
                     }
                 }
             }
@@ -409,6 +423,10 @@ impl SaScribe {
                         c.kind = "publish_ok";
                         c.etag = Some(*etag);
                         c.expires = Some(*expires);
+                    }
+                    PubResult::Removed { .. } => {
+                        c.kind = "publish_ok";
+                        c.expires = Some(0);
                     }
                     PubResult::PreconditionFailed => c.kind = "publish_412",
                     PubResult::Timeout => c.kind = "publish_timeout",
@@ -503,6 +521,7 @@ impl SaScribe {
                         gid: None,
                         seq: None,
                         value: None,
+                        values: None,
                         req: None,
                         if_match: None,
                     },
@@ -527,7 +546,10 @@ impl SaScribe {
                 at: name(id),
                 req: self.req_name(r),
             },
-            ActorModelAction::Timeout(id, Timer::Expire) => StepAction::Expire { at: name(id) },
+            ActorModelAction::Timeout(id, Timer::Expire(e)) => StepAction::Expire {
+                at: name(id),
+                etag: *e,
+            },
             ActorModelAction::Timeout(id, Timer::Resend) => {
                 StepAction::ReplicationRetry { at: name(id) }
             }
@@ -564,7 +586,7 @@ impl SaScribe {
         // The network is a multiset, so sends are put in a canonical order: per user agent, the
         // final response before the NOTIFYs, NOTIFYs by seq.
         let rank = |k: &str| match k {
-            "subscribe_ok" | "subscribe_rejected" | "subscribe_timeout" => 0,
+            "subscribe_ok" | "subscribe_timeout" => 0,
             "notify" => 1,
             _ => 2,
         };

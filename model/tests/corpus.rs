@@ -104,7 +104,6 @@ fn corpus_covers_every_message_and_action_kind() {
         "join",
         "pack",
         "ack",
-        "nack",
         "multicast",
         "publish_fwd",
         "publish_reply",
@@ -125,28 +124,38 @@ fn corpus_covers_every_message_and_action_kind() {
     ] {
         assert!(actions.contains(k), "no trace has a {k} step");
     }
-    for k in [
-        "subscribe_ok",
-        "subscribe_rejected",
-        "notify",
-        "publish_ok",
-        "publish_412",
-    ] {
+    for k in ["subscribe_ok", "notify", "publish_ok", "publish_412"] {
         assert!(clients.contains(k), "no trace shows a {k}");
     }
     let steps = || traces.iter().flat_map(|t| t.steps.iter());
     let sends = |kind: &str| {
         steps().any(|s| {
-            (s.expect.sent.iter()).any(|m| m.kind == kind && m.seq.is_some() && m.value.is_none())
+            (s.expect.sent.iter()).any(|m| m.kind == kind && m.seq.is_some() && m.values.is_none())
         })
     };
     assert!(
-        steps().any(|s| (s.expect.client.iter()).any(|c| c.kind == "notify" && c.value.is_none())),
-        "no trace tells a subscriber that the publication expired"
+        steps().any(|s| (s.expect.client.iter())
+            .any(|c| c.kind == "notify" && c.seq.is_some_and(|q| q > 0) && c.values.is_none())),
+        "no trace tells a subscriber that the last event state is gone"
     );
     assert!(
-        sends("nack"),
-        "no trace has a nACK carrying an expiry's seq"
+        steps().any(|s| (s.expect.client.iter()).any(|c| c.kind == "notify" && c.seq == Some(0))),
+        "no trace accepts a subscriber before anything was published"
+    );
+    assert!(
+        steps().any(|s| (s.expect.client.iter())
+            .any(|c| c.kind == "notify" && c.values.as_ref().is_some_and(|v| v.len() > 1))),
+        "no trace notifies the composition of two event states"
+    );
+    assert!(
+        steps()
+            .any(|s| (s.expect.client.iter())
+                .any(|c| c.kind == "publish_ok" && c.expires == Some(0))),
+        "no trace removes an event state"
+    );
+    assert!(
+        sends("ack"),
+        "no trace has an ACK carrying only the seq of a state that is gone"
     );
     assert!(sends("replicate"), "no trace replicates an expiry");
 }
@@ -170,7 +179,7 @@ fn traces_progress_names_each_stage_and_the_traces_so_far() {
         "traces: mutant-directed paths for {} seeded bugs (a BFS each)",
         Mutant::ALL.len()
     ));
-    for (name, _) in configs() {
+    for (name, _, _) in configs() {
         if name == "small" || name == "multihop" {
             let n = before(format!("{name}-witness-"));
             stage(format!(

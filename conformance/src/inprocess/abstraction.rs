@@ -2,7 +2,7 @@
 //! messages → abstract messages" and "Silent messages"), request naming (`origin/who#n`), and
 //! the ETag ↔ seq table.
 
-use super::{value_of, Cluster};
+use super::{value_of, values_of, Cluster};
 use crate::AbstractMsg;
 use sascribe::wire::{Latest, Msg, PublishReply, Routed, ScribeMsg};
 use sascribe::{ETag, GroupId, NodeId};
@@ -97,7 +97,7 @@ impl Cluster {
 
     fn set_latest(a: &mut AbstractMsg, l: &Latest) {
         a.seq = Some(l.seq.min(255) as u8);
-        a.value = l.body.as_deref().and_then(value_of);
+        a.values = l.body.as_deref().and_then(values_of);
     }
 
     /// Classifies a datagram `from` → `to` and gives its abstract form when it is modelled.
@@ -114,6 +114,7 @@ impl Cluster {
             gid: Some(self.cfg.gid),
             seq: None,
             value: None,
+            values: None,
             req: None,
             if_match: None,
         };
@@ -218,7 +219,7 @@ impl Cluster {
                 }
                 a.kind = "replicate".into();
                 a.seq = Some(rec.seq.min(255) as u8);
-                a.value = rec.body.as_deref().and_then(value_of);
+                a.values = rec.body.as_deref().and_then(values_of);
             }
             ScribeMsg::ReplicateAck { gid, rev } if ours(gid) => {
                 let seq = self.rev_seq.get(&(to, *rev)).copied().unwrap_or(0);

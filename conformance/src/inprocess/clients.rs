@@ -4,7 +4,7 @@
 //! NOTIFYs — becomes the trace's client outcomes. Every request is sent twice, as a UDP
 //! retransmission would: the peer's server transaction must absorb the copy.
 
-use super::{body_of, value_of, Cluster, EXPIRY_UNIT_SECS, PIDF, RESOURCE, SUB_EXPIRES};
+use super::{body_of, values_of, Cluster, EXPIRY_UNIT_SECS, PIDF, RESOURCE, SUB_EXPIRES};
 use crate::sut::ClientRequest;
 use crate::ClientOutcome;
 use sascribe::sip::message::Method;
@@ -131,7 +131,7 @@ impl Cluster {
                 ua: name.clone(),
                 kind: kind.into(),
                 seq: None,
-                value: None,
+                values: None,
                 etag: None,
                 expires: None,
             };
@@ -162,7 +162,6 @@ impl Cluster {
                     }
                     let kind = match code {
                         200 => "subscribe_ok",
-                        480 => "subscribe_rejected",
                         504 => "subscribe_timeout",
                         _ => {
                             let k = format!("subscribe_{code}");
@@ -192,7 +191,7 @@ impl Cluster {
                     }
                     let mut o = outcome("notify");
                     o.seq = seq.map(|s| s.min(255) as u8);
-                    o.value = value_of(&body);
+                    o.values = values_of(&body);
                     self.obs.client.push(o);
                 }
                 UaEvent::Response {

@@ -316,7 +316,8 @@ impl Cluster {
                 )?;
                 self.log(format!("{at}.fire_replication_retry() -> {root}"));
             }
-            Input::Expire { at } => {
+            Input::Expire { at, etag } => {
+                let _state = self.etag_for(*etag);
                 let a = self.peer_ix(at)?;
                 // Every granted expiry is at most `max_expires` units: move the clock past it,
                 // then run the expiry the root's periodic tick runs.

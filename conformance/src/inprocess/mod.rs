@@ -149,21 +149,34 @@ fn parse_id(hex: &str) -> Result<u128, String> {
     u128::from_str_radix(hex, 16).map_err(|e| format!("bad 128-bit id '{hex}': {e}"))
 }
 
-/// The body of abstract value `v`: a PIDF document whose tuple's note is `vN`.
+/// The body of abstract value `v`: a PIDF document whose one tuple (id `tN`, so that the
+/// tuples of several publications stay distinct once composed) has the note `vN`.
 pub fn body_of(v: u8) -> Bytes {
     Bytes::from(format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
          <presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{RESOURCE}\">\
-         <tuple id=\"t\"><status><basic>open</basic></status><note>v{v}</note></tuple>\
+         <tuple id=\"t{v}\"><status><basic>open</basic></status><note>v{v}</note></tuple>\
          </presence>"
     ))
 }
 
-/// The abstract value of a body: the `N` of the first `<note>vN</note>` (`None` for a body
-/// without one: no state).
-pub fn value_of(body: &[u8]) -> Option<u8> {
+/// The abstract state of a (composed) body: the `N`s of its `<note>vN</note>` elements,
+/// ascending and without repeats (`None` for a body without one: no state, or the `closed`
+/// document sent once every state is gone).
+pub fn values_of(body: &[u8]) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(body).ok()?;
-    let start = text.find("<note>v")? + "<note>v".len();
-    let end = start + text[start..].find("</note>")?;
-    text[start..end].parse().ok()
+    let mut vs = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("<note>v") {
+        rest = &rest[i + "<note>v".len()..];
+        if let Some(v) = rest.find("</note>").and_then(|e| rest[..e].parse().ok()) {
+            vs.insert(v);
+        }
+    }
+    (!vs.is_empty()).then(|| vs.into_iter().collect())
+}
+
+/// The abstract value of a publication's body: its one note (see [`values_of`]).
+pub fn value_of(body: &[u8]) -> Option<u8> {
+    values_of(body).and_then(|v| v.first().copied())
 }

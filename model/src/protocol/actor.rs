@@ -125,10 +125,15 @@ impl Actor for Participant {
                 for q in (0..s.topo.len() as PeerIx).filter(|&q| q != me) {
                     o.set_timer(Timer::Detect(q), model_timeout());
                 }
-                if s.expiries > 0 {
-                    o.set_timer(Timer::Expire, model_timeout());
-                }
                 o.set_timer(Timer::Resend, model_timeout());
+                // One expiry timer per possible entity tag, armed once (a constant timer set
+                // keeps states apart only by what matters); each is enabled only while its
+                // state is live and committed at a root.
+                if s.expiries > 0 {
+                    for e in 0..=s.max_seq() {
+                        o.set_timer(Timer::Expire(e), model_timeout());
+                    }
+                }
                 if ctx.route(&st) == me {
                     st.root = Some(Root {
                         st: RootState::default(),
@@ -181,6 +186,7 @@ impl Actor for Participant {
                 match msg {
                     Msg::PubResponse { n, result, .. } if n == st.next => match result {
                         PubResult::Ok { etag, .. } => st.etag = Some(etag),
+                        PubResult::Removed { .. } => st.etag = None,
                         PubResult::PreconditionFailed | PubResult::Timeout => st.rejected |= 1 << n,
                     },
                     _ => return,
@@ -200,7 +206,7 @@ impl Actor for Participant {
                 match *timer {
                     Timer::Detect(x) => ctx.on_detect(&mut st, x, o),
                     Timer::Retry(req) => ctx.on_retry(&mut st, req, o),
-                    Timer::Expire => ctx.on_expire(&mut st, o),
+                    Timer::Expire(e) => ctx.on_expire(&mut st, e, o),
                     Timer::Resend => on_resend(&mut st, o),
                     Timer::Start | Timer::Stop => {}
                 }
@@ -239,7 +245,9 @@ fn send_step(peer: PeerIx, script: &[PubOp], st: &PublisherState, o: &mut O) {
     };
     let if_match = match op.if_match {
         IfMatch::None => None,
-        IfMatch::Mine => st.etag,
+        // A modify without a state of its own is an initial publish; a removal names the
+        // state it removes (e0, none, when the UA has no state: a 412).
+        IfMatch::Mine => st.etag.or((op.expires == 0).then_some(0)),
         IfMatch::Fixed(e) => Some(e),
     };
     o.send(

@@ -8,7 +8,7 @@
 //! is reconciled by keeping the higher seq.
 
 use super::publish::push_replication;
-use super::{newer, Ctx, ALL, O};
+use super::{Ctx, ALL, O};
 use super::{Obs, PeerState, Replica, ReqId, Root, RootState, Timer};
 use crate::mutant::Mutant;
 use crate::topology::{PeerIx, PeerSet};
@@ -60,8 +60,11 @@ impl Ctx<'_> {
     fn take_over(&self, st: &mut PeerState, o: &mut O) {
         let with_replica = st.replica.is_some();
         let mut rs = st.replica.take().unwrap_or_default();
-        rs.entry = newer(rs.entry, st.latest);
-        let committed = rs.entry;
+        if let Some(l) = st.latest.filter(|l| l.seq > rs.seq) {
+            // The tree knew more than the replica: keep the higher seq.
+            rs.adopt(l);
+        }
+        let committed = rs.entry();
         let mut root = Root {
             st: rs,
             committed,
@@ -86,12 +89,11 @@ impl Ctx<'_> {
     /// seq: it adopts the state, with the old root's per-publisher results, and commits it.
     pub(super) fn late_replicate(&self, st: &mut PeerState, rs: &RootState, o: &mut O) {
         let root = st.root.as_mut().expect("root");
-        let theirs = rs.entry.map_or(0, |e| e.seq);
-        if theirs <= root.st.entry.map_or(0, |e| e.seq) {
+        if rs.seq <= root.st.seq {
             return;
         }
         root.st = rs.clone();
-        let entry = rs.entry.expect("newer entry");
+        let entry = rs.entry().expect("newer entry");
         root.committed = Some(entry);
         push_replication(root, ALL, o);
         self.commit_adopted(st, entry, o);

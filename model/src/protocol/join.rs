@@ -2,9 +2,13 @@
 //!
 //! A SUBSCRIBE at a first-contact peer becomes a JOIN routed toward the group id. Each hop
 //! grafts its predecessor as a child and answers pACK; the JOIN always travels on to the root,
-//! which answers ACK with its latest committed state (the first NOTIFY) or nACK when it has none
-//! (or only an expired one, whose seq the nACK carries). The answer retraces the JOIN's reverse
-//! path, and each hop learns the state it carries. A JOIN carries the latest state known on its
+//! which answers ACK with its latest committed state (the first NOTIFY). A root that holds no
+//! state — nothing published yet, or every state removed or expired — accepts the subscriber
+//! all the same (**a deviation from the paper**, whose nACK made watchers that subscribe before
+//! the presentity publishes give up; central presence servers answer 200 and a NOTIFY without
+//! state, and clients rely on it): its ACK carries no state, or the seq of the last removal so
+//! that members learn the states are gone. The answer retraces the JOIN's reverse path, and
+//! each hop learns the state it carries. A JOIN carries the latest state known on its
 //! way, so that a root that knows less (after a failover) reconciles by keeping the higher seq
 //! (§III.F, re-JOIN). An unsubscribe ends a local subscription; a peer that no longer needs the
 //! group leaves the tree.
@@ -115,25 +119,17 @@ impl Ctx<'_> {
         };
         st.tries.retain(|t| t.0 != req);
         o.cancel_timer(Timer::Retry(req));
-        match (state, st.latest) {
-            (Some(e), _) if e.value != NO_STATE => {
-                self.learn(st, e, None, o);
-                let latest = st.latest.unwrap_or(e);
-                self.to_ua(o, req.who, UaEvent::Accepted);
-                self.to_ua(o, req.who, UaEvent::Notify(latest));
-                st.subs[i].phase = SubPhase::Active(latest.seq);
-            }
-            _ => {
-                // A nACK after an expiry carries the expiry's seq: learn it, so that what is
-                // below this peer is told the publication is gone.
-                if let Some(e) = state {
-                    self.learn(st, e, None, o);
-                }
-                let seq = state.map_or(0, |e| e.seq);
-                self.to_ua(o, req.who, UaEvent::Rejected(seq));
-                st.subs.remove(i);
-            }
+        if let Some(e) = state {
+            self.learn(st, e, None, o);
         }
+        // The first NOTIFY: the newest state known here (nothing published yet: seq 0).
+        let latest = st.latest.unwrap_or(Entry {
+            seq: 0,
+            values: NO_STATE,
+        });
+        self.to_ua(o, req.who, UaEvent::Accepted);
+        self.to_ua(o, req.who, UaEvent::Notify(latest));
+        st.subs[i].phase = SubPhase::Active(latest.seq);
     }
 
     /// A JOIN from peer `from` (or from this peer itself): graft the sender as a child, then
@@ -179,7 +175,7 @@ impl Ctx<'_> {
     }
 
     /// The root answers a JOIN: it first reconciles with the state the JOIN carries (keeping
-    /// the higher seq), then sends ACK or nACK back along the reverse path.
+    /// the higher seq), then sends its ACK back along the reverse path.
     fn root_join(
         &self,
         st: &mut PeerState,
@@ -194,26 +190,26 @@ impl Ctx<'_> {
                 self.observe(o, Obs::RejoinWithState);
             }
             let root = st.root.as_mut().expect("root");
-            let adopt = match root.st.entry {
+            let adopt = match root.st.entry() {
                 None => true,
                 Some(e) => c.seq > e.seq || (self.mutant(Mutant::RootAcceptsLowerSeq) && c != e),
             };
             if adopt {
                 // The tree knew a newer state than the root (it survived in a subtree): keep
                 // the highest seq, replicate it and pass it down.
-                root.st.entry = Some(c);
+                root.st.adopt(c);
                 root.committed = Some(c);
                 push_replication(root, ALL, o);
                 self.commit_adopted(st, c, o);
             }
         }
-        // An expired state answers a nACK that carries the expiry's seq (so that re-JOINing
-        // members learn that the publication is gone).
+        // A root without state answers too; after a removal or expiry its ACK carries that
+        // seq (so that re-JOINing members learn that the states are gone).
         let mut state = st.root.as_ref().and_then(|r| r.committed);
-        if state.is_some_and(|e| e.value == NO_STATE) && self.mutant(Mutant::NackForgetsExpiry) {
+        if state.is_some_and(|e| e.values == NO_STATE) && self.mutant(Mutant::AckForgetsExpiry) {
             state = None;
         }
-        if state.is_none_or(|e| e.value == NO_STATE) && self.mutant(Mutant::NoNack) {
+        if state.is_none_or(|e| e.values == NO_STATE) && self.mutant(Mutant::EmptyRootSilent) {
             return;
         }
         match path.last() {
@@ -222,7 +218,7 @@ impl Ctx<'_> {
         }
     }
 
-    /// The root's ACK or nACK, travelling back along the JOIN's reverse path.
+    /// The root's ACK, travelling back along the JOIN's reverse path.
     pub(super) fn on_join_reply(
         &self,
         st: &mut PeerState,
@@ -234,8 +230,8 @@ impl Ctx<'_> {
         let path = path.pop();
         match path.last() {
             Some(prev) => {
-                // A hop forwarding the root's answer learns the state it carries
-                // (an expired one too: a nACK carries the expiry's seq).
+                // A hop forwarding the root's answer learns the state it carries (a state
+                // without values too: the seq of a removal or expiry).
                 if let Some(e) = state {
                     self.learn(st, e, Some(prev), o);
                 }

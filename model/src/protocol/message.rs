@@ -72,10 +72,31 @@ pub enum PubResult {
         /// Expiry granted by the root.
         expires: u8,
     },
+    /// 200 OK to a removal (`Expires: 0`): the state is gone, no entity tag; `seq` stamps the
+    /// change (what subscribers are told).
+    Removed {
+        /// The seq of the removal.
+        seq: Seq,
+    },
     /// 412 Conditional Request Failed: the SIP-If-Match tag is not the current one.
     PreconditionFailed,
     /// The first-contact peer gave up after its retransmissions (408 Request Timeout).
     Timeout,
+}
+
+/// What kind of change a commit is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Change {
+    /// A publication: a new event state (no SIP-If-Match), or a refresh, modification or
+    /// removal of the state its SIP-If-Match names.
+    Publish {
+        /// The SIP-If-Match the publication carried, if it was conditional.
+        if_match: Option<ETag>,
+    },
+    /// The event state with this tag expired.
+    Expire(ETag),
+    /// A state the root did not stamp itself (from a replica, the tree, a failed root).
+    Adopt,
 }
 
 /// Model bookkeeping sent to the observer sink (never delivered; folded into the history).
@@ -85,10 +106,19 @@ pub enum Obs {
     Commit {
         /// The committed entry.
         entry: Entry,
-        /// The SIP-If-Match the publication carried, if it was conditional.
-        if_match: Option<ETag>,
+        /// The change it is.
+        change: Change,
+        /// The live entity tags after it (bit `e` for tag `e`).
+        live: u16,
     },
-    /// A root removed its expired publication (counts against the expiry budget).
+    /// A root answered 412 to publisher `who`'s publish whose SIP-If-Match named `if_match`.
+    Refused {
+        /// The publisher's actor index.
+        who: u8,
+        /// The tag.
+        if_match: ETag,
+    },
+    /// A root removed an expired event state (counts against the expiry budget).
     Expired,
     /// A peer took over as root after the root failed (`with_replica`: it held a replica).
     Takeover {
@@ -152,14 +182,16 @@ pub enum Msg {
     },
     /// Provisional acknowledgement from a hop that grafted the sender.
     PAck,
-    /// ACK (with state) or nACK (no state: `None`, or an expired entry whose seq the members
-    /// learn) from the root, back along the reverse path.
+    /// ACK from the root, back along the reverse path, with its committed state: `None` when
+    /// nothing was published yet (the subscriber is accepted all the same and told "no
+    /// state"); an entry without values after every state was removed or expired (its seq
+    /// tells members that the states are gone).
     JoinReply {
         /// End-to-end request id.
         req: ReqId,
         /// Remaining reverse path.
         path: Hops,
-        /// The root's committed state; `None` is a nACK.
+        /// The root's committed state.
         state: Option<Entry>,
     },
     /// Multicast of a committed entry down the tree.
@@ -195,11 +227,7 @@ pub enum Msg {
 pub enum UaEvent {
     /// 200 OK to SUBSCRIBE (the root's ACK).
     Accepted,
-    /// Final error to SUBSCRIBE (the root's nACK: no state), with the seq of the root's
-    /// expired state it was based on (0: nothing was ever published). Only the checker uses
-    /// the seq; the SIP response carries none.
-    Rejected(Seq),
-    /// SIP NOTIFY with the group state.
+    /// SIP NOTIFY with the group state (seq 0, no values: nothing published yet).
     Notify(Entry),
     /// The first-contact peer gave up after its retransmissions (408 Request Timeout).
     TimedOut,
@@ -226,8 +254,8 @@ pub enum Timer {
     /// replicas that have not acknowledged it. Armed at every peer; enabled only at a root with
     /// such a replica that has nothing from it in flight and would now accept it.
     Resend,
-    /// The root's publication expires (its granted lifetime passed without a refresh). Armed at
-    /// every peer; enabled only at a live root holding a published state and no pending commit,
-    /// within the expiry budget.
-    Expire,
+    /// The event state with this tag expires at the root (its granted lifetime passed without
+    /// a refresh). Armed by the root for each state it applies; enabled only at a live root
+    /// holding that state, committed, with no commit pending, within the expiry budget.
+    Expire(ETag),
 }

@@ -10,7 +10,7 @@
 //!   [`Timer`]s;
 //! - `state`: what they hold ([`Entry`], [`RootState`], [`Root`], [`PeerState`], the user agents'
 //!   states);
-//! - `join`: SUBSCRIBE and unsubscribe at the first-contact peer, JOIN / pACK / ACK / nACK along
+//! - `join`: SUBSCRIBE and unsubscribe at the first-contact peer, JOIN / pACK / ACK along
 //!   the reverse path, and a root's reconciliation of a re-JOIN;
 //! - `publish`: PUBLISH at the first-contact peer and at the root (412, seq and ETag), replication,
 //!   commit, and expiry;
@@ -30,11 +30,12 @@ mod retry;
 mod state;
 
 pub use actor::Participant;
-pub use message::{Hops, Msg, Obs, PubResult, ReqId, RootStateMsg, Timer, UaEvent};
-pub use publish::MAX_EXPIRES;
+pub use message::{Change, Hops, Msg, Obs, PubResult, ReqId, RootStateMsg, Timer, UaEvent};
+pub use publish::{expirable, MAX_EXPIRES};
 pub use state::{
-    newer, ETag, Entry, IfMatch, LocalSub, ParticipantState, PeerState, PendingPub, PubOp,
-    PublisherState, Replica, Root, RootState, Seq, SubPhase, SubscriberState, Value, NO_STATE,
+    newer, single, ETag, Entry, EventState, IfMatch, LocalSub, ParticipantState, PeerState,
+    PendingPub, PubOp, PublisherState, Replica, Root, RootState, Seq, SubPhase, SubscriberState,
+    Value, Values, NO_STATE,
 };
 
 use crate::mutant::Mutant;

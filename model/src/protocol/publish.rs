@@ -1,7 +1,10 @@
-//! Publishing (§III.D) and keeping the root state safe: a PUBLISH travels from the first-contact
-//! peer to the root, which checks SIP-If-Match (412 on a stale ETag, changing nothing), stamps
-//! the next seq, mints a new ETag, clamps the expiry to [`MAX_EXPIRES`] and replicates its state
-//! to its k nearest peers. Once every replica holds it the publication is **committed**: the root
+//! Publishing (§III.D, RFC 3903) and keeping the root state safe: a PUBLISH travels from the
+//! first-contact peer to the root, which holds one event state per entity tag. A PUBLISH without
+//! SIP-If-Match creates a new state; one with SIP-If-Match refreshes, modifies or (with
+//! `Expires: 0`) removes the state that tag names — a tag naming no live state gets 412 and
+//! changes nothing, and no publisher's change touches another publisher's state. Each change
+//! stamps the next group seq and mints the changed state a new ETag; the root clamps the expiry
+//! to [`MAX_EXPIRES`] and replicates its state to its k nearest peers. Once every replica holds it the publication is **committed**: the root
 //! multicasts it down the tree and answers 200. A root commits one publication at a time;
 //! publishes that arrive meanwhile are held and served in order. A retransmitted publish is
 //! answered from the per-publisher results the root state keeps, never applied twice.
@@ -10,13 +13,15 @@
 //! knows a live peer closer to the group than the sender keeps the state but does not
 //! acknowledge, and the root's replication retry ([`Timer::Resend`]) resends it.
 //!
-//! Expiry (RFC 3903 §4.3): a lapsed publication is replaced by the next seq with no state
-//! ([`NO_STATE`]), committed like a publication.
+//! Expiry (RFC 3903 §4.3): a lapsed event state is removed by the next seq, committed like a
+//! publication; the others stay.
 
+use super::message::Change;
+use super::state::{single, EventState};
 use super::{peer_id, to_ix, Ctx, ALL, O};
 use super::{
     Entry, Msg, Obs, PeerState, PendingPub, PubResult, ReqId, Root, RootState, RootStateMsg, Seq,
-    Timer, NO_STATE,
+    Timer,
 };
 use crate::mutant::Mutant;
 use crate::topology::PeerSet;
@@ -96,27 +101,68 @@ impl Ctx<'_> {
             self.reply(st, p.req, result, o);
             return;
         }
-        // An expired publication has no ETag any more: every SIP-If-Match fails.
-        let current = root.st.entry.filter(|e| e.value != NO_STATE).map(|e| e.seq);
-        if p.if_match.is_some() && p.if_match != current && !self.mutant(Mutant::EtagIgnored) {
-            self.reply(st, p.req, PubResult::PreconditionFailed, o);
-            return;
+        // A SIP-If-Match must name a live event state (an expired or removed one has no ETag
+        // any more); only that state changes.
+        let named = p
+            .if_match
+            .and_then(|e| root.st.states.iter().position(|s| s.etag == e));
+        if let (Some(e), None) = (p.if_match, named) {
+            if !self.mutant(Mutant::EtagIgnored) {
+                let who = p.req.who;
+                self.observe(o, Obs::Refused { who, if_match: e });
+                self.reply(st, p.req, PubResult::PreconditionFailed, o);
+                return;
+            }
         }
-        let seq = match root.st.entry {
-            Some(e) if self.mutant(Mutant::SeqNotBumped) => e.seq,
-            Some(e) => e.seq + 1,
-            None => 1,
-        };
-        let entry = Entry {
-            seq,
-            value: p.value,
+        let root = st.root.as_mut().expect("root");
+        let seq = if self.mutant(Mutant::SeqNotBumped) && root.st.seq > 0 {
+            root.st.seq
+        } else {
+            root.st.seq + 1
         };
         let expires = p.expires.min(MAX_EXPIRES);
-        let result = PubResult::Ok { etag: seq, expires };
-        root.st.entry = Some(entry);
-        root.st.expires = expires;
+        let result = match named {
+            Some(i) if p.expires == 0 => {
+                if self.mutant(Mutant::RemoveAll) {
+                    root.st.states.clear();
+                } else {
+                    root.st.states.remove(i);
+                }
+                PubResult::Removed { seq }
+            }
+            Some(i) => {
+                root.st.states[i] = EventState {
+                    etag: seq,
+                    values: single(p.value),
+                    expires,
+                };
+                PubResult::Ok { etag: seq, expires }
+            }
+            None => {
+                if self.mutant(Mutant::OneState) {
+                    root.st.states.clear();
+                }
+                root.st.states.push(EventState {
+                    etag: seq,
+                    values: single(p.value),
+                    expires,
+                });
+                PubResult::Ok { etag: seq, expires }
+            }
+        };
+        root.st.states.sort_unstable();
+        root.st.seq = seq;
         root.st.record(p.req, result);
-        root.waiting.push((Some(p.req), entry, result, p.if_match));
+        let entry = root.st.entry().expect("a change stamps a seq");
+        let change = Change::Publish {
+            if_match: p.if_match,
+        };
+        let obs = Obs::Commit {
+            entry,
+            change,
+            live: root.st.live(),
+        };
+        root.waiting.push((Some(p.req), result, obs));
         push_replication(root, ALL, o);
         self.try_commit(st, o);
     }
@@ -127,10 +173,13 @@ impl Ctx<'_> {
             let root = st.root.as_mut().expect("root");
             let held = root.acks.iter().map(|a| a.acked).min().unwrap_or(Seq::MAX);
             match root.waiting.first() {
-                Some(w) if w.1.seq <= held => {
-                    let (req, entry, result, if_match) = root.waiting.remove(0);
+                Some((_, _, Obs::Commit { entry, .. })) if entry.seq <= held => {
+                    let (req, result, obs) = root.waiting.remove(0);
+                    let Obs::Commit { entry, .. } = obs else {
+                        unreachable!("waiting changes are commits")
+                    };
                     root.committed = Some(entry);
-                    self.observe(o, Obs::Commit { entry, if_match });
+                    self.observe(o, obs);
                     self.learn(st, entry, None, o);
                     if let Some(req) = req {
                         self.reply(st, req, result, o);
@@ -152,13 +201,17 @@ impl Ctx<'_> {
     }
 
     /// A root takes an entry it did not stamp itself (from a replica, the tree or a failed
-    /// root's late replicate) as committed: record it and pass it down the tree.
+    /// root's late replicate) as committed: record it and pass it down the tree. Its states
+    /// can expire like its own.
     pub(super) fn commit_adopted(&self, st: &mut PeerState, entry: Entry, o: &mut O) {
+        let live = st.root.as_ref().map_or(0, |r| r.st.live());
+        let change = Change::Adopt;
         self.observe(
             o,
             Obs::Commit {
                 entry,
-                if_match: None,
+                change,
+                live,
             },
         );
         st.latest = None;
@@ -214,12 +267,8 @@ impl Ctx<'_> {
             o.send(src, Msg::ReplicaAck(0));
             return;
         }
-        let seq = rs.entry.map_or(0, |e| e.seq);
-        let held = st
-            .replica
-            .as_ref()
-            .and_then(|r| r.entry)
-            .map_or(0, |e| e.seq);
+        let seq = rs.seq;
+        let held = st.replica.as_ref().map_or(0, |r| r.seq);
         if st.replica.is_none() || seq >= held {
             st.replica = Some(rs.clone());
         }
@@ -242,36 +291,40 @@ impl Ctx<'_> {
         }
     }
 
-    /// The root's publication expires: the root stamps the next seq with no state and commits
-    /// it like a publication (replicated first, then multicast), so that subscribers are told
-    /// and every later root knows the state is gone. Production does the same on its periodic
-    /// tick once the granted expiry has passed and no commit is pending.
-    pub(super) fn on_expire(&self, st: &mut PeerState, o: &mut O) {
-        o.set_timer(Timer::Expire, model_timeout());
+    /// Event state `etag` expires at the root: the root stamps the next seq without it and
+    /// commits that like a publication (replicated first, then multicast), so that subscribers
+    /// are told and every later root knows the state is gone; the other states stay.
+    /// Production does the same on its periodic tick once the granted expiry has passed and no
+    /// commit is pending.
+    pub(super) fn on_expire(&self, st: &mut PeerState, etag: Seq, o: &mut O) {
         let Some(root) = st.root.as_mut() else {
             return;
         };
-        let Some(e) = root.committed.filter(|e| e.value != NO_STATE) else {
-            return;
-        };
-        if !root.waiting.is_empty() || root.st.entry != Some(e) {
+        if !expirable(root, etag) {
             return;
         }
         self.observe(o, Obs::Expired);
-        let entry = Entry {
-            seq: e.seq + 1,
-            value: NO_STATE,
+        root.st.states.retain(|s| s.etag != etag);
+        root.st.seq += 1;
+        let entry = root.st.entry().expect("a change stamps a seq");
+        let obs = Obs::Commit {
+            entry,
+            change: Change::Expire(etag),
+            live: root.st.live(),
         };
-        root.st.entry = Some(entry);
-        root.st.expires = 0;
-        let result = PubResult::Ok {
-            etag: entry.seq,
-            expires: 0,
-        };
-        root.waiting.push((None, entry, result, None));
+        let seq = entry.seq;
+        root.waiting.push((None, PubResult::Removed { seq }, obs));
         push_replication(root, ALL, o);
         self.try_commit(st, o);
     }
+}
+
+/// Whether event state `etag` of a root can expire now: it is live and committed, and no commit
+/// is pending (production checks expiry on its periodic tick, between commits).
+pub fn expirable(root: &Root, etag: Seq) -> bool {
+    root.waiting.is_empty()
+        && root.committed.map(|e| e.seq) == Some(root.st.seq)
+        && root.st.states.iter().any(|s| s.etag == etag)
 }
 
 /// The root's replication retry: re-arm the timer and resend the root state to every replica
@@ -286,9 +339,10 @@ pub(super) fn on_resend(st: &mut PeerState, o: &mut O) {
 
 /// Sends the root's latest state to every replica in `to` that has not acknowledged it.
 pub(super) fn push_replication(root: &mut Root, to: PeerSet, o: &mut O) {
-    let Some(seq) = root.st.entry.map(|e| e.seq) else {
+    let seq = root.st.seq;
+    if seq == 0 {
         return;
-    };
+    }
     let mut msg = None;
     for a in root.acks.iter() {
         if to & (1 << a.peer) != 0 && a.acked < seq {

@@ -4,29 +4,39 @@
 //! States are compact and cheap to hash (small integers, sorted small vectors, [`PeerSet`]
 //! masks): the checker stores and compares millions of them.
 
-use super::message::{PubResult, ReqId};
+use super::message::{Obs, PubResult, ReqId};
 use crate::topology::{PeerIx, PeerSet};
 use serde::Serialize;
 
-/// A group sequence number, stamped by the root on each committed publication (0 = none yet).
+/// A group sequence number, stamped by the root on each committed change (0 = none yet).
 pub type Seq = u8;
-/// A publication body, abstracted to a small number chosen by the publisher (never 0).
+/// A publication body, abstracted to a small number chosen by the publisher (1 ≤ v ≤ 7).
 pub type Value = u8;
-/// The value of an entry whose publication expired: the seq goes on, the body is gone (RFC 3903
-/// §4.3 — the event state is removed). Subscribers are sent a NOTIFY without state, a JOIN is
-/// answered with a nACK, and a SIP-If-Match naming the expired ETag gets a 412.
-pub const NO_STATE: Value = 0;
-/// An entity tag. The root mints a new one per successful publication; in the model the tag of a
-/// publication is its sequence number, which is unique as long as seqs never roll back.
+/// What subscribers are told: the composition of every live event state of the presentity
+/// (RFC 3903 §4, several publishers of one resource), abstracted to the set of their values,
+/// bit `v` for value `v`. [`NO_STATE`] (the empty set): nothing published yet, or every
+/// publication removed or expired — subscribers get a NOTIFY without state (RFC 3856: the
+/// presentity is offline), and a SIP-If-Match naming a state that is gone gets a 412.
+pub type Values = u8;
+/// No event state.
+pub const NO_STATE: Values = 0;
+/// An entity tag. The root mints a new one per change of an event state; in the model the tag
+/// of a state is the seq of the change that last set it, unique as long as seqs never roll
+/// back. Tag 0 names no publication (a state adopted from the tree, whose tag is unknown).
 pub type ETag = Seq;
 
-/// A piece of group state: the publication `value` stamped with `seq`.
+/// The set holding only value `v`.
+pub fn single(v: Value) -> Values {
+    1 << v
+}
+
+/// A piece of group state: the composed `values` stamped with `seq`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Entry {
     /// Sequence number stamped by the root.
     pub seq: Seq,
-    /// The published body.
-    pub value: Value,
+    /// The composition of the live event states.
+    pub values: Values,
 }
 
 /// Keeps the newer of two optional entries (by seq).
@@ -38,16 +48,56 @@ pub fn newer(a: Option<Entry>, b: Option<Entry>) -> Option<Entry> {
     }
 }
 
+/// One event state of the presentity (RFC 3903 §4): its tag, its body, its granted expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct EventState {
+    /// Entity tag (the seq of the change that last set this state).
+    pub etag: ETag,
+    /// Its body: one value, or several for a state adopted from the tree.
+    pub values: Values,
+    /// Expiry the root granted.
+    pub expires: u8,
+}
+
 /// What a root holds for its group, and what it replicates to its k nearest peers.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct RootState {
-    /// Latest applied publication.
-    pub entry: Option<Entry>,
-    /// Expiry the root granted to the latest publication.
-    pub expires: u8,
+    /// Seq of the latest applied change (0: nothing ever published).
+    pub seq: Seq,
+    /// The live event states, sorted by entity tag.
+    pub states: Vec<EventState>,
     /// Last applied request and its result per publisher (`who`, `n`, result): answers a
     /// retransmitted publish without applying it twice.
     pub applied: Vec<(u8, u8, PubResult)>,
+}
+
+impl RootState {
+    /// The composed entry subscribers are told (`None` before any publication).
+    pub fn entry(&self) -> Option<Entry> {
+        (self.seq > 0).then(|| Entry {
+            seq: self.seq,
+            values: self.states.iter().fold(NO_STATE, |m, s| m | s.values),
+        })
+    }
+
+    /// The set of live entity tags, bit `e` for tag `e`.
+    pub fn live(&self) -> u16 {
+        self.states.iter().fold(0, |m, s| m | 1 << s.etag)
+    }
+
+    /// Takes an entry adopted from the tree or a replica: its states' tags are unknown, so it
+    /// becomes one anonymous state (tag 0) holding the composition.
+    pub fn adopt(&mut self, e: Entry) {
+        self.seq = e.seq;
+        self.states.clear();
+        if e.values != NO_STATE {
+            self.states.push(EventState {
+                etag: 0,
+                values: e.values,
+                expires: super::publish::MAX_EXPIRES,
+            });
+        }
+    }
 }
 
 /// A subscriber attached to a first-contact peer.
@@ -62,7 +112,7 @@ pub struct LocalSub {
 /// Phase of a local subscription.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum SubPhase {
-    /// JOIN sent with request counter `n`; waiting for ACK/nACK.
+    /// JOIN sent with request counter `n`; waiting for the ACK.
     Pending(u8),
     /// Accepted; `last` is the seq of the last NOTIFY sent to the client.
     Active(Seq),
@@ -73,11 +123,11 @@ pub enum SubPhase {
 pub struct PendingPub {
     /// Request id.
     pub req: ReqId,
-    /// Body.
+    /// Body (ignored by a removal, `expires` 0).
     pub value: Value,
     /// SIP-If-Match.
     pub if_match: Option<ETag>,
-    /// Requested expiry.
+    /// Requested expiry (0: remove the state `if_match` names).
     pub expires: u8,
     /// The UA's last scripted publish: its answer goes to the observer.
     pub last: bool,
@@ -104,9 +154,9 @@ pub struct Root {
     pub st: RootState,
     /// Latest committed entry: what JOINs are answered with.
     pub committed: Option<Entry>,
-    /// Applied publications (and expiries, with no request) waiting for every replica's ack,
-    /// in seq order.
-    pub waiting: Vec<(Option<ReqId>, Entry, PubResult, Option<ETag>)>,
+    /// Applied changes waiting for every replica's ack, in seq order: publications (with their
+    /// request) and expiries (none), with the change's observation for the history.
+    pub waiting: Vec<(Option<ReqId>, PubResult, Obs)>,
     /// Current replica set and the highest seq each has acknowledged.
     pub acks: Vec<Replica>,
     /// Publishes held while a commit is pending (one publication is committed at a time),
@@ -182,7 +232,7 @@ pub struct PubOp {
     pub value: Value,
     /// SIP-If-Match choice.
     pub if_match: IfMatch,
-    /// Requested expiry.
+    /// Requested expiry (0: a removal of the state `if_match` names).
     pub expires: u8,
 }
 
