@@ -303,6 +303,8 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
         loop {
             match self.host.poll_output() {
                 Output::Transmit(t) => self.send(t).await,
+                // No stream reaches the host without TCP, so it has none to close.
+                Output::Close(_) => {}
                 Output::Event(ev) => {
                     tracing::debug!(event = ?ev, "event");
                     if self.events.receiver_count() > 0 {
@@ -318,6 +320,7 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
         let (socket, what) = match t.socket {
             Socket::Overlay => (Some(&self.overlay), "overlay"),
             Socket::SipUdp => (self.sip.as_ref(), "sip"),
+            Socket::SipTcp(_) | Socket::SipTcpConnect(_) => (None, "sip tcp"),
         };
         let Some(socket) = socket else {
             tracing::warn!(dst = %t.dst, "SIP transmit without a SIP socket dropped");
