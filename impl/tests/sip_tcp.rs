@@ -414,3 +414,63 @@ fn idle_connections_are_closed() {
     assert_eq!(s.connections_closed, 3);
     assert_eq!(net.hosts[0].stats().sip_connections, 0);
 }
+
+/// The malformed-request corpus of `tests/sip-corpus/` over TCP, each file on a connection of
+/// its own: the status it gets over UDP, on a connection that stays open, except where the
+/// stream decides otherwise (listed).
+#[test]
+fn malformed_corpus_over_tcp() {
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sip-corpus"));
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sip"))
+        .collect();
+    files.sort();
+    // (file, final status over TCP (0: none), whether the connection is closed after it)
+    let over_tcp: &[(&str, u16, bool)] = &[
+        // The body it announces has not all come, or the header section is not over yet:
+        // the stream waits for the rest.
+        ("content-length-exceeds-datagram.400", 0, false),
+        ("no-empty-line.400", 0, false),
+        // Not a start line: nothing to address an answer with, and closed.
+        ("binary-garbage.000", 0, true),
+        ("lf-only-line-endings.400", 0, true),
+        // Answered as over UDP, but a message that does not parse ends its stream.
+        ("content-length-not-a-number.400", 400, true),
+        ("header-line-without-colon.400", 400, true),
+        ("non-utf8-header.400", 400, true),
+        ("oversized.513", 513, true),
+        ("sip-version-3.505", 505, true),
+    ];
+    let mut net = Net::new(2);
+    let mut seen = 0;
+    for (k, f) in files.iter().enumerate() {
+        let name = f.file_stem().unwrap().to_string_lossy().to_string();
+        let udp: u16 = name.rsplit_once('.').unwrap().1.parse().unwrap();
+        let (want, want_closed) = match over_tcp.iter().find(|(n, _, _)| *n == name) {
+            Some(&(_, code, closed)) => {
+                seen += 1;
+                (code, closed)
+            }
+            None => (udp, false),
+        };
+        let conn = ConnId(1_000 + k as u64);
+        let closed_before = net.closed.len();
+        net.stream_send(0, conn, tcp_ua(7), &std::fs::read(f).unwrap());
+        net.advance(500);
+        let got = finals(&net.take_stream(conn));
+        let want: Vec<u16> = if want == 0 { vec![] } else { vec![want] };
+        assert_eq!(got, want, "{name}");
+        let closed = net.closed[closed_before..].contains(&conn);
+        assert_eq!(closed, want_closed, "{name}: closed");
+        if !closed {
+            net.stream_closed(0, conn);
+        }
+    }
+    assert_eq!(seen, over_tcp.len(), "every listed file exists");
+    // The endpoint still serves after the whole corpus.
+    let (r, _) = net.stream_request(0, ConnId(1), tcp_ua(8), &options("z9hG4bKend"));
+    assert_eq!(r.code, 200);
+    assert_eq!(net.hosts[0].stats().sip_connections, 1);
+}

@@ -29,7 +29,7 @@
 
 use super::headers::Via;
 use super::message::{self, Headers, Message, Method};
-use super::stream::{next_frame, readable_head, Frame, FrameError, Limits};
+use super::stream::{readable_head, Frame, FrameError, Framer, Limits};
 use super::{Env, Flow, SipEndpoint, SipOutput};
 use crate::io::{ConnId, Socket, Transmit};
 use crate::timer::{Armed, Timer};
@@ -49,6 +49,8 @@ struct Conn {
     remote: SocketAddr,
     /// Bytes received and not yet framed.
     buf: Vec<u8>,
+    /// How far the message at the front of `buf` was framed.
+    framer: Framer,
     /// Last input on it, or NOTIFY sent on it.
     last_active: Millis,
     /// It carries a subscription that lasts until then.
@@ -87,6 +89,7 @@ impl Conns {
         let mut c = Conn {
             remote,
             buf: Vec::new(),
+            framer: Framer::default(),
             last_active: env.now,
             hold_until: 0,
             armed: Armed::default(),
@@ -211,11 +214,12 @@ impl SipEndpoint {
             remote: c.remote,
         };
         let mut buf = std::mem::take(&mut c.buf);
+        let mut framer = c.framer;
         buf.extend_from_slice(bytes);
         let lim = self.limits();
         let mut off = 0;
         let failed = loop {
-            match next_frame(&buf[off..], &lim) {
+            match framer.next(&buf[off..], &lim) {
                 Ok(None) => break None,
                 Ok(Some(f)) => {
                     let at = off;
@@ -241,6 +245,7 @@ impl SipEndpoint {
                 buf.drain(..off);
                 if let Some(c) = self.conns.open.get_mut(&conn) {
                     c.buf = buf;
+                    c.framer = framer;
                 }
             }
             Some(e) => {

@@ -136,40 +136,97 @@ fn content_length(head: &[u8]) -> Result<usize, FrameError> {
     found.ok_or(FrameError::MissingContentLength)
 }
 
-/// The next frame at the front of `buf`: `Ok(None)` when more bytes are needed.
+/// The next frame at the front of `buf`: `Ok(None)` when more bytes are needed. (Scans
+/// `buf` from its start: a connection keeps a [`Framer`] instead.)
 pub fn next_frame(buf: &[u8], lim: &Limits) -> Result<Option<Frame>, FrameError> {
-    if buf.starts_with(b"\r\n\r\n") {
-        return Ok(Some(Frame::Ping));
-    }
-    if buf.starts_with(b"\r\n") {
-        // Wait for what follows a CRLF: it may be the first half of a ping.
-        return match buf.get(2) {
-            None | Some(b'\r') if buf.len() < 4 => Ok(None),
-            _ => Ok(Some(Frame::Pad)),
-        };
-    }
-    if buf == b"\r" {
-        return Ok(None);
-    }
-    let window = &buf[..buf.len().min(lim.max_header)];
-    if let Some(eol) = find(window, b"\r\n") {
-        if !sip_start_line(&buf[..eol]) {
-            return Err(FrameError::BadStartLine);
+    Framer::default().next(buf, lim)
+}
+
+/// Whether `b` may appear in the first word of a start line (a method token, or `SIP/2.0`).
+fn first_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.!%*_+`'~/".contains(&b)
+}
+
+/// The framing state of one stream between reads, so that each byte is scanned once however
+/// the stream is split: how far the message at the front of the buffer was scanned, whether
+/// its first line is done, and its length once its header section is in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Framer {
+    scanned: usize,
+    word_done: bool,
+    line_done: bool,
+    total: Option<usize>,
+}
+
+impl Framer {
+    /// The next frame at the front of `buf`, which starts where the last frame ended (or
+    /// where the stream began) and has grown since the last call: `Ok(None)` when more bytes
+    /// are needed. Garbage is refused as soon as its first bytes show it cannot start a
+    /// SIP/2.0 start line.
+    pub fn next(&mut self, buf: &[u8], lim: &Limits) -> Result<Option<Frame>, FrameError> {
+        if let Some(total) = self.total {
+            if buf.len() < total {
+                return Ok(None);
+            }
+            *self = Framer::default();
+            return Ok(Some(Frame::Message(total)));
         }
-    }
-    let Some(end) = find(window, b"\r\n\r\n") else {
-        return if buf.len() >= lim.max_header {
-            Err(FrameError::HeaderTooLarge)
-        } else {
-            Ok(None)
+        if self.scanned == 0 {
+            if buf.starts_with(b"\r\n\r\n") {
+                return Ok(Some(Frame::Ping));
+            }
+            if buf.starts_with(b"\r\n") {
+                // Wait for what follows a CRLF: it may be the first half of a ping.
+                return match buf.get(2) {
+                    None | Some(b'\r') if buf.len() < 4 => Ok(None),
+                    _ => Ok(Some(Frame::Pad)),
+                };
+            }
+            if buf == b"\r" {
+                return Ok(None);
+            }
+        }
+        let window = &buf[..buf.len().min(lim.max_header)];
+        let from = self.scanned.min(window.len());
+        if !self.line_done {
+            for (i, &b) in window.iter().enumerate().skip(from) {
+                if b == b'\n' {
+                    let ok = i > 0 && window[i - 1] == b'\r' && sip_start_line(&window[..i - 1]);
+                    if !ok {
+                        return Err(FrameError::BadStartLine);
+                    }
+                    self.line_done = true;
+                    break;
+                }
+                if !self.word_done {
+                    if b == b' ' {
+                        self.word_done = true;
+                    } else if !first_word_byte(b) {
+                        return Err(FrameError::BadStartLine);
+                    }
+                }
+            }
+        }
+        let start = from.saturating_sub(3);
+        let Some(end) = find(&window[start..], b"\r\n\r\n").map(|e| start + e) else {
+            if buf.len() >= lim.max_header {
+                return Err(FrameError::HeaderTooLarge);
+            }
+            self.scanned = window.len();
+            return Ok(None);
         };
-    };
-    let head = end + 4;
-    let total = head.saturating_add(content_length(&buf[..end])?);
-    if total > lim.max_message {
-        return Err(FrameError::TooLarge { head });
+        let head = end + 4;
+        let total = head.saturating_add(content_length(&buf[..end])?);
+        if total > lim.max_message {
+            return Err(FrameError::TooLarge { head });
+        }
+        if buf.len() >= total {
+            *self = Framer::default();
+            return Ok(Some(Frame::Message(total)));
+        }
+        self.total = Some(total);
+        Ok(None)
     }
-    Ok((buf.len() >= total).then_some(Frame::Message(total)))
 }
 
 /// How much of the front of `buf` can be read as a header section to address a response to
@@ -205,9 +262,13 @@ mod tests {
 
     /// Frames everything in `buf`, as the endpoint does with what a connection delivered.
     fn frames(buf: &[u8]) -> (Vec<Frame>, usize, Option<FrameError>) {
+        frames_with(&mut Framer::default(), buf)
+    }
+
+    fn frames_with(fr: &mut Framer, buf: &[u8]) -> (Vec<Frame>, usize, Option<FrameError>) {
         let (mut out, mut off) = (Vec::new(), 0);
         loop {
-            match next_frame(&buf[off..], &LIM) {
+            match fr.next(&buf[off..], &LIM) {
                 Ok(Some(f)) => {
                     off += f.len();
                     out.push(f);
@@ -226,18 +287,52 @@ mod tests {
         let whole = frames(&all);
         assert_eq!(whole.0.len(), 3);
         assert_eq!(whole.1, all.len());
-        // Feed it in two reads split at every byte, as a driver may.
+        // Feed it in two reads split at every byte, as a driver may, the framer kept between.
         for cut in 0..=all.len() {
-            let (first, off, err) = frames(&all[..cut]);
+            let mut fr = Framer::default();
+            let (first, off, err) = frames_with(&mut fr, &all[..cut]);
             assert_eq!(err, None, "cut {cut}");
             let mut buf = all[off..cut].to_vec();
             buf.extend_from_slice(&all[cut..]);
-            let (rest, used, err) = frames(&buf);
+            let (rest, used, err) = frames_with(&mut fr, &buf);
             assert_eq!(err, None, "cut {cut}");
             assert_eq!(used, buf.len(), "cut {cut}");
             let got: Vec<Frame> = first.into_iter().chain(rest).collect();
             assert_eq!(got, whole.0, "cut {cut}");
         }
+        // And one byte at a time.
+        let (mut fr, mut buf, mut got) = (Framer::default(), Vec::new(), Vec::new());
+        for &b in &all {
+            buf.push(b);
+            let (f, used, err) = frames_with(&mut fr, &buf);
+            assert_eq!(err, None);
+            buf.drain(..used);
+            got.extend(f);
+        }
+        assert_eq!(got, whole.0);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_framer_resumes_where_it_stopped() {
+        // A header section and a body arriving a byte at a time: the framer resumes where it
+        // stopped (a rescan from the start would make this quadratic).
+        let lim = Limits {
+            max_header: 1 << 20,
+            max_message: 1 << 22,
+        };
+        let mut m = b"OPTIONS sip:x SIP/2.0\r\n".to_vec();
+        for _ in 0..20_000 {
+            m.extend_from_slice(b"X: y\r\n");
+        }
+        m.extend_from_slice(b"l: 200000\r\n\r\n");
+        m.resize(m.len() + 200_000, b'z');
+        let mut fr = Framer::default();
+        for n in 1..m.len() {
+            assert_eq!(fr.next(&m[..n], &lim), Ok(None));
+        }
+        assert_eq!(fr.next(&m, &lim), Ok(Some(Frame::Message(m.len()))));
+        assert_eq!(fr, Framer::default());
     }
 
     #[test]
@@ -324,8 +419,20 @@ mod tests {
             b"\x16\x03\x01\x02\x00\x01\r\n",
             b"SIP/2.0 abc\r\n",
             b"\nOPTIONS sip:x SIP/2.0\r\n",
+            // Refused before the first line is complete:
+            b"\x00\x01\x02",
+            b"<html>",
+            b"OPTIONS sip:x SIP/2.0\nVia: SIP/2.0/TCP h\n",
         ] {
             assert_eq!(next_frame(g, &LIM), Err(FrameError::BadStartLine), "{g:?}");
+        }
+        for partial in [
+            &b"OPTI"[..],
+            b"OPTIONS sip:x SIP/2",
+            b"SIP/2.0 2",
+            b"SIP/2.",
+        ] {
+            assert_eq!(next_frame(partial, &LIM), Ok(None), "{partial:?}");
         }
         // Another SIP version frames (the parser answers 505).
         let v3 = b"OPTIONS sip:x SIP/3.0\r\nl: 0\r\n\r\n";
