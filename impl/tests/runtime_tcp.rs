@@ -286,3 +286,63 @@ async fn idle_and_surplus_connections_are_closed() {
     assert!(s.sip.unwrap().connections_closed >= 1);
     h.shutdown().await;
 }
+
+/// A user agent that sends requests and never reads its responses: once its write queue is
+/// full, or a write to it has waited `IO_TIMEOUT` (10 s), the connection is dropped (and the
+/// host told), while the loop goes on serving others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_does_not_read_is_dropped_without_blocking_the_loop() {
+    let h = gateway(|c| c).await;
+    let sip = h.sip_addr().unwrap();
+    let me: SocketAddr = "127.0.0.1:5996".parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let deaf = timeout(WAIT, socket.connect(sip))
+        .await
+        .expect("connect in time")
+        .unwrap();
+    let (mut rd, mut wr) = deaf.into_split();
+    let mut ua = TcpUa::on(TcpStream::connect(sip).await.unwrap(), me);
+    let flood: String = (0..200)
+        .map(|i| ua.request("OPTIONS", &format!("flood-{i}"), "", ""))
+        .collect();
+    // Writes until the peer stops reading (then this task waits) or drops the connection.
+    let writer = tokio::spawn(async move {
+        for _ in 0..500 {
+            if wr.write_all(flood.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + 3 * WAIT;
+    loop {
+        let s = h.stats().await.unwrap().sip.unwrap();
+        if s.connections_closed >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the deaf connection was never dropped: {s:?}"
+        );
+        // The loop serves another connection all along.
+        ua.send("OPTIONS", "still-served", "", "").await;
+        ua.expect("SIP/2.0 200").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The deaf side finds its connection gone: what it reads ends (EOF or reset) in time.
+    let mut sink = vec![0u8; 1 << 16];
+    let gone = timeout(WAIT, async {
+        loop {
+            match rd.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "the dropped connection still delivers");
+    writer.abort();
+    ua.send("OPTIONS", "after", "", "").await;
+    ua.expect("SIP/2.0 200").await;
+    h.shutdown().await;
+}

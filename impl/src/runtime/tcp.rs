@@ -4,11 +4,12 @@
 //! * An accept task hands new connections to the loop, which numbers them (ids below
 //!   [`ConnId::HOST_BIT`]), refuses those beyond the endpoint's
 //!   [`crate::sip::SipConfig::max_connections`], and announces the others to the host.
-//! * Each connection's task reads into one channel the loop selects on (bounded: a task whose
-//!   reads are not taken yet waits, and TCP flow control holds its sender back), and writes
-//!   what the loop queued for it (bounded per connection: when a peer does not read and its
-//!   queue fills, the loop drops the connection and tells the host it closed). A write or a
-//!   connect that takes longer than [`IO_TIMEOUT`] ends the connection.
+//! * Each connection's task writes what the loop queued for it, and reads (when nothing is
+//!   queued) into one channel the loop selects on. Both ways are bounded: a task whose reads
+//!   are not taken yet waits, and TCP flow control holds its sender back; the loop never
+//!   waits on a connection: it queues at most [`WRITE_QUEUE_BYTES`] for one, and drops a
+//!   connection whose peer does not read that much (telling the host it closed). A write or a
+//!   connect that takes longer than [`IO_TIMEOUT`] ends the connection too.
 //! * The loop opens the connections the host asks for ([`crate::Socket::SipTcpConnect`]) in
 //!   the same kind of task, the connect first, and closes a connection on the host's
 //!   [`crate::Output::Close`] once its queued writes are done.
@@ -17,6 +18,8 @@ use crate::ConnId;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,8 +29,8 @@ use tokio::time::timeout;
 
 /// Capacity of the channel all connection tasks report on.
 const EVENT_CAPACITY: usize = 256;
-/// Writes queued for one connection; beyond it the connection is dropped.
-pub const WRITE_QUEUE: usize = 64;
+/// Bytes queued and not yet written on one connection; beyond it the connection is dropped.
+pub const WRITE_QUEUE_BYTES: usize = 1 << 20;
 /// Bytes read at once from a connection.
 const READ_CHUNK: usize = 16 * 1024;
 /// Bound on connecting, and on one write.
@@ -55,8 +58,27 @@ pub(super) enum StreamInput {
 
 struct Conn {
     remote: SocketAddr,
-    writes: mpsc::Sender<Vec<u8>>,
+    writes: mpsc::UnboundedSender<Vec<u8>>,
+    /// Bytes in `writes` (the task takes off what it wrote).
+    queued: Arc<AtomicUsize>,
     task: JoinHandle<()>,
+}
+
+/// The loop's end of a new connection's write queue, and the task's.
+fn write_queue() -> (mpsc::UnboundedSender<Vec<u8>>, Arc<AtomicUsize>, WriteQueue) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let q = WriteQueue {
+        rx,
+        queued: Arc::clone(&queued),
+    };
+    (tx, queued, q)
+}
+
+/// What a connection's task writes.
+struct WriteQueue {
+    rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
 }
 
 /// The SIP TCP listener and the open connections of one node.
@@ -128,13 +150,14 @@ impl Streams {
                 self.next_id += 1;
                 let conn = ConnId(self.next_id);
                 let _ = stream.set_nodelay(true);
-                let (writes, rx) = mpsc::channel(WRITE_QUEUE);
-                let task = tokio::spawn(run_conn(conn, stream, rx, self.events_tx.clone()));
+                let (writes, queued, q) = write_queue();
+                let task = tokio::spawn(run_conn(conn, stream, q, self.events_tx.clone()));
                 self.conns.insert(
                     conn,
                     Conn {
                         remote: from,
                         writes,
+                        queued,
                         task,
                     },
                 );
@@ -152,15 +175,21 @@ impl Streams {
         }
     }
 
-    /// Queues `bytes` on `conn` (dropped if it is gone). A connection whose queue is full is
-    /// dropped, and reported by [`Streams::take_failed`].
+    /// Queues `bytes` on `conn` (dropped if it is gone). A connection whose queue would
+    /// exceed [`WRITE_QUEUE_BYTES`] is dropped, and reported by [`Streams::take_failed`].
     pub fn write(&mut self, conn: ConnId, bytes: Vec<u8>) {
         let Some(c) = self.conns.get(&conn) else {
             tracing::debug!(%conn, "write on a closed SIP TCP connection dropped");
             return;
         };
-        if let Err(e) = c.writes.try_send(bytes) {
-            if matches!(e, mpsc::error::TrySendError::Full(_)) {
+        let len = bytes.len();
+        let full = c.queued.load(Ordering::Acquire) + len > WRITE_QUEUE_BYTES;
+        let sent = !full && {
+            c.queued.fetch_add(len, Ordering::AcqRel);
+            c.writes.send(bytes).is_ok()
+        };
+        if !sent {
+            if full {
                 tracing::warn!(%conn, remote = %c.remote, "SIP TCP connection dropped: its peer does not keep up");
             } else {
                 tracing::debug!(%conn, "write on an ended SIP TCP connection dropped");
@@ -177,14 +206,15 @@ impl Streams {
         if self.conns.contains_key(&conn) {
             return self.write(conn, first);
         }
-        let (writes, rx) = mpsc::channel(WRITE_QUEUE);
-        let _ = writes.try_send(first);
+        let (writes, queued, q) = write_queue();
+        queued.fetch_add(first.len(), Ordering::AcqRel);
+        let _ = writes.send(first);
         let events = self.events_tx.clone();
         let task = tokio::spawn(async move {
             match timeout(IO_TIMEOUT, TcpStream::connect(dst)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
-                    run_conn(conn, stream, rx, events).await;
+                    run_conn(conn, stream, q, events).await;
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(%conn, %dst, error = %e, "SIP TCP connect failed");
@@ -201,6 +231,7 @@ impl Streams {
             Conn {
                 remote: dst,
                 writes,
+                queued,
                 task,
             },
         );
@@ -246,18 +277,40 @@ async fn accept_loop(listener: TcpListener, events: mpsc::Sender<StreamEvent>) {
     }
 }
 
-/// One connection: reads go to the loop, queued writes go out; ends on EOF, an error, or when
-/// the loop drops the write queue (after writing what it holds).
+/// One connection: queued writes go out first, reads go to the loop; ends on EOF, an error,
+/// or when the loop drops the write queue (after writing what it holds).
 async fn run_conn(
     conn: ConnId,
     stream: TcpStream,
-    mut writes: mpsc::Receiver<Vec<u8>>,
+    mut writes: WriteQueue,
     events: mpsc::Sender<StreamEvent>,
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
         tokio::select! {
+            biased;
+            w = writes.rx.recv() => match w {
+                Some(bytes) => {
+                    let r = timeout(IO_TIMEOUT, wr.write_all(&bytes)).await;
+                    writes.queued.fetch_sub(bytes.len(), Ordering::AcqRel);
+                    match r {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::debug!(%conn, error = %e, "SIP TCP write failed");
+                            break;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%conn, "SIP TCP write timed out");
+                            break;
+                        }
+                    }
+                }
+                None => {
+                    let _ = timeout(IO_TIMEOUT, wr.shutdown()).await;
+                    return;
+                }
+            },
             r = rd.read(&mut buf) => match r {
                 Ok(0) => break,
                 Ok(n) => {
@@ -268,23 +321,6 @@ async fn run_conn(
                 Err(e) => {
                     tracing::debug!(%conn, error = %e, "SIP TCP read failed");
                     break;
-                }
-            },
-            w = writes.recv() => match w {
-                Some(bytes) => match timeout(IO_TIMEOUT, wr.write_all(&bytes)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::debug!(%conn, error = %e, "SIP TCP write failed");
-                        break;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%conn, "SIP TCP write timed out");
-                        break;
-                    }
-                },
-                None => {
-                    let _ = timeout(IO_TIMEOUT, wr.shutdown()).await;
-                    return;
                 }
             },
         }
