@@ -1,10 +1,11 @@
 //! `sascribe`: run sa-Scribe peers.
 //!
 //! * `sascribe peer --listen ADDR [--bootstrap ADDR] [--sip ADDR] [--config FILE.toml] [--id HEX]`
-//!   runs one peer on its own UDP socket (and, with `--sip`, the SIP front end on a second one).
+//!   runs one peer on its own UDP socket (and, with `--sip`, the SIP front end on UDP and TCP,
+//!   on the same port).
 //! * `sascribe cluster [--peers 8] [--base-port 7000] [--sip-base-port 5060]` starts a local
 //!   overlay on 127.0.0.1 in this process and prints one line per peer with the address user
-//!   agents send SIP requests to, then `ready`.
+//!   agents send SIP requests to (over UDP or TCP), then `ready`.
 //!
 //! Logs go to stderr (`RUST_LOG`, default `info`). Ctrl-C or SIGTERM makes every peer leave the
 //! overlay gracefully, then the process exits 0. Invalid arguments or configuration exit 2.
@@ -47,7 +48,7 @@ struct PeerArgs {
     /// Overlay address of a peer to join through (none: start a new overlay).
     #[arg(long, value_name = "ADDR")]
     bootstrap: Option<SocketAddr>,
-    /// UDP address of the SIP front end (where user agents send requests).
+    /// Address of the SIP front end, served over UDP and TCP (where user agents send requests).
     #[arg(long, value_name = "ADDR")]
     sip: Option<SocketAddr>,
     /// Address announced to other peers (default: the bound address of --listen).
@@ -69,7 +70,8 @@ struct ClusterArgs {
     /// Overlay port of peer 0; peer i listens on base + i (0: ephemeral ports).
     #[arg(long, value_name = "P", default_value_t = 7000)]
     base_port: u16,
-    /// SIP port of peer 0; peer i's front end listens on base + i (0: ephemeral ports).
+    /// SIP port of peer 0 (UDP and TCP); peer i's front end listens on base + i (0: ephemeral
+    /// ports).
     #[arg(long, value_name = "Q", default_value_t = 5060)]
     sip_base_port: u16,
     /// Configuration file applied to every peer.
@@ -309,15 +311,16 @@ async fn leave_all(handles: &[RuntimeHandle]) {
     }
 }
 
-/// The SIP front end ([`sascribe::sip::SipEndpoint`]) on its own socket.
+/// The SIP front end ([`sascribe::sip::SipEndpoint`]) on its own port, UDP and TCP.
 mod frontend {
     use super::*;
     use sascribe::runtime::TokioClock;
     use sascribe::sip::SipConfig;
     use tokio::net::UdpSocket;
 
-    /// Attaches the SIP front end on `listen`. Its own address (in `Via` and `Contact`) is the
-    /// bound address, with the IP of `advertise` when `listen` is a wildcard.
+    /// Attaches the SIP front end on `listen` (a UDP socket and a TCP listener). Its own
+    /// address (in `Via` and `Contact`) is the bound address, with the IP of `advertise` when
+    /// `listen` is a wildcard.
     pub async fn attach(
         node: HostLoop<UdpSocket, TokioClock>,
         listen: SocketAddr,

@@ -105,6 +105,6 @@ pub use event::{
     TerminateReason,
 };
 pub use host::{Call, CallError, Host, HostStats, Input, Output, Seeds};
-pub use io::{Socket, Stats, Transmit};
+pub use io::{ConnId, Socket, Stats, Transmit};
 pub use peer::{Peer, RequestTimer};
 pub use timer::{Timer, Timers};
