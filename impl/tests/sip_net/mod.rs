@@ -36,6 +36,11 @@ pub struct Net {
 
 impl Net {
     pub fn new(n: usize) -> Net {
+        Net::with_sip(n, SipConfig::new)
+    }
+
+    /// `n` hosts whose SIP endpoints are configured by `sip` (given their address).
+    pub fn with_sip(n: usize, sip: impl Fn(SocketAddr) -> SipConfig) -> Net {
         let handles: Vec<NodeHandle> = (0..n)
             .map(|i| NodeHandle {
                 id: NodeId((i as u128 * 0x3b9a_ca07 + 17) << 96 | 0x1234_5678),
@@ -47,8 +52,8 @@ impl Net {
             .enumerate()
             .map(|(i, h)| {
                 let seeds = Seeds::reproducible(i as u64 + 1);
-                let mut host = Host::new(h.id, h.addr, Config::default(), 0, seeds)
-                    .with_sip(SipConfig::new(sip_addr(i)));
+                let mut host =
+                    Host::new(h.id, h.addr, Config::default(), 0, seeds).with_sip(sip(sip_addr(i)));
                 let install = Call::InstallRoutingState(handles.clone());
                 host.handle_input(0, Input::Call(install)).unwrap();
                 host

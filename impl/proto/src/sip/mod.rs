@@ -46,6 +46,14 @@
 //! (or any) UA may address any peer with any Request-URI: the group id is
 //! `GroupId::from_event(Request-URI, package, id)`, independent of the receiving peer.
 //!
+//! ## Authentication and authorisation
+//! Off by default. With [`SipConfig::auth`] set, every PUBLISH and SUBSCRIBE first passes
+//! [`auth`] (one call in request dispatch, before any method-specific check and before the
+//! overlay sees it): digest credentials (RFC 7616, RFC 8760: SHA-256 and MD5, `qop=auth`) or
+//! 401/407 with challenges and a fresh nonce, then 403 unless the authenticated user publishes
+//! their own address-of-record or may watch the one subscribed to. OPTIONS is never
+//! challenged.
+//!
 //! ## Addressing
 //! Responses go to the source address of the request (symmetric response routing, RFC 3581;
 //! `received`/`rport` are filled in the top `Via` when asked for). NOTIFYs are sent to the
@@ -56,6 +64,7 @@
 //! Server transactions (100 Trying, Timer J), NOTIFY client transactions (Timers E and F):
 //! one entry each in the host's [`Timers`] ([`transaction::Transactions`]).
 
+pub mod auth;
 pub mod dialog;
 pub mod headers;
 pub mod message;
@@ -69,7 +78,7 @@ pub mod transaction;
 use crate::event::{Event, PubHandle, SubHandle};
 use crate::io::Transmit;
 use crate::peer::Peer;
-use crate::rng::SplitMix64;
+use crate::rng::{Secrets, SplitMix64};
 use crate::timer::{Timer, Timers};
 use crate::Millis;
 use dialog::{Dialog, DialogId, Phase, Queued};
@@ -105,6 +114,9 @@ pub struct SipConfig {
     pub max_message: usize,
     /// Bound on concurrent server transactions and dialogs; beyond it new requests get 503.
     pub max_transactions: usize,
+    /// Digest authentication of PUBLISH and SUBSCRIBE, and who may publish and watch whom
+    /// ([`auth`]); `None` (the default): anyone may do anything.
+    pub auth: Option<auth::AuthConfig>,
     /// Resources whose group id is given rather than hashed (the conformance harness maps a
     /// trace's group onto a resource URI with it).
     #[cfg(feature = "harness")]
@@ -122,6 +134,7 @@ impl SipConfig {
             default_expires: 3600,
             max_message: 65_507,
             max_transactions: 100_000,
+            auth: None,
             #[cfg(feature = "harness")]
             pinned: Vec::new(),
         }
@@ -145,6 +158,17 @@ pub struct SipStats {
     pub notify_retransmissions: u64,
     /// NOTIFY transactions that timed out.
     pub notify_timeouts: u64,
+    /// Challenges sent (401 or 407), whatever the reason.
+    pub auth_challenges: u64,
+    /// Credentials that did not authenticate (unknown user, wrong password, an algorithm or
+    /// qop not offered, a nonce not ours) or were malformed (400).
+    pub auth_failures: u64,
+    /// Correct credentials over an expired nonce (challenged again with `stale=true`).
+    pub auth_stale: u64,
+    /// Credentials replaying a nonce count already used with their nonce.
+    pub auth_replays: u64,
+    /// Authenticated requests refused by the authorisation policy (403).
+    pub forbidden: u64,
 }
 
 /// What a validated request says about itself (RFC 3261 §8.1.1 mandatory headers).
@@ -194,11 +218,15 @@ pub struct SipEndpoint {
     dialogs: HashMap<SubHandle, Dialog>,
     dialog_ids: HashMap<DialogId, SubHandle>,
     next_handle: u64,
+    /// Digest nonces (with authentication on).
+    nonces: Option<auth::Nonces>,
 }
 
 impl SipEndpoint {
-    /// A front end with configuration `cfg`; `seed` seeds tags and branches.
-    pub fn new(cfg: SipConfig, seed: u64) -> SipEndpoint {
+    /// A front end with configuration `cfg`; `seed` seeds tags and branches, `secrets` (a
+    /// CSPRNG, from the OS in production) the digest nonces and their key.
+    pub fn new(cfg: SipConfig, seed: u64, secrets: Secrets) -> SipEndpoint {
+        let nonces = cfg.auth.as_ref().map(|a| auth::nonces(a, secrets));
         SipEndpoint {
             cfg,
             rng: SplitMix64::new(seed ^ 0x5119_5119_5119_5119),
@@ -209,6 +237,7 @@ impl SipEndpoint {
             dialogs: HashMap::new(),
             dialog_ids: HashMap::new(),
             next_handle: 1,
+            nonces,
         }
     }
 
