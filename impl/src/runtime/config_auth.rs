@@ -9,6 +9,7 @@
 //! algorithms = ["SHA-256", "MD5"]   # offered, most preferred first (the default)
 //! challenge = "server"              # "server": 401 WWW-Authenticate; "proxy": 407
 //! nonce_lifetime = 300              # seconds a nonce may be used
+//! max_nonces = 65536                # nonces remembered against replay (oldest dropped first)
 //! watch = "allow-list"              # "all" (default) | "same-domain" | "allow-list"
 //! allow_list_file = "watch.txt"     # `watcher presentity` lines, for watch = "allow-list"
 //! ```
