@@ -2,7 +2,7 @@
 //! RFC 3261 §22, RFC 7616, RFC 8760).
 //!
 //! When [`SipConfig::auth`](super::SipConfig::auth) is set, every PUBLISH and SUBSCRIBE
-//! (in-dialog ones too) passes [`SipEndpoint::admit`] before it is handled — before it reaches
+//! (in-dialog ones too) passes `SipEndpoint::admit` before it is handled — before it reaches
 //! the overlay. OPTIONS, CANCEL and the methods answered 405/501 are not challenged.
 //!
 //! 1. **Credentials.** The first `Authorization` or `Proxy-Authorization` value whose scheme
@@ -15,7 +15,7 @@
 //!    7616 §3.4.6). An algorithm not offered, a `qop` other than `auth`, an unknown user, a
 //!    nonce we did not issue or a wrong response digest (compared in constant time) get a new
 //!    challenge.
-//! 3. **Freshness and replay** ([`nonce`]): a correct digest over an expired nonce gets a
+//! 3. **Freshness and replay** (`nonce.rs`): a correct digest over an expired nonce gets a
 //!    challenge with `stale=true`; a nonce count not above the last one used with that nonce
 //!    is a replay and gets a new challenge.
 //! 4. **Authorisation** ([`policy`]): a PUBLISH must be for the authenticated user's own
