@@ -57,6 +57,7 @@ use crate::event::{Event, PubHandle, SubHandle, SubscribeError};
 use crate::id::{GroupId, NodeId};
 use crate::io::{ConnId, Stats, Transmit};
 use crate::peer::Peer;
+use crate::rng::Secrets;
 use crate::sip::{Env, SipConfig, SipEndpoint, SipOutput, SipStats, HANDLE_BIT};
 use crate::timer::Timers;
 use crate::wire::{ETag, NodeHandle};
@@ -190,12 +191,16 @@ pub enum Output {
     Timeout(Millis),
 }
 
+/// The ChaCha20 stream of [`Seeds::secret`] the SIP endpoint draws from (the overlay's is 0).
+pub const SIP_SECRETS_STREAM: u64 = 0x5119;
+
 /// The two generators a driver seeds.
 #[derive(Clone, Copy, Debug)]
 pub struct Seeds {
-    /// Reproducible choices that need not be secret (leaf exchange, nonces, SIP tags).
+    /// Reproducible choices that need not be secret (leaf exchange, request nonces, SIP tags).
     pub prng: u64,
-    /// The CSPRNG for entity tags (from the OS in production).
+    /// The CSPRNG for entity tags (the overlay, ChaCha20 stream 0) and SIP digest nonces and
+    /// their key (the SIP endpoint, stream [`SIP_SECRETS_STREAM`]); from the OS in production.
     pub secret: [u8; 32],
 }
 
@@ -240,6 +245,8 @@ pub struct Host {
     events: VecDeque<Event>,
     sip_without_endpoint: u64,
     timers_fired: u64,
+    /// [`Seeds::secret`], for the SIP endpoint's own CSPRNG stream.
+    secret: [u8; 32],
 }
 
 impl std::fmt::Debug for Host {
@@ -279,13 +286,15 @@ impl Host {
             events: VecDeque::new(),
             sip_without_endpoint: 0,
             timers_fired: 0,
+            secret: seeds.secret,
         }
     }
 
     /// Makes this peer a SIP gateway with endpoint configuration `sip`.
     pub fn with_sip(mut self, sip: SipConfig) -> Host {
         let seed = self.peer.id().0 as u64 ^ 0x0051_9051_9051_9051;
-        self.sip = Some(SipEndpoint::new(sip, seed));
+        let secrets = Secrets::from_seed_stream(self.secret, SIP_SECRETS_STREAM);
+        self.sip = Some(SipEndpoint::new(sip, seed, secrets));
         self
     }
 

@@ -34,13 +34,14 @@
 //! ```
 
 mod clock;
+mod config_auth;
 mod config_file;
 mod handle;
 mod tcp;
 mod transport;
 
 pub use clock::{Clock, TokioClock};
-pub use config_file::{ConfigError, ConfigFile};
+pub use config_file::{AuthSection, ConfigError, ConfigFile};
 pub use handle::{CallFailed, ReadyError, RuntimeHandle, Stopped};
 pub use transport::Transport;
 

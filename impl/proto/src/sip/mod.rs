@@ -46,6 +46,14 @@
 //! (or any) UA may address any peer with any Request-URI: the group id is
 //! `GroupId::from_event(Request-URI, package, id)`, independent of the receiving peer.
 //!
+//! ## Authentication and authorisation
+//! Off by default. With [`SipConfig::auth`] set, every PUBLISH and SUBSCRIBE first passes
+//! [`auth`] (one call in request dispatch, before any method-specific check and before the
+//! overlay sees it): digest credentials (RFC 7616, RFC 8760: SHA-256 and MD5, `qop=auth`) or
+//! 401/407 with challenges and a fresh nonce, then 403 unless the authenticated user publishes
+//! their own address-of-record or may watch the one subscribed to. OPTIONS is never
+//! challenged.
+//!
 //! ## Addressing
 //! Every request arrives on a [`Flow`]: a UDP source address, or a TCP connection. Responses
 //! go back on it (symmetric response routing, RFC 3581; `received`/`rport` are filled in the
@@ -65,6 +73,7 @@
 //! one entry each in the host's [`Timers`] ([`transaction::Transactions`]); stream
 //! connections (idle timeout): one each ([`conn`]).
 
+pub mod auth;
 pub mod conn;
 pub mod dialog;
 pub mod headers;
@@ -80,7 +89,7 @@ pub mod transaction;
 use crate::event::{Event, PubHandle, SubHandle};
 use crate::io::{ConnId, Transmit};
 use crate::peer::Peer;
-use crate::rng::SplitMix64;
+use crate::rng::{Secrets, SplitMix64};
 use crate::timer::{Timer, Timers};
 use crate::Millis;
 use dialog::{Dialog, DialogId, Phase, Queued};
@@ -126,6 +135,9 @@ pub struct SipConfig {
     pub conn_idle_timeout: Millis,
     /// Bound on concurrent server transactions and dialogs; beyond it new requests get 503.
     pub max_transactions: usize,
+    /// Digest authentication of PUBLISH and SUBSCRIBE, and who may publish and watch whom
+    /// ([`auth`]); `None` (the default): anyone may do anything.
+    pub auth: Option<auth::AuthConfig>,
     /// Resources whose group id is given rather than hashed (the conformance harness maps a
     /// trace's group onto a resource URI with it).
     #[cfg(feature = "harness")]
@@ -147,6 +159,7 @@ impl SipConfig {
             max_connections: 1_024,
             conn_idle_timeout: 300_000,
             max_transactions: 100_000,
+            auth: None,
             #[cfg(feature = "harness")]
             pinned: Vec::new(),
         }
@@ -184,6 +197,17 @@ pub struct SipStats {
     pub stream_framing_errors: u64,
     /// CRLF keep-alive pings answered.
     pub keepalives: u64,
+    /// Challenges sent (401 or 407), whatever the reason.
+    pub auth_challenges: u64,
+    /// Credentials that did not authenticate (unknown user, wrong password, an algorithm or
+    /// qop not offered, a nonce not ours) or were malformed (400).
+    pub auth_failures: u64,
+    /// Correct credentials over an expired nonce (challenged again with `stale=true`).
+    pub auth_stale: u64,
+    /// Credentials replaying a nonce count already used with their nonce.
+    pub auth_replays: u64,
+    /// Authenticated requests refused by the authorisation policy (403).
+    pub forbidden: u64,
 }
 
 /// The flow a request came on, and its responses and NOTIFYs leave on.
@@ -287,11 +311,15 @@ pub struct SipEndpoint {
     dialogs: HashMap<SubHandle, Dialog>,
     dialog_ids: HashMap<DialogId, SubHandle>,
     next_handle: u64,
+    /// Digest nonces (with authentication on).
+    nonces: Option<auth::Nonces>,
 }
 
 impl SipEndpoint {
-    /// A front end with configuration `cfg`; `seed` seeds tags and branches.
-    pub fn new(cfg: SipConfig, seed: u64) -> SipEndpoint {
+    /// A front end with configuration `cfg`; `seed` seeds tags and branches, `secrets` (a
+    /// CSPRNG, from the OS in production) the digest nonces and their key.
+    pub fn new(cfg: SipConfig, seed: u64, secrets: Secrets) -> SipEndpoint {
+        let nonces = cfg.auth.as_ref().map(|a| auth::nonces(a, secrets));
         SipEndpoint {
             cfg,
             rng: SplitMix64::new(seed ^ 0x5119_5119_5119_5119),
@@ -303,6 +331,7 @@ impl SipEndpoint {
             dialogs: HashMap::new(),
             dialog_ids: HashMap::new(),
             next_handle: 1,
+            nonces,
         }
     }
 

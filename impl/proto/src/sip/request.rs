@@ -58,6 +58,9 @@ impl SipEndpoint {
             self.reply(env, key, ctx, 503, reason_phrase(503), h, None);
             return;
         }
+        if let Some(r) = self.admit(env.now, &req, &ctx) {
+            return self.reply(env, key, ctx, r.code, &r.reason, r.headers, None);
+        }
         match &req.method {
             Method::Publish => self.on_publish(env, key, ctx, &req),
             Method::Subscribe => self.on_subscribe(env, key, ctx, &req),
