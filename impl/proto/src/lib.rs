@@ -49,6 +49,7 @@
 //!                         hosts[1 - i].handle_input(now, input).unwrap();
 //!                     }
 //!                     Output::Event(e) => events.push(e),
+//!                     Output::Close(_) => {} // no SIP front end here: no stream to close
 //!                     Output::Timeout(at) => { next = next.min(at); break; }
 //!                 }
 //!             }
