@@ -464,3 +464,107 @@ fn the_user_agent_answers_challenges_and_reuses_them() {
     assert_eq!(responses(&ev), [(p, 401)]);
     assert_eq!(stats(&net, 0).auth_failures, 1);
 }
+
+/// The same request over TCP (its `Via` says so).
+fn over_tcp(text: String) -> String {
+    text.replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+}
+
+#[test]
+fn authentication_over_tcp_challenges_and_answers_on_the_connection() {
+    let mut net = net(2, |_| {});
+    publish_alice(&mut net);
+    let alice = "sip:alice@example.test";
+    let (bob, conn) = ("sip:bob@example.test", sascribe::ConnId(7));
+    let from: SocketAddr = "192.0.2.1:40001".parse().unwrap();
+    net.stream_send(1, conn, from, b"");
+    let sub = |branch: &str, auth: Option<&str>| over_tcp(subscribe_as(bob, alice, branch, auth));
+    // The challenge comes back on the connection, nothing over UDP.
+    let (r, _) = net.stream_request(1, conn, from, &sub("z9hG4bKt1", None));
+    assert_eq!(r.code, 401, "{r:?}");
+    assert!(net.inbox.is_empty(), "nothing over UDP: {:?}", net.inbox);
+    let ch = challenges(&r, "WWW-Authenticate");
+    // A wrong password on the same connection: challenged again, the connection stays.
+    let bad = creds(&ch[0], "bob", "nope", "SUBSCRIBE", alice, 1);
+    let (r, _) = net.stream_request(1, conn, from, &sub("z9hG4bKt2", Some(&bad)));
+    assert_eq!(r.code, 401, "{r:?}");
+    assert_eq!(net.hosts[1].stats().sip_connections, 1);
+    // Good credentials: 200 and the immediate NOTIFY, both on the connection.
+    let good = creds(&ch[0], "bob", "builder", "SUBSCRIBE", alice, 1);
+    let (r, rest) = net.stream_request(1, conn, from, &sub("z9hG4bKt3", Some(&good)));
+    assert_eq!(r.code, 200, "{r:?}");
+    let contact = r.headers.get("Contact").unwrap();
+    assert!(contact.ends_with(";transport=tcp>"), "{contact}");
+    let ns = notifies(&rest);
+    assert_eq!(ns.len(), 1, "{rest:?}");
+    assert!(ns[0]
+        .headers
+        .get("Via")
+        .unwrap()
+        .starts_with("SIP/2.0/TCP "));
+    assert!(net.inbox.is_empty(), "nothing over UDP: {:?}", net.inbox);
+    // The same credentials again in a new transaction: a replay, whatever the transport.
+    let (r, _) = net.stream_request(1, conn, from, &sub("z9hG4bKt4", Some(&good)));
+    assert_eq!(r.code, 401, "{r:?}");
+    let s = stats(&net, 1);
+    assert_eq!((s.auth_failures, s.auth_replays), (1, 1));
+    assert_eq!(s.connections_closed, 0);
+}
+
+/// An in-dialog SUBSCRIBE (refresh) of the dialog `watch` made with branch `first`: same
+/// Call-ID and From tag, the To tag of the 200, a new branch and CSeq.
+fn refresh_as(watcher: &str, first: &str, to_tag: &str, branch: &str, auth: &str) -> String {
+    let alice = "sip:alice@example.test";
+    let mut h = head("SUBSCRIBE", alice, watcher, first, 2)
+        .replace(&format!(";branch={first};"), &format!(";branch={branch};"))
+        .replace(
+            &format!("To: <{alice}>\r\n"),
+            &format!("To: <{alice}>;tag={to_tag}\r\n"),
+        );
+    h.push_str("Contact: <sip:w@192.0.2.66:5070>\r\nExpires: 600\r\n");
+    h.push_str(&format!("{auth}\r\n"));
+    with_len(h, "")
+}
+
+#[test]
+fn an_in_dialog_subscribe_is_held_to_the_watch_policy_of_its_dialog() {
+    let list = AllowList::parse("bob@example.test alice@example.test\n").unwrap();
+    let mut net = net(2, |a| a.watch = WatchPolicy::AllowList(list.clone()));
+    publish_alice(&mut net);
+    let (r, rest) = watch(&mut net, "bob", "builder", "z9hG4bKh1");
+    assert_eq!(r.code, 200, "{r:?}");
+    let ack = ok_for(&notifies(&rest)[0]);
+    net.send(0, ua(1), &ack);
+    let tag = to_tag(&r);
+    let (bob, alice) = ("sip:bob@example.test", "sip:alice@example.test");
+    // Carol, who may not watch Alice, learnt the dialog's identifiers: her refresh (which
+    // would move the NOTIFYs to her Contact) is refused, whatever her credentials.
+    let (r, _) = net.request(0, ua(1), &subscribe_as(bob, alice, "z9hG4bKh2x", None));
+    let ch = challenges(&r, "WWW-Authenticate");
+    let carol = creds(&ch[0], "carol", "singing", "SUBSCRIBE", alice, 1);
+    let (r, rest) = net.request(
+        0,
+        ua(1),
+        &refresh_as(bob, "z9hG4bKh1", &tag, "z9hG4bKh3", &carol),
+    );
+    assert_eq!(r.code, 403, "{r:?}");
+    assert!(notifies(&rest).is_empty(), "{rest:?}");
+    assert_eq!(stats(&net, 0).forbidden, 1);
+    // Bob's own refresh of his dialog passes.
+    let bob_creds = creds(&ch[0], "bob", "builder", "SUBSCRIBE", alice, 2);
+    let (r, rest) = net.request(
+        0,
+        ua(1),
+        &refresh_as(bob, "z9hG4bKh1", &tag, "z9hG4bKh4", &bob_creds),
+    );
+    assert_eq!(r.code, 200, "{r:?}");
+    assert_eq!(notifies(&rest).len(), 1, "{rest:?}");
+    // An in-dialog request for a dialog that does not exist is the dialog layer's: 481.
+    let bob_creds = creds(&ch[0], "bob", "builder", "SUBSCRIBE", alice, 3);
+    let (r, _) = net.request(
+        0,
+        ua(1),
+        &refresh_as(bob, "z9hG4bKh1", "no-such-tag", "z9hG4bKh5", &bob_creds),
+    );
+    assert_eq!(r.code, 481, "{r:?}");
+}

@@ -19,8 +19,8 @@
 //!    challenge with `stale=true`; a nonce count not above the last one used with that nonce
 //!    is a replay and gets a new challenge.
 //! 4. **Authorisation** ([`policy`]): a PUBLISH must be for the authenticated user's own
-//!    address-of-record, an initial SUBSCRIBE must be allowed by the [`WatchPolicy`];
-//!    otherwise **403**. An in-dialog SUBSCRIBE was authorised when its dialog was created.
+//!    address-of-record, a SUBSCRIBE must be allowed by the [`WatchPolicy`] to watch its
+//!    resource (the Request-URI; for an in-dialog one, the dialog's); otherwise **403**.
 
 pub mod client;
 pub mod digest;
@@ -33,6 +33,8 @@ pub use digest::Algorithm;
 pub use policy::{AllowList, Aor, WatchPolicy};
 pub use users::{LineError, Users};
 
+use super::dialog::DialogId;
+use super::headers::NameAddr;
 use super::message::{reason_phrase, Headers, Method, Request};
 use super::{ReqCtx, SipEndpoint};
 use crate::rng::Secrets;
@@ -154,13 +156,27 @@ impl SipEndpoint {
                 });
             }
         };
-        let target = Aor::parse(&req.uri);
-        let allowed = match (&req.method, target) {
-            (_, None) => false,
-            (Method::Publish, Some(t)) => t == who,
-            // In a dialog the Request-URI is our Contact: the dialog was authorised when made.
-            (_, Some(_)) if ctx.to_na.tag.is_some() => true,
-            (_, Some(t)) => cfg.watch.allows(&who, &t),
+        let allowed = match (&req.method, &ctx.to_na.tag) {
+            (Method::Publish, _) => Aor::parse(&req.uri).is_some_and(|t| t == who),
+            // In a dialog the Request-URI is our Contact: the policy is checked again against
+            // the dialog's resource (its To), so that another user who learnt the dialog's
+            // identifiers cannot refresh it to a Contact of theirs. An unknown dialog passes
+            // on to its 481.
+            (_, Some(local_tag)) => {
+                let id = DialogId {
+                    call_id: ctx.call_id.clone(),
+                    local_tag: local_tag.clone(),
+                    remote_tag: ctx.from_na.tag.clone().unwrap_or_default(),
+                };
+                match self.dialog_ids.get(&id).and_then(|h| self.dialogs.get(h)) {
+                    Some(d) => NameAddr::parse(&d.local)
+                        .ok()
+                        .and_then(|na| Aor::parse(&na.uri))
+                        .is_some_and(|t| cfg.watch.allows(&who, &t)),
+                    None => true,
+                }
+            }
+            (_, None) => Aor::parse(&req.uri).is_some_and(|t| cfg.watch.allows(&who, &t)),
         };
         if allowed {
             return None;
