@@ -65,6 +65,11 @@ impl Driver for CoreDriver {
                 from,
                 payload: &payload,
             },
+            Socket::SipTcp(conn) | Socket::SipTcpConnect(conn) => Input::SipStream {
+                conn,
+                from,
+                bytes: &payload,
+            },
         };
         let _ = self.host.handle_input(now, input);
     }
@@ -79,6 +84,7 @@ impl Driver for CoreDriver {
         loop {
             match self.host.poll_output() {
                 Output::Transmit(x) => t.push(x),
+                Output::Close(c) => notes.push(format!("close {c}")),
                 Output::Event(e) => notes.push(format!("event {e:?}")),
                 Output::Timeout(_) => return (t, notes),
             }
@@ -258,6 +264,20 @@ impl Driver for RuntimeDriver {
         let inbox = match socket {
             Socket::Overlay => &self.overlay,
             Socket::SipUdp => &self.sip,
+            Socket::SipTcp(conn) | Socket::SipTcpConnect(conn) => {
+                // The harness's transports are datagram sockets: stream bytes go in as a call.
+                let fed = Box::new(move |h: &mut Host, now| {
+                    let input = Input::SipStream {
+                        conn,
+                        from,
+                        bytes: &payload,
+                    };
+                    let _ = h.handle_input(now, input);
+                    Ok(String::new())
+                });
+                let _ = self.call(now, fed);
+                return;
+            }
         };
         self.queued.fetch_add(1, Ordering::SeqCst);
         if inbox.send((payload, from)).is_err() {

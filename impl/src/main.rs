@@ -1,10 +1,14 @@
 //! `sascribe`: run sa-Scribe peers.
 //!
 //! * `sascribe peer --listen ADDR [--bootstrap ADDR] [--sip ADDR] [--config FILE.toml] [--id HEX]`
-//!   runs one peer on its own UDP socket (and, with `--sip`, the SIP front end on a second one).
-//! * `sascribe cluster [--peers 8] [--base-port 7000] [--sip-base-port 5060]` starts a local
-//!   overlay on 127.0.0.1 in this process and prints one line per peer with the address user
-//!   agents send SIP requests to, then `ready`.
+//!   runs one peer on its own UDP socket (and, with `--sip`, the SIP front end on UDP and TCP,
+//!   on the same port).
+//! * `sascribe cluster [--peers 8] [--base-port 7000] [--sip-base-port 5060] [--config FILE.toml]`
+//!   starts a local overlay on 127.0.0.1 in this process and prints one line per peer with the
+//!   address user agents send SIP requests to (over UDP or TCP), then `ready`.
+//!
+//! The configuration file's `[auth]` table turns on SIP digest authentication (off by default;
+//! `sascribe peer` warns when its SIP front end listens beyond loopback without it).
 //!
 //! Logs go to stderr (`RUST_LOG`, default `info`). Ctrl-C or SIGTERM makes every peer leave the
 //! overlay gracefully, then the process exits 0. Invalid arguments or configuration exit 2.
@@ -12,6 +16,7 @@
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use sascribe::runtime::{ConfigFile, HostLoop, RuntimeHandle};
+use sascribe::sip::auth::{AuthConfig, WatchPolicy};
 use sascribe::{Config, NodeId};
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -47,7 +52,7 @@ struct PeerArgs {
     /// Overlay address of a peer to join through (none: start a new overlay).
     #[arg(long, value_name = "ADDR")]
     bootstrap: Option<SocketAddr>,
-    /// UDP address of the SIP front end (where user agents send requests).
+    /// Address of the SIP front end, served over UDP and TCP (where user agents send requests).
     #[arg(long, value_name = "ADDR")]
     sip: Option<SocketAddr>,
     /// Address announced to other peers (default: the bound address of --listen).
@@ -69,7 +74,8 @@ struct ClusterArgs {
     /// Overlay port of peer 0; peer i listens on base + i (0: ephemeral ports).
     #[arg(long, value_name = "P", default_value_t = 7000)]
     base_port: u16,
-    /// SIP port of peer 0; peer i's front end listens on base + i (0: ephemeral ports).
+    /// SIP port of peer 0 (UDP and TCP); peer i's front end listens on base + i (0: ephemeral
+    /// ports).
     #[arg(long, value_name = "Q", default_value_t = 5060)]
     sip_base_port: u16,
     /// Configuration file applied to every peer.
@@ -96,13 +102,30 @@ fn random_id() -> NodeId {
     NodeId((u128::from(random_u64()) << 64) | u128::from(random_u64()))
 }
 
-/// The overlay configuration and the SIP event packages a configuration file asks for.
-fn load_config(path: Option<&PathBuf>) -> anyhow::Result<(Config, Vec<String>)> {
-    let file = match path {
-        Some(p) => ConfigFile::load(p)?,
-        None => ConfigFile::default(),
+/// What the SIP front end of every peer is configured with.
+#[derive(Clone, Debug, Default)]
+struct SipSettings {
+    /// Event packages (empty: the front end's default).
+    packages: Vec<String>,
+    /// Digest authentication (`[auth]`), if on.
+    auth: Option<AuthConfig>,
+}
+
+/// The overlay configuration and the SIP settings a configuration file asks for (files it
+/// names are relative to its directory).
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<(Config, SipSettings)> {
+    let (file, dir) = match path {
+        Some(p) => (
+            ConfigFile::load(p)?,
+            p.parent().map(PathBuf::from).unwrap_or_default(),
+        ),
+        None => (ConfigFile::default(), PathBuf::new()),
     };
-    Ok((file.apply(Config::default())?, file.event_packages()?))
+    let sip = SipSettings {
+        packages: file.event_packages()?,
+        auth: file.auth(&dir)?,
+    };
+    Ok((file.apply(Config::default())?, sip))
 }
 
 /// Ports `base .. base + n` (all 0 when `base` is 0), or `None` when they overflow.
@@ -133,7 +156,7 @@ fn main() -> ExitCode {
         Command::Peer(a) => load_config(a.config.as_ref()),
         Command::Cluster(a) => load_config(a.config.as_ref()),
     };
-    let (config, packages) = match config {
+    let (config, sip) = match config {
         Ok(c) => c,
         Err(e) => return usage(format!("{e:#}")),
     };
@@ -160,8 +183,8 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            Command::Peer(a) => run_peer(a, config, &packages).await,
-            Command::Cluster(a) => run_cluster(a, config, &packages).await,
+            Command::Peer(a) => run_peer(a, config, &sip).await,
+            Command::Cluster(a) => run_cluster(a, config, &sip).await,
         }
     });
     match result {
@@ -199,14 +222,14 @@ async fn start(
     bootstrap: Option<SocketAddr>,
     id: NodeId,
     config: Config,
-    packages: &[String],
+    settings: &SipSettings,
 ) -> anyhow::Result<RuntimeHandle> {
     let seed = random_u64();
     let mut node = HostLoop::bind_advertised(listen, advertise, id, config, seed)
         .await
         .with_context(|| format!("binding the overlay socket on {listen}"))?;
     if let Some(sip) = sip {
-        node = frontend::attach(node, sip, advertise, packages).await?;
+        node = frontend::attach(node, sip, advertise, settings).await?;
     }
     if let Some(via) = bootstrap {
         node.bootstrap(via);
@@ -221,8 +244,18 @@ fn describe(h: &RuntimeHandle) -> String {
     format!("id {} overlay {} SIP {sip}", h.id(), h.overlay_addr())
 }
 
-async fn run_peer(a: PeerArgs, config: Config, packages: &[String]) -> anyhow::Result<()> {
+async fn run_peer(a: PeerArgs, config: Config, settings: &SipSettings) -> anyhow::Result<()> {
     let id = a.id.unwrap_or_else(random_id);
+    if let (Some(sip), None) = (a.sip, &settings.auth) {
+        if !sip.ip().is_loopback() {
+            tracing::warn!(
+                %sip,
+                "NO SIP AUTHENTICATION: the SIP front end listens beyond loopback without an \
+                 [auth] table in the configuration, so anyone who reaches it can publish and \
+                 watch anyone's presence (see README: Authentication)"
+            );
+        }
+    }
     let h = start(
         a.listen,
         a.advertise,
@@ -230,7 +263,7 @@ async fn run_peer(a: PeerArgs, config: Config, packages: &[String]) -> anyhow::R
         a.bootstrap,
         id,
         config,
-        packages,
+        settings,
     )
     .await?;
     println!("peer {}", describe(&h));
@@ -257,7 +290,7 @@ async fn run_peer(a: PeerArgs, config: Config, packages: &[String]) -> anyhow::R
     Ok(())
 }
 
-async fn run_cluster(a: ClusterArgs, config: Config, packages: &[String]) -> anyhow::Result<()> {
+async fn run_cluster(a: ClusterArgs, config: Config, settings: &SipSettings) -> anyhow::Result<()> {
     let n = a.peers;
     // Checked in main.
     let ports = port_range(a.base_port, n).context("overlay ports")?;
@@ -275,7 +308,7 @@ async fn run_cluster(a: ClusterArgs, config: Config, packages: &[String]) -> any
                 via,
                 random_id(),
                 config.clone(),
-                packages,
+                settings,
             )
             .await?;
             h.wait_ready(Duration::from_secs(30))
@@ -309,22 +342,38 @@ async fn leave_all(handles: &[RuntimeHandle]) {
     }
 }
 
-/// The SIP front end ([`sascribe::sip::SipEndpoint`]) on its own socket.
+/// The SIP front end ([`sascribe::sip::SipEndpoint`]) on its own port, UDP and TCP.
 mod frontend {
     use super::*;
     use sascribe::runtime::TokioClock;
     use sascribe::sip::SipConfig;
     use tokio::net::UdpSocket;
 
-    /// Attaches the SIP front end on `listen`. Its own address (in `Via` and `Contact`) is the
-    /// bound address, with the IP of `advertise` when `listen` is a wildcard.
+    /// Attaches the SIP front end on `listen` (a UDP socket and a TCP listener). Its own
+    /// address (in `Via` and `Contact`) is the bound address, with the IP of `advertise` when
+    /// `listen` is a wildcard.
     pub async fn attach(
         node: HostLoop<UdpSocket, TokioClock>,
         listen: SocketAddr,
         advertise: Option<SocketAddr>,
-        packages: &[String],
+        settings: &SipSettings,
     ) -> anyhow::Result<HostLoop<UdpSocket, TokioClock>> {
-        let packages = packages.to_vec();
+        let packages = settings.packages.clone();
+        let auth = settings.auth.clone();
+        if let Some(a) = &auth {
+            tracing::info!(
+                realm = %a.realm,
+                users = a.users.len(),
+                algorithms = ?a.algorithms.iter().map(|a| a.name()).collect::<Vec<_>>(),
+                challenge = ?a.challenge,
+                watch = match a.watch {
+                    WatchPolicy::All => "all",
+                    WatchPolicy::SameDomain => "same-domain",
+                    WatchPolicy::AllowList(_) => "allow-list",
+                },
+                "SIP digest authentication on"
+            );
+        }
         node.bind_sip(listen, |mut local| {
             if local.ip().is_unspecified() {
                 match advertise {
@@ -336,6 +385,7 @@ mod frontend {
             if !packages.is_empty() {
                 cfg.event_packages = packages;
             }
+            cfg.auth = auth;
             cfg
         })
         .await

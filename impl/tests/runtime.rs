@@ -587,6 +587,68 @@ fn cli_rejects_invalid_arguments_with_status_2() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Runs `sascribe peer ARGS` until it is ready, stops it with SIGTERM, and returns what it
+/// logged on stderr (at `warn`).
+fn peer_stderr(args: &[&str]) -> String {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sascribe"))
+        .arg("peer")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sascribe runs");
+    let mut stderr = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    while lines.last().map(String::as_str) != Some("ready") {
+        match rx.recv_timeout(WAIT) {
+            Ok(l) => lines.push(l),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("{args:?}: no `ready` ({e}); got {lines:?}");
+            }
+        }
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(0), "{args:?}");
+    err.join().unwrap()
+}
+
+#[test]
+fn cli_peer_warns_when_sip_beyond_loopback_has_no_authentication() {
+    const WARNING: &str = "NO SIP AUTHENTICATION";
+    let listen = ["--listen", "127.0.0.1:0"];
+    let auth = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/auth/sascribe.toml");
+    let wildcard = peer_stderr(&[&listen[..], &["--sip", "0.0.0.0:0"]].concat());
+    assert!(wildcard.contains(WARNING), "{wildcard}");
+    assert!(wildcard.contains("WARN"), "{wildcard}");
+    let loopback = peer_stderr(&[&listen[..], &["--sip", "127.0.0.1:0"]].concat());
+    assert!(!loopback.contains(WARNING), "{loopback}");
+    let with_auth = peer_stderr(&[&listen[..], &["--sip", "0.0.0.0:0", "--config", auth]].concat());
+    assert!(!with_auth.contains(WARNING), "{with_auth}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // SIP user agents over real UDP, through the runtime and the SIP front end.
 

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs the SIPp scenarios of this directory against a running `sascribe cluster`.
+# Runs the SIPp scenarios of this directory against a running `sascribe cluster`, over UDP and
+# over TCP (SIPp `-t u1` and `-t t1`: one TCP connection per call; the front ends serve both on
+# the same port).
 #
 #   tests/sipp/run.sh 127.0.0.1:5060 127.0.0.1:5061 [...]
 #
@@ -10,7 +12,8 @@
 #
 # Environment: SIPP (binary, default `sipp`), SIPP_LOCAL_IP (default 127.0.0.1), SIPP_PORT (first
 # local port, default 15060), SIPP_CALLS (calls per subscription scenario, default 3),
-# SIPP_LOGS (directory for SIPp error traces, default a temporary directory).
+# SIPP_TRANSPORTS (SIPp transport modes to run, default "u1 t1"), SIPP_LOGS (directory for SIPp
+# error traces, default a temporary directory).
 set -euo pipefail
 
 if [ "$#" -lt 1 ]; then
@@ -23,21 +26,20 @@ command -v "$sipp" >/dev/null || { echo "$0: $sipp not found (apt-get install si
 ip="${SIPP_LOCAL_IP:-127.0.0.1}"
 port="${SIPP_PORT:-15060}"
 calls="${SIPP_CALLS:-3}"
+transports="${SIPP_TRANSPORTS:-u1 t1}"
 logs="${SIPP_LOGS:-$(mktemp -d)}"
 mkdir -p "$logs"
 addrs=("$@")
 n=${#addrs[@]}
-# A resource name unique to this run, so reruns against the same cluster start from scratch.
-user="alice$$"
 failed=0
 
-run() { # scenario target user calls
-    local sf="$1" target="$2" who="$3" m="$4"
+run() { # transport scenario target user calls
+    local t="$1" sf="$2" target="$3" who="$4" m="$5"
     port=$((port + 1))
     local name
-    name="$(basename "$sf" .xml)"
+    name="$(basename "$sf" .xml)-$t"
     if (cd "$logs" && "$sipp" "$target" -sf "$here/$sf" -s "$who" -m "$m" -l 1 -r 10 \
-            -i "$ip" -p "$port" -t u1 -nostdin -timeout 40s -timeout_error \
+            -i "$ip" -p "$port" -t "$t" -nostdin -timeout 40s -timeout_error \
             -trace_err -error_file "$logs/$name.err" -trace_screen -screen_file "$logs/$name.screen" \
             >"$logs/$name.out" 2>&1); then
         echo "PASS $name -> $target ($m call(s))"
@@ -48,14 +50,22 @@ run() { # scenario target user calls
     fi
 }
 
-run publish.xml     "${addrs[0]}"            "$user" 1
-run subscribe.xml   "${addrs[$((1 % n))]}"   "$user" "$calls"
-run refresh.xml     "${addrs[$((2 % n))]}"   "$user" "$calls"
-run unsubscribe.xml "${addrs[$((3 % n))]}"   "$user" "$calls"
-run stale-etag.xml  "${addrs[$((n - 1))]}"   "bob$$" 1
+for t in $transports; do
+    case "$t" in
+        u1 | un | t1 | tn) ;;
+        *) echo "$0: unknown SIPp transport $t (u1, un, t1 or tn)" >&2; exit 2 ;;
+    esac
+    # Resource names unique to this run and transport, so each starts from scratch.
+    user="alice$$$t"
+    run "$t" publish.xml     "${addrs[0]}"            "$user" 1
+    run "$t" subscribe.xml   "${addrs[$((1 % n))]}"   "$user" "$calls"
+    run "$t" refresh.xml     "${addrs[$((2 % n))]}"   "$user" "$calls"
+    run "$t" unsubscribe.xml "${addrs[$((3 % n))]}"   "$user" "$calls"
+    run "$t" stale-etag.xml  "${addrs[$((n - 1))]}"   "bob$$$t" 1
+done
 
 if [ "$failed" -ne 0 ]; then
     echo "SIPp scenarios: FAILED (logs in $logs)"
     exit 1
 fi
-echo "SIPp scenarios: all passed"
+echo "SIPp scenarios: all passed ($transports)"

@@ -507,6 +507,10 @@ impl Cluster {
                         };
                         self.capture(i, to, t.payload);
                     }
+                    Socket::SipTcp(_) | Socket::SipTcpConnect(_) => {
+                        // The trace's user agents speak UDP: no stream reaches a peer here.
+                        self.log(format!("SIP stream output to {} ignored", t.dst));
+                    }
                     Socket::SipUdp => {
                         let Some(u) = self.uas.iter().position(|u| u.agent.addr() == t.dst) else {
                             self.log(format!("SIP datagram to unknown address {}", t.dst));

@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
                     // Whatever we send must itself be parseable SIP.
                     assert!(sascribe::sip::message::parse(&t.payload).is_ok());
                 }
-                Output::Transmit(_) | Output::Event(_) => {}
+                Output::Transmit(_) | Output::Close(_) | Output::Event(_) => {}
                 Output::Timeout(_) => break,
             }
         }

@@ -9,13 +9,13 @@
 //! only in how they deliver datagrams and pass time. They all do the same two things:
 //!
 //! * feed it with [`Host::handle_input`]: a datagram from the overlay socket or the SIP
-//!   socket, [`Input::Timeout`] when the deadline it asked for has come, or a local API
-//!   [`Call`]. Every input carries `now`, milliseconds of the driver's clock (a reading that
-//!   goes backwards is taken as the last one);
+//!   socket, bytes from a SIP stream connection, [`Input::Timeout`] when the deadline it asked
+//!   for has come, or a local API [`Call`]. Every input carries `now`, milliseconds of the
+//!   driver's clock (a reading that goes backwards is taken as the last one);
 //! * after **every** input, drain [`Host::poll_output`] until it returns
 //!   [`Output::Timeout`]: each [`Output::Transmit`] goes out on the socket it names, each
-//!   [`Output::Event`] is the driver's to observe (or ignore), and the timeout is when to feed
-//!   [`Input::Timeout`] next.
+//!   [`Output::Close`] closes a stream connection, each [`Output::Event`] is the driver's to
+//!   observe (or ignore), and the timeout is when to feed [`Input::Timeout`] next.
 //!
 //! ## The drain order, in one place
 //! An input runs to completion inside `handle_input`; `poll_output` only empties queues.
@@ -26,9 +26,28 @@
 //! 3. Then the host *settles*: each upcall the peer emitted is handed to the SIP endpoint (a
 //!    200, a NOTIFY, a 412…), which may call the peer again, whose new upcalls are handed on in
 //!    turn, until the peer has none; each upcall is also queued as an [`Output::Event`].
-//! 4. `poll_output` yields the overlay datagrams, then the SIP datagrams, then the events, in
-//!    the order each layer produced them, and last the next deadline. Only that last read
-//!    depends on everything before, since an input can bring the deadline forward.
+//! 4. `poll_output` yields the overlay datagrams, then the SIP transmits and closes (in the
+//!    order the SIP layer produced them: a close follows what was written before it), then
+//!    the events, and last the next deadline. Only that last read depends on everything
+//!    before, since an input can bring the deadline forward.
+//!
+//! ## SIP over TCP: what a driver does with streams
+//! SIP is served over UDP and TCP on the same port (RFC 3261 §18). The host frames streams;
+//! the driver only moves bytes and owns the sockets:
+//! * It numbers each connection it accepts with a [`ConnId`] below [`ConnId::HOST_BIT`],
+//!   never reused, and feeds [`Input::SipStream`] at once with empty `bytes` (so that the
+//!   idle timeout covers a connection that never speaks), then with the bytes as they arrive,
+//!   in any split; [`Input::SipStreamClosed`] when it ends (EOF, error).
+//! * [`Socket::SipTcp`](crate::io::Socket::SipTcp)`(conn)`: write the payload on `conn` (drop it if `conn` is gone; the
+//!   host hears of that from the `SipStreamClosed` the driver feeds).
+//!   [`Socket::SipTcpConnect`](crate::io::Socket::SipTcpConnect)`(conn)`: open a connection to `dst`, known as `conn` (an id
+//!   the host chose, with [`ConnId::HOST_BIT`] set), write the payload once connected, and
+//!   queue later writes to `conn` behind it; a failed connect is a `SipStreamClosed`.
+//! * [`Output::Close`]`(conn)`: close `conn` after the writes queued before it; feed nothing
+//!   more from it (the host has forgotten it, and needs no `SipStreamClosed`).
+//! * Writes are bounded per connection; a connection whose peer does not keep up may be
+//!   closed (then reported with `SipStreamClosed`). A driver without TCP feeds no stream
+//!   input, and the host then never names a stream.
 //!
 //! Nothing here reads a clock, touches a socket or draws OS randomness: the driver passes
 //! `now`, moves the bytes, and seeds both generators ([`Seeds`]). Same inputs, same outputs.
@@ -36,9 +55,10 @@
 use crate::config::Config;
 use crate::event::{Event, PubHandle, SubHandle, SubscribeError};
 use crate::id::{GroupId, NodeId};
-use crate::io::{Stats, Transmit};
+use crate::io::{ConnId, Stats, Transmit};
 use crate::peer::Peer;
-use crate::sip::{Env, SipConfig, SipEndpoint, SipStats, HANDLE_BIT};
+use crate::rng::Secrets;
+use crate::sip::{Env, SipConfig, SipEndpoint, SipOutput, SipStats, HANDLE_BIT};
 use crate::timer::Timers;
 use crate::wire::{ETag, NodeHandle};
 use crate::Millis;
@@ -66,6 +86,21 @@ pub enum Input<'a> {
         from: SocketAddr,
         /// The datagram.
         payload: &'a [u8],
+    },
+    /// Bytes arrived on a SIP stream (TCP) connection, in any split; empty when the driver
+    /// announces a connection it accepted. See the [module docs](self).
+    SipStream {
+        /// The connection (driver-assigned for accepted ones).
+        conn: ConnId,
+        /// Its remote address.
+        from: SocketAddr,
+        /// The bytes, as read.
+        bytes: &'a [u8],
+    },
+    /// A SIP stream connection ended, or one the host asked for could not be opened.
+    SipStreamClosed {
+        /// The connection.
+        conn: ConnId,
     },
     /// The deadline of the last [`Output::Timeout`] came: fire every timer due at `now`.
     Timeout,
@@ -146,20 +181,26 @@ pub enum CallError {
 #[derive(Debug)]
 #[must_use]
 pub enum Output {
-    /// Send this datagram on the socket it names.
+    /// Send this datagram on the socket it names (or write it on the stream it names).
     Transmit(Transmit),
+    /// Close this SIP stream connection once the writes queued on it before are done.
+    Close(ConnId),
     /// An upcall of the overlay layer (also handed to the SIP endpoint, when there is one).
     Event(Event),
     /// Everything is drained; feed [`Input::Timeout`] at this time (`Millis::MAX`: never).
     Timeout(Millis),
 }
 
+/// The ChaCha20 stream of [`Seeds::secret`] the SIP endpoint draws from (the overlay's is 0).
+pub const SIP_SECRETS_STREAM: u64 = 0x5119;
+
 /// The two generators a driver seeds.
 #[derive(Clone, Copy, Debug)]
 pub struct Seeds {
-    /// Reproducible choices that need not be secret (leaf exchange, nonces, SIP tags).
+    /// Reproducible choices that need not be secret (leaf exchange, request nonces, SIP tags).
     pub prng: u64,
-    /// The CSPRNG for entity tags (from the OS in production).
+    /// The CSPRNG for entity tags (the overlay, ChaCha20 stream 0) and SIP digest nonces and
+    /// their key (the SIP endpoint, stream [`SIP_SECRETS_STREAM`]); from the OS in production.
     pub secret: [u8; 32],
 }
 
@@ -181,7 +222,7 @@ pub struct HostStats {
     pub overlay: Stats,
     /// The SIP endpoint's counters (gateway peers).
     pub sip: Option<SipStats>,
-    /// SIP datagrams received by a peer without a SIP endpoint (dropped).
+    /// SIP datagrams and stream inputs received by a peer without a SIP endpoint (dropped).
     pub sip_without_endpoint: u64,
     /// Timers fired.
     pub timers_fired: u64,
@@ -191,6 +232,8 @@ pub struct HostStats {
     pub sip_transactions: (usize, usize),
     /// Live SIP subscription dialogs.
     pub sip_dialogs: usize,
+    /// Open SIP stream connections.
+    pub sip_connections: usize,
 }
 
 /// One peer as its driver sees it. See the [module docs](self).
@@ -202,6 +245,8 @@ pub struct Host {
     events: VecDeque<Event>,
     sip_without_endpoint: u64,
     timers_fired: u64,
+    /// [`Seeds::secret`], for the SIP endpoint's own CSPRNG stream.
+    secret: [u8; 32],
 }
 
 impl std::fmt::Debug for Host {
@@ -241,13 +286,15 @@ impl Host {
             events: VecDeque::new(),
             sip_without_endpoint: 0,
             timers_fired: 0,
+            secret: seeds.secret,
         }
     }
 
     /// Makes this peer a SIP gateway with endpoint configuration `sip`.
     pub fn with_sip(mut self, sip: SipConfig) -> Host {
         let seed = self.peer.id().0 as u64 ^ 0x0051_9051_9051_9051;
-        self.sip = Some(SipEndpoint::new(sip, seed));
+        let secrets = Secrets::from_seed_stream(self.secret, SIP_SECRETS_STREAM);
+        self.sip = Some(SipEndpoint::new(sip, seed, secrets));
         self
     }
 
@@ -290,6 +337,7 @@ impl Host {
             timers_queued: self.timers.len(),
             sip_transactions: self.sip.as_ref().map_or((0, 0), |s| s.transaction_count()),
             sip_dialogs: self.sip.as_ref().map_or(0, |s| s.dialog_count()),
+            sip_connections: self.sip.as_ref().map_or(0, |s| s.connection_count()),
         }
     }
 
@@ -316,6 +364,31 @@ impl Host {
                 }
                 Ok(())
             }
+            Input::SipStream { conn, from, bytes } => {
+                match &mut self.sip {
+                    Some(sip) => {
+                        let mut env = Env {
+                            now,
+                            peer: &mut self.peer,
+                            timers: &mut self.timers,
+                        };
+                        sip.handle_stream(&mut env, conn, from, bytes);
+                    }
+                    None => self.sip_without_endpoint += 1,
+                }
+                Ok(())
+            }
+            Input::SipStreamClosed { conn } => {
+                if let Some(sip) = &mut self.sip {
+                    let mut env = Env {
+                        now,
+                        peer: &mut self.peer,
+                        timers: &mut self.timers,
+                    };
+                    sip.handle_stream_closed(&mut env, conn);
+                }
+                Ok(())
+            }
             Input::Timeout => {
                 self.fire_timers(now);
                 Ok(())
@@ -331,8 +404,10 @@ impl Host {
         if let Some(t) = self.peer.poll_transmit() {
             return Output::Transmit(t);
         }
-        if let Some(t) = self.sip.as_mut().and_then(|s| s.poll_transmit()) {
-            return Output::Transmit(t);
+        match self.sip.as_mut().and_then(|s| s.poll_output()) {
+            Some(SipOutput::Transmit(t)) => return Output::Transmit(t),
+            Some(SipOutput::Close(c)) => return Output::Close(c),
+            None => {}
         }
         if let Some(e) = self.events.pop_front() {
             return Output::Event(e);

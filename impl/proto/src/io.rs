@@ -5,6 +5,34 @@ use crate::wire::{Codec, Msg, NodeHandle, WireError};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
+/// A SIP stream (TCP) connection, as the driver and the host both name it.
+///
+/// Ids are never reused. The driver numbers the connections it accepts with ids below
+/// [`ConnId::HOST_BIT`]; the host numbers the connections it asks the driver to open
+/// ([`Socket::SipTcpConnect`]) with that bit set, so the two never collide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl ConnId {
+    /// Set in the ids of connections the host opens; clear in those a driver accepted.
+    pub const HOST_BIT: u64 = 1 << 63;
+
+    /// Whether the host asked for this connection (rather than a driver accepting it).
+    pub fn is_host_opened(self) -> bool {
+        self.0 & Self::HOST_BIT != 0
+    }
+}
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_host_opened() {
+            write!(f, "conn h{}", self.0 & !Self::HOST_BIT)
+        } else {
+            write!(f, "conn {}", self.0)
+        }
+    }
+}
+
 /// The socket a [`Transmit`] leaves on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Socket {
@@ -12,16 +40,34 @@ pub enum Socket {
     Overlay,
     /// The SIP front end's UDP socket (user agents).
     SipUdp,
+    /// An open SIP stream connection: write the payload on it (`dst` is its remote address,
+    /// for logs). If the driver no longer has it, it drops the payload: the host learns of
+    /// the close from [`crate::Input::SipStreamClosed`].
+    SipTcp(ConnId),
+    /// Open a TCP connection to `dst`, known as this (host-allocated) id from now on, then
+    /// write the payload on it. Later transmits on it name [`Socket::SipTcp`]; a connection
+    /// that fails or ends is reported with [`crate::Input::SipStreamClosed`].
+    SipTcpConnect(ConnId),
 }
 
-/// A datagram the driver must send.
+impl Socket {
+    /// The stream connection this socket names, if any.
+    pub fn conn(self) -> Option<ConnId> {
+        match self {
+            Socket::SipTcp(c) | Socket::SipTcpConnect(c) => Some(c),
+            Socket::Overlay | Socket::SipUdp => None,
+        }
+    }
+}
+
+/// A datagram (or a piece of a stream) the driver must send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
     /// The socket to send it on.
     pub socket: Socket,
     /// Destination address.
     pub dst: SocketAddr,
-    /// Encoded datagram.
+    /// Encoded datagram, or the bytes to write on a stream.
     pub payload: Vec<u8>,
 }
 

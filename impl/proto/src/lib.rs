@@ -49,6 +49,7 @@
 //!                         hosts[1 - i].handle_input(now, input).unwrap();
 //!                     }
 //!                     Output::Event(e) => events.push(e),
+//!                     Output::Close(_) => {} // no SIP front end here: no stream to close
 //!                     Output::Timeout(at) => { next = next.min(at); break; }
 //!                 }
 //!             }
@@ -105,6 +106,6 @@ pub use event::{
     TerminateReason,
 };
 pub use host::{Call, CallError, Host, HostStats, Input, Output, Seeds};
-pub use io::{Socket, Stats, Transmit};
+pub use io::{ConnId, Socket, Stats, Transmit};
 pub use peer::{Peer, RequestTimer};
 pub use timer::{Timer, Timers};

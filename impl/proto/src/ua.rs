@@ -9,7 +9,11 @@
 //! * RFC 3261 §17.1.2 non-INVITE client transactions over UDP: retransmission on Timer E
 //!   (T1 doubling to T2; T2 after a provisional response), give-up on Timer F;
 //! * NOTIFYs matched to their dialog and answered 200 (or, for fault tests, not at all or
-//!   with another code), with the dialog's remote tag and target learnt from them.
+//!   with another code), with the dialog's remote tag and target learnt from them;
+//! * digest authentication ([`UserAgent::set_credentials`]): a 401 or 407 is answered by
+//!   sending the request again with credentials (new branch, next CSeq), and later requests
+//!   carry credentials for the last challenge with increasing nonce counts, as real clients
+//!   do. A request is re-sent at most once per challenge, more only after `stale=true`.
 //!
 //! Like the host, it reads no clock and owns no socket: feed it datagrams and `now`, drain its
 //! transmits and [`UaEvent`]s, and call [`UserAgent::handle_timeout`] at
@@ -17,6 +21,7 @@
 
 use crate::io::{Socket, Transmit};
 use crate::rng::SplitMix64;
+use crate::sip::auth::ClientAuth;
 use crate::sip::dialog::SEQ_HEADER;
 use crate::sip::headers::{delta_seconds, CSeq, NameAddr, SubscriptionState, Via};
 use crate::sip::message::{parse, Headers, Message, Method, Request, Response};
@@ -96,6 +101,10 @@ struct Pending {
     next: Millis,
     interval: Millis,
     deadline: Millis,
+    /// What the request is made of, to send it again with credentials.
+    request: Request,
+    /// Times it was sent again after a challenge.
+    challenged: u32,
 }
 
 /// A subscription as the subscriber sees it.
@@ -141,6 +150,7 @@ pub struct UserAgent {
     /// Whether unanswered requests are retransmitted (Timer E); off for a driver that
     /// retransmits by hand ([`UserAgent::retransmit`]).
     pub retransmissions: bool,
+    auth: Option<ClientAuth>,
 }
 
 impl UserAgent {
@@ -158,7 +168,13 @@ impl UserAgent {
             next_id: 1,
             notify_answer: NotifyAnswer::Ok,
             retransmissions: true,
+            auth: None,
         }
+    }
+
+    /// Answers digest challenges as `user` with `password` from now on.
+    pub fn set_credentials(&mut self, user: &str, password: &str) {
+        self.auth = Some(ClientAuth::new(user, password));
     }
 
     /// The agent's address.
@@ -315,31 +331,19 @@ impl UserAgent {
         dst: SocketAddr,
         method: Method,
         uri: &str,
-        mut extra: Headers,
+        extra: Headers,
         body: Bytes,
         sub: Option<u64>,
     ) -> u64 {
         let id = self.id();
         let call_id = extra.get("Call-ID").unwrap_or("").to_string();
-        let branch = format!("z9hG4bK{}", self.token());
-        let mut h = Headers::default();
-        h.push(
-            "Via",
-            format!("SIP/2.0/UDP {};branch={branch};rport", self.addr),
-        );
-        h.push("Max-Forwards", "70");
-        for (n, v) in extra.iter() {
-            h.push(n, v);
-        }
-        extra = h;
-        extra.push("Contact", format!("<sip:ua@{}>", self.addr));
-        let bytes = Request {
+        let request = Request {
             method: method.clone(),
             uri: uri.to_string(),
             headers: extra,
             body,
-        }
-        .to_bytes();
+        };
+        let (branch, bytes) = self.wire(&request);
         self.out.push_back(Transmit {
             socket: Socket::SipUdp,
             dst,
@@ -357,9 +361,100 @@ impl UserAgent {
                 next: now + T1,
                 interval: T1,
                 deadline: now + TIMER_F,
+                request,
+                challenged: 0,
             },
         );
         id
+    }
+
+    /// The datagram of `r` with a new branch (and credentials, after a challenge).
+    fn wire(&mut self, r: &Request) -> (String, Vec<u8>) {
+        let branch = format!("z9hG4bK{}", self.token());
+        let mut h = Headers::default();
+        h.push(
+            "Via",
+            format!("SIP/2.0/UDP {};branch={branch};rport", self.addr),
+        );
+        h.push("Max-Forwards", "70");
+        for (n, v) in r.headers.iter() {
+            h.push(n, v);
+        }
+        h.push("Contact", format!("<sip:ua@{}>", self.addr));
+        let cnonce = self.token();
+        if let Some((name, value)) = self
+            .auth
+            .as_mut()
+            .and_then(|a| a.header(r.method.as_str(), &r.uri, &cnonce))
+        {
+            h.push(name, value);
+        }
+        let bytes = Request {
+            method: r.method.clone(),
+            uri: r.uri.clone(),
+            headers: h,
+            body: r.body.clone(),
+        }
+        .to_bytes();
+        (branch, bytes)
+    }
+
+    /// A 401/407 to pending request `id`: sends it again with credentials (next CSeq, new
+    /// branch) when there are credentials and the challenge is new or stale. Returns whether
+    /// it did (the challenge is then not reported).
+    fn answer_challenge(&mut self, now: Millis, id: u64, r: &Response) -> bool {
+        let Some(stale) = self
+            .auth
+            .as_mut()
+            .and_then(|a| a.on_challenge(r.code, &r.headers))
+        else {
+            return false;
+        };
+        let Some(p) = self.pending.get(&id) else {
+            return false;
+        };
+        if p.challenged >= 3 || (p.challenged >= 1 && !stale) {
+            return false;
+        }
+        let mut request = p.request.clone();
+        let old = request
+            .headers
+            .get("CSeq")
+            .and_then(|c| CSeq::parse(c).ok())
+            .map_or(0, |c| c.seq);
+        let mut seq = old + 1;
+        if let Some(s) = p.sub.and_then(|s| self.subs.get_mut(&s)) {
+            s.cseq = s.cseq.max(old) + 1;
+            seq = s.cseq;
+        }
+        let mut h = Headers::default();
+        for (n, v) in request.headers.iter() {
+            if n.eq_ignore_ascii_case("CSeq") {
+                h.push(n, format!("{seq} {}", request.method));
+            } else {
+                h.push(n, v);
+            }
+        }
+        request.headers = h;
+        let (branch, bytes) = self.wire(&request);
+        self.branches.retain(|_, &mut v| v != id);
+        self.branches.insert(branch, id);
+        let Some(p) = self.pending.get_mut(&id) else {
+            return false;
+        };
+        p.challenged += 1;
+        p.request = request;
+        p.bytes = bytes.clone();
+        p.interval = T1;
+        p.next = now + T1;
+        p.deadline = now + TIMER_F;
+        let dst = p.dst;
+        self.out.push_back(Transmit {
+            socket: Socket::SipUdp,
+            dst,
+            payload: bytes,
+        });
+        true
     }
 
     /// A datagram arrived from `from`. Anything unparsable is ignored.
@@ -390,6 +485,9 @@ impl UserAgent {
                 p.interval = T2;
                 p.next = now + T2;
             }
+            return;
+        }
+        if matches!(r.code, 401 | 407) && self.answer_challenge(now, id, &r) {
             return;
         }
         let Some(p) = self.pending.remove(&id) else {

@@ -11,7 +11,12 @@
 //! cluster_key = "00112233445566778899aabbccddeeff"  # hex; HMAC-SHA-256 on every datagram
 //! event_packages = ["presence", "dialog"]     # SIP event packages served (default: presence)
 //! ```
+//!
+//! An `[auth]` table turns on SIP digest authentication and authorisation (see
+//! [`AuthSection`], which documents its keys).
 
+pub use super::config_auth::AuthSection;
+use crate::sip::auth::AuthConfig;
 use crate::Config;
 use serde::Deserialize;
 use std::path::Path;
@@ -33,6 +38,16 @@ pub enum ConfigError {
     /// A value is out of range or inconsistent with another.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// A file the configuration names (users, allow-list) has an error on a line.
+    #[error("{path}:{line}: {message}")]
+    File {
+        /// File.
+        path: String,
+        /// Line (from 1).
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// Overrides of [`Config`] fields, as read from TOML. Field meanings are those of [`Config`].
@@ -69,6 +84,8 @@ pub struct ConfigFile {
     /// SIP event packages the front end serves (default `["presence"]`), e.g.
     /// `event_packages = ["presence", "dialog", "message-summary"]`.
     pub event_packages: Option<Vec<String>>,
+    /// SIP digest authentication and the watch policy (`[auth]`; none: off).
+    pub auth: Option<AuthSection>,
 }
 
 impl ConfigFile {
@@ -97,6 +114,12 @@ impl ConfigFile {
                 }
             })
             .collect()
+    }
+
+    /// The SIP front end's authentication settings (`None` without an `[auth]` table),
+    /// reading the files named there relative to `base` (the configuration file's directory).
+    pub fn auth(&self, base: &Path) -> Result<Option<AuthConfig>, ConfigError> {
+        self.auth.as_ref().map(|a| a.load(base)).transpose()
     }
 
     /// Parses TOML text.

@@ -1,19 +1,25 @@
 //! # Tokio driver: one [`Host`] per task, real sockets, real time
 //!
-//! The runtime is deliberately thin: it moves datagrams between its sockets and the sans-IO
-//! [`Host`], sleeps until the host's next deadline, and carries local API calls in from a
-//! [`RuntimeHandle`]. Every protocol decision, the SIP front end's included, stays in the host.
+//! The runtime is deliberately thin: it moves datagrams and stream bytes between its sockets
+//! and the sans-IO [`Host`], sleeps until the host's next deadline, and carries local API calls
+//! in from a [`RuntimeHandle`]. Every protocol decision, the SIP front end's included (TCP
+//! framing too), stays in the host.
 //!
-//! The socket and the clock are behind two small traits, [`Transport`] and [`Clock`], so that a
-//! conformance harness can run exactly this event loop over its own delivery and its own time.
-//! The production implementations are [`tokio::net::UdpSocket`] and [`TokioClock`].
+//! The datagram socket and the clock are behind two small traits, [`Transport`] and [`Clock`],
+//! so that a conformance harness can run exactly this event loop over its own delivery and its
+//! own time. The production implementations are [`tokio::net::UdpSocket`] and [`TokioClock`].
+//! SIP over TCP ([`HostLoop::with_sip_tcp`], bound by [`HostLoop::bind_sip`] on the same port
+//! as SIP over UDP) uses tokio's TCP sockets: one task per connection, bounded queues (see
+//! `tcp.rs`); a harness may serve UDP only.
 //!
 //! # Event loop
 //! One task per peer selects over: a local command (a call on the host, or stop), an overlay
-//! datagram, a SIP datagram (gateway peers), and the host's deadline. After every input it
-//! drains [`Host::poll_output`] as the host documents: each transmit goes out on the socket it
-//! names, each event is broadcast to [`RuntimeHandle::events`] receivers, and the final
-//! [`Output::Timeout`] is the next deadline. I/O errors are logged and the loop goes on.
+//! datagram, a SIP datagram (gateway peers), a SIP TCP connection's report (accepted, bytes,
+//! closed), and the host's deadline. After every input it drains [`Host::poll_output`] as the
+//! host documents: each transmit goes out on the socket it names (a TCP write is queued on its
+//! connection, or opens it), each close closes its connection, each event is broadcast to
+//! [`RuntimeHandle::events`] receivers, and the final [`Output::Timeout`] is the next deadline.
+//! I/O errors are logged and the loop goes on.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -28,12 +34,14 @@
 //! ```
 
 mod clock;
+mod config_auth;
 mod config_file;
 mod handle;
+mod tcp;
 mod transport;
 
 pub use clock::{Clock, TokioClock};
-pub use config_file::{ConfigError, ConfigFile};
+pub use config_file::{AuthSection, ConfigError, ConfigFile};
 pub use handle::{CallFailed, ReadyError, RuntimeHandle, Stopped};
 pub use transport::Transport;
 
@@ -43,7 +51,7 @@ use handle::Command;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{broadcast, mpsc};
 use tracing::Instrument;
 
@@ -73,6 +81,7 @@ pub struct HostLoop<T: Transport, C: Clock> {
     host: Host,
     overlay: T,
     sip: Option<T>,
+    tcp: Option<tcp::Streams>,
     clock: C,
     last_now: Millis,
     /// Dropped when the loop starts: only handles keep the node alive.
@@ -124,7 +133,8 @@ impl HostLoop<UdpSocket, TokioClock> {
         Ok(HostLoop::new(host, socket, clock))
     }
 
-    /// Binds a UDP socket on `listen` for the SIP front end and makes this peer a gateway;
+    /// Binds a UDP socket and a TCP listener on `listen` (the same port; with port 0, one
+    /// ephemeral port free for both) for the SIP front end and makes this peer a gateway;
     /// `config` builds the endpoint's configuration from the socket's local address (front
     /// ends put their own address in what they send).
     pub async fn bind_sip(
@@ -132,9 +142,9 @@ impl HostLoop<UdpSocket, TokioClock> {
         listen: SocketAddr,
         config: impl FnOnce(SocketAddr) -> SipConfig,
     ) -> io::Result<Self> {
-        let socket = UdpSocket::bind(listen).await?;
+        let (socket, listener) = tcp::bind_same_port(listen).await?;
         let local = socket.local_addr()?;
-        Ok(self.with_sip(config(local), socket))
+        Ok(self.with_sip(config(local), socket).with_sip_tcp(listener))
     }
 }
 
@@ -149,6 +159,7 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
             host,
             overlay,
             sip: None,
+            tcp: None,
             clock,
             last_now,
             commands_tx: Some(commands_tx),
@@ -169,6 +180,15 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
     pub fn with_sip_transport(mut self, socket: T) -> Self {
         self.sip_addr = socket.local_addr().ok();
         self.sip = Some(socket);
+        self
+    }
+
+    /// Serves SIP over TCP on `listener` too (normally bound on the SIP transport's address);
+    /// the host must be a SIP gateway already. It accepts at most the endpoint's
+    /// `max_connections` at a time.
+    pub fn with_sip_tcp(mut self, listener: TcpListener) -> Self {
+        let max = self.host.sip().map_or(0, |s| s.config().max_connections);
+        self.tcp = Some(tcp::Streams::new(listener, max));
         self
     }
 
@@ -224,6 +244,9 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
             let mut obuf = vec![0u8; MAX_DATAGRAM];
             let mut sbuf = vec![0u8; if node.sip.is_some() { MAX_DATAGRAM } else { 0 }];
             let (mut oerr, mut serr) = (ErrorBurst::default(), ErrorBurst::default());
+            if let Some(t) = &mut node.tcp {
+                t.start();
+            }
             let mut deadline = node.drain().await;
             tracing::info!(addr = %node.host.handle().addr, "peer running");
             let done = loop {
@@ -256,6 +279,20 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
                         }
                         None
                     }
+                    ev = stream_event(node.tcp.as_mut()) => {
+                        let now = node.now();
+                        match node.tcp.as_mut().and_then(|t| t.on_event(ev)) {
+                            Some(tcp::StreamInput::Data(conn, from, bytes)) => {
+                                let input = Input::SipStream { conn, from, bytes: &bytes };
+                                let _ = node.host.handle_input(now, input);
+                            }
+                            Some(tcp::StreamInput::Closed(conn)) => {
+                                let _ = node.host.handle_input(now, Input::SipStreamClosed { conn });
+                            }
+                            None => {}
+                        }
+                        None
+                    }
                     at = sleep_opt(&node.clock, deadline) => {
                         // The timer fired: run what is due even if the clock reads a hair early.
                         node.last_now = node.last_now.max(at);
@@ -285,11 +322,13 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
             let HostLoop {
                 overlay,
                 sip,
+                tcp,
                 commands,
                 ..
             } = node;
             drop(overlay);
             drop(sip);
+            drop(tcp);
             drop(commands);
             if let Some(done) = done {
                 let _ = done.send(());
@@ -303,21 +342,50 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
         loop {
             match self.host.poll_output() {
                 Output::Transmit(t) => self.send(t).await,
+                Output::Close(conn) => {
+                    if let Some(tcp) = &mut self.tcp {
+                        tcp.close(conn);
+                    }
+                }
                 Output::Event(ev) => {
                     tracing::debug!(event = ?ev, "event");
                     if self.events.receiver_count() > 0 {
                         let _ = self.events.send(ev);
                     }
                 }
-                Output::Timeout(at) => return (at != Millis::MAX).then_some(at),
+                Output::Timeout(at) => {
+                    // Connections dropped on a full write queue: the host hears of them, and
+                    // what that makes it do is drained too.
+                    let failed = self.tcp.as_mut().map(tcp::Streams::take_failed);
+                    match failed.filter(|f| !f.is_empty()) {
+                        Some(failed) => {
+                            let now = self.now();
+                            for conn in failed {
+                                let input = Input::SipStreamClosed { conn };
+                                let _ = self.host.handle_input(now, input);
+                            }
+                        }
+                        None => return (at != Millis::MAX).then_some(at),
+                    }
+                }
             }
         }
     }
 
-    async fn send(&self, t: Transmit) {
+    async fn send(&mut self, t: Transmit) {
         let (socket, what) = match t.socket {
             Socket::Overlay => (Some(&self.overlay), "overlay"),
             Socket::SipUdp => (self.sip.as_ref(), "sip"),
+            Socket::SipTcp(conn) | Socket::SipTcpConnect(conn) => {
+                match &mut self.tcp {
+                    Some(tcp) if matches!(t.socket, Socket::SipTcp(_)) => {
+                        tcp.write(conn, t.payload)
+                    }
+                    Some(tcp) => tcp.connect(conn, t.dst, t.payload),
+                    None => tracing::warn!(dst = %t.dst, "SIP TCP transmit without TCP dropped"),
+                }
+                return;
+            }
         };
         let Some(socket) = socket else {
             tracing::warn!(dst = %t.dst, "SIP transmit without a SIP socket dropped");
@@ -348,6 +416,13 @@ async fn recv_opt<T: Transport>(
 ) -> io::Result<(usize, SocketAddr)> {
     match socket {
         Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn stream_event(tcp: Option<&mut tcp::Streams>) -> tcp::StreamEvent {
+    match tcp {
+        Some(t) => t.next().await,
         None => std::future::pending().await,
     }
 }

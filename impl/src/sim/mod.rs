@@ -468,6 +468,9 @@ impl Sim {
         let timeout = loop {
             match host.poll_output() {
                 Output::Transmit(t) => out.push(t),
+                // The simulated user agents speak UDP only: no stream ever reaches a host here,
+                // so a host has no stream to close or write.
+                Output::Close(_) => {}
                 Output::Event(e) => self.log.push(SimEvent {
                     at: now,
                     peer: i,
@@ -481,6 +484,7 @@ impl Sim {
             let from = match t.socket {
                 crate::Socket::Overlay => sim_addr(i),
                 crate::Socket::SipUdp => sim_sip_addr(i),
+                crate::Socket::SipTcp(_) | crate::Socket::SipTcpConnect(_) => continue,
             };
             self.send(now, side, from, t.dst, t.payload);
         }

@@ -1,11 +1,15 @@
 //! The test harness of the SIP front-end tests: `n` gateway hosts wired in memory with
-//! virtual time, raw SIP text in and out, and builders for the requests a stock UA sends.
+//! virtual time, raw SIP text in and out (datagrams, and TCP streams by connection id), and
+//! builders for the requests a stock UA sends.
 #![allow(dead_code)]
 
 use sascribe::sip::headers::{NameAddr, SubscriptionState};
 use sascribe::sip::message::{parse, Message, Response};
+use sascribe::sip::stream::{next_frame, Frame, Limits};
 use sascribe::sip::SipConfig;
-use sascribe::{Call, Config, Host, Input, Millis, NodeHandle, NodeId, Output, Seeds, Socket};
+use sascribe::{
+    Call, Config, ConnId, Host, Input, Millis, NodeHandle, NodeId, Output, Seeds, Socket,
+};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
@@ -32,10 +36,21 @@ pub struct Net {
     pub deaf: HashSet<SocketAddr>,
     /// While set, overlay datagrams are held here instead of delivered (a slow overlay).
     pub held: Option<Vec<(usize, SocketAddr, Vec<u8>)>>,
+    /// Bytes the hosts wrote on each stream connection, not yet taken.
+    pub streams: HashMap<ConnId, Vec<u8>>,
+    /// Connections the hosts asked to open: (host, id, destination).
+    pub connects: Vec<(usize, ConnId, SocketAddr)>,
+    /// Connections the hosts closed, in order.
+    pub closed: Vec<ConnId>,
 }
 
 impl Net {
     pub fn new(n: usize) -> Net {
+        Net::with_sip(n, |c| c)
+    }
+
+    /// `n` gateways whose endpoint configuration `f` adjusts.
+    pub fn with_sip(n: usize, f: impl Fn(SipConfig) -> SipConfig) -> Net {
         let handles: Vec<NodeHandle> = (0..n)
             .map(|i| NodeHandle {
                 id: NodeId((i as u128 * 0x3b9a_ca07 + 17) << 96 | 0x1234_5678),
@@ -48,7 +63,7 @@ impl Net {
             .map(|(i, h)| {
                 let seeds = Seeds::reproducible(i as u64 + 1);
                 let mut host = Host::new(h.id, h.addr, Config::default(), 0, seeds)
-                    .with_sip(SipConfig::new(sip_addr(i)));
+                    .with_sip(f(SipConfig::new(sip_addr(i))));
                 let install = Call::InstallRoutingState(handles.clone());
                 host.handle_input(0, Input::Call(install)).unwrap();
                 host
@@ -60,6 +75,9 @@ impl Net {
             inbox: HashMap::new(),
             deaf: HashSet::new(),
             held: None,
+            streams: HashMap::new(),
+            connects: Vec::new(),
+            closed: Vec::new(),
         };
         net.settle();
         net
@@ -70,13 +88,35 @@ impl Net {
         for _ in 0..10_000 {
             let mut moved = false;
             for i in 0..self.hosts.len() {
-                while let Output::Transmit(t) = self.hosts[i].poll_output() {
-                    moved = true;
-                    if t.socket == Socket::SipUdp {
-                        if !self.deaf.contains(&t.dst) {
-                            self.inbox.entry(t.dst).or_default().push(t.payload);
+                loop {
+                    let t = match self.hosts[i].poll_output() {
+                        Output::Transmit(t) => t,
+                        Output::Close(c) => {
+                            moved = true;
+                            self.closed.push(c);
+                            continue;
                         }
-                        continue;
+                        Output::Event(_) => continue,
+                        Output::Timeout(_) => break,
+                    };
+                    moved = true;
+                    match t.socket {
+                        Socket::SipUdp => {
+                            if !self.deaf.contains(&t.dst) {
+                                self.inbox.entry(t.dst).or_default().push(t.payload);
+                            }
+                            continue;
+                        }
+                        Socket::SipTcpConnect(c) => {
+                            self.connects.push((i, c, t.dst));
+                            self.streams.entry(c).or_default().extend(t.payload);
+                            continue;
+                        }
+                        Socket::SipTcp(c) => {
+                            self.streams.entry(c).or_default().extend(t.payload);
+                            continue;
+                        }
+                        Socket::Overlay => {}
                     }
                     if let Some(held) = self.held.as_mut() {
                         held.push((i, t.dst, t.payload));
@@ -154,6 +194,66 @@ impl Net {
         self.settle();
     }
 
+    /// UA `from` writes `bytes` on its connection `conn` to peer `i` (an empty write
+    /// announces the connection).
+    pub fn stream_send(&mut self, i: usize, conn: ConnId, from: SocketAddr, bytes: &[u8]) {
+        let input = Input::SipStream { conn, from, bytes };
+        self.hosts[i].handle_input(self.now, input).unwrap();
+        self.settle();
+    }
+
+    /// Connection `conn` of peer `i` ends.
+    pub fn stream_closed(&mut self, i: usize, conn: ConnId) {
+        let input = Input::SipStreamClosed { conn };
+        self.hosts[i].handle_input(self.now, input).unwrap();
+        self.settle();
+    }
+
+    /// The messages written on `conn` so far, framed and parsed (keep-alive CRLFs skipped; a
+    /// partial message stays).
+    pub fn take_stream(&mut self, conn: ConnId) -> Vec<Message> {
+        let lim = Limits {
+            max_header: 1 << 20,
+            max_message: 1 << 20,
+        };
+        let buf = self.streams.entry(conn).or_default();
+        let mut out = Vec::new();
+        let mut off = 0;
+        while let Some(f) = next_frame(&buf[off..], &lim).expect("the host wrote a framable stream")
+        {
+            if let Frame::Message(n) = f {
+                out.push(parse(&buf[off..off + n]).expect("the host wrote an unparsable message"));
+            }
+            off += f.len();
+        }
+        buf.drain(..off);
+        out
+    }
+
+    /// Sends `text` on `conn` and lets the overlay answer (as [`Net::request`]); returns the
+    /// final response written on `conn` and whatever else was.
+    pub fn stream_request(
+        &mut self,
+        i: usize,
+        conn: ConnId,
+        from: SocketAddr,
+        text: &str,
+    ) -> (Response, Vec<Message>) {
+        self.stream_send(i, conn, from, text.as_bytes());
+        let mut msgs = Vec::new();
+        for _ in 0..100 {
+            msgs.extend(self.take_stream(conn));
+            if msgs
+                .iter()
+                .any(|m| matches!(m, Message::Response(r) if r.code >= 200))
+            {
+                break;
+            }
+            self.advance(50);
+        }
+        split_final(msgs)
+    }
+
     /// Everything UA `at` received so far, parsed.
     pub fn take(&mut self, at: SocketAddr) -> Vec<Message> {
         self.inbox
@@ -179,19 +279,24 @@ impl Net {
             }
             self.advance(50);
         }
-        let fin = msgs
-            .iter()
-            .find_map(|m| match m {
-                Message::Response(r) if r.code >= 200 => Some(r.clone()),
-                _ => None,
-            })
-            .expect("no final response");
-        let rest = msgs
-            .into_iter()
-            .filter(|m| !matches!(m, Message::Response(r) if r.code >= 200))
-            .collect();
-        (fin, rest)
+        split_final(msgs)
     }
+}
+
+/// The first final response among `msgs`, and the other messages.
+pub fn split_final(msgs: Vec<Message>) -> (Response, Vec<Message>) {
+    let fin = msgs
+        .iter()
+        .find_map(|m| match m {
+            Message::Response(r) if r.code >= 200 => Some(r.clone()),
+            _ => None,
+        })
+        .expect("no final response");
+    let rest = msgs
+        .into_iter()
+        .filter(|m| !matches!(m, Message::Response(r) if r.code >= 200))
+        .collect();
+    (fin, rest)
 }
 
 pub fn with_len(head: String, body: &str) -> String {

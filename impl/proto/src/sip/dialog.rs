@@ -3,6 +3,7 @@
 
 use super::headers::{EventHeader, SubscriptionState};
 use super::message::{Headers, Method, Request};
+use super::Flow;
 use crate::event::SubHandle;
 use crate::id::GroupId;
 use crate::Millis;
@@ -74,8 +75,9 @@ pub struct Dialog {
     pub target: String,
     /// Route set (Record-Route values, in order).
     pub route_set: Vec<String>,
-    /// The flow NOTIFYs are sent on (the SUBSCRIBE's source address).
-    pub dst: SocketAddr,
+    /// The flow NOTIFYs are sent on (the one the last SUBSCRIBE came on, or the connection
+    /// opened to the Contact when that one closed).
+    pub dst: Flow,
     /// Our CSeq for NOTIFYs.
     pub local_cseq: u32,
     /// Highest CSeq seen from the subscriber.
@@ -108,7 +110,8 @@ impl Dialog {
         self.queue.push_back(q);
     }
 
-    /// Builds the next NOTIFY (RFC 6665 §4.2.2) with branch `branch`.
+    /// Builds the next NOTIFY (RFC 6665 §4.2.2) with branch `branch`, for its flow's
+    /// transport (`Via`, and `;transport=tcp` in our Contact over TCP).
     pub fn notify(
         &mut self,
         now: Millis,
@@ -119,7 +122,11 @@ impl Dialog {
     ) -> Request {
         self.local_cseq = self.local_cseq.saturating_add(1);
         let mut h = Headers::default();
-        h.push("Via", format!("SIP/2.0/UDP {local};branch={branch};rport"));
+        let transport = self.dst.via_transport();
+        h.push(
+            "Via",
+            format!("SIP/2.0/{transport} {local};branch={branch};rport"),
+        );
         h.push("Max-Forwards", "70");
         for r in &self.route_set {
             h.push("Route", r.clone());
@@ -128,7 +135,7 @@ impl Dialog {
         h.push("To", self.remote.clone());
         h.push("Call-ID", self.id.call_id.clone());
         h.push("CSeq", format!("{} NOTIFY", self.local_cseq));
-        h.push("Contact", format!("<sip:{local}>"));
+        h.push("Contact", super::conn::contact(local, &self.dst));
         h.push("Event", self.event.to_string());
         let state = match q.terminated {
             Some(reason) => SubscriptionState::Terminated {

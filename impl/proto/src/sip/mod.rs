@@ -1,6 +1,6 @@
 //! # SIP front end: a presence/event server backed by the sa-Scribe overlay
 //!
-//! [`SipEndpoint`] speaks SIP over UDP to ordinary user agents (SIPp, sipsak, baresip) and turns
+//! [`SipEndpoint`] speaks SIP over UDP and TCP to ordinary user agents (SIPp, sipsak, baresip) and turns
 //! their requests into calls on the local [`Peer`] — the "modified SIP stack" of the paper's
 //! Fig. 6. To a UA it is indistinguishable from a central event state compositor (RFC 3903)
 //! and notifier (RFC 6665); behind it, the overlay root for each group decides. It lives inside
@@ -46,16 +46,35 @@
 //! (or any) UA may address any peer with any Request-URI: the group id is
 //! `GroupId::from_event(Request-URI, package, id)`, independent of the receiving peer.
 //!
+//! ## Authentication and authorisation
+//! Off by default. With [`SipConfig::auth`] set, every PUBLISH and SUBSCRIBE first passes
+//! [`auth`] (one call in request dispatch, before any method-specific check and before the
+//! overlay sees it): digest credentials (RFC 7616, RFC 8760: SHA-256 and MD5, `qop=auth`) or
+//! 401/407 with challenges and a fresh nonce, then 403 unless the authenticated user publishes
+//! their own address-of-record or may watch the one subscribed to. OPTIONS is never
+//! challenged.
+//!
 //! ## Addressing
-//! Responses go to the source address of the request (symmetric response routing, RFC 3581;
-//! `received`/`rport` are filled in the top `Via` when asked for). NOTIFYs are sent to the
-//! address the subscriber's last SUBSCRIBE came from (its flow), with the Contact URI as
-//! Request-URI and the route set as `Route` headers: the front end does no DNS.
+//! Every request arrives on a [`Flow`]: a UDP source address, or a TCP connection. Responses
+//! go back on it (symmetric response routing, RFC 3581; `received`/`rport` are filled in the
+//! top `Via` when asked for). NOTIFYs are sent on the flow the subscriber's last SUBSCRIBE came
+//! on, with the Contact URI as Request-URI and the route set as `Route` headers: the front end
+//! does no DNS.
+//!
+//! ## Transports
+//! UDP datagrams and TCP streams (RFC 3261 §18) reach the same processing: a stream is cut
+//! into messages first ([`stream`]: `Content-Length` framing, CRLF keep-alives, limits), and
+//! [`conn`] keeps the open connections, reopens one for a NOTIFY or a response when the
+//! subscriber's has closed, and closes idle ones. Over TCP there are no retransmissions
+//! (Timer E) and server transactions complete at once (Timer J = 0).
 //!
 //! ## Timers
 //! Server transactions (100 Trying, Timer J), NOTIFY client transactions (Timers E and F):
-//! one entry each in the host's [`Timers`] ([`transaction::Transactions`]).
+//! one entry each in the host's [`Timers`] ([`transaction::Transactions`]); stream
+//! connections (idle timeout): one each ([`conn`]).
 
+pub mod auth;
+pub mod conn;
 pub mod dialog;
 pub mod headers;
 pub mod message;
@@ -63,13 +82,14 @@ mod notify;
 mod publish;
 mod request;
 mod response;
+pub mod stream;
 mod subscribe;
 pub mod transaction;
 
 use crate::event::{Event, PubHandle, SubHandle};
-use crate::io::Transmit;
+use crate::io::{ConnId, Transmit};
 use crate::peer::Peer;
-use crate::rng::SplitMix64;
+use crate::rng::{Secrets, SplitMix64};
 use crate::timer::{Timer, Timers};
 use crate::Millis;
 use dialog::{Dialog, DialogId, Phase, Queued};
@@ -101,10 +121,23 @@ pub struct SipConfig {
     pub max_expires: u32,
     /// `Expires` used when a request gives none (RFC 3856 §6.4: 3600 for presence).
     pub default_expires: u32,
-    /// Datagrams longer than this are answered 513 (or dropped if unreadable).
+    /// Messages longer than this (datagrams, or header section and body on a stream) are
+    /// answered 513 (or dropped if unreadable; a stream is then closed).
     pub max_message: usize,
+    /// Longest header section on a stream (start line and empty line included); a longer one
+    /// is answered 513 and its connection closed.
+    pub max_header: usize,
+    /// Bound on open TCP connections a driver hands in; beyond it new ones are closed at once.
+    /// (Connections the endpoint opens for NOTIFYs are bounded by the dialogs.)
+    pub max_connections: usize,
+    /// A stream connection is closed after this long without traffic (ms), unless a
+    /// subscription notified over it lasts longer.
+    pub conn_idle_timeout: Millis,
     /// Bound on concurrent server transactions and dialogs; beyond it new requests get 503.
     pub max_transactions: usize,
+    /// Digest authentication of PUBLISH and SUBSCRIBE, and who may publish and watch whom
+    /// ([`auth`]); `None` (the default): anyone may do anything.
+    pub auth: Option<auth::AuthConfig>,
     /// Resources whose group id is given rather than hashed (the conformance harness maps a
     /// trace's group onto a resource URI with it).
     #[cfg(feature = "harness")]
@@ -112,7 +145,8 @@ pub struct SipConfig {
 }
 
 impl SipConfig {
-    /// Defaults: `presence` only, expiry 60 s … 3600 s, 3600 s by default, 64 KiB messages.
+    /// Defaults: `presence` only, expiry 60 s … 3600 s, 3600 s by default, 64 KiB messages,
+    /// 16 KiB header sections on streams, 1024 TCP connections idle for at most 300 s.
     pub fn new(local: SocketAddr) -> SipConfig {
         SipConfig {
             local,
@@ -121,7 +155,11 @@ impl SipConfig {
             max_expires: 3600,
             default_expires: 3600,
             max_message: 65_507,
+            max_header: 16_384,
+            max_connections: 1_024,
+            conn_idle_timeout: 300_000,
             max_transactions: 100_000,
+            auth: None,
             #[cfg(feature = "harness")]
             pinned: Vec::new(),
         }
@@ -131,9 +169,9 @@ impl SipConfig {
 /// Counters of a [`SipEndpoint`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SipStats {
-    /// Datagrams received.
+    /// Messages received (datagrams, and messages framed on streams).
     pub rx: u64,
-    /// Malformed datagrams (answered 400/505 or dropped).
+    /// Malformed messages (answered 400/505 or dropped).
     pub rx_malformed: u64,
     /// Oversized datagrams.
     pub rx_oversized: u64,
@@ -145,6 +183,82 @@ pub struct SipStats {
     pub notify_retransmissions: u64,
     /// NOTIFY transactions that timed out.
     pub notify_timeouts: u64,
+    /// NOTIFY transactions that failed because the connection we opened for them failed or
+    /// closed (a transport error).
+    pub notify_transport_errors: u64,
+    /// Stream connections taken on (announced by the driver, or opened for a NOTIFY or a
+    /// response).
+    pub connections_opened: u64,
+    /// Stream connections ended (by either side, idle ones included).
+    pub connections_closed: u64,
+    /// Stream connections closed at once, beyond [`SipConfig::max_connections`].
+    pub connections_refused: u64,
+    /// Streams that could not be framed (garbage, no `Content-Length`, over the limits).
+    pub stream_framing_errors: u64,
+    /// CRLF keep-alive pings answered.
+    pub keepalives: u64,
+    /// Challenges sent (401 or 407), whatever the reason.
+    pub auth_challenges: u64,
+    /// Credentials that did not authenticate (unknown user, wrong password, an algorithm or
+    /// qop not offered, a nonce not ours) or were malformed (400).
+    pub auth_failures: u64,
+    /// Correct credentials over an expired nonce (challenged again with `stale=true`).
+    pub auth_stale: u64,
+    /// Credentials replaying a nonce count already used with their nonce.
+    pub auth_replays: u64,
+    /// Authenticated requests refused by the authorisation policy (403).
+    pub forbidden: u64,
+}
+
+/// The flow a request came on, and its responses and NOTIFYs leave on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Flow {
+    /// UDP, from and to this address.
+    Udp(SocketAddr),
+    /// A TCP connection, with its remote address.
+    Tcp {
+        /// The connection.
+        conn: ConnId,
+        /// Its remote address.
+        remote: SocketAddr,
+    },
+}
+
+impl Flow {
+    /// The remote address.
+    pub fn remote(&self) -> SocketAddr {
+        match *self {
+            Flow::Udp(a) | Flow::Tcp { remote: a, .. } => a,
+        }
+    }
+    /// Whether the transport is reliable (no retransmissions, RFC 3261 §17).
+    pub fn is_reliable(&self) -> bool {
+        matches!(self, Flow::Tcp { .. })
+    }
+    /// The stream connection, if any.
+    pub fn conn(&self) -> Option<ConnId> {
+        match *self {
+            Flow::Tcp { conn, .. } => Some(conn),
+            Flow::Udp(_) => None,
+        }
+    }
+    /// The transport token of a `Via` header sent on this flow.
+    pub fn via_transport(&self) -> &'static str {
+        match self {
+            Flow::Udp(_) => "UDP",
+            Flow::Tcp { .. } => "TCP",
+        }
+    }
+}
+
+/// What the SIP endpoint asks its driver to do.
+#[derive(Debug)]
+pub enum SipOutput {
+    /// Send a datagram, or write on a stream (opening it first for
+    /// [`crate::Socket::SipTcpConnect`]).
+    Transmit(Transmit),
+    /// Close this stream connection once what was queued for it before is written.
+    Close(ConnId),
 }
 
 /// What a validated request says about itself (RFC 3261 §8.1.1 mandatory headers).
@@ -152,6 +266,8 @@ pub struct SipStats {
 pub struct ReqCtx {
     /// Source address.
     pub src: SocketAddr,
+    /// The flow it came on (responses leave on it).
+    pub flow: Flow,
     /// Via values as received (top first), the top one with `received`/`rport` filled.
     pub vias: Vec<String>,
     /// Top Via.
@@ -186,29 +302,36 @@ pub(crate) struct Env<'a> {
 pub struct SipEndpoint {
     cfg: SipConfig,
     rng: SplitMix64,
-    out: VecDeque<Transmit>,
+    out: VecDeque<SipOutput>,
     stats: SipStats,
+    conns: conn::Conns,
     tx: Transactions<ReqCtx>,
     /// Publication requests waiting for the root: core handle → server transaction.
     pubs: HashMap<PubHandle, u64>,
     dialogs: HashMap<SubHandle, Dialog>,
     dialog_ids: HashMap<DialogId, SubHandle>,
     next_handle: u64,
+    /// Digest nonces (with authentication on).
+    nonces: Option<auth::Nonces>,
 }
 
 impl SipEndpoint {
-    /// A front end with configuration `cfg`; `seed` seeds tags and branches.
-    pub fn new(cfg: SipConfig, seed: u64) -> SipEndpoint {
+    /// A front end with configuration `cfg`; `seed` seeds tags and branches, `secrets` (a
+    /// CSPRNG, from the OS in production) the digest nonces and their key.
+    pub fn new(cfg: SipConfig, seed: u64, secrets: Secrets) -> SipEndpoint {
+        let nonces = cfg.auth.as_ref().map(|a| auth::nonces(a, secrets));
         SipEndpoint {
             cfg,
             rng: SplitMix64::new(seed ^ 0x5119_5119_5119_5119),
             out: VecDeque::new(),
             stats: SipStats::default(),
+            conns: conn::Conns::default(),
             tx: Transactions::default(),
             pubs: HashMap::new(),
             dialogs: HashMap::new(),
             dialog_ids: HashMap::new(),
             next_handle: 1,
+            nonces,
         }
     }
 
@@ -232,8 +355,19 @@ impl SipEndpoint {
         (self.tx.servers(), self.tx.clients())
     }
 
+    /// Number of open stream connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
     /// A SIP datagram arrived from `from`.
     pub(crate) fn handle_datagram(&mut self, env: &mut Env<'_>, from: SocketAddr, bytes: &[u8]) {
+        self.handle_message(env, Flow::Udp(from), bytes);
+    }
+
+    /// One message (a datagram, or framed on a stream) arrived on `flow`. Returns false when
+    /// it did not parse (a stream is then closed: its framing cannot be trusted).
+    fn handle_message(&mut self, env: &mut Env<'_>, flow: Flow, bytes: &[u8]) -> bool {
         self.stats.rx += 1;
         let parsed = message::parse(bytes);
         if bytes.len() > self.cfg.max_message {
@@ -247,12 +381,12 @@ impl SipEndpoint {
                 ),
             };
             if is_req {
-                self.stateless(from, &hs, 513, "Message Too Large");
+                self.stateless(&flow, &hs, 513, "Message Too Large");
             }
-            return;
+            return false;
         }
         match parsed {
-            Ok(Message::Request(r)) => self.on_request(env, from, r),
+            Ok(Message::Request(r)) => self.on_request(env, flow, r),
             Ok(Message::Response(r)) => self.on_response(env, r),
             Err(e) => {
                 self.stats.rx_malformed += 1;
@@ -262,10 +396,12 @@ impl SipEndpoint {
                     } else {
                         format!("Bad Request - {}", e.reason)
                     };
-                    self.stateless(from, &e.headers, e.code, &reason);
+                    self.stateless(&flow, &e.headers, e.code, &reason);
                 }
+                return false;
             }
         }
+        true
     }
 
     /// An upcall drained from the local peer.
@@ -319,7 +455,8 @@ impl SipEndpoint {
         }
     }
 
-    /// One of the SIP layer's timers fired: 100 Trying, Timer J, Timers E and F.
+    /// One of the SIP layer's timers fired: 100 Trying, Timer J, Timers E and F, idle
+    /// connections.
     pub(crate) fn handle_timer(&mut self, env: &mut Env<'_>, timer: Timer) {
         match timer {
             Timer::SipServer(id) => match self.tx.server_timer(env.timers, id, env.now) {
@@ -327,9 +464,9 @@ impl SipEndpoint {
                 ServerDue::Removed | ServerDue::Nothing => {}
             },
             Timer::SipClient(id) => match self.tx.client_timer(env.timers, id, env.now) {
-                ClientDue::Retransmit(dst, payload) => {
+                ClientDue::Retransmit(flow, payload) => {
                     self.stats.notify_retransmissions += 1;
-                    self.send(dst, payload);
+                    self.transmit(&flow, payload);
                 }
                 ClientDue::TimedOut(t) => {
                     self.stats.notify_timeouts += 1;
@@ -340,23 +477,15 @@ impl SipEndpoint {
                 }
                 ClientDue::Nothing => {}
             },
+            Timer::SipConn(id) => self.conn_timer(env, id),
             _ => {}
         }
     }
 
-    /// Next datagram to send.
+    /// Next transmit or close, in the order they were produced.
     #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    pub fn poll_output(&mut self) -> Option<SipOutput> {
         self.out.pop_front()
-    }
-
-    /// Queues a datagram for the SIP socket.
-    fn send(&mut self, dst: SocketAddr, payload: Vec<u8>) {
-        self.out.push_back(Transmit {
-            socket: crate::io::Socket::SipUdp,
-            dst,
-            payload,
-        });
     }
 
     /// The group of resource `uri` and event package `event` (with its `id` parameter).

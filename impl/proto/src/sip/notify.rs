@@ -1,7 +1,9 @@
 //! NOTIFY requests (RFC 6665 §4.2.2) as client transactions: one in flight per dialog, the
 //! next one sent when it completes (order over UDP); responses matched by `Via` branch; a
-//! timeout, 481 or 408 ends the subscription.
+//! timeout, 481 or 408 ends the subscription. Over TCP a NOTIFY leaves on the subscriber's
+//! connection, or on a new one to its Contact ([`super::conn`]).
 
+use super::conn::contact_addr;
 use super::dialog::Phase;
 use super::headers::{CSeq, Via};
 use super::message::Response;
@@ -86,13 +88,17 @@ impl SipEndpoint {
         let ct = content_type(&d.event.package);
         let req = d.notify(env.now, &q, local, &branch, ct);
         let bytes = req.to_bytes();
-        let dst = d.dst;
-        let tx = ClientTx::new(env.now, branch, h, dst, bytes.clone());
+        let (dst, until) = (d.dst, d.expires_at);
+        let contact = contact_addr(&d.target, dst.remote().ip());
+        // Over TCP: the subscriber's connection while it is open, else a new one.
+        let flow = self.transmit_or_open(env, dst, bytes.clone(), contact);
+        self.hold(env, &flow, until);
+        let tx = ClientTx::new(env.now, branch, h, flow, bytes);
         let id = self.tx.put_client(env.timers, tx);
         if let Some(d) = self.dialogs.get_mut(&h) {
             d.in_flight = Some(id);
+            d.dst = flow;
         }
-        self.send(dst, bytes);
     }
 }
 

@@ -4,18 +4,18 @@
 use super::headers::{self, CSeq, NameAddr, Via};
 use super::message::{reason_phrase, Headers, Method, Request};
 use super::transaction::{ServerState, TxKey};
-use super::{Env, ReqCtx, SipEndpoint, ALLOW};
+use super::{Env, Flow, ReqCtx, SipEndpoint, ALLOW};
 use crate::mutants::Mutant;
 use std::net::SocketAddr;
 
 impl SipEndpoint {
-    pub(super) fn on_request(&mut self, env: &mut Env<'_>, src: SocketAddr, req: Request) {
-        let ctx = match self.validate(src, &req) {
+    pub(super) fn on_request(&mut self, env: &mut Env<'_>, flow: Flow, req: Request) {
+        let ctx = match self.validate(flow, &req) {
             Ok(c) => c,
             Err(reason) => {
                 self.stats.rx_malformed += 1;
                 if req.method != Method::Ack {
-                    self.stateless(src, &req.headers, 400, &format!("Bad Request - {reason}"));
+                    self.stateless(&flow, &req.headers, 400, &format!("Bad Request - {reason}"));
                 }
                 return;
             }
@@ -48,7 +48,7 @@ impl SipEndpoint {
                 None => None,
             };
             if let Some(bytes) = again {
-                self.send(src, bytes);
+                self.transmit(&flow, bytes);
             }
             return;
         }
@@ -57,6 +57,9 @@ impl SipEndpoint {
             h.push("Retry-After", "5");
             self.reply(env, key, ctx, 503, reason_phrase(503), h, None);
             return;
+        }
+        if let Some(r) = self.admit(env.now, &req, &ctx) {
+            return self.reply(env, key, ctx, r.code, &r.reason, r.headers, None);
         }
         match &req.method {
             Method::Publish => self.on_publish(env, key, ctx, &req),
@@ -92,8 +95,8 @@ impl SipEndpoint {
     }
 
     /// RFC 3261 §8.1.1 / §8.2.2: the headers every request needs.
-    fn validate(&mut self, src: SocketAddr, req: &Request) -> Result<ReqCtx, String> {
-        let h = &req.headers;
+    fn validate(&mut self, flow: Flow, req: &Request) -> Result<ReqCtx, String> {
+        let (h, src) = (&req.headers, flow.remote());
         let via_raw = h.get("Via").ok_or("missing Via")?;
         let via = Via::parse(via_raw).map_err(|e| e.to_string())?;
         let from = h.get("From").ok_or("missing From")?;
@@ -123,6 +126,7 @@ impl SipEndpoint {
         }
         Ok(ReqCtx {
             src,
+            flow,
             vias,
             via,
             from: from.to_string(),

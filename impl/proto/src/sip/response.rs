@@ -1,13 +1,13 @@
 //! Outgoing responses: built from the request's context (RFC 3261 §8.2.6), sent final (the
-//! server transaction moves to Completed and keeps it for retransmissions), provisional
+//! server transaction moves to Completed and keeps it for retransmissions, over UDP), provisional
 //! (100 Trying while the overlay works), or stateless for requests that have no transaction.
+//! Each leaves on the flow its request came on.
 
 use super::message::{reason_phrase, Headers, Response};
 use super::request::fill_received;
 use super::transaction::{ServerState, TxKey, TIMER_F};
-use super::{Env, ReqCtx, SipEndpoint};
+use super::{Env, Flow, ReqCtx, SipEndpoint};
 use crate::event::PubHandle;
-use std::net::SocketAddr;
 
 impl SipEndpoint {
     fn response(&mut self, ctx: &ReqCtx, code: u16, reason: &str, extra: Headers) -> Response {
@@ -75,16 +75,23 @@ impl SipEndpoint {
             r.body = b;
         }
         let bytes = r.to_bytes();
-        self.send(ctx.src, bytes.clone());
+        self.send_response(env, &ctx, bytes.clone());
+        // RFC 3261 §17.2.2: Timer J is 0 on reliable transports (no retransmissions to absorb).
+        let j = if ctx.flow.is_reliable() {
+            0
+        } else {
+            super::transaction::TIMER_J
+        };
         let state = ServerState::Completed {
             response: bytes,
-            until: env.now + super::transaction::TIMER_J,
+            until: env.now + j,
         };
-        self.tx.put_server(env.timers, key, ctx.src, state);
+        self.tx.put_server(env.timers, key, ctx.flow, state);
     }
 
-    /// Answers a request that has no transaction (malformed, oversized).
-    pub(super) fn stateless(&mut self, src: SocketAddr, hs: &Headers, code: u16, reason: &str) {
+    /// Answers a request that has no transaction (malformed, oversized), on its flow.
+    pub(super) fn stateless(&mut self, flow: &Flow, hs: &Headers, code: u16, reason: &str) {
+        let src = flow.remote();
         let mut h = Headers::default();
         for (i, v) in hs.all("Via").enumerate() {
             h.push(
@@ -115,12 +122,12 @@ impl SipEndpoint {
             headers: h,
             body: Default::default(),
         };
-        self.send(src, r.to_bytes());
+        self.transmit(flow, r.to_bytes());
     }
 
     /// Keeps the transaction Proceeding until the overlay answers; returns its id.
     pub(super) fn proceed(&mut self, env: &mut Env<'_>, key: TxKey, ctx: ReqCtx) -> u64 {
-        let dst = ctx.src;
+        let dst = ctx.flow;
         // The overlay answers within its request timeout: keep the transaction that long,
         // and at least until the client's Timer F fired long ago.
         let patience = (2 * TIMER_F).max(env.peer.config().request_timeout + TIMER_F);
@@ -150,7 +157,7 @@ impl SipEndpoint {
                 *trying = Some(bytes.clone());
                 let dst = tx.dst;
                 self.tx.rearm_server(env.timers, id);
-                self.send(dst, bytes);
+                self.transmit(&dst, bytes);
             }
         }
     }

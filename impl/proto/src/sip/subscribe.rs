@@ -122,7 +122,7 @@ impl SipEndpoint {
                 .all("Record-Route")
                 .flat_map(super::headers::split_outside_owned)
                 .collect(),
-            dst: ctx.src,
+            dst: ctx.flow,
             local_cseq: 0,
             remote_cseq: ctx.cseq.seq,
             phase: Phase::Establishing { tx: 0 },
@@ -194,7 +194,7 @@ impl SipEndpoint {
             return self.reply(env, key, ctx, 489, reason_phrase(489), hs, None);
         }
         d.remote_cseq = ctx.cseq.seq;
-        d.dst = ctx.src;
+        d.dst = ctx.flow;
         if let Some(Ok(c)) =
             contact.filter(|c| c.as_ref().is_ok_and(|c| super::message::valid_uri(&c.uri)))
         {
@@ -202,7 +202,7 @@ impl SipEndpoint {
         }
         let (last_seq, last) = d.last.clone().unwrap_or_default();
         let mut hs = Headers::default();
-        hs.push("Contact", format!("<sip:{}>", self.cfg.local));
+        hs.push("Contact", super::conn::contact(self.cfg.local, &ctx.flow));
         if expires == 0 {
             // Unsubscribe: 200, then the final NOTIFY (RFC 6665 §4.2.1.4).
             hs.push("Expires", "0");
@@ -276,7 +276,7 @@ impl SipEndpoint {
         d.phase = Phase::Active;
         let tag = d.id.local_tag.clone();
         let mut hs = Headers::default();
-        hs.push("Contact", format!("<sip:{local}>"));
+        hs.push("Contact", super::conn::contact(local, &d.dst));
         hs.push("Expires", granted.to_string());
         if !self.complete(env, tx, 200, "OK", hs, Some(tag)) {
             // The subscriber gave up waiting (its transaction is gone).

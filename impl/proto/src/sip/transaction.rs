@@ -1,27 +1,30 @@
-//! RFC 3261 §17 non-INVITE transactions over UDP, server side (PUBLISH, SUBSCRIBE, OPTIONS)
-//! and client side (NOTIFY).
+//! RFC 3261 §17 non-INVITE transactions over UDP and TCP, server side (PUBLISH, SUBSCRIBE,
+//! OPTIONS) and client side (NOTIFY).
 //!
 //! Server (§17.2.2): a request is matched to its transaction by the topmost `Via` branch (with
 //! the `z9hG4bK` cookie), sent-by and method (§17.2.3; an RFC 2543 fallback key is built from
 //! Call-ID, CSeq, From tag and the `Via`). A retransmission is absorbed: in *Proceeding* the
 //! last provisional response is resent, in *Completed* the final one. *Completed* lasts Timer
-//! J = 64·T1. A transaction waiting on the overlay sends 100 Trying after [`TRYING_DELAY`] (or on
+//! J = 64·T1 over UDP, 0 over TCP (§17.2.2). A transaction waiting on the overlay sends 100 Trying after [`TRYING_DELAY`] (or on
 //! the first retransmission, or on the overlay's pACK), so answers the root gives quickly need
 //! no provisional response (RFC 4320 §4.1).
 //!
 //! Client (§17.1.2): a NOTIFY is retransmitted after Timer E, starting at T1 and doubling up to
-//! T2 (T2 at once after a provisional response), and times out at Timer F = 64·T1.
+//! T2 (T2 at once after a provisional response), and times out at Timer F = 64·T1. Over TCP
+//! it is never retransmitted (Timer E is for unreliable transports only, §17.1.2.2); Timer F
+//! still applies.
 //!
 //! [`Transactions`] is the endpoint's table of both kinds. Each transaction has a numeric id and
 //! one entry in the host's [`Timers`] for its next deadline, so a timeout costs O(log n) and
 //! nothing scans the table.
 
 use super::headers::{CSeq, Via};
+use super::Flow;
 use crate::event::SubHandle;
+use crate::io::ConnId;
 use crate::timer::{Armed, Timer, Timers};
 use crate::Millis;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 /// RTT estimate T1 (ms).
 pub const T1: Millis = 500;
@@ -95,7 +98,7 @@ pub struct ServerTx<C> {
     /// Its key.
     pub key: TxKey,
     /// Where responses go.
-    pub dst: SocketAddr,
+    pub dst: Flow,
     /// State.
     pub state: ServerState<C>,
     armed: Armed,
@@ -123,11 +126,11 @@ pub struct ClientTx {
     pub branch: String,
     /// Subscription it belongs to.
     pub handle: SubHandle,
-    /// Destination.
-    pub dst: SocketAddr,
-    /// The request datagram.
+    /// Where it was sent.
+    pub flow: Flow,
+    /// The request.
     pub bytes: Vec<u8>,
-    /// Next retransmission (Timer E).
+    /// Next retransmission (Timer E; never over TCP).
     pub next: Millis,
     /// Current retransmit interval.
     pub interval: Millis,
@@ -137,20 +140,25 @@ pub struct ClientTx {
 }
 
 impl ClientTx {
-    /// A transaction for `bytes` sent at `now`.
+    /// A transaction for `bytes` sent on `flow` at `now`.
     pub fn new(
         now: Millis,
         branch: String,
         handle: SubHandle,
-        dst: SocketAddr,
+        flow: Flow,
         bytes: Vec<u8>,
     ) -> ClientTx {
+        let next = if flow.is_reliable() {
+            Millis::MAX
+        } else {
+            now + T1
+        };
         ClientTx {
             branch,
             handle,
-            dst,
+            flow,
             bytes,
-            next: now + T1,
+            next,
             interval: T1,
             deadline: now + TIMER_F,
             armed: Armed::default(),
@@ -163,10 +171,12 @@ impl ClientTx {
         self.next = now + self.interval;
     }
 
-    /// A provisional response arrived: retransmit every T2 from now on.
+    /// A provisional response arrived: retransmit every T2 from now on (over UDP).
     pub fn proceeding(&mut self, now: Millis) {
         self.interval = T2;
-        self.next = now + T2;
+        if !self.flow.is_reliable() {
+            self.next = now + T2;
+        }
     }
 
     /// When this transaction needs attention.
@@ -191,8 +201,8 @@ pub enum ServerDue {
 pub enum ClientDue {
     /// Nothing (a stale entry, or not due yet: re-armed).
     Nothing,
-    /// Timer E: retransmit this datagram to this address.
-    Retransmit(SocketAddr, Vec<u8>),
+    /// Timer E: retransmit this datagram on this (UDP) flow.
+    Retransmit(Flow, Vec<u8>),
     /// Timer F: the transaction failed and was removed.
     TimedOut(ClientTx),
 }
@@ -256,7 +266,7 @@ impl<C> Transactions<C> {
         &mut self,
         timers: &mut Timers,
         key: TxKey,
-        dst: SocketAddr,
+        dst: Flow,
         state: ServerState<C>,
     ) -> u64 {
         let id = match self.server_ids.get(&key) {
@@ -315,6 +325,18 @@ impl<C> Transactions<C> {
         self.client_ids.get(branch).copied()
     }
 
+    /// The client transactions whose request went on stream connection `conn`.
+    pub fn clients_on(&self, conn: ConnId) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .client
+            .iter()
+            .filter(|(_, t)| t.flow.conn() == Some(conn))
+            .map(|(&id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Client transaction `id`, mutably.
     pub fn client_mut(&mut self, id: u64) -> Option<&mut ClientTx> {
         self.client.get_mut(&id)
@@ -364,7 +386,7 @@ impl<C> Transactions<C> {
         }
         t.backoff(now);
         timers.arm(t.wakeup(), Timer::SipClient(id), &mut t.armed);
-        ClientDue::Retransmit(t.dst, t.bytes.clone())
+        ClientDue::Retransmit(t.flow, t.bytes.clone())
     }
 }
 
@@ -374,7 +396,7 @@ mod tests {
 
     #[test]
     fn timer_e_doubles_to_t2() {
-        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let a = Flow::Udp("127.0.0.1:1".parse().unwrap());
         let mut t = ClientTx::new(0, "b".into(), SubHandle(1), a, vec![]);
         let mut sent = vec![];
         let mut now = 0;
@@ -388,6 +410,29 @@ mod tests {
             [500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]
         );
         assert!(now < TIMER_F);
+    }
+
+    #[test]
+    fn no_timer_e_over_tcp() {
+        let f = Flow::Tcp {
+            conn: ConnId(3),
+            remote: "127.0.0.1:1".parse().unwrap(),
+        };
+        let mut t = ClientTx::new(100, "b".into(), SubHandle(1), f, vec![]);
+        assert_eq!(t.wakeup(), 100 + TIMER_F);
+        t.proceeding(200);
+        assert_eq!(t.wakeup(), 100 + TIMER_F);
+        let mut timers = Timers::new();
+        let mut txs: Transactions<()> = Transactions::default();
+        let id = txs.put_client(&mut timers, t);
+        assert_eq!(txs.clients_on(ConnId(3)), vec![id]);
+        assert!(txs.clients_on(ConnId(4)).is_empty());
+        assert_eq!(timers.pop_due(100 + TIMER_F - 1), None);
+        assert_eq!(timers.pop_due(100 + TIMER_F), Some(Timer::SipClient(id)));
+        assert!(matches!(
+            txs.client_timer(&mut timers, id, 100 + TIMER_F),
+            ClientDue::TimedOut(_)
+        ));
     }
 
     #[test]
