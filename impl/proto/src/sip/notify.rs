@@ -83,8 +83,7 @@ impl SipEndpoint {
             }
             return;
         };
-        let ct = content_type(&d.event.package);
-        let req = d.notify(env.now, &q, local, &branch, ct);
+        let req = d.notify(env.now, &q, local, &branch);
         let bytes = req.to_bytes();
         let dst = d.dst;
         let tx = ClientTx::new(env.now, branch, h, dst, bytes.clone());
@@ -93,13 +92,5 @@ impl SipEndpoint {
             d.in_flight = Some(id);
         }
         self.send(dst, bytes);
-    }
-}
-
-/// The body type of an event package's NOTIFYs.
-fn content_type(package: &str) -> &'static str {
-    match package {
-        "presence" => "application/pidf+xml",
-        _ => "application/octet-stream",
     }
 }
