@@ -2,9 +2,7 @@
 
 use bytes::Bytes;
 use sascribe::sim::{NetConfig, Sim};
-use sascribe::{
-    Call, CallError, Config, Event, GroupId, PubHandle, PublishError, SubHandle,
-};
+use sascribe::{Call, CallError, Config, Event, GroupId, PubHandle, PublishError, SubHandle};
 
 fn sim(n: usize, seed: u64) -> Sim {
     let mut s = Sim::new(seed, Config::default(), NetConfig::default());
@@ -42,7 +40,9 @@ fn failed(ev: &[(usize, Event)], req: u64) -> Option<PublishError> {
 fn notifies(ev: &[(usize, Event)], h: u64) -> Vec<(u64, Option<Bytes>)> {
     ev.iter()
         .filter_map(|(_, e)| match e {
-            Event::Notify { handle, seq, state, .. } if handle.0 == h => Some((*seq, state.clone())),
+            Event::Notify {
+                handle, seq, state, ..
+            } if handle.0 == h => Some((*seq, state.clone())),
             _ => None,
         })
         .collect()
@@ -56,9 +56,9 @@ fn subscribe_publish_notify_with_etags() {
     s.subscribe(3, gid, SubHandle(1), 600).unwrap().unwrap();
     s.run_for(3_000);
     let ev = events_of(&mut s);
-    assert!(ev.iter().any(
-        |(i, e)| *i == 3 && matches!(e, Event::SubAccepted { handle, .. } if handle.0 == 1)
-    ));
+    assert!(ev
+        .iter()
+        .any(|(i, e)| *i == 3 && matches!(e, Event::SubAccepted { handle, .. } if handle.0 == 1)));
     assert_eq!(notifies(&ev, 1), vec![(0, None)]);
 
     // Initial publication.

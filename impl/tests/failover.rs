@@ -6,7 +6,9 @@ use sascribe::{Config, Event, GroupId, PubHandle, SubHandle};
 
 fn last_notify(log: &[sascribe::sim::SimEvent], h: u64) -> Option<(u64, Option<Bytes>)> {
     log.iter().rev().find_map(|e| match &e.event {
-        Event::Notify { handle, seq, state, .. } if handle.0 == h => Some((*seq, state.clone())),
+        Event::Notify {
+            handle, seq, state, ..
+        } if handle.0 == h => Some((*seq, state.clone())),
         _ => None,
     })
 }
@@ -177,13 +179,24 @@ fn takeover_keeps_every_state_and_its_etag() {
         let b = Some(Bytes::from_static(b"a2"));
         s.publish(order[11], gid, PubHandle(3), b, Some(ea), Some(600));
         s.run_for(5_000);
-        let ea2 = etag_of(&s, 3).unwrap_or_else(|| panic!("seed {seed}: A's modify after takeover"));
+        let ea2 =
+            etag_of(&s, 3).unwrap_or_else(|| panic!("seed {seed}: A's modify after takeover"));
         let v = s.peer(order[1]).unwrap().group_view(gid).unwrap();
         assert!(v.root_active, "seed {seed}");
-        assert_eq!(v.etags, vec![ea2, eb], "seed {seed}: both states, in creation order");
+        assert_eq!(
+            v.etags,
+            vec![ea2, eb],
+            "seed {seed}: both states, in creation order"
+        );
         s.publish(order[12], gid, PubHandle(4), None, Some(eb), Some(0));
         s.run_for(5_000);
-        assert!(s.log().iter().any(|e| matches!(e.event, Event::Published { req: PubHandle(4), .. })));
+        assert!(s.log().iter().any(|e| matches!(
+            e.event,
+            Event::Published {
+                req: PubHandle(4),
+                ..
+            }
+        )));
         let v = s.peer(order[1]).unwrap().group_view(gid).unwrap();
         assert_eq!(v.etags, vec![ea2], "seed {seed}");
     }

@@ -210,7 +210,14 @@ fn check(p: &Params) -> Result<(), String> {
         duplicate: p.duplicate,
         ..NetConfig::default()
     };
-    let mut sim = Sim::new(p.seed, Config::default(), net);
+    // Every publication here is a new event state (no SIP-If-Match, RFC 3903 §4); subscribers
+    // get the most recent one (opaque bodies). The limit on states is lifted so that all are
+    // accepted.
+    let cfg = Config {
+        max_states: usize::MAX,
+        ..Config::default()
+    };
+    let mut sim = Sim::new(p.seed, cfg, net);
     sim.add_static_peers(p.peers);
     sim.run_for(1_000);
     let gids = (0..p.groups)

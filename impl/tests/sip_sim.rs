@@ -122,8 +122,11 @@ impl Run {
                     }
                     // A composed document: each of its tuples comes from a publication.
                     if !body.is_empty() {
-                        let published: Vec<String> =
-                            self.published.iter().flat_map(|b| notes(b).unwrap()).collect();
+                        let published: Vec<String> = self
+                            .published
+                            .iter()
+                            .flat_map(|b| notes(b).unwrap())
+                            .collect();
                         if !notes(&body)?.iter().all(|n| published.contains(n)) {
                             return Err(format!("watcher {}: unpublished state notified", w.ua));
                         }

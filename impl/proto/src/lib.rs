@@ -102,8 +102,8 @@ pub use wire::{ETag, NodeHandle};
 pub type Millis = u64;
 
 pub use event::{
-    Event, GroupView, PubHandle, PubMeta, PublishError, SubHandle, SubRejectReason,
-    SubscribeError, TerminateReason,
+    Event, GroupView, PubHandle, PubMeta, PublishError, SubHandle, SubRejectReason, SubscribeError,
+    TerminateReason,
 };
 pub use host::{Call, CallError, Host, HostStats, Input, Output, Seeds};
 pub use io::{Socket, Stats, Transmit};

@@ -41,7 +41,11 @@ pub struct Invalid(pub String);
 fn bad(why: impl Into<String>) -> Invalid {
     // It may end up in a reason phrase: one line, printable.
     let why: String = why.into();
-    Invalid(why.chars().map(|c| if c.is_control() { ' ' } else { c }).collect())
+    Invalid(
+        why.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect(),
+    )
 }
 
 /// One top-level child of `<presence>`: whether it is a PIDF `<tuple>`, and its events.
@@ -432,7 +436,10 @@ mod tests {
         let text = String::from_utf8(doc.clone()).unwrap();
         // B is the latest: its root (prefix p) and its note; A's person and note are gone.
         assert!(text.contains("<p:note>from b</p:note>"), "{text}");
-        assert!(!text.contains("at the desk") && !text.contains("hello from a"), "{text}");
+        assert!(
+            !text.contains("at the desk") && !text.contains("hello from a"),
+            "{text}"
+        );
         // A's tuple keeps its default namespace.
         assert!(
             text.contains(r#"<tuple id="pc" xmlns="urn:ietf:params:xml:ns:pidf""#),
@@ -464,7 +471,9 @@ mod tests {
         let s = summary(&doc).unwrap();
         assert_eq!(s.entity.as_deref(), Some("sip:x@example.com?a=\"b\""));
         // A's own children stay, with its prefixes.
-        assert!(String::from_utf8(doc).unwrap().contains("<dm:person id=\"p1\">"));
+        assert!(String::from_utf8(doc)
+            .unwrap()
+            .contains("<dm:person id=\"p1\">"));
     }
 
     #[test]

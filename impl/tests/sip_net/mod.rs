@@ -54,8 +54,7 @@ impl Net {
                 let seeds = Seeds::reproducible(i as u64 + 1);
                 let mut sip = SipConfig::new(sip_addr(i));
                 sip.event_packages = packages.iter().map(|p| p.to_string()).collect();
-                let mut host =
-                    Host::new(h.id, h.addr, cfg.clone(), 0, seeds).with_sip(sip);
+                let mut host = Host::new(h.id, h.addr, cfg.clone(), 0, seeds).with_sip(sip);
                 let install = Call::InstallRoutingState(handles.clone());
                 host.handle_input(0, Input::Call(install)).unwrap();
                 host

@@ -3,8 +3,8 @@
 //! has its own timer entry.
 
 use super::{secs, Ctx, Scribe};
-use crate::event::{PubMeta, TerminateReason};
 use crate::event::{Event, PubHandle, PublishError, SubHandle, SubRejectReason, SubscribeError};
+use crate::event::{PubMeta, TerminateReason};
 use crate::id::GroupId;
 use crate::mutants::Mutant;
 use crate::timer::{Armed, Timer};

@@ -182,7 +182,12 @@ impl Scribe {
             }
             // Seeded bug: a stale tag is taken for the most recent state, or for none.
             if body.is_none() {
-                named = rec.states.iter().enumerate().max_by_key(|s| s.1.changed).map(|s| s.0);
+                named = rec
+                    .states
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|s| s.1.changed)
+                    .map(|s| s.0);
             }
         }
         if named.is_none() && body.is_none() {
