@@ -165,6 +165,7 @@ impl Scribe {
         self.prune(ctx, gid);
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn publish(
         &mut self,
         ctx: &mut Ctx<'_>,
