@@ -646,8 +646,8 @@ fn regression_new_root_fetch_fences_old_root() {
     check(&p).unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// Regression (found by `sa_scribe_properties`): a subscriber got a nACK although a
-/// publication had been acknowledged (peer joins near the group id, one crash with restart).
+/// Regression (found by `sa_scribe_properties`): a subscriber got a nACK (now: a first
+/// NOTIFY without state) although a publication had been acknowledged (peer joins near the group id, one crash with restart).
 #[test]
 fn regression_no_nack_after_acknowledged_publication() {
     let p = Params {

@@ -230,6 +230,9 @@ pub fn compose(parts: &[Part<'_>], entity: Option<&str>) -> Result<Vec<u8>, Inva
     w.write_event(Event::Start(root.clone())).map_err(io)?;
     let nl = || Event::Text(BytesText::from_escaped("\n"));
     w.write_event(nl()).map_err(io)?;
+    // Tuple ids must be unique in a document (RFC 3863 §4.1.2): a tuple whose id an earlier
+    // one took (two publishers' clients chose the same) gets `ID-2`, `ID-3`…
+    let mut seen: Vec<String> = Vec::new();
     for (i, (d, _)) in docs.iter().enumerate() {
         // Declarations of this document's root that the composed root lacks or makes
         // differently go onto each of its tuples.
@@ -243,8 +246,8 @@ pub fn compose(parts: &[Part<'_>], entity: Option<&str>) -> Result<Vec<u8>, Inva
         };
         for c in d.children.iter().filter(|c| c.tuple) {
             for (j, ev) in c.events.iter().enumerate() {
-                let ev = if j == 0 && !extra.is_empty() {
-                    with_decls(ev, &extra)
+                let ev = if j == 0 {
+                    first_of_tuple(ev, &extra, &mut seen)
                 } else {
                     ev.clone()
                 };
@@ -264,8 +267,13 @@ pub fn compose(parts: &[Part<'_>], entity: Option<&str>) -> Result<Vec<u8>, Inva
     Ok(w.into_inner())
 }
 
-/// `ev` (a tuple's start) with the declarations of `extra` it does not make itself.
-fn with_decls(ev: &Event<'static>, extra: &[(Vec<u8>, Vec<u8>)]) -> Event<'static> {
+/// `ev` (a tuple's start) with the declarations of `extra` it does not make itself, and an
+/// id no earlier tuple has (`seen`, which it joins).
+fn first_of_tuple(
+    ev: &Event<'static>,
+    extra: &[(Vec<u8>, Vec<u8>)],
+    seen: &mut Vec<String>,
+) -> Event<'static> {
     let (start, empty) = match ev {
         Event::Start(s) => (s, false),
         Event::Empty(s) => (s, true),
@@ -276,7 +284,30 @@ fn with_decls(ev: &Event<'static>, extra: &[(Vec<u8>, Vec<u8>)]) -> Event<'stati
         .flatten()
         .map(|a| a.key.as_ref().to_vec())
         .collect();
+    let id = attr(start, b"id").unwrap_or_default();
+    let unique = if seen.contains(&id) {
+        (2..)
+            .map(|n| format!("{id}-{n}"))
+            .find(|c| !seen.contains(c))
+            .expect("a free id")
+    } else {
+        id.clone()
+    };
+    seen.push(unique.clone());
+    if extra.is_empty() && unique == id {
+        return ev.clone();
+    }
     let mut s = start.clone();
+    if unique != id {
+        s.clear_attributes();
+        for a in start.attributes().flatten() {
+            if a.key.as_ref() == b"id" {
+                s.push_attribute(("id", unique.as_str()));
+            } else {
+                s.push_attribute(a);
+            }
+        }
+    }
     for (k, v) in extra.iter().filter(|(k, _)| !own.contains(k)) {
         s.push_attribute(Attribute::from((k.as_slice(), v.as_slice())));
     }
@@ -453,6 +484,37 @@ mod tests {
                 latest: true,
             }],
             Some("sip:alice@example.com"),
+        )
+        .unwrap();
+        assert_eq!(again, doc);
+    }
+
+    #[test]
+    fn duplicate_tuple_ids_are_made_unique() {
+        let t = |n: &str| {
+            format!("<presence xmlns='urn:ietf:params:xml:ns:pidf'><tuple id='t'><note>{n}</note></tuple></presence>")
+        };
+        let (a, b, c) = (t("a"), t("b"), t("c"));
+        let parts: Vec<Part<'_>> = [&a, &b, &c]
+            .iter()
+            .enumerate()
+            .map(|(i, x)| Part {
+                body: x.as_bytes(),
+                latest: i == 2,
+            })
+            .collect();
+        let doc = compose(&parts, None).unwrap();
+        let s = summary(&doc).unwrap();
+        let ids: Vec<&str> = s.tuples.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["t", "t-2", "t-3"]);
+        let notes: Vec<&str> = s.tuples.iter().map(|t| t.notes[0].as_str()).collect();
+        assert_eq!(notes, ["a", "b", "c"]);
+        let again = compose(
+            &[Part {
+                body: &doc,
+                latest: true,
+            }],
+            None,
         )
         .unwrap();
         assert_eq!(again, doc);

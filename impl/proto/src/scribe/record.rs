@@ -154,6 +154,15 @@ impl Record {
     }
 }
 
+impl WireRecord {
+    /// What a root holding this record tells members (its seq and the composed document of its
+    /// states), as a replica that takes over would: for harnesses that abstract a replicated
+    /// record to the state it stands for.
+    pub fn latest(&self) -> Latest {
+        Record::from_wire(self.clone(), 0).latest()
+    }
+}
+
 /// The composed document of `states` (see [`Record::recompose`]).
 fn compose(states: &[State], resource: Option<&str>) -> Option<(Option<String>, Bytes)> {
     let latest = states
