@@ -476,8 +476,8 @@ pub fn describe(file: &str, f: &Failure) -> String {
 
 /// The family of a trace: its name without the trailing number (`small-walk-031` →
 /// `small-walk`); for an unnumbered name, the part up to its origin kind
-/// (`multihop-witness-nack-happened` → `multihop-witness`, `small-mutant-path-x` →
-/// `small-mutant-path`), else its first word (`mutant-no-nack` → `mutant`).
+/// (`multihop-witness-subscribed-before-publish` → `multihop-witness`, `small-mutant-path-x` →
+/// `small-mutant-path`), else its first word (`mutant-one-state` → `mutant`).
 pub fn family(trace: &Trace) -> String {
     let name = trace.name.as_str();
     if let Some((head, n)) = name.rsplit_once('-') {

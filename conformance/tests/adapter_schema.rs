@@ -95,7 +95,8 @@ fn exchanged(adapter: &str, traces: &[Trace]) -> Vec<WireLine> {
         to: t.config.peers[0].name.clone(),
         gid: Some(t.config.gid),
         seq: Some(9),
-        value: Some(9),
+        value: None,
+        values: Some(vec![9]),
         req: None,
         if_match: None,
     };

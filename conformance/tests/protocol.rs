@@ -30,7 +30,7 @@ fn replies(requests: &[String]) -> Vec<Value> {
 
 #[test]
 fn serve_checks_and_echoes_the_protocol_version() {
-    let t = load(&corpus().join("small-witness-nack-happened.json")).unwrap();
+    let t = load(&corpus().join("small-witness-subscribed-before-publish.json")).unwrap();
     let init = request_line(
         1,
         &Input::Init {
@@ -103,7 +103,7 @@ fn traces_group_into_families_by_name() {
         ]
     );
     // A name that carries its origin kind keeps the part up to it.
-    let mut t = load(&corpus().join("mutant-no-nack.json")).unwrap();
+    let mut t = load(&corpus().join("mutant-empty-root-silent.json")).unwrap();
     t.name = "small-mutant-path-no-nack".into();
     assert_eq!(family(&t), "small-mutant-path");
 }
@@ -114,7 +114,7 @@ fn the_family_table_counts_traces_steps_and_known_divergences() {
     for name in [
         "small-walk-030",
         "small-walk-031",
-        "small-witness-nack-happened",
+        "small-witness-subscribed-before-publish",
     ] {
         let t = load(&corpus().join(format!("{name}.json"))).unwrap();
         let r = run_trace(&t, &mut InProcess::new(), false);

@@ -20,9 +20,10 @@ fn trace(name: &str) -> Trace {
 #[test]
 fn witnesses_of_the_core_paths_pass_in_process() {
     for name in [
-        "small-witness-nack-happened",
+        "small-witness-subscribed-before-publish",
         "small-witness-rejoin-carried-state",
-        "multihop-witness-nack-happened",
+        "multihop-witness-subscribed-before-publish",
+        "multihop-witness-states-composed",
         "multihop-witness-failover-happened",
         "multihop-witness-rejoin-carried-state",
     ] {
@@ -35,7 +36,7 @@ fn witnesses_of_the_core_paths_pass_in_process() {
 fn a_wrong_expectation_fails_at_its_step_with_a_verdict() {
     // The first walk that notifies a subscriber a published state: change that value.
     let is_notify =
-        |c: &sascribe_conformance::ClientOutcome| c.kind == "notify" && c.value.is_some();
+        |c: &sascribe_conformance::ClientOutcome| c.kind == "notify" && c.values.is_some();
     let good = trace_files(&corpus_dir())
         .unwrap()
         .iter()
@@ -56,7 +57,7 @@ fn a_wrong_expectation_fails_at_its_step_with_a_verdict() {
     let mut bad = good.clone();
     for c in &mut bad.steps[step].expect.client {
         if is_notify(c) {
-            c.value = Some(c.value.unwrap_or(0) + 40);
+            c.values = Some(vec![40]);
         }
     }
     let r = run_trace(&bad, &mut InProcess::new(), false);
@@ -110,7 +111,7 @@ fn the_adapter_binary_agrees_with_the_in_process_core() {
 
 #[test]
 fn a_broken_adapter_is_reported_with_the_step_and_the_line() {
-    let t = trace("small-witness-nack-happened");
+    let t = trace("small-witness-subscribed-before-publish");
     // `cat` echoes the request: valid JSON, but not a reply to it.
     let mut p = AdapterProcess::spawn("cat").unwrap();
     let f = run_trace(&t, &mut p, false).failure.unwrap();

@@ -2,9 +2,7 @@
 
 use bytes::Bytes;
 use sascribe::sim::{NetConfig, Sim};
-use sascribe::{
-    Call, CallError, Config, Event, GroupId, PubHandle, PublishError, SubHandle, SubRejectReason,
-};
+use sascribe::{Call, CallError, Config, Event, GroupId, PubHandle, PublishError, SubHandle};
 
 fn sim(n: usize, seed: u64) -> Sim {
     let mut s = Sim::new(seed, Config::default(), NetConfig::default());
@@ -42,7 +40,9 @@ fn failed(ev: &[(usize, Event)], req: u64) -> Option<PublishError> {
 fn notifies(ev: &[(usize, Event)], h: u64) -> Vec<(u64, Option<Bytes>)> {
     ev.iter()
         .filter_map(|(_, e)| match e {
-            Event::Notify { handle, seq, state } if handle.0 == h => Some((*seq, state.clone())),
+            Event::Notify {
+                handle, seq, state, ..
+            } if handle.0 == h => Some((*seq, state.clone())),
             _ => None,
         })
         .collect()
@@ -52,17 +52,14 @@ fn notifies(ev: &[(usize, Event)], h: u64) -> Vec<(u64, Option<Bytes>)> {
 fn subscribe_publish_notify_with_etags() {
     let mut s = sim(40, 1);
     let gid = GroupId::from_event("sip:alice@example.com", "presence", None);
-    // No state yet: nACK.
+    // No state yet: accepted all the same, with a first NOTIFY saying nothing was published.
     s.subscribe(3, gid, SubHandle(1), 600).unwrap().unwrap();
     s.run_for(3_000);
     let ev = events_of(&mut s);
-    assert!(ev.contains(&(
-        3,
-        Event::SubRejected {
-            handle: SubHandle(1),
-            reason: SubRejectReason::NoState
-        }
-    )));
+    assert!(ev
+        .iter()
+        .any(|(i, e)| *i == 3 && matches!(e, Event::SubAccepted { handle, .. } if handle.0 == 1)));
+    assert_eq!(notifies(&ev, 1), vec![(0, None)]);
 
     // Initial publication.
     s.publish(
@@ -80,6 +77,11 @@ fn subscribe_publish_notify_with_etags() {
     assert!(etag1.is_some());
     assert_eq!(exp, 120);
     assert_eq!(seq1, 1);
+    // The early subscriber gets the first publication.
+    assert_eq!(
+        notifies(&ev, 1),
+        vec![(1, Some(Bytes::from_static(b"open")))]
+    );
 
     // Two subscribers get ACK then the state.
     s.subscribe(3, gid, SubHandle(2), 600).unwrap().unwrap();
@@ -146,15 +148,18 @@ fn subscribe_publish_notify_with_etags() {
         vec![(2, Some(Bytes::from_static(b"busy")))]
     );
 
-    // Refresh (no body) with the current ETag: new ETag, no NOTIFY.
+    // Refresh (no body) with the current ETag: new ETag; a refresh is a change, with a seq.
     s.publish(9, gid, PubHandle(4), None, etag2, Some(300))
         .unwrap();
     s.run_for(3_000);
     let ev = events_of(&mut s);
     let (etag3, _, seq3) = published(&ev, 4).expect("refreshed");
     assert_ne!(etag3, etag2);
-    assert_eq!(seq3, 2);
-    assert!(notifies(&ev, 2).is_empty());
+    assert_eq!(seq3, 3);
+    assert_eq!(
+        notifies(&ev, 2),
+        vec![(3, Some(Bytes::from_static(b"busy")))]
+    );
 
     // Refresh without ETag and without body: bad request.
     s.publish(9, gid, PubHandle(5), None, None, Some(300))
@@ -165,23 +170,18 @@ fn subscribe_publish_notify_with_etags() {
         Some(PublishError::BadRequest)
     );
 
-    // Removal: subscribers learn the state is gone; new subscribers get nACK.
+    // Removal: subscribers learn the state is gone; new subscribers are accepted and told
+    // so (the seq of the removal, no state).
     s.publish(9, gid, PubHandle(6), None, etag3, Some(0))
         .unwrap();
     s.run_for(3_000);
     let ev = events_of(&mut s);
-    assert_eq!(published(&ev, 6).unwrap().2, 3);
-    assert_eq!(notifies(&ev, 3), vec![(3, None)]);
+    assert_eq!(published(&ev, 6).unwrap().2, 4);
+    assert_eq!(notifies(&ev, 3), vec![(4, None)]);
     s.subscribe(31, gid, SubHandle(5), 600).unwrap().unwrap();
     s.run_for(3_000);
     let ev = events_of(&mut s);
-    assert!(ev.contains(&(
-        31,
-        Event::SubRejected {
-            handle: SubHandle(5),
-            reason: SubRejectReason::NoState
-        }
-    )));
+    assert_eq!(notifies(&ev, 5), vec![(4, None)]);
 }
 
 #[test]
@@ -233,20 +233,22 @@ fn root_decides_expiry_and_expiry_removes_state() {
         notifies(&events_of(&mut s), 1),
         vec![(seq, Some(Bytes::from_static(b"z")))]
     );
-    // The first (clamped to max) publication was replaced; the last one expires after 60 s.
+    // Two event states (no SIP-If-Match: the second did not replace the first); the most
+    // recent one (z) is what subscribers get. It expires after 60 s, on its own: one commit,
+    // and the other state (y, clamped to the maximum) is what is left.
     s.run_for(u64::from(cfg.pub_min_expires) * 1000);
     let ev = events_of(&mut s);
-    assert_eq!(notifies(&ev, 1), vec![(seq + 1, None)]);
+    assert_eq!(
+        notifies(&ev, 1),
+        vec![(seq + 1, Some(Bytes::from_static(b"y")))]
+    );
     s.subscribe(6, gid, SubHandle(2), 3_600).unwrap().unwrap();
     s.run_for(3_000);
     let ev = events_of(&mut s);
-    assert!(ev.contains(&(
-        6,
-        Event::SubRejected {
-            handle: SubHandle(2),
-            reason: SubRejectReason::NoState
-        }
-    )));
+    assert_eq!(
+        notifies(&ev, 2),
+        vec![(seq + 1, Some(Bytes::from_static(b"y")))]
+    );
 }
 
 #[test]

@@ -6,7 +6,9 @@ use sascribe::{Config, Event, GroupId, PubHandle, SubHandle};
 
 fn last_notify(log: &[sascribe::sim::SimEvent], h: u64) -> Option<(u64, Option<Bytes>)> {
     log.iter().rev().find_map(|e| match &e.event {
-        Event::Notify { handle, seq, state } if handle.0 == h => Some((*seq, state.clone())),
+        Event::Notify {
+            handle, seq, state, ..
+        } if handle.0 == h => Some((*seq, state.clone())),
         _ => None,
     })
 }
@@ -146,5 +148,56 @@ fn graceful_root_leave_hands_over_quickly() {
                 .known()
                 .all(|h| h.id != s.id(root)));
         }
+    }
+}
+
+/// Several event states survive a root crash with their entity tags: the replica that takes
+/// over holds the whole set, so each publisher's next SIP-If-Match still works, and the other
+/// publisher's state is untouched.
+#[test]
+fn takeover_keeps_every_state_and_its_etag() {
+    for seed in 0..4 {
+        let mut s = Sim::new(seed, Config::default(), NetConfig::default());
+        s.add_static_peers(24);
+        s.run_for(1_000);
+        let gid = GroupId::from_event("sip:grace@example.com", "presence", None);
+        let order = by_distance(&s, gid);
+        let etag_of = |s: &Sim, req: u64| {
+            s.log().iter().find_map(|e| match e.event {
+                Event::Published { req: r, etag, .. } if r.0 == req => etag,
+                _ => None,
+            })
+        };
+        for (req, body) in [(1, "a"), (2, "b")] {
+            let b = Some(Bytes::from(body));
+            s.publish(order[10], gid, PubHandle(req), b, None, Some(600));
+            s.run_for(2_000);
+        }
+        let (ea, eb) = (etag_of(&s, 1).unwrap(), etag_of(&s, 2).unwrap());
+        s.crash_hard(order[0]);
+        s.run_for(15_000);
+        let b = Some(Bytes::from_static(b"a2"));
+        s.publish(order[11], gid, PubHandle(3), b, Some(ea), Some(600));
+        s.run_for(5_000);
+        let ea2 =
+            etag_of(&s, 3).unwrap_or_else(|| panic!("seed {seed}: A's modify after takeover"));
+        let v = s.peer(order[1]).unwrap().group_view(gid).unwrap();
+        assert!(v.root_active, "seed {seed}");
+        assert_eq!(
+            v.etags,
+            vec![ea2, eb],
+            "seed {seed}: both states, in creation order"
+        );
+        s.publish(order[12], gid, PubHandle(4), None, Some(eb), Some(0));
+        s.run_for(5_000);
+        assert!(s.log().iter().any(|e| matches!(
+            e.event,
+            Event::Published {
+                req: PubHandle(4),
+                ..
+            }
+        )));
+        let v = s.peer(order[1]).unwrap().group_view(gid).unwrap();
+        assert_eq!(v.etags, vec![ea2], "seed {seed}");
     }
 }

@@ -124,6 +124,7 @@ async fn notified(rx: &mut broadcast::Receiver<Event>, sub: SubHandle, body: &st
             handle,
             seq,
             state: Some(s),
+            ..
         } if *handle == sub && s[..] == *body.as_bytes() => Some(*seq),
         _ => None,
     })

@@ -12,16 +12,31 @@ use sip_net::*;
 #[test]
 fn publication_on_one_peer_reaches_subscribers_on_others() {
     let mut net = Net::new(5);
-    // No state yet: the root's nACK becomes 480.
-    let (r, _) = net.request(1, ua(2), &subscribe(2, "z9hG4bKearly", 1, None, 600));
-    assert_eq!(r.code, 480);
-    assert_eq!(net.hosts[1].sip().unwrap().dialog_count(), 0);
+    // No state yet: 200 all the same, and an immediate NOTIFY without body (seq 0); the
+    // first publication reaches this early watcher too.
+    let (r, rest) = net.request(4, ua(5), &subscribe(5, "z9hG4bKearly", 1, None, 600));
+    assert_eq!(r.code, 200);
+    let ns = notifies(&rest);
+    assert_eq!(ns.len(), 1);
+    assert!(matches!(
+        sub_state(&ns[0]),
+        SubscriptionState::Active { .. }
+    ));
+    assert_eq!(ns[0].headers.get("X-Sascribe-Seq"), Some("0"));
+    assert!(ns[0].body.is_empty());
+    assert_eq!(ns[0].headers.get("Content-Type"), None);
+    net.send(4, ua(5), &ok_for(&ns[0]));
 
     let etag = publish_initial(&mut net, 0);
+    let early = notifies(&net.take(ua(5)));
+    assert_eq!(early.len(), 1);
+    assert_eq!(early[0].headers.get("X-Sascribe-Seq"), Some("1"));
+    assert_eq!(basics(&early[0].body), ["open"]);
+    net.send(4, ua(5), &ok_for(&early[0]));
     let (_, n2) = establish(&mut net, 1, 2);
     let (_, n3) = establish(&mut net, 2, 3);
     for n in [&n2, &n3] {
-        assert_eq!(&n.body[..], PIDF_OPEN.as_bytes());
+        assert_eq!(basics(&n.body), ["open"]);
         assert_eq!(n.headers.get("Content-Type"), Some("application/pidf+xml"));
         assert_eq!(n.headers.get("Event"), Some("presence"));
         assert!(
@@ -48,7 +63,7 @@ fn publication_on_one_peer_reaches_subscribers_on_others() {
     for (n, first) in [(2u8, &n2), (3, &n3)] {
         let ns = notifies(&net.take(ua(n)));
         assert_eq!(ns.len(), 1);
-        assert_eq!(&ns[0].body[..], PIDF_CLOSED.as_bytes());
+        assert_eq!(basics(&ns[0].body), ["closed"]);
         let c0 = CSeq::parse(first.headers.get("CSeq").unwrap()).unwrap().seq;
         let c1 = CSeq::parse(ns[0].headers.get("CSeq").unwrap()).unwrap().seq;
         assert!(c1 > c0, "NOTIFY CSeq increases");
@@ -101,7 +116,7 @@ fn refresh_and_unsubscribe() {
     assert_eq!(r.headers.get("Expires"), Some("900"));
     let ns = notifies(&rest);
     assert_eq!(ns.len(), 1);
-    assert_eq!(&ns[0].body[..], PIDF_OPEN.as_bytes());
+    assert_eq!(basics(&ns[0].body), ["open"]);
     assert!(matches!(sub_state(&ns[0]), SubscriptionState::Active { expires } if expires > 890));
     net.send(1, ua(2), &ok_for(&ns[0]));
 
@@ -154,7 +169,7 @@ fn fetch_is_one_terminated_notify() {
     assert_eq!(r.headers.get("Expires"), Some("0"));
     let ns = notifies(&rest);
     assert_eq!(ns.len(), 1);
-    assert_eq!(&ns[0].body[..], PIDF_OPEN.as_bytes());
+    assert_eq!(basics(&ns[0].body), ["open"]);
     assert!(matches!(
         sub_state(&ns[0]),
         SubscriptionState::Terminated { .. }
@@ -379,7 +394,7 @@ fn many_publications_arrive_once_each_in_order() {
     let (_, _) = establish(&mut net, 3, 5);
     let mut got = Vec::new();
     for k in 0..6 {
-        let body = format!("{PIDF_OPEN}<!-- {k} -->");
+        let body = PIDF_OPEN.replace("</tuple>", &format!("<note>{k}</note></tuple>"));
         let branch = format!("z9hG4bKseq{k}");
         let (r, _) = net.request(
             k % 4,
@@ -394,11 +409,12 @@ fn many_publications_arrive_once_each_in_order() {
         assert_eq!(r.code, 200);
         etag = r.headers.get("SIP-ETag").unwrap().to_string();
         for n in notifies(&net.take(ua(5))) {
-            got.push(String::from_utf8_lossy(&n.body).to_string());
+            let s = sascribe::pidf::summary(&n.body).unwrap();
+            got.push(s.tuples[0].notes.join(","));
             net.send(3, ua(5), &ok_for(&n));
         }
     }
-    let want: Vec<String> = (0..6).map(|k| format!("{PIDF_OPEN}<!-- {k} -->")).collect();
+    let want: Vec<String> = (0..6).map(|k| k.to_string()).collect();
     assert_eq!(got, want);
 }
 

@@ -20,6 +20,7 @@ fn sample() -> Vec<u8> {
             carried: Some(Latest {
                 seq: 4,
                 body: Some(bytes::Bytes::from_static(b"<presence/>")),
+                content_type: Some("application/pidf+xml".into()),
             }),
             path: vec![h, h],
         },

@@ -183,19 +183,6 @@ impl Cluster {
                 a.req = Some(self.name_join(origin, *join_id));
                 Self::set_latest(&mut a, latest);
             }
-            ScribeMsg::JoinNack {
-                gid,
-                join_id,
-                latest,
-                path,
-            } if ours(gid) => {
-                a.kind = "nack".into();
-                let origin = path.first().map_or(NodeId(0), |h| h.id);
-                a.req = Some(self.name_join(origin, *join_id));
-                if latest.seq > 0 {
-                    Self::set_latest(&mut a, latest);
-                }
-            }
             ScribeMsg::Notify { gid, latest } if ours(gid) => {
                 a.kind = "multicast".into();
                 Self::set_latest(&mut a, latest);
@@ -209,9 +196,10 @@ impl Cluster {
             }
             ScribeMsg::Replicate { gid, rec } if ours(gid) => {
                 self.rev_seq.insert((from, rec.rev), rec.seq);
-                if let Some(e) = rec.etag.filter(|_| rec.body.is_some()) {
-                    // The ETag the root minted for this seq (MAPPING.md, "ETags").
-                    self.learn_etag(e, rec.seq);
+                for s in &rec.states {
+                    // The ETag the root minted for the change that last set this state
+                    // (MAPPING.md, "ETags").
+                    self.learn_etag(s.etag, s.changed);
                 }
                 if rec.seq == 0 {
                     // An empty record (a root that has nothing yet): the model has no record.
@@ -219,7 +207,7 @@ impl Cluster {
                 }
                 a.kind = "replicate".into();
                 a.seq = Some(rec.seq.min(255) as u8);
-                a.values = rec.body.as_deref().and_then(values_of);
+                a.values = rec.latest().body.as_deref().and_then(values_of);
             }
             ScribeMsg::ReplicateAck { gid, rev } if ours(gid) => {
                 let seq = self.rev_seq.get(&(to, *rev)).copied().unwrap_or(0);

@@ -420,14 +420,9 @@ impl Cluster {
         }
         // A re-JOIN's answer reaching its origin ends it.
         if let Ok(env) = self.codec.decode(&f.payload) {
-            if let Msg::Scribe(
-                ScribeMsg::JoinAck {
-                    join_id: 0, path, ..
-                }
-                | ScribeMsg::JoinNack {
-                    join_id: 0, path, ..
-                },
-            ) = &env.msg
+            if let Msg::Scribe(ScribeMsg::JoinAck {
+                join_id: 0, path, ..
+            }) = &env.msg
             {
                 if path.len() == 1 && path[0].id == to.handle.id {
                     to.rejoin = None;

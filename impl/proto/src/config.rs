@@ -49,8 +49,17 @@ pub struct Config {
     pub sub_min_expires: u32,
     /// Maximum subscription expiry (seconds).
     pub sub_max_expires: u32,
-    /// Maximum size of a publication body in bytes.
+    /// Maximum size of a publication body in bytes (larger: 413).
     pub max_body: usize,
+    /// Maximum number of event states (entity tags) one presentity may hold at once (RFC 3903
+    /// §4: one per publication without `SIP-If-Match`); a PUBLISH that would create one more
+    /// is refused (403, reason phrase naming the limit).
+    pub max_states: usize,
+    /// Maximum size in bytes of a presentity's event states (their bodies added up) and of
+    /// their composed document (what NOTIFYs carry); a PUBLISH that would exceed it is refused
+    /// (413). Both travel in one overlay datagram (`wire::MAX_DATAGRAM_LEN`, 16 KiB), so keep
+    /// it well below that.
+    pub max_document: usize,
     /// Optional cluster key: every datagram carries an HMAC-SHA-256 tag under it.
     pub cluster_key: Option<Vec<u8>>,
     /// Seeded bug to enable (conformance non-vacuity tests only; feature `mutants`).
@@ -101,6 +110,8 @@ impl Default for Config {
             sub_min_expires: 60,
             sub_max_expires: 3_600,
             max_body: 8 * 1024,
+            max_states: 16,
+            max_document: 8 * 1024,
             cluster_key: None,
             #[cfg(feature = "mutants")]
             mutant: None,

@@ -12,11 +12,22 @@ pub struct SubHandle(pub u64);
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct PubHandle(pub u64);
 
+/// What a publication says about its body besides the bytes (the SIP layer fills it from the
+/// PUBLISH; a local caller may leave it empty: the body is then opaque, and the most recent
+/// state is what subscribers get).
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct PubMeta {
+    /// The body's `Content-Type` (kept with the state and given to subscribers; an
+    /// `application/pidf+xml` body must parse and is composed with the presentity's other
+    /// PIDF states).
+    pub content_type: Option<String>,
+    /// The presentity's URI (the PUBLISH's Request-URI): the `entity` of a composed PIDF.
+    pub resource: Option<String>,
+}
+
 /// Why a subscription got a final negative answer.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum SubRejectReason {
-    /// nACK: the root holds no state for the group.
-    NoState,
     /// No final answer within the request timeout.
     Timeout,
 }
@@ -40,10 +51,18 @@ pub enum PublishError {
         /// Minimum expiry in seconds.
         min: u32,
     },
-    /// Neither body nor `SIP-If-Match`, or a removal without `SIP-If-Match` (400).
+    /// Neither body nor `SIP-If-Match`, a removal without `SIP-If-Match`, or a PIDF body that
+    /// does not parse (400).
     #[error("bad request")]
     BadRequest,
-    /// Body larger than the configured maximum (413).
+    /// A new event state would exceed the presentity's maximum number of states (403).
+    #[error("more than {max} event states for this presentity")]
+    TooManyStates {
+        /// The maximum ([`crate::Config::max_states`]).
+        max: u32,
+    },
+    /// Body, the presentity's states or their composed document larger than the configured
+    /// maximum (413).
     #[error("body too large")]
     TooLarge,
     /// No answer from the root in time (the outcome is unknown; 408/504).
@@ -78,29 +97,34 @@ pub enum Event {
         /// Subscription.
         handle: SubHandle,
     },
-    /// ACK: the root accepted the subscription (maps to 200); a [`Event::Notify`] follows.
+    /// ACK: the root accepted the subscription (maps to 200); a [`Event::Notify`] follows at
+    /// once, with seq 0 and no state when nothing was published yet.
     SubAccepted {
         /// Subscription.
         handle: SubHandle,
         /// Granted expiry in seconds.
         expires: u32,
     },
-    /// nACK or timeout; the subscription is gone.
+    /// Timeout (no answer from the root); the subscription is gone.
     SubRejected {
         /// Subscription.
         handle: SubHandle,
         /// Why.
         reason: SubRejectReason,
     },
-    /// New state for a subscriber. Seqs per handle strictly increase and never precede
-    /// [`Event::SubAccepted`]. `state == None` means the publication was removed or expired.
+    /// New state for a subscriber. The first follows [`Event::SubAccepted`] at once (seq 0
+    /// when nothing was published yet); seqs per handle then strictly increase. `state ==
+    /// None` means no live event state: nothing published yet (seq 0), or every state removed
+    /// or expired.
     Notify {
         /// Subscription.
         handle: SubHandle,
         /// Sequence number stamped by the root.
         seq: u64,
-        /// Event state.
+        /// The composed event state.
         state: Option<Bytes>,
+        /// Its content type (`None` with no state or for a body published without one).
+        content_type: Option<String>,
     },
     /// The subscription ended (final NOTIFY with `Subscription-State: terminated`).
     SubTerminated {
@@ -157,8 +181,8 @@ pub struct GroupView {
     pub latest_seq: u64,
     /// Seq of the root record or replica copy held here.
     pub record_seq: Option<u64>,
-    /// Entity tag of the record held here.
-    pub etag: Option<ETag>,
+    /// Entity tags of the live event states of the record held here, in creation order.
+    pub etags: Vec<ETag>,
     /// Number of local subscriptions.
     pub local_subs: usize,
 }

@@ -147,7 +147,8 @@ pub enum Call {
         gid: GroupId,
         /// Caller-chosen handle, below [`HANDLE_BIT`].
         req: PubHandle,
-        /// New state (`None`: refresh or removal).
+        /// New state (`None`: refresh or removal), an opaque body (no content type; the SIP
+        /// front end publishes with the PUBLISH's `Content-Type` and Request-URI).
         body: Option<Bytes>,
         /// `SIP-If-Match`.
         if_match: Option<ETag>,
@@ -468,7 +469,9 @@ impl Host {
                 if req.0 & HANDLE_BIT != 0 {
                     return Err(CallError::ReservedHandle);
                 }
-                self.peer.publish(now, t, gid, req, body, if_match, expires);
+                let meta = crate::event::PubMeta::default();
+                self.peer
+                    .publish(now, t, gid, req, body, meta, if_match, expires);
             }
             Call::Lookup { key, token } => self.peer.lookup(now, t, key, token),
             Call::Leave => self.peer.leave(now, t),

@@ -68,7 +68,7 @@
 //! hosts[1].handle_input(0, Input::Call(subscribe)).unwrap();
 //! let next = drain(&mut hosts, 0, &mut events);
 //! assert!(events.iter().any(|e| matches!(e, Event::Published { req: PubHandle(1), seq: 1, .. })));
-//! assert!(events.contains(&Event::Notify { handle: SubHandle(7), seq: 1, state: Some("open".into()) }));
+//! assert!(events.contains(&Event::Notify { handle: SubHandle(7), seq: 1, state: Some("open".into()), content_type: None }));
 //! // Timers: feed Input::Timeout when the deadline comes.
 //! for h in &mut hosts {
 //!     h.handle_input(next, Input::Timeout).unwrap();
@@ -87,6 +87,7 @@ pub mod io;
 pub mod mutants;
 pub mod pastry;
 pub mod peer;
+pub mod pidf;
 pub mod rng;
 mod scribe;
 pub mod sip;
@@ -102,7 +103,7 @@ pub use wire::{ETag, NodeHandle};
 pub type Millis = u64;
 
 pub use event::{
-    Event, GroupView, PubHandle, PublishError, SubHandle, SubRejectReason, SubscribeError,
+    Event, GroupView, PubHandle, PubMeta, PublishError, SubHandle, SubRejectReason, SubscribeError,
     TerminateReason,
 };
 pub use host::{Call, CallError, Host, HostStats, Input, Output, Seeds};

@@ -31,8 +31,9 @@ pub enum Mutant {
     /// A member, and the SIP front end, pass on states that are not newer than the
     /// subscriber's last one.
     NoStaleFilter,
-    /// The root answers a JOIN for a group without state with nothing (no nACK).
-    NoNack,
+    /// A root without state (nothing published, or every state gone) silently drops a JOIN
+    /// instead of accepting the subscriber.
+    EmptyRootSilent,
     /// An on-tree peer answers a JOIN from its own state instead of forwarding it to the root.
     AnswerFromIntermediate,
     /// The root does not multicast a committed publication to its children.
@@ -44,9 +45,15 @@ pub enum Mutant {
     /// An un-SUBSCRIBE is answered 200 but the subscription keeps receiving NOTIFYs (neither
     /// the SIP front end nor the overlay layer ends it).
     UnsubscribeIgnored,
-    /// A root whose publication expired answers JOINs with a bare nACK (no seq), so re-JOINing
-    /// members never learn the expiry.
-    NackForgetsExpiry,
+    /// A root whose states all expired (or were removed) answers JOINs with a bare ACK (seq 0
+    /// instead of its seq), so re-JOINing members never learn the expiry.
+    AckForgetsExpiry,
+    /// The root keeps one event state per presentity: a new publication replaces the others,
+    /// so another publisher's modify gets 412.
+    OneState,
+    /// A removal (PUBLISH with `Expires: 0`) drops every event state of the presentity, not
+    /// only the one its `SIP-If-Match` names.
+    RemoveAll,
     /// SIP: a stale `SIP-If-Match` is answered 400 instead of 412 Conditional Request Failed.
     WrongPreconditionCode,
     /// SIP: a retransmitted request is handled as a new one instead of being absorbed by its
@@ -59,7 +66,7 @@ pub enum Mutant {
 
 impl Mutant {
     /// Every seeded bug.
-    pub const ALL: [Mutant; 18] = [
+    pub const ALL: [Mutant; 20] = [
         Mutant::RootAcceptsLowerSeq,
         Mutant::SkipReplication,
         Mutant::ReuseEtag,
@@ -68,13 +75,15 @@ impl Mutant {
         Mutant::IgnoreIfMatch,
         Mutant::SeqNotBumped,
         Mutant::NoStaleFilter,
-        Mutant::NoNack,
+        Mutant::EmptyRootSilent,
         Mutant::AnswerFromIntermediate,
         Mutant::NoMulticast,
         Mutant::NoExpiryClamp,
         Mutant::NoExpiry,
         Mutant::UnsubscribeIgnored,
-        Mutant::NackForgetsExpiry,
+        Mutant::AckForgetsExpiry,
+        Mutant::OneState,
+        Mutant::RemoveAll,
         Mutant::WrongPreconditionCode,
         Mutant::NoRetransmissionAbsorption,
         Mutant::NoImmediateNotify,

@@ -7,7 +7,7 @@
 //! datagrams ([`Peer::poll_transmit`]) and upcalls ([`Peer::poll_event`]).
 
 use crate::config::Config;
-use crate::event::{Event, GroupView, PubHandle, SubHandle, SubscribeError};
+use crate::event::{Event, GroupView, PubHandle, PubMeta, SubHandle, SubscribeError};
 use crate::id::{GroupId, NodeId};
 use crate::io::{Outbox, Stats, Transmit};
 use crate::pastry::{Hop, Overlay};
@@ -303,8 +303,10 @@ impl Peer {
         r
     }
 
-    /// Publishes to `gid` (RFC 3903 semantics: `body` = new state, `if_match` = `SIP-If-Match`,
-    /// `expires` in seconds, 0 = remove). The outcome follows as [`Event::Published`] or
+    /// Publishes to `gid` (RFC 3903 semantics: without `if_match` (`SIP-If-Match`) `body` is a
+    /// new event state beside the presentity's others; with it, the state it names is
+    /// refreshed (no body), modified (`body`) or removed (`expires` 0); `expires` in seconds).
+    /// `meta` gives the body's content type and the presentity's URI. The outcome follows as [`Event::Published`] or
     /// [`Event::PublishFailed`].
     #[allow(clippy::too_many_arguments)]
     pub fn publish(
@@ -314,6 +316,7 @@ impl Peer {
         gid: GroupId,
         req: PubHandle,
         body: Option<Bytes>,
+        meta: PubMeta,
         if_match: Option<ETag>,
         expires: Option<u32>,
     ) {
@@ -322,6 +325,7 @@ impl Peer {
             gid,
             req,
             body,
+            meta,
             if_match,
             expires,
         );
@@ -395,12 +399,32 @@ impl Peer {
         found
     }
 
-    /// Runs the roots' publication expiry now, as the periodic tick does: a publication whose
-    /// granted expiry has passed by `now` is removed and the removal committed. Returns
-    /// whether one expired.
+    /// Runs the roots' expiry now, as the periodic tick does: in each group this peer is the
+    /// active root of, the event state whose granted expiry passed first by `now` is removed
+    /// and the removal committed (one state per call and group). Returns whether one expired.
     #[cfg(feature = "harness")]
     pub fn fire_expiry(&mut self, now: Millis, timers: &mut Timers) -> bool {
         let expired = self.scribe.fire_expiry(&mut ctx!(self, now, timers));
+        self.run_loopback(now, timers);
+        expired
+    }
+
+    /// Expires event state `etag` of group `gid` now, whatever is left of its lifetime (a
+    /// harness that names the state a trace expires): the root removes that one state with
+    /// the next seq and commits the change like a publication (replicated, then multicast).
+    /// Returns false, doing nothing, unless this peer is `gid`'s active root with no commit
+    /// pending and `etag` names a live state.
+    #[cfg(feature = "harness")]
+    pub fn expire_state(
+        &mut self,
+        now: Millis,
+        timers: &mut Timers,
+        gid: GroupId,
+        etag: ETag,
+    ) -> bool {
+        let expired = self
+            .scribe
+            .expire_state(&mut ctx!(self, now, timers), gid, etag);
         self.run_loopback(now, timers);
         expired
     }

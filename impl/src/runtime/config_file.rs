@@ -10,6 +10,9 @@
 //! pub_max_expires = 3600
 //! cluster_key = "00112233445566778899aabbccddeeff"  # hex; HMAC-SHA-256 on every datagram
 //! event_packages = ["presence", "dialog"]     # SIP event packages served (default: presence)
+//! max_body = 8192             # bytes of one PUBLISH body (413 beyond)
+//! max_states = 16             # event states (entity tags) per presentity (403 beyond)
+//! max_document = 8192         # bytes of a presentity's states, and of their composition (413)
 //! ```
 //!
 //! An `[auth]` table turns on SIP digest authentication and authorisation (see
@@ -18,6 +21,10 @@
 pub use super::config_auth::AuthSection;
 use crate::sip::auth::AuthConfig;
 use crate::Config;
+
+/// Largest `max_document`: a presentity's states (and, in ACKs and NOTIFYs, their composition)
+/// must fit in one overlay datagram (`wire::MAX_DATAGRAM_LEN`, 16 KiB) with room for the rest.
+pub const MAX_DOCUMENT: usize = 12 * 1024;
 use serde::Deserialize;
 use std::path::Path;
 
@@ -79,6 +86,8 @@ pub struct ConfigFile {
     pub sub_min_expires: Option<u32>,
     pub sub_max_expires: Option<u32>,
     pub max_body: Option<usize>,
+    pub max_states: Option<usize>,
+    pub max_document: Option<usize>,
     /// Hex-encoded cluster key.
     pub cluster_key: Option<String>,
     /// SIP event packages the front end serves (default `["presence"]`), e.g.
@@ -165,7 +174,9 @@ impl ConfigFile {
             pub_default_expires,
             sub_min_expires,
             sub_max_expires,
-            max_body
+            max_body,
+            max_states,
+            max_document
         );
         if let Some(k) = &self.cluster_key {
             c.cluster_key = Some(parse_hex(k)?);
@@ -228,6 +239,13 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     }
     if c.max_body == 0 {
         return err("max_body must be positive");
+    }
+    if c.max_states == 0 {
+        return err("max_states must be positive");
+    }
+    // A presentity's states and their composition travel in one overlay datagram.
+    if c.max_document == 0 || c.max_document > MAX_DOCUMENT {
+        return err(&format!("max_document must lie within [1, {MAX_DOCUMENT}]"));
     }
     Ok(())
 }

@@ -51,6 +51,19 @@ impl Net {
 
     /// `n` gateways whose endpoint configuration `f` adjusts.
     pub fn with_sip(n: usize, f: impl Fn(SipConfig) -> SipConfig) -> Net {
+        Net::build(n, Config::default(), f)
+    }
+
+    /// `n` hosts with overlay configuration `cfg`, serving event `packages`.
+    pub fn with_config(n: usize, cfg: Config, packages: &[&str]) -> Net {
+        let packages: Vec<String> = packages.iter().map(|p| p.to_string()).collect();
+        Net::build(n, cfg, move |mut c| {
+            c.event_packages = packages.clone();
+            c
+        })
+    }
+
+    fn build(n: usize, cfg: Config, f: impl Fn(SipConfig) -> SipConfig) -> Net {
         let handles: Vec<NodeHandle> = (0..n)
             .map(|i| NodeHandle {
                 id: NodeId((i as u128 * 0x3b9a_ca07 + 17) << 96 | 0x1234_5678),
@@ -62,7 +75,7 @@ impl Net {
             .enumerate()
             .map(|(i, h)| {
                 let seeds = Seeds::reproducible(i as u64 + 1);
-                let mut host = Host::new(h.id, h.addr, Config::default(), 0, seeds)
+                let mut host = Host::new(h.id, h.addr, cfg.clone(), 0, seeds)
                     .with_sip(f(SipConfig::new(sip_addr(i))));
                 let install = Call::InstallRoutingState(handles.clone());
                 host.handle_input(0, Input::Call(install)).unwrap();
@@ -305,6 +318,8 @@ pub fn with_len(head: String, body: &str) -> String {
 
 pub struct Pub<'a> {
     pub branch: &'a str,
+    /// Content-Type of a body (`application/pidf+xml` when empty).
+    pub content_type: &'a str,
     pub uri: &'a str,
     pub etag: Option<&'a str>,
     pub expires: Option<u32>,
@@ -316,6 +331,7 @@ impl Default for Pub<'_> {
     fn default() -> Self {
         Pub {
             branch: "z9hG4bKpub1",
+            content_type: "",
             uri: "sip:alice@example.test",
             etag: None,
             expires: Some(600),
@@ -347,7 +363,12 @@ pub fn publish(p: Pub) -> String {
         h.push_str(&format!("Expires: {e}\r\n"));
     }
     if !p.body.is_empty() {
-        h.push_str("Content-Type: application/pidf+xml\r\n");
+        let ct = if p.content_type.is_empty() {
+            "application/pidf+xml"
+        } else {
+            p.content_type
+        };
+        h.push_str(&format!("Content-Type: {ct}\r\n"));
     }
     with_len(h, p.body)
 }
@@ -423,6 +444,13 @@ pub fn establish(net: &mut Net, i: usize, n: u8) -> (String, sascribe::sip::mess
     assert_eq!(ns.len(), 1, "exactly one immediate NOTIFY");
     net.send(i, ua(n), &ok_for(&ns[0]));
     (to_tag(&r), ns[0].clone())
+}
+
+/// The `<basic>` status of each tuple of a PIDF body, in document order.
+pub fn basics(body: &[u8]) -> Vec<String> {
+    let s = sascribe::pidf::summary(body)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)));
+    s.tuples.into_iter().filter_map(|t| t.basic).collect()
 }
 
 pub fn publish_initial(net: &mut Net, i: usize) -> String {

@@ -3,8 +3,8 @@
 //! has its own timer entry.
 
 use super::{secs, Ctx, Scribe};
-use crate::event::TerminateReason;
 use crate::event::{Event, PubHandle, PublishError, SubHandle, SubRejectReason, SubscribeError};
+use crate::event::{PubMeta, TerminateReason};
 use crate::id::GroupId;
 use crate::mutants::Mutant;
 use crate::timer::{Armed, Timer};
@@ -23,6 +23,8 @@ pub(crate) struct LocalSub {
     pub expires_at: Millis,
     pub granted: u32,
     pub last_seq: u64,
+    /// Got its first NOTIFY (which may say seq 0: nothing published yet).
+    pub notified: bool,
     armed: Armed,
 }
 
@@ -41,6 +43,7 @@ pub(crate) struct PendingPub {
     pub handle: PubHandle,
     gid: GroupId,
     body: Option<Bytes>,
+    meta: PubMeta,
     if_match: Option<ETag>,
     expires: Option<u32>,
     deadline: Millis,
@@ -77,6 +80,7 @@ impl Scribe {
             expires_at: now + secs(granted),
             granted,
             last_seq: 0,
+            notified: false,
             armed: Armed::default(),
         };
         ctx.timers
@@ -161,12 +165,14 @@ impl Scribe {
         self.prune(ctx, gid);
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn publish(
         &mut self,
         ctx: &mut Ctx<'_>,
         gid: GroupId,
         handle: PubHandle,
         body: Option<Bytes>,
+        meta: PubMeta,
         if_match: Option<ETag>,
         expires: Option<u32>,
     ) {
@@ -182,6 +188,7 @@ impl Scribe {
             handle,
             gid,
             body,
+            meta,
             if_match,
             expires,
             deadline: ctx.now + ctx.cfg.request_timeout,
@@ -207,6 +214,8 @@ impl Scribe {
             },
             origin,
             body: p.body.clone(),
+            content_type: p.meta.content_type.clone(),
+            resource: p.meta.resource.clone(),
             if_match: p.if_match,
             expires: p.expires,
         };
@@ -245,6 +254,14 @@ impl Scribe {
             PublishReply::BadRequest => Event::PublishFailed {
                 req,
                 reason: PublishError::BadRequest,
+            },
+            PublishReply::TooManyStates { max } => Event::PublishFailed {
+                req,
+                reason: PublishError::TooManyStates { max },
+            },
+            PublishReply::TooLarge => Event::PublishFailed {
+                req,
+                reason: PublishError::TooLarge,
             },
         };
         ctx.events.push_back(ev);
@@ -296,29 +313,19 @@ impl Scribe {
         Some(h)
     }
 
-    /// Rejects a pending subscription (the root's nACK reached us).
-    pub(super) fn reject_sub(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, join_id: u64) {
-        if let Some((h, _)) = self.pending_sub(gid, join_id) {
-            self.subs.remove(&h);
-            ctx.events.push_back(Event::SubRejected {
-                handle: h,
-                reason: SubRejectReason::NoState,
-            });
-            self.detach_sub(ctx, gid, h);
-        }
-    }
-
     /// Gives local subscriber `h` the group's latest state if it has not had it.
     pub(super) fn deliver_to(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, h: SubHandle) {
         let (Some(g), Some(s)) = (self.groups.get(&gid), self.subs.get_mut(&h)) else {
             return;
         };
-        if s.accepted && g.latest.seq > s.last_seq {
+        if s.accepted && (g.latest.seq > s.last_seq || !s.notified) {
             s.last_seq = g.latest.seq;
+            s.notified = true;
             ctx.events.push_back(Event::Notify {
                 handle: h,
                 seq: g.latest.seq,
                 state: g.latest.body.clone(),
+                content_type: g.latest.content_type.clone(),
             });
         }
     }
@@ -334,10 +341,12 @@ impl Scribe {
             if let Some(s) = self.subs.get_mut(h) {
                 if (s.accepted || early) && (s.last_seq < g.latest.seq || stale_ok) {
                     s.last_seq = g.latest.seq;
+                    s.notified = true;
                     ctx.events.push_back(Event::Notify {
                         handle: *h,
                         seq: g.latest.seq,
                         state: g.latest.body.clone(),
+                        content_type: g.latest.content_type.clone(),
                     });
                 }
             }

@@ -4,11 +4,14 @@
 //!   previous hop as a child (reverse-path forwarding), answers it with a pACK and adds the
 //!   newest state it knows to the JOIN. The JOIN always continues up to the root — a peer
 //!   already in the tree forwards it to its parent instead of answering from its own, possibly
-//!   stale, state — and the root's ACK (with its committed state: the first NOTIFY) or nACK (no
-//!   state) retraces the JOIN's reverse path to the origin; every peer on the way learns the
-//!   state.
-//! * **Publish** ([`publish`]): routed to the root, which checks `SIP-If-Match`, decides the
-//!   expiry, stamps the next seq, and ([`replication`]) replicates the record to its `k` nearest
+//!   stale, state — and the root's ACK (with its committed state: the first NOTIFY) retraces
+//!   the JOIN's reverse path to the origin; every peer on the way learns the state. A root
+//!   without state accepts too (a JOIN creates the group; **unlike the paper**, whose root
+//!   answers nACK): its ACK says seq 0, nothing published, or the seq at which the last state
+//!   went, and later publications reach the subscriber.
+//! * **Publish** ([`publish`]): routed to the root, which holds one event state per entity tag
+//!   (RFC 3903 §4) and composes them into the document members get; it checks `SIP-If-Match`
+//!   against the live states, decides the expiry, stamps the next seq, and ([`replication`]) replicates the record to its `k` nearest
 //!   leaf-set peers; only when all acknowledged does it answer the publisher and multicast down
 //!   the tree.
 //! * **Repair** ([`group`], [`takeover`]): parents heartbeat children (children acknowledge with
@@ -114,12 +117,6 @@ impl Scribe {
                 latest,
                 path,
             } => self.on_join_ack(ctx, gid, join_id, latest, path),
-            ScribeMsg::JoinNack {
-                gid,
-                join_id,
-                latest,
-                path,
-            } => self.on_join_nack(ctx, gid, join_id, latest, path),
             ScribeMsg::Notify { gid, latest } => self.on_notify(ctx, gid, latest),
             ScribeMsg::Heartbeat { gid, seq, depth } => {
                 self.on_heartbeat(ctx, from, gid, seq, depth)
@@ -158,7 +155,7 @@ impl Scribe {
             children: g.children.iter().map(|c| c.handle.id).collect(),
             latest_seq: g.latest.seq,
             record_seq: g.record.as_ref().map(|r| r.seq),
-            etag: g.record.as_ref().and_then(|r| r.etag),
+            etags: g.record.as_ref().map(|r| r.etags()).unwrap_or_default(),
             local_subs: g.subs.len(),
         })
     }

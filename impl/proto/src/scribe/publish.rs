@@ -1,13 +1,17 @@
-//! The root serving its group: JOINs answered from the committed record, PUBLISH with
-//! `SIP-If-Match`, root-decided expiry and a new entity tag per change (RFC 3903 §6), one
-//! change committed at a time (later requests wait in order), publication expiry, and the
-//! root's periodic duties.
+//! The root serving its group: JOINs answered from the committed record (a group without
+//! state too), PUBLISH with `SIP-If-Match` over several event states per presentity
+//! (RFC 3903 §4, §6: one state per entity tag; a PUBLISH without `SIP-If-Match` creates one, a
+//! conditional one refreshes, modifies or removes the state it names), root-decided expiry
+//! and a new entity tag per change, one change committed at a time (later requests wait in
+//! order; every change stamps the next seq), expiry of each state on its own, and the root's
+//! periodic duties.
 
-use super::record::{pub_req, Record, DEDUP_LEN, MAX_QUEUE};
+use super::record::{pub_req, Record, State, DEDUP_LEN, MAX_QUEUE};
 use super::{secs, Ctx, Scribe};
 use crate::id::GroupId;
 use crate::mutants::Mutant;
-use crate::wire::{Latest, PubOutcome, PublishReply, Routed, ScribeMsg};
+use crate::pidf;
+use crate::wire::{ETag, Latest, PubOutcome, PublishReply, Routed, ScribeMsg};
 
 impl Scribe {
     /// A PUBLISH reached the root (this peer).
@@ -98,12 +102,14 @@ impl Scribe {
         };
         // Seeded bug: adopt a carried state that is not the root's newest (applied) one.
         let newest = g.best_record().map_or(0, |r| r.seq);
+        // A JOIN for a group without state creates it here (subscribe before publish).
         let rec = g.record.get_or_insert_with(Record::default);
         if let Some(c) = carried {
             let lower = ctx.cfg.mutant_on(Mutant::RootAcceptsLowerSeq) && c.seq != newest;
             if c.seq > rec.seq || lower {
                 // A member below knows a newer state than we do: keep the highest seq.
-                rec.adopt(c, ctx.now, ctx.cfg.pub_default_expires);
+                let etag = ctx.secrets.etag();
+                rec.adopt(c, ctx.now, ctx.cfg.pub_default_expires, etag);
                 let latest = rec.latest();
                 self.apply_latest(ctx, gid, latest);
                 self.send_replicas(ctx, gid, true);
@@ -113,26 +119,23 @@ impl Scribe {
             return;
         };
         let back = *path.last().expect("non-empty");
-        let msg = if rec.body.is_some() {
-            ScribeMsg::JoinAck {
-                gid,
-                join_id,
-                latest: rec.latest(),
-                path,
+        // The ACK carries the committed state: seq 0 and no body before any publication; the
+        // seq of the last change and no body once every state is gone (so that re-JOINing
+        // members learn it).
+        let mut latest = rec.latest();
+        if rec.is_empty() {
+            if ctx.cfg.mutant_on(Mutant::EmptyRootSilent) {
+                return;
             }
-        } else if ctx.cfg.mutant_on(Mutant::NoNack) {
-            return;
-        } else {
-            ScribeMsg::JoinNack {
-                gid,
-                join_id,
-                latest: if ctx.cfg.mutant_on(Mutant::NackForgetsExpiry) {
-                    Latest::default()
-                } else {
-                    rec.latest()
-                },
-                path,
+            if ctx.cfg.mutant_on(Mutant::AckForgetsExpiry) {
+                latest = Latest::default();
             }
+        }
+        let msg = ScribeMsg::JoinAck {
+            gid,
+            join_id,
+            latest,
+            path,
         };
         ctx.out.send(&back, msg);
     }
@@ -142,6 +145,8 @@ impl Scribe {
             req,
             origin,
             body,
+            content_type,
+            resource,
             if_match,
             expires,
             ..
@@ -165,57 +170,122 @@ impl Scribe {
                 .send(&origin, ScribeMsg::PublishReply { req, reply })
         };
         if body.as_ref().is_some_and(|b| b.len() > cfg.max_body) {
-            return fail(ctx, PublishReply::BadRequest);
+            return fail(ctx, PublishReply::TooLarge);
         }
-        if let Some(e) = if_match.filter(|_| !cfg.mutant_on(Mutant::IgnoreIfMatch)) {
-            if rec.body.is_none() || rec.etag != Some(e) {
+        // A SIP-If-Match must name a live event state (a removed or expired one has no entity
+        // tag any more): only that state changes.
+        let ignore = cfg.mutant_on(Mutant::IgnoreIfMatch);
+        let mut named = if_match.and_then(|e| rec.states.iter().position(|s| s.etag == e));
+        if if_match.is_some() && named.is_none() {
+            if !ignore {
                 return fail(ctx, PublishReply::PreconditionFailed);
             }
-        } else if body.is_none() {
+            // Seeded bug: a stale tag is taken for the most recent state, or for none.
+            if body.is_none() {
+                named = rec
+                    .states
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|s| s.1.changed)
+                    .map(|s| s.0);
+            }
+        }
+        if named.is_none() && body.is_none() {
+            // Neither a state to refresh or remove nor a body to create one with.
             return fail(ctx, PublishReply::BadRequest);
         }
+        if let (Some(b), Some(ct)) = (&body, &content_type) {
+            // An unparsable PIDF body would poison the composition of every later NOTIFY.
+            if pidf::is_pidf(ct) && pidf::validate(b).is_err() {
+                return fail(ctx, PublishReply::BadRequest);
+            }
+        }
         let requested = expires.unwrap_or(cfg.pub_default_expires);
+        if requested != 0 && requested < cfg.pub_min_expires {
+            let min = cfg.pub_min_expires;
+            return fail(ctx, PublishReply::IntervalTooBrief { min });
+        }
+        let granted = if cfg.mutant_on(Mutant::NoExpiryClamp) {
+            requested
+        } else {
+            requested.min(cfg.pub_max_expires)
+        };
         let mut new = rec.clone();
         new.rev += 1;
-        let outcome = if requested == 0 {
-            // Removal (RFC 3903 §4.6): only with SIP-If-Match, checked above.
+        if !cfg.mutant_on(Mutant::SeqNotBumped) || new.seq == 0 {
             new.seq += 1;
-            new.body = None;
-            new.etag = None;
-            new.expires_at = None;
-            PubOutcome {
-                etag: None,
-                expires: 0,
-                seq: new.seq,
-            }
-        } else {
-            if requested < cfg.pub_min_expires {
-                let min = cfg.pub_min_expires;
-                return fail(ctx, PublishReply::IntervalTooBrief { min });
-            }
-            let granted = if cfg.mutant_on(Mutant::NoExpiryClamp) {
-                requested
-            } else {
-                requested.min(cfg.pub_max_expires)
-            };
-            if let Some(b) = body {
-                if !cfg.mutant_on(Mutant::SeqNotBumped) || new.seq == 0 {
-                    new.seq += 1;
+        }
+        let seq = new.seq;
+        if resource.is_some() {
+            new.resource = resource;
+        }
+        let outcome = match named {
+            Some(i) if requested == 0 => {
+                // Removal (RFC 3903 §4.6) of the named state; the others stay.
+                if cfg.mutant_on(Mutant::RemoveAll) {
+                    new.states.clear();
+                } else {
+                    new.states.remove(i);
                 }
-                new.body = Some(b);
+                PubOutcome {
+                    etag: None,
+                    expires: 0,
+                    seq,
+                }
             }
-            let etag = match new.etag {
-                Some(e) if cfg.mutant_on(Mutant::ReuseEtag) => e,
-                _ => ctx.secrets.etag(),
-            };
-            new.etag = Some(etag);
-            new.expires_at = Some(ctx.now + secs(granted));
-            PubOutcome {
-                etag: Some(etag),
-                expires: granted,
-                seq: new.seq,
+            Some(i) => {
+                // Refresh (no body) or modify (body) of the named state: a new entity tag.
+                let s = &mut new.states[i];
+                let etag = if cfg.mutant_on(Mutant::ReuseEtag) {
+                    s.etag
+                } else {
+                    ctx.secrets.etag()
+                };
+                s.etag = etag;
+                s.expires_at = ctx.now + secs(granted);
+                s.changed = seq;
+                if let Some(b) = body {
+                    s.body = b;
+                    s.content_type = content_type;
+                }
+                PubOutcome {
+                    etag: Some(etag),
+                    expires: granted,
+                    seq,
+                }
+            }
+            None => {
+                // A new event state (a PUBLISH without SIP-If-Match).
+                if requested == 0 {
+                    return fail(ctx, PublishReply::BadRequest);
+                }
+                if cfg.mutant_on(Mutant::OneState) {
+                    new.states.clear();
+                }
+                if new.states.len() >= cfg.max_states {
+                    let max = u32::try_from(cfg.max_states).unwrap_or(u32::MAX);
+                    return fail(ctx, PublishReply::TooManyStates { max });
+                }
+                let etag = ctx.secrets.etag();
+                new.states.push(State {
+                    etag,
+                    body: body.unwrap_or_default(),
+                    content_type,
+                    expires_at: ctx.now + secs(granted),
+                    created: seq,
+                    changed: seq,
+                });
+                PubOutcome {
+                    etag: Some(etag),
+                    expires: granted,
+                    seq,
+                }
             }
         };
+        new.recompose();
+        if new.states_len() > cfg.max_document || new.doc_len() > cfg.max_document {
+            return fail(ctx, PublishReply::TooLarge);
+        }
         new.dedup.push_back((req, outcome));
         while new.dedup.len() > DEDUP_LEN {
             new.dedup.pop_front();
@@ -224,10 +294,17 @@ impl Scribe {
         self.start_commit(ctx, gid, new, reply);
     }
 
-    /// Publication expiry (RFC 3903 §4.3): an active root with no commit pending whose
-    /// publication outlived its granted expiry stamps the next seq with no body and commits it
-    /// like a publication (replicated, then multicast). Returns whether it started one.
-    pub(crate) fn root_expire(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) -> bool {
+    /// Expiry (RFC 3903 §4.3): an active root with no commit pending whose event state
+    /// `which` (or, with `None`, the live state whose granted expiry passed first, if any)
+    /// outlived its expiry removes that one state with the next seq and commits the change
+    /// like a publication (replicated, then multicast); the other states stay. One expiry is
+    /// one commit. Returns whether it started one.
+    pub(crate) fn root_expire(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        gid: GroupId,
+        which: Option<ETag>,
+    ) -> bool {
         let now = ctx.now;
         let Some(g) = self.groups.get(&gid) else {
             return false;
@@ -235,24 +312,30 @@ impl Scribe {
         let Some(role) = g.root.as_ref() else {
             return false;
         };
-        if !role.active || role.pending.is_some() {
+        if !role.active || role.pending.is_some() || ctx.cfg.mutant_on(Mutant::NoExpiry) {
             return false;
         }
         let Some(rec) = g.record.as_ref() else {
             return false;
         };
-        if rec.body.is_none()
-            || rec.expires_at.is_none_or(|e| now < e)
-            || ctx.cfg.mutant_on(Mutant::NoExpiry)
-        {
+        let due = match which {
+            Some(e) => rec.states.iter().position(|s| s.etag == e),
+            None => rec
+                .states
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.expires_at <= now)
+                .min_by_key(|(_, s)| s.expires_at)
+                .map(|(i, _)| i),
+        };
+        let Some(i) = due else {
             return false;
-        }
+        };
         let mut new = rec.clone();
         new.seq += 1;
         new.rev += 1;
-        new.body = None;
-        new.etag = None;
-        new.expires_at = None;
+        new.states.remove(i);
+        new.recompose();
         self.start_commit(ctx, gid, new, None);
         if self.try_commit(ctx, gid) {
             self.drain_queue(ctx, gid);
@@ -260,7 +343,15 @@ impl Scribe {
         true
     }
 
-    /// Root duties of the periodic tick: publication expiry, replication retries, idle drop.
+    /// Root duties of the periodic tick: expiry, replication retries, collection.
+    ///
+    /// Collection: a root with nothing pending or queued and no member below it (no local
+    /// subscription, no child) gives the role up when its group has no live state. The record
+    /// of a group that had publications stays (a seq tombstone, so that a later root never
+    /// reuses a seq); the empty record of a group nothing was ever published to (seq 0: a
+    /// JOIN created it) goes too, and with it the group (`group_tick` drops a group holding
+    /// nothing). A root with members keeps its empty group as long as they are there: they
+    /// get the first publication.
     pub(crate) fn root_tick(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) {
         let Some(g) = self.groups.get_mut(&gid) else {
             return;
@@ -269,7 +360,7 @@ impl Scribe {
         if !role.active {
             return;
         }
-        self.root_expire(ctx, gid);
+        self.root_expire(ctx, gid, None);
         self.root_absorb_latest(ctx, gid);
         self.retry_replication(ctx, gid);
         let Some(g) = self.groups.get_mut(&gid) else {
@@ -279,8 +370,11 @@ impl Scribe {
             .root
             .as_ref()
             .is_some_and(|r| r.pending.is_none() && r.queue.is_empty());
-        if idle && !g.has_interest() && g.record.as_ref().is_none_or(|r| r.body.is_none()) {
+        if idle && !g.has_interest() && g.record.as_ref().is_none_or(Record::is_empty) {
             g.root = None;
+            if g.record.as_ref().is_some_and(|r| r.seq == 0) {
+                g.record = None;
+            }
         }
     }
 
@@ -296,7 +390,8 @@ impl Scribe {
         }
         let rec = g.record.get_or_insert_with(Record::default);
         if g.latest.seq > rec.seq {
-            rec.adopt(g.latest.clone(), ctx.now, ctx.cfg.pub_default_expires);
+            let etag = ctx.secrets.etag();
+            rec.adopt(g.latest.clone(), ctx.now, ctx.cfg.pub_default_expires, etag);
             self.send_replicas(ctx, gid, true);
         }
     }
@@ -310,15 +405,24 @@ impl Scribe {
             .collect()
     }
 
-    /// Runs the publication expiry of the periodic tick now, for every group this peer is the
-    /// active root of (a driver that owns the timers, such as the conformance harness).
-    /// Returns whether a publication expired.
+    /// Runs the expiry of the periodic tick now, for every group this peer is the active root
+    /// of (a driver that owns the timers, such as the conformance harness): in each, the state
+    /// whose expiry passed first (by `ctx.now`) is removed. Returns whether one expired.
     #[cfg(feature = "harness")]
     pub fn fire_expiry(&mut self, ctx: &mut Ctx<'_>) -> bool {
         let mut any = false;
         for gid in self.active_roots() {
-            any |= self.root_expire(ctx, gid);
+            any |= self.root_expire(ctx, gid, None);
         }
         any
+    }
+
+    /// Expires event state `etag` of group `gid` now, whatever its remaining lifetime, as the
+    /// tick does once it is due: one commit removing that state. Returns false (nothing done)
+    /// unless this peer is the group's active root, no commit is pending and `etag` names a
+    /// live state.
+    #[cfg(feature = "harness")]
+    pub fn expire_state(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, etag: ETag) -> bool {
+        self.root_expire(ctx, gid, Some(etag))
     }
 }

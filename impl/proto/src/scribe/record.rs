@@ -1,15 +1,17 @@
-//! What a root holds for its group: the record (seq, revision, state, entity tag, expiry and
-//! the recent outcomes for deduplication), the change waiting for its replicas, and the root
-//! role's own bookkeeping.
+//! What a root holds for its group: the record (seq, revision, the presentity's event states —
+//! one per entity tag, RFC 3903 §4 — their composed document, and the recent outcomes for
+//! deduplication), the change waiting for its replicas, and the root role's own bookkeeping.
 //!
-//! Records are kept after the publication expires (seq tombstones), so a later root never
-//! reuses a seq.
+//! Records are kept after their last state expires or is removed (seq tombstones), so a later
+//! root never reuses a seq. A record with seq 0 (a group created by a JOIN, nothing published
+//! yet) is no tombstone: it goes with its group once nobody is subscribed (see `root_tick`).
 
 use super::{secs, Group};
 use crate::id::NodeId;
+use crate::pidf;
 use crate::timer::Armed;
 use crate::wire::{
-    ETag, Latest, NodeHandle, PubOutcome, PubReqId, PublishReply, Routed, WireRecord,
+    ETag, Latest, NodeHandle, PubOutcome, PubReqId, PublishReply, Routed, WireRecord, WireState,
 };
 use crate::Millis;
 use bytes::Bytes;
@@ -22,54 +24,171 @@ pub const FETCH_ATTEMPTS: u8 = 3;
 /// Requests a root queues while it activates or commits; more are dropped (they are retried).
 pub const MAX_QUEUE: usize = 1024;
 
+/// One event state of the presentity (RFC 3903 §4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct State {
+    pub etag: ETag,
+    pub body: Bytes,
+    pub content_type: Option<String>,
+    pub expires_at: Millis,
+    /// Seq of the change that created it.
+    pub created: u64,
+    /// Seq of the change that last set it.
+    pub changed: u64,
+}
+
 /// A group record: held authoritatively by the root, as a copy by replicas.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Record {
     pub seq: u64,
     pub rev: u64,
-    pub body: Option<Bytes>,
-    pub etag: Option<ETag>,
-    pub expires_at: Option<Millis>,
+    /// Live event states, in creation order.
+    pub states: Vec<State>,
+    /// The presentity's URI, once a publisher named it (the `entity` of a composed PIDF).
+    pub resource: Option<String>,
     pub dedup: VecDeque<(PubReqId, PubOutcome)>,
+    /// The composition of `states` ([`Record::recompose`] after every change): its content
+    /// type and body.
+    doc: Option<(Option<String>, Bytes)>,
 }
 
 impl Record {
     pub fn key(&self) -> (u64, u64) {
         (self.seq, self.rev)
     }
+    /// Whether no event state is live.
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+    /// What members are told: the seq and the composed document.
     pub fn latest(&self) -> Latest {
         Latest {
             seq: self.seq,
-            body: self.body.clone(),
+            body: self.doc.as_ref().map(|d| d.1.clone()),
+            content_type: self.doc.as_ref().and_then(|d| d.0.clone()),
         }
     }
+    /// The composed document's size (0 without state).
+    pub fn doc_len(&self) -> usize {
+        self.doc.as_ref().map_or(0, |d| d.1.len())
+    }
+    /// The states' bodies added up.
+    pub fn states_len(&self) -> usize {
+        self.states.iter().map(|s| s.body.len()).sum()
+    }
+    /// Entity tags of the live states, in creation order.
+    pub fn etags(&self) -> Vec<ETag> {
+        self.states.iter().map(|s| s.etag).collect()
+    }
+
+    /// Recomposes the document members are told from the live states: for
+    /// `application/pidf+xml` (when the most recently changed state is PIDF), the PIDF
+    /// composition of every PIDF state ([`pidf::compose`]); for any other content type, the
+    /// most recently changed state as it is.
+    pub fn recompose(&mut self) {
+        self.doc = compose(&self.states, self.resource.as_deref());
+    }
+
     pub fn to_wire(&self, now: Millis) -> WireRecord {
         WireRecord {
             seq: self.seq,
             rev: self.rev,
-            body: self.body.clone(),
-            etag: self.etag,
-            ttl: self.expires_at.map(|e| e.saturating_sub(now)),
+            states: self
+                .states
+                .iter()
+                .map(|s| WireState {
+                    etag: s.etag,
+                    body: s.body.clone(),
+                    content_type: s.content_type.clone(),
+                    ttl: s.expires_at.saturating_sub(now),
+                    created: s.created,
+                    changed: s.changed,
+                })
+                .collect(),
+            resource: self.resource.clone(),
             dedup: self.dedup.iter().copied().collect(),
         }
     }
     pub fn from_wire(w: WireRecord, now: Millis) -> Self {
-        Record {
+        let mut r = Record {
             seq: w.seq,
             rev: w.rev,
-            body: w.body,
-            etag: w.etag,
-            expires_at: w.ttl.map(|t| now + t),
+            states: w
+                .states
+                .into_iter()
+                .map(|s| State {
+                    etag: s.etag,
+                    body: s.body,
+                    content_type: s.content_type,
+                    expires_at: now + s.ttl,
+                    created: s.created,
+                    changed: s.changed,
+                })
+                .collect(),
+            resource: w.resource,
             dedup: w.dedup.into_iter().take(DEDUP_LEN).collect(),
-        }
+            doc: None,
+        };
+        r.recompose();
+        r
     }
-    /// Takes a state carried up the tree (its ETag and expiry are unknown here).
-    pub(super) fn adopt(&mut self, l: Latest, now: Millis, default_expires: u32) {
+    /// Takes a state carried up the tree with a higher seq (re-JOIN reconciliation, a newer
+    /// state heard from below): its states' entity tags and expiries are unknown here, so the
+    /// record becomes ONE anonymous state holding the composed document, under a fresh entity
+    /// tag nobody holds, for the default expiry (model: `RootState::adopt`).
+    pub(super) fn adopt(&mut self, l: Latest, now: Millis, default_expires: u32, etag: ETag) {
         self.seq = l.seq;
-        self.expires_at = l.body.as_ref().map(|_| now + secs(default_expires));
-        self.body = l.body;
-        self.etag = None;
+        self.states.clear();
+        if let Some(body) = l.body {
+            self.states.push(State {
+                etag,
+                body,
+                content_type: l.content_type,
+                expires_at: now + secs(default_expires),
+                created: l.seq,
+                changed: l.seq,
+            });
+        }
         self.rev += 1;
+        self.recompose();
+    }
+}
+
+impl WireRecord {
+    /// What a root holding this record tells members (its seq and the composed document of its
+    /// states), as a replica that takes over would: for harnesses that abstract a replicated
+    /// record to the state it stands for.
+    pub fn latest(&self) -> Latest {
+        Record::from_wire(self.clone(), 0).latest()
+    }
+}
+
+/// The composed document of `states` (see [`Record::recompose`]).
+fn compose(states: &[State], resource: Option<&str>) -> Option<(Option<String>, Bytes)> {
+    let latest = states
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, s)| (s.changed, *i))
+        .map(|(i, _)| i)?;
+    let top = &states[latest];
+    let plain = Some((top.content_type.clone(), top.body.clone()));
+    if !top.content_type.as_deref().is_some_and(pidf::is_pidf) {
+        return plain;
+    }
+    let parts: Vec<pidf::Part<'_>> = states
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.content_type.as_deref().is_some_and(pidf::is_pidf))
+        .map(|(i, s)| pidf::Part {
+            body: &s.body,
+            latest: i == latest,
+        })
+        .collect();
+    match pidf::compose(&parts, resource) {
+        Ok(doc) => Some((top.content_type.clone(), Bytes::from(doc))),
+        // Bodies are validated when published; one adopted or replicated from a peer that
+        // did not may not parse: its state is then shown as it is.
+        Err(_) => plain,
     }
 }
 

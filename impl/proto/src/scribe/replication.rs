@@ -43,6 +43,12 @@ impl Scribe {
         let (Some(role), Some(rec)) = (g.root.as_ref(), g.best_record()) else {
             return;
         };
+        if rec.seq == 0 {
+            // An empty group (a JOIN created it, nothing published yet): nothing to replicate
+            // until the first commit. Its members are not in the record but in the tree: a new
+            // root after a failure gets them back by their re-JOINs.
+            return;
+        }
         let rev = rec.rev;
         self.scratch.retain(|h| {
             all || role
@@ -182,7 +188,7 @@ impl Scribe {
         }
         self.scratch
             .retain(|h| !before.iter().any(|b| b.id == h.id));
-        if !self.scratch.is_empty() {
+        if !self.scratch.is_empty() && rec.seq > 0 {
             let msg = ScribeMsg::Replicate {
                 gid,
                 rec: rec.to_wire(ctx.now),

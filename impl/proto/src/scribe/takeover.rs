@@ -135,7 +135,8 @@ impl Scribe {
         role.waiting.clear();
         let mut rec = g.record.take().unwrap_or_default();
         if g.latest.seq > rec.seq {
-            rec.adopt(g.latest.clone(), ctx.now, ctx.cfg.pub_default_expires);
+            let etag = ctx.secrets.etag();
+            rec.adopt(g.latest.clone(), ctx.now, ctx.cfg.pub_default_expires, etag);
         }
         let latest = rec.latest();
         g.record = Some(rec);

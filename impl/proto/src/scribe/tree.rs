@@ -126,40 +126,11 @@ impl Scribe {
         if self.groups.contains_key(&gid) {
             self.apply_latest(ctx, gid, latest);
             if let Some(h) = accepted {
+                // The first NOTIFY: the newest state known here (seq 0, no state, when
+                // nothing was published yet).
                 self.deliver_to(ctx, gid, h);
             }
         }
-    }
-
-    /// The root's nACK retracing a JOIN's reverse path.
-    pub(super) fn on_join_nack(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        gid: GroupId,
-        join_id: u64,
-        latest: Latest,
-        mut path: Vec<NodeHandle>,
-    ) {
-        // An expiry's seq (no body) is learnt like an ACK's state: members below are told
-        // that the publication is gone.
-        let expired = latest.seq > 0 && latest.body.is_none();
-        let Some(next) = self.retrace(ctx, gid, &mut path, &latest, expired) else {
-            return;
-        };
-        if let Some(next) = next {
-            let msg = ScribeMsg::JoinNack {
-                gid,
-                join_id,
-                latest,
-                path,
-            };
-            ctx.out.send(&next, msg);
-            return;
-        }
-        if expired && self.groups.contains_key(&gid) {
-            self.apply_latest(ctx, gid, latest);
-        }
-        self.reject_sub(ctx, gid, join_id);
     }
 
     /// A JOIN's answer retracing its reverse `path` reached this peer: pops this peer off it

@@ -45,13 +45,22 @@ pub enum Phase {
 /// test harnesses and history checkers read it.
 pub const SEQ_HEADER: &str = "X-Sascribe-Seq";
 
+/// A state as the core reported it to a subscriber.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Shown {
+    /// The group seq (0: nothing was ever published).
+    pub seq: u64,
+    /// The composed event state (`None`: no live state).
+    pub body: Option<Bytes>,
+    /// Its content type.
+    pub content_type: Option<String>,
+}
+
 /// One NOTIFY to send.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Queued {
-    /// The group seq of the state (0: nothing was ever published).
-    pub seq: u64,
-    /// Event state (`None`: no state, empty body).
-    pub body: Option<Bytes>,
+    /// The state it carries.
+    pub state: Shown,
     /// `Some(reason)` for the final NOTIFY (`Subscription-State: terminated;reason=…`).
     pub terminated: Option<&'static str>,
 }
@@ -88,8 +97,10 @@ pub struct Dialog {
     pub fetch: bool,
     /// When the subscription expires.
     pub expires_at: Millis,
-    /// Seq and state of the last publication the subscriber was told about.
-    pub last: Option<(u64, Option<Bytes>)>,
+    /// The last state the subscriber was told about.
+    pub last: Option<Shown>,
+    /// The presentity (the initial SUBSCRIBE's Request-URI): the `entity` of a `closed` PIDF.
+    pub resource: String,
     /// NOTIFYs waiting for the one in flight.
     pub queue: VecDeque<Queued>,
     /// Client transaction of the NOTIFY in flight.
@@ -110,16 +121,33 @@ impl Dialog {
         self.queue.push_back(q);
     }
 
+    /// The body of a NOTIFY carrying `s`, with its content type: the composed state as the
+    /// core gave it; with no live state after publications (seq > 0: every state removed or
+    /// expired), for `presence` the neutral `closed` PIDF of RFC 3856 §6.6.2, for other
+    /// packages an empty body; before any publication (seq 0), no body.
+    pub fn body(&self, s: &Shown) -> Option<(String, Bytes)> {
+        match &s.body {
+            Some(b) if !b.is_empty() => {
+                let ct =
+                    s.content_type
+                        .clone()
+                        .unwrap_or_else(|| match self.event.package.as_str() {
+                            "presence" => crate::pidf::MEDIA_TYPE.to_string(),
+                            _ => "application/octet-stream".to_string(),
+                        });
+                Some((ct, b.clone()))
+            }
+            _ if s.seq > 0 && self.event.package == "presence" => Some((
+                crate::pidf::MEDIA_TYPE.to_string(),
+                Bytes::from(crate::pidf::closed(&self.resource)),
+            )),
+            _ => None,
+        }
+    }
+
     /// Builds the next NOTIFY (RFC 6665 §4.2.2) with branch `branch`, for its flow's
     /// transport (`Via`, and `;transport=tcp` in our Contact over TCP).
-    pub fn notify(
-        &mut self,
-        now: Millis,
-        q: &Queued,
-        local: SocketAddr,
-        branch: &str,
-        content_type: &str,
-    ) -> Request {
+    pub fn notify(&mut self, now: Millis, q: &Queued, local: SocketAddr, branch: &str) -> Request {
         self.local_cseq = self.local_cseq.saturating_add(1);
         let mut h = Headers::default();
         let transport = self.dst.via_transport();
@@ -146,11 +174,14 @@ impl Dialog {
             },
         };
         h.push("Subscription-State", state.to_string());
-        h.push(SEQ_HEADER, q.seq.to_string());
-        let body = q.body.clone().unwrap_or_default();
-        if !body.is_empty() {
-            h.push("Content-Type", content_type);
-        }
+        h.push(SEQ_HEADER, q.state.seq.to_string());
+        let body = match self.body(&q.state) {
+            Some((ct, body)) => {
+                h.push("Content-Type", ct);
+                body
+            }
+            None => Bytes::new(),
+        };
         Request {
             method: Method::Notify,
             uri: self.target.clone(),

@@ -9,11 +9,15 @@
 //! ## Flows (paper Fig. 4 and 5)
 //! * **PUBLISH** (RFC 3903 §6, [`publish`]): Event checked (489 + `Allow-Events` when missing or
 //!   not served), `Expires` checked (423 + `Min-Expires`), `SIP-If-Match` read, body type
-//!   checked (415), then `Peer::publish`. The root's answer becomes 200 with the `SIP-ETag`
-//!   and `Expires` it chose, or 412 (stale/unknown entity tag), 423, 400, 413, 504 (no answer).
+//!   checked (415; a PIDF body must parse, 400), then `Peer::publish` with the body's
+//!   `Content-Type` and the Request-URI. The root's answer becomes 200 with the `SIP-ETag`
+//!   and `Expires` it chose (a removal: 200 without `SIP-ETag`, `Expires: 0`), or 412
+//!   (no live state has that entity tag), 423, 400, 403 (too many states), 413, 504 (no
+//!   answer).
 //! * **SUBSCRIBE** (RFC 6665 §4.2.1, [`subscribe`]): an initial SUBSCRIBE creates a dialog (our
 //!   To tag, `Contact`, route set from `Record-Route`) and calls `Peer::subscribe`. The root's
-//!   ACK becomes 200 + an immediate NOTIFY with the latest state and
+//!   ACK (also for a resource nothing was published to yet) becomes 200 + an immediate NOTIFY
+//!   with the latest state and
 //!   `Subscription-State: active;expires=N`. In-dialog SUBSCRIBEs refresh (200 + NOTIFY with
 //!   the current state) or, with `Expires: 0`, end the subscription (200 + final NOTIFY
 //!   `terminated;reason=timeout`). An initial `Expires: 0` is a fetch (§4.4.3): 200 + one
@@ -25,15 +29,27 @@
 //!   RFC 5057).
 //! * Core expiry (`SubTerminated`) becomes a final NOTIFY `terminated;reason=timeout`.
 //!
-//! ## The nACK mapping: 480 Temporarily Unavailable
-//! RFC 6665 lets a presence server accept a subscription to a resource with no state and send
-//! a NOTIFY with a neutral body (or `pending`). This core, however, forgets the subscriber on a
-//! nACK (the JOIN is undone): answering 200 would promise NOTIFYs that never come. So we
-//! follow the paper (nACK ↦ a final 3xx–6xx) and answer **480 Temporarily Unavailable**: the
-//! presentity exists as far as we know but has published nothing yet — not 404, which would
-//! claim the resource does not exist, while a PUBLISH may create it any time. A UA that gets
-//! 480 retries later, which is what a watcher of an offline presentity should do. An overlay
-//! timeout becomes 504 Server Time-out.
+//! ## Subscribing before anything is published: 200 and a NOTIFY without state
+//! The paper's root answers a JOIN for a group without state with a nACK, mapped to a final
+//! 3xx–6xx. Watchers subscribe before their presentities publish all the time (a buddy list
+//! at start-up), and clients treat a failed SUBSCRIBE badly: linphone never retries, baresip
+//! only after 30 s. A central presence server (Kamailio's `presence` module, RFC 6665 §4.2.1)
+//! accepts such a subscription and sends a NOTIFY with no state. So does this front end: the
+//! root creates the group and answers ACK with seq 0; the subscriber gets 200 and an immediate
+//! NOTIFY (`Subscription-State: active`, `X-Sascribe-Seq: 0`, no body), then one NOTIFY per
+//! later change. Once every event state was removed or expired (seq > 0), a `presence` NOTIFY
+//! carries the neutral `closed` PIDF (RFC 3856 §6.6.2), other packages an empty body. An
+//! overlay timeout becomes 504 Server Time-out.
+//!
+//! ## Several publishers of one presentity
+//! Each PUBLISH without `SIP-If-Match` creates an event state of its own (RFC 3903 §4) with
+//! its own `SIP-ETag`; a conditional PUBLISH refreshes, modifies or (`Expires: 0`) removes the
+//! state it names, 412 when it names none. NOTIFYs carry the composition ([`crate::pidf`]):
+//! for `application/pidf+xml`, every state's `<tuple>`s in one `<presence>`; for other
+//! packages, the most recently changed state with its own `Content-Type`. A PIDF body that
+//! does not parse is refused (400). Limits: more states than `Config::max_states` → 403 (the
+//! reason phrase names the limit), a body over `Config::max_body` or a presentity's states
+//! or composed document over `Config::max_document` → 413.
 //!
 //! ## Other requests
 //! Processing follows RFC 3261 §8.2 ([`request`]): malformed requests get 400 with a reason
@@ -419,11 +435,11 @@ impl SipEndpoint {
                 }
                 h.push("Expires", expires.to_string());
                 h.push(dialog::SEQ_HEADER, seq.to_string());
-                self.finish_pub(env, req, 200, h);
+                self.finish_pub(env, req, 200, "OK", h);
             }
             Event::PublishFailed { req, reason } => {
-                let (code, h) = publish::failure(reason, env.peer.config());
-                self.finish_pub(env, req, code, h);
+                let (code, phrase, h) = publish::failure(reason, env.peer.config());
+                self.finish_pub(env, req, code, &phrase, h);
             }
             Event::SubProvisional { handle } => {
                 if let Some(Phase::Establishing { tx }) =
@@ -439,13 +455,20 @@ impl SipEndpoint {
                 handle,
                 seq,
                 ref state,
-            } => self.sub_notify(env, handle, seq, state.clone()),
+                ref content_type,
+            } => {
+                let shown = dialog::Shown {
+                    seq,
+                    body: state.clone(),
+                    content_type: content_type.clone(),
+                };
+                self.sub_notify(env, handle, shown)
+            }
             Event::SubTerminated { handle, .. } => {
                 if let Some(d) = self.dialogs.get_mut(&handle) {
-                    let (seq, body) = d.last.clone().unwrap_or_default();
+                    let state = d.last.clone().unwrap_or_default();
                     d.enqueue(Queued {
-                        seq,
-                        body,
+                        state,
                         terminated: Some("timeout"),
                     });
                     self.pump(env, handle);

@@ -85,8 +85,7 @@ impl SipEndpoint {
             }
             return;
         };
-        let ct = content_type(&d.event.package);
-        let req = d.notify(env.now, &q, local, &branch, ct);
+        let req = d.notify(env.now, &q, local, &branch);
         let bytes = req.to_bytes();
         let (dst, until) = (d.dst, d.expires_at);
         let contact = contact_addr(&d.target, dst.remote().ip());
@@ -99,13 +98,5 @@ impl SipEndpoint {
             d.in_flight = Some(id);
             d.dst = flow;
         }
-    }
-}
-
-/// The body type of an event package's NOTIFYs.
-fn content_type(package: &str) -> &'static str {
-    match package {
-        "presence" => "application/pidf+xml",
-        _ => "application/octet-stream",
     }
 }

@@ -6,12 +6,19 @@ use super::headers::{delta_seconds, entity_tag, media_type_is, EntityTag, EventH
 use super::message::{reason_phrase, Headers, Request};
 use super::transaction::TxKey;
 use super::{Env, ReqCtx, SipEndpoint};
-use crate::event::{PubHandle, PublishError};
+use crate::event::{PubHandle, PubMeta, PublishError};
 use crate::mutants::Mutant;
 
-/// The response code and headers of a failed publication.
-pub(super) fn failure(reason: PublishError, cfg: &crate::Config) -> (u16, Headers) {
+/// The response code, reason phrase and headers of a failed publication.
+pub(super) fn failure(reason: PublishError, cfg: &crate::Config) -> (u16, String, Headers) {
     let mut h = Headers::default();
+    if let PublishError::TooManyStates { max } = reason {
+        // RFC 3903 has no code for a compositor's limit on event states: 403 (RFC 3261
+        // §21.4.4, "understood the request but is refusing to fulfill it"; retrying does not
+        // help until a state goes), with the limit in the reason phrase.
+        let phrase = format!("Forbidden - more than {max} event states for this presentity");
+        return (403, phrase, h);
+    }
     let code = match reason {
         PublishError::PreconditionFailed if cfg.mutant_on(Mutant::WrongPreconditionCode) => 400,
         PublishError::PreconditionFailed => 412,
@@ -22,8 +29,9 @@ pub(super) fn failure(reason: PublishError, cfg: &crate::Config) -> (u16, Header
         PublishError::BadRequest => 400,
         PublishError::TooLarge => 413,
         PublishError::Timeout => 504,
+        PublishError::TooManyStates { .. } => 403,
     };
-    (code, h)
+    (code, reason_phrase(code).to_string(), h)
 }
 
 impl SipEndpoint {
@@ -94,6 +102,7 @@ impl SipEndpoint {
         }
         let expires = expires.map(|e| e.min(self.cfg.max_expires));
         // Step 5: body (ignored for a removal).
+        let mut content_type = None;
         let body = if req.body.is_empty() || expires == Some(0) {
             None
         } else {
@@ -106,6 +115,13 @@ impl SipEndpoint {
                 h.push("Accept", "application/pidf+xml");
                 return self.reply(env, key, ctx, 415, reason_phrase(415), h, None);
             }
+            if crate::pidf::is_pidf(ct) {
+                // A body that does not parse would poison the composition of every NOTIFY.
+                if let Err(e) = crate::pidf::validate(&req.body) {
+                    return self.bad_request(env, key, ctx, &e.to_string());
+                }
+            }
+            content_type = Some(ct.to_string());
             Some(req.body.clone())
         };
         if body.is_none() && if_match.is_none() {
@@ -120,7 +136,12 @@ impl SipEndpoint {
         let handle = PubHandle(self.new_handle());
         let tx = self.proceed(env, key, ctx);
         self.pubs.insert(handle, tx);
-        env.peer
-            .publish(env.now, env.timers, gid, handle, body, if_match, expires);
+        let meta = PubMeta {
+            content_type,
+            resource: Some(req.uri.clone()),
+        };
+        env.peer.publish(
+            env.now, env.timers, gid, handle, body, meta, if_match, expires,
+        );
     }
 }

@@ -189,9 +189,16 @@ impl SipEndpoint {
     }
 
     /// The root answered publication request `req`: its final response.
-    pub(super) fn finish_pub(&mut self, env: &mut Env<'_>, req: PubHandle, code: u16, h: Headers) {
+    pub(super) fn finish_pub(
+        &mut self,
+        env: &mut Env<'_>,
+        req: PubHandle,
+        code: u16,
+        reason: &str,
+        h: Headers,
+    ) {
         if let Some(id) = self.pubs.remove(&req) {
-            self.complete(env, id, code, reason_phrase(code), h, None);
+            self.complete(env, id, code, reason, h, None);
         }
     }
 }

@@ -1,14 +1,13 @@
 //! SUBSCRIBE processing and NOTIFY generation (RFC 6665 §4.2), mapped onto
 //! `Peer::subscribe` / `refresh` / `unsubscribe` and the core's upcalls.
 
-use super::dialog::{Dialog, DialogId, Phase, Queued};
+use super::dialog::{Dialog, DialogId, Phase, Queued, Shown};
 use super::headers::{delta_seconds, NameAddr};
 use super::message::{reason_phrase, Headers, Request};
 use super::transaction::TxKey;
 use super::{Env, ReqCtx, SipEndpoint};
 use crate::event::{SubHandle, SubRejectReason, SubscribeError};
 use crate::mutants::Mutant;
-use bytes::Bytes;
 
 impl SipEndpoint {
     pub(super) fn on_subscribe(
@@ -129,6 +128,7 @@ impl SipEndpoint {
             fetch,
             expires_at: env.now + u64::from(if fetch { 0 } else { granted }) * 1000,
             last: None,
+            resource: req.uri.clone(),
             queue: Default::default(),
             in_flight: None,
         };
@@ -200,7 +200,7 @@ impl SipEndpoint {
         {
             d.target = c.uri;
         }
-        let (last_seq, last) = d.last.clone().unwrap_or_default();
+        let last = d.last.clone().unwrap_or_default();
         let mut hs = Headers::default();
         hs.push("Contact", super::conn::contact(self.cfg.local, &ctx.flow));
         if expires == 0 {
@@ -214,8 +214,7 @@ impl SipEndpoint {
             if let Some(d) = self.dialogs.get_mut(&h) {
                 d.expires_at = env.now;
                 d.enqueue(Queued {
-                    seq: last_seq,
-                    body: last,
+                    state: last,
                     terminated: Some("timeout"),
                 });
             }
@@ -229,8 +228,7 @@ impl SipEndpoint {
                 if let Some(d) = self.dialogs.get_mut(&h) {
                     d.expires_at = env.now + u64::from(granted) * 1000;
                     d.enqueue(Queued {
-                        seq: last_seq,
-                        body: last,
+                        state: last,
                         terminated: None,
                     });
                 }
@@ -284,7 +282,7 @@ impl SipEndpoint {
         }
     }
 
-    /// The root's nACK or a timeout: a final error response (see the module docs).
+    /// No answer from the overlay in time: 504 (see the module docs).
     pub(super) fn sub_rejected(
         &mut self,
         env: &mut Env<'_>,
@@ -297,21 +295,16 @@ impl SipEndpoint {
         self.dialog_ids.remove(&d.id);
         if let Phase::Establishing { tx } = d.phase {
             let (code, reason) = match reason {
-                SubRejectReason::NoState => (480, "Temporarily Unavailable - no event state"),
                 SubRejectReason::Timeout => (504, reason_phrase(504)),
             };
             self.complete(env, tx, code, reason, Headers::default(), None);
         }
     }
 
-    /// New state for a subscriber: one NOTIFY per publication, in seq order.
-    pub(super) fn sub_notify(
-        &mut self,
-        env: &mut Env<'_>,
-        h: SubHandle,
-        seq: u64,
-        state: Option<Bytes>,
-    ) {
+    /// New state for a subscriber: one NOTIFY per change, in seq order (the first, right
+    /// after the 200, may say seq 0: nothing published yet).
+    pub(super) fn sub_notify(&mut self, env: &mut Env<'_>, h: SubHandle, state: Shown) {
+        let seq = state.seq;
         let cfg = env.peer.config();
         let (early, stale_ok) = (
             cfg.mutant_on(Mutant::NotifyBeforeAck),
@@ -322,18 +315,17 @@ impl SipEndpoint {
             return;
         };
         let established = d.phase == Phase::Active || (early && d.phase != Phase::Terminating);
-        if !established || (d.last.as_ref().is_some_and(|(s, _)| seq <= *s) && !stale_ok) {
+        if !established || (d.last.as_ref().is_some_and(|s| seq <= s.seq) && !stale_ok) {
             return;
         }
         let first = d.last.is_none();
-        d.last = Some((seq, state.clone()));
+        d.last = Some(state.clone());
         if first && silent_first {
             return;
         }
         let fetch = d.fetch;
         d.enqueue(Queued {
-            seq,
-            body: state,
+            state,
             terminated: fetch.then_some("timeout"),
         });
         if fetch {

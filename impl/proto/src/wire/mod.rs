@@ -17,10 +17,12 @@ mod pastry;
 mod scribe;
 
 pub use pastry::PastryMsg;
-pub use scribe::{Latest, PubOutcome, PubReqId, PublishReply, Routed, ScribeMsg, WireRecord};
+pub use scribe::{
+    Latest, PubOutcome, PubReqId, PublishReply, Routed, ScribeMsg, WireRecord, WireState,
+};
 
 /// Wire format version carried in the first byte of every datagram.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// Largest datagram a peer sends or accepts.
 pub const MAX_DATAGRAM_LEN: usize = 16 * 1024;
 /// Length of the HMAC-SHA-256 tag appended when a cluster key is configured.
@@ -114,7 +116,7 @@ pub enum WireError {
     #[error("datagram of {0} bytes exceeds the maximum length")]
     Oversized(usize),
     /// Unknown version byte.
-    #[error("unsupported wire version {0}")]
+    #[error("unsupported wire version {0} (this peer speaks version {VERSION}: upgrade every peer of the cluster together)")]
     BadVersion(u8),
     /// The HMAC tag does not verify under the cluster key.
     #[error("bad message authentication tag")]
@@ -227,6 +229,7 @@ mod tests {
                     carried: Some(Latest {
                         seq: 3,
                         body: Some(Bytes::from_static(b"open")),
+                        content_type: Some("text/plain".into()),
                     }),
                     path: vec![h(9), h(10)],
                 },
@@ -242,6 +245,8 @@ mod tests {
                     },
                     origin: h(3),
                     body: None,
+                    content_type: None,
+                    resource: Some("sip:alice@example.com".into()),
                     if_match: Some(ETag(0xfeed)),
                     expires: Some(60),
                 },
@@ -251,9 +256,15 @@ mod tests {
                 rec: WireRecord {
                     seq: 2,
                     rev: 5,
-                    body: Some(Bytes::from_static(b"x")),
-                    etag: Some(ETag(1)),
-                    ttl: Some(1000),
+                    states: vec![WireState {
+                        etag: ETag(1),
+                        body: Bytes::from_static(b"x"),
+                        content_type: Some("application/pidf+xml".into()),
+                        ttl: 1000,
+                        created: 1,
+                        changed: 2,
+                    }],
+                    resource: None,
                     dedup: vec![(
                         PubReqId {
                             origin: NodeId(1),
@@ -341,6 +352,7 @@ mod tests {
             latest: Latest {
                 seq: 1,
                 body: Some(Bytes::from(vec![0u8; MAX_DATAGRAM_LEN])),
+                content_type: None,
             },
         });
         assert!(matches!(

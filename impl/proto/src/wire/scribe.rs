@@ -7,13 +7,16 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// The latest event state of a group as members know it: a sequence number stamped by the root
-/// and the state (`None` once the publication was removed or expired).
+/// and the composed document of the presentity's live event states with its content type
+/// (`None` before any publication, and once every state was removed or expired).
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub struct Latest {
     /// Sequence number; 0 means "nothing ever published".
     pub seq: u64,
-    /// Event state body.
+    /// The composed document.
     pub body: Option<Bytes>,
+    /// Its content type (`None` with no body, or for a body published without one).
+    pub content_type: Option<String>,
 }
 
 /// Identifies one publication request across retries (deduplication at the root).
@@ -48,8 +51,34 @@ pub enum PublishReply {
         /// Minimum expiry in seconds.
         min: u32,
     },
-    /// Request without body and without `SIP-If-Match`, or a removal without it (400).
+    /// Request without body and without `SIP-If-Match`, a removal without it, or a PIDF body
+    /// that does not parse (400).
     BadRequest,
+    /// A new event state would exceed the presentity's maximum number of states (403).
+    TooManyStates {
+        /// The maximum.
+        max: u32,
+    },
+    /// The body, the presentity's states or their composed document would exceed the
+    /// configured maximum size (413).
+    TooLarge,
+}
+
+/// One event state of a presentity as replicated (RFC 3903 §4: one per entity tag).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct WireState {
+    /// Its entity tag.
+    pub etag: ETag,
+    /// Its body.
+    pub body: Bytes,
+    /// Its content type, as published.
+    pub content_type: Option<String>,
+    /// Remaining lifetime in milliseconds at send time.
+    pub ttl: u64,
+    /// Seq of the change that created it (orders the states).
+    pub created: u64,
+    /// Seq of the change that last set it (the most recent one wins composition).
+    pub changed: u64,
 }
 
 /// A root's group record as replicated to its replicas.
@@ -57,14 +86,12 @@ pub enum PublishReply {
 pub struct WireRecord {
     /// Sequence number of the current state.
     pub seq: u64,
-    /// Revision: bumped by every change of the record (also refreshes that keep the state).
+    /// Revision: bumped by every change of the record.
     pub rev: u64,
-    /// Current state.
-    pub body: Option<Bytes>,
-    /// Current entity tag.
-    pub etag: Option<ETag>,
-    /// Remaining lifetime of the publication in milliseconds at send time.
-    pub ttl: Option<u64>,
+    /// The live event states, in creation order.
+    pub states: Vec<WireState>,
+    /// The presentity's URI (the `entity` of a composed PIDF), when a publisher named it.
+    pub resource: Option<String>,
     /// Recently committed publications, for retry deduplication.
     pub dedup: Vec<(PubReqId, PubOutcome)>,
 }
@@ -88,7 +115,7 @@ pub enum Routed {
     Join {
         /// Group.
         gid: GroupId,
-        /// The peer that wants the answer (ACK/nACK).
+        /// The peer that wants the answer (the ACK).
         origin: NodeHandle,
         /// Origin's request id (0 for a tree-repair re-JOIN).
         join_id: u64,
@@ -110,6 +137,10 @@ pub enum Routed {
         origin: NodeHandle,
         /// New state (None: refresh or removal).
         body: Option<Bytes>,
+        /// Its content type.
+        content_type: Option<String>,
+        /// The presentity's URI (the PUBLISH's Request-URI), for composition.
+        resource: Option<String>,
         /// `SIP-If-Match`.
         if_match: Option<ETag>,
         /// Requested expiry in seconds.
@@ -127,25 +158,15 @@ pub enum ScribeMsg {
         /// Origin's request id.
         join_id: u64,
     },
-    /// ACK from the root with the current state (it is also the first NOTIFY).
+    /// ACK from the root with the current state (it is also the first NOTIFY). A root without
+    /// state answers too: `seq` 0 and no body before any publication, its seq and no body once
+    /// every state is gone (so that every peer on the path learns it).
     JoinAck {
         /// Group.
         gid: GroupId,
         /// Origin's request id.
         join_id: u64,
         /// Current state.
-        latest: Latest,
-        /// Remaining reverse path (the receiver is its last element).
-        path: Vec<NodeHandle>,
-    },
-    /// nACK: the root has no state for the group.
-    JoinNack {
-        /// Group.
-        gid: GroupId,
-        /// Origin's request id.
-        join_id: u64,
-        /// The root's seq with no body (`seq` 0 when nothing was ever published; above 0 after
-        /// an expiry or removal, so that every peer on the path learns the state is gone).
         latest: Latest,
         /// Remaining reverse path (the receiver is its last element).
         path: Vec<NodeHandle>,
