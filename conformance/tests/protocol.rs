@@ -30,7 +30,7 @@ fn replies(requests: &[String]) -> Vec<Value> {
 
 #[test]
 fn serve_checks_and_echoes_the_protocol_version() {
-    let t = load(&corpus().join("small-witness-nack-happened.json")).unwrap();
+    let t = load(&corpus().join("small-witness-subscribed-before-publish.json")).unwrap();
     let init = request_line(
         1,
         &Input::Init {
@@ -127,7 +127,7 @@ fn the_family_table_counts_traces_steps_and_known_divergences() {
     for name in [
         "small-walk-030",
         "small-walk-031",
-        "small-witness-nack-happened",
+        "small-witness-subscribed-before-publish",
     ] {
         let t = load(&corpus().join(format!("{name}.json"))).unwrap();
         let r = run_trace(&t, &mut InProcess::new(), false);
