@@ -45,7 +45,7 @@ fn trace(name: &str) -> Trace {
 /// Three traces that pass against the reference adapter; the middle one misbehaves.
 const TRACES: [&str; 3] = [
     "small-witness-412-happened",
-    "small-witness-subscribed-before-publish",
+    "small-witness-states-composed",
     "multihop-witness-failover-happened",
 ];
 

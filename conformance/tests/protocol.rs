@@ -127,7 +127,7 @@ fn the_family_table_counts_traces_steps_and_known_divergences() {
     for name in [
         "small-walk-030",
         "small-walk-031",
-        "small-witness-subscribed-before-publish",
+        "small-witness-states-composed",
     ] {
         let t = load(&corpus().join(format!("{name}.json"))).unwrap();
         let r = run_trace(&t, &mut InProcess::new(), false);

@@ -20,8 +20,9 @@ fn trace(name: &str) -> Trace {
 #[test]
 fn witnesses_of_the_core_paths_pass_in_process() {
     for name in [
-        "small-witness-subscribed-before-publish",
-        "small-witness-rejoin-carried-state",
+        "small-witness-412-happened",
+        "small-witness-states-composed",
+        "small-witness-expiry-notified",
         "multihop-witness-subscribed-before-publish",
         "multihop-witness-states-composed",
         "multihop-witness-failover-happened",

@@ -362,11 +362,12 @@ impl SaScribe {
                 req,
                 value,
                 if_match,
-                ..
+                expires,
             } => {
                 a.kind = "publish_fwd";
                 a.req = Some(self.req_name(req));
-                a.value = Some(*value);
+                // A removal (`Expires: 0`) carries no body.
+                a.value = (*expires != 0).then_some(*value);
                 a.if_match = *if_match;
             }
             Msg::PubReply { req, result } => {

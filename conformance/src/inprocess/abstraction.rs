@@ -95,8 +95,9 @@ impl Cluster {
         }
     }
 
+    /// Seq and values of a state (seq 0, nothing published yet, is the model's "no state").
     fn set_latest(a: &mut AbstractMsg, l: &Latest) {
-        a.seq = Some(l.seq.min(255) as u8);
+        a.seq = (l.seq > 0).then_some(l.seq.min(255) as u8);
         a.values = l.body.as_deref().and_then(values_of);
     }
 

@@ -93,7 +93,8 @@ impl Cluster {
                 self.log(format!(
                     "{ua} → {peer}: PUBLISH v{value} SIP-If-Match {etag:?} Expires {secs} as {name}"
                 ));
-                let body = Some((PIDF, body_of(*value)));
+                // A removal (`Expires: 0`) carries no body (RFC 3903 §4.4).
+                let body = (*expires != 0).then(|| (PIDF, body_of(*value)));
                 let c = &mut self.uas[u];
                 let req = c.agent.publish(
                     now,

@@ -5,9 +5,7 @@
 
 use super::abstraction::Policy;
 use super::clients::{ua_addr, TraceUa};
-use super::{
-    parse_id, production_config, Mode, EXPIRY_UNIT_SECS, MAX_SETTLE, RESOURCE, SILENT_HORIZON,
-};
+use super::{parse_id, production_config, Mode, MAX_SETTLE, RESOURCE, SILENT_HORIZON};
 use crate::driver::{CoreDriver, Driver, RuntimeDriver};
 use crate::sut::{Input, Observed};
 use crate::{AbstractMsg, Config as TraceConfig};
@@ -317,22 +315,27 @@ impl Cluster {
                 self.log(format!("{at}.fire_replication_retry() -> {root}"));
             }
             Input::Expire { at, etag } => {
-                let _state = self.etag_for(*etag);
                 let a = self.peer_ix(at)?;
-                // Every granted expiry is at most `max_expires` units: move the clock past it,
-                // then run the expiry the root's periodic tick runs.
-                let lifetime = Millis::from(EXPIRY_UNIT_SECS * u32::from(self.cfg.max_expires));
-                self.now += lifetime * 1000 + 1;
-                let now = self.now;
+                // The state's production ETag: the one minted for the change with seq `etag`
+                // (learned from the root's REPLICATEs); the model's anonymous state (tag 0, a
+                // state adopted from the tree) is the root's one ETag the table does not know.
+                let minted = self.seq_etag.get(etag).copied();
+                let learned: Vec<ETag> = self.etag_seq.keys().copied().collect();
+                let gid = self.gid;
                 let s = self.live(a, "expire")?;
                 let expired = s.driver.call(
                     now,
                     Box::new(move |host, now| {
-                        let expire = |p: &mut sascribe::Peer, now, t: &mut _| p.fire_expiry(now, t);
-                        Ok(host.harness(now, expire).to_string())
+                        let expire = |p: &mut sascribe::Peer, now, t: &mut _| {
+                            let live = p.group_view(gid).map(|v| v.etags).unwrap_or_default();
+                            let e = minted
+                                .or_else(|| live.iter().copied().find(|e| !learned.contains(e)));
+                            e.map(|e| (e, p.expire_state(now, t, gid, e)))
+                        };
+                        Ok(format!("{:?}", host.harness(now, expire)))
                     }),
                 )?;
-                self.log(format!("{at}.fire_expiry() at t={now} -> {expired}"));
+                self.log(format!("{at}.expire_state(e{etag}) -> {expired}"));
             }
             Input::Crash { peer } => {
                 let p = self.peer_ix(peer)?;
