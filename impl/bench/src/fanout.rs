@@ -40,6 +40,10 @@ pub struct FanResult {
     pub max_ms: Option<f64>,
     /// Requests the load client retransmitted during this W.
     pub retransmissions: u64,
+    /// UDP datagrams dropped on full receive buffers during this W (whole machine).
+    pub udp_drops: Option<u64>,
+    /// Of which on the target's own sockets.
+    pub target_drops: Option<u64>,
     pub error: Option<String>,
 }
 
@@ -47,7 +51,7 @@ pub struct FanResult {
 pub async fn fanout(spec: &Spec, env: &Env, plan: &FanPlan) -> Vec<FanResult> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let started = async {
-        let client = Client::bind(8, Some(tx)).await?;
+        let client = Client::bind(32, Some(tx)).await?;
         let t = targets::start(spec, env, &client).await?;
         anyhow::Ok((client, t))
     }
@@ -77,10 +81,17 @@ pub async fn fanout(spec: &Spec, env: &Env, plan: &FanPlan) -> Vec<FanResult> {
             ..FanResult::default()
         };
         let retrans0 = client.retransmissions();
+        let drops0 = crate::sys::udp_rcvbuf_errors();
+        let target0 = t.socket_drops();
         if let Err(e) = one(&client, &mut t, &mut rx, plan, &mut r).await {
             r.error = Some(format!("{e:#}"));
         }
         r.retransmissions = client.retransmissions() - retrans0;
+        r.udp_drops = crate::sys::drops_since(drops0);
+        r.target_drops = t
+            .socket_drops()
+            .zip(target0)
+            .map(|(a, b)| a.saturating_sub(b));
         println!(
             "  {:<11} W={:<5} notified {}/{} (complete rounds {}/{}) publish→NOTIFY p50 {} ms p99 {} ms{}",
             r.target,

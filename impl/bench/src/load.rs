@@ -140,6 +140,10 @@ pub struct MemResult {
     pub notifies: u64,
     /// Requests the load client retransmitted (no answer within T1, 2T1, ...).
     pub retransmissions: u64,
+    /// UDP datagrams dropped on full receive buffers while loading (whole machine).
+    pub udp_drops: Option<u64>,
+    /// Of which on the target's own sockets.
+    pub target_drops: Option<u64>,
     pub publish_s: f64,
     pub subscribe_s: f64,
     pub baseline: MemSnapshot,
@@ -158,6 +162,9 @@ pub struct MemPlan {
     /// Requests/s cap (0: as fast as the window allows).
     pub rate: f64,
     pub settle: Duration,
+    /// Each of the two loading phases stops after this long; the figures are then scaled from
+    /// what was stored (the table shows how many of the requested).
+    pub phase_limit: Duration,
 }
 
 /// `n` distinct presentities with one PUBLISH each, then `n` subscriptions (watcher i to
@@ -181,12 +188,14 @@ async fn memory_inner(
     r: &mut MemResult,
 ) -> anyhow::Result<()> {
     let client = Client::bind(8, None).await?;
+    let drops0 = crate::sys::udp_rcvbuf_errors();
     let mut t = targets::start(spec, env, &client).await?;
     r.peers = t.addrs.len();
+    let target0 = t.socket_drops();
     tokio::time::sleep(plan.settle).await;
     r.baseline = t.memory().await;
     let rate = (plan.rate > 0.0).then_some(plan.rate);
-    let limit = Duration::from_secs(600);
+    let limit = plan.phase_limit;
     let start = Instant::now();
     let (c, a) = (client.clone(), t.addrs.clone());
     let (out, _) = sip::drive(plan.count, plan.window, rate, limit, move |i| {
@@ -234,6 +243,11 @@ async fn memory_inner(
     r.after_subscribe = t.memory().await;
     r.notifies = client.notifies();
     r.retransmissions = client.retransmissions();
+    r.udp_drops = crate::sys::drops_since(drops0);
+    r.target_drops = t
+        .socket_drops()
+        .zip(target0)
+        .map(|(a, b)| a.saturating_sub(b));
     println!(
         "  {:<11} {} subscriptions in {:.1} s ({} NOTIFYs answered)",
         r.target, r.subscriptions, r.subscribe_s, r.notifies

@@ -165,8 +165,9 @@ struct MemOpts {
     /// Presentities and subscriptions [default: 100000; quick: 5000].
     #[arg(long)]
     memory_count: Option<usize>,
-    /// Requests in flight while loading.
-    #[arg(long, default_value_t = 200)]
+    /// Requests in flight while loading (small: a deep queue of requests that time out and
+    /// are retransmitted would measure overload, not memory).
+    #[arg(long, default_value_t = 32)]
     memory_window: usize,
     /// Requests/s cap while loading (0: only the window limits).
     #[arg(long, default_value_t = 0.0)]
@@ -175,6 +176,9 @@ struct MemOpts {
     /// (Kamailio's tm keeps them 5 s) [default: 10; quick: 6].
     #[arg(long)]
     memory_settle_secs: Option<u64>,
+    /// Longest each loading phase (PUBLISHes, SUBSCRIBEs) may take [default: 180; quick: 60].
+    #[arg(long)]
+    memory_phase_secs: Option<u64>,
 }
 
 fn repo_root() -> PathBuf {
@@ -367,6 +371,11 @@ async fn run_memory(ctx: &Ctx, o: &MemOpts, r: &mut Results) {
             o.memory_settle_secs
                 .unwrap_or(if ctx.quick { 6 } else { 10 }),
         ),
+        phase_limit: Duration::from_secs(o.memory_phase_secs.unwrap_or(if ctx.quick {
+            60
+        } else {
+            180
+        })),
     };
     r.settings.memory_count = plan.count;
     println!(
@@ -383,9 +392,16 @@ async fn run_memory(ctx: &Ctx, o: &MemOpts, r: &mut Results) {
     }
 }
 
-fn write(out: &Path, r: &Results) -> anyhow::Result<()> {
+/// Saves results.json (after each part, so an interrupted run keeps what it measured).
+fn save(out: &Path, r: &Results) -> anyhow::Result<()> {
     let json = out.join("results.json");
-    std::fs::write(&json, serde_json::to_string_pretty(r)? + "\n")?;
+    std::fs::write(&json, serde_json::to_string_pretty(r)? + "\n")
+        .with_context(|| format!("writing {}", json.display()))
+}
+
+fn write(out: &Path, r: &Results) -> anyhow::Result<()> {
+    save(out, r)?;
+    let json = out.join("results.json");
     let md = report::markdown(r);
     std::fs::write(out.join("summary.md"), &md)?;
     let plots = plot::all(out, &r.rates, &r.fanout)?;
@@ -430,7 +446,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             rates, fan, mem, ..
         } => {
             run_rates(&ctx, rates, &mut r).await?;
+            save(&ctx.out, &r)?;
             run_fanout(&ctx, fan, &mut r).await;
+            save(&ctx.out, &r)?;
             run_memory(&ctx, mem, &mut r).await;
         }
         Cmd::Rates { rates, .. } => run_rates(&ctx, rates, &mut r).await?,

@@ -41,6 +41,11 @@ pub struct Step {
     #[serde(flatten)]
     pub latency: sipp::Latency,
     pub sipp_exit: Option<i32>,
+    /// UDP datagrams dropped on full receive buffers during the step (whole machine:
+    /// target, SIPp and anything else), from /proc/net/snmp.
+    pub udp_drops: Option<u64>,
+    /// Of which on the target's own sockets (/proc/net/udp drops).
+    pub target_drops: Option<u64>,
     pub sustained: bool,
     /// Run to measure 2x/4x the highest sustained rate.
     pub probe: bool,
@@ -205,7 +210,15 @@ async fn step(
         calls,
         ..Step::default()
     };
-    match inv.run().await {
+    let drops = crate::sys::udp_rcvbuf_errors();
+    let target_drops = target.socket_drops();
+    let result = inv.run().await;
+    s.udp_drops = crate::sys::drops_since(drops);
+    s.target_drops = target
+        .socket_drops()
+        .zip(target_drops)
+        .map(|(a, b)| a.saturating_sub(b));
+    match result {
         Ok(out) => {
             let offer_s = calls as f64 / f64::from(rate);
             s.stats = sipp::summarize(&out.rows, offer_s).unwrap_or_default();
@@ -326,8 +339,9 @@ async fn curve_steps(
 fn print_step(target: &str, scenario: Scenario, s: &Step) {
     let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
     println!(
-        "  {target:<11} {:<22} offered {:>5}/s (actual {:>7.1}) achieved {:>7.1}/s ok {:>6} failed {:>6} retrans {:>5.2}% p50 {:>4} ms p99 {:>5} ms {}{}",
+        "  {target:<11} {:<22} {}offered {:>5}/s (actual {:>7.1}) achieved {:>7.1}/s ok {:>6} failed {:>6} retrans {:>5.2}% p50 {:>4} ms p99 {:>5} ms {}{}",
         scenario.name(),
+        if s.probe { "probe " } else { "" },
         s.offered,
         s.stats.offered_actual,
         s.stats.achieved,

@@ -65,6 +65,15 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".into(), |v| format!("{v:.digits$}"))
 }
 
+/// "machine-wide (at the target's sockets)".
+fn drops(all: Option<u64>, target: Option<u64>) -> String {
+    match (all, target) {
+        (Some(a), Some(t)) => format!("{a} ({t})"),
+        (Some(a), None) => a.to_string(),
+        _ => "–".into(),
+    }
+}
+
 fn mb(v: f64) -> String {
     format!("{v:.1}")
 }
@@ -115,7 +124,7 @@ pub fn markdown(r: &Results) -> String {
         s.push('\n');
         for scn in unique(r.rates.iter().map(|c| c.scenario.as_str())) {
             let _ = writeln!(s, "### {scn}: every step\n");
-            s.push_str("| target | offered | actually offered | achieved (calls/s) | ok | failed | retrans % | p50 ms | p99 ms | sustained |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+            s.push_str("| target | offered | actually offered | achieved (calls/s) | ok | failed | retrans % | p50 ms | p99 ms | UDP drops (at target) | sustained |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
             for c in r.rates.iter().filter(|c| c.scenario == scn) {
                 for st in &c.steps {
                     let mark = if st.sustained { "yes" } else { "**no**" };
@@ -126,7 +135,7 @@ pub fn markdown(r: &Results) -> String {
                     };
                     let _ = writeln!(
                         s,
-                        "| {} | {}{} | {:.0} | {:.0} | {} | {} | {:.2} | {} | {} | {mark}{note} |",
+                        "| {} | {}{} | {:.0} | {:.0} | {} | {} | {:.2} | {} | {} | {} | {mark}{note} |",
                         c.target,
                         st.offered,
                         if st.probe { " (probe)" } else { "" },
@@ -137,6 +146,7 @@ pub fn markdown(r: &Results) -> String {
                         st.retrans_pct,
                         opt(st.latency.p50_ms, 0),
                         opt(st.latency.p99_ms, 0),
+                        drops(st.udp_drops, st.target_drops),
                     );
                 }
                 if let Some(e) = &c.error {
@@ -153,11 +163,11 @@ pub fn markdown(r: &Results) -> String {
     }
     if !r.fanout.is_empty() {
         s.push_str("### Fan-out: PUBLISH → NOTIFY latency per watcher\n\n");
-        s.push_str("| target | W | subscribed (got the initial NOTIFY) | NOTIFYs received / expected | rounds with every watcher notified | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str("| target | W | subscribed (got the initial NOTIFY) | NOTIFYs received / expected | rounds with every watcher notified | p50 ms | p99 ms | max ms | UDP drops (at target) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for f in &r.fanout {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} ({}) | {} / {} | {} / {} | {} | {} | {} |{}",
+                "| {} | {} | {} ({}) | {} / {} | {} / {} | {} | {} | {} | {} |{}",
                 f.target,
                 f.watchers,
                 f.subscribed,
@@ -169,6 +179,7 @@ pub fn markdown(r: &Results) -> String {
                 opt(f.p50_ms, 2),
                 opt(f.p99_ms, 2),
                 opt(f.max_ms, 2),
+                drops(f.udp_drops, f.target_drops),
                 f.error
                     .as_ref()
                     .map_or(String::new(), |e| format!(" error: {e}"))
@@ -178,7 +189,7 @@ pub fn markdown(r: &Results) -> String {
     }
     if !r.memory.is_empty() {
         s.push_str("### Memory per 100,000 presentities and per 100,000 active subscriptions (MB = 10^6 bytes)\n\n");
-        s.push_str("| target | presentities / subscriptions stored | per 100k presentities: shm / PSS / RSS | per 100k subscriptions: shm / PSS / RSS | after both: PSS (processes) |\n|---|---:|---:|---:|---:|\n");
+        s.push_str("| target | presentities / subscriptions stored | per 100k presentities: shm / PSS / RSS | per 100k subscriptions: shm / PSS / RSS | after both: PSS (processes) | load: s for PUBLISHes / SUBSCRIBEs, UDP drops (at target) |\n|---|---:|---:|---:|---:|---:|\n");
         for m in &r.memory {
             let fig = |p: &crate::load::Per100k| {
                 format!(
@@ -190,7 +201,7 @@ pub fn markdown(r: &Results) -> String {
             };
             let _ = writeln!(
                 s,
-                "| {} | {} / {} of {} | {} | {} | {} ({}) |{}",
+                "| {} | {} / {} of {} | {} | {} | {} ({}) | {:.0} / {:.0}, {} |{}",
                 m.target,
                 m.presentities,
                 m.subscriptions,
@@ -199,6 +210,9 @@ pub fn markdown(r: &Results) -> String {
                 fig(&m.per_100k_subscriptions),
                 mb(m.after_subscribe.procs.pss_sum as f64 / 1e6),
                 m.after_subscribe.procs.processes,
+                m.publish_s,
+                m.subscribe_s,
+                drops(m.udp_drops, m.target_drops),
                 m.error
                     .as_ref()
                     .map_or(String::new(), |e| format!(" error: {e}"))
@@ -242,7 +256,7 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| kamailio | 500 | 0 | 500 | 5000 | 0 | 0.00 | 1 | – | yes |"),
+            md.contains("| kamailio | 500 | 0 | 500 | 5000 | 0 | 0.00 | 1 | – | – | yes |"),
             "{md}"
         );
         assert!(!md.contains("Fan-out"));

@@ -146,6 +146,18 @@ struct Shared {
     notifies: AtomicU64,
 }
 
+/// A socket on 127.0.0.1 with 4 MB buffers (capped by net.core.rmem_max / wmem_max): a burst
+/// of NOTIFYs must not be dropped by the client.
+fn bind_big() -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    UdpSocket::from_std(s.into())
+}
+
 struct Tasks(Vec<JoinHandle<()>>);
 
 impl Drop for Tasks {
@@ -172,9 +184,7 @@ impl Client {
         let mut socks = Vec::new();
         let mut locals = Vec::new();
         for _ in 0..sockets.max(1) {
-            let s = UdpSocket::bind("127.0.0.1:0")
-                .await
-                .context("binding a client socket")?;
+            let s = bind_big().context("binding a client socket")?;
             locals.push(s.local_addr()?);
             socks.push(Arc::new(s));
         }

@@ -271,6 +271,8 @@ impl Invocation<'_> {
             // -aa: answer NOTIFYs of calls already over; -nd: an aborted call just ends
             // (no BYE).
             .args(["-nostdin", "-aa", "-nd"])
+            // 4 MB socket buffers: the client must not be where datagrams are dropped.
+            .args(["-buff_size", "4194304"])
             .args(["-trace_stat", "-stf", "stat.csv", "-fd", "1"])
             .args(["-trace_rtt", "-rtt_freq", "1000"])
             .args(["-trace_err", "-error_file", "errors.log"])

@@ -78,7 +78,7 @@ impl ChildGuard {
             std::thread::sleep(Duration::from_millis(50));
         }
         eprintln!(
-            "sascribe-bench: {} did not stop within {grace:?}; killing it",
+            "sascribe-bench: {} still running {grace:?} after SIGTERM; sending SIGKILL",
             self.name
         );
         let _ = killpg(self.pgid, Signal::SIGKILL);
@@ -206,6 +206,49 @@ pub fn group_memory(pgid: i32) -> ProcMem {
     m
 }
 
+/// The `Udp: RcvbufErrors` counter of a /proc/net/snmp text: datagrams dropped because a
+/// receiving socket's buffer was full (any socket of the network namespace).
+pub fn snmp_rcvbuf_errors(snmp: &str) -> Option<u64> {
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let names: Vec<&str> = udp.next()?.split_whitespace().collect();
+    let values: Vec<&str> = udp.next()?.split_whitespace().collect();
+    let i = names.iter().position(|n| *n == "RcvbufErrors")?;
+    values.get(i)?.parse().ok()
+}
+
+/// The machine's UDP receive-buffer drop counter now.
+pub fn udp_rcvbuf_errors() -> Option<u64> {
+    snmp_rcvbuf_errors(&std::fs::read_to_string("/proc/net/snmp").ok()?)
+}
+
+/// Sum of the `drops` column of /proc/net/udp (format of the kernel's udp4_format_sock) for
+/// the sockets bound to one of `ports`.
+pub fn proc_udp_drops(table: &str, ports: &[u16]) -> u64 {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+            let drops: u64 = f.last()?.parse().ok()?;
+            ports.contains(&port).then_some(drops)
+        })
+        .sum()
+}
+
+/// Datagrams dropped so far on the (IPv4) UDP sockets bound to `ports`.
+pub fn udp_socket_drops(ports: &[u16]) -> Option<u64> {
+    Some(proc_udp_drops(
+        &std::fs::read_to_string("/proc/net/udp").ok()?,
+        ports,
+    ))
+}
+
+/// Drops counted between two readings.
+pub fn drops_since(before: Option<u64>) -> Option<u64> {
+    Some(udp_rcvbuf_errors()?.saturating_sub(before?))
+}
+
 /// When, where and with what a run was made.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Meta {
@@ -304,6 +347,24 @@ mod tests {
         let line = "4242 (kamailio (x) y) S 1 4240 4240 0 -1 4194560 1 0 0 0";
         assert_eq!(stat_pgrp(line), Some(4240));
         assert_eq!(stat_pgrp("garbage"), None);
+    }
+
+    #[test]
+    fn udp_drop_counter() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\nUdp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\nUdp: 11216095 173733 5889598 17304326 5889597 0\nUdpLite: InDatagrams RcvbufErrors\nUdpLite: 0 0\n";
+        assert_eq!(snmp_rcvbuf_errors(snmp), Some(5_889_597));
+        assert_eq!(snmp_rcvbuf_errors("Ip: a\nIp: 1\n"), None);
+    }
+
+    #[test]
+    fn per_socket_drops() {
+        let t = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+          1: 0100007F:1F90 00000000:0000 07 00000000 00000000 00:00000000 00000000     0        0 123 2 0000000000000000 1860\n\
+          2: 0100007F:1F91 00000000:0000 07 00000000 00000000 00:00000000 00000000     0        0 124 2 0000000000000000 7\n\
+          3: 0100007F:0050 00000000:0000 07 00000000 00000000 00:00000000 00000000     0        0 125 2 0000000000000000 99\n";
+        assert_eq!(proc_udp_drops(t, &[8080, 8081]), 1867);
+        assert_eq!(proc_udp_drops(t, &[80]), 99);
+        assert_eq!(proc_udp_drops(t, &[5060]), 0);
     }
 
     #[test]

@@ -97,6 +97,8 @@ pub struct MemSnapshot {
 pub struct Running {
     pub name: String,
     pub addrs: Vec<SocketAddr>,
+    /// Every UDP port the target listens on (SIP, and overlay for sascribe).
+    pub ports: Vec<u16>,
     pub log: PathBuf,
     guard: ChildGuard,
     ctl: Option<(PathBuf, String)>,
@@ -115,6 +117,11 @@ impl Running {
             );
         }
         Ok(())
+    }
+
+    /// Datagrams dropped so far on the target's sockets (full receive buffers).
+    pub fn socket_drops(&self) -> Option<u64> {
+        sys::udp_socket_drops(&self.ports)
     }
 
     pub async fn memory(&mut self) -> MemSnapshot {
@@ -201,6 +208,7 @@ async fn start_kamailio(env: &Env) -> anyhow::Result<Running> {
     Ok(Running {
         name: Spec::Kamailio.name(),
         addrs: vec![sys::localhost(port)],
+        ports: vec![port],
         log,
         guard,
         ctl,
@@ -208,10 +216,11 @@ async fn start_kamailio(env: &Env) -> anyhow::Result<Running> {
     })
 }
 
-/// The SIP address in a `sascribe cluster` line `peer I id X overlay A SIP 127.0.0.1:P`.
-pub fn cluster_sip_addr(line: &str) -> Option<SocketAddr> {
+/// The address after `key` in a `sascribe cluster` line
+/// `peer I id X overlay 127.0.0.1:O SIP 127.0.0.1:P` (key `SIP` or `overlay`).
+pub fn cluster_addr(line: &str, key: &str) -> Option<SocketAddr> {
     let mut words = line.split_whitespace();
-    words.find(|w| *w == "SIP")?;
+    words.find(|w| *w == key)?;
     words.next()?.parse().ok()
 }
 
@@ -231,13 +240,18 @@ async fn start_sascribe(env: &Env, peers: u16) -> anyhow::Result<Running> {
         .context("cluster stdout not piped")?;
     let mut lines = BufReader::new(stdout).lines();
     let mut addrs = Vec::new();
+    let mut ports = Vec::new();
     let startup = async {
         while let Some(line) = lines.next_line().await? {
             if line.trim() == "ready" {
                 return anyhow::Ok(true);
             }
-            if let Some(a) = cluster_sip_addr(&line) {
+            if let Some(a) = cluster_addr(&line, "SIP") {
                 addrs.push(a);
+                ports.push(a.port());
+            }
+            if let Some(a) = cluster_addr(&line, "overlay") {
+                ports.push(a.port());
             }
         }
         Ok(false)
@@ -259,6 +273,7 @@ async fn start_sascribe(env: &Env, peers: u16) -> anyhow::Result<Running> {
     Ok(Running {
         name,
         addrs,
+        ports,
         log,
         guard,
         ctl: None,
@@ -284,17 +299,19 @@ mod tests {
     }
 
     #[test]
-    fn cluster_lines_give_sip_addresses() {
+    fn cluster_lines_give_sip_and_overlay_addresses() {
         let l = "peer 3 id 9f00aa overlay 127.0.0.1:41000 SIP 127.0.0.1:41001";
         assert_eq!(
-            cluster_sip_addr(l),
+            cluster_addr(l, "SIP"),
             Some("127.0.0.1:41001".parse().unwrap())
         );
         assert_eq!(
-            cluster_sip_addr("peer 0 id 1 overlay 127.0.0.1:7000 SIP -"),
-            None
+            cluster_addr(l, "overlay"),
+            Some("127.0.0.1:41000".parse().unwrap())
         );
-        assert_eq!(cluster_sip_addr("ready"), None);
+        let no_sip = "peer 0 id 1 overlay 127.0.0.1:7000 SIP -";
+        assert_eq!(cluster_addr(no_sip, "SIP"), None);
+        assert_eq!(cluster_addr("ready", "SIP"), None);
     }
 
     #[test]
