@@ -231,6 +231,7 @@ async fn step(
                 s.note = "SIPp could not offer the requested rate".into();
             } else if s.stats.failed == 0
                 && s.stats.successful >= calls
+                && s.retrans_pct < 1.0
                 && s.stats.achieved < 0.9 * s.stats.offered_actual
             {
                 s.note = "backlog: completions fell behind".into();
@@ -240,6 +241,9 @@ async fn step(
     }
     s
 }
+
+/// Rounds of 2x/4x probes after the rising rates.
+const MAX_PROBE_ROUNDS: usize = 3;
 
 /// Runs the rising rates of `scenario` on `spec`, a fresh target after every step that was
 /// not sustained, then the 2x/4x probes on fresh targets.
@@ -278,21 +282,22 @@ async fn curve_steps(
     let mut misses = 0;
     let mut rates = plan.rates.clone();
     let mut probing = false;
+    let mut probe_rounds = 0;
     let mut i = 0;
     loop {
         if i == rates.len() {
-            if probing {
+            // A sustained probe raises the highest sustained rate: probe its multiples in
+            // turn (a few rounds at most).
+            let more = probes_needed(&c.steps, plan.max_probe_rate);
+            if more.is_empty() || probe_rounds == MAX_PROBE_ROUNDS {
                 break;
             }
-            c.steps.sort_by_key(|s| s.offered);
-            rates.extend(probes_needed(&c.steps, plan.max_probe_rate));
+            rates.extend(more);
             probing = true;
+            probe_rounds += 1;
             // Each probe starts from a fresh target.
             if let Some(t) = target.take() {
                 t.stop();
-            }
-            if i == rates.len() {
-                break;
             }
         }
         let rate = rates[i];
@@ -428,6 +433,22 @@ mod tests {
         assert_eq!(probes_needed(&steps, 3000), Vec::<u32>::new());
         assert_eq!(probes_needed(&steps[2..], 10_000), Vec::<u32>::new());
         assert!(step_at(&steps, 1010).is_some() && step_at(&steps, 1100).is_none());
+    }
+
+    #[test]
+    fn sustained_probes_lead_to_probes_of_their_own_multiples() {
+        let mut steps = vec![
+            step(200, 2000, 0, 0.0, 200.0),
+            step(1000, 9000, 1000, 5.0, 1000.0),
+            step(3000, 9000, 21_000, 50.0, 3000.0),
+        ];
+        assert_eq!(probes_needed(&steps, 16_000), vec![400, 800]);
+        steps.push(step(400, 4000, 0, 0.0, 400.0));
+        steps.push(step(800, 8000, 0, 0.0, 800.0));
+        assert_eq!(probes_needed(&steps, 16_000), vec![1600, 3200]);
+        steps.push(step(1600, 9000, 7000, 30.0, 1600.0));
+        steps.push(step(3200, 9000, 23_000, 60.0, 3200.0));
+        assert!(probes_needed(&steps, 16_000).is_empty());
     }
 
     #[test]
