@@ -171,10 +171,10 @@ fn the_schema_rejects_lines_that_break_the_protocol() {
         // init_ok without the protocol version, or with another one
         json!({"src":"sut","dest":"harness","body":{"type":"init_ok","in_reply_to":1}}),
         json!({"src":"sut","dest":"harness","body":{"type":"init_ok","in_reply_to":1,
-               "protocol_version":2}}),
+               "protocol_version":1}}),
         // the version only in init_ok
         json!({"src":"sut","dest":"harness","body":{"type":"crash_ok","in_reply_to":3,
-               "protocol_version":1}}),
+               "protocol_version":2}}),
         // a user agent's message reported as sent
         json!({"src":"sut","dest":"harness","body":{"type":"crash_ok","in_reply_to":3,
                "sent":[{"kind":"subscribe","from":"S1","to":"A"}]}}),

@@ -25,10 +25,10 @@ fn bad_traces_get_errors_naming_the_problem() {
     let good = std::fs::read_to_string(&file).unwrap();
     let p = Path::new("t.json");
 
-    let e = parse(p, &good.replacen("\"version\": 2", "\"version\": 7", 1)).unwrap_err();
+    let e = parse(p, &good.replacen("\"version\": 3", "\"version\": 7", 1)).unwrap_err();
     assert!(e.to_string().contains("version 7 is not supported"), "{e}");
-    let e = parse(p, &good.replacen("\"version\": 2", "\"version\": 1", 1)).unwrap_err();
-    assert!(e.to_string().contains("version 1 is not supported"), "{e}");
+    let e = parse(p, &good.replacen("\"version\": 3", "\"version\": 2", 1)).unwrap_err();
+    assert!(e.to_string().contains("version 2 is not supported"), "{e}");
 
     let e = parse(p, &good.replacen("\"n\": 2,", "\"n\": 5,", 1)).unwrap_err();
     assert!(e.to_string().contains("step 2 is numbered 5"), "{e}");

@@ -107,6 +107,8 @@ fn random_id() -> NodeId {
 struct SipSettings {
     /// Event packages (empty: the front end's default).
     packages: Vec<String>,
+    /// Served domains (empty: every domain) and their aliases.
+    domains: (Vec<String>, Vec<(String, String)>),
     /// Digest authentication (`[auth]`), if on.
     auth: Option<AuthConfig>,
 }
@@ -123,6 +125,7 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<(Config, SipSettings)> 
     };
     let sip = SipSettings {
         packages: file.event_packages()?,
+        domains: file.domains()?,
         auth: file.auth(&dir)?,
     };
     Ok((file.apply(Config::default())?, sip))
@@ -359,6 +362,7 @@ mod frontend {
         settings: &SipSettings,
     ) -> anyhow::Result<HostLoop<UdpSocket, TokioClock>> {
         let packages = settings.packages.clone();
+        let (domains, aliases) = settings.domains.clone();
         let auth = settings.auth.clone();
         if let Some(a) = &auth {
             tracing::info!(
@@ -385,6 +389,8 @@ mod frontend {
             if !packages.is_empty() {
                 cfg.event_packages = packages;
             }
+            cfg.domains = domains;
+            cfg.aliases = aliases;
             cfg.auth = auth;
             cfg
         })

@@ -214,7 +214,7 @@ fn rfc3903_error_cases() {
     assert_eq!(r.code, 423);
     assert_eq!(r.headers.get("Min-Expires"), Some("60"));
     // Missing or unsupported event package.
-    for (b, ev) in [("z9hG4bKev1", ""), ("z9hG4bKev2", "dialog")] {
+    for (b, ev) in [("z9hG4bKev1", ""), ("z9hG4bKev2", "conference")] {
         let (r, _) = net.request(
             1,
             ua(1),
@@ -225,7 +225,10 @@ fn rfc3903_error_cases() {
             }),
         );
         assert_eq!(r.code, 489);
-        assert_eq!(r.headers.get("Allow-Events"), Some("presence"));
+        assert_eq!(
+            r.headers.get("Allow-Events"),
+            Some("presence, dialog, message-summary")
+        );
     }
     // Neither body nor SIP-If-Match.
     let (r, _) = net.request(

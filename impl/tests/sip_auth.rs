@@ -513,7 +513,16 @@ fn authentication_over_tcp_challenges_and_answers_on_the_connection() {
 
 /// An in-dialog SUBSCRIBE (refresh) of the dialog `watch` made with branch `first`: same
 /// Call-ID and From tag, the To tag of the 200, a new branch and CSeq.
-fn refresh_as(watcher: &str, first: &str, to_tag: &str, branch: &str, auth: &str) -> String {
+/// An in-dialog SUBSCRIBE of `watcher`'s dialog (initial branch `first`) whose Contact is
+/// `contact` (a target refresh: the next NOTIFYs go there).
+fn refresh_as(
+    watcher: &str,
+    first: &str,
+    to_tag: &str,
+    branch: &str,
+    auth: &str,
+    contact: &str,
+) -> String {
     let alice = "sip:alice@example.test";
     let mut h = head("SUBSCRIBE", alice, watcher, first, 2)
         .replace(&format!(";branch={first};"), &format!(";branch={branch};"))
@@ -521,10 +530,14 @@ fn refresh_as(watcher: &str, first: &str, to_tag: &str, branch: &str, auth: &str
             &format!("To: <{alice}>\r\n"),
             &format!("To: <{alice}>;tag={to_tag}\r\n"),
         );
-    h.push_str("Contact: <sip:w@192.0.2.66:5070>\r\nExpires: 600\r\n");
+    h.push_str(&format!("Contact: <{contact}>\r\nExpires: 600\r\n"));
     h.push_str(&format!("{auth}\r\n"));
     with_len(h, "")
 }
+
+/// Bob's Contact (he sends from `ua(1)`), and the one Carol would move his NOTIFYs to.
+const BOB: &str = "sip:w@192.0.2.1:5070";
+const CAROL: &str = "sip:w@192.0.2.66:5070";
 
 #[test]
 fn an_in_dialog_subscribe_is_held_to_the_watch_policy_of_its_dialog() {
@@ -545,7 +558,7 @@ fn an_in_dialog_subscribe_is_held_to_the_watch_policy_of_its_dialog() {
     let (r, rest) = net.request(
         0,
         ua(1),
-        &refresh_as(bob, "z9hG4bKh1", &tag, "z9hG4bKh3", &carol),
+        &refresh_as(bob, "z9hG4bKh1", &tag, "z9hG4bKh3", &carol, CAROL),
     );
     assert_eq!(r.code, 403, "{r:?}");
     assert!(notifies(&rest).is_empty(), "{rest:?}");
@@ -555,7 +568,7 @@ fn an_in_dialog_subscribe_is_held_to_the_watch_policy_of_its_dialog() {
     let (r, rest) = net.request(
         0,
         ua(1),
-        &refresh_as(bob, "z9hG4bKh1", &tag, "z9hG4bKh4", &bob_creds),
+        &refresh_as(bob, "z9hG4bKh1", &tag, "z9hG4bKh4", &bob_creds, BOB),
     );
     assert_eq!(r.code, 200, "{r:?}");
     assert_eq!(notifies(&rest).len(), 1, "{rest:?}");
@@ -564,7 +577,14 @@ fn an_in_dialog_subscribe_is_held_to_the_watch_policy_of_its_dialog() {
     let (r, _) = net.request(
         0,
         ua(1),
-        &refresh_as(bob, "z9hG4bKh1", "no-such-tag", "z9hG4bKh5", &bob_creds),
+        &refresh_as(
+            bob,
+            "z9hG4bKh1",
+            "no-such-tag",
+            "z9hG4bKh5",
+            &bob_creds,
+            BOB,
+        ),
     );
     assert_eq!(r.code, 481, "{r:?}");
 }

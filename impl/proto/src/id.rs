@@ -94,10 +94,12 @@ impl GroupId {
     /// `SHA-1(canonical(request_uri) "\n" lowercase(event) [";id=" id])`, truncated to its first
     /// 128 bits (big endian).
     ///
-    /// Canonicalisation of the Request-URI (`scheme:[user[:password]@]host[:port][;params][?headers]`):
-    /// the scheme and host are lowercased, the user part is kept as is (case-sensitive), the
-    /// password is dropped, the port is kept when present, URI parameters and headers are removed.
-    /// Surrounding `<`/`>` and whitespace are ignored. The event package is lowercased; the
+    /// Canonicalisation of the Request-URI (`scheme:[user[:password]@]host[:port][;params][?headers]`)
+    /// into an address-of-record ([`canonical_uri`]): the scheme becomes `sip` (`sips:` and
+    /// `pres:` name the same resource), the host is lowercased, the user part is kept as is
+    /// (case-sensitive), the password, the port, URI parameters and headers are dropped.
+    /// Surrounding `<`/`>` and whitespace are ignored. (The SIP front end also maps a served
+    /// domain's aliases first: `SipConfig::resource`.) The event package is lowercased; the
     /// optional `id` event parameter is appended verbatim.
     pub fn from_event(request_uri: &str, event_package: &str, event_id: Option<&str>) -> GroupId {
         let mut h = Sha1::new();
@@ -115,16 +117,36 @@ impl GroupId {
     }
 }
 
-/// Canonical form of a SIP Request-URI used for group ids (see [`GroupId::from_event`]).
+/// Canonical form of a SIP Request-URI used for group ids (see [`GroupId::from_event`]): the
+/// address-of-record `sip:user@host`.
 pub fn canonical_uri(uri: &str) -> String {
+    let (user, hostport) = split_uri(uri);
+    let host = strip_port(&hostport);
+    let mut out = String::with_capacity(hostport.len() + 24);
+    out.push_str("sip:");
+    if let Some(u) = user {
+        out.push_str(u);
+        out.push('@');
+    }
+    out.push_str(host);
+    out
+}
+
+/// The lowercased `host[:port]` of a SIP URI.
+pub fn uri_hostport(uri: &str) -> String {
+    split_uri(uri).1
+}
+
+/// The user name (without password or user parameters) and the lowercased `host[:port]`.
+fn split_uri(uri: &str) -> (Option<&str>, String) {
     let uri = uri
         .trim()
         .trim_start_matches('<')
         .trim_end_matches('>')
         .trim();
-    let (scheme, rest) = match uri.split_once(':') {
-        Some((s, r)) => (s.to_ascii_lowercase(), r),
-        None => (String::new(), uri),
+    let rest = match uri.split_once(':') {
+        Some((scheme, r)) if !scheme.contains('@') => r,
+        _ => uri,
     };
     // Strip headers, then URI parameters (parameters never contain '?').
     let rest = rest.split('?').next().unwrap_or("");
@@ -138,16 +160,18 @@ pub fn canonical_uri(uri: &str) -> String {
         .unwrap_or("")
         .to_ascii_lowercase();
     // A user part may itself carry ';' user parameters (tel-style); keep only the user name.
-    let user = user.map(|u| u.split(';').next().unwrap_or(""));
-    let mut out = String::with_capacity(uri.len());
-    out.push_str(&scheme);
-    out.push(':');
-    if let Some(u) = user {
-        out.push_str(u);
-        out.push('@');
+    (user.map(|u| u.split(';').next().unwrap_or("")), hostport)
+}
+
+/// `host` of `host[:port]` (IPv6 brackets kept).
+fn strip_port(hostport: &str) -> &str {
+    if let Some(end) = hostport.find(']') {
+        return &hostport[..=end];
     }
-    out.push_str(&hostport);
-    out
+    match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => hostport,
+    }
 }
 
 #[cfg(test)]
@@ -193,10 +217,22 @@ mod tests {
     fn uri_canonicalisation() {
         assert_eq!(
             canonical_uri("<SIP:Alice@Example.COM:5060;transport=udp?subject=x>"),
-            "sip:Alice@example.com:5060"
+            "sip:Alice@example.com"
         );
         assert_eq!(canonical_uri("sip:bob:secret@HOST"), "sip:bob@host");
-        assert_eq!(canonical_uri("sips:example.org;lr"), "sips:example.org");
+        assert_eq!(canonical_uri("sips:example.org;lr"), "sip:example.org");
+        assert_eq!(
+            canonical_uri("pres:hal@127.0.0.1:29101"),
+            "sip:hal@127.0.0.1"
+        );
+        assert_eq!(
+            canonical_uri("sip:hal@[2001:DB8::1]:5060"),
+            "sip:hal@[2001:db8::1]"
+        );
+        assert_eq!(
+            uri_hostport("sip:hal@127.0.0.1:29101;lr"),
+            "127.0.0.1:29101"
+        );
     }
 
     #[test]
@@ -209,6 +245,11 @@ mod tests {
         assert_ne!(
             g,
             GroupId::from_event("sip:Alice@example.com", "presence", None)
+        );
+        // The port of the host names no other presentity.
+        assert_eq!(
+            g,
+            GroupId::from_event("sips:alice@example.com:5061", "presence", None)
         );
         assert_ne!(
             g,

@@ -9,7 +9,9 @@
 //! pub_min_expires = 60        # expiry bounds in seconds
 //! pub_max_expires = 3600
 //! cluster_key = "00112233445566778899aabbccddeeff"  # hex; HMAC-SHA-256 on every datagram
-//! event_packages = ["presence", "dialog"]     # SIP event packages served (default: presence)
+//! event_packages = ["presence", "dialog"]     # SIP event packages served (default: presence, dialog, message-summary)
+//! domains = ["example.com"]   # SIP domains served (default: every domain; others get 404)
+//! aliases = { "10.0.0.5" = "example.com", "10.0.0.5:5060" = "example.com" }  # other names of a domain
 //! max_body = 8192             # bytes of one PUBLISH body (413 beyond)
 //! max_states = 16             # event states (entity tags) per presentity (403 beyond)
 //! max_document = 8192         # bytes of a presentity's states, and of their composition (413)
@@ -27,6 +29,9 @@ use crate::Config;
 pub const MAX_DOCUMENT: usize = 12 * 1024;
 use serde::Deserialize;
 use std::path::Path;
+
+/// Served SIP domains and their `(alias, domain)` pairs.
+pub type Domains = (Vec<String>, Vec<(String, String)>);
 
 /// Why a configuration file was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -90,9 +95,15 @@ pub struct ConfigFile {
     pub max_document: Option<usize>,
     /// Hex-encoded cluster key.
     pub cluster_key: Option<String>,
-    /// SIP event packages the front end serves (default `["presence"]`), e.g.
-    /// `event_packages = ["presence", "dialog", "message-summary"]`.
+    /// SIP event packages the front end serves (default
+    /// `["presence", "dialog", "message-summary"]`).
     pub event_packages: Option<Vec<String>>,
+    /// SIP domains this deployment serves (default: every domain). A PUBLISH or SUBSCRIBE
+    /// for another domain gets 404.
+    pub domains: Option<Vec<String>>,
+    /// Other names (`host` or `host:port`) of served domains: `alias = "domain"`. Two
+    /// Request-URIs name one presentity when their `user@domain` agree after this mapping.
+    pub aliases: Option<std::collections::BTreeMap<String, String>>,
     /// SIP digest authentication and the watch policy (`[auth]`; none: off).
     pub auth: Option<AuthSection>,
 }
@@ -123,6 +134,36 @@ impl ConfigFile {
                 }
             })
             .collect()
+    }
+
+    /// The served domains and their aliases, lowercased; an alias must name a served domain
+    /// (when domains are listed).
+    pub fn domains(&self) -> Result<Domains, ConfigError> {
+        let domains: Vec<String> = (self.domains.iter().flatten())
+            .map(|d| d.trim().to_ascii_lowercase())
+            .collect();
+        if let Some(d) = domains
+            .iter()
+            .find(|d| d.is_empty() || d.contains([':', '@', ' ', '/']))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "domains: {d:?} is not a host name (no scheme, user or port)"
+            )));
+        }
+        let mut aliases = Vec::new();
+        for (alias, domain) in self.aliases.iter().flatten() {
+            let (a, d) = (
+                alias.trim().to_ascii_lowercase(),
+                domain.trim().to_ascii_lowercase(),
+            );
+            if !domains.is_empty() && !domains.contains(&d) {
+                return Err(ConfigError::Invalid(format!(
+                    "aliases: {alias:?} maps to {domain:?}, which is not in domains"
+                )));
+            }
+            aliases.push((a, d));
+        }
+        Ok((domains, aliases))
     }
 
     /// The SIP front end's authentication settings (`None` without an `[auth]` table),
@@ -284,6 +325,29 @@ mod tests {
                 .event_packages()
                 .unwrap_err();
             assert!(e.to_string().contains("event"), "{e}");
+        }
+    }
+
+    #[test]
+    fn domains_and_aliases_are_checked_and_lowercased() {
+        let f = ConfigFile::parse(
+            "domains = [\"Example.com\"]\naliases = { \"10.0.0.5:5060\" = \"example.COM\" }\n",
+        )
+        .unwrap();
+        let (d, a) = f.domains().unwrap();
+        assert_eq!(d, ["example.com"]);
+        assert_eq!(
+            a,
+            [("10.0.0.5:5060".to_string(), "example.com".to_string())]
+        );
+        assert_eq!(ConfigFile::default().domains().unwrap(), (vec![], vec![]));
+        for bad in [
+            "domains = [\"sip:example.com\"]",
+            "domains = [\"example.com:5060\"]",
+            "domains = [\"a.test\"]\naliases = { \"x\" = \"b.test\" }",
+        ] {
+            let e = ConfigFile::parse(bad).unwrap().domains().unwrap_err();
+            assert!(e.to_string().contains("domain"), "{bad}: {e}");
         }
     }
 

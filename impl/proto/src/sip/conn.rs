@@ -156,6 +156,51 @@ fn split_host_port(s: &str) -> (&str, Option<u16>) {
     }
 }
 
+/// Where a subscription's NOTIFYs go: the next hop of the dialog (RFC 3261 §12.2.1.1 and
+/// §8.1.2, RFC 6665 §4.1.2), i.e. the first Record-Route of the SUBSCRIBE when there is one,
+/// else the subscriber's Contact (the remote target). Three cases keep the SUBSCRIBE's own flow:
+/// a stream (the connection is reused, RFC 3261 §18); a next hop that is not an IP literal (the
+/// core resolves no names); and a client behind NAT (RFC 3581: its top Via's sent-by is not
+/// where the request came from, and its Contact names that same unreachable private address), so
+/// NOTIFYs go to the `received`/`rport` address the SUBSCRIBE came from, as a central server's
+/// NAT handling does.
+pub(super) fn notify_flow(ctx: &super::ReqCtx, target: &str, route_set: &[String]) -> Flow {
+    if ctx.flow.is_reliable() {
+        return ctx.flow;
+    }
+    let hop = match route_set.first() {
+        Some(r) => match super::headers::NameAddr::parse(r) {
+            Ok(na) => na.uri,
+            Err(_) => return ctx.flow,
+        },
+        None => target.to_string(),
+    };
+    let Some(addr) = ip_literal_addr(&hop) else {
+        return ctx.flow;
+    };
+    if route_set.is_empty() {
+        let (host, port) = split_host_port(&ctx.via.sent_by);
+        let sent_by = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, port.unwrap_or(SIP_PORT)));
+        let natted = sent_by != Some(ctx.src);
+        if natted && (sent_by == Some(addr) || sent_by.is_none()) {
+            return ctx.flow;
+        }
+    }
+    Flow::Udp(addr)
+}
+
+/// The address of a SIP URI whose host is an IP literal (port: 5060, 5061 for `sips:`).
+fn ip_literal_addr(uri: &str) -> Option<SocketAddr> {
+    let unspecified = IpAddr::from([0, 0, 0, 0]);
+    let a = contact_addr(uri, unspecified);
+    (!a.ip().is_unspecified()).then_some(a)
+}
+
 /// RFC 3261 §18.2.2: a response whose connection closed goes to the `received` address (the
 /// request's source) at the `Via` sent-by port, or 5060.
 fn response_addr(via: &Via, remote: SocketAddr) -> SocketAddr {

@@ -128,13 +128,11 @@ impl Dialog {
     pub fn body(&self, s: &Shown) -> Option<(String, Bytes)> {
         match &s.body {
             Some(b) if !b.is_empty() => {
-                let ct =
-                    s.content_type
-                        .clone()
-                        .unwrap_or_else(|| match self.event.package.as_str() {
-                            "presence" => crate::pidf::MEDIA_TYPE.to_string(),
-                            _ => "application/octet-stream".to_string(),
-                        });
+                let ct = s.content_type.clone().unwrap_or_else(|| {
+                    super::package_media_type(&self.event.package)
+                        .unwrap_or("application/octet-stream")
+                        .to_string()
+                });
                 Some((ct, b.clone()))
             }
             _ if s.seq > 0 && self.event.package == "presence" => Some((

@@ -118,6 +118,17 @@ use transaction::{ClientDue, ServerDue, Transactions};
 /// Methods served (the `Allow` header).
 pub const ALLOW: &str = "PUBLISH, SUBSCRIBE, OPTIONS";
 
+/// The body type of an event package's NOTIFYs, for the packages whose RFC names one:
+/// `presence` (RFC 3856), `dialog` (RFC 4235), `message-summary` (RFC 3842).
+pub fn package_media_type(package: &str) -> Option<&'static str> {
+    match package {
+        "presence" => Some(crate::pidf::MEDIA_TYPE),
+        "dialog" => Some("application/dialog-info+xml"),
+        "message-summary" => Some("application/simple-message-summary"),
+        _ => None,
+    }
+}
+
 /// Handles the SIP layer hands to the core carry this bit, so that they never collide with
 /// handles a driver chooses for its own local calls.
 pub const HANDLE_BIT: u64 = 1 << 63;
@@ -151,6 +162,12 @@ pub struct SipConfig {
     pub conn_idle_timeout: Millis,
     /// Bound on concurrent server transactions and dialogs; beyond it new requests get 503.
     pub max_transactions: usize,
+    /// Domains this deployment serves (lowercase hosts, no port). Empty: every domain. A
+    /// PUBLISH or SUBSCRIBE for another domain gets 404 (see [`SipConfig::resource`]).
+    pub domains: Vec<String>,
+    /// Other names of served domains: `(alias, domain)`, where the alias is a host or
+    /// `host:port` (e.g. a peer's own address, `10.0.0.5:5060` → `example.com`).
+    pub aliases: Vec<(String, String)>,
     /// Digest authentication of PUBLISH and SUBSCRIBE, and who may publish and watch whom
     /// ([`auth`]); `None` (the default): anyone may do anything.
     pub auth: Option<auth::AuthConfig>,
@@ -161,12 +178,12 @@ pub struct SipConfig {
 }
 
 impl SipConfig {
-    /// Defaults: `presence` only, expiry 60 s … 3600 s, 3600 s by default, 64 KiB messages,
+    /// Defaults: `presence`, `dialog` and `message-summary`, every domain, expiry 60 s … 3600 s, 3600 s by default, 64 KiB messages,
     /// 16 KiB header sections on streams, 1024 TCP connections idle for at most 300 s.
     pub fn new(local: SocketAddr) -> SipConfig {
         SipConfig {
             local,
-            event_packages: vec!["presence".into()],
+            event_packages: vec!["presence".into(), "dialog".into(), "message-summary".into()],
             min_expires: 60,
             max_expires: 3600,
             default_expires: 3600,
@@ -175,10 +192,44 @@ impl SipConfig {
             max_connections: 1_024,
             conn_idle_timeout: 300_000,
             max_transactions: 100_000,
+            domains: Vec::new(),
+            aliases: Vec::new(),
             auth: None,
             #[cfg(feature = "harness")]
             pinned: Vec::new(),
         }
+    }
+
+    /// The resource a Request-URI names: its address-of-record `sip:user@domain`
+    /// ([`crate::id::canonical_uri`]: scheme `sip`, host lowercased, port, password,
+    /// parameters and headers dropped), with an alias (matched as `host:port`, then as `host`)
+    /// replaced by its domain. `None` when [`SipConfig::domains`] is set and the domain is
+    /// not one of them. Two URIs name the same presentity exactly when their resources are
+    /// equal, whichever peer receives them: the group id hashes the resource.
+    pub fn resource(&self, uri: &str) -> Option<String> {
+        let aor = crate::id::canonical_uri(uri);
+        let (head, host) = match aor.rsplit_once('@') {
+            Some((u, h)) => (format!("{u}@"), h.to_string()),
+            None => (
+                "sip:".to_string(),
+                aor.trim_start_matches("sip:").to_string(),
+            ),
+        };
+        let hostport = crate::id::uri_hostport(uri);
+        let host = self
+            .aliases
+            .iter()
+            .find(|(a, _)| a.eq_ignore_ascii_case(&hostport))
+            .or_else(|| {
+                self.aliases
+                    .iter()
+                    .find(|(a, _)| a.eq_ignore_ascii_case(&host))
+            })
+            .map_or(host, |(_, d)| d.to_ascii_lowercase());
+        if !self.domains.is_empty() && !self.domains.iter().any(|d| d.eq_ignore_ascii_case(&host)) {
+            return None;
+        }
+        Some(format!("{head}{host}"))
     }
 }
 
@@ -512,12 +563,18 @@ impl SipEndpoint {
     }
 
     /// The group of resource `uri` and event package `event` (with its `id` parameter).
-    fn group_of(&self, uri: &str, event: &headers::EventHeader) -> crate::id::GroupId {
+    /// The group of `resource` ([`SipConfig::resource`]) and `event`.
+    fn group_of(&self, resource: &str, event: &headers::EventHeader) -> crate::id::GroupId {
         #[cfg(feature = "harness")]
-        if let Some((_, gid)) = self.cfg.pinned.iter().find(|(u, _)| u == uri) {
+        if let Some((_, gid)) = self
+            .cfg
+            .pinned
+            .iter()
+            .find(|(u, _)| self.cfg.resource(u).as_deref() == Some(resource))
+        {
             return *gid;
         }
-        crate::id::GroupId::from_event(uri, &event.package, event.id.as_deref())
+        crate::id::GroupId::from_event(resource, &event.package, event.id.as_deref())
     }
 
     /// The core handle (a subscription's or a pending publication's) of the request with

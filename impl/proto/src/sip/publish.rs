@@ -132,13 +132,16 @@ impl SipEndpoint {
             };
             return self.bad_request(env, key, ctx, why);
         }
-        let gid = self.group_of(&req.uri, &event);
+        let Some(resource) = self.cfg.resource(&req.uri) else {
+            return self.not_served(env, key, ctx);
+        };
+        let gid = self.group_of(&resource, &event);
         let handle = PubHandle(self.new_handle());
         let tx = self.proceed(env, key, ctx);
         self.pubs.insert(handle, tx);
         let meta = PubMeta {
             content_type,
-            resource: Some(req.uri.clone()),
+            resource: Some(resource),
         };
         env.peer.publish(
             env.now, env.timers, gid, handle, body, meta, if_match, expires,

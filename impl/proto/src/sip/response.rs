@@ -43,6 +43,12 @@ impl SipEndpoint {
         self.reply(env, key, ctx, 400, &reason, Headers::default(), None)
     }
 
+    /// The Request-URI names a domain this deployment does not serve (RFC 3261 §21.4.5).
+    pub(super) fn not_served(&mut self, env: &mut Env<'_>, key: TxKey, ctx: ReqCtx) {
+        let reason = "Not Found - domain not served here";
+        self.reply(env, key, ctx, 404, reason, Headers::default(), None)
+    }
+
     /// RFC 3261 §8.2.2.3: this endpoint supports no extension, so a request that `Require`s
     /// one gets 420 with `Unsupported` naming it.
     pub(super) fn unsupported_extension(

@@ -49,7 +49,9 @@ impl SipEndpoint {
             return self.refresh(env, key, ctx, req, local_tag, expires, contact);
         }
         // Initial SUBSCRIBE.
-        if event.package == "presence" {
+        // RFC 6665 §8.3: the package's body type must be acceptable to the subscriber.
+        if let Some(media) = super::package_media_type(&event.package) {
+            let (kind, _) = media.split_once('/').unwrap_or((media, ""));
             let acceptable = req.headers.all("Accept").all(|a| {
                 a.trim().is_empty()
                     || a.split(',').any(|t| {
@@ -59,12 +61,12 @@ impl SipEndpoint {
                             .unwrap_or("")
                             .trim()
                             .to_ascii_lowercase();
-                        t == "application/pidf+xml" || t == "*/*" || t == "application/*"
+                        t == media || t == "*/*" || t == format!("{kind}/*")
                     })
             });
             if !acceptable {
                 let mut h = Headers::default();
-                h.push("Accept", "application/pidf+xml");
+                h.push("Accept", media);
                 return self.reply(env, key, ctx, 406, reason_phrase(406), h, None);
             }
         }
@@ -81,7 +83,10 @@ impl SipEndpoint {
         }
         let handle = SubHandle(self.new_handle());
         let fetch = expires == 0;
-        let gid = self.group_of(&req.uri, &event);
+        let Some(resource) = self.cfg.resource(&req.uri) else {
+            return self.not_served(env, key, ctx);
+        };
+        let gid = self.group_of(&resource, &event);
         let asked = if fetch { min } else { expires };
         let granted = match env.peer.subscribe(env.now, env.timers, gid, handle, asked) {
             Ok(g) => g,
@@ -108,6 +113,13 @@ impl SipEndpoint {
             local_tag: local_tag.clone(),
             remote_tag: ctx.from_na.tag.clone().unwrap_or_default(),
         };
+        // The route set (RFC 3261 §12.1.1: the Record-Route URIs in order) and where NOTIFYs go.
+        let route_set: Vec<String> = req
+            .headers
+            .all("Record-Route")
+            .flat_map(super::headers::split_outside_owned)
+            .collect();
+        let dst = super::conn::notify_flow(&ctx, &target, &route_set);
         let d = Dialog {
             handle,
             id: id.clone(),
@@ -116,19 +128,15 @@ impl SipEndpoint {
             local: format!("{};tag={local_tag}", ctx.to),
             remote: ctx.from.clone(),
             target,
-            route_set: req
-                .headers
-                .all("Record-Route")
-                .flat_map(super::headers::split_outside_owned)
-                .collect(),
-            dst: ctx.flow,
+            route_set,
+            dst,
             local_cseq: 0,
             remote_cseq: ctx.cseq.seq,
             phase: Phase::Establishing { tx: 0 },
             fetch,
             expires_at: env.now + u64::from(if fetch { 0 } else { granted }) * 1000,
             last: None,
-            resource: req.uri.clone(),
+            resource,
             queue: Default::default(),
             in_flight: None,
         };
@@ -194,12 +202,14 @@ impl SipEndpoint {
             return self.reply(env, key, ctx, 489, reason_phrase(489), hs, None);
         }
         d.remote_cseq = ctx.cseq.seq;
-        d.dst = ctx.flow;
+        // A refresh is a target refresh request (RFC 6665 §4.1.2.1): a new Contact, and the
+        // flow it came on, say where the next NOTIFYs go.
         if let Some(Ok(c)) =
             contact.filter(|c| c.as_ref().is_ok_and(|c| super::message::valid_uri(&c.uri)))
         {
             d.target = c.uri;
         }
+        d.dst = super::conn::notify_flow(&ctx, &d.target, &d.route_set);
         let last = d.last.clone().unwrap_or_default();
         let mut hs = Headers::default();
         hs.push("Contact", super::conn::contact(self.cfg.local, &ctx.flow));
@@ -274,6 +284,10 @@ impl SipEndpoint {
         d.phase = Phase::Active;
         let tag = d.id.local_tag.clone();
         let mut hs = Headers::default();
+        // RFC 3261 §12.1.1: a dialog-creating response copies the Record-Route values, in order.
+        for r in &d.route_set {
+            hs.push("Record-Route", r.clone());
+        }
         hs.push("Contact", super::conn::contact(local, &d.dst));
         hs.push("Expires", granted.to_string());
         if !self.complete(env, tx, 200, "OK", hs, Some(tag)) {
