@@ -62,20 +62,20 @@ for t in $transports; do
     run "$t" refresh.xml     "${addrs[$((2 % n))]}"   "$user" "$calls"
     run "$t" unsubscribe.xml "${addrs[$((3 % n))]}"   "$user" "$calls"
     run "$t" stale-etag.xml  "${addrs[$((n - 1))]}"   "bob$$$t" 1
+    # The pair: a watcher subscribes to a resource nothing was published to (on the second
+    # peer), then two publishers of it publish, modify and remove their event states (on the
+    # first peer); the watcher checks each NOTIFY. It runs in the background, on the next port.
+    pair="carol$$$t"
+    ( run "$t" subscribe-first.xml "${addrs[$((1 % n))]}" "$pair" 1 ) >"$logs/pair-$t.result" 2>&1 &
+    watcher=$!
+    port=$((port + 1))
+    sleep 1
+    run "$t" two-publishers.xml "${addrs[0]}" "$pair" 1
+    wait "$watcher" || true
+    cat "$logs/pair-$t.result"
+    grep -q '^PASS' "$logs/pair-$t.result" || failed=1
 done
 
-# The pair: a watcher subscribes to a resource nothing was published to (on the second peer),
-# then two publishers of it publish, modify and remove their event states (on the first peer);
-# the watcher checks each NOTIFY. It runs in the background, on the next port.
-pair="carol$$"
-( run subscribe-first.xml "${addrs[$((1 % n))]}" "$pair" 1 ) >"$logs/pair.result" 2>&1 &
-watcher=$!
-port=$((port + 1))
-sleep 1
-run two-publishers.xml "${addrs[0]}" "$pair" 1
-wait "$watcher" || true
-cat "$logs/pair.result"
-grep -q '^PASS' "$logs/pair.result" || failed=1
 
 if [ "$failed" -ne 0 ]; then
     echo "SIPp scenarios: FAILED (logs in $logs)"
