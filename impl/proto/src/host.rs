@@ -352,42 +352,24 @@ impl Host {
                 Ok(())
             }
             Input::Sip { from, payload } => {
-                match &mut self.sip {
-                    Some(sip) => {
-                        let mut env = Env {
-                            now,
-                            peer: &mut self.peer,
-                            timers: &mut self.timers,
-                        };
-                        sip.handle_datagram(&mut env, from, payload);
-                    }
-                    None => self.sip_without_endpoint += 1,
+                if self
+                    .in_sip(now, |sip, env| sip.handle_datagram(env, from, payload))
+                    .is_none()
+                {
+                    self.sip_without_endpoint += 1;
                 }
                 Ok(())
             }
             Input::SipStream { conn, from, bytes } => {
-                match &mut self.sip {
-                    Some(sip) => {
-                        let mut env = Env {
-                            now,
-                            peer: &mut self.peer,
-                            timers: &mut self.timers,
-                        };
-                        sip.handle_stream(&mut env, conn, from, bytes);
-                    }
-                    None => self.sip_without_endpoint += 1,
+                let handled =
+                    self.in_sip(now, |sip, env| sip.handle_stream(env, conn, from, bytes));
+                if handled.is_none() {
+                    self.sip_without_endpoint += 1;
                 }
                 Ok(())
             }
             Input::SipStreamClosed { conn } => {
-                if let Some(sip) = &mut self.sip {
-                    let mut env = Env {
-                        now,
-                        peer: &mut self.peer,
-                        timers: &mut self.timers,
-                    };
-                    sip.handle_stream_closed(&mut env, conn);
-                }
+                self.in_sip(now, |sip, env| sip.handle_stream_closed(env, conn));
                 Ok(())
             }
             Input::Timeout => {
@@ -487,14 +469,7 @@ impl Host {
             };
             self.timers_fired += 1;
             if timer.is_sip() {
-                if let Some(sip) = &mut self.sip {
-                    let mut env = Env {
-                        now,
-                        peer: &mut self.peer,
-                        timers: &mut self.timers,
-                    };
-                    sip.handle_timer(&mut env, timer);
-                }
+                self.in_sip(now, |sip, env| sip.handle_timer(env, timer));
             } else {
                 self.peer.handle_timer(now, &mut self.timers, timer);
             }
@@ -506,15 +481,24 @@ impl Host {
     /// queues it as an output, until the peer has none.
     fn settle(&mut self, now: Millis) {
         while let Some(ev) = self.peer.poll_event() {
-            if let Some(sip) = &mut self.sip {
-                let mut env = Env {
-                    now,
-                    peer: &mut self.peer,
-                    timers: &mut self.timers,
-                };
-                sip.handle_peer_event(&mut env, &ev);
-            }
+            self.in_sip(now, |sip, env| sip.handle_peer_event(env, &ev));
             self.events.push_back(ev);
         }
+    }
+
+    /// Runs `f` on the SIP endpoint with the peer and the timers below it; `None` (and
+    /// nothing run) for a peer without SIP.
+    fn in_sip<R>(
+        &mut self,
+        now: Millis,
+        f: impl FnOnce(&mut SipEndpoint, &mut Env<'_>) -> R,
+    ) -> Option<R> {
+        let sip = self.sip.as_mut()?;
+        let mut env = Env {
+            now,
+            peer: &mut self.peer,
+            timers: &mut self.timers,
+        };
+        Some(f(sip, &mut env))
     }
 }
