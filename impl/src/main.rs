@@ -184,12 +184,11 @@ fn load_config(path: Option<&PathBuf>) -> Result<(Config, SipSettings), String> 
     };
     let named = |e: ConfigError| match e {
         // These name their file already.
-        ConfigError::Parse { .. } | ConfigError::File { .. } | ConfigError::Read { .. } => {
-            match &e {
-                ConfigError::Read { source, .. } => format!("{e}: {source}"),
-                _ => e.to_string(),
-            }
-        }
+        ConfigError::Parse { .. } | ConfigError::File { .. } | ConfigError::Read { .. } => match &e
+        {
+            ConfigError::Read { source, .. } => format!("{e}: {source}"),
+            _ => e.to_string(),
+        },
         ConfigError::Invalid(_) => format!("{}: {e}", p.display()),
     };
     let file = ConfigFile::load(p).map_err(named)?;
@@ -224,7 +223,7 @@ fn init_logs(format: LogFormat) {
 
 /// An error in the arguments or the configuration: one line on stderr, exit 2.
 fn invalid(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("sascribe: {msg}");
+    eprintln!("error: {msg}");
     ExitCode::from(2)
 }
 
@@ -328,22 +327,31 @@ fn check_peer_args(a: &PeerArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() -> anyhow::Result<()> {
+/// Completes on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this is called,
+/// not when the future is first polled: a signal right after `ready` is printed must find them.
+fn shutdown_signal() -> impl std::future::Future<Output = anyhow::Result<()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
-            _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            let mut term = term.context("installing the SIGTERM handler")?;
+            let mut int = int.context("installing the SIGINT handler")?;
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            Ok(())
         }
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
-    Ok(())
+    async {
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        Ok(())
+    }
 }
 
 /// An "address in use" error, with a hint of who may hold the port.

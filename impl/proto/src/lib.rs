@@ -105,8 +105,8 @@ pub use wire::{ETag, NodeHandle};
 pub type Millis = u64;
 
 pub use event::{
-    Event, GroupView, PubHandle, RecordView, StateView, PubMeta, PublishError, SubHandle, SubRejectReason, SubscribeError,
-    TerminateReason,
+    Event, GroupView, PubHandle, PubMeta, PublishError, RecordView, StateView, SubHandle,
+    SubRejectReason, SubscribeError, TerminateReason,
 };
 pub use host::{Call, CallError, Host, HostStats, Input, Output, Seeds};
 pub use io::{ConnId, Socket, Stats, Transmit};

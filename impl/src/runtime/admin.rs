@@ -246,7 +246,9 @@ async fn presentity(handles: &[RuntimeHandle], uri: &str, event: &str) -> Vec<Va
     .await;
     let rows: Vec<Value> = rows.into_iter().flatten().collect();
     if rows.is_empty() {
-        return vec![json!({"gid": gid_str(gid), "uri": uri, "event": event, "error": "no record and no watcher of this presentity here"})];
+        return vec![
+            json!({"gid": gid_str(gid), "uri": uri, "event": event, "error": "no record and no watcher of this presentity here"}),
+        ];
     }
     rows
 }
@@ -260,11 +262,10 @@ async fn overlay(handles: &[RuntimeHandle]) -> Vec<Value> {
             .iter()
             .map(|e| json!({"id": e.handle.id.to_string(), "addr": e.handle.addr.to_string()}))
             .collect();
-        let rt: Vec<Value> = o
-            .rt
-            .iter()
-            .map(|e| json!({"id": e.handle.id.to_string(), "addr": e.handle.addr.to_string()}))
-            .collect();
+        let rt: Vec<Value> =
+            o.rt.iter()
+                .map(|e| json!({"id": e.handle.id.to_string(), "addr": e.handle.addr.to_string()}))
+                .collect();
         json!({
             "peer": h.id().to_string(),
             "overlay_addr": h.handle().addr.to_string(),

@@ -324,7 +324,10 @@ mod tests {
             "watch",
             "allow_list_file",
         ] {
-            assert!(text.contains(&format!("# {k} = ")), "[auth] {k} not documented");
+            assert!(
+                text.contains(&format!("# {k} = ")),
+                "[auth] {k} not documented"
+            );
         }
     }
 

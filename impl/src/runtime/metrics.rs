@@ -139,33 +139,177 @@ impl Collector for Scrape {
         };
         let sip = |s: &Snapshot| s.stats.sip.clone().unwrap_or_default();
         let simple: Vec<(&str, &str, MetricType, Vec<(Labels, u64)>)> = vec![
-            ("joined", "1 once the peer has joined the overlay", Gauge, per(&|s| s.joined.into())),
-            ("sip_transactions_server", "live SIP server transactions", Gauge, per(&|s| s.stats.sip_transactions.0 as u64)),
-            ("sip_transactions_client", "live SIP client (NOTIFY) transactions", Gauge, per(&|s| s.stats.sip_transactions.1 as u64)),
-            ("sip_dialogs", "live SIP subscription dialogs", Gauge, per(&|s| s.stats.sip_dialogs as u64)),
-            ("sip_connections", "open SIP TCP connections", Gauge, per(&|s| s.stats.sip_connections as u64)),
-            ("sip_notifies_sent", "NOTIFY transactions started", Counter, per(&|s| sip(s).notifies_sent)),
-            ("sip_notifies_retried", "NOTIFY retransmissions (UDP, Timer E)", Counter, per(&|s| sip(s).notify_retransmissions)),
-            ("sip_notifies_failed", "NOTIFY transactions that timed out or lost their connection", Counter, per(&|s| { let x = sip(s); x.notify_timeouts + x.notify_transport_errors })),
-            ("sip_malformed", "malformed SIP messages (answered 400 or dropped)", Counter, per(&|s| { let x = sip(s); x.rx_malformed + x.rx_oversized + x.stream_framing_errors })),
-            ("sip_not_joined", "requests answered 503 because the peer had not joined the overlay", Counter, per(&|s| sip(s).not_joined)),
-            ("sip_auth_failures", "SIP digest credentials that did not authenticate", Counter, per(&|s| sip(s).auth_failures)),
-            ("groups_rooted", "groups this peer is root of", Gauge, per(&|s| s.groups_rooted as u64)),
-            ("groups_replicated", "groups whose record this peer holds as a replica", Gauge, per(&|s| s.groups_replicated as u64)),
-            ("groups_joined", "groups this peer is a tree member of", Gauge, per(&|s| s.groups_joined as u64)),
-            ("tree_children", "tree children over all groups", Gauge, per(&|s| s.tree_children as u64)),
-            ("leaf_set_size", "peers in the leaf set", Gauge, per(&|s| s.leaf_set as u64)),
-            ("routing_table_size", "entries in the routing table", Gauge, per(&|s| s.routing_table as u64)),
-            ("overlay_bad_mac", "overlay datagrams dropped: the cluster key's MAC did not verify", Counter, per(&|s| s.stats.overlay.rx_bad_mac)),
-            ("overlay_malformed", "overlay datagrams dropped: truncated, oversized, bad version or undecodable", Counter, per(&|s| { let o = &s.stats.overlay; o.rx_dropped() - o.rx_bad_mac })),
-            ("overlay_tx_datagrams", "overlay datagrams sent", Counter, per(&|s| s.stats.overlay.tx_datagrams)),
-            ("overlay_forwarded", "routed overlay messages forwarded", Counter, per(&|s| s.stats.overlay.forwarded)),
-            ("peers_failed", "peers the failure detector declared dead", Counter, per(&|s| s.stats.overlay.peers_failed)),
-            ("takeovers", "groups taken over as root after a peer died", Counter, per(&|s| s.stats.overlay.takeovers)),
-            ("demotions", "groups handed to a closer root", Counter, per(&|s| s.stats.overlay.demotions)),
-            ("rejoins", "JOINs re-sent toward a root (orphans, unanswered JOINs)", Counter, per(&|s| s.stats.overlay.rejoins)),
-            ("timers_queued", "entries in the core's timer queue", Gauge, per(&|s| s.stats.timers_queued as u64)),
-            ("commands_queued", "local calls queued for the peer's task", Gauge, per(&|s| s.commands_queued as u64)),
+            (
+                "joined",
+                "1 once the peer has joined the overlay",
+                Gauge,
+                per(&|s| s.joined.into()),
+            ),
+            (
+                "sip_transactions_server",
+                "live SIP server transactions",
+                Gauge,
+                per(&|s| s.stats.sip_transactions.0 as u64),
+            ),
+            (
+                "sip_transactions_client",
+                "live SIP client (NOTIFY) transactions",
+                Gauge,
+                per(&|s| s.stats.sip_transactions.1 as u64),
+            ),
+            (
+                "sip_dialogs",
+                "live SIP subscription dialogs",
+                Gauge,
+                per(&|s| s.stats.sip_dialogs as u64),
+            ),
+            (
+                "sip_connections",
+                "open SIP TCP connections",
+                Gauge,
+                per(&|s| s.stats.sip_connections as u64),
+            ),
+            (
+                "sip_notifies_sent",
+                "NOTIFY transactions started",
+                Counter,
+                per(&|s| sip(s).notifies_sent),
+            ),
+            (
+                "sip_notifies_retried",
+                "NOTIFY retransmissions (UDP, Timer E)",
+                Counter,
+                per(&|s| sip(s).notify_retransmissions),
+            ),
+            (
+                "sip_notifies_failed",
+                "NOTIFY transactions that timed out or lost their connection",
+                Counter,
+                per(&|s| {
+                    let x = sip(s);
+                    x.notify_timeouts + x.notify_transport_errors
+                }),
+            ),
+            (
+                "sip_malformed",
+                "malformed SIP messages (answered 400 or dropped)",
+                Counter,
+                per(&|s| {
+                    let x = sip(s);
+                    x.rx_malformed + x.rx_oversized + x.stream_framing_errors
+                }),
+            ),
+            (
+                "sip_not_joined",
+                "requests answered 503 because the peer had not joined the overlay",
+                Counter,
+                per(&|s| sip(s).not_joined),
+            ),
+            (
+                "sip_auth_failures",
+                "SIP digest credentials that did not authenticate",
+                Counter,
+                per(&|s| sip(s).auth_failures),
+            ),
+            (
+                "groups_rooted",
+                "groups this peer is root of",
+                Gauge,
+                per(&|s| s.groups_rooted as u64),
+            ),
+            (
+                "groups_replicated",
+                "groups whose record this peer holds as a replica",
+                Gauge,
+                per(&|s| s.groups_replicated as u64),
+            ),
+            (
+                "groups_joined",
+                "groups this peer is a tree member of",
+                Gauge,
+                per(&|s| s.groups_joined as u64),
+            ),
+            (
+                "tree_children",
+                "tree children over all groups",
+                Gauge,
+                per(&|s| s.tree_children as u64),
+            ),
+            (
+                "leaf_set_size",
+                "peers in the leaf set",
+                Gauge,
+                per(&|s| s.leaf_set as u64),
+            ),
+            (
+                "routing_table_size",
+                "entries in the routing table",
+                Gauge,
+                per(&|s| s.routing_table as u64),
+            ),
+            (
+                "overlay_bad_mac",
+                "overlay datagrams dropped: the cluster key's MAC did not verify",
+                Counter,
+                per(&|s| s.stats.overlay.rx_bad_mac),
+            ),
+            (
+                "overlay_malformed",
+                "overlay datagrams dropped: truncated, oversized, bad version or undecodable",
+                Counter,
+                per(&|s| {
+                    let o = &s.stats.overlay;
+                    o.rx_dropped() - o.rx_bad_mac
+                }),
+            ),
+            (
+                "overlay_tx_datagrams",
+                "overlay datagrams sent",
+                Counter,
+                per(&|s| s.stats.overlay.tx_datagrams),
+            ),
+            (
+                "overlay_forwarded",
+                "routed overlay messages forwarded",
+                Counter,
+                per(&|s| s.stats.overlay.forwarded),
+            ),
+            (
+                "peers_failed",
+                "peers the failure detector declared dead",
+                Counter,
+                per(&|s| s.stats.overlay.peers_failed),
+            ),
+            (
+                "takeovers",
+                "groups taken over as root after a peer died",
+                Counter,
+                per(&|s| s.stats.overlay.takeovers),
+            ),
+            (
+                "demotions",
+                "groups handed to a closer root",
+                Counter,
+                per(&|s| s.stats.overlay.demotions),
+            ),
+            (
+                "rejoins",
+                "JOINs re-sent toward a root (orphans, unanswered JOINs)",
+                Counter,
+                per(&|s| s.stats.overlay.rejoins),
+            ),
+            (
+                "timers_queued",
+                "entries in the core's timer queue",
+                Gauge,
+                per(&|s| s.stats.timers_queued as u64),
+            ),
+            (
+                "commands_queued",
+                "local calls queued for the peer's task",
+                Gauge,
+                per(&|s| s.commands_queued as u64),
+            ),
         ];
         for (name, help, ty, rows) in simple {
             family(&mut enc, name, help, ty, rows)?;
@@ -192,9 +336,27 @@ impl Collector for Scrape {
                 kinds.push((vec![("peer", s.peer.clone()), ("kind", k.to_string())], *n));
             }
         }
-        family(&mut enc, "sip_requests", "SIP requests received, by method", Counter, req)?;
-        family(&mut enc, "sip_responses", "SIP responses sent, by request method and status", Counter, resp)?;
-        family(&mut enc, "overlay_messages", "overlay messages received, by kind", Counter, kinds)?;
+        family(
+            &mut enc,
+            "sip_requests",
+            "SIP requests received, by method",
+            Counter,
+            req,
+        )?;
+        family(
+            &mut enc,
+            "sip_responses",
+            "SIP responses sent, by request method and status",
+            Counter,
+            resp,
+        )?;
+        family(
+            &mut enc,
+            "overlay_messages",
+            "overlay messages received, by kind",
+            Counter,
+            kinds,
+        )?;
         let mut m = enc.encode_descriptor(
             "publish_latency_seconds",
             "at the gateway, PUBLISH arrival to its 200 OK: the root answers once the replicas hold the state, in the step it multicasts it to the tree",

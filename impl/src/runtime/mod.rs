@@ -33,13 +33,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 mod clock;
 mod config_auth;
 mod config_file;
 mod handle;
 mod log;
 pub mod metrics;
-pub mod admin;
 mod tcp;
 mod transport;
 

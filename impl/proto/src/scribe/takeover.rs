@@ -224,7 +224,9 @@ impl Scribe {
         let Some(role) = g.root.take() else { return };
         ctx.out.stats.demotions += 1;
         ctx.events
-            .push_back(crate::event::Event::Log(crate::diag::LogEvent::Demoted { gid }));
+            .push_back(crate::event::Event::Log(crate::diag::LogEvent::Demoted {
+                gid,
+            }));
         let RootRole { pending, queue, .. } = *role;
         if let Some(c) = pending {
             if g.record.as_ref().is_none_or(|r| c.rec.key() > r.key()) {

@@ -3,9 +3,9 @@
 //! re-JOIN carrying their state; the closest peer takes a root over).
 
 use super::{Ctx, Group, Scribe, MAX_DEPTH, MAX_PATH};
-use crate::id::{GroupId, NodeId};
 use crate::diag::LogEvent;
 use crate::event::Event;
+use crate::id::{GroupId, NodeId};
 use crate::mutants::Mutant;
 use crate::pastry::Hop;
 use crate::wire::{Latest, NodeHandle, Routed, ScribeMsg};

@@ -74,7 +74,10 @@ impl SipEndpoint {
         if env.peer.is_ready() {
             return None;
         }
-        if !matches!(method, Method::Options | Method::Publish | Method::Subscribe) {
+        if !matches!(
+            method,
+            Method::Options | Method::Publish | Method::Subscribe
+        ) {
             return None;
         }
         self.stats.not_joined += 1;

@@ -54,7 +54,15 @@ impl SipEndpoint {
             return;
         }
         if let Some(h) = self.unavailable(env, &req.method) {
-            return self.reply(env, key, ctx, 503, "Service Unavailable - joining the overlay", h, None);
+            return self.reply(
+                env,
+                key,
+                ctx,
+                503,
+                "Service Unavailable - joining the overlay",
+                h,
+                None,
+            );
         }
         if self.tx.servers() >= self.cfg.max_transactions {
             let mut h = Headers::default();
