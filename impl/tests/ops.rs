@@ -419,7 +419,7 @@ fn cluster_metrics_status_and_json_logs() {
     assert_eq!(m("sascribe_sip_dialogs", &[]), 1.0);
     assert_eq!(m("sascribe_groups_rooted", &[]), 1.0);
     assert!(m("sascribe_groups_replicated", &[]) >= 1.0);
-    assert!(m("sascribe_overlay_messages_total", &["kind=\"publish\""]) >= 1.0);
+    assert!(m("sascribe_overlay_messages_total", &["kind=\"replicate\""]) >= 1.0);
     assert_eq!(m("sascribe_publish_latency_seconds_count", &[]), 1.0);
     assert!(m("sascribe_leaf_set_size", &[]) >= 6.0);
 
