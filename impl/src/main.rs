@@ -381,8 +381,12 @@ async fn start(
     id: NodeId,
     config: Config,
     settings: &SipSettings,
-    overlay_flag: &str,
 ) -> anyhow::Result<RuntimeHandle> {
+    // The flag to change the port with: a cluster's SIP ports come from --sip-base-port.
+    let overlay_flag = match sip {
+        Some((_, "--sip-base-port")) => "--base-port",
+        _ => "--listen",
+    };
     let seed = random_u64();
     let sub_default = config.sub_default_expires;
     let mut node = HostLoop::bind_advertised(listen, advertise, id, config, seed)
@@ -494,7 +498,6 @@ async fn run_peer(a: PeerArgs, config: Config, settings: &SipSettings) -> anyhow
         id,
         config,
         settings,
-        "--listen",
     )
     .await?;
     println!("peer {}", describe(&h));
@@ -538,7 +541,6 @@ async fn run_cluster(a: ClusterArgs, config: Config, settings: &SipSettings) -> 
                 random_id(),
                 config.clone(),
                 settings,
-                "--base-port",
             )
             .await?;
             h.wait_ready(Duration::from_secs(30))

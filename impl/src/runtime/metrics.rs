@@ -104,6 +104,8 @@ pub fn encode(snapshots: Vec<Snapshot>) -> String {
 struct Scrape(Arc<Vec<Snapshot>>);
 
 type Labels = Vec<(&'static str, String)>;
+/// A metric family: name, help, type and its series.
+type Family<'a> = (&'a str, &'a str, MetricType, Vec<(Labels, u64)>);
 
 fn family(
     enc: &mut DescriptorEncoder<'_>,
@@ -138,7 +140,7 @@ impl Collector for Scrape {
                 .collect()
         };
         let sip = |s: &Snapshot| s.stats.sip.clone().unwrap_or_default();
-        let simple: Vec<(&str, &str, MetricType, Vec<(Labels, u64)>)> = vec![
+        let simple: Vec<Family<'_>> = vec![
             (
                 "joined",
                 "1 once the peer has joined the overlay",

@@ -107,7 +107,7 @@ impl SipEndpoint {
             .or_default() += 1;
         let failed = matches!(code, 408 | 480) || code >= 500;
         // 503 while joining is counted in `not_joined`; it is not a failure of a transaction.
-        if failed && !(code == 503 && !env.peer.is_ready()) {
+        if failed && (code != 503 || env.peer.is_ready()) {
             env.peer.emit_log(LogEvent::SipFailure {
                 method: method.to_string(),
                 resource: resource.to_string(),
