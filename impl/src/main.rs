@@ -1,25 +1,33 @@
 //! `sascribe`: run sa-Scribe peers.
 //!
-//! * `sascribe peer --listen ADDR [--bootstrap ADDR] [--sip ADDR] [--config FILE.toml] [--id HEX]`
-//!   runs one peer on its own UDP socket (and, with `--sip`, the SIP front end on UDP and TCP,
-//!   on the same port).
-//! * `sascribe cluster [--peers 8] [--base-port 7000] [--sip-base-port 5060] [--config FILE.toml]`
-//!   starts a local overlay on 127.0.0.1 in this process and prints one line per peer with the
-//!   address user agents send SIP requests to (over UDP or TCP), then `ready`.
+//! * `sascribe peer --listen ADDR [--bootstrap HOST:PORT]... [--sip ADDR] [--config FILE.toml]
+//!   [--id HEX] [--metrics ADDR] [--admin ADDR]` runs one peer on its own UDP socket (and, with
+//!   `--sip`, the SIP front end on UDP and TCP, on the same port). `--bootstrap` may be given
+//!   several times (or comma-separated); hostnames are resolved, and they are tried in turn
+//!   until one answers. `sascribe peer --config FILE --check-config` validates and exits.
+//! * `sascribe cluster [--peers 8] [--base-port 7000] [--sip-base-port 5060] [--config FILE.toml]
+//!   [--metrics ADDR] [--admin ADDR]` starts a local overlay on 127.0.0.1 in this process and
+//!   prints one line per peer with the address user agents send SIP requests to (over UDP or
+//!   TCP), `metrics http://ADDR/metrics` and `admin ADDR` when asked for, then `ready`.
+//! * `sascribe status ADDR [root URI [EVENT] | presentities | presentity URI [EVENT] | overlay]`
+//!   asks a peer's (or a cluster's) admin endpoint; answers are JSON lines.
+//! * `sascribe config --print-defaults` prints `sascribe.example.toml`: every key, its default.
 //!
 //! The configuration file's `[auth]` table turns on SIP digest authentication (off by default;
 //! `sascribe peer` warns when its SIP front end listens beyond loopback without it).
 //!
-//! Logs go to stderr (`RUST_LOG`, default `info`). Ctrl-C or SIGTERM makes every peer leave the
-//! overlay gracefully, then the process exits 0. Invalid arguments or configuration exit 2.
+//! Logs go to stderr (`RUST_LOG`, default `info`; `--log-format json` for JSON lines; colour
+//! only on a terminal). Ctrl-C or SIGTERM makes every peer leave the overlay gracefully, then
+//! the process exits 0. Invalid arguments or configuration exit 2.
 
 use anyhow::Context;
-use clap::{CommandFactory, Parser, Subcommand};
-use sascribe::runtime::{ConfigFile, HostLoop, RuntimeHandle};
+use clap::{Parser, Subcommand, ValueEnum};
+use sascribe::runtime::{admin, metrics, ConfigError, ConfigFile, HostLoop, RuntimeHandle};
 use sascribe::sip::auth::{AuthConfig, WatchPolicy};
-use sascribe::{Config, NodeId};
+use sascribe::{Call, Config, NodeId};
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,8 +40,17 @@ use std::time::Duration;
     about = "sa-Scribe: P2P SIP event notification over Pastry"
 )]
 struct Cli {
+    /// Log format on stderr: text (coloured only on a terminal) or json (one object a line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -42,28 +59,57 @@ enum Command {
     Peer(PeerArgs),
     /// Run a local overlay of several peers on 127.0.0.1 in this process.
     Cluster(ClusterArgs),
+    /// Ask a running peer's (or cluster's) admin endpoint (--admin): root, presentities,
+    /// presentity, overlay. Answers are JSON lines.
+    Status(StatusArgs),
+    /// The configuration file: `--print-defaults` prints every key with its default.
+    Config(ConfigArgs),
 }
 
 #[derive(clap::Args, Debug)]
 struct PeerArgs {
     /// UDP address of the overlay socket.
-    #[arg(long, value_name = "ADDR")]
-    listen: SocketAddr,
-    /// Overlay address of a peer to join through (none: start a new overlay).
-    #[arg(long, value_name = "ADDR")]
-    bootstrap: Option<SocketAddr>,
+    #[arg(long, value_name = "ADDR", required_unless_present = "check_config")]
+    listen: Option<SocketAddr>,
+    /// Overlay address (HOST:PORT, a hostname or an IP) of a peer to join through; repeat it
+    /// (or separate with commas) to give several, tried in turn until one answers. None:
+    /// start a new overlay.
+    #[arg(long, value_name = "HOST:PORT", value_delimiter = ',')]
+    bootstrap: Vec<String>,
     /// Address of the SIP front end, served over UDP and TCP (where user agents send requests).
     #[arg(long, value_name = "ADDR")]
     sip: Option<SocketAddr>,
     /// Address announced to other peers (default: the bound address of --listen).
     #[arg(long, value_name = "ADDR")]
     advertise: Option<SocketAddr>,
-    /// Configuration file (TOML; keys are the fields of sascribe::Config).
+    /// Configuration file (TOML; every key: sascribe.example.toml, `sascribe config
+    /// --print-defaults`).
     #[arg(long, value_name = "FILE.toml")]
     config: Option<PathBuf>,
     /// Overlay id: a 128-bit number in hex, up to 32 digits (default: random).
     #[arg(long, value_name = "HEX", value_parser = parse_id)]
     id: Option<NodeId>,
+    /// Validate the configuration file (and the arguments), print `OK`, and exit.
+    #[arg(long)]
+    check_config: bool,
+    #[command(flatten)]
+    ops: OpsArgs,
+}
+
+/// Operator endpoints, off by default.
+#[derive(clap::Args, Debug, Clone)]
+struct OpsArgs {
+    /// Serve Prometheus metrics (text format) on http://ADDR/metrics (port 0: any free port;
+    /// the bound address is printed as `metrics http://ADDR/metrics`).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// Serve the admin endpoint `sascribe status` talks to (loopback only, unless
+    /// --admin-allow-remote; the bound address is printed as `admin ADDR`).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// Allow --admin on a non-loopback address (it has no authentication).
+    #[arg(long)]
+    admin_allow_remote: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -81,6 +127,25 @@ struct ClusterArgs {
     /// Configuration file applied to every peer.
     #[arg(long, value_name = "FILE.toml")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    ops: OpsArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct StatusArgs {
+    /// The admin endpoint (--admin of `sascribe peer` or `sascribe cluster`).
+    #[arg(value_name = "ADDR")]
+    addr: String,
+    /// `root URI [EVENT]` | `presentities` | `presentity URI [EVENT]` | `overlay` (default).
+    #[arg(value_name = "QUERY", trailing_var_arg = true)]
+    query: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct ConfigArgs {
+    /// Print sascribe.example.toml: every key, its default and its meaning.
+    #[arg(long)]
+    print_defaults: bool,
 }
 
 fn parse_id(s: &str) -> Result<NodeId, String> {
@@ -114,21 +179,28 @@ struct SipSettings {
 }
 
 /// The overlay configuration and the SIP settings a configuration file asks for (files it
-/// names are relative to its directory).
-fn load_config(path: Option<&PathBuf>) -> anyhow::Result<(Config, SipSettings)> {
-    let (file, dir) = match path {
-        Some(p) => (
-            ConfigFile::load(p)?,
-            p.parent().map(PathBuf::from).unwrap_or_default(),
-        ),
-        None => (ConfigFile::default(), PathBuf::new()),
+/// names are relative to its directory). Errors name the file.
+fn load_config(path: Option<&PathBuf>) -> Result<(Config, SipSettings), String> {
+    let Some(p) = path else {
+        return Ok((Config::default(), SipSettings::default()));
     };
+    let named = |e: ConfigError| match e {
+        // These name their file already.
+        ConfigError::Parse { .. } | ConfigError::File { .. } | ConfigError::Read { .. } => match &e
+        {
+            ConfigError::Read { source, .. } => format!("{e}: {source}"),
+            _ => e.to_string(),
+        },
+        ConfigError::Invalid(_) => format!("{}: {e}", p.display()),
+    };
+    let file = ConfigFile::load(p).map_err(named)?;
+    let dir = p.parent().map(PathBuf::from).unwrap_or_default();
     let sip = SipSettings {
-        packages: file.event_packages()?,
-        domains: file.domains()?,
-        auth: file.auth(&dir)?,
+        packages: file.event_packages().map_err(named)?,
+        domains: file.domains().map_err(named)?,
+        auth: file.auth(&dir).map_err(named)?,
     };
-    Ok((file.apply(Config::default())?, sip))
+    Ok((file.apply(Config::default()).map_err(named)?, sip))
 }
 
 /// Ports `base .. base + n` (all 0 when `base` is 0), or `None` when they overflow.
@@ -140,39 +212,72 @@ fn port_range(base: u16, n: u16) -> Option<Vec<u16>> {
     Some((base..=last).collect())
 }
 
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+/// An error in the arguments or the configuration: one line on stderr, exit 2.
+fn invalid(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let usage = |msg: String| -> ExitCode {
-        let _ = Cli::command()
-            .error(clap::error::ErrorKind::ValueValidation, msg)
-            .print();
-        ExitCode::from(2)
-    };
+    init_logs(cli.log_format);
     let config = match &cli.command {
         Command::Peer(a) => load_config(a.config.as_ref()),
         Command::Cluster(a) => load_config(a.config.as_ref()),
+        Command::Config(a) => {
+            if a.print_defaults {
+                print!("{}", sascribe::runtime::EXAMPLE_CONFIG);
+                return ExitCode::SUCCESS;
+            }
+            return invalid("config: nothing to do (try --print-defaults)");
+        }
+        Command::Status(_) => Ok(Default::default()),
     };
     let (config, sip) = match config {
         Ok(c) => c,
-        Err(e) => return usage(format!("{e:#}")),
+        Err(e) => return invalid(e),
     };
-    if let Command::Cluster(a) = &cli.command {
-        let (Some(o), Some(s)) = (
-            port_range(a.base_port, a.peers),
-            port_range(a.sip_base_port, a.peers),
-        ) else {
-            return usage("port range exceeds 65535".into());
-        };
-        if o.iter().any(|p| *p != 0 && s.contains(p)) {
-            return usage("overlay and SIP port ranges overlap".into());
+    match &cli.command {
+        Command::Peer(a) => {
+            if let Err(e) = check_peer_args(a) {
+                return invalid(e);
+            }
+            if a.check_config {
+                let what = a
+                    .config
+                    .as_ref()
+                    .map_or_else(|| "defaults".to_string(), |p| p.display().to_string());
+                println!("{what}: OK");
+                return ExitCode::SUCCESS;
+            }
         }
+        Command::Cluster(a) => {
+            let (Some(o), Some(s)) = (
+                port_range(a.base_port, a.peers),
+                port_range(a.sip_base_port, a.peers),
+            ) else {
+                return invalid("port range exceeds 65535");
+            };
+            if o.iter().any(|p| *p != 0 && s.contains(p)) {
+                return invalid("overlay and SIP port ranges overlap");
+            }
+            if let Err(e) = check_ops(&a.ops) {
+                return invalid(e);
+            }
+        }
+        _ => {}
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -188,6 +293,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Peer(a) => run_peer(a, config, &sip).await,
             Command::Cluster(a) => run_cluster(a, config, &sip).await,
+            Command::Status(a) => run_status(a).await,
+            Command::Config(_) => Ok(()),
         }
     });
     match result {
@@ -199,40 +306,99 @@ fn main() -> ExitCode {
     }
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() -> anyhow::Result<()> {
+fn check_ops(o: &OpsArgs) -> Result<(), String> {
+    match o.admin {
+        Some(a) => admin::check_addr(a, o.admin_allow_remote),
+        None => Ok(()),
+    }
+}
+
+/// Checks that need no network: a bootstrap address that is this peer's own, the admin
+/// address.
+fn check_peer_args(a: &PeerArgs) -> Result<(), String> {
+    check_ops(&a.ops)?;
+    for b in &a.bootstrap {
+        if let Ok(addr) = b.parse::<SocketAddr>() {
+            if Some(addr) == a.listen || Some(addr) == a.advertise {
+                return Err(format!(
+                    "--bootstrap {addr} is this peer's own address (--listen/--advertise): name \
+                     another peer of the overlay, or leave --bootstrap out to start a new one"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this is called,
+/// not when the future is first polled: a signal right after `ready` is printed must find them.
+fn shutdown_signal() -> impl std::future::Future<Output = anyhow::Result<()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
-            _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            let mut term = term.context("installing the SIGTERM handler")?;
+            let mut int = int.context("installing the SIGINT handler")?;
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            Ok(())
         }
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
-    Ok(())
+    async {
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        Ok(())
+    }
+}
+
+/// An "address in use" error, with a hint of who may hold the port.
+fn bind_error(e: std::io::Error, what: &str, addr: SocketAddr, flag: &str) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        let who = if what == "SIP" {
+            " (another SIP server on this host, e.g. Kamailio, Asterisk or a softphone, often \
+             holds 5060)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!(
+            "binding the {what} socket on {addr}: the address is in use{who}; choose another \
+             with {flag}"
+        )
+    } else {
+        anyhow::Error::from(e).context(format!("binding the {what} socket on {addr}"))
+    }
 }
 
 /// Binds one peer (and its SIP front end) and starts it.
 async fn start(
     listen: SocketAddr,
     advertise: Option<SocketAddr>,
-    sip: Option<SocketAddr>,
+    sip: Option<(SocketAddr, &str)>,
     bootstrap: Option<SocketAddr>,
     id: NodeId,
     config: Config,
     settings: &SipSettings,
 ) -> anyhow::Result<RuntimeHandle> {
+    // The flag to change the port with: a cluster's SIP ports come from --sip-base-port.
+    let overlay_flag = match sip {
+        Some((_, "--sip-base-port")) => "--base-port",
+        _ => "--listen",
+    };
     let seed = random_u64();
+    let sub_default = config.sub_default_expires;
     let mut node = HostLoop::bind_advertised(listen, advertise, id, config, seed)
         .await
-        .with_context(|| format!("binding the overlay socket on {listen}"))?;
-    if let Some(sip) = sip {
-        node = frontend::attach(node, sip, advertise, settings).await?;
+        .map_err(|e| bind_error(e, "overlay", listen, overlay_flag))?;
+    if let Some((sip, flag)) = sip {
+        node = frontend::attach(node, sip, advertise, settings, sub_default)
+            .await
+            .map_err(|e| bind_error(e, "SIP", sip, flag))?;
     }
     if let Some(via) = bootstrap {
         node.bootstrap(via);
@@ -247,8 +413,75 @@ fn describe(h: &RuntimeHandle) -> String {
     format!("id {} overlay {} SIP {sip}", h.id(), h.overlay_addr())
 }
 
+/// Starts the metrics and admin endpoints asked for, and prints their addresses.
+async fn start_ops(o: &OpsArgs, handles: &[RuntimeHandle]) -> anyhow::Result<()> {
+    if let Some(addr) = o.metrics {
+        let local = metrics::start(addr, handles.to_vec())
+            .await
+            .map_err(|e| bind_error(e, "metrics", addr, "--metrics"))?;
+        println!("metrics http://{local}/metrics");
+        tracing::info!(%local, "metrics endpoint");
+    }
+    if let Some(addr) = o.admin {
+        let local = admin::start(addr, handles.to_vec())
+            .await
+            .map_err(|e| bind_error(e, "admin", addr, "--admin"))?;
+        println!("admin {local}");
+        tracing::info!(%local, "admin endpoint");
+    }
+    Ok(())
+}
+
+/// Resolves a bootstrap `HOST:PORT` (a hostname or an IP address).
+async fn resolve(spec: &str) -> anyhow::Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(spec)
+        .await
+        .with_context(|| format!("cannot resolve bootstrap {spec}"))?
+        .collect();
+    anyhow::ensure!(!addrs.is_empty(), "bootstrap {spec} resolves to no address");
+    Ok(addrs)
+}
+
+/// Joins through the bootstrap peers in turn: each resolved address gets `patience`, then
+/// the next is tried; round after round until one answers.
+async fn join_any(h: &RuntimeHandle, specs: &[String], me: SocketAddr, patience: Duration) {
+    loop {
+        let mut tried = false;
+        for spec in specs {
+            let addrs = match resolve(spec).await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("{e:#}");
+                    continue;
+                }
+            };
+            for addr in addrs.into_iter().filter(|a| *a != me) {
+                tried = true;
+                tracing::info!(bootstrap = %spec, %addr, "joining the overlay through {spec} ({addr})");
+                if h.call(Call::Bootstrap(addr)).await.is_err() {
+                    return;
+                }
+                match h.wait_ready(patience).await {
+                    Ok(()) => return,
+                    Err(sascribe::runtime::ReadyError::Timeout) => tracing::warn!(
+                        bootstrap = %spec,
+                        %addr,
+                        "no answer from bootstrap {spec} ({addr}) within {} s; trying the next",
+                        patience.as_secs()
+                    ),
+                    Err(_) => return,
+                }
+            }
+        }
+        if !tried {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
 async fn run_peer(a: PeerArgs, config: Config, settings: &SipSettings) -> anyhow::Result<()> {
     let id = a.id.unwrap_or_else(random_id);
+    let listen = a.listen.context("--listen is required")?;
     if let (Some(sip), None) = (a.sip, &settings.auth) {
         if !sip.ip().is_loopback() {
             tracing::warn!(
@@ -259,32 +492,31 @@ async fn run_peer(a: PeerArgs, config: Config, settings: &SipSettings) -> anyhow
             );
         }
     }
+    let patience = Duration::from_millis((3 * config.bootstrap_retry).max(3_000));
     let h = start(
-        a.listen,
+        listen,
         a.advertise,
-        a.sip,
-        a.bootstrap,
+        a.sip.map(|s| (s, "--sip")),
+        None,
         id,
         config,
         settings,
     )
     .await?;
     println!("peer {}", describe(&h));
+    start_ops(&a.ops, std::slice::from_ref(&h)).await?;
+    let me = a.advertise.unwrap_or(h.overlay_addr());
     let joined = async {
-        loop {
-            match h.wait_ready(Duration::from_secs(10)).await {
-                Ok(()) => return Ok(()),
-                Err(sascribe::runtime::ReadyError::Timeout) => {
-                    tracing::warn!(bootstrap = ?a.bootstrap, "still joining the overlay");
-                }
-                Err(e) => return Err(anyhow::Error::from(e)),
-            }
+        if a.bootstrap.is_empty() {
+            tracing::info!("started a new overlay (no --bootstrap)");
+            return;
         }
+        join_any(&h, &a.bootstrap, me, patience).await;
     };
     let signal = shutdown_signal();
     tokio::pin!(signal);
     tokio::select! {
-        r = joined => { r?; println!("ready"); }
+        () = joined => { println!("ready"); }
         r = &mut signal => { r?; h.shutdown().await; return Ok(()); }
     }
     signal.await?;
@@ -302,12 +534,12 @@ async fn run_cluster(a: ClusterArgs, config: Config, settings: &SipSettings) -> 
     let startup = async {
         for i in 0..usize::from(n) {
             let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, ports[i]));
-            let sip = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, sip_ports[i])));
+            let sip = SocketAddr::from((Ipv4Addr::LOCALHOST, sip_ports[i]));
             let via = handles.first().map(RuntimeHandle::overlay_addr);
             let h = start(
                 listen,
                 None,
-                sip,
+                Some((sip, "--sip-base-port")),
                 via,
                 random_id(),
                 config.clone(),
@@ -320,6 +552,7 @@ async fn run_cluster(a: ClusterArgs, config: Config, settings: &SipSettings) -> 
             println!("peer {i} {}", describe(&h));
             handles.push(h);
         }
+        start_ops(&a.ops, &handles).await?;
         anyhow::Ok(())
     };
     let signal = shutdown_signal();
@@ -337,6 +570,22 @@ async fn run_cluster(a: ClusterArgs, config: Config, settings: &SipSettings) -> 
     }
     leave_all(&handles).await;
     started.map(|_| ())
+}
+
+async fn run_status(a: StatusArgs) -> anyhow::Result<()> {
+    let cmd = if a.query.is_empty() {
+        "overlay".to_string()
+    } else {
+        a.query.join(" ")
+    };
+    let out = admin::query(&a.addr, &cmd)
+        .await
+        .with_context(|| format!("asking the admin endpoint at {}", a.addr))?;
+    print!("{out}");
+    if out.lines().any(|l| l.starts_with("{\"error\"")) {
+        anyhow::bail!("the admin endpoint answered an error");
+    }
+    Ok(())
 }
 
 async fn leave_all(handles: &[RuntimeHandle]) {
@@ -360,7 +609,8 @@ mod frontend {
         listen: SocketAddr,
         advertise: Option<SocketAddr>,
         settings: &SipSettings,
-    ) -> anyhow::Result<HostLoop<UdpSocket, TokioClock>> {
+        sub_default_expires: u32,
+    ) -> std::io::Result<HostLoop<UdpSocket, TokioClock>> {
         let packages = settings.packages.clone();
         let (domains, aliases) = settings.domains.clone();
         let auth = settings.auth.clone();
@@ -386,6 +636,9 @@ mod frontend {
                 }
             }
             let mut cfg = SipConfig::new(local);
+            // The expiry bounds are the overlay configuration's (one source); only the
+            // default of a SUBSCRIBE without Expires is the front end's to apply.
+            cfg.default_expires = sub_default_expires;
             if !packages.is_empty() {
                 cfg.event_packages = packages;
             }
@@ -395,6 +648,5 @@ mod frontend {
             cfg
         })
         .await
-        .with_context(|| format!("binding the SIP socket on {listen}"))
     }
 }

@@ -49,6 +49,8 @@ pub struct Config {
     pub sub_min_expires: u32,
     /// Maximum subscription expiry (seconds).
     pub sub_max_expires: u32,
+    /// Subscription expiry used when a SUBSCRIBE gives none (seconds; RFC 3856 §6.4: 3600).
+    pub sub_default_expires: u32,
     /// Maximum size of a publication body in bytes (larger: 413).
     pub max_body: usize,
     /// Maximum number of event states (entity tags) one presentity may hold at once (RFC 3903
@@ -109,6 +111,7 @@ impl Default for Config {
             pub_default_expires: 3_600,
             sub_min_expires: 60,
             sub_max_expires: 3_600,
+            sub_default_expires: 3_600,
             max_body: 8 * 1024,
             max_states: 16,
             max_document: 8 * 1024,

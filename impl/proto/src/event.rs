@@ -162,6 +162,8 @@ pub enum Event {
         /// The peer that started the lookup.
         origin: NodeId,
     },
+    /// Something an operator wants a log line for (no SIP meaning; drivers log it).
+    Log(crate::diag::LogEvent),
 }
 
 /// A third-party view of this peer's state for one group (for conformance projections).
@@ -185,4 +187,38 @@ pub struct GroupView {
     pub etags: Vec<ETag>,
     /// Number of local subscriptions.
     pub local_subs: usize,
+}
+
+/// One event state of a record, as an operator sees it (admin endpoint).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct StateView {
+    /// Its entity tag (`SIP-ETag`).
+    pub etag: ETag,
+    /// Its content type.
+    pub content_type: Option<String>,
+    /// Body size in bytes.
+    pub bytes: usize,
+    /// When it expires (the host's clock, ms).
+    pub expires_at: crate::Millis,
+    /// Seq of the change that created it.
+    pub created: u64,
+    /// Seq of the change that last set it.
+    pub changed: u64,
+}
+
+/// The record of a group held at this peer (as root, or as a replica's copy).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RecordView {
+    /// Group.
+    pub gid: GroupId,
+    /// This peer is the group's root.
+    pub is_root: bool,
+    /// The record's seq.
+    pub seq: u64,
+    /// The presentity's URI, once a publisher named it.
+    pub resource: Option<String>,
+    /// Live event states, in creation order.
+    pub states: Vec<StateView>,
+    /// Size of the composed document (what NOTIFYs carry).
+    pub document_bytes: usize,
 }

@@ -332,7 +332,7 @@ impl Host {
     pub fn stats(&self) -> HostStats {
         HostStats {
             overlay: self.peer.stats().clone(),
-            sip: self.sip.as_ref().map(|s| s.stats().clone()),
+            sip: self.sip.as_ref().map(|s| s.metrics()),
             sip_without_endpoint: self.sip_without_endpoint,
             timers_fired: self.timers_fired,
             timers_queued: self.timers.len(),

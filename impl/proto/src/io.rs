@@ -94,6 +94,16 @@ pub struct Stats {
     pub tx_oversized: u64,
     /// Routed messages forwarded by this peer.
     pub forwarded: u64,
+    /// Overlay messages received (decoded), by kind (`ping`, `join`, `notify`, …).
+    pub rx_kinds: std::collections::BTreeMap<&'static str, u64>,
+    /// Peers the failure detector declared dead.
+    pub peers_failed: u64,
+    /// Groups this peer took over as root after a peer died.
+    pub takeovers: u64,
+    /// Groups this peer stopped being root of (a closer peer appeared).
+    pub demotions: u64,
+    /// JOINs re-sent toward a group's root (orphans, and JOINs that got no answer).
+    pub rejoins: u64,
 }
 
 impl Stats {

@@ -80,6 +80,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod diag;
 pub mod event;
 pub mod host;
 pub mod id;
@@ -96,6 +97,7 @@ pub mod ua;
 pub mod wire;
 
 pub use config::Config;
+pub use diag::{Histogram, LogEvent};
 pub use id::{GroupId, NodeId};
 pub use wire::{ETag, NodeHandle};
 
@@ -103,8 +105,8 @@ pub use wire::{ETag, NodeHandle};
 pub type Millis = u64;
 
 pub use event::{
-    Event, GroupView, PubHandle, PubMeta, PublishError, SubHandle, SubRejectReason, SubscribeError,
-    TerminateReason,
+    Event, GroupView, PubHandle, PubMeta, PublishError, RecordView, StateView, SubHandle,
+    SubRejectReason, SubscribeError, TerminateReason,
 };
 pub use host::{Call, CallError, Host, HostStats, Input, Output, Seeds};
 pub use io::{ConnId, Socket, Stats, Transmit};

@@ -138,6 +138,11 @@ impl Peer {
     pub fn route(&self, key: u128) -> Hop {
         self.overlay.route(key, None)
     }
+    /// Queues a log event for the driver (the SIP layer's failures go out this way too).
+    pub(crate) fn emit_log(&mut self, e: crate::diag::LogEvent) {
+        self.events.push_back(Event::Log(e));
+    }
+
     /// Whether [`Peer::leave`] was called.
     pub fn has_left(&self) -> bool {
         self.departed
@@ -145,6 +150,10 @@ impl Peer {
     /// Projected state of one group at this peer.
     pub fn group_view(&self, gid: GroupId) -> Option<GroupView> {
         self.scribe.view(gid)
+    }
+    /// The record of `gid` held here (root or replica), for operators.
+    pub fn record_view(&self, gid: GroupId) -> Option<crate::event::RecordView> {
+        self.scribe.record_view(gid)
     }
     /// Groups this peer holds any state for.
     pub fn groups(&self) -> impl Iterator<Item = GroupId> + '_ {
@@ -178,6 +187,7 @@ impl Peer {
         match self.out.codec().decode(bytes) {
             Ok(env) => {
                 if env.from.id != self.out.me.id {
+                    *self.out.stats.rx_kinds.entry(env.msg.kind()).or_default() += 1;
                     self.dispatch(now, timers, env.from, env.ready, env.msg);
                 }
             }
@@ -206,6 +216,11 @@ impl Peer {
     fn overlay_tick(&mut self, now: Millis, timers: &mut Timers) {
         let dead = self.overlay.tick_detect(now, &self.cfg, &mut self.out);
         if !dead.is_empty() {
+            self.out.stats.peers_failed += dead.len() as u64;
+            self.events.extend(
+                dead.iter()
+                    .map(|&id| Event::Log(crate::diag::LogEvent::PeerFailed { id })),
+            );
             self.bury(now, timers, &dead, &[]);
         }
         self.overlay

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use std::path::Path;
 
 /// The `[auth]` table as read from TOML.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct AuthSection {

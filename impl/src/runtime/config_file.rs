@@ -8,7 +8,7 @@
 //! parent_timeout = 3500
 //! pub_min_expires = 60        # expiry bounds in seconds
 //! pub_max_expires = 3600
-//! cluster_key = "00112233445566778899aabbccddeeff"  # hex; HMAC-SHA-256 on every datagram
+//! cluster_key = "00112233445566778899aabbccddeeff"  # hex; HMAC-SHA-256 on every datagram ("": none)
 //! event_packages = ["presence", "dialog"]     # SIP event packages served (default: presence, dialog, message-summary)
 //! domains = ["example.com"]   # SIP domains served (default: every domain; others get 404)
 //! aliases = { "10.0.0.5" = "example.com", "10.0.0.5:5060" = "example.com" }  # other names of a domain
@@ -16,6 +16,8 @@
 //! max_states = 16             # event states (entity tags) per presentity (403 beyond)
 //! max_document = 8192         # bytes of a presentity's states, and of their composition (413)
 //! ```
+//!
+//! `sascribe.example.toml` at the repository root lists every key with its default.
 //!
 //! An `[auth]` table turns on SIP digest authentication and authorisation (see
 //! [`AuthSection`], which documents its keys).
@@ -27,11 +29,15 @@ use crate::Config;
 /// Largest `max_document`: a presentity's states (and, in ACKs and NOTIFYs, their composition)
 /// must fit in one overlay datagram (`wire::MAX_DATAGRAM_LEN`, 16 KiB) with room for the rest.
 pub const MAX_DOCUMENT: usize = 12 * 1024;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Served SIP domains and their `(alias, domain)` pairs.
 pub type Domains = (Vec<String>, Vec<(String, String)>);
+
+/// `sascribe.example.toml`: every key, its default and one line of meaning (printed by
+/// `sascribe config --print-defaults`; a test checks it against [`Config::default`]).
+pub const EXAMPLE: &str = include_str!("../../../sascribe.example.toml");
 
 /// Why a configuration file was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +50,15 @@ pub enum ConfigError {
         /// Cause.
         source: std::io::Error,
     },
-    /// The file is not valid TOML for this schema.
-    #[error("invalid configuration: {0}")]
-    Parse(#[from] toml::de::Error),
+    /// The file is not valid TOML for this schema (the message names the line, the column
+    /// and the key).
+    #[error("{path}: {message}")]
+    Parse {
+        /// File (`<text>` when parsed from a string).
+        path: String,
+        /// toml's message: line, column, the line itself and what is wrong.
+        message: String,
+    },
     /// A value is out of range or inconsistent with another.
     #[error("invalid configuration: {0}")]
     Invalid(String),
@@ -63,7 +75,7 @@ pub enum ConfigError {
 }
 
 /// Overrides of [`Config`] fields, as read from TOML. Field meanings are those of [`Config`].
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct ConfigFile {
@@ -90,6 +102,7 @@ pub struct ConfigFile {
     pub pub_default_expires: Option<u32>,
     pub sub_min_expires: Option<u32>,
     pub sub_max_expires: Option<u32>,
+    pub sub_default_expires: Option<u32>,
     pub max_body: Option<usize>,
     pub max_states: Option<usize>,
     pub max_document: Option<usize>,
@@ -174,7 +187,14 @@ impl ConfigFile {
 
     /// Parses TOML text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        Ok(toml::from_str(text)?)
+        Self::parse_named(text, "<text>")
+    }
+
+    fn parse_named(text: &str, path: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: path.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })
     }
 
     /// Reads and parses a file.
@@ -183,7 +203,7 @@ impl ConfigFile {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text)
+        Self::parse_named(&text, &path.display().to_string())
     }
 
     /// Applies the overrides to `base` and validates the result.
@@ -215,11 +235,13 @@ impl ConfigFile {
             pub_default_expires,
             sub_min_expires,
             sub_max_expires,
+            sub_default_expires,
             max_body,
             max_states,
             max_document
         );
-        if let Some(k) = &self.cluster_key {
+        // An empty key means none (the example file's default).
+        if let Some(k) = self.cluster_key.as_deref().filter(|k| !k.trim().is_empty()) {
             c.cluster_key = Some(parse_hex(k)?);
         }
         validate(&c)?;
@@ -278,6 +300,9 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
     if !(c.pub_min_expires..=c.pub_max_expires).contains(&c.pub_default_expires) {
         return err("pub_default_expires must lie within [pub_min_expires, pub_max_expires]");
     }
+    if !(c.sub_min_expires..=c.sub_max_expires).contains(&c.sub_default_expires) {
+        return err("sub_default_expires must lie within [sub_min_expires, sub_max_expires]");
+    }
     if c.max_body == 0 {
         return err("max_body must be positive");
     }
@@ -312,6 +337,49 @@ mod tests {
             .unwrap();
         assert_eq!(c.replicas, 3);
         assert_eq!(c.cluster_key.map(|k| k.len()), Some(16));
+    }
+
+    /// `sascribe.example.toml` (what `sascribe config --print-defaults` prints) sets every
+    /// key but `[auth]` to its default: it parses, applying it changes nothing, and no key of
+    /// the file format is missing from it.
+    #[test]
+    fn example_file_lists_every_key_with_its_default() {
+        let text = super::EXAMPLE;
+        let f = ConfigFile::parse(text).unwrap();
+        let c = f.apply(Config::default()).unwrap();
+        assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));
+        let json = serde_json::to_value(&f).unwrap();
+        for (k, v) in json.as_object().unwrap() {
+            if k != "auth" {
+                assert!(!v.is_null(), "sascribe.example.toml lacks {k}");
+            }
+        }
+        // Every [auth] key is documented in it, commented out.
+        for k in [
+            "realm",
+            "users_file",
+            "algorithms",
+            "challenge",
+            "nonce_lifetime",
+            "max_nonces",
+            "watch",
+            "allow_list_file",
+        ] {
+            assert!(
+                text.contains(&format!("# {k} = ")),
+                "[auth] {k} not documented"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let e = ConfigFile::parse_named("leaf_set_size = 16\nno_such_key = 1\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("x.toml: "), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+        assert!(e.contains("no_such_key"), "{e}");
     }
 
     #[test]

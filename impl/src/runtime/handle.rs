@@ -105,6 +105,14 @@ impl RuntimeHandle {
     pub fn events(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
+    /// Local calls queued for the node's task, not yet taken.
+    pub fn queue_depth(&self) -> usize {
+        self.commands.max_capacity() - self.commands.capacity()
+    }
+    /// Events in the broadcast buffer not yet seen by the slowest receiver.
+    pub fn events_queued(&self) -> usize {
+        self.events.len()
+    }
     /// Whether the node's task is still running.
     pub fn is_running(&self) -> bool {
         !self.commands.is_closed()

@@ -33,15 +33,18 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 mod clock;
 mod config_auth;
 mod config_file;
 mod handle;
+mod log;
+pub mod metrics;
 mod tcp;
 mod transport;
 
 pub use clock::{Clock, TokioClock};
-pub use config_file::{AuthSection, ConfigError, ConfigFile};
+pub use config_file::{AuthSection, ConfigError, ConfigFile, EXAMPLE as EXAMPLE_CONFIG};
 pub use handle::{CallFailed, ReadyError, RuntimeHandle, Stopped};
 pub use transport::Transport;
 
@@ -89,6 +92,7 @@ pub struct HostLoop<T: Transport, C: Clock> {
     commands: mpsc::Receiver<Command>,
     events: broadcast::Sender<Event>,
     sip_addr: Option<SocketAddr>,
+    log: log::EventLog,
 }
 
 impl<T: Transport, C: Clock> std::fmt::Debug for HostLoop<T, C> {
@@ -166,6 +170,7 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
             commands,
             events,
             sip_addr: None,
+            log: log::EventLog::default(),
         }
     }
 
@@ -348,7 +353,7 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
                     }
                 }
                 Output::Event(ev) => {
-                    tracing::debug!(event = ?ev, "event");
+                    self.log.event(&ev, self.clock.now());
                     if self.events.receiver_count() > 0 {
                         let _ = self.events.send(ev);
                     }

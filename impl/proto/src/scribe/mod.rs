@@ -160,6 +160,30 @@ impl Scribe {
         })
     }
 
+    pub fn record_view(&self, gid: GroupId) -> Option<crate::event::RecordView> {
+        let g = self.groups.get(&gid)?;
+        let r = g.record.as_ref()?;
+        Some(crate::event::RecordView {
+            gid,
+            is_root: g.root.is_some(),
+            seq: r.seq,
+            resource: r.resource.clone(),
+            states: r
+                .states
+                .iter()
+                .map(|s| crate::event::StateView {
+                    etag: s.etag,
+                    content_type: s.content_type.clone(),
+                    bytes: s.body.len(),
+                    expires_at: s.expires_at,
+                    created: s.created,
+                    changed: s.changed,
+                })
+                .collect(),
+            document_bytes: r.doc_len(),
+        })
+    }
+
     pub fn group_ids(&self) -> impl Iterator<Item = GroupId> + '_ {
         self.groups.keys().copied()
     }

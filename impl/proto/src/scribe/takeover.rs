@@ -222,6 +222,11 @@ impl Scribe {
             return;
         };
         let Some(role) = g.root.take() else { return };
+        ctx.out.stats.demotions += 1;
+        ctx.events
+            .push_back(crate::event::Event::Log(crate::diag::LogEvent::Demoted {
+                gid,
+            }));
         let RootRole { pending, queue, .. } = *role;
         if let Some(c) = pending {
             if g.record.as_ref().is_none_or(|r| c.rec.key() > r.key()) {

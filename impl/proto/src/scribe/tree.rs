@@ -3,6 +3,8 @@
 //! re-JOIN carrying their state; the closest peer takes a root over).
 
 use super::{Ctx, Group, Scribe, MAX_DEPTH, MAX_PATH};
+use crate::diag::LogEvent;
+use crate::event::Event;
 use crate::id::{GroupId, NodeId};
 use crate::mutants::Mutant;
 use crate::pastry::Hop;
@@ -208,6 +210,8 @@ impl Scribe {
     /// Sends a tree-repair re-JOIN for `gid` carrying the latest state known here.
     pub(super) fn send_rejoin(ctx: &mut Ctx<'_>, gid: GroupId, g: &mut Group) {
         g.rejoin_at = Some(ctx.now + ctx.cfg.request_retry);
+        ctx.out.stats.rejoins += 1;
+        ctx.events.push_back(Event::Log(LogEvent::Rejoin { gid }));
         let carried = (g.latest.seq > 0).then(|| g.latest.clone());
         Self::send_join(ctx, gid, 0, carried);
     }
@@ -300,6 +304,9 @@ impl Scribe {
             }
             let holds = g.record.is_some() || g.has_interest() || g.latest.seq > 0;
             if g.root.is_none() && local && holds {
+                ctx.out.stats.takeovers += 1;
+                ctx.events
+                    .push_back(Event::Log(LogEvent::Takeover { gid, dead: id }));
                 self.ensure_root(ctx, gid);
             } else if g.root.is_some() {
                 self.fetch_peer_dead(ctx, gid, id);

@@ -95,6 +95,7 @@ pub mod dialog;
 pub mod headers;
 pub mod message;
 mod notify;
+mod ops;
 mod publish;
 mod request;
 mod response;
@@ -141,12 +142,16 @@ pub struct SipConfig {
     /// Event packages served (lowercase). `presence` bodies must be `application/pidf+xml`;
     /// other packages take any body type.
     pub event_packages: Vec<String>,
-    /// Minimum `Expires` of PUBLISH and SUBSCRIBE (seconds); shorter ones get 423. The
-    /// overlay's own minimum applies too (the larger wins).
+    /// An extra floor on `Expires` of PUBLISH and SUBSCRIBE (seconds), above the overlay's
+    /// [`crate::Config`] `pub_min_expires` / `sub_min_expires` (the larger wins; shorter
+    /// requests get 423). Default 0: the overlay's configuration is the one source.
     pub min_expires: u32,
-    /// Maximum `Expires` (seconds); longer requests are shortened.
+    /// An extra cap on `Expires` (seconds), below the overlay's `pub_max_expires` /
+    /// `sub_max_expires`. Default `u32::MAX`: none.
     pub max_expires: u32,
-    /// `Expires` used when a request gives none (RFC 3856 §6.4: 3600 for presence).
+    /// `Expires` of a SUBSCRIBE that gives none (RFC 3856 §6.4: 3600 for presence); drivers
+    /// set it from [`crate::Config::sub_default_expires`]. (A PUBLISH without one gets the
+    /// overlay's `pub_default_expires`.)
     pub default_expires: u32,
     /// Messages longer than this (datagrams, or header section and body on a stream) are
     /// answered 513 (or dropped if unreadable; a stream is then closed).
@@ -178,14 +183,15 @@ pub struct SipConfig {
 }
 
 impl SipConfig {
-    /// Defaults: `presence`, `dialog` and `message-summary`, every domain, expiry 60 s … 3600 s, 3600 s by default, 64 KiB messages,
+    /// Defaults: `presence`, `dialog` and `message-summary`, every domain, no expiry bounds of
+    /// its own (the overlay's apply), 3600 s for a SUBSCRIBE without `Expires`, 64 KiB messages,
     /// 16 KiB header sections on streams, 1024 TCP connections idle for at most 300 s.
     pub fn new(local: SocketAddr) -> SipConfig {
         SipConfig {
             local,
             event_packages: vec!["presence".into(), "dialog".into(), "message-summary".into()],
-            min_expires: 60,
-            max_expires: 3600,
+            min_expires: 0,
+            max_expires: u32::MAX,
             default_expires: 3600,
             max_message: 65_507,
             max_header: 16_384,
@@ -275,6 +281,17 @@ pub struct SipStats {
     pub auth_replays: u64,
     /// Authenticated requests refused by the authorisation policy (403).
     pub forbidden: u64,
+    /// Requests received (well-formed enough to have a method), by method.
+    pub requests: std::collections::BTreeMap<String, u64>,
+    /// Final and provisional responses sent, by the request's method and status.
+    pub responses: std::collections::BTreeMap<(String, u16), u64>,
+    /// NOTIFY transactions started (first transmissions).
+    pub notifies_sent: u64,
+    /// OPTIONS, PUBLISH and SUBSCRIBE answered 503 because the peer has not joined the overlay.
+    pub not_joined: u64,
+    /// At this gateway, from a PUBLISH's arrival to its 200 OK (the root answers once the
+    /// replicas hold the new state, in the step it multicasts it to the tree), in ms.
+    pub publish_latency: crate::diag::Histogram,
 }
 
 /// The flow a request came on, and its responses and NOTIFYs leave on.
@@ -525,7 +542,7 @@ impl SipEndpoint {
                     self.pump(env, handle);
                 }
             }
-            Event::Joined | Event::LookupDelivered { .. } => {}
+            Event::Joined | Event::LookupDelivered { .. } | Event::Log(_) => {}
         }
     }
 
@@ -544,6 +561,7 @@ impl SipEndpoint {
                 }
                 ClientDue::TimedOut(t) => {
                     self.stats.notify_timeouts += 1;
+                    self.log_notify_timeout(env, t.handle);
                     if let Some(d) = self.dialogs.get_mut(&t.handle) {
                         d.in_flight = None;
                     }

@@ -23,6 +23,7 @@ impl SipEndpoint {
         if req.method == Method::Ack {
             return; // no INVITE transactions here
         }
+        self.count_request(req.method.as_str());
         let key = TxKey::new(
             &ctx.via,
             req.method.as_str(),
@@ -51,6 +52,17 @@ impl SipEndpoint {
                 self.transmit(&flow, bytes);
             }
             return;
+        }
+        if let Some(h) = self.unavailable(env, &req.method) {
+            return self.reply(
+                env,
+                key,
+                ctx,
+                503,
+                "Service Unavailable - joining the overlay",
+                h,
+                None,
+            );
         }
         if self.tx.servers() >= self.cfg.max_transactions {
             let mut h = Headers::default();

@@ -81,6 +81,8 @@ impl SipEndpoint {
             r.body = b;
         }
         let bytes = r.to_bytes();
+        let method = ctx.cseq.method.clone();
+        self.count_response(env, &method, &ctx.to_na.uri, code, reason);
         self.send_response(env, &ctx, bytes.clone());
         // RFC 3261 §17.2.2: Timer J is 0 on reliable transports (no retransmissions to absorb).
         let j = if ctx.flow.is_reliable() {
@@ -122,6 +124,12 @@ impl SipEndpoint {
         if code == 513 || code == 400 {
             h.push("Server", "sascribe");
         }
+        let method = hs
+            .get("CSeq")
+            .and_then(|c| c.split_whitespace().nth(1))
+            .unwrap_or("-")
+            .to_string();
+        *self.stats.responses.entry((method, code)).or_default() += 1;
         let r = Response {
             code,
             reason: reason.to_string(),
@@ -182,9 +190,14 @@ impl SipEndpoint {
         let Some(tx) = self.tx.server(id) else {
             return false;
         };
-        let ServerState::Proceeding { ctx, .. } = &tx.state else {
+        let ServerState::Proceeding { ctx, started, .. } = &tx.state else {
             return false;
         };
+        if code == 200 && ctx.cseq.method == "PUBLISH" {
+            self.stats
+                .publish_latency
+                .observe(env.now.saturating_sub(*started));
+        }
         let mut ctx = (**ctx).clone();
         let key = tx.key.clone();
         if to_tag.is_some() {

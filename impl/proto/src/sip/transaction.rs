@@ -215,6 +215,8 @@ pub struct Transactions<C> {
     server: HashMap<u64, ServerTx<C>>,
     client_ids: HashMap<String, u64>,
     client: HashMap<u64, ClientTx>,
+    /// Client transactions started so far.
+    clients_started: u64,
 }
 
 impl<C> Default for Transactions<C> {
@@ -225,6 +227,7 @@ impl<C> Default for Transactions<C> {
             server: HashMap::new(),
             client_ids: HashMap::new(),
             client: HashMap::new(),
+            clients_started: 0,
         }
     }
 }
@@ -239,6 +242,11 @@ impl<C> Transactions<C> {
     /// Number of live server transactions.
     pub fn servers(&self) -> usize {
         self.server.len()
+    }
+
+    /// Client transactions started so far.
+    pub fn clients_started(&self) -> u64 {
+        self.clients_started
     }
 
     /// Number of live client transactions.
@@ -344,6 +352,7 @@ impl<C> Transactions<C> {
 
     /// Starts client transaction `tx`; arms its timer.
     pub fn put_client(&mut self, timers: &mut Timers, mut tx: ClientTx) -> u64 {
+        self.clients_started += 1;
         let id = self.id();
         timers.arm(tx.wakeup(), Timer::SipClient(id), &mut tx.armed);
         self.client_ids.insert(tx.branch.clone(), id);

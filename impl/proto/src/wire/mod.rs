@@ -76,6 +76,45 @@ pub enum Msg {
     },
 }
 
+impl Msg {
+    /// A short name of the message's kind, for counters (`ping`, `join`, `notify`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Msg::Pastry(m) => match m {
+                PastryMsg::Ping => "ping",
+                PastryMsg::Pong => "pong",
+                PastryMsg::LeafSetRequest => "leafset_request",
+                PastryMsg::LeafSetReply { .. } => "leafset_reply",
+                PastryMsg::RowRequest { .. } => "row_request",
+                PastryMsg::RowReply { .. } => "row_reply",
+                PastryMsg::JoinState { .. } => "join_state",
+                PastryMsg::Announce => "announce",
+                PastryMsg::Departing => "departing",
+            },
+            Msg::Scribe(m) => match m {
+                ScribeMsg::Provisional { .. } => "pack",
+                ScribeMsg::JoinAck { .. } => "ack",
+                ScribeMsg::Notify { .. } => "notify",
+                ScribeMsg::Heartbeat { .. } => "heartbeat",
+                ScribeMsg::HeartbeatAck { .. } => "heartbeat_ack",
+                ScribeMsg::Leave { .. } => "leave",
+                ScribeMsg::PublishReply { .. } => "publish_reply",
+                ScribeMsg::Replicate { .. } => "replicate",
+                ScribeMsg::NotRoot { .. } => "not_root",
+                ScribeMsg::ReplicateAck { .. } => "replicate_ack",
+                ScribeMsg::FetchState { .. } => "fetch_state",
+                ScribeMsg::FetchReply { .. } => "fetch_reply",
+            },
+            Msg::Routed { body, .. } => match body {
+                Routed::OverlayJoin { .. } => "overlay_join",
+                Routed::Lookup { .. } => "lookup",
+                Routed::Join { .. } => "join",
+                Routed::Publish { .. } => "publish",
+            },
+        }
+    }
+}
+
 impl From<PastryMsg> for Msg {
     fn from(m: PastryMsg) -> Msg {
         Msg::Pastry(m)

@@ -1,0 +1,438 @@
+//! The Prometheus endpoint (`--metrics ADDR`): every peer's counters, read from the core at
+//! each scrape and encoded with `prometheus-client` in the Prometheus text format (0.0.4),
+//! one series per peer (label `peer`: its overlay id in hex).
+//!
+//! The counters live in the sans-IO core as plain structs ([`crate::HostStats`],
+//! [`crate::sip::SipStats`], [`crate::Stats`]); a scrape asks each running peer for a
+//! [`Snapshot`] through its [`RuntimeHandle`] and encodes them. The HTTP side is a minimal
+//! HTTP/1.0 responder on a tokio TCP listener: `GET /metrics` (or `/`), one response per
+//! connection.
+
+use super::RuntimeHandle;
+use crate::diag::LATENCY_BUCKETS_MS;
+use crate::{Host, HostStats};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What one peer reports at a scrape.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// The peer's overlay id (hex): the `peer` label.
+    pub peer: String,
+    /// Whether it has joined the overlay.
+    pub joined: bool,
+    /// The host's counters.
+    pub stats: HostStats,
+    /// Groups this peer is root of.
+    pub groups_rooted: usize,
+    /// Groups whose record this peer holds as a replica (not root).
+    pub groups_replicated: usize,
+    /// Groups this peer is a tree member of (a parent, or local subscriptions).
+    pub groups_joined: usize,
+    /// Tree children over all groups.
+    pub tree_children: usize,
+    /// Leaf-set size.
+    pub leaf_set: usize,
+    /// Routing-table entries.
+    pub routing_table: usize,
+    /// Local calls (and admin/metrics reads) queued for the peer's task.
+    pub commands_queued: usize,
+}
+
+impl Snapshot {
+    /// Reads a host's counters and gauges.
+    pub fn of(host: &Host) -> Snapshot {
+        let peer = host.peer();
+        let mut s = Snapshot {
+            peer: host.id().to_string(),
+            joined: host.is_ready(),
+            stats: host.stats(),
+            leaf_set: peer.overlay().leaf.len(),
+            routing_table: peer.overlay().rt.len(),
+            ..Snapshot::default()
+        };
+        for gid in peer.groups() {
+            let Some(v) = peer.group_view(gid) else {
+                continue;
+            };
+            if v.is_root {
+                s.groups_rooted += 1;
+            } else if v.record_seq.is_some() {
+                s.groups_replicated += 1;
+            }
+            if v.parent.is_some() || v.local_subs > 0 {
+                s.groups_joined += 1;
+            }
+            s.tree_children += v.children.len();
+        }
+        s
+    }
+}
+
+/// Snapshots of every running peer behind `handles` (stopped ones are left out).
+pub async fn gather(handles: &[RuntimeHandle]) -> Vec<Snapshot> {
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        let queued = h.queue_depth();
+        if let Ok(mut s) = h.with_host(|host, _| Snapshot::of(host)).await {
+            s.commands_queued = queued;
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Encodes snapshots in the Prometheus text format.
+pub fn encode(snapshots: Vec<Snapshot>) -> String {
+    let mut registry = Registry::with_prefix("sascribe");
+    registry.register_collector(Box::new(Scrape(Arc::new(snapshots))));
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
+    out
+}
+
+#[derive(Debug)]
+struct Scrape(Arc<Vec<Snapshot>>);
+
+type Labels = Vec<(&'static str, String)>;
+/// A metric family: name, help, type and its series.
+type Family<'a> = (&'a str, &'a str, MetricType, Vec<(Labels, u64)>);
+
+fn family(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    ty: MetricType,
+    rows: Vec<(Labels, u64)>,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, ty)?;
+    for (labels, v) in rows {
+        let mut f = m.encode_family(&labels)?;
+        write_value(&mut f, ty, v)?;
+    }
+    Ok(())
+}
+
+fn write_value(f: &mut MetricEncoder<'_>, ty: MetricType, v: u64) -> fmt::Result {
+    match ty {
+        MetricType::Counter => f.encode_counter::<NoLabelSet, u64, f64>(&v, None),
+        _ => f.encode_gauge(&v),
+    }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> fmt::Result {
+        use MetricType::{Counter, Gauge};
+        let snaps = &self.0;
+        let per = |f: &dyn Fn(&Snapshot) -> u64| -> Vec<(Labels, u64)> {
+            snaps
+                .iter()
+                .map(|s| (vec![("peer", s.peer.clone())], f(s)))
+                .collect()
+        };
+        let sip = |s: &Snapshot| s.stats.sip.clone().unwrap_or_default();
+        let simple: Vec<Family<'_>> = vec![
+            (
+                "joined",
+                "1 once the peer has joined the overlay",
+                Gauge,
+                per(&|s| s.joined.into()),
+            ),
+            (
+                "sip_transactions_server",
+                "live SIP server transactions",
+                Gauge,
+                per(&|s| s.stats.sip_transactions.0 as u64),
+            ),
+            (
+                "sip_transactions_client",
+                "live SIP client (NOTIFY) transactions",
+                Gauge,
+                per(&|s| s.stats.sip_transactions.1 as u64),
+            ),
+            (
+                "sip_dialogs",
+                "live SIP subscription dialogs",
+                Gauge,
+                per(&|s| s.stats.sip_dialogs as u64),
+            ),
+            (
+                "sip_connections",
+                "open SIP TCP connections",
+                Gauge,
+                per(&|s| s.stats.sip_connections as u64),
+            ),
+            (
+                "sip_notifies_sent",
+                "NOTIFY transactions started",
+                Counter,
+                per(&|s| sip(s).notifies_sent),
+            ),
+            (
+                "sip_notifies_retried",
+                "NOTIFY retransmissions (UDP, Timer E)",
+                Counter,
+                per(&|s| sip(s).notify_retransmissions),
+            ),
+            (
+                "sip_notifies_failed",
+                "NOTIFY transactions that timed out or lost their connection",
+                Counter,
+                per(&|s| {
+                    let x = sip(s);
+                    x.notify_timeouts + x.notify_transport_errors
+                }),
+            ),
+            (
+                "sip_malformed",
+                "malformed SIP messages (answered 400 or dropped)",
+                Counter,
+                per(&|s| {
+                    let x = sip(s);
+                    x.rx_malformed + x.rx_oversized + x.stream_framing_errors
+                }),
+            ),
+            (
+                "sip_not_joined",
+                "requests answered 503 because the peer had not joined the overlay",
+                Counter,
+                per(&|s| sip(s).not_joined),
+            ),
+            (
+                "sip_auth_failures",
+                "SIP digest credentials that did not authenticate",
+                Counter,
+                per(&|s| sip(s).auth_failures),
+            ),
+            (
+                "groups_rooted",
+                "groups this peer is root of",
+                Gauge,
+                per(&|s| s.groups_rooted as u64),
+            ),
+            (
+                "groups_replicated",
+                "groups whose record this peer holds as a replica",
+                Gauge,
+                per(&|s| s.groups_replicated as u64),
+            ),
+            (
+                "groups_joined",
+                "groups this peer is a tree member of",
+                Gauge,
+                per(&|s| s.groups_joined as u64),
+            ),
+            (
+                "tree_children",
+                "tree children over all groups",
+                Gauge,
+                per(&|s| s.tree_children as u64),
+            ),
+            (
+                "leaf_set_size",
+                "peers in the leaf set",
+                Gauge,
+                per(&|s| s.leaf_set as u64),
+            ),
+            (
+                "routing_table_size",
+                "entries in the routing table",
+                Gauge,
+                per(&|s| s.routing_table as u64),
+            ),
+            (
+                "overlay_bad_mac",
+                "overlay datagrams dropped: the cluster key's MAC did not verify",
+                Counter,
+                per(&|s| s.stats.overlay.rx_bad_mac),
+            ),
+            (
+                "overlay_malformed",
+                "overlay datagrams dropped: truncated, oversized, bad version or undecodable",
+                Counter,
+                per(&|s| {
+                    let o = &s.stats.overlay;
+                    o.rx_dropped() - o.rx_bad_mac
+                }),
+            ),
+            (
+                "overlay_tx_datagrams",
+                "overlay datagrams sent",
+                Counter,
+                per(&|s| s.stats.overlay.tx_datagrams),
+            ),
+            (
+                "overlay_forwarded",
+                "routed overlay messages forwarded",
+                Counter,
+                per(&|s| s.stats.overlay.forwarded),
+            ),
+            (
+                "peers_failed",
+                "peers the failure detector declared dead",
+                Counter,
+                per(&|s| s.stats.overlay.peers_failed),
+            ),
+            (
+                "takeovers",
+                "groups taken over as root after a peer died",
+                Counter,
+                per(&|s| s.stats.overlay.takeovers),
+            ),
+            (
+                "demotions",
+                "groups handed to a closer root",
+                Counter,
+                per(&|s| s.stats.overlay.demotions),
+            ),
+            (
+                "rejoins",
+                "JOINs re-sent toward a root (orphans, unanswered JOINs)",
+                Counter,
+                per(&|s| s.stats.overlay.rejoins),
+            ),
+            (
+                "timers_queued",
+                "entries in the core's timer queue",
+                Gauge,
+                per(&|s| s.stats.timers_queued as u64),
+            ),
+            (
+                "commands_queued",
+                "local calls queued for the peer's task",
+                Gauge,
+                per(&|s| s.commands_queued as u64),
+            ),
+        ];
+        for (name, help, ty, rows) in simple {
+            family(&mut enc, name, help, ty, rows)?;
+        }
+        let mut req = Vec::new();
+        let mut resp = Vec::new();
+        let mut kinds = Vec::new();
+        for s in snaps.iter() {
+            let x = sip(s);
+            for (m, n) in &x.requests {
+                req.push((vec![("peer", s.peer.clone()), ("method", m.clone())], *n));
+            }
+            for ((m, c), n) in &x.responses {
+                resp.push((
+                    vec![
+                        ("peer", s.peer.clone()),
+                        ("method", m.clone()),
+                        ("status", c.to_string()),
+                    ],
+                    *n,
+                ));
+            }
+            for (k, n) in &s.stats.overlay.rx_kinds {
+                kinds.push((vec![("peer", s.peer.clone()), ("kind", k.to_string())], *n));
+            }
+        }
+        family(
+            &mut enc,
+            "sip_requests",
+            "SIP requests received, by method",
+            Counter,
+            req,
+        )?;
+        family(
+            &mut enc,
+            "sip_responses",
+            "SIP responses sent, by request method and status",
+            Counter,
+            resp,
+        )?;
+        family(
+            &mut enc,
+            "overlay_messages",
+            "overlay messages received, by kind",
+            Counter,
+            kinds,
+        )?;
+        let mut m = enc.encode_descriptor(
+            "publish_latency_seconds",
+            "at the gateway, PUBLISH arrival to its 200 OK: the root answers once the replicas hold the state, in the step it multicasts it to the tree",
+            None,
+            MetricType::Histogram,
+        )?;
+        for s in snaps.iter() {
+            let h = sip(s).publish_latency;
+            let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_MS
+                .iter()
+                .zip(h.buckets.iter())
+                .map(|(&b, &n)| (b as f64 / 1000.0, n))
+                .collect();
+            buckets.push((f64::INFINITY, h.buckets[LATENCY_BUCKETS_MS.len()]));
+            let labels = vec![("peer", s.peer.clone())];
+            let mut f = m.encode_family(&labels)?;
+            f.encode_histogram::<NoLabelSet>(h.sum_ms as f64 / 1000.0, h.count, &buckets, None)?;
+        }
+        Ok(())
+    }
+}
+
+/// Serves `GET /metrics` on `listener` for the peers behind `handles`, until the task is
+/// dropped.
+pub async fn serve(listener: TcpListener, handles: Vec<RuntimeHandle>) {
+    let handles = Arc::new(handles);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let handles = handles.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, &handles)).await;
+        });
+    }
+}
+
+async fn answer(mut stream: TcpStream, handles: &[RuntimeHandle]) -> std::io::Result<()> {
+    let head = read_head(&mut stream).await?;
+    let path = head.split_whitespace().nth(1).unwrap_or("");
+    let (status, ctype, body) = if head.starts_with("GET ") && matches!(path, "/" | "/metrics") {
+        let body = encode(gather(handles).await);
+        ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
+    } else {
+        ("404 Not Found", "text/plain", "GET /metrics\n".to_string())
+    };
+    let resp = format!(
+        "HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(resp.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Reads an HTTP request head (up to its empty line, at most 8 KiB).
+pub(crate) async fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Binds the metrics listener on `addr` and serves it on a new task; returns the bound
+/// address.
+pub async fn start(addr: SocketAddr, handles: Vec<RuntimeHandle>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(serve(listener, handles));
+    Ok(local)
+}
