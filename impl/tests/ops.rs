@@ -387,6 +387,8 @@ fn cluster_metrics_status_and_json_logs() {
         .find_map(|l| l.strip_prefix("SIP-ETag: "))
         .expect("SIP-ETag")
         .to_string();
+    // A SIP TCP connection held open (its write queue is empty).
+    let tcp = std::net::TcpStream::connect(&sips[2]).unwrap();
     // Let the NOTIFY with the state reach the subscriber.
     std::thread::sleep(Duration::from_millis(500));
     let mut buf = [0u8; 65_535];
@@ -422,6 +424,15 @@ fn cluster_metrics_status_and_json_logs() {
     assert!(m("sascribe_overlay_messages_total", &["kind=\"replicate\""]) >= 1.0);
     assert_eq!(m("sascribe_publish_latency_seconds_count", &[]), 1.0);
     assert!(m("sascribe_leaf_set_size", &[]) >= 6.0);
+    assert_eq!(m("sascribe_sip_connections", &[]), 1.0, "{after}");
+    assert_eq!(m("sascribe_sip_tcp_write_queued_bytes", &[]), 0.0);
+    assert_eq!(m("sascribe_sip_tcp_dropped_slow_total", &[]), 0.0);
+    assert_eq!(
+        m("sascribe_sip_tcp_write_queue_limit_bytes", &[]),
+        3.0 * (1u64 << 20) as f64
+    );
+    assert!(after.contains("sascribe_events_queued{"), "{after}");
+    drop(tcp);
 
     // Status: the root the front end would route to, the presentity and its watcher.
     let root = status(&admin, &["root", uri, "presence"]);

@@ -41,6 +41,8 @@ type Run = Box<dyn FnOnce(&mut Host, Millis) + Send>;
 pub(super) enum Command {
     /// Run a closure on the host (a local call or a read); its outputs are drained after.
     Run(Run),
+    /// Read the loop's own gauges (its SIP TCP write queues).
+    Gauges(oneshot::Sender<super::tcp::TcpGauges>),
     /// Stop the loop; `leave` first when graceful.
     Stop {
         leave: bool,
@@ -52,6 +54,7 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Command::Run(_) => f.write_str("Run"),
+            Command::Gauges(_) => f.write_str("Gauges"),
             Command::Stop { leave, .. } => write!(f, "Stop {{ leave: {leave} }}"),
         }
     }
@@ -130,6 +133,16 @@ impl RuntimeHandle {
         });
         self.commands
             .send(Command::Run(run))
+            .await
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// The node's SIP TCP write queues (all zero without a TCP listener).
+    pub async fn tcp_gauges(&self) -> Result<super::tcp::TcpGauges, Stopped> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Gauges(tx))
             .await
             .map_err(|_| Stopped)?;
         rx.await.map_err(|_| Stopped)

@@ -8,7 +8,7 @@
 //! HTTP/1.0 responder on a tokio TCP listener: `GET /metrics` (or `/`), one response per
 //! connection.
 
-use super::RuntimeHandle;
+use super::{RuntimeHandle, TcpGauges, WRITE_QUEUE_BYTES};
 use crate::diag::LATENCY_BUCKETS_MS;
 use crate::{Host, HostStats};
 use prometheus_client::collector::Collector;
@@ -45,6 +45,10 @@ pub struct Snapshot {
     pub routing_table: usize,
     /// Local calls (and admin/metrics reads) queued for the peer's task.
     pub commands_queued: usize,
+    /// Host events in the broadcast buffer not yet seen by the slowest receiver.
+    pub events_queued: usize,
+    /// The SIP TCP write queues.
+    pub tcp: TcpGauges,
 }
 
 impl Snapshot {
@@ -82,8 +86,14 @@ pub async fn gather(handles: &[RuntimeHandle]) -> Vec<Snapshot> {
     let mut out = Vec::with_capacity(handles.len());
     for h in handles {
         let queued = h.queue_depth();
+        let events_queued = h.events_queued();
+        let Ok(tcp) = h.tcp_gauges().await else {
+            continue;
+        };
         if let Ok(mut s) = h.with_host(|host, _| Snapshot::of(host)).await {
             s.commands_queued = queued;
+            s.events_queued = events_queued;
+            s.tcp = tcp;
             out.push(s);
         }
     }
@@ -170,6 +180,30 @@ impl Collector for Scrape {
                 "open SIP TCP connections",
                 Gauge,
                 per(&|s| s.stats.sip_connections as u64),
+            ),
+            (
+                "sip_tcp_write_queued_bytes",
+                "bytes queued on SIP TCP connections and not yet written",
+                Gauge,
+                per(&|s| s.tcp.queued_bytes as u64),
+            ),
+            (
+                "sip_tcp_write_queue_largest_bytes",
+                "the longest write queue of one SIP TCP connection, in bytes",
+                Gauge,
+                per(&|s| s.tcp.largest_queue_bytes as u64),
+            ),
+            (
+                "sip_tcp_write_queue_limit_bytes",
+                "a SIP TCP connection whose write queue would exceed this is dropped",
+                Gauge,
+                per(&|_| WRITE_QUEUE_BYTES as u64),
+            ),
+            (
+                "sip_tcp_dropped_slow",
+                "SIP TCP connections dropped because their write queue reached the limit",
+                Counter,
+                per(&|s| s.tcp.dropped_slow),
             ),
             (
                 "sip_notifies_sent",
@@ -311,6 +345,12 @@ impl Collector for Scrape {
                 "local calls queued for the peer's task",
                 Gauge,
                 per(&|s| s.commands_queued as u64),
+            ),
+            (
+                "events_queued",
+                "host events buffered for the slowest event receiver (log, tests)",
+                Gauge,
+                per(&|s| s.events_queued as u64),
             ),
         ];
         for (name, help, ty, rows) in simple {

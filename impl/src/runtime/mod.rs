@@ -41,6 +41,7 @@ mod handle;
 mod log;
 pub mod metrics;
 mod tcp;
+pub use tcp::{TcpGauges, WRITE_QUEUE_BYTES};
 mod transport;
 
 pub use clock::{Clock, TokioClock};
@@ -261,6 +262,10 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
                         Some(Command::Run(f)) => {
                             let now = node.now();
                             f(&mut node.host, now);
+                            None
+                        }
+                        Some(Command::Gauges(reply)) => {
+                            let _ = reply.send(node.tcp.as_ref().map(tcp::Streams::gauges).unwrap_or_default());
                             None
                         }
                         Some(Command::Stop { leave, done }) => Some((leave, Some(done))),

@@ -93,6 +93,22 @@ pub(super) struct Streams {
     next_id: u64,
     /// Connections dropped on a full write queue, for the host to hear of.
     failed: Vec<ConnId>,
+    /// Connections dropped on a full write queue, ever.
+    dropped_slow: u64,
+}
+
+/// The write side of a node's SIP TCP connections, read at a metrics scrape.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpGauges {
+    /// Open connections (accepted and opened by the host).
+    pub connections: usize,
+    /// Bytes queued and not yet written, over every connection.
+    pub queued_bytes: usize,
+    /// The longest write queue of one connection, in bytes (the bound is
+    /// [`WRITE_QUEUE_BYTES`]).
+    pub largest_queue_bytes: usize,
+    /// Connections dropped because their write queue reached the bound, ever.
+    pub dropped_slow: u64,
 }
 
 impl Drop for Streams {
@@ -119,6 +135,7 @@ impl Streams {
             max,
             next_id: 0,
             failed: Vec::new(),
+            dropped_slow: 0,
         }
     }
 
@@ -190,6 +207,7 @@ impl Streams {
         };
         if !sent {
             if full {
+                self.dropped_slow += 1;
                 tracing::warn!(%conn, remote = %c.remote, "SIP TCP connection dropped: its peer does not keep up");
             } else {
                 tracing::debug!(%conn, "write on an ended SIP TCP connection dropped");
@@ -241,6 +259,21 @@ impl Streams {
     pub fn close(&mut self, conn: ConnId) {
         // Dropping the sender ends the task after the queue: it shuts the stream down.
         self.forget(conn);
+    }
+
+    /// The write queues now.
+    pub fn gauges(&self) -> TcpGauges {
+        let mut g = TcpGauges {
+            connections: self.conns.len(),
+            dropped_slow: self.dropped_slow,
+            ..TcpGauges::default()
+        };
+        for c in self.conns.values() {
+            let q = c.queued.load(Ordering::Acquire);
+            g.queued_bytes += q;
+            g.largest_queue_bytes = g.largest_queue_bytes.max(q);
+        }
+        g
     }
 
     /// Connections dropped since the last call, which the host must hear of.
@@ -351,4 +384,53 @@ pub(super) async fn bind_same_port(
         }
     }
     Err(last.unwrap_or_else(|| io::Error::other("no port free for both UDP and TCP")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer that reads nothing: its queue grows while the connection's task cannot run
+    /// (one thread, no await between the writes), the gauges show it, and the write past the
+    /// bound drops the connection and counts it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn write_queue_gauges_and_the_slow_reader_drop() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut streams = Streams::new(TcpListener::bind("127.0.0.1:0").await.unwrap(), 4);
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (stream, from) = listener.accept().await.unwrap();
+        let Some(StreamInput::Data(conn, _, _)) =
+            streams.on_event(StreamEvent::Accepted(stream, from))
+        else {
+            panic!("the connection was not taken");
+        };
+        assert_eq!(
+            streams.gauges(),
+            TcpGauges {
+                connections: 1,
+                ..TcpGauges::default()
+            }
+        );
+
+        let chunk = WRITE_QUEUE_BYTES / 4;
+        for _ in 0..4 {
+            streams.write(conn, vec![b'x'; chunk]);
+        }
+        let g = streams.gauges();
+        assert_eq!(g.queued_bytes, WRITE_QUEUE_BYTES);
+        assert_eq!(g.largest_queue_bytes, WRITE_QUEUE_BYTES);
+        assert_eq!(g.dropped_slow, 0);
+        assert!(streams.take_failed().is_empty());
+
+        streams.write(conn, vec![b'x'; 1]);
+        assert_eq!(streams.take_failed(), vec![conn]);
+        assert_eq!(
+            streams.gauges(),
+            TcpGauges {
+                dropped_slow: 1,
+                ..TcpGauges::default()
+            }
+        );
+    }
 }
