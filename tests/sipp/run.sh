@@ -16,45 +16,16 @@
 # error traces, default a temporary directory).
 set -euo pipefail
 
-if [ "$#" -lt 1 ]; then
-    echo "usage: $0 SIP_ADDR [SIP_ADDR...]   (e.g. 127.0.0.1:5060 127.0.0.1:5061)" >&2
-    exit 2
-fi
-here="$(cd "$(dirname "$0")" && pwd)"
-sipp="${SIPP:-sipp}"
-command -v "$sipp" >/dev/null || { echo "$0: $sipp not found (apt-get install sip-tester)" >&2; exit 2; }
-ip="${SIPP_LOCAL_IP:-127.0.0.1}"
-port="${SIPP_PORT:-15060}"
-calls="${SIPP_CALLS:-3}"
-transports="${SIPP_TRANSPORTS:-u1 t1}"
-logs="${SIPP_LOGS:-$(mktemp -d)}"
-mkdir -p "$logs"
-addrs=("$@")
-n=${#addrs[@]}
-failed=0
+# shellcheck source=tests/sipp/lib.sh
+. "$(dirname "$0")/lib.sh"
+sipp_setup 15060 "e.g. 127.0.0.1:5060 127.0.0.1:5061" "$@"
 
 run() { # transport scenario target user calls
-    local t="$1" sf="$2" target="$3" who="$4" m="$5"
-    port=$((port + 1))
-    local name
-    name="$(basename "$sf" .xml)-$t"
-    if (cd "$logs" && "$sipp" "$target" -sf "$here/$sf" -s "$who" -m "$m" -l 1 -r 10 \
-            -i "$ip" -p "$port" -t "$t" -nostdin -timeout 40s -timeout_error \
-            -trace_err -error_file "$logs/$name.err" -trace_screen -screen_file "$logs/$name.screen" \
-            >"$logs/$name.out" 2>&1); then
-        echo "PASS $name -> $target ($m call(s))"
-    else
-        echo "FAIL $name -> $target (see $logs/$name.*)"
-        sed -n '1,40p' "$logs/$name.err" 2>/dev/null || true
-        failed=1
-    fi
+    t="$1" sipp_run "$(basename "$2" .xml)-$1" "$2" "$3" "$4" "$5"
 }
 
 for t in $transports; do
-    case "$t" in
-        u1 | un | t1 | tn) ;;
-        *) echo "$0: unknown SIPp transport $t (u1, un, t1 or tn)" >&2; exit 2 ;;
-    esac
+    sipp_check_transport
     # Resource names unique to this run and transport, so each starts from scratch.
     user="alice$$$t"
     run "$t" publish.xml     "${addrs[0]}"            "$user" 1
@@ -76,9 +47,4 @@ for t in $transports; do
     grep -q '^PASS' "$logs/pair-$t.result" || failed=1
 done
 
-
-if [ "$failed" -ne 0 ]; then
-    echo "SIPp scenarios: FAILED (logs in $logs)"
-    exit 1
-fi
-echo "SIPp scenarios: all passed ($transports)"
+sipp_verdict "SIPp scenarios"
