@@ -588,3 +588,30 @@ fn an_in_dialog_subscribe_is_held_to_the_watch_policy_of_its_dialog() {
     );
     assert_eq!(r.code, 481, "{r:?}");
 }
+
+/// The policy judges the presentity a request reaches: with an alias (`10.0.0.1:5060` for
+/// `example.test`), Alice may publish to her address at the alias and Bob may not; her
+/// address in a domain not served is not hers to publish (403).
+#[test]
+fn the_policy_sees_aliases_as_their_domain() {
+    let mut net = Net::with_sip(1, |mut c| {
+        c.auth = Some(AuthConfig::new(users()));
+        c.domains = vec![REALM.to_string()];
+        c.aliases = vec![("10.0.0.1:5060".to_string(), REALM.to_string())];
+        c
+    });
+    let at_alias = "sip:alice@10.0.0.1:5060";
+    let (r, _) = net.request(0, ua(1), &publish_as(at_alias, "z9hG4bKal1", None));
+    assert_eq!(r.code, 401, "{r:?}");
+    let ch = challenges(&r, "WWW-Authenticate");
+    let a = creds(&ch[0], "bob", "builder", "PUBLISH", at_alias, 1);
+    let (r, _) = net.request(0, ua(1), &publish_as(at_alias, "z9hG4bKal2", Some(&a)));
+    assert_eq!(r.code, 403, "{r:?}");
+    let a = creds(&ch[0], "alice", "wonderland", "PUBLISH", at_alias, 2);
+    let (r, _) = net.request(0, ua(1), &publish_as(at_alias, "z9hG4bKal3", Some(&a)));
+    assert_eq!(r.code, 200, "{r:?}");
+    let other = "sip:alice@elsewhere.test";
+    let a = creds(&ch[0], "alice", "wonderland", "PUBLISH", other, 3);
+    let (r, _) = net.request(0, ua(1), &publish_as(other, "z9hG4bKal4", Some(&a)));
+    assert_eq!(r.code, 403, "{r:?}");
+}

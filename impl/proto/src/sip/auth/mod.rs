@@ -157,7 +157,7 @@ impl SipEndpoint {
             }
         };
         let allowed = match (&req.method, &ctx.to_na.tag) {
-            (Method::Publish, _) => Aor::parse(&req.uri).is_some_and(|t| t == who),
+            (Method::Publish, _) => self.aor(&req.uri).is_some_and(|t| t == who),
             // In a dialog the Request-URI is our Contact: the policy is checked again against
             // the dialog's resource (its To), so that another user who learnt the dialog's
             // identifiers cannot refresh it to a Contact of theirs. An unknown dialog passes
@@ -171,12 +171,14 @@ impl SipEndpoint {
                 match self.dialog_ids.get(&id).and_then(|h| self.dialogs.get(h)) {
                     Some(d) => NameAddr::parse(&d.local)
                         .ok()
-                        .and_then(|na| Aor::parse(&na.uri))
+                        .and_then(|na| self.aor(&na.uri))
                         .is_some_and(|t| cfg.watch.allows(&who, &t)),
                     None => true,
                 }
             }
-            (_, None) => Aor::parse(&req.uri).is_some_and(|t| cfg.watch.allows(&who, &t)),
+            (_, None) => self
+                .aor(&req.uri)
+                .is_some_and(|t| cfg.watch.allows(&who, &t)),
         };
         if allowed {
             return None;
@@ -192,6 +194,13 @@ impl SipEndpoint {
             reason: format!("Forbidden - {what}"),
             headers: Headers::default(),
         })
+    }
+
+    /// The address-of-record a request is about, as the front end keys resources
+    /// ([`super::SipConfig::resource`]: an alias host becomes its domain), so that the policy
+    /// judges the presentity the request reaches. `None` for a domain not served.
+    fn aor(&self, uri: &str) -> Option<Aor> {
+        self.cfg.resource(uri).and_then(|r| Aor::parse(&r))
     }
 
     /// Nonces remembered for replay detection (0 without authentication).
