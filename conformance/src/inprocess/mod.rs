@@ -5,10 +5,10 @@
 //! documented in `conformance/MAPPING.md`; this module is its implementation, in the same
 //! parts:
 //!
-//! * [`cluster`]: who owns what, the actions, settling a step;
-//! * [`clients`]: client requests as SIP requests, SIP responses and NOTIFYs as client
+//! * `cluster`: who owns what, the actions, settling a step;
+//! * `clients`: client requests as SIP requests, SIP responses and NOTIFYs as client
 //!   outcomes;
-//! * [`abstraction`]: production overlay messages as abstract messages, request naming, the
+//! * `abstraction`: production overlay messages as abstract messages, request naming, the
 //!   ETag table.
 //!
 //! **The seam.** Everything the harness does to a peer goes through a

@@ -91,7 +91,7 @@ struct Common {
     /// A few short steps: checks that the tool works (a few minutes), not figures.
     #[arg(long)]
     quick: bool,
-    /// Where results.json, summary.md and the SVG plots go [default: <repo>/docs/perf].
+    /// Where results.json, summary.md and the SVG plots go [default: docs/perf in the repository].
     #[arg(long)]
     out: Option<PathBuf>,
     /// Systems under test: kamailio, sascribe-N (a `sascribe cluster --peers N`).
@@ -101,7 +101,7 @@ struct Common {
         default_value = "kamailio,sascribe-1,sascribe-8"
     )]
     targets: Vec<Spec>,
-    /// The sascribe binary [default: <repo>/target/release/sascribe, built first].
+    /// The sascribe binary [default: target/release/sascribe in the repository, built first].
     #[arg(long)]
     sascribe: Option<PathBuf>,
     /// Do not run `cargo build --release -p sascribe` first.

@@ -7,14 +7,14 @@
 //! the sans-IO [`crate::Host`], which hands it datagrams, the peer's upcalls and its timers.
 //!
 //! ## Flows (paper Fig. 4 and 5)
-//! * **PUBLISH** (RFC 3903 §6, [`publish`]): Event checked (489 + `Allow-Events` when missing or
+//! * **PUBLISH** (RFC 3903 §6, `publish`): Event checked (489 + `Allow-Events` when missing or
 //!   not served), `Expires` checked (423 + `Min-Expires`), `SIP-If-Match` read, body type
 //!   checked (415; a PIDF body must parse, 400), then `Peer::publish` with the body's
 //!   `Content-Type` and the Request-URI. The root's answer becomes 200 with the `SIP-ETag`
 //!   and `Expires` it chose (a removal: 200 without `SIP-ETag`, `Expires: 0`), or 412
 //!   (no live state has that entity tag), 423, 400, 403 (too many states), 413, 504 (no
 //!   answer).
-//! * **SUBSCRIBE** (RFC 6665 §4.2.1, [`subscribe`]): an initial SUBSCRIBE creates a dialog (our
+//! * **SUBSCRIBE** (RFC 6665 §4.2.1, `subscribe`): an initial SUBSCRIBE creates a dialog (our
 //!   To tag, `Contact`, route set from `Record-Route`) and calls `Peer::subscribe`. The root's
 //!   ACK (also for a resource nothing was published to yet) becomes 200 + an immediate NOTIFY
 //!   with the latest state and
@@ -24,7 +24,7 @@
 //!   terminated NOTIFY. Every publication the core reports reaches the subscriber as exactly
 //!   one NOTIFY, in seq order; one NOTIFY is in flight per dialog, the next waits for its
 //!   final response (this keeps order over UDP).
-//! * **NOTIFY** client transactions ([`notify`]) retransmit on Timer E and give up on Timer F;
+//! * **NOTIFY** client transactions (`notify`) retransmit on Timer E and give up on Timer F;
 //!   a timeout, a 481 or a 408 ends the subscription (`Peer::unsubscribe`; RFC 6665 §4.2.2,
 //!   RFC 5057).
 //! * Core expiry (`SubTerminated`) becomes a final NOTIFY `terminated;reason=timeout`.
@@ -52,7 +52,7 @@
 //! or composed document over `Config::max_document` → 413.
 //!
 //! ## Other requests
-//! Processing follows RFC 3261 §8.2 ([`request`]): malformed requests get 400 with a reason
+//! Processing follows RFC 3261 §8.2 (`request`): malformed requests get 400 with a reason
 //! phrase naming the problem (missing Via/From/To/Call-ID/CSeq, bad CSeq, CSeq method mismatch,
 //! Content-Length exceeding the datagram, …) — or are dropped when nothing can address a
 //! reply; other SIP versions get 505; methods not served get 405 with `Allow`, unknown

@@ -233,7 +233,7 @@ pub enum ScribeMsg {
         /// Group.
         gid: GroupId,
     },
-    /// Answer to [`Msg::FetchState`].
+    /// Answer to [`ScribeMsg::FetchState`].
     FetchReply {
         /// Group.
         gid: GroupId,
