@@ -85,12 +85,13 @@ pub fn serve(
     input: impl BufRead,
     mut output: impl Write,
 ) -> std::io::Result<()> {
-    for line in input.lines() {
+    for line in input.split(b'\n') {
         let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let reply = answer(sys, &line);
+        let reply = match std::str::from_utf8(&line) {
+            Ok(l) if l.trim().is_empty() => continue,
+            Ok(l) => answer(sys, l.strip_suffix('\r').unwrap_or(l)),
+            Err(e) => error_body(None, MALFORMED_REQUEST, format!("not UTF-8: {e}")),
+        };
         writeln!(output, "{reply}")?;
         output.flush()?;
     }

@@ -19,6 +19,7 @@
 pub mod adapter;
 pub mod chart;
 pub mod driver;
+pub mod fuzz;
 pub mod inprocess;
 pub mod runner;
 pub mod sut;

@@ -18,5 +18,6 @@
 
 pub use sascribe_proto::*;
 
+pub mod fuzz;
 pub mod runtime;
 pub mod sim;
