@@ -49,6 +49,10 @@ pub const EXPIRY_OUT_OF_BOUNDS: u32 = 1 << 16;
 /// A root answered 412 and its state moved on: it applied something it did not commit, or a
 /// commit was pending.
 pub const REFUSAL_CHANGED: u32 = 1 << 17;
+/// A user agent got an answer a central RFC 3903 server, applying the commits in seq order,
+/// would not give: a 200 that is not the commit of that very PUBLISH, or a 412 naming an event
+/// state that is live.
+pub const NOT_CENTRAL: u32 = 1 << 19;
 /// Witness: a peer took over as root holding no replica (the root crashed before it
 /// replicated anything).
 pub const TAKEOVER_EMPTY: u32 = 1 << 18;
@@ -109,6 +113,9 @@ pub struct History {
     pub extra: Vec<(Seq, Values)>,
     /// The publications applied (bit `8 j + n` for publisher `j`'s PUBLISH `n`).
     pub applied: u16,
+    /// Which PUBLISH a root applied with which seq: (seq, publisher's actor index, its request
+    /// counter), sorted.
+    pub stamps: Vec<(Seq, u8, u8)>,
 }
 
 impl History {
@@ -231,6 +238,10 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
             if applied != committed || *pending {
                 n.flags |= REFUSAL_CHANGED;
             }
+            // A central server refuses only a tag that names no live event state.
+            if h.live & (1 << (if_match & 15)) != 0 {
+                n.flags |= NOT_CENTRAL;
+            }
             // The publisher's own acknowledged state, which no commit retired.
             if let Some(j) = setup.publisher_index(*who as usize) {
                 if h.pub_etag[j] == Some(*if_match) && h.dead & (1 << if_match) == 0 {
@@ -239,6 +250,12 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
             }
         }
         Msg::Observe(Obs::Expired) => n.expiries += 1,
+        Msg::Observe(Obs::Applied { seq, who, n: req }) => {
+            if !n.stamps.contains(&(*seq, *who, *req)) {
+                n.stamps.push((*seq, *who, *req));
+                n.stamps.sort_unstable();
+            }
+        }
         Msg::Observe(Obs::Takeover { with_replica: true }) => n.flags |= FAILOVER,
         Msg::Observe(Obs::Takeover {
             with_replica: false,
@@ -309,10 +326,16 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
                     if *expires == 0 || *expires > asked.min(MAX_EXPIRES) {
                         n.flags |= EXPIRY_OUT_OF_BOUNDS;
                     }
+                    if !h.stamps.contains(&(*etag, *ua, *n_req)) || h.committed(*etag).is_none() {
+                        n.flags |= NOT_CENTRAL;
+                    }
                     n.acked_max = n.acked_max.max(*etag);
                     n.pub_etag[j] = Some(*etag);
                 }
                 PubResult::Removed { seq } => {
+                    if !h.stamps.contains(&(*seq, *ua, *n_req)) || h.committed(*seq).is_none() {
+                        n.flags |= NOT_CENTRAL;
+                    }
                     n.acked_max = n.acked_max.max(*seq);
                     n.pub_etag[j] = None;
                 }

@@ -107,6 +107,16 @@
 //! simulation reports no `eventually` counterexample on paths it cuts (the quiescent `always`
 //! forms are checked on every state they reach).
 //!
+//! **Refinement of a central notifier (partial).** What user agents see should be what one
+//! central RFC 3903/6665 server, applying the committed changes in seq order, would show them.
+//! For subscribers that is `notified-was-published` (each NOTIFY is a committed state),
+//! `notify-seq-increasing` (in commit order) and `first-notify-fresh` (not older than what was
+//! acknowledged before the SUBSCRIBE), with `subscribers-converge` at quiescence; for publishers
+//! it is `central-notifier`: a 200 is the commit of that very PUBLISH (its ETag or removal seq,
+//! applied by a root and committed), and a 412 names no event state live after the latest
+//! commit. Not checked: that a 200's expiry or a NOTIFY's timing matches one central run
+//! (the model has no clock), and histories across user agents beyond the shared commit order.
+//!
 //! **Non-vacuity.** Each safety and liveness property has a mutant the checker catches, on a
 //! configuration where the correct model satisfies every property (see [`mutant`] and
 //! `tests/mutants.rs`); `k = 0` is refused, so the properties bounded by k−1 crashes

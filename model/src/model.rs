@@ -590,6 +590,7 @@ pub const PROPERTIES: &[(&str, &str, &str)] = &[
     ("412-changes-nothing", "always", "a conditional publish whose ETag names no live event state is never committed, and its 412 leaves the root's state as committed (no seq consumed, nothing pending)"),
     ("publish-applied-once", "always", "a PUBLISH is applied at most once, however often it is retransmitted"),
     ("expiry-in-bounds", "always", "a 200 OK to PUBLISH grants an expiry between 1 and the smaller of the requested one and the maximum"),
+    ("central-notifier", "always", "every answer to a PUBLISH is one a central RFC 3903 server applying the commits in seq order gives: a 200 is the commit of that very PUBLISH (its ETag or removal seq), a 412 names no live event state"),
     ("modify-not-refused", "always", "a publisher's refresh, modify or removal of its own live, acknowledged event state never gets 412 (another publisher's state changes nothing for it)"),
     ("removal-keeps-others", "always", "a publication or expiry changes only the event state it names: the others stay"),
     ("tree-acyclic", "always", "no live peer is its own ancestor"),
@@ -697,6 +698,9 @@ impl Model for SaScribe {
             }),
             Property::always("expiry-in-bounds", |_, s: &State| {
                 !s.history.has(EXPIRY_OUT_OF_BOUNDS)
+            }),
+            Property::always("central-notifier", |_, s: &State| {
+                !s.history.has(NOT_CENTRAL)
             }),
             Property::always("modify-not-refused", |_, s: &State| {
                 !s.history.has(MODIFY_REFUSED)

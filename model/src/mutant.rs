@@ -80,6 +80,8 @@ mutants! {
         "The root grants the expiry a PUBLISH asks for, above its maximum.";
     NoRejoin = "no-rejoin" => "tree-connected",
         "An orphaned member (its parent crashed) forgets its parent but does not re-JOIN.";
+    AnswerOldEtag = "answer-old-etag" => "central-notifier",
+        "The root answers a modify's 200 with the SIP-If-Match tag it named instead of the state's new ETag.";
 }
 
 impl fmt::Display for Mutant {
@@ -176,6 +178,7 @@ impl Mutant {
             NoDedup => CatchConfig(Small, 0, 1, 0, 0, 0, false, 1),
             NoExpiryClamp => CatchConfig(Small, 0, 1, 0, 0, 0, false, 0),
             NoRejoin => CatchConfig(Multihop, 1, 0, 1, 0, 0, true, 0),
+            AnswerOldEtag => CatchConfig(Small, 0, 3, 0, 0, 0, false, 0),
         }
     }
 }

@@ -130,6 +130,15 @@ pub enum Obs {
         /// Whether a commit was pending after the 412.
         pending: bool,
     },
+    /// A root applied publisher `who`'s PUBLISH `n` (a change, not a 412) and stamped it `seq`.
+    Applied {
+        /// The seq it stamped.
+        seq: Seq,
+        /// The publisher's actor index.
+        who: u8,
+        /// Its request counter.
+        n: u8,
+    },
     /// A root removed an expired event state (counts against the expiry budget).
     Expired,
     /// A peer took over as root after the root failed (`with_replica`: it held a replica).

@@ -149,12 +149,18 @@ impl Ctx<'_> {
                 PubResult::Removed { seq }
             }
             Some(i) => {
+                let old = root.st.states[i].etag;
                 root.st.states[i] = EventState {
                     etag: seq,
                     values: single(p.value),
                     expires,
                 };
-                PubResult::Ok { etag: seq, expires }
+                let etag = if self.mutant(Mutant::AnswerOldEtag) {
+                    old
+                } else {
+                    seq
+                };
+                PubResult::Ok { etag, expires }
             }
             None => {
                 if self.mutant(Mutant::OneState) {
@@ -171,6 +177,9 @@ impl Ctx<'_> {
         root.st.states.sort_unstable();
         root.st.seq = seq;
         root.st.record(p.req, result);
+        let (who, n) = (p.req.who, p.req.n);
+        self.observe(o, Obs::Applied { seq, who, n });
+        let root = st.root.as_mut().expect("root");
         let entry = root.st.entry().expect("a change stamps a seq");
         let change = Change::Publish {
             if_match: p.if_match,
