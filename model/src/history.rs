@@ -3,41 +3,59 @@
 //! Properties about orders of events (NOTIFY seqs, first NOTIFY vs. earlier 200s) are checked
 //! here, as the events happen, and leave a flag.
 
-use crate::protocol::{Change, ETag, Entry, Msg, Obs, PubResult, Seq, UaEvent, Values, NO_STATE};
+use crate::protocol::{
+    Change, ETag, Entry, Msg, Obs, PubResult, Seq, UaEvent, Values, MAX_EXPIRES, NO_STATE,
+};
 use crate::setup::Setup;
 use serde::Serialize;
 use stateright::actor::Envelope;
 use std::sync::Arc;
 
 /// A NOTIFY to a subscriber had a seq not above the previous one.
-pub const OUT_OF_ORDER: u16 = 1 << 0;
+pub const OUT_OF_ORDER: u32 = 1 << 0;
 /// A NOTIFY reached a subscriber before its 200 OK.
-pub const NOTIFY_BEFORE_ACK: u16 = 1 << 1;
+pub const NOTIFY_BEFORE_ACK: u32 = 1 << 1;
 /// A NOTIFY carried a (seq, value) that no root committed.
-pub const UNPUBLISHED: u16 = 1 << 2;
+pub const UNPUBLISHED: u32 = 1 << 2;
 /// A subscriber's first NOTIFY was older than a publication acknowledged before it
 /// subscribed.
-pub const STALE_FIRST: u16 = 1 << 3;
+pub const STALE_FIRST: u32 = 1 << 3;
 /// A conditional publish whose SIP-If-Match named no live event state was committed.
-pub const STALE_ETAG_COMMITTED: u16 = 1 << 4;
+pub const STALE_ETAG_COMMITTED: u32 = 1 << 4;
 /// A publisher's modify or removal of its own live, acknowledged event state got 412.
-pub const MODIFY_REFUSED: u16 = 1 << 6;
+pub const MODIFY_REFUSED: u32 = 1 << 6;
 /// A publication or an expiry dropped an event state it did not name.
-pub const STATES_LOST: u16 = 1 << 7;
+pub const STATES_LOST: u32 = 1 << 7;
 /// Witness: a peer took over as root with replicated state.
-pub const FAILOVER: u16 = 1 << 8;
+pub const FAILOVER: u32 = 1 << 8;
 /// Witness: a root received a re-JOIN carrying state.
-pub const REJOIN_STATE: u16 = 1 << 9;
+pub const REJOIN_STATE: u32 = 1 << 9;
 /// Witness: a publish was answered 412.
-pub const REJECTED_412: u16 = 1 << 10;
+pub const REJECTED_412: u32 = 1 << 10;
 /// Witness: a subscriber accepted before anything was published was later notified of a state.
-pub const SUBSCRIBED_EMPTY: u16 = 1 << 11;
+pub const SUBSCRIBED_EMPTY: u32 = 1 << 11;
 /// Witness: a subscriber was notified of the composition of two or more event states.
-pub const COMPOSED: u16 = 1 << 13;
+pub const COMPOSED: u32 = 1 << 13;
 /// Witness: a subscriber was sent a NOTIFY telling it an event state expired.
-pub const EXPIRY_NOTIFIED: u16 = 1 << 12;
+pub const EXPIRY_NOTIFIED: u32 = 1 << 12;
 /// A subscriber was sent something after it unsubscribed.
-pub const AFTER_UNSUBSCRIBE: u16 = 1 << 5;
+pub const AFTER_UNSUBSCRIBE: u32 = 1 << 5;
+/// Two changes were stamped with one seq, or one seq was committed with two compositions.
+pub const DOUBLE_STAMP: u32 = 1 << 14;
+/// One PUBLISH (a request and its retransmissions) was applied twice.
+pub const DOUBLE_APPLY: u32 = 1 << 15;
+/// A 200 OK to PUBLISH granted an expiry outside `1..=min(requested, MAX_EXPIRES)`.
+pub const EXPIRY_OUT_OF_BOUNDS: u32 = 1 << 16;
+/// A root answered 412 and its state moved on: it applied something it did not commit, or a
+/// commit was pending.
+pub const REFUSAL_CHANGED: u32 = 1 << 17;
+/// A user agent got an answer a central RFC 3903 server, applying the commits in seq order,
+/// would not give: a 200 that is not the commit of that very PUBLISH, or a 412 naming an event
+/// state that is live.
+pub const NOT_CENTRAL: u32 = 1 << 19;
+/// Witness: a peer took over as root holding no replica (the root crashed before it
+/// replicated anything).
+pub const TAKEOVER_EMPTY: u32 = 1 << 18;
 
 /// Per-subscriber record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
@@ -77,7 +95,7 @@ pub struct History {
     /// Per subscriber.
     pub subs: Vec<SubHist>,
     /// Violation and witness flags.
-    pub flags: u16,
+    pub flags: u32,
     /// Final responses other than a timeout sent to each publisher.
     pub answered: Vec<u8>,
     /// Messages the network lost so far.
@@ -86,6 +104,18 @@ pub struct History {
     pub expiries: u8,
     /// The seqs that committed an expiry (bit `s` for seq `s`).
     pub expiry_seqs: u16,
+    /// The seqs a root stamped on a change of its own (a publication or an expiry; bit `s` for
+    /// seq `s`). A takeover re-commits a seq it did not stamp.
+    pub stamped: u32,
+    /// Compositions committed with a seq besides the first one (`commits`): each one is a
+    /// violation of `single-committer`, kept so that a NOTIFY carrying it still counts as
+    /// published.
+    pub extra: Vec<(Seq, Values)>,
+    /// The publications applied (bit `8 j + n` for publisher `j`'s PUBLISH `n`).
+    pub applied: u16,
+    /// Which PUBLISH a root applied with which seq: (seq, publisher's actor index, its request
+    /// counter), sorted.
+    pub stamps: Vec<(Seq, u8, u8)>,
 }
 
 impl History {
@@ -100,7 +130,7 @@ impl History {
     }
 
     /// Whether a flag is set.
-    pub fn has(&self, flag: u16) -> bool {
+    pub fn has(&self, flag: u32) -> bool {
         self.flags & flag != 0
     }
 
@@ -119,6 +149,12 @@ impl History {
             .copied()
             .flatten()
     }
+
+    /// Whether some root committed `values` with `seq` (the first commit of that seq or a
+    /// later, conflicting one).
+    pub fn was_committed(&self, seq: Seq, values: Values) -> bool {
+        self.committed(seq) == Some(values) || self.extra.contains(&(seq, values))
+    }
 }
 
 /// Folds a sent message into the history (`record_msg_out`).
@@ -136,6 +172,31 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
             if n.commits.len() <= i {
                 n.commits.resize(i + 1, None);
             }
+            // Every seq is stamped once, by one root; a takeover may commit it again, with the
+            // same composition.
+            let stamps = !matches!(change, Change::Adopt);
+            if stamps && n.stamped & (1 << (entry.seq & 31)) != 0 {
+                n.flags |= DOUBLE_STAMP;
+            }
+            if stamps {
+                n.stamped |= 1 << (entry.seq & 31);
+            }
+            if let Change::Publish { who, n: req, .. } = change {
+                if let Some(j) = setup.publisher_index(*who as usize) {
+                    let bit = 1u16 << ((j * 8 + *req as usize) & 15);
+                    if h.applied & bit != 0 {
+                        n.flags |= DOUBLE_APPLY;
+                    }
+                    n.applied |= bit;
+                }
+            }
+            if !first && n.commits[i] != Some(entry.values) {
+                n.flags |= DOUBLE_STAMP;
+                if !n.extra.contains(&(entry.seq, entry.values)) {
+                    n.extra.push((entry.seq, entry.values));
+                    n.extra.sort_unstable();
+                }
+            }
             if first {
                 // Only the tags a change names may leave the live set.
                 let kept = |named: Option<ETag>| {
@@ -143,7 +204,7 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
                     gone == 0
                 };
                 match change {
-                    Change::Publish { if_match } => {
+                    Change::Publish { if_match, .. } => {
                         if let Some(e) = if_match {
                             if h.live & (1 << e) == 0 {
                                 n.flags |= STALE_ETAG_COMMITTED;
@@ -167,7 +228,20 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
                 n.live = *live;
             }
         }
-        Msg::Observe(Obs::Refused { who, if_match }) => {
+        Msg::Observe(Obs::Refused {
+            who,
+            if_match,
+            applied,
+            committed,
+            pending,
+        }) => {
+            if applied != committed || *pending {
+                n.flags |= REFUSAL_CHANGED;
+            }
+            // A central server refuses only a tag that names no live event state.
+            if h.live & (1 << (if_match & 15)) != 0 {
+                n.flags |= NOT_CENTRAL;
+            }
             // The publisher's own acknowledged state, which no commit retired.
             if let Some(j) = setup.publisher_index(*who as usize) {
                 if h.pub_etag[j] == Some(*if_match) && h.dead & (1 << if_match) == 0 {
@@ -176,10 +250,16 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
             }
         }
         Msg::Observe(Obs::Expired) => n.expiries += 1,
+        Msg::Observe(Obs::Applied { seq, who, n: req }) => {
+            if !n.stamps.contains(&(*seq, *who, *req)) {
+                n.stamps.push((*seq, *who, *req));
+                n.stamps.sort_unstable();
+            }
+        }
         Msg::Observe(Obs::Takeover { with_replica: true }) => n.flags |= FAILOVER,
         Msg::Observe(Obs::Takeover {
             with_replica: false,
-        }) => return None,
+        }) => n.flags |= TAKEOVER_EMPTY,
         Msg::Observe(Obs::RejoinWithState) => n.flags |= REJOIN_STATE,
         Msg::Subscribe => {
             let i = setup.subscriber_index(src)?;
@@ -223,22 +303,39 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
                     if e.values.count_ones() > 1 {
                         n.flags |= COMPOSED;
                     }
-                    if e.seq > 0 && h.committed(e.seq) != Some(e.values) {
+                    if e.seq > 0 && !h.was_committed(e.seq, e.values) {
                         n.flags |= UNPUBLISHED;
                     }
                 }
             }
         }
-        Msg::PubResponse { ua, result, .. } => {
+        Msg::PubResponse {
+            ua,
+            n: n_req,
+            result,
+        } => {
             let j = setup.publisher_index(*ua as usize)?;
             n.answered[j] += 1;
             match result {
                 PubResult::PreconditionFailed => n.flags |= REJECTED_412,
-                PubResult::Ok { etag, .. } => {
+                PubResult::Ok { etag, expires } => {
+                    let asked = setup.publishers[j]
+                        .1
+                        .get(*n_req as usize)
+                        .map_or(0, |op| op.expires);
+                    if *expires == 0 || *expires > asked.min(MAX_EXPIRES) {
+                        n.flags |= EXPIRY_OUT_OF_BOUNDS;
+                    }
+                    if !h.stamps.contains(&(*etag, *ua, *n_req)) || h.committed(*etag).is_none() {
+                        n.flags |= NOT_CENTRAL;
+                    }
                     n.acked_max = n.acked_max.max(*etag);
                     n.pub_etag[j] = Some(*etag);
                 }
                 PubResult::Removed { seq } => {
+                    if !h.stamps.contains(&(*seq, *ua, *n_req)) || h.committed(*seq).is_none() {
+                        n.flags |= NOT_CENTRAL;
+                    }
                     n.acked_max = n.acked_max.max(*seq);
                     n.pub_etag[j] = None;
                 }

@@ -47,7 +47,9 @@
 //!   agent can send it only after its SUBSCRIBE got its 200); their peer sends them nothing more and, if
 //!   it no longer needs the group, leaves the tree (forgets its parent, stops re-JOINing).
 //! - **Faults**: up to `crashes` peer crashes (crash-stop), optional loss of overlay
-//!   request/response messages (bounded), optional duplication.
+//!   request/response messages (bounded), optional duplication. A lost PUBLISH or its answer is
+//!   retransmitted by the first-contact peer; the root answers a retransmission of an applied
+//!   PUBLISH from the result it stored (`publish-applied-once`).
 //!
 //! ## Abstractions (what is simplified, and why)
 //! - **One group.** Groups are independent in sa-Scribe; every property is per group.
@@ -76,16 +78,49 @@
 //!   assumed reliable (in production: acknowledged transfers and SIP retransmission).
 //!
 //! ## Properties
-//! See [`model::PROPERTIES`]. Safety properties are `always`; liveness ones are `eventually`.
+//! See [`model::PROPERTIES`]. Every safety property, and the liveness of the paper (convergence),
+//! is an `always`; only "every request is eventually answered" is an `eventually`.
 //!
-//! **What the liveness checks cover.** Stateright reports an `eventually` counterexample only at a
-//! terminal state (no enabled action) reached with the property unmet, and misses violations that
-//! only show in cycles. The guards above make every behaviour finite: crashes are bounded and
-//! never recover, `Detect` fires once per crash, retries fire only after a loss (bounded), expiry
-//! is budgeted, a replication retry only fires when it makes progress, and no timer is periodic — so the state graph is acyclic and every maximal path ends in a terminal
+//! **Liveness as the paper means it: at every quiescent state.** A state is *quiescent*
+//! ([`SaScribe::quiescent`]) when nothing is in flight to a live actor and no protocol timer is
+//! enabled: no crash left to detect, no retransmission due, no replication retry that would
+//! make progress. What can still happen there is up to the environment — a crash, an event
+//! state's expiry, a user agent subscribing or unsubscribing — and each of these starts new
+//! protocol activity. `subscribers-converge` is `always (quiescent ⇒ every publisher's requests
+//! at a live peer are answered, every subscriber that sent its SUBSCRIBE to a live peer and did
+//! not unsubscribe was accepted and holds the latest committed state)`; `tree-connected` is
+//! `always (quiescent ⇒ every accepted live subscriber's peer reaches the live root by parent
+//! links whose parents hold the child)`. Being `always` properties they are checked at every
+//! reachable quiescent state, not only at terminal ones: a run that converged, then lost a
+//! member to a crash or a state to an expiry, must converge again at its next quiescent state
+//! (Stateright's `eventually` would be met by the first convergence and never look again).
+//!
+//! **Where `eventually` is kept.** `subscribe-answered` and `publish-answered` say that each
+//! request is *eventually* answered by the root (not by a timeout), which is what is meant: a
+//! request answered once stays answered. Stateright reports an `eventually` counterexample only
+//! at a terminal state (no enabled action) reached with the property unmet, and misses
+//! violations that only show in cycles. The guards above make every behaviour finite: crashes
+//! are bounded and never recover, `Detect` fires once per crash, retries fire only after a loss
+//! (bounded), expiry is budgeted, a replication retry only fires when it makes progress, and no
+//! timer is periodic — so the state graph is acyclic and every maximal path ends in a terminal
 //! state, where each `eventually` property is checked. A depth-bounded search (`--depth`) or a
-//! simulation reports no liveness counterexample on paths it cuts. Each liveness property has a
-//! mutant the checker catches (see [`mutant`]).
+//! simulation reports no `eventually` counterexample on paths it cuts (the quiescent `always`
+//! forms are checked on every state they reach).
+//!
+//! **Refinement of a central notifier (partial).** What user agents see should be what one
+//! central RFC 3903/6665 server, applying the committed changes in seq order, would show them.
+//! For subscribers that is `notified-was-published` (each NOTIFY is a committed state),
+//! `notify-seq-increasing` (in commit order) and `first-notify-fresh` (not older than what was
+//! acknowledged before the SUBSCRIBE), with `subscribers-converge` at quiescence; for publishers
+//! it is `central-notifier`: a 200 is the commit of that very PUBLISH (its ETag or removal seq,
+//! applied by a root and committed), and a 412 names no event state live after the latest
+//! commit. Not checked: that a 200's expiry or a NOTIFY's timing matches one central run
+//! (the model has no clock), and histories across user agents beyond the shared commit order.
+//!
+//! **Non-vacuity.** Each safety and liveness property has a mutant the checker catches, on a
+//! configuration where the correct model satisfies every property (see [`mutant`] and
+//! `tests/mutants.rs`); `k = 0` is refused, so the properties bounded by k−1 crashes
+//! (`no-rollback`, `acked-durable`) always say something.
 
 #![warn(missing_docs)]
 

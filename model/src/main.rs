@@ -50,7 +50,7 @@ struct ConfigArgs {
     /// Starting configuration: small, multihop or fig3.
     #[arg(long, default_value = "small", value_parser = parse::<Preset>)]
     config: Preset,
-    /// Number of peers (1-8).
+    /// Number of peers (2-8).
     #[arg(long)]
     peers: Option<usize>,
     /// Number of subscribing user agents (0-4).
@@ -64,7 +64,7 @@ struct ConfigArgs {
     /// Peer crashes allowed (default 1).
     #[arg(long)]
     crashes: Option<usize>,
-    /// Replication factor k (default 2).
+    /// Replication factor k (at least 1, below the number of peers; default 2).
     #[arg(long)]
     k: Option<usize>,
     /// Network: unordered, ordered or duplicating.

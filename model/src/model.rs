@@ -2,7 +2,7 @@
 //! fault budget, and the properties.
 
 use crate::history::{self, History};
-use crate::protocol::{expirable, Msg, Participant, ReqId, Timer};
+use crate::protocol::{expirable, Msg, Participant, ParticipantState, ReqId, Timer};
 use crate::setup::{NetworkKind, Setup};
 use crate::topology::PeerIx;
 use stateright::actor::{
@@ -93,6 +93,24 @@ impl SaScribe {
             .fold(0, |m, p| m | (1 << p));
         self.live_peers(state)
             .all(|(_, s)| s.dead & crashed == crashed)
+    }
+
+    /// Quiescence: nothing is in flight to a live actor and no protocol timer is enabled (no
+    /// failure to detect, no retransmission, no replication retry). What may still happen is
+    /// up to the environment: a crash, an event state's expiry, a user agent subscribing or
+    /// unsubscribing.
+    pub fn quiescent(&self, state: &State) -> bool {
+        if for_each_envelope(&state.network, |_, _| true) {
+            return false;
+        }
+        let mut all = Vec::new();
+        self.inner.actions(state, &mut all);
+        !all.iter().any(|a| {
+            matches!(
+                a,
+                ActorModelAction::Timeout(_, Timer::Detect(_) | Timer::Retry(_) | Timer::Resend)
+            ) && self.enabled(state, a)
+        })
     }
 
     /// No message about `req` is in flight to a live actor and no live root holds it.
@@ -445,8 +463,21 @@ fn pubs_answered(m: &SaScribe, state: &State) -> bool {
     (0..m.setup.publishers.len()).all(|j| pub_done(m, state, j))
 }
 
+/// Whether subscriber `i` has sent its SUBSCRIBE.
+fn sub_started(m: &SaScribe, state: &State, i: usize) -> bool {
+    matches!(
+        state.actor_states.get(m.setup.subscriber_id(i)).map(|s| &**s),
+        Some(ParticipantState::Subscriber(s)) if s.started
+    )
+}
+
+/// At a quiescent state, every request is answered and every live subscriber holds the latest
+/// committed state. (A subscriber that has not subscribed yet has asked nothing.)
 fn converged(m: &SaScribe, state: &State) -> bool {
-    if !subs_answered(m, state) || !pubs_answered(m, state) {
+    if !m.quiescent(state) {
+        return true;
+    }
+    if !pubs_answered(m, state) {
         return false;
     }
     // Before any publication, the latest state is "nothing published" (seq 0).
@@ -456,12 +487,70 @@ fn converged(m: &SaScribe, state: &State) -> bool {
         .unwrap_or((0, crate::protocol::NO_STATE));
     m.setup.subscribers.iter().enumerate().all(|(i, &peer)| {
         let s = &state.history.subs[i];
-        m.peer_down(state, peer) || s.leaving || s.last.map(|e| (e.seq, e.values)) == Some(latest)
+        m.peer_down(state, peer)
+            || s.leaving
+            || !sub_started(m, state, i)
+            || (s.result == Some(true) && s.last.map(|e| (e.seq, e.values)) == Some(latest))
+    })
+}
+
+/// At a quiescent state, the first-contact peer of every accepted, live subscriber reaches the
+/// live root by parent links through live peers, each of which has the one below as a child
+/// (so a multicast from the root reaches it).
+fn tree_connected(m: &SaScribe, state: &State) -> bool {
+    if !m.quiescent(state) {
+        return true;
+    }
+    let dead = (0..m.setup.peers())
+        .filter(|&p| state.crashed[p])
+        .fold(0, |d, p| d | (1 << p));
+    let Some(root) = m.setup.topo.closest_live(m.setup.gid, dead) else {
+        return true;
+    };
+    m.setup.subscribers.iter().enumerate().all(|(i, &first)| {
+        let s = &state.history.subs[i];
+        if m.peer_down(state, first) || s.leaving || s.result != Some(true) {
+            return true;
+        }
+        let mut at = first;
+        for _ in 0..m.setup.peers() {
+            let Some(here) = m.peer(state, at as usize) else {
+                return false;
+            };
+            if here.root.is_some() {
+                return at == root;
+            }
+            match here.parent {
+                Some(q) if !state.crashed[q as usize] => {
+                    if m.peer(state, q as usize)
+                        .is_none_or(|p| p.children & (1 << at) == 0)
+                    {
+                        return false;
+                    }
+                    at = q;
+                }
+                _ => return false,
+            }
+        }
+        false
+    })
+}
+
+/// While at most k-1 peers crashed, the latest acknowledged publication is held by a live root
+/// or replica (in the state it applied or holds, not only in flight).
+fn acked_durable(m: &SaScribe, state: &State) -> bool {
+    let acked = state.history.acked_max;
+    if acked == 0 || SaScribe::crashed_count(state) >= m.setup.k {
+        return true;
+    }
+    m.live_peers(state).any(|(_, s)| {
+        s.root.as_ref().is_some_and(|r| r.st.seq >= acked)
+            || s.replica.as_ref().is_some_and(|r| r.seq >= acked)
     })
 }
 
 fn no_rollback(m: &SaScribe, state: &State) -> bool {
-    if m.setup.k == 0 || SaScribe::crashed_count(state) > m.setup.k - 1 {
+    if SaScribe::crashed_count(state) >= m.setup.k {
         return true;
     }
     let acked = state.history.acked_max;
@@ -493,18 +582,25 @@ fn acyclic(m: &SaScribe, state: &State) -> bool {
 pub const PROPERTIES: &[(&str, &str, &str)] = &[
     ("notify-seq-increasing", "always", "each subscriber's NOTIFY seqs strictly increase"),
     ("notify-after-ack", "always", "no NOTIFY reaches a subscriber before its 200 OK"),
-    ("notified-was-published", "always", "every NOTIFY carries the (seq, state) a root committed with that seq"),
+    ("notified-was-published", "always", "every NOTIFY carries a (seq, state) some root committed with that seq"),
+    ("single-committer", "always", "every seq is stamped once, by one root, and committed with one composition (a takeover re-commits it unchanged)"),
     ("first-notify-fresh", "always", "a subscriber's first NOTIFY is at least as new as every publication acknowledged before it subscribed"),
     ("no-rollback", "always", "while at most k-1 peers crashed, a root's committed seq is never below an acknowledged one"),
-    ("412-changes-nothing", "always", "a conditional publish whose ETag names no live event state is never committed: only a 412 answers it"),
+    ("acked-durable", "always", "while at most k-1 peers crashed, a live root or replica holds the latest acknowledged publication"),
+    ("412-changes-nothing", "always", "a conditional publish whose ETag names no live event state is never committed, and its 412 leaves the root's state as committed (no seq consumed, nothing pending)"),
+    ("publish-applied-once", "always", "a PUBLISH is applied at most once, however often it is retransmitted"),
+    ("expiry-in-bounds", "always", "a 200 OK to PUBLISH grants an expiry between 1 and the smaller of the requested one and the maximum"),
+    ("central-notifier", "always", "every answer to a PUBLISH is one a central RFC 3903 server applying the commits in seq order gives: a 200 is the commit of that very PUBLISH (its ETag or removal seq), a 412 names no live event state"),
     ("modify-not-refused", "always", "a publisher's refresh, modify or removal of its own live, acknowledged event state never gets 412 (another publisher's state changes nothing for it)"),
     ("removal-keeps-others", "always", "a publication or expiry changes only the event state it names: the others stay"),
     ("tree-acyclic", "always", "no live peer is its own ancestor"),
+    ("tree-connected", "always", "at every quiescent state, each accepted live subscriber's peer reaches the live root by parent links, each parent holding the child"),
     ("no-notify-after-unsubscribe", "always", "a subscriber is sent nothing (no NOTIFY, no answer) after it unsubscribed"),
     ("subscribe-answered", "eventually", "every SUBSCRIBE to a live peer is accepted by the root (with or without state, not a timeout)"),
     ("publish-answered", "eventually", "every PUBLISH to a live peer gets the root's final answer (200 or 412, not a timeout)"),
-    ("subscribers-converge", "eventually", "once all requests are answered, every live subscriber holds the latest committed publication"),
+    ("subscribers-converge", "always", "at every quiescent state (nothing in flight, no protocol timer enabled), every request is answered and every live subscriber holds the latest committed state"),
     ("failover-happened", "sometimes", "a replica took over as root"),
+    ("takeover-without-replica", "sometimes", "a peer took over as root holding no replica (the root crashed before it replicated anything)"),
     ("rejoin-carried-state", "sometimes", "a root received a re-JOIN carrying state"),
     ("412-happened", "sometimes", "a publish was answered 412"),
     ("subscribed-before-publish", "sometimes", "a subscriber accepted before anything was published was later notified of a state"),
@@ -586,12 +682,25 @@ impl Model for SaScribe {
             Property::always("notified-was-published", |_, s: &State| {
                 !s.history.has(UNPUBLISHED)
             }),
+            Property::always("single-committer", |_, s: &State| {
+                !s.history.has(DOUBLE_STAMP)
+            }),
             Property::always("first-notify-fresh", |_, s: &State| {
                 !s.history.has(STALE_FIRST)
             }),
             Property::always("no-rollback", no_rollback),
+            Property::always("acked-durable", acked_durable),
             Property::always("412-changes-nothing", |_, s: &State| {
-                !s.history.has(STALE_ETAG_COMMITTED)
+                !s.history.has(STALE_ETAG_COMMITTED | REFUSAL_CHANGED)
+            }),
+            Property::always("publish-applied-once", |_, s: &State| {
+                !s.history.has(DOUBLE_APPLY)
+            }),
+            Property::always("expiry-in-bounds", |_, s: &State| {
+                !s.history.has(EXPIRY_OUT_OF_BOUNDS)
+            }),
+            Property::always("central-notifier", |_, s: &State| {
+                !s.history.has(NOT_CENTRAL)
             }),
             Property::always("modify-not-refused", |_, s: &State| {
                 !s.history.has(MODIFY_REFUSED)
@@ -600,13 +709,17 @@ impl Model for SaScribe {
                 !s.history.has(STATES_LOST)
             }),
             Property::always("tree-acyclic", acyclic),
+            Property::always("tree-connected", tree_connected),
             Property::always("no-notify-after-unsubscribe", |_, s: &State| {
                 !s.history.has(AFTER_UNSUBSCRIBE)
             }),
             Property::eventually("subscribe-answered", subs_answered),
             Property::eventually("publish-answered", pubs_answered),
-            Property::eventually("subscribers-converge", converged),
+            Property::always("subscribers-converge", converged),
             Property::sometimes("failover-happened", |_, s: &State| s.history.has(FAILOVER)),
+            Property::sometimes("takeover-without-replica", |_, s: &State| {
+                s.history.has(TAKEOVER_EMPTY)
+            }),
             Property::sometimes("rejoin-carried-state", |_, s: &State| {
                 s.history.has(REJOIN_STATE)
             }),

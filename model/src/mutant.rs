@@ -42,7 +42,7 @@ mutants! {
         "A member passes every state it hears to its subscribers, even one older than their last NOTIFY.";
     NotifyBeforeAck = "notify-before-ack" => "notify-after-ack",
         "A member sends NOTIFYs to a subscriber whose SUBSCRIBE the root has not yet answered.";
-    SeqNotBumped = "seq-not-bumped" => "notified-was-published",
+    SeqNotBumped = "seq-not-bumped" => "single-committer",
         "The root stamps a new publication with the current seq instead of the next one.";
     AnswerFromIntermediate = "answer-from-intermediate" => "first-notify-fresh",
         "An on-tree peer answers a JOIN from its own, possibly stale, state instead of forwarding it to the root.";
@@ -68,6 +68,20 @@ mutants! {
         "The root keeps one event state per presentity: a new publication replaces the others, so another publisher's modify gets 412.";
     RemoveAll = "remove-all" => "removal-keeps-others",
         "A removal (PUBLISH with Expires: 0) drops every event state of the presentity, not only the one its SIP-If-Match names.";
+    NotifyBeforeCommit = "notify-before-commit" => "notified-was-published",
+        "The root multicasts (and notifies) a publication as soon as it applies it, before every replica holds it.";
+    AckBeforeReplicated = "ack-before-replicated" => "acked-durable",
+        "The root commits and answers 200 at once, without waiting for its replicas to hold the state (it still replicates).";
+    RefusalConsumesSeq = "refusal-consumes-seq" => "412-changes-nothing",
+        "The root stamps the next seq before it checks SIP-If-Match, so a 412 moves its state on without a commit.";
+    NoDedup = "no-dedup" => "publish-applied-once",
+        "The root applies a retransmitted PUBLISH again instead of answering it from the stored result.";
+    NoExpiryClamp = "no-expiry-clamp" => "expiry-in-bounds",
+        "The root grants the expiry a PUBLISH asks for, above its maximum.";
+    NoRejoin = "no-rejoin" => "tree-connected",
+        "An orphaned member (its parent crashed) forgets its parent but does not re-JOIN.";
+    AnswerOldEtag = "answer-old-etag" => "central-notifier",
+        "The root answers a modify's 200 with the SIP-If-Match tag it named instead of the state's new ETag.";
 }
 
 impl fmt::Display for Mutant {
@@ -92,8 +106,8 @@ impl FromStr for Mutant {
 
 /// A small configuration on which the checker catches a mutant (and the correct model satisfies
 /// every property): preset, subscribers, publishes, crashes, expiries, subscribers that
-/// unsubscribe, and whether every subscriber sits on peer A (so that their JOINs share the
-/// intermediate C in `multihop`).
+/// unsubscribe, whether every subscriber sits on peer A (so that their JOINs share the
+/// intermediate C in `multihop`), and overlay messages the network may lose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CatchConfig(
     pub Preset,
@@ -103,13 +117,22 @@ pub struct CatchConfig(
     pub usize,
     pub usize,
     pub bool,
+    pub usize,
 );
 
 impl CatchConfig {
     /// The model setup, with `mutant` seeded (or the correct model).
     pub fn setup(self, mutant: Option<Mutant>) -> Setup {
-        let CatchConfig(preset, subscribers, publishes, crashes, expiries, unsubscribes, on_a) =
-            self;
+        let CatchConfig(
+            preset,
+            subscribers,
+            publishes,
+            crashes,
+            expiries,
+            unsubscribes,
+            on_a,
+            losses,
+        ) = self;
         let mut s = Setup::new(&Options {
             preset,
             subscribers: Some(subscribers),
@@ -117,6 +140,7 @@ impl CatchConfig {
             crashes: Some(crashes),
             expiries: Some(expiries),
             unsubscribes,
+            losses,
             mutant,
             ..Default::default()
         })
@@ -135,19 +159,26 @@ impl Mutant {
         use Mutant::*;
         use Preset::*;
         match self {
-            NoStaleFilter => CatchConfig(Small, 2, 1, 0, 0, 0, true),
-            NotifyBeforeAck => CatchConfig(Small, 1, 2, 0, 0, 0, false),
-            SeqNotBumped | NoMulticast => CatchConfig(Small, 1, 3, 0, 0, 0, false),
-            AnswerFromIntermediate => CatchConfig(Multihop, 2, 3, 0, 0, 0, true),
-            NoReplication | NoRetry => CatchConfig(Small, 0, 1, 1, 0, 0, false),
-            RootAcceptsLowerSeq => CatchConfig(Small, 1, 2, 1, 0, 0, false),
-            EtagIgnored => CatchConfig(Small, 0, 3, 0, 1, 0, false),
-            RejoinViaChild => CatchConfig(Multihop, 1, 0, 1, 0, 0, true),
-            EmptyRootSilent => CatchConfig(Small, 1, 0, 0, 0, 0, false),
-            UnsubscribeIgnored => CatchConfig(Small, 1, 1, 0, 0, 1, false),
-            AckForgetsExpiry => CatchConfig(Small, 1, 1, 1, 1, 0, false),
-            OneState => CatchConfig(Small, 0, 3, 0, 0, 0, false),
-            RemoveAll => CatchConfig(Small, 0, 4, 0, 0, 0, false),
+            NoStaleFilter => CatchConfig(Small, 2, 1, 0, 0, 0, true, 0),
+            NotifyBeforeAck => CatchConfig(Small, 1, 2, 0, 0, 0, false, 0),
+            SeqNotBumped | NoMulticast => CatchConfig(Small, 1, 3, 0, 0, 0, false, 0),
+            AnswerFromIntermediate => CatchConfig(Multihop, 2, 3, 0, 0, 0, true, 0),
+            NoReplication | NoRetry => CatchConfig(Small, 0, 1, 1, 0, 0, false, 0),
+            RootAcceptsLowerSeq => CatchConfig(Small, 1, 2, 1, 0, 0, false, 0),
+            EtagIgnored => CatchConfig(Small, 0, 3, 0, 1, 0, false, 0),
+            RejoinViaChild => CatchConfig(Multihop, 1, 0, 1, 0, 0, true, 0),
+            EmptyRootSilent => CatchConfig(Small, 1, 0, 0, 0, 0, false, 0),
+            UnsubscribeIgnored => CatchConfig(Small, 1, 1, 0, 0, 1, false, 0),
+            AckForgetsExpiry => CatchConfig(Small, 1, 1, 1, 1, 0, false, 0),
+            OneState => CatchConfig(Small, 0, 3, 0, 0, 0, false, 0),
+            RemoveAll => CatchConfig(Small, 0, 4, 0, 0, 0, false, 0),
+            NotifyBeforeCommit => CatchConfig(Small, 1, 1, 0, 0, 0, false, 0),
+            AckBeforeReplicated => CatchConfig(Small, 0, 1, 1, 0, 0, false, 0),
+            RefusalConsumesSeq => CatchConfig(Small, 0, 3, 0, 1, 0, false, 0),
+            NoDedup => CatchConfig(Small, 0, 1, 0, 0, 0, false, 1),
+            NoExpiryClamp => CatchConfig(Small, 0, 1, 0, 0, 0, false, 0),
+            NoRejoin => CatchConfig(Multihop, 1, 0, 1, 0, 0, true, 0),
+            AnswerOldEtag => CatchConfig(Small, 0, 3, 0, 0, 0, false, 0),
         }
     }
 }

@@ -80,7 +80,7 @@ impl fmt::Display for Preset {
 pub struct Options {
     /// Starting configuration.
     pub preset: Preset,
-    /// Number of peers (1–8).
+    /// Number of peers (2–8).
     pub peers: Option<usize>,
     /// Number of subscribing user agents (0–4).
     pub subscribers: Option<usize>,
@@ -157,8 +157,10 @@ impl Setup {
             Preset::Fig3 => (FIG3_IDS.to_vec(), 1, 8),
         };
         let n = o.peers.unwrap_or(default_peers);
-        if !(1..=8).contains(&n) {
-            return Err(format!("--peers must be between 1 and 8, got {n}"));
+        if !(2..=8).contains(&n) {
+            return Err(format!(
+                "--peers must be between 2 and 8 (a root and at least one replica), got {n}"
+            ));
         }
         let mut ids: Vec<u16> = all_ids[..n].to_vec();
         ids.sort_unstable();
@@ -207,6 +209,16 @@ impl Setup {
             ));
         }
         let k = o.k.unwrap_or(2.min(n - 1));
+        if k == 0 {
+            // With no replica an acknowledged publication dies with its root: `no-rollback`
+            // and `acked-durable` (which hold while at most k-1 peers crashed) would say
+            // nothing.
+            return Err(
+                "--k must be at least 1 (k = 0 keeps no replica: an acknowledged \
+                 publication dies with its root)"
+                    .into(),
+            );
+        }
         if k >= n {
             return Err(format!(
                 "--k must be below the number of peers ({n}), got {k}"

@@ -261,3 +261,21 @@ fn progress_lines_go_to_stderr_while_the_checker_runs() {
     ]);
     assert_eq!(quiet.stderr, "", "--progress 0 is quiet");
 }
+
+#[test]
+fn k_zero_and_a_lone_peer_are_refused() {
+    // With k = 0 no replica holds anything: `no-rollback` and `acked-durable` (which hold while
+    // at most k-1 peers crashed) would be vacuous, so such a configuration is refused.
+    for (args, says) in [
+        (&["check", "--k", "0"][..], "--k must be at least 1"),
+        (
+            &["check", "--peers", "1"][..],
+            "--peers must be between 2 and 8",
+        ),
+    ] {
+        let r = run(args);
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {}", r.stdout);
+        assert!(r.stderr.contains(says), "{args:?}: {}", r.stderr);
+        assert!(r.stdout.is_empty(), "{args:?} checked anyway: {}", r.stdout);
+    }
+}

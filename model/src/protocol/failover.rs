@@ -21,6 +21,9 @@ impl Ctx<'_> {
         st.children &= !(1 << x);
         if st.root.is_none() && self.route(st) == self.me {
             self.take_over(st, o);
+        } else if st.parent == Some(x) && self.mutant(Mutant::NoRejoin) {
+            // seeded bug: an orphan forgets its parent but does not re-JOIN
+            st.parent = None;
         } else if st.parent == Some(x) {
             st.parent = None;
             let req = ReqId {

@@ -92,6 +92,10 @@ pub enum Change {
     Publish {
         /// The SIP-If-Match the publication carried, if it was conditional.
         if_match: Option<ETag>,
+        /// The publishing user agent's actor index.
+        who: u8,
+        /// Its request counter: (`who`, `n`) names the PUBLISH, retransmissions included.
+        n: u8,
     },
     /// The event state with this tag expired.
     Expire(ETag),
@@ -111,12 +115,29 @@ pub enum Obs {
         /// The live entity tags after it (bit `e` for tag `e`).
         live: u16,
     },
-    /// A root answered 412 to publisher `who`'s publish whose SIP-If-Match named `if_match`.
+    /// A root answered 412 to publisher `who`'s publish whose SIP-If-Match named `if_match`;
+    /// `applied` and `committed` are the root's applied and committed entries right after it
+    /// answered (a 412 changes nothing, so they are equal: no seq consumed, no state touched).
     Refused {
         /// The publisher's actor index.
         who: u8,
         /// The tag.
         if_match: ETag,
+        /// The root's applied state ([`RootState::entry`]) after the 412.
+        applied: Option<Entry>,
+        /// The root's committed entry after the 412.
+        committed: Option<Entry>,
+        /// Whether a commit was pending after the 412.
+        pending: bool,
+    },
+    /// A root applied publisher `who`'s PUBLISH `n` (a change, not a 412) and stamped it `seq`.
+    Applied {
+        /// The seq it stamped.
+        seq: Seq,
+        /// The publisher's actor index.
+        who: u8,
+        /// Its request counter.
+        n: u8,
     },
     /// A root removed an expired event state (counts against the expiry budget).
     Expired,

@@ -96,7 +96,11 @@ impl Ctx<'_> {
             }
             return;
         }
-        if let Some(result) = root.st.applied_result(p.req) {
+        if let Some(result) = root
+            .st
+            .applied_result(p.req)
+            .filter(|_| !self.mutant(Mutant::NoDedup))
+        {
             // A retransmission of an applied publish: answer it again, apply nothing.
             self.reply(st, p.req, result, o);
             return;
@@ -108,8 +112,18 @@ impl Ctx<'_> {
             .and_then(|e| root.st.states.iter().position(|s| s.etag == e));
         if let (Some(e), None) = (p.if_match, named) {
             if !self.mutant(Mutant::EtagIgnored) {
-                let who = p.req.who;
-                self.observe(o, Obs::Refused { who, if_match: e });
+                if self.mutant(Mutant::RefusalConsumesSeq) {
+                    // seeded bug: the seq is stamped before SIP-If-Match is checked
+                    root.st.seq += 1;
+                }
+                let refused = Obs::Refused {
+                    who: p.req.who,
+                    if_match: e,
+                    applied: root.st.entry(),
+                    committed: root.committed,
+                    pending: !root.waiting.is_empty(),
+                };
+                self.observe(o, refused);
                 self.reply(st, p.req, PubResult::PreconditionFailed, o);
                 return;
             }
@@ -120,7 +134,11 @@ impl Ctx<'_> {
         } else {
             root.st.seq + 1
         };
-        let expires = p.expires.min(MAX_EXPIRES);
+        let expires = if self.mutant(Mutant::NoExpiryClamp) {
+            p.expires
+        } else {
+            p.expires.min(MAX_EXPIRES)
+        };
         let result = match named {
             Some(i) if p.expires == 0 => {
                 if self.mutant(Mutant::RemoveAll) {
@@ -131,12 +149,18 @@ impl Ctx<'_> {
                 PubResult::Removed { seq }
             }
             Some(i) => {
+                let old = root.st.states[i].etag;
                 root.st.states[i] = EventState {
                     etag: seq,
                     values: single(p.value),
                     expires,
                 };
-                PubResult::Ok { etag: seq, expires }
+                let etag = if self.mutant(Mutant::AnswerOldEtag) {
+                    old
+                } else {
+                    seq
+                };
+                PubResult::Ok { etag, expires }
             }
             None => {
                 if self.mutant(Mutant::OneState) {
@@ -153,9 +177,14 @@ impl Ctx<'_> {
         root.st.states.sort_unstable();
         root.st.seq = seq;
         root.st.record(p.req, result);
+        let (who, n) = (p.req.who, p.req.n);
+        self.observe(o, Obs::Applied { seq, who, n });
+        let root = st.root.as_mut().expect("root");
         let entry = root.st.entry().expect("a change stamps a seq");
         let change = Change::Publish {
             if_match: p.if_match,
+            who: p.req.who,
+            n: p.req.n,
         };
         let obs = Obs::Commit {
             entry,
@@ -164,6 +193,10 @@ impl Ctx<'_> {
         };
         root.waiting.push((Some(p.req), result, obs));
         push_replication(root, ALL, o);
+        if self.mutant(Mutant::NotifyBeforeCommit) {
+            // seeded bug: the applied state goes down the tree before the replicas hold it
+            self.learn(st, entry, None, o);
+        }
         self.try_commit(st, o);
     }
 
@@ -171,7 +204,11 @@ impl Ctx<'_> {
     pub(super) fn try_commit(&self, st: &mut PeerState, o: &mut O) {
         loop {
             let root = st.root.as_mut().expect("root");
-            let held = root.acks.iter().map(|a| a.acked).min().unwrap_or(Seq::MAX);
+            let held = if self.mutant(Mutant::AckBeforeReplicated) {
+                Seq::MAX
+            } else {
+                root.acks.iter().map(|a| a.acked).min().unwrap_or(Seq::MAX)
+            };
             match root.waiting.first() {
                 Some((_, _, Obs::Commit { entry, .. })) if entry.seq <= held => {
                     let (req, result, obs) = root.waiting.remove(0);
