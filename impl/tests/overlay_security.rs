@@ -88,15 +88,17 @@ fn with_group(s: &mut Sim) {
     );
 }
 
-/// What the group looks like: every peer's record (seq, bodies), the root's children, the
-/// subscriber's parent.
-fn group_state(
-    s: &Sim,
-) -> Vec<(
+/// One peer's part of the group: its index, its record (root?, seq, states by etag and size),
+/// and its tree neighbours (children, then parent).
+type PeerGroup = (
     usize,
     Option<(bool, u64, Vec<(ETag, usize)>)>,
     Option<Vec<NodeId>>,
-)> {
+);
+
+/// What the group looks like: every peer's record (seq, bodies), the root's children, the
+/// subscriber's parent.
+fn group_state(s: &Sim) -> Vec<PeerGroup> {
     s.live()
         .map(|i| {
             let p = s.peer(i).unwrap();
@@ -430,11 +432,7 @@ fn captured_datagrams_replayed_are_refused() {
     );
     // The group is as it was (the run in between only refreshed the tree).
     let now = group_state(&s);
-    let records = |g: &[(
-        usize,
-        Option<(bool, u64, Vec<(ETag, usize)>)>,
-        Option<Vec<NodeId>>,
-    )]| {
+    let records = |g: &[PeerGroup]| {
         g.iter()
             .map(|(i, r, _)| (*i, r.clone()))
             .collect::<Vec<_>>()
