@@ -14,6 +14,9 @@
 //!   kept for Timer J) and publications, 10² … max of them; at each size, the cost of an idle
 //!   poll (`poll_output` + `Input::Timeout` when nothing is due) and of one more request. The
 //!   per-poll cost must not grow with the number of live transactions.
+//!
+//! With `BENCH_CLUSTER_KEY=1` in the environment, `sim` and `cluster` run with a cluster key
+//! (authenticated, replay-protected datagrams), to compare with a run without.
 
 use bytes::Bytes;
 use rand::Rng;
@@ -23,6 +26,18 @@ use sascribe::{Config, Event, GroupId, NodeId, PubHandle, SubHandle};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
+
+/// The peers' configuration: the default, with a cluster key when `BENCH_CLUSTER_KEY` is set.
+fn bench_config() -> Config {
+    let keyed = std::env::var_os("BENCH_CLUSTER_KEY").is_some();
+    if keyed {
+        eprintln!("with a cluster key");
+    }
+    Config {
+        cluster_key: keyed.then(|| b"bench cluster key, 32 bytes long".to_vec()),
+        ..Config::default()
+    }
+}
 
 fn arg(args: &[String], i: usize, default: usize) -> usize {
     args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default)
@@ -69,7 +84,7 @@ fn run_counting(s: &mut Sim, d: u64) -> u64 {
 
 fn sim(peers: usize, groups: usize, subs: usize, rounds: usize) {
     let t = Instant::now();
-    let mut s = Sim::new(7, Config::default(), NetConfig::default());
+    let mut s = Sim::new(7, bench_config(), NetConfig::default());
     s.add_static_peers(peers);
     println!(
         "sim: {peers} peers built in {:.2} s; {groups} groups x {subs} subscribers, {rounds} publication rounds",
@@ -155,14 +170,9 @@ async fn cluster(n: usize, groups: usize, publications: usize) {
     let t = Instant::now();
     for i in 0..n {
         let id = NodeId((i as u128).wrapping_mul(u128::MAX / n as u128) ^ 0x9e37_79b9);
-        let mut node = HostLoop::bind(
-            "127.0.0.1:0".parse().unwrap(),
-            id,
-            Config::default(),
-            i as u64,
-        )
-        .await
-        .expect("bind");
+        let mut node = HostLoop::bind("127.0.0.1:0".parse().unwrap(), id, bench_config(), i as u64)
+            .await
+            .expect("bind");
         if let Some(first) = peers.first() {
             node.bootstrap(first.overlay_addr());
         }

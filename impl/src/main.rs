@@ -6,15 +6,19 @@
 //!   several times (or comma-separated); hostnames are resolved, and they are tried in turn
 //!   until one answers. `sascribe peer --config FILE --check-config` validates and exits.
 //! * `sascribe cluster [--peers 8] [--base-port 7000] [--sip-base-port 5060] [--config FILE.toml]
-//!   [--metrics ADDR] [--admin ADDR]` starts a local overlay on 127.0.0.1 in this process and
-//!   prints one line per peer with the address user agents send SIP requests to (over UDP or
-//!   TCP), `metrics http://ADDR/metrics` and `admin ADDR` when asked for, then `ready`.
+//!   [--metrics ADDR] [--admin ADDR] [--insecure-no-key | --key-out FILE]` starts a local
+//!   overlay on 127.0.0.1 in this process and prints one line per peer with the address user
+//!   agents send SIP requests to (over UDP or TCP), `metrics http://ADDR/metrics` and `admin
+//!   ADDR` when asked for, then `ready`. Its peers authenticate their datagrams with the
+//!   configuration's `cluster_key`, or a key generated from the OS CSPRNG.
 //! * `sascribe status ADDR [root URI [EVENT] | presentities | presentity URI [EVENT] | overlay]`
 //!   asks a peer's (or a cluster's) admin endpoint; answers are JSON lines.
 //! * `sascribe config --print-defaults` prints `sascribe.example.toml`: every key, its default.
 //!
 //! The configuration file's `[auth]` table turns on SIP digest authentication (off by default;
 //! `sascribe peer` warns when its SIP front end listens beyond loopback without it).
+//! `sascribe peer` warns too, and `sascribe status … overlay` shows a `warning`, when it runs
+//! without a `cluster_key` on a non-loopback overlay address.
 //!
 //! Logs go to stderr (`RUST_LOG`, default `info`; `--log-format json` for JSON lines; colour
 //! only on a terminal). Ctrl-C or SIGTERM makes every peer leave the overlay gracefully, then
@@ -124,9 +128,19 @@ struct ClusterArgs {
     /// ports).
     #[arg(long, value_name = "Q", default_value_t = 5060)]
     sip_base_port: u16,
-    /// Configuration file applied to every peer.
+    /// Configuration file applied to every peer. Without a `cluster_key` in it, the cluster
+    /// generates one (32 bytes from the OS CSPRNG) unless --insecure-no-key.
     #[arg(long, value_name = "FILE.toml")]
     config: Option<PathBuf>,
+    /// Run without a cluster key: overlay datagrams are neither authenticated nor protected
+    /// against replay (anyone who reaches the overlay ports can inject messages).
+    #[arg(long, conflicts_with = "key_out")]
+    insecure_no_key: bool,
+    /// Write the cluster key (generated or from --config) to FILE as a configuration line
+    /// `cluster_key = "HEX"` (mode 0600), for `sascribe peer --config FILE` to join this
+    /// cluster from another process.
+    #[arg(long, value_name = "FILE")]
+    key_out: Option<PathBuf>,
     #[command(flatten)]
     ops: OpsArgs,
 }
@@ -525,7 +539,43 @@ async fn run_peer(a: PeerArgs, config: Config, settings: &SipSettings) -> anyhow
     Ok(())
 }
 
+/// The cluster's key: the configuration's, else (unless `--insecure-no-key`) a new one from the
+/// OS CSPRNG; written to `--key-out` when asked.
+fn cluster_key(a: &ClusterArgs, mut config: Config) -> anyhow::Result<Config> {
+    if config.cluster_key.is_none() && !a.insecure_no_key {
+        let mut key = vec![0u8; 32];
+        getrandom::fill(&mut key)
+            .map_err(|e| anyhow::anyhow!("OS randomness for the cluster key: {e}"))?;
+        config.cluster_key = Some(key);
+        tracing::info!("generated a cluster key (32 bytes from the OS); --key-out FILE writes it");
+    }
+    if a.insecure_no_key {
+        tracing::warn!("--insecure-no-key: overlay datagrams are not authenticated");
+    }
+    if let Some(path) = &a.key_out {
+        let key = config
+            .cluster_key
+            .as_deref()
+            .context("--key-out without a cluster key")?;
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        write_private(path, format!("cluster_key = \"{hex}\"\n").as_bytes())
+            .with_context(|| format!("writing the cluster key to {}", path.display()))?;
+    }
+    Ok(config)
+}
+
+/// Writes `bytes` to a new file only its owner can read (on Unix).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o.open(path)?.write_all(bytes)
+}
+
 async fn run_cluster(a: ClusterArgs, config: Config, settings: &SipSettings) -> anyhow::Result<()> {
+    let config = cluster_key(&a, config)?;
     let n = a.peers;
     // Checked in main.
     let ports = port_range(a.base_port, n).context("overlay ports")?;

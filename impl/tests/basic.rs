@@ -387,11 +387,17 @@ fn cluster_key_rejects_foreign_datagrams() {
         id: sascribe::NodeId(1),
         addr: sascribe::sim::sim_addr(99),
     };
+    let stamp = sascribe::wire::Stamp {
+        dst: sascribe::wire::Dest::Peer(s.id(0)),
+        time: s.now(),
+        seq: 1,
+    };
     let d = foreign
         .encode(
             &me,
             true,
             &sascribe::wire::Msg::Pastry(sascribe::wire::PastryMsg::Ping),
+            &stamp,
         )
         .unwrap();
     s.inject(0, me.addr, &d);

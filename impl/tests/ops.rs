@@ -433,6 +433,19 @@ fn cluster_metrics_status_and_json_logs() {
     );
     assert!(after.contains("sascribe_events_queued{"), "{after}");
     drop(tcp);
+    // The cluster made its own key: every refusal kind is exported, none happened.
+    for name in [
+        "sascribe_overlay_bad_mac_total",
+        "sascribe_overlay_replayed_total",
+        "sascribe_overlay_stale_total",
+        "sascribe_overlay_wrong_destination_total",
+    ] {
+        assert!(
+            after.contains(&format!("{name}{{")),
+            "{name} missing: {after}"
+        );
+        assert_eq!(m(name, &[]), 0.0, "{name}");
+    }
 
     // Status: the root the front end would route to, the presentity and its watcher.
     let root = status(&admin, &["root", uri, "presence"]);
@@ -460,6 +473,9 @@ fn cluster_metrics_status_and_json_logs() {
     let overlay = status(&admin, &["overlay"]);
     assert_eq!(overlay.len(), 3);
     assert!(overlay.iter().all(|v| v["joined"] == true));
+    assert!(overlay
+        .iter()
+        .all(|v| v["authenticated"] == true && v.get("warning").is_none()));
     let bad = Command::new(BIN)
         .args(["status", &admin, "frobnicate"])
         .output()
@@ -476,6 +492,125 @@ fn cluster_metrics_status_and_json_logs() {
         .iter()
         .any(|v| v["fields"]["message"] == "joined the overlay"));
     assert!(!stderr.contains("\u{1b}["), "ANSI codes in a log file");
+}
+
+/// `sascribe cluster` generates a key by default (`--key-out` writes it): a `sascribe peer`
+/// with that key joins it. `--insecure-no-key` runs without one; a keyless peer on a
+/// non-loopback address warns in its log and in `status … overlay`.
+#[test]
+fn cluster_key_by_default_and_keyless_warning() {
+    let dir = std::env::temp_dir().join(format!("sascribe-key-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("key.toml");
+    let mut cluster = Proc::start(
+        &[
+            "cluster",
+            "--peers",
+            "2",
+            "--base-port",
+            "0",
+            "--sip-base-port",
+            "0",
+            "--key-out",
+            key_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    cluster.wait_for("ready");
+    let overlay = cluster
+        .wait_for("peer 0 ")
+        .split_whitespace()
+        .skip_while(|w| *w != "overlay")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let text = std::fs::read_to_string(&key_file).unwrap();
+    let hex = text
+        .trim()
+        .strip_prefix("cluster_key = \"")
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(hex.len(), 64, "{text}");
+    assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "key file readable by others: {mode:o}");
+    }
+    let mut joiner = Proc::start(
+        &[
+            "peer",
+            "--listen",
+            "127.0.0.1:0",
+            "--bootstrap",
+            &overlay,
+            "--config",
+            key_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    joiner.wait_for("ready");
+    let (code, err) = joiner.stop();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("NO CLUSTER KEY"), "{err}");
+    let (code, err) = cluster.stop();
+    assert_eq!(code, Some(0), "{err}");
+
+    // Without a key on an address other hosts reach: a WARN line, and the status says so.
+    let mut keyless = Proc::start(
+        &[
+            "peer",
+            "--listen",
+            "127.0.0.1:0",
+            "--advertise",
+            "192.0.2.1:7000",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+        &[("RUST_LOG", "info")],
+    );
+    keyless.wait_for("ready");
+    let admin = keyless.wait_for("admin ")["admin ".len()..].to_string();
+    let overlay = status(&admin, &["overlay"]);
+    assert_eq!(overlay[0]["authenticated"], false);
+    let warning = overlay[0]["warning"].as_str().expect("a warning");
+    assert!(warning.contains("NO CLUSTER KEY"), "{warning}");
+    let (code, err) = keyless.stop();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("WARN") && l.contains("NO CLUSTER KEY")),
+        "{err}"
+    );
+    // On loopback, no warning.
+    let mut local = Proc::start(
+        &["peer", "--listen", "127.0.0.1:0"],
+        &[("RUST_LOG", "info")],
+    );
+    local.wait_for("ready");
+    let (code, err) = local.stop();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("NO CLUSTER KEY"), "{err}");
+    // --insecure-no-key: a cluster without a key, said so in the log.
+    let mut insecure = Proc::start(
+        &[
+            "cluster",
+            "--peers",
+            "1",
+            "--base-port",
+            "0",
+            "--sip-base-port",
+            "0",
+            "--insecure-no-key",
+        ],
+        &[("RUST_LOG", "info")],
+    );
+    insecure.wait_for("ready");
+    let (code, err) = insecure.stop();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("--insecure-no-key"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Several `--bootstrap` addresses, a hostname among them: a dead one is skipped after a

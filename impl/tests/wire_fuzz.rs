@@ -1,7 +1,7 @@
 //! Decoding never panics: arbitrary bytes, and valid datagrams with random corruption.
 
 use proptest::prelude::*;
-use sascribe::wire::{Codec, Latest, Msg, Routed, MAX_DATAGRAM_LEN, VERSION};
+use sascribe::wire::{Codec, Dest, Latest, Msg, Routed, Stamp, MAX_DATAGRAM_LEN, VERSION};
 use sascribe::{GroupId, NodeHandle, NodeId};
 
 fn sample() -> Vec<u8> {
@@ -25,7 +25,15 @@ fn sample() -> Vec<u8> {
             path: vec![h, h],
         },
     };
-    Codec::new(None).encode(&h, true, &msg).unwrap()
+    Codec::new(None).encode(&h, true, &msg, &stamp()).unwrap()
+}
+
+fn stamp() -> Stamp {
+    Stamp {
+        dst: Dest::Peer(NodeId(6)),
+        time: 1_800_000_000_000,
+        seq: 1,
+    }
 }
 
 proptest! {
@@ -51,7 +59,7 @@ proptest! {
         let c = Codec::new(None);
         if let Ok(env) = c.decode(&d[..len]) {
             // Whatever decodes re-encodes within bounds.
-            let again = c.encode(&env.from, env.ready, &env.msg).unwrap();
+            let again = c.encode(&env.from, env.ready, &env.msg, &stamp()).unwrap();
             prop_assert!(again.len() <= MAX_DATAGRAM_LEN);
         }
     }

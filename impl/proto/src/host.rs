@@ -200,8 +200,10 @@ pub const SIP_SECRETS_STREAM: u64 = 0x5119;
 pub struct Seeds {
     /// Reproducible choices that need not be secret (leaf exchange, request nonces, SIP tags).
     pub prng: u64,
-    /// The CSPRNG for entity tags (the overlay, ChaCha20 stream 0) and SIP digest nonces and
-    /// their key (the SIP endpoint, stream [`SIP_SECRETS_STREAM`]); from the OS in production.
+    /// The CSPRNG for entity tags (the overlay, ChaCha20 stream 0), SIP digest nonces and
+    /// their key (the SIP endpoint, stream [`SIP_SECRETS_STREAM`]) and the first sequence
+    /// number of authenticated overlay datagrams (stream
+    /// [`crate::peer::WIRE_SECRETS_STREAM`]); from the OS in production.
     pub secret: [u8; 32],
 }
 
@@ -326,6 +328,17 @@ impl Host {
     /// The latest `now` the host was given.
     pub fn now(&self) -> Millis {
         self.now
+    }
+
+    /// Tells the host the wall-clock time: `unix_ms` (milliseconds since the Unix epoch) is
+    /// driver time `now`. With a cluster key, overlay datagrams carry and are checked against
+    /// wall-clock time (within [`crate::wire::MAX_CLOCK_SKEW`]), since the driver clocks of
+    /// peers on different machines do not share an origin; a production driver calls this
+    /// before every input. Drivers whose peers share one clock (the simulator, the harness)
+    /// need not: driver time is then used as it is.
+    pub fn set_unix_time(&mut self, now: Millis, unix_ms: u64) {
+        let now = self.tick(now);
+        self.peer.set_unix_time(now, unix_ms);
     }
 
     /// Counters and gauges.

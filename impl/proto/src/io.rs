@@ -1,7 +1,7 @@
 //! Output plumbing shared by the layers of a peer: encoded datagrams to send, messages a peer
 //! sends to itself (processed before control returns to the driver), and counters.
 
-use crate::wire::{Codec, Msg, NodeHandle, WireError};
+use crate::wire::{Codec, Dest, Frame, Msg, NodeHandle, Stamp, WireError};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
@@ -86,6 +86,13 @@ pub struct Stats {
     pub rx_bad_mac: u64,
     /// Dropped: payload did not decode.
     pub rx_malformed: u64,
+    /// Dropped: authenticated, but addressed to another peer (replayed to the wrong peer).
+    pub rx_wrong_destination: u64,
+    /// Dropped: authenticated, but outside the replay window (its time too far from ours, or
+    /// older than what this peer remembers of its sender).
+    pub rx_stale: u64,
+    /// Dropped: authenticated, but received before (a replay).
+    pub rx_replayed: u64,
     /// Datagrams queued for sending.
     pub tx_datagrams: u64,
     /// Bytes queued for sending.
@@ -114,6 +121,9 @@ impl Stats {
             + self.rx_bad_version
             + self.rx_bad_mac
             + self.rx_malformed
+            + self.rx_wrong_destination
+            + self.rx_stale
+            + self.rx_replayed
     }
 
     pub(crate) fn count_rx_error(&mut self, e: WireError) {
@@ -123,6 +133,9 @@ impl Stats {
             WireError::BadVersion(_) => self.rx_bad_version += 1,
             WireError::BadMac => self.rx_bad_mac += 1,
             WireError::Malformed => self.rx_malformed += 1,
+            WireError::WrongDestination => self.rx_wrong_destination += 1,
+            WireError::Stale => self.rx_stale += 1,
+            WireError::Replayed => self.rx_replayed += 1,
         }
     }
 }
@@ -134,17 +147,24 @@ pub(crate) struct Outbox {
     /// Whether this peer completed its overlay join (carried in every envelope).
     pub ready: bool,
     codec: Codec,
+    /// Unix milliseconds of the input being handled: the time authenticated datagrams carry.
+    pub time: u64,
+    /// The next datagram's sequence number (authenticated datagrams).
+    seq: u64,
     pub transmits: VecDeque<Transmit>,
     pub loopback: VecDeque<(NodeHandle, Msg)>,
     pub stats: Stats,
 }
 
 impl Outbox {
-    pub fn new(me: NodeHandle, codec: Codec) -> Self {
+    /// An outbox; `first_seq` (from the CSPRNG) numbers the first authenticated datagram.
+    pub fn new(me: NodeHandle, codec: Codec, first_seq: u64) -> Self {
         Outbox {
             me,
             ready: true,
             codec,
+            time: 0,
+            seq: first_seq,
             transmits: VecDeque::new(),
             loopback: VecDeque::new(),
             stats: Stats::default(),
@@ -155,8 +175,26 @@ impl Outbox {
         &self.codec
     }
 
-    fn encode(&mut self, msg: &Msg) -> Option<Vec<u8>> {
-        match self.codec.encode(&self.me, self.ready, msg) {
+    /// Encodes `msg` once, counting a message too large to send.
+    fn frame(&mut self, msg: &Msg) -> Option<Frame> {
+        match self.codec.frame(&self.me, self.ready, msg) {
+            Ok(f) => Some(f),
+            Err(_) => {
+                self.stats.tx_oversized += 1;
+                None
+            }
+        }
+    }
+
+    /// Seals `frame` for `dst` with the next stamp, counting a datagram too large to send.
+    fn seal(&mut self, frame: &Frame, dst: Dest) -> Option<Vec<u8>> {
+        let stamp = Stamp {
+            dst,
+            time: self.time,
+            seq: self.seq,
+        };
+        self.seq = self.seq.wrapping_add(1);
+        match frame.seal(&stamp) {
             Ok(b) => Some(b),
             Err(_) => {
                 self.stats.tx_oversized += 1;
@@ -182,39 +220,45 @@ impl Outbox {
             self.loopback.push_back((self.me, msg));
             return;
         }
-        if let Some(b) = self.encode(&msg) {
+        if let Some(b) = self
+            .frame(&msg)
+            .and_then(|f| self.seal(&f, Dest::Peer(to.id)))
+        {
             self.push(to.addr, b);
         }
     }
 
     /// Sends `msg` to a bare address (overlay bootstrap).
     pub fn send_addr(&mut self, to: SocketAddr, msg: impl Into<Msg>) {
-        if let Some(b) = self.encode(&msg.into()) {
+        if let Some(b) = self
+            .frame(&msg.into())
+            .and_then(|f| self.seal(&f, Dest::Addr(to)))
+        {
             self.push(to, b);
         }
     }
 
-    /// Sends the same message to several peers, encoding it once.
+    /// Sends the same message to several peers, encoding it once (and, with a cluster key,
+    /// sealing it for each).
     pub fn send_many<'a>(
         &mut self,
         tos: impl IntoIterator<Item = &'a NodeHandle>,
         msg: impl Into<Msg>,
     ) {
         let msg = &msg.into();
-        let mut encoded: Option<Vec<u8>> = None;
+        let mut frame: Option<Frame> = None;
         for to in tos {
             if to.id == self.me.id {
                 self.loopback.push_back((self.me, msg.clone()));
                 continue;
             }
-            if encoded.is_none() {
-                encoded = self.encode(msg);
-                if encoded.is_none() {
-                    return;
-                }
+            if frame.is_none() {
+                frame = self.frame(msg);
             }
-            if let Some(b) = &encoded {
-                let b = b.clone();
+            let Some(f) = &frame else {
+                return;
+            };
+            if let Some(b) = self.seal(f, Dest::Peer(to.id)) {
                 self.push(to.addr, b);
             }
         }

@@ -14,7 +14,7 @@ use crate::pastry::{Hop, Overlay};
 use crate::rng::{Secrets, SplitMix64};
 use crate::scribe::{Ctx, Scribe};
 use crate::timer::{Armed, Timer, Timers};
-use crate::wire::{Codec, ETag, Msg, NodeHandle, PastryMsg, Routed, ScribeMsg};
+use crate::wire::{Codec, ETag, Msg, NodeHandle, PastryMsg, ReplayGuard, Routed, ScribeMsg};
 use crate::Millis;
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -26,6 +26,9 @@ pub const MAX_HOPS: u8 = 64;
 const MAX_HELD: usize = 1024;
 /// Bound on messages a peer sends to itself while handling one input (loop guard).
 const MAX_LOOPBACK: usize = 100_000;
+/// The ChaCha20 stream of the driver's secret seed that starts the sequence numbers of
+/// authenticated datagrams (entity tags draw from stream 0, the SIP endpoint from its own).
+pub const WIRE_SECRETS_STREAM: u64 = 0x5e9;
 
 /// One overlay peer: Pastry routing and maintenance, and sa-Scribe above it.
 pub struct Peer {
@@ -41,6 +44,10 @@ pub struct Peer {
     held: Vec<Msg>,
     /// The overlay maintenance timer armed in the host's timers.
     overlay_armed: Armed,
+    /// Authenticated datagrams seen (with a cluster key).
+    replay: ReplayGuard,
+    /// Unix milliseconds minus driver milliseconds ([`Peer::set_unix_time`]).
+    unix_offset: i64,
 }
 
 /// A request timer a driver that owns the timers can fire (the conformance harness).
@@ -94,20 +101,48 @@ impl Peer {
     ) -> Self {
         let me = NodeHandle { id, addr };
         let codec = Codec::new(config.cluster_key.as_deref());
+        let first_seq = Secrets::from_seed_stream(secret, WIRE_SECRETS_STREAM).next_u64();
         let mut peer = Peer {
             overlay: Overlay::new(me, &config, now),
             scribe: Scribe::new(),
-            out: Outbox::new(me, codec),
+            out: Outbox::new(me, codec, first_seq),
             rng: SplitMix64::new(seed ^ (id.0 as u64) ^ ((id.0 >> 64) as u64)),
             secrets: Secrets::from_seed(secret),
             events: VecDeque::new(),
             departed: false,
             held: Vec::new(),
             overlay_armed: Armed::default(),
+            replay: ReplayGuard::new(),
+            unix_offset: 0,
             cfg: config,
         };
+        peer.at(now);
         peer.rearm(timers);
         peer
+    }
+
+    /// Tells the peer the wall-clock time: `unix_ms` (milliseconds since the Unix epoch) is
+    /// driver time `now`. Authenticated datagrams carry and are checked against wall-clock
+    /// time, since peers' driver clocks do not share an origin. A driver whose peers all share
+    /// one clock (the simulator, the harness) need not call it: driver time is then used.
+    pub fn set_unix_time(&mut self, now: Millis, unix_ms: u64) {
+        self.unix_offset = (unix_ms as i64).wrapping_sub(now as i64);
+        self.at(now);
+    }
+
+    /// Wall-clock time at driver time `now`.
+    fn unix(&self, now: Millis) -> u64 {
+        (now as i64).wrapping_add(self.unix_offset).max(0) as u64
+    }
+
+    /// Starts handling an input at `now`: datagrams sent from here on carry its time.
+    fn at(&mut self, now: Millis) {
+        self.out.time = self.unix(now);
+    }
+
+    /// Whether overlay datagrams are authenticated (a cluster key is configured).
+    pub fn is_authenticated(&self) -> bool {
+        self.out.codec().is_authenticated()
     }
 
     /// This peer's id.
@@ -163,6 +198,7 @@ impl Peer {
     /// Joins the overlay through the peer at `via` (retried until it completes; then
     /// [`Event::Joined`]).
     pub fn bootstrap(&mut self, now: Millis, timers: &mut Timers, via: SocketAddr) {
+        self.at(now);
         self.overlay.bootstrap(now, via, &self.cfg, &mut self.out);
         self.rearm(timers);
     }
@@ -176,15 +212,33 @@ impl Peer {
         timers: &mut Timers,
         peers: &[NodeHandle],
     ) {
+        self.at(now);
         self.overlay.install(now, peers, &mut self.out);
         self.rearm(timers);
     }
 
     /// A datagram arrived from `from`. Malformed, oversized, wrong-version and badly
-    /// authenticated datagrams are dropped and counted in [`Peer::stats`].
+    /// authenticated datagrams are dropped and counted in [`Peer::stats`]; so are, with a
+    /// cluster key, datagrams addressed to another peer, outside the replay window, or
+    /// replayed (see [`crate::wire::ReplayGuard`]).
     pub fn handle_datagram(&mut self, now: Millis, timers: &mut Timers, bytes: &[u8]) {
+        self.at(now);
         self.out.stats.rx_datagrams += 1;
-        match self.out.codec().decode(bytes) {
+        let decoded = self
+            .out
+            .codec()
+            .decode(bytes)
+            .and_then(|env| match &env.stamp {
+                Some(stamp) => {
+                    let now = self.unix(now);
+                    let me = self.out.me;
+                    self.replay
+                        .check(now, &me, env.from.id, stamp)
+                        .map(|()| env)
+                }
+                None => Ok(env),
+            });
+        match decoded {
             Ok(env) => {
                 if env.from.id != self.out.me.id {
                     *self.out.stats.rx_kinds.entry(env.msg.kind()).or_default() += 1;
@@ -198,6 +252,7 @@ impl Peer {
 
     /// One of the overlay layer's timers fired (see [`Timer`]).
     pub fn handle_timer(&mut self, now: Millis, timers: &mut Timers, timer: Timer) {
+        self.at(now);
         if self.departed {
             return;
         }
@@ -247,6 +302,7 @@ impl Peer {
     /// once), roots push their record to the replicas a last time, and every known peer forgets
     /// this one. Drain [`Peer::poll_transmit`] afterwards; the peer ignores all further input.
     pub fn leave(&mut self, now: Millis, timers: &mut Timers) {
+        self.at(now);
         self.out.ready = false;
         self.scribe.depart(&mut ctx!(self, now, timers));
         self.overlay.depart(&mut self.out);
@@ -282,6 +338,7 @@ impl Peer {
         handle: SubHandle,
         expires: u32,
     ) -> Result<u32, SubscribeError> {
+        self.at(now);
         let r = self
             .scribe
             .subscribe(&mut ctx!(self, now, timers), gid, handle, expires);
@@ -297,6 +354,7 @@ impl Peer {
         handle: SubHandle,
         expires: u32,
     ) -> Result<u32, SubscribeError> {
+        self.at(now);
         let r = self
             .scribe
             .refresh(&mut ctx!(self, now, timers), handle, expires);
@@ -311,6 +369,7 @@ impl Peer {
         timers: &mut Timers,
         handle: SubHandle,
     ) -> Result<(), SubscribeError> {
+        self.at(now);
         let r = self
             .scribe
             .unsubscribe(&mut ctx!(self, now, timers), handle);
@@ -335,6 +394,7 @@ impl Peer {
         if_match: Option<ETag>,
         expires: Option<u32>,
     ) {
+        self.at(now);
         self.scribe.publish(
             &mut ctx!(self, now, timers),
             gid,
@@ -350,6 +410,7 @@ impl Peer {
     /// Routes a diagnostic lookup for `key`; the responsible peer emits
     /// [`Event::LookupDelivered`].
     pub fn lookup(&mut self, now: Millis, timers: &mut Timers, key: u128, token: u64) {
+        self.at(now);
         let origin = self.out.me;
         let body = Routed::Lookup { origin, token };
         self.out
@@ -387,6 +448,7 @@ impl Peer {
         id: NodeId,
         repaired: &[NodeHandle],
     ) {
+        self.at(now);
         if self.departed || id == self.out.me.id {
             return;
         }
@@ -404,6 +466,7 @@ impl Peer {
         timer: RequestTimer,
         give_up: bool,
     ) -> bool {
+        self.at(now);
         let ctx = &mut ctx!(self, now, timers);
         let found = match timer {
             RequestTimer::Subscription(h) => self.scribe.fire_sub_timer(ctx, h, give_up),
@@ -419,6 +482,7 @@ impl Peer {
     /// and the removal committed (one state per call and group). Returns whether one expired.
     #[cfg(feature = "harness")]
     pub fn fire_expiry(&mut self, now: Millis, timers: &mut Timers) -> bool {
+        self.at(now);
         let expired = self.scribe.fire_expiry(&mut ctx!(self, now, timers));
         self.run_loopback(now, timers);
         expired
@@ -437,6 +501,7 @@ impl Peer {
         gid: GroupId,
         etag: ETag,
     ) -> bool {
+        self.at(now);
         let expired = self
             .scribe
             .expire_state(&mut ctx!(self, now, timers), gid, etag);
@@ -449,6 +514,7 @@ impl Peer {
     /// peer is an active root.
     #[cfg(feature = "harness")]
     pub fn fire_replication_retry(&mut self, now: Millis, timers: &mut Timers) -> bool {
+        self.at(now);
         let root = self
             .scribe
             .fire_replication_retry(&mut ctx!(self, now, timers));

@@ -9,7 +9,7 @@
 //! | `root URI EVENT` | one line: the group id (computed by the SIP front end's own function), the root peer (or, from a single peer that is not root and whose leaf set does not cover the gid, the next hop) and the root's view of the group |
 //! | `presentities` | one line per record held by a root: peer, gid, resource, seq, number of states |
 //! | `presentity URI [EVENT]` | one line per peer holding the record (root or replica): its event states (etag, content type, bytes, expires in, seq created/changed), then one line per watcher (dialog) at the gateways |
-//! | `overlay` | one line per peer: id, addresses, joined, leaf set, routing table |
+//! | `overlay` | one line per peer: id, addresses, joined, authenticated (a cluster key), a `warning` when it runs without a key on a non-loopback address, leaf set, routing table |
 //!
 //! An error is one line `{"error": "…"}`. Event defaults to `presence`.
 
@@ -266,14 +266,19 @@ async fn overlay(handles: &[RuntimeHandle]) -> Vec<Value> {
             o.rt.iter()
                 .map(|e| json!({"id": e.handle.id.to_string(), "addr": e.handle.addr.to_string()}))
                 .collect();
-        json!({
+        let mut v = json!({
             "peer": h.id().to_string(),
             "overlay_addr": h.handle().addr.to_string(),
             "joined": h.is_ready(),
+            "authenticated": h.peer().is_authenticated(),
             "groups": h.peer().groups().count(),
             "leaf_set": leaf,
             "routing_table": rt,
-        })
+        });
+        if let Some(w) = super::keyless_warning(h) {
+            v["warning"] = json!(w);
+        }
+        v
     })
     .await;
     for (r, sip) in rows.iter_mut().zip(sips) {

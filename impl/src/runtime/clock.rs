@@ -11,6 +11,14 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Millis;
     /// Completes once [`Clock::now`] reaches `at` (at once if it already has).
     fn sleep_until(&self, at: Millis) -> impl Future<Output = ()> + Send;
+    /// Wall-clock time, milliseconds since the Unix epoch: what authenticated overlay
+    /// datagrams carry (peers' clocks must agree within [`crate::wire::MAX_CLOCK_SKEW`]). The
+    /// system clock by default.
+    fn unix_millis(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
 }
 
 /// [`tokio::time`]: a monotonic clock counted from its creation. It follows tokio's paused

@@ -290,12 +290,30 @@ impl Collector for Scrape {
                 per(&|s| s.stats.overlay.rx_bad_mac),
             ),
             (
+                "overlay_replayed",
+                "overlay datagrams dropped: authenticated, but received before (a replay)",
+                Counter,
+                per(&|s| s.stats.overlay.rx_replayed),
+            ),
+            (
+                "overlay_stale",
+                "overlay datagrams dropped: authenticated, but outside the replay window (clock skew beyond 30 s, or older than what is remembered of the sender)",
+                Counter,
+                per(&|s| s.stats.overlay.rx_stale),
+            ),
+            (
+                "overlay_wrong_destination",
+                "overlay datagrams dropped: authenticated, but addressed to another peer",
+                Counter,
+                per(&|s| s.stats.overlay.rx_wrong_destination),
+            ),
+            (
                 "overlay_malformed",
                 "overlay datagrams dropped: truncated, oversized, bad version or undecodable",
                 Counter,
                 per(&|s| {
                     let o = &s.stats.overlay;
-                    o.rx_dropped() - o.rx_bad_mac
+                    o.rx_truncated + o.rx_oversized + o.rx_bad_version + o.rx_malformed
                 }),
             ),
             (

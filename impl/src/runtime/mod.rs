@@ -105,6 +105,17 @@ impl<T: Transport, C: Clock> std::fmt::Debug for HostLoop<T, C> {
     }
 }
 
+/// The warning for a peer without a cluster key on an address other hosts can reach (logged at
+/// start, shown by `sascribe status … overlay`); `None` with a key, or on loopback.
+pub fn keyless_warning(host: &Host) -> Option<&'static str> {
+    let reachable = !host.handle().addr.ip().is_loopback();
+    (reachable && !host.peer().is_authenticated()).then_some(
+        "NO CLUSTER KEY on a non-loopback overlay address: anyone who reaches this port can \
+         join the overlay, forge and replay its messages. Set cluster_key (the same on every \
+         peer; docs/DEPLOY.md)",
+    )
+}
+
 impl HostLoop<UdpSocket, TokioClock> {
     /// Binds a UDP socket on `listen` and creates a peer with `id` there (the peer is known by
     /// the socket's local address; see [`HostLoop::bind_advertised`] when that is a wildcard).
@@ -135,6 +146,9 @@ impl HostLoop<UdpSocket, TokioClock> {
         }
         let clock = TokioClock::new();
         let host = Host::new(id, addr, config, clock.now(), os_seeds(seed)?);
+        if let Some(w) = keyless_warning(&host) {
+            tracing::warn!(%addr, "{w}");
+        }
         Ok(HostLoop::new(host, socket, clock))
     }
 
@@ -234,9 +248,12 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
         handle
     }
 
-    /// A reading of the clock that never goes backwards.
+    /// A reading of the clock that never goes backwards (and the wall-clock time at it, for
+    /// the host's authenticated datagrams).
     fn now(&mut self) -> Millis {
         self.last_now = self.last_now.max(self.clock.now());
+        self.host
+            .set_unix_time(self.last_now, self.clock.unix_millis());
         self.last_now
     }
 

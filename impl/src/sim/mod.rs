@@ -76,6 +76,19 @@ pub struct NetStats {
     pub duplicated: u64,
 }
 
+/// An overlay datagram the wiretap saw ([`Sim::set_wiretap`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tapped {
+    /// Virtual time it was sent.
+    pub at: Millis,
+    /// Sending peer.
+    pub from: usize,
+    /// Receiving peer.
+    pub to: usize,
+    /// The datagram, as sent.
+    pub bytes: Vec<u8>,
+}
+
 /// Where a simulated datagram goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Dest {
@@ -153,6 +166,8 @@ pub struct Sim {
     gateways: bool,
     uas: Vec<ua::SimUa>,
     ua_log: Vec<ua::UaLog>,
+    /// Overlay datagrams sent while the wiretap is on.
+    tap: Option<Vec<Tapped>>,
 }
 
 /// Port of a simulated peer's overlay socket.
@@ -213,7 +228,25 @@ impl Sim {
             gateways: false,
             uas: Vec::new(),
             ua_log: Vec::new(),
+            tap: None,
         }
+    }
+
+    /// Peers added from now on get configuration `cfg` (e.g. an outsider without the cluster
+    /// key).
+    pub fn set_config(&mut self, cfg: Config) {
+        self.cfg = cfg;
+    }
+
+    /// Turns the wiretap on (recording every overlay datagram sent between peers, as an
+    /// attacker on the path would) or off (discarding what it recorded).
+    pub fn set_wiretap(&mut self, on: bool) {
+        self.tap = on.then(|| self.tap.take().unwrap_or_default());
+    }
+
+    /// The datagrams the wiretap recorded since the last call.
+    pub fn take_tapped(&mut self) -> Vec<Tapped> {
+        self.tap.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Peers added from now on are SIP gateways (a SIP endpoint at [`sim_sip_addr`]).
@@ -510,6 +543,16 @@ impl Sim {
         let Some(to) = dest_of(&dst) else {
             return;
         };
+        if let (Some(tap), Dest::Overlay(j), Some(Dest::Overlay(i))) =
+            (self.tap.as_mut(), to, dest_of(&from))
+        {
+            tap.push(Tapped {
+                at: now,
+                from: i,
+                to: j,
+                bytes: payload.clone(),
+            });
+        }
         let to_side = match to {
             Dest::Overlay(j) | Dest::Sip(j) if j < self.nodes.len() => self.nodes[j].side,
             Dest::Ua(u) if u < self.uas.len() => self.uas[u].side,

@@ -1,10 +1,22 @@
 //! Overlay wire format: one envelope per datagram, its message either Pastry's
 //! ([`PastryMsg`]), sa-Scribe's ([`ScribeMsg`]) or a message routed towards a key ([`Routed`]).
 //!
-//! A datagram is `[VERSION][postcard(Envelope)][tag]` where `tag` is present only when the
-//! cluster is configured with a key: `HMAC-SHA-256(key, version ‖ payload)`, 32 bytes. Datagrams
-//! longer than [`MAX_DATAGRAM_LEN`], with another version, a bad tag, trailing bytes or an
-//! undecodable payload are rejected with a [`WireError`]; the peer drops and counts them.
+//! Without a cluster key a datagram is `[VERSION][postcard(Envelope)]`. With one it is
+//!
+//! ```text
+//! [VERSION][postcard(Envelope)][postcard(Stamp)][tag]
+//! tag = HMAC-SHA-256(key, every byte before it), 32 bytes
+//! ```
+//!
+//! The [`Stamp`] binds the datagram to one destination (a peer id, or an address before the id
+//! is known), a sending time (Unix milliseconds) and a per-sender sequence number; the envelope
+//! carries the sender's id. All of it is under the tag, so a captured datagram cannot be
+//! re-addressed or re-dated, and [`ReplayGuard`] refuses it when it is replayed: to another
+//! peer ([`WireError::WrongDestination`]), outside [`MAX_CLOCK_SKEW`] of the receiver's clock
+//! ([`WireError::Stale`]), or to the same peer again ([`WireError::Replayed`]).
+//!
+//! Datagrams longer than [`MAX_DATAGRAM_LEN`], with another version, a bad tag, trailing bytes
+//! or an undecodable payload are rejected with a [`WireError`]; the peer drops and counts them.
 
 use crate::id::NodeId;
 use hmac::{Hmac, Mac};
@@ -14,15 +26,18 @@ use std::fmt;
 use std::net::SocketAddr;
 
 mod pastry;
+mod replay;
 mod scribe;
 
 pub use pastry::PastryMsg;
+pub use replay::{ReplayGuard, MAX_CLOCK_SKEW, MAX_SENDERS, SEEN_PER_SENDER};
 pub use scribe::{
     Latest, PubOutcome, PubReqId, PublishReply, Routed, ScribeMsg, WireRecord, WireState,
 };
 
-/// Wire format version carried in the first byte of every datagram.
-pub const VERSION: u8 = 4;
+/// Wire format version carried in the first byte of every datagram (5: the [`Stamp`] of
+/// authenticated datagrams).
+pub const VERSION: u8 = 5;
 /// Largest datagram a peer sends or accepts.
 pub const MAX_DATAGRAM_LEN: usize = 16 * 1024;
 /// Length of the HMAC-SHA-256 tag appended when a cluster key is configured.
@@ -136,6 +151,34 @@ pub struct Envelope {
     pub ready: bool,
     /// Message.
     pub msg: Msg,
+    /// The authenticated stamp (with a cluster key; `None` without). Not part of the
+    /// envelope's encoding: it follows it on the wire.
+    #[serde(skip)]
+    pub stamp: Option<Stamp>,
+}
+
+/// Whom an authenticated datagram is for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Dest {
+    /// The peer with this id (every message to a known peer).
+    Peer(NodeId),
+    /// Whoever is reached at this address: only the overlay join's first message, sent to a
+    /// bootstrap address before its id is known. The receiver accepts it only if the address
+    /// is the one it advertises.
+    Addr(SocketAddr),
+}
+
+/// What the tag of an authenticated datagram covers beside the envelope: where it goes, when
+/// and in which order it was sent.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Stamp {
+    /// The destination.
+    pub dst: Dest,
+    /// Sending time, Unix milliseconds of the sender's clock.
+    pub time: u64,
+    /// The sender's sequence number: it starts at a random value (from the CSPRNG) and counts
+    /// every authenticated datagram the sender sends, so that `(sender, time, seq)` is unique.
+    pub seq: u64,
 }
 
 #[derive(Serialize)]
@@ -163,6 +206,17 @@ pub enum WireError {
     /// The payload does not decode (or has trailing bytes).
     #[error("malformed payload")]
     Malformed,
+    /// Authenticated, but addressed to another peer (a datagram replayed to a peer it was not
+    /// sent to, or a bootstrap address that is not the receiver's advertised one).
+    #[error("datagram addressed to another peer")]
+    WrongDestination,
+    /// Authenticated, but its time is more than [`MAX_CLOCK_SKEW`] from the receiver's clock, or
+    /// older than anything the receiver still remembers of that sender.
+    #[error("datagram outside the replay window")]
+    Stale,
+    /// Authenticated, but this peer already received it.
+    #[error("datagram replayed")]
+    Replayed,
 }
 
 /// Encoder/decoder bound to an optional cluster key.
@@ -179,8 +233,46 @@ impl fmt::Debug for Codec {
     }
 }
 
+/// A message encoded once, to be sealed for each destination ([`Frame::seal`]).
+#[derive(Clone)]
+pub struct Frame {
+    body: Vec<u8>,
+    /// The HMAC with the body already absorbed (with a cluster key).
+    mac: Option<Hmac<Sha256>>,
+}
+
+impl fmt::Debug for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Frame")
+            .field("len", &self.body.len())
+            .field("authenticated", &self.mac.is_some())
+            .finish()
+    }
+}
+
+impl Frame {
+    /// The datagram for one destination: without a cluster key the frame itself (`stamp` is
+    /// unused), with one the frame, `stamp` and the tag over both. Fails only when the result
+    /// would exceed [`MAX_DATAGRAM_LEN`].
+    pub fn seal(&self, stamp: &Stamp) -> Result<Vec<u8>, WireError> {
+        let Some(mac) = &self.mac else {
+            return Ok(self.body.clone());
+        };
+        let mut buf = Vec::with_capacity(self.body.len() + 48 + TAG_LEN);
+        buf.extend_from_slice(&self.body);
+        let mut buf = postcard::to_extend(stamp, buf).map_err(|_| WireError::Malformed)?;
+        let mut m = mac.clone();
+        m.update(&buf[self.body.len()..]);
+        buf.extend_from_slice(&m.finalize().into_bytes());
+        if buf.len() > MAX_DATAGRAM_LEN {
+            return Err(WireError::Oversized(buf.len()));
+        }
+        Ok(buf)
+    }
+}
+
 impl Codec {
-    /// A codec; with `Some(key)` every datagram is tagged and verified.
+    /// A codec; with `Some(key)` every datagram is stamped, tagged and verified.
     pub fn new(cluster_key: Option<&[u8]>) -> Self {
         Codec {
             mac: cluster_key
@@ -188,25 +280,44 @@ impl Codec {
         }
     }
 
-    /// Encodes a message from `from` into a datagram. Fails only when the result would exceed
-    /// [`MAX_DATAGRAM_LEN`].
-    pub fn encode(&self, from: &NodeHandle, ready: bool, msg: &Msg) -> Result<Vec<u8>, WireError> {
+    /// Whether datagrams are authenticated (a cluster key is configured).
+    pub fn is_authenticated(&self) -> bool {
+        self.mac.is_some()
+    }
+
+    /// Encodes a message from `from` once, for [`Frame::seal`] to address. Fails only when it
+    /// would exceed [`MAX_DATAGRAM_LEN`].
+    pub fn frame(&self, from: &NodeHandle, ready: bool, msg: &Msg) -> Result<Frame, WireError> {
         let mut buf = Vec::with_capacity(64);
         buf.push(VERSION);
         let env = EnvelopeRef { from, ready, msg };
-        let mut buf = postcard::to_extend(&env, buf).map_err(|_| WireError::Malformed)?;
-        if let Some(mac) = &self.mac {
-            let mut m = mac.clone();
-            m.update(&buf);
-            buf.extend_from_slice(&m.finalize().into_bytes());
-        }
+        let buf = postcard::to_extend(&env, buf).map_err(|_| WireError::Malformed)?;
         if buf.len() > MAX_DATAGRAM_LEN {
             return Err(WireError::Oversized(buf.len()));
         }
-        Ok(buf)
+        let mac = self.mac.as_ref().map(|mac| {
+            let mut m = mac.clone();
+            m.update(&buf);
+            m
+        });
+        Ok(Frame { body: buf, mac })
     }
 
-    /// Decodes and authenticates a datagram.
+    /// Encodes a message from `from` into a datagram stamped with `stamp` (which only an
+    /// authenticated codec uses). Fails only when the result would exceed [`MAX_DATAGRAM_LEN`].
+    pub fn encode(
+        &self,
+        from: &NodeHandle,
+        ready: bool,
+        msg: &Msg,
+        stamp: &Stamp,
+    ) -> Result<Vec<u8>, WireError> {
+        self.frame(from, ready, msg)?.seal(stamp)
+    }
+
+    /// Decodes and authenticates a datagram. The [`Stamp`] of an authenticated one is in
+    /// [`Envelope::stamp`]: its destination, time and freshness are the receiver's to check
+    /// ([`ReplayGuard::check`]).
     pub fn decode(&self, bytes: &[u8]) -> Result<Envelope, WireError> {
         if bytes.len() > MAX_DATAGRAM_LEN {
             return Err(WireError::Oversized(bytes.len()));
@@ -228,8 +339,16 @@ impl Codec {
             }
             None => bytes,
         };
-        let (env, rest) =
+        let (mut env, rest) =
             postcard::take_from_bytes::<Envelope>(&body[1..]).map_err(|_| WireError::Malformed)?;
+        let rest = if self.mac.is_some() {
+            let (stamp, rest) =
+                postcard::take_from_bytes::<Stamp>(rest).map_err(|_| WireError::Malformed)?;
+            env.stamp = Some(stamp);
+            rest
+        } else {
+            rest
+        };
         if !rest.is_empty() {
             return Err(WireError::Malformed);
         }
@@ -247,6 +366,14 @@ mod tests {
         NodeHandle {
             id: NodeId(i),
             addr: SocketAddr::from(([10, 0, 0, 1], 5000)),
+        }
+    }
+
+    fn st(seq: u64) -> Stamp {
+        Stamp {
+            dst: Dest::Peer(NodeId(2)),
+            time: 1_800_000_000_000,
+            seq,
         }
     }
 
@@ -332,11 +459,12 @@ mod tests {
         for key in [None, Some(&b"cluster secret"[..])] {
             let c = Codec::new(key);
             for m in samples() {
-                let b = c.encode(&h(42), true, &m).unwrap();
+                let b = c.encode(&h(42), true, &m, &st(3)).unwrap();
                 let e = c.decode(&b).unwrap();
                 assert_eq!(e.msg, m);
                 assert_eq!(e.from, h(42));
                 assert!(e.ready);
+                assert_eq!(e.stamp, key.map(|_| st(3)));
             }
         }
     }
@@ -344,7 +472,7 @@ mod tests {
     #[test]
     fn malformed_inputs_are_errors() {
         let c = Codec::new(None);
-        let b = c.encode(&h(42), true, &samples()[2]).unwrap();
+        let b = c.encode(&h(42), true, &samples()[2], &st(1)).unwrap();
         assert_eq!(c.decode(&[]), Err(WireError::Truncated));
         for cut in 1..b.len() {
             assert!(c.decode(&b[..cut]).is_err(), "truncated at {cut}");
@@ -370,17 +498,42 @@ mod tests {
         let a = Codec::new(Some(b"key-a"));
         let b = Codec::new(Some(b"key-b"));
         let plain = Codec::new(None);
-        let d = a
-            .encode(&h(1), false, &Msg::Pastry(PastryMsg::Ping))
-            .unwrap();
+        let ping = Msg::Pastry(PastryMsg::Ping);
+        let d = a.encode(&h(1), false, &ping, &st(1)).unwrap();
         assert_eq!(b.decode(&d), Err(WireError::BadMac));
         let mut flipped = d.clone();
         flipped[2] ^= 1;
         assert_eq!(a.decode(&flipped), Err(WireError::BadMac));
-        let p = plain
-            .encode(&h(1), false, &Msg::Pastry(PastryMsg::Ping))
-            .unwrap();
+        let p = plain.encode(&h(1), false, &ping, &st(1)).unwrap();
         assert!(a.decode(&p).is_err());
+    }
+
+    #[test]
+    fn stamp_is_under_the_tag() {
+        let a = Codec::new(Some(b"key-a"));
+        let ping = Msg::Pastry(PastryMsg::Ping);
+        let frame = a.frame(&h(1), true, &ping).unwrap();
+        let d = frame.seal(&st(1)).unwrap();
+        assert_eq!(a.encode(&h(1), true, &ping, &st(1)).unwrap(), d);
+        // One frame sealed for two destinations: two datagrams, each with its own stamp.
+        let other = Stamp {
+            dst: Dest::Addr(SocketAddr::from(([10, 0, 0, 9], 7000))),
+            ..st(2)
+        };
+        let e = frame.seal(&other).unwrap();
+        assert_eq!(a.decode(&e).unwrap().stamp, Some(other));
+        // Changing any byte of the stamp (re-addressing, re-dating) breaks the tag.
+        let stamp_at = d.len() - TAG_LEN - 1;
+        for i in (stamp_at - 8)..(d.len() - TAG_LEN) {
+            let mut v = d.clone();
+            v[i] ^= 1;
+            assert_eq!(a.decode(&v), Err(WireError::BadMac), "byte {i}");
+        }
+        // Without a key there is no stamp on the wire.
+        let plain = Codec::new(None);
+        let p = plain.encode(&h(1), true, &ping, &st(1)).unwrap();
+        assert_eq!(p, plain.encode(&h(1), true, &ping, &st(99)).unwrap());
+        assert_eq!(plain.decode(&p).unwrap().stamp, None);
     }
 
     #[test]
@@ -395,7 +548,7 @@ mod tests {
             },
         });
         assert!(matches!(
-            c.encode(&h(1), true, &big),
+            c.encode(&h(1), true, &big, &st(1)),
             Err(WireError::Oversized(_))
         ));
     }
