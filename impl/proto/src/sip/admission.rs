@@ -49,11 +49,13 @@ use std::net::IpAddr;
 use std::num::NonZeroUsize;
 
 /// Limits of the SIP front end's admission control (see the [module docs](self)). A rate
-/// or count of 0 turns that limit off.
+/// or count of 0 turns that limit off (the configuration file insists on positive
+/// `max_pending`, `max_sources` and `max_dialogs`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdmissionConfig {
     /// Server transactions waiting for the overlay (pending PUBLISHes and initial
-    /// SUBSCRIBEs). New work is refused at 3/4 of it, any PUBLISH or initial SUBSCRIBE at it.
+    /// SUBSCRIBEs). New work is refused at 3/4 of it, any PUBLISH or initial SUBSCRIBE at it;
+    /// 0: no limit (the backlog and `max_transactions` still apply).
     pub max_pending: usize,
     /// The driver's input backlog (percent of its fullest input queue) at which new work is
     /// refused.
@@ -70,7 +72,8 @@ pub struct AdmissionConfig {
     pub max_subs_per_source: usize,
     /// Subscription dialogs to one presentity (group) at this peer; 0: no limit.
     pub max_subs_per_presentity: usize,
-    /// Subscription dialogs this peer holds.
+    /// Subscription dialogs this peer holds; 0: no limit of its own (`max_transactions`
+    /// still bounds the requests that create them).
     pub max_dialogs: usize,
 }
 
@@ -263,9 +266,10 @@ impl SipEndpoint {
         let max = cfg.max_pending;
         let over = match work {
             Work::Other => false,
-            Work::Continuing => pending >= max,
+            Work::Continuing => max > 0 && pending >= max,
             Work::New => {
-                pending >= max - max / 4 || self.admission.backlog >= cfg.max_backlog.max(1)
+                (max > 0 && pending >= max - max / 4)
+                    || self.admission.backlog >= cfg.max_backlog.max(1)
             }
         };
         if over {
@@ -307,7 +311,7 @@ impl SipEndpoint {
     ) -> Option<(u16, String, Headers)> {
         let cfg = &self.cfg.admission;
         let mut h = Headers::default();
-        if self.dialogs.len() >= cfg.max_dialogs {
+        if cfg.max_dialogs > 0 && self.dialogs.len() >= cfg.max_dialogs {
             self.stats.dialog_limited += 1;
             h.push("Retry-After", self.overload_retry().to_string());
             return Some((503, "Service Unavailable - too many dialogs".into(), h));
