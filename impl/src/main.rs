@@ -190,6 +190,8 @@ struct SipSettings {
     domains: (Vec<String>, Vec<(String, String)>),
     /// Digest authentication (`[auth]`), if on.
     auth: Option<AuthConfig>,
+    /// Overload control and abuse limits.
+    admission: sascribe::sip::admission::AdmissionConfig,
 }
 
 /// The overlay configuration and the SIP settings a configuration file asks for (files it
@@ -213,6 +215,7 @@ fn load_config(path: Option<&PathBuf>) -> Result<(Config, SipSettings), String> 
         packages: file.event_packages().map_err(named)?,
         domains: file.domains().map_err(named)?,
         auth: file.auth(&dir).map_err(named)?,
+        admission: file.admission().map_err(named)?,
     };
     Ok((file.apply(Config::default()).map_err(named)?, sip))
 }
@@ -664,6 +667,7 @@ mod frontend {
         let packages = settings.packages.clone();
         let (domains, aliases) = settings.domains.clone();
         let auth = settings.auth.clone();
+        let admission = settings.admission.clone();
         if let Some(a) = &auth {
             tracing::info!(
                 realm = %a.realm,
@@ -695,6 +699,7 @@ mod frontend {
             cfg.domains = domains;
             cfg.aliases = aliases;
             cfg.auth = auth;
+            cfg.admission = admission;
             cfg
         })
         .await

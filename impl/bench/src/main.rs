@@ -78,6 +78,14 @@ enum Cmd {
         #[command(flatten)]
         mem: MemOpts,
     },
+    /// Publish-modify-remove at 1x, 2x and 4x each target's sustained rate, each on a fresh
+    /// target: goodput and 503s (the congestion-collapse curve).
+    Overload {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        over: OverloadOpts,
+    },
     /// Redraw the plots and summary.md from OUT/results.json.
     Plot {
         /// Directory of results.json.
@@ -148,6 +156,20 @@ struct RateOpts {
         default_value = "publish-modify-remove,subscribe-unsubscribe"
     )]
     scenarios: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct OverloadOpts {
+    /// Sustained rate of each target, `target=calls/s` (e.g. kamailio=2000,sascribe-1=1000)
+    /// [default: the highest sustained publish-modify-remove rate in OUT/results.json].
+    #[arg(long, value_delimiter = ',')]
+    base: Vec<String>,
+    /// Seconds of offered load per step [default: 10; quick: 3].
+    #[arg(long)]
+    step_secs: Option<f64>,
+    /// SIPp -recv_timeout, ms: a call waiting longer for a message fails.
+    #[arg(long, default_value_t = 5000)]
+    recv_timeout_ms: u64,
 }
 
 #[derive(Args, Debug)]
@@ -339,6 +361,58 @@ async fn run_rates(ctx: &Ctx, o: &RateOpts, r: &mut Results) -> anyhow::Result<(
     Ok(())
 }
 
+/// The base rate of `target`: from `--base`, else the highest sustained publish-modify-remove
+/// rate of an earlier `rates` run.
+fn base_rate(o: &OverloadOpts, r: &Results, target: &str) -> anyhow::Result<u32> {
+    for b in &o.base {
+        let (t, rate) = b
+            .split_once('=')
+            .with_context(|| format!("--base {b}: expected target=calls/s"))?;
+        if t == target {
+            return rate
+                .parse()
+                .with_context(|| format!("--base {b}: not a rate"));
+        }
+    }
+    r.rates
+        .iter()
+        .find(|c| c.target == target && c.scenario == Scenario::PublishModifyRemove.name())
+        .and_then(|c| c.highest_sustained)
+        .with_context(|| format!("no sustained rate of {target}: run `rates` first or pass --base"))
+}
+
+async fn run_overload(ctx: &Ctx, o: &OverloadOpts, r: &mut Results) -> anyhow::Result<()> {
+    let probe = sip::Client::bind(4, None).await?;
+    let scn = Scenario::PublishModifyRemove;
+    println!("== overload: {} at 1x, 2x, 4x ==", scn.name());
+    let mut curves = Vec::new();
+    for spec in &ctx.specs {
+        let base = base_rate(o, r, &spec.name())?;
+        let plan = rates::Plan {
+            rates: vec![base, 2 * base, 4 * base],
+            step_s: o.step_secs.unwrap_or(if ctx.quick { 3.0 } else { 10.0 }),
+            stop_after_failures: 0,
+            max_probe_rate: 0,
+            pool: 0,
+            recv_timeout_ms: o.recv_timeout_ms,
+            pause: Duration::from_secs(2),
+            sipp: sys::which("sipp").context("sipp not found")?,
+            repo: ctx.repo.clone(),
+        };
+        let dir = ctx.env.tmp.join(format!("overload-{}", spec.name()));
+        let c = rates::curve(scn, spec, &ctx.env, &plan, &probe, &dir).await;
+        for s in &c.steps {
+            println!(
+                "  {:<11} {:>6} calls/s offered: goodput {:.0}/s, {} refused (503), {} failed",
+                c.target, s.offered, s.stats.achieved, s.stats.refused, s.stats.failed
+            );
+        }
+        curves.push(c);
+    }
+    r.overload = curves;
+    Ok(())
+}
+
 async fn run_fanout(ctx: &Ctx, o: &FanOpts, r: &mut Results) {
     let plan = fanout::FanPlan {
         watchers: o.watchers.clone().unwrap_or_else(|| {
@@ -404,7 +478,7 @@ fn write(out: &Path, r: &Results) -> anyhow::Result<()> {
     let json = out.join("results.json");
     let md = report::markdown(r);
     std::fs::write(out.join("summary.md"), &md)?;
-    let plots = plot::all(out, &r.rates, &r.fanout)?;
+    let plots = plot::all(out, &r.rates, &r.fanout, &r.overload)?;
     println!("\n{md}");
     println!(
         "wrote {} and {}",
@@ -425,7 +499,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             anyhow::ensure!(path.is_file(), "{} not found", path.display());
             return write(&out, &Results::load_or_default(&path));
         }
-        Cmd::SideBySide { common, .. } | Cmd::Rates { common, .. } => (common, true),
+        Cmd::SideBySide { common, .. }
+        | Cmd::Rates { common, .. }
+        | Cmd::Overload { common, .. } => (common, true),
         Cmd::Fanout { common, .. } | Cmd::Memory { common, .. } => (common, false),
     };
     let ctx = setup(common, needs_sipp).await?;
@@ -454,6 +530,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Rates { rates, .. } => run_rates(&ctx, rates, &mut r).await?,
         Cmd::Fanout { fan, .. } => run_fanout(&ctx, fan, &mut r).await,
         Cmd::Memory { mem, .. } => run_memory(&ctx, mem, &mut r).await,
+        Cmd::Overload { over, .. } => run_overload(&ctx, over, &mut r).await?,
         Cmd::Plot { .. } => unreachable!(),
     }
     r.meta.loadavg_end = sys::loadavg();

@@ -173,9 +173,55 @@ fn per_target<F: Fn(&crate::rates::Step) -> Option<f64>>(
         .collect()
 }
 
+/// The overload plot: goodput (solid) and refused calls/s (dashed) against the offered rate
+/// as a multiple of each target's base (sustained) rate.
+fn overload(out: &Path, curves: &[Curve]) -> anyhow::Result<Option<PathBuf>> {
+    if curves.is_empty() {
+        return Ok(None);
+    }
+    let series = |f: &dyn Fn(&crate::rates::Step) -> f64, suffix: &str| -> Vec<Series> {
+        curves
+            .iter()
+            .map(|c| {
+                let base = f64::from(c.steps.iter().map(|s| s.offered).min().unwrap_or(1).max(1));
+                let pts = c
+                    .steps
+                    .iter()
+                    .map(|s| (f64::from(s.offered) / base, f(s)))
+                    .collect();
+                (format!("{}{suffix}", c.target), pts)
+            })
+            .collect()
+    };
+    let p = out.join("overload-goodput.svg");
+    Chart {
+        title: "overload: goodput and 503s at 1x, 2x, 4x the sustained rate",
+        x_desc: "offered / sustained rate",
+        y_desc: "calls/s",
+        solid: series(&|s| s.stats.achieved, " goodput"),
+        dashed: series(
+            &|s| {
+                let secs = s.calls as f64 / f64::from(s.offered.max(1));
+                s.stats.refused as f64 / secs.max(1e-3)
+            },
+            " refused (503)",
+        ),
+        diagonal: false,
+        log_x: false,
+        log_y: false,
+    }
+    .draw(&p)?;
+    Ok(Some(p))
+}
+
 /// Writes the plots; returns their paths.
-pub fn all(out: &Path, curves: &[Curve], fan: &[FanResult]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut written = Vec::new();
+pub fn all(
+    out: &Path,
+    curves: &[Curve],
+    fan: &[FanResult],
+    overloads: &[Curve],
+) -> anyhow::Result<Vec<PathBuf>> {
+    let mut written: Vec<PathBuf> = overload(out, overloads)?.into_iter().collect();
     for scn in unique(curves.iter().map(|c| c.scenario.as_str())) {
         let cs: Vec<&Curve> = curves.iter().filter(|c| c.scenario == scn).collect();
         let p = out.join(format!("{scn}-goodput.svg"));

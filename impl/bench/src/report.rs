@@ -32,6 +32,9 @@ pub struct Results {
     pub rates: Vec<Curve>,
     pub fanout: Vec<FanResult>,
     pub memory: Vec<MemResult>,
+    /// The overload run: publish-modify-remove at 1x, 2x and 4x each target's sustained rate.
+    #[serde(default)]
+    pub overload: Vec<Curve>,
 }
 
 impl Results {
@@ -170,6 +173,40 @@ pub fn side_by_side(r: &Results) -> String {
 }
 
 /// All tables, Markdown.
+/// The overload table: goodput and refusals (503) at 1x, 2x and 4x the base rate.
+pub fn overload(r: &Results) -> String {
+    let mut md = String::new();
+    if r.overload.is_empty() {
+        return md;
+    }
+    md.push_str("\n## Overload: 1x, 2x, 4x the sustained rate (publish-modify-remove)\n\n");
+    md.push_str("| target | offered calls/s | x | goodput calls/s | goodput / base | refused (503) | failed | p99 ms |\n");
+    md.push_str("|---|---|---|---|---|---|---|---|\n");
+    for c in &r.overload {
+        let base = c.steps.iter().map(|s| s.offered).min().unwrap_or(1).max(1);
+        let base_goodput = c.steps.first().map_or(0.0, |s| s.stats.achieved);
+        for s in &c.steps {
+            let rel = if base_goodput > 0.0 {
+                format!("{:.0} %", 100.0 * s.stats.achieved / base_goodput)
+            } else {
+                "-".into()
+            };
+            md.push_str(&format!(
+                "| {} | {} | {} | {:.0} | {} | {} | {} | {} |\n",
+                c.target,
+                s.offered,
+                s.offered / base,
+                s.stats.achieved,
+                rel,
+                s.stats.refused,
+                s.stats.failed,
+                s.latency.p99_ms.map_or("-".into(), |v| format!("{v:.0}")),
+            ));
+        }
+    }
+    md
+}
+
 pub fn markdown(r: &Results) -> String {
     let mut s = String::new();
     let m = &r.meta;
@@ -316,6 +353,7 @@ pub fn markdown(r: &Results) -> String {
         }
         s.push_str("\nshm: growth of Kamailio's shared memory in use (`kamcmd core.shmmem` real_used), where presentities and subscriptions live; PSS/RSS: growth of the proportional / resident set size summed over the target's processes (Kamailio's RSS sum counts each shared page once per process that touched it). sascribe is one process.\n");
     }
+    s.push_str(&overload(r));
     s
 }
 

@@ -102,6 +102,15 @@ pub enum Input<'a> {
         /// The connection.
         conn: ConnId,
     },
+    /// The driver's own input backlog: how full its fullest input queue is (socket receive
+    /// buffers, channels of reports not yet fed), in percent. The SIP front end refuses new
+    /// work with 503 while it is at or above its `max_backlog` ([`crate::sip::admission`]);
+    /// the last report holds until the next. Drivers with no queues of their own (the
+    /// simulator) never send it.
+    Backlog {
+        /// Percent full (values above 100 count as 100).
+        percent: u8,
+    },
     /// The deadline of the last [`Output::Timeout`] came: fire every timer due at `now`.
     Timeout,
     /// A local API call.
@@ -383,6 +392,12 @@ impl Host {
             }
             Input::SipStreamClosed { conn } => {
                 self.in_sip(now, |sip, env| sip.handle_stream_closed(env, conn));
+                Ok(())
+            }
+            Input::Backlog { percent } => {
+                if let Some(sip) = self.sip.as_mut() {
+                    sip.set_backlog(percent);
+                }
                 Ok(())
             }
             Input::Timeout => {

@@ -15,6 +15,8 @@
 //! max_body = 8192             # bytes of one PUBLISH body (413 beyond)
 //! max_states = 16             # event states (entity tags) per presentity (403 beyond)
 //! max_document = 8192         # bytes of a presentity's states, and of their composition (413)
+//! max_pending = 1024          # SIP requests waiting on the overlay (503 + Retry-After beyond)
+//! source_rate = 50            # requests per second from one source IP (0: no limit)
 //! ```
 //!
 //! `sascribe.example.toml` at the repository root lists every key with its default.
@@ -23,6 +25,7 @@
 //! [`AuthSection`], which documents its keys).
 
 pub use super::config_auth::AuthSection;
+use crate::sip::admission::AdmissionConfig;
 use crate::sip::auth::AuthConfig;
 use crate::Config;
 
@@ -119,6 +122,24 @@ pub struct ConfigFile {
     pub aliases: Option<std::collections::BTreeMap<String, String>>,
     /// SIP digest authentication and the watch policy (`[auth]`; none: off).
     pub auth: Option<AuthSection>,
+    /// Overload control: SIP requests waiting on the overlay (new work refused at 3/4).
+    pub max_pending: Option<usize>,
+    /// Overload control: the runtime's input backlog (percent) at which new work is refused.
+    pub max_backlog: Option<u8>,
+    /// Base `Retry-After` of overload refusals (seconds; a random 0..=this is added).
+    pub retry_after: Option<u32>,
+    /// Requests per second one source IP may send (0: no limit).
+    pub source_rate: Option<u32>,
+    /// Requests one source IP may send at once (token bucket size; 0: `source_rate`).
+    pub source_burst: Option<u32>,
+    /// Source addresses whose rate is tracked (least recently seen forgotten beyond).
+    pub max_sources: Option<usize>,
+    /// Subscription dialogs one source IP may hold at one peer (0: no limit; 403 beyond).
+    pub max_subs_per_source: Option<usize>,
+    /// Subscription dialogs to one presentity at one peer (0: no limit; 403 beyond).
+    pub max_subs_per_presentity: Option<usize>,
+    /// Subscription dialogs one peer holds (503 + Retry-After beyond).
+    pub max_dialogs: Option<usize>,
 }
 
 impl ConfigFile {
@@ -177,6 +198,43 @@ impl ConfigFile {
             aliases.push((a, d));
         }
         Ok((domains, aliases))
+    }
+
+    /// The SIP front end's overload control and abuse limits: the defaults, with the keys set
+    /// here.
+    pub fn admission(&self) -> Result<AdmissionConfig, ConfigError> {
+        let mut a = AdmissionConfig::default();
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { a.$f = v; } )* };
+        }
+        set!(
+            max_pending,
+            max_backlog,
+            retry_after,
+            source_rate,
+            source_burst,
+            max_sources,
+            max_subs_per_source,
+            max_subs_per_presentity,
+            max_dialogs
+        );
+        let err = |m: &str| Err(ConfigError::Invalid(m.into()));
+        if a.max_pending < 4 {
+            return err("max_pending must be at least 4");
+        }
+        if !(1..=100).contains(&a.max_backlog) {
+            return err("max_backlog must lie within [1, 100] (percent)");
+        }
+        if a.retry_after == 0 {
+            return err("retry_after must be positive");
+        }
+        if a.max_sources == 0 || a.max_dialogs == 0 {
+            return err("max_sources and max_dialogs must be positive");
+        }
+        if a.source_burst == 0 {
+            a.source_burst = a.source_rate;
+        }
+        Ok(a)
     }
 
     /// The SIP front end's authentication settings (`None` without an `[auth]` table),
@@ -348,6 +406,7 @@ mod tests {
         let f = ConfigFile::parse(text).unwrap();
         let c = f.apply(Config::default()).unwrap();
         assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));
+        assert_eq!(f.admission().unwrap(), AdmissionConfig::default());
         let json = serde_json::to_value(&f).unwrap();
         for (k, v) in json.as_object().unwrap() {
             if k != "auth" {
@@ -369,6 +428,30 @@ mod tests {
                 text.contains(&format!("# {k} = ")),
                 "[auth] {k} not documented"
             );
+        }
+    }
+
+    #[test]
+    fn admission_limits_are_read_and_checked() {
+        let a = ConfigFile::parse("source_rate = 50\nmax_pending = 64\nmax_dialogs = 10\n")
+            .unwrap()
+            .admission()
+            .unwrap();
+        assert_eq!((a.source_rate, a.source_burst), (50, 50));
+        assert_eq!((a.max_pending, a.max_dialogs), (64, 10));
+        assert_eq!(
+            ConfigFile::default().admission().unwrap(),
+            AdmissionConfig::default()
+        );
+        for bad in [
+            "max_backlog = 0",
+            "max_backlog = 101",
+            "retry_after = 0",
+            "max_pending = 1",
+            "max_sources = 0",
+        ] {
+            let r = ConfigFile::parse(bad).unwrap().admission();
+            assert!(r.is_err(), "accepted {bad:?}");
         }
     }
 

@@ -242,6 +242,48 @@ impl Collector for Scrape {
                 per(&|s| sip(s).not_joined),
             ),
             (
+                "sip_overload_refused",
+                "requests answered 503 + Retry-After for overload (pending transactions, input backlog)",
+                Counter,
+                per(&|s| sip(s).overload_refused),
+            ),
+            (
+                "sip_rate_limited",
+                "requests answered 503 + Retry-After by the per-source rate limit",
+                Counter,
+                per(&|s| sip(s).rate_limited),
+            ),
+            (
+                "sip_source_subscriptions_limited",
+                "initial SUBSCRIBEs refused 403 by max_subs_per_source",
+                Counter,
+                per(&|s| sip(s).source_sub_limited),
+            ),
+            (
+                "sip_presentity_subscriptions_limited",
+                "initial SUBSCRIBEs refused 403 by max_subs_per_presentity",
+                Counter,
+                per(&|s| sip(s).presentity_sub_limited),
+            ),
+            (
+                "sip_dialogs_limited",
+                "initial SUBSCRIBEs refused 503 + Retry-After by max_dialogs",
+                Counter,
+                per(&|s| sip(s).dialog_limited),
+            ),
+            (
+                "sip_body_too_large",
+                "PUBLISH and SUBSCRIBE requests refused 413 for a body over max_body",
+                Counter,
+                per(&|s| sip(s).body_too_large),
+            ),
+            (
+                "sip_oversized",
+                "SIP messages over max_message (513 or dropped)",
+                Counter,
+                per(&|s| sip(s).rx_oversized),
+            ),
+            (
                 "sip_auth_failures",
                 "SIP digest credentials that did not authenticate",
                 Counter,

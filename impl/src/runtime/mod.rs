@@ -66,6 +66,12 @@ pub const MAX_DATAGRAM: usize = 65_535;
 pub const EVENT_CAPACITY: usize = 16_384;
 /// Capacity of the command queue of one node.
 const COMMAND_CAPACITY: usize = 1_024;
+/// SIP datagrams read in one turn of the loop: the one awaited, then those already waiting
+/// behind it (other inputs get their turn after).
+const SIP_BATCH: usize = 32;
+/// Datagrams read in a row without the SIP socket ever running empty that count as a full
+/// input queue (100 % backlog, [`Input::Backlog`]).
+pub const SIP_RUN_FULL: usize = 256;
 /// After this many consecutive receive errors on a socket the loop pauses briefly.
 const ERROR_BURST: u32 = 16;
 /// Length of that pause (ms).
@@ -94,6 +100,12 @@ pub struct HostLoop<T: Transport, C: Clock> {
     events: broadcast::Sender<Event>,
     sip_addr: Option<SocketAddr>,
     log: log::EventLog,
+    /// Capacity of `events`.
+    event_capacity: usize,
+    /// SIP datagrams read in a row without the socket running empty.
+    sip_run: usize,
+    /// The backlog last reported to the host (percent).
+    backlog: u8,
 }
 
 impl<T: Transport, C: Clock> std::fmt::Debug for HostLoop<T, C> {
@@ -186,7 +198,19 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
             events,
             sip_addr: None,
             log: log::EventLog::default(),
+            event_capacity: EVENT_CAPACITY,
+            sip_run: 0,
+            backlog: 0,
         }
+    }
+
+    /// Bounds the event broadcast at `capacity` (default [`EVENT_CAPACITY`]). Call it before
+    /// taking handles: those taken earlier keep the old channel.
+    pub fn with_event_capacity(mut self, capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        self.events = broadcast::channel(capacity).0;
+        self.event_capacity = capacity;
+        self
     }
 
     /// Makes the host a SIP gateway with endpoint configuration `config` on transport
@@ -298,11 +322,9 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
                         None
                     }
                     r = recv_opt(node.sip.as_ref(), &mut sbuf) => {
-                        let now = node.now();
                         pause = serr.on_result("sip", &r);
-                        if let Ok((n, from)) = r {
-                            let input = Input::Sip { from, payload: &sbuf[..n] };
-                            let _ = node.host.handle_input(now, input);
+                        if let Ok(got) = r {
+                            node.sip_batch(got, &mut sbuf).await;
                         }
                         None
                     }
@@ -310,6 +332,7 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
                         let now = node.now();
                         match node.tcp.as_mut().and_then(|t| t.on_event(ev)) {
                             Some(tcp::StreamInput::Data(conn, from, bytes)) => {
+                                node.report_backlog(now);
                                 let input = Input::SipStream { conn, from, bytes: &bytes };
                                 let _ = node.host.handle_input(now, input);
                             }
@@ -362,6 +385,61 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
             }
         }
         .instrument(span)
+    }
+
+    /// Feeds the SIP datagram `got` (read into `buf`), then up to [`SIP_BATCH`] − 1 more that
+    /// were already waiting, each after reporting the backlog and drained before the next.
+    async fn sip_batch(&mut self, mut got: (usize, SocketAddr), buf: &mut [u8]) {
+        for i in 0..SIP_BATCH {
+            if i > 0 {
+                let Some(socket) = &self.sip else { break };
+                match socket.try_recv_from(buf) {
+                    Ok(next) => {
+                        got = next;
+                        self.sip_run = self.sip_run.saturating_add(1);
+                    }
+                    // Nothing waiting (errors come back through `recv_from`).
+                    Err(_) => {
+                        self.sip_run = 0;
+                        break;
+                    }
+                }
+                self.drain().await;
+            }
+            let now = self.now();
+            self.report_backlog(now);
+            let (n, from) = got;
+            let input = Input::Sip {
+                from,
+                payload: &buf[..n],
+            };
+            let _ = self.host.handle_input(now, input);
+        }
+    }
+
+    /// The loop's input backlog in percent: the fullest of its input queues (SIP datagrams
+    /// read in a row without the socket running empty, against [`SIP_RUN_FULL`]; the TCP
+    /// connections' reports; local calls; events not yet taken by a receiver).
+    pub fn backlog_percent(&self) -> u8 {
+        let pct = transport::percent;
+        let mut p = pct(self.sip_run, SIP_RUN_FULL);
+        if let Some(t) = &self.tcp {
+            p = p.max(t.backlog_percent());
+        }
+        p = p.max(pct(self.commands.len(), COMMAND_CAPACITY));
+        if self.events.receiver_count() > 0 {
+            p = p.max(pct(self.events.len(), self.event_capacity));
+        }
+        p
+    }
+
+    /// Tells the host the backlog when it changed ([`Input::Backlog`]).
+    fn report_backlog(&mut self, now: Millis) {
+        let percent = self.backlog_percent();
+        if percent != self.backlog {
+            self.backlog = percent;
+            let _ = self.host.handle_input(now, Input::Backlog { percent });
+        }
     }
 
     /// Drains the host's outputs; returns its next deadline.

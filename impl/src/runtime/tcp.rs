@@ -122,6 +122,11 @@ impl Drop for Streams {
 }
 
 impl Streams {
+    /// How full the channel of the connections' reports is, in percent.
+    pub fn backlog_percent(&self) -> u8 {
+        super::transport::percent(self.events.len(), EVENT_CAPACITY)
+    }
+
     /// Serves `listener`, accepting up to `max` connections at a time.
     pub fn new(listener: TcpListener, max: usize) -> Streams {
         let (events_tx, events) = mpsc::channel(EVENT_CAPACITY);

@@ -17,6 +17,14 @@ pub trait Transport: Send + Sync + 'static {
     ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
     /// The local address the socket is bound to.
     fn local_addr(&self) -> io::Result<SocketAddr>;
+    /// Receives one datagram if one is waiting, without waiting
+    /// ([`io::ErrorKind::WouldBlock`] when none is). The loop reads what piled up this way,
+    /// and learns from it how far behind it is (the backlog it reports to the host). The
+    /// default has nothing waiting.
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let _ = buf;
+        Err(io::ErrorKind::WouldBlock.into())
+    }
 }
 
 impl Transport for UdpSocket {
@@ -38,4 +46,16 @@ impl Transport for UdpSocket {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         UdpSocket::local_addr(self)
     }
+
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        UdpSocket::try_recv_from(self, buf)
+    }
+}
+
+/// `used` of `size` in percent, capped at 100 (0 for an empty `size`).
+pub(super) fn percent(used: usize, size: usize) -> u8 {
+    if size == 0 {
+        return 0;
+    }
+    u8::try_from((used.saturating_mul(100) / size).min(100)).unwrap_or(100)
 }

@@ -105,6 +105,8 @@ pub struct Dialog {
     pub queue: VecDeque<Queued>,
     /// Client transaction of the NOTIFY in flight.
     pub in_flight: Option<u64>,
+    /// The source address of the initial SUBSCRIBE (the abuse limits count dialogs by it).
+    pub src: std::net::IpAddr,
 }
 
 impl Dialog {

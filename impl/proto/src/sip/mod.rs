@@ -89,6 +89,7 @@
 //! one entry each in the host's [`Timers`] ([`transaction::Transactions`]); stream
 //! connections (idle timeout): one each ([`conn`]).
 
+pub mod admission;
 pub mod auth;
 pub mod conn;
 pub mod dialog;
@@ -165,8 +166,11 @@ pub struct SipConfig {
     /// A stream connection is closed after this long without traffic (ms), unless a
     /// subscription notified over it lasts longer.
     pub conn_idle_timeout: Millis,
-    /// Bound on concurrent server transactions and dialogs; beyond it new requests get 503.
+    /// Bound on concurrent server transactions; beyond it every new request gets 503 (a
+    /// stateless one, with `Retry-After`).
     pub max_transactions: usize,
+    /// Overload control and abuse limits ([`admission`]).
+    pub admission: admission::AdmissionConfig,
     /// Domains this deployment serves (lowercase hosts, no port). Empty: every domain. A
     /// PUBLISH or SUBSCRIBE for another domain gets 404 (see [`SipConfig::resource`]).
     pub domains: Vec<String>,
@@ -198,6 +202,7 @@ impl SipConfig {
             max_connections: 1_024,
             conn_idle_timeout: 300_000,
             max_transactions: 100_000,
+            admission: admission::AdmissionConfig::default(),
             domains: Vec::new(),
             aliases: Vec::new(),
             auth: None,
@@ -289,6 +294,19 @@ pub struct SipStats {
     pub notifies_sent: u64,
     /// OPTIONS, PUBLISH and SUBSCRIBE answered 503 because the peer has not joined the overlay.
     pub not_joined: u64,
+    /// Requests refused with 503 for overload: pending transactions, the driver's input
+    /// backlog, or the bound on transactions ([`admission`]).
+    pub overload_refused: u64,
+    /// Requests refused with 503 by the per-source rate limit.
+    pub rate_limited: u64,
+    /// Initial SUBSCRIBEs refused (403) by the limit on subscriptions per source.
+    pub source_sub_limited: u64,
+    /// Initial SUBSCRIBEs refused (403) by the limit on subscriptions per presentity.
+    pub presentity_sub_limited: u64,
+    /// Initial SUBSCRIBEs refused (503) by the limit on dialogs of this peer.
+    pub dialog_limited: u64,
+    /// PUBLISH and SUBSCRIBE requests refused (413) for a body over `max_body`.
+    pub body_too_large: u64,
     /// At this gateway, from a PUBLISH's arrival to its 200 OK (the root answers once the
     /// replicas hold the new state, in the step it multicasts it to the tree), in ms.
     pub publish_latency: crate::diag::Histogram,
@@ -397,6 +415,8 @@ pub struct SipEndpoint {
     next_handle: u64,
     /// Digest nonces (with authentication on).
     nonces: Option<auth::Nonces>,
+    /// Token buckets and dialog counts of the abuse limits, the driver's backlog.
+    admission: admission::Admission,
 }
 
 impl SipEndpoint {
@@ -404,6 +424,7 @@ impl SipEndpoint {
     /// CSPRNG, from the OS in production) the digest nonces and their key.
     pub fn new(cfg: SipConfig, seed: u64, secrets: Secrets) -> SipEndpoint {
         let nonces = cfg.auth.as_ref().map(|a| auth::nonces(a, secrets));
+        let admission = admission::Admission::new(&cfg.admission);
         SipEndpoint {
             cfg,
             rng: SplitMix64::new(seed ^ 0x5119_5119_5119_5119),
@@ -416,6 +437,7 @@ impl SipEndpoint {
             dialog_ids: HashMap::new(),
             next_handle: 1,
             nonces,
+            admission,
         }
     }
 

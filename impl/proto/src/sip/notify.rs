@@ -52,10 +52,17 @@ impl SipEndpoint {
         self.pump(env, h);
     }
 
+    /// Forgets dialog `h` (its id, and its place in the admission counts).
+    pub(super) fn remove_dialog(&mut self, h: SubHandle) -> Option<super::dialog::Dialog> {
+        let d = self.dialogs.remove(&h)?;
+        self.dialog_ids.remove(&d.id);
+        self.admission.dialog_removed(d.src, d.gid);
+        Some(d)
+    }
+
     /// Removes a subscription after a failed NOTIFY (or once its final NOTIFY completed).
     pub(super) fn end_dialog(&mut self, env: &mut Env<'_>, h: SubHandle) {
-        if let Some(d) = self.dialogs.remove(&h) {
-            self.dialog_ids.remove(&d.id);
+        if let Some(d) = self.remove_dialog(h) {
             if let Some(id) = d.in_flight {
                 self.tx.remove_client(id);
             }
@@ -79,9 +86,7 @@ impl SipEndpoint {
         }
         let Some(q) = d.queue.pop_front() else {
             if d.phase == Phase::Terminating {
-                let id = d.id.clone();
-                self.dialogs.remove(&h);
-                self.dialog_ids.remove(&id);
+                self.remove_dialog(h);
             }
             return;
         };

@@ -64,10 +64,9 @@ impl SipEndpoint {
                 None,
             );
         }
-        if self.tx.servers() >= self.cfg.max_transactions {
-            let mut h = Headers::default();
-            h.push("Retry-After", "5");
-            self.reply(env, key, ctx, 503, reason_phrase(503), h, None);
+        if self.refuse_if_overloaded(env, &req, &ctx)
+            || self.refuse_if_body_too_large(env, &req, &ctx)
+        {
             return;
         }
         if let Some(r) = self.admit(env.now, &req, &ctx) {

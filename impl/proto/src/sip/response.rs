@@ -97,6 +97,22 @@ impl SipEndpoint {
         self.tx.put_server(env.timers, key, ctx.flow, state);
     }
 
+    /// Refuses a validated request without keeping a transaction for it (admission control:
+    /// a flood of refused requests must keep no state); counted like any response.
+    pub(super) fn refuse(
+        &mut self,
+        env: &mut Env<'_>,
+        ctx: &ReqCtx,
+        code: u16,
+        reason: &str,
+        extra: Headers,
+    ) {
+        let bytes = self.response(ctx, code, reason, extra).to_bytes();
+        let method = ctx.cseq.method.clone();
+        self.count_response(env, &method, &ctx.to_na.uri, code, reason);
+        self.send_response(env, ctx, bytes);
+    }
+
     /// Answers a request that has no transaction (malformed, oversized), on its flow.
     pub(super) fn stateless(&mut self, flow: &Flow, hs: &Headers, code: u16, reason: &str) {
         let src = flow.remote();

@@ -76,17 +76,16 @@ impl SipEndpoint {
             Some(Ok(c)) if super::message::valid_uri(&c.uri) => c.uri,
             Some(Ok(_)) => return self.bad_request(env, key, ctx, "bad Contact URI"),
         };
-        if self.dialogs.len() >= self.cfg.max_transactions {
-            let mut h = Headers::default();
-            h.push("Retry-After", "30");
-            return self.reply(env, key, ctx, 503, reason_phrase(503), h, None);
-        }
-        let handle = SubHandle(self.new_handle());
         let fetch = expires == 0;
         let Some(resource) = self.cfg.resource(&req.uri) else {
             return self.not_served(env, key, ctx);
         };
         let gid = self.group_of(&resource, &event);
+        let src = ctx.src.ip();
+        if let Some((code, reason, h)) = self.dialog_refusal(src, gid) {
+            return self.refuse(env, &ctx, code, &reason, h);
+        }
+        let handle = SubHandle(self.new_handle());
         let asked = if fetch { min } else { expires };
         let granted = match env.peer.subscribe(env.now, env.timers, gid, handle, asked) {
             Ok(g) => g,
@@ -139,6 +138,7 @@ impl SipEndpoint {
             resource,
             queue: Default::default(),
             in_flight: None,
+            src,
         };
         let mut ctx = ctx;
         ctx.to_tag = Some(local_tag);
@@ -147,6 +147,7 @@ impl SipEndpoint {
         d.phase = Phase::Establishing { tx };
         self.dialogs.insert(handle, d);
         self.dialog_ids.insert(id, handle);
+        self.admission.dialog_added(src, gid);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -260,8 +261,7 @@ impl SipEndpoint {
                     Headers::default(),
                     None,
                 );
-                if let Some(d) = self.dialogs.remove(&h) {
-                    self.dialog_ids.remove(&d.id);
+                if let Some(d) = self.remove_dialog(h) {
                     if let Some(id) = d.in_flight {
                         self.tx.remove_client(id);
                     }
@@ -303,10 +303,9 @@ impl SipEndpoint {
         h: SubHandle,
         reason: SubRejectReason,
     ) {
-        let Some(d) = self.dialogs.remove(&h) else {
+        let Some(d) = self.remove_dialog(h) else {
             return;
         };
-        self.dialog_ids.remove(&d.id);
         if let Phase::Establishing { tx } = d.phase {
             let (code, reason) = match reason {
                 SubRejectReason::Timeout => (504, reason_phrase(504)),

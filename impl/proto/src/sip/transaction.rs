@@ -217,6 +217,8 @@ pub struct Transactions<C> {
     client: HashMap<u64, ClientTx>,
     /// Client transactions started so far.
     clients_started: u64,
+    /// Server transactions in Proceeding (waiting for the overlay).
+    proceeding: usize,
 }
 
 impl<C> Default for Transactions<C> {
@@ -228,6 +230,7 @@ impl<C> Default for Transactions<C> {
             client_ids: HashMap::new(),
             client: HashMap::new(),
             clients_started: 0,
+            proceeding: 0,
         }
     }
 }
@@ -242,6 +245,11 @@ impl<C> Transactions<C> {
     /// Number of live server transactions.
     pub fn servers(&self) -> usize {
         self.server.len()
+    }
+
+    /// Number of server transactions waiting for the overlay (Proceeding).
+    pub fn proceeding(&self) -> usize {
+        self.proceeding
     }
 
     /// Client transactions started so far.
@@ -295,6 +303,9 @@ impl<C> Transactions<C> {
             armed: Armed::default(),
         });
         tx.dst = dst;
+        let was = matches!(tx.state, ServerState::Proceeding { .. });
+        let is = matches!(state, ServerState::Proceeding { .. });
+        self.proceeding = self.proceeding + usize::from(is) - usize::from(was);
         tx.state = state;
         timers.arm(tx.deadline(), Timer::SipServer(id), &mut tx.armed);
         id
@@ -324,6 +335,9 @@ impl<C> Transactions<C> {
         }
         if let Some(tx) = self.server.remove(&id) {
             self.server_ids.remove(&tx.key);
+            if matches!(tx.state, ServerState::Proceeding { .. }) {
+                self.proceeding -= 1;
+            }
         }
         ServerDue::Removed
     }
