@@ -14,7 +14,7 @@ logs go to stderr) and fails the suite as README.md in this folder explains.
 import json
 import sys
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 NOT_SUPPORTED, MALFORMED_REQUEST, CANNOT_APPLY = 10, 12, 14
 
 
@@ -101,6 +101,8 @@ class Adapter:
                     "log": [f"toy root for {peers} peers (the overlay is ignored)"]}
         if t not in ("client_request", "deliver", "lose", "detect_failure", "fire_timer",
                      "replication_retry", "expire", "crash", "restart"):
+            # `state` (protocol version 3) is optional: the toy has no peers to project, so it
+            # is compared on messages only.
             raise Rejected(NOT_SUPPORTED, f"unknown request type {t!r}")
         if self.root is None:
             raise Rejected(CANNOT_APPLY, "the first request must be init")

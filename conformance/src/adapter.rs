@@ -9,7 +9,9 @@
 //! `sascribe-adapter` binary over any [`System`].
 
 use crate::sut::{Input, Observed, System};
+use crate::PeerState;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 
 /// The version of the adapter protocol this harness and [`serve`] speak: `init` carries it as
 /// `protocol_version` and `init_ok` must echo it.
-pub const PROTOCOL_VERSION: u64 = 2;
+pub const PROTOCOL_VERSION: u64 = 3;
 
 /// How long the harness waits for the reply to one request unless told otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,7 +40,7 @@ pub const HARNESS: &str = "harness";
 pub const SUT: &str = "sut";
 
 /// The request types, in the order ADAPTER.md lists them.
-pub const REQUEST_TYPES: [&str; 10] = [
+pub const REQUEST_TYPES: [&str; 11] = [
     "init",
     "client_request",
     "deliver",
@@ -49,6 +51,7 @@ pub const REQUEST_TYPES: [&str; 10] = [
     "expire",
     "crash",
     "restart",
+    "state",
 ];
 
 /// Encodes `input` as a request line with id `msg_id` (an `init` also carries
@@ -60,6 +63,11 @@ pub fn request_line(msg_id: u64, input: &Input) -> String {
         body["protocol_version"] = json!(PROTOCOL_VERSION);
     }
     json!({"src": HARNESS, "dest": SUT, "body": body}).to_string()
+}
+
+/// The `state` request line with id `msg_id` (protocol version 3; optional for an adapter).
+pub fn state_request_line(msg_id: u64) -> String {
+    json!({"src": HARNESS, "dest": SUT, "body": {"type": "state", "msg_id": msg_id}}).to_string()
 }
 
 /// The request type of `input` (`init`, `deliver`, …).
@@ -124,6 +132,29 @@ fn answer(sys: &mut dyn System, line: &str) -> Value {
         unreachable!("filtered on is_object above")
     };
     o.remove("msg_id");
+    if t == "state" {
+        if let Some(k) = o.keys().find(|k| *k != "type") {
+            return error_body(
+                id,
+                MALFORMED_REQUEST,
+                format!("bad 'state' request: field '{k}'"),
+            );
+        }
+        return match sys.state() {
+            None => error_body(
+                id,
+                NOT_SUPPORTED,
+                "this implementation does not report its state".into(),
+            ),
+            Some(Err(e)) => error_body(id, CANNOT_APPLY, e),
+            Some(Ok(mut peers)) => {
+                // An empty projection may be left out.
+                peers.retain(|_, p| *p != PeerState::default());
+                json!({"src": SUT, "dest": HARNESS,
+                       "body": {"type": "state_ok", "in_reply_to": id, "peers": peers}})
+            }
+        };
+    }
     if t == "init" {
         match o.remove("protocol_version") {
             None => {
@@ -349,6 +380,8 @@ pub struct AdapterProcess {
     adapter_failure: Option<String>,
     refused: Option<String>,
     record: Option<Vec<WireLine>>,
+    /// The adapter answered `state` with error 10: it is compared on messages only.
+    stateless: bool,
 }
 
 impl std::fmt::Debug for AdapterProcess {
@@ -372,6 +405,7 @@ impl AdapterProcess {
             adapter_failure: None,
             refused: None,
             record: None,
+            stateless: false,
         })
     }
 
@@ -419,11 +453,61 @@ impl AdapterProcess {
         format!("{} s", self.timeout.as_secs_f64())
     }
 
+    /// Whether the adapter answered `state` with error 10 (not supported): it is then compared
+    /// on messages only.
+    pub fn reports_no_state(&self) -> bool {
+        self.stateless
+    }
+
     /// Sends `input` and waits for its reply.
     fn exchange(&mut self, input: &Input) -> Result<Observed, Fail> {
         let id = self.sent.len() as u64 + 1;
         let ty = request_type(input);
         let line = request_line(id, input);
+        let init = matches!(input, Input::Init { .. });
+        let body = self.exchange_line(id, ty, line, init)?;
+        serde_json::from_value(body.clone()).map_err(|e| {
+            Fail::Protocol(format!(
+                "malformed adapter output (bad '{}_ok' body: {e}) while the harness waited for \
+                 the reply to the {} request (msg_id {id}): `{}`",
+                request_type(input),
+                request_type(input),
+                clip(&body.to_string())
+            ))
+        })
+    }
+
+    /// Sends a `state` request and waits for its reply.
+    fn exchange_state(&mut self) -> Result<BTreeMap<String, PeerState>, Fail> {
+        let id = self.sent.len() as u64 + 1;
+        let line = state_request_line(id);
+        let mut body = self.exchange_line(id, "state".into(), line, false)?;
+        let peers = body
+            .as_object_mut()
+            .and_then(|o| {
+                let p = o.remove("peers");
+                o.is_empty().then_some(p)
+            })
+            .flatten()
+            .unwrap_or(Value::Null);
+        serde_json::from_value(peers).map_err(|e| {
+            Fail::Protocol(format!(
+                "malformed adapter output (bad 'state_ok' body: {e}: it has `peers`, an object \
+                 of peer projections, and nothing else) to the state request (msg_id {id}): `{}`",
+                clip(&body.to_string())
+            ))
+        })
+    }
+
+    /// Sends request line `line` (id `id`, type `ty`) and waits for its reply; returns the
+    /// reply's body without `type` and `in_reply_to` (and `protocol_version` for an `init`).
+    fn exchange_line(
+        &mut self,
+        id: u64,
+        ty: String,
+        line: String,
+        init: bool,
+    ) -> Result<Value, Fail> {
         self.sent.push(ty.clone());
         if let Some(r) = &mut self.record {
             r.push(WireLine::Request(line.clone()));
@@ -464,7 +548,7 @@ impl AdapterProcess {
             r.push(WireLine::Reply(reply.clone()));
         }
         let tail = run.stderr_tail();
-        self.judge_reply(input, id, &ty, &reply)
+        self.judge_reply(init, id, &ty, &reply)
             .map_err(|f| match f {
                 Fail::Protocol(e) => Fail::Protocol(format!("{e}{tail}")),
                 f => f,
@@ -472,13 +556,7 @@ impl AdapterProcess {
     }
 
     /// Checks one reply line to request `id` of type `ty`.
-    fn judge_reply(
-        &mut self,
-        input: &Input,
-        id: u64,
-        ty: &str,
-        line: &str,
-    ) -> Result<Observed, Fail> {
+    fn judge_reply(&mut self, init: bool, id: u64, ty: &str, line: &str) -> Result<Value, Fail> {
         let bad = |why: String| {
             Fail::Protocol(format!(
                 "malformed adapter output ({why}) while the harness waited for the reply to \
@@ -525,7 +603,7 @@ impl AdapterProcess {
         let o = b.as_object_mut().expect("body is an object");
         o.remove("type");
         o.remove("in_reply_to");
-        if matches!(input, Input::Init { .. }) {
+        if init {
             let v = o.remove("protocol_version");
             if v != Some(json!(PROTOCOL_VERSION)) {
                 let said = v.map_or("no protocol_version".to_string(), |v| {
@@ -540,7 +618,7 @@ impl AdapterProcess {
                 return Err(Fail::Protocol(e));
             }
         }
-        serde_json::from_value(b).map_err(|e| bad(format!("bad '{want}' body: {e}")))
+        Ok(b)
     }
 }
 
@@ -566,6 +644,25 @@ fn clip(line: &str) -> String {
 }
 
 impl System for AdapterProcess {
+    fn state(&mut self) -> Option<Result<BTreeMap<String, PeerState>, String>> {
+        if self.stateless || self.running.is_none() || self.refused.is_some() {
+            return None;
+        }
+        match self.exchange_state() {
+            Ok(p) => Some(Ok(p)),
+            Err(Fail::Error(e)) if e.starts_with(&format!("adapter error {NOT_SUPPORTED} ")) => {
+                self.stateless = true;
+                None
+            }
+            Err(Fail::Error(e)) => Some(Err(e)),
+            Err(Fail::Protocol(e)) => {
+                self.running = None;
+                self.adapter_failure = Some(e.clone());
+                Some(Err(e))
+            }
+        }
+    }
+
     fn handle(&mut self, input: &Input) -> Result<Observed, String> {
         if let Some(r) = &self.refused {
             return Err(r.clone());

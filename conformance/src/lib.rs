@@ -1,7 +1,7 @@
 //! # sa-Scribe conformance traces
 //!
 //! Reader, validator and viewer for the traces the model exports (`sascribe-model traces`),
-//! format `sascribe-trace` version 3 (the reader refuses others by name), documented in
+//! format `sascribe-trace` version 4 (the reader refuses others by name), documented in
 //! `conformance/TRACE-FORMAT.md` with the JSON
 //! Schema `conformance/trace.schema.json`. The reader is independent of the exporter (it does
 //! not link the model): it is what a third party reading the corpus would write.
@@ -25,13 +25,13 @@ pub mod runner;
 pub mod sut;
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The format name this reader accepts.
 pub const FORMAT: &str = "sascribe-trace";
 /// The format version this reader accepts.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Why a trace could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -286,6 +286,134 @@ pub struct Step {
     pub action: StepAction,
     /// Expected outcomes.
     pub expect: Expect,
+    /// The projected state after the step of every live peer whose projection it changed
+    /// (the others keep theirs; before step 1 every projection is empty).
+    #[serde(default)]
+    pub state: BTreeMap<String, PeerState>,
+}
+
+/// One event state of a projected record.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateProj {
+    /// Entity tag as a seq (`eN`; 0: a state adopted from the tree, its tag unknown).
+    pub etag: u8,
+    /// Its values, ascending.
+    pub values: Vec<u8>,
+}
+
+/// A replica's record: its seq and live event states (ordered by etag, then values).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordProj {
+    /// Seq of the latest change it holds.
+    pub seq: u8,
+    /// Live event states.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub states: Vec<StateProj>,
+}
+
+/// A committed entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryProj {
+    /// Its seq.
+    pub seq: u8,
+    /// Its composed values; absent when no state is live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<u8>>,
+}
+
+/// A root's record: the latest change applied (committed or waiting for its replicas) and the
+/// latest committed entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootProj {
+    /// Seq of the latest applied change.
+    pub seq: u8,
+    /// Its live event states (ordered by etag, then values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub states: Vec<StateProj>,
+    /// The latest committed entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed: Option<EntryProj>,
+}
+
+/// Local subscriptions by phase.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubsProj {
+    /// Waiting for the root's ACK.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pending: u8,
+    /// Accepted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub active: u8,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
+}
+
+impl SubsProj {
+    fn is_empty(&self) -> bool {
+        self.pending == 0 && self.active == 0
+    }
+}
+
+/// The projected abstract state of one peer (TRACE-FORMAT.md, "Projected state"); the default
+/// is the empty projection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerState {
+    /// The root record (a root that has one with seq > 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<RootProj>,
+    /// The replica record held here (seq > 0; never at a root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<RecordProj>,
+    /// Seq of the latest state known here as a tree member (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub latest: u8,
+    /// Tree parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Tree children, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<String>,
+    /// Local subscriptions.
+    #[serde(default, skip_serializing_if = "SubsProj::is_empty")]
+    pub subs: SubsProj,
+}
+
+impl PeerState {
+    /// The fields in which `self` (expected) and `got` differ: `(field, expected, got)`, in a
+    /// fixed order (root, replica, latest, parent, children, subs).
+    pub fn diff(&self, got: &PeerState) -> Vec<(&'static str, String, String)> {
+        fn show<T: Serialize>(v: &T) -> String {
+            serde_json::to_string(v).unwrap_or_default()
+        }
+        let mut d = Vec::new();
+        let mut field = |name, a: String, b: String| {
+            if a != b {
+                d.push((name, a, b));
+            }
+        };
+        let root = |r: &Option<RootProj>| r.as_ref().map(|r| (r.seq, r.states.clone()));
+        let comm = |r: &Option<RootProj>| r.as_ref().and_then(|r| r.committed.clone());
+        field("root", show(&root(&self.root)), show(&root(&got.root)));
+        field(
+            "root.committed",
+            show(&comm(&self.root)),
+            show(&comm(&got.root)),
+        );
+        field("replica", show(&self.replica), show(&got.replica));
+        field("latest", show(&self.latest), show(&got.latest));
+        field("parent", show(&self.parent), show(&got.parent));
+        field("children", show(&self.children), show(&got.children));
+        field("subs", show(&self.subs), show(&got.subs));
+        d
+    }
 }
 
 /// A trace.
@@ -308,6 +436,31 @@ pub struct Trace {
 
 /// Parses a trace from text; `file` names it in errors.
 pub fn parse(file: &Path, text: &str) -> Result<Trace, TraceError> {
+    // Format and version first: a trace of another version is refused by name, before its
+    // fields (which that version may spell differently) are read.
+    #[derive(Deserialize)]
+    struct Head {
+        format: Option<String>,
+        version: Option<u32>,
+    }
+    if let Ok(Head {
+        format: Some(format),
+        version: Some(version),
+    }) = serde_json::from_str::<Head>(text)
+    {
+        let invalid = |message| TraceError::Invalid {
+            file: file.to_path_buf(),
+            message,
+        };
+        if format != FORMAT {
+            return Err(invalid(format!(
+                "format is '{format}', expected '{FORMAT}'"
+            )));
+        }
+        if version != VERSION {
+            return Err(invalid(version_error(version)));
+        }
+    }
     let t: Trace = serde_json::from_str(text).map_err(|e| TraceError::Syntax {
         file: file.to_path_buf(),
         line: e.line(),
@@ -348,6 +501,13 @@ pub fn trace_files(path: &Path) -> Result<Vec<PathBuf>, TraceError> {
     }
 }
 
+fn version_error(version: u32) -> String {
+    format!(
+        "version {version} is not supported (this reader reads version {VERSION} only: \
+         regenerate the trace with `sascribe-model traces`)"
+    )
+}
+
 /// Checks what the schema cannot: format and version, step numbering, and that every name
 /// refers to a configured peer or user agent.
 pub fn validate(t: &Trace) -> Result<(), String> {
@@ -355,10 +515,7 @@ pub fn validate(t: &Trace) -> Result<(), String> {
         return Err(format!("format is '{}', expected '{FORMAT}'", t.format));
     }
     if t.version != VERSION {
-        return Err(format!(
-            "version {} is not supported (this reader reads version {VERSION})",
-            t.version
-        ));
+        return Err(version_error(t.version));
     }
     let c = &t.config;
     let peers: BTreeSet<&str> = c.peers.iter().map(|p| p.name.as_str()).collect();
@@ -415,6 +572,11 @@ pub fn validate(t: &Trace) -> Result<(), String> {
         }
         for o in &s.expect.client {
             known(&o.ua, "expected user agent", s.n)?;
+        }
+        for p in s.state.keys() {
+            if !peers.contains(p.as_str()) {
+                return Err(format!("step {}: state names unknown peer '{p}'", s.n));
+            }
         }
     }
     Ok(())

@@ -3,7 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use sascribe_conformance::adapter::AdapterProcess;
 use sascribe_conformance::inprocess::{InProcess, Mode};
-use sascribe_conformance::runner::{describe, run_trace, Families};
+use sascribe_conformance::runner::{self, describe, run_trace, run_trace_with, Families};
 use sascribe_conformance::sut::System;
 use sascribe_conformance::{chart, load, trace_files, Trace, TraceError};
 use std::path::PathBuf;
@@ -54,6 +54,10 @@ enum Command {
         /// (timeout, malformed or missing reply, exit): for tracking a partial implementation.
         #[arg(long, value_name = "N")]
         expect_pass: Option<usize>,
+        /// Compare messages only, not the projected state after each step (for measuring
+        /// what state comparison adds).
+        #[arg(long)]
+        messages_only: bool,
     },
     /// Replay one trace step by step, printing each step, what the implementation did and its
     /// logs.
@@ -197,6 +201,7 @@ struct RunOptions {
     verbose: bool,
     known: Option<PathBuf>,
     expect_pass: Option<usize>,
+    messages_only: bool,
 }
 
 fn run(paths: Vec<PathBuf>, target: Target, opts: RunOptions) -> ExitCode {
@@ -217,6 +222,10 @@ fn run(paths: Vec<PathBuf>, target: Target, opts: RunOptions) -> ExitCode {
     };
     let mut families = Families::default();
     let (mut passed, mut failed, mut skipped, mut adapter_failures) = (0, 0, 0, 0);
+    let ropts = runner::RunOptions {
+        verbose: opts.verbose,
+        state: !opts.messages_only,
+    };
     for item in traces_in(paths) {
         let (f, t) = match item {
             Loaded::Unlisted(e) => {
@@ -234,7 +243,7 @@ fn run(paths: Vec<PathBuf>, target: Target, opts: RunOptions) -> ExitCode {
         let name = f.display().to_string();
         let r = match adapter.as_mut() {
             Some(a) => {
-                let r = run_trace(&t, a, opts.verbose);
+                let r = run_trace_with(&t, a, ropts);
                 if let Some(e) = a.version_refused() {
                     print!(
                         "{}",
@@ -249,7 +258,7 @@ fn run(paths: Vec<PathBuf>, target: Target, opts: RunOptions) -> ExitCode {
                 r
             }
             None => match target.in_process() {
-                Ok(mut sys) => run_trace(&t, &mut sys, opts.verbose),
+                Ok(mut sys) => run_trace_with(&t, &mut sys, ropts),
                 Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::from(2);
@@ -278,6 +287,9 @@ fn run(paths: Vec<PathBuf>, target: Target, opts: RunOptions) -> ExitCode {
                 }
             }
         }
+    }
+    if adapter.as_ref().is_some_and(|a| a.reports_no_state()) {
+        println!("the adapter does not report its state (`state`): compared on messages only");
     }
     if adapter.is_some() {
         print!("\n{}", families.table());
@@ -373,6 +385,7 @@ fn main() -> ExitCode {
             verbose,
             known_divergences,
             expect_pass,
+            messages_only,
         } => run(
             paths,
             target,
@@ -380,6 +393,7 @@ fn main() -> ExitCode {
                 verbose,
                 known: known_divergences,
                 expect_pass,
+                messages_only,
             },
         ),
         Command::Replay {

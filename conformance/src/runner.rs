@@ -8,11 +8,17 @@
 //! What reaches a user agent is compared strictly (kind, seq, value, ETag and expiry through
 //! the mapping); overlay messages of the modelled kinds are compared as a multiset per step.
 //! Messages addressed to a crashed peer are never delivered and are left out on both sides.
+//!
+//! Then, when the system reports it ([`System::state`]), the projected state of every live peer
+//! is compared with the trace's (a step lists the peers whose projection it changed; the
+//! others keep theirs), field by field: the first difference fails the step
+//! ([`Verdict::IncorrectState`], naming the peer and the field, expected and got). A system
+//! that cannot report its state is compared on messages only.
 
 use crate::chart::{msg_label, outcome_label};
 use crate::sut::{ClientRequest, Input, Observed, System};
-use crate::{AbstractMsg, ClientOutcome, Step, StepAction, Trace};
-use std::collections::{BTreeSet, HashMap};
+use crate::{AbstractMsg, ClientOutcome, PeerState, Step, StepAction, Trace};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::{self, Write};
 
 /// How a step failed (named after Mocket's verdicts).
@@ -27,6 +33,8 @@ pub enum Verdict {
     /// The system under test could not apply the step's action (e.g. the message to deliver
     /// was never sent by the implementation), or an adapter failed.
     CannotApply,
+    /// The messages were right but a peer's projected state after the step differs.
+    IncorrectState,
 }
 
 impl fmt::Display for Verdict {
@@ -36,6 +44,7 @@ impl fmt::Display for Verdict {
             Verdict::UnexpectedAction => "unexpected_action",
             Verdict::IncorrectOutcome => "incorrect_outcome",
             Verdict::CannotApply => "cannot_apply",
+            Verdict::IncorrectState => "incorrect_state",
         })
     }
 }
@@ -200,8 +209,41 @@ fn list<T>(v: &[T], f: impl Fn(&T) -> String) -> String {
     }
 }
 
-/// Replays `trace` against `sys` (which must be fresh). Stops at the first failing step.
+/// How a trace is replayed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Keep a step-by-step transcript.
+    pub verbose: bool,
+    /// Compare the projected state after every step (when the system reports it).
+    pub state: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            verbose: false,
+            state: true,
+        }
+    }
+}
+
+/// Replays `trace` against `sys` (which must be fresh), messages and state compared. Stops at
+/// the first failing step.
 pub fn run_trace(trace: &Trace, sys: &mut dyn System, verbose: bool) -> TraceResult {
+    run_trace_with(
+        trace,
+        sys,
+        RunOptions {
+            verbose,
+            ..RunOptions::default()
+        },
+    )
+}
+
+/// Replays `trace` against `sys` (which must be fresh) as `opts` say. Stops at the first
+/// failing step.
+pub fn run_trace_with(trace: &Trace, sys: &mut dyn System, opts: RunOptions) -> TraceResult {
+    let verbose = opts.verbose;
     let mut res = TraceResult {
         name: trace.name.clone(),
         passed_steps: 0,
@@ -223,6 +265,7 @@ pub fn run_trace(trace: &Trace, sys: &mut dyn System, verbose: bool) -> TraceRes
     let mut uas = Uas::new(trace);
     let mut crashed: BTreeSet<String> = BTreeSet::new();
     let mut fired: HashMap<String, u32> = HashMap::new();
+    let mut expected: BTreeMap<String, PeerState> = BTreeMap::new();
     for step in &trace.steps {
         let action = action_label(&step.action);
         let r = apply(step, sys, &mut uas, &mut crashed, &mut fired);
@@ -238,7 +281,15 @@ pub fn run_trace(trace: &Trace, sys: &mut dyn System, verbose: bool) -> TraceRes
                 return res;
             }
         };
-        let judged = judge(step, &obs, &crashed);
+        let mut judged = judge(step, &obs, &crashed);
+        expected.extend(step.state.clone());
+        if judged.is_none() && opts.state {
+            judged = match sys.state() {
+                None => None,
+                Some(Err(e)) => Some((Verdict::CannotApply, format!("state: {e}"))),
+                Some(Ok(got)) => judge_state(trace, &expected, &got, &crashed),
+            };
+        }
         if verbose {
             let t = &mut res.transcript;
             let _ = writeln!(t, "step {:>3}. {action}", step.n);
@@ -460,6 +511,31 @@ fn judge(step: &Step, obs: &Observed, crashed: &BTreeSet<String>) -> Option<(Ver
         );
     }
     Some((verdict, d))
+}
+
+/// Compares the projected state of every live peer with the trace's; the first field that
+/// differs (peers in configuration order) is the failure.
+fn judge_state(
+    trace: &Trace,
+    expected: &BTreeMap<String, PeerState>,
+    got: &BTreeMap<String, PeerState>,
+    crashed: &BTreeSet<String>,
+) -> Option<(Verdict, String)> {
+    let empty = PeerState::default();
+    for p in &trace.config.peers {
+        if crashed.contains(&p.name) {
+            continue;
+        }
+        let e = expected.get(&p.name).unwrap_or(&empty);
+        let g = got.get(&p.name).unwrap_or(&empty);
+        if let Some((field, exp, act)) = e.diff(g).into_iter().next() {
+            return Some((
+                Verdict::IncorrectState,
+                format!("peer {} field {field}: expected {exp}, got {act}\n", p.name),
+            ));
+        }
+    }
+    None
 }
 
 /// Formats a failure for the console.

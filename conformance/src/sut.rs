@@ -6,8 +6,9 @@
 //! `conformance/ADAPTER.md`), so the in-process implementation ([`crate::inprocess`]) and an
 //! external process ([`crate::adapter::AdapterProcess`]) are interchangeable behind [`System`].
 
-use crate::{AbstractMsg, ClientOutcome, Config};
+use crate::{AbstractMsg, ClientOutcome, Config, PeerState};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// A client request a user agent makes to its first-contact peer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,4 +123,11 @@ pub trait System {
     /// Handles one input; `Err` is a description of why the input could not be applied (e.g.
     /// the message to deliver is not in flight), which the runner reports as a failure.
     fn handle(&mut self, input: &Input) -> Result<Observed, String>;
+
+    /// The projected state of every live peer, by name (a peer left out has the empty
+    /// projection), read after the last input settled; `None` when this system cannot report
+    /// it (it is then compared on messages only).
+    fn state(&mut self) -> Option<Result<BTreeMap<String, PeerState>, String>> {
+        None
+    }
 }

@@ -4,7 +4,7 @@
 
 use sascribe_conformance::adapter::{request_line, serve, AdapterProcess};
 use sascribe_conformance::inprocess::{InProcess, Mode};
-use sascribe_conformance::runner::{run_trace, Verdict};
+use sascribe_conformance::runner::{run_trace, run_trace_with, RunOptions, Verdict};
 use sascribe_conformance::sut::Input;
 use sascribe_conformance::{load, parse, trace_files, Trace};
 use std::path::{Path, PathBuf};
@@ -182,4 +182,84 @@ fn the_runtime_event_loop_gives_the_same_verdicts_as_the_core() {
         passed += usize::from(b.passed());
     }
     assert!(passed > 0);
+}
+
+#[test]
+fn a_wrong_projected_state_fails_at_its_step_naming_peer_and_field() {
+    let good = trace("multihop-witness-failover-happened");
+    // The first step that changes some peer's latest seq: expect one more.
+    let (i, peer) = good
+        .steps
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| {
+            s.state
+                .iter()
+                .find(|(_, p)| p.latest > 0)
+                .map(|(n, _)| (i, n.clone()))
+        })
+        .expect("some step sets a latest seq");
+    let mut bad = good.clone();
+    let p = bad.steps[i].state.get_mut(&peer).unwrap();
+    p.latest += 1;
+    let want = p.latest;
+    let r = run_trace(&bad, &mut InProcess::new(), false);
+    let f = r.failure.expect("a wrong latest seq is caught");
+    assert_eq!(f.step, i + 1);
+    assert_eq!(f.verdict, Verdict::IncorrectState);
+    assert!(
+        f.detail.contains(&format!(
+            "peer {peer} field latest: expected {want}, got {}",
+            want - 1
+        )),
+        "{}",
+        f.detail
+    );
+    // Compared on messages only, the same trace passes.
+    let opts = RunOptions {
+        verbose: false,
+        state: false,
+    };
+    assert!(run_trace_with(&bad, &mut InProcess::new(), opts).passed());
+
+    // A tree edge the implementation does not have, through the adapter: the same verdict.
+    let mut bad = good.clone();
+    let (i, name) = good
+        .steps
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| s.state.keys().next().map(|n| (i, n.clone())))
+        .expect("some step has a state");
+    bad.steps[i].state.get_mut(&name).unwrap().children = vec!["ZZ".into()];
+    let mut a = AdapterProcess::spawn(env!("CARGO_BIN_EXE_sascribe-adapter")).unwrap();
+    let f = run_trace(&bad, &mut a, false).failure.expect("caught");
+    assert_eq!((f.step, f.verdict), (i + 1, Verdict::IncorrectState));
+    assert!(f.detail.contains("field children"), "{}", f.detail);
+    assert!(!a.reports_no_state());
+}
+
+#[test]
+fn an_adapter_that_does_not_report_state_is_compared_on_messages_only() {
+    // The Python example answers `state` with error 10: a wrong state goes unnoticed, and the
+    // harness stops asking.
+    let cmd = format!(
+        "python3 {}",
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/toy_notifier.py")
+            .display()
+    );
+    let mut a = AdapterProcess::spawn(&cmd).unwrap();
+    // The first walk whose first step the toy gets right is asked for its state, once.
+    for f in trace_files(&corpus_dir()).unwrap() {
+        let t = load(&f).unwrap();
+        let r = run_trace(&t, &mut a, false);
+        // The toy fails on its messages; whatever state it was asked for was not judged.
+        assert!(r
+            .failure
+            .is_some_and(|f| f.verdict != Verdict::IncorrectState));
+        if r.passed_steps > 0 {
+            break;
+        }
+    }
+    assert!(a.reports_no_state());
 }

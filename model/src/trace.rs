@@ -7,10 +7,15 @@
 //! (a delivery of a named in-flight message, a timer firing, a crash, a loss) with its expected
 //! observable outcomes: what user agents are sent (the ACK as 200, NOTIFY with seq and the
 //! composed state, 200/412 to PUBLISH) and the abstract overlay messages each peer sends (kind, from, to,
-//! gid, seq).
+//! gid, seq). Since version 4 each step also carries the projected abstract state of the peers
+//! whose projection the step changed ([`PeerProjection`]): root and replica records, the
+//! member's latest seq, tree edges and local subscriptions, for the runner to compare with the
+//! implementation's after every step.
 
 use crate::model::{Action, SaScribe, State};
-use crate::protocol::{Entry, IfMatch, Msg, PubResult, ReqId, Timer, UaEvent, Values};
+use crate::protocol::{
+    Entry, EventState, IfMatch, Msg, PeerState, PubResult, ReqId, SubPhase, Timer, UaEvent, Values,
+};
 use crate::topology::{PeerIx, DIGITS};
 use serde::Serialize;
 use stateright::actor::{ActorModelAction, Envelope, Id, Network};
@@ -20,7 +25,7 @@ use std::collections::BTreeMap;
 /// Format name written in every trace.
 pub const FORMAT: &str = "sascribe-trace";
 /// Format version.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Where a trace comes from.
 #[derive(Clone, Debug, Serialize)]
@@ -257,6 +262,113 @@ pub struct Step {
     pub action: StepAction,
     /// What must be observed after it.
     pub expect: Expect,
+    /// The projected state after it of every live peer whose projection this step changed
+    /// (the others keep theirs; before step 1 every projection is empty).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub state: BTreeMap<String, PeerProjection>,
+}
+
+/// One event state of a projected record: its entity tag (`e<N>`: the seq of the change that
+/// last set it; 0 for a state adopted from the tree or a replica, whose tag is not known) and
+/// its values.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct StateProjection {
+    /// Entity tag, as a seq.
+    pub etag: u8,
+    /// Its values, ascending.
+    pub values: Vec<u8>,
+}
+
+/// A projected record (a root's, or a replica's copy): its seq and live event states.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RecordProjection {
+    /// Seq of the latest change applied to it.
+    pub seq: u8,
+    /// The live event states, ordered by (etag, values).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub states: Vec<StateProjection>,
+}
+
+/// A committed entry: what a root answers JOINs with and has multicast.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EntryProjection {
+    /// Its seq.
+    pub seq: u8,
+    /// Its composed values; absent when no state is live.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<u8>>,
+}
+
+/// A projected root record: the latest change applied (committed or waiting for the replicas)
+/// and the latest committed entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RootProjection {
+    /// Seq of the latest applied change.
+    pub seq: u8,
+    /// Its live event states, ordered by (etag, values).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub states: Vec<StateProjection>,
+    /// The latest committed entry, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub committed: Option<EntryProjection>,
+}
+
+/// What a local subscription count says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SubsProjection {
+    /// Subscriptions waiting for the root's ACK.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub pending: u8,
+    /// Subscriptions accepted.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub active: u8,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
+}
+
+/// The abstract state of one peer that the runner compares with the implementation's after
+/// every step (`conformance/MAPPING.md`, "Projected state"). A root or replica record with seq
+/// 0 (nothing published yet) is not projected: production creates its root role lazily.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PeerProjection {
+    /// The root record, if this peer is the group's root and has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<RootProjection>,
+    /// The replica record held here (never at a root).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<RecordProjection>,
+    /// Seq of the latest group state known here as a tree member (0: none).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub latest: u8,
+    /// Tree parent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Tree children, by name, sorted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<String>,
+    /// Local subscriptions.
+    #[serde(skip_serializing_if = "SubsProjection::is_empty")]
+    pub subs: SubsProjection,
+}
+
+impl SubsProjection {
+    fn is_empty(&self) -> bool {
+        self.pending == 0 && self.active == 0
+    }
+}
+
+fn states_of(states: &[EventState]) -> Vec<StateProjection> {
+    let mut v: Vec<StateProjection> = states
+        .iter()
+        .map(|s| StateProjection {
+            etag: s.etag,
+            values: values_list(s.values).unwrap_or_default(),
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 /// The values of a set, ascending; `None` for the empty set.
@@ -599,18 +711,83 @@ impl SaScribe {
             n,
             action: step_action,
             expect,
+            state: BTreeMap::new(),
         }
+    }
+
+    /// The projection of one peer's state (see [`PeerProjection`]).
+    pub fn project_peer(&self, st: &PeerState) -> PeerProjection {
+        let t = &self.setup.topo;
+        let root = st
+            .root
+            .as_ref()
+            .filter(|r| r.st.seq > 0)
+            .map(|r| RootProjection {
+                seq: r.st.seq,
+                states: states_of(&r.st.states),
+                committed: r.committed.map(|e| EntryProjection {
+                    seq: e.seq,
+                    values: values_list(e.values),
+                }),
+            });
+        let replica = st
+            .replica
+            .as_ref()
+            .filter(|r| r.seq > 0 && st.root.is_none())
+            .map(|r| RecordProjection {
+                seq: r.seq,
+                states: states_of(&r.states),
+            });
+        let mut subs = SubsProjection::default();
+        for s in &st.subs {
+            match s.phase {
+                SubPhase::Pending(_) => subs.pending += 1,
+                SubPhase::Active(_) => subs.active += 1,
+            }
+        }
+        PeerProjection {
+            root,
+            replica,
+            latest: st.latest.map_or(0, |e| e.seq),
+            parent: st.parent.map(|p| t.name(p)),
+            children: (0..t.len() as PeerIx)
+                .filter(|&c| st.children & (1 << c) != 0)
+                .map(|c| t.name(c))
+                .collect(),
+            subs,
+        }
+    }
+
+    /// The projections of every live peer of `state`, by name.
+    pub fn project(&self, state: &State) -> BTreeMap<String, PeerProjection> {
+        (0..self.setup.peers())
+            .filter(|&p| !state.crashed[p])
+            .filter_map(|p| {
+                let st = state.actor_states.get(p)?.peer()?;
+                Some((self.setup.topo.name(p as PeerIx), self.project_peer(st)))
+            })
+            .collect()
     }
 
     /// A trace following `actions` from the initial state.
     pub fn trace(&self, name: String, origin: Origin, actions: &[Action]) -> Trace {
         let mut state = self.init_states().remove(0);
         let mut steps = Vec::new();
+        let mut shown = self.project(&state);
+        // Before step 1 every projection is empty, as the reader assumes: show any that is not.
+        shown.retain(|_, p| *p == PeerProjection::default());
         for (i, a) in actions.iter().enumerate() {
-            steps.push(self.trace_step(i + 1, &state, a));
+            let mut step = self.trace_step(i + 1, &state, a);
             state = self
                 .next_state(&state, a.clone())
                 .expect("trace actions come from the model");
+            for (peer, p) in self.project(&state) {
+                if shown.get(&peer) != Some(&p) {
+                    step.state.insert(peer.clone(), p.clone());
+                    shown.insert(peer, p);
+                }
+            }
+            steps.push(step);
         }
         Trace {
             format: FORMAT,

@@ -3,9 +3,10 @@
 //! the ETag ↔ seq table.
 
 use super::{value_of, values_of, Cluster};
-use crate::AbstractMsg;
+use crate::{AbstractMsg, EntryProj, PeerState, RecordProj, RootProj, StateProj, SubsProj};
 use sascribe::wire::{Latest, Msg, PublishReply, Routed, ScribeMsg};
 use sascribe::{ETag, GroupId, NodeId};
+use std::collections::BTreeSet;
 
 /// What the harness does with a captured datagram of a kind the model does not have.
 #[derive(PartialEq, Eq)]
@@ -224,5 +225,104 @@ impl Cluster {
             _ => return (Policy::Immediate, None),
         }
         (Policy::Modelled, Some(a))
+    }
+}
+
+/// What the harness reads from one production peer for its projection.
+pub(super) struct RawState {
+    view: Option<sascribe::GroupView>,
+    committed: Option<sascribe::RecordView>,
+    applied: Option<sascribe::RecordView>,
+}
+
+impl RawState {
+    /// Reads the production views of group `gid` at `p`.
+    pub(super) fn read(p: &sascribe::Peer, gid: GroupId) -> Self {
+        RawState {
+            view: p.group_view(gid),
+            committed: p.record_view(gid),
+            applied: p.applied_record_view(gid),
+        }
+    }
+}
+
+impl Cluster {
+    /// The abstract etag of a production state: the seq the ETag table holds for it (learned
+    /// from the root's REPLICATEs and 200s), 0 for one nobody was told (a state adopted from the
+    /// tree, like the model's anonymous state).
+    fn abstract_etag(&self, e: ETag) -> u8 {
+        self.etag_seq.get(&e).copied().unwrap_or(0)
+    }
+
+    fn states_of(&self, r: &sascribe::RecordView) -> Vec<StateProj> {
+        let mut v: Vec<StateProj> = r
+            .states
+            .iter()
+            .map(|s| StateProj {
+                etag: self.abstract_etag(s.etag),
+                values: values_of(&s.body).unwrap_or_default(),
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn name_of(&self, id: NodeId) -> String {
+        self.slots
+            .iter()
+            .find(|s| s.handle.id == id)
+            .map_or_else(|| format!("{id:?}"), |s| s.name.clone())
+    }
+
+    /// The abstract projection of what peer `raw` holds (MAPPING.md, "Projected state").
+    pub(super) fn project_raw(&self, raw: &RawState) -> PeerState {
+        let Some(v) = &raw.view else {
+            return PeerState::default();
+        };
+        let seq = |s: u64| s.min(255) as u8;
+        let root = raw
+            .applied
+            .as_ref()
+            .filter(|r| v.is_root && r.seq > 0)
+            .map(|r| RootProj {
+                seq: seq(r.seq),
+                states: self.states_of(r),
+                committed: raw
+                    .committed
+                    .as_ref()
+                    .filter(|c| c.seq > 0)
+                    .map(|c| EntryProj {
+                        seq: seq(c.seq),
+                        values: {
+                            let all: BTreeSet<u8> = self
+                                .states_of(c)
+                                .into_iter()
+                                .flat_map(|s| s.values)
+                                .collect();
+                            (!all.is_empty()).then(|| all.into_iter().collect())
+                        },
+                    }),
+            });
+        let replica = raw
+            .committed
+            .as_ref()
+            .filter(|r| !v.is_root && r.seq > 0)
+            .map(|r| RecordProj {
+                seq: seq(r.seq),
+                states: self.states_of(r),
+            });
+        let mut children: Vec<String> = v.children.iter().map(|c| self.name_of(*c)).collect();
+        children.sort();
+        PeerState {
+            root,
+            replica,
+            latest: seq(v.latest_seq),
+            parent: v.parent.map(|p| self.name_of(p)),
+            children,
+            subs: SubsProj {
+                pending: (v.local_subs - v.accepted_subs).min(255) as u8,
+                active: v.accepted_subs.min(255) as u8,
+            },
+        }
     }
 }

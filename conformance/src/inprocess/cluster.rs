@@ -3,12 +3,12 @@
 //! datagram captured and held until a step names it, SIP datagrams between user agents and
 //! their peers delivered at once, time and timers owned by the harness.
 
-use super::abstraction::Policy;
+use super::abstraction::{Policy, RawState};
 use super::clients::{ua_addr, TraceUa};
 use super::{parse_id, production_config, Mode, MAX_SETTLE, RESOURCE, SILENT_HORIZON};
 use crate::driver::{CoreDriver, Driver, RuntimeDriver};
 use crate::sut::{Input, Observed};
-use crate::{AbstractMsg, Config as TraceConfig};
+use crate::{AbstractMsg, Config as TraceConfig, PeerState};
 use sascribe::sip::SipConfig;
 use sascribe::ua::UserAgent;
 use sascribe::wire::{Codec, Msg, ScribeMsg};
@@ -16,9 +16,9 @@ use sascribe::{
     Call, Config, ETag, GroupId, Host, Input as HostInput, Millis, NodeHandle, NodeId, PubHandle,
     RequestTimer, Seeds, Socket, SubHandle,
 };
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// One production peer and the harness's bookkeeping about it: the seam.
 pub(super) struct Slot {
@@ -351,6 +351,34 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+
+    /// The projected state of every live peer (MAPPING.md, "Projected state").
+    pub fn project(&mut self) -> Result<BTreeMap<String, PeerState>, String> {
+        let mut out = BTreeMap::new();
+        for i in 0..self.slots.len() {
+            if self.slots[i].crashed {
+                continue;
+            }
+            let raw = Arc::new(Mutex::new(None));
+            let into = Arc::clone(&raw);
+            let gid = self.gid;
+            self.slots[i].driver.call(
+                self.now,
+                Box::new(move |host, _| {
+                    let r = RawState::read(host.peer(), gid);
+                    *into.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                    Ok(String::new())
+                }),
+            )?;
+            let raw = raw
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .ok_or("the peer did not report its state")?;
+            out.insert(self.slots[i].name.clone(), self.project_raw(&raw));
+        }
+        Ok(out)
     }
 
     /// The model's leaf set of peer `a` given the crashes it detected (topology.rs rule).

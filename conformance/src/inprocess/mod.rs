@@ -21,10 +21,11 @@ mod clients;
 mod cluster;
 
 use crate::sut::{Input, Observed, System};
-use crate::Config as TraceConfig;
+use crate::{Config as TraceConfig, PeerState};
 use bytes::Bytes;
 use cluster::Cluster;
 use sascribe::{Config, Millis};
+use std::collections::BTreeMap;
 
 /// Intervals of the periodic maintenance the model has no counterpart for (keep-alives,
 /// heartbeats, leaf-set exchanges, replica refresh): far beyond any trace, so they never fire.
@@ -112,6 +113,11 @@ impl System for InProcess {
             .ok_or("the first input must be init")?;
         c.input(input)?;
         Ok(c.settle())
+    }
+
+    fn state(&mut self) -> Option<Result<BTreeMap<String, PeerState>, String>> {
+        let c = self.cluster.as_mut()?;
+        Some(c.project())
     }
 }
 

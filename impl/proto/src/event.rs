@@ -187,6 +187,8 @@ pub struct GroupView {
     pub etags: Vec<ETag>,
     /// Number of local subscriptions.
     pub local_subs: usize,
+    /// How many of them the root accepted (its ACK arrived).
+    pub accepted_subs: usize,
 }
 
 /// One event state of a record, as an operator sees it (admin endpoint).
@@ -204,6 +206,8 @@ pub struct StateView {
     pub created: u64,
     /// Seq of the change that last set it.
     pub changed: u64,
+    /// Its body (a cheap reference to the record's).
+    pub body: bytes::Bytes,
 }
 
 /// The record of a group held at this peer (as root, or as a replica's copy).

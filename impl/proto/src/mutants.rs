@@ -62,11 +62,25 @@ pub enum Mutant {
     /// SIP: the 200 to an initial SUBSCRIBE is not followed by a NOTIFY with the current state
     /// (RFC 6665 §4.2.1 requires one at once).
     NoImmediateNotify,
+    /// State only (the messages stay right): a peer that learns a child crashed keeps it as a
+    /// child (what it sends the dead peer is never delivered).
+    DeadChildKept,
+    /// State only: a peer left with no subscription and no child sends its LEAVE but keeps its
+    /// parent.
+    PruneKeepsParent,
+    /// Mostly state: a peer on a JOIN's reverse path forwards the root's ACK without learning
+    /// the state it carries (its later JOINs then carry an older state).
+    ReversePathForgets,
+    /// State only: a replica acknowledges every REPLICATE but keeps the first record it got.
+    ReplicaKeepsFirst,
+    /// State only: ending a local subscription removes it from the SIP-facing table but not
+    /// from its group, so the peer keeps counting it and stays in the tree.
+    UnsubscribeKeepsSub,
 }
 
 impl Mutant {
     /// Every seeded bug.
-    pub const ALL: [Mutant; 20] = [
+    pub const ALL: [Mutant; 25] = [
         Mutant::RootAcceptsLowerSeq,
         Mutant::SkipReplication,
         Mutant::ReuseEtag,
@@ -87,6 +101,11 @@ impl Mutant {
         Mutant::WrongPreconditionCode,
         Mutant::NoRetransmissionAbsorption,
         Mutant::NoImmediateNotify,
+        Mutant::DeadChildKept,
+        Mutant::PruneKeepsParent,
+        Mutant::ReversePathForgets,
+        Mutant::ReplicaKeepsFirst,
+        Mutant::UnsubscribeKeepsSub,
     ];
 
     /// Kebab-case name (`root-accepts-lower-seq`).

@@ -190,6 +190,11 @@ impl Peer {
     pub fn record_view(&self, gid: GroupId) -> Option<crate::event::RecordView> {
         self.scribe.record_view(gid)
     }
+    /// The record of `gid` with the change a root applied and waits on its replicas for (else
+    /// its committed record, or a replica's copy): for conformance projections.
+    pub fn applied_record_view(&self, gid: GroupId) -> Option<crate::event::RecordView> {
+        self.scribe.applied_record_view(gid)
+    }
     /// Groups this peer holds any state for.
     pub fn groups(&self) -> impl Iterator<Item = GroupId> + '_ {
         self.scribe.group_ids()

@@ -174,7 +174,8 @@ impl Scribe {
         if g.has_interest() || g.root.is_some() {
             return;
         }
-        if let Some(p) = g.parent.take() {
+        let keep = ctx.cfg.mutant_on(crate::mutants::Mutant::PruneKeepsParent);
+        if let Some(p) = if keep { g.parent } else { g.parent.take() } {
             ctx.out.send(&p, ScribeMsg::Leave { gid });
         }
         g.rejoin_at = None;

@@ -160,7 +160,9 @@ impl Scribe {
 
     pub(super) fn detach_sub(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, handle: SubHandle) {
         if let Some(g) = self.groups.get_mut(&gid) {
-            g.subs.retain(|h| *h != handle);
+            if !ctx.cfg.mutant_on(Mutant::UnsubscribeKeepsSub) {
+                g.subs.retain(|h| *h != handle);
+            }
         }
         self.prune(ctx, gid);
     }

@@ -157,13 +157,28 @@ impl Scribe {
             record_seq: g.record.as_ref().map(|r| r.seq),
             etags: g.record.as_ref().map(|r| r.etags()).unwrap_or_default(),
             local_subs: g.subs.len(),
+            accepted_subs: g
+                .subs
+                .iter()
+                .filter(|h| self.subs.get(h).is_some_and(|s| s.accepted))
+                .count(),
         })
     }
 
     pub fn record_view(&self, gid: GroupId) -> Option<crate::event::RecordView> {
         let g = self.groups.get(&gid)?;
-        let r = g.record.as_ref()?;
-        Some(crate::event::RecordView {
+        Some(Self::view_of(gid, g, g.record.as_ref()?))
+    }
+
+    /// The record a root last applied a change to (one waiting for its replicas' acks, else
+    /// its committed record); at other peers, the replica copy.
+    pub fn applied_record_view(&self, gid: GroupId) -> Option<crate::event::RecordView> {
+        let g = self.groups.get(&gid)?;
+        Some(Self::view_of(gid, g, g.best_record()?))
+    }
+
+    fn view_of(gid: GroupId, g: &Group, r: &Record) -> crate::event::RecordView {
+        crate::event::RecordView {
             gid,
             is_root: g.root.is_some(),
             seq: r.seq,
@@ -178,10 +193,11 @@ impl Scribe {
                     expires_at: s.expires_at,
                     created: s.created,
                     changed: s.changed,
+                    body: s.body.clone(),
                 })
                 .collect(),
             document_bytes: r.doc_len(),
-        })
+        }
     }
 
     pub fn group_ids(&self) -> impl Iterator<Item = GroupId> + '_ {

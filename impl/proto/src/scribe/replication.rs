@@ -132,7 +132,8 @@ impl Scribe {
                 }
             }
             _ => {
-                if newer {
+                let first = ctx.cfg.mutant_on(Mutant::ReplicaKeepsFirst) && g.record.is_some();
+                if newer && !first {
                     g.record = Some(inc);
                 }
             }

@@ -152,6 +152,7 @@ impl Scribe {
         }
         let next = path.last().copied();
         if let Some(next) = next {
+            let learn = learn && !ctx.cfg.mutant_on(Mutant::ReversePathForgets);
             if learn && self.apply_latest_except(ctx, gid, latest.clone(), Some(next.id)) {
                 self.root_absorb_latest(ctx, gid);
             }
@@ -296,7 +297,9 @@ impl Scribe {
             let Some(g) = self.groups.get_mut(&gid) else {
                 continue;
             };
-            g.children.retain(|c| c.handle.id != id);
+            if !ctx.cfg.mutant_on(Mutant::DeadChildKept) {
+                g.children.retain(|c| c.handle.id != id);
+            }
             let orphan = g.parent.is_some_and(|p| p.id == id);
             if orphan {
                 g.parent = None;
