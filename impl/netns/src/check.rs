@@ -2,7 +2,7 @@
 //! presentity and watcher, the five rules of [`Rule`]. It reports every violation, the first
 //! (earliest) one with an excerpt of the history around it.
 
-use crate::history::{tagged_version, Event};
+use crate::history::Event;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
@@ -211,11 +211,9 @@ pub fn check(events: &[Event], bounds: Bounds) -> Report {
                     d.notifies.push((*t, *cseq, *terminated, None));
                 }
             }
-            Event::Fault { t, peer, .. } => {
-                if let Some(p) = peer {
-                    faults.push((*t, p));
-                }
-            }
+            Event::Fault {
+                t, peer: Some(p), ..
+            } => faults.push((*t, p)),
             Event::Quiesce { t } => quiesce = Some(*t),
             _ => {}
         }
@@ -226,18 +224,13 @@ pub fn check(events: &[Event], bounds: Bounds) -> Report {
     let mut notify_idx: HashMap<&str, usize> = HashMap::new();
     for e in events {
         if let Event::Notify {
-            t,
-            dialog,
-            version,
-            seq,
-            ..
+            t, dialog, version, ..
         } = e
         {
             let Some(d) = dialogs.get_mut(dialog.as_str()) else {
                 continue;
             };
             let i = notify_idx.entry(dialog).or_insert(0);
-            let _ = seq;
             if let Some(v) = version {
                 d.notifies[*i].3 = Some(*v);
                 let published = sent
@@ -443,18 +436,21 @@ pub fn check(events: &[Event], bounds: Bounds) -> Report {
                 ),
             ));
         }
-        if !initial && expires == 0 && *status == Some(200) && !faulted {
-            if !dl.notifies.iter().any(|n| n.2) {
-                out.push((
-                    Rule::NoSilentDrop,
-                    *t,
-                    dl.pres.clone(),
-                    format!(
-                        "watcher {} (dialog {dialog}) unsubscribed (200) but no terminated NOTIFY came",
-                        dl.watcher
-                    ),
-                ));
-            }
+        if !initial
+            && expires == 0
+            && *status == Some(200)
+            && !faulted
+            && !dl.notifies.iter().any(|n| n.2)
+        {
+            out.push((
+                Rule::NoSilentDrop,
+                *t,
+                dl.pres.clone(),
+                format!(
+                    "watcher {} (dialog {dialog}) unsubscribed (200) but no terminated NOTIFY came",
+                    dl.watcher
+                ),
+            ));
         }
     }
     for d in &dialog_order {
@@ -491,9 +487,6 @@ pub fn check(events: &[Event], bounds: Bounds) -> Report {
             }
         })
         .collect();
-    // Keep the NOTIFY versions' owners honest: a body naming another presentity is Published's
-    // business (its version is not among this presentity's publications).
-    let _ = tagged_version;
     report
 }
 

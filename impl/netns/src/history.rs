@@ -152,15 +152,6 @@ pub fn version_in(body: &str, pres: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// Like [`version_in`], but also returns the presentity named (the NOTIFY side does not know
-/// which presentity its dialog is about; the checker compares).
-pub fn tagged_version(body: &str) -> Option<(String, u64)> {
-    let at = body.find("sxv=")? + 4;
-    let (name, rest) = body[at..].split_once('/')?;
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    Some((name.to_string(), digits.parse().ok()?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,7 +161,6 @@ mod tests {
         let b = "<presence><tuple id='a'/><note>sxv=p3/57</note></presence>";
         assert_eq!(version_in(b, "p3"), Some(57));
         assert_eq!(version_in(b, "p4"), None);
-        assert_eq!(tagged_version(b), Some(("p3".into(), 57)));
         assert_eq!(version_in("", "p3"), None);
     }
 

@@ -127,14 +127,14 @@ pub fn random(seed: u64, peers: usize) -> Schedule {
     order.shuffle(&mut rng);
     let faults = rng.random_range(1..=3);
     let mut down = 0;
-    for f in 0..faults {
+    for (f, &peer) in order.iter().enumerate().take(faults) {
         let at = rng.random_range(3.0..10.0f64);
         let len = rng.random_range(3.0..8.0f64);
         // Role-based victims half of the time: the root of p0 and its successors.
         let who = if rng.random_bool(0.5) {
             Ring(f)
         } else {
-            Peer(order[f])
+            Peer(peer)
         };
         match rng.random_range(0..4) {
             0 if down < 2 => {
