@@ -269,6 +269,7 @@ mod tests {
             call_id: id.into(),
             body: body.into(),
             at: t0 + Duration::from_millis(ms),
+            msg: sip::Msg::parse(b"NOTIFY sip:w@x SIP/2.0\r\n\r\n").unwrap(),
         };
         tx.send(note("a", "<note>m-v1</note>", 5)).unwrap();
         tx.send(note("b", "<note>m-v0</note>", 6)).unwrap();

@@ -20,7 +20,7 @@ mod load;
 mod plot;
 mod rates;
 mod report;
-mod sip;
+use sascribe_sipua as sip;
 mod sipp;
 mod sys;
 mod targets;

@@ -2,11 +2,14 @@
 //! transaction per request with RFC 3261 timer E retransmissions (T1 = 500 ms doubling up to
 //! T2 = 4 s, until the caller's give-up time), and every NOTIFY answered 200 OK at once, then
 //! handed to an optional sink with its arrival time.
+//!
+//! Shared by the benchmark (`sascribe-bench`, on 127.0.0.1) and the fault campaign
+//! (`sascribe-netns`, inside a network namespace, bound to that namespace's address).
 
 use anyhow::{anyhow, bail, Context};
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -132,9 +135,14 @@ pub fn tag(value: &str) -> Option<&str> {
 /// A NOTIFY as the client received it.
 #[derive(Clone, Debug)]
 pub struct Notification {
+    /// Its Call-ID (the dialog it belongs to).
     pub call_id: String,
+    /// Its body.
     pub body: String,
+    /// When it arrived.
     pub at: Instant,
+    /// The whole message (CSeq, Subscription-State, …).
+    pub msg: Msg,
 }
 
 struct Shared {
@@ -146,15 +154,15 @@ struct Shared {
     notifies: AtomicU64,
 }
 
-/// A socket on 127.0.0.1 with 4 MB buffers (capped by net.core.rmem_max / wmem_max): a burst
-/// of NOTIFYs must not be dropped by the client.
-fn bind_big() -> std::io::Result<UdpSocket> {
+/// A socket on `ip` with 4 MB buffers (capped by net.core.rmem_max / wmem_max): a burst of
+/// NOTIFYs must not be dropped by the client.
+fn bind_big(ip: IpAddr) -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     let _ = s.set_recv_buffer_size(4 << 20);
     let _ = s.set_send_buffer_size(4 << 20);
     s.set_nonblocking(true)?;
-    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    s.bind(&SocketAddr::new(ip, 0).into())?;
     UdpSocket::from_std(s.into())
 }
 
@@ -176,15 +184,24 @@ pub struct Client {
 }
 
 impl Client {
-    /// Binds `sockets` sockets; NOTIFYs (already answered) go to `sink` if given.
+    /// Binds `sockets` sockets on 127.0.0.1; NOTIFYs (already answered) go to `sink` if given.
     pub async fn bind(
+        sockets: usize,
+        sink: Option<mpsc::UnboundedSender<Notification>>,
+    ) -> anyhow::Result<Self> {
+        Self::bind_on(IpAddr::V4(Ipv4Addr::LOCALHOST), sockets, sink).await
+    }
+
+    /// Binds `sockets` sockets on `ip` (ephemeral ports); NOTIFYs go to `sink` if given.
+    pub async fn bind_on(
+        ip: IpAddr,
         sockets: usize,
         sink: Option<mpsc::UnboundedSender<Notification>>,
     ) -> anyhow::Result<Self> {
         let mut socks = Vec::new();
         let mut locals = Vec::new();
         for _ in 0..sockets.max(1) {
-            let s = bind_big().context("binding a client socket")?;
+            let s = bind_big(ip).context("binding a client socket")?;
             locals.push(s.local_addr()?);
             socks.push(Arc::new(s));
         }
@@ -330,8 +347,9 @@ async fn receive(shared: Arc<Shared>, i: usize, sink: Option<mpsc::UnboundedSend
             if let Some(s) = &sink {
                 let _ = s.send(Notification {
                     call_id: msg.header("Call-ID").unwrap_or("").to_string(),
-                    body: msg.body,
+                    body: msg.body.clone(),
                     at,
+                    msg,
                 });
             }
         }
