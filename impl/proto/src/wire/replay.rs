@@ -39,7 +39,7 @@ struct Seen {
     last_heard: u64,
 }
 
-/// The receiver's memory of authenticated datagrams (see the [module docs](self)).
+/// The receiver's memory of authenticated datagrams.
 #[derive(Debug, Default)]
 pub struct ReplayGuard {
     senders: HashMap<NodeId, Seen>,
