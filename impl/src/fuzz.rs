@@ -182,7 +182,12 @@ fn check_stream_output(mut out: &[u8]) {
             })
             .expect("a message the host wrote on a stream has no Content-Length");
         let total = end + 4 + len;
-        assert!(total <= out.len(), "a message the host wrote is cut short");
+        assert!(
+            total <= out.len(),
+            "a message the host wrote is cut short ({} of {total} bytes): {:?}",
+            out.len(),
+            String::from_utf8_lossy(out)
+        );
         assert!(
             crate::sip::message::parse(&out[..total]).is_ok(),
             "the host wrote SIP that does not parse: {head}"

@@ -117,7 +117,11 @@ impl SipEndpoint {
     pub(super) fn stateless(&mut self, flow: &Flow, hs: &Headers, code: u16, reason: &str) {
         let src = flow.remote();
         let mut h = Headers::default();
-        for (i, v) in hs.all("Via").enumerate() {
+        // The headers of a request that could not be parsed are echoed only when they are
+        // clean text: a value holding a line break or another control byte would let the
+        // request write headers of its own into our answer (response splitting).
+        let clean = |v: &&str| !v.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f);
+        for (i, v) in hs.all("Via").filter(clean).enumerate() {
             h.push(
                 "Via",
                 if i == 0 {
@@ -128,7 +132,7 @@ impl SipEndpoint {
             );
         }
         for n in ["From", "To", "Call-ID", "CSeq"] {
-            if let Some(v) = hs.get(n) {
+            if let Some(v) = hs.get(n).filter(clean) {
                 let v = if n == "To" && !v.contains("tag=") {
                     format!("{v};tag={}", self.random_hex())
                 } else {
@@ -142,6 +146,7 @@ impl SipEndpoint {
         }
         let method = hs
             .get("CSeq")
+            .filter(clean)
             .and_then(|c| c.split_whitespace().nth(1))
             .unwrap_or("-")
             .to_string();
