@@ -19,7 +19,6 @@ use crate::pastry::Hop;
 use crate::{Host, Millis};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -40,20 +39,11 @@ pub fn check_addr(addr: SocketAddr, allow_remote: bool) -> Result<(), String> {
 pub async fn start(addr: SocketAddr, handles: Vec<RuntimeHandle>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let handles = Arc::new(handles);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            let handles = handles.clone();
-            tokio::spawn(async move {
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(10), serve(stream, &handles)).await;
-            });
-        }
-    });
+    tokio::spawn(super::metrics::serve_each(
+        listener,
+        handles,
+        |stream, handles| async move { serve(stream, &handles).await },
+    ));
     Ok(local)
 }
 

@@ -484,15 +484,33 @@ impl Collector for Scrape {
 /// Serves `GET /metrics` on `listener` for the peers behind `handles`, until the task is
 /// dropped.
 pub async fn serve(listener: TcpListener, handles: Vec<RuntimeHandle>) {
+    serve_each(listener, handles, |stream, handles| async move {
+        answer(stream, &handles).await
+    })
+    .await
+}
+
+/// Accepts connections on `listener` until the task is dropped and runs `answer` on each in
+/// its own task, bounded to 10 s (the metrics and admin endpoints: one exchange per
+/// connection). A failed accept (e.g. out of file descriptors) pauses 50 ms, so that it does
+/// not spin.
+pub(super) async fn serve_each<F, Fut>(
+    listener: TcpListener,
+    handles: Vec<RuntimeHandle>,
+    answer: F,
+) where
+    F: Fn(TcpStream, Arc<Vec<RuntimeHandle>>) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+{
     let handles = Arc::new(handles);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let handles = handles.clone();
+        let exchange = answer(stream, handles.clone());
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, &handles)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), exchange).await;
         });
     }
 }
