@@ -164,6 +164,7 @@ fn forgeries(s: &Sim, attacker: NodeHandle) -> Vec<(&'static str, usize, Msg)> {
         content_type: None,
     };
     let record = WireRecord {
+        epoch: 70,
         seq: 70,
         rev: 70,
         states: vec![WireState {
@@ -275,6 +276,17 @@ fn forgeries(s: &Sim, attacker: NodeHandle) -> Vec<(&'static str, usize, Msg)> {
             Msg::Scribe(ScribeMsg::Replicate {
                 gid: GID,
                 rec: record.clone(),
+                epoch: 70,
+                stamp: 0,
+            }),
+        ),
+        (
+            "replication: fenced",
+            root,
+            Msg::Scribe(ScribeMsg::Fenced {
+                gid: GID,
+                epoch: 70,
+                rec: Some(record.clone()),
             }),
         ),
         (
@@ -283,6 +295,8 @@ fn forgeries(s: &Sim, attacker: NodeHandle) -> Vec<(&'static str, usize, Msg)> {
             Msg::Scribe(ScribeMsg::FetchReply {
                 gid: GID,
                 rec: Some(record),
+                promised: 70,
+                granted: true,
             }),
         ),
         (

@@ -196,7 +196,7 @@ impl Cluster {
                     a.seq = Some(o.seq.min(255) as u8);
                 }
             }
-            ScribeMsg::Replicate { gid, rec } if ours(gid) => {
+            ScribeMsg::Replicate { gid, rec, .. } if ours(gid) => {
                 self.rev_seq.insert((from, rec.rev), rec.seq);
                 for s in &rec.states {
                     // The ETag the root minted for the change that last set this state
@@ -211,7 +211,7 @@ impl Cluster {
                 a.seq = Some(rec.seq.min(255) as u8);
                 a.values = rec.latest().body.as_deref().and_then(values_of);
             }
-            ScribeMsg::ReplicateAck { gid, rev } if ours(gid) => {
+            ScribeMsg::ReplicateAck { gid, rev, .. } if ours(gid) => {
                 let seq = self.rev_seq.get(&(to, *rev)).copied().unwrap_or(0);
                 if seq == 0 {
                     return (Policy::Immediate, None);

@@ -141,6 +141,8 @@ pub fn production_config(t: &TraceConfig) -> Config {
         request_retry: NEVER,
         request_timeout: 4 * NEVER,
         replica_refresh: NEVER,
+        // A perfect failure detector (the model's): no false suspicion, no lease.
+        root_lease: u64::MAX,
         pub_min_expires: EXPIRY_UNIT_SECS,
         pub_max_expires: max,
         pub_default_expires: max,

@@ -93,7 +93,7 @@ pub fn named(name: &str, peers: usize) -> Option<Schedule> {
         "root-pause" => s(
             vec![(6.0, Stop(Ring(0))), (21.0, Cont(Ring(0))), (21.0, Heal)],
             27,
-            true,
+            false,
         ),
         // The root and its successor are cut off from everyone else for 16 s.
         "root-successor-partition" => s(
@@ -103,7 +103,7 @@ pub fn named(name: &str, peers: usize) -> Option<Schedule> {
                 (22.0, Heal),
             ],
             28,
-            true,
+            false,
         ),
         // The root hears its replicas but they do not hear it (one way), for 12 s.
         "root-oneway" => s(

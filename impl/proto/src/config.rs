@@ -39,6 +39,15 @@ pub struct Config {
     pub fetch_timeout: u64,
     /// The root re-sends its record to all replicas at this interval.
     pub replica_refresh: u64,
+    /// A root's lease (ms): it answers from its record (a publication's 412 or 200, a JOIN's
+    /// first state) only within this long of a moment every current replica confirmed it
+    /// (acknowledged a REPLICATE, or granted its FetchState); past it, it asks its replicas
+    /// again first. A replica takes over only after `leaf_fail_timeout` of silence from the
+    /// root, so this must stay below it: a root that was paused or cut off then never answers
+    /// from a record another root has moved past. `u64::MAX` turns the lease and the replica
+    /// quorum off, for a driver whose failure detector never suspects a live peer (the
+    /// conformance harness, whose model has crash-stop failures only).
+    pub root_lease: u64,
     /// Minimum publication expiry (seconds); shorter requests get `IntervalTooBrief`.
     pub pub_min_expires: u32,
     /// Maximum publication expiry (seconds); longer requests are clamped.
@@ -106,6 +115,7 @@ impl Default for Config {
             request_timeout: 20_000,
             fetch_timeout: 600,
             replica_refresh: 10_000,
+            root_lease: 2_500,
             pub_min_expires: 60,
             pub_max_expires: 3_600,
             pub_default_expires: 3_600,

@@ -109,6 +109,13 @@ pub struct Stats {
     pub takeovers: u64,
     /// Groups this peer stopped being root of (a closer peer appeared).
     pub demotions: u64,
+    /// Fetch rounds an active root ran again before answering (its lease lapsed, a replica
+    /// fenced it, or a root of a newer epoch showed up).
+    pub reconfirms: u64,
+    /// REPLICATEs of this peer's refused by a replica that knew a newer root epoch.
+    pub fenced: u64,
+    /// Peers declared dead that turned out alive (a partition healed, a paused peer resumed).
+    pub revived: u64,
     /// JOINs re-sent toward a group's root (orphans, and JOINs that got no answer).
     pub rejoins: u64,
 }

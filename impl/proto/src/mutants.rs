@@ -76,6 +76,13 @@ pub enum Mutant {
     /// State only: ending a local subscription removes it from the SIP-facing table but not
     /// from its group, so the peer keeps counting it and stays in the tree.
     UnsubscribeKeepsSub,
+    /// Fault tolerance (not reachable by the model's traces, which have no false suspicion):
+    /// a root answers from its record whether or not its lease holds (a
+    /// paused or cut-off root answers from a stale record when it comes back).
+    NoLease,
+    /// Fault tolerance: a root commits with whatever replicas it can reach, however few (the
+    /// smaller side of a partition acknowledges too, and loses it when the sides meet).
+    NoQuorum,
 }
 
 impl Mutant {
@@ -108,6 +115,10 @@ impl Mutant {
         Mutant::UnsubscribeKeepsSub,
     ];
 
+    /// Seeded bugs in the fault-tolerance mechanisms that the model's traces cannot reach yet
+    /// (false suspicion): `impl/tests/false_suspicion.rs` kills them.
+    pub const FAULTS: [Mutant; 1] = [Mutant::NoQuorum];
+
     /// Kebab-case name (`root-accepts-lower-seq`).
     pub fn name(self) -> String {
         let s = format!("{self:?}");
@@ -127,6 +138,9 @@ impl Mutant {
 
     /// The bug named `name` (as [`Mutant::name`] spells it).
     pub fn from_name(name: &str) -> Option<Mutant> {
-        Mutant::ALL.into_iter().find(|m| m.name() == name)
+        Mutant::ALL
+            .into_iter()
+            .chain(Mutant::FAULTS)
+            .find(|m| m.name() == name)
     }
 }

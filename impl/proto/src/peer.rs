@@ -598,6 +598,11 @@ impl Peer {
                 self.scribe.handle(&mut ctx!(self, now, timers), from, m);
             }
         }
+        let revived = self.overlay.take_revived(&mut self.out);
+        if revived > 0 {
+            self.out.stats.revived += revived as u64;
+            self.scribe.on_peer_revived(&mut ctx!(self, now, timers));
+        }
     }
 
     fn on_routed(

@@ -100,6 +100,7 @@ pub struct ConfigFile {
     pub request_timeout: Option<u64>,
     pub fetch_timeout: Option<u64>,
     pub replica_refresh: Option<u64>,
+    pub root_lease: Option<u64>,
     pub pub_min_expires: Option<u32>,
     pub pub_max_expires: Option<u32>,
     pub pub_default_expires: Option<u32>,
@@ -288,6 +289,7 @@ impl ConfigFile {
             request_timeout,
             fetch_timeout,
             replica_refresh,
+            root_lease,
             pub_min_expires,
             pub_max_expires,
             pub_default_expires,
@@ -342,12 +344,18 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
         ("request_retry", c.request_retry),
         ("request_timeout", c.request_timeout),
         ("replica_refresh", c.replica_refresh),
+        ("root_lease", c.root_lease),
     ];
     if let Some((name, _)) = intervals.iter().find(|(_, v)| *v == 0) {
         return Err(ConfigError::Invalid(format!("{name} must be positive")));
     }
     if c.leaf_fail_timeout <= c.keepalive_interval {
         return err("leaf_fail_timeout must exceed keepalive_interval");
+    }
+    if c.root_lease >= c.leaf_fail_timeout {
+        // A replica takes a silent root's group over after leaf_fail_timeout: a longer lease
+        // would let a paused or cut-off root answer from a record the new root moved past.
+        return err("root_lease must be below leaf_fail_timeout");
     }
     if c.parent_timeout <= c.heartbeat_interval || c.child_timeout <= c.heartbeat_interval {
         return err("parent_timeout and child_timeout must exceed heartbeat_interval");

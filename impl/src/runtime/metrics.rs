@@ -389,6 +389,24 @@ impl Collector for Scrape {
                 per(&|s| s.stats.overlay.demotions),
             ),
             (
+                "root_reconfirms",
+                "fetch rounds a root ran again before answering (lease lapsed, fenced, newer root seen)",
+                Counter,
+                per(&|s| s.stats.overlay.reconfirms),
+            ),
+            (
+                "root_fenced",
+                "REPLICATEs refused by a replica that knew a newer root epoch",
+                Counter,
+                per(&|s| s.stats.overlay.fenced),
+            ),
+            (
+                "peers_revived",
+                "peers declared dead that turned out alive (healed partition, resumed pause)",
+                Counter,
+                per(&|s| s.stats.overlay.revived),
+            ),
+            (
                 "rejoins",
                 "JOINs re-sent toward a root (orphans, unanswered JOINs)",
                 Counter,

@@ -144,6 +144,8 @@ struct SimPeer {
     timer_at: Option<Millis>,
     incarnation: u32,
     side: u8,
+    /// Paused (SIGSTOP) until then: what reaches it waits, its timer does not fire.
+    paused_until: Option<Millis>,
 }
 
 /// The simulator.
@@ -363,6 +365,7 @@ impl Sim {
             timer_at: None,
             incarnation: 0,
             side: 0,
+            paused_until: None,
         });
         i
     }
@@ -398,6 +401,12 @@ impl Sim {
     /// Puts peer `i` on partition side `side`; datagrams between different sides are dropped.
     pub fn set_side(&mut self, i: usize, side: u8) {
         self.nodes[i].side = side;
+    }
+
+    /// Pauses peer `i` for `d` ms, as SIGSTOP then SIGCONT would: datagrams to it wait in its
+    /// socket and are read, in order, when it resumes; its timers fire then too (late).
+    pub fn pause(&mut self, i: usize, d: Millis) {
+        self.nodes[i].paused_until = Some(self.now + d);
     }
 
     /// Removes all partitions.
@@ -594,6 +603,31 @@ impl Sim {
         let Reverse(s) = self.queue.pop().expect("peeked");
         self.now = self.now.max(s.at);
         let now = self.now;
+        let target = match &s.action {
+            Action::Deliver {
+                to: Dest::Overlay(i) | Dest::Sip(i),
+                ..
+            } => Some(*i),
+            Action::Timer { to, .. } => Some(*to as usize),
+            _ => None,
+        };
+        if let Some(until) = target
+            .and_then(|i| self.nodes.get(i))
+            .and_then(|n| n.paused_until)
+            .filter(|&u| u > now)
+        {
+            // A paused peer: what reaches it waits until it resumes (in the order it came).
+            let i = target.expect("some");
+            if let Action::Timer { .. } = s.action {
+                if self.nodes[i].timer_at == Some(s.at) {
+                    self.nodes[i].timer_at = Some(until);
+                    self.schedule(until, s.action);
+                }
+            } else {
+                self.schedule(until, s.action);
+            }
+            return true;
+        }
         match s.action {
             Action::Deliver {
                 to: Dest::Ua(u),

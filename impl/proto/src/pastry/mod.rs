@@ -61,8 +61,13 @@ pub struct Overlay {
     next_probe: Millis,
     bootstrap: Option<(SocketAddr, Millis)>,
     next_tick: Millis,
+    /// When the keep-alive tick last ran (a much longer gap means this peer was paused).
+    last_tick: Millis,
     next_exchange: Millis,
     scratch: Vec<NodeHandle>,
+    /// Peers declared dead that proved alive since the caller last looked
+    /// ([`Overlay::take_revived`]).
+    revived: Vec<NodeId>,
     /// Routing table loaded by a driver in place of the learnt one (see [`ExplicitTable`]).
     #[cfg(feature = "harness")]
     explicit: Option<ExplicitTable>,
@@ -77,6 +82,8 @@ impl Overlay {
             tombstones: Vec::new(),
             bootstrap: None,
             next_tick: now + cfg.keepalive_interval,
+            last_tick: now,
+            revived: Vec::new(),
             next_exchange: now + cfg.leaf_exchange_interval,
             next_probe: now + cfg.dead_probe_interval,
             scratch: Vec::new(),
@@ -144,6 +151,7 @@ impl Overlay {
                 return false;
             }
             self.tombstones.retain(|t| t.0.id != h.id);
+            self.revived.push(h.id);
         }
         let a = self.leaf.insert(h, now);
         let b = self.rt.insert(h, now);
@@ -332,6 +340,14 @@ impl Overlay {
         }
         if now >= self.next_tick {
             self.next_tick = now + cfg.keepalive_interval;
+            let gap = now.saturating_sub(self.last_tick);
+            self.last_tick = now;
+            if gap > (2 * cfg.keepalive_interval).max(cfg.leaf_fail_timeout / 2) {
+                // This peer did not run for a while (SIGSTOP, a VM pause, starvation): the
+                // silence it measured is its own. Probe everyone now instead of declaring the
+                // whole leaf set dead.
+                self.forgive(now.saturating_sub(cfg.keepalive_interval));
+            }
             self.tombstones.retain(|t| t.1 > now);
             let mut ping = std::mem::take(&mut self.scratch);
             ping.clear();
@@ -360,6 +376,41 @@ impl Overlay {
             self.scratch = ping;
         }
         dead
+    }
+
+    /// Counts every known peer heard from at `floor` at the latest as heard from at `floor`.
+    fn forgive(&mut self, floor: Millis) {
+        let stale: Vec<NodeId> = self
+            .leaf
+            .iter()
+            .chain(self.rt.iter())
+            .filter(|e| e.last_heard < floor)
+            .map(|e| e.handle.id)
+            .collect();
+        for id in stale {
+            self.leaf.touch(id, floor);
+            self.rt.touch(id, floor);
+        }
+    }
+
+    /// Whether peers declared dead proved alive since the last call (a partition healed, a
+    /// paused peer resumed). If so, every other peer declared dead is sent an announcement
+    /// now, rather than at the next probe: whoever is alive takes this peer back at once
+    /// and answers, so both sides find each other together.
+    pub(crate) fn take_revived(&mut self, out: &mut Outbox) -> usize {
+        if self.revived.is_empty() {
+            return 0;
+        }
+        let n = self.revived.len();
+        self.revived.clear();
+        let dead: Vec<NodeHandle> = self
+            .tombstones
+            .iter()
+            .filter(|t| !t.2)
+            .map(|t| t.0)
+            .collect();
+        out.send_many(dead.iter(), PastryMsg::Announce);
+        n
     }
 
     /// The second half of the maintenance tick: probes of peers declared dead and the leaf-set
@@ -437,6 +488,14 @@ impl Overlay {
                 out.send(h, PastryMsg::LeafSetRequest);
             }
         }
+    }
+
+    /// How many peers near this one it counts on: the leaf set's members and the peers it
+    /// declared dead (until their tombstones expire) — for a small overlay, every other peer,
+    /// whether this one can reach it now or not. A root compares its reachable replicas with
+    /// this (a replica quorum) to tell the larger side of a partition from the smaller.
+    pub fn nominal_neighbours(&self) -> usize {
+        self.leaf.len() + self.tombstones.iter().filter(|t| !t.2).count()
     }
 
     /// Whether `id` is in the leaf set or the routing table.

@@ -5,7 +5,7 @@ use super::record::{Record, RootRole};
 use super::{Ctx, Scribe};
 use crate::config::Config;
 use crate::event::SubHandle;
-use crate::id::GroupId;
+use crate::id::{GroupId, NodeId};
 use crate::pastry::Hop;
 use crate::timer::{Armed, Timer};
 use crate::wire::{Latest, NodeHandle, ScribeMsg};
@@ -31,6 +31,9 @@ pub(crate) struct Group {
     pub root: Option<Box<RootRole>>,
     /// Root record (authoritative while the root role is active) or replica copy.
     pub record: Option<Record>,
+    /// The highest epoch promised to a fetching root, and to whom: records of a lower epoch
+    /// are refused from then on (fencing).
+    pub promised: (u64, Option<NodeId>),
     /// Next maintenance tick (every `heartbeat_interval`).
     pub next_tick: Millis,
     /// Next periodic re-replication of the root record (every `replica_refresh`).
@@ -51,6 +54,7 @@ impl Group {
             rejoin_at: None,
             root: None,
             record: None,
+            promised: (0, None),
             next_tick: now + cfg.heartbeat_interval,
             next_refresh: now + cfg.replica_refresh,
             armed: Armed::default(),

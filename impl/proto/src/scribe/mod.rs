@@ -91,6 +91,8 @@ pub(crate) struct Scribe {
     subs: BTreeMap<crate::event::SubHandle, LocalSub>,
     pubs: BTreeMap<u64, PendingPub>,
     scratch: Vec<NodeHandle>,
+    /// Until when fetches wait for peers declared dead to answer (a heal just began).
+    heal_until: Millis,
 }
 
 fn secs(s: u32) -> Millis {
@@ -124,11 +126,24 @@ impl Scribe {
             ScribeMsg::HeartbeatAck { gid, seq } => self.on_heartbeat_ack(ctx, from, gid, seq),
             ScribeMsg::Leave { gid } => self.on_leave(ctx, from, gid),
             ScribeMsg::PublishReply { req, reply } => self.on_publish_reply(ctx, req, reply),
-            ScribeMsg::Replicate { gid, rec } => self.on_replicate(ctx, from, gid, rec),
+            ScribeMsg::Replicate {
+                gid,
+                rec,
+                epoch,
+                stamp,
+            } => self.on_replicate(ctx, from, gid, rec, epoch, stamp),
             ScribeMsg::NotRoot { gid, .. } => self.on_not_root(ctx, gid),
-            ScribeMsg::ReplicateAck { gid, rev } => self.on_replicate_ack(ctx, from, gid, rev),
-            ScribeMsg::FetchState { gid } => self.on_fetch_state(ctx, from, gid),
-            ScribeMsg::FetchReply { gid, rec } => self.on_fetch_reply(ctx, from, gid, rec),
+            ScribeMsg::ReplicateAck { gid, rev, stamp } => {
+                self.on_replicate_ack(ctx, from, gid, rev, stamp)
+            }
+            ScribeMsg::Fenced { gid, epoch, rec } => self.on_fenced(ctx, gid, epoch, rec),
+            ScribeMsg::FetchState { gid, epoch } => self.on_fetch_state(ctx, from, gid, epoch),
+            ScribeMsg::FetchReply {
+                gid,
+                rec,
+                promised,
+                granted,
+            } => self.on_fetch_reply(ctx, from, gid, rec, promised, granted),
         }
     }
 

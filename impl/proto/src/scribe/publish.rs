@@ -43,15 +43,20 @@ impl Scribe {
                 return;
             }
         }
+        let active = role.active;
         if let Routed::Join { carried, .. } = &req {
             // An active root answers a JOIN from its committed record at once, even while a
             // publication is being replicated, unless the JOIN carries a newer state (which must
-            // be adopted in order with the pending commit).
-            if role.active && carried.as_ref().is_none_or(|c| c.seq <= held) {
+            // be adopted in order with the pending commit) or its lease lapsed.
+            if active && carried.as_ref().is_none_or(|c| c.seq <= held) && self.may_answer(ctx, gid)
+            {
                 self.root_join(ctx, gid, req);
                 return;
             }
         }
+        let Some(role) = self.groups.get_mut(&gid).and_then(|g| g.root.as_mut()) else {
+            return;
+        };
         if role.queue.len() >= MAX_QUEUE {
             return;
         }
@@ -66,7 +71,23 @@ impl Scribe {
                 return;
             };
             let Some(role) = g.root.as_mut() else { return };
-            if !role.active || role.pending.is_some() {
+            if !role.active || role.pending.is_some() || role.queue.is_empty() {
+                return;
+            }
+            if !self.may_answer(ctx, gid) {
+                self.reconfirm(ctx, gid);
+                return;
+            }
+            let Some(role) = self.groups.get_mut(&gid).and_then(|g| g.root.as_mut()) else {
+                return;
+            };
+            ctx.overlay
+                .nearest_leaves(gid.0, ctx.cfg.replicas, &mut self.scratch);
+            if matches!(role.queue.front(), Some(Routed::Publish { .. }))
+                && !super::replication::quorum(ctx, self.scratch.len())
+            {
+                // The smaller side of a partition: nothing it answers a publisher (a 200 or a
+                // 412) could be trusted. The request waits; the contact peer retries it.
                 return;
             }
             let Some(req) = role.queue.pop_front() else {
@@ -81,6 +102,12 @@ impl Scribe {
                 _ => {}
             }
         }
+    }
+
+    /// Whether the active root may answer from its record now: its lease holds (see
+    /// [`super::takeover`]).
+    fn may_answer(&mut self, ctx: &Ctx<'_>, gid: GroupId) -> bool {
+        self.lease_holds(ctx, gid)
     }
 
     fn root_join(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, join: Routed) {
@@ -141,6 +168,7 @@ impl Scribe {
     }
 
     fn root_publish(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, publish: Routed) {
+        let request = publish.clone();
         let Routed::Publish {
             req,
             origin,
@@ -291,7 +319,7 @@ impl Scribe {
             new.dedup.pop_front();
         }
         let reply = Some((origin, req, PublishReply::Ok(outcome)));
-        self.start_commit(ctx, gid, new, reply);
+        self.start_commit(ctx, gid, new, reply, Some(request));
     }
 
     /// Expiry (RFC 3903 §4.3): an active root with no commit pending whose event state
@@ -336,7 +364,7 @@ impl Scribe {
         new.rev += 1;
         new.states.remove(i);
         new.recompose();
-        self.start_commit(ctx, gid, new, None);
+        self.start_commit(ctx, gid, new, None, None);
         if self.try_commit(ctx, gid) {
             self.drain_queue(ctx, gid);
         }

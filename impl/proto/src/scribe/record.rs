@@ -40,6 +40,8 @@ pub(crate) struct State {
 /// A group record: held authoritatively by the root, as a copy by replicas.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Record {
+    /// Root epoch of the root that last changed it (see [`super::takeover`]).
+    pub epoch: u64,
     pub seq: u64,
     pub rev: u64,
     /// Live event states, in creation order.
@@ -53,8 +55,10 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    pub fn key(&self) -> (u64, u64) {
-        (self.seq, self.rev)
+    /// Records are ordered by root epoch first: a root that took over (or confirmed its role)
+    /// later supersedes whatever an older root still holds, whatever its seq.
+    pub fn key(&self) -> (u64, u64, u64) {
+        (self.epoch, self.seq, self.rev)
     }
     /// Whether no event state is live.
     pub fn is_empty(&self) -> bool {
@@ -91,6 +95,7 @@ impl Record {
 
     pub fn to_wire(&self, now: Millis) -> WireRecord {
         WireRecord {
+            epoch: self.epoch,
             seq: self.seq,
             rev: self.rev,
             states: self
@@ -111,6 +116,7 @@ impl Record {
     }
     pub fn from_wire(w: WireRecord, now: Millis) -> Self {
         let mut r = Record {
+            epoch: w.epoch,
             seq: w.seq,
             rev: w.rev,
             states: w
@@ -197,19 +203,37 @@ fn compose(states: &[State], resource: Option<&str>) -> Option<(Option<String>, 
 pub(crate) struct Commit {
     pub rec: Record,
     pub reply: Option<(NodeHandle, PubReqId, PublishReply)>,
+    /// The request that made it, served again if a replica fences the commit.
+    pub req: Option<Routed>,
 }
 
 /// State of a peer acting as a group's root.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct RootRole {
     /// Serving (the fetch of the replicas' records is over).
     pub active: bool,
+    /// The epoch this root serves with: above every epoch it heard of when it fetched.
+    pub epoch: u64,
     pub fetch_deadline: Millis,
     pub fetch_attempts: u8,
+    /// Fetch rounds started over with a higher epoch because a peer had promised another root
+    /// an epoch at least as high.
+    pub rounds: u8,
     /// The fetch timer armed in the host's timers.
     pub fetch_armed: Armed,
+    /// Peers asked in this fetch round, and when.
+    pub asked: Vec<(NodeId, Millis)>,
     /// Replicas whose record the fetch still waits for.
     pub waiting: Vec<NodeId>,
+    /// A peer refused this round's epoch (it had promised another root as much or more).
+    pub rival: bool,
+    /// The highest epoch and seq heard of while fetching (records, promises, fences).
+    pub seen_epoch: u64,
+    pub seen_seq: u64,
+    /// When each peer last confirmed this root (granted its fetch, acknowledged a
+    /// REPLICATE): the lease runs `root_lease` from the oldest confirmation among the
+    /// current replicas.
+    pub grants: Vec<(NodeId, Millis)>,
     /// Requests held while activating or committing, served in order.
     pub queue: VecDeque<Routed>,
     pub pending: Option<Commit>,
@@ -217,7 +241,34 @@ pub(crate) struct RootRole {
     pub acked: Vec<(NodeId, u64)>,
 }
 
+impl RootRole {
+    /// Notes that `peer` confirmed this root at `at` (root's clock).
+    pub fn grant(&mut self, peer: NodeId, at: Millis) {
+        match self.grants.iter_mut().find(|g| g.0 == peer) {
+            Some(g) => g.1 = g.1.max(at),
+            None => self.grants.push((peer, at)),
+        }
+    }
+    /// Whether every one of `replicas` confirmed this root within `lease` of `now`.
+    pub fn lease_holds(&self, replicas: &[NodeHandle], now: Millis, lease: Millis) -> bool {
+        lease == Millis::MAX
+            || replicas.iter().all(|h| {
+                self.grants
+                    .iter()
+                    .any(|g| g.0 == h.id && g.1.saturating_add(lease) > now)
+            })
+    }
+}
+
 impl Group {
+    /// The highest root epoch this peer knows for the group: of its records, and of what it
+    /// promised a fetching root.
+    pub(crate) fn known_epoch(&self) -> u64 {
+        let rec = self.best_record().map_or(0, |r| r.epoch);
+        let role = self.root.as_ref().map_or(0, |r| r.seen_epoch.max(r.epoch));
+        rec.max(self.promised.0).max(role)
+    }
+
     /// The highest record held here (a pending commit counts).
     pub(crate) fn best_record(&self) -> Option<&Record> {
         let pending = self

@@ -7,7 +7,8 @@ use super::record::{Commit, Record};
 use super::{Ctx, Scribe};
 use crate::id::{GroupId, NodeId};
 use crate::mutants::Mutant;
-use crate::wire::{NodeHandle, PubReqId, PublishReply, ScribeMsg, WireRecord};
+use crate::pastry::Hop;
+use crate::wire::{NodeHandle, PubReqId, PublishReply, Routed, ScribeMsg, WireRecord};
 
 impl Scribe {
     pub(super) fn start_commit(
@@ -16,11 +17,15 @@ impl Scribe {
         gid: GroupId,
         rec: Record,
         reply: Option<(NodeHandle, PubReqId, PublishReply)>,
+        req: Option<Routed>,
     ) {
         let Some(role) = self.groups.get_mut(&gid).and_then(|g| g.root.as_mut()) else {
             return;
         };
-        role.pending = Some(Commit { rec, reply });
+        let mut rec = rec;
+        // A change is stamped with the epoch of the root that commits it.
+        rec.epoch = role.epoch;
+        role.pending = Some(Commit { rec, reply, req });
         self.send_replicas(ctx, gid, true);
     }
 
@@ -50,6 +55,7 @@ impl Scribe {
             return;
         }
         let rev = rec.rev;
+        let epoch = role.epoch;
         self.scratch.retain(|h| {
             all || role
                 .acked
@@ -63,6 +69,8 @@ impl Scribe {
         let msg = ScribeMsg::Replicate {
             gid,
             rec: rec.to_wire(ctx.now),
+            epoch,
+            stamp: ctx.now,
         };
         ctx.out.send_many(self.scratch.iter(), msg);
     }
@@ -86,7 +94,7 @@ impl Scribe {
         let all = scratch
             .iter()
             .all(|h| role.acked.iter().any(|a| a.0 == h.id && a.1 >= rev));
-        if !all {
+        if !all || !quorum(ctx, scratch.len()) {
             return false;
         }
         let c = role.pending.take().expect("checked");
@@ -106,8 +114,41 @@ impl Scribe {
         from: NodeHandle,
         gid: GroupId,
         w: WireRecord,
+        epoch: u64,
+        stamp: u64,
     ) {
         let rev = w.rev;
+        let inc = Record::from_wire(w, ctx.now);
+        let g = self.group(ctx, gid);
+        if g.root.is_some() && g.best_record().is_none_or(|r| inc.key() > r.key()) {
+            // Another root committed past us (a partition or a pause made two roots, or it
+            // hands the group over): keep its record, then fetch again (or step down) before
+            // serving.
+            if g.record.as_ref().is_none_or(|r| inc.key() > r.key()) {
+                g.record = Some(inc.clone());
+            }
+            if ctx.overlay.route(gid.0, None) == Hop::Local {
+                self.reconfirm(ctx, gid);
+            } else {
+                self.demote(ctx, gid);
+            }
+        }
+        let g = self.group(ctx, gid);
+        let known = g.known_epoch();
+        // Refuse a root of an older epoch, or of the epoch we promised another root.
+        let other = g.promised.0 == epoch && g.promised.1.is_some_and(|p| p != from.id);
+        if epoch < known || other {
+            // Another root fetched from us since, or we hold a newer root's record: refuse,
+            // so that this one cannot commit, and tell it what we hold.
+            let rec = g.best_record().map(|r| r.to_wire(ctx.now));
+            let msg = ScribeMsg::Fenced {
+                gid,
+                epoch: known,
+                rec,
+            };
+            ctx.out.send(&from, msg);
+            return;
+        }
         // Only the numerically closest peer may commit: refuse when we know a closer one.
         let best = ctx
             .overlay
@@ -115,34 +156,20 @@ impl Scribe {
             .closest(gid.0, Some(from.id))
             .unwrap_or(ctx.me());
         let refuse = crate::id::closer(gid.0, best.id.0, from.id.0);
-        let inc = Record::from_wire(w, ctx.now);
         let g = self.group(ctx, gid);
-        let active = g.root.as_ref().map(|r| (r.active, r.pending.is_some()));
-        let newer = g.record.as_ref().is_none_or(|r| inc.key() >= r.key());
-        match active {
-            Some((true, true)) => {}
-            Some((true, false)) => {
-                if g.record.as_ref().is_none_or(|r| inc.key() > r.key()) {
-                    // A late record of the previous root: keep the highest and make our own
-                    // replicas hold it too before anything builds on it.
-                    let latest = inc.latest();
-                    g.record = Some(inc);
-                    self.apply_latest(ctx, gid, latest);
-                    self.send_replicas(ctx, gid, true);
-                }
-            }
-            _ => {
-                let first = ctx.cfg.mutant_on(Mutant::ReplicaKeepsFirst) && g.record.is_some();
-                if newer && !first {
-                    g.record = Some(inc);
-                }
+        if g.root.is_none() {
+            let first = ctx.cfg.mutant_on(Mutant::ReplicaKeepsFirst) && g.record.is_some();
+            let newer = g.record.as_ref().is_none_or(|r| inc.key() >= r.key());
+            if newer && !first {
+                g.record = Some(inc);
             }
         }
         if refuse {
             ctx.out
                 .send(&from, ScribeMsg::NotRoot { gid, closer: best });
         } else {
-            ctx.out.send(&from, ScribeMsg::ReplicateAck { gid, rev });
+            ctx.out
+                .send(&from, ScribeMsg::ReplicateAck { gid, rev, stamp });
         }
     }
 
@@ -152,10 +179,12 @@ impl Scribe {
         from: NodeHandle,
         gid: GroupId,
         rev: u64,
+        stamp: u64,
     ) {
         let Some(role) = self.groups.get_mut(&gid).and_then(|g| g.root.as_mut()) else {
             return;
         };
+        role.grant(from.id, stamp);
         match role.acked.iter_mut().find(|a| a.0 == from.id) {
             Some(a) => a.1 = a.1.max(rev),
             None => role.acked.push((from.id, rev)),
@@ -193,6 +222,8 @@ impl Scribe {
             let msg = ScribeMsg::Replicate {
                 gid,
                 rec: rec.to_wire(ctx.now),
+                epoch: role.epoch,
+                stamp: ctx.now,
             };
             ctx.out.send_many(self.scratch.iter(), msg);
         }
@@ -221,4 +252,17 @@ impl Scribe {
         }
         !gids.is_empty()
     }
+}
+
+/// Whether `replicas` reachable replicas make a majority of the group's nominal replica group
+/// (the root and `k` replicas, or fewer in an overlay that small, dead peers counted until
+/// forgotten): only the larger side of a partition commits, hence acknowledges. Below three
+/// there is no majority to protect, and a lone root serves. A driver whose failure detector
+/// never suspects a live peer (`root_lease` off) has no partitions to guard against.
+pub(super) fn quorum(ctx: &Ctx<'_>, replicas: usize) -> bool {
+    let n = 1 + ctx.cfg.replicas.min(ctx.overlay.nominal_neighbours());
+    n < 3
+        || replicas >= n / 2
+        || ctx.cfg.root_lease == crate::Millis::MAX
+        || ctx.cfg.mutant_on(Mutant::NoQuorum)
 }

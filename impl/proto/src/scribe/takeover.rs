@@ -1,23 +1,56 @@
-//! Taking the root role over and handing it on.
+//! Taking the root role over, keeping it, and handing it on.
 //!
-//! Keeping a single root while Pastry's view is inconsistent (joins, partitions, failures):
-//! * a new root fetches the records of its `k` nearest peers before serving (retrying silent
-//!   ones a few times) and keeps the highest `(seq, rev)`;
-//! * an old root that receives such a fetch from a closer peer demotes itself *before*
-//!   answering, so everything it acknowledged is in the answer;
-//! * a replica refuses to acknowledge a record from a peer when it knows one closer to the
-//!   group id (`NotRoot`); the sender learns that peer and demotes, and its publication is
-//!   retried towards the right root. A root therefore acknowledges only what its replicas hold;
-//! * a member that knows a newer seq than its parent pushes it up; an active root absorbs any
+//! Keeping a single root while Pastry's view is inconsistent (joins, partitions, pauses,
+//! failures):
+//! * **Epochs** (terms). A root serves with an epoch above every one it heard of, and stamps
+//!   every change it commits with it; records are ordered by `(epoch, seq, rev)`, so the record
+//!   of the root that committed last supersedes what an older root still holds, and a new root
+//!   keeps the highest record it can find. (A root that only fetched — it could not commit —
+//!   raises no record's epoch: trying again and again on the smaller side of a partition wins
+//!   nothing when the sides meet.)
+//! * **Fetch** (a promise round). A root that takes over, or must confirm it still holds the
+//!   role, asks its `k` nearest peers for their records with the epoch it will serve with
+//!   (retrying silent ones a few times). Each grants it — promises to refuse records of a lower
+//!   epoch from then on — unless it promised another root as much or more, in which case the
+//!   root starts over above that. The root keeps the highest record (and, should that record's
+//!   seq be lower than one it heard of, stamps a seq above every one, so that no member takes
+//!   the result for old news), re-replicates it and serves.
+//! * **Fencing.** A replica refuses (`Fenced`, with its record) a REPLICATE of a lower epoch
+//!   than it holds or promised, so an old root can no longer commit, hence acknowledge,
+//!   anything once a newer root fetched from one of its replicas; it fetches again (or
+//!   demotes) and serves what it was serving on the newer record.
+//! * **Lease.** A root answers from its record (a 200 or 412, a JOIN's first state) only while
+//!   every current replica confirmed it (a grant or an acknowledgement) within `root_lease`,
+//!   which is shorter than the silence after which a replica takes over; otherwise it fetches
+//!   again first. A paused or cut-off root therefore never answers from a record another root
+//!   moved past: its first request after it comes back finds the newer record.
+//! * **Heal.** When a peer this one declared dead turns out alive, every root role here drops
+//!   its lease, and a fetch waits `fetch_timeout` for the other peers declared dead to answer
+//!   before it settles, so that it asks the root that served meanwhile.
+//! * An old root that receives a fetch from a closer peer demotes itself *before* answering,
+//!   so everything it acknowledged is in the answer; one that learns of a closer peer demotes
+//!   and hands its record to it.
+//! * A replica refuses to acknowledge a record from a peer when it knows one closer to the
+//!   group id (`NotRoot`); the sender learns that peer and demotes.
+//! * A member that knows a newer seq than its parent pushes it up; an active root absorbs any
 //!   newer seq it hears (from re-JOINs or from below), so state never rolls back.
+//!
+//! What this promises during a partition: each side may keep a root that acknowledges
+//! (presence favours availability), but when the sides meet again the records merge by epoch,
+//! so the side whose root took over last wins and everything acknowledged there survives; what
+//! a minority side's older-epoch root acknowledged meanwhile is superseded (its publishers get
+//! 412 on their next refresh and publish afresh, as after a server restart).
 
 use super::record::{RootRole, FETCH_ATTEMPTS};
 use super::{Ctx, Scribe};
 use crate::id::{GroupId, NodeId};
 use crate::pastry::{Hop, Overlay};
-use crate::timer::{Armed, Timer};
+use crate::timer::Timer;
 use crate::wire::{Msg, NodeHandle, Routed, ScribeMsg, WireRecord};
-use std::collections::VecDeque;
+
+/// Fetch rounds a root starts over with a higher epoch (another root was promised as much)
+/// before it serves anyway.
+pub const MAX_ROUNDS: u8 = 3;
 
 impl Scribe {
     /// Makes this peer the group's root if it is not already: leaves its tree parent and starts
@@ -31,31 +64,75 @@ impl Scribe {
             ctx.out.send(&p, ScribeMsg::Leave { gid });
         }
         g.rejoin_at = None;
+        g.root = Some(Box::default());
+        self.start_fetch(ctx, gid);
+    }
+
+    /// Starts a fetch round (see the module docs) with an epoch above every one this peer
+    /// knows for the group.
+    fn start_fetch(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) {
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
+        let epoch = g.known_epoch() + 1;
+        let seq = g.best_record().map_or(0, |r| r.seq).max(g.latest.seq);
+        let Some(role) = g.root.as_mut() else { return };
+        role.active = false;
+        role.epoch = epoch;
+        role.seen_seq = role.seen_seq.max(seq);
+        role.rival = false;
+        role.asked.clear();
+        role.waiting.clear();
+        role.grants.clear();
+        role.fetch_attempts = 1;
+        role.fetch_deadline = ctx.now + ctx.cfg.fetch_timeout;
+        self.fetch_progress(ctx, gid);
+    }
+
+    /// A fetching root asks the nearest peers it has not asked yet, and activates once none
+    /// is awaited (after a heal, not before the other revived peers had time to answer).
+    fn fetch_progress(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) {
+        let now = ctx.now;
         ctx.overlay
             .nearest_leaves(gid.0, ctx.cfg.replicas, &mut self.scratch);
-        ctx.out
-            .send_many(self.scratch.iter(), ScribeMsg::FetchState { gid });
-        let mut role = Box::new(RootRole {
-            active: false,
-            fetch_deadline: ctx.now + ctx.cfg.fetch_timeout,
-            fetch_attempts: 1,
-            fetch_armed: Armed::default(),
-            waiting: self.scratch.iter().map(|h| h.id).collect(),
-            queue: VecDeque::new(),
-            pending: None,
-            acked: Vec::new(),
-        });
+        let Some(role) = self.groups.get_mut(&gid).and_then(|g| g.root.as_mut()) else {
+            return;
+        };
+        if role.active {
+            return;
+        }
+        let asked = &role.asked;
+        self.scratch.retain(|h| !asked.iter().any(|a| a.0 == h.id));
         if !self.scratch.is_empty() {
+            let msg = ScribeMsg::FetchState {
+                gid,
+                epoch: role.epoch,
+            };
+            ctx.out.send_many(self.scratch.iter(), msg);
+            for h in &self.scratch {
+                role.asked.push((h.id, now));
+                role.waiting.push(h.id);
+            }
+        }
+        if !role.waiting.is_empty() {
             ctx.timers.arm(
                 role.fetch_deadline,
                 Timer::Fetch(gid),
                 &mut role.fetch_armed,
             );
+            return;
         }
-        g.root = Some(role);
-        if self.scratch.is_empty() {
-            self.activate(ctx, gid);
+        if now < self.heal_until {
+            ctx.timers
+                .arm(self.heal_until, Timer::Fetch(gid), &mut role.fetch_armed);
+            return;
         }
+        if role.rival && role.rounds < MAX_ROUNDS {
+            role.rounds += 1;
+            self.start_fetch(ctx, gid);
+            return;
+        }
+        self.activate(ctx, gid);
     }
 
     /// The fetch timer of `gid` fired.
@@ -64,17 +141,15 @@ impl Scribe {
         let Some(role) = self.groups.get_mut(&gid).and_then(|g| g.root.as_mut()) else {
             return;
         };
-        if role.active || !role.fetch_armed.take_due(now) {
+        // Clear the slot first, even for a root that activated meanwhile, so that a later
+        // fetch round arms its timer anew.
+        if !role.fetch_armed.take_due(now) || role.active {
             return;
         }
-        if now >= role.fetch_deadline {
+        if now >= role.fetch_deadline && !role.waiting.is_empty() {
             self.fetch_timeout(ctx, gid);
         } else {
-            ctx.timers.arm(
-                role.fetch_deadline,
-                Timer::Fetch(gid),
-                &mut role.fetch_armed,
-            );
+            self.fetch_progress(ctx, gid);
         }
     }
 
@@ -100,11 +175,15 @@ impl Scribe {
                 .nearest_leaves(gid.0, ctx.cfg.replicas, &mut self.scratch);
             let waiting = &role.waiting;
             self.scratch.retain(|h| waiting.contains(&h.id));
-            ctx.out
-                .send_many(self.scratch.iter(), ScribeMsg::FetchState { gid });
+            let msg = ScribeMsg::FetchState {
+                gid,
+                epoch: role.epoch,
+            };
+            ctx.out.send_many(self.scratch.iter(), msg);
             return;
         }
-        self.activate(ctx, gid);
+        role.waiting.clear();
+        self.fetch_progress(ctx, gid);
     }
 
     /// A peer whose record a fetching root awaits was declared dead: stop waiting for it (and
@@ -117,12 +196,12 @@ impl Scribe {
             return;
         }
         role.waiting.retain(|id| *id != dead);
-        if role.waiting.is_empty() {
-            self.activate(ctx, gid);
-        }
+        self.fetch_progress(ctx, gid);
     }
 
-    /// Ends the fetch phase: the record is the highest of ours, the replies and our member view.
+    /// Ends the fetch phase: the record is the highest of ours, the replies and our member
+    /// view, stamped with this root's epoch (and a seq above every one heard of, if it had a
+    /// lower one).
     pub(crate) fn activate(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) {
         let Some(g) = self.groups.get_mut(&gid) else {
             return;
@@ -132,11 +211,20 @@ impl Scribe {
             return;
         }
         role.active = true;
+        role.rounds = 0;
         role.waiting.clear();
+        let mut seen = role.seen_seq;
         let mut rec = g.record.take().unwrap_or_default();
         if g.latest.seq > rec.seq {
             let etag = ctx.secrets.etag();
             rec.adopt(g.latest.clone(), ctx.now, ctx.cfg.pub_default_expires, etag);
+        }
+        seen = seen.max(g.latest.seq);
+        if rec.seq < seen {
+            // A newer-epoch record with a lower seq than an older root reached: members may
+            // hold that seq, so the record's state is stamped above it.
+            rec.seq = seen + 1;
+            rec.rev += 1;
         }
         let latest = rec.latest();
         g.record = Some(rec);
@@ -145,20 +233,72 @@ impl Scribe {
         self.drain_queue(ctx, gid);
     }
 
-    /// A new root asks for our record of `gid`.
-    pub(super) fn on_fetch_state(&mut self, ctx: &mut Ctx<'_>, from: NodeHandle, gid: GroupId) {
+    /// The lease of an active root lapsed, or a replica fenced it, or a newer root showed up:
+    /// the pending commit (not acknowledged yet) is dropped and its request served again once
+    /// a new fetch round settled which record is the newest.
+    pub(crate) fn reconfirm(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) {
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
+        let Some(role) = g.root.as_mut() else { return };
+        ctx.out.stats.reconfirms += 1;
+        if let Some(c) = role.pending.take() {
+            if let Some(req) = c.req {
+                role.queue.push_front(req);
+            }
+        }
+        self.start_fetch(ctx, gid);
+    }
+
+    /// Whether the active root of `gid` may answer from its record now (its lease holds).
+    pub(super) fn lease_holds(&mut self, ctx: &Ctx<'_>, gid: GroupId) -> bool {
+        ctx.overlay
+            .nearest_leaves(gid.0, ctx.cfg.replicas, &mut self.scratch);
+        let Some(role) = self.groups.get(&gid).and_then(|g| g.root.as_ref()) else {
+            return false;
+        };
+        role.lease_holds(&self.scratch, ctx.now, ctx.cfg.root_lease)
+    }
+
+    /// A root asks for our record of `gid`, and that we refuse records of an epoch below
+    /// `epoch` from now on.
+    pub(super) fn on_fetch_state(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: NodeHandle,
+        gid: GroupId,
+        epoch: u64,
+    ) {
         // A closer peer is taking the group over: stop serving *before* answering, so that
         // everything we acknowledged is in the record it receives.
         let is_root = self.groups.get(&gid).is_some_and(|g| g.root.is_some());
         if is_root && ctx.overlay.route(gid.0, None) != Hop::Local {
             self.demote(ctx, gid);
         }
-        let rec = self
-            .groups
-            .get(&gid)
-            .and_then(|g| g.best_record())
-            .map(|r| r.to_wire(ctx.now));
-        ctx.out.send(&from, ScribeMsg::FetchReply { gid, rec });
+        // A peer that holds nothing of the group promises nothing (it has nothing an older
+        // root could build on, and keeps no state for a group it does not serve).
+        let (promised, granted, rec) = match self.groups.get_mut(&gid) {
+            Some(g) => {
+                let promised = g.known_epoch();
+                let granted = epoch > promised || g.promised == (epoch, Some(from.id));
+                if granted {
+                    g.promised = (epoch, Some(from.id));
+                }
+                (
+                    promised,
+                    granted,
+                    g.best_record().map(|r| r.to_wire(ctx.now)),
+                )
+            }
+            None => (0, true, None),
+        };
+        let reply = ScribeMsg::FetchReply {
+            gid,
+            rec,
+            promised,
+            granted,
+        };
+        ctx.out.send(&from, reply);
     }
 
     pub(crate) fn on_fetch_reply(
@@ -167,24 +307,76 @@ impl Scribe {
         from: NodeHandle,
         gid: GroupId,
         rec: Option<WireRecord>,
+        promised: u64,
+        granted: bool,
     ) {
         let Some(g) = self.groups.get_mut(&gid) else {
             return;
         };
         let Some(role) = g.root.as_mut() else { return };
-        if role.active {
+        if role.active || !role.waiting.contains(&from.id) {
             return;
         }
+        role.waiting.retain(|id| *id != from.id);
+        role.seen_epoch = role.seen_epoch.max(promised);
+        if granted {
+            if let Some(at) = role.asked.iter().find(|a| a.0 == from.id).map(|a| a.1) {
+                role.grant(from.id, at);
+            }
+        } else {
+            role.rival = true;
+        }
         if let Some(w) = rec {
+            role.seen_epoch = role.seen_epoch.max(w.epoch);
+            role.seen_seq = role.seen_seq.max(w.seq);
             let inc = super::Record::from_wire(w, ctx.now);
             if g.record.as_ref().is_none_or(|r| inc.key() > r.key()) {
                 g.record = Some(inc);
             }
         }
+        self.fetch_progress(ctx, gid);
+    }
+
+    /// A replica refused our REPLICATE: it holds or promised epoch `epoch`, above ours.
+    pub(crate) fn on_fenced(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        gid: GroupId,
+        epoch: u64,
+        rec: Option<WireRecord>,
+    ) {
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
         let Some(role) = g.root.as_mut() else { return };
-        role.waiting.retain(|id| *id != from.id);
-        if role.waiting.is_empty() {
-            self.activate(ctx, gid);
+        if epoch < role.epoch {
+            return; // about an older round of ours
+        }
+        ctx.out.stats.fenced += 1;
+        role.seen_epoch = role.seen_epoch.max(epoch);
+        if let Some(w) = rec {
+            role.seen_seq = role.seen_seq.max(w.seq);
+            let inc = super::Record::from_wire(w, ctx.now);
+            if g.record.as_ref().is_none_or(|r| inc.key() > r.key()) {
+                g.record = Some(inc);
+            }
+        }
+        if ctx.overlay.route(gid.0, None) == Hop::Local {
+            self.reconfirm(ctx, gid);
+        } else {
+            self.demote(ctx, gid);
+        }
+    }
+
+    /// A peer this one had declared dead is alive: the overlay may have been split, and a
+    /// root may have served on the other side. Every root role here drops its lease, and
+    /// fetches wait for the other revived peers until `fetch_timeout` from now.
+    pub(crate) fn on_peer_revived(&mut self, ctx: &mut Ctx<'_>) {
+        self.heal_until = ctx.now + ctx.cfg.fetch_timeout;
+        for g in self.groups.values_mut() {
+            if let Some(role) = g.root.as_mut() {
+                role.grants.clear();
+            }
         }
     }
 
@@ -215,8 +407,9 @@ impl Scribe {
         out
     }
 
-    /// A closer peer is now responsible for the group: hand queued requests on and re-JOIN the
-    /// tree as an ordinary member (carrying our state, which the new root will adopt if newer).
+    /// A closer peer is now responsible for the group: hand our record to it (it keeps it if
+    /// newer), hand queued requests on and re-JOIN the tree as an ordinary member (carrying
+    /// our state, which the new root will adopt if newer).
     pub(crate) fn demote(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) {
         let Some(g) = self.groups.get_mut(&gid) else {
             return;
@@ -227,15 +420,39 @@ impl Scribe {
             .push_back(crate::event::Event::Log(crate::diag::LogEvent::Demoted {
                 gid,
             }));
-        let RootRole { pending, queue, .. } = *role;
+        let RootRole {
+            pending,
+            queue,
+            epoch: old_epoch,
+            ..
+        } = *role;
+        let mut queue = queue;
         if let Some(c) = pending {
             if g.record.as_ref().is_none_or(|r| c.rec.key() > r.key()) {
                 g.record = Some(c.rec);
+            }
+            // Not acknowledged: the new root serves it.
+            if let Some(req) = c.req {
+                queue.push_front(req);
             }
         }
         g.parent = None;
         g.rejoin_at = Some(ctx.now);
         let me = ctx.me();
+        if let (Some(rec), Some(closer)) = (
+            g.record.as_ref().filter(|r| r.seq > 0),
+            ctx.overlay.leaf.closest(gid.0, None),
+        ) {
+            if closer.id != me.id {
+                let msg = ScribeMsg::Replicate {
+                    gid,
+                    rec: rec.to_wire(ctx.now),
+                    epoch: old_epoch,
+                    stamp: ctx.now,
+                };
+                ctx.out.send(&closer, msg);
+            }
+        }
         for mut q in queue {
             if let Routed::Join { graft, .. } = &mut q {
                 *graft = false;

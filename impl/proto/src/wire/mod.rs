@@ -37,7 +37,7 @@ pub use scribe::{
 
 /// Wire format version carried in the first byte of every datagram (5: the [`Stamp`] of
 /// authenticated datagrams).
-pub const VERSION: u8 = 5;
+pub const VERSION: u8 = 6;
 /// Largest datagram a peer sends or accepts.
 pub const MAX_DATAGRAM_LEN: usize = 16 * 1024;
 /// Length of the HMAC-SHA-256 tag appended when a cluster key is configured.
@@ -117,6 +117,7 @@ impl Msg {
                 ScribeMsg::Replicate { .. } => "replicate",
                 ScribeMsg::NotRoot { .. } => "not_root",
                 ScribeMsg::ReplicateAck { .. } => "replicate_ack",
+                ScribeMsg::Fenced { .. } => "fenced",
                 ScribeMsg::FetchState { .. } => "fetch_state",
                 ScribeMsg::FetchReply { .. } => "fetch_reply",
             },
@@ -420,6 +421,7 @@ mod tests {
             Msg::Scribe(ScribeMsg::Replicate {
                 gid,
                 rec: WireRecord {
+                    epoch: 3,
                     seq: 2,
                     rev: 5,
                     states: vec![WireState {
@@ -443,6 +445,20 @@ mod tests {
                         },
                     )],
                 },
+                epoch: 4,
+                stamp: 7,
+            }),
+            Msg::Scribe(ScribeMsg::Fenced {
+                gid,
+                epoch: 4,
+                rec: None,
+            }),
+            Msg::Scribe(ScribeMsg::FetchState { gid, epoch: 9 }),
+            Msg::Scribe(ScribeMsg::FetchReply {
+                gid,
+                rec: None,
+                promised: 8,
+                granted: false,
             }),
             Msg::Scribe(ScribeMsg::PublishReply {
                 req: PubReqId {

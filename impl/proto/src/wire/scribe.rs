@@ -84,6 +84,9 @@ pub struct WireState {
 /// A root's group record as replicated to its replicas.
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub struct WireRecord {
+    /// Root epoch (term) of the root that committed the record's latest change: records are
+    /// ordered by it first, so the side that committed last wins when two roots meet.
+    pub epoch: u64,
     /// Sequence number of the current state.
     pub seq: u64,
     /// Revision: bumped by every change of the record.
@@ -212,6 +215,11 @@ pub enum ScribeMsg {
         gid: GroupId,
         /// Record.
         rec: WireRecord,
+        /// The sender's root epoch (a replica refuses one below what it holds or promised).
+        epoch: u64,
+        /// The root's clock when it sent this (echoed in the acknowledgement: the root's
+        /// lease runs from it).
+        stamp: u64,
     },
     /// Replica → root: refused, because `closer` is nearer to the group id than the sender, so
     /// the sender is not the group's root.
@@ -227,11 +235,26 @@ pub enum ScribeMsg {
         gid: GroupId,
         /// Revision stored.
         rev: u64,
+        /// The `stamp` of the REPLICATE acknowledged.
+        stamp: u64,
     },
-    /// New root → neighbours: send me your copy of the group record.
+    /// Replica → root: refused, because the replica holds (or promised) a higher root epoch
+    /// than the record's: another root took the group over meanwhile.
+    Fenced {
+        /// Group.
+        gid: GroupId,
+        /// The highest epoch the replica knows for the group.
+        epoch: u64,
+        /// The replica's copy of the record, if any.
+        rec: Option<WireRecord>,
+    },
+    /// A root taking the group over (or confirming it still holds it) → its nearest peers:
+    /// send me your copy of the group record, and accept records of epoch `epoch` or above only.
     FetchState {
         /// Group.
         gid: GroupId,
+        /// The epoch the asking root will serve with.
+        epoch: u64,
     },
     /// Answer to [`ScribeMsg::FetchState`].
     FetchReply {
@@ -239,5 +262,10 @@ pub enum ScribeMsg {
         gid: GroupId,
         /// The sender's copy, if any.
         rec: Option<WireRecord>,
+        /// The highest epoch the sender had promised or held before this fetch.
+        promised: u64,
+        /// Whether the sender promised the asked epoch (no other root asked for it or a
+        /// higher one first).
+        granted: bool,
     },
 }
