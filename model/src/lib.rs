@@ -34,9 +34,23 @@
 //!   carrying its latest state; a root keeps the higher seq.
 //! - **Root replication** (§III.F): replicas hold the root state (seq, every event state with its
 //!   ETag and expiry, and the last result per publisher, so a retransmitted publish is not applied
-//!   twice); when the root crashes the closest live peer takes over with its replica, so
-//!   publishers' ETags survive failover. A state adopted from the tree (a re-JOIN carrying a
-//!   newer composed entry) becomes one anonymous event state whose ETag nobody holds.
+//!   twice); when the root crashes the closest live peer takes over, so publishers' ETags
+//!   survive failover. A state adopted from the tree (a re-JOIN carrying a newer composed
+//!   entry) becomes one anonymous event state whose ETag nobody holds.
+//! - **A new root's fetch** (production `takeover.rs`): a peer that takes the root role over
+//!   sends `FetchState` to its replica set (its k nearest live peers) and holds every JOIN and
+//!   PUBLISH, in order, until each peer asked answered (`FetchReply` with its record) or was
+//!   declared dead (the failure detector stands for production's fetch timeout). It then
+//!   *activates*: it keeps the highest record (by seq) of its own replica, the replies and its
+//!   member view, re-replicates it to its replicas, passes it down the tree (a re-commit of
+//!   that seq, unchanged) and serves what it held. As in production, a peer takes the role over
+//!   when its failure detector reports the root dead only if it holds something for the group
+//!   (a record, a latest state, a subscriber or a child); otherwise the first JOIN or PUBLISH
+//!   that reaches it as the closest peer makes it the root (and it fetches then). An old root
+//!   that receives `FetchState` from a peer it knows is closer demotes itself before
+//!   answering, so everything it acknowledged is in its reply. The group's first root holds
+//!   the role from the start (production creates it lazily, fetching from replicas that hold
+//!   nothing yet).
 //! - **Expiry** (RFC 3903 §4.3): within an expiry budget (`--expiries`, default 0) one event
 //!   state lapses at a time: the root removes it, stamps the next seq, commits it like a
 //!   publication, and subscribers get a NOTIFY with the states that remain (none:
@@ -73,6 +87,10 @@
 //!   publications survive failover without a new root ever reusing a seq; with it, the state a
 //!   re-JOIN carries is never newer than a replica's within the fault bound, so that mechanism is
 //!   exercised (witness `rejoin-carried-state`) but its removal cannot be told apart there.
+//!   The same holds for a new root's fetch under a perfect failure detector: every committed
+//!   state is at every replica, and a new root is one of them or fetches from them; the fetch
+//!   is told apart by the traces (production stamps after the fetched record) and, with false
+//!   suspicions, by the checker (mutant `no-fetch`).
 //! - **Loss** is limited to overlay request/response messages (JOIN, pACK, ACK, publish and
 //!   its result), which retransmission recovers. Multicast, replication and NOTIFY delivery are
 //!   assumed reliable (in production: acknowledged transfers and SIP retransmission).

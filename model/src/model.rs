@@ -132,7 +132,8 @@ impl SaScribe {
         }
         !self.live_peers(state).any(|(_, s)| {
             s.root.as_ref().is_some_and(|r| {
-                r.waiting.iter().any(|w| w.0 == Some(req)) || r.queued.iter().any(|q| q.req == req)
+                r.waiting.iter().any(|w| w.0 == Some(req))
+                    || r.queued.iter().any(|q| q.req() == req)
             })
         })
     }
@@ -341,6 +342,10 @@ impl SaScribe {
             }
             Msg::Replicate(rs) => format!("REPLICATE {}", e(&rs.0.entry())),
             Msg::ReplicaAck(s) => format!("replica ack seq {s}"),
+            Msg::FetchState => "FETCH STATE".into(),
+            Msg::FetchReply(r) => {
+                format!("FETCH REPLY {}", e(&r.as_ref().and_then(|r| r.0.entry())))
+            }
             Msg::Observe(o) => format!("observe {o:?}"),
         }
     }
@@ -555,9 +560,10 @@ fn no_rollback(m: &SaScribe, state: &State) -> bool {
     }
     let acked = state.history.acked_max;
     m.live_peers(state).all(|(_, s)| {
+        // A root still fetching its replicas' records serves nothing yet.
         s.root
             .as_ref()
-            .is_none_or(|r| r.committed.map_or(0, |e| e.seq) >= acked)
+            .is_none_or(|r| !r.active() || r.committed.map_or(0, |e| e.seq) >= acked)
     })
 }
 
@@ -585,7 +591,7 @@ pub const PROPERTIES: &[(&str, &str, &str)] = &[
     ("notified-was-published", "always", "every NOTIFY carries a (seq, state) some root committed with that seq"),
     ("single-committer", "always", "every seq is stamped once, by one root, and committed with one composition (a takeover re-commits it unchanged)"),
     ("first-notify-fresh", "always", "a subscriber's first NOTIFY is at least as new as every publication acknowledged before it subscribed"),
-    ("no-rollback", "always", "while at most k-1 peers crashed, a root's committed seq is never below an acknowledged one"),
+    ("no-rollback", "always", "while at most k-1 peers crashed, a serving root's committed seq is never below an acknowledged one (a root still fetching its replicas' records serves nothing)"),
     ("acked-durable", "always", "while at most k-1 peers crashed, a live root or replica holds the latest acknowledged publication"),
     ("412-changes-nothing", "always", "a conditional publish whose ETag names no live event state is never committed, and its 412 leaves the root's state as committed (no seq consumed, nothing pending)"),
     ("publish-applied-once", "always", "a PUBLISH is applied at most once, however often it is retransmitted"),

@@ -46,7 +46,7 @@ mutants! {
         "The root stamps a new publication with the current seq instead of the next one.";
     AnswerFromIntermediate = "answer-from-intermediate" => "first-notify-fresh",
         "An on-tree peer answers a JOIN from its own, possibly stale, state instead of forwarding it to the root.";
-    NoReplication = "no-replication" => "no-rollback",
+    NoReplication = "no-replication" => "acked-durable",
         "The root replicates nothing to its k nearest peers (and acknowledges at once).";
     RootAcceptsLowerSeq = "root-accepts-lower-seq" => "no-rollback",
         "A root adopts the state carried by a re-JOIN even when its seq is lower than its own.";

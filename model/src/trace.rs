@@ -499,6 +499,11 @@ impl SaScribe {
                 a.kind = "replica_ack";
                 a.seq = Some(*s);
             }
+            Msg::FetchState => a.kind = "fetch_state",
+            Msg::FetchReply(r) => {
+                a.kind = "fetch_reply";
+                set(&mut a, r.as_ref().and_then(|r| r.0.entry()));
+            }
             Msg::ToSubscriber { .. } | Msg::PubResponse { .. } | Msg::Observe(_) => return None,
         }
         if matches!(a.kind, "subscribe" | "unsubscribe" | "publish" | "pack") {

@@ -91,6 +91,8 @@ impl Ctx<'_> {
             Msg::PubReply { req, result } => self.pub_answered(st, req, result, o),
             Msg::Replicate(RootStateMsg(rs)) => self.on_replicate(st, src, &rs, o),
             Msg::ReplicaAck(seq) => self.on_replica_ack(st, from, seq, o),
+            Msg::FetchState => self.on_fetch_state(st, src, o),
+            Msg::FetchReply(rec) => self.on_fetch_reply(st, from, rec.as_ref().map(|r| &*r.0), o),
             Msg::ToSubscriber { .. } | Msg::PubResponse { .. } | Msg::Observe(_) => {}
         }
     }
@@ -141,6 +143,7 @@ impl Actor for Participant {
                         waiting: Vec::new(),
                         acks: ctx.replicas_of(&st),
                         queued: Vec::new(),
+                        fetching: 0,
                     });
                 }
                 ParticipantState::Peer(st)

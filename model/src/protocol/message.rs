@@ -239,6 +239,10 @@ pub enum Msg {
     Replicate(RootStateMsg),
     /// Replica → root: the seq it received (the root keeps the highest per replica).
     ReplicaAck(Seq),
+    /// New root → its replica set: send me your record (production `FetchState`).
+    FetchState,
+    /// The record a peer holds (its replica, or its root state), to a fetching root.
+    FetchReply(Option<RootStateMsg>),
     /// Observation for the checker's history (sent to the sink id).
     Observe(Obs),
 }

@@ -20,8 +20,8 @@ use super::message::Change;
 use super::state::{single, EventState};
 use super::{peer_id, to_ix, Ctx, ALL, O};
 use super::{
-    Entry, Msg, Obs, PeerState, PendingPub, PubResult, ReqId, Root, RootState, RootStateMsg, Seq,
-    Timer,
+    Entry, Held, Msg, Obs, PeerState, PendingPub, PubResult, ReqId, Root, RootState, RootStateMsg,
+    Seq, Timer,
 };
 use crate::mutant::Mutant;
 use crate::topology::PeerSet;
@@ -66,6 +66,10 @@ impl Ctx<'_> {
 
     /// Sends a publish toward the root, or serves it here if this peer is the root.
     pub(super) fn forward_publish(&self, st: &mut PeerState, p: PendingPub, o: &mut O) {
+        if st.root.is_none() && self.route(st) == self.me {
+            // The publish reached the closest peer: it becomes the root (fetching first).
+            self.ensure_root(st, o);
+        }
         if st.root.is_some() {
             self.on_publish_at_root(st, p, o);
         } else {
@@ -86,13 +90,14 @@ impl Ctx<'_> {
     /// from the stored result, refuse a stale SIP-If-Match (412), or apply it and replicate.
     fn on_publish_at_root(&self, st: &mut PeerState, p: PendingPub, o: &mut O) {
         let root = st.root.as_mut().expect("root");
-        if !root.waiting.is_empty() {
-            // One publication at a time: hold this one until the pending commit completes (a
-            // retransmission of the pending one is dropped: its answer follows the commit).
+        if !root.waiting.is_empty() || !root.active() {
+            // One publication at a time, and none before the fetch phase ends: hold this one
+            // until the pending commit completes (a retransmission of the pending one is
+            // dropped: its answer follows the commit).
             if !root.waiting.iter().any(|w| w.0 == Some(p.req))
-                && !root.queued.iter().any(|q| q.req == p.req)
+                && !root.queued.iter().any(|q| q.req() == p.req)
             {
-                root.queued.push(p);
+                root.queued.push(Held::Pub(p));
             }
             return;
         }
@@ -225,13 +230,17 @@ impl Ctx<'_> {
                 Some(_) => return,
                 None => {
                     let root = st.root.as_mut().expect("root");
-                    if root.queued.is_empty() {
+                    if root.queued.is_empty() || !root.active() {
                         return;
                     }
-                    // Serve held publishes in order until one starts a commit (a 412 or a
-                    // retransmission's stored answer starts none).
-                    let next = root.queued.remove(0);
-                    self.on_publish_at_root(st, next, o);
+                    // Serve held requests in order until a publish starts a commit (a JOIN,
+                    // a 412 or a retransmission's stored answer starts none).
+                    match root.queued.remove(0) {
+                        Held::Pub(next) => self.on_publish_at_root(st, next, o),
+                        Held::Join { req, path, carried } => {
+                            self.root_join(st, req, path, carried, o)
+                        }
+                    }
                 }
             }
         }
@@ -356,10 +365,12 @@ impl Ctx<'_> {
     }
 }
 
-/// Whether event state `etag` of a root can expire now: it is live and committed, and no commit
-/// is pending (production checks expiry on its periodic tick, between commits).
+/// Whether event state `etag` of a root can expire now: the root serves (its fetch phase is
+/// over), the state is live and committed, and no commit is pending (production checks expiry
+/// on its periodic tick, between commits).
 pub fn expirable(root: &Root, etag: Seq) -> bool {
-    root.waiting.is_empty()
+    root.active()
+        && root.waiting.is_empty()
         && root.committed.map(|e| e.seq) == Some(root.st.seq)
         && root.st.states.iter().any(|s| s.etag == etag)
 }

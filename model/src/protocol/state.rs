@@ -159,9 +159,45 @@ pub struct Root {
     pub waiting: Vec<(Option<ReqId>, PubResult, Obs)>,
     /// Current replica set and the highest seq each has acknowledged.
     pub acks: Vec<Replica>,
-    /// Publishes held while a commit is pending (one publication is committed at a time),
-    /// served in order.
-    pub queued: Vec<PendingPub>,
+    /// Requests held while a commit is pending (one publication is committed at a time) or
+    /// while the root fetches its replicas' records, served in order.
+    pub queued: Vec<Held>,
+    /// The peers whose records this root still awaits before it serves (its fetch phase,
+    /// production's `RootRole::active` false); empty once active.
+    pub fetching: PeerSet,
+}
+
+impl Root {
+    /// Whether the root serves (its fetch phase is over).
+    pub fn active(&self) -> bool {
+        self.fetching == 0
+    }
+}
+
+/// A request a root holds until it can serve it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum Held {
+    /// A publish.
+    Pub(PendingPub),
+    /// A JOIN with its reverse path (empty: the root's own) and the state it carries.
+    Join {
+        /// End-to-end request id.
+        req: ReqId,
+        /// Reverse path.
+        path: super::message::Hops,
+        /// Latest state known to the joiner.
+        carried: Option<Entry>,
+    },
+}
+
+impl Held {
+    /// The request's id.
+    pub fn req(&self) -> ReqId {
+        match self {
+            Held::Pub(p) => p.req,
+            Held::Join { req, .. } => *req,
+        }
+    }
 }
 
 /// An overlay peer's state for the model's one group.
