@@ -65,13 +65,53 @@
 //!   retransmitted by the first-contact peer; the root answers a retransmission of an applied
 //!   PUBLISH from the result it stored (`publish-applied-once`).
 //!
+//! - **False suspicion, healing and root fencing** (`--suspicions N`, default 0; production's
+//!   fix for acknowledged PUBLISHes lost after a paused or partitioned root came back). An
+//!   environment action `Suspect(x)`, within the budget and one at a time, cuts a live peer
+//!   off: it takes no step (a pause), overlay messages to and from it are lost, what its user
+//!   agents send it waits, and the others' `Detect(x)` fire as for a crash (takeover by the
+//!   closest live peer, re-JOINs, replica-set repair). `Heal(x)` (a protocol timer: a
+//!   suspicion always heals) lets it run again; each other peer's `Alive(x)` then takes it back
+//!   (its dead mask clears `x`; routing goes to `x` again), and a root to which `x` is closer
+//!   demotes and sends `x` its record, which `x` keeps if higher. With suspicions enabled:
+//!   - records carry a root **epoch** and are ordered by (epoch, seq); an activating root sets
+//!     epoch = 1 + the highest epoch it saw, and if the record it keeps has a lower seq than
+//!     the highest seq it heard of (fetched records, its own, its member view), it stamps a seq
+//!     above it, so that every member takes the result as newer;
+//!   - **fencing**: a replica holding a record of a higher epoch than an incoming REPLICATE's
+//!     neither stores nor acknowledges it and answers `Fenced` with its record; a root that
+//!     gets it goes back to the fetch phase (its pending commits' requests held again,
+//!     unanswered) and activates above that record;
+//!   - **lease**: a root answers only while its replicas' lease holds. Abstraction: suspecting
+//!     `x` lapses `x`'s lease *before* any failure detector reports it (the detector's timeout
+//!     is longer than the lease), so a root `x` stops serving at `Suspect(x)` and fetches again
+//!     at `Heal(x)` before it answers anything;
+//!   - a root that receives `FetchState`, or a REPLICATE, from a peer closer to the group than
+//!     itself takes that peer back as alive and demotes (handing its record over).
+//!
+//!   Mutants `no-fetch` and `no-lease` (a healed root serving its stale record) are caught
+//!   (`no-rollback`). Two parts of the fix are defence in depth under this abstraction, and
+//!   their removal is **not** caught: fencing (a replica acknowledging a lower-epoch record)
+//!   and the seq raise at activation. With the lease lapsing at `Suspect(x)` and a root
+//!   demoting on a closer peer's `FetchState`, two roots never serve at once; a lower-epoch
+//!   REPLICATE can only come from a root that no longer serves, and a kept record's seq is
+//!   below a heard one only when that seq was applied but never committed. Both would matter
+//!   with a lease that can outlive a suspicion (clock drift, a pause longer than the lease
+//!   but noticed late), which the model does not represent.
+//!
+//!   Production does not carry epochs yet, so everything above is switched on by
+//!   `--suspicions` only: the committed corpus (exported without suspicions) is what the
+//!   current production peer passes, and suspicion traces are not exported (the harness cannot
+//!   drive a suspicion; `--save-trace` refuses them).
+//!
 //! ## Abstractions (what is simplified, and why)
 //! - **One group.** Groups are independent in sa-Scribe; every property is per group.
 //! - **Static membership.** Pastry joins and leaves are not modelled; leaf-set repair after a
 //!   detected crash is instantaneous (see [`topology`]). The production core implements both.
 //! - **Heartbeats and keep-alives as a failure detector.** Periodic messages would make the state
 //!   graph cyclic and defeat liveness checking; instead a `Detect(x)` timeout fires, at any
-//!   moment after `x` crashed, at each peer (a perfect failure detector: no false suspicion).
+//!   moment after `x` crashed, at each peer (a perfect failure detector: no false suspicion,
+//!   unless `--suspicions` allows some, above).
 //! - **Retransmission timeouts** fire only when a request is actually lost, and only after every
 //!   live peer has detected every crash (timeouts longer than round trips and detection).
 //! - **Values and ETags.** A publication body is a small number, a composed state the set of the

@@ -94,7 +94,10 @@ impl Ctx<'_> {
             // One publication at a time, and none before the fetch phase ends: hold this one
             // until the pending commit completes (a retransmission of the pending one is
             // dropped: its answer follows the commit).
-            if !root.waiting.iter().any(|w| w.0 == Some(p.req))
+            if !root
+                .waiting
+                .iter()
+                .any(|w| w.0.is_some_and(|q| q.req == p.req))
                 && !root.queued.iter().any(|q| q.req() == p.req)
             {
                 root.queued.push(Held::Pub(p));
@@ -196,7 +199,7 @@ impl Ctx<'_> {
             change,
             live: root.st.live(),
         };
-        root.waiting.push((Some(p.req), result, obs));
+        root.waiting.push((Some(p), result, obs));
         push_replication(root, ALL, o);
         if self.mutant(Mutant::NotifyBeforeCommit) {
             // seeded bug: the applied state goes down the tree before the replicas hold it
@@ -223,8 +226,8 @@ impl Ctx<'_> {
                     root.committed = Some(entry);
                     self.observe(o, obs);
                     self.learn(st, entry, None, o);
-                    if let Some(req) = req {
-                        self.reply(st, req, result, o);
+                    if let Some(p) = req {
+                        self.reply(st, p.req, result, o);
                     }
                 }
                 Some(_) => return,
@@ -309,13 +312,28 @@ impl Ctx<'_> {
     pub(super) fn on_replicate(&self, st: &mut PeerState, src: Id, rs: &RootState, o: &mut O) {
         let from = to_ix(src);
         if st.root.is_some() {
-            self.late_replicate(st, rs, o);
+            self.late_replicate(st, from, rs, o);
+            if st.root.is_none() {
+                return;
+            }
             o.send(src, Msg::ReplicaAck(0));
             return;
         }
         let seq = rs.seq;
-        let held = st.replica.as_ref().map_or(0, |r| r.seq);
-        if st.replica.is_none() || seq >= held {
+        if self.s.fencing() {
+            // Fencing: a record of an older root epoch than the one held here is neither
+            // stored nor acknowledged; the sender gets the record held here.
+            if let Some(held) = st.replica.as_ref().filter(|h| h.epoch > rs.epoch) {
+                o.send(src, Msg::Fenced(RootStateMsg(Arc::new(held.clone()))));
+                return;
+            }
+        }
+        let newer = match st.replica.as_ref() {
+            None => true,
+            Some(h) if self.s.fencing() => rs.key() >= h.key(),
+            Some(h) => seq >= h.seq,
+        };
+        if newer {
             st.replica = Some(rs.clone());
         }
         // Only the closest peer may commit: a replica that knows a live peer closer to
@@ -380,7 +398,7 @@ pub fn expirable(root: &Root, etag: Seq) -> bool {
 pub(super) fn on_resend(st: &mut PeerState, o: &mut O) {
     o.set_timer(Timer::Resend, model_timeout());
     // Production's tick resends to every replica behind the root.
-    if let Some(root) = st.root.as_mut() {
+    if let Some(root) = st.root.as_mut().filter(|r| r.active()) {
         push_replication(root, ALL, o);
     }
 }
