@@ -171,8 +171,8 @@ impl Ctx<'_> {
             if top > root.st.seq {
                 root.st.seq = top + 1;
             }
-            root.seen = (0, 0);
         }
+        root.seen = (0, 0);
         let committed = root.st.entry();
         root.committed = committed;
         root.acks = acks;
