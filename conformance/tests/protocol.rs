@@ -129,7 +129,13 @@ fn the_family_table_counts_traces_steps_and_known_divergences() {
         "small-walk-031",
         "small-witness-states-composed",
     ] {
-        let t = load(&corpus().join(format!("{name}.json"))).unwrap();
+        let mut t = load(&corpus().join(format!("{name}.json"))).unwrap();
+        if name == "small-walk-031" {
+            // A trace that diverges at its last step: it expects a message nobody sends.
+            let mut bogus = t.steps[0].expect.sent[0].clone();
+            bogus.seq = Some(99);
+            t.steps.last_mut().unwrap().expect.sent.push(bogus);
+        }
         let r = run_trace(&t, &mut InProcess::new(), false);
         fams.add(&t, &r, !r.passed());
     }

@@ -8,6 +8,10 @@ use crate::{Options, Preset, SaScribe, Setup};
 use stateright::{Checker, HasDiscoveries, Model};
 use std::collections::BTreeSet;
 
+/// `sometimes` properties only configurations with suspicions reach; suspicion traces are not
+/// exported yet (production has no epochs; the harness cannot drive a suspicion).
+pub const SUSPICION_ONLY: &[&str] = &["suspected-root-refetched"];
+
 /// Random walks per configuration in the committed corpus (half as many on `lossy`).
 pub const DEFAULT_WALKS: u64 = 100;
 
@@ -77,7 +81,7 @@ pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
 fn witnesses(name: &str, model: &SaScribe, progress: &mut Progress) -> Vec<Trace> {
     let wanted: BTreeSet<&'static str> = PROPERTIES
         .iter()
-        .filter(|(_, kind, _)| *kind == "sometimes")
+        .filter(|(name, kind, _)| *kind == "sometimes" && !SUSPICION_ONLY.contains(name))
         .map(|(n, _, _)| *n)
         .collect();
     let mut checker = model
@@ -111,6 +115,10 @@ fn witnesses(name: &str, model: &SaScribe, progress: &mut Progress) -> Vec<Trace
 /// to the very step where that bug shows, and expects the correct behaviour.
 fn mutant_path(m: Mutant, progress: &mut Progress) -> Option<Trace> {
     let c = m.catching_config();
+    if c.8 > 0 {
+        // Suspicions have no trace form yet: the harness cannot drive production through them.
+        return None;
+    }
     let buggy = SaScribe::new(c.setup(Some(m)));
     let mut checker = buggy
         .checker()

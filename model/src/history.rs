@@ -56,6 +56,9 @@ pub const NOT_CENTRAL: u32 = 1 << 19;
 /// Witness: a peer took over as root holding no replica (the root crashed before it
 /// replicated anything).
 pub const TAKEOVER_EMPTY: u32 = 1 << 18;
+/// Witness: a root that had been suspected (and lost its lease) healed and fetched its
+/// replicas' records again before serving.
+pub const REFETCHED: u32 = 1 << 20;
 
 /// Per-subscriber record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
@@ -102,6 +105,8 @@ pub struct History {
     pub losses: u8,
     /// Publications expired so far.
     pub expiries: u8,
+    /// False suspicions so far.
+    pub suspicions: u8,
     /// The seqs that committed an expiry (bit `s` for seq `s`).
     pub expiry_seqs: u16,
     /// The seqs a root stamped on a change of its own (a publication or an expiry; bit `s` for
@@ -250,6 +255,8 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
             }
         }
         Msg::Observe(Obs::Expired) => n.expiries += 1,
+        Msg::Observe(Obs::Suspected) => n.suspicions += 1,
+        Msg::Observe(Obs::Refetched) => n.flags |= REFETCHED,
         Msg::Observe(Obs::Applied { seq, who, n: req }) => {
             if !n.stamps.contains(&(*seq, *who, *req)) {
                 n.stamps.push((*seq, *who, *req));

@@ -34,9 +34,23 @@
 //!   carrying its latest state; a root keeps the higher seq.
 //! - **Root replication** (§III.F): replicas hold the root state (seq, every event state with its
 //!   ETag and expiry, and the last result per publisher, so a retransmitted publish is not applied
-//!   twice); when the root crashes the closest live peer takes over with its replica, so
-//!   publishers' ETags survive failover. A state adopted from the tree (a re-JOIN carrying a
-//!   newer composed entry) becomes one anonymous event state whose ETag nobody holds.
+//!   twice); when the root crashes the closest live peer takes over, so publishers' ETags
+//!   survive failover. A state adopted from the tree (a re-JOIN carrying a newer composed
+//!   entry) becomes one anonymous event state whose ETag nobody holds.
+//! - **A new root's fetch** (production `takeover.rs`): a peer that takes the root role over
+//!   sends `FetchState` to its replica set (its k nearest live peers) and holds every JOIN and
+//!   PUBLISH, in order, until each peer asked answered (`FetchReply` with its record) or was
+//!   declared dead (the failure detector stands for production's fetch timeout). It then
+//!   *activates*: it keeps the highest record (by seq) of its own replica, the replies and its
+//!   member view, re-replicates it to its replicas, passes it down the tree (a re-commit of
+//!   that seq, unchanged) and serves what it held. As in production, a peer takes the role over
+//!   when its failure detector reports the root dead only if it holds something for the group
+//!   (a record, a latest state, a subscriber or a child); otherwise the first JOIN or PUBLISH
+//!   that reaches it as the closest peer makes it the root (and it fetches then). An old root
+//!   that receives `FetchState` from a peer it knows is closer demotes itself before
+//!   answering, so everything it acknowledged is in its reply. The group's first root holds
+//!   the role from the start (production creates it lazily, fetching from replicas that hold
+//!   nothing yet).
 //! - **Expiry** (RFC 3903 §4.3): within an expiry budget (`--expiries`, default 0) one event
 //!   state lapses at a time: the root removes it, stamps the next seq, commits it like a
 //!   publication, and subscribers get a NOTIFY with the states that remain (none:
@@ -51,13 +65,53 @@
 //!   retransmitted by the first-contact peer; the root answers a retransmission of an applied
 //!   PUBLISH from the result it stored (`publish-applied-once`).
 //!
+//! - **False suspicion, healing and root fencing** (`--suspicions N`, default 0; production's
+//!   fix for acknowledged PUBLISHes lost after a paused or partitioned root came back). An
+//!   environment action `Suspect(x)`, within the budget and one at a time, cuts a live peer
+//!   off: it takes no step (a pause), overlay messages to and from it are lost, what its user
+//!   agents send it waits, and the others' `Detect(x)` fire as for a crash (takeover by the
+//!   closest live peer, re-JOINs, replica-set repair). `Heal(x)` (a protocol timer: a
+//!   suspicion always heals) lets it run again; each other peer's `Alive(x)` then takes it back
+//!   (its dead mask clears `x`; routing goes to `x` again), and a root to which `x` is closer
+//!   demotes and sends `x` its record, which `x` keeps if higher. With suspicions enabled:
+//!   - records carry a root **epoch** and are ordered by (epoch, seq); an activating root sets
+//!     epoch = 1 + the highest epoch it saw, and if the record it keeps has a lower seq than
+//!     the highest seq it heard of (fetched records, its own, its member view), it stamps a seq
+//!     above it, so that every member takes the result as newer;
+//!   - **fencing**: a replica holding a record of a higher epoch than an incoming REPLICATE's
+//!     neither stores nor acknowledges it and answers `Fenced` with its record; a root that
+//!     gets it goes back to the fetch phase (its pending commits' requests held again,
+//!     unanswered) and activates above that record;
+//!   - **lease**: a root answers only while its replicas' lease holds. Abstraction: suspecting
+//!     `x` lapses `x`'s lease *before* any failure detector reports it (the detector's timeout
+//!     is longer than the lease), so a root `x` stops serving at `Suspect(x)` and fetches again
+//!     at `Heal(x)` before it answers anything;
+//!   - a root that receives `FetchState`, or a REPLICATE, from a peer closer to the group than
+//!     itself takes that peer back as alive and demotes (handing its record over).
+//!
+//!   Mutants `no-fetch` and `no-lease` (a healed root serving its stale record) are caught
+//!   (`no-rollback`). Two parts of the fix are defence in depth under this abstraction, and
+//!   their removal is **not** caught: fencing (a replica acknowledging a lower-epoch record)
+//!   and the seq raise at activation. With the lease lapsing at `Suspect(x)` and a root
+//!   demoting on a closer peer's `FetchState`, two roots never serve at once; a lower-epoch
+//!   REPLICATE can only come from a root that no longer serves, and a kept record's seq is
+//!   below a heard one only when that seq was applied but never committed. Both would matter
+//!   with a lease that can outlive a suspicion (clock drift, a pause longer than the lease
+//!   but noticed late), which the model does not represent.
+//!
+//!   Production does not carry epochs yet, so everything above is switched on by
+//!   `--suspicions` only: the committed corpus (exported without suspicions) is what the
+//!   current production peer passes, and suspicion traces are not exported (the harness cannot
+//!   drive a suspicion; `--save-trace` refuses them).
+//!
 //! ## Abstractions (what is simplified, and why)
 //! - **One group.** Groups are independent in sa-Scribe; every property is per group.
 //! - **Static membership.** Pastry joins and leaves are not modelled; leaf-set repair after a
 //!   detected crash is instantaneous (see [`topology`]). The production core implements both.
 //! - **Heartbeats and keep-alives as a failure detector.** Periodic messages would make the state
 //!   graph cyclic and defeat liveness checking; instead a `Detect(x)` timeout fires, at any
-//!   moment after `x` crashed, at each peer (a perfect failure detector: no false suspicion).
+//!   moment after `x` crashed, at each peer (a perfect failure detector: no false suspicion,
+//!   unless `--suspicions` allows some, above).
 //! - **Retransmission timeouts** fire only when a request is actually lost, and only after every
 //!   live peer has detected every crash (timeouts longer than round trips and detection).
 //! - **Values and ETags.** A publication body is a small number, a composed state the set of the
@@ -73,6 +127,10 @@
 //!   publications survive failover without a new root ever reusing a seq; with it, the state a
 //!   re-JOIN carries is never newer than a replica's within the fault bound, so that mechanism is
 //!   exercised (witness `rejoin-carried-state`) but its removal cannot be told apart there.
+//!   The same holds for a new root's fetch under a perfect failure detector: every committed
+//!   state is at every replica, and a new root is one of them or fetches from them; the fetch
+//!   is told apart by the traces (production stamps after the fetched record) and, with false
+//!   suspicions, by the checker (mutant `no-fetch`).
 //! - **Loss** is limited to overlay request/response messages (JOIN, pACK, ACK, publish and
 //!   its result), which retransmission recovers. Multicast, replication and NOTIFY delivery are
 //!   assumed reliable (in production: acknowledged transfers and SIP retransmission).

@@ -79,6 +79,11 @@ struct ConfigArgs {
     /// How many subscribers (the first ones) unsubscribe after subscribing.
     #[arg(long, default_value_t = 0)]
     unsubscribes: usize,
+    /// False suspicions allowed: a live peer is suspected by the others (a pause or a
+    /// partition), later heals; records then carry a root epoch, replicas fence, roots serve
+    /// under a lease (default 0: a perfect failure detector).
+    #[arg(long, default_value_t = 0)]
+    suspicions: usize,
     /// Run with a seeded protocol bug (see --list-mutants).
     #[arg(long, value_parser = parse::<Mutant>)]
     mutant: Option<Mutant>,
@@ -142,6 +147,7 @@ impl ConfigArgs {
             losses: self.losses,
             expiries: self.expiries,
             unsubscribes: self.unsubscribes,
+            suspicions: self.suspicions,
             mutant: self.mutant,
         })
     }
@@ -313,7 +319,9 @@ fn check(args: CheckArgs) -> ExitCode {
         PROPERTIES.len() - sometimes,
         (witnessed, sometimes),
     );
-    if let (Some(file), Some(name)) = (&args.save_trace, violated.first()) {
+    if args.save_trace.is_some() && model.setup.suspicions > 0 {
+        eprintln!("--save-trace: suspicions have no trace form yet; no trace written");
+    } else if let (Some(file), Some(name)) = (&args.save_trace, violated.first()) {
         let path = &discoveries[name];
         let trace = model.trace(
             file.file_stem().map_or("counterexample".into(), |s| {

@@ -86,13 +86,25 @@ impl SaScribe {
             .filter_map(move |p| self.peer(state, p).map(|s| (p, s)))
     }
 
-    /// Every live peer has detected every crash.
+    /// The peers that are crashed or suspected and not healed (cut off).
+    fn gone(&self, state: &State) -> u8 {
+        (0..self.setup.peers())
+            .filter(|&p| state.crashed[p] || self.peer(state, p).is_some_and(|s| s.cut))
+            .fold(0, |m, p| m | (1 << p))
+    }
+
+    /// Every live peer has detected every crash and suspicion, and taken back every healed
+    /// peer: the failure detectors' views are settled.
     fn detection_complete(&self, state: &State) -> bool {
-        let crashed: u8 = (0..self.setup.peers())
-            .filter(|&p| state.crashed[p])
-            .fold(0, |m, p| m | (1 << p));
+        let gone = self.gone(state);
         self.live_peers(state)
-            .all(|(_, s)| s.dead & crashed == crashed)
+            .all(|(p, s)| s.cut || s.dead == gone & !(1 << p))
+    }
+
+    /// Whether actor `id` is a peer cut off by a suspicion.
+    fn is_cut(&self, state: &State, id: Id) -> bool {
+        let p = usize::from(id);
+        p < self.setup.peers() && self.peer(state, p).is_some_and(|s| s.cut)
     }
 
     /// Quiescence: nothing is in flight to a live actor and no protocol timer is enabled (no
@@ -108,7 +120,14 @@ impl SaScribe {
         !all.iter().any(|a| {
             matches!(
                 a,
-                ActorModelAction::Timeout(_, Timer::Detect(_) | Timer::Retry(_) | Timer::Resend)
+                ActorModelAction::Timeout(
+                    _,
+                    Timer::Detect(_)
+                        | Timer::Retry(_)
+                        | Timer::Resend
+                        | Timer::Heal
+                        | Timer::Alive(_)
+                )
             ) && self.enabled(state, a)
         })
     }
@@ -132,7 +151,8 @@ impl SaScribe {
         }
         !self.live_peers(state).any(|(_, s)| {
             s.root.as_ref().is_some_and(|r| {
-                r.waiting.iter().any(|w| w.0 == Some(req)) || r.queued.iter().any(|q| q.req == req)
+                r.waiting.iter().any(|w| w.0.is_some_and(|p| p.req == req))
+                    || r.queued.iter().any(|q| q.req() == req)
             })
         })
     }
@@ -144,6 +164,7 @@ impl SaScribe {
         let Some(root) = self
             .peer(state, usize::from(id))
             .and_then(|s| s.root.as_ref())
+            .filter(|r| r.active())
         else {
             return false;
         };
@@ -156,22 +177,57 @@ impl SaScribe {
             let q = a.peer as usize;
             a.acked < seq
                 && !state.crashed[q]
+                && !self.is_cut(state, Id::from(q))
                 && !any_envelope(&state.network, |src, dst, m| match m {
                     Msg::Replicate(_) => usize::from(dst) == q,
-                    Msg::ReplicaAck(_) => usize::from(src) == q,
+                    Msg::ReplicaAck(_) | Msg::Fenced(_) => usize::from(src) == q,
                     _ => false,
                 })
-                && self
-                    .peer(state, q)
-                    .is_some_and(|s| !self.setup.topo.refuses(a.peer, me, self.setup.gid, s.dead))
+                && self.peer(state, q).is_some_and(|s| {
+                    let fenced = self.setup.fencing()
+                        && s.replica.as_ref().is_some_and(|r| r.epoch > root.st.epoch);
+                    !self.setup.topo.refuses(a.peer, me, self.setup.gid, s.dead) && !fenced
+                })
         })
     }
 
     fn enabled(&self, state: &State, action: &Action) -> bool {
+        // A peer cut off by a suspicion takes no step (a pause): nothing is delivered to it,
+        // none of its timers fires, and it does not crash, until it heals.
+        match action {
+            ActorModelAction::Timeout(id, Timer::Heal) => return self.is_cut(state, *id),
+            ActorModelAction::Timeout(id, _) | ActorModelAction::Crash(id)
+                if self.is_cut(state, *id) =>
+            {
+                return false
+            }
+            ActorModelAction::Deliver { dst, .. } if self.is_cut(state, *dst) => return false,
+            _ => {}
+        }
         match action {
             ActorModelAction::Crash(id) => usize::from(*id) < self.setup.peers(),
             ActorModelAction::Recover(_) => false,
-            ActorModelAction::Timeout(_, Timer::Detect(x)) => state.crashed[*x as usize],
+            ActorModelAction::Timeout(id, Timer::Detect(x)) => {
+                (state.crashed[*x as usize] || self.is_cut(state, Id::from(*x as usize)))
+                    && self
+                        .peer(state, usize::from(*id))
+                        .is_some_and(|s| s.dead & (1 << x) == 0)
+            }
+            // One suspicion at a time, within the budget, of a live peer.
+            ActorModelAction::Timeout(id, Timer::Suspect) => {
+                (state.history.suspicions as usize) < self.setup.suspicions
+                    && usize::from(*id) < self.setup.peers()
+                    && !state.crashed[usize::from(*id)]
+                    && self.gone(state) & !self.crashed_mask(state) == 0
+            }
+            ActorModelAction::Timeout(id, Timer::Alive(x)) => {
+                let x = *x as usize;
+                !state.crashed[x]
+                    && !self.is_cut(state, Id::from(x))
+                    && self
+                        .peer(state, usize::from(*id))
+                        .is_some_and(|s| s.dead & (1 << x) != 0)
+            }
             ActorModelAction::Timeout(id, Timer::Resend) => self.resend_useful(state, *id),
             // An unsubscribe is an in-dialog request (RFC 6665 §4.1.2.3): a SIP user agent can
             // send it only once its SUBSCRIBE was answered 200 OK (the dialog exists then).
@@ -206,21 +262,33 @@ impl SaScribe {
 
     fn normalize(&self, mut state: State) -> State {
         let actors = self.setup.actors();
+        let peers = self.setup.peers();
         let crashed = state.crashed.clone();
-        let gone = |dst: Id| {
-            let d = usize::from(dst);
-            d >= actors || crashed[d]
+        // Overlay messages to or from a peer cut off by a suspicion are lost (a partition or
+        // a pause); what its user agents send it waits.
+        let cut = self.gone(&state) & !self.crashed_mask(&state);
+        let gone = |src: Id, dst: Id| {
+            let (s, d) = (usize::from(src), usize::from(dst));
+            d >= actors
+                || crashed[d]
+                || (s < peers && d < peers && cut & ((1 << s) | (1 << d)) != 0)
         };
-        if for_each_envelope(&state.network, |dst, _| gone(dst)) {
+        if any_envelope(&state.network, |src, dst, _| gone(src, dst)) {
             match &mut state.network {
-                Network::Ordered(map) => map.retain(|(_, dst), _| !gone(*dst)),
-                Network::UnorderedDuplicating(set, _) => set.retain(|e| !gone(e.dst)),
+                Network::Ordered(map) => map.retain(|(src, dst), _| !gone(*src, *dst)),
+                Network::UnorderedDuplicating(set, _) => set.retain(|e| !gone(e.src, e.dst)),
                 // (Stateright 0.31's `iter_all` repeats envelopes whose count is above one, so
                 // the multiset is edited in place rather than rebuilt from it.)
-                Network::UnorderedNonDuplicating(map) => map.retain(|e, _| !gone(e.dst)),
+                Network::UnorderedNonDuplicating(map) => map.retain(|e, _| !gone(e.src, e.dst)),
             }
         }
         state
+    }
+
+    fn crashed_mask(&self, state: &State) -> u8 {
+        (0..self.setup.peers())
+            .filter(|&p| state.crashed[p])
+            .fold(0, |m, p| m | (1 << p))
     }
 
     /// A readable description of an action, with actor names.
@@ -252,6 +320,16 @@ impl SaScribe {
             ActorModelAction::Timeout(id, Timer::Resend) => {
                 format!("{}'s replication retry fires", name(id))
             }
+            ActorModelAction::Timeout(id, Timer::Suspect) => format!(
+                "{} is suspected (paused or cut off; its lease lapses)",
+                name(id)
+            ),
+            ActorModelAction::Timeout(id, Timer::Heal) => format!("{} heals", name(id)),
+            ActorModelAction::Timeout(id, Timer::Alive(x)) => format!(
+                "{} hears from {} again and takes it back",
+                name(id),
+                self.setup.topo.name(*x)
+            ),
             ActorModelAction::Crash(id) => format!("{} crashes", name(id)),
             ActorModelAction::Recover(id) => format!("{} recovers", name(id)),
             ActorModelAction::SelectRandom { actor, .. } => format!("{} chooses", name(actor)),
@@ -339,8 +417,16 @@ impl SaScribe {
             Msg::PubReply { req, result } => {
                 format!("publish result {} {:?}", self.describe_req(req), result)
             }
+            Msg::Replicate(rs) if rs.0.epoch > 0 => {
+                format!("REPLICATE epoch {} {}", rs.0.epoch, e(&rs.0.entry()))
+            }
             Msg::Replicate(rs) => format!("REPLICATE {}", e(&rs.0.entry())),
             Msg::ReplicaAck(s) => format!("replica ack seq {s}"),
+            Msg::FetchState => "FETCH STATE".into(),
+            Msg::Fenced(r) => format!("FENCED epoch {} {}", r.0.epoch, e(&r.0.entry())),
+            Msg::FetchReply(r) => {
+                format!("FETCH REPLY {}", e(&r.as_ref().and_then(|r| r.0.entry())))
+            }
             Msg::Observe(o) => format!("observe {o:?}"),
         }
     }
@@ -555,9 +641,10 @@ fn no_rollback(m: &SaScribe, state: &State) -> bool {
     }
     let acked = state.history.acked_max;
     m.live_peers(state).all(|(_, s)| {
+        // A root still fetching its replicas' records serves nothing yet.
         s.root
             .as_ref()
-            .is_none_or(|r| r.committed.map_or(0, |e| e.seq) >= acked)
+            .is_none_or(|r| !r.active() || r.committed.map_or(0, |e| e.seq) >= acked)
     })
 }
 
@@ -585,7 +672,7 @@ pub const PROPERTIES: &[(&str, &str, &str)] = &[
     ("notified-was-published", "always", "every NOTIFY carries a (seq, state) some root committed with that seq"),
     ("single-committer", "always", "every seq is stamped once, by one root, and committed with one composition (a takeover re-commits it unchanged)"),
     ("first-notify-fresh", "always", "a subscriber's first NOTIFY is at least as new as every publication acknowledged before it subscribed"),
-    ("no-rollback", "always", "while at most k-1 peers crashed, a root's committed seq is never below an acknowledged one"),
+    ("no-rollback", "always", "while at most k-1 peers crashed, a serving root's committed seq is never below an acknowledged one (a root still fetching its replicas' records serves nothing)"),
     ("acked-durable", "always", "while at most k-1 peers crashed, a live root or replica holds the latest acknowledged publication"),
     ("412-changes-nothing", "always", "a conditional publish whose ETag names no live event state is never committed, and its 412 leaves the root's state as committed (no seq consumed, nothing pending)"),
     ("publish-applied-once", "always", "a PUBLISH is applied at most once, however often it is retransmitted"),
@@ -600,6 +687,7 @@ pub const PROPERTIES: &[(&str, &str, &str)] = &[
     ("publish-answered", "eventually", "every PUBLISH to a live peer gets the root's final answer (200 or 412, not a timeout)"),
     ("subscribers-converge", "always", "at every quiescent state (nothing in flight, no protocol timer enabled), every request is answered and every live subscriber holds the latest committed state"),
     ("failover-happened", "sometimes", "a replica took over as root"),
+    ("suspected-root-refetched", "sometimes", "a root that was suspected (and lost its lease) healed and fetched its replicas' records again before serving (with --suspicions)"),
     ("takeover-without-replica", "sometimes", "a peer took over as root holding no replica (the root crashed before it replicated anything)"),
     ("rejoin-carried-state", "sometimes", "a root received a re-JOIN carrying state"),
     ("412-happened", "sometimes", "a publish was answered 412"),
@@ -717,6 +805,9 @@ impl Model for SaScribe {
             Property::eventually("publish-answered", pubs_answered),
             Property::always("subscribers-converge", converged),
             Property::sometimes("failover-happened", |_, s: &State| s.history.has(FAILOVER)),
+            Property::sometimes("suspected-root-refetched", |_, s: &State| {
+                s.history.has(REFETCHED)
+            }),
             Property::sometimes("takeover-without-replica", |_, s: &State| {
                 s.history.has(TAKEOVER_EMPTY)
             }),

@@ -46,7 +46,7 @@ mutants! {
         "The root stamps a new publication with the current seq instead of the next one.";
     AnswerFromIntermediate = "answer-from-intermediate" => "first-notify-fresh",
         "An on-tree peer answers a JOIN from its own, possibly stale, state instead of forwarding it to the root.";
-    NoReplication = "no-replication" => "no-rollback",
+    NoReplication = "no-replication" => "acked-durable",
         "The root replicates nothing to its k nearest peers (and acknowledges at once).";
     RootAcceptsLowerSeq = "root-accepts-lower-seq" => "no-rollback",
         "A root adopts the state carried by a re-JOIN even when its seq is lower than its own.";
@@ -82,6 +82,10 @@ mutants! {
         "An orphaned member (its parent crashed) forgets its parent but does not re-JOIN.";
     AnswerOldEtag = "answer-old-etag" => "central-notifier",
         "The root answers a modify's 200 with the SIP-If-Match tag it named instead of the state's new ETag.";
+    NoFetch = "no-fetch" => "no-rollback",
+        "A peer that takes the root role over, or gets it back after a suspicion, serves with what it holds, without fetching its replicas' records.";
+    NoLease = "no-lease" => "no-rollback",
+        "A suspected root keeps serving: once healed it answers from its stale record without fetching again.";
 }
 
 impl fmt::Display for Mutant {
@@ -107,7 +111,7 @@ impl FromStr for Mutant {
 /// A small configuration on which the checker catches a mutant (and the correct model satisfies
 /// every property): preset, subscribers, publishes, crashes, expiries, subscribers that
 /// unsubscribe, whether every subscriber sits on peer A (so that their JOINs share the
-/// intermediate C in `multihop`), and overlay messages the network may lose.
+/// intermediate C in `multihop`), overlay messages the network may lose, and false suspicions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CatchConfig(
     pub Preset,
@@ -117,6 +121,7 @@ pub struct CatchConfig(
     pub usize,
     pub usize,
     pub bool,
+    pub usize,
     pub usize,
 );
 
@@ -132,6 +137,7 @@ impl CatchConfig {
             unsubscribes,
             on_a,
             losses,
+            suspicions,
         ) = self;
         let mut s = Setup::new(&Options {
             preset,
@@ -141,6 +147,7 @@ impl CatchConfig {
             expiries: Some(expiries),
             unsubscribes,
             losses,
+            suspicions,
             mutant,
             ..Default::default()
         })
@@ -159,26 +166,30 @@ impl Mutant {
         use Mutant::*;
         use Preset::*;
         match self {
-            NoStaleFilter => CatchConfig(Small, 2, 1, 0, 0, 0, true, 0),
-            NotifyBeforeAck => CatchConfig(Small, 1, 2, 0, 0, 0, false, 0),
-            SeqNotBumped | NoMulticast => CatchConfig(Small, 1, 3, 0, 0, 0, false, 0),
-            AnswerFromIntermediate => CatchConfig(Multihop, 2, 3, 0, 0, 0, true, 0),
-            NoReplication | NoRetry => CatchConfig(Small, 0, 1, 1, 0, 0, false, 0),
-            RootAcceptsLowerSeq => CatchConfig(Small, 1, 2, 1, 0, 0, false, 0),
-            EtagIgnored => CatchConfig(Small, 0, 3, 0, 1, 0, false, 0),
-            RejoinViaChild => CatchConfig(Multihop, 1, 0, 1, 0, 0, true, 0),
-            EmptyRootSilent => CatchConfig(Small, 1, 0, 0, 0, 0, false, 0),
-            UnsubscribeIgnored => CatchConfig(Small, 1, 1, 0, 0, 1, false, 0),
-            AckForgetsExpiry => CatchConfig(Small, 1, 1, 1, 1, 0, false, 0),
-            OneState => CatchConfig(Small, 0, 3, 0, 0, 0, false, 0),
-            RemoveAll => CatchConfig(Small, 0, 4, 0, 0, 0, false, 0),
-            NotifyBeforeCommit => CatchConfig(Small, 1, 1, 0, 0, 0, false, 0),
-            AckBeforeReplicated => CatchConfig(Small, 0, 1, 1, 0, 0, false, 0),
-            RefusalConsumesSeq => CatchConfig(Small, 0, 3, 0, 1, 0, false, 0),
-            NoDedup => CatchConfig(Small, 0, 1, 0, 0, 0, false, 1),
-            NoExpiryClamp => CatchConfig(Small, 0, 1, 0, 0, 0, false, 0),
-            NoRejoin => CatchConfig(Multihop, 1, 0, 1, 0, 0, true, 0),
-            AnswerOldEtag => CatchConfig(Small, 0, 3, 0, 0, 0, false, 0),
+            NoStaleFilter => CatchConfig(Small, 2, 1, 0, 0, 0, true, 0, 0),
+            NotifyBeforeAck => CatchConfig(Small, 1, 2, 0, 0, 0, false, 0, 0),
+            SeqNotBumped | NoMulticast => CatchConfig(Small, 1, 3, 0, 0, 0, false, 0, 0),
+            AnswerFromIntermediate => CatchConfig(Multihop, 2, 3, 0, 0, 0, true, 0, 0),
+            NoReplication | NoRetry => CatchConfig(Small, 0, 1, 1, 0, 0, false, 0, 0),
+            RootAcceptsLowerSeq => CatchConfig(Small, 1, 2, 1, 0, 0, false, 0, 0),
+            EtagIgnored => CatchConfig(Small, 0, 3, 0, 1, 0, false, 0, 0),
+            RejoinViaChild => CatchConfig(Multihop, 1, 0, 1, 0, 0, true, 0, 0),
+            EmptyRootSilent => CatchConfig(Small, 1, 0, 0, 0, 0, false, 0, 0),
+            UnsubscribeIgnored => CatchConfig(Small, 1, 1, 0, 0, 1, false, 0, 0),
+            AckForgetsExpiry => CatchConfig(Small, 1, 1, 1, 1, 0, false, 0, 0),
+            OneState => CatchConfig(Small, 0, 3, 0, 0, 0, false, 0, 0),
+            RemoveAll => CatchConfig(Small, 0, 4, 0, 0, 0, false, 0, 0),
+            NotifyBeforeCommit => CatchConfig(Small, 1, 1, 0, 0, 0, false, 0, 0),
+            AckBeforeReplicated => CatchConfig(Small, 0, 1, 1, 0, 0, false, 0, 0),
+            RefusalConsumesSeq => CatchConfig(Small, 0, 3, 0, 1, 0, false, 0, 0),
+            NoDedup => CatchConfig(Small, 0, 1, 0, 0, 0, false, 1, 0),
+            NoExpiryClamp => CatchConfig(Small, 0, 1, 0, 0, 0, false, 0, 0),
+            NoRejoin => CatchConfig(Multihop, 1, 0, 1, 0, 0, true, 0, 0),
+            AnswerOldEtag => CatchConfig(Small, 0, 3, 0, 0, 0, false, 0, 0),
+            // The root D is suspected before anything is published; C takes over when U1's
+            // publish reaches it and commits it; D heals and, closest again, serves with its
+            // empty record.
+            NoFetch | NoLease => CatchConfig(Small, 0, 1, 0, 0, 0, false, 0, 1),
         }
     }
 }

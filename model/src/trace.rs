@@ -499,6 +499,13 @@ impl SaScribe {
                 a.kind = "replica_ack";
                 a.seq = Some(*s);
             }
+            Msg::FetchState => a.kind = "fetch_state",
+            // Suspicions (and with them epochs and fencing) are not exported to traces yet.
+            Msg::Fenced(_) => return None,
+            Msg::FetchReply(r) => {
+                a.kind = "fetch_reply";
+                set(&mut a, r.as_ref().and_then(|r| r.0.entry()));
+            }
             Msg::ToSubscriber { .. } | Msg::PubResponse { .. } | Msg::Observe(_) => return None,
         }
         if matches!(a.kind, "subscribe" | "unsubscribe" | "publish" | "pack") {
@@ -665,6 +672,9 @@ impl SaScribe {
             },
             ActorModelAction::Timeout(id, Timer::Resend) => {
                 StepAction::ReplicationRetry { at: name(id) }
+            }
+            ActorModelAction::Timeout(_, Timer::Suspect | Timer::Heal | Timer::Alive(_)) => {
+                panic!("suspicions have no trace form yet (the harness cannot drive them)")
             }
             ActorModelAction::Crash(id) | ActorModelAction::Recover(id) => {
                 StepAction::Crash { peer: name(id) }

@@ -219,6 +219,30 @@ impl Cluster {
                 a.kind = "replica_ack".into();
                 a.seq = Some(seq.min(255) as u8);
             }
+            ScribeMsg::FetchState { gid, .. } if ours(gid) => {
+                if from == self.first_root {
+                    // The group's first root creates its role lazily, when the first request
+                    // reaches it, and fetches from replicas that hold nothing yet; the model's
+                    // first root holds the role from the start (MAPPING.md, "Silent messages").
+                    return (Policy::Immediate, None);
+                }
+                a.kind = "fetch_state".into();
+            }
+            ScribeMsg::FetchReply { gid, rec, .. } if ours(gid) => {
+                if let Some(rec) = rec {
+                    for s in &rec.states {
+                        self.learn_etag(s.etag, s.changed);
+                    }
+                }
+                if to == self.first_root {
+                    return (Policy::Immediate, None);
+                }
+                a.kind = "fetch_reply".into();
+                if let Some(rec) = rec.as_ref().filter(|r| r.seq > 0) {
+                    a.seq = Some(rec.seq.min(255) as u8);
+                    a.values = rec.latest().body.as_deref().and_then(values_of);
+                }
+            }
             ScribeMsg::Leave { .. }
             | ScribeMsg::Heartbeat { .. }
             | ScribeMsg::HeartbeatAck { .. } => return (Policy::Held, None),

@@ -64,6 +64,9 @@ pub(super) struct Cluster {
     pub seq_etag: HashMap<u8, ETag>,
     pub rev_seq: HashMap<(usize, u64), u64>,
     pub obs: Observed,
+    /// The peer closest to the group id with every peer alive: the group's first root, whose
+    /// lazy record fetch is silent (the model's first root holds the role from the start).
+    pub first_root: usize,
 }
 
 impl Cluster {
@@ -89,6 +92,15 @@ impl Cluster {
                 addr,
             });
         }
+        let first_root = (0..handles.len())
+            .reduce(|best, i| {
+                if sascribe::id::closer(gid.0, handles[i].id.0, handles[best].id.0) {
+                    i
+                } else {
+                    best
+                }
+            })
+            .unwrap_or(0);
         let index: HashMap<&str, usize> = cfg
             .peers
             .iter()
@@ -119,8 +131,15 @@ impl Cluster {
             sip_cfg.min_expires = pcfg.pub_min_expires.min(pcfg.sub_min_expires);
             sip_cfg.max_expires = pcfg.pub_max_expires.max(pcfg.sub_max_expires);
             let seeds = Seeds::reproducible(7 + i as u64);
-            let mut host = Host::new(handles[i].id, handles[i].addr, pcfg.clone(), now, seeds)
-                .with_sip(sip_cfg);
+            let mut peer_cfg = pcfg.clone();
+            if i == first_root {
+                // The first root's lazy fetch is silent (the model's first root holds the role
+                // from the start): a replica that crashed before it is given up on by
+                // production's fetch timeout, fired as a silent timer.
+                peer_cfg.fetch_timeout = sascribe::Config::default().fetch_timeout;
+            }
+            let mut host =
+                Host::new(handles[i].id, handles[i].addr, peer_cfg, now, seeds).with_sip(sip_cfg);
             let mut rows = Vec::new();
             let mut known = Vec::new();
             for r in &p.routing_table {
@@ -197,6 +216,7 @@ impl Cluster {
             seq_etag: HashMap::new(),
             rev_seq: HashMap::new(),
             obs: Observed::default(),
+            first_root,
         })
     }
 

@@ -41,8 +41,8 @@ const MAX_SETTLE: usize = 100_000;
 pub const RESOURCE: &str = "sip:trace@conformance.test";
 /// The body type of the trace's publications.
 pub const PIDF: &str = "application/pidf+xml";
-/// How far ahead a deadline may lie for the harness to fire it as a silent timer (the record
-/// fetch of a new root: `fetch_timeout` × its attempts); subscription and publication
+/// How far ahead a deadline may lie for the harness to fire it as a silent timer (the SIP
+/// front end's own timers; a new root's record fetch never times out here); subscription and publication
 /// expiries lie minutes or hours ahead and never fire by themselves.
 const SILENT_HORIZON: Millis = 10_000;
 
@@ -143,6 +143,9 @@ pub fn production_config(t: &TraceConfig) -> Config {
         replica_refresh: NEVER,
         // A perfect failure detector (the model's): no false suspicion, no lease.
         root_lease: u64::MAX,
+        // A new root's fetch ends when every asked peer answered or was declared dead (the
+        // model's failure detector stands for production's fetch timeout).
+        fetch_timeout: NEVER,
         pub_min_expires: EXPIRY_UNIT_SECS,
         pub_max_expires: max,
         pub_default_expires: max,

@@ -91,6 +91,9 @@ impl Ctx<'_> {
             Msg::PubReply { req, result } => self.pub_answered(st, req, result, o),
             Msg::Replicate(RootStateMsg(rs)) => self.on_replicate(st, src, &rs, o),
             Msg::ReplicaAck(seq) => self.on_replica_ack(st, from, seq, o),
+            Msg::FetchState => self.on_fetch_state(st, src, o),
+            Msg::FetchReply(rec) => self.on_fetch_reply(st, from, rec.as_ref().map(|r| &*r.0), o),
+            Msg::Fenced(rec) => self.on_fenced(st, &rec.0, o),
             Msg::ToSubscriber { .. } | Msg::PubResponse { .. } | Msg::Observe(_) => {}
         }
     }
@@ -113,6 +116,7 @@ impl Actor for Participant {
                     parent: None,
                     children: 0,
                     latest: None,
+                    cut: false,
                     root: None,
                     replica: None,
                     subs: Vec::new(),
@@ -126,6 +130,13 @@ impl Actor for Participant {
                     o.set_timer(Timer::Detect(q), model_timeout());
                 }
                 o.set_timer(Timer::Resend, model_timeout());
+                if s.suspicions > 0 {
+                    o.set_timer(Timer::Suspect, model_timeout());
+                    o.set_timer(Timer::Heal, model_timeout());
+                    for q in (0..s.topo.len() as PeerIx).filter(|&q| q != me) {
+                        o.set_timer(Timer::Alive(q), model_timeout());
+                    }
+                }
                 // One expiry timer per possible entity tag, armed once (a constant timer set
                 // keeps states apart only by what matters); each is enabled only while its
                 // state is live and committed at a root.
@@ -141,6 +152,8 @@ impl Actor for Participant {
                         waiting: Vec::new(),
                         acks: ctx.replicas_of(&st),
                         queued: Vec::new(),
+                        fetching: 0,
+                        seen: (0, 0),
                     });
                 }
                 ParticipantState::Peer(st)
@@ -208,6 +221,9 @@ impl Actor for Participant {
                     Timer::Retry(req) => ctx.on_retry(&mut st, req, o),
                     Timer::Expire(e) => ctx.on_expire(&mut st, e, o),
                     Timer::Resend => on_resend(&mut st, o),
+                    Timer::Suspect => ctx.on_suspect(&mut st, o),
+                    Timer::Heal => ctx.on_heal(&mut st, o),
+                    Timer::Alive(x) => ctx.on_alive(&mut st, x, o),
                     Timer::Start | Timer::Stop => {}
                 }
                 if state.peer() != Some(&st) {

@@ -16,7 +16,7 @@
 use super::publish::push_replication;
 use super::{newer, peer_id, Ctx, ALL, O};
 use super::{
-    Entry, Hops, LocalSub, Msg, Obs, PeerState, ReqId, SubPhase, Timer, UaEvent, NO_STATE,
+    Entry, Held, Hops, LocalSub, Msg, Obs, PeerState, ReqId, SubPhase, Timer, UaEvent, NO_STATE,
 };
 use crate::mutant::Mutant;
 use crate::topology::PeerIx;
@@ -77,15 +77,30 @@ impl Ctx<'_> {
 
     /// Sends a JOIN for `req` toward the root (or answers it here if this peer is the root).
     pub(super) fn send_join(&self, st: &mut PeerState, req: ReqId, o: &mut O) {
-        if st.root.is_some() {
-            let state = st.root.as_ref().and_then(|r| r.committed);
-            self.join_answered(st, req, state, o);
-            return;
-        }
         let hop = match st.parent {
             Some(p) if st.dead & (1 << p) == 0 => p,
             _ => self.route(st),
         };
+        if st.root.is_none() && hop == self.me {
+            // The closest peer as far as it knows: it becomes the root (fetching first).
+            self.ensure_root(st, o);
+        }
+        if let Some(root) = st.root.as_mut() {
+            if !root.active() {
+                let h = Held::Join {
+                    req,
+                    path: Hops::from(self.me).pop(),
+                    carried: st.latest,
+                };
+                if !root.queued.iter().any(|q| q.req() == req) {
+                    root.queued.push(h);
+                }
+                return;
+            }
+            let state = root.committed;
+            self.join_answered(st, req, state, o);
+            return;
+        }
         st.parent = Some(hop);
         o.send(
             peer_id(hop),
@@ -146,6 +161,10 @@ impl Ctx<'_> {
         if from != self.me {
             st.children |= 1 << from;
         }
+        if st.root.is_none() && self.route(st) == self.me {
+            // The JOIN reached the closest peer: it becomes the root (fetching first).
+            self.ensure_root(st, o);
+        }
         if st.root.is_some() {
             self.root_join(st, req, path, carried, o);
             return;
@@ -176,7 +195,7 @@ impl Ctx<'_> {
 
     /// The root answers a JOIN: it first reconciles with the state the JOIN carries (keeping
     /// the higher seq), then sends its ACK back along the reverse path.
-    fn root_join(
+    pub(super) fn root_join(
         &self,
         st: &mut PeerState,
         req: ReqId,
@@ -184,6 +203,14 @@ impl Ctx<'_> {
         carried: Option<Entry>,
         o: &mut O,
     ) {
+        let root = st.root.as_mut().expect("root");
+        if !root.active() {
+            // Held until the fetch phase ends.
+            if !root.queued.iter().any(|q| q.req() == req) {
+                root.queued.push(Held::Join { req, path, carried });
+            }
+            return;
+        }
         let is_rejoin = (req.who as usize) < self.s.topo.len();
         if let Some(c) = carried {
             if is_rejoin {

@@ -148,6 +148,10 @@ pub enum Obs {
     },
     /// A root received a re-JOIN that carried state.
     RejoinWithState,
+    /// A live peer was suspected by the others (counts against the suspicion budget).
+    Suspected,
+    /// A root that had been suspected (and lost its lease) activated again after its fetch.
+    Refetched,
     /// A first-contact peer ended the subscription of user agent `ua` at its request.
     Unsubscribed(u8),
 }
@@ -239,6 +243,13 @@ pub enum Msg {
     Replicate(RootStateMsg),
     /// Replica → root: the seq it received (the root keeps the highest per replica).
     ReplicaAck(Seq),
+    /// New root → its replica set: send me your record (production `FetchState`).
+    FetchState,
+    /// The record a peer holds (its replica, or its root state), to a fetching root.
+    FetchReply(Option<RootStateMsg>),
+    /// Replica → root: the REPLICATE's record has a lower epoch than the one held here, which
+    /// is not replaced and not acknowledged; the reply carries it (production `Fenced`).
+    Fenced(RootStateMsg),
     /// Observation for the checker's history (sent to the sink id).
     Observe(Obs),
 }
@@ -279,4 +290,12 @@ pub enum Timer {
     /// a refresh). Armed by the root for each state it applies; enabled only at a live root
     /// holding that state, committed, with no commit pending, within the expiry budget.
     Expire(ETag),
+    /// The environment: this peer is paused or cut off, and the others' failure detectors will
+    /// report it dead (a false suspicion, within the budget). Its lease lapses first.
+    Suspect,
+    /// The environment: the suspected peer runs and is reachable again.
+    Heal,
+    /// This peer hears from a peer it declared dead, which runs again (Pastry's proof of life:
+    /// an announce, a pong): it takes it back.
+    Alive(PeerIx),
 }

@@ -20,8 +20,8 @@ use super::message::Change;
 use super::state::{single, EventState};
 use super::{peer_id, to_ix, Ctx, ALL, O};
 use super::{
-    Entry, Msg, Obs, PeerState, PendingPub, PubResult, ReqId, Root, RootState, RootStateMsg, Seq,
-    Timer,
+    Entry, Held, Msg, Obs, PeerState, PendingPub, PubResult, ReqId, Root, RootState, RootStateMsg,
+    Seq, Timer,
 };
 use crate::mutant::Mutant;
 use crate::topology::PeerSet;
@@ -66,6 +66,10 @@ impl Ctx<'_> {
 
     /// Sends a publish toward the root, or serves it here if this peer is the root.
     pub(super) fn forward_publish(&self, st: &mut PeerState, p: PendingPub, o: &mut O) {
+        if st.root.is_none() && self.route(st) == self.me {
+            // The publish reached the closest peer: it becomes the root (fetching first).
+            self.ensure_root(st, o);
+        }
         if st.root.is_some() {
             self.on_publish_at_root(st, p, o);
         } else {
@@ -86,13 +90,17 @@ impl Ctx<'_> {
     /// from the stored result, refuse a stale SIP-If-Match (412), or apply it and replicate.
     fn on_publish_at_root(&self, st: &mut PeerState, p: PendingPub, o: &mut O) {
         let root = st.root.as_mut().expect("root");
-        if !root.waiting.is_empty() {
-            // One publication at a time: hold this one until the pending commit completes (a
-            // retransmission of the pending one is dropped: its answer follows the commit).
-            if !root.waiting.iter().any(|w| w.0 == Some(p.req))
-                && !root.queued.iter().any(|q| q.req == p.req)
+        if !root.waiting.is_empty() || !root.active() {
+            // One publication at a time, and none before the fetch phase ends: hold this one
+            // until the pending commit completes (a retransmission of the pending one is
+            // dropped: its answer follows the commit).
+            if !root
+                .waiting
+                .iter()
+                .any(|w| w.0.is_some_and(|q| q.req == p.req))
+                && !root.queued.iter().any(|q| q.req() == p.req)
             {
-                root.queued.push(p);
+                root.queued.push(Held::Pub(p));
             }
             return;
         }
@@ -191,7 +199,7 @@ impl Ctx<'_> {
             change,
             live: root.st.live(),
         };
-        root.waiting.push((Some(p.req), result, obs));
+        root.waiting.push((Some(p), result, obs));
         push_replication(root, ALL, o);
         if self.mutant(Mutant::NotifyBeforeCommit) {
             // seeded bug: the applied state goes down the tree before the replicas hold it
@@ -218,20 +226,24 @@ impl Ctx<'_> {
                     root.committed = Some(entry);
                     self.observe(o, obs);
                     self.learn(st, entry, None, o);
-                    if let Some(req) = req {
-                        self.reply(st, req, result, o);
+                    if let Some(p) = req {
+                        self.reply(st, p.req, result, o);
                     }
                 }
                 Some(_) => return,
                 None => {
                     let root = st.root.as_mut().expect("root");
-                    if root.queued.is_empty() {
+                    if root.queued.is_empty() || !root.active() {
                         return;
                     }
-                    // Serve held publishes in order until one starts a commit (a 412 or a
-                    // retransmission's stored answer starts none).
-                    let next = root.queued.remove(0);
-                    self.on_publish_at_root(st, next, o);
+                    // Serve held requests in order until a publish starts a commit (a JOIN,
+                    // a 412 or a retransmission's stored answer starts none).
+                    match root.queued.remove(0) {
+                        Held::Pub(next) => self.on_publish_at_root(st, next, o),
+                        Held::Join { req, path, carried } => {
+                            self.root_join(st, req, path, carried, o)
+                        }
+                    }
                 }
             }
         }
@@ -300,13 +312,28 @@ impl Ctx<'_> {
     pub(super) fn on_replicate(&self, st: &mut PeerState, src: Id, rs: &RootState, o: &mut O) {
         let from = to_ix(src);
         if st.root.is_some() {
-            self.late_replicate(st, rs, o);
+            self.late_replicate(st, from, rs, o);
+            if st.root.is_none() {
+                return;
+            }
             o.send(src, Msg::ReplicaAck(0));
             return;
         }
         let seq = rs.seq;
-        let held = st.replica.as_ref().map_or(0, |r| r.seq);
-        if st.replica.is_none() || seq >= held {
+        if self.s.fencing() {
+            // Fencing: a record of an older root epoch than the one held here is neither
+            // stored nor acknowledged; the sender gets the record held here.
+            if let Some(held) = st.replica.as_ref().filter(|h| h.epoch > rs.epoch) {
+                o.send(src, Msg::Fenced(RootStateMsg(Arc::new(held.clone()))));
+                return;
+            }
+        }
+        let newer = match st.replica.as_ref() {
+            None => true,
+            Some(h) if self.s.fencing() => rs.key() >= h.key(),
+            Some(h) => seq >= h.seq,
+        };
+        if newer {
             st.replica = Some(rs.clone());
         }
         // Only the closest peer may commit: a replica that knows a live peer closer to
@@ -356,10 +383,12 @@ impl Ctx<'_> {
     }
 }
 
-/// Whether event state `etag` of a root can expire now: it is live and committed, and no commit
-/// is pending (production checks expiry on its periodic tick, between commits).
+/// Whether event state `etag` of a root can expire now: the root serves (its fetch phase is
+/// over), the state is live and committed, and no commit is pending (production checks expiry
+/// on its periodic tick, between commits).
 pub fn expirable(root: &Root, etag: Seq) -> bool {
-    root.waiting.is_empty()
+    root.active()
+        && root.waiting.is_empty()
         && root.committed.map(|e| e.seq) == Some(root.st.seq)
         && root.st.states.iter().any(|s| s.etag == etag)
 }
@@ -369,7 +398,7 @@ pub fn expirable(root: &Root, etag: Seq) -> bool {
 pub(super) fn on_resend(st: &mut PeerState, o: &mut O) {
     o.set_timer(Timer::Resend, model_timeout());
     // Production's tick resends to every replica behind the root.
-    if let Some(root) = st.root.as_mut() {
+    if let Some(root) = st.root.as_mut().filter(|r| r.active()) {
         push_replication(root, ALL, o);
     }
 }

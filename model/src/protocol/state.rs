@@ -62,6 +62,9 @@ pub struct EventState {
 /// What a root holds for its group, and what it replicates to its k nearest peers.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct RootState {
+    /// The root epoch (term) of the root that last activated with this record: with
+    /// suspicions, records are ordered by (epoch, seq) ([`RootState::key`]); always 0 without.
+    pub epoch: u8,
     /// Seq of the latest applied change (0: nothing ever published).
     pub seq: Seq,
     /// The live event states, sorted by entity tag.
@@ -72,6 +75,11 @@ pub struct RootState {
 }
 
 impl RootState {
+    /// The record's order: (epoch, seq).
+    pub fn key(&self) -> (u8, Seq) {
+        (self.epoch, self.seq)
+    }
+
     /// The composed entry subscribers are told (`None` before any publication).
     pub fn entry(&self) -> Option<Entry> {
         (self.seq > 0).then(|| Entry {
@@ -156,12 +164,52 @@ pub struct Root {
     pub committed: Option<Entry>,
     /// Applied changes waiting for every replica's ack, in seq order: publications (with their
     /// request) and expiries (none), with the change's observation for the history.
-    pub waiting: Vec<(Option<ReqId>, PubResult, Obs)>,
+    pub waiting: Vec<(Option<PendingPub>, PubResult, Obs)>,
     /// Current replica set and the highest seq each has acknowledged.
     pub acks: Vec<Replica>,
-    /// Publishes held while a commit is pending (one publication is committed at a time),
-    /// served in order.
-    pub queued: Vec<PendingPub>,
+    /// Requests held while a commit is pending (one publication is committed at a time) or
+    /// while the root fetches its replicas' records, served in order.
+    pub queued: Vec<Held>,
+    /// The peers whose records this root still awaits before it serves (its fetch phase,
+    /// production's `RootRole::active` false); empty once active. Its own bit: the fetch is
+    /// to be (re)started once this peer is reachable again (it lost its lease).
+    pub fetching: PeerSet,
+    /// The highest epoch and the highest seq the fetch phase heard of (fetched and fenced
+    /// records), for the activation's epoch and seq (with suspicions only).
+    pub seen: (u8, Seq),
+}
+
+impl Root {
+    /// Whether the root serves (its fetch phase is over).
+    pub fn active(&self) -> bool {
+        self.fetching == 0
+    }
+}
+
+/// A request a root holds until it can serve it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum Held {
+    /// A publish.
+    Pub(PendingPub),
+    /// A JOIN with its reverse path (empty: the root's own) and the state it carries.
+    Join {
+        /// End-to-end request id.
+        req: ReqId,
+        /// Reverse path.
+        path: super::message::Hops,
+        /// Latest state known to the joiner.
+        carried: Option<Entry>,
+    },
+}
+
+impl Held {
+    /// The request's id.
+    pub fn req(&self) -> ReqId {
+        match self {
+            Held::Pub(p) => p.req,
+            Held::Join { req, .. } => *req,
+        }
+    }
 }
 
 /// An overlay peer's state for the model's one group.
@@ -175,6 +223,8 @@ pub struct PeerState {
     pub children: PeerSet,
     /// Latest group state known here.
     pub latest: Option<Entry>,
+    /// Suspected by the others and not yet healed: paused or cut off, it takes no step.
+    pub cut: bool,
     /// Root role, if this peer is the group's root.
     pub root: Option<Root>,
     /// Replica of the root's state, if this peer is one of its k nearest peers.

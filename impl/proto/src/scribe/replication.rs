@@ -119,25 +119,48 @@ impl Scribe {
     ) {
         let rev = w.rev;
         let inc = Record::from_wire(w, ctx.now);
+        let perfect = ctx.cfg.root_lease == crate::Millis::MAX;
         let g = self.group(ctx, gid);
-        if g.root.is_some() && g.best_record().is_none_or(|r| inc.key() > r.key()) {
-            // Another root committed past us (a partition or a pause made two roots, or it
-            // hands the group over): keep its record, then fetch again (or step down) before
-            // serving.
-            if g.record.as_ref().is_none_or(|r| inc.key() > r.key()) {
+        let role = g
+            .root
+            .as_ref()
+            .map(|r| (r.active, r.pending.is_some(), r.epoch));
+        let higher = g.best_record().is_none_or(|r| inc.key() > r.key());
+        match role {
+            Some((true, false, mine)) if higher && epoch <= mine => {
+                // A late record of an earlier root (it applied a change it had not committed
+                // when we took over): keep the highest and make our own replicas hold it too
+                // before anything builds on it.
+                let latest = inc.latest();
+                g.record = Some(inc.clone());
+                self.apply_latest(ctx, gid, latest);
+                self.send_replicas(ctx, gid, true);
+            }
+            Some((false, _, mine)) if higher && epoch <= mine => {
+                // The same, while we still fetch: it counts like a fetched record.
                 g.record = Some(inc.clone());
             }
-            if ctx.overlay.route(gid.0, None) == Hop::Local {
-                self.reconfirm(ctx, gid);
-            } else {
-                self.demote(ctx, gid);
+            Some((_, _, mine)) if higher && epoch > mine => {
+                // A root of a newer epoch committed past us (a partition or a pause made two
+                // roots, or it hands the group over): keep its record, then fetch again (or
+                // step down) before serving.
+                if g.record.as_ref().is_none_or(|r| inc.key() > r.key()) {
+                    g.record = Some(inc.clone());
+                }
+                if ctx.overlay.route(gid.0, None) == Hop::Local {
+                    self.reconfirm(ctx, gid);
+                } else {
+                    self.demote(ctx, gid);
+                }
             }
+            _ => {}
         }
         let g = self.group(ctx, gid);
         let known = g.known_epoch();
-        // Refuse a root of an older epoch, or of the epoch we promised another root.
+        // Refuse a root of an older epoch, or of the epoch we promised another root (not
+        // needed, and not done, under a failure detector that never suspects a live peer).
         let other = g.promised.0 == epoch && g.promised.1.is_some_and(|p| p != from.id);
-        if epoch < known || other {
+        if (epoch < known || other) && !perfect {
             // Another root fetched from us since, or we hold a newer root's record: refuse,
             // so that this one cannot commit, and tell it what we hold.
             let rec = g.best_record().map(|r| r.to_wire(ctx.now));
