@@ -3,7 +3,7 @@
 # (docs/RELIABILITY.md). Run as root from anywhere in a clone:
 #
 #   tests/netns/run.sh [CAMPAIGN OPTIONS]      e.g. --schedules 20 --seed 3
-#                                                   --only root-kill,loss5 --schedules 2
+#                                                   --only root-kill,loss5,root-pause,root-successor-partition --schedules 4
 #
 # Needs iproute2 (`ip`) and nftables (`nft`; installed with apt-get if missing). Builds the peer
 # and the campaign (`cargo build --release`), then runs `sascribe-netns campaign` with the
