@@ -172,6 +172,10 @@ impl Overlay {
         if !alive_now && self.tombstoned(from.id) {
             return;
         }
+        if slot_filled && !in_leaf && !self.leaf.would_insert(from.id) && !self.tombstoned(from.id)
+        {
+            return; // `consider` would change nothing
+        }
         self.consider(*from, true, now);
     }
 

@@ -3,7 +3,7 @@
 //! 10^5-peer overlay keeps ~70 entries instead of 32 × 16 slots.
 
 use super::Entry;
-use crate::id::{digit, shared_prefix_len, NodeId, RADIX};
+use crate::id::{digit, shared_prefix_len, NodeId, DIGITS, RADIX};
 use crate::wire::NodeHandle;
 use crate::Millis;
 
@@ -13,6 +13,10 @@ pub struct RoutingTable {
     me: NodeId,
     /// `(row * 16 + column, entry)`, sorted by slot.
     slots: Vec<(u16, Entry)>,
+    /// Bit `column` of `filled[row]` is set when that slot is filled: the index of a slot in
+    /// `slots` is a count of bits (one cache line, where a binary search over `slots` would
+    /// touch one line per probe; it runs for every datagram received).
+    filled: [u16; DIGITS],
 }
 
 impl RoutingTable {
@@ -21,6 +25,7 @@ impl RoutingTable {
         RoutingTable {
             me,
             slots: Vec::new(),
+            filled: [0; DIGITS],
         }
     }
 
@@ -37,13 +42,25 @@ impl RoutingTable {
         (row * RADIX + col) as u16
     }
 
+    /// Where slot `(row, col)` is in `slots`: `Ok(i)` when filled, else `Err(i)`, where it
+    /// would go (as a binary search by key answers).
+    fn index(&self, row: usize, col: usize) -> Result<usize, usize> {
+        let before: u32 = self.filled[..row].iter().map(|m| m.count_ones()).sum();
+        let m = self.filled[row];
+        let i = (before + (m & ((1u16 << col) - 1)).count_ones()) as usize;
+        if m & (1 << col) != 0 {
+            Ok(i)
+        } else {
+            Err(i)
+        }
+    }
+
     /// Entry at `(row, col)`.
     pub fn get(&self, row: usize, col: usize) -> Option<&Entry> {
-        let k = Self::key(row, col);
-        self.slots
-            .binary_search_by_key(&k, |s| s.0)
-            .ok()
-            .map(|i| &self.slots[i].1)
+        if row >= DIGITS || col >= RADIX {
+            return None;
+        }
+        self.index(row, col).ok().map(|i| &self.slots[i].1)
     }
 
     /// Puts `h` in its slot when that slot is empty; returns whether it was added.
@@ -52,7 +69,7 @@ impl RoutingTable {
             return false;
         };
         let k = Self::key(r, c);
-        match self.slots.binary_search_by_key(&k, |s| s.0) {
+        match self.index(r, c) {
             Ok(i) => {
                 if self.slots[i].1.handle.id == h.id {
                     self.slots[i].1.handle.addr = h.addr;
@@ -60,6 +77,7 @@ impl RoutingTable {
                 false
             }
             Err(i) => {
+                self.filled[r] |= 1 << c;
                 self.slots.insert(
                     i,
                     (
@@ -78,12 +96,12 @@ impl RoutingTable {
     /// Removes `id`; returns the freed slot.
     pub fn remove(&mut self, id: NodeId) -> Option<(usize, usize)> {
         let (r, c) = self.slot_of(id)?;
-        let k = Self::key(r, c);
-        let i = self.slots.binary_search_by_key(&k, |s| s.0).ok()?;
+        let i = self.index(r, c).ok()?;
         if self.slots[i].1.handle.id != id {
             return None;
         }
         self.slots.remove(i);
+        self.filled[r] &= !(1 << c);
         Some((r, c))
     }
 
@@ -100,8 +118,7 @@ impl RoutingTable {
         let Some((r, c)) = self.slot_of(id) else {
             return true;
         };
-        let k = Self::key(r, c);
-        match self.slots.binary_search_by_key(&k, |s| s.0) {
+        match self.index(r, c) {
             Ok(i) => {
                 if self.slots[i].1.handle.id == id {
                     self.slots[i].1.last_heard = now;
