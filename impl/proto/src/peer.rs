@@ -654,6 +654,7 @@ impl Peer {
                         self.scribe
                             .forward_join(&mut ctx!(self, now, timers), from, &mut body, n);
                     if let Some(next) = next {
+                        self.overlay.note_used(next.id);
                         self.out.stats.forwarded += 1;
                         let msg = Msg::Routed {
                             key,
@@ -674,6 +675,7 @@ impl Peer {
             }
         }
         if let Hop::Next(n) = hop {
+            self.overlay.note_used(n.id);
             self.out.stats.forwarded += 1;
             self.out.send(
                 &n,

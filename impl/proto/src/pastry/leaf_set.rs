@@ -110,8 +110,11 @@ impl LeafSet {
             side.len() < self.half || side.last().is_some_and(|e| d < dist(e))
         };
         let me = self.me.0;
-        fits(&self.cw, self.cw_dist(id), &|e| e.handle.id.0.wrapping_sub(me))
-            || fits(&self.ccw, self.ccw_dist(id), &|e| me.wrapping_sub(e.handle.id.0))
+        fits(&self.cw, self.cw_dist(id), &|e| {
+            e.handle.id.0.wrapping_sub(me)
+        }) || fits(&self.ccw, self.ccw_dist(id), &|e| {
+            me.wrapping_sub(e.handle.id.0)
+        })
     }
 
     /// Whether the leaf set spans `key` (so the closest leaf is the key's root). When a side is

@@ -347,14 +347,16 @@ impl Overlay {
                     ping.push(e.handle);
                 }
             }
-            for e in self.rt.iter() {
-                let age = now.saturating_sub(e.last_heard);
-                if age > cfg.table_fail_timeout {
-                    dead.push(e.handle.id);
-                } else if age >= cfg.table_ping_interval {
-                    ping.push(e.handle);
-                }
-            }
+            let leaf = &self.leaf;
+            self.rt.check(
+                now,
+                cfg.table_ping_interval,
+                cfg.table_probe_interval.max(cfg.table_ping_interval),
+                cfg.table_fail_timeout,
+                |id| leaf.contains(id),
+                &mut ping,
+                &mut dead,
+            );
             dead.sort();
             dead.dedup();
             ping.retain(|h| dead.binary_search(&h.id).is_err());
@@ -441,6 +443,12 @@ impl Overlay {
                 out.send(h, PastryMsg::LeafSetRequest);
             }
         }
+    }
+
+    /// Routing chose `next` as the next hop of a message: if it is a routing-table entry, it
+    /// is checked until it is heard from (lazy routing-table keep-alive).
+    pub(crate) fn note_used(&mut self, next: NodeId) {
+        self.rt.note_used(next);
     }
 
     /// Whether `id` is in the leaf set or the routing table.

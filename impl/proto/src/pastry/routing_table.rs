@@ -7,12 +7,24 @@ use crate::id::{digit, shared_prefix_len, NodeId, DIGITS, RADIX};
 use crate::wire::NodeHandle;
 use crate::Millis;
 
+/// A filled slot: the entry, and what lazy probing needs to know of it.
+#[derive(Clone, Debug)]
+struct Slot {
+    /// `row * 16 + column`.
+    key: u16,
+    entry: Entry,
+    /// Routing chose this entry as a next hop since it was last heard from.
+    used: bool,
+    /// When the first probe went unanswered so far (cleared when it is heard from).
+    probing_since: Option<Millis>,
+}
+
 /// Sparse routing table.
 #[derive(Clone, Debug)]
 pub struct RoutingTable {
     me: NodeId,
-    /// `(row * 16 + column, entry)`, sorted by slot.
-    slots: Vec<(u16, Entry)>,
+    /// The filled slots, sorted by `row * 16 + column`.
+    slots: Vec<Slot>,
     /// Bit `column` of `filled[row]` is set when that slot is filled: the index of a slot in
     /// `slots` is a count of bits (one cache line, where a binary search over `slots` would
     /// touch one line per probe; it runs for every datagram received).
@@ -60,7 +72,7 @@ impl RoutingTable {
         if row >= DIGITS || col >= RADIX {
             return None;
         }
-        self.index(row, col).ok().map(|i| &self.slots[i].1)
+        self.index(row, col).ok().map(|i| &self.slots[i].entry)
     }
 
     /// Puts `h` in its slot when that slot is empty; returns whether it was added.
@@ -71,8 +83,8 @@ impl RoutingTable {
         let k = Self::key(r, c);
         match self.index(r, c) {
             Ok(i) => {
-                if self.slots[i].1.handle.id == h.id {
-                    self.slots[i].1.handle.addr = h.addr;
+                if self.slots[i].entry.handle.id == h.id {
+                    self.slots[i].entry.handle.addr = h.addr;
                 }
                 false
             }
@@ -80,13 +92,15 @@ impl RoutingTable {
                 self.filled[r] |= 1 << c;
                 self.slots.insert(
                     i,
-                    (
-                        k,
-                        Entry {
+                    Slot {
+                        key: k,
+                        entry: Entry {
                             handle: h,
                             last_heard: now,
                         },
-                    ),
+                        used: false,
+                        probing_since: None,
+                    },
                 );
                 true
             }
@@ -97,7 +111,7 @@ impl RoutingTable {
     pub fn remove(&mut self, id: NodeId) -> Option<(usize, usize)> {
         let (r, c) = self.slot_of(id)?;
         let i = self.index(r, c).ok()?;
-        if self.slots[i].1.handle.id != id {
+        if self.slots[i].entry.handle.id != id {
             return None;
         }
         self.slots.remove(i);
@@ -120,8 +134,11 @@ impl RoutingTable {
         };
         match self.index(r, c) {
             Ok(i) => {
-                if self.slots[i].1.handle.id == id {
-                    self.slots[i].1.last_heard = now;
+                let s = &mut self.slots[i];
+                if s.entry.handle.id == id {
+                    s.entry.last_heard = now;
+                    s.used = false;
+                    s.probing_since = None;
                 }
                 true
             }
@@ -129,20 +146,69 @@ impl RoutingTable {
         }
     }
 
+    /// Routing chose `id` as a next hop: it is checked (probed when silent for
+    /// `table_ping_interval`) until it is heard from.
+    pub fn note_used(&mut self, id: NodeId) {
+        if let Some((r, c)) = self.slot_of(id) {
+            if let Ok(i) = self.index(r, c) {
+                if self.slots[i].entry.handle.id == id {
+                    self.slots[i].used = true;
+                }
+            }
+        }
+    }
+
+    /// The lazy keep-alive of the routing table, run at each maintenance tick for the entries
+    /// `skip` does not claim (leaf-set members: the leaf set checks them). An entry is pinged
+    /// when it has been silent for `ping_after` and routing used it since it was last heard
+    /// from, or it is already being probed, or it has been silent for `probe_after` (the rare
+    /// check of entries nothing uses). Once probed, it is declared dead when silent for
+    /// `fail_after` and its first probe went unanswered for `fail_after - ping_after` — the
+    /// probes it would have had if it had been checked all along.
+    pub(crate) fn check(
+        &mut self,
+        now: Millis,
+        ping_after: Millis,
+        probe_after: Millis,
+        fail_after: Millis,
+        skip: impl Fn(NodeId) -> bool,
+        ping: &mut Vec<NodeHandle>,
+        dead: &mut Vec<NodeId>,
+    ) {
+        let grace = fail_after.saturating_sub(ping_after);
+        for s in &mut self.slots {
+            let id = s.entry.handle.id;
+            if skip(id) {
+                continue;
+            }
+            let age = now.saturating_sub(s.entry.last_heard);
+            if let Some(p) = s.probing_since {
+                if age > fail_after && now.saturating_sub(p) >= grace {
+                    dead.push(id);
+                    continue;
+                }
+            }
+            if age >= ping_after && (s.used || s.probing_since.is_some() || age >= probe_after) {
+                s.probing_since.get_or_insert(now);
+                ping.push(s.entry.handle);
+            }
+        }
+    }
+
     /// Entries of row `row`.
     pub fn row(&self, row: usize) -> impl Iterator<Item = &Entry> + '_ {
         let lo = Self::key(row, 0);
         let hi = lo + RADIX as u16;
-        let start = self.slots.partition_point(|s| s.0 < lo);
+        let start = self.slots.partition_point(|s| s.key < lo);
         self.slots[start..]
             .iter()
-            .take_while(move |s| s.0 < hi)
-            .map(|s| &s.1)
+            .take_while(move |s| s.key < hi)
+            .map(|s| &s.entry)
     }
 
     /// All entries.
     pub fn iter(&self) -> impl Iterator<Item = &Entry> + '_ {
-        self.slots.iter().map(|s| &s.1)
+        self.slots.iter().map(|s| &s.entry)
     }
 
     /// Number of filled slots.
@@ -157,7 +223,7 @@ impl RoutingTable {
 
     /// Number of rows up to the last non-empty one.
     pub fn depth(&self) -> usize {
-        self.slots.last().map_or(0, |s| s.0 as usize / RADIX + 1)
+        self.slots.last().map_or(0, |s| s.key as usize / RADIX + 1)
     }
 }
 
