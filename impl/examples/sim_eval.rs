@@ -221,7 +221,7 @@ fn run(o: &Opts, n: usize) -> Row {
     let kinds0: Vec<BTreeMap<&'static str, u64>> = (0..n)
         .map(|i| {
             s.peer(i)
-                .map(|p| p.stats().rx_kinds.clone())
+                .map(|p| p.stats().rx_kinds.iter().map(|(k, c)| (k, *c)).collect())
                 .unwrap_or_default()
         })
         .collect();
@@ -397,7 +397,7 @@ fn run(o: &Opts, n: usize) -> Row {
             let mut ev = 0;
             for (kind, c) in &p.stats().rx_kinds {
                 let c = c - kinds0[i].get(kind).copied().unwrap_or(0);
-                if MAINT.contains(kind) {
+                if MAINT.contains(&kind) {
                     maint_rx += c;
                 } else {
                     ev += c;

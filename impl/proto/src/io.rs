@@ -1,7 +1,7 @@
 //! Output plumbing shared by the layers of a peer: encoded datagrams to send, messages a peer
 //! sends to itself (processed before control returns to the driver), and counters.
 
-use crate::wire::{Codec, Dest, Frame, Msg, NodeHandle, Stamp, WireError};
+use crate::wire::{Codec, Dest, Frame, Msg, NodeHandle, Stamp, WireError, KINDS};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
@@ -71,6 +71,42 @@ pub struct Transmit {
     pub payload: Vec<u8>,
 }
 
+/// Messages counted by kind ([`crate::wire::Msg::kind`]): one counter per kind in an array
+/// (counting is an index, not a map lookup: it runs for every datagram received). Iterates
+/// like a map from kind name to count, in name order, over the kinds counted at least once.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KindCounts([u64; KINDS.len()]);
+
+impl KindCounts {
+    /// Counts one message of kind `index` ([`crate::wire::Msg::kind_index`]).
+    pub fn count(&mut self, index: usize) {
+        self.0[index] += 1;
+    }
+
+    /// The count of kind `kind` (`None` if none was counted).
+    pub fn get(&self, kind: &str) -> Option<u64> {
+        let i = KINDS.binary_search(&kind).ok()?;
+        (self.0[i] > 0).then_some(self.0[i])
+    }
+
+    /// `(kind, count)` of every kind counted at least once, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &u64)> + '_ {
+        KINDS
+            .iter()
+            .zip(self.0.iter())
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| (*k, n))
+    }
+}
+
+impl<'a> IntoIterator for &'a KindCounts {
+    type Item = (&'static str, &'a u64);
+    type IntoIter = Box<dyn Iterator<Item = (&'static str, &'a u64)> + 'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
 /// Counters of one peer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -102,7 +138,7 @@ pub struct Stats {
     /// Routed messages forwarded by this peer.
     pub forwarded: u64,
     /// Overlay messages received (decoded), by kind (`ping`, `join`, `notify`, …).
-    pub rx_kinds: std::collections::BTreeMap<&'static str, u64>,
+    pub rx_kinds: KindCounts,
     /// Peers the failure detector declared dead.
     pub peers_failed: u64,
     /// Groups this peer took over as root after a peer died.
@@ -262,5 +298,29 @@ impl Outbox {
                 self.push(to.addr, b);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_counts_iterate_like_a_map() {
+        assert!(
+            KINDS.windows(2).all(|w| w[0] < w[1]),
+            "KINDS sorted, unique"
+        );
+        let mut k = KindCounts::default();
+        let ping = Msg::Pastry(crate::wire::PastryMsg::Ping);
+        let pong = Msg::Pastry(crate::wire::PastryMsg::Pong);
+        k.count(pong.kind_index());
+        k.count(ping.kind_index());
+        k.count(ping.kind_index());
+        assert_eq!(ping.kind(), "ping");
+        assert_eq!(k.get("ping"), Some(2));
+        assert_eq!(k.get("join"), None);
+        let v: Vec<(&str, u64)> = (&k).into_iter().map(|(n, c)| (n, *c)).collect();
+        assert_eq!(v, vec![("ping", 2), ("pong", 1)]);
     }
 }

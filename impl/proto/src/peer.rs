@@ -246,7 +246,7 @@ impl Peer {
         match decoded {
             Ok(env) => {
                 if env.from.id != self.out.me.id {
-                    *self.out.stats.rx_kinds.entry(env.msg.kind()).or_default() += 1;
+                    self.out.stats.rx_kinds.count(env.msg.kind_index());
                     self.dispatch(now, timers, env.from, env.ready, env.msg);
                 }
             }

@@ -91,40 +91,74 @@ pub enum Msg {
     },
 }
 
+/// The names [`Msg::kind`] gives, sorted.
+pub const KINDS: [&str; 25] = [
+    "ack",
+    "announce",
+    "departing",
+    "fetch_reply",
+    "fetch_state",
+    "heartbeat",
+    "heartbeat_ack",
+    "join",
+    "join_state",
+    "leafset_reply",
+    "leafset_request",
+    "leave",
+    "lookup",
+    "not_root",
+    "notify",
+    "overlay_join",
+    "pack",
+    "ping",
+    "pong",
+    "publish",
+    "publish_reply",
+    "replicate",
+    "replicate_ack",
+    "row_reply",
+    "row_request",
+];
+
 impl Msg {
     /// A short name of the message's kind, for counters (`ping`, `join`, `notify`, …).
     pub fn kind(&self) -> &'static str {
+        KINDS[self.kind_index()]
+    }
+
+    /// The position of [`Msg::kind`] in [`KINDS`].
+    pub fn kind_index(&self) -> usize {
         match self {
             Msg::Pastry(m) => match m {
-                PastryMsg::Ping => "ping",
-                PastryMsg::Pong => "pong",
-                PastryMsg::LeafSetRequest => "leafset_request",
-                PastryMsg::LeafSetReply { .. } => "leafset_reply",
-                PastryMsg::RowRequest { .. } => "row_request",
-                PastryMsg::RowReply { .. } => "row_reply",
-                PastryMsg::JoinState { .. } => "join_state",
-                PastryMsg::Announce => "announce",
-                PastryMsg::Departing => "departing",
+                PastryMsg::Ping => 17,               // ping
+                PastryMsg::Pong => 18,               // pong
+                PastryMsg::LeafSetRequest => 10,     // leafset_request
+                PastryMsg::LeafSetReply { .. } => 9, // leafset_reply
+                PastryMsg::RowRequest { .. } => 24,  // row_request
+                PastryMsg::RowReply { .. } => 23,    // row_reply
+                PastryMsg::JoinState { .. } => 8,    // join_state
+                PastryMsg::Announce => 1,            // announce
+                PastryMsg::Departing => 2,           // departing
             },
             Msg::Scribe(m) => match m {
-                ScribeMsg::Provisional { .. } => "pack",
-                ScribeMsg::JoinAck { .. } => "ack",
-                ScribeMsg::Notify { .. } => "notify",
-                ScribeMsg::Heartbeat { .. } => "heartbeat",
-                ScribeMsg::HeartbeatAck { .. } => "heartbeat_ack",
-                ScribeMsg::Leave { .. } => "leave",
-                ScribeMsg::PublishReply { .. } => "publish_reply",
-                ScribeMsg::Replicate { .. } => "replicate",
-                ScribeMsg::NotRoot { .. } => "not_root",
-                ScribeMsg::ReplicateAck { .. } => "replicate_ack",
-                ScribeMsg::FetchState { .. } => "fetch_state",
-                ScribeMsg::FetchReply { .. } => "fetch_reply",
+                ScribeMsg::Provisional { .. } => 16,  // pack
+                ScribeMsg::JoinAck { .. } => 0,       // ack
+                ScribeMsg::Notify { .. } => 14,       // notify
+                ScribeMsg::Heartbeat { .. } => 5,     // heartbeat
+                ScribeMsg::HeartbeatAck { .. } => 6,  // heartbeat_ack
+                ScribeMsg::Leave { .. } => 11,        // leave
+                ScribeMsg::PublishReply { .. } => 20, // publish_reply
+                ScribeMsg::Replicate { .. } => 21,    // replicate
+                ScribeMsg::NotRoot { .. } => 13,      // not_root
+                ScribeMsg::ReplicateAck { .. } => 22, // replicate_ack
+                ScribeMsg::FetchState { .. } => 4,    // fetch_state
+                ScribeMsg::FetchReply { .. } => 3,    // fetch_reply
             },
             Msg::Routed { body, .. } => match body {
-                Routed::OverlayJoin { .. } => "overlay_join",
-                Routed::Lookup { .. } => "lookup",
-                Routed::Join { .. } => "join",
-                Routed::Publish { .. } => "publish",
+                Routed::OverlayJoin { .. } => 15, // overlay_join
+                Routed::Lookup { .. } => 12,      // lookup
+                Routed::Join { .. } => 7,         // join
+                Routed::Publish { .. } => 19,     // publish
             },
         }
     }
