@@ -222,15 +222,33 @@ impl Outbox {
         }
     }
 
-    /// Seals `frame` for `dst` with the next stamp, counting a datagram too large to send.
-    fn seal(&mut self, frame: &Frame, dst: Dest) -> Option<Vec<u8>> {
+    /// The next stamp, for `dst`.
+    fn stamp(&mut self, dst: Dest) -> Stamp {
         let stamp = Stamp {
             dst,
             time: self.time,
             seq: self.seq,
         };
         self.seq = self.seq.wrapping_add(1);
+        stamp
+    }
+
+    /// Seals `frame` for `dst` with the next stamp, counting a datagram too large to send.
+    fn seal(&mut self, frame: &Frame, dst: Dest) -> Option<Vec<u8>> {
+        let stamp = self.stamp(dst);
         match frame.seal(&stamp) {
+            Ok(b) => Some(b),
+            Err(_) => {
+                self.stats.tx_oversized += 1;
+                None
+            }
+        }
+    }
+
+    /// [`Outbox::seal`] of a frame with one destination (no copy without a cluster key).
+    fn seal_once(&mut self, frame: Frame, dst: Dest) -> Option<Vec<u8>> {
+        let stamp = self.stamp(dst);
+        match frame.seal_once(&stamp) {
             Ok(b) => Some(b),
             Err(_) => {
                 self.stats.tx_oversized += 1;
@@ -258,7 +276,7 @@ impl Outbox {
         }
         if let Some(b) = self
             .frame(&msg)
-            .and_then(|f| self.seal(&f, Dest::Peer(to.id)))
+            .and_then(|f| self.seal_once(f, Dest::Peer(to.id)))
         {
             self.push(to.addr, b);
         }
@@ -268,7 +286,7 @@ impl Outbox {
     pub fn send_addr(&mut self, to: SocketAddr, msg: impl Into<Msg>) {
         if let Some(b) = self
             .frame(&msg.into())
-            .and_then(|f| self.seal(&f, Dest::Addr(to)))
+            .and_then(|f| self.seal_once(f, Dest::Addr(to)))
         {
             self.push(to, b);
         }
