@@ -103,7 +103,7 @@ impl Default for Config {
             leaf_fail_timeout: 3_500,
             table_fail_timeout: 6_500,
             table_ping_interval: 2_000,
-            table_probe_interval: 30_000,
+            table_probe_interval: 10_000,
             leaf_exchange_interval: 4_000,
             tombstone_ttl: 300_000,
             dead_probe_interval: 5_000,

@@ -146,7 +146,7 @@ impl Overlay {
             self.tombstones.retain(|t| t.0.id != h.id);
         }
         let a = self.leaf.insert(h, now);
-        let b = self.rt.insert(h, now);
+        let b = self.rt.insert_learnt(h, now, direct);
         a || b
     }
 

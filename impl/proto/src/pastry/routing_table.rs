@@ -75,8 +75,14 @@ impl RoutingTable {
         self.index(row, col).ok().map(|i| &self.slots[i].entry)
     }
 
-    /// Puts `h` in its slot when that slot is empty; returns whether it was added.
+    /// Puts `h` in its slot when that slot is empty; returns whether it was added. An entry
+    /// learnt second-hand (`verified == false`) is checked like a used one until it is heard
+    /// from.
     pub fn insert(&mut self, h: NodeHandle, now: Millis) -> bool {
+        self.insert_learnt(h, now, true)
+    }
+
+    pub(crate) fn insert_learnt(&mut self, h: NodeHandle, now: Millis, verified: bool) -> bool {
         let Some((r, c)) = self.slot_of(h.id) else {
             return false;
         };
@@ -98,7 +104,7 @@ impl RoutingTable {
                             handle: h,
                             last_heard: now,
                         },
-                        used: false,
+                        used: !verified,
                         probing_since: None,
                     },
                 );
