@@ -14,8 +14,16 @@ pub struct Config {
     pub leaf_fail_timeout: u64,
     /// A routing-table peer not heard from for this long is declared dead.
     pub table_fail_timeout: u64,
-    /// Routing-table entries are pinged when not heard from for this long.
+    /// Routing-table entries (that are not leaf-set members) which routing uses are pinged
+    /// when not heard from for this long; so is, at each tick, an entry already probed.
+    /// Any datagram from a peer counts as an answer.
     pub table_ping_interval: u64,
+    /// Routing-table entries nothing uses are pinged only when not heard from for this long
+    /// (lazy routing-table checks, as in MSPastry: an entry is checked when used, and rarely
+    /// otherwise). A probed entry is declared dead once silent for `table_fail_timeout` and
+    /// unanswered for `table_fail_timeout - table_ping_interval`. Equal to
+    /// `table_ping_interval`: every entry is checked eagerly.
+    pub table_probe_interval: u64,
     /// Interval of leaf-set exchanges with a random leaf-set member.
     pub leaf_exchange_interval: u64,
     /// How long a peer declared dead is remembered: ignored when learnt second-hand, and
@@ -104,6 +112,7 @@ impl Default for Config {
             leaf_fail_timeout: 3_500,
             table_fail_timeout: 6_500,
             table_ping_interval: 2_000,
+            table_probe_interval: 10_000,
             leaf_exchange_interval: 4_000,
             tombstone_ttl: 300_000,
             dead_probe_interval: 5_000,

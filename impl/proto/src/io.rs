@@ -1,7 +1,7 @@
 //! Output plumbing shared by the layers of a peer: encoded datagrams to send, messages a peer
 //! sends to itself (processed before control returns to the driver), and counters.
 
-use crate::wire::{Codec, Dest, Frame, Msg, NodeHandle, Stamp, WireError};
+use crate::wire::{Codec, Dest, Frame, Msg, NodeHandle, Stamp, WireError, KINDS};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
@@ -71,6 +71,42 @@ pub struct Transmit {
     pub payload: Vec<u8>,
 }
 
+/// Messages counted by kind ([`crate::wire::Msg::kind`]): one counter per kind in an array
+/// (counting is an index, not a map lookup: it runs for every datagram received). Iterates
+/// like a map from kind name to count, in name order, over the kinds counted at least once.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KindCounts([u64; KINDS.len()]);
+
+impl KindCounts {
+    /// Counts one message of kind `index` ([`crate::wire::Msg::kind_index`]).
+    pub fn count(&mut self, index: usize) {
+        self.0[index] += 1;
+    }
+
+    /// The count of kind `kind` (`None` if none was counted).
+    pub fn get(&self, kind: &str) -> Option<u64> {
+        let i = KINDS.binary_search(&kind).ok()?;
+        (self.0[i] > 0).then_some(self.0[i])
+    }
+
+    /// `(kind, count)` of every kind counted at least once, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &u64)> + '_ {
+        KINDS
+            .iter()
+            .zip(self.0.iter())
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| (*k, n))
+    }
+}
+
+impl<'a> IntoIterator for &'a KindCounts {
+    type Item = (&'static str, &'a u64);
+    type IntoIter = Box<dyn Iterator<Item = (&'static str, &'a u64)> + 'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
 /// Counters of one peer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -102,7 +138,7 @@ pub struct Stats {
     /// Routed messages forwarded by this peer.
     pub forwarded: u64,
     /// Overlay messages received (decoded), by kind (`ping`, `join`, `notify`, …).
-    pub rx_kinds: std::collections::BTreeMap<&'static str, u64>,
+    pub rx_kinds: KindCounts,
     /// Peers the failure detector declared dead.
     pub peers_failed: u64,
     /// Groups this peer took over as root after a peer died.
@@ -193,15 +229,33 @@ impl Outbox {
         }
     }
 
-    /// Seals `frame` for `dst` with the next stamp, counting a datagram too large to send.
-    fn seal(&mut self, frame: &Frame, dst: Dest) -> Option<Vec<u8>> {
+    /// The next stamp, for `dst`.
+    fn stamp(&mut self, dst: Dest) -> Stamp {
         let stamp = Stamp {
             dst,
             time: self.time,
             seq: self.seq,
         };
         self.seq = self.seq.wrapping_add(1);
+        stamp
+    }
+
+    /// Seals `frame` for `dst` with the next stamp, counting a datagram too large to send.
+    fn seal(&mut self, frame: &Frame, dst: Dest) -> Option<Vec<u8>> {
+        let stamp = self.stamp(dst);
         match frame.seal(&stamp) {
+            Ok(b) => Some(b),
+            Err(_) => {
+                self.stats.tx_oversized += 1;
+                None
+            }
+        }
+    }
+
+    /// [`Outbox::seal`] of a frame with one destination (no copy without a cluster key).
+    fn seal_once(&mut self, frame: Frame, dst: Dest) -> Option<Vec<u8>> {
+        let stamp = self.stamp(dst);
+        match frame.seal_once(&stamp) {
             Ok(b) => Some(b),
             Err(_) => {
                 self.stats.tx_oversized += 1;
@@ -229,7 +283,7 @@ impl Outbox {
         }
         if let Some(b) = self
             .frame(&msg)
-            .and_then(|f| self.seal(&f, Dest::Peer(to.id)))
+            .and_then(|f| self.seal_once(f, Dest::Peer(to.id)))
         {
             self.push(to.addr, b);
         }
@@ -239,7 +293,7 @@ impl Outbox {
     pub fn send_addr(&mut self, to: SocketAddr, msg: impl Into<Msg>) {
         if let Some(b) = self
             .frame(&msg.into())
-            .and_then(|f| self.seal(&f, Dest::Addr(to)))
+            .and_then(|f| self.seal_once(f, Dest::Addr(to)))
         {
             self.push(to, b);
         }
@@ -269,5 +323,29 @@ impl Outbox {
                 self.push(to.addr, b);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_counts_iterate_like_a_map() {
+        assert!(
+            KINDS.windows(2).all(|w| w[0] < w[1]),
+            "KINDS sorted, unique"
+        );
+        let mut k = KindCounts::default();
+        let ping = Msg::Pastry(crate::wire::PastryMsg::Ping);
+        let pong = Msg::Pastry(crate::wire::PastryMsg::Pong);
+        k.count(pong.kind_index());
+        k.count(ping.kind_index());
+        k.count(ping.kind_index());
+        assert_eq!(ping.kind(), "ping");
+        assert_eq!(k.get("ping"), Some(2));
+        assert_eq!(k.get("join"), None);
+        let v: Vec<(&str, u64)> = (&k).into_iter().map(|(n, c)| (n, *c)).collect();
+        assert_eq!(v, vec![("ping", 2), ("pong", 1)]);
     }
 }

@@ -109,6 +109,6 @@ pub use event::{
     SubRejectReason, SubscribeError, TerminateReason,
 };
 pub use host::{Call, CallError, Host, HostStats, Input, Output, Seeds};
-pub use io::{ConnId, Socket, Stats, Transmit};
+pub use io::{ConnId, KindCounts, Socket, Stats, Transmit};
 pub use peer::{Peer, RequestTimer};
 pub use timer::{Timer, Timers};

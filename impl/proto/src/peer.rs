@@ -246,7 +246,7 @@ impl Peer {
         match decoded {
             Ok(env) => {
                 if env.from.id != self.out.me.id {
-                    *self.out.stats.rx_kinds.entry(env.msg.kind()).or_default() += 1;
+                    self.out.stats.rx_kinds.count(env.msg.kind_index());
                     self.dispatch(now, timers, env.from, env.ready, env.msg);
                 }
             }
@@ -659,6 +659,7 @@ impl Peer {
                         self.scribe
                             .forward_join(&mut ctx!(self, now, timers), from, &mut body, n);
                     if let Some(next) = next {
+                        self.overlay.note_used(next.id);
                         self.out.stats.forwarded += 1;
                         let msg = Msg::Routed {
                             key,
@@ -679,6 +680,7 @@ impl Peer {
             }
         }
         if let Hop::Next(n) = hop {
+            self.overlay.note_used(n.id);
             self.out.stats.forwarded += 1;
             self.out.send(
                 &n,

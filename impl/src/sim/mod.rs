@@ -17,8 +17,7 @@ use crate::{
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 
 mod build;
@@ -115,25 +114,52 @@ enum Action {
     },
 }
 
-struct Scheduled {
-    at: Millis,
-    seq: u64,
-    action: Action,
+/// The event queue: one FIFO bucket per virtual millisecond, in a map ordered by time.
+/// Actions due at the same millisecond run in the order they were scheduled — the order a
+/// binary heap keyed by `(at, sequence number)` gives — but pushing and popping touch only
+/// the ends of one bucket instead of sifting through a heap of every action in flight.
+#[derive(Default)]
+struct Queue {
+    buckets: BTreeMap<Millis, VecDeque<Action>>,
+    /// Emptied buckets, kept for reuse (no allocation per millisecond of virtual time).
+    spare: Vec<VecDeque<Action>>,
 }
-impl PartialEq for Scheduled {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
+
+impl Queue {
+    fn push(&mut self, at: Millis, action: Action) {
+        if let Some(b) = self.buckets.get_mut(&at) {
+            b.push_back(action);
+            return;
+        }
+        let mut b = self.spare.pop().unwrap_or_default();
+        b.push_back(action);
+        self.buckets.insert(at, b);
     }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
+
+    /// Time of the earliest action.
+    fn peek_at(&self) -> Option<Millis> {
+        self.buckets.first_key_value().map(|(at, _)| *at)
     }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, o: &Self) -> Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
+
+    fn pop(&mut self) -> Option<(Millis, Action)> {
+        let mut e = self.buckets.first_entry()?;
+        let at = *e.key();
+        let action = e.get_mut().pop_front().expect("buckets are never empty");
+        if e.get().is_empty() {
+            let b = e.remove();
+            if self.spare.len() < 64 {
+                self.spare.push(b);
+            }
+        }
+        Some((at, action))
+    }
+
+    /// Keeps only the actions `keep` accepts.
+    fn retain(&mut self, mut keep: impl FnMut(&Action) -> bool) {
+        for b in self.buckets.values_mut() {
+            b.retain(&mut keep);
+        }
+        self.buckets.retain(|_, b| !b.is_empty());
     }
 }
 
@@ -156,8 +182,7 @@ pub struct Sim {
     pub net: NetConfig,
     cfg: Config,
     nodes: Vec<SimPeer>,
-    queue: BinaryHeap<Reverse<Scheduled>>,
-    seq: u64,
+    queue: Queue,
     log: Vec<SimEvent>,
     scratch: Vec<crate::Transmit>,
     /// `(id, index)` of every peer ever added, sorted by id.
@@ -221,8 +246,7 @@ impl Sim {
             net,
             cfg,
             nodes: Vec::new(),
-            queue: BinaryHeap::new(),
-            seq: 0,
+            queue: Queue::default(),
             log: Vec::new(),
             scratch: Vec::new(),
             by_id: Vec::new(),
@@ -388,14 +412,10 @@ impl Sim {
     pub fn crash_hard(&mut self, i: usize) {
         self.crash(i);
         let addr = self.nodes[i].addr;
-        let q = std::mem::take(&mut self.queue);
         let sip = sim_sip_addr(i);
-        self.queue = q
-            .into_iter()
-            .filter(|Reverse(s)| {
-                !matches!(&s.action, Action::Deliver { from, .. } if *from == addr || *from == sip)
-            })
-            .collect();
+        self.queue.retain(
+            |a| !matches!(a, Action::Deliver { from, .. } if *from == addr || *from == sip),
+        );
     }
 
     /// Puts peer `i` on partition side `side`; datagrams between different sides are dropped.
@@ -483,12 +503,7 @@ impl Sim {
     }
 
     fn schedule(&mut self, at: Millis, action: Action) {
-        self.seq += 1;
-        self.queue.push(Reverse(Scheduled {
-            at,
-            seq: self.seq,
-            action,
-        }));
+        self.queue.push(at, action);
     }
 
     fn delay(&mut self) -> Millis {
@@ -594,16 +609,14 @@ impl Sim {
 
     /// Processes the next scheduled action if it is due by `limit`. Returns whether one ran.
     pub fn step(&mut self, limit: Millis) -> bool {
-        let Some(Reverse(top)) = self.queue.peek() else {
-            return false;
-        };
-        if top.at > limit {
-            return false;
+        match self.queue.peek_at() {
+            Some(at) if at <= limit => {}
+            _ => return false,
         }
-        let Reverse(s) = self.queue.pop().expect("peeked");
-        self.now = self.now.max(s.at);
+        let (at, action) = self.queue.pop().expect("peeked");
+        self.now = self.now.max(at);
         let now = self.now;
-        let target = match &s.action {
+        let target = match &action {
             Action::Deliver {
                 to: Dest::Overlay(i) | Dest::Sip(i),
                 ..
@@ -618,17 +631,17 @@ impl Sim {
         {
             // A paused peer: what reaches it waits until it resumes (in the order it came).
             let i = target.expect("some");
-            if let Action::Timer { .. } = s.action {
-                if self.nodes[i].timer_at == Some(s.at) {
+            if let Action::Timer { .. } = action {
+                if self.nodes[i].timer_at == Some(at) {
                     self.nodes[i].timer_at = Some(until);
-                    self.schedule(until, s.action);
+                    self.schedule(until, action);
                 }
             } else {
-                self.schedule(until, s.action);
+                self.schedule(until, action);
             }
             return true;
         }
-        match s.action {
+        match action {
             Action::Deliver {
                 to: Dest::Ua(u),
                 from,
@@ -665,11 +678,11 @@ impl Sim {
                     None => self.stats.to_dead += 1,
                 }
             }
-            Action::UaTimer { ua } => self.ua_timer(ua as usize, s.at),
+            Action::UaTimer { ua } => self.ua_timer(ua as usize, at),
             Action::Timer { to, incarnation } => {
                 let to = to as usize;
                 let n = &mut self.nodes[to];
-                if n.incarnation == incarnation && n.timer_at == Some(s.at) {
+                if n.incarnation == incarnation && n.timer_at == Some(at) {
                     n.timer_at = None;
                     if let Some(h) = n.host.as_deref_mut() {
                         let _ = h.handle_input(now, Input::Timeout);

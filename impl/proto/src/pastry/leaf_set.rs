@@ -76,15 +76,45 @@ impl LeafSet {
     }
 
     /// Records that `id` was heard from at `now`; returns whether it is a member.
+    ///
+    /// Each side is sorted by distance, so this is a binary search per side (it runs for
+    /// every datagram received: touching a few cache lines, not the whole set, matters).
     pub fn touch(&mut self, id: NodeId, now: Millis) -> bool {
+        let me = self.me.0;
+        let dc = id.0.wrapping_sub(me);
+        let dcc = me.wrapping_sub(id.0);
         let mut found = false;
-        for e in self.cw.iter_mut().chain(self.ccw.iter_mut()) {
-            if e.handle.id == id {
-                e.last_heard = now;
-                found = true;
-            }
+        if let Ok(i) = self
+            .cw
+            .binary_search_by_key(&dc, |e| e.handle.id.0.wrapping_sub(me))
+        {
+            self.cw[i].last_heard = now;
+            found = true;
+        }
+        if let Ok(i) = self
+            .ccw
+            .binary_search_by_key(&dcc, |e| me.wrapping_sub(e.handle.id.0))
+        {
+            self.ccw[i].last_heard = now;
+            found = true;
         }
         found
+    }
+
+    /// Whether [`LeafSet::insert`] of `id` (not a member) would add it.
+    pub fn would_insert(&self, id: NodeId) -> bool {
+        if id == self.me {
+            return false;
+        }
+        let fits = |side: &Vec<Entry>, d: u128, dist: &dyn Fn(&Entry) -> u128| {
+            side.len() < self.half || side.last().is_some_and(|e| d < dist(e))
+        };
+        let me = self.me.0;
+        fits(&self.cw, self.cw_dist(id), &|e| {
+            e.handle.id.0.wrapping_sub(me)
+        }) || fits(&self.ccw, self.ccw_dist(id), &|e| {
+            me.wrapping_sub(e.handle.id.0)
+        })
     }
 
     /// Whether the leaf set spans `key` (so the closest leaf is the key's root). When a side is

@@ -154,7 +154,7 @@ impl Overlay {
             self.revived.push(h.id);
         }
         let a = self.leaf.insert(h, now);
-        let b = self.rt.insert(h, now);
+        let b = self.rt.insert_learnt(h, now, direct);
         a || b
     }
 
@@ -179,6 +179,10 @@ impl Overlay {
         }
         if !alive_now && self.tombstoned(from.id) {
             return;
+        }
+        if slot_filled && !in_leaf && !self.leaf.would_insert(from.id) && !self.tombstoned(from.id)
+        {
+            return; // `consider` would change nothing
         }
         self.consider(*from, true, now);
     }
@@ -359,14 +363,16 @@ impl Overlay {
                     ping.push(e.handle);
                 }
             }
-            for e in self.rt.iter() {
-                let age = now.saturating_sub(e.last_heard);
-                if age > cfg.table_fail_timeout {
-                    dead.push(e.handle.id);
-                } else if age >= cfg.table_ping_interval {
-                    ping.push(e.handle);
-                }
-            }
+            let leaf = &self.leaf;
+            self.rt.check(
+                now,
+                cfg.table_ping_interval,
+                cfg.table_probe_interval.max(cfg.table_ping_interval),
+                cfg.table_fail_timeout,
+                |id| leaf.contains(id),
+                &mut ping,
+                &mut dead,
+            );
             dead.sort();
             dead.dedup();
             ping.retain(|h| dead.binary_search(&h.id).is_err());
@@ -496,6 +502,12 @@ impl Overlay {
     /// this (a replica quorum) to tell the larger side of a partition from the smaller.
     pub fn nominal_neighbours(&self) -> usize {
         self.leaf.len() + self.tombstones.iter().filter(|t| !t.2).count()
+    }
+
+    /// Routing chose `next` as the next hop of a message: if it is a routing-table entry, it
+    /// is checked until it is heard from (lazy routing-table keep-alive).
+    pub(crate) fn note_used(&mut self, next: NodeId) {
+        self.rt.note_used(next);
     }
 
     /// Whether `id` is in the leaf set or the routing table.

@@ -91,41 +91,76 @@ pub enum Msg {
     },
 }
 
+/// The names [`Msg::kind`] gives, sorted.
+pub const KINDS: [&str; 26] = [
+    "ack",
+    "announce",
+    "departing",
+    "fenced",
+    "fetch_reply",
+    "fetch_state",
+    "heartbeat",
+    "heartbeat_ack",
+    "join",
+    "join_state",
+    "leafset_reply",
+    "leafset_request",
+    "leave",
+    "lookup",
+    "not_root",
+    "notify",
+    "overlay_join",
+    "pack",
+    "ping",
+    "pong",
+    "publish",
+    "publish_reply",
+    "replicate",
+    "replicate_ack",
+    "row_reply",
+    "row_request",
+];
+
 impl Msg {
     /// A short name of the message's kind, for counters (`ping`, `join`, `notify`, …).
     pub fn kind(&self) -> &'static str {
+        KINDS[self.kind_index()]
+    }
+
+    /// The position of [`Msg::kind`] in [`KINDS`].
+    pub fn kind_index(&self) -> usize {
         match self {
             Msg::Pastry(m) => match m {
-                PastryMsg::Ping => "ping",
-                PastryMsg::Pong => "pong",
-                PastryMsg::LeafSetRequest => "leafset_request",
-                PastryMsg::LeafSetReply { .. } => "leafset_reply",
-                PastryMsg::RowRequest { .. } => "row_request",
-                PastryMsg::RowReply { .. } => "row_reply",
-                PastryMsg::JoinState { .. } => "join_state",
-                PastryMsg::Announce => "announce",
-                PastryMsg::Departing => "departing",
+                PastryMsg::Ping => 18,                // ping
+                PastryMsg::Pong => 19,                // pong
+                PastryMsg::LeafSetRequest => 11,      // leafset_request
+                PastryMsg::LeafSetReply { .. } => 10, // leafset_reply
+                PastryMsg::RowRequest { .. } => 25,   // row_request
+                PastryMsg::RowReply { .. } => 24,     // row_reply
+                PastryMsg::JoinState { .. } => 9,     // join_state
+                PastryMsg::Announce => 1,             // announce
+                PastryMsg::Departing => 2,            // departing
             },
             Msg::Scribe(m) => match m {
-                ScribeMsg::Provisional { .. } => "pack",
-                ScribeMsg::JoinAck { .. } => "ack",
-                ScribeMsg::Notify { .. } => "notify",
-                ScribeMsg::Heartbeat { .. } => "heartbeat",
-                ScribeMsg::HeartbeatAck { .. } => "heartbeat_ack",
-                ScribeMsg::Leave { .. } => "leave",
-                ScribeMsg::PublishReply { .. } => "publish_reply",
-                ScribeMsg::Replicate { .. } => "replicate",
-                ScribeMsg::NotRoot { .. } => "not_root",
-                ScribeMsg::ReplicateAck { .. } => "replicate_ack",
-                ScribeMsg::Fenced { .. } => "fenced",
-                ScribeMsg::FetchState { .. } => "fetch_state",
-                ScribeMsg::FetchReply { .. } => "fetch_reply",
+                ScribeMsg::Provisional { .. } => 17,  // pack
+                ScribeMsg::JoinAck { .. } => 0,       // ack
+                ScribeMsg::Notify { .. } => 15,       // notify
+                ScribeMsg::Heartbeat { .. } => 6,     // heartbeat
+                ScribeMsg::HeartbeatAck { .. } => 7,  // heartbeat_ack
+                ScribeMsg::Leave { .. } => 12,        // leave
+                ScribeMsg::PublishReply { .. } => 21, // publish_reply
+                ScribeMsg::Replicate { .. } => 22,    // replicate
+                ScribeMsg::NotRoot { .. } => 14,      // not_root
+                ScribeMsg::ReplicateAck { .. } => 23, // replicate_ack
+                ScribeMsg::Fenced { .. } => 3,        // fenced
+                ScribeMsg::FetchState { .. } => 5,    // fetch_state
+                ScribeMsg::FetchReply { .. } => 4,    // fetch_reply
             },
             Msg::Routed { body, .. } => match body {
-                Routed::OverlayJoin { .. } => "overlay_join",
-                Routed::Lookup { .. } => "lookup",
-                Routed::Join { .. } => "join",
-                Routed::Publish { .. } => "publish",
+                Routed::OverlayJoin { .. } => 16, // overlay_join
+                Routed::Lookup { .. } => 13,      // lookup
+                Routed::Join { .. } => 8,         // join
+                Routed::Publish { .. } => 20,     // publish
             },
         }
     }
@@ -269,6 +304,17 @@ impl Frame {
             return Err(WireError::Oversized(buf.len()));
         }
         Ok(buf)
+    }
+}
+
+impl Frame {
+    /// [`Frame::seal`] for the frame's only destination: without a cluster key the encoded
+    /// frame itself is the datagram (no copy).
+    pub fn seal_once(self, stamp: &Stamp) -> Result<Vec<u8>, WireError> {
+        if self.mac.is_none() {
+            return Ok(self.body);
+        }
+        self.seal(stamp)
     }
 }
 

@@ -1,0 +1,492 @@
+//! The paper's evaluation scenario in the deterministic simulator, seeded and replayable.
+//!
+//! A static overlay of N peers (default 10^5) at the default configuration (keep-alives and
+//! heartbeats at their defaults), G groups (default 10^4) of S subscribers each (default 10,
+//! at random peers), one publication per group from a random peer, T virtual seconds in all
+//! (default 60): subscriptions are spread over the first 2 s, publications over
+//! `[5 s, T - 10 s)`. Prints the wall time, the datagrams simulated and their rate, and the
+//! paper's figures: delivery ratio, notification delay (overlay hops and simulated ms, mean
+//! and p99), per-peer load (overlay datagrams sent + received, busiest peer and mean) against
+//! a central server's Σ S_i, and the mean lookup hops against ⌈log16 N⌉.
+//!
+//! ```text
+//! cargo run --release -p sascribe --example sim_eval -- [--peers N] [--groups G] [--subs S]
+//!     [--secs T] [--seed X] [--maint-only] [--sweep N1,N2,...] [--csv FILE]
+//! ```
+//!
+//! `--maint-only`: no groups, T virtual seconds of overlay maintenance only. `--sweep`: one
+//! run per N (with G = N/10 unless `--groups` is given), one CSV line each (`--csv`, else
+//! stdout).
+
+use bytes::Bytes;
+use rand::Rng;
+use sascribe::sim::{NetConfig, Sim};
+use sascribe::{Call, Config, Event, GroupId, PubHandle, SubHandle};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Instant;
+
+#[derive(Clone, Debug)]
+struct Opts {
+    peers: usize,
+    groups: Option<usize>,
+    subs: usize,
+    secs: u64,
+    seed: u64,
+    maint_only: bool,
+    sweep: Vec<usize>,
+    csv: Option<String>,
+}
+
+fn parse() -> Opts {
+    let mut o = Opts {
+        peers: 100_000,
+        groups: None,
+        subs: 10,
+        secs: 60,
+        seed: 1,
+        maint_only: false,
+        sweep: Vec::new(),
+        csv: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut val = || it.next().unwrap_or_else(|| panic!("{a} needs a value"));
+        match a.as_str() {
+            "--peers" => o.peers = val().parse().expect("--peers N"),
+            "--groups" => o.groups = Some(val().parse().expect("--groups G")),
+            "--subs" => o.subs = val().parse().expect("--subs S"),
+            "--secs" => o.secs = val().parse().expect("--secs T"),
+            "--seed" => o.seed = val().parse().expect("--seed X"),
+            "--maint-only" => o.maint_only = true,
+            "--sweep" => {
+                o.sweep = val()
+                    .split(',')
+                    .map(|s| s.trim().parse().expect("--sweep N1,N2,..."))
+                    .collect()
+            }
+            "--csv" => o.csv = Some(val()),
+            _ => panic!("unknown argument {a}"),
+        }
+    }
+    o
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn mean(v: &[u64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.iter().sum::<u64>() as f64 / v.len() as f64
+}
+
+/// p99 of `v` (nearest rank); sorts it.
+fn p99(v: &mut [u64]) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    v.sort_unstable();
+    let rank = ((v.len() as f64) * 0.99).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+/// Overlay datagrams sent + received by each peer so far.
+fn loads(s: &Sim) -> Vec<u64> {
+    (0..s.len())
+        .map(|i| {
+            s.peer(i)
+                .map_or(0, |p| p.stats().tx_datagrams + p.stats().rx_datagrams)
+        })
+        .collect()
+}
+
+/// Maintenance kinds (overlay keep-alive and repair, tree heartbeats).
+const MAINT: &[&str] = &[
+    "ping",
+    "pong",
+    "leafset_request",
+    "leafset_reply",
+    "row_request",
+    "row_reply",
+    "heartbeat",
+    "heartbeat_ack",
+];
+
+#[derive(Default)]
+struct Row {
+    n: usize,
+    groups: usize,
+    subs: usize,
+    secs: u64,
+    seed: u64,
+    build_s: f64,
+    run_s: f64,
+    datagrams: u64,
+    rate: f64,
+    rss: f64,
+    delivered: usize,
+    expected: usize,
+    delay_ms_mean: f64,
+    delay_ms_p99: u64,
+    hops_mean: f64,
+    hops_p99: u64,
+    tree_hops_mean: f64,
+    lookup_hops: f64,
+    log16: f64,
+    busiest: u64,
+    mean_load: f64,
+    busiest_event: u64,
+    mean_event: f64,
+    central: u64,
+    per_peer_s: f64,
+}
+
+impl Row {
+    const HEADER: &'static str = "n,groups,subs,secs,seed,build_s,run_s,datagrams,datagrams_per_s,rss_mib,delivered,expected,delivery_ratio,delay_ms_mean,delay_ms_p99,hops_mean,hops_p99,tree_hops_mean,lookup_hops_mean,ceil_log16_n,busiest_load,mean_load,busiest_event_load,mean_event_load,central_load,busiest_over_central,maint_per_peer_per_s";
+
+    fn csv(&self) -> String {
+        format!(
+            "{},{},{},{},{},{:.2},{:.2},{},{:.0},{:.0},{},{},{:.6},{:.1},{},{:.3},{},{:.3},{:.3},{},{},{:.1},{},{:.2},{},{:.6},{:.2}",
+            self.n,
+            self.groups,
+            self.subs,
+            self.secs,
+            self.seed,
+            self.build_s,
+            self.run_s,
+            self.datagrams,
+            self.rate,
+            self.rss,
+            self.delivered,
+            self.expected,
+            self.delivered as f64 / self.expected.max(1) as f64,
+            self.delay_ms_mean,
+            self.delay_ms_p99,
+            self.hops_mean,
+            self.hops_p99,
+            self.tree_hops_mean,
+            self.lookup_hops,
+            self.log16,
+            self.busiest,
+            self.mean_load,
+            self.busiest_event,
+            self.mean_event,
+            self.central,
+            self.busiest_event as f64 / self.central.max(1) as f64,
+            self.per_peer_s,
+        )
+    }
+}
+
+fn run(o: &Opts, n: usize) -> Row {
+    let groups = if o.maint_only {
+        0
+    } else {
+        o.groups.unwrap_or(n / 10)
+    };
+    let subs = o.subs;
+    let secs = o.secs.max(12);
+    let mut row = Row {
+        n,
+        groups,
+        subs,
+        secs,
+        seed: o.seed,
+        ..Row::default()
+    };
+    let wall = Instant::now();
+    let mut s = Sim::new(o.seed, Config::default(), NetConfig::default());
+    s.add_static_peers(n);
+    row.build_s = wall.elapsed().as_secs_f64();
+    println!(
+        "N={n} G={groups} S={subs} T={secs} s seed={}: static build {:.2} s, RSS {:.0} MiB",
+        o.seed,
+        row.build_s,
+        rss_mib()
+    );
+    let t_run = Instant::now();
+    let load0 = loads(&s);
+    let kinds0: Vec<BTreeMap<&'static str, u64>> = (0..n)
+        .map(|i| {
+            s.peer(i)
+                .map(|p| p.stats().rx_kinds.iter().map(|(k, c)| (k, *c)).collect())
+                .unwrap_or_default()
+        })
+        .collect();
+
+    // Lookups: mean hops against ceil(log16 N).
+    let lookups = 1_000.min(n);
+    for tok in 0..lookups {
+        let from = s.rng().random_range(0..n);
+        let key: u128 = s.rng().random();
+        s.call(
+            from,
+            Call::Lookup {
+                key,
+                token: tok as u64,
+            },
+        );
+    }
+
+    // Subscriptions over the first 2 s; publications over [5 s, T - 10 s).
+    let gids: Vec<GroupId> = (0..groups)
+        .map(|k| GroupId::from_event(&format!("sip:g{k}@example.com"), "presence", None))
+        .collect();
+    let mut sub_at: Vec<(u64, usize, usize)> = Vec::with_capacity(groups * subs); // (ms, group, peer)
+    for k in 0..groups {
+        for _ in 0..subs {
+            let at = s.rng().random_range(0..2_000u64);
+            let peer = s.rng().random_range(0..n);
+            sub_at.push((at, k, peer));
+        }
+    }
+    let mut pub_at: Vec<(u64, usize, usize)> = (0..groups)
+        .map(|k| {
+            let span = (secs - 15) * 1_000;
+            let at = 5_000 + (k as u64 * span) / groups.max(1) as u64;
+            let peer = s.rng().random_range(0..n);
+            (at, k, peer)
+        })
+        .collect();
+    // Handle h = k * subs + j: subscription j of group k.
+    let mut sub_peer = vec![0usize; groups * subs];
+    let mut sub_order: Vec<(u64, usize, usize, usize)> = sub_at
+        .iter()
+        .enumerate()
+        .map(|(h, &(at, k, p))| (at, h, k, p))
+        .collect();
+    sub_order.sort_unstable();
+    pub_at.sort_unstable();
+    let mut pub_time = vec![0u64; groups];
+    let mut pub_hops = vec![0u64; groups];
+    let mut notified: Vec<Option<u64>> = vec![None; groups * subs];
+    let mut lookup_hops = 0u64;
+    let mut lookup_n = 0u64;
+    let (mut si, mut pi) = (0, 0);
+    let end = secs * 1_000;
+    let mut last_report = Instant::now();
+    let mut t = 0u64;
+    while t < end {
+        while si < sub_order.len() && sub_order[si].0 <= t {
+            let (_, h, k, p) = sub_order[si];
+            sub_peer[h] = p;
+            let _ = s.subscribe(p, gids[k], SubHandle(h as u64), 3_600);
+            si += 1;
+        }
+        while pi < pub_at.len() && pub_at[pi].0 <= t {
+            let (_, k, p) = pub_at[pi];
+            // Overlay hops from the publisher to the root, as routed now.
+            let mut cur = p;
+            let mut hops = 0;
+            while let Some(sascribe::pastry::Hop::Next(nh)) =
+                s.peer(cur).map(|x| x.route(gids[k].0))
+            {
+                match s.closest_live(nh.id.0) {
+                    Some(j) if hops < 64 => {
+                        cur = j;
+                        hops += 1;
+                    }
+                    _ => break,
+                }
+            }
+            pub_hops[k] = hops;
+            pub_time[k] = s.now();
+            s.publish(
+                p,
+                gids[k],
+                PubHandle(k as u64),
+                Some(Bytes::from(format!("state of g{k}"))),
+                None,
+                None,
+            );
+            pi += 1;
+        }
+        t += 100;
+        s.run_until(t);
+        for e in s.drain_log() {
+            match e.event {
+                Event::Notify { handle, seq: 1, .. } => {
+                    let h = handle.0 as usize;
+                    if h < notified.len() && notified[h].is_none() {
+                        notified[h] = Some(e.at);
+                    }
+                }
+                Event::LookupDelivered { hops, .. } => {
+                    lookup_hops += u64::from(hops);
+                    lookup_n += 1;
+                }
+                _ => {}
+            }
+        }
+        if t % 10_000 == 0 || last_report.elapsed().as_secs() >= 30 {
+            last_report = Instant::now();
+            let el = t_run.elapsed().as_secs_f64();
+            println!(
+                "  t={:>5.1} s virtual: {:.1} s wall, {} datagrams, {:.0} datagrams/s",
+                t as f64 / 1e3,
+                el,
+                s.stats.delivered,
+                s.stats.delivered as f64 / el
+            );
+        }
+    }
+    row.run_s = t_run.elapsed().as_secs_f64();
+    row.datagrams = s.stats.delivered;
+    row.rate = row.datagrams as f64 / row.run_s;
+    row.rss = rss_mib();
+    row.lookup_hops = lookup_hops as f64 / lookup_n.max(1) as f64;
+    row.log16 = (n as f64).log(16.0).ceil();
+
+    // Delivery and delay.
+    let mut delays = Vec::new();
+    let mut hops = Vec::new();
+    let mut tree_hops = Vec::new();
+    for (h, at) in notified.iter().enumerate() {
+        let Some(at) = *at else { continue };
+        let k = h / subs.max(1);
+        delays.push(at - pub_time[k]);
+        // Tree hops: parent pointers from the subscriber's peer up to the root.
+        let mut cur = sub_peer[h];
+        let mut d = 0u64;
+        while let Some(pid) = s
+            .peer(cur)
+            .and_then(|p| p.group_view(gids[k]))
+            .and_then(|v| v.parent)
+        {
+            match s.closest_live(pid.0) {
+                Some(j) if d < 64 => {
+                    cur = j;
+                    d += 1;
+                }
+                _ => break,
+            }
+        }
+        tree_hops.push(d);
+        hops.push(pub_hops[k] + d);
+    }
+    row.delivered = delays.len();
+    row.expected = groups * subs;
+    row.delay_ms_mean = mean(&delays);
+    row.delay_ms_p99 = p99(&mut delays);
+    row.hops_mean = mean(&hops);
+    row.hops_p99 = p99(&mut hops);
+    row.tree_hops_mean = mean(&tree_hops);
+
+    // Per-peer load over the run: every overlay datagram, and the event traffic alone
+    // (received datagrams that are not maintenance, counted twice for their sending side).
+    let load1 = loads(&s);
+    let per: Vec<u64> = load1.iter().zip(&load0).map(|(a, b)| a - b).collect();
+    row.busiest = per.iter().copied().max().unwrap_or(0);
+    row.mean_load = mean(&per);
+    let mut maint_rx = 0u64;
+    let event: Vec<u64> = (0..n)
+        .map(|i| {
+            let Some(p) = s.peer(i) else { return 0 };
+            let mut ev = 0;
+            for (kind, c) in &p.stats().rx_kinds {
+                let c = c - kinds0[i].get(kind).copied().unwrap_or(0);
+                if MAINT.contains(&kind) {
+                    maint_rx += c;
+                } else {
+                    ev += c;
+                }
+            }
+            ev
+        })
+        .collect();
+    row.busiest_event = event.iter().copied().max().unwrap_or(0);
+    row.mean_event = 2.0 * mean(&event);
+    row.central = (groups * subs) as u64;
+    row.per_peer_s = maint_rx as f64 / n as f64 / secs as f64;
+
+    println!(
+        "  done: {:.2} s wall for {secs} virtual s ({:.2} s with the build), {} datagrams, {:.0} datagrams/s, RSS {:.0} MiB",
+        row.run_s,
+        row.run_s + row.build_s,
+        row.datagrams,
+        row.rate,
+        row.rss
+    );
+    println!(
+        "  maintenance (pings, pongs, leaf-set/row repair, heartbeats): {:.2} datagrams received per peer per s",
+        row.per_peer_s
+    );
+    if groups > 0 {
+        println!(
+            "  delivery ratio {:.4} ({} of {} subscriptions notified of their group's publication)",
+            row.delivered as f64 / row.expected.max(1) as f64,
+            row.delivered,
+            row.expected
+        );
+        println!(
+            "  notification delay: {:.1} ms mean, {} ms p99; {:.2} overlay hops mean (publisher -> root -> subscriber), {} p99; tree depth {:.2} mean",
+            row.delay_ms_mean, row.delay_ms_p99, row.hops_mean, row.hops_p99, row.tree_hops_mean
+        );
+        println!(
+            "  per-peer load (overlay datagrams sent + received): busiest {}, mean {:.1}; event traffic alone (no keep-alives, no heartbeats): busiest peer received {}, mean sent + received {:.2}",
+            row.busiest, row.mean_load, row.busiest_event, row.mean_event
+        );
+        println!(
+            "  central server: sum S_i = {} NOTIFYs; busiest peer's event load / central = {:.5} (2/N = {:.5})",
+            row.central,
+            row.busiest_event as f64 / row.central.max(1) as f64,
+            2.0 / n as f64
+        );
+    }
+    println!(
+        "  lookups: mean hops {:.3}, ceil(log16 N) = {}",
+        row.lookup_hops, row.log16
+    );
+    let mut kinds: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for i in 0..n {
+        if let Some(p) = s.peer(i) {
+            for (k, c) in &p.stats().rx_kinds {
+                *kinds.entry(k).or_default() += c - kinds0[i].get(k).copied().unwrap_or(0);
+            }
+        }
+    }
+    let parts: Vec<String> = kinds.iter().map(|(k, c)| format!("{k} {c}")).collect();
+    println!("  received by kind: {}", parts.join(", "));
+    row
+}
+
+fn main() {
+    let o = parse();
+    let ns = if o.sweep.is_empty() {
+        vec![o.peers]
+    } else {
+        o.sweep.clone()
+    };
+    let mut rows = Vec::new();
+    for &n in &ns {
+        rows.push(run(&o, n));
+    }
+    if !o.sweep.is_empty() || o.csv.is_some() {
+        let mut text = String::from(Row::HEADER);
+        text.push('\n');
+        for r in &rows {
+            text.push_str(&r.csv());
+            text.push('\n');
+        }
+        match &o.csv {
+            Some(f) => {
+                let mut file = std::fs::File::create(f).expect("create the CSV file");
+                file.write_all(text.as_bytes()).expect("write the CSV file");
+                println!("wrote {f}");
+            }
+            None => print!("{text}"),
+        }
+    }
+}
