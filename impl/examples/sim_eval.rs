@@ -330,7 +330,7 @@ fn run(o: &Opts, n: usize) -> Row {
                 _ => {}
             }
         }
-        if t % 10_000 == 0 || last_report.elapsed().as_secs() >= 30 {
+        if t.is_multiple_of(10_000) || last_report.elapsed().as_secs() >= 30 {
             last_report = Instant::now();
             let el = t_run.elapsed().as_secs_f64();
             println!(
@@ -450,10 +450,10 @@ fn run(o: &Opts, n: usize) -> Row {
         row.lookup_hops, row.log16
     );
     let mut kinds: BTreeMap<&'static str, u64> = BTreeMap::new();
-    for i in 0..n {
+    for (i, before) in kinds0.iter().enumerate().take(n) {
         if let Some(p) = s.peer(i) {
             for (k, c) in &p.stats().rx_kinds {
-                *kinds.entry(k).or_default() += c - kinds0[i].get(k).copied().unwrap_or(0);
+                *kinds.entry(k).or_default() += c - before.get(k).copied().unwrap_or(0);
             }
         }
     }

@@ -364,15 +364,8 @@ impl Overlay {
                 }
             }
             let leaf = &self.leaf;
-            self.rt.check(
-                now,
-                cfg.table_ping_interval,
-                cfg.table_probe_interval.max(cfg.table_ping_interval),
-                cfg.table_fail_timeout,
-                |id| leaf.contains(id),
-                &mut ping,
-                &mut dead,
-            );
+            self.rt
+                .check(now, cfg, |id| leaf.contains(id), &mut ping, &mut dead);
             dead.sort();
             dead.dedup();
             ping.retain(|h| dead.binary_search(&h.id).is_err());

@@ -165,8 +165,10 @@ impl RoutingTable {
     }
 
     /// The lazy keep-alive of the routing table, run at each maintenance tick for the entries
-    /// `skip` does not claim (leaf-set members: the leaf set checks them). An entry is pinged
-    /// when it has been silent for `ping_after` and routing used it since it was last heard
+    /// `skip` does not claim (leaf-set members: the leaf set checks them). With `ping_after`,
+    /// `probe_after` and `fail_after` the configuration's `table_ping_interval`,
+    /// `table_probe_interval` and `table_fail_timeout`: an entry is pinged when it has been
+    /// silent for `ping_after` and routing used it since it was last heard
     /// from, or it is already being probed, or it has been silent for `probe_after` (the rare
     /// check of entries nothing uses). Once probed, it is declared dead when silent for
     /// `fail_after` and its first probe went unanswered for `fail_after - ping_after` — the
@@ -174,13 +176,14 @@ impl RoutingTable {
     pub(crate) fn check(
         &mut self,
         now: Millis,
-        ping_after: Millis,
-        probe_after: Millis,
-        fail_after: Millis,
+        cfg: &crate::config::Config,
         skip: impl Fn(NodeId) -> bool,
         ping: &mut Vec<NodeHandle>,
         dead: &mut Vec<NodeId>,
     ) {
+        let ping_after = cfg.table_ping_interval;
+        let probe_after = cfg.table_probe_interval.max(ping_after);
+        let fail_after = cfg.table_fail_timeout;
         let grace = fail_after.saturating_sub(ping_after);
         for s in &mut self.slots {
             let id = s.entry.handle.id;
