@@ -392,6 +392,16 @@ impl Overlay {
         }
     }
 
+    /// The peers declared dead that did not leave (those are probed; a departed peer comes
+    /// back only by joining again).
+    fn declared_dead(&self) -> Vec<NodeHandle> {
+        self.tombstones
+            .iter()
+            .filter(|t| !t.2)
+            .map(|t| t.0)
+            .collect()
+    }
+
     /// Whether peers declared dead proved alive since the last call (a partition healed, a
     /// paused peer resumed). If so, every other peer declared dead is sent an announcement
     /// now, rather than at the next probe: whoever is alive takes this peer back at once
@@ -402,13 +412,7 @@ impl Overlay {
         }
         let n = self.revived.len();
         self.revived.clear();
-        let dead: Vec<NodeHandle> = self
-            .tombstones
-            .iter()
-            .filter(|t| !t.2)
-            .map(|t| t.0)
-            .collect();
-        out.send_many(dead.iter(), PastryMsg::Announce);
+        out.send_many(self.declared_dead().iter(), PastryMsg::Announce);
         n
     }
 
@@ -423,13 +427,7 @@ impl Overlay {
     ) {
         if now >= self.next_probe {
             self.next_probe = now + cfg.dead_probe_interval;
-            let dead: Vec<NodeHandle> = self
-                .tombstones
-                .iter()
-                .filter(|t| !t.2)
-                .map(|t| t.0)
-                .collect();
-            out.send_many(dead.iter(), PastryMsg::Ping);
+            out.send_many(self.declared_dead().iter(), PastryMsg::Ping);
         }
         if now >= self.next_exchange {
             self.next_exchange = now + cfg.leaf_exchange_interval;
