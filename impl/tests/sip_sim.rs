@@ -333,3 +333,77 @@ fn watchers_survive_a_root_crash_over_lossy_sip() {
     };
     assert_eq!(run(&p), Ok(()));
 }
+
+/// The final response to request `req` of user agent `ua` in the log: (code, ETag).
+fn response(s: &Sim, ua: usize, req: u64) -> Option<(u16, Option<String>)> {
+    s.ua_log().iter().rev().find_map(|l| match &l.event {
+        UaEvent::Response { req: r, code, etag, .. } if l.ua == ua && *r == req => {
+            Some((*code, etag.clone()))
+        }
+        _ => None,
+    })
+}
+
+/// A modify PUBLISH that the root applied, whose 200 was lost with its first-contact peer
+/// (killed, then restarted with the same id), is retransmitted by the user agent through the
+/// restarted peer: the root recognises the retransmission and answers it with the ETag it
+/// minted then. Before, the restarted peer forwarded it as a new request, and the root
+/// answered 412: the SIP-If-Match named the state the first copy had replaced.
+#[test]
+fn publish_retransmitted_through_a_restarted_gateway_is_answered_from_the_first_copy() {
+    for seed in 1..=5 {
+        let mut s = Sim::new(seed, Config::default(), NetConfig::default());
+        s.set_gateways(true);
+        s.add_static_peers(8);
+        s.run_for(500);
+        let gid = sascribe::GroupId::from_event(URI, "presence", None);
+        let root = s.closest_live(gid.0).expect("a root");
+        let gw = (0..8).find(|&i| i != root).expect("a gateway");
+        let via = (0..8).find(|&i| i != root && i != gw).expect("a third peer");
+        let server = s.sip_addr(gw);
+        let ua = s.add_ua(URI);
+        let publish = |s: &mut Sim, n: u32, etag: Option<&str>| {
+            s.with_ua(ua, |a, now| {
+                a.publish(
+                    now,
+                    server,
+                    URI,
+                    "presence",
+                    Some((PIDF, pidf(n))),
+                    etag,
+                    Some(600),
+                )
+            })
+        };
+        let first = publish(&mut s, 1, None);
+        s.run_for(1_000);
+        let (code, e1) = response(&s, ua, first).expect("an answer to the initial PUBLISH");
+        assert_eq!(code, 200, "seed {seed}");
+        let e1 = e1.expect("an ETag");
+        // The modify reaches the gateway (one-way latency ≤ 25 ms); then the user agent is cut
+        // off, so that the 200 is lost, and the gateway dies and comes back empty.
+        let modify = publish(&mut s, 2, Some(&e1));
+        s.run_for(30);
+        s.set_ua_side(ua, 1);
+        s.run_for(1_000);
+        assert_eq!(response(&s, ua, modify), None, "seed {seed}: the 200 was lost");
+        s.crash(gw);
+        s.run_for(100);
+        s.restart(gw, via);
+        s.run_for(2_000);
+        s.set_ua_side(ua, 0);
+        s.run_for(20_000);
+        let (code, e2) = response(&s, ua, modify).expect("an answer to the retransmission");
+        assert_eq!(code, 200, "seed {seed}: the retransmitted modify");
+        let e2 = e2.expect("an ETag");
+        assert_ne!(e2, e1, "seed {seed}: the modify's own ETag");
+        // That ETag names the live state: a further modify with it succeeds.
+        let next = publish(&mut s, 3, Some(&e2));
+        s.run_for(2_000);
+        assert_eq!(
+            response(&s, ua, next).map(|r| r.0),
+            Some(200),
+            "seed {seed}: a modify with the retransmission's ETag"
+        );
+    }
+}

@@ -23,6 +23,13 @@ pub struct PubMeta {
     pub content_type: Option<String>,
     /// The presentity's URI (the PUBLISH's Request-URI): the `entity` of a composed PIDF.
     pub resource: Option<String>,
+    /// Identifies the request across its retransmissions, whoever forwards them (the SIP
+    /// layer derives it from the server transaction's key and the source): the root answers
+    /// a retransmission it already applied from its stored result. A retransmission that
+    /// reaches a first-contact peer restarted since (its transaction is gone) is then
+    /// answered 200 with the first copy's ETag, not 412 for the ETag that copy replaced.
+    /// `None`: a fresh random nonce per call.
+    pub retry_key: Option<u64>,
 }
 
 /// Why a subscription got a final negative answer.

@@ -185,7 +185,12 @@ impl Scribe {
             });
             return;
         }
-        let nonce = ctx.rng.nonzero();
+        // A retransmission of a request already pending here is a new call only after its
+        // transaction ended; it then gets a fresh nonce.
+        let nonce = match meta.retry_key {
+            Some(k) if k != 0 && !self.pubs.contains_key(&k) => k,
+            _ => ctx.rng.nonzero(),
+        };
         let mut p = PendingPub {
             handle,
             gid,

@@ -137,11 +137,13 @@ impl SipEndpoint {
         };
         let gid = self.group_of(&resource, &event);
         let handle = PubHandle(self.new_handle());
+        let retry_key = Some(key.digest(ctx.src));
         let tx = self.proceed(env, key, ctx);
         self.pubs.insert(handle, tx);
         let meta = PubMeta {
             content_type,
             resource: Some(resource),
+            retry_key,
         };
         env.peer.publish(
             env.now, env.timers, gid, handle, body, meta, if_match, expires,

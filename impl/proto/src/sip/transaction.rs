@@ -59,6 +59,23 @@ impl TxKey {
         }
     }
 
+    /// A 64-bit digest of this key and the request's source, stable across processes (the
+    /// deduplication key of a request forwarded into the overlay: a retransmission carries
+    /// the same branch, sent-by and method, from the same source).
+    pub fn digest(&self, src: std::net::SocketAddr) -> u64 {
+        use sha1::{Digest, Sha1};
+        let mut h = Sha1::new();
+        for part in [self.branch.as_str(), self.sent_by.as_str(), self.method.as_str()] {
+            h.update(part.as_bytes());
+            h.update(b"\n");
+        }
+        h.update(src.to_string().as_bytes());
+        let d = h.finalize();
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&d[..8]);
+        u64::from_be_bytes(b)
+    }
+
     /// The same transaction id, for another method (CANCEL matching).
     pub fn with_method(&self, method: &str) -> TxKey {
         TxKey {
