@@ -286,6 +286,7 @@ fn forgeries(s: &Sim, attacker: NodeHandle) -> Vec<(&'static str, usize, Msg)> {
             Msg::Scribe(ScribeMsg::Fenced {
                 gid: GID,
                 epoch: 70,
+                refused: 69,
                 rec: Some(record.clone()),
             }),
         ),
@@ -294,6 +295,7 @@ fn forgeries(s: &Sim, attacker: NodeHandle) -> Vec<(&'static str, usize, Msg)> {
             root,
             Msg::Scribe(ScribeMsg::FetchReply {
                 gid: GID,
+                epoch: 70,
                 rec: Some(record),
                 promised: 70,
                 granted: true,

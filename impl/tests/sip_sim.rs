@@ -337,9 +337,9 @@ fn watchers_survive_a_root_crash_over_lossy_sip() {
 /// The final response to request `req` of user agent `ua` in the log: (code, ETag).
 fn response(s: &Sim, ua: usize, req: u64) -> Option<(u16, Option<String>)> {
     s.ua_log().iter().rev().find_map(|l| match &l.event {
-        UaEvent::Response { req: r, code, etag, .. } if l.ua == ua && *r == req => {
-            Some((*code, etag.clone()))
-        }
+        UaEvent::Response {
+            req: r, code, etag, ..
+        } if l.ua == ua && *r == req => Some((*code, etag.clone())),
         _ => None,
     })
 }
@@ -359,7 +359,9 @@ fn publish_retransmitted_through_a_restarted_gateway_is_answered_from_the_first_
         let gid = sascribe::GroupId::from_event(URI, "presence", None);
         let root = s.closest_live(gid.0).expect("a root");
         let gw = (0..8).find(|&i| i != root).expect("a gateway");
-        let via = (0..8).find(|&i| i != root && i != gw).expect("a third peer");
+        let via = (0..8)
+            .find(|&i| i != root && i != gw)
+            .expect("a third peer");
         let server = s.sip_addr(gw);
         let ua = s.add_ua(URI);
         let publish = |s: &mut Sim, n: u32, etag: Option<&str>| {
@@ -386,7 +388,11 @@ fn publish_retransmitted_through_a_restarted_gateway_is_answered_from_the_first_
         s.run_for(30);
         s.set_ua_side(ua, 1);
         s.run_for(1_000);
-        assert_eq!(response(&s, ua, modify), None, "seed {seed}: the 200 was lost");
+        assert_eq!(
+            response(&s, ua, modify),
+            None,
+            "seed {seed}: the 200 was lost"
+        );
         s.crash(gw);
         s.run_for(100);
         s.restart(gw, via);

@@ -68,41 +68,77 @@
 //! - **False suspicion, healing and root fencing** (`--suspicions N`, default 0; production's
 //!   fix for acknowledged PUBLISHes lost after a paused or partitioned root came back). An
 //!   environment action `Suspect(x)`, within the budget and one at a time, cuts a live peer
-//!   off: it takes no step (a pause), overlay messages to and from it are lost, what its user
-//!   agents send it waits, and the others' `Detect(x)` fire as for a crash (takeover by the
-//!   closest live peer, re-JOINs, replica-set repair). `Heal(x)` (a protocol timer: a
-//!   suspicion always heals) lets it run again; each other peer's `Alive(x)` then takes it back
-//!   (its dead mask clears `x`; routing goes to `x` again), and a root to which `x` is closer
-//!   demotes and sends `x` its record, which `x` keeps if higher. With suspicions enabled:
-//!   - records carry a root **epoch** and are ordered by (epoch, seq); an activating root sets
-//!     epoch = 1 + the highest epoch it saw, and if the record it keeps has a lower seq than
-//!     the highest seq it heard of (fetched records, its own, its member view), it stamps a seq
-//!     above it, so that every member takes the result as newer;
-//!   - **fencing**: a replica holding a record of a higher epoch than an incoming REPLICATE's
-//!     neither stores nor acknowledges it and answers `Fenced` with its record; a root that
-//!     gets it goes back to the fetch phase (its pending commits' requests held again,
-//!     unanswered) and activates above that record;
+//!   off: overlay messages to and from it are lost, and the others' `Detect(x)` fire as for a
+//!   crash (takeover by the closest live peer, re-JOINs, replica-set repair). By default `x`
+//!   is **paused**: it takes no step and what its user agents send it waits. With
+//!   `--partition` it is **cut off and runs**: its user agents reach it, its own failure
+//!   detector declares every other peer dead, and it acts on that (takes the root role over
+//!   if it holds something, serves its side). `Heal(x)` (a protocol timer: a suspicion always
+//!   heals) ends the cut; each peer that declared another dead takes it back with `Alive`
+//!   (routing goes to it again); a root to which it is closer demotes and hands its record
+//!   over, and a root that stays root fetches again before serving (production's
+//!   `on_peer_revived`). With suspicions enabled, as in production (`takeover.rs`):
+//!   - records carry the root **epoch** of the root that committed their last change, and
+//!     are ordered by (epoch, seq); a root that only fetched raises no record's epoch. If the
+//!     record a root activates with has a lower seq than one it heard of, it stamps a seq above
+//!     it, so that every member takes the result as newer;
+//!   - **a fetch is a promise round**: the root asks with an epoch above every one it knows;
+//!     each peer grants it (and refuses lower epochs from then on) unless it promised another
+//!     root as much, in which case the root starts over above that, at most
+//!     [`protocol::MAX_ROUNDS`] times, then serves anyway. A reply to an earlier round is
+//!     ignored (it promised that round's epoch);
+//!   - **fencing**: a replica refuses (`Fenced`, with the epoch it knows and its record) a
+//!     REPLICATE of a lower epoch than it holds or promised, or of the epoch it promised
+//!     another root; a root fenced for its current epoch fetches again (or demotes), a fence of
+//!     a REPLICATE of its earlier epoch is ignored;
+//!   - a replica that knows a peer closer to the group than the sender answers `NotRoot`
+//!     naming it *before* any fencing; the sender takes that peer back and hands over;
 //!   - **lease**: a root answers only while its replicas' lease holds. Abstraction: suspecting
 //!     `x` lapses `x`'s lease *before* any failure detector reports it (the detector's timeout
-//!     is longer than the lease), so a root `x` stops serving at `Suspect(x)` and fetches again
-//!     at `Heal(x)` before it answers anything;
+//!     is longer than the lease): a paused root stops serving at `Suspect(x)` and fetches
+//!     again at `Heal(x)`; a partitioned one fetches again at once (from peers it can no
+//!     longer reach). A root whose last round ended with a refusal (after
+//!     [`protocol::MAX_ROUNDS`]) holds no lease and answers nothing until a round is granted.
+//!     A peer refuses its promise to a root when it knows a peer closer to the group;
+//!   - **replica quorum**: a root serves a request (applies a change, answers a JOIN) and
+//!     commits only while it reaches a majority of its nominal replica group (itself and k
+//!     replicas, counted whether reachable or not; [`Setup::quorum`]): the smaller side of a
+//!     partition holds every request, so it acknowledges nothing and shows no watcher an
+//!     older state than one it was shown before. A change applied before the quorum was lost
+//!     waits, and is dropped when the root's lease lapses (production `reconfirm`). The model
+//!     forgets no crashed peer (production forgets a tombstone after a while), so with
+//!     suspicions `--crashes` must leave a majority of that group;
 //!   - a root that receives `FetchState`, or a REPLICATE, from a peer closer to the group than
 //!     itself takes that peer back as alive and demotes (handing its record over).
 //!
 //!   Mutants `no-fetch` and `no-lease` (a healed root serving its stale record) are caught
-//!   (`no-rollback`). Two parts of the fix are defence in depth under this abstraction, and
-//!   their removal is **not** caught: fencing (a replica acknowledging a lower-epoch record)
-//!   and the seq raise at activation. With the lease lapsing at `Suspect(x)` and a root
-//!   demoting on a closer peer's `FetchState`, two roots never serve at once; a lower-epoch
-//!   REPLICATE can only come from a root that no longer serves, and a kept record's seq is
-//!   below a heard one only when that seq was applied but never committed. Both would matter
-//!   with a lease that can outlive a suspicion (clock drift, a pause longer than the lease
-//!   but noticed late), which the model does not represent.
+//!   (`no-rollback`), and `no-quorum` (a partitioned root committing alone) is caught on
+//!   `--partition` (`single-committer`). Two parts of the fix are defence in depth under
+//!   this abstraction, and their removal is **not** caught: fencing and the seq raise at
+//!   activation (both would matter with a lease that can outlive a suspicion: clock drift, a
+//!   pause longer than the lease but noticed late).
 //!
-//!   Production does not carry epochs yet, so everything above is switched on by
-//!   `--suspicions` only: the committed corpus (exported without suspicions) is what the
-//!   current production peer passes, and suspicion traces are not exported (the harness cannot
-//!   drive a suspicion; `--save-trace` refuses them).
+//!   **Open** (`--partition`, two publishes, beyond what CI can check: over 15 M states): a
+//!   depth-bounded search (23 steps) finds a `no-rollback` counterexample in the correct
+//!   model, a stale read, not a lost write (`single-committer` and `acked-durable` hold to
+//!   that depth). After a heal, a replica that promised a root a lease grants a newer root's
+//!   fetch too; the newer root commits while the older one's lease still holds, so the older
+//!   one could answer a JOIN from its older state until the replica's fence reaches it.
+//!   Production has the same window (at most `root_lease`): a replica would have to refuse
+//!   a promise while a lease it granted another root runs.
+//!
+//!   Checking the model with `--partition` found two production bugs (fixed with it, wire
+//!   version 7): a fetch reply to an earlier round counted as a grant for the current one
+//!   (the peer had promised the earlier, lower epoch, so a rival between the two could
+//!   commit behind the root's back), and a fence of a REPLICATE from an earlier epoch made a
+//!   root start a new round, possibly because of its own current promise, so that two roots
+//!   outbid each other without end.
+//!
+//!   Production switches all of this off under a failure detector that never suspects a live
+//!   peer (`root_lease` = `u64::MAX`, the conformance harness's setting), as the model does
+//!   without suspicions: the committed corpus (exported without suspicions) is checked that
+//!   way, and suspicion traces are not exported (the harness cannot drive a suspicion;
+//!   `--save-trace` refuses them).
 //!
 //! ## Abstractions (what is simplified, and why)
 //! - **One group.** Groups are independent in sa-Scribe; every property is per group.

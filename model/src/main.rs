@@ -84,6 +84,11 @@ struct ConfigArgs {
     /// under a lease (default 0: a perfect failure detector).
     #[arg(long, default_value_t = 0)]
     suspicions: usize,
+    /// Each suspicion is a partition rather than a pause: the suspected peer keeps running
+    /// alone (it declares every other peer dead; its user agents reach it); roots commit only
+    /// with a replica quorum.
+    #[arg(long)]
+    partition: bool,
     /// Run with a seeded protocol bug (see --list-mutants).
     #[arg(long, value_parser = parse::<Mutant>)]
     mutant: Option<Mutant>,
@@ -148,6 +153,7 @@ impl ConfigArgs {
             expiries: self.expiries,
             unsubscribes: self.unsubscribes,
             suspicions: self.suspicions,
+            partition: self.partition,
             mutant: self.mutant,
         })
     }

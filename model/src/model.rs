@@ -97,8 +97,13 @@ impl SaScribe {
     /// peer: the failure detectors' views are settled.
     fn detection_complete(&self, state: &State) -> bool {
         let gone = self.gone(state);
-        self.live_peers(state)
-            .all(|(p, s)| s.cut || s.dead == gone & !(1 << p))
+        let all = ((1u16 << self.setup.peers()) - 1) as u8;
+        self.live_peers(state).all(|(p, s)| match s.cut {
+            // A cut-off peer that runs (a partition) declares every other peer dead.
+            true if self.setup.partition => s.dead == all & !(1 << p),
+            true => true,
+            false => s.dead == gone & !(1 << p),
+        })
     }
 
     /// Whether actor `id` is a peer cut off by a suspicion.
@@ -139,7 +144,7 @@ impl SaScribe {
             | Msg::JoinReply { req: r, .. }
             | Msg::PubFwd { req: r, .. }
             | Msg::PubReply { req: r, .. } => *r == req,
-            Msg::Replicate(rs) => rs.0.applied.iter().any(|a| a.0 == req.who && a.1 == req.n),
+            Msg::Replicate(rs, _) => rs.0.applied.iter().any(|a| a.0 == req.who && a.1 == req.n),
             _ => false,
         };
         let in_flight = for_each_envelope(&state.network, |dst, m| {
@@ -159,28 +164,45 @@ impl SaScribe {
 
     /// A root's replication retry would reach a live replica that has not acknowledged the
     /// root's state, has no REPLICATE in flight to it nor an acknowledgement in flight from it,
-    /// and would now accept it.
+    /// and would now accept it; or a fetching root awaits a live, reachable peer with no
+    /// FetchState in flight to it nor a reply in flight from it (both were lost in a cut).
     fn resend_useful(&self, state: &State, id: Id) -> bool {
         let Some(root) = self
             .peer(state, usize::from(id))
             .and_then(|s| s.root.as_ref())
-            .filter(|r| r.active())
         else {
             return false;
         };
+        let me = usize::from(id) as PeerIx;
+        if !root.active() {
+            let awaited = root.fetching & !(1 << me);
+            return !self.is_cut(state, id)
+                && (0..self.setup.peers()).any(|q| {
+                    awaited & (1 << q) != 0
+                        && !state.crashed[q]
+                        && !self.is_cut(state, Id::from(q))
+                        && !any_envelope(&state.network, |src, dst, m| match m {
+                            Msg::FetchState(_) => usize::from(dst) == q,
+                            Msg::FetchReply { .. } => usize::from(src) == q,
+                            _ => false,
+                        })
+                });
+        }
         let seq = root.st.seq;
         if seq == 0 {
             return false;
         }
-        let me = usize::from(id) as PeerIx;
+        if self.is_cut(state, id) {
+            return false; // it reaches nobody
+        }
         root.acks.iter().any(|a| {
             let q = a.peer as usize;
             a.acked < seq
                 && !state.crashed[q]
                 && !self.is_cut(state, Id::from(q))
                 && !any_envelope(&state.network, |src, dst, m| match m {
-                    Msg::Replicate(_) => usize::from(dst) == q,
-                    Msg::ReplicaAck(_) | Msg::Fenced(_) => usize::from(src) == q,
+                    Msg::Replicate(..) => usize::from(dst) == q,
+                    Msg::ReplicaAck(_) | Msg::Fenced(..) | Msg::NotRoot(_) => usize::from(src) == q,
                     _ => false,
                 })
                 && self.peer(state, q).is_some_and(|s| {
@@ -192,23 +214,24 @@ impl SaScribe {
     }
 
     fn enabled(&self, state: &State, action: &Action) -> bool {
-        // A peer cut off by a suspicion takes no step (a pause): nothing is delivered to it,
-        // none of its timers fires, and it does not crash, until it heals.
+        // A peer cut off by a suspicion does not crash until it heals. Paused, it takes no
+        // step: nothing is delivered to it and none of its timers fires. Partitioned, it runs
+        // alone (`normalize` drops overlay messages across the cut).
+        let paused = |id: &Id| self.is_cut(state, *id) && !self.setup.partition;
         match action {
             ActorModelAction::Timeout(id, Timer::Heal) => return self.is_cut(state, *id),
-            ActorModelAction::Timeout(id, _) | ActorModelAction::Crash(id)
-                if self.is_cut(state, *id) =>
-            {
-                return false
-            }
-            ActorModelAction::Deliver { dst, .. } if self.is_cut(state, *dst) => return false,
+            ActorModelAction::Crash(id) if self.is_cut(state, *id) => return false,
+            ActorModelAction::Timeout(id, _) if paused(id) => return false,
+            ActorModelAction::Deliver { dst, .. } if paused(dst) => return false,
             _ => {}
         }
         match action {
             ActorModelAction::Crash(id) => usize::from(*id) < self.setup.peers(),
             ActorModelAction::Recover(_) => false,
             ActorModelAction::Timeout(id, Timer::Detect(x)) => {
-                (state.crashed[*x as usize] || self.is_cut(state, Id::from(*x as usize)))
+                (state.crashed[*x as usize]
+                    || self.is_cut(state, Id::from(*x as usize))
+                    || self.is_cut(state, *id))
                     && self
                         .peer(state, usize::from(*id))
                         .is_some_and(|s| s.dead & (1 << x) == 0)
@@ -224,6 +247,7 @@ impl SaScribe {
                 let x = *x as usize;
                 !state.crashed[x]
                     && !self.is_cut(state, Id::from(x))
+                    && !self.is_cut(state, *id)
                     && self
                         .peer(state, usize::from(*id))
                         .is_some_and(|s| s.dead & (1 << x) != 0)
@@ -417,15 +441,32 @@ impl SaScribe {
             Msg::PubReply { req, result } => {
                 format!("publish result {} {:?}", self.describe_req(req), result)
             }
-            Msg::Replicate(rs) if rs.0.epoch > 0 => {
-                format!("REPLICATE epoch {} {}", rs.0.epoch, e(&rs.0.entry()))
-            }
-            Msg::Replicate(rs) => format!("REPLICATE {}", e(&rs.0.entry())),
+            Msg::Replicate(rs, epoch) if self.setup.fencing() => format!(
+                "REPLICATE root epoch {epoch}, record epoch {} {}",
+                rs.0.epoch,
+                e(&rs.0.entry())
+            ),
+            Msg::Replicate(rs, _) => format!("REPLICATE {}", e(&rs.0.entry())),
             Msg::ReplicaAck(s) => format!("replica ack seq {s}"),
-            Msg::FetchState => "FETCH STATE".into(),
-            Msg::Fenced(r) => format!("FENCED epoch {} {}", r.0.epoch, e(&r.0.entry())),
-            Msg::FetchReply(r) => {
-                format!("FETCH REPLY {}", e(&r.as_ref().and_then(|r| r.0.entry())))
+            Msg::FetchState(epoch) if self.setup.fencing() => format!("FETCH STATE epoch {epoch}"),
+            Msg::FetchState(_) => "FETCH STATE".into(),
+            Msg::Fenced(r, epoch, refused) => format!(
+                "FENCED epoch {refused} below {epoch}: {}",
+                e(&r.as_ref().and_then(|r| r.0.entry()))
+            ),
+            Msg::NotRoot(c) => format!("NOT ROOT, closer {}", self.setup.topo.name(*c)),
+            Msg::FetchReply {
+                epoch,
+                rec,
+                promised,
+                granted,
+            } if self.setup.fencing() => format!(
+                "FETCH REPLY to epoch {epoch}: {} (knew epoch {promised}, {})",
+                e(&rec.as_ref().and_then(|r| r.0.entry())),
+                if *granted { "granted" } else { "refused" }
+            ),
+            Msg::FetchReply { rec, .. } => {
+                format!("FETCH REPLY {}", e(&rec.as_ref().and_then(|r| r.0.entry())))
             }
             Msg::Observe(o) => format!("observe {o:?}"),
         }
@@ -641,10 +682,14 @@ fn no_rollback(m: &SaScribe, state: &State) -> bool {
     }
     let acked = state.history.acked_max;
     m.live_peers(state).all(|(_, s)| {
-        // A root still fetching its replicas' records serves nothing yet.
-        s.root
-            .as_ref()
-            .is_none_or(|r| !r.active() || r.committed.map_or(0, |e| e.seq) >= acked)
+        // A root still fetching its replicas' records serves nothing yet, nor does one that
+        // reaches no replica quorum (the smaller side of a partition, or a root that has not
+        // yet heard that the other side is back): it holds every request.
+        s.root.as_ref().is_none_or(|r| {
+            !r.active()
+                || !m.setup.quorum(r.acks.len())
+                || r.committed.map_or(0, |e| e.seq) >= acked
+        })
     })
 }
 
@@ -672,7 +717,7 @@ pub const PROPERTIES: &[(&str, &str, &str)] = &[
     ("notified-was-published", "always", "every NOTIFY carries a (seq, state) some root committed with that seq"),
     ("single-committer", "always", "every seq is stamped once, by one root, and committed with one composition (a takeover re-commits it unchanged)"),
     ("first-notify-fresh", "always", "a subscriber's first NOTIFY is at least as new as every publication acknowledged before it subscribed"),
-    ("no-rollback", "always", "while at most k-1 peers crashed, a serving root's committed seq is never below an acknowledged one (a root still fetching its replicas' records serves nothing)"),
+    ("no-rollback", "always", "while at most k-1 peers crashed, a serving root's committed seq is never below an acknowledged one (a root still fetching its replicas' records serves nothing; nor does one short of a replica quorum, on the smaller side of a partition)"),
     ("acked-durable", "always", "while at most k-1 peers crashed, a live root or replica holds the latest acknowledged publication"),
     ("412-changes-nothing", "always", "a conditional publish whose ETag names no live event state is never committed, and its 412 leaves the root's state as committed (no seq consumed, nothing pending)"),
     ("publish-applied-once", "always", "a PUBLISH is applied at most once, however often it is retransmitted"),

@@ -86,6 +86,8 @@ mutants! {
         "A peer that takes the root role over, or gets it back after a suspicion, serves with what it holds, without fetching its replicas' records.";
     NoLease = "no-lease" => "no-rollback",
         "A suspected root keeps serving: once healed it answers from its stale record without fetching again.";
+    NoQuorum = "no-quorum" => "single-committer",
+        "A root commits with whatever replicas it reaches: on the smaller side of a partition it acknowledges publications that the other side's root never sees.";
 }
 
 impl fmt::Display for Mutant {
@@ -111,7 +113,8 @@ impl FromStr for Mutant {
 /// A small configuration on which the checker catches a mutant (and the correct model satisfies
 /// every property): preset, subscribers, publishes, crashes, expiries, subscribers that
 /// unsubscribe, whether every subscriber sits on peer A (so that their JOINs share the
-/// intermediate C in `multihop`), overlay messages the network may lose, and false suspicions.
+/// intermediate C in `multihop`), overlay messages the network may lose, false suspicions, and
+/// whether they are partitions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CatchConfig(
     pub Preset,
@@ -123,6 +126,7 @@ pub struct CatchConfig(
     pub bool,
     pub usize,
     pub usize,
+    pub bool,
 );
 
 impl CatchConfig {
@@ -138,6 +142,7 @@ impl CatchConfig {
             on_a,
             losses,
             suspicions,
+            partition,
         ) = self;
         let mut s = Setup::new(&Options {
             preset,
@@ -148,6 +153,7 @@ impl CatchConfig {
             unsubscribes,
             losses,
             suspicions,
+            partition,
             mutant,
             ..Default::default()
         })
@@ -166,30 +172,33 @@ impl Mutant {
         use Mutant::*;
         use Preset::*;
         match self {
-            NoStaleFilter => CatchConfig(Small, 2, 1, 0, 0, 0, true, 0, 0),
-            NotifyBeforeAck => CatchConfig(Small, 1, 2, 0, 0, 0, false, 0, 0),
-            SeqNotBumped | NoMulticast => CatchConfig(Small, 1, 3, 0, 0, 0, false, 0, 0),
-            AnswerFromIntermediate => CatchConfig(Multihop, 2, 3, 0, 0, 0, true, 0, 0),
-            NoReplication | NoRetry => CatchConfig(Small, 0, 1, 1, 0, 0, false, 0, 0),
-            RootAcceptsLowerSeq => CatchConfig(Small, 1, 2, 1, 0, 0, false, 0, 0),
-            EtagIgnored => CatchConfig(Small, 0, 3, 0, 1, 0, false, 0, 0),
-            RejoinViaChild => CatchConfig(Multihop, 1, 0, 1, 0, 0, true, 0, 0),
-            EmptyRootSilent => CatchConfig(Small, 1, 0, 0, 0, 0, false, 0, 0),
-            UnsubscribeIgnored => CatchConfig(Small, 1, 1, 0, 0, 1, false, 0, 0),
-            AckForgetsExpiry => CatchConfig(Small, 1, 1, 1, 1, 0, false, 0, 0),
-            OneState => CatchConfig(Small, 0, 3, 0, 0, 0, false, 0, 0),
-            RemoveAll => CatchConfig(Small, 0, 4, 0, 0, 0, false, 0, 0),
-            NotifyBeforeCommit => CatchConfig(Small, 1, 1, 0, 0, 0, false, 0, 0),
-            AckBeforeReplicated => CatchConfig(Small, 0, 1, 1, 0, 0, false, 0, 0),
-            RefusalConsumesSeq => CatchConfig(Small, 0, 3, 0, 1, 0, false, 0, 0),
-            NoDedup => CatchConfig(Small, 0, 1, 0, 0, 0, false, 1, 0),
-            NoExpiryClamp => CatchConfig(Small, 0, 1, 0, 0, 0, false, 0, 0),
-            NoRejoin => CatchConfig(Multihop, 1, 0, 1, 0, 0, true, 0, 0),
-            AnswerOldEtag => CatchConfig(Small, 0, 3, 0, 0, 0, false, 0, 0),
+            NoStaleFilter => CatchConfig(Small, 2, 1, 0, 0, 0, true, 0, 0, false),
+            NotifyBeforeAck => CatchConfig(Small, 1, 2, 0, 0, 0, false, 0, 0, false),
+            SeqNotBumped | NoMulticast => CatchConfig(Small, 1, 3, 0, 0, 0, false, 0, 0, false),
+            AnswerFromIntermediate => CatchConfig(Multihop, 2, 3, 0, 0, 0, true, 0, 0, false),
+            NoReplication | NoRetry => CatchConfig(Small, 0, 1, 1, 0, 0, false, 0, 0, false),
+            RootAcceptsLowerSeq => CatchConfig(Small, 1, 2, 1, 0, 0, false, 0, 0, false),
+            EtagIgnored => CatchConfig(Small, 0, 3, 0, 1, 0, false, 0, 0, false),
+            RejoinViaChild => CatchConfig(Multihop, 1, 0, 1, 0, 0, true, 0, 0, false),
+            EmptyRootSilent => CatchConfig(Small, 1, 0, 0, 0, 0, false, 0, 0, false),
+            UnsubscribeIgnored => CatchConfig(Small, 1, 1, 0, 0, 1, false, 0, 0, false),
+            AckForgetsExpiry => CatchConfig(Small, 1, 1, 1, 1, 0, false, 0, 0, false),
+            OneState => CatchConfig(Small, 0, 3, 0, 0, 0, false, 0, 0, false),
+            RemoveAll => CatchConfig(Small, 0, 4, 0, 0, 0, false, 0, 0, false),
+            NotifyBeforeCommit => CatchConfig(Small, 1, 1, 0, 0, 0, false, 0, 0, false),
+            AckBeforeReplicated => CatchConfig(Small, 0, 1, 1, 0, 0, false, 0, 0, false),
+            RefusalConsumesSeq => CatchConfig(Small, 0, 3, 0, 1, 0, false, 0, 0, false),
+            NoDedup => CatchConfig(Small, 0, 1, 0, 0, 0, false, 1, 0, false),
+            NoExpiryClamp => CatchConfig(Small, 0, 1, 0, 0, 0, false, 0, 0, false),
+            NoRejoin => CatchConfig(Multihop, 1, 0, 1, 0, 0, true, 0, 0, false),
+            AnswerOldEtag => CatchConfig(Small, 0, 3, 0, 0, 0, false, 0, 0, false),
             // The root D is suspected before anything is published; C takes over when U1's
             // publish reaches it and commits it; D heals and, closest again, serves with its
             // empty record.
-            NoFetch | NoLease => CatchConfig(Small, 0, 1, 0, 0, 0, false, 0, 1),
+            NoFetch | NoLease => CatchConfig(Small, 0, 1, 0, 0, 0, false, 0, 1, false),
+            // A, U2's first-contact peer, is cut off and, alone, takes the root role over; D
+            // commits U1's publish with C; A commits U2's with nobody.
+            NoQuorum => CatchConfig(Small, 0, 2, 0, 0, 0, false, 0, 1, true),
         }
     }
 }

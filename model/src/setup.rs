@@ -101,6 +101,10 @@ pub struct Options {
     /// False suspicions allowed (a live peer suspected, later healed); with any, records carry
     /// a root epoch, replicas fence and a root serves only under a lease.
     pub suspicions: usize,
+    /// A suspicion is a partition rather than a pause: the suspected peer runs on its own
+    /// side (its failure detector declares every other peer dead, its user agents reach it),
+    /// and a root there commits nothing without a replica quorum.
+    pub partition: bool,
     /// A seeded bug.
     pub mutant: Option<Mutant>,
 }
@@ -119,6 +123,7 @@ impl Default for Options {
             expiries: None,
             unsubscribes: 0,
             suspicions: 0,
+            partition: false,
             mutant: None,
         }
     }
@@ -149,6 +154,8 @@ pub struct Setup {
     pub unsubscribes: usize,
     /// False suspicions allowed (0: a perfect failure detector, and no epochs).
     pub suspicions: usize,
+    /// Suspicions are partitions (the suspected peer runs alone) rather than pauses.
+    pub partition: bool,
     /// A seeded bug.
     pub mutant: Option<Mutant>,
 }
@@ -246,6 +253,20 @@ impl Setup {
                 o.suspicions
             ));
         }
+        if o.partition && o.suspicions == 0 {
+            return Err("--partition needs --suspicions 1 or more".into());
+        }
+        // With suspicions a root commits only with a majority of its nominal replica group
+        // (itself and k replicas); the model never forgets a crashed peer (production forgets
+        // its tombstone after a while), so crashes must leave that majority.
+        let group = 1 + k.min(n - 1);
+        if o.suspicions > 0 && group >= 3 && crashes > group - (group / 2 + 1) {
+            return Err(format!(
+                "--crashes must leave a majority of the replica group ({group} peers) with \
+                 --suspicions: at most {}, got {crashes}",
+                group - (group / 2 + 1)
+            ));
+        }
         let subscribers = (0..subs).map(|i| sub_at[i % sub_at.len()]).collect();
         // Publish i goes to publisher i % 2 (U1, U2), each with its own event state (RFC 3903
         // §4): U1's initial publish; U2's initial publish (a second state, composed with the
@@ -286,6 +307,7 @@ impl Setup {
             expiries,
             unsubscribes: o.unsubscribes,
             suspicions: o.suspicions,
+            partition: o.partition,
             mutant: o.mutant,
         })
     }
@@ -305,11 +327,27 @@ impl Setup {
         (publishes + self.expiries + 2 * self.suspicions) as u8
     }
 
-    /// Whether records carry a root epoch, replicas fence and roots serve under a lease (the
-    /// fix for false suspicions; production does not have it yet, so the corpus, exported
-    /// without suspicions, is checked without it).
+    /// Whether records carry a root epoch, fetches are promise rounds, replicas fence, roots
+    /// serve under a lease and commit only with a replica quorum (the fix for false
+    /// suspicions). Production switches all of it off under a failure detector that never
+    /// suspects a live peer (`root_lease` = `u64::MAX`, the conformance harness's setting), as
+    /// the model does without suspicions.
     pub fn fencing(&self) -> bool {
         self.suspicions > 0
+    }
+
+    /// The size of a root's nominal replica group: itself and its k replicas (fewer in an
+    /// overlay that small), whether it can reach them now or not (the model forgets no peer).
+    pub fn replica_group(&self) -> usize {
+        1 + self.k.min(self.peers() - 1)
+    }
+
+    /// Whether `replicas` reachable replicas make a majority of the nominal replica group
+    /// (production `replication::quorum`): the smaller side of a partition commits nothing.
+    /// Below three there is no majority to protect.
+    pub fn quorum(&self, replicas: usize) -> bool {
+        let n = self.replica_group();
+        !self.fencing() || n < 3 || replicas >= n / 2
     }
 
     /// Number of peers (actors `0..peers()`).
@@ -396,7 +434,8 @@ impl Setup {
             self.expiries,
             self.unsubscribes,
             if self.suspicions > 0 {
-                format!(" suspicions {}", self.suspicions)
+                let kind = if self.partition { " (partitions)" } else { "" };
+                format!(" suspicions {}{kind}", self.suspicions)
             } else {
                 String::new()
             },

@@ -212,11 +212,17 @@ impl Topology {
     /// `from`: some peer it knows (itself or a live leaf-set member other than `from`) is
     /// closer to `key` than `from` (production's NotRoot rule; ties go to the smaller id).
     pub fn refuses(&self, q: PeerIx, from: PeerIx, key: u16, dead: PeerSet) -> bool {
+        self.closer_than(q, from, key, dead).is_some()
+    }
+
+    /// The peer `q` knows (itself or a live leaf-set member other than `from`) closest to
+    /// `key`, if it is closer than `from`: the one a `NotRoot` names.
+    pub fn closer_than(&self, q: PeerIx, from: PeerIx, key: u16, dead: PeerSet) -> Option<PeerIx> {
         let (leaf, _) = self.leaf_set(q, key, dead);
         let cands = (leaf | (1 << q)) & !(1 << from);
         let rank = |p: PeerIx| (distance(self.ids[p as usize], key), self.ids[p as usize]);
         self.closest_in(key, cands)
-            .is_some_and(|best| rank(best) < rank(from))
+            .filter(|&best| rank(best) < rank(from))
     }
 
     /// The replica set of `root`: the `k` members of its live leaf set (as `root` knows

@@ -491,7 +491,7 @@ impl SaScribe {
                     PubResult::PreconditionFailed | PubResult::Timeout => {}
                 }
             }
-            Msg::Replicate(rs) => {
+            Msg::Replicate(rs, _) => {
                 a.kind = "replicate";
                 set(&mut a, rs.0.entry());
             }
@@ -499,12 +499,13 @@ impl SaScribe {
                 a.kind = "replica_ack";
                 a.seq = Some(*s);
             }
-            Msg::FetchState => a.kind = "fetch_state",
-            // Suspicions (and with them epochs and fencing) are not exported to traces yet.
-            Msg::Fenced(_) => return None,
-            Msg::FetchReply(r) => {
+            Msg::FetchState(_) => a.kind = "fetch_state",
+            // Suspicions (and with them epochs, promises, fencing and NotRoot) are not
+            // exported to traces yet.
+            Msg::Fenced(..) | Msg::NotRoot(_) => return None,
+            Msg::FetchReply { rec, .. } => {
                 a.kind = "fetch_reply";
-                set(&mut a, r.as_ref().and_then(|r| r.0.entry()));
+                set(&mut a, rec.as_ref().and_then(|r| r.0.entry()));
             }
             Msg::ToSubscriber { .. } | Msg::PubResponse { .. } | Msg::Observe(_) => return None,
         }

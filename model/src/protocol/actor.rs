@@ -89,11 +89,23 @@ impl Ctx<'_> {
                 o,
             ),
             Msg::PubReply { req, result } => self.pub_answered(st, req, result, o),
-            Msg::Replicate(RootStateMsg(rs)) => self.on_replicate(st, src, &rs, o),
+            Msg::Replicate(RootStateMsg(rs), epoch) => self.on_replicate(st, src, &rs, epoch, o),
             Msg::ReplicaAck(seq) => self.on_replica_ack(st, from, seq, o),
-            Msg::FetchState => self.on_fetch_state(st, src, o),
-            Msg::FetchReply(rec) => self.on_fetch_reply(st, from, rec.as_ref().map(|r| &*r.0), o),
-            Msg::Fenced(rec) => self.on_fenced(st, &rec.0, o),
+            Msg::FetchState(epoch) => self.on_fetch_state(st, src, epoch, o),
+            Msg::FetchReply {
+                epoch,
+                rec,
+                promised,
+                granted,
+            } => {
+                let rec = rec.as_ref().map(|r| &*r.0);
+                self.on_fetch_reply(st, from, rec, (epoch, promised, granted), o)
+            }
+            Msg::Fenced(rec, known, refused) => {
+                let rec = rec.as_ref().map(|r| &*r.0);
+                self.on_fenced(st, rec, (known, refused), o)
+            }
+            Msg::NotRoot(closer) => self.on_not_root(st, closer, o),
             Msg::ToSubscriber { .. } | Msg::PubResponse { .. } | Msg::Observe(_) => {}
         }
     }
@@ -117,6 +129,7 @@ impl Actor for Participant {
                     children: 0,
                     latest: None,
                     cut: false,
+                    promised: (0, None),
                     root: None,
                     replica: None,
                     subs: Vec::new(),
@@ -154,6 +167,10 @@ impl Actor for Participant {
                         queued: Vec::new(),
                         fetching: 0,
                         seen: (0, 0),
+                        epoch: 0,
+                        rival: false,
+                        rounds: 0,
+                        base: None,
                     });
                 }
                 ParticipantState::Peer(st)
@@ -220,7 +237,7 @@ impl Actor for Participant {
                     Timer::Detect(x) => ctx.on_detect(&mut st, x, o),
                     Timer::Retry(req) => ctx.on_retry(&mut st, req, o),
                     Timer::Expire(e) => ctx.on_expire(&mut st, e, o),
-                    Timer::Resend => on_resend(&mut st, o),
+                    Timer::Resend => on_resend(&mut st, ctx.me, o),
                     Timer::Suspect => ctx.on_suspect(&mut st, o),
                     Timer::Heal => ctx.on_heal(&mut st, o),
                     Timer::Alive(x) => ctx.on_alive(&mut st, x, o),

@@ -9,7 +9,9 @@
 
 use super::publish::push_replication;
 use super::{Ctx, ALL, O};
-use super::{Held, Msg, Obs, PeerState, Replica, ReqId, Root, RootState, RootStateMsg, Timer};
+use super::{
+    Held, Msg, Obs, PeerState, Replica, ReqId, Root, RootState, RootStateMsg, Timer, MAX_ROUNDS,
+};
 use crate::mutant::Mutant;
 use crate::topology::{PeerIx, PeerSet};
 use stateright::actor::{model_timeout, Id};
@@ -78,15 +80,18 @@ impl Ctx<'_> {
         let with_replica = st.replica.is_some();
         let rs = st.replica.take().unwrap_or_default();
         let committed = rs.entry();
-        let fetching = self.fetch_set(st);
         st.root = Some(Root {
             st: rs,
             committed,
             waiting: Vec::new(),
             acks: Vec::new(),
             queued: Vec::new(),
-            fetching,
+            fetching: 0,
             seen: (0, 0),
+            epoch: 0,
+            rival: false,
+            rounds: 0,
+            base: None,
         });
         // Production sends its parent a LEAVE (held by the harness: the model keeps branches).
         st.parent = None;
@@ -95,12 +100,7 @@ impl Ctx<'_> {
             o.cancel_timer(Timer::Retry(req));
         }
         self.observe(o, Obs::Takeover { with_replica });
-        for q in (0..8).filter(|q| fetching & (1 << q) != 0) {
-            o.send(super::peer_id(q), Msg::FetchState);
-        }
-        if fetching == 0 {
-            self.activate(st, o);
-        }
+        self.start_fetch(st, o);
     }
 
     /// The peers a root fetches from: its replica set (none with the `no-fetch` mutant).
@@ -113,22 +113,60 @@ impl Ctx<'_> {
             .fold(0, |m: PeerSet, (q, _)| m | 1 << q)
     }
 
-    /// (Re)starts the fetch phase of this root: ask the replica set for their records.
+    /// (Re)starts the fetch phase of this root: ask the replica set for their records. With
+    /// suspicions it is a promise round: the root takes an epoch above every one it knows.
     fn start_fetch(&self, st: &mut PeerState, o: &mut O) {
         let fetching = self.fetch_set(st);
+        let epoch = if self.s.fencing() {
+            known_epoch(st).saturating_add(1)
+        } else {
+            0
+        };
         let Some(root) = st.root.as_mut() else { return };
         root.fetching = fetching;
+        root.epoch = epoch;
+        root.rival = false;
         for q in (0..8).filter(|q| fetching & (1 << q) != 0) {
-            o.send(super::peer_id(q), Msg::FetchState);
+            o.send(super::peer_id(q), Msg::FetchState(epoch));
         }
         if fetching == 0 {
             self.activate(st, o);
         }
     }
 
+    /// Every peer asked answered or was declared dead: start over above a refused promise
+    /// (a rival root), a few times, or serve.
+    fn fetch_done(&self, st: &mut PeerState, o: &mut O) {
+        let Some(root) = st.root.as_mut() else { return };
+        // A root that serves after MAX_ROUNDS refusals keeps `rival`: it holds no lease, and
+        // answers nothing until a new round is granted (production's `lease_holds`).
+        if root.rival && root.rounds < MAX_ROUNDS {
+            root.rounds += 1;
+            self.start_fetch(st, o);
+        } else {
+            self.activate(st, o);
+        }
+    }
+
+    /// The root's lease lapsed while it served (a peer it declared dead is back, a replica
+    /// fenced it): unless a closer peer is known, it holds its pending requests again and
+    /// fetches before it serves (production `reconfirm`); otherwise it demotes.
+    fn reconfirm(&self, st: &mut PeerState, o: &mut O) {
+        if self.route(st) != self.me {
+            self.demote(st, o);
+            return;
+        }
+        let Some(root) = st.root.as_mut() else { return };
+        Self::lose_lease(root);
+        self.start_fetch(st, o);
+    }
+
     /// The root's lease lapsed, or a replica fenced it: it serves nothing until it has fetched
     /// again; the requests of its pending commits are held again, in order, unanswered.
     fn lose_lease(root: &mut Root) {
+        if let Some(base) = root.base.take() {
+            root.st = base;
+        }
         let mut held: Vec<Held> = root
             .waiting
             .drain(..)
@@ -146,7 +184,7 @@ impl Ctx<'_> {
         }
         root.fetching &= !(1 << x);
         if root.fetching == 0 {
-            self.activate(st, o);
+            self.fetch_done(st, o);
         }
     }
 
@@ -159,20 +197,26 @@ impl Ctx<'_> {
         let fencing = self.s.fencing();
         let root = st.root.as_mut().expect("root");
         root.fetching = 0;
+        root.rounds = 0;
         let top = root.seen.1.max(root.st.seq);
         if let Some(l) = latest.filter(|l| l.seq > top) {
             // The tree knew more than every record: keep the higher seq.
             root.st.adopt(l);
         }
-        if fencing {
-            // A new term: above every epoch heard of. A record kept for its epoch whose seq is
-            // below one heard of gets a seq above it, so that members take it as newer.
-            root.st.epoch = root.st.epoch.max(root.seen.0) + 1;
-            if top > root.st.seq {
-                root.st.seq = top + 1;
-            }
+        if fencing && top > root.st.seq {
+            // A record kept for its epoch whose seq is below one heard of gets a seq above
+            // it, so that members take it as newer. (The record's epoch stays: only a commit
+            // stamps one, so a root that could not commit wins nothing by fetching again.)
+            root.st.seq = top + 1;
         }
-        root.seen = (0, 0);
+        // What the round heard of is spent, except an epoch above the root's own (a round
+        // that served after [`MAX_ROUNDS`] refusals): the next round must start above it.
+        let above = if root.seen.0 > root.epoch {
+            root.seen.0
+        } else {
+            0
+        };
+        root.seen = (above, 0);
         let committed = root.st.entry();
         root.committed = committed;
         root.acks = acks;
@@ -186,21 +230,43 @@ impl Ctx<'_> {
     /// A peer asks for this peer's record (it is taking the root role over). A root that
     /// knows a closer live peer demotes itself first, so that everything it acknowledged is
     /// in the reply.
-    pub(super) fn on_fetch_state(&self, st: &mut PeerState, src: Id, o: &mut O) {
+    pub(super) fn on_fetch_state(&self, st: &mut PeerState, src: Id, epoch: u8, o: &mut O) {
         let from = usize::from(src) as PeerIx;
-        if self.s.fencing() && self.closer(from) {
+        let fencing = self.s.fencing();
+        if fencing && self.closer(from) {
             // A closer peer runs: it is back (it may have been suspected).
             self.take_back(st, from, o);
         }
         if st.root.is_some() && self.route(st) != self.me {
             self.demote(st, o);
         }
+        // The promise: refuse records of a lower epoch from now on, unless another root was
+        // promised as much already, or a peer closer to the group than the asking one runs
+        // (as far as this one knows): the asker then cannot hold its lease here. (It is not
+        // told which peer: one it declared dead would flap between handing over and taking
+        // over again, for as long as this peer has not noticed the death.)
+        let promised = if fencing { known_epoch(st) } else { 0 };
+        let closer = self.s.topo.closer_than(self.me, from, self.s.gid, st.dead);
+        let closer = closer.filter(|_| fencing);
+        let granted = !fencing
+            || (closer.is_none() && (epoch > promised || st.promised == (epoch, Some(from))));
+        if fencing && granted {
+            st.promised = (epoch, Some(from));
+        }
         let rec = match &st.root {
             Some(r) => Some(r.st.clone()),
             None => st.replica.clone(),
         }
         .filter(|r| r.seq > 0);
-        o.send(src, Msg::FetchReply(rec.map(|r| RootStateMsg(Arc::new(r)))));
+        o.send(
+            src,
+            Msg::FetchReply {
+                epoch,
+                rec: rec.map(|r| RootStateMsg(Arc::new(r))),
+                promised,
+                granted,
+            },
+        );
     }
 
     /// A record for this fetching root: keep the highest; activate once every peer asked
@@ -210,12 +276,17 @@ impl Ctx<'_> {
         st: &mut PeerState,
         from: PeerIx,
         rec: Option<&RootState>,
+        (epoch, promised, granted): (u8, u8, bool),
         o: &mut O,
     ) {
         let fencing = self.s.fencing();
         let Some(root) = st.root.as_mut() else { return };
-        if root.fetching & (1 << from) == 0 {
+        if root.fetching & (1 << from) == 0 || epoch != root.epoch {
             return;
+        }
+        if fencing {
+            root.seen.0 = root.seen.0.max(promised);
+            root.rival |= !granted;
         }
         if let Some(r) = rec {
             root.seen = (
@@ -234,7 +305,7 @@ impl Ctx<'_> {
         }
         root.fetching &= !(1 << from);
         if root.fetching == 0 {
-            self.activate(st, o);
+            self.fetch_done(st, o);
         }
     }
 
@@ -308,7 +379,20 @@ impl Ctx<'_> {
         if self.mutant(Mutant::NoLease) {
             return;
         }
-        if let Some(root) = st.root.as_mut() {
+        if self.s.partition {
+            // It runs on, alone: its lease lapses (its replicas no longer confirm it) and it
+            // fetches again, from peers it can no longer reach; its failure detector declares
+            // every other peer dead (abstraction: at once, which only orders the detections
+            // first among its steps), so it serves, but commits nothing without a quorum.
+            if st.root.as_ref().is_some_and(|r| r.active()) {
+                self.reconfirm(st, o);
+            }
+            for x in (0..self.s.peers() as PeerIx).filter(|&x| x != self.me) {
+                if st.dead & (1 << x) == 0 {
+                    self.on_detect(st, x, o);
+                }
+            }
+        } else if let Some(root) = st.root.as_mut() {
             Self::lose_lease(root);
             root.fetching = 1 << self.me;
         }
@@ -347,6 +431,21 @@ impl Ctx<'_> {
         self.take_back(st, x, o);
         o.set_timer(Timer::Alive(x), model_timeout());
         self.hand_over(st, o);
+        // A root still: another root may have served on the other side; its lease lapses
+        // and it fetches again (production `on_peer_revived`).
+        if st.root.as_ref().is_some_and(|r| r.active()) {
+            self.reconfirm(st, o);
+        }
+    }
+
+    /// A replica knows `closer`, a peer closer to the group than this root: take it back if
+    /// it was declared dead, and hand the group over (production `on_not_root`).
+    pub(super) fn on_not_root(&self, st: &mut PeerState, closer: PeerIx, o: &mut O) {
+        if st.root.is_none() {
+            return;
+        }
+        self.take_back(st, closer, o);
+        self.hand_over(st, o);
     }
 
     /// A root that is no longer the closest peer it knows demotes and sends its record to the
@@ -358,11 +457,12 @@ impl Ctx<'_> {
         }
         let Some(root) = st.root.as_ref() else { return };
         let rec = (root.st.seq > 0).then(|| root.st.clone());
+        let epoch = root.epoch;
         self.demote(st, o);
         if let Some(r) = rec {
             o.send(
                 super::peer_id(to),
-                Msg::Replicate(RootStateMsg(Arc::new(r))),
+                Msg::Replicate(RootStateMsg(Arc::new(r)), epoch),
             );
         }
     }
@@ -370,20 +470,27 @@ impl Ctx<'_> {
     /// A replica fenced this root: it holds a record of a newer root epoch. The root goes back
     /// to the fetch phase (its pending commits' requests held again, unanswered) and activates
     /// above that record.
-    pub(super) fn on_fenced(&self, st: &mut PeerState, rec: &RootState, o: &mut O) {
+    pub(super) fn on_fenced(
+        &self,
+        st: &mut PeerState,
+        rec: Option<&RootState>,
+        (epoch, refused): (u8, u8),
+        o: &mut O,
+    ) {
         let Some(root) = st.root.as_mut() else { return };
-        if rec.key() <= root.st.key() {
-            return;
+        if refused != root.epoch {
+            return; // about a REPLICATE of an earlier epoch of ours
         }
-        if !root.active() {
-            root.seen = (root.seen.0.max(rec.epoch), root.seen.1.max(rec.seq));
-            return;
-        }
+        root.seen.0 = root.seen.0.max(epoch);
         Self::lose_lease(root);
-        root.seen = (rec.epoch, rec.seq.max(root.st.seq));
-        root.st = rec.clone();
-        root.committed = root.st.entry();
-        self.start_fetch(st, o);
+        if let Some(r) = rec {
+            root.seen = (root.seen.0.max(r.epoch), root.seen.1.max(r.seq));
+            if r.key() > root.st.key() {
+                root.st = r.clone();
+                root.committed = root.st.entry();
+            }
+        }
+        self.reconfirm(st, o);
     }
 
     /// A replicate from a failed root reached its successor after the takeover. If it carries a
@@ -395,6 +502,7 @@ impl Ctx<'_> {
         st: &mut PeerState,
         from: PeerIx,
         rs: &RootState,
+        epoch: u8,
         o: &mut O,
     ) {
         if self.s.fencing() && self.closer(from) {
@@ -402,7 +510,7 @@ impl Ctx<'_> {
             self.take_back(st, from, o);
             self.hand_over(st, o);
             if st.root.is_none() {
-                self.on_replicate(st, super::peer_id(from), rs, o);
+                self.on_replicate(st, super::peer_id(from), rs, epoch, o);
                 return;
             }
         }
@@ -419,7 +527,17 @@ impl Ctx<'_> {
         if !higher {
             return;
         }
+        if fencing && epoch > root.epoch {
+            // A root of a newer epoch committed past this one (a partition or a pause made
+            // two roots): keep its record, then fetch again, or step down, before serving.
+            Self::lose_lease(root);
+            root.st = rs.clone();
+            root.committed = root.st.entry();
+            self.reconfirm(st, o);
+            return;
+        }
         root.st = rs.clone();
+        root.base = None;
         let entry = rs.entry().expect("newer entry");
         root.committed = Some(entry);
         if !root.active() {
@@ -428,4 +546,15 @@ impl Ctx<'_> {
         push_replication(root, ALL, o);
         self.commit_adopted(st, entry, o);
     }
+}
+
+/// The highest root epoch peer `st` knows for the group: of its records, of the promise it
+/// made, and of its root role (production `Group::known_epoch`).
+pub(super) fn known_epoch(st: &PeerState) -> u8 {
+    let rec = st.replica.as_ref().map_or(0, |r| r.epoch);
+    let role = st
+        .root
+        .as_ref()
+        .map_or(0, |r| r.st.epoch.max(r.seen.0).max(r.epoch));
+    rec.max(st.promised.0).max(role)
 }

@@ -203,9 +203,12 @@ impl Ctx<'_> {
         carried: Option<Entry>,
         o: &mut O,
     ) {
+        let quorum = self.quorum(st);
         let root = st.root.as_mut().expect("root");
-        if !root.active() {
-            // Held until the fetch phase ends.
+        if !root.active() || !quorum {
+            // Held until the fetch phase ends, or until the root reaches a replica quorum
+            // again (a state served from the smaller side of a partition could be older than
+            // one the subscriber was shown before).
             if !root.queued.iter().any(|q| q.req() == req) {
                 root.queued.push(Held::Join { req, path, carried });
             }

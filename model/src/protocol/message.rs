@@ -239,17 +239,37 @@ pub enum Msg {
         /// Result.
         result: PubResult,
     },
-    /// Root → replica: the root state.
-    Replicate(RootStateMsg),
+    /// Root → replica: the root state, with the sender's root epoch (0 without suspicions).
+    Replicate(RootStateMsg, u8),
     /// Replica → root: the seq it received (the root keeps the highest per replica).
     ReplicaAck(Seq),
-    /// New root → its replica set: send me your record (production `FetchState`).
-    FetchState,
-    /// The record a peer holds (its replica, or its root state), to a fetching root.
-    FetchReply(Option<RootStateMsg>),
-    /// Replica → root: the REPLICATE's record has a lower epoch than the one held here, which
-    /// is not replaced and not acknowledged; the reply carries it (production `Fenced`).
-    Fenced(RootStateMsg),
+    /// New root → its replica set: send me your record, and promise to refuse records of a
+    /// lower root epoch than this one from now on (production `FetchState`; epoch 0 without
+    /// suspicions).
+    FetchState(u8),
+    /// The record a peer holds (its replica, or its root state), to a fetching root, with the
+    /// highest epoch it knew and whether it granted the promise (production `FetchReply`).
+    FetchReply {
+        /// The epoch of the fetch round it answers (a reply to an earlier round of the same
+        /// root is ignored).
+        epoch: u8,
+        /// The record.
+        rec: Option<RootStateMsg>,
+        /// The highest root epoch the peer knew before this fetch (its records', its
+        /// promises').
+        promised: u8,
+        /// Whether it promised: it had promised no other root as much.
+        granted: bool,
+    },
+    /// Replica → root: the REPLICATE's epoch (the second) is below the one held or promised
+    /// here (the first): it is not stored and not acknowledged; the reply carries both and
+    /// the record held here (production `Fenced`). A root ignores a fence of a REPLICATE it
+    /// sent in an earlier epoch.
+    Fenced(Option<RootStateMsg>, u8, u8),
+    /// Replica → root: a peer closer to the group than the sender runs (as far as the replica
+    /// knows): the REPLICATE is not acknowledged; the sender takes that peer back and hands
+    /// the group over (production `NotRoot`).
+    NotRoot(PeerIx),
     /// Observation for the checker's history (sent to the sink id).
     Observe(Obs),
 }

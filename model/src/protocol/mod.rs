@@ -35,7 +35,7 @@ pub use publish::{expirable, MAX_EXPIRES};
 pub use state::{
     newer, single, ETag, Entry, EventState, Held, IfMatch, LocalSub, ParticipantState, PeerState,
     PendingPub, PubOp, PublisherState, Replica, Root, RootState, Seq, SubPhase, SubscriberState,
-    Value, Values, NO_STATE,
+    Value, Values, MAX_ROUNDS, NO_STATE,
 };
 
 use crate::mutant::Mutant;

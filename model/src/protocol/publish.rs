@@ -89,11 +89,14 @@ impl Ctx<'_> {
     /// The root serves a publish: hold it behind a pending commit, answer a retransmission
     /// from the stored result, refuse a stale SIP-If-Match (412), or apply it and replicate.
     fn on_publish_at_root(&self, st: &mut PeerState, p: PendingPub, o: &mut O) {
+        let quorum = self.quorum(st);
         let root = st.root.as_mut().expect("root");
-        if !root.waiting.is_empty() || !root.active() {
-            // One publication at a time, and none before the fetch phase ends: hold this one
-            // until the pending commit completes (a retransmission of the pending one is
-            // dropped: its answer follows the commit).
+        if !root.waiting.is_empty() || !root.active() || !quorum {
+            // One publication at a time, and none before the fetch phase ends or without a
+            // replica quorum: hold this one until the pending commit completes (a
+            // retransmission of the pending one is dropped: its answer follows the commit).
+            // (Production applies it, then waits for the quorum, and drops the applied change
+            // when its lease lapses; holding the request is the same to every observer.)
             if !root
                 .waiting
                 .iter()
@@ -137,6 +140,9 @@ impl Ctx<'_> {
             }
         }
         let root = st.root.as_mut().expect("root");
+        if self.s.fencing() && root.waiting.is_empty() {
+            root.base = Some(root.st.clone());
+        }
         let seq = if self.mutant(Mutant::SeqNotBumped) && root.st.seq > 0 {
             root.st.seq
         } else {
@@ -184,6 +190,7 @@ impl Ctx<'_> {
         };
         root.st.states.sort_unstable();
         root.st.seq = seq;
+        root.st.epoch = root.epoch;
         root.st.record(p.req, result);
         let (who, n) = (p.req.who, p.req.n);
         self.observe(o, Obs::Applied { seq, who, n });
@@ -211,6 +218,7 @@ impl Ctx<'_> {
     /// Commits every waiting publication that all replicas hold: multicast it, answer it.
     pub(super) fn try_commit(&self, st: &mut PeerState, o: &mut O) {
         loop {
+            let quorum = self.quorum(st);
             let root = st.root.as_mut().expect("root");
             let held = if self.mutant(Mutant::AckBeforeReplicated) {
                 Seq::MAX
@@ -218,8 +226,11 @@ impl Ctx<'_> {
                 root.acks.iter().map(|a| a.acked).min().unwrap_or(Seq::MAX)
             };
             match root.waiting.first() {
-                Some((_, _, Obs::Commit { entry, .. })) if entry.seq <= held => {
+                Some((_, _, Obs::Commit { entry, .. })) if entry.seq <= held && quorum => {
                     let (req, result, obs) = root.waiting.remove(0);
+                    if root.waiting.is_empty() {
+                        root.base = None;
+                    }
                     let Obs::Commit { entry, .. } = obs else {
                         unreachable!("waiting changes are commits")
                     };
@@ -233,7 +244,7 @@ impl Ctx<'_> {
                 Some(_) => return,
                 None => {
                     let root = st.root.as_mut().expect("root");
-                    if root.queued.is_empty() || !root.active() {
+                    if root.queued.is_empty() || !root.active() || !quorum {
                         return;
                     }
                     // Serve held requests in order until a publish starts a commit (a JOIN,
@@ -309,40 +320,74 @@ impl Ctx<'_> {
 
     /// The root state from the root, at a replica (or, after a takeover, at the new root: see
     /// `late_replicate`).
-    pub(super) fn on_replicate(&self, st: &mut PeerState, src: Id, rs: &RootState, o: &mut O) {
+    pub(super) fn on_replicate(
+        &self,
+        st: &mut PeerState,
+        src: Id,
+        rs: &RootState,
+        epoch: u8,
+        o: &mut O,
+    ) {
         let from = to_ix(src);
+        let fencing = self.s.fencing();
         if st.root.is_some() {
-            self.late_replicate(st, from, rs, o);
+            self.late_replicate(st, from, rs, epoch, o);
             if st.root.is_none() {
                 return;
             }
-            o.send(src, Msg::ReplicaAck(0));
+            let closer = self.s.topo.closer_than(self.me, from, self.s.gid, st.dead);
+            match closer {
+                Some(c) if fencing => o.send(src, Msg::NotRoot(c)),
+                _ if fencing && self.refuse(st, src, epoch, o) => {}
+                _ => o.send(src, Msg::ReplicaAck(0)),
+            }
             return;
         }
         let seq = rs.seq;
-        if self.s.fencing() {
-            // Fencing: a record of an older root epoch than the one held here is neither
-            // stored nor acknowledged; the sender gets the record held here.
-            if let Some(held) = st.replica.as_ref().filter(|h| h.epoch > rs.epoch) {
-                o.send(src, Msg::Fenced(RootStateMsg(Arc::new(held.clone()))));
-                return;
-            }
+        // Only the closest peer may commit: a replica that knows a live peer closer to
+        // the group than the sender keeps the state but does not acknowledge (production
+        // answers NotRoot, which a root that still routes the group to itself ignores).
+        let closer = self.s.topo.closer_than(self.me, from, self.s.gid, st.dead);
+        // Fencing: a record of a root epoch below one held or promised here, or of the epoch
+        // promised another root, is neither stored nor acknowledged; the sender learns the
+        // epoch and the record held here. (A closer peer is named first: the sender hands
+        // over rather than fetching again.)
+        if fencing && closer.is_none() && self.refuse(st, src, epoch, o) {
+            return;
         }
         let newer = match st.replica.as_ref() {
             None => true,
-            Some(h) if self.s.fencing() => rs.key() >= h.key(),
+            Some(h) if fencing => rs.key() >= h.key(),
             Some(h) => seq >= h.seq,
         };
         if newer {
             st.replica = Some(rs.clone());
         }
-        // Only the closest peer may commit: a replica that knows a live peer closer to
-        // the group than the sender keeps the state but does not acknowledge (production
-        // answers NotRoot, which a root that still routes the group to itself ignores).
-        if self.s.topo.refuses(self.me, from, self.s.gid, st.dead) {
-            return;
+        match closer {
+            Some(c) if fencing => o.send(src, Msg::NotRoot(c)),
+            Some(_) => {}
+            None => o.send(src, Msg::ReplicaAck(seq)),
         }
-        o.send(src, Msg::ReplicaAck(seq));
+    }
+
+    /// With suspicions, whether this peer refuses a REPLICATE of root epoch `epoch` from
+    /// `src` (below what it holds or promised, or the epoch promised another root), sending
+    /// `Fenced` if so.
+    fn refuse(&self, st: &PeerState, src: Id, epoch: u8, o: &mut O) -> bool {
+        let known = super::failover::known_epoch(st);
+        let other = st.promised.0 == epoch && st.promised.1.is_some_and(|p| p != to_ix(src));
+        if epoch >= known && !other {
+            return false;
+        }
+        let held = match &st.root {
+            Some(r) => Some(r.st.clone()),
+            None => st.replica.clone(),
+        };
+        o.send(
+            src,
+            Msg::Fenced(held.map(|h| RootStateMsg(Arc::new(h))), known, epoch),
+        );
+        true
     }
 
     /// A replica acknowledges `seq`: the root records it and commits what every replica holds.
@@ -361,15 +406,20 @@ impl Ctx<'_> {
     /// Production does the same on its periodic tick once the granted expiry has passed and no
     /// commit is pending.
     pub(super) fn on_expire(&self, st: &mut PeerState, etag: Seq, o: &mut O) {
+        let quorum = self.quorum(st);
         let Some(root) = st.root.as_mut() else {
             return;
         };
-        if !expirable(root, etag) {
+        if !expirable(root, etag) || !quorum {
             return;
+        }
+        if self.s.fencing() && root.waiting.is_empty() {
+            root.base = Some(root.st.clone());
         }
         self.observe(o, Obs::Expired);
         root.st.states.retain(|s| s.etag != etag);
         root.st.seq += 1;
+        root.st.epoch = root.epoch;
         let entry = root.st.entry().expect("a change stamps a seq");
         let obs = Obs::Commit {
             entry,
@@ -380,6 +430,16 @@ impl Ctx<'_> {
         root.waiting.push((None, PubResult::Removed { seq }, obs));
         push_replication(root, ALL, o);
         self.try_commit(st, o);
+    }
+}
+
+impl Ctx<'_> {
+    /// Whether this root reaches a majority of its nominal replica group (always, without
+    /// suspicions; never checked with the `no-quorum` mutant).
+    pub(super) fn quorum(&self, st: &PeerState) -> bool {
+        let replicas = st.root.as_ref().map_or(0, |r| r.acks.len());
+        let leased = st.root.as_ref().is_none_or(|r| !r.rival);
+        (self.s.quorum(replicas) || self.mutant(Mutant::NoQuorum)) && leased
     }
 }
 
@@ -395,11 +455,20 @@ pub fn expirable(root: &Root, etag: Seq) -> bool {
 
 /// The root's replication retry: re-arm the timer and resend the root state to every replica
 /// that has not acknowledged it.
-pub(super) fn on_resend(st: &mut PeerState, o: &mut O) {
+pub(super) fn on_resend(st: &mut PeerState, me: u8, o: &mut O) {
     o.set_timer(Timer::Resend, model_timeout());
-    // Production's tick resends to every replica behind the root.
-    if let Some(root) = st.root.as_mut().filter(|r| r.active()) {
-        push_replication(root, ALL, o);
+    match st.root.as_mut() {
+        // Production's tick resends to every replica behind the root.
+        Some(root) if root.active() => push_replication(root, ALL, o),
+        // A fetching root asks the peers it still awaits again (production's fetch timeout:
+        // a FetchState or its reply lost while a partition lasted).
+        Some(root) => {
+            let awaited = root.fetching & !(1 << me);
+            for q in (0..8).filter(|q| awaited & (1 << q) != 0) {
+                o.send(peer_id(q), Msg::FetchState(root.epoch));
+            }
+        }
+        None => {}
     }
 }
 
@@ -412,8 +481,9 @@ pub(super) fn push_replication(root: &mut Root, to: PeerSet, o: &mut O) {
     let mut msg = None;
     for a in root.acks.iter() {
         if to & (1 << a.peer) != 0 && a.acked < seq {
-            let m =
-                msg.get_or_insert_with(|| Msg::Replicate(RootStateMsg(Arc::new(root.st.clone()))));
+            let m = msg.get_or_insert_with(|| {
+                Msg::Replicate(RootStateMsg(Arc::new(root.st.clone())), root.epoch)
+            });
             o.send(peer_id(a.peer), m.clone());
         }
     }

@@ -62,8 +62,9 @@ pub struct EventState {
 /// What a root holds for its group, and what it replicates to its k nearest peers.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct RootState {
-    /// The root epoch (term) of the root that last activated with this record: with
-    /// suspicions, records are ordered by (epoch, seq) ([`RootState::key`]); always 0 without.
+    /// The root epoch (term) of the root that committed this record's last change (a root
+    /// that only fetched raises no record's epoch): with suspicions, records are ordered by
+    /// (epoch, seq) ([`RootState::key`]); always 0 without.
     pub epoch: u8,
     /// Seq of the latest applied change (0: nothing ever published).
     pub seq: Seq,
@@ -175,9 +176,26 @@ pub struct Root {
     /// to be (re)started once this peer is reachable again (it lost its lease).
     pub fetching: PeerSet,
     /// The highest epoch and the highest seq the fetch phase heard of (fetched and fenced
-    /// records), for the activation's epoch and seq (with suspicions only).
+    /// records, promises), for the next round's epoch and the activation's seq (with
+    /// suspicions only).
     pub seen: (u8, Seq),
+    /// This root's epoch: above every epoch it knew when it started its last fetch round; it
+    /// stamps the changes it commits with it (0 without suspicions).
+    pub epoch: u8,
+    /// A peer of the current fetch round refused its promise (it promised another root as
+    /// much): the round starts over above that, up to [`MAX_ROUNDS`] times, then serves anyway.
+    pub rival: bool,
+    /// Fetch rounds started over since the last activation.
+    pub rounds: u8,
+    /// With suspicions, the record as last committed while changes wait for their replicas:
+    /// a root whose lease lapses drops what it applied but did not commit (production
+    /// `reconfirm`), so that it never re-commits it as its own record on a later epoch.
+    pub base: Option<RootState>,
 }
+
+/// Fetch rounds a root starts over after a refused promise before it serves anyway
+/// (production's `MAX_ROUNDS`).
+pub const MAX_ROUNDS: u8 = 3;
 
 impl Root {
     /// Whether the root serves (its fetch phase is over).
@@ -223,8 +241,13 @@ pub struct PeerState {
     pub children: PeerSet,
     /// Latest group state known here.
     pub latest: Option<Entry>,
-    /// Suspected by the others and not yet healed: paused or cut off, it takes no step.
+    /// Suspected by the others and not yet healed: paused (it takes no step) or, with
+    /// `--partition`, cut off (it runs alone).
     pub cut: bool,
+    /// The highest root epoch this peer promised a fetching root, and to whom (with
+    /// suspicions only): it refuses REPLICATEs of a lower epoch, or of that epoch from
+    /// another root.
+    pub promised: (u8, Option<PeerIx>),
     /// Root role, if this peer is the group's root.
     pub root: Option<Root>,
     /// Replica of the root's state, if this peer is one of its k nearest peers.

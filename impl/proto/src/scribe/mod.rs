@@ -136,14 +136,20 @@ impl Scribe {
             ScribeMsg::ReplicateAck { gid, rev, stamp } => {
                 self.on_replicate_ack(ctx, from, gid, rev, stamp)
             }
-            ScribeMsg::Fenced { gid, epoch, rec } => self.on_fenced(ctx, gid, epoch, rec),
+            ScribeMsg::Fenced {
+                gid,
+                epoch,
+                refused,
+                rec,
+            } => self.on_fenced(ctx, gid, (epoch, refused), rec),
             ScribeMsg::FetchState { gid, epoch } => self.on_fetch_state(ctx, from, gid, epoch),
             ScribeMsg::FetchReply {
                 gid,
+                epoch,
                 rec,
                 promised,
                 granted,
-            } => self.on_fetch_reply(ctx, from, gid, rec, promised, granted),
+            } => self.on_fetch_reply(ctx, from, gid, rec, (epoch, promised, granted)),
         }
     }
 

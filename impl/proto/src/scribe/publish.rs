@@ -83,11 +83,11 @@ impl Scribe {
             };
             ctx.overlay
                 .nearest_leaves(gid.0, ctx.cfg.replicas, &mut self.scratch);
-            if matches!(role.queue.front(), Some(Routed::Publish { .. }))
-                && !super::replication::quorum(ctx, self.scratch.len())
-            {
-                // The smaller side of a partition: nothing it answers a publisher (a 200 or a
-                // 412) could be trusted. The request waits; the contact peer retries it.
+            if !super::replication::quorum(ctx, self.scratch.len()) {
+                // The smaller side of a partition: nothing it answers could be trusted, a
+                // publisher's 200 or 412, or a JOIN's state (a watcher could be sent a version
+                // older than one it was shown before). The request waits; the contact peer
+                // retries it, and the root serves it once it reaches a quorum again.
                 return;
             }
             let Some(req) = role.queue.pop_front() else {

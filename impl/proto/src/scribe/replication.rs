@@ -155,30 +155,32 @@ impl Scribe {
             }
             _ => {}
         }
-        let g = self.group(ctx, gid);
-        let known = g.known_epoch();
-        // Refuse a root of an older epoch, or of the epoch we promised another root (not
-        // needed, and not done, under a failure detector that never suspects a live peer).
-        let other = g.promised.0 == epoch && g.promised.1.is_some_and(|p| p != from.id);
-        if (epoch < known || other) && !perfect {
-            // Another root fetched from us since, or we hold a newer root's record: refuse,
-            // so that this one cannot commit, and tell it what we hold.
-            let rec = g.best_record().map(|r| r.to_wire(ctx.now));
-            let msg = ScribeMsg::Fenced {
-                gid,
-                epoch: known,
-                rec,
-            };
-            ctx.out.send(&from, msg);
-            return;
-        }
-        // Only the numerically closest peer may commit: refuse when we know a closer one.
+        // Only the numerically closest peer may commit: refuse when we know a closer one
+        // (named first: the sender hands the group over rather than fetching again).
         let best = ctx
             .overlay
             .leaf
             .closest(gid.0, Some(from.id))
             .unwrap_or(ctx.me());
         let refuse = crate::id::closer(gid.0, best.id.0, from.id.0);
+        let g = self.group(ctx, gid);
+        let known = g.known_epoch();
+        // Refuse a root of an older epoch, or of the epoch we promised another root (not
+        // needed, and not done, under a failure detector that never suspects a live peer).
+        let other = g.promised.0 == epoch && g.promised.1.is_some_and(|p| p != from.id);
+        if (epoch < known || other) && !perfect && !refuse {
+            // Another root fetched from us since, or we hold a newer root's record: refuse,
+            // so that this one cannot commit, and tell it what we hold.
+            let rec = g.best_record().map(|r| r.to_wire(ctx.now));
+            let msg = ScribeMsg::Fenced {
+                gid,
+                epoch: known,
+                refused: epoch,
+                rec,
+            };
+            ctx.out.send(&from, msg);
+            return;
+        }
         let g = self.group(ctx, gid);
         if g.root.is_none() {
             let first = ctx.cfg.mutant_on(Mutant::ReplicaKeepsFirst) && g.record.is_some();

@@ -275,6 +275,18 @@ impl Scribe {
         if is_root && ctx.overlay.route(gid.0, None) != Hop::Local {
             self.demote(ctx, gid);
         }
+        // A peer that knows one closer to the group than the asking root promises nothing, so
+        // that the asker holds no lease and serves no stale record (after a heal, before it
+        // heard from that peer). It is not told which peer: one it declared dead would flap
+        // between handing over and taking over for as long as we have not noticed the death;
+        // its REPLICATEs get `NotRoot` once it serves.
+        let perfect = ctx.cfg.root_lease == crate::Millis::MAX;
+        let best = ctx
+            .overlay
+            .leaf
+            .closest(gid.0, Some(from.id))
+            .unwrap_or(ctx.me());
+        let closer_known = !perfect && crate::id::closer(gid.0, best.id.0, from.id.0);
         // A peer that holds nothing of the group promises nothing (it has nothing an older
         // root could build on, and keeps no state for a group it does not serve).
         let (promised, granted, rec) = match self.groups.get_mut(&gid) {
@@ -282,9 +294,9 @@ impl Scribe {
                 let promised = g.known_epoch();
                 // (Under a failure detector that never suspects a live peer there is no
                 // rival root to refuse.)
-                let granted = epoch > promised
-                    || g.promised == (epoch, Some(from.id))
-                    || ctx.cfg.root_lease == crate::Millis::MAX;
+                let granted = perfect
+                    || (!closer_known
+                        && (epoch > promised || g.promised == (epoch, Some(from.id))));
                 if granted {
                     g.promised = (epoch, Some(from.id));
                 }
@@ -298,6 +310,7 @@ impl Scribe {
         };
         let reply = ScribeMsg::FetchReply {
             gid,
+            epoch,
             rec,
             promised,
             granted,
@@ -311,14 +324,14 @@ impl Scribe {
         from: NodeHandle,
         gid: GroupId,
         rec: Option<WireRecord>,
-        promised: u64,
-        granted: bool,
+        (epoch, promised, granted): (u64, u64, bool),
     ) {
         let Some(g) = self.groups.get_mut(&gid) else {
             return;
         };
         let Some(role) = g.root.as_mut() else { return };
-        if role.active || !role.waiting.contains(&from.id) {
+        // An answer to an earlier round promised that round's epoch, not this one's.
+        if role.active || !role.waiting.contains(&from.id) || epoch != role.epoch {
             return;
         }
         role.waiting.retain(|id| *id != from.id);
@@ -341,20 +354,23 @@ impl Scribe {
         self.fetch_progress(ctx, gid);
     }
 
-    /// A replica refused our REPLICATE: it holds or promised epoch `epoch`, above ours.
+    /// A replica refused our REPLICATE of epoch `refused`: it holds or promised epoch
+    /// `epoch`, above it.
     pub(crate) fn on_fenced(
         &mut self,
         ctx: &mut Ctx<'_>,
         gid: GroupId,
-        epoch: u64,
+        (epoch, refused): (u64, u64),
         rec: Option<WireRecord>,
     ) {
         let Some(g) = self.groups.get_mut(&gid) else {
             return;
         };
         let Some(role) = g.root.as_mut() else { return };
-        if epoch < role.epoch {
-            return; // about an older round of ours
+        if refused != role.epoch {
+            // About a REPLICATE of an earlier epoch of ours (possibly refused for the promise
+            // made to our current round).
+            return;
         }
         ctx.out.stats.fenced += 1;
         role.seen_epoch = role.seen_epoch.max(epoch);

@@ -65,7 +65,11 @@ impl TxKey {
     pub fn digest(&self, src: std::net::SocketAddr) -> u64 {
         use sha1::{Digest, Sha1};
         let mut h = Sha1::new();
-        for part in [self.branch.as_str(), self.sent_by.as_str(), self.method.as_str()] {
+        for part in [
+            self.branch.as_str(),
+            self.sent_by.as_str(),
+            self.method.as_str(),
+        ] {
             h.update(part.as_bytes());
             h.update(b"\n");
         }

@@ -36,8 +36,8 @@ pub use scribe::{
 };
 
 /// Wire format version carried in the first byte of every datagram (5: the [`Stamp`] of
-/// authenticated datagrams).
-pub const VERSION: u8 = 6;
+/// authenticated datagrams; 7: `FetchReply` and `Fenced` name the epoch they answer).
+pub const VERSION: u8 = 7;
 /// Largest datagram a peer sends or accepts.
 pub const MAX_DATAGRAM_LEN: usize = 16 * 1024;
 /// Length of the HMAC-SHA-256 tag appended when a cluster key is configured.
@@ -497,11 +497,13 @@ mod tests {
             Msg::Scribe(ScribeMsg::Fenced {
                 gid,
                 epoch: 4,
+                refused: 3,
                 rec: None,
             }),
             Msg::Scribe(ScribeMsg::FetchState { gid, epoch: 9 }),
             Msg::Scribe(ScribeMsg::FetchReply {
                 gid,
+                epoch: 9,
                 rec: None,
                 promised: 8,
                 granted: false,

@@ -245,6 +245,9 @@ pub enum ScribeMsg {
         gid: GroupId,
         /// The highest epoch the replica knows for the group.
         epoch: u64,
+        /// The epoch of the REPLICATE refused (a root ignores a fence of one it sent in an
+        /// earlier epoch: it may be its own promise that refused it).
+        refused: u64,
         /// The replica's copy of the record, if any.
         rec: Option<WireRecord>,
     },
@@ -260,6 +263,9 @@ pub enum ScribeMsg {
     FetchReply {
         /// Group.
         gid: GroupId,
+        /// The epoch of the fetch round answered (a root ignores an answer to an earlier
+        /// round: its promise was for that round's epoch, not the current one).
+        epoch: u64,
         /// The sender's copy, if any.
         rec: Option<WireRecord>,
         /// The highest epoch the sender had promised or held before this fetch.
