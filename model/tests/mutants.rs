@@ -105,21 +105,26 @@ fn target_config_witnesses_every_sometimes_property() {
     }
 }
 
-#[test]
-fn correct_model_holds_with_a_partition() {
-    // `small`, 1 publish, 1 suspicion that cuts a peer off while it runs on alone: every
-    // property holds, exhaustively (about 1.3 M states).
-    let setup = Setup::new(&Options {
+/// CI's suspicion configurations: `small`, no subscriber, 1 publish, 1 suspicion, paused or
+/// partitioned.
+fn one_suspicion(partition: bool) -> Setup {
+    Setup::new(&Options {
         subscribers: Some(0),
         publishes: Some(1),
         crashes: Some(0),
         expiries: Some(0),
         suspicions: 1,
-        partition: true,
+        partition,
         ..Options::default()
     })
-    .unwrap();
-    let model = SaScribe::new(setup);
+    .unwrap()
+}
+
+#[test]
+fn correct_model_holds_with_a_partition() {
+    // `small`, 1 publish, 1 suspicion that cuts a peer off while it runs on alone: every
+    // property holds, exhaustively (about 1.3 M states).
+    let model = SaScribe::new(one_suspicion(true));
     let checker = model.clone().checker().threads(2).spawn_bfs().join();
     assert!(checker.is_done());
     for p in safety_and_liveness() {
@@ -136,16 +141,7 @@ fn correct_model_holds_with_a_partition() {
 fn suspicion_config_witnesses_a_healed_root_refetching() {
     // The pause preset of CI (`small`, 1 publish, 1 suspicion): the root D is suspected, C
     // takes over, D heals and fetches again before it serves.
-    let setup = Setup::new(&Options {
-        subscribers: Some(0),
-        publishes: Some(1),
-        crashes: Some(0),
-        expiries: Some(0),
-        suspicions: 1,
-        ..Options::default()
-    })
-    .unwrap();
-    let model = SaScribe::new(setup);
+    let model = SaScribe::new(one_suspicion(false));
     let names: BTreeSet<&'static str> = SUSPICION_ONLY.iter().copied().collect();
     let checker = model
         .checker()
