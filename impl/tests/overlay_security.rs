@@ -299,6 +299,7 @@ fn forgeries(s: &Sim, attacker: NodeHandle) -> Vec<(&'static str, usize, Msg)> {
                 rec: Some(record),
                 promised: 70,
                 granted: true,
+                busy_for: 0,
             }),
         ),
         (

@@ -8,9 +8,11 @@
 //!    fresh subscriber's first NOTIFY is at least as new as every acknowledged publication;
 //! 4. after the faults stop, every live subscriber converges to the latest publication.
 
+mod common;
+
 use bytes::Bytes;
 use proptest::prelude::*;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use sascribe::sim::{NetConfig, Sim};
 use sascribe::{Config, Event, GroupId, PubHandle, SubHandle};
 use std::collections::{BTreeMap, BTreeSet};
@@ -432,6 +434,55 @@ proptest! {
         if let Err(e) = check(&p) {
             prop_assert!(false, "{e} ({p:?})");
         }
+    }
+}
+
+/// The parameters of campaign seed `seed`: 5 % loss always, and each fault (a root crash, other
+/// crashes or graceful leaves, a partition, restarts, joins) in some of the seeds.
+fn campaign_params(seed: u64) -> Params {
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let small = r.random_bool(0.2);
+    Params {
+        seed,
+        peers: if small {
+            r.random_range(2..8)
+        } else {
+            r.random_range(32..48)
+        },
+        groups: r.random_range(1..=2),
+        crashes: if small {
+            r.random_range(0..=1)
+        } else {
+            r.random_range(0..=2)
+        },
+        crash_root: r.random_bool(0.5),
+        restart: r.random_bool(0.5),
+        loss: 0.05,
+        duplicate: r.random_range(0.0..0.05),
+        ops: r.random_range(20..50),
+        partition: r.random_bool(0.3),
+        joins: r.random_range(0..=3),
+        leave: r.random_bool(0.2),
+    }
+}
+
+/// Seeds of the campaign that failed once, kept as regressions (with the fix's commit).
+const CAMPAIGN_REGRESSIONS: &[u64] = &[];
+
+/// The simulator campaign: `cargo test --release -p sascribe --test properties -- --ignored
+/// campaign` runs 10^4 seeds ([`common::campaign`] for the knobs).
+#[test]
+#[ignore = "the 10^4-seed campaign (minutes); see docs/RELIABILITY.md"]
+fn campaign() {
+    common::campaign("overlay", 10_000, |seed| check(&campaign_params(seed)));
+}
+
+/// The campaign's first seeds and its past failures, on every `cargo test`.
+#[test]
+fn campaign_seeds_and_regressions() {
+    for seed in (0..4).chain(CAMPAIGN_REGRESSIONS.iter().copied()) {
+        let p = campaign_params(seed);
+        check(&p).unwrap_or_else(|e| panic!("{e} ({p:?})"));
     }
 }
 

@@ -10,9 +10,11 @@
 //! 4. after the faults stop, every watcher is still subscribed and its last NOTIFY is the
 //!    latest acknowledged state, and every request got a final response or timed out.
 
+mod common;
+
 use bytes::Bytes;
 use proptest::prelude::*;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use sascribe::sim::{NetConfig, Sim};
 use sascribe::ua::UaEvent;
 use sascribe::Config;
@@ -44,6 +46,11 @@ struct Params {
     loss: f64,
     duplicate: f64,
     crash_root: bool,
+    /// The crashed root restarts (empty, same id) 6 s after its crash.
+    restart_root: bool,
+    /// A peer joins 8 s in with an id closer to the presentity than its root's: the root role
+    /// is handed over.
+    join_closer: bool,
 }
 
 /// The publisher's script: an initial PUBLISH, then modifies chained on each 200's ETag;
@@ -201,12 +208,21 @@ fn run(p: &Params) -> Result<(), String> {
         },
         watchers: Vec::new(),
     };
-    let mut crashed = false;
+    let (mut crashed, mut restarted, mut joined) = (false, false, false);
     // Faults for 20 s of virtual time, then a quiet period.
     while s.now() < 20_000 {
         if p.crash_root && !crashed && s.now() >= 3_000 {
             s.crash(root);
             crashed = true;
+        }
+        if p.restart_root && crashed && !restarted && s.now() >= 9_000 {
+            s.restart(root, gateways[0]);
+            restarted = true;
+        }
+        if p.join_closer && !joined && s.now() >= 8_000 {
+            let id = gid.0.wrapping_add(s.rng().random_range(0..1u128 << 90));
+            s.add_joining_peer(Some(sascribe::NodeId(id)), gateways[0]);
+            joined = true;
         }
         if r.publisher.pending.is_none() && r.publisher.sent < p.publishes {
             r.publisher.sent += 1;
@@ -297,18 +313,62 @@ fn params() -> impl Strategy<Value = Params> {
         prop_oneof![Just(0.0), Just(0.05), Just(0.15)],
         prop_oneof![Just(0.0), Just(0.05)],
         any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(seed, peers, watchers, publishes, loss, duplicate, crash_root)| Params {
-                seed,
-                peers,
-                watchers,
-                publishes,
-                loss,
-                duplicate,
-                crash_root,
+            |(seed, peers, watchers, publishes, loss, duplicate, crash_root, restart, join)| {
+                Params {
+                    seed,
+                    peers,
+                    watchers,
+                    publishes,
+                    loss,
+                    duplicate,
+                    crash_root,
+                    restart_root: crash_root && restart,
+                    join_closer: join,
+                }
             },
         )
+}
+
+/// The parameters of campaign seed `seed`: 5 % loss always; a root crash, its restart and a
+/// closer peer joining in some of the seeds.
+fn campaign_params(seed: u64) -> Params {
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let crash_root = r.random_bool(0.5);
+    Params {
+        seed,
+        peers: r.random_range(8..24),
+        watchers: r.random_range(1..6),
+        publishes: r.random_range(1..6),
+        loss: 0.05,
+        duplicate: r.random_range(0.0..0.05),
+        crash_root,
+        restart_root: crash_root && r.random_bool(0.5),
+        join_closer: r.random_bool(0.3),
+    }
+}
+
+/// Seeds of the campaign that failed once, kept as regressions.
+const CAMPAIGN_REGRESSIONS: &[u64] = &[];
+
+/// The SIP campaign: `cargo test --release -p sascribe --test sip_sim -- --ignored campaign`
+/// runs 10^4 seeds (`tests/common/mod.rs` for the knobs).
+#[test]
+#[ignore = "the 10^4-seed campaign (minutes); see docs/RELIABILITY.md"]
+fn campaign() {
+    common::campaign("sip", 10_000, |seed| run(&campaign_params(seed)));
+}
+
+/// The campaign's first seeds and its past failures, on every `cargo test`.
+#[test]
+fn campaign_seeds_and_regressions() {
+    for seed in (0..4).chain(CAMPAIGN_REGRESSIONS.iter().copied()) {
+        let p = campaign_params(seed);
+        assert_eq!(run(&p), Ok(()), "{p:?}");
+    }
 }
 
 proptest! {
@@ -330,6 +390,8 @@ fn watchers_survive_a_root_crash_over_lossy_sip() {
         loss: 0.1,
         duplicate: 0.05,
         crash_root: true,
+        restart_root: false,
+        join_closer: false,
     };
     assert_eq!(run(&p), Ok(()));
 }

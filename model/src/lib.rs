@@ -100,6 +100,14 @@
 //!     longer reach). A root whose last round ended with a refusal (after
 //!     [`protocol::MAX_ROUNDS`]) holds no lease and answers nothing until a round is granted.
 //!     A peer refuses its promise to a root when it knows a peer closer to the group;
+//!   - **exclusive leases**: a peer that confirmed a root's lease (granted its fetch,
+//!     acknowledged its REPLICATE) answers another root's fetch `FetchBusy` while that lease
+//!     may run (production: `root_lease` from the confirmation): it promises nothing and the
+//!     asking root keeps awaiting it, asking again on its retry. Abstraction: the
+//!     confirmation (for that root's epoch) lapses (`Lapse`) only once its root can no longer
+//!     serve with it (it crashed, demoted, or started a new round), when the peer declares
+//!     that root dead, or when the peer is itself suspected (its pause outlasts any lease). Mutant `lease-ignored`
+//!     is caught (`no-rollback`, `small` with two publishes and a partition, 21 steps);
 //!   - **replica quorum**: a root serves a request (applies a change, answers a JOIN) and
 //!     commits only while it reaches a majority of its nominal replica group (itself and k
 //!     replicas, counted whether reachable or not; [`Setup::quorum`]): the smaller side of a
@@ -118,14 +126,16 @@
 //!   activation (both would matter with a lease that can outlive a suspicion: clock drift, a
 //!   pause longer than the lease but noticed late).
 //!
-//!   **Open** (`--partition`, two publishes, beyond what CI can check: over 15 M states): a
-//!   depth-bounded search (23 steps) finds a `no-rollback` counterexample in the correct
-//!   model, a stale read, not a lost write (`single-committer` and `acked-durable` hold to
-//!   that depth). After a heal, a replica that promised a root a lease grants a newer root's
-//!   fetch too; the newer root commits while the older one's lease still holds, so the older
-//!   one could answer a JOIN from its older state until the replica's fence reaches it.
-//!   Production has the same window (at most `root_lease`): a replica would have to refuse
-//!   a promise while a lease it granted another root runs.
+//!   Exclusive leases close what a depth-bounded search (`--partition`, two publishes, 23
+//!   steps; the whole space is beyond CI) found in the model without them: a stale read, not
+//!   a lost write. After a heal, a replica that confirmed one root's lease granted a newer
+//!   root's fetch; the newer root committed while the older one's lease still held, so the
+//!   older one could answer a JOIN from its older state. With them the same search finds no
+//!   violation (`sascribe-model check --subscribers 0 --publishes 2 --crashes 0 --expiries 0
+//!   --suspicions 1 --partition --depth 23`: 6.7 M states, 80 s on one thread, 6 GB).
+//!   Production had the same window (at most `root_lease`), when the old root is not among
+//!   the new one's fetch set (a partial heal: `impl/tests/false_suspicion.rs`, which checks
+//!   that no two peers serve at once).
 //!
 //!   Checking the model with `--partition` found two production bugs (fixed with it, wire
 //!   version 7): a fetch reply to an earlier round counted as a grant for the current one

@@ -132,6 +132,8 @@ impl SaScribe {
                         | Timer::Resend
                         | Timer::Heal
                         | Timer::Alive(_)
+                        | Timer::Lapse
+                        | Timer::Reask(_)
                 )
             ) && self.enabled(state, a)
         })
@@ -175,7 +177,7 @@ impl SaScribe {
         };
         let me = usize::from(id) as PeerIx;
         if !root.active() {
-            let awaited = root.fetching & !(1 << me);
+            let awaited = root.fetching & !root.busy & !(1 << me);
             return !self.is_cut(state, id)
                 && (0..self.setup.peers()).any(|q| {
                     awaited & (1 << q) != 0
@@ -183,7 +185,7 @@ impl SaScribe {
                         && !self.is_cut(state, Id::from(q))
                         && !any_envelope(&state.network, |src, dst, m| match m {
                             Msg::FetchState(_) => usize::from(dst) == q,
-                            Msg::FetchReply { .. } => usize::from(src) == q,
+                            Msg::FetchReply { .. } | Msg::FetchBusy(_) => usize::from(src) == q,
                             _ => false,
                         })
                 });
@@ -208,7 +210,10 @@ impl SaScribe {
                 && self.peer(state, q).is_some_and(|s| {
                     let fenced = self.setup.fencing()
                         && s.replica.as_ref().is_some_and(|r| r.epoch > root.st.epoch);
-                    !self.setup.topo.refuses(a.peer, me, self.setup.gid, s.dead) && !fenced
+                    let busy = self.setup.fencing()
+                        && self.setup.mutant != Some(crate::Mutant::LeaseIgnored)
+                        && crate::protocol::busy(s, me);
+                    !self.setup.topo.refuses(a.peer, me, self.setup.gid, s.dead) && !fenced && !busy
                 })
         })
     }
@@ -253,6 +258,35 @@ impl SaScribe {
                         .is_some_and(|s| s.dead & (1 << x) != 0)
             }
             ActorModelAction::Timeout(id, Timer::Resend) => self.resend_useful(state, *id),
+            // A fetching root asks a peer that answered busy again, in the same round, when
+            // nothing is in flight between them.
+            ActorModelAction::Timeout(id, Timer::Reask(q)) => {
+                let me = usize::from(*id);
+                let q = *q as usize;
+                self.peer(state, me)
+                    .and_then(|s| s.root.as_ref())
+                    .is_some_and(|r| r.fetching & r.busy & (1 << q) != 0)
+                    && !state.crashed[q]
+                    && !self.is_cut(state, *id)
+                    && !self.is_cut(state, Id::from(q))
+                    && !any_envelope(&state.network, |src, dst, m| match m {
+                        Msg::FetchState(_) => usize::from(dst) == q && usize::from(src) == me,
+                        Msg::FetchReply { .. } | Msg::FetchBusy(_) => {
+                            usize::from(src) == q && usize::from(dst) == me
+                        }
+                        _ => false,
+                    })
+            }
+            // A lease a peer confirms lapses once its root can no longer serve with it.
+            ActorModelAction::Timeout(id, Timer::Lapse) => self
+                .peer(state, usize::from(*id))
+                .and_then(|s| s.leased)
+                .is_some_and(|(x, epoch)| {
+                    state.crashed[x as usize]
+                        || self
+                            .peer(state, x as usize)
+                            .is_none_or(|r| r.root.as_ref().is_none_or(|r| r.epoch != epoch))
+                }),
             // An unsubscribe is an in-dialog request (RFC 6665 §4.1.2.3): a SIP user agent can
             // send it only once its SUBSCRIBE was answered 200 OK (the dialog exists then).
             ActorModelAction::Timeout(id, Timer::Stop) => self
@@ -349,6 +383,12 @@ impl SaScribe {
                 name(id)
             ),
             ActorModelAction::Timeout(id, Timer::Heal) => format!("{} heals", name(id)),
+            ActorModelAction::Timeout(id, Timer::Lapse) => {
+                format!("the lease {} confirmed lapses", name(id))
+            }
+            ActorModelAction::Timeout(id, Timer::Reask(q)) => {
+                format!("{} asks {} again", name(id), self.setup.topo.name(*q))
+            }
             ActorModelAction::Timeout(id, Timer::Alive(x)) => format!(
                 "{} hears from {} again and takes it back",
                 name(id),
@@ -455,6 +495,7 @@ impl SaScribe {
                 e(&r.as_ref().and_then(|r| r.0.entry()))
             ),
             Msg::NotRoot(c) => format!("NOT ROOT, closer {}", self.setup.topo.name(*c)),
+            Msg::FetchBusy(ep) => format!("BUSY (another root's lease runs), round e{ep}"),
             Msg::FetchReply {
                 epoch,
                 rec,
@@ -684,10 +725,12 @@ fn no_rollback(m: &SaScribe, state: &State) -> bool {
     m.live_peers(state).all(|(_, s)| {
         // A root still fetching its replicas' records serves nothing yet, nor does one that
         // reaches no replica quorum (the smaller side of a partition, or a root that has not
-        // yet heard that the other side is back): it holds every request.
+        // yet heard that the other side is back), nor one whose last round was refused (it
+        // holds no lease): it holds every request.
         s.root.as_ref().is_none_or(|r| {
             !r.active()
                 || !m.setup.quorum(r.acks.len())
+                || r.rival
                 || r.committed.map_or(0, |e| e.seq) >= acked
         })
     })
@@ -717,7 +760,7 @@ pub const PROPERTIES: &[(&str, &str, &str)] = &[
     ("notified-was-published", "always", "every NOTIFY carries a (seq, state) some root committed with that seq"),
     ("single-committer", "always", "every seq is stamped once, by one root, and committed with one composition (a takeover re-commits it unchanged)"),
     ("first-notify-fresh", "always", "a subscriber's first NOTIFY is at least as new as every publication acknowledged before it subscribed"),
-    ("no-rollback", "always", "while at most k-1 peers crashed, a serving root's committed seq is never below an acknowledged one (a root still fetching its replicas' records serves nothing; nor does one short of a replica quorum, on the smaller side of a partition)"),
+    ("no-rollback", "always", "while at most k-1 peers crashed, a serving root's committed seq is never below an acknowledged one (a root still fetching its replicas' records serves nothing; nor does one short of a replica quorum, on the smaller side of a partition, nor one whose promise round was refused)"),
     ("acked-durable", "always", "while at most k-1 peers crashed, a live root or replica holds the latest acknowledged publication"),
     ("412-changes-nothing", "always", "a conditional publish whose ETag names no live event state is never committed, and its 412 leaves the root's state as committed (no seq consumed, nothing pending)"),
     ("publish-applied-once", "always", "a PUBLISH is applied at most once, however often it is retransmitted"),

@@ -86,6 +86,8 @@ mutants! {
         "A peer that takes the root role over, or gets it back after a suspicion, serves with what it holds, without fetching its replicas' records.";
     NoLease = "no-lease" => "no-rollback",
         "A suspected root keeps serving: once healed it answers from its stale record without fetching again.";
+    LeaseIgnored = "lease-ignored" => "no-rollback",
+        "A peer grants a newer root's fetch while a lease it confirmed for another root may still run: after a partition heals, the older root answers a JOIN from a state the newer one has moved past.";
     NoQuorum = "no-quorum" => "single-committer",
         "A root commits with whatever replicas it reaches: on the smaller side of a partition it acknowledges publications that the other side's root never sees.";
 }
@@ -199,6 +201,10 @@ impl Mutant {
             // A, U2's first-contact peer, is cut off and, alone, takes the root role over; D
             // commits U1's publish with C; A commits U2's with nobody.
             NoQuorum => CatchConfig(Small, 0, 2, 0, 0, 0, false, 0, 1, true),
+            // D is cut off; C takes over and commits U1's publish with A; once healed, D
+            // fetches again and A grants it while C's lease runs; D commits U2's publish, and
+            // C answers S1's JOIN from the older state.
+            LeaseIgnored => CatchConfig(Small, 1, 2, 0, 0, 0, false, 0, 1, true),
         }
     }
 }

@@ -502,7 +502,7 @@ impl SaScribe {
             Msg::FetchState(_) => a.kind = "fetch_state",
             // Suspicions (and with them epochs, promises, fencing and NotRoot) are not
             // exported to traces yet.
-            Msg::Fenced(..) | Msg::NotRoot(_) => return None,
+            Msg::Fenced(..) | Msg::NotRoot(_) | Msg::FetchBusy(_) => return None,
             Msg::FetchReply { rec, .. } => {
                 a.kind = "fetch_reply";
                 set(&mut a, rec.as_ref().and_then(|r| r.0.entry()));
@@ -674,7 +674,10 @@ impl SaScribe {
             ActorModelAction::Timeout(id, Timer::Resend) => {
                 StepAction::ReplicationRetry { at: name(id) }
             }
-            ActorModelAction::Timeout(_, Timer::Suspect | Timer::Heal | Timer::Alive(_)) => {
+            ActorModelAction::Timeout(
+                _,
+                Timer::Suspect | Timer::Heal | Timer::Alive(_) | Timer::Lapse | Timer::Reask(_),
+            ) => {
                 panic!("suspicions have no trace form yet (the harness cannot drive them)")
             }
             ActorModelAction::Crash(id) | ActorModelAction::Recover(id) => {

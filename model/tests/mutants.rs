@@ -123,7 +123,7 @@ fn one_suspicion(partition: bool) -> Setup {
 #[test]
 fn correct_model_holds_with_a_partition() {
     // `small`, 1 publish, 1 suspicion that cuts a peer off while it runs on alone: every
-    // property holds, exhaustively (about 1.3 M states).
+    // property holds, exhaustively (about 2.4 M states).
     let model = SaScribe::new(one_suspicion(true));
     let checker = model.clone().checker().threads(2).spawn_bfs().join();
     assert!(checker.is_done());

@@ -148,6 +148,8 @@ pub struct Stats {
     /// Fetch rounds an active root ran again before answering (its lease lapsed, a replica
     /// fenced it, or a root of a newer epoch showed up).
     pub reconfirms: u64,
+    /// Fetch replies saying the peer confirms another root's lease (ask again later).
+    pub fetch_busy: u64,
     /// REPLICATEs of this peer's refused by a replica that knew a newer root epoch.
     pub fenced: u64,
     /// Peers declared dead that turned out alive (a partition healed, a paused peer resumed).

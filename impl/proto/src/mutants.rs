@@ -83,6 +83,10 @@ pub enum Mutant {
     /// Fault tolerance: a root commits with whatever replicas it can reach, however few (the
     /// smaller side of a partition acknowledges too, and loses it when the sides meet).
     NoQuorum,
+    /// Fault tolerance: a replica grants a newer root's fetch, and acknowledges its
+    /// REPLICATEs, while a lease it confirmed for another root may still run (two roots then
+    /// serve at once after a heal: the older answers from a state the newer moved past).
+    LeaseIgnored,
 }
 
 impl Mutant {
@@ -117,7 +121,7 @@ impl Mutant {
 
     /// Seeded bugs in the fault-tolerance mechanisms that the model's traces cannot reach yet
     /// (false suspicion): `impl/tests/false_suspicion.rs` kills them.
-    pub const FAULTS: [Mutant; 1] = [Mutant::NoQuorum];
+    pub const FAULTS: [Mutant; 2] = [Mutant::NoQuorum, Mutant::LeaseIgnored];
 
     /// Kebab-case name (`root-accepts-lower-seq`).
     pub fn name(self) -> String {

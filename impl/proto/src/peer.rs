@@ -186,6 +186,13 @@ impl Peer {
     pub fn group_view(&self, gid: GroupId) -> Option<GroupView> {
         self.scribe.view(gid)
     }
+    /// Whether this peer serves `gid` as its root at `now`: its role is active, its lease
+    /// holds (every current replica confirmed it within `root_lease`) and it reaches a
+    /// replica quorum. At most one peer of a group serves at any instant while replicas
+    /// confirm one root at a time.
+    pub fn serves(&self, gid: GroupId, now: Millis) -> bool {
+        self.scribe.serves(&self.overlay, &self.cfg, gid, now)
+    }
     /// The record of `gid` held here (root or replica), for operators.
     pub fn record_view(&self, gid: GroupId) -> Option<crate::event::RecordView> {
         self.scribe.record_view(gid)

@@ -401,6 +401,12 @@ impl Collector for Scrape {
                 per(&|s| s.stats.overlay.fenced),
             ),
             (
+                "root_fetch_busy",
+                "fetch answers saying the peer still confirmed another root's lease (asked again later)",
+                Counter,
+                per(&|s| s.stats.overlay.fetch_busy),
+            ),
+            (
                 "peers_revived",
                 "peers declared dead that turned out alive (healed partition, resumed pause)",
                 Counter,

@@ -195,6 +195,8 @@ pub struct Sim {
     ua_log: Vec<ua::UaLog>,
     /// Overlay datagrams sent while the wiretap is on.
     tap: Option<Vec<Tapped>>,
+    /// Links between two peers that drop every datagram, both ways (`(low, high)` indices).
+    cut_links: Vec<(usize, usize)>,
 }
 
 /// Port of a simulated peer's overlay socket.
@@ -255,6 +257,7 @@ impl Sim {
             uas: Vec::new(),
             ua_log: Vec::new(),
             tap: None,
+            cut_links: Vec::new(),
         }
     }
 
@@ -429,11 +432,28 @@ impl Sim {
         self.nodes[i].paused_until = Some(self.now + d);
     }
 
-    /// Removes all partitions.
+    /// Removes all partitions and cut links.
     pub fn heal(&mut self) {
         for n in &mut self.nodes {
             n.side = 0;
         }
+        self.cut_links.clear();
+    }
+
+    /// Cuts the link between peers `a` and `b`: datagrams between them are dropped, both ways,
+    /// until [`Sim::heal`] or [`Sim::restore_link`] (an asymmetric partition: each still
+    /// reaches everyone else).
+    pub fn cut_link(&mut self, a: usize, b: usize) {
+        let l = (a.min(b), a.max(b));
+        if !self.cut_links.contains(&l) {
+            self.cut_links.push(l);
+        }
+    }
+
+    /// Restores the link between peers `a` and `b`.
+    pub fn restore_link(&mut self, a: usize, b: usize) {
+        let l = (a.min(b), a.max(b));
+        self.cut_links.retain(|&x| x != l);
     }
 
     /// Runs `f` on live host `i` at the current time, then collects its outputs. Returns
@@ -582,7 +602,13 @@ impl Sim {
             Dest::Ua(u) if u < self.uas.len() => self.uas[u].side,
             _ => return,
         };
-        if to_side != side {
+        let cut = match (dest_of(&from), to) {
+            (Some(Dest::Overlay(i) | Dest::Sip(i)), Dest::Overlay(j) | Dest::Sip(j)) => {
+                self.cut_links.contains(&(i.min(j), i.max(j)))
+            }
+            _ => false,
+        };
+        if to_side != side || cut {
             self.stats.partitioned += 1;
             return;
         }

@@ -106,6 +106,7 @@ impl Ctx<'_> {
                 self.on_fenced(st, rec, (known, refused), o)
             }
             Msg::NotRoot(closer) => self.on_not_root(st, closer, o),
+            Msg::FetchBusy(epoch) => self.on_fetch_busy(st, from, epoch, o),
             Msg::ToSubscriber { .. } | Msg::PubResponse { .. } | Msg::Observe(_) => {}
         }
     }
@@ -130,6 +131,7 @@ impl Actor for Participant {
                     latest: None,
                     cut: false,
                     promised: (0, None),
+                    leased: None,
                     root: None,
                     replica: None,
                     subs: Vec::new(),
@@ -169,6 +171,7 @@ impl Actor for Participant {
                         seen: (0, 0),
                         epoch: 0,
                         rival: false,
+                        busy: 0,
                         rounds: 0,
                         base: None,
                     });
@@ -241,6 +244,8 @@ impl Actor for Participant {
                     Timer::Suspect => ctx.on_suspect(&mut st, o),
                     Timer::Heal => ctx.on_heal(&mut st, o),
                     Timer::Alive(x) => ctx.on_alive(&mut st, x, o),
+                    Timer::Lapse => st.leased = None,
+                    Timer::Reask(q) => ctx.reask(&mut st, q, o),
                     Timer::Start | Timer::Stop => {}
                 }
                 if state.peer() != Some(&st) {

@@ -21,6 +21,10 @@ impl Ctx<'_> {
     /// The failure detector reports `x` crashed.
     pub(super) fn on_detect(&self, st: &mut PeerState, x: PeerIx, o: &mut O) {
         st.dead |= 1 << x;
+        if st.leased.is_some_and(|l| l.0 == x) {
+            // (The failure detector's timeout is longer than any lease.)
+            st.leased = None;
+        }
         st.children &= !(1 << x);
         // Production takes the root role over at once only for a group it holds something for
         // (a record, a latest state, a subscriber or a child); otherwise the first request that
@@ -90,6 +94,7 @@ impl Ctx<'_> {
             seen: (0, 0),
             epoch: 0,
             rival: false,
+            busy: 0,
             rounds: 0,
             base: None,
         });
@@ -126,6 +131,7 @@ impl Ctx<'_> {
         root.fetching = fetching;
         root.epoch = epoch;
         root.rival = false;
+        root.busy = 0;
         for q in (0..8).filter(|q| fetching & (1 << q) != 0) {
             o.send(super::peer_id(q), Msg::FetchState(epoch));
         }
@@ -248,10 +254,18 @@ impl Ctx<'_> {
         let promised = if fencing { known_epoch(st) } else { 0 };
         let closer = self.s.topo.closer_than(self.me, from, self.s.gid, st.dead);
         let closer = closer.filter(|_| fencing);
+        // A lease this peer confirms for another root may still run: that root may answer
+        // a JOIN from its record until it lapses, so no newer root may commit past it yet.
+        let busy = super::publish::busy(st, from);
+        if fencing && closer.is_none() && busy && !self.mutant(Mutant::LeaseIgnored) {
+            o.send(src, Msg::FetchBusy(epoch));
+            return;
+        }
         let granted = !fencing
             || (closer.is_none() && (epoch > promised || st.promised == (epoch, Some(from))));
         if fencing && granted {
             st.promised = (epoch, Some(from));
+            self.confirm(st, from, epoch, o);
         }
         let rec = match &st.root {
             Some(r) => Some(r.st.clone()),
@@ -267,6 +281,25 @@ impl Ctx<'_> {
                 granted,
             },
         );
+    }
+
+    /// A peer of this fetching root's round confirms another root's lease: keep awaiting it,
+    /// and ask it again later ([`Timer::Reask`]).
+    pub(super) fn on_fetch_busy(&self, st: &mut PeerState, from: PeerIx, epoch: u8, o: &mut O) {
+        let Some(root) = st.root.as_mut() else { return };
+        if root.fetching & (1 << from) == 0 || epoch != root.epoch {
+            return;
+        }
+        root.busy |= 1 << from;
+        o.set_timer(Timer::Reask(from), model_timeout());
+    }
+
+    /// Asks peer `q`, which answered busy, again for its record and promise.
+    pub(super) fn reask(&self, st: &mut PeerState, q: PeerIx, o: &mut O) {
+        let Some(root) = st.root.as_ref() else { return };
+        if root.fetching & root.busy & (1 << q) != 0 {
+            o.send(super::peer_id(q), Msg::FetchState(root.epoch));
+        }
     }
 
     /// A record for this fetching root: keep the highest; activate once every peer asked
@@ -353,6 +386,13 @@ impl Ctx<'_> {
         self.send_join(st, req, o);
     }
 
+    /// This peer confirms root `root`'s lease (it granted its fetch, or acknowledged its
+    /// REPLICATE): it promises no other root anything until the lease lapses.
+    pub(super) fn confirm(&self, st: &mut PeerState, root: PeerIx, epoch: u8, o: &mut O) {
+        st.leased = Some((root, epoch));
+        o.set_timer(Timer::Lapse, model_timeout());
+    }
+
     /// Whether peer `x` is closer to the group id than this peer.
     fn closer(&self, x: PeerIx) -> bool {
         let others = !((1 << x) | (1 << self.me));
@@ -375,6 +415,8 @@ impl Ctx<'_> {
     /// has fetched again.
     pub(super) fn on_suspect(&self, st: &mut PeerState, o: &mut O) {
         st.cut = true;
+        // Whatever lease it confirmed lapses meanwhile.
+        st.leased = None;
         self.observe(o, Obs::Suspected);
         if self.mutant(Mutant::NoLease) {
             return;

@@ -261,6 +261,11 @@ pub enum Msg {
         /// Whether it promised: it had promised no other root as much.
         granted: bool,
     },
+    /// The peer confirms another root's lease, which may still run: it neither promises nor
+    /// sends its record; the fetching root (whose round it is, by epoch) keeps awaiting it and
+    /// asks again later (production `FetchBusy`). Without it, a peer would grant a newer
+    /// root's round while the older root still answers JOINs under its lease: a stale read.
+    FetchBusy(u8),
     /// Replica → root: the REPLICATE's epoch (the second) is below the one held or promised
     /// here (the first): it is not stored and not acknowledged; the reply carries both and
     /// the record held here (production `Fenced`). A root ignores a fence of a REPLICATE it
@@ -315,6 +320,16 @@ pub enum Timer {
     Suspect,
     /// The environment: the suspected peer runs and is reachable again.
     Heal,
+    /// The lease this peer confirms (`PeerState::leased`) lapses. Enabled only once that root
+    /// can no longer serve with it: it crashed, demoted, or started a new fetch round (a
+    /// new epoch: the confirmation was for the earlier one). Production: the confirmation
+    /// runs `root_lease` from when it was given, longer than the root's own lease, which runs
+    /// from before it.
+    Lapse,
+    /// A fetching root asks the peer that answered it [`Msg::FetchBusy`] again (production:
+    /// once the time it was told has passed). Enabled only while the root still awaits that
+    /// peer in the same round, with nothing in flight between them.
+    Reask(PeerIx),
     /// This peer hears from a peer it declared dead, which runs again (Pastry's proof of life:
     /// an announce, a pong): it takes it back.
     Alive(PeerIx),

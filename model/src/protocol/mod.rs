@@ -31,7 +31,7 @@ mod state;
 
 pub use actor::Participant;
 pub use message::{Change, Hops, Msg, Obs, PubResult, ReqId, RootStateMsg, Timer, UaEvent};
-pub use publish::{expirable, MAX_EXPIRES};
+pub use publish::{busy, expirable, MAX_EXPIRES};
 pub use state::{
     newer, single, ETag, Entry, EventState, Held, IfMatch, LocalSub, ParticipantState, PeerState,
     PendingPub, PubOp, PublisherState, Replica, Root, RootState, Seq, SubPhase, SubscriberState,

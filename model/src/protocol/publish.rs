@@ -24,7 +24,7 @@ use super::{
     Seq, Timer,
 };
 use crate::mutant::Mutant;
-use crate::topology::PeerSet;
+use crate::topology::{PeerIx, PeerSet};
 use stateright::actor::{model_timeout, Id};
 use std::sync::Arc;
 
@@ -355,6 +355,11 @@ impl Ctx<'_> {
         if fencing && closer.is_none() && self.refuse(st, src, epoch, o) {
             return;
         }
+        // An acknowledgement confirms the sender's lease: while this peer confirms another
+        // root's, it confirms nothing (the sender's replication retry asks again).
+        if fencing && closer.is_none() && busy(st, from) && !self.mutant(Mutant::LeaseIgnored) {
+            return;
+        }
         let newer = match st.replica.as_ref() {
             None => true,
             Some(h) if fencing => rs.key() >= h.key(),
@@ -366,7 +371,12 @@ impl Ctx<'_> {
         match closer {
             Some(c) if fencing => o.send(src, Msg::NotRoot(c)),
             Some(_) => {}
-            None => o.send(src, Msg::ReplicaAck(seq)),
+            None => {
+                if fencing {
+                    self.confirm(st, from, epoch, o);
+                }
+                o.send(src, Msg::ReplicaAck(seq));
+            }
         }
     }
 
@@ -443,6 +453,13 @@ impl Ctx<'_> {
     }
 }
 
+/// Whether peer `st` confirms the lease of a root other than `from` that it has not declared
+/// dead (it may still run): it promises `from` nothing and acknowledges none of its records.
+pub fn busy(st: &PeerState, from: PeerIx) -> bool {
+    st.leased
+        .is_some_and(|(x, _)| x != from && st.dead & (1 << x) == 0)
+}
+
 /// Whether event state `etag` of a root can expire now: the root serves (its fetch phase is
 /// over), the state is live and committed, and no commit is pending (production checks expiry
 /// on its periodic tick, between commits).
@@ -463,7 +480,7 @@ pub(super) fn on_resend(st: &mut PeerState, me: u8, o: &mut O) {
         // A fetching root asks the peers it still awaits again (production's fetch timeout:
         // a FetchState or its reply lost while a partition lasted).
         Some(root) => {
-            let awaited = root.fetching & !(1 << me);
+            let awaited = root.fetching & !root.busy & !(1 << me);
             for q in (0..8).filter(|q| awaited & (1 << q) != 0) {
                 o.send(peer_id(q), Msg::FetchState(root.epoch));
             }

@@ -187,6 +187,12 @@ pub struct Root {
     pub rival: bool,
     /// Fetch rounds started over since the last activation.
     pub rounds: u8,
+    /// Peers of the current round that answered [`Msg::FetchBusy`]: asked again by
+    /// [`Timer::Reask`], not by the replication retry.
+    ///
+    /// [`Msg::FetchBusy`]: super::Msg::FetchBusy
+    /// [`Timer::Reask`]: super::Timer::Reask
+    pub busy: PeerSet,
     /// With suspicions, the record as last committed while changes wait for their replicas:
     /// a root whose lease lapses drops what it applied but did not commit (production
     /// `reconfirm`), so that it never re-commits it as its own record on a later epoch.
@@ -248,6 +254,16 @@ pub struct PeerState {
     /// suspicions only): it refuses REPLICATEs of a lower epoch, or of that epoch from
     /// another root.
     pub promised: (u8, Option<PeerIx>),
+    /// The root whose lease this peer confirms (it granted that root's fetch or acknowledged
+    /// its REPLICATE), with that root's epoch, as long as the lease may still run (with
+    /// suspicions only): it promises no other root anything meanwhile ([`Msg::FetchBusy`]).
+    /// It lapses ([`Timer::Lapse`]) once that root can no longer serve with it (it crashed,
+    /// demoted, or started a new round), when the peer declares that root dead, or when this
+    /// peer is suspected itself (its pause outlasts any lease).
+    ///
+    /// [`Msg::FetchBusy`]: super::Msg::FetchBusy
+    /// [`Timer::Lapse`]: super::Timer::Lapse
+    pub leased: Option<(PeerIx, u8)>,
     /// Root role, if this peer is the group's root.
     pub root: Option<Root>,
     /// Replica of the root's state, if this peer is one of its k nearest peers.

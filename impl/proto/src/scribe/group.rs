@@ -34,6 +34,13 @@ pub(crate) struct Group {
     /// The highest epoch promised to a fetching root, and to whom: records of a lower epoch
     /// are refused from then on (fencing).
     pub promised: (u64, Option<NodeId>),
+    /// The root whose lease this peer confirmed last (it granted that root's fetch or
+    /// acknowledged its REPLICATE), and until when the lease may run: `root_lease` from the
+    /// confirmation, at least as long as the root's own lease, which runs from before it.
+    /// Meanwhile this peer promises no other root anything (`FetchReply::busy_for`) and
+    /// acknowledges no other root's REPLICATE, so that no newer root commits past a state
+    /// the older one may still answer a JOIN from.
+    pub confirms: Option<(NodeId, Millis)>,
     /// Next maintenance tick (every `heartbeat_interval`).
     pub next_tick: Millis,
     /// Next periodic re-replication of the root record (every `replica_refresh`).
@@ -55,9 +62,21 @@ impl Group {
             root: None,
             record: None,
             promised: (0, None),
+            confirms: None,
             next_tick: now + cfg.heartbeat_interval,
             next_refresh: now + cfg.replica_refresh,
             armed: Armed::default(),
+        }
+    }
+    /// Milliseconds for which this peer still confirms the lease of a root other than `root`
+    /// (0: none runs).
+    pub(crate) fn busy_for(&self, root: NodeId, now: Millis, cfg: &Config) -> Millis {
+        if cfg.mutant_on(crate::mutants::Mutant::LeaseIgnored) {
+            return 0;
+        }
+        match self.confirms {
+            Some((other, until)) if other != root => until.saturating_sub(now),
+            _ => 0,
         }
     }
     pub(crate) fn has_interest(&self) -> bool {
@@ -165,7 +184,13 @@ impl Scribe {
         }
         self.prune(ctx, gid);
         let g = &self.groups[&gid];
-        if !g.has_interest() && g.root.is_none() && g.parent.is_none() && g.record.is_none() {
+        let confirming = g.confirms.is_some_and(|c| c.1 > now);
+        if !g.has_interest()
+            && g.root.is_none()
+            && g.parent.is_none()
+            && g.record.is_none()
+            && !confirming
+        {
             self.groups.remove(&gid);
         }
     }

@@ -71,6 +71,16 @@ impl Ctx<'_> {
     pub fn me(&self) -> NodeHandle {
         self.out.me
     }
+    /// The peer this one knows (itself included) that is closer to `gid` than `sender`, if
+    /// any: then `sender` is not the group's root.
+    fn closer_than(&self, gid: GroupId, sender: &NodeHandle) -> Option<NodeHandle> {
+        let best = self
+            .overlay
+            .leaf
+            .closest(gid.0, Some(sender.id))
+            .unwrap_or(self.me());
+        crate::id::closer(gid.0, best.id.0, sender.id.0).then_some(best)
+    }
     fn route_to_self(&mut self, gid: GroupId, body: Routed) {
         let me = self.out.me;
         self.out.loopback.push_back((
@@ -149,7 +159,14 @@ impl Scribe {
                 rec,
                 promised,
                 granted,
-            } => self.on_fetch_reply(ctx, from, gid, rec, (epoch, promised, granted)),
+                busy_for,
+            } => {
+                if busy_for > 0 {
+                    self.on_fetch_busy(ctx, from, gid, epoch, busy_for);
+                } else {
+                    self.on_fetch_reply(ctx, from, gid, rec, (epoch, promised, granted));
+                }
+            }
         }
     }
 
@@ -184,6 +201,19 @@ impl Scribe {
                 .filter(|h| self.subs.get(h).is_some_and(|s| s.accepted))
                 .count(),
         })
+    }
+
+    /// Whether this peer's root role of `gid` answers requests at `now`: it is active, its
+    /// lease holds and it reaches a replica quorum.
+    pub fn serves(&self, overlay: &Overlay, cfg: &Config, gid: GroupId, now: Millis) -> bool {
+        let Some(role) = self.groups.get(&gid).and_then(|g| g.root.as_ref()) else {
+            return false;
+        };
+        let mut replicas = Vec::new();
+        overlay.nearest_leaves(gid.0, cfg.replicas, &mut replicas);
+        role.active
+            && role.lease_holds(&replicas, now, cfg.root_lease)
+            && replication::quorum(cfg, overlay, replicas.len())
     }
 
     pub fn record_view(&self, gid: GroupId) -> Option<crate::event::RecordView> {

@@ -83,7 +83,7 @@ impl Scribe {
             };
             ctx.overlay
                 .nearest_leaves(gid.0, ctx.cfg.replicas, &mut self.scratch);
-            if !super::replication::quorum(ctx, self.scratch.len()) {
+            if !super::replication::quorum(ctx.cfg, ctx.overlay, self.scratch.len()) {
                 // The smaller side of a partition: nothing it answers could be trusted, a
                 // publisher's 200 or 412, or a JOIN's state (a watcher could be sent a version
                 // older than one it was shown before). The request waits; the contact peer

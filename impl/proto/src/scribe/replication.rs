@@ -7,7 +7,7 @@ use super::record::{Commit, Record};
 use super::{Ctx, Scribe};
 use crate::id::{GroupId, NodeId};
 use crate::mutants::Mutant;
-use crate::pastry::Hop;
+use crate::pastry::{Hop, Overlay};
 use crate::wire::{NodeHandle, PubReqId, PublishReply, Routed, ScribeMsg, WireRecord};
 
 impl Scribe {
@@ -94,7 +94,7 @@ impl Scribe {
         let all = scratch
             .iter()
             .all(|h| role.acked.iter().any(|a| a.0 == h.id && a.1 >= rev));
-        if !all || !quorum(ctx, scratch.len()) {
+        if !all || !quorum(ctx.cfg, ctx.overlay, scratch.len()) {
             return false;
         }
         let c = role.pending.take().expect("checked");
@@ -157,12 +157,8 @@ impl Scribe {
         }
         // Only the numerically closest peer may commit: refuse when we know a closer one
         // (named first: the sender hands the group over rather than fetching again).
-        let best = ctx
-            .overlay
-            .leaf
-            .closest(gid.0, Some(from.id))
-            .unwrap_or(ctx.me());
-        let refuse = crate::id::closer(gid.0, best.id.0, from.id.0);
+        let closer = ctx.closer_than(gid, &from);
+        let refuse = closer.is_some();
         let g = self.group(ctx, gid);
         let known = g.known_epoch();
         // Refuse a root of an older epoch, or of the epoch we promised another root (not
@@ -182,6 +178,14 @@ impl Scribe {
             return;
         }
         let g = self.group(ctx, gid);
+        if g.root.is_none() && !refuse && !perfect {
+            // An acknowledgement confirms the sender's lease; while another root's may still
+            // run, confirm nothing (the sender's replication retry asks again).
+            if g.busy_for(from.id, ctx.now, ctx.cfg) > 0 {
+                return;
+            }
+            g.confirms = Some((from.id, ctx.now.saturating_add(ctx.cfg.root_lease)));
+        }
         if g.root.is_none() {
             let first = ctx.cfg.mutant_on(Mutant::ReplicaKeepsFirst) && g.record.is_some();
             let newer = g.record.as_ref().is_none_or(|r| inc.key() >= r.key());
@@ -189,12 +193,13 @@ impl Scribe {
                 g.record = Some(inc);
             }
         }
-        if refuse {
-            ctx.out
-                .send(&from, ScribeMsg::NotRoot { gid, closer: best });
-        } else {
-            ctx.out
-                .send(&from, ScribeMsg::ReplicateAck { gid, rev, stamp });
+        match closer {
+            Some(best) => ctx
+                .out
+                .send(&from, ScribeMsg::NotRoot { gid, closer: best }),
+            None => ctx
+                .out
+                .send(&from, ScribeMsg::ReplicateAck { gid, rev, stamp }),
         }
     }
 
@@ -284,10 +289,10 @@ impl Scribe {
 /// forgotten): only the larger side of a partition commits, hence acknowledges. Below three
 /// there is no majority to protect, and a lone root serves. A driver whose failure detector
 /// never suspects a live peer (`root_lease` off) has no partitions to guard against.
-pub(super) fn quorum(ctx: &Ctx<'_>, replicas: usize) -> bool {
-    let n = 1 + ctx.cfg.replicas.min(ctx.overlay.nominal_neighbours());
+pub(super) fn quorum(cfg: &crate::Config, overlay: &Overlay, replicas: usize) -> bool {
+    let n = 1 + cfg.replicas.min(overlay.nominal_neighbours());
     n < 3
         || replicas >= n / 2
-        || ctx.cfg.root_lease == crate::Millis::MAX
-        || ctx.cfg.mutant_on(Mutant::NoQuorum)
+        || cfg.root_lease == crate::Millis::MAX
+        || cfg.mutant_on(Mutant::NoQuorum)
 }

@@ -24,6 +24,13 @@
 //!   which is shorter than the silence after which a replica takes over; otherwise it fetches
 //!   again first. A paused or cut-off root therefore never answers from a record another root
 //!   moved past: its first request after it comes back finds the newer record.
+//! * **Exclusive leases.** A peer that confirmed a root (granted its fetch, acknowledged its
+//!   REPLICATE) confirms no other root until `root_lease` has passed since: it answers
+//!   another root's fetch with `busy_for` (no promise, no record; that root asks again once
+//!   the time is up) and leaves its REPLICATEs unacknowledged. The root's own lease runs
+//!   from before the confirmation (from when it asked), so it has lapsed by then: two roots
+//!   whose replica sets meet never both serve, even when the newer one did not reach the
+//!   older one to make it demote (a partial heal).
 //! * **Heal.** When a peer this one declared dead turns out alive, every root role here drops
 //!   its lease, and a fetch waits `fetch_timeout` for the other peers declared dead to answer
 //!   before it settles, so that it asks the root that served meanwhile.
@@ -281,41 +288,90 @@ impl Scribe {
         // between handing over and taking over for as long as we have not noticed the death;
         // its REPLICATEs get `NotRoot` once it serves.
         let perfect = ctx.cfg.root_lease == crate::Millis::MAX;
-        let best = ctx
-            .overlay
-            .leaf
-            .closest(gid.0, Some(from.id))
-            .unwrap_or(ctx.me());
-        let closer_known = !perfect && crate::id::closer(gid.0, best.id.0, from.id.0);
-        // A peer that holds nothing of the group promises nothing (it has nothing an older
-        // root could build on, and keeps no state for a group it does not serve).
-        let (promised, granted, rec) = match self.groups.get_mut(&gid) {
-            Some(g) => {
-                let promised = g.known_epoch();
-                // (Under a failure detector that never suspects a live peer there is no
-                // rival root to refuse.)
-                let granted = perfect
-                    || (!closer_known
-                        && (epoch > promised || g.promised == (epoch, Some(from.id))));
-                if granted {
-                    g.promised = (epoch, Some(from.id));
-                }
-                (
-                    promised,
-                    granted,
-                    g.best_record().map(|r| r.to_wire(ctx.now)),
-                )
+        let closer_known = !perfect && ctx.closer_than(gid, &from).is_some();
+        // Under a failure detector that never suspects a live peer there is no rival root
+        // to refuse, and a peer that holds nothing of the group keeps no state for it.
+        let g = match self.groups.get_mut(&gid) {
+            Some(g) => g,
+            None if perfect => {
+                let reply = ScribeMsg::FetchReply {
+                    gid,
+                    epoch,
+                    rec: None,
+                    promised: 0,
+                    granted: true,
+                    busy_for: 0,
+                };
+                ctx.out.send(&from, reply);
+                return;
             }
-            None => (0, true, None),
+            // Even holding nothing, the promise and the lease are kept: a root counts this
+            // grant in its lease.
+            None => super::group::entry(&mut self.groups, ctx, gid),
         };
+        // Another root's lease that we confirmed may still run: that root may answer a JOIN
+        // from its record until then, so no newer root may commit past it yet. Ask again.
+        let busy_for = g.busy_for(from.id, ctx.now, ctx.cfg);
+        if !perfect && !closer_known && busy_for > 0 {
+            let reply = ScribeMsg::FetchReply {
+                gid,
+                epoch,
+                rec: None,
+                promised: g.known_epoch(),
+                granted: false,
+                busy_for,
+            };
+            ctx.out.send(&from, reply);
+            return;
+        }
+        let promised = g.known_epoch();
+        let granted = perfect
+            || (!closer_known && (epoch > promised || g.promised == (epoch, Some(from.id))));
+        if granted {
+            g.promised = (epoch, Some(from.id));
+            if !perfect {
+                g.confirms = Some((from.id, ctx.now.saturating_add(ctx.cfg.root_lease)));
+            }
+        }
         let reply = ScribeMsg::FetchReply {
             gid,
             epoch,
-            rec,
+            rec: g.best_record().map(|r| r.to_wire(ctx.now)),
             promised,
             granted,
+            busy_for: 0,
         };
         ctx.out.send(&from, reply);
+    }
+
+    /// A peer we asked confirms another root's lease for `busy_for` ms more: keep awaiting
+    /// it, and ask it again once that lease lapsed (the fetch timer, pushed back to then,
+    /// re-asks the peers still awaited, up to [`FETCH_ATTEMPTS`] times; past them the root
+    /// serves without that peer's grant, so its lease does not hold and its first request
+    /// starts a new round).
+    pub(crate) fn on_fetch_busy(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: NodeHandle,
+        gid: GroupId,
+        epoch: u64,
+        busy_for: u64,
+    ) {
+        let Some(role) = self.groups.get_mut(&gid).and_then(|g| g.root.as_mut()) else {
+            return;
+        };
+        if role.active || !role.waiting.contains(&from.id) || epoch != role.epoch {
+            return;
+        }
+        ctx.out.stats.fetch_busy += 1;
+        // (At most a lease more: a confused or hostile peer cannot park the fetch.)
+        let wait = busy_for.min(ctx.cfg.root_lease) + 1;
+        role.fetch_deadline = role.fetch_deadline.max(ctx.now + wait);
+        ctx.timers.arm(
+            role.fetch_deadline,
+            Timer::Fetch(gid),
+            &mut role.fetch_armed,
+        );
     }
 
     pub(crate) fn on_fetch_reply(

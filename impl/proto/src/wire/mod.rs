@@ -36,8 +36,9 @@ pub use scribe::{
 };
 
 /// Wire format version carried in the first byte of every datagram (5: the [`Stamp`] of
-/// authenticated datagrams; 7: `FetchReply` and `Fenced` name the epoch they answer).
-pub const VERSION: u8 = 7;
+/// authenticated datagrams; 7: `FetchReply` and `Fenced` name the epoch they answer;
+/// 8: `FetchReply::busy_for`).
+pub const VERSION: u8 = 8;
 /// Largest datagram a peer sends or accepts.
 pub const MAX_DATAGRAM_LEN: usize = 16 * 1024;
 /// Length of the HMAC-SHA-256 tag appended when a cluster key is configured.
@@ -507,6 +508,7 @@ mod tests {
                 rec: None,
                 promised: 8,
                 granted: false,
+                busy_for: 1_200,
             }),
             Msg::Scribe(ScribeMsg::PublishReply {
                 req: PubReqId {

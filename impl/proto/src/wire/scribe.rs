@@ -273,5 +273,8 @@ pub enum ScribeMsg {
         /// Whether the sender promised the asked epoch (no other root asked for it or a
         /// higher one first).
         granted: bool,
+        /// Non-zero: the sender confirms another root's lease for this many milliseconds
+        /// more. It promised nothing and sent no record; the root asks it again then.
+        busy_for: u64,
     },
 }
