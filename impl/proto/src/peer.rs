@@ -575,7 +575,7 @@ impl Peer {
             // Forget it before acting on the message, so that a re-JOIN this message triggers
             // is not routed back to it.
             self.overlay
-                .handle(now, from, &PastryMsg::Departing, &self.cfg, &mut self.out);
+                .forget(now, from, false, &self.cfg, &mut self.out);
         }
         if !departing {
             let direct = matches!(msg, Msg::Pastry(PastryMsg::Announce | PastryMsg::Pong));

@@ -55,8 +55,10 @@ pub struct Overlay {
     pub rt: RoutingTable,
     /// Peers declared dead: ignored when learnt second-hand, probed now and then so that a
     /// healed partition or a restarted peer is found again; forgotten at the deadline.
-    /// `(peer, forget at, left gracefully)`; peers that left are not probed and come back
-    /// only by announcing a new join.
+    /// `(peer, forget at, left gracefully)`; peers that left are not probed, until someone
+    /// vouches for them ([`Overlay::vouched`]): they come back by announcing a new join, or
+    /// by answering a probe that a sign of life from them (a message, a third peer's leaf
+    /// set) set off — an announcement can be lost, or reach too few peers.
     tombstones: Vec<(NodeHandle, Millis, bool)>,
     next_probe: Millis,
     bootstrap: Option<(SocketAddr, Millis)>,
@@ -140,6 +142,16 @@ impl Overlay {
         self.tombstones.iter().any(|t| t.0.id == id)
     }
 
+    /// A peer we buried shows signs of life that do not prove it alive now (a message that
+    /// may be old, another peer's word): probe it with the peers declared dead, whose answer
+    /// does prove it. A peer that left and rejoined is found again this way even when its
+    /// announcement to us was lost or never sent (it learnt of us after announcing).
+    fn vouched(&mut self, id: NodeId) {
+        if let Some(t) = self.tombstones.iter_mut().find(|t| t.0.id == id) {
+            t.2 = false;
+        }
+    }
+
     /// Adds a peer to the leaf set and/or routing table where it fits. Second-hand knowledge
     /// (`direct == false`) of a peer recently declared dead is ignored.
     pub(crate) fn consider(&mut self, h: NodeHandle, direct: bool, now: Millis) -> bool {
@@ -148,6 +160,7 @@ impl Overlay {
         }
         if self.tombstoned(h.id) {
             if !direct {
+                self.vouched(h.id);
                 return false;
             }
             self.tombstones.retain(|t| t.0.id != h.id);
@@ -178,6 +191,7 @@ impl Overlay {
             return; // the common case: nothing to learn
         }
         if !alive_now && self.tombstoned(from.id) {
+            self.vouched(from.id);
             return;
         }
         if slot_filled && !in_leaf && !self.leaf.would_insert(from.id) && !self.tombstoned(from.id)
@@ -247,21 +261,7 @@ impl Overlay {
                 let leaves = self.leaf.iter().map(|e| e.handle).collect();
                 out.send(&from, PastryMsg::LeafSetReply { leaves });
             }
-            PastryMsg::Departing => {
-                let mut leaf_changed = self.leaf.remove(from.id);
-                leaf_changed |= self.rt.remove(from.id).is_some();
-                self.tombstones.retain(|t| t.0.id != from.id);
-                if self.tombstones.len() >= MAX_TOMBSTONES {
-                    self.tombstones.remove(0);
-                }
-                self.tombstones.push((from, now + cfg.tombstone_ttl, true));
-                if leaf_changed {
-                    let (a, b) = self.leaf.extremes();
-                    for h in a.iter().chain(b.iter()) {
-                        out.send(h, PastryMsg::LeafSetRequest);
-                    }
-                }
-            }
+            PastryMsg::Departing => self.forget(now, from, true, cfg, out),
             PastryMsg::LeafSetRequest => {
                 let leaves = self.leaf.iter().map(|e| e.handle).collect();
                 out.send(&from, PastryMsg::LeafSetReply { leaves });
@@ -305,6 +305,35 @@ impl Overlay {
             }
         }
         false
+    }
+
+    /// Forgets `from`, which left (`departed`: it said so; it comes back only by announcing
+    /// a new join) or is out of the overlay for now (it spoke while not ready: it restarted
+    /// and rejoins, or is leaving and this overtook its `Departing`). The second kind is
+    /// probed like a peer declared dead: a message sent while it was joining can arrive after
+    /// its announcement (reordering), and must not keep it out once it answers.
+    pub(crate) fn forget(
+        &mut self,
+        now: Millis,
+        from: NodeHandle,
+        departed: bool,
+        cfg: &Config,
+        out: &mut Outbox,
+    ) {
+        let mut leaf_changed = self.leaf.remove(from.id);
+        leaf_changed |= self.rt.remove(from.id).is_some();
+        self.tombstones.retain(|t| t.0.id != from.id);
+        if self.tombstones.len() >= MAX_TOMBSTONES {
+            self.tombstones.remove(0);
+        }
+        self.tombstones
+            .push((from, now + cfg.tombstone_ttl, departed));
+        if leaf_changed {
+            let (a, b) = self.leaf.extremes();
+            for h in a.iter().chain(b.iter()) {
+                out.send(h, PastryMsg::LeafSetRequest);
+            }
+        }
     }
 
     /// Tells every known peer that this one leaves the overlay.
