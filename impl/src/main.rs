@@ -21,12 +21,17 @@
 //! without a `cluster_key` on a non-loopback overlay address.
 //!
 //! Logs go to stderr (`RUST_LOG`, default `info`; `--log-format json` for JSON lines; colour
-//! only on a terminal). Ctrl-C or SIGTERM makes every peer leave the overlay gracefully, then
-//! the process exits 0. Invalid arguments or configuration exit 2.
+//! only on a terminal). Ctrl-C or SIGTERM makes every peer leave the overlay gracefully (its
+//! groups to their replicas, its subscribers told `terminated;reason=deactivated` so that they
+//! subscribe again through another peer), then the process exits 0. Invalid arguments or
+//! configuration exit 2.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use sascribe::runtime::{admin, metrics, ConfigError, ConfigFile, HostLoop, RuntimeHandle};
+use sascribe::runtime::impair::{self, ImpairSpec, Impaired, Impairment};
+use sascribe::runtime::{
+    admin, metrics, ConfigError, ConfigFile, HostLoop, RuntimeHandle, TokioClock,
+};
 use sascribe::sip::auth::{AuthConfig, WatchPolicy};
 use sascribe::{Call, Config, NodeId};
 use std::collections::hash_map::RandomState;
@@ -36,6 +41,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use tokio::net::UdpSocket;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -96,6 +102,11 @@ struct PeerArgs {
     /// Validate the configuration file (and the arguments), print `OK`, and exit.
     #[arg(long)]
     check_config: bool,
+    /// For fault campaigns only: delay, jitter and duplicate the datagrams this peer sends
+    /// (`delay=MS,jitter=MS,dup=PCT`) while switched on, by SIGUSR1 (SIGUSR2 switches it off;
+    /// it starts off). Stands in for `tc netem` where the kernel lacks it.
+    #[arg(long, value_name = "SPEC")]
+    impair: Option<ImpairSpec>,
     #[command(flatten)]
     ops: OpsArgs,
 }
@@ -392,7 +403,7 @@ fn bind_error(e: std::io::Error, what: &str, addr: SocketAddr, flag: &str) -> an
     }
 }
 
-/// Binds one peer (and its SIP front end) and starts it.
+/// Binds one peer (and its SIP front end), ready to spawn.
 async fn start(
     listen: SocketAddr,
     advertise: Option<SocketAddr>,
@@ -401,7 +412,7 @@ async fn start(
     id: NodeId,
     config: Config,
     settings: &SipSettings,
-) -> anyhow::Result<RuntimeHandle> {
+) -> anyhow::Result<HostLoop<UdpSocket, TokioClock>> {
     // The flag to change the port with: a cluster's SIP ports come from --sip-base-port.
     let overlay_flag = match sip {
         Some((_, "--sip-base-port")) => "--base-port",
@@ -420,7 +431,7 @@ async fn start(
     if let Some(via) = bootstrap {
         node.bootstrap(via);
     }
-    Ok(node.spawn())
+    Ok(node)
 }
 
 fn describe(h: &RuntimeHandle) -> String {
@@ -520,6 +531,15 @@ async fn run_peer(a: PeerArgs, config: Config, settings: &SipSettings) -> anyhow
         settings,
     )
     .await?;
+    let h = match a.impair {
+        Some(spec) => {
+            let imp = Impairment::new(spec, random_u64());
+            impair::switch_on_signals(imp.clone()).context("installing the SIGUSR1/2 handlers")?;
+            tracing::warn!(%spec, "NETWORK IMPAIRMENT armed (--impair): SIGUSR1 switches it on, SIGUSR2 off; for fault campaigns only");
+            h.map_transport(|s| Impaired::new(s, imp.clone())).spawn()
+        }
+        None => h.spawn(),
+    };
     println!("peer {}", describe(&h));
     start_ops(&a.ops, std::slice::from_ref(&h)).await?;
     let me = a.advertise.unwrap_or(h.overlay_addr());
@@ -598,7 +618,8 @@ async fn run_cluster(a: ClusterArgs, config: Config, settings: &SipSettings) -> 
                 config.clone(),
                 settings,
             )
-            .await?;
+            .await?
+            .spawn();
             h.wait_ready(Duration::from_secs(30))
                 .await
                 .with_context(|| format!("peer {i} did not join"))?;
@@ -650,9 +671,7 @@ async fn leave_all(handles: &[RuntimeHandle]) {
 /// The SIP front end ([`sascribe::sip::SipEndpoint`]) on its own port, UDP and TCP.
 mod frontend {
     use super::*;
-    use sascribe::runtime::TokioClock;
     use sascribe::sip::SipConfig;
-    use tokio::net::UdpSocket;
 
     /// Attaches the SIP front end on `listen` (a UDP socket and a TCP listener). Its own
     /// address (in `Via` and `Contact`) is the bound address, with the IP of `advertise` when

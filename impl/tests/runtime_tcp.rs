@@ -346,3 +346,24 @@ async fn a_peer_that_does_not_read_is_dropped_without_blocking_the_loop() {
     ua.expect("SIP/2.0 200").await;
     h.shutdown().await;
 }
+
+/// An orderly shutdown (SIGTERM: `RuntimeHandle::shutdown`) tells every subscriber, on its
+/// own connection, that its subscription ended with `reason=deactivated` (subscribe again,
+/// elsewhere: RFC 6665 §4.2.2), and the connection closes after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_tells_subscribers_to_subscribe_again() {
+    let h = gateway(|c| c).await;
+    let sip = h.sip_addr().unwrap();
+    let mut bob = TcpUa::connect(sip, "127.0.0.1:5998".parse().unwrap()).await;
+    bob.send("SUBSCRIBE", "tcp-sub-bye", SUB, "").await;
+    bob.expect("SIP/2.0 200").await;
+    let first = bob.expect("NOTIFY ").await;
+    assert!(first.contains("Subscription-State: active"), "{first}");
+    h.shutdown().await;
+    let last = bob.expect("NOTIFY ").await;
+    assert!(
+        last.contains("Subscription-State: terminated;reason=deactivated"),
+        "{last}"
+    );
+    assert!(bob.next().await.is_none(), "the connection closes");
+}

@@ -475,3 +475,155 @@ fn publish_retransmitted_through_a_restarted_gateway_is_answered_from_the_first_
         );
     }
 }
+
+/// One watcher of the rolling restart: its user agent, current subscription and gateway, and
+/// the last sequence number it was notified of.
+struct Rolling {
+    ua: usize,
+    sub: u64,
+    gateway: usize,
+    last: u64,
+    live: bool,
+}
+
+/// Issue 13, item 8: every gateway in turn leaves the overlay in an orderly way (SIGTERM) and
+/// starts again 1.5 s later, while a presentity keeps publishing. A leaving gateway's
+/// subscribers get `terminated;reason=deactivated` and subscribe again at once through the next
+/// gateway, as RFC 6665 §4.2.2 asks; nobody else is told anything. At the end every watcher
+/// holds a live subscription showing the latest acknowledged state. (Before, a leaving gateway
+/// told nobody: its subscribers waited for news that never came until their refresh failed.)
+#[test]
+fn rolling_orderly_restart_keeps_every_watcher_subscribed() {
+    const N: usize = 6;
+    for seed in 0..4 {
+        let mut s = Sim::new(seed, Config::default(), NetConfig::default());
+        s.set_gateways(true);
+        s.add_static_peers(N);
+        s.run_for(500);
+        let subscribe = |s: &mut Sim, ua: usize, gw: usize| {
+            let server = s.sip_addr(gw);
+            s.with_ua(ua, |a, now| {
+                a.subscribe(now, server, URI, "presence", 3_600)
+            })
+            .0
+        };
+        let mut watchers: Vec<Rolling> = (0..2 * N)
+            .map(|w| {
+                let ua = s.add_ua(&format!("sip:watcher{w}@example.test"));
+                let gateway = w % N;
+                let sub = subscribe(&mut s, ua, gateway);
+                Rolling {
+                    ua,
+                    sub,
+                    gateway,
+                    last: 0,
+                    live: true,
+                }
+            })
+            .collect();
+        let publisher = s.add_ua(URI);
+        let (mut etag, mut acked, mut deactivated) = (None::<String>, 0u64, 0);
+        // Runs `ms`, re-subscribing watchers told `deactivated` through a gateway other than
+        // `leaving`, and recording what the publisher's 200s and the watchers' NOTIFYs say.
+        let mut run = |s: &mut Sim,
+                       watchers: &mut Vec<Rolling>,
+                       etag: &mut Option<String>,
+                       acked: &mut u64,
+                       leaving: usize,
+                       ms: u64|
+         -> Result<(), String> {
+            for _ in 0..ms / 50 {
+                s.run_for(50);
+                for e in s.drain_ua_log() {
+                    if e.ua == publisher {
+                        if let UaEvent::Response {
+                            code, etag: t, seq, ..
+                        } = e.event
+                        {
+                            match code {
+                                200 => {
+                                    *etag = t;
+                                    *acked = (*acked).max(seq.ok_or("200 without a seq")?);
+                                }
+                                _ => *etag = None,
+                            }
+                        }
+                        continue;
+                    }
+                    let Some(w) = watchers.iter_mut().find(|w| w.ua == e.ua) else {
+                        continue;
+                    };
+                    match e.event {
+                        UaEvent::Notify {
+                            sub,
+                            terminated: true,
+                            reason,
+                            ..
+                        } if sub == w.sub => {
+                            if reason.as_deref() != Some("deactivated") || w.gateway != leaving {
+                                return Err(format!(
+                                    "watcher {} at gateway {} terminated ({reason:?}) while \
+                                     gateway {leaving} left",
+                                    w.ua, w.gateway
+                                ));
+                            }
+                            deactivated += 1;
+                            w.gateway = (leaving + 1) % N;
+                            w.sub = subscribe(s, w.ua, w.gateway);
+                            w.live = true;
+                        }
+                        UaEvent::Notify { sub, seq, .. } if sub == w.sub => {
+                            w.last = w.last.max(seq.unwrap_or(0));
+                        }
+                        UaEvent::Response { sub, code, .. } if sub == Some(w.sub) => {
+                            w.live = code == 200;
+                        }
+                        UaEvent::Timeout { sub, .. } if sub == Some(w.sub) => w.live = false,
+                        _ => {}
+                    }
+                }
+            }
+            Ok(())
+        };
+        run(&mut s, &mut watchers, &mut etag, &mut acked, N, 2_000).unwrap();
+        for i in 0..N {
+            s.leave(i);
+            run(&mut s, &mut watchers, &mut etag, &mut acked, i, 1_500).unwrap();
+            s.restart(i, (i + 1) % N);
+            run(&mut s, &mut watchers, &mut etag, &mut acked, i, 2_500).unwrap();
+            let server = s.sip_addr((i + 1) % N);
+            let body = pidf(i as u32 + 1);
+            let t = etag.clone();
+            s.with_ua(publisher, |a, now| {
+                a.publish(
+                    now,
+                    server,
+                    URI,
+                    "presence",
+                    Some((PIDF, body)),
+                    t.as_deref(),
+                    Some(600),
+                )
+            });
+            run(&mut s, &mut watchers, &mut etag, &mut acked, i, 1_500).unwrap();
+        }
+        run(&mut s, &mut watchers, &mut etag, &mut acked, N, 10_000).unwrap();
+        assert!(
+            acked >= N as u64,
+            "seed {seed}: only seq {acked} acknowledged"
+        );
+        // Two watchers started at each gateway; each was moved at least once.
+        assert!(
+            deactivated >= 2 * N,
+            "seed {seed}: {deactivated} deactivated"
+        );
+        for w in &watchers {
+            assert!(w.live, "seed {seed}: watcher {} not subscribed", w.ua);
+            assert_eq!(
+                w.last, acked,
+                "seed {seed}: watcher {} (gateway {}) shows seq {}, the latest is {acked}",
+                w.ua, w.gateway, w.last
+            );
+        }
+    }
+}

@@ -22,7 +22,8 @@ pub struct CampaignArgs {
     pub schedules: usize,
     /// Only these named schedules (comma-separated), then random ones if --schedules asks for
     /// more. Names: root-kill, loss5, rolling-restart, loss20, root-partition, root-pause,
-    /// root-successor-partition, root-oneway.
+    /// root-successor-partition, root-oneway, jitter, root-kill-jitter,
+    /// orderly-rolling-restart.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Only random schedules.
@@ -49,6 +50,11 @@ pub struct CampaignArgs {
     /// The `sascribe` binary.
     #[arg(long, default_value = "target/release/sascribe")]
     pub sascribe: PathBuf,
+    /// What the `impair` faults do to every datagram a peer sends while on (`sascribe peer
+    /// --impair`): delay and uniform jitter in ms, duplication in percent. Jitter well above
+    /// the time between two datagrams reorders them.
+    #[arg(long, default_value = "delay=5,jitter=150,dup=10")]
+    pub impair: String,
     /// Exit 0 even if a schedule fails (a survey rather than a gate).
     #[arg(long)]
     pub no_fail: bool,
@@ -151,7 +157,7 @@ async fn run_one(
 ) -> anyhow::Result<Report> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let ids: Vec<u128> = (0..args.peers).map(|_| rng.random()).collect();
-    let mut lab = Lab::create(&format!("{index}"), &ids, sascribe, dir)?;
+    let mut lab = Lab::create(&format!("{index}"), &ids, sascribe, &args.impair, dir)?;
     lab.start(0, true, Duration::from_secs(20)).await?;
     for i in 1..args.peers {
         lab.start(i, false, Duration::from_secs(20)).await?;
@@ -199,9 +205,11 @@ async fn run_one(
         match action {
             Action::Kill(w) => lab.kill(who(*w)).await,
             Action::Restart(w) => lab.restart(who(*w)).await?,
+            Action::OrderlyRestart(w) => lab.orderly_restart(who(*w)).await?,
             Action::Stop(w) => lab.pause(who(*w), true),
             Action::Cont(w) => lab.pause(who(*w), false),
             Action::Loss(p) => lab.loss(*p)?,
+            Action::Impair(on) => lab.impair(*on),
             Action::Block(a, b) => {
                 let a: Vec<usize> = a.iter().map(|w| who(*w)).collect();
                 let b: Vec<usize> = b.iter().map(|w| who(*w)).collect();

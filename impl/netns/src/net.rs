@@ -1,6 +1,9 @@
 //! The lab: network namespaces on one machine, one per peer plus one for the load client,
 //! each joined by a veth pair to a bridge in a namespace of its own, where an nftables
 //! `bridge` table drops what the faults say (random UDP loss, partitions, one-way ones too).
+//! Delay, jitter, duplication and reordering come from the peers themselves: each runs with
+//! `--impair SPEC` and impairs what it sends between a `SIGUSR1` and a `SIGUSR2` (the kernel
+//! here has no `sch_netem` for `tc netem`).
 //! Addresses (10.77.0.0/24) exist only inside these namespaces. Dropping the lab kills every
 //! process it started and deletes its namespaces.
 
@@ -81,12 +84,21 @@ pub struct Lab {
     dir: PathBuf,
     faults: Writer,
     rules: Vec<String>,
+    /// `sascribe peer --impair` of every peer, and whether the impairment is on.
+    impair: String,
+    impaired: bool,
 }
 
 impl Lab {
     /// Creates the namespaces (`PREFIX<pid>-<tag>-…`) and the bridge; starts no peer yet.
     /// `ids` are the peers' overlay ids.
-    pub fn create(tag: &str, ids: &[u128], sascribe: &Path, dir: &Path) -> anyhow::Result<Self> {
+    pub fn create(
+        tag: &str,
+        ids: &[u128],
+        sascribe: &Path,
+        impair: &str,
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
         let name = format!("{PREFIX}{}-{tag}", std::process::id());
         std::fs::create_dir_all(dir)?;
         let mut lab = Lab {
@@ -100,6 +112,8 @@ impl Lab {
             dir: dir.to_path_buf(),
             faults: Writer::open(&dir.join("faults.jsonl"))?,
             rules: Vec::new(),
+            impair: impair.to_string(),
+            impaired: false,
         };
         let br = lab.bridge_ns.clone();
         lab.add_ns(&br)?;
@@ -194,7 +208,8 @@ impl Lab {
             .args(["peer", "--listen", &p.overlay().to_string()])
             .args(["--sip", &p.sip().to_string()])
             .args(["--id", &format!("{:032x}", p.id)])
-            .args(["--admin", ADMIN]);
+            .args(["--admin", ADMIN])
+            .args(["--impair", &self.impair]);
         if !first {
             cmd.args(["--bootstrap", &others.join(",")]);
         }
@@ -204,13 +219,33 @@ impl Lab {
             .kill_on_drop(true);
         p.child = Some(cmd.spawn().context("starting a peer")?);
         p.stopped = false;
+        if self.impaired {
+            // It prints `peer …` once its signal handlers are in place (an earlier SIGUSR1
+            // would kill it).
+            self.wait_line(i, &out_path, &err_path, "peer ", Duration::from_secs(20))
+                .await?;
+            self.signal(i, Signal::SIGUSR1);
+        }
         if within.is_zero() {
             return Ok(());
         }
+        self.wait_line(i, &out_path, &err_path, "ready", within)
+            .await
+    }
+
+    /// Waits until peer `i` prints a line starting with `prefix` (at most `within`).
+    async fn wait_line(
+        &mut self,
+        i: usize,
+        out_path: &Path,
+        err_path: &Path,
+        prefix: &str,
+        within: Duration,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
         loop {
-            let out = std::fs::read_to_string(&out_path).unwrap_or_default();
-            if out.lines().any(|l| l == "ready") {
+            let out = std::fs::read_to_string(out_path).unwrap_or_default();
+            if out.lines().any(|l| l.starts_with(prefix)) {
                 return Ok(());
             }
             if let Some(c) = self.peers[i].child.as_mut() {
@@ -223,7 +258,7 @@ impl Lab {
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "peer {i} not ready within {within:?}; see {}",
+                    "peer {i} did not print {prefix:?} within {within:?}; see {}",
                     err_path.display()
                 );
             }
@@ -258,6 +293,30 @@ impl Lab {
         self.start(i, false, within).await
     }
 
+    /// SIGTERM to peer `i` (resumed first if paused): it leaves the overlay in an orderly way;
+    /// waits up to 5 s for it to exit (then SIGKILL), and starts it again (same id and
+    /// address).
+    pub async fn orderly_restart(&mut self, i: usize) -> anyhow::Result<()> {
+        if self.peers[i].stopped {
+            self.pause(i, false);
+        }
+        self.log_fault(format!("SIGTERM p{i}"), Some(i));
+        if let Some(mut c) = self.peers[i].child.take() {
+            if let Some(pid) = c.id() {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            }
+            if tokio::time::timeout(Duration::from_secs(5), c.wait())
+                .await
+                .is_err()
+            {
+                eprintln!("peer {i} still running 5 s after SIGTERM: killed");
+                let _ = c.start_kill();
+                let _ = tokio::time::timeout(Duration::from_secs(5), c.wait()).await;
+            }
+        }
+        self.restart(i).await
+    }
+
     /// SIGSTOP (pause) or SIGCONT (resume) to peer `i`.
     pub fn pause(&mut self, i: usize, stop: bool) {
         let sig = if stop {
@@ -269,6 +328,31 @@ impl Lab {
         if let Some(pid) = self.peers[i].pid() {
             let _ = kill(pid, sig);
             self.peers[i].stopped = stop;
+        }
+    }
+
+    fn signal(&self, i: usize, sig: Signal) {
+        if let Some(pid) = self.peers[i].pid() {
+            let _ = kill(pid, sig);
+        }
+    }
+
+    /// Switches every running peer's impairment on (delay, jitter, duplication of what it
+    /// sends) or off. Peers started while it is on get it too.
+    pub fn impair(&mut self, on: bool) {
+        if on == self.impaired {
+            return;
+        }
+        self.impaired = on;
+        let what = if on {
+            format!("impair {}", self.impair)
+        } else {
+            "impair off".to_string()
+        };
+        self.log_fault(what, None);
+        let sig = if on { Signal::SIGUSR1 } else { Signal::SIGUSR2 };
+        for i in 0..self.peers.len() {
+            self.signal(i, sig);
         }
     }
 
@@ -321,6 +405,7 @@ impl Lab {
             }
         }
         self.clear()?;
+        self.impair(false);
         for i in 0..self.peers.len() {
             if !self.peers[i].up() {
                 self.restart(i).await?;

@@ -19,10 +19,16 @@ pub enum Who {
 pub enum Action {
     Kill(Who),
     Restart(Who),
+    /// SIGTERM (an orderly shutdown: the peer leaves the overlay and tells its subscribers),
+    /// then the same peer started again.
+    OrderlyRestart(Who),
     Stop(Who),
     Cont(Who),
     /// Random loss of UDP on the bridge, in percent (0 ends it).
     Loss(u8),
+    /// Every peer delays, jitters and duplicates what it sends (the campaign's `--impair`),
+    /// which reorders it too; `false` ends it.
+    Impair(bool),
     /// Drop everything from the first set to the second (one way).
     Block(Vec<Who>, Vec<Who>),
     /// Remove every drop rule.
@@ -52,6 +58,9 @@ pub const NAMED: &[&str] = &[
     "root-pause",
     "root-successor-partition",
     "root-oneway",
+    "jitter",
+    "root-kill-jitter",
+    "orderly-rolling-restart",
 ];
 
 /// A named schedule for a cluster of `peers` peers.
@@ -75,6 +84,14 @@ pub fn named(name: &str, peers: usize) -> Option<Schedule> {
         "rolling-restart" => {
             let mut steps: Vec<(f64, Action)> = (0..peers)
                 .map(|i| (4.0 + 3.0 * i as f64, Restart(Peer(i))))
+                .collect();
+            steps.push((4.0 + 3.0 * peers as f64, Heal));
+            s(steps, 8 + 3 * peers as u64, false)
+        }
+        // Every peer in turn: SIGTERM (it leaves in an orderly way), started again, 3 s apart.
+        "orderly-rolling-restart" => {
+            let mut steps: Vec<(f64, Action)> = (0..peers)
+                .map(|i| (4.0 + 3.0 * i as f64, OrderlyRestart(Peer(i))))
                 .collect();
             steps.push((4.0 + 3.0 * peers as f64, Heal));
             s(steps, 8 + 3 * peers as u64, false)
@@ -111,12 +128,20 @@ pub fn named(name: &str, peers: usize) -> Option<Schedule> {
             24,
             false,
         ),
+        // Delay, jitter, duplication and reordering of every datagram for 18 s.
+        "jitter" => s(vec![(2.0, Impair(true)), (20.0, Heal)], 26, false),
+        // The root of p0 dies while every datagram is delayed, duplicated and reordered.
+        "root-kill-jitter" => s(
+            vec![(2.0, Impair(true)), (6.0, Kill(Ring(0))), (18.0, Heal)],
+            24,
+            false,
+        ),
         _ => return None,
     })
 }
 
-/// A random schedule: one to three faults (kill, pause, loss, a symmetric or one-way
-/// partition of one or two peers) overlapping in [3 s, 18 s], never more than two peers down
+/// A random schedule: one to three faults (kill, pause, loss, delay/jitter/duplication, a
+/// symmetric or one-way partition of one or two peers) overlapping in [3 s, 18 s], never more than two peers down
 /// at once (k = 3: root + 3 replicas, so at most k − 1 fail), healed at 18 s.
 pub fn random(seed: u64, peers: usize) -> Schedule {
     use Action::*;
@@ -137,7 +162,7 @@ pub fn random(seed: u64, peers: usize) -> Schedule {
         } else {
             Peer(peer)
         };
-        match rng.random_range(0..4) {
+        match rng.random_range(0..5) {
             0 if down < 2 => {
                 down += 1;
                 names.push(format!("kill {who:?}"));
@@ -154,6 +179,11 @@ pub fn random(seed: u64, peers: usize) -> Schedule {
                 names.push(format!("loss {pct}%"));
                 steps.push((at, Loss(pct)));
                 steps.push((at + len, Loss(0)));
+            }
+            3 => {
+                names.push("impair".to_string());
+                steps.push((at, Impair(true)));
+                steps.push((at + len, Impair(false)));
             }
             _ => {
                 let other: Vec<Who> = (0..peers)

@@ -484,7 +484,19 @@ impl Host {
                     .publish(now, t, gid, req, body, meta, if_match, expires);
             }
             Call::Lookup { key, token } => self.peer.lookup(now, t, key, token),
-            Call::Leave => self.peer.leave(now, t),
+            Call::Leave => {
+                // The front end first, while the peer still routes (it needs no answer).
+                let sip = self.sip.as_mut();
+                if let Some(sip) = sip {
+                    let mut env = Env {
+                        now,
+                        peer: &mut self.peer,
+                        timers: t,
+                    };
+                    sip.depart(&mut env);
+                }
+                self.peer.leave(now, t)
+            }
         }
         Ok(())
     }

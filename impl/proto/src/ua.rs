@@ -79,6 +79,8 @@ pub enum UaEvent {
         sub: u64,
         /// `Subscription-State: terminated`.
         terminated: bool,
+        /// Its `reason` (`timeout`, `deactivated`, …), if any.
+        reason: Option<String>,
         /// `expires` of an active subscription.
         expires: Option<u32>,
         /// The group sequence number the server stamped ([`SEQ_HEADER`]).
@@ -570,10 +572,10 @@ impl UserAgent {
             .headers
             .get("Subscription-State")
             .and_then(|v| SubscriptionState::parse(v).ok());
-        let (terminated, expires) = match state {
-            Some(SubscriptionState::Terminated { .. }) => (true, None),
-            Some(SubscriptionState::Active { expires }) => (false, Some(expires)),
-            _ => (false, None),
+        let (terminated, expires, reason) = match state {
+            Some(SubscriptionState::Terminated { reason }) => (true, None, reason),
+            Some(SubscriptionState::Active { expires }) => (false, Some(expires), None),
+            _ => (false, None, None),
         };
         if terminated {
             s.active = false;
@@ -589,6 +591,7 @@ impl UserAgent {
         self.events.push_back(UaEvent::Notify {
             sub,
             terminated,
+            reason,
             expires,
             seq: r
                 .headers

@@ -227,6 +227,12 @@ impl Collector for Scrape {
                 }),
             ),
             (
+                "sip_subscriptions_deactivated",
+                "subscriptions ended with terminated;reason=deactivated as this peer left",
+                Counter,
+                per(&|s| sip(s).deactivated),
+            ),
+            (
                 "sip_malformed",
                 "malformed SIP messages (answered 400 or dropped)",
                 Counter,

@@ -38,6 +38,7 @@ mod clock;
 mod config_auth;
 mod config_file;
 mod handle;
+pub mod impair;
 mod log;
 pub mod metrics;
 mod tcp;
@@ -72,6 +73,8 @@ const SIP_BATCH: usize = 32;
 /// Datagrams read in a row without the SIP socket ever running empty that count as a full
 /// input queue (100 % backlog, [`Input::Backlog`]).
 pub const SIP_RUN_FULL: usize = 256;
+/// How long a leaving node waits at most for its TCP write queues to empty.
+const LEAVE_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 /// After this many consecutive receive errors on a socket the loop pauses briefly.
 const ERROR_BURST: u32 = 16;
 /// Length of that pause (ms).
@@ -236,6 +239,27 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
         self
     }
 
+    /// The same node over other transports: `f` wraps the overlay transport and the SIP one
+    /// (e.g. in an [`impair::Impaired`] for a fault campaign). Call it before taking handles.
+    pub fn map_transport<U: Transport>(self, f: impl Fn(T) -> U) -> HostLoop<U, C> {
+        HostLoop {
+            host: self.host,
+            overlay: f(self.overlay),
+            sip: self.sip.map(&f),
+            tcp: self.tcp,
+            clock: self.clock,
+            last_now: self.last_now,
+            commands_tx: self.commands_tx,
+            commands: self.commands,
+            events: self.events,
+            sip_addr: self.sip_addr,
+            log: self.log,
+            event_capacity: self.event_capacity,
+            sip_run: self.sip_run,
+            backlog: self.backlog,
+        }
+    }
+
     /// Starts joining the overlay through the peer at `via`.
     pub fn bootstrap(&mut self, via: SocketAddr) {
         let now = self.now();
@@ -356,6 +380,11 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
                         let now = node.now();
                         let _ = node.host.handle_input(now, Input::Call(crate::Call::Leave));
                         node.drain().await;
+                        // The final NOTIFYs to subscribers on TCP are queued on their
+                        // connections: give them a moment to leave.
+                        if let Some(t) = &node.tcp {
+                            t.flush(LEAVE_FLUSH).await;
+                        }
                         tracing::info!("left the overlay");
                     } else {
                         tracing::info!("stopped without leaving");

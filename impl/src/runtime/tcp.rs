@@ -281,6 +281,14 @@ impl Streams {
         g
     }
 
+    /// Waits until every write queue is empty (written to the kernel), at most `within`.
+    pub async fn flush(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.gauges().queued_bytes > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Connections dropped since the last call, which the host must hear of.
     pub fn take_failed(&mut self) -> Vec<ConnId> {
         std::mem::take(&mut self.failed)

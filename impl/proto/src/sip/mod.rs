@@ -28,6 +28,9 @@
 //!   a timeout, a 481 or a 408 ends the subscription (`Peer::unsubscribe`; RFC 6665 §4.2.2,
 //!   RFC 5057).
 //! * Core expiry (`SubTerminated`) becomes a final NOTIFY `terminated;reason=timeout`.
+//! * An orderly shutdown (the peer leaves) ends every subscription with a final NOTIFY
+//!   `terminated;reason=deactivated`: the subscriber subscribes again at once, through
+//!   another peer (RFC 6665 §4.2.2).
 //!
 //! ## Subscribing before anything is published: 200 and a NOTIFY without state
 //! The paper's root answers a JOIN for a group without state with a nACK, mapped to a final
@@ -264,6 +267,9 @@ pub struct SipStats {
     /// NOTIFY transactions that failed because the connection we opened for them failed or
     /// closed (a transport error).
     pub notify_transport_errors: u64,
+    /// Subscriptions ended with `terminated;reason=deactivated` because this peer left the
+    /// overlay (their subscribers subscribe again through another peer).
+    pub deactivated: u64,
     /// Stream connections taken on (announced by the driver, or opened for a NOTIFY or a
     /// response).
     pub connections_opened: u64,
