@@ -75,27 +75,23 @@ pub fn named(name: &str, peers: usize) -> Option<Schedule> {
     };
     let replicas = || vec![Ring(1), Ring(2), Ring(3)];
     let rest = |from: usize| (from..peers).map(Ring).collect::<Vec<_>>();
+    // `step` to every peer in turn, 3 s apart from 4 s, then the heal.
+    let rolling = |step: fn(Who) -> Action| {
+        let mut steps: Vec<(f64, Action)> = (0..peers)
+            .map(|i| (4.0 + 3.0 * i as f64, step(Peer(i))))
+            .collect();
+        steps.push((4.0 + 3.0 * peers as f64, Heal));
+        s(steps, 8 + 3 * peers as u64, false)
+    };
     Some(match name {
         // The root of p0 dies while its publisher publishes; it comes back 10 s later.
         "root-kill" => s(vec![(6.0, Kill(Ring(0))), (16.0, Heal)], 22, false),
         "loss5" => s(vec![(2.0, Loss(5)), (18.0, Heal)], 22, false),
         "loss20" => s(vec![(2.0, Loss(20)), (32.0, Heal)], 36, false),
         // Every peer in turn: killed and started again, 3 s apart.
-        "rolling-restart" => {
-            let mut steps: Vec<(f64, Action)> = (0..peers)
-                .map(|i| (4.0 + 3.0 * i as f64, Restart(Peer(i))))
-                .collect();
-            steps.push((4.0 + 3.0 * peers as f64, Heal));
-            s(steps, 8 + 3 * peers as u64, false)
-        }
+        "rolling-restart" => rolling(Restart),
         // Every peer in turn: SIGTERM (it leaves in an orderly way), started again, 3 s apart.
-        "orderly-rolling-restart" => {
-            let mut steps: Vec<(f64, Action)> = (0..peers)
-                .map(|i| (4.0 + 3.0 * i as f64, OrderlyRestart(Peer(i))))
-                .collect();
-            steps.push((4.0 + 3.0 * peers as f64, Heal));
-            s(steps, 8 + 3 * peers as u64, false)
-        }
+        "orderly-rolling-restart" => rolling(OrderlyRestart),
         // The root of p0 cannot reach its replicas, nor they it, for 16 s.
         "root-partition" => s(
             vec![
