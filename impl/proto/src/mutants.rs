@@ -76,8 +76,7 @@ pub enum Mutant {
     /// State only: ending a local subscription removes it from the SIP-facing table but not
     /// from its group, so the peer keeps counting it and stays in the tree.
     UnsubscribeKeepsSub,
-    /// Fault tolerance (not reachable by the model's traces, which have no false suspicion):
-    /// a root answers from its record whether or not its lease holds (a
+    /// Fault tolerance: a root answers from its record whether or not its lease holds (a
     /// paused or cut-off root answers from a stale record when it comes back).
     NoLease,
     /// Fault tolerance: a root commits with whatever replicas it can reach, however few (the
@@ -121,7 +120,7 @@ impl Mutant {
 
     /// Seeded bugs in the fault-tolerance mechanisms that the model's traces cannot reach yet
     /// (false suspicion): `impl/tests/false_suspicion.rs` kills them.
-    pub const FAULTS: [Mutant; 2] = [Mutant::NoQuorum, Mutant::LeaseIgnored];
+    pub const FAULTS: [Mutant; 3] = [Mutant::NoLease, Mutant::NoQuorum, Mutant::LeaseIgnored];
 
     /// Kebab-case name (`root-accepts-lower-seq`).
     pub fn name(self) -> String {

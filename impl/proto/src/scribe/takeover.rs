@@ -265,6 +265,7 @@ impl Scribe {
             return false;
         };
         role.lease_holds(&self.scratch, ctx.now, ctx.cfg.root_lease)
+            || ctx.cfg.mutant_on(crate::mutants::Mutant::NoLease)
     }
 
     /// A root asks for our record of `gid`, and that we refuse records of an epoch below
