@@ -369,7 +369,12 @@ impl Request {
 /// the Request-URI of our NOTIFYs).
 pub fn valid_uri(uri: &str) -> bool {
     let lower = uri.get(..5).unwrap_or("").to_ascii_lowercase();
-    (lower.starts_with("sip:") || lower == "sips:") && rsip::Uri::try_from(uri).is_ok()
+    // As a request line too: rsip takes some URIs alone that it refuses there (a second `@`
+    // after parameters), and a NOTIFY to such a target would not parse.
+    (lower.starts_with("sip:") || lower == "sips:")
+        && !uri.contains(|c: char| c.is_whitespace() || c.is_control())
+        && rsip::Uri::try_from(uri).is_ok()
+        && rsip::SipMessage::try_from(format!("OPTIONS {uri} SIP/2.0\r\n\r\n").as_bytes()).is_ok()
 }
 
 /// The standard reason phrase of the codes this server sends.
@@ -466,6 +471,12 @@ mod tests {
             ("sip:", false),
             ("sip:w@host:port", false),
             ("nonsense", false),
+            // Found by the fuzzer (sip_input): rsip takes it as a URI, not in a request line.
+            (
+                "sip:alice@192.sip60;branch=z9hG4bK@example.te0.2.7:5070",
+                false,
+            ),
+            ("sip:w@192.0.2.1:5070 x", false),
         ] {
             assert_eq!(valid_uri(u), ok, "{u}");
         }
