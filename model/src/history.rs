@@ -59,6 +59,11 @@ pub const TAKEOVER_EMPTY: u32 = 1 << 18;
 /// Witness: a root that had been suspected (and lost its lease) healed and fetched its
 /// replicas' records again before serving.
 pub const REFETCHED: u32 = 1 << 20;
+/// A subscriber that subscribed again through another peer was shown an older state than
+/// one it had been shown before.
+pub const MOVED_BACK: u32 = 1 << 21;
+/// Witness: a subscriber that subscribed again through another peer was notified there.
+pub const MOVED: u32 = 1 << 22;
 
 /// Per-subscriber record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
@@ -77,6 +82,10 @@ pub struct SubHist {
     pub leaving: bool,
     /// Its first-contact peer ended the subscription.
     pub unsubscribed: bool,
+    /// SUBSCRIBEs it sent (more than one: it moved to another peer).
+    pub dialogs: u8,
+    /// The highest seq it was shown in its earlier subscriptions (dialogs).
+    pub floor: Seq,
 }
 
 /// The run's history.
@@ -107,6 +116,8 @@ pub struct History {
     pub expiries: u8,
     /// False suspicions so far.
     pub suspicions: u8,
+    /// Subscriptions moved to another peer so far.
+    pub moves: u8,
     /// The seqs that committed an expiry (bit `s` for seq `s`).
     pub expiry_seqs: u16,
     /// The seqs a root stamped on a change of its own (a publication or an expiry; bit `s` for
@@ -270,7 +281,19 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
         Msg::Observe(Obs::RejoinWithState) => n.flags |= REJOIN_STATE,
         Msg::Subscribe => {
             let i = setup.subscriber_index(src)?;
-            n.subs[i].acked_before = h.acked_max;
+            let s = &mut n.subs[i];
+            if s.dialogs > 0 {
+                // A new subscription through another peer: a new dialog, which must not
+                // start below what the old one showed.
+                n.moves += 1;
+                s.floor = s.floor.max(s.last.map_or(0, |e| e.seq));
+                s.result = None;
+                s.last = None;
+                s.timed_out = false;
+                s.empty_first = false;
+            }
+            s.dialogs = s.dialogs.saturating_add(1);
+            s.acked_before = h.acked_max;
         }
         Msg::Unsubscribe => {
             let i = setup.subscriber_index(src)?;
@@ -293,6 +316,9 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
                 UaEvent::Notify(e) => {
                     if s.result != Some(true) {
                         n.flags |= NOTIFY_BEFORE_ACK;
+                    }
+                    if s.last.is_none() && s.dialogs > 1 {
+                        n.flags |= if e.seq < s.floor { MOVED_BACK } else { MOVED };
                     }
                     match s.last {
                         Some(last) if e.seq <= last.seq => n.flags |= OUT_OF_ORDER,

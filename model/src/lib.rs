@@ -60,6 +60,15 @@
 //!   subscription once it was accepted (an un-SUBSCRIBE is an in-dialog request: a SIP user
 //!   agent can send it only after its SUBSCRIBE got its 200); their peer sends them nothing more and, if
 //!   it no longer needs the group, leaves the tree (forgets its parent, stops re-JOINing).
+//! - **Moving a subscription** (`--moves M`, default 0; production: the final NOTIFY
+//!   `terminated;reason=deactivated` of a peer that leaves in an orderly way, RFC 6665
+//!   §4.2.2, or a refresh to a crashed peer that fails): a subscriber whose current peer
+//!   crashed may subscribe again, a new dialog, through any live peer (`Timer::Move`, an
+//!   environment choice, at most `M` times in all). Its new dialog's first NOTIFY must not be
+//!   older than what its old one showed (`moved-no-rollback`, the seeded bug `local-answer`:
+//!   an on-tree peer answering from its own state), and it counts again among the live
+//!   subscribers that must converge. Moves have no trace form yet (the harness cannot move a
+//!   user agent), so the corpus has none.
 //! - **Faults**: up to `crashes` peer crashes (crash-stop), optional loss of overlay
 //!   request/response messages (bounded), optional duplication. A lost PUBLISH or its answer is
 //!   retransmitted by the first-contact peer; the root answers a retransmission of an applied

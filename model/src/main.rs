@@ -79,6 +79,11 @@ struct ConfigArgs {
     /// How many subscribers (the first ones) unsubscribe after subscribing.
     #[arg(long, default_value_t = 0)]
     unsubscribes: usize,
+    /// Subscriptions that may move: a subscriber whose first-contact peer crashed subscribes
+    /// again through another live peer (production: the `deactivated` NOTIFY of a leaving
+    /// peer, or a failed refresh). Needs a crash.
+    #[arg(long, default_value_t = 0)]
+    moves: usize,
     /// False suspicions allowed: a live peer is suspected by the others (a pause or a
     /// partition), later heals; records then carry a root epoch, replicas fence, roots serve
     /// under a lease (default 0: a perfect failure detector).
@@ -152,6 +157,7 @@ impl ConfigArgs {
             losses: self.losses,
             expiries: self.expiries,
             unsubscribes: self.unsubscribes,
+            moves: self.moves,
             suspicions: self.suspicions,
             partition: self.partition,
             mutant: self.mutant,

@@ -48,6 +48,11 @@ impl SaScribe {
             m = m.actor(Participant::Subscriber {
                 peer,
                 leaves: i < setup.unsubscribes,
+                peers: if setup.moves > 0 {
+                    setup.peers() as u8
+                } else {
+                    0
+                },
             });
         }
         for (peer, script) in &setup.publishers {
@@ -287,6 +292,20 @@ impl SaScribe {
                             .peer(state, x as usize)
                             .is_none_or(|r| r.root.as_ref().is_none_or(|r| r.epoch != epoch))
                 }),
+            // A subscriber moves once its current peer crashed, to a live, reachable peer,
+            // within the budget.
+            ActorModelAction::Timeout(id, Timer::Move(q)) => {
+                let id = usize::from(*id);
+                (state.history.moves as usize) < self.setup.moves
+                    && self.setup.subscriber_index(id).is_some_and(|i| {
+                        matches!(
+                            state.actor_states.get(id).map(|s| &**s),
+                            Some(ParticipantState::Subscriber(s)) if s.started && !s.stopped
+                        ) && state.crashed[sub_peer(self, state, i) as usize]
+                    })
+                    && !state.crashed[*q as usize]
+                    && !self.is_cut(state, Id::from(*q as usize))
+            }
             // An unsubscribe is an in-dialog request (RFC 6665 §4.1.2.3): a SIP user agent can
             // send it only once its SUBSCRIBE was answered 200 OK (the dialog exists then).
             ActorModelAction::Timeout(id, Timer::Stop) => self
@@ -364,6 +383,11 @@ impl SaScribe {
             ),
             ActorModelAction::Timeout(id, Timer::Start) => format!("{} subscribes", name(id)),
             ActorModelAction::Timeout(id, Timer::Stop) => format!("{} unsubscribes", name(id)),
+            ActorModelAction::Timeout(id, Timer::Move(q)) => format!(
+                "{} subscribes again through {} (its peer is gone)",
+                name(id),
+                self.setup.topo.name(*q)
+            ),
             ActorModelAction::Timeout(id, Timer::Detect(x)) => format!(
                 "{} detects that {} crashed",
                 name(id),
@@ -621,10 +645,23 @@ fn pub_done(m: &SaScribe, state: &State, j: usize) -> bool {
 }
 
 fn subs_answered(m: &SaScribe, state: &State) -> bool {
-    m.setup.subscribers.iter().enumerate().all(|(i, &peer)| {
+    (0..m.setup.subscribers.len()).all(|i| {
         let s = &state.history.subs[i];
-        m.peer_down(state, peer) || s.result.is_some() || s.leaving
+        m.peer_down(state, sub_peer(m, state, i)) || s.result.is_some() || s.leaving
     })
+}
+
+/// The peer of subscriber `i`'s current subscription (its first-contact peer unless it moved).
+fn sub_peer(m: &SaScribe, state: &State, i: usize) -> PeerIx {
+    let first = m.setup.subscribers[i];
+    match state
+        .actor_states
+        .get(m.setup.subscriber_id(i))
+        .map(|s| &**s)
+    {
+        Some(ParticipantState::Subscriber(s)) => s.peer(first),
+        _ => first,
+    }
 }
 
 fn pubs_answered(m: &SaScribe, state: &State) -> bool {
@@ -653,9 +690,9 @@ fn converged(m: &SaScribe, state: &State) -> bool {
         .history
         .latest()
         .unwrap_or((0, crate::protocol::NO_STATE));
-    m.setup.subscribers.iter().enumerate().all(|(i, &peer)| {
+    (0..m.setup.subscribers.len()).all(|i| {
         let s = &state.history.subs[i];
-        m.peer_down(state, peer)
+        m.peer_down(state, sub_peer(m, state, i))
             || s.leaving
             || !sub_started(m, state, i)
             || (s.result == Some(true) && s.last.map(|e| (e.seq, e.values)) == Some(latest))
@@ -675,8 +712,9 @@ fn tree_connected(m: &SaScribe, state: &State) -> bool {
     let Some(root) = m.setup.topo.closest_live(m.setup.gid, dead) else {
         return true;
     };
-    m.setup.subscribers.iter().enumerate().all(|(i, &first)| {
+    (0..m.setup.subscribers.len()).all(|i| {
         let s = &state.history.subs[i];
+        let first = sub_peer(m, state, i);
         if m.peer_down(state, first) || s.leaving || s.result != Some(true) {
             return true;
         }
@@ -771,6 +809,7 @@ pub const PROPERTIES: &[(&str, &str, &str)] = &[
     ("tree-acyclic", "always", "no live peer is its own ancestor"),
     ("tree-connected", "always", "at every quiescent state, each accepted live subscriber's peer reaches the live root by parent links, each parent holding the child"),
     ("no-notify-after-unsubscribe", "always", "a subscriber is sent nothing (no NOTIFY, no answer) after it unsubscribed"),
+    ("moved-no-rollback", "always", "a subscriber that subscribed again through another peer (its own was gone) is never first shown an older state than it was shown before"),
     ("subscribe-answered", "eventually", "every SUBSCRIBE to a live peer is accepted by the root (with or without state, not a timeout)"),
     ("publish-answered", "eventually", "every PUBLISH to a live peer gets the root's final answer (200 or 412, not a timeout)"),
     ("subscribers-converge", "always", "at every quiescent state (nothing in flight, no protocol timer enabled), every request is answered and every live subscriber holds the latest committed state"),
@@ -782,6 +821,7 @@ pub const PROPERTIES: &[(&str, &str, &str)] = &[
     ("subscribed-before-publish", "sometimes", "a subscriber accepted before anything was published was later notified of a state"),
     ("states-composed", "sometimes", "a subscriber was notified of the composition of two event states"),
     ("expiry-notified", "sometimes", "a subscriber was told by NOTIFY that an event state expired"),
+    ("subscription-moved", "sometimes", "a subscriber whose peer crashed subscribed again through another peer and was notified there"),
 ];
 
 impl Model for SaScribe {
@@ -889,6 +929,9 @@ impl Model for SaScribe {
             Property::always("no-notify-after-unsubscribe", |_, s: &State| {
                 !s.history.has(AFTER_UNSUBSCRIBE)
             }),
+            Property::always("moved-no-rollback", |_, s: &State| {
+                !s.history.has(MOVED_BACK)
+            }),
             Property::eventually("subscribe-answered", subs_answered),
             Property::eventually("publish-answered", pubs_answered),
             Property::always("subscribers-converge", converged),
@@ -910,6 +953,7 @@ impl Model for SaScribe {
             Property::sometimes("expiry-notified", |_, s: &State| {
                 s.history.has(EXPIRY_NOTIFIED)
             }),
+            Property::sometimes("subscription-moved", |_, s: &State| s.history.has(MOVED)),
         ]
     }
 }

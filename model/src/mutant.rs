@@ -88,6 +88,8 @@ mutants! {
         "A suspected root keeps serving: once healed it answers from its stale record without fetching again.";
     LeaseIgnored = "lease-ignored" => "no-rollback",
         "A peer grants a newer root's fetch while a lease it confirmed for another root may still run: after a partition heals, the older root answers a JOIN from a state the newer one has moved past.";
+    LocalAnswer = "local-answer" => "moved-no-rollback",
+        "A peer already on the group's tree accepts a new local subscriber at once with the state it holds (none: nothing published), without asking the root; a subscriber that moved there from a crashed peer can be shown an older state than it saw.";
     NoQuorum = "no-quorum" => "single-committer",
         "A root commits with whatever replicas it reaches: on the smaller side of a partition it acknowledges publications that the other side's root never sees.";
 }
@@ -115,8 +117,8 @@ impl FromStr for Mutant {
 /// A small configuration on which the checker catches a mutant (and the correct model satisfies
 /// every property): preset, subscribers, publishes, crashes, expiries, subscribers that
 /// unsubscribe, whether every subscriber sits on peer A (so that their JOINs share the
-/// intermediate C in `multihop`), overlay messages the network may lose, false suspicions, and
-/// whether they are partitions.
+/// intermediate C in `multihop`), overlay messages the network may lose, false suspicions,
+/// whether they are partitions, and subscriptions that may move to another peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CatchConfig(
     pub Preset,
@@ -129,6 +131,7 @@ pub struct CatchConfig(
     pub usize,
     pub usize,
     pub bool,
+    pub usize,
 );
 
 impl CatchConfig {
@@ -145,6 +148,7 @@ impl CatchConfig {
             losses,
             suspicions,
             partition,
+            moves,
         ) = self;
         let mut s = Setup::new(&Options {
             preset,
@@ -156,6 +160,7 @@ impl CatchConfig {
             losses,
             suspicions,
             partition,
+            moves,
             mutant,
             ..Default::default()
         })
@@ -174,37 +179,40 @@ impl Mutant {
         use Mutant::*;
         use Preset::*;
         match self {
-            NoStaleFilter => CatchConfig(Small, 2, 1, 0, 0, 0, true, 0, 0, false),
-            NotifyBeforeAck => CatchConfig(Small, 1, 2, 0, 0, 0, false, 0, 0, false),
-            SeqNotBumped | NoMulticast => CatchConfig(Small, 1, 3, 0, 0, 0, false, 0, 0, false),
-            AnswerFromIntermediate => CatchConfig(Multihop, 2, 3, 0, 0, 0, true, 0, 0, false),
-            NoReplication | NoRetry => CatchConfig(Small, 0, 1, 1, 0, 0, false, 0, 0, false),
-            RootAcceptsLowerSeq => CatchConfig(Small, 1, 2, 1, 0, 0, false, 0, 0, false),
-            EtagIgnored => CatchConfig(Small, 0, 3, 0, 1, 0, false, 0, 0, false),
-            RejoinViaChild => CatchConfig(Multihop, 1, 0, 1, 0, 0, true, 0, 0, false),
-            EmptyRootSilent => CatchConfig(Small, 1, 0, 0, 0, 0, false, 0, 0, false),
-            UnsubscribeIgnored => CatchConfig(Small, 1, 1, 0, 0, 1, false, 0, 0, false),
-            AckForgetsExpiry => CatchConfig(Small, 1, 1, 1, 1, 0, false, 0, 0, false),
-            OneState => CatchConfig(Small, 0, 3, 0, 0, 0, false, 0, 0, false),
-            RemoveAll => CatchConfig(Small, 0, 4, 0, 0, 0, false, 0, 0, false),
-            NotifyBeforeCommit => CatchConfig(Small, 1, 1, 0, 0, 0, false, 0, 0, false),
-            AckBeforeReplicated => CatchConfig(Small, 0, 1, 1, 0, 0, false, 0, 0, false),
-            RefusalConsumesSeq => CatchConfig(Small, 0, 3, 0, 1, 0, false, 0, 0, false),
-            NoDedup => CatchConfig(Small, 0, 1, 0, 0, 0, false, 1, 0, false),
-            NoExpiryClamp => CatchConfig(Small, 0, 1, 0, 0, 0, false, 0, 0, false),
-            NoRejoin => CatchConfig(Multihop, 1, 0, 1, 0, 0, true, 0, 0, false),
-            AnswerOldEtag => CatchConfig(Small, 0, 3, 0, 0, 0, false, 0, 0, false),
+            NoStaleFilter => CatchConfig(Small, 2, 1, 0, 0, 0, true, 0, 0, false, 0),
+            NotifyBeforeAck => CatchConfig(Small, 1, 2, 0, 0, 0, false, 0, 0, false, 0),
+            SeqNotBumped | NoMulticast => CatchConfig(Small, 1, 3, 0, 0, 0, false, 0, 0, false, 0),
+            AnswerFromIntermediate => CatchConfig(Multihop, 2, 3, 0, 0, 0, true, 0, 0, false, 0),
+            NoReplication | NoRetry => CatchConfig(Small, 0, 1, 1, 0, 0, false, 0, 0, false, 0),
+            RootAcceptsLowerSeq => CatchConfig(Small, 1, 2, 1, 0, 0, false, 0, 0, false, 0),
+            EtagIgnored => CatchConfig(Small, 0, 3, 0, 1, 0, false, 0, 0, false, 0),
+            RejoinViaChild => CatchConfig(Multihop, 1, 0, 1, 0, 0, true, 0, 0, false, 0),
+            EmptyRootSilent => CatchConfig(Small, 1, 0, 0, 0, 0, false, 0, 0, false, 0),
+            UnsubscribeIgnored => CatchConfig(Small, 1, 1, 0, 0, 1, false, 0, 0, false, 0),
+            AckForgetsExpiry => CatchConfig(Small, 1, 1, 1, 1, 0, false, 0, 0, false, 0),
+            OneState => CatchConfig(Small, 0, 3, 0, 0, 0, false, 0, 0, false, 0),
+            RemoveAll => CatchConfig(Small, 0, 4, 0, 0, 0, false, 0, 0, false, 0),
+            NotifyBeforeCommit => CatchConfig(Small, 1, 1, 0, 0, 0, false, 0, 0, false, 0),
+            AckBeforeReplicated => CatchConfig(Small, 0, 1, 1, 0, 0, false, 0, 0, false, 0),
+            RefusalConsumesSeq => CatchConfig(Small, 0, 3, 0, 1, 0, false, 0, 0, false, 0),
+            NoDedup => CatchConfig(Small, 0, 1, 0, 0, 0, false, 1, 0, false, 0),
+            NoExpiryClamp => CatchConfig(Small, 0, 1, 0, 0, 0, false, 0, 0, false, 0),
+            NoRejoin => CatchConfig(Multihop, 1, 0, 1, 0, 0, true, 0, 0, false, 0),
+            AnswerOldEtag => CatchConfig(Small, 0, 3, 0, 0, 0, false, 0, 0, false, 0),
             // The root D is suspected before anything is published; C takes over when U1's
             // publish reaches it and commits it; D heals and, closest again, serves with its
             // empty record.
-            NoFetch | NoLease => CatchConfig(Small, 0, 1, 0, 0, 0, false, 0, 1, false),
+            NoFetch | NoLease => CatchConfig(Small, 0, 1, 0, 0, 0, false, 0, 1, false, 0),
             // A, U2's first-contact peer, is cut off and, alone, takes the root role over; D
             // commits U1's publish with C; A commits U2's with nobody.
-            NoQuorum => CatchConfig(Small, 0, 2, 0, 0, 0, false, 0, 1, true),
+            NoQuorum => CatchConfig(Small, 0, 2, 0, 0, 0, false, 0, 1, true, 0),
             // D is cut off; C takes over and commits U1's publish with A; once healed, D
             // fetches again and A grants it while C's lease runs; D commits U2's publish, and
             // C answers S1's JOIN from the older state.
-            LeaseIgnored => CatchConfig(Small, 1, 2, 0, 0, 0, false, 0, 1, true),
+            LeaseIgnored => CatchConfig(Small, 1, 2, 0, 0, 0, false, 0, 1, true, 0),
+            // S2 at C is notified of U1's publish; C crashes; S2 moves to A, on the tree for
+            // S1 but still without that state, which answers it at once from what it holds.
+            LocalAnswer => CatchConfig(Small, 2, 1, 1, 0, 0, false, 0, 0, false, 1),
         }
     }
 }

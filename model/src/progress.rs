@@ -268,8 +268,10 @@ mod tests {
     #[test]
     fn own_rss_is_read_on_linux() {
         if cfg!(target_os = "linux") {
-            assert!(rss_bytes().is_some_and(|b| b > 0));
-            assert!(peak_rss_bytes() >= rss_bytes());
+            let now = rss_bytes();
+            assert!(now.is_some_and(|b| b > 0));
+            // The peak read after the current size (other test threads allocate meanwhile).
+            assert!(peak_rss_bytes() >= now);
         }
     }
 

@@ -98,6 +98,10 @@ pub struct Options {
     pub expiries: Option<usize>,
     /// How many subscribers (the first ones) unsubscribe after subscribing.
     pub unsubscribes: usize,
+    /// Subscriptions moved: a subscriber whose first-contact peer is gone subscribes again
+    /// through another peer (production: the `terminated;reason=deactivated` NOTIFY of a peer
+    /// that leaves, or a refresh that fails after a crash).
+    pub moves: usize,
     /// False suspicions allowed (a live peer suspected, later healed); with any, records carry
     /// a root epoch, replicas fence and a root serves only under a lease.
     pub suspicions: usize,
@@ -122,6 +126,7 @@ impl Default for Options {
             losses: 0,
             expiries: None,
             unsubscribes: 0,
+            moves: 0,
             suspicions: 0,
             partition: false,
             mutant: None,
@@ -152,6 +157,8 @@ pub struct Setup {
     pub expiries: usize,
     /// How many subscribers (the first ones) unsubscribe after subscribing.
     pub unsubscribes: usize,
+    /// Subscriptions that may move to another peer once their first-contact peer crashed.
+    pub moves: usize,
     /// False suspicions allowed (0: a perfect failure detector, and no epochs).
     pub suspicions: usize,
     /// Suspicions are partitions (the suspected peer runs alone) rather than pauses.
@@ -247,6 +254,16 @@ impl Setup {
                 o.unsubscribes
             ));
         }
+        if o.moves > 2 {
+            return Err(format!("--moves must be at most 2, got {}", o.moves));
+        }
+        if o.moves > 0 && (subs == 0 || crashes == 0) {
+            return Err(
+                "--moves needs a subscriber and a crash (a subscription moves once its \
+                 first-contact peer is gone)"
+                    .into(),
+            );
+        }
         if o.suspicions > 2 {
             return Err(format!(
                 "--suspicions must be at most 2, got {}",
@@ -306,6 +323,7 @@ impl Setup {
             losses: o.losses,
             expiries,
             unsubscribes: o.unsubscribes,
+            moves: o.moves,
             suspicions: o.suspicions,
             partition: o.partition,
             mutant: o.mutant,
@@ -421,7 +439,7 @@ impl Setup {
             .map(|(j, (p, s))| format!("U{}@{}x{}", j + 1, self.topo.name(*p), s.len()))
             .collect();
         format!(
-            "peers [{}] gid {} root {} k={} subscribers [{}] publishers [{}] crashes {} network {:?} losses {} expiries {} unsubscribes {}{}{}",
+            "peers [{}] gid {} root {} k={} subscribers [{}] publishers [{}] crashes {} network {:?} losses {} expiries {} unsubscribes {}{}{}{}",
             peers.join(" "),
             self.gid,
             self.topo.name(self.topo.closest_live(self.gid, 0).unwrap()),
@@ -433,6 +451,11 @@ impl Setup {
             self.losses,
             self.expiries,
             self.unsubscribes,
+            if self.moves > 0 {
+                format!(" moves {}", self.moves)
+            } else {
+                String::new()
+            },
             if self.suspicions > 0 {
                 let kind = if self.partition { " (partitions)" } else { "" };
                 format!(" suspicions {}{kind}", self.suspicions)

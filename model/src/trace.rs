@@ -680,6 +680,9 @@ impl SaScribe {
             ) => {
                 panic!("suspicions have no trace form yet (the harness cannot drive them)")
             }
+            ActorModelAction::Timeout(_, Timer::Move(_)) => {
+                panic!("moves have no trace form yet (the harness cannot drive them)")
+            }
             ActorModelAction::Crash(id) | ActorModelAction::Recover(id) => {
                 StepAction::Crash { peer: name(id) }
             }

@@ -30,6 +30,8 @@ pub enum Participant {
         peer: PeerIx,
         /// It unsubscribes at some point after subscribing.
         leaves: bool,
+        /// The peers it may move its subscription to (none without a move budget).
+        peers: u8,
     },
     /// A publishing UA attached to a peer, with its script.
     Publisher {
@@ -178,11 +180,15 @@ impl Actor for Participant {
                 }
                 ParticipantState::Peer(st)
             }
-            Participant::Subscriber { .. } => {
+            Participant::Subscriber { peer, peers, .. } => {
                 o.set_timer(Timer::Start, model_timeout());
+                for q in (0..*peers).filter(|q| q != peer) {
+                    o.set_timer(Timer::Move(q), model_timeout());
+                }
                 ParticipantState::Subscriber(SubscriberState {
                     started: false,
                     stopped: false,
+                    at: None,
                 })
             }
             Participant::Publisher { peer, script } => {
@@ -246,14 +252,14 @@ impl Actor for Participant {
                     Timer::Alive(x) => ctx.on_alive(&mut st, x, o),
                     Timer::Lapse => st.leased = None,
                     Timer::Reask(q) => ctx.reask(&mut st, q, o),
-                    Timer::Start | Timer::Stop => {}
+                    Timer::Start | Timer::Stop | Timer::Move(_) => {}
                 }
                 if state.peer() != Some(&st) {
                     *state.to_mut() = ParticipantState::Peer(st);
                 }
             }
-            (Participant::Subscriber { peer, leaves }, ParticipantState::Subscriber(st))
-                if !st.started =>
+            (Participant::Subscriber { peer, leaves, .. }, ParticipantState::Subscriber(st))
+                if !st.started && *timer == Timer::Start =>
             {
                 let mut st = st.clone();
                 st.started = true;
@@ -268,8 +274,19 @@ impl Actor for Participant {
             {
                 let mut st = st.clone();
                 st.stopped = true;
-                o.send(peer_id(*peer), Msg::Unsubscribe);
+                o.send(peer_id(st.peer(*peer)), Msg::Unsubscribe);
                 *state.to_mut() = ParticipantState::Subscriber(st);
+            }
+            // Its peer is gone: a new subscription (a new dialog) through `q`.
+            (Participant::Subscriber { .. }, ParticipantState::Subscriber(st))
+                if st.started && !st.stopped =>
+            {
+                if let Timer::Move(q) = *timer {
+                    let mut st = st.clone();
+                    st.at = Some(q);
+                    o.send(peer_id(q), Msg::Subscribe);
+                    *state.to_mut() = ParticipantState::Subscriber(st);
+                }
             }
             _ => {}
         }

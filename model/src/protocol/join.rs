@@ -29,6 +29,21 @@ impl Ctx<'_> {
         if st.subs.iter().any(|s| s.client == from) {
             return;
         }
+        if self.mutant(Mutant::LocalAnswer) && st.root.is_none() && st.parent.is_some() {
+            // seeded bug: an on-tree peer accepts a new local subscriber at once, from the
+            // state it holds (nothing published, if it holds none), without asking the root
+            let latest = st.latest.unwrap_or(Entry {
+                seq: 0,
+                values: NO_STATE,
+            });
+            self.to_ua(o, from, UaEvent::Accepted);
+            self.to_ua(o, from, UaEvent::Notify(latest));
+            st.subs.push(LocalSub {
+                client: from,
+                phase: SubPhase::Active(latest.seq),
+            });
+            return;
+        }
         let req = ReqId {
             origin: self.me,
             who: from,

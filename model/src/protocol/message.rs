@@ -302,6 +302,11 @@ pub enum Timer {
     /// A subscriber that leaves decides to unsubscribe (at an arbitrary point after it
     /// subscribed).
     Stop,
+    /// A subscriber whose first-contact peer is gone subscribes again through this peer
+    /// (production: told `terminated;reason=deactivated` by a peer that leaves, or its
+    /// refresh to a crashed peer failed). Enabled only once its current peer crashed, for a
+    /// live target, within the move budget.
+    Move(PeerIx),
     /// Failure detector: the peer notices that `PeerIx` has crashed (missing heartbeats and
     /// keep-alives). Enabled only once that peer has crashed: a perfect failure detector.
     Detect(PeerIx),

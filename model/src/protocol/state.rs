@@ -290,6 +290,15 @@ pub struct SubscriberState {
     pub started: bool,
     /// Unsubscribe sent.
     pub stopped: bool,
+    /// The peer its subscription moved to (`None`: still its first-contact peer).
+    pub at: Option<PeerIx>,
+}
+
+impl SubscriberState {
+    /// The peer of its current subscription, `first` being its first-contact peer.
+    pub fn peer(&self, first: PeerIx) -> PeerIx {
+        self.at.unwrap_or(first)
+    }
 }
 
 /// A publishing UA running its script.
