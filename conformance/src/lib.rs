@@ -522,6 +522,39 @@ pub fn validate(t: &Trace) -> Result<(), String> {
     if peers.len() != c.peers.len() || peers.is_empty() {
         return Err("config.peers must be non-empty with distinct names".into());
     }
+    // Ids are 16-bit numbers (the model's are 10-bit); a harness computes ring distances
+    // modulo 2^id_bits.
+    if !(1..=16).contains(&c.id_bits) {
+        return Err(format!(
+            "config.id_bits must be between 1 and 16, got {}",
+            c.id_bits
+        ));
+    }
+    if !(1..=c.id_bits).contains(&c.digit_bits) {
+        return Err(format!(
+            "config.digit_bits must be between 1 and id_bits ({}), got {}",
+            c.id_bits, c.digit_bits
+        ));
+    }
+    if !(1..=16).contains(&c.leaf_half) {
+        return Err(format!(
+            "config.leaf_half must be between 1 and 16, got {}",
+            c.leaf_half
+        ));
+    }
+    let ring = 1u32 << c.id_bits;
+    if let Some(p) = c.peers.iter().find(|p| u32::from(p.id) >= ring) {
+        return Err(format!(
+            "peer {}'s id {} does not fit config.id_bits ({})",
+            p.name, p.id, c.id_bits
+        ));
+    }
+    if u32::from(c.gid) >= ring {
+        return Err(format!(
+            "config.gid {} does not fit config.id_bits ({})",
+            c.gid, c.id_bits
+        ));
+    }
     let mut actors = peers.clone();
     for ua in c.subscribers.iter().chain(&c.publishers) {
         if !peers.contains(ua.peer.as_str()) {

@@ -61,6 +61,41 @@ fn bad_traces_get_errors_naming_the_problem() {
     .unwrap_err();
     assert!(e.to_string().contains("lates"), "{e}");
 
+    // Numbers a harness computes with (found by the trace_text fuzzer: 2^56 overflowed).
+    for (from, to, says) in [
+        (
+            "\"id_bits\": 10",
+            "\"id_bits\": 56",
+            "id_bits must be between 1 and 16, got 56",
+        ),
+        (
+            "\"id_bits\": 10",
+            "\"id_bits\": 0",
+            "id_bits must be between 1 and 16, got 0",
+        ),
+        (
+            "\"digit_bits\": 2",
+            "\"digit_bits\": 11",
+            "digit_bits must be between 1 and id_bits",
+        ),
+        (
+            "\"leaf_half\": 3",
+            "\"leaf_half\": 0",
+            "leaf_half must be between 1 and 16",
+        ),
+        (
+            "\"id_bits\": 10",
+            "\"id_bits\": 6",
+            "peer A's id 64 does not fit config.id_bits (6)",
+        ),
+    ] {
+        assert!(good.contains(from), "{from}");
+        let e = parse(p, &good.replacen(from, to, 1))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(says), "{to}: {e}");
+    }
+
     let e = parse(p, &good.replacen("\"n\": 2,", "\"n\": 5,", 1)).unwrap_err();
     assert!(e.to_string().contains("step 2 is numbered 5"), "{e}");
 
