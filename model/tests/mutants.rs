@@ -96,15 +96,7 @@ fn target_config_witnesses_every_sometimes_property() {
         })
         .map(|(name, _, _)| *name)
         .collect();
-    let checker = model
-        .checker()
-        .threads(2)
-        .finish_when(HasDiscoveries::AllOf(names.clone()))
-        .spawn_bfs()
-        .join();
-    for n in names {
-        assert!(checker.discovery(n).is_some(), "{n} not witnessed");
-    }
+    witnesses_all(model, names);
 }
 
 /// CI's suspicion configurations: `small`, no subscriber, 1 publish, 1 suspicion, paused or
@@ -143,17 +135,10 @@ fn correct_model_holds_with_a_partition() {
 fn suspicion_config_witnesses_a_healed_root_refetching() {
     // The pause preset of CI (`small`, 1 publish, 1 suspicion): the root D is suspected, C
     // takes over, D heals and fetches again before it serves.
-    let model = SaScribe::new(one_suspicion(false));
-    let names: BTreeSet<&'static str> = SUSPICION_ONLY.iter().copied().collect();
-    let checker = model
-        .checker()
-        .threads(2)
-        .finish_when(HasDiscoveries::AllOf(names.clone()))
-        .spawn_bfs()
-        .join();
-    for n in names {
-        assert!(checker.discovery(n).is_some(), "{n} not witnessed");
-    }
+    witnesses_all(
+        SaScribe::new(one_suspicion(false)),
+        SUSPICION_ONLY.iter().copied().collect(),
+    );
 }
 
 #[test]
@@ -162,8 +147,14 @@ fn move_config_witnesses_a_subscription_moving() {
     // subscriber's peer crashes, it subscribes again through another peer and is notified
     // there (no older than before: `moved-no-rollback`, checked exhaustively on this
     // configuration by `correct_model_satisfies_every_property_on_the_mutant_configs`).
-    let model = SaScribe::new(Mutant::LocalAnswer.catching_config().setup(None));
-    let names: BTreeSet<&'static str> = MOVE_ONLY.iter().copied().collect();
+    witnesses_all(
+        SaScribe::new(Mutant::LocalAnswer.catching_config().setup(None)),
+        MOVE_ONLY.iter().copied().collect(),
+    );
+}
+
+/// A BFS of `model` witnesses every `sometimes` property in `names`.
+fn witnesses_all(model: SaScribe, names: BTreeSet<&'static str>) {
     let checker = model
         .checker()
         .threads(2)
