@@ -325,16 +325,18 @@ impl Lab {
             Signal::SIGCONT
         };
         self.log_fault(format!("{sig} p{i}"), Some(i));
-        if let Some(pid) = self.peers[i].pid() {
-            let _ = kill(pid, sig);
+        if self.signal(i, sig) {
             self.peers[i].stopped = stop;
         }
     }
 
-    fn signal(&self, i: usize, sig: Signal) {
-        if let Some(pid) = self.peers[i].pid() {
-            let _ = kill(pid, sig);
-        }
+    /// Sends `sig` to peer `i`'s process; whether it runs (a signal was sent).
+    fn signal(&self, i: usize, sig: Signal) -> bool {
+        let Some(pid) = self.peers[i].pid() else {
+            return false;
+        };
+        let _ = kill(pid, sig);
+        true
     }
 
     /// Switches every running peer's impairment on (delay, jitter, duplication of what it

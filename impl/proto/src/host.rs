@@ -486,16 +486,8 @@ impl Host {
             Call::Lookup { key, token } => self.peer.lookup(now, t, key, token),
             Call::Leave => {
                 // The front end first, while the peer still routes (it needs no answer).
-                let sip = self.sip.as_mut();
-                if let Some(sip) = sip {
-                    let mut env = Env {
-                        now,
-                        peer: &mut self.peer,
-                        timers: t,
-                    };
-                    sip.depart(&mut env);
-                }
-                self.peer.leave(now, t)
+                self.in_sip(now, |sip, env| sip.depart(env));
+                self.peer.leave(now, &mut self.timers)
             }
         }
         Ok(())
