@@ -22,8 +22,9 @@
 //!
 //! Logs go to stderr (`RUST_LOG`, default `info`; `--log-format json` for JSON lines; colour
 //! only on a terminal). Ctrl-C or SIGTERM makes every peer leave the overlay gracefully (its
-//! groups to their replicas, its subscribers told `terminated;reason=deactivated` so that they
-//! subscribe again through another peer), then the process exits 0. Invalid arguments or
+//! subscription dialogs handed to nearby peers, which carry them on; its groups to their
+//! replicas; a dialog no peer takes ends with `terminated;reason=deactivated` so that its
+//! subscriber subscribes again), then the process exits 0. Invalid arguments or
 //! configuration exit 2.
 
 use anyhow::Context;

@@ -792,3 +792,79 @@ async fn sip_user_agents_through_the_runtime() {
         p.shutdown().await;
     }
 }
+
+/// The header `name`'s value in SIP message `text` (first occurrence).
+fn header<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines().take_while(|l| !l.is_empty()).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Issue 13, item 8, through the runtime: a gateway stopped in an orderly way hands its
+/// subscriber's dialog to another gateway, whose NOTIFY (same dialog, its own Contact) reaches
+/// the subscriber; the subscriber's refresh, sent to that Contact, is answered 200 there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_gateway_hands_its_dialogs_over() {
+    use sascribe::sip::SipConfig;
+    let mut peers: Vec<RuntimeHandle> = Vec::new();
+    for i in 0..3 {
+        let mut node = HostLoop::bind(loopback(), id(i), fast(), i as u64)
+            .await
+            .unwrap()
+            .bind_sip(loopback(), SipConfig::new)
+            .await
+            .unwrap();
+        if let Some(first) = peers.first() {
+            node.bootstrap(first.overlay_addr());
+        }
+        let h = node.spawn();
+        h.wait_ready(WAIT).await.unwrap();
+        peers.push(h);
+    }
+    // Every peer knows both others before one leaves.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let sip = |i: usize| peers[i].sip_addr().unwrap();
+    let mut bob = Ua::new().await;
+    let sub = "Event: presence\r\nExpires: 600\r\nAccept: application/pidf+xml\r\n";
+    bob.send(sip(1), "SUBSCRIBE", "moving", sub, "").await;
+    let ok = bob.expect("SIP/2.0 200").await;
+    let to = header(&ok, "To").expect("To").to_string();
+    let first = bob.expect("NOTIFY ").await;
+    assert!(first.contains("Subscription-State: active"), "{first}");
+    peers[1].shutdown().await;
+    let moved = bob.expect("NOTIFY ").await;
+    assert!(moved.contains("Call-ID: moving"), "{moved}");
+    assert!(moved.contains("Subscription-State: active"), "{moved}");
+    let contact = header(&moved, "Contact").expect("Contact");
+    let taker = [0, 2]
+        .into_iter()
+        .find(|&i| contact.contains(&sip(i).to_string()))
+        .unwrap_or_else(|| panic!("the NOTIFY comes from a live gateway: {moved}"));
+    // The refresh, in the dialog, to where the NOTIFY pointed.
+    let me = bob.sock.local_addr().unwrap();
+    let refresh = format!(
+        "SUBSCRIBE sip:erin@example.com SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {me};branch=z9hG4bK-moving-refresh\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:ua@example.com>;tag=ua-moving\r\n\
+         To: {to}\r\n\
+         Call-ID: moving\r\n\
+         CSeq: 2 SUBSCRIBE\r\n\
+         Contact: <sip:ua@{me}>\r\n\
+         {sub}Content-Length: 0\r\n\r\n"
+    );
+    bob.sock
+        .send_to(refresh.as_bytes(), sip(taker))
+        .await
+        .unwrap();
+    let answer = bob.expect("SIP/2.0 ").await;
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    let st = peers[taker].stats().await.unwrap().sip.unwrap();
+    assert_eq!(st.taken_over, 1);
+    for (i, p) in peers.iter().enumerate() {
+        if i != 1 {
+            p.shutdown().await;
+        }
+    }
+}

@@ -367,3 +367,46 @@ async fn shutdown_tells_subscribers_to_subscribe_again() {
     );
     assert!(bob.next().await.is_none(), "the connection closes");
 }
+
+/// Issue 13, item 8, over TCP: a gateway stopped in an orderly way hands its TCP subscriber's
+/// dialog to the other gateway, which opens a connection to the subscriber's Contact and
+/// notifies it there, in the same dialog, with its own Contact (`;transport=tcp`); the old
+/// connection closes without a terminated NOTIFY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_gateway_hands_a_tcp_dialog_over() {
+    let a = gateway(|c| c).await;
+    let node = HostLoop::bind(loopback(), NodeId(9 << 100), Config::default(), 9)
+        .await
+        .unwrap()
+        .bind_sip(loopback(), SipConfig::new);
+    let mut node = node.await.unwrap();
+    node.bootstrap(a.overlay_addr());
+    let b = node.spawn();
+    b.wait_ready(WAIT).await.unwrap();
+    // Both know each other before one leaves.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let contact = TcpListener::bind(loopback()).await.unwrap();
+    let contact_addr = contact.local_addr().unwrap();
+    let mut bob = TcpUa::connect(a.sip_addr().unwrap(), contact_addr).await;
+    bob.send("SUBSCRIBE", "tcp-moving", SUB, "").await;
+    bob.expect("SIP/2.0 200").await;
+    let first = bob.expect("NOTIFY ").await;
+    assert!(first.contains("Subscription-State: active"), "{first}");
+    a.shutdown().await;
+    let (stream, _) = timeout(WAIT, contact.accept())
+        .await
+        .expect("the taker connects to the Contact")
+        .unwrap();
+    let mut moved = TcpUa::on(stream, contact_addr);
+    let notify = moved.expect("NOTIFY ").await;
+    assert!(notify.contains("Call-ID: tcp-moving"), "{notify}");
+    assert!(notify.contains("Subscription-State: active"), "{notify}");
+    let b_sip = b.sip_addr().unwrap();
+    assert!(
+        notify.contains(&format!("Contact: <sip:{b_sip};transport=tcp>")),
+        "{notify}"
+    );
+    // The old connection ends with nothing more on it.
+    assert_eq!(bob.next().await, None, "the old connection closes quietly");
+    b.shutdown().await;
+}

@@ -7,6 +7,7 @@ use crate::protocol::{
     Change, ETag, Entry, Msg, Obs, PubResult, Seq, UaEvent, Values, MAX_EXPIRES, NO_STATE,
 };
 use crate::setup::Setup;
+use crate::topology::PeerIx;
 use serde::Serialize;
 use stateright::actor::Envelope;
 use std::sync::Arc;
@@ -64,6 +65,9 @@ pub const REFETCHED: u32 = 1 << 20;
 pub const MOVED_BACK: u32 = 1 << 21;
 /// Witness: a subscriber that subscribed again through another peer was notified there.
 pub const MOVED: u32 = 1 << 22;
+/// Witness: a subscription handed over by a peer that left was notified by the peer that
+/// took it.
+pub const HANDED: u32 = 1 << 23;
 
 /// Per-subscriber record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
@@ -86,6 +90,11 @@ pub struct SubHist {
     pub dialogs: u8,
     /// The highest seq it was shown in its earlier subscriptions (dialogs).
     pub floor: Seq,
+    /// The peer its dialog was last handed over to (it now carries the subscription).
+    pub carrier: Option<PeerIx>,
+    /// Its dialog was handed over and the new peer has not notified it yet (the NOTIFY that
+    /// tells it where the dialog went, which may repeat the last state).
+    pub handed: bool,
 }
 
 /// The run's history.
@@ -118,6 +127,8 @@ pub struct History {
     pub suspicions: u8,
     /// Subscriptions moved to another peer so far.
     pub moves: u8,
+    /// Subscriptions handed over so far.
+    pub handovers: u8,
     /// The seqs that committed an expiry (bit `s` for seq `s`).
     pub expiry_seqs: u16,
     /// The seqs a root stamped on a change of its own (a publication or an expiry; bit `s` for
@@ -295,6 +306,12 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
             s.dialogs = s.dialogs.saturating_add(1);
             s.acked_before = h.acked_max;
         }
+        Msg::Handover { client, .. } => {
+            let i = setup.subscriber_index(*client as usize)?;
+            n.handovers += 1;
+            n.subs[i].carrier = Some(usize::from(env.dst) as PeerIx);
+            n.subs[i].handed = true;
+        }
         Msg::Unsubscribe => {
             let i = setup.subscriber_index(src)?;
             n.subs[i].leaving = true;
@@ -320,7 +337,13 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
                     if s.last.is_none() && s.dialogs > 1 {
                         n.flags |= if e.seq < s.floor { MOVED_BACK } else { MOVED };
                     }
+                    let handed = std::mem::take(&mut s.handed);
+                    if handed {
+                        n.flags |= HANDED;
+                    }
                     match s.last {
+                        // The handed-over dialog's first NOTIFY may repeat the last state.
+                        Some(last) if handed && e.seq == last.seq => {}
                         Some(last) if e.seq <= last.seq => n.flags |= OUT_OF_ORDER,
                         None if e.seq < s.acked_before => n.flags |= STALE_FIRST,
                         None if e.seq == 0 => s.empty_first = true,

@@ -69,6 +69,17 @@
 //!   an on-tree peer answering from its own state), and it counts again among the live
 //!   subscribers that must converge. Moves have no trace form yet (the harness cannot move a
 //!   user agent), so the corpus has none.
+//! - **Handing a subscription over** (`--handovers H`, default 0; production: the orderly
+//!   shutdown's dialog handover, `sip::handover`): a live peer gives one of its active local
+//!   subscriptions (of a subscriber that never unsubscribes) to another live peer with the seq
+//!   it last showed (`Timer::Handover`, an environment choice, at most `H` times; `Msg::Handover`).
+//!   The taker JOINs for it (`SubPhase::Handed`) and, once the root answers, sends it a NOTIFY
+//!   from its own address even when the state did not move on (the target refresh that tells
+//!   the subscriber where its dialog went), never below that seq; the giver forgets it and leaves
+//!   the tree if it no longer needs it. `notify-seq-increasing` holds across the handover (the
+//!   retargeting NOTIFY may repeat the last state), and `subscribers-converge` asks that a
+//!   handed-over subscriber was notified by its taker (mutants `handover-dropped`,
+//!   `handover-silent`). Handovers have no trace form yet either.
 //! - **Faults**: up to `crashes` peer crashes (crash-stop), optional loss of overlay
 //!   request/response messages (bounded), optional duplication. A lost PUBLISH or its answer is
 //!   retransmitted by the first-contact peer; the root answers a retransmission of an applied

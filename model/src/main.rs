@@ -84,6 +84,11 @@ struct ConfigArgs {
     /// peer, or a failed refresh). Needs a crash.
     #[arg(long, default_value_t = 0)]
     moves: usize,
+    /// Subscriptions handed over: a peer about to leave hands an active subscription of a
+    /// subscriber that stays to another live peer, which carries its dialog on (production:
+    /// the orderly shutdown's dialog handover).
+    #[arg(long, default_value_t = 0)]
+    handovers: usize,
     /// False suspicions allowed: a live peer is suspected by the others (a pause or a
     /// partition), later heals; records then carry a root epoch, replicas fence, roots serve
     /// under a lease (default 0: a perfect failure detector).
@@ -158,6 +163,7 @@ impl ConfigArgs {
             expiries: self.expiries,
             unsubscribes: self.unsubscribes,
             moves: self.moves,
+            handovers: self.handovers,
             suspicions: self.suspicions,
             partition: self.partition,
             mutant: self.mutant,

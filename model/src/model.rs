@@ -306,6 +306,18 @@ impl SaScribe {
                     && !state.crashed[*q as usize]
                     && !self.is_cut(state, Id::from(*q as usize))
             }
+            // A live peer hands an active subscription over to a live, reachable peer, within
+            // the budget.
+            ActorModelAction::Timeout(id, Timer::Handover(q)) => {
+                let me = usize::from(*id);
+                (state.history.handovers as usize) < self.setup.handovers
+                    && !state.crashed[*q as usize]
+                    && !self.is_cut(state, *id)
+                    && !self.is_cut(state, Id::from(*q as usize))
+                    && self
+                        .peer(state, me)
+                        .is_some_and(|s| crate::protocol::handable(&self.setup, s).is_some())
+            }
             // An unsubscribe is an in-dialog request (RFC 6665 §4.1.2.3): a SIP user agent can
             // send it only once its SUBSCRIBE was answered 200 OK (the dialog exists then).
             ActorModelAction::Timeout(id, Timer::Stop) => self
@@ -388,6 +400,11 @@ impl SaScribe {
                 name(id),
                 self.setup.topo.name(*q)
             ),
+            ActorModelAction::Timeout(id, Timer::Handover(q)) => format!(
+                "{} leaves and hands a subscription over to {}",
+                name(id),
+                self.setup.topo.name(*q)
+            ),
             ActorModelAction::Timeout(id, Timer::Detect(x)) => format!(
                 "{} detects that {} crashed",
                 name(id),
@@ -443,6 +460,10 @@ impl SaScribe {
         match m {
             Msg::Subscribe => "SUBSCRIBE".into(),
             Msg::Unsubscribe => "SUBSCRIBE Expires: 0 (unsubscribe)".into(),
+            Msg::Handover { client, last } => format!(
+                "hand-over of {}'s dialog, last shown seq {last}",
+                self.setup.actor_name(*client as usize),
+            ),
             Msg::Publish {
                 n,
                 value,
@@ -651,8 +672,12 @@ fn subs_answered(m: &SaScribe, state: &State) -> bool {
     })
 }
 
-/// The peer of subscriber `i`'s current subscription (its first-contact peer unless it moved).
+/// The peer of subscriber `i`'s current subscription (its first-contact peer unless it moved
+/// or was handed over).
 fn sub_peer(m: &SaScribe, state: &State, i: usize) -> PeerIx {
+    if let Some(q) = state.history.subs[i].carrier {
+        return q;
+    }
     let first = m.setup.subscribers[i];
     match state
         .actor_states
@@ -695,7 +720,9 @@ fn converged(m: &SaScribe, state: &State) -> bool {
         m.peer_down(state, sub_peer(m, state, i))
             || s.leaving
             || !sub_started(m, state, i)
-            || (s.result == Some(true) && s.last.map(|e| (e.seq, e.values)) == Some(latest))
+            || (s.result == Some(true)
+                && !s.handed
+                && s.last.map(|e| (e.seq, e.values)) == Some(latest))
     })
 }
 
@@ -812,7 +839,7 @@ pub const PROPERTIES: &[(&str, &str, &str)] = &[
     ("moved-no-rollback", "always", "a subscriber that subscribed again through another peer (its own was gone) is never first shown an older state than it was shown before"),
     ("subscribe-answered", "eventually", "every SUBSCRIBE to a live peer is accepted by the root (with or without state, not a timeout)"),
     ("publish-answered", "eventually", "every PUBLISH to a live peer gets the root's final answer (200 or 412, not a timeout)"),
-    ("subscribers-converge", "always", "at every quiescent state (nothing in flight, no protocol timer enabled), every request is answered and every live subscriber holds the latest committed state"),
+    ("subscribers-converge", "always", "at every quiescent state (nothing in flight, no protocol timer enabled), every request is answered and every live subscriber holds the latest committed state, told by the peer that carries its dialog (after a handover, that peer has notified it)"),
     ("failover-happened", "sometimes", "a replica took over as root"),
     ("suspected-root-refetched", "sometimes", "a root that was suspected (and lost its lease) healed and fetched its replicas' records again before serving (with --suspicions)"),
     ("takeover-without-replica", "sometimes", "a peer took over as root holding no replica (the root crashed before it replicated anything)"),
@@ -822,6 +849,7 @@ pub const PROPERTIES: &[(&str, &str, &str)] = &[
     ("states-composed", "sometimes", "a subscriber was notified of the composition of two event states"),
     ("expiry-notified", "sometimes", "a subscriber was told by NOTIFY that an event state expired"),
     ("subscription-moved", "sometimes", "a subscriber whose peer crashed subscribed again through another peer and was notified there"),
+    ("subscription-handed-over", "sometimes", "a peer that left handed a subscription over to another peer, which notified the subscriber"),
 ];
 
 impl Model for SaScribe {
@@ -954,6 +982,9 @@ impl Model for SaScribe {
                 s.history.has(EXPIRY_NOTIFIED)
             }),
             Property::sometimes("subscription-moved", |_, s: &State| s.history.has(MOVED)),
+            Property::sometimes("subscription-handed-over", |_, s: &State| {
+                s.history.has(HANDED)
+            }),
         ]
     }
 }

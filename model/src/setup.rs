@@ -102,6 +102,10 @@ pub struct Options {
     /// through another peer (production: the `terminated;reason=deactivated` NOTIFY of a peer
     /// that leaves, or a refresh that fails after a crash).
     pub moves: usize,
+    /// Subscriptions handed over: a peer about to leave hands an active subscription to
+    /// another peer, which carries on its dialog (production: the orderly shutdown's
+    /// `DialogHandover`).
+    pub handovers: usize,
     /// False suspicions allowed (a live peer suspected, later healed); with any, records carry
     /// a root epoch, replicas fence and a root serves only under a lease.
     pub suspicions: usize,
@@ -127,6 +131,7 @@ impl Default for Options {
             expiries: None,
             unsubscribes: 0,
             moves: 0,
+            handovers: 0,
             suspicions: 0,
             partition: false,
             mutant: None,
@@ -159,6 +164,8 @@ pub struct Setup {
     pub unsubscribes: usize,
     /// Subscriptions that may move to another peer once their first-contact peer crashed.
     pub moves: usize,
+    /// Subscriptions a leaving peer may hand over to another peer.
+    pub handovers: usize,
     /// False suspicions allowed (0: a perfect failure detector, and no epochs).
     pub suspicions: usize,
     /// Suspicions are partitions (the suspected peer runs alone) rather than pauses.
@@ -264,6 +271,22 @@ impl Setup {
                     .into(),
             );
         }
+        if o.handovers > 2 {
+            return Err(format!(
+                "--handovers must be at most 2, got {}",
+                o.handovers
+            ));
+        }
+        if o.handovers > 0 && subs <= o.unsubscribes {
+            return Err(
+                "--handovers needs a subscriber that does not unsubscribe (only those are \
+                 handed over)"
+                    .into(),
+            );
+        }
+        if o.handovers > 0 && o.moves > 0 {
+            return Err("--handovers and --moves do not combine yet".into());
+        }
         if o.suspicions > 2 {
             return Err(format!(
                 "--suspicions must be at most 2, got {}",
@@ -324,6 +347,7 @@ impl Setup {
             expiries,
             unsubscribes: o.unsubscribes,
             moves: o.moves,
+            handovers: o.handovers,
             suspicions: o.suspicions,
             partition: o.partition,
             mutant: o.mutant,
@@ -439,7 +463,7 @@ impl Setup {
             .map(|(j, (p, s))| format!("U{}@{}x{}", j + 1, self.topo.name(*p), s.len()))
             .collect();
         format!(
-            "peers [{}] gid {} root {} k={} subscribers [{}] publishers [{}] crashes {} network {:?} losses {} expiries {} unsubscribes {}{}{}{}",
+            "peers [{}] gid {} root {} k={} subscribers [{}] publishers [{}] crashes {} network {:?} losses {} expiries {} unsubscribes {}{}{}{}{}",
             peers.join(" "),
             self.gid,
             self.topo.name(self.topo.closest_live(self.gid, 0).unwrap()),
@@ -453,6 +477,11 @@ impl Setup {
             self.unsubscribes,
             if self.moves > 0 {
                 format!(" moves {}", self.moves)
+            } else {
+                String::new()
+            },
+            if self.handovers > 0 {
+                format!(" handovers {}", self.handovers)
             } else {
                 String::new()
             },

@@ -503,6 +503,8 @@ impl SaScribe {
             // Suspicions (and with them epochs, promises, fencing and NotRoot) are not
             // exported to traces yet.
             Msg::Fenced(..) | Msg::NotRoot(_) | Msg::FetchBusy(_) => return None,
+            // Handovers have no trace form yet (no trace can reach one: see `corpus`).
+            Msg::Handover { .. } => return None,
             Msg::FetchReply { rec, .. } => {
                 a.kind = "fetch_reply";
                 set(&mut a, rec.as_ref().and_then(|r| r.0.entry()));
@@ -680,8 +682,8 @@ impl SaScribe {
             ) => {
                 panic!("suspicions have no trace form yet (the harness cannot drive them)")
             }
-            ActorModelAction::Timeout(_, Timer::Move(_)) => {
-                panic!("moves have no trace form yet (the harness cannot drive them)")
+            ActorModelAction::Timeout(_, Timer::Move(_) | Timer::Handover(_)) => {
+                panic!("moves and handovers have no trace form yet (the harness cannot drive them)")
             }
             ActorModelAction::Crash(id) | ActorModelAction::Recover(id) => {
                 StepAction::Crash { peer: name(id) }
@@ -758,7 +760,7 @@ impl SaScribe {
         let mut subs = SubsProjection::default();
         for s in &st.subs {
             match s.phase {
-                SubPhase::Pending(_) => subs.pending += 1,
+                SubPhase::Pending(_) | SubPhase::Handed(..) => subs.pending += 1,
                 SubPhase::Active(_) => subs.active += 1,
             }
         }

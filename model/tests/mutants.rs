@@ -2,7 +2,7 @@
 //! checker find a counterexample to it, on a configuration where the correct model satisfies
 //! every property.
 
-use sascribe_model::corpus::{MOVE_ONLY, SUSPICION_ONLY};
+use sascribe_model::corpus::{HANDOVER_ONLY, MOVE_ONLY, SUSPICION_ONLY};
 use sascribe_model::model::PROPERTIES;
 use sascribe_model::mutant::CatchConfig;
 use sascribe_model::{Mutant, Options, SaScribe, Setup};
@@ -92,7 +92,10 @@ fn target_config_witnesses_every_sometimes_property() {
     let names: BTreeSet<&'static str> = PROPERTIES
         .iter()
         .filter(|(name, kind, _)| {
-            *kind == "sometimes" && !SUSPICION_ONLY.contains(name) && !MOVE_ONLY.contains(name)
+            *kind == "sometimes"
+                && !SUSPICION_ONLY.contains(name)
+                && !MOVE_ONLY.contains(name)
+                && !HANDOVER_ONLY.contains(name)
         })
         .map(|(name, _, _)| *name)
         .collect();
@@ -138,6 +141,14 @@ fn suspicion_config_witnesses_a_healed_root_refetching() {
     witnesses_all(
         SaScribe::new(one_suspicion(false)),
         SUSPICION_ONLY.iter().copied().collect(),
+    );
+}
+
+#[test]
+fn handover_config_witnesses_a_subscription_handed_over() {
+    witnesses_all(
+        SaScribe::new(Mutant::HandoverDropped.catching_config().setup(None)),
+        HANDOVER_ONLY.iter().copied().collect(),
     );
 }
 

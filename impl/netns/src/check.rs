@@ -607,6 +607,7 @@ mod tests {
             terminated,
             version,
             seq: None,
+            contact: None,
         }
     }
     fn sorted(mut h: Vec<Event>) -> Vec<Event> {

@@ -4,7 +4,8 @@
 //!   `<note>sxv=PRES/v</note>` in the PIDF body; a 200 moves the chain to the new SIP-ETag, a
 //!   412 (or another 4xx) starts a fresh event state, no answer or a 5xx moves to the next peer;
 //! * `watchers` subscriptions per presentity, each through a different peer, refreshed within
-//!   the dialog; a terminated NOTIFY, an error response or no answer ends the dialog and a new
+//!   the dialog, at the address its latest NOTIFY's `Contact` names (NOTIFY is a target refresh
+//!   request: a dialog a leaving peer handed to another moves there); a terminated NOTIFY, an error response or no answer ends the dialog and a new
 //!   SUBSCRIBE (through the next peer) starts another;
 //! * after `publish_secs` the publishers stop (`quiesce`); half the convergence bound later a
 //!   fresh SUBSCRIBE per presentity (watcher `final`) reads the state; after the bound every
@@ -62,6 +63,9 @@ pub struct ClientArgs {
 struct DialogInfo {
     pres: String,
     ended: mpsc::UnboundedSender<()>,
+    /// Where the dialog's in-dialog requests go: the Contact of its latest NOTIFY (NOTIFY is a
+    /// target refresh request; a dialog handed to another peer moves there).
+    target: tokio::sync::watch::Sender<Option<SocketAddr>>,
 }
 
 struct Ctx {
@@ -189,6 +193,7 @@ async fn receive(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Notification>) {
             .msg
             .header("X-Sascribe-Seq")
             .and_then(|s| s.trim().parse().ok());
+        let contact = n.msg.header("Contact").and_then(contact_addr);
         let version = {
             let d = ctx.dialogs.lock().expect("dialogs");
             let info = d.get(&n.call_id);
@@ -196,6 +201,8 @@ async fn receive(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Notification>) {
                 if let Some(i) = info {
                     let _ = i.ended.send(());
                 }
+            } else if let (Some(i), Some(c)) = (info, contact) {
+                i.target.send_replace(Some(c));
             }
             info.and_then(|i| version_in(&n.body, &i.pres))
         };
@@ -206,8 +213,21 @@ async fn receive(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Notification>) {
             terminated,
             version,
             seq,
+            contact: contact.map(|c| c.to_string()),
         });
     }
+}
+
+/// The address of a `Contact` whose URI names an IP literal and port (`<sip:10.0.0.3:5060>`).
+fn contact_addr(v: &str) -> Option<SocketAddr> {
+    let v = v.trim();
+    let uri = v
+        .strip_prefix('<')
+        .and_then(|r| r.split('>').next())
+        .unwrap_or(v);
+    let hostport = uri.strip_prefix("sip:")?.split([';', '?']).next()?;
+    let hostport = hostport.rsplit('@').next()?;
+    hostport.parse().ok()
 }
 
 fn pidf(uri: &str, pres: &str, version: u64, chain: u64) -> String {
@@ -302,11 +322,13 @@ async fn watch(
         let call_id = format!("sub{n}-{}-{watcher}-{pres}", ctx.run);
         let from_tag = format!("wf{n}");
         let (etx, mut erx) = mpsc::unbounded_channel();
+        let (target, target_rx) = tokio::sync::watch::channel(None);
         ctx.dialogs.lock().expect("dialogs").insert(
             call_id.clone(),
             DialogInfo {
                 pres: pres.clone(),
                 ended: etx,
+                target,
             },
         );
         let mut to_tag: Option<String> = None;
@@ -315,6 +337,7 @@ async fn watch(
         let mut initial = true;
         loop {
             let local = ctx.sip.local(gw);
+            let peer = target_rx.borrow().unwrap_or(peer);
             let to = to_tag
                 .as_ref()
                 .map(|t| format!(";tag={t}"))
@@ -372,5 +395,20 @@ async fn watch(
         }
         // The dialog ended (terminated NOTIFY, error response or no answer): start another.
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contact_addr;
+
+    #[test]
+    fn contact_addresses() {
+        let a = Some("10.9.0.3:5060".parse().unwrap());
+        assert_eq!(contact_addr("<sip:10.9.0.3:5060>"), a);
+        assert_eq!(contact_addr("<sip:10.9.0.3:5060;transport=tcp>"), a);
+        assert_eq!(contact_addr("sip:gw@10.9.0.3:5060"), a);
+        assert_eq!(contact_addr("<sip:peer.example.test>"), None);
+        assert_eq!(contact_addr("garbage"), None);
     }
 }

@@ -66,6 +66,9 @@ pub enum Event {
         terminated: bool,
         version: Option<u64>,
         seq: Option<u64>,
+        /// The peer it names as the dialog's target (its `Contact`), when it names one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        contact: Option<String>,
     },
     /// A fault applied by the campaign (e.g. `kill 10.77.0.3:5060`); `peer` is the SIP address
     /// of a peer it stops, restarts or kills.

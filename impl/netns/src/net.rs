@@ -293,9 +293,9 @@ impl Lab {
         self.start(i, false, within).await
     }
 
-    /// SIGTERM to peer `i` (resumed first if paused): it leaves the overlay in an orderly way;
-    /// waits up to 5 s for it to exit (then SIGKILL), and starts it again (same id and
-    /// address).
+    /// SIGTERM to peer `i` (resumed first if paused): it leaves the overlay in an orderly way
+    /// (it hands its dialogs over: at most 4 s); waits up to 8 s for it to exit (then SIGKILL),
+    /// and starts it again (same id and address).
     pub async fn orderly_restart(&mut self, i: usize) -> anyhow::Result<()> {
         if self.peers[i].stopped {
             self.pause(i, false);
@@ -305,11 +305,11 @@ impl Lab {
             if let Some(pid) = c.id() {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
             }
-            if tokio::time::timeout(Duration::from_secs(5), c.wait())
+            if tokio::time::timeout(Duration::from_secs(8), c.wait())
                 .await
                 .is_err()
             {
-                eprintln!("peer {i} still running 5 s after SIGTERM: killed");
+                eprintln!("peer {i} still running 8 s after SIGTERM: killed");
                 let _ = c.start_kill();
                 let _ = tokio::time::timeout(Duration::from_secs(5), c.wait()).await;
             }

@@ -259,6 +259,8 @@ pub struct Host {
     timers_fired: u64,
     /// [`Seeds::secret`], for the SIP endpoint's own CSPRNG stream.
     secret: [u8; 32],
+    /// Leaving: the SIP endpoint hands its dialogs over; the peer leaves once it is done.
+    leaving: bool,
 }
 
 impl std::fmt::Debug for Host {
@@ -299,6 +301,7 @@ impl Host {
             sip_without_endpoint: 0,
             timers_fired: 0,
             secret: seeds.secret,
+            leaving: false,
         }
     }
 
@@ -333,6 +336,13 @@ impl Host {
     /// Whether the host left the overlay.
     pub fn has_left(&self) -> bool {
         self.peer.has_left()
+    }
+    /// Whether the host is leaving: [`Call::Leave`] was made and the SIP endpoint still
+    /// hands its dialogs to other peers or waits for the answers to its final NOTIFYs (at
+    /// most [`crate::sip::handover::DEPART_MAX`]; the peer then leaves, and
+    /// [`Host::has_left`] holds). A driver keeps feeding it until then.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving
     }
     /// The latest `now` the host was given.
     pub fn now(&self) -> Millis {
@@ -407,6 +417,10 @@ impl Host {
             Input::Call(call) => self.call(now, call),
         };
         self.settle(now);
+        if self.leaving && !self.sip.as_ref().is_some_and(|s| s.handing_over(now)) {
+            self.leaving = false;
+            self.peer.leave(now, &mut self.timers);
+        }
         result
     }
 
@@ -485,9 +499,17 @@ impl Host {
             }
             Call::Lookup { key, token } => self.peer.lookup(now, t, key, token),
             Call::Leave => {
-                // The front end first, while the peer still routes (it needs no answer).
-                self.in_sip(now, |sip, env| sip.depart(env));
-                self.peer.leave(now, &mut self.timers)
+                if self.leaving || self.peer.has_left() {
+                    return Ok(());
+                }
+                // The front end first, while the peer still routes: it hands its dialogs to
+                // other peers, and the peer leaves once their answers are in (or given up).
+                let waiting = self.in_sip(now, |sip, env| sip.depart(env));
+                if waiting == Some(true) {
+                    self.leaving = true;
+                } else {
+                    self.peer.leave(now, &mut self.timers)
+                }
             }
         }
         Ok(())
@@ -512,7 +534,22 @@ impl Host {
     /// Hands every upcall of the peer to the SIP endpoint (which may call the peer again) and
     /// queues it as an output, until the peer has none.
     fn settle(&mut self, now: Millis) {
-        while let Some(ev) = self.peer.poll_event() {
+        loop {
+            if let Some((from, msg)) = self.peer.poll_handover() {
+                let handled = self.in_sip(now, |sip, env| sip.on_handover(env, from, msg.clone()));
+                if handled.is_none() {
+                    // Not a gateway: it carries no dialog.
+                    if let crate::wire::HandoverMsg::Offer { batch, .. } = msg {
+                        let taken = Vec::new();
+                        let answer = crate::wire::HandoverMsg::Taken { batch, taken };
+                        self.peer.send_handover(&from, answer);
+                    }
+                }
+                continue;
+            }
+            let Some(ev) = self.peer.poll_event() else {
+                break;
+            };
             self.in_sip(now, |sip, env| sip.handle_peer_event(env, &ev));
             self.events.push_back(ev);
         }

@@ -14,7 +14,9 @@ use crate::pastry::{Hop, Overlay};
 use crate::rng::{Secrets, SplitMix64};
 use crate::scribe::{Ctx, Scribe};
 use crate::timer::{Armed, Timer, Timers};
-use crate::wire::{Codec, ETag, Msg, NodeHandle, PastryMsg, ReplayGuard, Routed, ScribeMsg};
+use crate::wire::{
+    Codec, ETag, HandoverMsg, Msg, NodeHandle, PastryMsg, ReplayGuard, Routed, ScribeMsg,
+};
 use crate::Millis;
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -48,7 +50,13 @@ pub struct Peer {
     replay: ReplayGuard,
     /// Unix milliseconds minus driver milliseconds ([`Peer::set_unix_time`]).
     unix_offset: i64,
+    /// Dialog handover messages received, for the SIP endpoint above (bounded).
+    handovers: VecDeque<(NodeHandle, HandoverMsg)>,
 }
+
+/// Bound on handover messages waiting for the SIP endpoint (the host drains them after every
+/// input, so more means a flood).
+const MAX_HANDOVERS_QUEUED: usize = 256;
 
 /// A request timer a driver that owns the timers can fire (the conformance harness).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +122,7 @@ impl Peer {
             overlay_armed: Armed::default(),
             replay: ReplayGuard::new(),
             unix_offset: 0,
+            handovers: VecDeque::new(),
             cfg: config,
         };
         peer.at(now);
@@ -320,6 +329,27 @@ impl Peer {
         self.overlay.depart(&mut self.out);
         self.out.loopback.clear();
         self.departed = true;
+    }
+
+    /// The live leaf-set peers nearest this one, nearest first (at most `n`): where a
+    /// leaving gateway hands its dialogs.
+    pub fn leaf_neighbours(&self, n: usize) -> Vec<NodeHandle> {
+        let mut out = Vec::new();
+        self.overlay.nearest_leaves(self.out.me.id.0, n, &mut out);
+        out.retain(|h| h.id != self.out.me.id);
+        out
+    }
+
+    /// Sends a dialog handover message straight to `to` (nothing once the peer has left).
+    pub(crate) fn send_handover(&mut self, to: &NodeHandle, msg: HandoverMsg) {
+        if !self.departed {
+            self.out.send(to, Msg::Handover(msg));
+        }
+    }
+
+    /// The next dialog handover message received, with its sender.
+    pub(crate) fn poll_handover(&mut self) -> Option<(NodeHandle, HandoverMsg)> {
+        self.handovers.pop_front()
     }
 
     /// Next datagram to send.
@@ -596,6 +626,11 @@ impl Peer {
                     self.out
                         .loopback
                         .extend(self.held.drain(..).map(|m| (me, m)));
+                }
+            }
+            Msg::Handover(m) => {
+                if self.handovers.len() < MAX_HANDOVERS_QUEUED {
+                    self.handovers.push_back((from, m));
                 }
             }
             Msg::Scribe(m) => {

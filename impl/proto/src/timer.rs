@@ -39,6 +39,9 @@ pub enum Timer {
     SipClient(u64),
     /// A SIP stream connection: idle timeout.
     SipConn(u64),
+    /// A dialog offer of a leaving SIP gateway: resend it, then give it up
+    /// ([`crate::sip::handover`]).
+    SipHandover(u64),
 }
 
 /// Which layer a timer belongs to.
@@ -47,7 +50,7 @@ impl Timer {
     pub fn is_sip(&self) -> bool {
         matches!(
             self,
-            Timer::SipServer(_) | Timer::SipClient(_) | Timer::SipConn(_)
+            Timer::SipServer(_) | Timer::SipClient(_) | Timer::SipConn(_) | Timer::SipHandover(_)
         )
     }
 }

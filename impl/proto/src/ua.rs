@@ -9,7 +9,8 @@
 //! * RFC 3261 §17.1.2 non-INVITE client transactions over UDP: retransmission on Timer E
 //!   (T1 doubling to T2; T2 after a provisional response), give-up on Timer F;
 //! * NOTIFYs matched to their dialog and answered 200 (or, for fault tests, not at all or
-//!   with another code), with the dialog's remote tag and target learnt from them;
+//!   with another code), with the dialog's remote tag and target learnt from them (a NOTIFY
+//!   is a target refresh request: in-dialog requests go to its `Contact`);
 //! * digest authentication ([`UserAgent::set_credentials`]): a 401 or 407 is answered by
 //!   sending the request again with credentials (new branch, next CSeq), and later requests
 //!   carry credentials for the last challenge with increasing nonce counts, as real clients
@@ -567,6 +568,15 @@ impl UserAgent {
             .and_then(|n| n.tag);
         if s.remote_tag.is_none() {
             s.remote_tag = remote;
+        }
+        // NOTIFY is a target refresh request (RFC 6665): later in-dialog requests go to
+        // its Contact (a dialog handed to another peer moves there).
+        if let Some(c) = r
+            .headers
+            .get("Contact")
+            .and_then(|c| NameAddr::parse(c).ok())
+        {
+            s.server = crate::sip::conn::contact_addr(&c.uri, from.ip());
         }
         let state = r
             .headers

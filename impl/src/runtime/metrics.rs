@@ -228,9 +228,27 @@ impl Collector for Scrape {
             ),
             (
                 "sip_subscriptions_deactivated",
-                "subscriptions ended with terminated;reason=deactivated as this peer left",
+                "subscriptions ended with terminated;reason=deactivated as this peer left (no peer took them)",
                 Counter,
                 per(&|s| sip(s).deactivated),
+            ),
+            (
+                "sip_subscriptions_handed_over",
+                "subscription dialogs another peer took from this one as it left",
+                Counter,
+                per(&|s| sip(s).handed_over),
+            ),
+            (
+                "sip_subscriptions_taken_over",
+                "subscription dialogs this peer took over from a peer that left",
+                Counter,
+                per(&|s| sip(s).taken_over),
+            ),
+            (
+                "sip_handover_refused",
+                "dialogs offered to this peer by a leaving peer that it refused (invalid, over its limits, or leaving itself)",
+                Counter,
+                per(&|s| sip(s).handover_refused),
             ),
             (
                 "sip_malformed",

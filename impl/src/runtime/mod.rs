@@ -75,6 +75,11 @@ const SIP_BATCH: usize = 32;
 pub const SIP_RUN_FULL: usize = 256;
 /// How long a leaving node waits at most for its TCP write queues to empty.
 const LEAVE_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Bound on an orderly leave's dialog handover (the SIP front end stops waiting after
+/// [`crate::sip::handover::DEPART_MAX`]; this only guards against a host that never
+/// finishes).
+const LEAVE_HANDOVER_MAX: Millis = crate::sip::handover::DEPART_MAX + 1_000;
 /// After this many consecutive receive errors on a socket the loop pauses briefly.
 const ERROR_BURST: u32 = 16;
 /// Length of that pause (ms).
@@ -320,10 +325,12 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
             }
             let mut deadline = node.drain().await;
             tracing::info!(addr = %node.host.handle().addr, "peer running");
+            // Leaving: who to tell once done, and the bound on the dialog handover.
+            let mut leaving: Option<(Option<tokio::sync::oneshot::Sender<()>>, Millis)> = None;
             let done = loop {
                 let mut pause = false;
                 let stop = tokio::select! {
-                    cmd = node.commands.recv() => match cmd {
+                    cmd = node.commands.recv(), if leaving.is_none() => match cmd {
                         Some(Command::Run(f)) => {
                             let now = node.now();
                             f(&mut node.host, now);
@@ -379,17 +386,30 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
                     if leave && !node.host.has_left() {
                         let now = node.now();
                         let _ = node.host.handle_input(now, Input::Call(crate::Call::Leave));
+                        // The SIP front end hands its dialogs to other peers first; the loop
+                        // runs on (taking no more commands) until the host has left.
+                        leaving = Some((done, now + LEAVE_HANDOVER_MAX));
+                    } else {
+                        tracing::info!("stopped without leaving");
+                        break done;
+                    }
+                }
+                if let Some((_, until)) = &leaving {
+                    let now = node.now();
+                    if node.host.has_left() || now >= *until {
                         node.drain().await;
                         // The final NOTIFYs to subscribers on TCP are queued on their
                         // connections: give them a moment to leave.
                         if let Some(t) = &node.tcp {
                             t.flush(LEAVE_FLUSH).await;
                         }
-                        tracing::info!("left the overlay");
-                    } else {
-                        tracing::info!("stopped without leaving");
+                        if node.host.has_left() {
+                            tracing::info!("left the overlay");
+                        } else {
+                            tracing::warn!("dialog handover unfinished; stopping without leaving");
+                        }
+                        break leaving.take().and_then(|(done, _)| done);
                     }
-                    break done;
                 }
                 deadline = node.drain().await;
                 if pause {

@@ -172,6 +172,8 @@ struct SimPeer {
     side: u8,
     /// Paused (SIGSTOP) until then: what reaches it waits, its timer does not fire.
     paused_until: Option<Millis>,
+    /// Leaving ([`Sim::leave`]): removed once its host has left the overlay.
+    leaving: bool,
 }
 
 /// The simulator.
@@ -393,21 +395,28 @@ impl Sim {
             incarnation: 0,
             side: 0,
             paused_until: None,
+            leaving: false,
         });
         i
     }
 
     /// Crashes peer `i`: its state is lost, datagrams to it are dropped.
     pub fn crash(&mut self, i: usize) {
+        self.nodes[i].leaving = false;
         self.nodes[i].host = None;
         self.nodes[i].timer_at = None;
         self.nodes[i].incarnation += 1;
     }
 
-    /// Peer `i` leaves the overlay gracefully ([`Call::Leave`]) and is then removed.
+    /// Peer `i` leaves the overlay gracefully ([`Call::Leave`]) and is then removed: at once,
+    /// or, while a gateway hands its dialogs to other peers, once its host has left.
     pub fn leave(&mut self, i: usize) {
         self.call(i, Call::Leave);
-        self.crash(i);
+        if self.nodes[i].host.as_ref().is_some_and(|h| h.is_leaving()) {
+            self.nodes[i].leaving = true;
+        } else {
+            self.crash(i);
+        }
     }
 
     /// Crashes peer `i` and also drops every datagram it sent that is still in flight (as if
@@ -566,6 +575,10 @@ impl Sim {
             self.send(now, side, from, t.dst, t.payload);
         }
         self.scratch = out;
+        if self.nodes[i].leaving && self.nodes[i].host.as_ref().is_some_and(|h| h.has_left()) {
+            self.crash(i);
+            return;
+        }
         if let Some(t) = timeout {
             let t = t.max(now + 1);
             if self.nodes[i].timer_at != Some(t) {

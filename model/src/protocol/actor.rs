@@ -49,6 +49,7 @@ impl Ctx<'_> {
         match msg {
             Msg::Subscribe => self.on_subscribe(st, from, o),
             Msg::Unsubscribe => self.on_unsubscribe(st, from, o),
+            Msg::Handover { client, last } => self.on_handover(st, client, last, o),
             Msg::Publish {
                 n,
                 value,
@@ -147,6 +148,11 @@ impl Actor for Participant {
                     o.set_timer(Timer::Detect(q), model_timeout());
                 }
                 o.set_timer(Timer::Resend, model_timeout());
+                if s.handovers > 0 {
+                    for q in (0..s.topo.len() as PeerIx).filter(|&q| q != me) {
+                        o.set_timer(Timer::Handover(q), model_timeout());
+                    }
+                }
                 if s.suspicions > 0 {
                     o.set_timer(Timer::Suspect, model_timeout());
                     o.set_timer(Timer::Heal, model_timeout());
@@ -252,6 +258,7 @@ impl Actor for Participant {
                     Timer::Alive(x) => ctx.on_alive(&mut st, x, o),
                     Timer::Lapse => st.leased = None,
                     Timer::Reask(q) => ctx.reask(&mut st, q, o),
+                    Timer::Handover(q) => ctx.hand_dialog_over(&mut st, q, o),
                     Timer::Start | Timer::Stop | Timer::Move(_) => {}
                 }
                 if state.peer() != Some(&st) {

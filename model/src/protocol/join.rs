@@ -11,14 +11,18 @@
 //! each hop learns the state it carries. A JOIN carries the latest state known on its
 //! way, so that a root that knows less (after a failover) reconciles by keeping the higher seq
 //! (§III.F, re-JOIN). An unsubscribe ends a local subscription; a peer that no longer needs the
-//! group leaves the tree.
+//! group leaves the tree. A peer that leaves the overlay hands its subscriptions to another
+//! peer with the last state each was shown (`--handovers`); that peer JOINs for them and
+//! sends each a NOTIFY from its own address, never older than what the subscriber saw.
 
 use super::publish::push_replication;
 use super::{newer, peer_id, Ctx, ALL, O};
 use super::{
-    Entry, Held, Hops, LocalSub, Msg, Obs, PeerState, ReqId, SubPhase, Timer, UaEvent, NO_STATE,
+    Entry, Held, Hops, LocalSub, Msg, Obs, PeerState, ReqId, Seq, SubPhase, Timer, UaEvent,
+    NO_STATE,
 };
 use crate::mutant::Mutant;
+use crate::setup::Setup;
 use crate::topology::PeerIx;
 use stateright::actor::model_timeout;
 
@@ -70,7 +74,7 @@ impl Ctx<'_> {
             return;
         }
         if let Some(i) = st.subs.iter().position(|s| s.client == from) {
-            if let SubPhase::Pending(n) = st.subs[i].phase {
+            if let Some(n) = st.subs[i].phase.pending() {
                 let req = ReqId {
                     origin: self.me,
                     who: from,
@@ -81,6 +85,12 @@ impl Ctx<'_> {
             }
             st.subs.remove(i);
         }
+        self.prune(st, o);
+    }
+
+    /// A peer that no longer needs the group (no local subscription, no child, not the root)
+    /// leaves the tree: it forgets its parent and stops re-JOINing.
+    fn prune(&self, st: &mut PeerState, o: &mut O) {
         if st.subs.is_empty() && st.children == 0 && st.root.is_none() {
             st.parent = None;
             if let Some(req) = st.rejoin.take() {
@@ -88,6 +98,50 @@ impl Ctx<'_> {
                 o.cancel_timer(Timer::Retry(req));
             }
         }
+    }
+
+    /// Before it leaves, this peer hands its first active subscription of a subscriber that
+    /// stays to peer `q`, with the last state it showed it (production: the orderly shutdown's
+    /// `DialogHandover`), and forgets it.
+    pub(super) fn hand_dialog_over(&self, st: &mut PeerState, q: PeerIx, o: &mut O) {
+        let Some(i) = handable(self.s, st) else {
+            return;
+        };
+        let sub = st.subs.remove(i);
+        let SubPhase::Active(last) = sub.phase else {
+            return;
+        };
+        if !self.mutant(Mutant::HandoverDropped) {
+            o.send(
+                peer_id(q),
+                Msg::Handover {
+                    client: sub.client,
+                    last,
+                },
+            );
+        }
+        self.prune(st, o);
+    }
+
+    /// A subscription handed over by a peer that leaves: join the group for it, like a new
+    /// local subscriber, but the root's answer makes it active without a 200 (the dialog
+    /// exists) and with a NOTIFY from here whatever the state (a target refresh).
+    pub(super) fn on_handover(&self, st: &mut PeerState, client: u8, last: Seq, o: &mut O) {
+        if st.subs.iter().any(|s| s.client == client) {
+            return;
+        }
+        let req = ReqId {
+            origin: self.me,
+            who: client,
+            n: st.next_n,
+        };
+        st.next_n += 1;
+        st.subs.push(LocalSub {
+            client,
+            phase: SubPhase::Handed(req.n, last),
+        });
+        o.set_timer(Timer::Retry(req), model_timeout());
+        self.send_join(st, req, o);
     }
 
     /// Sends a JOIN for `req` toward the root (or answers it here if this peer is the root).
@@ -143,7 +197,7 @@ impl Ctx<'_> {
         let Some(i) = st
             .subs
             .iter()
-            .position(|s| s.client == req.who && s.phase == SubPhase::Pending(req.n))
+            .position(|s| s.client == req.who && s.phase.pending() == Some(req.n))
         else {
             return;
         };
@@ -157,9 +211,23 @@ impl Ctx<'_> {
             seq: 0,
             values: NO_STATE,
         });
-        self.to_ua(o, req.who, UaEvent::Accepted);
-        self.to_ua(o, req.who, UaEvent::Notify(latest));
-        st.subs[i].phase = SubPhase::Active(latest.seq);
+        match st.subs[i].phase {
+            SubPhase::Handed(_, last) => {
+                // A handed-over dialog: no 200 (it exists); a NOTIFY from here, whether or
+                // not the state moved on, tells the subscriber where the dialog lives now.
+                // Never an older state than it was shown.
+                if latest.seq >= last && (latest.seq > last || !self.mutant(Mutant::HandoverSilent))
+                {
+                    self.to_ua(o, req.who, UaEvent::Notify(latest));
+                }
+                st.subs[i].phase = SubPhase::Active(latest.seq.max(last));
+            }
+            _ => {
+                self.to_ua(o, req.who, UaEvent::Accepted);
+                self.to_ua(o, req.who, UaEvent::Notify(latest));
+                st.subs[i].phase = SubPhase::Active(latest.seq);
+            }
+        }
     }
 
     /// A JOIN from peer `from` (or from this peer itself): graft the sender as a child, then
@@ -285,4 +353,15 @@ impl Ctx<'_> {
             None => self.join_answered(st, req, state, o),
         }
     }
+}
+
+/// The local subscription a peer that leaves hands over (`Timer::Handover`): its first
+/// active one of a subscriber that never unsubscribes.
+pub fn handable(setup: &Setup, st: &PeerState) -> Option<usize> {
+    st.subs.iter().position(|s| {
+        matches!(s.phase, SubPhase::Active(_))
+            && setup
+                .subscriber_index(s.client as usize)
+                .is_some_and(|i| i >= setup.unsubscribes)
+    })
 }

@@ -163,6 +163,18 @@ pub enum Msg {
     Subscribe,
     /// UA → first-contact peer: SIP SUBSCRIBE with `Expires: 0` (ends its subscription).
     Unsubscribe,
+    /// Peer → peer: a peer about to leave hands the subscription dialog of user agent
+    /// `client` to another peer, with the last state it showed it (production:
+    /// `DialogHandover` in `wire`, carrying the dialog's Call-ID, tags, CSeqs, route set,
+    /// target and expiry besides). The receiver joins the group for it and, once the root
+    /// answers, sends it a NOTIFY from its own address (a target refresh).
+    Handover {
+        /// The subscriber's actor index.
+        client: u8,
+        /// The seq of the last state the subscriber was shown (production carries no body:
+        /// the root's answer has the state).
+        last: Seq,
+    },
     /// UA → first-contact peer: SIP PUBLISH (`n`: the UA's request counter).
     Publish {
         /// Request counter.
@@ -307,6 +319,11 @@ pub enum Timer {
     /// refresh to a crashed peer failed). Enabled only once its current peer crashed, for a
     /// live target, within the move budget.
     Move(PeerIx),
+    /// The peer hands one of its active local subscriptions to this peer before it leaves
+    /// (an orderly shutdown, `--handovers`): enabled at a live peer holding an active
+    /// subscription of a subscriber that never unsubscribes, for a live, reachable target,
+    /// within the handover budget.
+    Handover(PeerIx),
     /// Failure detector: the peer notices that `PeerIx` has crashed (missing heartbeats and
     /// keep-alives). Enabled only once that peer has crashed: a perfect failure detector.
     Detect(PeerIx),

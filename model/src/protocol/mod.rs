@@ -30,6 +30,7 @@ mod retry;
 mod state;
 
 pub use actor::Participant;
+pub use join::handable;
 pub use message::{Change, Hops, Msg, Obs, PubResult, ReqId, RootStateMsg, Timer, UaEvent};
 pub use publish::{busy, expirable, MAX_EXPIRES};
 pub use state::{

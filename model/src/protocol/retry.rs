@@ -5,7 +5,7 @@
 //! live peer has detected every crash (timeouts are longer than round trips and detection).
 
 use super::{Ctx, O};
-use super::{PeerState, PubResult, ReqId, SubPhase, Timer, UaEvent};
+use super::{PeerState, PubResult, ReqId, Timer, UaEvent};
 use crate::mutant::Mutant;
 use stateright::actor::model_timeout;
 
@@ -51,7 +51,7 @@ impl Ctx<'_> {
         } else if let Some(i) = st
             .subs
             .iter()
-            .position(|s| s.client == req.who && s.phase == SubPhase::Pending(req.n))
+            .position(|s| s.client == req.who && s.phase.pending() == Some(req.n))
         {
             if give_up {
                 st.subs.remove(i);

@@ -125,6 +125,21 @@ pub enum SubPhase {
     Pending(u8),
     /// Accepted; `last` is the seq of the last NOTIFY sent to the client.
     Active(Seq),
+    /// Handed over from a peer that left, JOIN sent with request counter `n`; `last` is the
+    /// seq of the state that peer showed the client last. The root's answer makes it active
+    /// with a NOTIFY (a target refresh) of the newest state known here, unless that is older
+    /// than `last` (then it waits for a newer one, like any stale state).
+    Handed(u8, Seq),
+}
+
+impl SubPhase {
+    /// The request counter of the JOIN it waits on, if it waits on one.
+    pub fn pending(self) -> Option<u8> {
+        match self {
+            SubPhase::Pending(n) | SubPhase::Handed(n, _) => Some(n),
+            SubPhase::Active(_) => None,
+        }
+    }
 }
 
 /// A publish a first-contact peer is waiting on.

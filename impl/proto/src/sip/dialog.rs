@@ -38,6 +38,16 @@ pub enum Phase {
     Active,
     /// Final NOTIFY queued or in flight; the dialog goes when it completes.
     Terminating,
+    /// This peer is leaving and offered the dialog to another peer (offer `batch`): no
+    /// NOTIFY is sent here meanwhile (the taker sends the state); it goes silently once taken,
+    /// or ends with `terminated;reason=deactivated` if it is not.
+    Handing {
+        /// The offer.
+        batch: u64,
+    },
+    /// Taken over from a peer that left: waiting for the root's answer to this peer's JOIN,
+    /// after which it is active and its next NOTIFY (a target refresh) leaves from here.
+    Adopting,
 }
 
 /// The header carrying the group's sequence number in every NOTIFY: the order the overlay's
@@ -97,8 +107,15 @@ pub struct Dialog {
     pub fetch: bool,
     /// When the subscription expires.
     pub expires_at: Millis,
-    /// The last state the subscriber was told about.
+    /// The last state this peer told the subscriber about.
     pub last: Option<Shown>,
+    /// For a dialog taken over from a peer that left: the seq of the last state that peer
+    /// showed (0 otherwise). No older state is shown here.
+    pub floor: u64,
+    /// The next NOTIFY tells the subscriber the dialog's new home (its Contact: RFC 6665 makes
+    /// NOTIFY a target refresh request), so it is sent even if its state is not newer than
+    /// the last one shown.
+    pub retarget: bool,
     /// The presentity (the initial SUBSCRIBE's Request-URI): the `entity` of a `closed` PIDF.
     pub resource: String,
     /// NOTIFYs waiting for the one in flight.
@@ -110,6 +127,16 @@ pub struct Dialog {
 }
 
 impl Dialog {
+    /// The seq of the newest state the subscriber was shown, here or by the peer that handed
+    /// the dialog over (`None`: nothing yet).
+    pub fn shown_seq(&self) -> Option<u64> {
+        let here = self.last.as_ref().map(|s| s.seq);
+        match (here, self.floor) {
+            (None, 0) => None,
+            (h, f) => Some(h.unwrap_or(0).max(f)),
+        }
+    }
+
     /// Queues a NOTIFY, bounding the queue.
     pub fn enqueue(&mut self, q: Queued) {
         if self.queue.len() >= MAX_QUEUED {
@@ -174,8 +201,13 @@ impl Dialog {
             },
         };
         h.push("Subscription-State", state.to_string());
-        h.push(SEQ_HEADER, q.state.seq.to_string());
-        let body = match self.body(&q.state) {
+        // A dialog taken over that ends before this peer showed it anything: the state the
+        // subscriber holds is unknown here, so its final NOTIFY carries none.
+        let unknown = self.last.is_none() && self.floor > 0;
+        if !unknown {
+            h.push(SEQ_HEADER, q.state.seq.to_string());
+        }
+        let body = match self.body(&q.state).filter(|_| !unknown) {
             Some((ct, body)) => {
                 h.push("Content-Type", ct);
                 body

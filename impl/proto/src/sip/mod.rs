@@ -28,9 +28,10 @@
 //!   a timeout, a 481 or a 408 ends the subscription (`Peer::unsubscribe`; RFC 6665 §4.2.2,
 //!   RFC 5057).
 //! * Core expiry (`SubTerminated`) becomes a final NOTIFY `terminated;reason=timeout`.
-//! * An orderly shutdown (the peer leaves) ends every subscription with a final NOTIFY
-//!   `terminated;reason=deactivated`: the subscriber subscribes again at once, through
-//!   another peer (RFC 6665 §4.2.2).
+//! * An orderly shutdown (the peer leaves) hands every dialog to a leaf-set peer, which
+//!   carries it on and tells the subscriber with a NOTIFY from its own address ([`handover`]);
+//!   a dialog no peer takes ends with a final NOTIFY `terminated;reason=deactivated`, and its
+//!   subscriber subscribes again at once, through another peer (RFC 6665 §4.2.2).
 //!
 //! ## Subscribing before anything is published: 200 and a NOTIFY without state
 //! The paper's root answers a JOIN for a group without state with a nACK, mapped to a final
@@ -96,6 +97,7 @@ pub mod admission;
 pub mod auth;
 pub mod conn;
 pub mod dialog;
+pub mod handover;
 pub mod headers;
 pub mod message;
 mod notify;
@@ -268,8 +270,16 @@ pub struct SipStats {
     /// closed (a transport error).
     pub notify_transport_errors: u64,
     /// Subscriptions ended with `terminated;reason=deactivated` because this peer left the
-    /// overlay (their subscribers subscribe again through another peer).
+    /// overlay and no other peer took them (their subscribers subscribe again).
     pub deactivated: u64,
+    /// Dialogs this peer offered to another as it left ([`handover`]).
+    pub handover_offered: u64,
+    /// Dialogs another peer took from this one as it left.
+    pub handed_over: u64,
+    /// Dialogs this peer took over from a peer that left.
+    pub taken_over: u64,
+    /// Dialogs offered to this peer that it refused (invalid, over its limits, or leaving).
+    pub handover_refused: u64,
     /// Stream connections taken on (announced by the driver, or opened for a NOTIFY or a
     /// response).
     pub connections_opened: u64,
@@ -423,6 +433,14 @@ pub struct SipEndpoint {
     nonces: Option<auth::Nonces>,
     /// Token buckets and dialog counts of the abuse limits, the driver's backlog.
     admission: admission::Admission,
+    /// The peer is leaving: new subscriptions are refused, dialogs are handed over.
+    departing: bool,
+    /// Dialog offers waiting for their answers, by number ([`handover`]).
+    offers: HashMap<u64, handover::Offer>,
+    /// The next offer's number.
+    next_batch: u64,
+    /// When a departure gives up waiting ([`handover::DEPART_MAX`] after it began).
+    depart_by: Option<Millis>,
 }
 
 impl SipEndpoint {
@@ -444,6 +462,10 @@ impl SipEndpoint {
             next_handle: 1,
             nonces,
             admission,
+            departing: false,
+            offers: HashMap::new(),
+            next_batch: 1,
+            depart_by: None,
         }
     }
 
@@ -575,7 +597,7 @@ impl SipEndpoint {
     }
 
     /// One of the SIP layer's timers fired: 100 Trying, Timer J, Timers E and F, idle
-    /// connections.
+    /// connections, dialog offers.
     pub(crate) fn handle_timer(&mut self, env: &mut Env<'_>, timer: Timer) {
         match timer {
             Timer::SipServer(id) => match self.tx.server_timer(env.timers, id, env.now) {
@@ -598,6 +620,7 @@ impl SipEndpoint {
                 ClientDue::Nothing => {}
             },
             Timer::SipConn(id) => self.conn_timer(env, id),
+            Timer::SipHandover(batch) => self.handover_timer(env, batch),
             _ => {}
         }
     }

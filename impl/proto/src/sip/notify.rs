@@ -73,45 +73,39 @@ impl SipEndpoint {
         }
     }
 
-    /// The peer leaves the overlay (an orderly shutdown). Its subscribers are told at once
-    /// with a final NOTIFY `Subscription-State: terminated;reason=deactivated`, which RFC 6665
-    /// §4.2.2 defines for exactly this, "migration of subscriptions between nodes": the
-    /// subscriber SHOULD subscribe again at once, and through another peer it gets the same
-    /// state (the group lives on, its records at the replicas). Without it a subscriber would
-    /// hear nothing until its next refresh failed, up to an hour later. A NOTIFY in flight is
-    /// given up (the final one overtakes it, with a higher CSeq); an initial SUBSCRIBE still
-    /// waiting for the overlay gets 503 with `Retry-After`. Sent once: a leaving peer waits
-    /// for no answer.
-    pub(crate) fn depart(&mut self, env: &mut Env<'_>) {
-        let mut handles: Vec<SubHandle> = self.dialogs.keys().copied().collect();
-        handles.sort_unstable();
-        for h in handles {
-            let Some(d) = self.dialogs.get_mut(&h) else {
-                continue;
-            };
-            match d.phase {
-                Phase::Establishing { tx } => {
-                    self.remove_dialog(h);
-                    let mut hs = super::message::Headers::default();
-                    hs.push("Retry-After", "1");
-                    self.complete(env, tx, 503, "Service Unavailable - Peer Leaving", hs, None);
-                }
-                Phase::Active => {
-                    let state = d.last.clone().unwrap_or_default();
-                    d.queue.clear();
-                    let in_flight = d.in_flight.take();
-                    d.enqueue(Queued {
-                        state,
-                        terminated: Some("deactivated"),
-                    });
-                    if let Some(id) = in_flight {
-                        self.tx.remove_client(id);
-                    }
-                    self.stats.deactivated += 1;
-                    self.pump(env, h);
-                }
-                Phase::Terminating => {}
+    /// Ends dialog `h` because this peer leaves and no other peer carries it: a final NOTIFY
+    /// `Subscription-State: terminated;reason=deactivated`, which RFC 6665 §4.2.2 defines for
+    /// exactly this, "migration of subscriptions between nodes": the subscriber SHOULD
+    /// subscribe again at once, and through another peer it gets the same state (the group
+    /// lives on, its records at the replicas). A NOTIFY in flight is given up (the final one
+    /// overtakes it, with a higher CSeq); an initial SUBSCRIBE still waiting for the overlay
+    /// gets 503 with `Retry-After`. Sent once: a leaving peer waits for no answer.
+    pub(super) fn deactivate(&mut self, env: &mut Env<'_>, h: SubHandle) {
+        let Some(d) = self.dialogs.get_mut(&h) else {
+            return;
+        };
+        match d.phase {
+            Phase::Establishing { tx } => {
+                self.remove_dialog(h);
+                let mut hs = super::message::Headers::default();
+                hs.push("Retry-After", "1");
+                self.complete(env, tx, 503, "Service Unavailable - Peer Leaving", hs, None);
             }
+            Phase::Active | Phase::Handing { .. } | Phase::Adopting => {
+                let state = d.last.clone().unwrap_or_default();
+                d.queue.clear();
+                let in_flight = d.in_flight.take();
+                d.enqueue(Queued {
+                    state,
+                    terminated: Some("deactivated"),
+                });
+                if let Some(id) = in_flight {
+                    self.tx.remove_client(id);
+                }
+                self.stats.deactivated += 1;
+                self.pump(env, h);
+            }
+            Phase::Terminating => {}
         }
     }
 

@@ -59,6 +59,8 @@ impl SipEndpoint {
                     Phase::Establishing { .. } => "establishing",
                     Phase::Active => "active",
                     Phase::Terminating => "terminating",
+                    Phase::Handing { .. } => "handing-over",
+                    Phase::Adopting => "adopting",
                 },
                 expires_in: d.expires_at.saturating_sub(now) / 1000,
                 last_seq: d.last.as_ref().map_or(0, |l| l.seq),

@@ -49,6 +49,21 @@ impl SipEndpoint {
             return self.refresh(env, key, ctx, req, local_tag, expires, contact);
         }
         // Initial SUBSCRIBE.
+        if self.departing {
+            // This peer is leaving: the subscriber retries at once, and reaches another peer
+            // (or this address again, once it serves again).
+            let mut h = Headers::default();
+            h.push("Retry-After", "1");
+            return self.reply(
+                env,
+                key,
+                ctx,
+                503,
+                "Service Unavailable - Peer Leaving",
+                h,
+                None,
+            );
+        }
         // RFC 6665 §8.3: the package's body type must be acceptable to the subscriber.
         if let Some(media) = super::package_media_type(&event.package) {
             let (kind, _) = media.split_once('/').unwrap_or((media, ""));
@@ -135,6 +150,8 @@ impl SipEndpoint {
             fetch,
             expires_at: env.now + u64::from(if fetch { 0 } else { granted }) * 1000,
             last: None,
+            floor: 0,
+            retarget: false,
             resource,
             queue: Default::default(),
             in_flight: None,
@@ -166,6 +183,17 @@ impl SipEndpoint {
             local_tag,
             remote_tag: ctx.from_na.tag.clone().unwrap_or_default(),
         };
+        // A dialog being handed to another peer (this one is leaving): 503, and the retry
+        // goes where the taker's NOTIFY points (RFC 3261 §21.5.4).
+        let handing = |d: &&mut Dialog| matches!(d.phase, Phase::Handing { .. } | Phase::Adopting);
+        if let Some(h) = self.dialog_ids.get(&id).copied() {
+            if self.dialogs.get_mut(&h).as_ref().is_some_and(handing) {
+                let mut hs = Headers::default();
+                hs.push("Retry-After", "1");
+                let reason = "Service Unavailable - Dialog Moving";
+                return self.reply(env, key, ctx, 503, reason, hs, None);
+            }
+        }
         // An unknown dialog, or one no longer active: 481 (RFC 3261 §12.2.2).
         let found = self
             .dialog_ids
@@ -276,6 +304,13 @@ impl SipEndpoint {
         let Some(d) = self.dialogs.get_mut(&h) else {
             return;
         };
+        if d.phase == Phase::Adopting {
+            // Taken over: the dialog exists (no 200); its expiry stays the subscriber's, and
+            // its next NOTIFY, whatever its state, tells the subscriber where it lives now.
+            d.phase = Phase::Active;
+            d.retarget = true;
+            return;
+        }
         let Phase::Establishing { tx } = d.phase.clone() else {
             return;
         };
@@ -303,6 +338,15 @@ impl SipEndpoint {
         h: SubHandle,
         reason: SubRejectReason,
     ) {
+        if self
+            .dialogs
+            .get(&h)
+            .is_some_and(|d| d.phase == Phase::Adopting)
+        {
+            // Taken over, but the overlay did not answer: end it as the peer that left would
+            // have.
+            return self.deactivate(env, h);
+        }
         let Some(d) = self.remove_dialog(h) else {
             return;
         };
@@ -327,11 +371,25 @@ impl SipEndpoint {
         let Some(d) = self.dialogs.get_mut(&h) else {
             return;
         };
-        let established = d.phase == Phase::Active || (early && d.phase != Phase::Terminating);
-        if !established || (d.last.as_ref().is_some_and(|s| seq <= s.seq) && !stale_ok) {
+        if let Phase::Handing { .. } = d.phase {
+            // Frozen while offered: remember the state (for a final NOTIFY if not taken).
+            if d.last.as_ref().is_none_or(|s| seq > s.seq) {
+                d.last = Some(state);
+            }
             return;
         }
-        let first = d.last.is_none();
+        let established = d.phase == Phase::Active
+            || (early && !matches!(d.phase, Phase::Terminating | Phase::Adopting));
+        // Never older than what the subscriber was shown; the same state again only as the
+        // NOTIFY that retargets a dialog taken over.
+        let stale = d
+            .shown_seq()
+            .is_some_and(|s| seq < s || (seq == s && !d.retarget));
+        if !established || (stale && !stale_ok) {
+            return;
+        }
+        let first = d.last.is_none() && d.floor == 0;
+        d.retarget = false;
         d.last = Some(state.clone());
         if first && silent_first {
             return;

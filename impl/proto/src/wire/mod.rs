@@ -25,10 +25,12 @@ use sha2::Sha256;
 use std::fmt;
 use std::net::SocketAddr;
 
+mod handover;
 mod pastry;
 mod replay;
 mod scribe;
 
+pub use handover::{HandoverMsg, WireDialog, MAX_DIALOGS_PER_OFFER};
 pub use pastry::PastryMsg;
 pub use replay::{ReplayGuard, MAX_CLOCK_SKEW, MAX_SENDERS, SEEN_PER_SENDER};
 pub use scribe::{
@@ -37,7 +39,10 @@ pub use scribe::{
 
 /// Wire format version carried in the first byte of every datagram (5: the [`Stamp`] of
 /// authenticated datagrams; 7: `FetchReply` and `Fenced` name the epoch they answer;
-/// 8: `FetchReply::busy_for`).
+/// 8: `FetchReply::busy_for`). [`Msg::Handover`] came without a new version: it is a variant
+/// after the others, so no earlier message's encoding changed, and a peer that predates it
+/// drops it as malformed (its leaving neighbour's offer then goes unanswered, and the dialogs
+/// end with `deactivated` as before), so a rolling upgrade keeps the overlay whole.
 pub const VERSION: u8 = 8;
 /// Largest datagram a peer sends or accepts.
 pub const MAX_DATAGRAM_LEN: usize = 16 * 1024;
@@ -90,16 +95,21 @@ pub enum Msg {
         /// Payload.
         body: Routed,
     },
+    /// Dialog handover between SIP gateway peers (an orderly shutdown), sent straight to one
+    /// peer.
+    Handover(HandoverMsg),
 }
 
 /// The names [`Msg::kind`] gives, sorted.
-pub const KINDS: [&str; 26] = [
+pub const KINDS: [&str; 28] = [
     "ack",
     "announce",
     "departing",
     "fenced",
     "fetch_reply",
     "fetch_state",
+    "handover_offer",
+    "handover_taken",
     "heartbeat",
     "heartbeat_ack",
     "join",
@@ -132,36 +142,40 @@ impl Msg {
     pub fn kind_index(&self) -> usize {
         match self {
             Msg::Pastry(m) => match m {
-                PastryMsg::Ping => 18,                // ping
-                PastryMsg::Pong => 19,                // pong
-                PastryMsg::LeafSetRequest => 11,      // leafset_request
-                PastryMsg::LeafSetReply { .. } => 10, // leafset_reply
-                PastryMsg::RowRequest { .. } => 25,   // row_request
-                PastryMsg::RowReply { .. } => 24,     // row_reply
-                PastryMsg::JoinState { .. } => 9,     // join_state
+                PastryMsg::Ping => 20,                // ping
+                PastryMsg::Pong => 21,                // pong
+                PastryMsg::LeafSetRequest => 13,      // leafset_request
+                PastryMsg::LeafSetReply { .. } => 12, // leafset_reply
+                PastryMsg::RowRequest { .. } => 27,   // row_request
+                PastryMsg::RowReply { .. } => 26,     // row_reply
+                PastryMsg::JoinState { .. } => 11,    // join_state
                 PastryMsg::Announce => 1,             // announce
                 PastryMsg::Departing => 2,            // departing
             },
             Msg::Scribe(m) => match m {
-                ScribeMsg::Provisional { .. } => 17,  // pack
+                ScribeMsg::Provisional { .. } => 19,  // pack
                 ScribeMsg::JoinAck { .. } => 0,       // ack
-                ScribeMsg::Notify { .. } => 15,       // notify
-                ScribeMsg::Heartbeat { .. } => 6,     // heartbeat
-                ScribeMsg::HeartbeatAck { .. } => 7,  // heartbeat_ack
-                ScribeMsg::Leave { .. } => 12,        // leave
-                ScribeMsg::PublishReply { .. } => 21, // publish_reply
-                ScribeMsg::Replicate { .. } => 22,    // replicate
-                ScribeMsg::NotRoot { .. } => 14,      // not_root
-                ScribeMsg::ReplicateAck { .. } => 23, // replicate_ack
+                ScribeMsg::Notify { .. } => 17,       // notify
+                ScribeMsg::Heartbeat { .. } => 8,     // heartbeat
+                ScribeMsg::HeartbeatAck { .. } => 9,  // heartbeat_ack
+                ScribeMsg::Leave { .. } => 14,        // leave
+                ScribeMsg::PublishReply { .. } => 23, // publish_reply
+                ScribeMsg::Replicate { .. } => 24,    // replicate
+                ScribeMsg::NotRoot { .. } => 16,      // not_root
+                ScribeMsg::ReplicateAck { .. } => 25, // replicate_ack
                 ScribeMsg::Fenced { .. } => 3,        // fenced
                 ScribeMsg::FetchState { .. } => 5,    // fetch_state
                 ScribeMsg::FetchReply { .. } => 4,    // fetch_reply
             },
+            Msg::Handover(m) => match m {
+                HandoverMsg::Offer { .. } => 6, // handover_offer
+                HandoverMsg::Taken { .. } => 7, // handover_taken
+            },
             Msg::Routed { body, .. } => match body {
-                Routed::OverlayJoin { .. } => 16, // overlay_join
-                Routed::Lookup { .. } => 13,      // lookup
-                Routed::Join { .. } => 8,         // join
-                Routed::Publish { .. } => 20,     // publish
+                Routed::OverlayJoin { .. } => 18, // overlay_join
+                Routed::Lookup { .. } => 15,      // lookup
+                Routed::Join { .. } => 10,        // join
+                Routed::Publish { .. } => 22,     // publish
             },
         }
     }
