@@ -742,11 +742,12 @@ fn pidf(basic: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sip_user_agents_through_the_runtime() {
+/// Starts `n` SIP gateway peers; peer 0 is the bootstrap of all others. Returns once all
+/// joined.
+async fn gateways(n: usize) -> Vec<RuntimeHandle> {
     use sascribe::sip::SipConfig;
     let mut peers: Vec<RuntimeHandle> = Vec::new();
-    for i in 0..4 {
+    for i in 0..n {
         let mut node = HostLoop::bind(loopback(), id(i), fast(), i as u64)
             .await
             .unwrap()
@@ -760,6 +761,12 @@ async fn sip_user_agents_through_the_runtime() {
         h.wait_ready(WAIT).await.unwrap();
         peers.push(h);
     }
+    peers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sip_user_agents_through_the_runtime() {
+    let peers = gateways(4).await;
     let sip = |i: usize| peers[i].sip_addr().unwrap();
     let (mut alice, mut bob) = (Ua::new().await, Ua::new().await);
     let ct = "Event: presence\r\nExpires: 600\r\nContent-Type: application/pidf+xml\r\n";
@@ -806,22 +813,7 @@ fn header<'a>(text: &'a str, name: &str) -> Option<&'a str> {
 /// the subscriber; the subscriber's refresh, sent to that Contact, is answered 200 there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_gateway_hands_its_dialogs_over() {
-    use sascribe::sip::SipConfig;
-    let mut peers: Vec<RuntimeHandle> = Vec::new();
-    for i in 0..3 {
-        let mut node = HostLoop::bind(loopback(), id(i), fast(), i as u64)
-            .await
-            .unwrap()
-            .bind_sip(loopback(), SipConfig::new)
-            .await
-            .unwrap();
-        if let Some(first) = peers.first() {
-            node.bootstrap(first.overlay_addr());
-        }
-        let h = node.spawn();
-        h.wait_ready(WAIT).await.unwrap();
-        peers.push(h);
-    }
+    let peers = gateways(3).await;
     // Every peer knows both others before one leaves.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let sip = |i: usize| peers[i].sip_addr().unwrap();

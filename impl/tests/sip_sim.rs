@@ -90,6 +90,8 @@ struct Run {
     etags: BTreeSet<String>,
     publisher: Publisher,
     watchers: Vec<Watcher>,
+    /// The gateway that left, if one did.
+    left: Option<usize>,
 }
 
 impl Run {
@@ -106,6 +108,15 @@ impl Run {
             match e.event {
                 UaEvent::Response { sub, code, .. } if sub == Some(w.sub) => {
                     if code == 200 {
+                        w.accepted = true;
+                    } else if code == 503 && w.last.is_none() {
+                        // A gateway that is leaving refuses new subscriptions (Retry-After):
+                        // subscribe again, through another one.
+                        w.moving = true;
+                    } else if code == 503 && w.last.is_some() && self.left == Some(w.gateway) {
+                        // Its 200 was lost, and the retransmitted SUBSCRIBE reached its
+                        // gateway after it left (or restarted): the dialog, established by
+                        // its NOTIFYs (RFC 6665 §4.1.2.4), lives on at the peer that took it.
                         w.accepted = true;
                     } else {
                         return Err(format!("watcher {} SUBSCRIBE answered {code}", w.ua));
@@ -185,6 +196,9 @@ impl Run {
                     }
                     // The entity tag died with a root, or a publication went unacknowledged.
                     412 => p.etag = None,
+                    // Its retransmission reached a gateway that left or restarted (not
+                    // joined yet): not applied, the next one goes elsewhere.
+                    503 => {}
                     _ => return Err(format!("PUBLISH answered {code}")),
                 }
             }
@@ -212,7 +226,14 @@ fn run(p: &Params) -> Result<(), String> {
     let root = s.closest_live(gid.0).ok_or("no root")?;
     // User agents talk to gateways other than the root, which may crash.
     let gateways: Vec<usize> = (0..p.peers).filter(|&i| i != root).collect();
-    let pick = |s: &mut Sim| gateways[s.rng().random_range(0..gateways.len())];
+    // (Not the gateway that left: clients would move away from one that answers 503 or
+    // nothing.)
+    let pick = |s: &mut Sim, left: Option<usize>| loop {
+        let g = gateways[s.rng().random_range(0..gateways.len())];
+        if Some(g) != left {
+            return g;
+        }
+    };
     let mut r = Run {
         published: Vec::new(),
         acked: Vec::new(),
@@ -222,6 +243,7 @@ fn run(p: &Params) -> Result<(), String> {
             ..Publisher::default()
         },
         watchers: Vec::new(),
+        left: None,
     };
     let (mut crashed, mut restarted, mut joined) = (false, false, false);
     let mut left: Option<usize> = None;
@@ -250,6 +272,7 @@ fn run(p: &Params) -> Result<(), String> {
             if let Some(g) = g {
                 s.leave(g);
                 left = Some(g);
+                r.left = left;
             }
         }
         if let Some(g) = left.filter(|_| !back && s.now() >= 15_000) {
@@ -262,7 +285,7 @@ fn run(p: &Params) -> Result<(), String> {
         // Watchers told `deactivated` subscribe again, through another gateway.
         for i in 0..r.watchers.len() {
             if r.watchers[i].moving {
-                let gw = pick(&mut s);
+                let gw = pick(&mut s, left);
                 let server = s.sip_addr(gw);
                 let ua = r.watchers[i].ua;
                 let (sub, _) = s.with_ua(ua, |a, now| {
@@ -276,7 +299,7 @@ fn run(p: &Params) -> Result<(), String> {
             r.publisher.sent += 1;
             let body = pidf(r.publisher.sent);
             r.published.push(body.clone());
-            let gw = pick(&mut s);
+            let gw = pick(&mut s, left);
             let server = s.sip_addr(gw);
             let etag = r.publisher.etag.clone();
             let b = body.clone();
@@ -300,7 +323,7 @@ fn run(p: &Params) -> Result<(), String> {
         if due && s.now() % 300 < 100 {
             let w = r.watchers.len();
             let ua = s.add_ua(&format!("sip:watcher{w}@example.test"));
-            let gateway = pick(&mut s);
+            let gateway = pick(&mut s, left);
             let server = s.sip_addr(gateway);
             let (sub, _) = s.with_ua(ua, |a, now| {
                 a.subscribe(now, server, URI, "presence", 3_600)
@@ -490,6 +513,15 @@ fn watchers_survive_a_root_crash_over_lossy_sip() {
     assert_eq!(run(&p), Ok(()));
 }
 
+/// A simulation of `n` SIP gateway peers, settled for half a second.
+fn gateways(seed: u64, n: usize) -> Sim {
+    let mut s = Sim::new(seed, Config::default(), NetConfig::default());
+    s.set_gateways(true);
+    s.add_static_peers(n);
+    s.run_for(500);
+    s
+}
+
 /// The final response to request `req` of user agent `ua` in the log: (code, ETag).
 fn response(s: &Sim, ua: usize, req: u64) -> Option<(u16, Option<String>)> {
     s.ua_log().iter().rev().find_map(|l| match &l.event {
@@ -508,10 +540,7 @@ fn response(s: &Sim, ua: usize, req: u64) -> Option<(u16, Option<String>)> {
 #[test]
 fn publish_retransmitted_through_a_restarted_gateway_is_answered_from_the_first_copy() {
     for seed in 1..=5 {
-        let mut s = Sim::new(seed, Config::default(), NetConfig::default());
-        s.set_gateways(true);
-        s.add_static_peers(8);
-        s.run_for(500);
+        let mut s = gateways(seed, 8);
         let gid = sascribe::GroupId::from_event(URI, "presence", None);
         let root = s.closest_live(gid.0).expect("a root");
         let gw = (0..8).find(|&i| i != root).expect("a gateway");
@@ -593,10 +622,7 @@ struct Rolling {
 fn rolling_orderly_restart_keeps_every_watcher_subscribed() {
     const N: usize = 6;
     for seed in 0..4 {
-        let mut s = Sim::new(seed, Config::default(), NetConfig::default());
-        s.set_gateways(true);
-        s.add_static_peers(N);
-        s.run_for(500);
+        let mut s = gateways(seed, N);
         let subscribe = |s: &mut Sim, ua: usize, gw: usize| {
             let server = s.sip_addr(gw);
             s.with_ua(ua, |a, now| {
@@ -782,10 +808,7 @@ fn rolling_orderly_restart_keeps_every_watcher_subscribed() {
 fn dialogs_no_peer_takes_end_with_deactivated() {
     const N: usize = 4;
     for seed in 0..4 {
-        let mut s = Sim::new(seed, Config::default(), NetConfig::default());
-        s.set_gateways(true);
-        s.add_static_peers(N);
-        s.run_for(500);
+        let mut s = gateways(seed, N);
         let server = s.sip_addr(0);
         let subs: Vec<(usize, u64)> = (0..3)
             .map(|w| {

@@ -48,15 +48,21 @@ impl Ctx<'_> {
             });
             return;
         }
+        self.join_for(st, from, SubPhase::Pending, o);
+    }
+
+    /// A new local subscription of `client` in phase `phase(n)`, `n` the request counter of
+    /// the JOIN sent for it toward the root (retransmitted if it is lost).
+    fn join_for(&self, st: &mut PeerState, client: u8, phase: impl Fn(u8) -> SubPhase, o: &mut O) {
         let req = ReqId {
             origin: self.me,
-            who: from,
+            who: client,
             n: st.next_n,
         };
         st.next_n += 1;
         st.subs.push(LocalSub {
-            client: from,
-            phase: SubPhase::Pending(req.n),
+            client,
+            phase: phase(req.n),
         });
         o.set_timer(Timer::Retry(req), model_timeout());
         self.send_join(st, req, o);
@@ -130,18 +136,7 @@ impl Ctx<'_> {
         if st.subs.iter().any(|s| s.client == client) {
             return;
         }
-        let req = ReqId {
-            origin: self.me,
-            who: client,
-            n: st.next_n,
-        };
-        st.next_n += 1;
-        st.subs.push(LocalSub {
-            client,
-            phase: SubPhase::Handed(req.n, last),
-        });
-        o.set_timer(Timer::Retry(req), model_timeout());
-        self.send_join(st, req, o);
+        self.join_for(st, client, |n| SubPhase::Handed(n, last), o);
     }
 
     /// Sends a JOIN for `req` toward the root (or answers it here if this peer is the root).
