@@ -536,8 +536,9 @@ impl Host {
     fn settle(&mut self, now: Millis) {
         loop {
             if let Some((from, msg)) = self.peer.poll_handover() {
-                let handled = self.in_sip(now, |sip, env| sip.on_handover(env, from, msg.clone()));
-                if handled.is_none() {
+                if self.sip.is_some() {
+                    self.in_sip(now, |sip, env| sip.on_handover(env, from, msg));
+                } else {
                     // Not a gateway: it carries no dialog.
                     if let crate::wire::HandoverMsg::Offer { batch, .. } = msg {
                         let taken = Vec::new();

@@ -68,7 +68,6 @@ impl SipEndpoint {
     /// docs](self)). Returns whether offers wait for their answers (the host leaves the
     /// overlay once they are done: [`SipEndpoint::handing_over`]).
     pub(crate) fn depart(&mut self, env: &mut Env<'_>) -> bool {
-        self.departing = true;
         let deadline = env.now + DEPART_MAX;
         self.depart_by = Some(deadline);
         // Wakes the host at the deadline, whatever is still pending then.
@@ -185,7 +184,7 @@ impl SipEndpoint {
         match msg {
             HandoverMsg::Offer { batch, dialogs } => {
                 let mut taken = Vec::new();
-                if !self.departing {
+                if self.depart_by.is_none() {
                     for (i, w) in dialogs.iter().enumerate().take(MAX_DIALOGS_PER_OFFER) {
                         if self.adopt(env, w) {
                             taken.push(i as u16);

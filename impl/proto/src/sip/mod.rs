@@ -433,13 +433,12 @@ pub struct SipEndpoint {
     nonces: Option<auth::Nonces>,
     /// Token buckets and dialog counts of the abuse limits, the driver's backlog.
     admission: admission::Admission,
-    /// The peer is leaving: new subscriptions are refused, dialogs are handed over.
-    departing: bool,
     /// Dialog offers waiting for their answers, by number ([`handover`]).
     offers: HashMap<u64, handover::Offer>,
     /// The next offer's number.
     next_batch: u64,
-    /// When a departure gives up waiting ([`handover::DEPART_MAX`] after it began).
+    /// Set when the peer starts leaving (new subscriptions are then refused, dialogs handed
+    /// over): when the departure gives up waiting ([`handover::DEPART_MAX`] after it began).
     depart_by: Option<Millis>,
 }
 
@@ -462,7 +461,6 @@ impl SipEndpoint {
             next_handle: 1,
             nonces,
             admission,
-            departing: false,
             offers: HashMap::new(),
             next_batch: 1,
             depart_by: None,

@@ -49,7 +49,7 @@ impl SipEndpoint {
             return self.refresh(env, key, ctx, req, local_tag, expires, contact);
         }
         // Initial SUBSCRIBE.
-        if self.departing {
+        if self.depart_by.is_some() {
             // This peer is leaving: the subscriber retries at once, and reaches another peer
             // (or this address again, once it serves again).
             let mut h = Headers::default();
