@@ -70,10 +70,12 @@ pub enum TraceError {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Origin {
-    /// `witness`, `walk` or `counterexample`.
+    /// `witness`, `walk`, `counterexample`, `mutant-path` or `coverage`.
     pub kind: String,
     /// Property witnessed or violated.
     pub property: Option<String>,
+    /// The transition label a coverage-directed trace was made for.
+    pub transition: Option<String>,
     /// Seed of a random walk.
     pub seed: Option<u64>,
     /// Seeded bug of a counterexample.

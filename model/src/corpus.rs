@@ -1,5 +1,6 @@
 //! The committed trace corpus: which configurations, which paths. Same build, same files.
 
+use crate::coverage::{explore, labels_of, Coverage, Label};
 use crate::model::{Action, State, PROPERTIES};
 use crate::progress::{watch, Progress};
 use crate::trace::{Origin, Trace};
@@ -22,6 +23,16 @@ pub const HANDOVER_ONLY: &[&str] = &["subscription-handed-over"];
 
 /// Random walks per configuration in the committed corpus (half as many on `lossy`).
 pub const DEFAULT_WALKS: u64 = 100;
+
+/// States the coverage search ([`explore`]) visits per configuration, at most.
+pub const COVERAGE_STATES: usize = 500_000;
+
+/// Random walks the coverage search adds per configuration when its BFS is bounded.
+pub const COVERAGE_WALKS: u64 = 5_000;
+
+/// Steps of the seeded random walk that continues a coverage-directed trace after the
+/// transition it was made for.
+const COVER_TAIL: usize = 60;
 
 /// The configurations the corpus explores: (name, options of the random walks, options of the
 /// witness search if there is one). A witness search is a BFS until every `sometimes` property
@@ -86,7 +97,7 @@ pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
 
 /// Witness paths for every `sometimes` property (shortest, found by single-threaded BFS), for
 /// the configurations small enough to search.
-fn witnesses(name: &str, model: &SaScribe, progress: &mut Progress) -> Vec<Trace> {
+fn witnesses(name: &str, model: &SaScribe, progress: &mut Progress) -> Vec<(Trace, Vec<Action>)> {
     let wanted: BTreeSet<&'static str> = PROPERTIES
         .iter()
         .filter(|(name, kind, _)| {
@@ -107,17 +118,19 @@ fn witnesses(name: &str, model: &SaScribe, progress: &mut Progress) -> Vec<Trace
     wanted
         .into_iter()
         .filter_map(|p| {
-            let path = checker.discovery(p)?;
-            Some(model.trace(
+            let actions = checker.discovery(p)?.into_actions();
+            let trace = model.trace(
                 format!("{name}-witness-{p}"),
                 Origin {
                     kind: "witness",
                     property: Some(p.to_string()),
+                    transition: None,
                     seed: None,
                     mutant: None,
                 },
-                &path.into_actions(),
-            ))
+                &actions,
+            );
+            Some((trace, actions))
         })
         .collect()
 }
@@ -126,7 +139,7 @@ fn witnesses(name: &str, model: &SaScribe, progress: &mut Progress) -> Vec<Trace
 /// (single-threaded BFS, on the configuration that catches it) replayed on the correct model
 /// for as long as its actions are possible there. Such a path leads a correct implementation
 /// to the very step where that bug shows, and expects the correct behaviour.
-fn mutant_path(m: Mutant, progress: &mut Progress) -> Option<Trace> {
+fn mutant_path(m: Mutant, progress: &mut Progress) -> Option<(Trace, BTreeSet<Label>)> {
     let c = m.catching_config();
     if c.8 > 0 || c.10 > 0 || c.11 > 0 {
         // Suspicions, moves and handovers have no trace form yet: the harness cannot drive production
@@ -143,16 +156,18 @@ fn mutant_path(m: Mutant, progress: &mut Progress) -> Option<Trace> {
     let path = checker.discovery(m.property())?;
     let correct = SaScribe::new(c.setup(None));
     let actions = feasible_prefix(&correct, &path.into_actions());
-    Some(correct.trace(
+    let trace = correct.trace(
         format!("mutant-{}", m.name()),
         Origin {
             kind: "mutant-path",
             property: Some(m.property().to_string()),
+            transition: None,
             seed: None,
             mutant: Some(m.name().to_string()),
         },
         &actions,
-    ))
+    );
+    Some((trace, labels_of(&correct, &actions)))
 }
 
 /// The longest prefix of `actions` the model can take from its initial state.
@@ -187,29 +202,95 @@ pub fn corpus(walks: u64) -> Vec<Trace> {
     out
 }
 
+/// What [`corpus_each`] made.
+pub struct Summary {
+    /// Traces emitted.
+    pub traces: usize,
+    /// Coverage-directed traces among them.
+    pub directed: usize,
+    /// Transition coverage of the whole corpus.
+    pub coverage: Coverage,
+    /// Transition coverage without the coverage-directed traces (the walks, witnesses and
+    /// mutant-directed paths alone), against the same reachable labels.
+    pub undirected: Coverage,
+    /// Per configuration: its name, the states its coverage search visited, whether that
+    /// search was exhaustive, and how many labels only its random walks found.
+    pub searches: Vec<(&'static str, usize, bool, usize)>,
+}
+
+impl Summary {
+    /// The lines `traces` prints.
+    pub fn report(&self) -> String {
+        let mut out = format!(
+            "transition coverage: {} ({} without the {} coverage-directed traces)\n",
+            self.coverage.figure(),
+            self.undirected.figure(),
+            self.directed
+        );
+        for (name, states, exhaustive, walks_found) in &self.searches {
+            out.push_str(&format!(
+                "  reachable labels of {name}: BFS over {states} states{}\n",
+                if *exhaustive {
+                    " (exhaustive)".to_string()
+                } else {
+                    format!(
+                        " (bounded), then {COVERAGE_WALKS} random walks: {walks_found} labels more"
+                    )
+                }
+            ));
+        }
+        let missed: Vec<String> = (self.coverage.reachable.difference(&self.coverage.covered))
+            .map(|l| format!("  not covered: {l}\n"))
+            .collect();
+        out.extend(missed);
+        out
+    }
+}
+
 /// The [`corpus`], each trace handed to `emit` as soon as it is made (in corpus order), with a
 /// progress line at each stage (which configuration, how many traces so far) and every few
 /// seconds within one (which mutant or walk, the checker's counters). Stops at the first error
-/// of `emit`; returns how many traces were emitted.
+/// of `emit`.
+///
+/// After each configuration's walks, a breadth-first search of it ([`explore`], at most
+/// [`COVERAGE_STATES`] states, then [`COVERAGE_WALKS`] random walks) lists the transition
+/// labels it can take; every one that no
+/// trace so far takes gets a trace of its own (`NAME-cover-NNN`): the shortest path to it,
+/// continued by a short seeded random walk.
 pub fn corpus_each(
     walks: u64,
     progress: &mut Progress,
     emit: &mut dyn FnMut(Trace) -> Result<(), String>,
-) -> Result<usize, String> {
-    let mut n = 0;
+) -> Result<Summary, String> {
+    let mut sum = Summary {
+        traces: 0,
+        directed: 0,
+        coverage: Coverage::default(),
+        undirected: Coverage::default(),
+        searches: Vec::new(),
+    };
+    let mut emit = |t: Trace, labels: BTreeSet<Label>, directed: bool, sum: &mut Summary| {
+        if !directed {
+            sum.undirected.covered.extend(labels.iter().copied());
+        }
+        sum.coverage.covered.extend(labels);
+        sum.traces += 1;
+        sum.directed += usize::from(directed);
+        emit(t)
+    };
     let mutants = Mutant::ALL.len();
     progress.say(&format!(
         "traces: mutant-directed paths for {mutants} seeded bugs (a BFS each)"
     ));
     for (i, &m) in Mutant::ALL.iter().enumerate() {
         progress.set_context(format!(
-            "traces: mutant {} of {mutants} ({}), {n} traces so far",
+            "traces: mutant {} of {mutants} ({}), {} traces so far",
             i + 1,
-            m.name()
+            m.name(),
+            sum.traces
         ));
-        if let Some(t) = mutant_path(m, progress) {
-            emit(t)?;
-            n += 1;
+        if let Some((t, labels)) = mutant_path(m, progress) {
+            emit(t, labels, false, &mut sum)?;
         }
     }
     for (name, opts, witness) in configs() {
@@ -217,22 +298,28 @@ pub fn corpus_each(
         if let Some(w) = witness {
             let wmodel = SaScribe::new(Setup::new(&w).expect("corpus configs are valid"));
             progress.say(&format!(
-                "traces: witnesses on {name} (BFS), {n} traces so far"
+                "traces: witnesses on {name} (BFS), {} traces so far",
+                sum.traces
             ));
-            progress.set_context(format!("traces: witnesses on {name}, {n} traces so far"));
-            for t in witnesses(name, &wmodel, progress) {
-                emit(t)?;
-                n += 1;
+            progress.set_context(format!(
+                "traces: witnesses on {name}, {} traces so far",
+                sum.traces
+            ));
+            for (t, actions) in witnesses(name, &wmodel, progress) {
+                let labels = labels_of(&wmodel, &actions);
+                emit(t, labels, false, &mut sum)?;
             }
         }
         let walks = if name == "lossy" { walks / 2 } else { walks };
         progress.say(&format!(
-            "traces: {walks} random walks on {name}, {n} traces so far"
+            "traces: {walks} random walks on {name}, {} traces so far",
+            sum.traces
         ));
         for seed in 0..walks {
             progress.set_context(format!(
-                "traces: random walk {} of {walks} on {name}, {n} traces so far",
-                seed + 1
+                "traces: random walk {} of {walks} on {name}, {} traces so far",
+                seed + 1,
+                sum.traces
             ));
             progress.tick(None);
             let actions: Vec<Action> = model
@@ -240,19 +327,71 @@ pub fn corpus_each(
                 .into_iter()
                 .map(|(a, _)| a)
                 .collect();
-            emit(model.trace(
+            let t = model.trace(
                 format!("{name}-walk-{seed:03}"),
                 Origin {
                     kind: "walk",
                     property: None,
+                    transition: None,
                     seed: Some(seed),
                     mutant: None,
                 },
                 &actions,
-            ))?;
-            n += 1;
+            );
+            emit(t, labels_of(&model, &actions), false, &mut sum)?;
+        }
+        progress.say(&format!(
+            "traces: coverage search on {name} (BFS), {} traces so far",
+            sum.traces
+        ));
+        progress.set_context(format!("traces: coverage search on {name}"));
+        progress.tick(None);
+        let found = explore(&model, COVERAGE_STATES, COVERAGE_WALKS);
+        sum.searches
+            .push((name, found.states, found.exhaustive, found.walks_found));
+        let mut k = 0u64;
+        for (label, path) in &found.paths {
+            sum.coverage.reachable.insert(*label);
+            if sum.coverage.covered.contains(label) {
+                continue;
+            }
+            let end = feasible_state(&model, path);
+            let mut actions = path.clone();
+            actions.extend(
+                model
+                    .random_walk_from(end, k, COVER_TAIL)
+                    .into_iter()
+                    .map(|(a, _)| a),
+            );
+            let t = model.trace(
+                format!("{name}-cover-{k:03}"),
+                Origin {
+                    kind: "coverage",
+                    property: None,
+                    transition: Some(label.to_string()),
+                    seed: Some(k),
+                    mutant: None,
+                },
+                &actions,
+            );
+            emit(t, labels_of(&model, &actions), true, &mut sum)?;
+            k += 1;
         }
     }
+    let covered = sum.coverage.covered.clone();
+    sum.coverage.reachable.extend(covered);
+    sum.undirected.reachable = sum.coverage.reachable.clone();
     progress.set_context(String::new());
-    Ok(n)
+    Ok(sum)
+}
+
+/// The state `actions` lead to from the initial state (they are all possible).
+fn feasible_state(model: &SaScribe, actions: &[Action]) -> State {
+    let mut state: State = model.init_states().remove(0);
+    for a in actions {
+        state = model
+            .next_state(&state, a.clone())
+            .expect("a search path is possible");
+    }
+    state
 }

@@ -249,7 +249,9 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
                         n.expiry_seqs |= 1 << (entry.seq & 15);
                         n.dead |= 1 << e;
                     }
-                    Change::Adopt => {}
+                    // A record a crashed root stamped but never committed, adopted by its
+                    // successor: the tags it retired (its expiry, a modify) are gone for good.
+                    Change::Adopt => n.dead |= h.live & !live,
                 }
                 n.commits[i] = Some(entry.values);
                 n.live = *live;

@@ -249,6 +249,7 @@
 #![warn(missing_docs)]
 
 pub mod corpus;
+pub mod coverage;
 pub mod history;
 pub mod model;
 pub mod mutant;

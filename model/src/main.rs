@@ -218,8 +218,9 @@ fn traces(out: &std::path::Path, walks: u64, progress: u64) -> ExitCode {
             .map_err(|e| format!("cannot write {}: {e}", path.display()))
     });
     match written {
-        Ok(n) => {
-            println!("wrote {n} traces to {}", out.display());
+        Ok(sum) => {
+            println!("wrote {} traces to {}", sum.traces, out.display());
+            print!("{}", sum.report());
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e),
@@ -348,6 +349,7 @@ fn check(args: CheckArgs) -> ExitCode {
             sascribe_model::trace::Origin {
                 kind: "counterexample",
                 property: Some(name.to_string()),
+                transition: None,
                 seed: None,
                 mutant: args.config.mutant.map(|m| m.name().to_string()),
             },

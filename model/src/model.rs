@@ -1016,8 +1016,17 @@ impl SaScribe {
     /// A seeded random walk from the initial state: at each step one enabled action is chosen
     /// uniformly, until no action is enabled or `max_steps` is reached. Same seed, same walk.
     pub fn random_walk(&self, seed: u64, max_steps: usize) -> Vec<(Action, State)> {
+        self.random_walk_from(self.init_states().remove(0), seed, max_steps)
+    }
+
+    /// A seeded random walk of at most `max_steps` steps from `state` (see [`Self::random_walk`]).
+    pub fn random_walk_from(
+        &self,
+        mut state: State,
+        seed: u64,
+        max_steps: usize,
+    ) -> Vec<(Action, State)> {
         let mut rng = SplitMix::new(seed);
-        let mut state = self.init_states().remove(0);
         let mut out = Vec::new();
         for _ in 0..max_steps {
             let mut actions = Vec::new();

@@ -30,11 +30,14 @@ pub const VERSION: u32 = 4;
 /// Where a trace comes from.
 #[derive(Clone, Debug, Serialize)]
 pub struct Origin {
-    /// `witness`, `walk`, `counterexample` or `mutant-path`.
+    /// `witness`, `walk`, `counterexample`, `mutant-path` or `coverage`.
     pub kind: &'static str,
     /// The property witnessed or violated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub property: Option<String>,
+    /// The transition label ([`crate::coverage::Label`]) a coverage-directed trace was made for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transition: Option<String>,
     /// The seed of a random walk.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,

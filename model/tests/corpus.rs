@@ -38,7 +38,8 @@ fn generated() -> &'static (Vec<Trace>, String) {
             traces.push(t);
             Ok(())
         })
-        .unwrap();
+        .unwrap()
+        .traces;
         assert_eq!(n, traces.len());
         let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
         (traces, log)
