@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo mutants -p sascribe-proto -f 'impl/proto/src/scribe/*.rs' -f 'impl/proto/src/pastry/*.rs' \
-//!     --test-package sascribe-conformance --profile mutants -- --test corpus
+//!     --test-workspace=true --profile mutants -- --test corpus_passes
 //! ```
 
 use sascribe_conformance::inprocess::InProcess;
