@@ -3,7 +3,7 @@
 //! the binary; this test is what a mutation campaign runs as "the conformance suite alone":
 //!
 //! ```text
-//! cargo mutants -p sascribe-proto -f 'impl/proto/src/scribe/*.rs' -f 'impl/proto/src/pastry/*.rs' \
+//! cargo mutants -f 'impl/proto/src/scribe/*.rs' -f 'impl/proto/src/pastry/*.rs' \
 //!     --test-workspace=true --profile mutants -- --test corpus_passes
 //! ```
 
