@@ -159,6 +159,52 @@ fn driver_backlog_refuses_new_work() {
     assert_eq!(r.code, 200);
 }
 
+/// A slow overlay (a root or a replica falling behind) shows in how long it takes to answer:
+/// once the mean answer delay of recent requests reaches `max_delay`, new work gets 503 +
+/// Retry-After at once, before anything piles up, while a conditional PUBLISH is served; once
+/// nothing was answered for two windows, new work is admitted again.
+#[test]
+fn slow_overlay_answers_refuse_new_work() {
+    let mut net = Net::with_sip(4, admission(|a| a.max_delay = 200));
+    let at = (net.root() + 1) % 4;
+    let etag = publish_initial(&mut net, at);
+    assert_eq!(net.hosts[at].sip().unwrap().overlay_delay(net.now), None);
+    net.held = Some(Vec::new());
+    for k in 0..8 {
+        net.send(at, ua(1), &new_publish(&format!("z9hG4bKs{k}")));
+    }
+    net.advance(300);
+    net.release();
+    let done = finals(&mut net, ua(1));
+    assert_eq!(done.len(), 8, "{done:?}");
+    assert!(done.iter().all(|r| r.code == 200), "{done:?}");
+    let delay = net.hosts[at].sip().unwrap().overlay_delay(net.now);
+    assert!(delay.is_some_and(|d| d >= 200), "{delay:?}");
+    // Far below max_pending, the delay alone refuses new work.
+    net.send(at, ua(1), &new_publish("z9hG4bKs8"));
+    let r = finals(&mut net, ua(1));
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].code, 503);
+    assert!((2..=4).contains(&retry_after(&r[0])), "{:?}", r[0]);
+    let (r, _) = net.request(at, ua(3), &subscribe(3, "z9hG4bKs9", 1, None, 600));
+    assert_eq!(r.code, 503);
+    assert_eq!(stats(&net, at).overload_refused, 2);
+    // Work already acknowledged goes on.
+    let modify = publish(Pub {
+        branch: "z9hG4bKsmod",
+        etag: Some(&etag),
+        body: PIDF_CLOSED,
+        ..Pub::default()
+    });
+    let (r, _) = net.request(at, ua(1), &modify);
+    assert_eq!(r.code, 200);
+    // Nothing answered for two windows: admitted again.
+    net.advance(2 * sascribe::sip::admission::DELAY_WINDOW);
+    assert_eq!(net.hosts[at].sip().unwrap().overlay_delay(net.now), None);
+    let (r, _) = net.request(at, ua(1), &new_publish("z9hG4bKs10"));
+    assert_eq!(r.code, 200);
+}
+
 /// A flood of new requests — from other sources and from the subscriber's own address,
 /// against a slow overlay — cannot starve the un-SUBSCRIBE of an existing dialog: the flood
 /// gets 503s (rate and overload), the un-SUBSCRIBE its 200 and the terminated NOTIFY.

@@ -128,6 +128,9 @@ pub struct ConfigFile {
     pub max_pending: Option<usize>,
     /// Overload control: the runtime's input backlog (percent) at which new work is refused.
     pub max_backlog: Option<u8>,
+    /// Overload control: the overlay's mean answer delay (ms) at which new work is refused
+    /// (0: off).
+    pub max_delay: Option<u32>,
     /// Base `Retry-After` of overload refusals (seconds; a random 0..=this is added).
     pub retry_after: Option<u32>,
     /// Requests per second one source IP may send (0: no limit).
@@ -212,6 +215,7 @@ impl ConfigFile {
         set!(
             max_pending,
             max_backlog,
+            max_delay,
             retry_after,
             source_rate,
             source_burst,

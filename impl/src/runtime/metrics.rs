@@ -267,7 +267,7 @@ impl Collector for Scrape {
             ),
             (
                 "sip_overload_refused",
-                "requests answered 503 + Retry-After for overload (pending transactions, input backlog)",
+                "requests answered 503 + Retry-After for overload (pending transactions, input backlog, overlay delay)",
                 Counter,
                 per(&|s| sip(s).overload_refused),
             ),

@@ -10,8 +10,11 @@
 //! ## Overload (RFC 3261 §21.5.4, the idea of RFC 7339)
 //! Work is refused with `503 Service Unavailable` and `Retry-After` *before* queues grow:
 //! * **new work** (a PUBLISH without `SIP-If-Match`, an initial SUBSCRIBE) while the server
-//!   transactions waiting for the overlay reach 3/4 of [`AdmissionConfig::max_pending`], or
-//!   the driver's input backlog reaches [`AdmissionConfig::max_backlog`] percent;
+//!   transactions waiting for the overlay reach 3/4 of [`AdmissionConfig::max_pending`],
+//!   the driver's input backlog reaches [`AdmissionConfig::max_backlog`] percent, or the
+//!   overlay's recent answers took [`AdmissionConfig::max_delay`] ms on average (a root or a
+//!   replica on the requests' paths falls behind: its queues are growing, and the clients'
+//!   retransmissions, from 500 ms, would add to them);
 //! * **continuing work** (a conditional PUBLISH: a refresh, modify or removal of a state
 //!   already acknowledged) only at `max_pending` itself (the memory bound);
 //! * **in-dialog requests** of existing dialogs (refresh, un-SUBSCRIBE) are never refused
@@ -60,6 +63,12 @@ pub struct AdmissionConfig {
     /// The driver's input backlog (percent of its fullest input queue) at which new work is
     /// refused.
     pub max_backlog: u8,
+    /// Overlay delay (ms) at which new work is refused: the mean time the overlay took to
+    /// answer this front end's PUBLISHes and initial SUBSCRIBEs over the last
+    /// [`DELAY_WINDOW`] to 2 × [`DELAY_WINDOW`] ms, once at least [`DELAY_SAMPLES`] were
+    /// answered in it. It rises when any peer on the requests' paths (a root, its replicas)
+    /// falls behind, before its queues overflow; 0: off.
+    pub max_delay: u32,
     /// Base of `Retry-After` (seconds) for overload refusals; a random 0..=this is added.
     pub retry_after: u32,
     /// Requests per second one source IP may send (token bucket refill); 0: no limit.
@@ -78,13 +87,14 @@ pub struct AdmissionConfig {
 }
 
 impl Default for AdmissionConfig {
-    /// 1,024 pending transactions, 50 % backlog, `Retry-After` 2–4 s, no per-source rate
+    /// 1,024 pending transactions, 50 % backlog, 200 ms overlay delay, `Retry-After` 2–4 s, no per-source rate
     /// (a proxy or a load balancer in front would look like one abusive source), 65,536
     /// sources remembered, 10,000 dialogs per source and per presentity, 100,000 dialogs.
     fn default() -> Self {
         AdmissionConfig {
             max_pending: 1_024,
             max_backlog: 50,
+            max_delay: 200,
             retry_after: 2,
             source_rate: 0,
             source_burst: 0,
@@ -111,6 +121,53 @@ pub(super) struct Admission {
     by_presentity: HashMap<GroupId, usize>,
     /// The driver's last backlog report (percent).
     backlog: u8,
+    /// How long the overlay took to answer recent requests.
+    delay: DelayWindow,
+}
+
+/// The length (ms) of each of the two windows the overlay delay is averaged over.
+pub const DELAY_WINDOW: Millis = 250;
+/// Answers the delay windows must hold before their mean counts.
+pub const DELAY_SAMPLES: u32 = 8;
+
+/// The overlay's answer delays over two consecutive windows of [`DELAY_WINDOW`] ms: the
+/// current one and the one before. With no answers (nothing admitted, or nothing asked), the
+/// windows empty as time passes, so a front end that refused everything admits again.
+#[derive(Clone, Copy, Debug, Default)]
+struct DelayWindow {
+    /// Start of the current window.
+    start: Millis,
+    /// (answers, sum of their delays in ms): the current window, the one before.
+    cur: (u32, u64),
+    prev: (u32, u64),
+}
+
+impl DelayWindow {
+    fn roll(&mut self, now: Millis) {
+        if now >= self.start + 2 * DELAY_WINDOW {
+            self.prev = (0, 0);
+            self.cur = (0, 0);
+            self.start = now - now % DELAY_WINDOW;
+        } else if now >= self.start + DELAY_WINDOW {
+            self.prev = self.cur;
+            self.cur = (0, 0);
+            self.start += DELAY_WINDOW;
+        }
+    }
+
+    fn add(&mut self, now: Millis, delay: Millis) {
+        self.roll(now);
+        self.cur.0 = self.cur.0.saturating_add(1);
+        self.cur.1 = self.cur.1.saturating_add(delay);
+    }
+
+    /// The mean delay (ms) at `now`, once there are enough answers.
+    fn mean(&self, now: Millis) -> Option<u64> {
+        let mut w = *self;
+        w.roll(now);
+        let n = w.cur.0 + w.prev.0;
+        (n >= DELAY_SAMPLES).then(|| (w.cur.1 + w.prev.1) / u64::from(n))
+    }
 }
 
 /// What kind of work a request is, for overload decisions.
@@ -132,6 +189,7 @@ impl Admission {
             by_source: HashMap::new(),
             by_presentity: HashMap::new(),
             backlog: 0,
+            delay: DelayWindow::default(),
         }
     }
 
@@ -208,6 +266,17 @@ impl SipEndpoint {
         self.admission.backlog
     }
 
+    /// A request admitted at `started` waited for the overlay until its final answer `now`.
+    pub(super) fn overlay_answered(&mut self, started: Millis, now: Millis) {
+        self.admission.delay.add(now, now.saturating_sub(started));
+    }
+
+    /// The mean overlay answer delay (ms) of the last [`DELAY_WINDOW`] to 2 ×
+    /// [`DELAY_WINDOW`] ms, when at least [`DELAY_SAMPLES`] requests were answered in it.
+    pub fn overlay_delay(&self, now: Millis) -> Option<u64> {
+        self.admission.delay.mean(now)
+    }
+
     /// Source addresses with a rate-limit bucket (bounded by `max_sources`).
     pub fn rate_limited_sources(&self) -> usize {
         self.admission.sources()
@@ -268,8 +337,12 @@ impl SipEndpoint {
             Work::Other => false,
             Work::Continuing => max > 0 && pending >= max,
             Work::New => {
+                let slow = cfg.max_delay > 0
+                    && (self.admission.delay.mean(now))
+                        .is_some_and(|d| d >= u64::from(cfg.max_delay));
                 (max > 0 && pending >= max - max / 4)
                     || self.admission.backlog >= cfg.max_backlog.max(1)
+                    || slow
             }
         };
         if over {

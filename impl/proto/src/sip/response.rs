@@ -90,6 +90,15 @@ impl SipEndpoint {
         } else {
             super::transaction::TIMER_J
         };
+        let started = (self.tx.server_id(&key))
+            .and_then(|id| self.tx.server(id))
+            .and_then(|tx| match tx.state {
+                ServerState::Proceeding { started, .. } => Some(started),
+                _ => None,
+            });
+        if let Some(started) = started {
+            self.overlay_answered(started, env.now);
+        }
         let state = ServerState::Completed {
             response: bytes,
             until: env.now + j,
