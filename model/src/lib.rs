@@ -245,6 +245,17 @@
 //! configuration where the correct model satisfies every property (see [`mutant`] and
 //! `tests/mutants.rs`); `k = 0` is refused, so the properties bounded by k−1 crashes
 //! (`no-rollback`, `acked-durable`) always say something.
+//!
+//! ## Traces and their coverage
+//! The committed corpus ([`corpus`]) is exported from this model: mutant-directed paths,
+//! witnesses, seeded random walks, and **coverage-directed** traces ([`coverage`]). A
+//! transition is labelled by what happens (the message delivered or lost, refined where the
+//! receiver branches on it; the timer; a crash), the role of the peer that takes it (root, a
+//! root still fetching, replica, member, off the tree; with or without local subscribers) and
+//! its context (a commit pending at that root, a crash or a loss before). A bounded BFS of each
+//! corpus configuration, then seeded walks, lists the labels it can take; every label no trace
+//! takes yet gets one, the shortest path found to it. `traces` prints the coverage figure, with
+//! and without those traces.
 
 #![warn(missing_docs)]
 

@@ -5,6 +5,11 @@ use sascribe_model::model::PROPERTIES;
 use sascribe_model::progress::{mib, peak_rss_bytes, watch, Counts, Ending, Progress};
 use sascribe_model::setup::NetworkKind;
 use sascribe_model::{Mutant, Options, Preset, SaScribe, Setup};
+
+/// The checker allocates and frees states from every thread: mimalloc is faster at it than
+/// glibc's allocator (`model/bench/paxos.sh`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use stateright::{Checker, Model, UniformChooser};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Checker speed side by side: the sa-Scribe model against Stateright's own Single Decree Paxos
+# example (the one in the stateright 0.31.0 crate this workspace depends on), on this machine,
+# in the same run, same strategy (BFS) and thread count. Prints unique states, seconds and
+# unique states/s of each.
+#
+#   model/bench/paxos.sh [PAXOS_CLIENTS (default 3)] [-- sascribe-model check options]
+#
+# The paxos example is built from the crate's registry copy into a scratch directory (it is
+# not part of this repository). Default sa-Scribe configuration: CI's handover check.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+clients=3
+if [ $# -gt 0 ] && [ "$1" != "--" ]; then clients=$1; shift; fi
+[ "${1:-}" = "--" ] && shift
+if [ $# -eq 0 ]; then
+    set -- --config small --peers 3 --subscribers 2 --publishes 1 --crashes 1 --expiries 0 --handovers 1
+fi
+threads=$(nproc)
+
+cargo build --release -q --manifest-path "$root/Cargo.toml" -p sascribe-model
+src=$(cargo metadata --format-version 1 --manifest-path "$root/Cargo.toml" |
+    python3 -c 'import json,sys; m=json.load(sys.stdin); print(next(p["manifest_path"] for p in m["packages"] if p["name"]=="stateright"))')
+src=$(dirname "$src")
+work=${TMPDIR:-/tmp}/sascribe-paxos-bench
+mkdir -p "$work/src"
+cp "$src/examples/paxos.rs" "$work/src/main.rs"
+cat >"$work/Cargo.toml" <<'TOML'
+[package]
+name = "paxos-bench"
+version = "0.1.0"
+edition = "2021"
+
+[dependencies]
+stateright = "=0.31.0"
+serde = { version = "1", features = ["derive"] }
+serde_json = "1"
+env_logger = "0.11"
+num_cpus = "1"
+pico-args = "0.5"
+
+[workspace]
+TOML
+cargo build --release -q --manifest-path "$work/Cargo.toml"
+# The same example with the allocator the sa-Scribe checker uses (mimalloc), for a like-for-like
+# comparison.
+mkdir -p "$work-mi/src"
+cp "$work/Cargo.toml" "$work-mi/Cargo.toml"
+sed -i 's/^pico-args = "0.5"$/pico-args = "0.5"\nmimalloc = { version = "0.1", default-features = false }/' "$work-mi/Cargo.toml"
+{ cat "$work/src/main.rs"; printf '\n#[global_allocator]\nstatic GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;\n'; } >"$work-mi/src/main.rs"
+cargo build --release -q --manifest-path "$work-mi/Cargo.toml"
+
+echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
+# "Done. states=N, unique=U, depth=D, sec=S" (whole seconds): time it ourselves.
+paxos_run() {
+    local start end done
+    start=$(date +%s.%N)
+    done=$("$1/target/release/paxos-bench" check "$clients" 2>&1 | grep -m1 '^Done')
+    end=$(date +%s.%N)
+    pu=$(sed -E 's/.*unique=([0-9]+).*/\1/' <<<"$done")
+    ps=$(python3 -c "print(f'{$end-$start:.2f}')")
+}
+row() { printf '%-60s %10s %9s %10.0f\n' "$1" "$2" "$3" "$(python3 -c "print($2/$3)")"; }
+printf '%-60s %10s %9s %10s\n' "BFS, $threads threads" "unique" "seconds" "unique/s"
+paxos_run "$work"
+row "stateright paxos example, $clients clients (glibc malloc)" "$pu" "$ps"
+paxos_run "$work-mi"
+row "stateright paxos example, $clients clients (mimalloc)" "$pu" "$ps"
+out=$("$root/target/release/sascribe-model" check --strategy bfs --progress 0 --threads "$threads" "$@")
+row "sa-Scribe model (mimalloc)" "$(awk '/^unique states:/{print $3}' <<<"$out")" \
+    "$(awk '/^time:/{print $2}' <<<"$out")"
+echo "sa-Scribe configuration: $*"
+grep '^result:' <<<"$out"
