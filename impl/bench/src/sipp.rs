@@ -59,8 +59,9 @@ pub struct StatRow {
     pub successful_c: u64,
     pub failed_c: u64,
     pub retransmissions_c: u64,
-    /// Calls that failed on an unexpected message (here: a 503 of an overloaded target).
-    pub unexpected_c: u64,
+    /// Calls the scenario ended on a 503 (`stop_call`: SIPp's rejected calls): the target's
+    /// refusals under overload.
+    pub rejected_c: u64,
 }
 
 /// A SIPp time stamp field, `DATE<TAB>TIME<TAB>EPOCH`: the epoch seconds.
@@ -91,7 +92,7 @@ pub fn parse_stat_csv(text: &str) -> anyhow::Result<Vec<StatRow>> {
     let c_succ_c = col("SuccessfulCall(C)")?;
     let c_fail_c = col("FailedCall(C)")?;
     let c_retr_c = col("Retransmissions(C)")?;
-    let c_unexp_c = col("FailedUnexpectedMessage(C)").ok();
+    let c_rejected_c = col("FailedCallRejected(C)").ok();
     let mut rows = Vec::new();
     for (i, line) in lines.enumerate() {
         let f: Vec<&str> = line.split(';').collect();
@@ -113,7 +114,7 @@ pub fn parse_stat_csv(text: &str) -> anyhow::Result<Vec<StatRow>> {
             successful_c: num(c_succ_c)?,
             failed_c: num(c_fail_c)?,
             retransmissions_c: num(c_retr_c)?,
-            unexpected_c: c_unexp_c.map(num).transpose()?.unwrap_or(0),
+            rejected_c: c_rejected_c.map(num).transpose()?.unwrap_or(0),
         });
     }
     if rows.is_empty() {
@@ -129,8 +130,9 @@ pub struct Summary {
     pub successful: u64,
     pub failed: u64,
     pub retransmissions: u64,
-    /// Failed calls that ended on an unexpected response: the scenarios expect 1xx/200 only,
-    /// so these are the target's refusals (503 + Retry-After under overload).
+    /// Failed calls that ended on a 503 (the scenarios end a call on a 503 to any of its
+    /// requests, as a user agent does on a final response): the target's refusals under
+    /// overload (503 + Retry-After).
     #[serde(default)]
     pub refused: u64,
     /// From the start to the last statistics row (the last call finished or timed out).
@@ -153,7 +155,7 @@ pub fn summarize(rows: &[StatRow], offer_s: f64) -> Option<Summary> {
         successful: last.successful_c,
         failed: last.failed_c,
         retransmissions: last.retransmissions_c,
-        refused: last.unexpected_c,
+        refused: last.rejected_c,
         elapsed_s: last.current - start,
         ..Summary::default()
     };
