@@ -98,3 +98,52 @@ async fn event_queue_stays_bounded_and_backs_off_new_work() {
     assert!(r.starts_with("SIP/2.0 200"), "{r}");
     h.shutdown().await;
 }
+
+/// A busy socket is not a backed-up one: a client that keeps 64 PUBLISHes outstanding (each
+/// answer lets it send the next) keeps the SIP socket busy without a pause, yet never more
+/// than 64 datagrams wait in it, a quarter of a full queue. All 1,000 get 200, none 503
+/// (the backlog was once the length of a run of reads that never found the socket empty,
+/// which such a client made grow without bound).
+#[tokio::test]
+async fn a_busy_socket_with_a_short_queue_is_not_overloaded() {
+    let h = gateway().await;
+    let to = h.sip_addr().unwrap();
+    let ua = UdpSocket::bind(loopback()).await.unwrap();
+    let me = ua.local_addr().unwrap();
+    let (total, window) = (1_000u32, 64u32);
+    let mut sent = 0;
+    while sent < window {
+        ua.send_to(publish(me, sent).as_bytes(), to).await.unwrap();
+        sent += 1;
+    }
+    let mut buf = vec![0u8; 65_535];
+    let (mut ok, mut other) = (0u32, Vec::new());
+    while ok + (other.len() as u32) < total {
+        let (n, _) = timeout(WAIT, ua.recv_from(&mut buf))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        let r = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if r.starts_with("SIP/2.0 1") {
+            continue;
+        }
+        if r.starts_with("SIP/2.0 200") {
+            ok += 1;
+        } else {
+            other.push(r.lines().next().unwrap_or_default().to_string());
+        }
+        if sent < total {
+            ua.send_to(publish(me, sent).as_bytes(), to).await.unwrap();
+            sent += 1;
+        }
+    }
+    assert!(
+        other.is_empty(),
+        "{} refused: {:?}",
+        other.len(),
+        &other[..other.len().min(3)]
+    );
+    assert_eq!(ok, total);
+    assert_eq!(h.stats().await.unwrap().sip.unwrap().overload_refused, 0);
+    h.shutdown().await;
+}

@@ -67,12 +67,20 @@ pub const MAX_DATAGRAM: usize = 65_535;
 pub const EVENT_CAPACITY: usize = 16_384;
 /// Capacity of the command queue of one node.
 const COMMAND_CAPACITY: usize = 1_024;
-/// SIP datagrams read in one turn of the loop: the one awaited, then those already waiting
-/// behind it (other inputs get their turn after).
-const SIP_BATCH: usize = 32;
-/// Datagrams read in a row without the SIP socket ever running empty that count as a full
-/// input queue (100 % backlog, [`Input::Backlog`]).
-pub const SIP_RUN_FULL: usize = 256;
+/// SIP datagrams waiting in the socket at once that count as a full input queue (100 %
+/// backlog, [`Input::Backlog`]). Each turn of the loop reads the datagram it awaited and every
+/// one already waiting behind it, up to this many, before handling them: how many it found is
+/// the queue's depth.
+pub const SIP_QUEUE_FULL: usize = 256;
+/// Bytes of SIP datagrams one turn reads ahead at most (beyond the largest datagram).
+const SIP_STAGE_BYTES: usize = 512 * 1024;
+
+/// The SIP datagrams one turn of the loop read before handling them.
+struct Stage {
+    arena: Vec<u8>,
+    /// (start, length, source) of each datagram in `arena`.
+    items: Vec<(usize, usize, SocketAddr)>,
+}
 /// How long a leaving node waits at most for its TCP write queues to empty.
 const LEAVE_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -110,8 +118,8 @@ pub struct HostLoop<T: Transport, C: Clock> {
     log: log::EventLog,
     /// Capacity of `events`.
     event_capacity: usize,
-    /// SIP datagrams read in a row without the socket running empty.
-    sip_run: usize,
+    /// SIP datagrams that were waiting in the socket at the start of the last SIP turn.
+    sip_depth: usize,
     /// The backlog last reported to the host (percent).
     backlog: u8,
 }
@@ -207,7 +215,7 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
             sip_addr: None,
             log: log::EventLog::default(),
             event_capacity: EVENT_CAPACITY,
-            sip_run: 0,
+            sip_depth: 0,
             backlog: 0,
         }
     }
@@ -260,7 +268,7 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
             sip_addr: self.sip_addr,
             log: self.log,
             event_capacity: self.event_capacity,
-            sip_run: self.sip_run,
+            sip_depth: self.sip_depth,
             backlog: self.backlog,
         }
     }
@@ -319,6 +327,17 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
             node.commands_tx = None;
             let mut obuf = vec![0u8; MAX_DATAGRAM];
             let mut sbuf = vec![0u8; if node.sip.is_some() { MAX_DATAGRAM } else { 0 }];
+            let mut stage = Stage {
+                arena: vec![
+                    0u8;
+                    if node.sip.is_some() {
+                        SIP_STAGE_BYTES + MAX_DATAGRAM
+                    } else {
+                        0
+                    }
+                ],
+                items: Vec::with_capacity(SIP_QUEUE_FULL),
+            };
             let (mut oerr, mut serr) = (ErrorBurst::default(), ErrorBurst::default());
             if let Some(t) = &mut node.tcp {
                 t.start();
@@ -355,7 +374,7 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
                     r = recv_opt(node.sip.as_ref(), &mut sbuf) => {
                         pause = serr.on_result("sip", &r);
                         if let Ok(got) = r {
-                            node.sip_batch(got, &mut sbuf).await;
+                            node.sip_batch(got, &sbuf, &mut stage).await;
                         }
                         None
                     }
@@ -436,42 +455,51 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
         .instrument(span)
     }
 
-    /// Feeds the SIP datagram `got` (read into `buf`), then up to [`SIP_BATCH`] − 1 more that
-    /// were already waiting, each after reporting the backlog and drained before the next.
-    async fn sip_batch(&mut self, mut got: (usize, SocketAddr), buf: &mut [u8]) {
-        for i in 0..SIP_BATCH {
-            if i > 0 {
-                let Some(socket) = &self.sip else { break };
-                match socket.try_recv_from(buf) {
-                    Ok(next) => {
-                        got = next;
-                        self.sip_run = self.sip_run.saturating_add(1);
+    /// Feeds the SIP datagram `got` (read into `buf`) and every datagram already waiting
+    /// behind it, read first (up to [`SIP_QUEUE_FULL`], and as many as fit in `stage`): how
+    /// many were waiting is the SIP socket's queue depth, reported as the backlog before they
+    /// are handled, each drained before the next. A closed-loop client that keeps W requests
+    /// outstanding keeps at most W waiting, however busy the socket; an overloaded peer's
+    /// queue grows until the kernel drops.
+    async fn sip_batch(&mut self, got: (usize, SocketAddr), buf: &[u8], stage: &mut Stage) {
+        let (n, from) = got;
+        stage.items.clear();
+        stage.arena[..n].copy_from_slice(&buf[..n]);
+        stage.items.push((0, n, from));
+        let mut off = n;
+        if let Some(socket) = &self.sip {
+            while stage.items.len() < SIP_QUEUE_FULL && off <= SIP_STAGE_BYTES {
+                match socket.try_recv_from(&mut stage.arena[off..off + MAX_DATAGRAM]) {
+                    Ok((n, from)) => {
+                        stage.items.push((off, n, from));
+                        off += n;
                     }
                     // Nothing waiting (errors come back through `recv_from`).
-                    Err(_) => {
-                        self.sip_run = 0;
-                        break;
-                    }
+                    Err(_) => break,
                 }
+            }
+        }
+        self.sip_depth = stage.items.len();
+        for (i, &(start, len, from)) in stage.items.iter().enumerate() {
+            if i > 0 {
                 self.drain().await;
             }
             let now = self.now();
             self.report_backlog(now);
-            let (n, from) = got;
             let input = Input::Sip {
                 from,
-                payload: &buf[..n],
+                payload: &stage.arena[start..start + len],
             };
             let _ = self.host.handle_input(now, input);
         }
     }
 
     /// The loop's input backlog in percent: the fullest of its input queues (SIP datagrams
-    /// read in a row without the socket running empty, against [`SIP_RUN_FULL`]; the TCP
+    /// waiting in the socket at the last SIP turn, against [`SIP_QUEUE_FULL`]; the TCP
     /// connections' reports; local calls; events not yet taken by a receiver).
     pub fn backlog_percent(&self) -> u8 {
         let pct = transport::percent;
-        let mut p = pct(self.sip_run, SIP_RUN_FULL);
+        let mut p = pct(self.sip_depth, SIP_QUEUE_FULL);
         if let Some(t) = &self.tcp {
             p = p.max(t.backlog_percent());
         }
