@@ -84,7 +84,7 @@ fn serve_checks_and_echoes_the_protocol_version() {
 
 #[test]
 fn traces_group_into_families_by_name() {
-    // A family is the file name up to its origin kind ("walk", "witness", "mutant"), whatever the
+    // A family is the file name up to its origin kind ("walk", "witness", "mutant", "cover"), whatever the
     // corpus's size: the counts change with every regeneration, the rule does not.
     let mut families = std::collections::BTreeSet::new();
     let mut mutant_file = None;
@@ -94,7 +94,7 @@ fn traces_group_into_families_by_name() {
         let words: Vec<&str> = stem.split('-').collect();
         let cut = words
             .iter()
-            .position(|w| ["walk", "witness", "mutant"].contains(w))
+            .position(|w| ["walk", "witness", "mutant", "cover"].contains(w))
             .unwrap_or_else(|| panic!("{stem}: no origin kind in the name"));
         assert_eq!(family(&t), words[..=cut].join("-"), "{stem}");
         families.insert(family(&t));
@@ -106,11 +106,15 @@ fn traces_group_into_families_by_name() {
     assert_eq!(
         got,
         [
+            "fig3-cover",
             "fig3-walk",
+            "lossy-cover",
             "lossy-walk",
+            "multihop-cover",
             "multihop-walk",
             "multihop-witness",
             "mutant",
+            "small-cover",
             "small-walk",
             "small-witness",
         ]

@@ -358,6 +358,34 @@ StartTime;LastResetTime;CurrentTime;ElapsedTime(P);TotalCallCreated;CurrentCall;
         assert!((s.offered_actual - (504.0 + 505.0 + 486.0) / 3.006_393).abs() < 0.1);
     }
 
+    /// Calls a scenario ended on a 503 (`stop_call`) are SIPp's rejected calls: the refusals.
+    #[test]
+    fn rejected_calls_are_the_refusals() {
+        let text = STAT
+            .replace(
+                "Retransmissions(C)\n",
+                "Retransmissions(C);FailedUnexpectedMessage(C);FailedCallRejected(C)\n",
+            )
+            .lines()
+            .enumerate()
+            .map(|(i, l)| match i {
+                0 => l.to_string(),
+                _ => format!("{l};1;{}", 10 * i),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let rows = parse_stat_csv(&text).unwrap();
+        assert_eq!(rows[3].rejected_c, 40);
+        assert_eq!(summarize(&rows, 4.0).unwrap().refused, 40);
+        // Older files without the column: no refusal counted.
+        assert_eq!(
+            summarize(&parse_stat_csv(STAT).unwrap(), 4.0)
+                .unwrap()
+                .refused,
+            0
+        );
+    }
+
     #[test]
     fn short_runs_fall_back_to_whole_run_rates() {
         let rows = parse_stat_csv(STAT).unwrap();

@@ -165,6 +165,7 @@ impl HostLoop<UdpSocket, TokioClock> {
         seed: u64,
     ) -> io::Result<Self> {
         let socket = UdpSocket::bind(listen).await?;
+        transport::enlarge_recv_buffer(&socket);
         let addr = match advertise {
             Some(a) => a,
             None => socket.local_addr()?,

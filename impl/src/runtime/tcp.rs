@@ -384,6 +384,7 @@ pub(super) async fn bind_same_port(
     let mut last = None;
     for _ in 0..ATTEMPTS {
         let udp = tokio::net::UdpSocket::bind(listen).await?;
+        super::transport::enlarge_recv_buffer(&udp);
         let local = udp.local_addr()?;
         match TcpListener::bind(local).await {
             Ok(tcp) => return Ok((udp, tcp)),

@@ -59,3 +59,20 @@ pub(super) fn percent(used: usize, size: usize) -> u8 {
     }
     u8::try_from((used.saturating_mul(100) / size).min(100)).unwrap_or(100)
 }
+
+/// Receive buffer asked for on the UDP sockets (overlay and SIP). The kernel's default
+/// (`net.core.rmem_default`, often 208 KiB: about 160 SIP datagrams) overflows in a burst, and
+/// a datagram dropped there costs a retransmission, 500 ms for a SIP client. The kernel caps
+/// the request at `net.core.rmem_max`; the SIP admission control refuses new work long before
+/// this much is queued (its queue depth saturates at [`super::SIP_QUEUE_FULL`] datagrams).
+pub const UDP_RECV_BUFFER: usize = 4 << 20;
+
+/// Asks for a [`UDP_RECV_BUFFER`] receive buffer on `socket`; what the kernel grants is logged
+/// at debug level.
+pub(super) fn enlarge_recv_buffer(socket: &UdpSocket) {
+    let s = socket2::SockRef::from(socket);
+    match s.set_recv_buffer_size(UDP_RECV_BUFFER) {
+        Ok(()) => tracing::debug!(granted = s.recv_buffer_size().ok(), "UDP receive buffer"),
+        Err(e) => tracing::debug!(error = %e, "UDP receive buffer left at the default"),
+    }
+}
