@@ -71,9 +71,9 @@ const COMMAND_CAPACITY: usize = 1_024;
 /// backlog, [`Input::Backlog`]). Each turn of the loop reads the datagram it awaited and every
 /// one already waiting behind it, up to this many, before handling them: how many it found is
 /// the queue's depth.
-pub const SIP_QUEUE_FULL: usize = 256;
+pub const SIP_QUEUE_FULL: usize = 2048;
 /// Bytes of SIP datagrams one turn reads ahead at most (beyond the largest datagram).
-const SIP_STAGE_BYTES: usize = 512 * 1024;
+const SIP_STAGE_BYTES: usize = 2 * 1024 * 1024;
 
 /// The SIP datagrams one turn of the loop read before handling them.
 struct Stage {
