@@ -27,8 +27,9 @@ use std::hash::{Hash, Hasher};
 /// One class of transition: what happens, to whom, in what context.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Label {
-    /// What happens: `deliver JOIN carrying a state`, `timer Retry`, `crash`, `lose REPLICATE`…
-    pub kind: &'static str,
+    /// What happens: the step (`deliver`, `lose`, `timer`, `crash`…) and what it is about
+    /// (`JOIN carrying a state`, `retransmission`, `REPLICATE`…; empty for a crash).
+    pub kind: (&'static str, &'static str),
     /// The role of the actor that takes the step (its state before it).
     pub role: &'static str,
     /// The context: `commit pending` (at a root), `after a crash`, `after a loss`.
@@ -37,7 +38,10 @@ pub struct Label {
 
 impl fmt::Display for Label {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} | {}", self.kind, self.role)?;
+        match self.kind {
+            (step, "") => write!(f, "{step} | {}", self.role)?,
+            (step, what) => write!(f, "{step} {what} | {}", self.role)?,
+        }
         if !self.context.is_empty() {
             write!(f, " | {}", self.context)?;
         }
@@ -115,29 +119,15 @@ fn timer_kind(t: &Timer) -> &'static str {
     }
 }
 
-/// Interned "`deliver X`" / "`lose X`" strings (labels are `Copy`, so the kind is `'static`).
-fn prefixed(prefix: &'static str, kind: &'static str) -> &'static str {
-    use std::sync::{Mutex, OnceLock};
-    static NAMES: OnceLock<Mutex<BTreeMap<(&'static str, &'static str), &'static str>>> =
-        OnceLock::new();
-    let mut names = NAMES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    names
-        .entry((prefix, kind))
-        .or_insert_with(|| Box::leak(format!("{prefix} {kind}").into_boxed_str()))
-}
-
 /// The label of `action` taken in `state`.
 pub fn label(state: &State, action: &Action) -> Label {
     let (kind, actor) = match action {
-        ActorModelAction::Deliver { dst, msg, .. } => (prefixed("deliver", msg_kind(msg)), *dst),
-        ActorModelAction::Drop(env) => (prefixed("lose", msg_kind(&env.msg)), env.dst),
-        ActorModelAction::Timeout(id, t) => (prefixed("timer", timer_kind(t)), *id),
-        ActorModelAction::Crash(id) => ("crash", *id),
-        ActorModelAction::Recover(id) => ("recover", *id),
-        ActorModelAction::SelectRandom { actor, .. } => ("random choice", *actor),
+        ActorModelAction::Deliver { dst, msg, .. } => (("deliver", msg_kind(msg)), *dst),
+        ActorModelAction::Drop(env) => (("lose", msg_kind(&env.msg)), env.dst),
+        ActorModelAction::Timeout(id, t) => (("timer", timer_kind(t)), *id),
+        ActorModelAction::Crash(id) => (("crash", ""), *id),
+        ActorModelAction::Recover(id) => (("recover", ""), *id),
+        ActorModelAction::SelectRandom { actor, .. } => (("random choice", ""), *actor),
     };
     let (role, pending) = role(state, actor);
     let crashed = state.crashed.iter().any(|c| *c);

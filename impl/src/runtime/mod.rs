@@ -81,6 +81,14 @@ struct Stage {
     /// (start, length, source) of each datagram in `arena`.
     items: Vec<(usize, usize, SocketAddr)>,
 }
+
+impl Stage {
+    /// Where a turn's first datagram is read (the start of the arena).
+    fn first(&mut self) -> &mut [u8] {
+        let n = self.arena.len().min(MAX_DATAGRAM);
+        &mut self.arena[..n]
+    }
+}
 /// How long a leaving node waits at most for its TCP write queues to empty.
 const LEAVE_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -327,7 +335,6 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
             let mut node = self;
             node.commands_tx = None;
             let mut obuf = vec![0u8; MAX_DATAGRAM];
-            let mut sbuf = vec![0u8; if node.sip.is_some() { MAX_DATAGRAM } else { 0 }];
             let mut stage = Stage {
                 arena: vec![
                     0u8;
@@ -372,10 +379,10 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
                         }
                         None
                     }
-                    r = recv_opt(node.sip.as_ref(), &mut sbuf) => {
+                    r = recv_opt(node.sip.as_ref(), stage.first()) => {
                         pause = serr.on_result("sip", &r);
                         if let Ok(got) = r {
-                            node.sip_batch(got, &sbuf, &mut stage).await;
+                            node.sip_batch(got, &mut stage).await;
                         }
                         None
                     }
@@ -456,16 +463,15 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
         .instrument(span)
     }
 
-    /// Feeds the SIP datagram `got` (read into `buf`) and every datagram already waiting
+    /// Feeds the SIP datagram `got` (read into [`Stage::first`]) and every datagram already waiting
     /// behind it, read first (up to [`SIP_QUEUE_FULL`], and as many as fit in `stage`): how
     /// many were waiting is the SIP socket's queue depth, reported as the backlog before they
     /// are handled, each drained before the next. A closed-loop client that keeps W requests
     /// outstanding keeps at most W waiting, however busy the socket; an overloaded peer's
     /// queue grows until the kernel drops.
-    async fn sip_batch(&mut self, got: (usize, SocketAddr), buf: &[u8], stage: &mut Stage) {
+    async fn sip_batch(&mut self, got: (usize, SocketAddr), stage: &mut Stage) {
         let (n, from) = got;
         stage.items.clear();
-        stage.arena[..n].copy_from_slice(&buf[..n]);
         stage.items.push((0, n, from));
         let mut off = n;
         if let Some(socket) = &self.sip {

@@ -90,15 +90,6 @@ impl SipEndpoint {
         } else {
             super::transaction::TIMER_J
         };
-        let started = (self.tx.server_id(&key))
-            .and_then(|id| self.tx.server(id))
-            .and_then(|tx| match tx.state {
-                ServerState::Proceeding { started, .. } => Some(started),
-                _ => None,
-            });
-        if let Some(started) = started {
-            self.overlay_answered(started, env.now);
-        }
         let state = ServerState::Completed {
             response: bytes,
             until: env.now + j,
@@ -228,11 +219,13 @@ impl SipEndpoint {
                 .publish_latency
                 .observe(env.now.saturating_sub(*started));
         }
+        let started = *started;
         let mut ctx = (**ctx).clone();
         let key = tx.key.clone();
         if to_tag.is_some() {
             ctx.to_tag = to_tag;
         }
+        self.overlay_answered(started, env.now);
         self.reply(env, key, ctx, code, reason, extra, None);
         true
     }
