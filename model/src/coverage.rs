@@ -116,6 +116,7 @@ fn timer_kind(t: &Timer) -> &'static str {
         Timer::Lapse => "lease lapses",
         Timer::Reask(_) => "fetch asked again",
         Timer::Alive(_) => "dead peer back",
+        Timer::Heartbeat => "tree heartbeat",
     }
 }
 

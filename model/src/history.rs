@@ -69,6 +69,13 @@ pub const MOVED: u32 = 1 << 22;
 /// took it.
 pub const HANDED: u32 = 1 << 23;
 
+/// Witness: a root demoted in favour of a closer peer that joined or restarted, and handed
+/// it its record.
+pub const HANDED_TO_CLOSER: u32 = 1 << 24;
+
+/// Witness: a heartbeat round resent a state a child had missed.
+pub const TREE_REPAIRED: u32 = 1 << 25;
+
 /// Per-subscriber record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct SubHist {
@@ -121,6 +128,8 @@ pub struct History {
     pub answered: Vec<u8>,
     /// Messages the network lost so far.
     pub losses: u8,
+    /// Tree and replication messages the network lost so far.
+    pub tree_losses: u8,
     /// Publications expired so far.
     pub expiries: u8,
     /// False suspicions so far.
@@ -129,6 +138,12 @@ pub struct History {
     pub moves: u8,
     /// Subscriptions handed over so far.
     pub handovers: u8,
+    /// Peer crashes so far (a restarted peer that crashes again counts twice).
+    pub crashes: u8,
+    /// Restarts of crashed peers so far.
+    pub restarts: u8,
+    /// The joining peers that have joined (bit `p` for peer `p`).
+    pub joined: u8,
     /// The seqs that committed an expiry (bit `s` for seq `s`).
     pub expiry_seqs: u16,
     /// The seqs a root stamped on a change of its own (a publication or an expiry; bit `s` for
@@ -281,6 +296,8 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
         Msg::Observe(Obs::Expired) => n.expiries += 1,
         Msg::Observe(Obs::Suspected) => n.suspicions += 1,
         Msg::Observe(Obs::Refetched) => n.flags |= REFETCHED,
+        Msg::Observe(Obs::HandedToCloser) => n.flags |= HANDED_TO_CLOSER,
+        Msg::Observe(Obs::TreeRepaired) => n.flags |= TREE_REPAIRED,
         Msg::Observe(Obs::Applied { seq, who, n: req }) => {
             if !n.stamps.contains(&(*seq, *who, *req)) {
                 n.stamps.push((*seq, *who, *req));

@@ -80,7 +80,36 @@
 //!   retargeting NOTIFY may repeat the last state), and `subscribers-converge` asks that a
 //!   handed-over subscriber was notified by its taker (mutants `handover-dropped`,
 //!   `handover-silent`). Handovers have no trace form yet either.
-//! - **Faults**: up to `crashes` peer crashes (crash-stop), optional loss of overlay
+//! - **Crash-restart and joins** (`--restarts R`, `--joins J`, default 0; production: a peer
+//!   process restarted under the same node id keeps nothing on disk, and a new peer joins
+//!   the overlay). A crashed peer restarts (Stateright's `Recover`, within the budget) once
+//!   every live peer has declared it dead; with `--joins 1` the peer closest to the group id
+//!   (the nominal root) starts outside the overlay, a farther peer is the group's first root,
+//!   and the joiner comes in later the same way. Either comes back **empty**: no record, no
+//!   tree edge, no subscriber, request ids of a new incarnation (Stateright storage), knowing
+//!   the membership (its failure detector reports the peers that are still down). Each other
+//!   peer hears from it (`Alive(x)`) and takes it back: a root to which it is closer demotes
+//!   and hands it its record (witness `root-handed-to-closer`; production's group tick
+//!   demotes when routing no longer ends here); a root that stays root puts it back in its
+//!   replica set if it is among the k nearest, re-replicates, and commits only once it holds
+//!   the state (production's periodic re-replication). The comer takes the root role only
+//!   when a JOIN or PUBLISH reaches it as the closest peer, and fetches first (the seeded bug
+//!   `restart-as-root`, serving at once from its empty record as the group's first root
+//!   does, is caught: `no-rollback`). `--crashes` bounds the crashes of the whole run, and
+//!   the properties bounded by k−1 failures (`no-rollback`, `acked-durable`) count every
+//!   crash, restarted or not: a restarted peer lost its state. Restarts and joins run the
+//!   epochs and promise rounds of the suspicion fix below (as production does whatever its
+//!   lease): without them, checking found that a REPLICATE the root sent before it crashed
+//!   could overwrite a replica's newer record of the same seq (records ordered by seq
+//!   alone), and that a root that had not heard from the restarted peer yet committed past
+//!   it. It also found a root stuck without a lease: a replica that had not yet noticed the
+//!   crash refused every promise round; now, as in production, its acknowledgements of the
+//!   root's record grant the lease again. Abstractions: a restart takes longer than failure
+//!   detection and than any message delay (what the crashed incarnation sent is delivered or
+//!   lost before it comes back), and only peers no user agent uses restart (their dialogs
+//!   would be lost, which the model's user agents cannot notice yet). Neither has a trace
+//!   form yet.
+//! - **Faults**: up to `crashes` peer crashes (crash-stop, unless `--restarts`), optional loss of overlay
 //!   request/response messages (bounded), optional duplication. A lost PUBLISH or its answer is
 //!   retransmitted by the first-contact peer; the root answers a retransmission of an applied
 //!   PUBLISH from the result it stored (`publish-applied-once`).
@@ -172,8 +201,10 @@
 //!
 //! ## Abstractions (what is simplified, and why)
 //! - **One group.** Groups are independent in sa-Scribe; every property is per group.
-//! - **Static membership.** Pastry joins and leaves are not modelled; leaf-set repair after a
-//!   detected crash is instantaneous (see [`topology`]). The production core implements both.
+//! - **Membership.** Pastry's join protocol is not modelled: a peer that (re)joins knows the
+//!   membership at once, and leaf-set repair after a detected crash is instantaneous (see
+//!   [`topology`]); what sa-Scribe does when a peer joins or comes back is (above). The
+//!   production core implements Pastry's join and repair.
 //! - **Heartbeats and keep-alives as a failure detector.** Periodic messages would make the state
 //!   graph cyclic and defeat liveness checking; instead a `Detect(x)` timeout fires, at any
 //!   moment after `x` crashed, at each peer (a perfect failure detector: no false suspicion,
@@ -197,9 +228,17 @@
 //!   state is at every replica, and a new root is one of them or fetches from them; the fetch
 //!   is told apart by the traces (production stamps after the fetched record) and, with false
 //!   suspicions, by the checker (mutant `no-fetch`).
-//! - **Loss** is limited to overlay request/response messages (JOIN, pACK, ACK, publish and
-//!   its result), which retransmission recovers. Multicast, replication and NOTIFY delivery are
-//!   assumed reliable (in production: acknowledged transfers and SIP retransmission).
+//! - **Loss** (`--losses`) of overlay request/response messages (JOIN, pACK, ACK, publish and
+//!   its result), which retransmission recovers; and (`--tree-losses`) of multicasts,
+//!   REPLICATEs and their acknowledgements, fetches and their replies, which the tree's
+//!   heartbeat round ([`protocol::Timer::Heartbeat`]: production's `Heartbeat` carries the
+//!   parent's seq, the child's `HeartbeatAck` its own, and the parent sends a child that is
+//!   behind its latest state; the mutant `heartbeat-without-seq` is caught) and the root's
+//!   replication retry recover. The heartbeat round fires only once a multicast was lost
+//!   (a child behind its parent, nothing in flight between them), like every retry here.
+//!   NOTIFY delivery to a user agent is assumed reliable: SIP's transaction layer
+//!   retransmits a NOTIFY over UDP until it is answered, and a subscription whose NOTIFY
+//!   times out ends (RFC 6665 §4.2.2), which the model's user agents cannot notice yet.
 //!
 //! ## Properties
 //! See [`model::PROPERTIES`]. Every safety property, and the liveness of the paper (convergence),

@@ -104,6 +104,20 @@ struct ConfigArgs {
     /// with a replica quorum.
     #[arg(long)]
     partition: bool,
+    /// Tree and replication messages the network may lose (0-2): multicast, REPLICATE and
+    /// its acknowledgement, a fetch and its reply; tree heartbeats and the root's
+    /// replication retry repair them.
+    #[arg(long, default_value_t = 0)]
+    tree_losses: usize,
+    /// Crashed peers that may restart: a peer comes back with no state, once every live
+    /// peer has declared it dead, and joins the overlay again (default 0: crash-stop).
+    #[arg(long, default_value_t = 0)]
+    restarts: usize,
+    /// Peers that join mid-run (0-1): the peer closest to the group id (the nominal root)
+    /// starts outside the overlay, a farther peer serves as root, and hands the group over
+    /// when it joins.
+    #[arg(long, default_value_t = 0)]
+    joins: usize,
     /// Run with a seeded protocol bug (see --list-mutants).
     #[arg(long, value_parser = parse::<Mutant>)]
     mutant: Option<Mutant>,
@@ -171,6 +185,9 @@ impl ConfigArgs {
             handovers: self.handovers,
             suspicions: self.suspicions,
             partition: self.partition,
+            tree_losses: self.tree_losses,
+            restarts: self.restarts,
+            joins: self.joins,
             mutant: self.mutant,
         })
     }
@@ -345,6 +362,8 @@ fn check(args: CheckArgs) -> ExitCode {
     );
     if args.save_trace.is_some() && model.setup.suspicions > 0 {
         eprintln!("--save-trace: suspicions have no trace form yet; no trace written");
+    } else if args.save_trace.is_some() && (model.setup.restarts > 0 || model.setup.joiners != 0) {
+        eprintln!("--save-trace: restarts and joins have no trace form yet; no trace written");
     } else if let (Some(file), Some(name)) = (&args.save_trace, violated.first()) {
         let path = &discoveries[name];
         let trace = model.trace(

@@ -68,12 +68,14 @@ impl SaScribe {
         };
         let m = m
             .init_network(network)
-            .lossy_network(if setup.losses > 0 {
+            .lossy_network(if setup.losses + setup.tree_losses > 0 {
                 LossyNetwork::Yes
             } else {
                 LossyNetwork::No
             })
-            .max_crashes(setup.max_crashes)
+            // (Peers that join later start crashed: they count among the contemporary
+            // crashes Stateright allows; `enabled` bounds the crashes of the run.)
+            .max_crashes(setup.max_crashes + setup.joiners.count_ones() as usize)
             .record_msg_out(history::on_send);
         SaScribe { setup, inner: m }
     }
@@ -118,7 +120,9 @@ impl SaScribe {
     }
 
     /// Quiescence: nothing is in flight to a live actor and no protocol timer is enabled (no
-    /// failure to detect, no retransmission, no replication retry). What may still happen is
+    /// failure to detect, no retransmission, no replication retry) that would change
+    /// anything (a timer whose firing changes nothing is no activity: a broken repair that
+    /// does nothing must not keep a stuck state from counting as quiescent). What may still happen is
     /// up to the environment: a crash, an event state's expiry, a user agent subscribing or
     /// unsubscribing.
     pub fn quiescent(&self, state: &State) -> bool {
@@ -137,10 +141,12 @@ impl SaScribe {
                         | Timer::Resend
                         | Timer::Heal
                         | Timer::Alive(_)
+                        | Timer::Heartbeat
                         | Timer::Lapse
                         | Timer::Reask(_)
                 )
             ) && self.enabled(state, a)
+                && self.inner.next_state(state, a.clone()).is_some()
         })
     }
 
@@ -236,8 +242,11 @@ impl SaScribe {
             _ => {}
         }
         match action {
-            ActorModelAction::Crash(id) => usize::from(*id) < self.setup.peers(),
-            ActorModelAction::Recover(_) => false,
+            ActorModelAction::Crash(id) => {
+                usize::from(*id) < self.setup.peers()
+                    && (state.history.crashes as usize) < self.setup.max_crashes
+            }
+            ActorModelAction::Recover(id) => self.may_rejoin(state, usize::from(*id)),
             ActorModelAction::Timeout(id, Timer::Detect(x)) => {
                 (state.crashed[*x as usize]
                     || self.is_cut(state, Id::from(*x as usize))
@@ -334,6 +343,9 @@ impl SaScribe {
             ActorModelAction::Timeout(_, Timer::Retry(req)) => {
                 self.detection_complete(state) && self.lost(state, *req)
             }
+            ActorModelAction::Drop(env) if tree_message(&env.msg) => {
+                (state.history.tree_losses as usize) < self.setup.tree_losses
+            }
             ActorModelAction::Drop(env) => {
                 (state.history.losses as usize) < self.setup.losses
                     && matches!(
@@ -345,6 +357,7 @@ impl SaScribe {
                             | Msg::PubReply { .. }
                     )
             }
+            ActorModelAction::Timeout(id, Timer::Heartbeat) => self.heartbeat_useful(state, *id),
             _ => true,
         }
     }
@@ -430,13 +443,21 @@ impl SaScribe {
             ActorModelAction::Timeout(id, Timer::Reask(q)) => {
                 format!("{} asks {} again", name(id), self.setup.topo.name(*q))
             }
+            ActorModelAction::Timeout(id, Timer::Heartbeat) => {
+                format!(
+                    "{}'s tree heartbeat round resends its latest state",
+                    name(id)
+                )
+            }
             ActorModelAction::Timeout(id, Timer::Alive(x)) => format!(
                 "{} hears from {} again and takes it back",
                 name(id),
                 self.setup.topo.name(*x)
             ),
             ActorModelAction::Crash(id) => format!("{} crashes", name(id)),
-            ActorModelAction::Recover(id) => format!("{} recovers", name(id)),
+            ActorModelAction::Recover(id) => {
+                format!("{} (re)joins the overlay, with no state", name(id))
+            }
             ActorModelAction::SelectRandom { actor, .. } => format!("{} chooses", name(actor)),
         }
     }
@@ -623,8 +644,51 @@ impl SaScribe {
         self.inner.next_state(last, action)
     }
 
-    fn crashed_count(state: &State) -> usize {
-        state.crashed.iter().filter(|&&c| c).count()
+    /// Peers that lost their state so far: every crash, restarted or not (a peer that has
+    /// not joined yet held nothing).
+    fn losses_of_state(state: &State) -> usize {
+        state.history.crashes as usize
+    }
+
+    /// A heartbeat round at `id` would repair something: a live child that names it its
+    /// parent holds an older state than its latest, and nothing is in flight from it to that
+    /// child (a multicast to it was lost).
+    fn heartbeat_useful(&self, state: &State, id: Id) -> bool {
+        let me = usize::from(id);
+        let Some(p) = self.peer(state, me) else {
+            return false;
+        };
+        let Some(latest) = p.latest else { return false };
+        (0..self.setup.peers()).any(|c| {
+            p.children & (1 << c) != 0
+                && !state.crashed[c]
+                && self.peer(state, c).is_some_and(|s| {
+                    s.parent == Some(me as PeerIx) && s.latest.is_none_or(|l| l.seq < latest.seq)
+                })
+                && !any_envelope(&state.network, |src, dst, _| {
+                    usize::from(src) == me && usize::from(dst) == c
+                })
+        })
+    }
+
+    /// Whether peer `x` may (re)join the overlay now, with no state: it is a joining peer
+    /// that has not joined yet, or a crashed peer within the restart budget; every live peer
+    /// has declared it dead (a restart takes longer than failure detection); and no user
+    /// agent uses it (their dialogs and transactions would be lost as at a crash, and the
+    /// model's user agents have no way to notice that yet: production answers 481 and the
+    /// user agent subscribes again, a move).
+    fn may_rejoin(&self, state: &State, x: usize) -> bool {
+        if x >= self.setup.peers() || !state.crashed[x] {
+            return false;
+        }
+        let bit = 1u8 << x;
+        let joining = self.setup.joiners & bit != 0 && state.history.joined & bit == 0;
+        if !joining && state.history.restarts as usize >= self.setup.restarts {
+            return false;
+        }
+        self.live_peers(state).all(|(_, s)| s.dead & bit != 0)
+            && (0..self.setup.subscribers.len()).all(|i| sub_peer(self, state, i) as usize != x)
+            && self.setup.publishers.iter().all(|(p, _)| *p as usize != x)
     }
 
     fn peer_down(&self, state: &State, p: PeerIx) -> bool {
@@ -773,7 +837,7 @@ fn tree_connected(m: &SaScribe, state: &State) -> bool {
 /// or replica (in the state it applied or holds, not only in flight).
 fn acked_durable(m: &SaScribe, state: &State) -> bool {
     let acked = state.history.acked_max;
-    if acked == 0 || SaScribe::crashed_count(state) >= m.setup.k {
+    if acked == 0 || SaScribe::losses_of_state(state) >= m.setup.k {
         return true;
     }
     m.live_peers(state).any(|(_, s)| {
@@ -783,7 +847,7 @@ fn acked_durable(m: &SaScribe, state: &State) -> bool {
 }
 
 fn no_rollback(m: &SaScribe, state: &State) -> bool {
-    if SaScribe::crashed_count(state) >= m.setup.k {
+    if SaScribe::losses_of_state(state) >= m.setup.k {
         return true;
     }
     let acked = state.history.acked_max;
@@ -850,6 +914,8 @@ pub const PROPERTIES: &[(&str, &str, &str)] = &[
     ("expiry-notified", "sometimes", "a subscriber was told by NOTIFY that an event state expired"),
     ("subscription-moved", "sometimes", "a subscriber whose peer crashed subscribed again through another peer and was notified there"),
     ("subscription-handed-over", "sometimes", "a peer that left handed a subscription over to another peer, which notified the subscriber"),
+    ("root-handed-to-closer", "sometimes", "a root demoted in favour of a closer peer that joined or restarted, and handed it its record (with --joins or --restarts)"),
+    ("tree-repaired", "sometimes", "a tree heartbeat round resent a state that a child had missed when a multicast was lost (with --tree-losses)"),
 ];
 
 impl Model for SaScribe {
@@ -860,7 +926,14 @@ impl Model for SaScribe {
         self.inner
             .init_states()
             .into_iter()
-            .map(|s| self.normalize(s))
+            .map(|mut s| {
+                // The joining peers start outside the overlay.
+                for p in (0..self.setup.peers()).filter(|p| self.setup.joiners & (1 << p) != 0) {
+                    s.crashed[p] = true;
+                    s.timers_set[p].cancel_all();
+                }
+                self.normalize(s)
+            })
             .collect()
     }
 
@@ -871,7 +944,15 @@ impl Model for SaScribe {
     }
 
     fn next_state(&self, last: &State, action: Action) -> Option<State> {
-        let dropped = matches!(action, ActorModelAction::Drop(_));
+        let dropped = match &action {
+            ActorModelAction::Drop(env) => Some(tree_message(&env.msg)),
+            _ => None,
+        };
+        let crash = matches!(action, ActorModelAction::Crash(_));
+        let rejoin = match &action {
+            ActorModelAction::Recover(id) => Some(1u8 << usize::from(*id)),
+            _ => None,
+        };
         let consumed = match &action {
             ActorModelAction::Deliver { src, dst, msg } => Some(Envelope {
                 src: *src,
@@ -900,8 +981,28 @@ impl Model for SaScribe {
             }
             return Some(next);
         };
-        if dropped {
-            next.history.losses += 1;
+        match dropped {
+            Some(true) => next.history.tree_losses += 1,
+            Some(false) => next.history.losses += 1,
+            None => {}
+        }
+        if crash {
+            next.history.crashes += 1;
+        }
+        if let Some(bit) = rejoin {
+            // A restart takes longer than any message delay: what the crashed incarnation
+            // sent was delivered or lost before it comes back.
+            let x = Id::from(bit.trailing_zeros() as usize);
+            match &mut next.network {
+                Network::Ordered(map) => map.retain(|(src, _), _| *src != x),
+                Network::UnorderedDuplicating(set, _) => set.retain(|e| e.src != x),
+                Network::UnorderedNonDuplicating(map) => map.retain(|e, _| e.src != x),
+            }
+            if self.setup.joiners & bit != 0 && next.history.joined & bit == 0 {
+                next.history.joined |= bit;
+            } else {
+                next.history.restarts += 1;
+            }
         }
         Some(self.normalize(next))
     }
@@ -985,6 +1086,10 @@ impl Model for SaScribe {
             Property::sometimes("subscription-handed-over", |_, s: &State| {
                 s.history.has(HANDED)
             }),
+            Property::sometimes("root-handed-to-closer", |_, s: &State| {
+                s.history.has(HANDED_TO_CLOSER)
+            }),
+            Property::sometimes("tree-repaired", |_, s: &State| s.history.has(TREE_REPAIRED)),
         ]
     }
 }
@@ -1044,4 +1149,18 @@ impl SaScribe {
         }
         out
     }
+}
+
+/// Tree and replication messages: lost within `--tree-losses`, repaired by tree heartbeats
+/// and the root's replication retry (the other overlay messages within `--losses`, repaired
+/// by retransmission).
+fn tree_message(m: &Msg) -> bool {
+    matches!(
+        m,
+        Msg::Multicast(_)
+            | Msg::Replicate(..)
+            | Msg::ReplicaAck(_)
+            | Msg::FetchState(_)
+            | Msg::FetchReply { .. }
+    )
 }

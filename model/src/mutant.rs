@@ -96,6 +96,10 @@ mutants! {
         "A peer taking a subscription over sends its first NOTIFY only when the state moved on: a subscriber never learns where its dialog went (its refresh goes to the peer that left).";
     NoQuorum = "no-quorum" => "single-committer",
         "A root commits with whatever replicas it reaches: on the smaller side of a partition it acknowledges publications that the other side's root never sees.";
+    HeartbeatWithoutSeq = "heartbeat-without-seq" => "subscribers-converge",
+        "Tree heartbeats carry no seq: a child that missed a multicast is never sent the state again.";
+    RestartAsRoot = "restart-as-root" => "no-rollback",
+        "A peer that restarts, or joins, as the closest to the group takes the root role at once with an empty record (as the group's first root does), without fetching its replicas' records.";
 }
 
 impl fmt::Display for Mutant {
@@ -122,8 +126,9 @@ impl FromStr for Mutant {
 /// every property): preset, subscribers, publishes, crashes, expiries, subscribers that
 /// unsubscribe, whether every subscriber sits on peer A (so that their JOINs share the
 /// intermediate C in `multihop`), overlay messages the network may lose, false suspicions,
-/// whether they are partitions, subscriptions that may move to another peer, and
-/// subscriptions a leaving peer may hand over.
+/// whether they are partitions, subscriptions that may move to another peer,
+/// subscriptions a leaving peer may hand over, crashed peers that may restart, peers that
+/// join mid-run, and tree and replication messages the network may lose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CatchConfig(
     pub Preset,
@@ -136,6 +141,9 @@ pub struct CatchConfig(
     pub usize,
     pub usize,
     pub bool,
+    pub usize,
+    pub usize,
+    pub usize,
     pub usize,
     pub usize,
 );
@@ -156,6 +164,9 @@ impl CatchConfig {
             partition,
             moves,
             handovers,
+            restarts,
+            joins,
+            tree_losses,
         ) = self;
         let mut s = Setup::new(&Options {
             preset,
@@ -169,6 +180,9 @@ impl CatchConfig {
             partition,
             moves,
             handovers,
+            restarts,
+            joins,
+            tree_losses,
             mutant,
             ..Default::default()
         })
@@ -187,46 +201,74 @@ impl Mutant {
         use Mutant::*;
         use Preset::*;
         match self {
-            NoStaleFilter => CatchConfig(Small, 2, 1, 0, 0, 0, true, 0, 0, false, 0, 0),
-            NotifyBeforeAck => CatchConfig(Small, 1, 2, 0, 0, 0, false, 0, 0, false, 0, 0),
+            NoStaleFilter => CatchConfig(Small, 2, 1, 0, 0, 0, true, 0, 0, false, 0, 0, 0, 0, 0),
+            NotifyBeforeAck => CatchConfig(Small, 1, 2, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0),
             SeqNotBumped | NoMulticast => {
-                CatchConfig(Small, 1, 3, 0, 0, 0, false, 0, 0, false, 0, 0)
+                CatchConfig(Small, 1, 3, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0)
             }
-            AnswerFromIntermediate => CatchConfig(Multihop, 2, 3, 0, 0, 0, true, 0, 0, false, 0, 0),
-            NoReplication | NoRetry => CatchConfig(Small, 0, 1, 1, 0, 0, false, 0, 0, false, 0, 0),
-            RootAcceptsLowerSeq => CatchConfig(Small, 1, 2, 1, 0, 0, false, 0, 0, false, 0, 0),
-            EtagIgnored => CatchConfig(Small, 0, 3, 0, 1, 0, false, 0, 0, false, 0, 0),
-            RejoinViaChild => CatchConfig(Multihop, 1, 0, 1, 0, 0, true, 0, 0, false, 0, 0),
-            EmptyRootSilent => CatchConfig(Small, 1, 0, 0, 0, 0, false, 0, 0, false, 0, 0),
-            UnsubscribeIgnored => CatchConfig(Small, 1, 1, 0, 0, 1, false, 0, 0, false, 0, 0),
-            AckForgetsExpiry => CatchConfig(Small, 1, 1, 1, 1, 0, false, 0, 0, false, 0, 0),
-            OneState => CatchConfig(Small, 0, 3, 0, 0, 0, false, 0, 0, false, 0, 0),
-            RemoveAll => CatchConfig(Small, 0, 4, 0, 0, 0, false, 0, 0, false, 0, 0),
-            NotifyBeforeCommit => CatchConfig(Small, 1, 1, 0, 0, 0, false, 0, 0, false, 0, 0),
-            AckBeforeReplicated => CatchConfig(Small, 0, 1, 1, 0, 0, false, 0, 0, false, 0, 0),
-            RefusalConsumesSeq => CatchConfig(Small, 0, 3, 0, 1, 0, false, 0, 0, false, 0, 0),
-            NoDedup => CatchConfig(Small, 0, 1, 0, 0, 0, false, 1, 0, false, 0, 0),
-            NoExpiryClamp => CatchConfig(Small, 0, 1, 0, 0, 0, false, 0, 0, false, 0, 0),
-            NoRejoin => CatchConfig(Multihop, 1, 0, 1, 0, 0, true, 0, 0, false, 0, 0),
-            AnswerOldEtag => CatchConfig(Small, 0, 3, 0, 0, 0, false, 0, 0, false, 0, 0),
+            AnswerFromIntermediate => {
+                CatchConfig(Multihop, 2, 3, 0, 0, 0, true, 0, 0, false, 0, 0, 0, 0, 0)
+            }
+            NoReplication | NoRetry => {
+                CatchConfig(Small, 0, 1, 1, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0)
+            }
+            RootAcceptsLowerSeq => {
+                CatchConfig(Small, 1, 2, 1, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0)
+            }
+            EtagIgnored => CatchConfig(Small, 0, 3, 0, 1, 0, false, 0, 0, false, 0, 0, 0, 0, 0),
+            RejoinViaChild => {
+                CatchConfig(Multihop, 1, 0, 1, 0, 0, true, 0, 0, false, 0, 0, 0, 0, 0)
+            }
+            EmptyRootSilent => CatchConfig(Small, 1, 0, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0),
+            UnsubscribeIgnored => {
+                CatchConfig(Small, 1, 1, 0, 0, 1, false, 0, 0, false, 0, 0, 0, 0, 0)
+            }
+            AckForgetsExpiry => {
+                CatchConfig(Small, 1, 1, 1, 1, 0, false, 0, 0, false, 0, 0, 0, 0, 0)
+            }
+            OneState => CatchConfig(Small, 0, 3, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0),
+            RemoveAll => CatchConfig(Small, 0, 4, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0),
+            NotifyBeforeCommit => {
+                CatchConfig(Small, 1, 1, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0)
+            }
+            AckBeforeReplicated => {
+                CatchConfig(Small, 0, 1, 1, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0)
+            }
+            RefusalConsumesSeq => {
+                CatchConfig(Small, 0, 3, 0, 1, 0, false, 0, 0, false, 0, 0, 0, 0, 0)
+            }
+            NoDedup => CatchConfig(Small, 0, 1, 0, 0, 0, false, 1, 0, false, 0, 0, 0, 0, 0),
+            NoExpiryClamp => CatchConfig(Small, 0, 1, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0),
+            NoRejoin => CatchConfig(Multihop, 1, 0, 1, 0, 0, true, 0, 0, false, 0, 0, 0, 0, 0),
+            AnswerOldEtag => CatchConfig(Small, 0, 3, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0),
             // The root D is suspected before anything is published; C takes over when U1's
             // publish reaches it and commits it; D heals and, closest again, serves with its
             // empty record.
-            NoFetch | NoLease => CatchConfig(Small, 0, 1, 0, 0, 0, false, 0, 1, false, 0, 0),
+            NoFetch | NoLease => {
+                CatchConfig(Small, 0, 1, 0, 0, 0, false, 0, 1, false, 0, 0, 0, 0, 0)
+            }
             // A, U2's first-contact peer, is cut off and, alone, takes the root role over; D
             // commits U1's publish with C; A commits U2's with nobody.
-            NoQuorum => CatchConfig(Small, 0, 2, 0, 0, 0, false, 0, 1, true, 0, 0),
+            NoQuorum => CatchConfig(Small, 0, 2, 0, 0, 0, false, 0, 1, true, 0, 0, 0, 0, 0),
             // D is cut off; C takes over and commits U1's publish with A; once healed, D
             // fetches again and A grants it while C's lease runs; D commits U2's publish, and
             // C answers S1's JOIN from the older state.
-            LeaseIgnored => CatchConfig(Small, 1, 2, 0, 0, 0, false, 0, 1, true, 0, 0),
+            LeaseIgnored => CatchConfig(Small, 1, 2, 0, 0, 0, false, 0, 1, true, 0, 0, 0, 0, 0),
             // S2 at C is notified of U1's publish; C crashes; S2 moves to A, on the tree for
             // S1 but still without that state, which answers it at once from what it holds.
-            LocalAnswer => CatchConfig(Small, 2, 1, 1, 0, 0, false, 0, 0, false, 1, 0),
+            LocalAnswer => CatchConfig(Small, 2, 1, 1, 0, 0, false, 0, 0, false, 1, 0, 0, 0, 0),
             // S1's peer hands its dialog over before U1 publishes; the taker never hears of it
             // (dropped), or tells S1 nothing until the state moves on (silent).
+            // U1's publish is committed at D; D crashes and C takes over; D restarts with
+            // nothing and, the closest peer again, serves at once with its empty record.
+            // U1's publish is committed; its multicast to S1's peer is lost; the heartbeat
+            // round never resends it.
+            HeartbeatWithoutSeq => {
+                CatchConfig(Small, 1, 1, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 1)
+            }
+            RestartAsRoot => CatchConfig(Small, 0, 1, 1, 0, 0, false, 0, 0, false, 0, 0, 1, 0, 0),
             HandoverDropped | HandoverSilent => {
-                CatchConfig(Small, 1, 1, 0, 0, 0, false, 0, 0, false, 0, 1)
+                CatchConfig(Small, 1, 1, 0, 0, 0, false, 0, 0, false, 0, 1, 0, 0, 0)
             }
         }
     }

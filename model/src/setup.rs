@@ -2,7 +2,7 @@
 
 use crate::mutant::Mutant;
 use crate::protocol::{IfMatch, PubOp};
-use crate::topology::{distance, PeerIx, Topology, FIG3_IDS};
+use crate::topology::{distance, PeerIx, PeerSet, Topology, FIG3_IDS};
 use serde::Serialize;
 use stateright::actor::Id;
 use std::fmt;
@@ -113,6 +113,16 @@ pub struct Options {
     /// side (its failure detector declares every other peer dead, its user agents reach it),
     /// and a root there commits nothing without a replica quorum.
     pub partition: bool,
+    /// Tree and replication messages the network may lose (multicast, REPLICATE and its
+    /// acknowledgement, a fetch and its reply), repaired by tree heartbeats and the root's
+    /// replication retry.
+    pub tree_losses: usize,
+    /// Crashed peers that may restart (crash-restart): a peer comes back with no state (the
+    /// production peer keeps nothing on disk) and joins the overlay again.
+    pub restarts: usize,
+    /// Peers that join mid-run: the peers closest to the group id (the nominal root first)
+    /// start outside the overlay and join it later.
+    pub joins: usize,
     /// A seeded bug.
     pub mutant: Option<Mutant>,
 }
@@ -134,6 +144,9 @@ impl Default for Options {
             handovers: 0,
             suspicions: 0,
             partition: false,
+            tree_losses: 0,
+            restarts: 0,
+            joins: 0,
             mutant: None,
         }
     }
@@ -170,6 +183,12 @@ pub struct Setup {
     pub suspicions: usize,
     /// Suspicions are partitions (the suspected peer runs alone) rather than pauses.
     pub partition: bool,
+    /// Tree and replication messages the network may lose.
+    pub tree_losses: usize,
+    /// Crashed peers that may restart, empty (0: crash-stop).
+    pub restarts: usize,
+    /// Peers that start outside the overlay and join it mid-run.
+    pub joiners: PeerSet,
     /// A seeded bug.
     pub mutant: Option<Mutant>,
 }
@@ -300,14 +319,60 @@ impl Setup {
         // (itself and k replicas); the model never forgets a crashed peer (production forgets
         // its tombstone after a while), so crashes must leave that majority.
         let group = 1 + k.min(n - 1);
-        if o.suspicions > 0 && group >= 3 && crashes > group - (group / 2 + 1) {
+        let fencing = o.suspicions + o.restarts + o.joins > 0;
+        if fencing && group >= 3 && crashes > group - (group / 2 + 1) {
             return Err(format!(
                 "--crashes must leave a majority of the replica group ({group} peers) with \
-                 --suspicions: at most {}, got {crashes}",
+                 --suspicions, --restarts or --joins: at most {}, got {crashes}",
                 group - (group / 2 + 1)
             ));
         }
-        let subscribers = (0..subs).map(|i| sub_at[i % sub_at.len()]).collect();
+        if o.tree_losses > 2 {
+            return Err(format!(
+                "--tree-losses must be at most 2, got {}",
+                o.tree_losses
+            ));
+        }
+        if o.restarts > 2 {
+            return Err(format!("--restarts must be at most 2, got {}", o.restarts));
+        }
+        if o.restarts > 0 && crashes == 0 {
+            return Err("--restarts needs a crash (only a crashed peer restarts)".into());
+        }
+        if o.joins > 1 {
+            return Err(format!("--joins must be at most 1, got {}", o.joins));
+        }
+        if o.joins > 0 && (o.suspicions > 0 || o.moves > 0 || o.handovers > 0) {
+            return Err(
+                "--joins does not combine with --suspicions, --moves or --handovers yet".into(),
+            );
+        }
+        if o.restarts > 0 && (o.suspicions > 0 || o.moves > 0 || o.handovers > 0) {
+            return Err(
+                "--restarts does not combine with --suspicions, --moves or --handovers yet".into(),
+            );
+        }
+        // The joining peers are those closest to the group id: the nominal root joins, so
+        // the root that served before hands the group over to it.
+        let mut by_distance: Vec<PeerIx> = (0..n as PeerIx).collect();
+        by_distance.sort_unstable_by_key(|&p| distance(topo.ids[p as usize], gid));
+        let joiners: PeerSet = by_distance[..o.joins]
+            .iter()
+            .fold(0, |m: PeerSet, &p| m | (1 << p));
+        let subscribers: Vec<PeerIx> = (0..subs).map(|i| sub_at[i % sub_at.len()]).collect();
+        if subscribers
+            .iter()
+            .chain(pub_at.iter().take(publishes.min(2)))
+            .any(|&p| joiners & (1 << p) != 0)
+        {
+            return Err("--joins: a joining peer would host a user agent".into());
+        }
+        if o.joins > 0 && k + o.joins >= n {
+            return Err(format!(
+                "--joins needs k below the number of peers present from the start ({}), got {k}",
+                n - o.joins
+            ));
+        }
         // Publish i goes to publisher i % 2 (U1, U2), each with its own event state (RFC 3903
         // §4): U1's initial publish; U2's initial publish (a second state, composed with the
         // first); U1 modifies its own state (SIP-If-Match: its last ETag — U2's state in
@@ -350,6 +415,9 @@ impl Setup {
             handovers: o.handovers,
             suspicions: o.suspicions,
             partition: o.partition,
+            tree_losses: o.tree_losses,
+            restarts: o.restarts,
+            joiners,
             mutant: o.mutant,
         })
     }
@@ -358,7 +426,7 @@ impl Setup {
     /// crash and per network loss, two per suspicion (a request is lost when the suspected
     /// peer is cut off, and again when the root that took over hands the group back), plus one.
     pub fn retry_limit(&self) -> usize {
-        self.max_crashes + self.losses + 2 * self.suspicions + 1
+        self.max_crashes + self.losses + 2 * self.suspicions + self.rejoins() + 1
     }
 
     /// The highest seq a run can stamp: one per publish and per expiry (a retransmission is
@@ -366,7 +434,7 @@ impl Setup {
     pub fn max_seq(&self) -> u8 {
         let publishes: usize = self.publishers.iter().map(|(_, s)| s.len()).sum();
         // An activation may stamp a seq above what members saw (at most one per takeover).
-        (publishes + self.expiries + 2 * self.suspicions) as u8
+        (publishes + self.expiries + 2 * (self.suspicions + self.rejoins())) as u8
     }
 
     /// Whether records carry a root epoch, fetches are promise rounds, replicas fence, roots
@@ -374,8 +442,19 @@ impl Setup {
     /// suspicions). Production switches all of it off under a failure detector that never
     /// suspects a live peer (`root_lease` = `u64::MAX`, the conformance harness's setting), as
     /// the model does without suspicions.
+    ///
+    /// Restarts and joins switch it on too: a peer that comes back makes two roots for a
+    /// while (one that has heard from it, one that has not), and only epochs order their
+    /// records and only promises keep the older one from committing past the newer
+    /// (production runs them whatever its lease; the model without suspicions orders records
+    /// by seq alone, which a REPLICATE from before a crash can then corrupt).
     pub fn fencing(&self) -> bool {
-        self.suspicions > 0
+        self.suspicions > 0 || self.rejoins() > 0
+    }
+
+    /// Restarts and joins the run may take.
+    pub fn rejoins(&self) -> usize {
+        self.restarts + self.joiners.count_ones() as usize
     }
 
     /// The size of a root's nominal replica group: itself and its k replicas (fewer in an
@@ -463,10 +542,11 @@ impl Setup {
             .map(|(j, (p, s))| format!("U{}@{}x{}", j + 1, self.topo.name(*p), s.len()))
             .collect();
         format!(
-            "peers [{}] gid {} root {} k={} subscribers [{}] publishers [{}] crashes {} network {:?} losses {} expiries {} unsubscribes {}{}{}{}{}",
+            "peers [{}] gid {} root {} k={} subscribers [{}] publishers [{}] crashes {} network {:?} losses {} expiries {} unsubscribes {}{}{}{}{}{}{}{}",
             peers.join(" "),
             self.gid,
-            self.topo.name(self.topo.closest_live(self.gid, 0).unwrap()),
+            self.topo
+                .name(self.topo.closest_live(self.gid, self.joiners).unwrap()),
             self.k,
             subs.join(" "),
             pubs.join(" "),
@@ -488,6 +568,25 @@ impl Setup {
             if self.suspicions > 0 {
                 let kind = if self.partition { " (partitions)" } else { "" };
                 format!(" suspicions {}{kind}", self.suspicions)
+            } else {
+                String::new()
+            },
+            if self.tree_losses > 0 {
+                format!(" tree-losses {}", self.tree_losses)
+            } else {
+                String::new()
+            },
+            if self.restarts > 0 {
+                format!(" restarts {}", self.restarts)
+            } else {
+                String::new()
+            },
+            if self.joiners != 0 {
+                let names: Vec<String> = (0..self.peers() as PeerIx)
+                    .filter(|&p| self.joiners & (1 << p) != 0)
+                    .map(|p| self.topo.name(p))
+                    .collect();
+                format!(" joining [{}]", names.join(" "))
             } else {
                 String::new()
             },

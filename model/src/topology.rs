@@ -13,9 +13,11 @@
 //!
 //! **Abstraction.** Leaf-set repair is instantaneous: once a peer has detected a crash, its leaf
 //! set is recomputed from the static membership minus the peers it knows dead. Routing-table
-//! entries are static; a dead entry falls back to rule 3, which stands for table repair. Peer
-//! joins and leaves are not modelled (the membership is fixed), because sa-Scribe's properties
-//! concern groups over a given overlay; the production core implements Pastry joins.
+//! entries are static; a dead entry falls back to rule 3, which stands for table repair. The
+//! membership is the configuration's peers; one that has not joined yet, or has crashed, is
+//! one its neighbours know dead. Pastry's own join protocol is not modelled (a peer that
+//! joins or restarts knows the membership at once), because sa-Scribe's properties concern
+//! groups over an overlay; the production core implements Pastry joins.
 
 use serde::Serialize;
 

@@ -681,15 +681,21 @@ impl SaScribe {
             }
             ActorModelAction::Timeout(
                 _,
-                Timer::Suspect | Timer::Heal | Timer::Alive(_) | Timer::Lapse | Timer::Reask(_),
+                Timer::Suspect
+                | Timer::Heal
+                | Timer::Alive(_)
+                | Timer::Lapse
+                | Timer::Reask(_)
+                | Timer::Heartbeat,
             ) => {
                 panic!("suspicions have no trace form yet (the harness cannot drive them)")
             }
             ActorModelAction::Timeout(_, Timer::Move(_) | Timer::Handover(_)) => {
                 panic!("moves and handovers have no trace form yet (the harness cannot drive them)")
             }
-            ActorModelAction::Crash(id) | ActorModelAction::Recover(id) => {
-                StepAction::Crash { peer: name(id) }
+            ActorModelAction::Crash(id) => StepAction::Crash { peer: name(id) },
+            ActorModelAction::Recover(_) => {
+                panic!("restarts and joins have no trace form yet (the harness cannot drive them)")
             }
             ActorModelAction::SelectRandom { actor, .. } => StepAction::Crash { peer: name(actor) },
         };

@@ -2,7 +2,9 @@
 //! checker find a counterexample to it, on a configuration where the correct model satisfies
 //! every property.
 
-use sascribe_model::corpus::{HANDOVER_ONLY, MOVE_ONLY, SUSPICION_ONLY};
+use sascribe_model::corpus::{
+    HANDOVER_ONLY, MOVE_ONLY, REJOIN_ONLY, SUSPICION_ONLY, TREE_LOSS_ONLY,
+};
 use sascribe_model::model::PROPERTIES;
 use sascribe_model::mutant::CatchConfig;
 use sascribe_model::{Mutant, Options, SaScribe, Setup};
@@ -96,10 +98,72 @@ fn target_config_witnesses_every_sometimes_property() {
                 && !SUSPICION_ONLY.contains(name)
                 && !MOVE_ONLY.contains(name)
                 && !HANDOVER_ONLY.contains(name)
+                && !REJOIN_ONLY.contains(name)
+                && !TREE_LOSS_ONLY.contains(name)
         })
         .map(|(name, _, _)| *name)
         .collect();
     witnesses_all(model, names);
+}
+
+/// CI's crash-restart configuration: `small`, 1 publish, 1 crash, 1 restart.
+fn one_restart() -> Setup {
+    Setup::new(&Options {
+        subscribers: Some(0),
+        publishes: Some(1),
+        crashes: Some(1),
+        expiries: Some(0),
+        restarts: 1,
+        ..Options::default()
+    })
+    .unwrap()
+}
+
+/// A join configuration: `small` with 4 peers, 1 subscriber, 1 publish, no crash, the
+/// nominal root D joining mid-run (CI checks the same on `multihop`).
+fn one_join() -> Setup {
+    Setup::new(&Options {
+        peers: Some(4),
+        subscribers: Some(1),
+        publishes: Some(1),
+        crashes: Some(0),
+        expiries: Some(0),
+        joins: 1,
+        ..Options::default()
+    })
+    .unwrap()
+}
+
+/// An exhaustive BFS of `setup` finds no violation and witnesses `root-handed-to-closer`.
+fn holds_and_hands_over(setup: Setup) {
+    let model = SaScribe::new(setup);
+    let checker = model.clone().checker().threads(2).spawn_bfs().join();
+    assert!(checker.is_done());
+    for p in safety_and_liveness() {
+        if let Some(path) = checker.discovery(p) {
+            panic!(
+                "correct model violates {p}:\n{}",
+                model.describe_path(&path)
+            );
+        }
+    }
+    for n in REJOIN_ONLY {
+        assert!(checker.discovery(n).is_some(), "{n} not witnessed");
+    }
+}
+
+#[test]
+fn correct_model_holds_when_the_root_restarts_empty() {
+    // D, the root, crashes after a commit; C takes over; D restarts with nothing, is the
+    // closest peer again, C hands the group over and D fetches before it serves.
+    holds_and_hands_over(one_restart());
+}
+
+#[test]
+fn correct_model_holds_when_a_closer_peer_joins() {
+    // E serves as the first root; D, closer to the group, joins later: E demotes, hands D
+    // its record, and the tree re-forms under D.
+    holds_and_hands_over(one_join());
 }
 
 /// CI's suspicion configurations: `small`, no subscriber, 1 publish, 1 suspicion, paused or
@@ -141,6 +205,15 @@ fn suspicion_config_witnesses_a_healed_root_refetching() {
     witnesses_all(
         SaScribe::new(one_suspicion(false)),
         SUSPICION_ONLY.iter().copied().collect(),
+    );
+}
+
+#[test]
+fn tree_loss_config_witnesses_a_repair() {
+    // A multicast to the subscriber's peer is lost; the parent's heartbeat round resends it.
+    witnesses_all(
+        SaScribe::new(Mutant::HeartbeatWithoutSeq.catching_config().setup(None)),
+        TREE_LOSS_ONLY.iter().copied().collect(),
     );
 }
 

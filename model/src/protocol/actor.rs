@@ -119,16 +119,31 @@ impl Actor for Participant {
     type Msg = Msg;
     type Timer = Timer;
     type State = ParticipantState;
-    type Storage = ();
+    /// A peer's incarnation: 0 when the run starts, one more at each restart (the only thing
+    /// that survives a crash; production's equivalent is the random instance id a restarted
+    /// process announces).
+    type Storage = u8;
     type Random = ();
 
-    fn on_start(&self, id: Id, _storage: &Option<()>, o: &mut O) -> ParticipantState {
+    fn on_start(&self, id: Id, storage: &Option<u8>, o: &mut O) -> ParticipantState {
         match self {
             Participant::Peer(s) => {
                 let me = to_ix(id);
                 let ctx = Ctx { s, me };
+                let incarnation = storage.map_or(0, |i| i + 1);
+                if s.restarts > 0 || s.joiners != 0 {
+                    o.save(incarnation);
+                }
+                // When the run starts, the joining peers are outside the overlay: nobody
+                // knows them. A peer that (re)joins learns the membership as it joins, and
+                // its failure detector reports the crashed peers it still routes to.
+                let dead = if incarnation == 0 {
+                    s.joiners & !(1 << me)
+                } else {
+                    0
+                };
                 let mut st = PeerState {
-                    dead: 0,
+                    dead,
                     parent: None,
                     children: 0,
                     latest: None,
@@ -140,7 +155,8 @@ impl Actor for Participant {
                     subs: Vec::new(),
                     pubs: Vec::new(),
                     rejoin: None,
-                    next_n: 0,
+                    // Request ids of an earlier incarnation may still be in flight.
+                    next_n: incarnation << 5,
                     packs: 0,
                     tries: Vec::new(),
                 };
@@ -148,6 +164,9 @@ impl Actor for Participant {
                     o.set_timer(Timer::Detect(q), model_timeout());
                 }
                 o.set_timer(Timer::Resend, model_timeout());
+                if s.tree_losses > 0 {
+                    o.set_timer(Timer::Heartbeat, model_timeout());
+                }
                 if s.handovers > 0 {
                     for q in (0..s.topo.len() as PeerIx).filter(|&q| q != me) {
                         o.set_timer(Timer::Handover(q), model_timeout());
@@ -156,6 +175,8 @@ impl Actor for Participant {
                 if s.suspicions > 0 {
                     o.set_timer(Timer::Suspect, model_timeout());
                     o.set_timer(Timer::Heal, model_timeout());
+                }
+                if s.suspicions > 0 || s.restarts > 0 || s.joiners != 0 {
                     for q in (0..s.topo.len() as PeerIx).filter(|&q| q != me) {
                         o.set_timer(Timer::Alive(q), model_timeout());
                     }
@@ -168,7 +189,12 @@ impl Actor for Participant {
                         o.set_timer(Timer::Expire(e), model_timeout());
                     }
                 }
-                if ctx.route(&st) == me {
+                // The group's first root holds the role from the start. A peer that
+                // (re)joins becomes the root only when a request reaches it as the closest
+                // peer, and fetches its replicas' records first (production creates the role
+                // lazily, in `ensure_root`); the seeded bug `restart-as-root` serves at once.
+                let first = incarnation == 0 && s.joiners & (1 << me) == 0;
+                if ctx.route(&st) == me && (first || ctx.mutant(crate::Mutant::RestartAsRoot)) {
                     st.root = Some(Root {
                         st: RootState::default(),
                         committed: None,
@@ -256,6 +282,7 @@ impl Actor for Participant {
                     Timer::Suspect => ctx.on_suspect(&mut st, o),
                     Timer::Heal => ctx.on_heal(&mut st, o),
                     Timer::Alive(x) => ctx.on_alive(&mut st, x, o),
+                    Timer::Heartbeat => ctx.on_heartbeat(&st, o),
                     Timer::Lapse => st.leased = None,
                     Timer::Reask(q) => ctx.reask(&mut st, q, o),
                     Timer::Handover(q) => ctx.hand_dialog_over(&mut st, q, o),

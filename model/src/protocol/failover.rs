@@ -468,7 +468,9 @@ impl Ctx<'_> {
     }
 
     /// This peer hears again from `x`, which it declared dead: it takes it back. A root to
-    /// which `x` is closer hands the group over: it demotes and sends `x` its record.
+    /// which `x` is closer hands the group over: it demotes and sends `x` its record. A root
+    /// that stays root fetches again, which also puts `x` back in its replica set if it is
+    /// among the k nearest (`x` may have restarted or joined with nothing).
     pub(super) fn on_alive(&self, st: &mut PeerState, x: PeerIx, o: &mut O) {
         self.take_back(st, x, o);
         o.set_timer(Timer::Alive(x), model_timeout());
@@ -501,6 +503,9 @@ impl Ctx<'_> {
         let rec = (root.st.seq > 0).then(|| root.st.clone());
         let epoch = root.epoch;
         self.demote(st, o);
+        if self.s.restarts > 0 || self.s.joiners != 0 {
+            self.observe(o, Obs::HandedToCloser);
+        }
         if let Some(r) = rec {
             o.send(
                 super::peer_id(to),

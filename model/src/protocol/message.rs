@@ -154,6 +154,11 @@ pub enum Obs {
     Refetched,
     /// A first-contact peer ended the subscription of user agent `ua` at its request.
     Unsubscribed(u8),
+    /// A root demoted in favour of a closer peer that joined or restarted, and sent it its
+    /// record.
+    HandedToCloser,
+    /// A heartbeat round resent a state a child had missed (a multicast was lost).
+    TreeRepaired,
 }
 
 /// Every message of the model.
@@ -355,4 +360,11 @@ pub enum Timer {
     /// This peer hears from a peer it declared dead, which runs again (Pastry's proof of life:
     /// an announce, a pong): it takes it back.
     Alive(PeerIx),
+    /// The tree's heartbeat round (production: a parent's `Heartbeat` carries its latest seq,
+    /// the child's `HeartbeatAck` its own, and the parent sends a child that is behind its
+    /// latest state): the peer resends its latest state to its children. Armed at every
+    /// peer with `--tree-losses`; enabled only when a live child that names this peer its
+    /// parent holds an older state and nothing is in flight from this peer to it (a
+    /// multicast was lost).
+    Heartbeat,
 }

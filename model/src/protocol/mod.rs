@@ -108,6 +108,20 @@ impl Ctx<'_> {
             .collect()
     }
 
+    /// The tree's heartbeat round: resend the latest state to the children (those that hold
+    /// it ignore it). The timer stays armed.
+    fn on_heartbeat(&self, st: &PeerState, o: &mut O) {
+        o.set_timer(Timer::Heartbeat, stateright::actor::model_timeout());
+        let Some(e) = st.latest else { return };
+        if self.mutant(Mutant::HeartbeatWithoutSeq) {
+            return;
+        }
+        self.observe(o, Obs::TreeRepaired);
+        for c in (0..8).filter(|&c| st.children & (1 << c) != 0) {
+            o.send(peer_id(c), Msg::Multicast(e));
+        }
+    }
+
     /// Learns a (possibly) newer entry: store it, notify active local subscribers whose last
     /// NOTIFY is older, and pass it on to the children.
     /// `except`: a child not to pass it to (the next hop of an ACK carrying it).

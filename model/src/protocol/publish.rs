@@ -401,10 +401,20 @@ impl Ctx<'_> {
     }
 
     /// A replica acknowledges `seq`: the root records it and commits what every replica holds.
+    ///
+    /// With suspicions an acknowledgement confirms the root's lease (production's
+    /// `RootRole::grant`): a root that served after [`super::MAX_ROUNDS`] refused rounds holds
+    /// its lease again once every replica acknowledged its record (a peer refuses a round
+    /// while it still sees a closer peer that the root knows has crashed).
     pub(super) fn on_replica_ack(&self, st: &mut PeerState, from: u8, seq: Seq, o: &mut O) {
+        let fencing = self.s.fencing();
         if let Some(root) = st.root.as_mut() {
             if let Some(a) = root.acks.iter_mut().find(|a| a.peer == from) {
                 a.acked = a.acked.max(seq);
+                let seq = root.st.seq;
+                if fencing && root.rival && seq > 0 && root.acks.iter().all(|a| a.acked >= seq) {
+                    root.rival = false;
+                }
                 self.try_commit(st, o);
             }
         }
