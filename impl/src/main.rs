@@ -28,6 +28,13 @@
 //! configuration exit 2.
 
 use anyhow::Context;
+
+/// The peer allocates and frees per datagram and per SIP transaction from several runtime
+/// threads, and holds 100,000s of small records: mimalloc returns freed pages to the system
+/// (glibc's allocator kept the peak of a load as resident memory) and allocates faster
+/// (`docs/PERFORMANCE.md`, "Memory").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand, ValueEnum};
 use sascribe::runtime::impair::{self, ImpairSpec, Impaired, Impairment};
 use sascribe::runtime::{

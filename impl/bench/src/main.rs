@@ -194,8 +194,10 @@ struct MemOpts {
     /// Requests/s cap while loading (0: only the window limits).
     #[arg(long, default_value_t = 0.0)]
     memory_rate: f64,
-    /// Idle seconds before each memory reading, so that finished transactions are freed
-    /// (Kamailio's tm keeps them 5 s) [default: 10; quick: 6].
+    /// Idle seconds before each memory reading, so that finished transactions are freed and
+    /// what is measured is what the presentities and subscriptions keep: Kamailio's tm keeps
+    /// a transaction 5 s, sascribe keeps a completed UDP transaction Timer J = 32 s (RFC 3261
+    /// §17.2.2) [default: 35; quick: 6].
     #[arg(long)]
     memory_settle_secs: Option<u64>,
     /// Longest each loading phase (PUBLISHes, SUBSCRIBEs) may take [default: 180; quick: 60].
@@ -288,6 +290,7 @@ async fn setup(common: &Common, needs_sipp: bool) -> anyhow::Result<Ctx> {
         kamailio: sys::which("kamailio"),
         kamcmd: sys::which("kamcmd"),
         kamailio_cfg: repo.join("bench/kamailio-presence.cfg"),
+        sascribe_cfg: repo.join("bench/sascribe.toml"),
         kamailio_workers: common.kamailio_workers,
         kamailio_shm_mb: common.kamailio_shm_mb,
         tmp,
@@ -443,7 +446,7 @@ async fn run_memory(ctx: &Ctx, o: &MemOpts, r: &mut Results) {
         rate: o.memory_rate,
         settle: Duration::from_secs(
             o.memory_settle_secs
-                .unwrap_or(if ctx.quick { 6 } else { 10 }),
+                .unwrap_or(if ctx.quick { 6 } else { 35 }),
         ),
         phase_limit: Duration::from_secs(o.memory_phase_secs.unwrap_or(if ctx.quick {
             60

@@ -51,6 +51,8 @@ pub struct Env {
     pub kamailio: Option<PathBuf>,
     pub kamcmd: Option<PathBuf>,
     pub kamailio_cfg: PathBuf,
+    /// The sascribe configuration (`bench/sascribe.toml`).
+    pub sascribe_cfg: PathBuf,
     pub kamailio_workers: u32,
     pub kamailio_shm_mb: u32,
     /// Scratch directory for logs and control sockets.
@@ -229,6 +231,8 @@ async fn start_sascribe(env: &Env, peers: u16) -> anyhow::Result<Running> {
     let mut cmd = Command::new(&env.sascribe);
     cmd.args(["cluster", "--peers", &peers.to_string()])
         .args(["--base-port", "0", "--sip-base-port", "0"])
+        .arg("--config")
+        .arg(&env.sascribe_cfg)
         // Warnings and errors only, like Kamailio's debug=1.
         .env("RUST_LOG", "warn");
     let name = Spec::Sascribe { peers }.name();

@@ -12,6 +12,7 @@ use crate::id::GroupId;
 use crate::mutants::Mutant;
 use crate::pidf;
 use crate::wire::{ETag, Latest, PubOutcome, PublishReply, Routed, ScribeMsg};
+use std::collections::VecDeque;
 
 impl Scribe {
     /// A PUBLISH reached the root (this peer).
@@ -93,6 +94,11 @@ impl Scribe {
             let Some(req) = role.queue.pop_front() else {
                 return;
             };
+            if role.queue.is_empty() {
+                // Most requests pass through the queue at once: give its buffer back, or every
+                // group a root serves keeps one (a few hundred bytes per presentity).
+                role.queue = VecDeque::new();
+            }
             match req {
                 Routed::Join { .. } => self.root_join(ctx, gid, req),
                 Routed::Publish { .. } => {
@@ -295,6 +301,8 @@ impl Scribe {
                     return fail(ctx, PublishReply::TooManyStates { max });
                 }
                 let etag = ctx.secrets.etag();
+                // Exact growth: a presentity has one or a few states, kept for hours.
+                new.states.reserve_exact(1);
                 new.states.push(State {
                     etag,
                     body: body.unwrap_or_default(),
@@ -313,6 +321,9 @@ impl Scribe {
         new.recompose();
         if new.states_len() > cfg.max_document || new.doc_len() > cfg.max_document {
             return fail(ctx, PublishReply::TooLarge);
+        }
+        if new.dedup.len() < DEDUP_LEN {
+            new.dedup.reserve_exact(1);
         }
         new.dedup.push_back((req, outcome));
         while new.dedup.len() > DEDUP_LEN {

@@ -236,7 +236,9 @@ pub(crate) struct RootRole {
     pub grants: Vec<(NodeId, Millis)>,
     /// Requests held while activating or committing, served in order.
     pub queue: VecDeque<Routed>,
-    pub pending: Option<Commit>,
+    /// Boxed: a root holds one only while it commits, and it would make every root role
+    /// (one per presentity at its root) a few hundred bytes larger.
+    pub pending: Option<Box<Commit>>,
     /// Highest revision each replica acknowledged.
     pub acked: Vec<(NodeId, u64)>,
 }

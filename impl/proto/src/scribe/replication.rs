@@ -25,7 +25,7 @@ impl Scribe {
         let mut rec = rec;
         // A change is stamped with the epoch of the root that commits it.
         rec.epoch = role.epoch;
-        role.pending = Some(Commit { rec, reply, req });
+        role.pending = Some(Box::new(Commit { rec, reply, req }));
         self.send_replicas(ctx, gid, true);
     }
 

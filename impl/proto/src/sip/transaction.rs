@@ -359,6 +359,8 @@ impl<C> Transactions<C> {
             if matches!(tx.state, ServerState::Proceeding { .. }) {
                 self.proceeding -= 1;
             }
+            shrink_sparse(&mut self.server);
+            shrink_sparse(&mut self.server_ids);
         }
         ServerDue::Removed
     }
@@ -407,6 +409,8 @@ impl<C> Transactions<C> {
     pub fn remove_client(&mut self, id: u64) -> Option<ClientTx> {
         let t = self.client.remove(&id)?;
         self.client_ids.remove(&t.branch);
+        shrink_sparse(&mut self.client);
+        shrink_sparse(&mut self.client_ids);
         Some(t)
     }
 
@@ -431,6 +435,16 @@ impl<C> Transactions<C> {
         t.backoff(now);
         timers.arm(t.wakeup(), Timer::SipClient(id), &mut t.armed);
         ClientDue::Retransmit(t.flow, t.bytes.clone())
+    }
+}
+
+/// Gives back most of a table's memory once a burst of transactions has ended (a hash map
+/// keeps the capacity of its largest size): when it is at most an eighth full, it shrinks to
+/// twice its size. The hysteresis keeps this to O(1) amortised per removal.
+fn shrink_sparse<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+    const FLOOR: usize = 1024;
+    if m.capacity() > FLOOR && m.len() * 8 < m.capacity() {
+        m.shrink_to((m.len() * 2).max(FLOOR));
     }
 }
 
