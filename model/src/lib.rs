@@ -90,9 +90,10 @@
 //!   the membership (its failure detector reports the peers that are still down). Each other
 //!   peer hears from it (`Alive(x)`) and takes it back: a root to which it is closer demotes
 //!   and hands it its record (witness `root-handed-to-closer`; production's group tick
-//!   demotes when routing no longer ends here); a root that stays root puts it back in its
-//!   replica set if it is among the k nearest, re-replicates, and commits only once it holds
-//!   the state (production's periodic re-replication). The comer takes the root role only
+//!   demotes when routing no longer ends here); a root that stays root fetches again (its
+//!   lease lapses, production's `on_peer_revived`), and the new round's replica set takes
+//!   the comer back if it is among the k nearest, which is sent the record before anything
+//!   commits (production's periodic re-replication). The comer takes the root role only
 //!   when a JOIN or PUBLISH reaches it as the closest peer, and fetches first (the seeded bug
 //!   `restart-as-root`, serving at once from its empty record as the group's first root
 //!   does, is caught: `no-rollback`). `--crashes` bounds the crashes of the whole run, and
