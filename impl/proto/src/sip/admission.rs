@@ -20,7 +20,8 @@
 //! * **in-dialog requests** of existing dialogs (refresh, un-SUBSCRIBE) are never refused
 //!   for load or rate: they end or keep work already accepted, and cost no overlay round
 //!   trip. Only the hard bound on transactions ([`super::SipConfig::max_transactions`])
-//!   applies to them.
+//!   applies to them, and only once every transaction held is still being worked on (an
+//!   answered one is evicted first).
 //!
 //! `Retry-After` is [`AdmissionConfig::retry_after`] seconds plus a random 0..=that many more,
 //! so that refused clients do not come back in step. Refusals are sent without a server
@@ -305,7 +306,9 @@ impl SipEndpoint {
     /// The overload and rate decision for a new request (see the [module docs](self)):
     /// `None` admits it.
     fn refusal(&mut self, now: Millis, req: &Request, ctx: &ReqCtx) -> Option<Refused> {
-        if self.tx.servers() >= self.cfg.max_transactions {
+        // A full table first gives up an answered transaction (it only absorbs
+        // retransmissions); only one full of requests still being worked on refuses.
+        if self.tx.servers() >= self.cfg.max_transactions && !self.tx.evict_completed() {
             self.stats.overload_refused += 1;
             return Some(Refused {
                 code: 503,

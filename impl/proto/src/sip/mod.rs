@@ -171,8 +171,10 @@ pub struct SipConfig {
     /// A stream connection is closed after this long without traffic (ms), unless a
     /// subscription notified over it lasts longer.
     pub conn_idle_timeout: Millis,
-    /// Bound on concurrent server transactions; beyond it every new request gets 503 (a
-    /// stateless one, with `Retry-After`).
+    /// Bound on concurrent server transactions. At it, a new request first evicts the
+    /// transaction answered longest ago (it only absorbs retransmissions, for Timer J); when
+    /// every one is still being worked on, it gets 503 (a stateless one, with
+    /// `Retry-After`).
     pub max_transactions: usize,
     /// Overload control and abuse limits ([`admission`]).
     pub admission: admission::AdmissionConfig,

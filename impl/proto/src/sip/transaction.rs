@@ -24,7 +24,7 @@ use crate::event::SubHandle;
 use crate::io::ConnId;
 use crate::timer::{Armed, Timer, Timers};
 use crate::Millis;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 /// RTT estimate T1 (ms).
 pub const T1: Millis = 500;
@@ -240,6 +240,11 @@ pub struct Transactions<C> {
     clients_started: u64,
     /// Server transactions in Proceeding (waiting for the overlay).
     proceeding: usize,
+    /// Server transaction ids in the order they completed (ids removed since are skipped
+    /// when met): the oldest is evicted first when the table is full.
+    completed: VecDeque<u64>,
+    /// Completed server transactions evicted before their Timer J ended.
+    evicted: u64,
 }
 
 impl<C> Default for Transactions<C> {
@@ -252,6 +257,8 @@ impl<C> Default for Transactions<C> {
             client: HashMap::new(),
             clients_started: 0,
             proceeding: 0,
+            completed: VecDeque::new(),
+            evicted: 0,
         }
     }
 }
@@ -329,7 +336,36 @@ impl<C> Transactions<C> {
         self.proceeding = self.proceeding + usize::from(is) - usize::from(was);
         tx.state = state;
         timers.arm(tx.deadline(), Timer::SipServer(id), &mut tx.armed);
+        if !is {
+            self.completed.push_back(id);
+        }
         id
+    }
+
+    /// Drops the server transaction that completed first, if any is still held: it only
+    /// absorbs retransmissions of a request already answered (a full table would otherwise
+    /// refuse new requests while it holds answered ones for Timer J, 32 s over UDP; Kamailio's
+    /// `tm` keeps them 5 s). Returns whether one was dropped.
+    pub fn evict_completed(&mut self) -> bool {
+        while let Some(id) = self.completed.pop_front() {
+            let done = self
+                .server
+                .get(&id)
+                .is_some_and(|t| matches!(t.state, ServerState::Completed { .. }));
+            if done {
+                if let Some(tx) = self.server.remove(&id) {
+                    self.server_ids.remove(&tx.key);
+                }
+                self.evicted += 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Completed server transactions evicted before their Timer J ended, so far.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 
     /// Re-arms server transaction `id` after its state changed.
@@ -361,6 +397,20 @@ impl<C> Transactions<C> {
             }
             shrink_sparse(&mut self.server);
             shrink_sparse(&mut self.server_ids);
+            // Forget the ids of transactions gone (they leave in about the order they
+            // completed), so that the completion order stays as long as the table.
+            while self
+                .completed
+                .front()
+                .is_some_and(|id| !self.server.contains_key(id))
+            {
+                self.completed.pop_front();
+            }
+            if self.completed.capacity() > 1024
+                && self.completed.len() * 8 < self.completed.capacity()
+            {
+                self.completed.shrink_to(self.completed.len() * 2);
+            }
         }
         ServerDue::Removed
     }
@@ -451,6 +501,44 @@ fn shrink_sparse<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_table_gives_up_its_oldest_answered_transaction_first() {
+        let mut txs: Transactions<()> = Transactions::default();
+        let mut timers = Timers::new();
+        let flow = Flow::Udp("127.0.0.1:1".parse().unwrap());
+        let key = |b: &str| TxKey {
+            branch: b.into(),
+            sent_by: "127.0.0.1:1".into(),
+            method: "SUBSCRIBE".into(),
+        };
+        let done = || ServerState::Completed {
+            response: b"SIP/2.0 200 OK".to_vec(),
+            until: TIMER_J,
+        };
+        let working = || ServerState::Proceeding {
+            ctx: Box::new(()),
+            started: 0,
+            abandon: TIMER_J,
+            trying: None,
+        };
+        let a = txs.put_server(&mut timers, key("a"), flow, done());
+        let b = txs.put_server(&mut timers, key("b"), flow, working());
+        let c = txs.put_server(&mut timers, key("c"), flow, done());
+        assert_eq!(txs.servers(), 3);
+        // The oldest answered one goes first; one still being worked on never does.
+        assert!(txs.evict_completed());
+        assert!(!txs.server.contains_key(&a) && !txs.server_ids.contains_key(&key("a")));
+        assert!(txs.evict_completed());
+        assert!(!txs.server.contains_key(&c));
+        assert!(!txs.evict_completed());
+        assert!(txs.server.contains_key(&b));
+        assert_eq!(txs.evicted(), 2);
+        // Answered later, it becomes evictable.
+        txs.put_server(&mut timers, key("b"), flow, done());
+        assert!(txs.evict_completed());
+        assert_eq!(txs.servers(), 0);
+    }
 
     #[test]
     fn timer_e_doubles_to_t2() {
