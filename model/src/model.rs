@@ -376,15 +376,14 @@ impl SaScribe {
                 || (s < peers && d < peers && cut & ((1 << s) | (1 << d)) != 0)
         };
         if any_envelope(&state.network, |src, dst, _| gone(src, dst)) {
-            match &mut state.network {
-                Network::Ordered(map) => map.retain(|(src, dst), _| !gone(*src, *dst)),
-                Network::UnorderedDuplicating(set, _) => set.retain(|e| !gone(e.src, e.dst)),
-                // (Stateright 0.31's `iter_all` repeats envelopes whose count is above one, so
-                // the multiset is edited in place rather than rebuilt from it.)
-                Network::UnorderedNonDuplicating(map) => map.retain(|e, _| !gone(e.src, e.dst)),
-            }
+            drop_envelopes(&mut state.network, gone);
         }
         state
+    }
+
+    /// Whether peer bit `bit` is a joining peer that has not joined yet.
+    fn yet_to_join(&self, state: &State, bit: u8) -> bool {
+        self.setup.joiners & bit != 0 && state.history.joined & bit == 0
     }
 
     fn crashed_mask(&self, state: &State) -> u8 {
@@ -682,8 +681,7 @@ impl SaScribe {
             return false;
         }
         let bit = 1u8 << x;
-        let joining = self.setup.joiners & bit != 0 && state.history.joined & bit == 0;
-        if !joining && state.history.restarts as usize >= self.setup.restarts {
+        if !self.yet_to_join(state, bit) && state.history.restarts as usize >= self.setup.restarts {
             return false;
         }
         self.live_peers(state).all(|(_, s)| s.dead & bit != 0)
@@ -950,7 +948,7 @@ impl Model for SaScribe {
         };
         let crash = matches!(action, ActorModelAction::Crash(_));
         let rejoin = match &action {
-            ActorModelAction::Recover(id) => Some(1u8 << usize::from(*id)),
+            ActorModelAction::Recover(id) => Some(*id),
             _ => None,
         };
         let consumed = match &action {
@@ -989,16 +987,12 @@ impl Model for SaScribe {
         if crash {
             next.history.crashes += 1;
         }
-        if let Some(bit) = rejoin {
+        if let Some(x) = rejoin {
             // A restart takes longer than any message delay: what the crashed incarnation
             // sent was delivered or lost before it comes back.
-            let x = Id::from(bit.trailing_zeros() as usize);
-            match &mut next.network {
-                Network::Ordered(map) => map.retain(|(src, _), _| *src != x),
-                Network::UnorderedDuplicating(set, _) => set.retain(|e| e.src != x),
-                Network::UnorderedNonDuplicating(map) => map.retain(|e, _| e.src != x),
-            }
-            if self.setup.joiners & bit != 0 && next.history.joined & bit == 0 {
+            drop_envelopes(&mut next.network, |src, _| src == x);
+            let bit = 1u8 << usize::from(x);
+            if self.yet_to_join(&next, bit) {
                 next.history.joined |= bit;
             } else {
                 next.history.restarts += 1;
@@ -1163,4 +1157,15 @@ fn tree_message(m: &Msg) -> bool {
             | Msg::FetchState(_)
             | Msg::FetchReply { .. }
     )
+}
+
+/// Removes from the network every envelope from `src` to `dst` for which `drop` holds.
+fn drop_envelopes(network: &mut Network<Msg>, drop: impl Fn(Id, Id) -> bool) {
+    match network {
+        Network::Ordered(map) => map.retain(|(src, dst), _| !drop(*src, *dst)),
+        Network::UnorderedDuplicating(set, _) => set.retain(|e| !drop(e.src, e.dst)),
+        // (Stateright 0.31's `iter_all` repeats envelopes whose count is above one, so the
+        // multiset is edited in place rather than rebuilt from it.)
+        Network::UnorderedNonDuplicating(map) => map.retain(|e, _| !drop(e.src, e.dst)),
+    }
 }

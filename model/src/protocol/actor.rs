@@ -131,7 +131,7 @@ impl Actor for Participant {
                 let me = to_ix(id);
                 let ctx = Ctx { s, me };
                 let incarnation = storage.map_or(0, |i| i + 1);
-                if s.restarts > 0 || s.joiners != 0 {
+                if s.rejoins() > 0 {
                     o.save(incarnation);
                 }
                 // When the run starts, the joining peers are outside the overlay: nobody
@@ -176,7 +176,7 @@ impl Actor for Participant {
                     o.set_timer(Timer::Suspect, model_timeout());
                     o.set_timer(Timer::Heal, model_timeout());
                 }
-                if s.suspicions > 0 || s.restarts > 0 || s.joiners != 0 {
+                if s.suspicions + s.rejoins() > 0 {
                     for q in (0..s.topo.len() as PeerIx).filter(|&q| q != me) {
                         o.set_timer(Timer::Alive(q), model_timeout());
                     }

@@ -503,7 +503,7 @@ impl Ctx<'_> {
         let rec = (root.st.seq > 0).then(|| root.st.clone());
         let epoch = root.epoch;
         self.demote(st, o);
-        if self.s.restarts > 0 || self.s.joiners != 0 {
+        if self.s.rejoins() > 0 {
             self.observe(o, Obs::HandedToCloser);
         }
         if let Some(r) = rec {
