@@ -23,6 +23,7 @@ pub mod fuzz;
 pub mod inprocess;
 pub mod runner;
 pub mod sut;
+pub mod validate;
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -67,18 +68,22 @@ pub enum TraceError {
 }
 
 /// Provenance of a trace.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Origin {
     /// `witness`, `walk`, `counterexample`, `mutant-path` or `coverage`.
     pub kind: String,
     /// Property witnessed or violated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub property: Option<String>,
     /// The transition label a coverage-directed trace was made for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transition: Option<String>,
     /// Seed of a random walk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     /// Seeded bug of a counterexample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mutant: Option<String>,
 }
 
@@ -210,7 +215,7 @@ pub struct ClientOutcome {
 }
 
 /// A step's action.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StepAction {
     /// Deliver a message.
@@ -267,19 +272,19 @@ pub enum StepAction {
 }
 
 /// Expected outcomes.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     /// What user agents are sent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub client: Vec<ClientOutcome>,
     /// Abstract messages sent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sent: Vec<AbstractMsg>,
 }
 
 /// One step.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
     /// Number, from 1.
@@ -290,7 +295,7 @@ pub struct Step {
     pub expect: Expect,
     /// The projected state after the step of every live peer whose projection it changed
     /// (the others keep theirs; before step 1 every projection is empty).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub state: BTreeMap<String, PeerState>,
 }
 
@@ -419,7 +424,7 @@ impl PeerState {
 }
 
 /// A trace.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Trace {
     /// Format name.

@@ -5,7 +5,9 @@ use sascribe_conformance::adapter::AdapterProcess;
 use sascribe_conformance::inprocess::{InProcess, Mode};
 use sascribe_conformance::runner::{self, describe, run_trace, run_trace_with, Families};
 use sascribe_conformance::sut::System;
+use sascribe_conformance::validate::{self, Schedule};
 use sascribe_conformance::{chart, load, trace_files, Trace, TraceError};
+use sascribe_model::{Options, Preset};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -59,6 +61,48 @@ enum Command {
         #[arg(long)]
         messages_only: bool,
     },
+    /// The implementation → model direction: seeded runs of the implementation, each step
+    /// logged in the trace format and validated against the model (a model transition with
+    /// the same messages, outcomes and projected state; every property holding). Prints a
+    /// summary, and for each failing seed the step and why; `--regressions` keeps each
+    /// failing run as a conformance trace with the model's expectations.
+    ValidateRun {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Number of seeded runs.
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        /// First seed.
+        #[arg(long, default_value_t = 0)]
+        first_seed: u64,
+        /// Most steps per run (a run also ends when nothing is left to do).
+        #[arg(long, default_value_t = 400)]
+        max_steps: usize,
+        /// Percentage of steps that are faults (a loss, a crash) when one is possible.
+        #[arg(long, default_value_t = 5)]
+        fault_percent: u64,
+        /// Write every run's log (the implementation's steps, trace format) to this directory.
+        #[arg(long, value_name = "DIR")]
+        log: Option<PathBuf>,
+        /// Write each failing run as a regression trace (the model's expectations along the
+        /// run's path up to the failing step) to this directory.
+        #[arg(long, value_name = "DIR")]
+        regressions: Option<PathBuf>,
+        /// Parallel runs (default: one per core).
+        #[arg(long)]
+        jobs: Option<usize>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Validate logged runs (trace files whose expectations are what an implementation did,
+    /// e.g. from `validate-run --log`) against the model configuration given, step by step.
+    ValidateLog {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Replay one trace step by step, printing each step, what the implementation did and its
     /// logs.
     Replay {
@@ -70,6 +114,59 @@ enum Command {
         #[arg(long)]
         verbose: bool,
     },
+}
+
+/// The model configuration of `validate-run` (the flags of `sascribe-model check`).
+#[derive(Args)]
+struct ModelArgs {
+    /// Starting configuration: small, multihop or fig3.
+    #[arg(long, default_value = "small", value_parser = parse_preset)]
+    config: Preset,
+    /// Number of peers (2-8).
+    #[arg(long)]
+    peers: Option<usize>,
+    /// Number of subscribing user agents (0-4).
+    #[arg(long)]
+    subscribers: Option<usize>,
+    /// Number of publishes, over two publishing user agents (0-6).
+    #[arg(long)]
+    publishes: Option<usize>,
+    /// Peer crashes allowed per run (default 1).
+    #[arg(long)]
+    crashes: Option<usize>,
+    /// Replication factor k.
+    #[arg(long)]
+    k: Option<usize>,
+    /// Overlay request/response messages the network may lose per run.
+    #[arg(long, default_value_t = 0)]
+    losses: usize,
+    /// Event-state expiries allowed per run.
+    #[arg(long)]
+    expiries: Option<usize>,
+    /// How many subscribers (the first ones) unsubscribe after subscribing.
+    #[arg(long, default_value_t = 0)]
+    unsubscribes: usize,
+}
+
+fn parse_preset(s: &str) -> Result<Preset, String> {
+    s.parse()
+}
+
+impl ModelArgs {
+    fn options(&self) -> Options {
+        Options {
+            preset: self.config,
+            peers: self.peers,
+            subscribers: self.subscribers,
+            publishes: self.publishes,
+            crashes: self.crashes,
+            k: self.k,
+            losses: self.losses,
+            expiries: self.expiries,
+            unsubscribes: self.unsubscribes,
+            ..Options::default()
+        }
+    }
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
@@ -360,6 +457,113 @@ fn replay(file: PathBuf, target: Target, verbose: bool) -> ExitCode {
     }
 }
 
+/// `validate-run`'s arguments.
+struct ValidateRun {
+    options: Options,
+    seeds: std::ops::Range<u64>,
+    schedule: Schedule,
+    log: Option<PathBuf>,
+    regressions: Option<PathBuf>,
+    jobs: usize,
+    target: Target,
+}
+
+/// What `validate-run` counts.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    quiescent: u64,
+    steps: usize,
+    failed: Vec<(u64, String)>,
+}
+
+fn validate_run(a: ValidateRun) -> ExitCode {
+    if let Err(e) = validate::Validator::new(&a.options) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    for dir in [&a.log, &a.regressions].into_iter().flatten() {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("error: {}: cannot create: {e}", dir.display());
+            return ExitCode::from(2);
+        }
+    }
+    let started = std::time::Instant::now();
+    let next = std::sync::atomic::AtomicU64::new(a.seeds.start);
+    let tally = std::sync::Mutex::new(Tally::default());
+    let worker = || -> Result<(), String> {
+        let mut sys: Box<dyn System> = match a.target.adapter()? {
+            Some(ad) => Box::new(ad),
+            None => Box::new(a.target.in_process()?),
+        };
+        loop {
+            let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if seed >= a.seeds.end {
+                return Ok(());
+            }
+            let r = validate::run(sys.as_mut(), &a.options, seed, a.schedule)?;
+            if let Some(dir) = &a.log {
+                write_trace(&dir.join(format!("run-{seed}.json")), &r.log)?;
+            }
+            let mut t = tally.lock().map_err(|_| "a worker panicked")?;
+            t.steps += r.log.steps.len();
+            t.quiescent += u64::from(r.quiescent);
+            match r.failure {
+                None => t.passed += 1,
+                Some(f) => {
+                    let mut msg = format!("FAIL seed {seed} step {}: {}\n", f.step, f.action);
+                    for l in f.reason.lines() {
+                        msg.push_str(&format!("    {l}\n"));
+                    }
+                    if let (Some(dir), Some(reg)) = (&a.regressions, &f.regression) {
+                        let file = dir.join(format!("{}.json", reg.name));
+                        write_trace(&file, reg)?;
+                        msg.push_str(&format!("    regression trace: {}\n", file.display()));
+                    }
+                    print!("{msg}");
+                    t.failed.push((seed, msg));
+                }
+            }
+        }
+    };
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..a.jobs.max(1)).map(|_| s.spawn(worker)).collect();
+        handles
+            .into_iter()
+            .filter_map(|h| match h.join() {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e),
+                Err(_) => Some("a worker panicked".into()),
+            })
+            .collect()
+    });
+    let t = tally.into_inner().unwrap_or_default();
+    let runs = t.passed + t.failed.len() as u64;
+    println!(
+        "{} of {runs} runs valid ({} ended with nothing left to do), {} steps validated, {:.1} s",
+        t.passed,
+        t.quiescent,
+        t.steps,
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(e) = errors.first() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    if t.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Writes a trace as pretty JSON.
+fn write_trace(file: &std::path::Path, t: &Trace) -> Result<(), String> {
+    let mut text = serde_json::to_string_pretty(t).map_err(|e| e.to_string())?;
+    text.push('\n');
+    std::fs::write(file, text).map_err(|e| format!("{}: cannot write: {e}", file.display()))
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Show { file, mermaid } => match load(&file) {
@@ -401,6 +605,57 @@ fn main() -> ExitCode {
             target,
             verbose,
         } => replay(file, target, verbose),
+        Command::ValidateLog { model, paths } => {
+            let options = model.options();
+            let (mut ok, mut bad) = (0, 0);
+            for item in traces_in(paths) {
+                match item {
+                    Loaded::Unlisted(e) | Loaded::File(_, Err(e)) => {
+                        eprintln!("error: {e}");
+                        bad += 1;
+                    }
+                    Loaded::File(f, Ok(t)) => match validate::validate_log(&t, &options) {
+                        Ok(_) => ok += 1,
+                        Err(e) => {
+                            println!("FAIL {} step {}: {}", f.display(), e.step, e.action);
+                            for l in e.reason.lines() {
+                                println!("    {l}");
+                            }
+                            bad += 1;
+                        }
+                    },
+                }
+            }
+            println!("{ok} valid, {bad} invalid");
+            if bad == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Command::ValidateRun {
+            model,
+            seeds,
+            first_seed,
+            max_steps,
+            fault_percent,
+            log,
+            regressions,
+            jobs,
+            target,
+        } => validate_run(ValidateRun {
+            options: model.options(),
+            seeds: first_seed..first_seed.saturating_add(seeds),
+            schedule: Schedule {
+                max_steps,
+                fault_percent: fault_percent.min(100),
+            },
+            log,
+            regressions,
+            jobs: jobs
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            target,
+        }),
         Command::Validate { paths } => {
             let (mut ok, mut bad) = (0, 0);
             for item in traces_in(paths) {

@@ -107,23 +107,23 @@ pub fn action_label(a: &StepAction) -> String {
 }
 
 /// The user agents, played by the runner.
-struct Uas {
+pub(crate) struct Uas {
     gid: u16,
     /// First-contact peer per user agent.
-    peer: HashMap<String, String>,
+    pub(crate) peer: HashMap<String, String>,
     subscribers: BTreeSet<String>,
     /// Publisher scripts and progress.
     script: HashMap<String, Vec<crate::ScriptStep>>,
     next: HashMap<String, usize>,
     etag: HashMap<String, u8>,
     /// Requests sent by user agents, not yet delivered.
-    in_flight: Vec<AbstractMsg>,
+    pub(crate) in_flight: Vec<AbstractMsg>,
     /// Responses to publishers not yet delivered.
-    responses: Vec<ClientOutcome>,
+    pub(crate) responses: Vec<ClientOutcome>,
 }
 
 impl Uas {
-    fn new(t: &Trace) -> Self {
+    pub(crate) fn new(t: &Trace) -> Self {
         let c = &t.config;
         let mut u = Uas {
             gid: c.gid,
@@ -158,7 +158,8 @@ impl Uas {
         let s = self.script.get(ua)?.get(i)?;
         let if_match = match s.if_match.as_str() {
             "none" => None,
-            "mine" => self.etag.get(ua).copied(),
+            // A removal without an event state of its own names e0 (none: a 412).
+            "mine" => self.etag.get(ua).copied().or((s.expires == 0).then_some(0)),
             e => e.strip_prefix('e').and_then(|n| n.parse().ok()),
         };
         Some(AbstractMsg {
@@ -323,7 +324,7 @@ pub fn run_trace_with(trace: &Trace, sys: &mut dyn System, opts: RunOptions) -> 
 }
 
 /// Applies one step: user-agent actions are played here, everything else goes to `sys`.
-fn apply(
+pub(crate) fn apply(
     step: &Step,
     sys: &mut dyn System,
     uas: &mut Uas,
@@ -396,8 +397,12 @@ fn apply(
                 ));
             };
             let o = uas.responses.remove(i);
-            if let Some(e) = o.etag.filter(|_| o.kind == "publish_ok") {
-                uas.etag.insert(o.ua.clone(), e);
+            if o.kind == "publish_ok" {
+                // A 200 to a removal (`Expires: 0`) ends the user agent's event state.
+                match o.etag.filter(|_| o.expires != Some(0)) {
+                    Some(e) => uas.etag.insert(o.ua.clone(), e),
+                    None => uas.etag.remove(&o.ua),
+                };
             }
             *uas.next.entry(o.ua.clone()).or_insert(0) += 1;
             if let Some(m) = uas.publish_msg(&o.ua) {
@@ -444,7 +449,11 @@ fn apply(
 }
 
 /// Compares what a step made observable with its `expect`.
-fn judge(step: &Step, obs: &Observed, crashed: &BTreeSet<String>) -> Option<(Verdict, String)> {
+pub(crate) fn judge(
+    step: &Step,
+    obs: &Observed,
+    crashed: &BTreeSet<String>,
+) -> Option<(Verdict, String)> {
     let live = |m: &&AbstractMsg| !crashed.contains(&m.to);
     let exp_s: Vec<AbstractMsg> = sorted(
         &step
@@ -521,8 +530,18 @@ fn judge_state(
     got: &BTreeMap<String, PeerState>,
     crashed: &BTreeSet<String>,
 ) -> Option<(Verdict, String)> {
+    judge_peers(&trace.config.peers, expected, got, crashed)
+}
+
+/// [`judge_state`] over the peers `peers`.
+pub(crate) fn judge_peers(
+    peers: &[crate::Peer],
+    expected: &BTreeMap<String, PeerState>,
+    got: &BTreeMap<String, PeerState>,
+    crashed: &BTreeSet<String>,
+) -> Option<(Verdict, String)> {
     let empty = PeerState::default();
-    for p in &trace.config.peers {
+    for p in peers {
         if crashed.contains(&p.name) {
             continue;
         }

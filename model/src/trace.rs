@@ -632,10 +632,12 @@ impl SaScribe {
         }
     }
 
-    /// One step of a trace: the action from `before` and what it makes observable.
-    pub fn trace_step(&self, n: usize, before: &State, action: &Action) -> Step {
+    /// The trace form of a model action; `None` for the actions that have none yet
+    /// (suspicions, moves and handovers, restarts and joins, tree heartbeats: the harness
+    /// cannot drive them).
+    pub fn step_action(&self, action: &Action) -> Option<StepAction> {
         let name = |id: &Id| self.name_of(*id);
-        let step_action = match action {
+        Some(match action {
             ActorModelAction::Deliver { src, dst, msg } => match self.abstract_msg(*src, *dst, msg)
             {
                 Some(m) => StepAction::Deliver { msg: m },
@@ -687,18 +689,25 @@ impl SaScribe {
                 | Timer::Lapse
                 | Timer::Reask(_)
                 | Timer::Heartbeat,
-            ) => {
-                panic!("suspicions have no trace form yet (the harness cannot drive them)")
-            }
-            ActorModelAction::Timeout(_, Timer::Move(_) | Timer::Handover(_)) => {
-                panic!("moves and handovers have no trace form yet (the harness cannot drive them)")
-            }
+            )
+            | ActorModelAction::Timeout(_, Timer::Move(_) | Timer::Handover(_))
+            | ActorModelAction::Recover(_) => return None,
             ActorModelAction::Crash(id) => StepAction::Crash { peer: name(id) },
-            ActorModelAction::Recover(_) => {
-                panic!("restarts and joins have no trace form yet (the harness cannot drive them)")
-            }
             ActorModelAction::SelectRandom { actor, .. } => StepAction::Crash { peer: name(actor) },
-        };
+        })
+    }
+
+    /// One step of a trace: the action from `before` and what it makes observable.
+    ///
+    /// # Panics
+    /// On an action without a trace form ([`Self::step_action`]).
+    pub fn trace_step(&self, n: usize, before: &State, action: &Action) -> Step {
+        let step_action = self.step_action(action).unwrap_or_else(|| {
+            panic!(
+                "{} has no trace form yet (the harness cannot drive it)",
+                self.describe(action)
+            )
+        });
         // Re-run the action without the wrapper's clean-up to see every message it sent.
         let mut expect = Expect::default();
         if let Some(after) = self.inner_next_state(before, action.clone()) {

@@ -48,13 +48,18 @@ impl Cluster {
         }
     }
 
-    /// The trace name of a JOIN from `origin` with production request id `join_id`.
-    fn name_join(&mut self, origin: NodeId, join_id: u64) -> String {
+    /// The trace name of a JOIN from `origin` with production request id `join_id`; `fresh`:
+    /// the origin sends a re-JOIN (id 0) other than by its retransmission timer, which is a
+    /// new request in the model (its parent died again, say), so it gets a new name.
+    fn name_join(&mut self, origin: NodeId, join_id: u64, fresh: bool) -> String {
         let o = self.slots.iter().position(|s| s.handle.id == origin);
         let Some(o) = o else {
             return "?".into();
         };
         if join_id == 0 {
+            if fresh {
+                self.slots[o].rejoin = None;
+            }
             let n = match self.slots[o].rejoin {
                 Some(n) => n,
                 None => {
@@ -134,7 +139,9 @@ impl Cluster {
                 ..
             } if ours(gid) => {
                 a.kind = "join".into();
-                a.req = Some(self.name_join(origin.id, *join_id));
+                let fresh =
+                    origin.id == self.slots[from].handle.id && self.retransmitting != Some(from);
+                a.req = Some(self.name_join(origin.id, *join_id, fresh));
                 if let Some(c) = carried.as_ref().filter(|c| c.seq > 0) {
                     Self::set_latest(&mut a, c);
                 }
@@ -182,7 +189,7 @@ impl Cluster {
             } if ours(gid) => {
                 a.kind = "ack".into();
                 let origin = path.first().map_or(NodeId(0), |h| h.id);
-                a.req = Some(self.name_join(origin, *join_id));
+                a.req = Some(self.name_join(origin, *join_id, false));
                 Self::set_latest(&mut a, latest);
             }
             ScribeMsg::Notify { gid, latest } if ours(gid) => {

@@ -223,7 +223,12 @@ impl Cluster {
                     if code == 200 {
                         let e = etag.and_then(|e| e.parse::<ETag>().ok());
                         if let (Some(e), Some(s)) = (e, seq) {
-                            o.etag = Some(self.learn_etag(e, s));
+                            let s = self.learn_etag(e, s);
+                            // The ETag a user agent was given is the one `eN` names from now
+                            // on: a root that failed before committing may have minted another
+                            // for the same seq (MAPPING.md, "ETags").
+                            self.seq_etag.insert(s, e);
+                            o.etag = Some(s);
                         }
                         o.expires = expires.map(|x| (x / EXPIRY_UNIT_SECS).min(255) as u8);
                     }

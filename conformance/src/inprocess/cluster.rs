@@ -62,6 +62,8 @@ pub(super) struct Cluster {
     pub nonce_names: HashMap<(u128, u64), String>,
     pub etag_seq: HashMap<ETag, u8>,
     pub seq_etag: HashMap<u8, ETag>,
+    /// The peer whose request retransmission timer is firing (its re-JOIN keeps its name).
+    pub retransmitting: Option<usize>,
     pub rev_seq: HashMap<(usize, u64), u64>,
     pub obs: Observed,
     /// The peer closest to the group id with every peer alive: the group's first root, whose
@@ -214,6 +216,7 @@ impl Cluster {
             nonce_names: HashMap::new(),
             etag_seq: HashMap::new(),
             seq_etag: HashMap::new(),
+            retransmitting: None,
             rev_seq: HashMap::new(),
             obs: Observed::default(),
             first_root,
@@ -304,8 +307,12 @@ impl Cluster {
             }
             Input::FireTimer { at, req, attempt } => {
                 let a = self.peer_ix(at)?;
-                let timer = self.timer_of(a, req)?;
+                let Some(timer) = self.timer_of(a, req)? else {
+                    self.log(format!("{at}: [{req}] was replaced by a newer re-JOIN"));
+                    return Ok(());
+                };
                 let give_up = *attempt as usize > self.cfg.retry_limit;
+                self.retransmitting = Some(a);
                 let s = self.live(a, "fire_timer")?;
                 let found = s.driver.call(
                     now,
@@ -336,11 +343,18 @@ impl Cluster {
             }
             Input::Expire { at, etag } => {
                 let a = self.peer_ix(at)?;
-                // The state's production ETag: the one minted for the change with seq `etag`
-                // (learned from the root's REPLICATEs); the model's anonymous state (tag 0, a
+                // The state's production ETag: one of this root's ETags minted for the change
+                // with seq `etag` (learned from the REPLICATEs; two roots may each have minted
+                // one for that seq), else the table's; the model's anonymous state (tag 0, a
                 // state adopted from the tree) is the root's one ETag the table does not know.
                 let minted = self.seq_etag.get(etag).copied();
                 let learned: Vec<ETag> = self.etag_seq.keys().copied().collect();
+                let tagged: Vec<ETag> = self
+                    .etag_seq
+                    .iter()
+                    .filter(|(_, s)| *s == etag)
+                    .map(|(e, _)| *e)
+                    .collect();
                 let gid = self.gid;
                 let s = self.live(a, "expire")?;
                 let expired = s.driver.call(
@@ -348,7 +362,11 @@ impl Cluster {
                     Box::new(move |host, now| {
                         let expire = |p: &mut sascribe::Peer, now, t: &mut _| {
                             let live = p.group_view(gid).map(|v| v.etags).unwrap_or_default();
-                            let e = minted
+                            let e = live
+                                .iter()
+                                .copied()
+                                .find(|e| tagged.contains(e))
+                                .or(minted)
                                 .or_else(|| live.iter().copied().find(|e| !learned.contains(e)));
                             e.map(|e| (e, p.expire_state(now, t, gid, e)))
                         };
@@ -426,8 +444,10 @@ impl Cluster {
         pick.into_iter().map(|q| self.slots[q].handle).collect()
     }
 
-    /// The production timer behind request name `origin/who#n` at peer `at`.
-    fn timer_of(&mut self, at: usize, req: &str) -> Result<RequestTimer, String> {
+    /// The production timer behind request name `origin/who#n` at peer `at`; `None` for a
+    /// re-JOIN that a newer one replaced (production has one re-JOIN timer per group, the
+    /// newest's; the model keeps the old request's timer, whose firing does nothing).
+    fn timer_of(&mut self, at: usize, req: &str) -> Result<Option<RequestTimer>, String> {
         let bad = || format!("request name '{req}' is not origin/who#n");
         let (origin, rest) = req.split_once('/').ok_or_else(bad)?;
         let (who, _) = rest.split_once('#').ok_or_else(bad)?;
@@ -438,7 +458,10 @@ impl Cluster {
             ));
         }
         if who == origin {
-            return Ok(RequestTimer::Rejoin(self.gid));
+            let current = self.slots[at]
+                .rejoin
+                .map(|n| format!("{origin}/{origin}#{n}"));
+            return Ok((current.as_deref() == Some(req)).then_some(RequestTimer::Rejoin(self.gid)));
         }
         let u = self.ua_ix(who)?;
         let call_id = self
@@ -455,9 +478,9 @@ impl Cluster {
         )?;
         let h: u64 = handle.parse().map_err(|_| "bad handle".to_string())?;
         if self.cfg.subscribers.iter().any(|s| s.name == who) {
-            Ok(RequestTimer::Subscription(SubHandle(h)))
+            Ok(Some(RequestTimer::Subscription(SubHandle(h))))
         } else {
-            Ok(RequestTimer::Publication(PubHandle(h)))
+            Ok(Some(RequestTimer::Publication(PubHandle(h))))
         }
     }
 
@@ -528,6 +551,7 @@ impl Cluster {
             }
             break;
         }
+        self.retransmitting = None;
         std::mem::take(&mut self.obs)
     }
 

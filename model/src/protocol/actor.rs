@@ -202,6 +202,7 @@ impl Actor for Participant {
                         acks: ctx.replicas_of(&st),
                         queued: Vec::new(),
                         fetching: 0,
+                        asked: 0,
                         seen: (0, 0),
                         epoch: 0,
                         rival: false,

@@ -91,6 +91,7 @@ impl Ctx<'_> {
             acks: Vec::new(),
             queued: Vec::new(),
             fetching: 0,
+            asked: 0,
             seen: (0, 0),
             epoch: 0,
             rival: false,
@@ -129,6 +130,7 @@ impl Ctx<'_> {
         };
         let Some(root) = st.root.as_mut() else { return };
         root.fetching = fetching;
+        root.asked = fetching;
         root.epoch = epoch;
         root.rival = false;
         root.busy = 0;
@@ -189,6 +191,21 @@ impl Ctx<'_> {
             return;
         }
         root.fetching &= !(1 << x);
+        self.fetch_progress(st, o);
+    }
+
+    /// A fetching root asks the peers of its replica set it has not asked in this round (the
+    /// next nearest takes the place of one that died), and ends the round once it awaits
+    /// nobody (production `fetch_progress`).
+    fn fetch_progress(&self, st: &mut PeerState, o: &mut O) {
+        let set = self.fetch_set(st);
+        let Some(root) = st.root.as_mut() else { return };
+        let new = set & !root.asked;
+        root.asked |= new;
+        root.fetching |= new;
+        for q in (0..8).filter(|q| new & (1 << q) != 0) {
+            o.send(super::peer_id(q), Msg::FetchState(root.epoch));
+        }
         if root.fetching == 0 {
             self.fetch_done(st, o);
         }
@@ -337,9 +354,7 @@ impl Ctx<'_> {
             }
         }
         root.fetching &= !(1 << from);
-        if root.fetching == 0 {
-            self.fetch_done(st, o);
-        }
+        self.fetch_progress(st, o);
     }
 
     /// A closer peer is responsible for the group: become an ordinary member holding the root

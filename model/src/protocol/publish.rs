@@ -274,7 +274,8 @@ impl Ctx<'_> {
                 live,
             },
         );
-        st.latest = None;
+        // What this peer already knew as a tree member it passed on to its children then
+        // (production `apply_latest`: only a newer entry goes down the tree).
         self.learn(st, entry, None, o);
     }
 

@@ -190,6 +190,9 @@ pub struct Root {
     /// production's `RootRole::active` false); empty once active. Its own bit: the fetch is
     /// to be (re)started once this peer is reachable again (it lost its lease).
     pub fetching: PeerSet,
+    /// The peers asked in the current fetch round (production `RootRole::asked`): a peer of
+    /// the replica set not among them is asked when the round progresses.
+    pub asked: PeerSet,
     /// The highest epoch and the highest seq the fetch phase heard of (fetched and fenced
     /// records, promises), for the next round's epoch and the activation's seq (with
     /// suspicions only).

@@ -55,7 +55,8 @@ pub struct Overlay {
     pub rt: RoutingTable,
     /// Peers declared dead: ignored when learnt second-hand, probed now and then so that a
     /// healed partition or a restarted peer is found again; forgotten at the deadline.
-    /// `(peer, forget at, left gracefully)`; peers that left are not probed, until someone
+    /// `(peer, forget at, not probed)`: peers that left, and peers declared dead before this
+    /// one knew them (their address unknown), are neither probed nor counted until someone
     /// vouches for them ([`Overlay::vouched`]): they come back by announcing a new join, or
     /// by answering a probe that a sign of life from them (a message, a third peer's leaf
     /// set) set off — an announcement can be lost, or reach too few peers.
@@ -146,8 +147,9 @@ impl Overlay {
     /// may be old, another peer's word): probe it with the peers declared dead, whose answer
     /// does prove it. A peer that left and rejoined is found again this way even when its
     /// announcement to us was lost or never sent (it learnt of us after announcing).
-    fn vouched(&mut self, id: NodeId) {
-        if let Some(t) = self.tombstones.iter_mut().find(|t| t.0.id == id) {
+    fn vouched(&mut self, h: &NodeHandle) {
+        if let Some(t) = self.tombstones.iter_mut().find(|t| t.0.id == h.id) {
+            t.0 = *h;
             t.2 = false;
         }
     }
@@ -160,7 +162,7 @@ impl Overlay {
         }
         if self.tombstoned(h.id) {
             if !direct {
-                self.vouched(h.id);
+                self.vouched(&h);
                 return false;
             }
             self.tombstones.retain(|t| t.0.id != h.id);
@@ -191,7 +193,7 @@ impl Overlay {
             return; // the common case: nothing to learn
         }
         if !alive_now && self.tombstoned(from.id) {
-            self.vouched(from.id);
+            self.vouched(from);
             return;
         }
         if slot_filled && !in_leaf && !self.leaf.would_insert(from.id) && !self.tombstoned(from.id)
@@ -484,11 +486,19 @@ impl Overlay {
                     .flat_map(|t| t.rows.iter().flatten().flatten().copied()),
             );
             let handle = known.into_iter().find(|h| h.id == id);
-            if let Some(h) = handle {
+            if !self.tombstoned(id) {
                 if self.tombstones.len() >= MAX_TOMBSTONES {
                     self.tombstones.remove(0);
                 }
-                self.tombstones.push((h, now + cfg.tombstone_ttl, false));
+                // A peer declared dead that this one did not know yet is tombstoned too, or
+                // another peer's stale leaf set would bring it in as a replica; with no address
+                // to probe, it is neither probed nor counted until someone vouches for it.
+                let h = handle.unwrap_or(NodeHandle {
+                    id,
+                    addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+                });
+                self.tombstones
+                    .push((h, now + cfg.tombstone_ttl, handle.is_none()));
             }
             #[cfg(feature = "harness")]
             if let Some(t) = self.explicit.as_mut() {

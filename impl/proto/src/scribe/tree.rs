@@ -125,7 +125,13 @@ impl Scribe {
             return;
         }
         let accepted = self.accept_sub(ctx, gid, join_id);
-        if self.groups.contains_key(&gid) {
+        // A tree-repair JOIN answered after this peer left the tree (its last subscriber and
+        // child gone): the answer is not for a member any more.
+        let member = self
+            .groups
+            .get(&gid)
+            .is_some_and(|g| g.has_interest() || g.root.is_some());
+        if member {
             self.apply_latest(ctx, gid, latest);
             if let Some(h) = accepted {
                 // The first NOTIFY: the newest state known here (seq 0, no state, when

@@ -1,0 +1,144 @@
+//! The implementation → model direction (`sascribe-conformance validate-run`): seeded runs of
+//! the production core, each step validated against the model, and what a failure leaves
+//! behind. This is also the second half of "the conformance suite alone" for a mutation
+//! campaign (with `corpus_passes`):
+//!
+//! ```text
+//! cargo mutants -f 'impl/proto/src/scribe/*.rs' -f 'impl/proto/src/pastry/*.rs' \
+//!     --test-workspace=true --profile mutants -- --test corpus_passes --test validate_run
+//! ```
+
+use sascribe_conformance::inprocess::{InProcess, Mode};
+use sascribe_conformance::runner::{run_trace_with, RunOptions};
+use sascribe_conformance::sut::System;
+use sascribe_conformance::validate::{run, validate_log, Schedule};
+use sascribe_conformance::StepAction;
+use sascribe_model::{Options, Preset};
+
+/// The configurations the campaign runs: every preset with a crash, losses, an expiry and an
+/// unsubscribe.
+fn configs() -> Vec<Options> {
+    [Preset::Small, Preset::Multihop, Preset::Fig3]
+        .into_iter()
+        .map(|preset| Options {
+            preset,
+            subscribers: Some(if preset == Preset::Fig3 { 3 } else { 2 }),
+            publishes: Some(6),
+            crashes: Some(1),
+            losses: 2,
+            expiries: Some(1),
+            unsubscribes: 1,
+            ..Options::default()
+        })
+        .collect()
+}
+
+/// Runs `seeds` of `options` against `sys`; the failing seeds with their reasons.
+fn failures(sys: &mut dyn System, options: &Options, seeds: u64) -> Vec<(u64, String)> {
+    (0..seeds)
+        .filter_map(|seed| {
+            let r = run(sys, options, seed, Schedule::default()).expect("options are valid");
+            r.failure
+                .map(|f| (seed, format!("step {} {}: {}", f.step, f.action, f.reason)))
+        })
+        .collect()
+}
+
+#[test]
+fn production_runs_are_model_runs() {
+    for options in configs() {
+        let mut sys = InProcess::new();
+        let failed = failures(&mut sys, &options, 150);
+        assert!(failed.is_empty(), "{:?}: {failed:#?}", options.preset);
+    }
+}
+
+#[test]
+fn runs_of_the_runtime_event_loop_are_model_runs_too() {
+    let options = &configs()[1];
+    let mut sys = InProcess::new().with_mode(Mode::Runtime);
+    let failed = failures(&mut sys, options, 40);
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+#[test]
+fn a_run_is_logged_in_the_trace_format_and_its_log_validates_offline() {
+    let options = &configs()[0];
+    let mut sys = InProcess::new();
+    let r = run(&mut sys, options, 7, Schedule::default()).expect("valid options");
+    assert!(r.failure.is_none() && r.quiescent, "{:?}", r.failure);
+    assert_eq!(r.log.origin.kind, "production-run");
+    assert!(r.log.steps.len() > 10, "a run of {} steps", r.log.steps.len());
+    // Written and read back as any trace is.
+    let text = serde_json::to_string_pretty(&r.log).expect("serialises");
+    let back = sascribe_conformance::parse(std::path::Path::new("run-7.json"), &text)
+        .expect("a log is a well-formed trace");
+    assert_eq!(validate_log(&back, options).ok(), Some(back.steps.len()));
+
+    // A log whose implementation told a subscriber something else is not a model run.
+    let mut forged = back.clone();
+    let (i, o) = forged
+        .steps
+        .iter_mut()
+        .enumerate()
+        .find_map(|(i, s)| s.expect.client.iter_mut().find(|o| o.kind == "notify").map(|o| (i, o)))
+        .expect("the run notified someone");
+    o.seq = Some(o.seq.unwrap_or(0) + 7);
+    let f = validate_log(&forged, options).expect_err("a forged NOTIFY");
+    assert_eq!(f.step, forged.steps[i].n);
+    assert!(f.reason.contains("incorrect_outcome"), "{}", f.reason);
+
+    // A log of another configuration is refused by name.
+    let mut other = options.clone();
+    other.losses = 0;
+    let f = validate_log(&back, &other).expect_err("another configuration");
+    assert!(f.reason.contains("configuration"), "{}", f.reason);
+}
+
+#[test]
+fn the_validator_refuses_what_it_cannot_log() {
+    let mut sys = InProcess::new();
+    let options = Options {
+        restarts: 1,
+        ..configs()[0].clone()
+    };
+    let e = run(&mut sys, &options, 0, Schedule::default()).expect_err("restarts");
+    assert!(e.contains("--restarts"), "{e}");
+}
+
+/// A seeded production bug fails validation; the regression trace it leaves is an ordinary
+/// conformance trace that the buggy core fails at the same step and the correct core passes.
+#[test]
+fn a_seeded_bug_fails_and_leaves_a_regression_trace() {
+    use sascribe::mutants::Mutant;
+    let m = Mutant::from_name("notify-before-ack").expect("known mutant");
+    let buggy = || InProcess::with_config_hook(Box::new(move |c| c.mutant = Some(m)));
+    let options = &configs()[0];
+    let mut sys = buggy();
+    let (seed, failure) = (0..200)
+        .find_map(|seed| {
+            let r = run(&mut sys, options, seed, Schedule::default()).expect("valid options");
+            r.failure.map(|f| (seed, f))
+        })
+        .expect("the bug shows within 200 seeds");
+    let reg = failure.regression.expect("a regression trace");
+    assert_eq!(reg.origin.kind, "regression");
+    assert_eq!(reg.origin.seed, Some(seed));
+    assert_eq!(reg.steps.len(), failure.step, "the path up to the failing step");
+    assert!(!matches!(
+        reg.steps.last().map(|s| &s.action),
+        Some(StepAction::Crash { peer }) if peer.is_empty()
+    ));
+    let opts = RunOptions {
+        verbose: false,
+        state: true,
+    };
+    let r = run_trace_with(&reg, &mut buggy(), opts);
+    assert_eq!(
+        r.failure.as_ref().map(|f| f.step),
+        Some(failure.step),
+        "the buggy core fails the regression trace where the run failed"
+    );
+    let r = run_trace_with(&reg, &mut InProcess::new(), opts);
+    assert!(r.failure.is_none(), "{:?}", r.failure);
+}
