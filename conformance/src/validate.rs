@@ -386,7 +386,7 @@ pub struct Failure {
     pub reason: String,
     /// The run's path with the model's expectations (see [`Validator::regression`]); `None`
     /// when the run failed before its first step.
-    pub regression: Option<Trace>,
+    pub regression: Option<Box<Trace>>,
 }
 
 /// The outcome of one run.
@@ -480,7 +480,11 @@ pub fn run(
                     step: n,
                     action: "end of the run".into(),
                     reason: m.to_string(),
-                    regression: Some(v.regression(format!("regression-{seed}"), seed, &end())),
+                    regression: Some(Box::new(v.regression(
+                        format!("regression-{seed}"),
+                        seed,
+                        &end(),
+                    ))),
                 });
             }
             break;
@@ -497,7 +501,11 @@ pub fn run(
             step: n,
             action: label.clone(),
             reason,
-            regression: Some(v.regression(format!("regression-{seed}"), seed, &step.action)),
+            regression: Some(Box::new(v.regression(
+                format!("regression-{seed}"),
+                seed,
+                &step.action,
+            ))),
         };
         let obs = match runner::apply(&step, sys, &mut uas, &mut crashed, &mut fired) {
             Ok(o) => o,
@@ -609,7 +617,11 @@ pub fn validate_log(log: &Trace, options: &Options) -> Result<usize, Failure> {
         };
         if let Err(m) = v.step(step, &obs, Some(&state), &crashed) {
             let mut f = fail(step.n, runner::action_label(&step.action), m.to_string());
-            f.regression = Some(v.regression(format!("regression-{}", log.name), 0, &step.action));
+            f.regression = Some(Box::new(v.regression(
+                format!("regression-{}", log.name),
+                0,
+                &step.action,
+            )));
             return Err(f);
         }
     }

@@ -68,7 +68,11 @@ fn a_run_is_logged_in_the_trace_format_and_its_log_validates_offline() {
     let r = run(&mut sys, options, 7, Schedule::default()).expect("valid options");
     assert!(r.failure.is_none() && r.quiescent, "{:?}", r.failure);
     assert_eq!(r.log.origin.kind, "production-run");
-    assert!(r.log.steps.len() > 10, "a run of {} steps", r.log.steps.len());
+    assert!(
+        r.log.steps.len() > 10,
+        "a run of {} steps",
+        r.log.steps.len()
+    );
     // Written and read back as any trace is.
     let text = serde_json::to_string_pretty(&r.log).expect("serialises");
     let back = sascribe_conformance::parse(std::path::Path::new("run-7.json"), &text)
@@ -81,7 +85,13 @@ fn a_run_is_logged_in_the_trace_format_and_its_log_validates_offline() {
         .steps
         .iter_mut()
         .enumerate()
-        .find_map(|(i, s)| s.expect.client.iter_mut().find(|o| o.kind == "notify").map(|o| (i, o)))
+        .find_map(|(i, s)| {
+            s.expect
+                .client
+                .iter_mut()
+                .find(|o| o.kind == "notify")
+                .map(|o| (i, o))
+        })
         .expect("the run notified someone");
     o.seq = Some(o.seq.unwrap_or(0) + 7);
     let f = validate_log(&forged, options).expect_err("a forged NOTIFY");
@@ -124,7 +134,11 @@ fn a_seeded_bug_fails_and_leaves_a_regression_trace() {
     let reg = failure.regression.expect("a regression trace");
     assert_eq!(reg.origin.kind, "regression");
     assert_eq!(reg.origin.seed, Some(seed));
-    assert_eq!(reg.steps.len(), failure.step, "the path up to the failing step");
+    assert_eq!(
+        reg.steps.len(),
+        failure.step,
+        "the path up to the failing step"
+    );
     assert!(!matches!(
         reg.steps.last().map(|s| &s.action),
         Some(StepAction::Crash { peer }) if peer.is_empty()

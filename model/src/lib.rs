@@ -40,10 +40,20 @@
 //! - **A new root's fetch** (production `takeover.rs`): a peer that takes the root role over
 //!   sends `FetchState` to its replica set (its k nearest live peers) and holds every JOIN and
 //!   PUBLISH, in order, until each peer asked answered (`FetchReply` with its record) or was
-//!   declared dead (the failure detector stands for production's fetch timeout). It then
-//!   *activates*: it keeps the highest record (by seq) of its own replica, the replies and its
+//!   declared dead (the failure detector stands for production's fetch timeout). A peer of
+//!   its replica set it has not asked in the round (the next nearest, once one asked died) is
+//!   asked as the round progresses (production `fetch_progress`). It then
+//!   *activates*: it keeps the highest record of its own replica, the replies and its
 //!   member view, re-replicates it to its replicas, passes it down the tree (a re-commit of
-//!   that seq, unchanged) and serves what it held. As in production, a peer takes the role over
+//!   that seq, unchanged, to children that had not learnt it from this peer as a member) and
+//!   serves what it held. Whenever a root can be replaced (a crash budget, or the restarts,
+//!   joins and suspicions below) records carry the **epoch** of the root that stamped them
+//!   (each fetch round's epoch is above every one the root knows) and are ordered by (epoch,
+//!   seq), as production orders them, so a late REPLICATE of a failed root never overwrites
+//!   its successor's record of the same seq ([`Setup::epochs`]); promises, leases and fencing
+//!   come with suspicions, restarts and joins only. These three points were found by
+//!   `sascribe-conformance validate-run`, the implementation → model direction (README,
+//!   "Production runs checked against the model"). As in production, a peer takes the role over
 //!   when its failure detector reports the root dead only if it holds something for the group
 //!   (a record, a latest state, a subscriber or a child); otherwise the first JOIN or PUBLISH
 //!   that reaches it as the closest peer makes it the root (and it fetches then). An old root

@@ -452,6 +452,15 @@ impl Setup {
         self.suspicions > 0 || self.rejoins() > 0
     }
 
+    /// Whether records carry the epoch of the root that stamped them, and are ordered by
+    /// (epoch, seq) as production orders them: whenever a root can be replaced (a crash, a
+    /// suspicion, a restart, a join). A new root's epoch is above every one it knows, so a
+    /// late REPLICATE of a failed root never overwrites its successor's record of the same
+    /// seq. (Promises, leases and fencing come with [`Setup::fencing`] only.)
+    pub fn epochs(&self) -> bool {
+        self.fencing() || self.max_crashes > 0
+    }
+
     /// Restarts and joins the run may take.
     pub fn rejoins(&self) -> usize {
         self.restarts + self.joiners.count_ones() as usize

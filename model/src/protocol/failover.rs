@@ -123,7 +123,7 @@ impl Ctx<'_> {
     /// suspicions it is a promise round: the root takes an epoch above every one it knows.
     fn start_fetch(&self, st: &mut PeerState, o: &mut O) {
         let fetching = self.fetch_set(st);
-        let epoch = if self.s.fencing() {
+        let epoch = if self.s.epochs() {
             known_epoch(st).saturating_add(1)
         } else {
             0
@@ -217,7 +217,7 @@ impl Ctx<'_> {
     fn activate(&self, st: &mut PeerState, o: &mut O) {
         let acks = self.replicas_of(st);
         let latest = st.latest;
-        let fencing = self.s.fencing();
+        let epochs = self.s.epochs();
         let root = st.root.as_mut().expect("root");
         root.fetching = 0;
         root.rounds = 0;
@@ -226,7 +226,7 @@ impl Ctx<'_> {
             // The tree knew more than every record: keep the higher seq.
             root.st.adopt(l);
         }
-        if fencing && top > root.st.seq {
+        if epochs && top > root.st.seq {
             // A record kept for its epoch whose seq is below one heard of gets a seq above
             // it, so that members take it as newer. (The record's epoch stays: only a commit
             // stamps one, so a root that could not commit wins nothing by fetching again.)
@@ -343,7 +343,7 @@ impl Ctx<'_> {
                 root.seen.0.max(r.epoch).max(root.st.epoch),
                 root.seen.1.max(r.seq).max(root.st.seq),
             );
-            let higher = if fencing {
+            let higher = if self.s.epochs() {
                 r.key() > root.st.key()
             } else {
                 r.seq > root.st.seq
@@ -577,11 +577,12 @@ impl Ctx<'_> {
             }
         }
         let fencing = self.s.fencing();
+        let epochs = self.s.epochs();
         let root = st.root.as_mut().expect("root");
         if fencing {
             root.seen = (root.seen.0.max(rs.epoch), root.seen.1.max(rs.seq));
         }
-        let higher = if fencing {
+        let higher = if epochs {
             rs.key() > root.st.key()
         } else {
             rs.seq > root.st.seq

@@ -363,7 +363,7 @@ impl Ctx<'_> {
         }
         let newer = match st.replica.as_ref() {
             None => true,
-            Some(h) if fencing => rs.key() >= h.key(),
+            Some(h) if self.s.epochs() => rs.key() >= h.key(),
             Some(h) => seq >= h.seq,
         };
         if newer {
