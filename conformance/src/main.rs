@@ -91,6 +91,10 @@ enum Command {
         /// Parallel runs (default: one per core).
         #[arg(long)]
         jobs: Option<usize>,
+        /// Also measure the transition labels the runs took against those the model's
+        /// bounded search reaches on this configuration (`sascribe_model::coverage`).
+        #[arg(long)]
+        coverage: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -465,6 +469,7 @@ struct ValidateRun {
     log: Option<PathBuf>,
     regressions: Option<PathBuf>,
     jobs: usize,
+    coverage: bool,
     target: Target,
 }
 
@@ -475,6 +480,7 @@ struct Tally {
     quiescent: u64,
     steps: usize,
     failed: Vec<(u64, String)>,
+    labels: std::collections::BTreeSet<sascribe_model::coverage::Label>,
 }
 
 fn validate_run(a: ValidateRun) -> ExitCode {
@@ -507,6 +513,7 @@ fn validate_run(a: ValidateRun) -> ExitCode {
             }
             let mut t = tally.lock().map_err(|_| "a worker panicked")?;
             t.steps += r.log.steps.len();
+            t.labels.extend(r.labels.iter().copied());
             t.quiescent += u64::from(r.quiescent);
             match r.failure {
                 None => t.passed += 1,
@@ -546,6 +553,30 @@ fn validate_run(a: ValidateRun) -> ExitCode {
         t.steps,
         started.elapsed().as_secs_f64()
     );
+    if a.coverage {
+        // The same search `sascribe-model traces` runs for the corpus's figure.
+        let model = sascribe_model::SaScribe::new(
+            sascribe_model::Setup::new(&a.options).expect("checked above"),
+        );
+        let found = sascribe_model::coverage::explore(&model, 500_000, 5_000);
+        let reachable: std::collections::BTreeSet<_> = found.paths.keys().copied().collect();
+        let taken = t.labels.intersection(&reachable).count();
+        println!(
+            "transition coverage: {taken} of {} labels the model's search reaches ({:.1} %), {} taken in all",
+            reachable.len(),
+            100.0 * taken as f64 / reachable.len().max(1) as f64,
+            t.labels.len()
+        );
+        let missing: Vec<String> = reachable
+            .difference(&t.labels)
+            .map(|l| l.to_string())
+            .collect();
+        for l in missing.iter().take(20) {
+            println!("  not taken: {l}");
+        }
+    } else {
+        println!("{} transition labels taken", t.labels.len());
+    }
     if let Some(e) = errors.first() {
         eprintln!("error: {e}");
         return ExitCode::from(2);
@@ -642,6 +673,7 @@ fn main() -> ExitCode {
             log,
             regressions,
             jobs,
+            coverage,
             target,
         } => validate_run(ValidateRun {
             options: model.options(),
@@ -654,6 +686,7 @@ fn main() -> ExitCode {
             regressions,
             jobs: jobs
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            coverage,
             target,
         }),
         Command::Validate { paths } => {

@@ -32,6 +32,7 @@
 use crate::runner::{self, Uas};
 use crate::sut::{Input, Observed, System};
 use crate::{AbstractMsg, Config, Expect, Origin, PeerState, Step, StepAction, Trace};
+use sascribe_model::coverage::{self, Label};
 use sascribe_model::model::{Action, SplitMix, State};
 use sascribe_model::{Options, SaScribe, Setup};
 use serde::de::DeserializeOwned;
@@ -126,6 +127,8 @@ pub struct Validator {
     always: Vec<usize>,
     eventually: Vec<usize>,
     steps: usize,
+    /// The transition labels the validated steps took.
+    labels: BTreeSet<Label>,
 }
 
 impl fmt::Debug for Validator {
@@ -177,6 +180,7 @@ impl Validator {
             always,
             eventually,
             steps: 0,
+            labels: BTreeSet::new(),
         };
         let init = v.model.init_states();
         v.frontier = init
@@ -201,6 +205,11 @@ impl Validator {
     /// Steps validated so far.
     pub fn steps(&self) -> usize {
         self.steps
+    }
+
+    /// The model's transition labels (`sascribe_model::coverage`) the validated steps took.
+    pub fn labels(&self) -> &BTreeSet<Label> {
+        &self.labels
     }
 
     fn met(&self, state: &State, mut met: u64) -> u64 {
@@ -256,6 +265,7 @@ impl Validator {
         let mut next: Vec<Candidate> = Vec::new();
         let mut first_miss: Option<Mismatch> = None;
         let mut enabled: Vec<String> = Vec::new();
+        let mut taken = Vec::new();
         for c in &self.frontier {
             for a in self.enabled(&c.state) {
                 let Some(sa) = self.model.step_action(&a) else {
@@ -295,6 +305,7 @@ impl Validator {
                         name: props[i].name.to_string(),
                     });
                 }
+                taken.push(coverage::label(&c.state, &a));
                 if next.len() < MAX_FRONTIER && !next.iter().any(|n| n.state == state) {
                     let met = self.met(&state, c.met);
                     let mut path = c.path.clone();
@@ -308,6 +319,7 @@ impl Validator {
             return Err(first_miss.unwrap_or(Mismatch::NoTransition { enabled }));
         }
         self.frontier = next;
+        self.labels.extend(taken);
         self.steps += 1;
         Ok(())
     }
@@ -399,6 +411,8 @@ pub struct RunResult {
     pub log: Trace,
     /// Whether the run ended with nothing left to do (else at `max_steps`).
     pub quiescent: bool,
+    /// The model's transition labels its validated steps took.
+    pub labels: BTreeSet<Label>,
     /// The failure, if any (the run stops there).
     pub failure: Option<Failure>,
 }
@@ -430,6 +444,7 @@ pub fn run(
         seed,
         log: log.clone(),
         quiescent: false,
+        labels: BTreeSet::new(),
         failure: None,
     };
     if let Err(e) = sys.handle(&Input::Init {
@@ -549,6 +564,7 @@ pub fn run(
         }
     }
     result.log = log;
+    result.labels = v.labels;
     Ok(result)
 }
 

@@ -106,6 +106,17 @@ fn a_run_is_logged_in_the_trace_format_and_its_log_validates_offline() {
 }
 
 #[test]
+fn a_seed_replays_the_same_run() {
+    let options = &configs()[2];
+    let log = |seed| {
+        let r = run(&mut InProcess::new(), options, seed, Schedule::default()).expect("valid");
+        serde_json::to_string(&r.log).expect("serialises")
+    };
+    assert_eq!(log(11), log(11));
+    assert_ne!(log(11), log(12));
+}
+
+#[test]
 fn the_validator_refuses_what_it_cannot_log() {
     let mut sys = InProcess::new();
     let options = Options {
