@@ -48,7 +48,10 @@
 //!   that seq, unchanged, to children that had not learnt it from this peer as a member) and
 //!   serves what it held. Whenever a root can be replaced (a crash budget, or the restarts,
 //!   joins and suspicions below) records carry the **epoch** of the root that stamped them
-//!   (each fetch round's epoch is above every one the root knows) and are ordered by (epoch,
+//!   (the group's first root is in epoch 1, as production's, which fetches lazily when the
+//!   first request reaches it; each fetch round's epoch is above every one the root knows; a
+//!   new root that knew none of its predecessor's records is in epoch 1 too, like it, in
+//!   production as here) and are ordered by (epoch,
 //!   seq), as production orders them, so a late REPLICATE of a failed root never overwrites
 //!   its successor's record of the same seq ([`Setup::epochs`]); promises, leases and fencing
 //!   come with suspicions, restarts and joins only. These three points were found by

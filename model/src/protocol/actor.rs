@@ -204,7 +204,9 @@ impl Actor for Participant {
                         fetching: 0,
                         asked: 0,
                         seen: (0, 0),
-                        epoch: 0,
+                        // Production's first root fetches (from replicas holding nothing) when
+                        // the first request reaches it, in epoch 1.
+                        epoch: u8::from(first && s.epochs()),
                         rival: false,
                         busy: 0,
                         rounds: 0,
