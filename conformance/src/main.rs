@@ -7,7 +7,8 @@ use sascribe_conformance::runner::{self, describe, run_trace, run_trace_with, Fa
 use sascribe_conformance::sut::System;
 use sascribe_conformance::validate::{self, Schedule};
 use sascribe_conformance::{chart, load, trace_files, Trace, TraceError};
-use sascribe_model::{Options, Preset};
+use sascribe_model::cli::ConfigArgs;
+use sascribe_model::Options;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -68,7 +69,7 @@ enum Command {
     /// failing run as a conformance trace with the model's expectations.
     ValidateRun {
         #[command(flatten)]
-        model: ModelArgs,
+        model: ConfigArgs,
         /// Number of seeded runs.
         #[arg(long, default_value_t = 100)]
         seeds: u64,
@@ -102,7 +103,7 @@ enum Command {
     /// e.g. from `validate-run --log`) against the model configuration given, step by step.
     ValidateLog {
         #[command(flatten)]
-        model: ModelArgs,
+        model: ConfigArgs,
         /// Files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -118,59 +119,6 @@ enum Command {
         #[arg(long)]
         verbose: bool,
     },
-}
-
-/// The model configuration of `validate-run` (the flags of `sascribe-model check`).
-#[derive(Args)]
-struct ModelArgs {
-    /// Starting configuration: small, multihop or fig3.
-    #[arg(long, default_value = "small", value_parser = parse_preset)]
-    config: Preset,
-    /// Number of peers (2-8).
-    #[arg(long)]
-    peers: Option<usize>,
-    /// Number of subscribing user agents (0-4).
-    #[arg(long)]
-    subscribers: Option<usize>,
-    /// Number of publishes, over two publishing user agents (0-6).
-    #[arg(long)]
-    publishes: Option<usize>,
-    /// Peer crashes allowed per run (default 1).
-    #[arg(long)]
-    crashes: Option<usize>,
-    /// Replication factor k.
-    #[arg(long)]
-    k: Option<usize>,
-    /// Overlay request/response messages the network may lose per run.
-    #[arg(long, default_value_t = 0)]
-    losses: usize,
-    /// Event-state expiries allowed per run.
-    #[arg(long)]
-    expiries: Option<usize>,
-    /// How many subscribers (the first ones) unsubscribe after subscribing.
-    #[arg(long, default_value_t = 0)]
-    unsubscribes: usize,
-}
-
-fn parse_preset(s: &str) -> Result<Preset, String> {
-    s.parse()
-}
-
-impl ModelArgs {
-    fn options(&self) -> Options {
-        Options {
-            preset: self.config,
-            peers: self.peers,
-            subscribers: self.subscribers,
-            publishes: self.publishes,
-            crashes: self.crashes,
-            k: self.k,
-            losses: self.losses,
-            expiries: self.expiries,
-            unsubscribes: self.unsubscribes,
-            ..Options::default()
-        }
-    }
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {

@@ -312,6 +312,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod corpus;
 pub mod coverage;
 pub mod history;

@@ -1,10 +1,10 @@
 //! `sascribe-model`: check the sa-Scribe model, or explore it in Stateright's Explorer.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use sascribe_model::cli::ConfigArgs;
 use sascribe_model::model::PROPERTIES;
 use sascribe_model::progress::{mib, peak_rss_bytes, watch, Counts, Ending, Progress};
-use sascribe_model::setup::NetworkKind;
-use sascribe_model::{Mutant, Options, Preset, SaScribe, Setup};
+use sascribe_model::{Mutant, SaScribe};
 
 /// The checker allocates and frees states from every thread: mimalloc is faster at it than
 /// glibc's allocator (`model/bench/paxos.sh`).
@@ -44,83 +44,13 @@ enum Command {
     Explore {
         #[command(flatten)]
         config: ConfigArgs,
+        /// Run with a seeded protocol bug (see `check --list-mutants`).
+        #[arg(long, value_parser = sascribe_model::cli::parse_mutant)]
+        mutant: Option<Mutant>,
         /// Port to listen on.
         #[arg(long, default_value_t = 3000)]
         port: u16,
     },
-}
-
-#[derive(Args, Clone)]
-struct ConfigArgs {
-    /// Starting configuration: small, multihop or fig3.
-    #[arg(long, default_value = "small", value_parser = parse::<Preset>)]
-    config: Preset,
-    /// Number of peers (2-8).
-    #[arg(long)]
-    peers: Option<usize>,
-    /// Number of subscribing user agents (0-4).
-    #[arg(long)]
-    subscribers: Option<usize>,
-    /// Number of publishes, spread over two publishing user agents, U1 and U2 (0-6): U1's
-    /// initial, U2's initial, U1's modify, U2's removal, U1's stale conditional (412), U2's
-    /// refresh.
-    #[arg(long)]
-    publishes: Option<usize>,
-    /// Peer crashes allowed (default 1).
-    #[arg(long)]
-    crashes: Option<usize>,
-    /// Replication factor k (at least 1, below the number of peers; default 2).
-    #[arg(long)]
-    k: Option<usize>,
-    /// Network: unordered, ordered or duplicating.
-    #[arg(long, default_value = "unordered", value_parser = parse::<NetworkKind>)]
-    network: NetworkKind,
-    /// Overlay request/response messages the network may lose.
-    #[arg(long, default_value_t = 0)]
-    losses: usize,
-    /// Event-state expiries allowed (default 0).
-    #[arg(long)]
-    expiries: Option<usize>,
-    /// How many subscribers (the first ones) unsubscribe after subscribing.
-    #[arg(long, default_value_t = 0)]
-    unsubscribes: usize,
-    /// Subscriptions that may move: a subscriber whose first-contact peer crashed subscribes
-    /// again through another live peer (production: the `deactivated` NOTIFY of a leaving
-    /// peer, or a failed refresh). Needs a crash.
-    #[arg(long, default_value_t = 0)]
-    moves: usize,
-    /// Subscriptions handed over: a peer about to leave hands an active subscription of a
-    /// subscriber that stays to another live peer, which carries its dialog on (production:
-    /// the orderly shutdown's dialog handover).
-    #[arg(long, default_value_t = 0)]
-    handovers: usize,
-    /// False suspicions allowed: a live peer is suspected by the others (a pause or a
-    /// partition), later heals; records then carry a root epoch, replicas fence, roots serve
-    /// under a lease (default 0: a perfect failure detector).
-    #[arg(long, default_value_t = 0)]
-    suspicions: usize,
-    /// Each suspicion is a partition rather than a pause: the suspected peer keeps running
-    /// alone (it declares every other peer dead; its user agents reach it); roots commit only
-    /// with a replica quorum.
-    #[arg(long)]
-    partition: bool,
-    /// Tree and replication messages the network may lose (0-2): multicast, REPLICATE and
-    /// its acknowledgement, a fetch and its reply; tree heartbeats and the root's
-    /// replication retry repair them.
-    #[arg(long, default_value_t = 0)]
-    tree_losses: usize,
-    /// Crashed peers that may restart: a peer comes back with no state, once every live
-    /// peer has declared it dead, and joins the overlay again (default 0: crash-stop).
-    #[arg(long, default_value_t = 0)]
-    restarts: usize,
-    /// Peers that join mid-run (0-1): the peer closest to the group id (the nominal root)
-    /// starts outside the overlay, a farther peer serves as root, and hands the group over
-    /// when it joins.
-    #[arg(long, default_value_t = 0)]
-    joins: usize,
-    /// Run with a seeded protocol bug (see --list-mutants).
-    #[arg(long, value_parser = parse::<Mutant>)]
-    mutant: Option<Mutant>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -134,6 +64,9 @@ enum Strategy {
 struct CheckArgs {
     #[command(flatten)]
     config: ConfigArgs,
+    /// Run with a seeded protocol bug (see --list-mutants).
+    #[arg(long, value_parser = sascribe_model::cli::parse_mutant)]
+    mutant: Option<Mutant>,
     /// Search strategy.
     #[arg(long, value_enum, default_value = "bfs")]
     strategy: Strategy,
@@ -164,35 +97,6 @@ struct CheckArgs {
 /// Default seconds between progress lines.
 const DEFAULT_PROGRESS: u64 = sascribe_model::progress::DEFAULT_EVERY.as_secs();
 
-fn parse<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T, String> {
-    s.parse()
-}
-
-impl ConfigArgs {
-    fn setup(&self) -> Result<Setup, String> {
-        Setup::new(&Options {
-            preset: self.config,
-            peers: self.peers,
-            subscribers: self.subscribers,
-            publishes: self.publishes,
-            crashes: self.crashes,
-            k: self.k,
-            network: self.network,
-            losses: self.losses,
-            expiries: self.expiries,
-            unsubscribes: self.unsubscribes,
-            moves: self.moves,
-            handovers: self.handovers,
-            suspicions: self.suspicions,
-            partition: self.partition,
-            tree_losses: self.tree_losses,
-            restarts: self.restarts,
-            joins: self.joins,
-            mutant: self.mutant,
-        })
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -202,8 +106,12 @@ fn main() -> ExitCode {
             walks,
             progress,
         } => traces(&out, walks, progress),
-        Command::Explore { config, port } => {
-            let setup = match config.setup() {
+        Command::Explore {
+            config,
+            mutant,
+            port,
+        } => {
+            let setup = match config.setup(mutant) {
                 Ok(s) => s,
                 Err(e) => return fail(&e),
             };
@@ -266,7 +174,7 @@ fn check(args: CheckArgs) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let setup = match args.config.setup() {
+    let setup = match args.config.setup(args.mutant) {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
@@ -375,7 +283,7 @@ fn check(args: CheckArgs) -> ExitCode {
                 property: Some(name.to_string()),
                 transition: None,
                 seed: None,
-                mutant: args.config.mutant.map(|m| m.name().to_string()),
+                mutant: args.mutant.map(|m| m.name().to_string()),
             },
             &path.clone().into_actions(),
         );
