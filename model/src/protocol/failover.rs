@@ -41,6 +41,10 @@ impl Ctx<'_> {
         } else if st.parent == Some(x) && self.mutant(Mutant::NoRejoin) {
             // seeded bug: an orphan forgets its parent but does not re-JOIN
             st.parent = None;
+        } else if st.parent == Some(x) && st.subs.is_empty() && st.children == 0 {
+            // An orphan that no longer needs the group (its subscribers and children gone)
+            // leaves the tree rather than re-JOINing (production re-JOINs only with interest).
+            st.parent = None;
         } else if st.parent == Some(x) {
             st.parent = None;
             let req = ReqId {

@@ -329,7 +329,8 @@ impl Scribe {
     }
 
     /// The tree-repair timer of `gid` fires now: an orphan (or a peer whose re-JOIN got no
-    /// answer) re-JOINs. Returns whether this peer needs the group.
+    /// answer) re-JOINs, through the parent that acknowledged it (pACK) if it has one (as
+    /// the model retransmits), else by routing. Returns whether this peer needs the group.
     #[cfg(feature = "harness")]
     pub fn fire_rejoin_timer(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) -> bool {
         let Some(g) = self.groups.get_mut(&gid) else {
@@ -338,7 +339,6 @@ impl Scribe {
         if g.root.is_some() || !g.has_interest() {
             return false;
         }
-        g.parent = None;
         Self::send_rejoin(ctx, gid, g);
         true
     }
