@@ -31,7 +31,9 @@
 //!   (seq, the values of every live event state); a member passes an entry to its subscribers
 //!   only if it is newer than their last NOTIFY, and only after their 200.
 //! - **Re-JOIN reconciliation** (§III.F): an orphaned member (its parent crashed) re-JOINs
-//!   carrying its latest state; a root keeps the higher seq.
+//!   carrying its latest state; a root keeps the higher seq. An orphan that no longer needs the
+//!   group (no subscriber, no child left) leaves the tree instead, as production does; a
+//!   re-JOIN is retransmitted through the parent that acknowledged it (pACK) while it lives.
 //! - **Root replication** (§III.F): replicas hold the root state (seq, every event state with its
 //!   ETag and expiry, and the last result per publisher, so a retransmitted publish is not applied
 //!   twice); when the root crashes the closest live peer takes over, so publishers' ETags
