@@ -536,6 +536,16 @@ fn validate_run(a: ValidateRun) -> ExitCode {
     }
 }
 
+/// Prints `N valid, M invalid`; success when nothing was invalid.
+fn valid_invalid(ok: usize, bad: usize) -> ExitCode {
+    println!("{ok} valid, {bad} invalid");
+    if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 /// Writes a trace as pretty JSON.
 fn write_trace(file: &std::path::Path, t: &Trace) -> Result<(), String> {
     let mut text = serde_json::to_string_pretty(t).map_err(|e| e.to_string())?;
@@ -605,12 +615,7 @@ fn main() -> ExitCode {
                     },
                 }
             }
-            println!("{ok} valid, {bad} invalid");
-            if bad == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            valid_invalid(ok, bad)
         }
         Command::ValidateRun {
             model,
@@ -652,12 +657,7 @@ fn main() -> ExitCode {
                     Loaded::File(_, Ok(_)) => ok += 1,
                 }
             }
-            println!("{ok} valid, {bad} invalid");
-            if bad == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            valid_invalid(ok, bad)
         }
     }
 }

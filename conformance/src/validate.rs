@@ -342,10 +342,14 @@ impl Validator {
     }
 
     /// The model's trace of the run so far, extended by the model action with the trace
-    /// form `action` when some consistent state enables one: a conformance trace with the
-    /// model's expectations, which an implementation that failed at that step fails again.
-    pub fn regression(&self, name: String, seed: u64, action: &StepAction) -> Trace {
+    /// form `action` (if given) when some consistent state enables one: a conformance trace
+    /// with the model's expectations, which an implementation that failed at that step fails
+    /// again.
+    pub fn regression(&self, name: String, seed: u64, action: Option<&StepAction>) -> Trace {
         let mut path = self.frontier[0].path.clone();
+        let Some(action) = action else {
+            return reread(&self.model.trace(name, regression_origin(seed), &path));
+        };
         'search: for c in &self.frontier {
             for a in self.enabled(&c.state) {
                 let Some(sa) = self.model.step_action(&a) else {
@@ -358,14 +362,18 @@ impl Validator {
                 }
             }
         }
-        let origin = sascribe_model::trace::Origin {
-            kind: "regression",
-            property: None,
-            transition: None,
-            seed: Some(seed),
-            mutant: None,
-        };
-        reread(&self.model.trace(name, origin, &path))
+        reread(&self.model.trace(name, regression_origin(seed), &path))
+    }
+}
+
+/// The provenance of a regression trace from the run with `seed`.
+fn regression_origin(seed: u64) -> sascribe_model::trace::Origin {
+    sascribe_model::trace::Origin {
+        kind: "regression",
+        property: None,
+        transition: None,
+        seed: Some(seed),
+        mutant: None,
     }
 }
 
@@ -498,7 +506,7 @@ pub fn run(
                     regression: Some(Box::new(v.regression(
                         format!("regression-{seed}"),
                         seed,
-                        &end(),
+                        None,
                     ))),
                 });
             }
@@ -519,7 +527,7 @@ pub fn run(
             regression: Some(Box::new(v.regression(
                 format!("regression-{seed}"),
                 seed,
-                &step.action,
+                Some(&step.action),
             ))),
         };
         let obs = match runner::apply(&step, sys, &mut uas, &mut crashed, &mut fired) {
@@ -583,13 +591,6 @@ fn response(peer: &str, ua: &str) -> AbstractMsg {
     }
 }
 
-/// A placeholder action for a failure at the end of a run (no model action has it).
-fn end() -> StepAction {
-    StepAction::Crash {
-        peer: String::new(),
-    }
-}
-
 /// Validates a logged run offline: a trace whose expectations are what an implementation did
 /// (a `validate-run --log` file, or any implementation's log in the trace format) against
 /// the model configuration `options`, step by step as [`run`] does. Returns the number of
@@ -636,7 +637,7 @@ pub fn validate_log(log: &Trace, options: &Options) -> Result<usize, Failure> {
             f.regression = Some(Box::new(v.regression(
                 format!("regression-{}", log.name),
                 0,
-                &step.action,
+                Some(&step.action),
             )));
             return Err(f);
         }
