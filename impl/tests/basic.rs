@@ -351,12 +351,155 @@ fn subscription_expiry_and_unsubscribe_prune_the_tree() {
     }
 }
 
+/// The tree round sends a child the heartbeats of every group it shares with its parent in one
+/// datagram (Scribe's per-neighbour aggregation; more than `MAX_BEATS` groups take more): on
+/// a 3-peer overlay, 1,500 groups with a subscriber at one peer cost that peer a few heartbeat
+/// datagrams per second, not one per group; and the trees stay whole on them: nobody
+/// re-JOINs, and every subscriber gets the next publication.
+#[test]
+fn heartbeats_of_all_groups_share_one_datagram_per_neighbour() {
+    let mut s = sim(3, 11);
+    let member = 0;
+    let gids: Vec<GroupId> = (0..1_500)
+        .map(|i| GroupId::from_event(&format!("sip:u{i}@example.com"), "presence", None))
+        .collect();
+    for (k, gid) in gids.iter().enumerate() {
+        s.subscribe(member, *gid, SubHandle(k as u64), 3_600)
+            .unwrap()
+            .unwrap();
+    }
+    s.run_for(5_000);
+    let heard = |s: &Sim| {
+        let st = s.peer(member).unwrap().stats();
+        (
+            st.rx_kinds.get("heartbeat").unwrap_or(0),
+            st.rx_kinds.get("heartbeat_ack").unwrap_or(0),
+            st.rejoins,
+        )
+    };
+    // Per round: one datagram per MAX_BEATS groups from each other peer that roots some.
+    let per_round: u64 = (0..s.len())
+        .filter(|&r| r != member)
+        .map(|r| {
+            let n = gids
+                .iter()
+                .filter(|g| s.closest_live(g.0) == Some(r))
+                .count();
+            n.div_ceil(sascribe::wire::MAX_BEATS) as u64
+        })
+        .sum();
+    assert!(
+        per_round >= 3,
+        "{per_round}: too few groups to need a second datagram"
+    );
+    let (beats0, acks0, rejoins0) = heard(&s);
+    s.run_for(10_000);
+    let (beats1, acks1, rejoins1) = heard(&s);
+    // Ten rounds (eleven, depending on the phase), against one heartbeat per group and round.
+    let beats = beats1 - beats0;
+    assert!(
+        (10 * per_round..=11 * per_round).contains(&beats),
+        "{beats} heartbeat datagrams, {per_round} per round"
+    );
+    assert_eq!(
+        acks1, acks0,
+        "a member with no children acknowledges, never gets acks"
+    );
+    assert_eq!(rejoins1, rejoins0, "a tree fell apart");
+    for (k, gid) in gids.iter().enumerate().step_by(100) {
+        s.publish(
+            1,
+            *gid,
+            PubHandle(k as u64),
+            Some(Bytes::from_static(b"open")),
+            None,
+            None,
+        );
+    }
+    s.run_for(3_000);
+    let ev = events_of(&mut s);
+    for k in (0..gids.len()).step_by(100) {
+        assert!(
+            notifies(&ev, k as u64).iter().any(|(seq, _)| *seq == 1),
+            "subscription {k} not notified"
+        );
+    }
+}
+
+/// A root's periodic re-replication (every `replica_refresh`, 10 s) of all the records it
+/// holds goes to each replica in as few datagrams as the records fit (`REPLICATES`), not one
+/// per record; the replicas still hold every record and acknowledge them all, and the roots
+/// still commit.
+#[test]
+fn a_roots_refresh_of_many_records_shares_datagrams() {
+    let mut s = sim(3, 12);
+    let gids: Vec<GroupId> = (0..300)
+        .map(|i| GroupId::from_event(&format!("sip:r{i}@example.com"), "presence", None))
+        .collect();
+    for (k, gid) in gids.iter().enumerate() {
+        let body = Bytes::from_static(b"<presence>open</presence>");
+        s.publish(
+            k % 3,
+            *gid,
+            PubHandle(k as u64),
+            Some(body),
+            None,
+            Some(3_600),
+        );
+    }
+    s.run_for(5_000);
+    let ev = events_of(&mut s);
+    assert_eq!(
+        (0..gids.len() as u64)
+            .filter(|k| published(&ev, *k).is_some())
+            .count(),
+        gids.len()
+    );
+    let counts = |s: &Sim| {
+        (0..s.len()).fold((0, 0), |(r, a), i| {
+            let k = &s.peer(i).unwrap().stats().rx_kinds;
+            (
+                r + k.get("replicate").unwrap_or(0),
+                a + k.get("replicate_ack").unwrap_or(0),
+            )
+        })
+    };
+    let (r0, a0) = counts(&s);
+    s.run_for(30_000);
+    let (r1, a1) = counts(&s);
+    // Three refreshes (four, depending on the phase) of 300 records to 2 replicas each:
+    // 1,800 REPLICATEs one by one; here a datagram or two per root, replica and refresh.
+    let (sent, acked) = (r1 - r0, a1 - a0);
+    assert!(
+        (3 * 3 * 2..=4 * 3 * 2 * 2).contains(&sent),
+        "{sent} replicate datagrams"
+    );
+    assert_eq!(acked, sent, "every refresh datagram acknowledged in one");
+    for gid in &gids {
+        for i in 0..s.len() {
+            let rec = s.peer(i).unwrap().record_view(*gid).map(|r| r.seq);
+            assert_eq!(rec, Some(1), "peer {i} lacks {gid:?}");
+        }
+    }
+    // A root still commits (its replicas acknowledge) after the refreshes.
+    s.publish(
+        1,
+        gids[0],
+        PubHandle(1_000),
+        Some(Bytes::from_static(b"x")),
+        None,
+        None,
+    );
+    s.run_for(3_000);
+    assert!(published(&events_of(&mut s), 1_000).is_some());
+}
+
 #[test]
 fn malformed_datagrams_are_counted_not_fatal() {
     let mut s = sim(8, 4);
     let from = sascribe::sim::sim_addr(1);
     s.inject(0, from, &[]);
-    s.inject(0, from, &[9, 1, 2]);
+    s.inject(0, from, &[sascribe::wire::VERSION + 1, 1, 2]);
     s.inject(0, from, &[sascribe::wire::VERSION, 0xff, 0xff]);
     s.inject(
         0,

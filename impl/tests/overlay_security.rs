@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use sascribe::sim::{sim_addr, NetConfig, Sim, Tapped};
 use sascribe::wire::{
-    Codec, Dest, Latest, Msg, PastryMsg, PubReqId, PublishReply, Routed, ScribeMsg, Stamp,
+    Beat, Codec, Dest, Latest, Msg, PastryMsg, PubReqId, PublishReply, Routed, ScribeMsg, Stamp,
     WireRecord, WireState, MAX_CLOCK_SKEW,
 };
 use sascribe::{Config, ETag, Event, GroupId, NodeHandle, NodeId, PubHandle, Stats, SubHandle};
@@ -259,10 +259,12 @@ fn forgeries(s: &Sim, attacker: NodeHandle) -> Vec<(&'static str, usize, Msg)> {
         (
             "tree: heartbeat",
             1,
-            Msg::Scribe(ScribeMsg::Heartbeat {
-                gid: GID,
-                seq: 1,
-                depth: 0,
+            Msg::Scribe(ScribeMsg::Heartbeats {
+                beats: vec![Beat {
+                    gid: GID,
+                    seq: 1,
+                    depth: 0,
+                }],
             }),
         ),
         (

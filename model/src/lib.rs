@@ -247,11 +247,15 @@
 //! - **Loss** (`--losses`) of overlay request/response messages (JOIN, pACK, ACK, publish and
 //!   its result), which retransmission recovers; and (`--tree-losses`) of multicasts,
 //!   REPLICATEs and their acknowledgements, fetches and their replies, which the tree's
-//!   heartbeat round ([`protocol::Timer::Heartbeat`]: production's `Heartbeat` carries the
-//!   parent's seq, the child's `HeartbeatAck` its own, and the parent sends a child that is
+//!   heartbeat round ([`protocol::Timer::Heartbeat`]: production's beat carries the
+//!   parent's seq, the child's acknowledgement its own, and the parent sends a child that is
 //!   behind its latest state; the mutant `heartbeat-without-seq` is caught) and the root's
 //!   replication retry recover. The heartbeat round fires only once a multicast was lost
 //!   (a child behind its parent, nothing in flight between them), like every retry here.
+//!   Production sends the beats of every group a parent shares with a child in one
+//!   `Heartbeats` datagram per round (and the acknowledgements in one `HeartbeatAcks`); each
+//!   beat is handled as its own group's heartbeat, so the model's per-group round is exact for
+//!   one group, and batching only shares datagrams between groups.
 //!   NOTIFY delivery to a user agent is assumed reliable: SIP's transaction layer
 //!   retransmits a NOTIFY over UDP until it is answered, and a subscription whose NOTIFY
 //!   times out ends (RFC 6665 §4.2.2), which the model's user agents cannot notice yet.

@@ -251,8 +251,8 @@ impl Cluster {
                 }
             }
             ScribeMsg::Leave { .. }
-            | ScribeMsg::Heartbeat { .. }
-            | ScribeMsg::HeartbeatAck { .. } => return (Policy::Held, None),
+            | ScribeMsg::Heartbeats { .. }
+            | ScribeMsg::HeartbeatAcks { .. } => return (Policy::Held, None),
             _ => return (Policy::Immediate, None),
         }
         (Policy::Modelled, Some(a))

@@ -33,7 +33,9 @@ pub struct Config {
     pub dead_probe_interval: u64,
     /// Retry interval of an overlay join through the bootstrap peer.
     pub bootstrap_retry: u64,
-    /// Interval of the sa-Scribe tick: heartbeats to children, expiry, replication retries.
+    /// Interval of the sa-Scribe tree round: every group's tick (heartbeats to children,
+    /// expiry, replication retries), with the heartbeats of all groups a parent shares with a
+    /// child in one datagram.
     pub heartbeat_interval: u64,
     /// A child declares its parent dead (and re-JOINs) after this long without a heartbeat.
     pub parent_timeout: u64,
@@ -45,7 +47,8 @@ pub struct Config {
     pub request_timeout: u64,
     /// How long a new root waits for replicas' state before serving a group.
     pub fetch_timeout: u64,
-    /// The root re-sends its record to all replicas at this interval.
+    /// The root re-sends its record to all replicas at this interval (in the first tree round
+    /// due, packed with its other records for the same replica).
     pub replica_refresh: u64,
     /// A root's lease (ms): it answers from its record (a publication's 412 or 200, a JOIN's
     /// first state) only within this long of a moment every current replica confirmed it

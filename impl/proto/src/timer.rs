@@ -24,9 +24,10 @@ pub enum Timer {
     /// Pastry maintenance: keep-alives, failure detection, leaf-set exchange, probes of dead
     /// peers, the overlay join's retry.
     Overlay,
-    /// sa-Scribe maintenance of one group: heartbeats to children, parent and child timeouts,
-    /// tree repair, the root's duties (expiry, replication retry and refresh).
-    Group(GroupId),
+    /// sa-Scribe's tree round: the maintenance tick of every group (heartbeats to children,
+    /// parent and child timeouts, tree repair, the root's expiry, replication retries and
+    /// periodic re-replication).
+    Tree,
     /// A new root's fetch of its replicas' records timed out.
     Fetch(GroupId),
     /// A local subscription: JOIN retransmission, give-up, or expiry.

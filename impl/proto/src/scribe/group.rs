@@ -1,5 +1,19 @@
 //! Per-group state and its maintenance tick: heartbeats to children, parent and child
 //! timeouts, tree repair, the root's periodic duties, and collection of groups nobody needs.
+//!
+//! The ticks of all groups run together, in one peer-wide *tree round* every
+//! `heartbeat_interval` ([`Timer::Tree`]), and what a round sends one neighbour for all the
+//! groups they share travels together (Scribe's per-neighbour aggregation: maintenance
+//! traffic grows with the number of neighbours, not with neighbours × groups):
+//!
+//! * the heartbeats to a child: one [`ScribeMsg::Heartbeats`] datagram per child and round
+//!   (split at [`MAX_BEATS`]), answered by one [`ScribeMsg::HeartbeatAcks`];
+//! * a root's periodic re-replication (every `replica_refresh`, in the first round due): one
+//!   [`ScribeMsg::Replicates`] per replica and round, packed up to [`REPLICAS_BUDGET`]
+//!   bytes, answered by one [`ScribeMsg::ReplicateAcks`].
+//!
+//! Each beat and each record is handled exactly as its own group's message would be; only the
+//! datagrams are shared.
 
 use super::record::{Record, RootRole};
 use super::{Ctx, Scribe};
@@ -8,9 +22,83 @@ use crate::event::SubHandle;
 use crate::id::{GroupId, NodeId};
 use crate::pastry::Hop;
 use crate::timer::{Armed, Timer};
-use crate::wire::{Latest, NodeHandle, ScribeMsg};
+use crate::wire::{Beat, Latest, NodeHandle, ReplicaItem, ScribeMsg, MAX_BEATS, REPLICAS_BUDGET};
 use crate::Millis;
 use std::collections::BTreeMap;
+
+/// The peer-wide tree round: when it runs next, and what it collects per neighbour.
+#[derive(Debug, Default)]
+pub(crate) struct Round {
+    pub armed: Armed,
+    /// The groups due in this round: whether to refresh the record, whether to tick (kept
+    /// between rounds for its capacity).
+    due: Vec<(GroupId, bool, bool)>,
+    /// Heartbeats of this round, per child.
+    beats: BTreeMap<NodeId, (NodeHandle, Vec<Beat>)>,
+    /// Records this round refreshes, per replica, with their encoded length.
+    records: BTreeMap<NodeId, (NodeHandle, Vec<(ReplicaItem, usize)>)>,
+}
+
+impl Round {
+    fn beat(&mut self, to: &NodeHandle, beat: Beat) {
+        self.beats
+            .entry(to.id)
+            .or_insert_with(|| (*to, Vec::new()))
+            .1
+            .push(beat);
+    }
+
+    /// Queues `item` for every replica of `to`.
+    pub(super) fn refresh(&mut self, to: &[NodeHandle], item: ReplicaItem) {
+        let len = postcard::to_allocvec(&item).map_or(usize::MAX, |b| b.len());
+        for h in to {
+            self.records
+                .entry(h.id)
+                .or_insert_with(|| (*h, Vec::new()))
+                .1
+                .push((item.clone(), len));
+        }
+    }
+
+    /// Sends what the round collected: per child, its heartbeats (one datagram per
+    /// [`MAX_BEATS`]); per replica, its records (one datagram per [`REPLICAS_BUDGET`] bytes;
+    /// a record too large to share one goes alone, as a plain `Replicate`).
+    fn flush(&mut self, ctx: &mut Ctx<'_>) {
+        for (_, (to, beats)) in std::mem::take(&mut self.beats) {
+            for chunk in beats.chunks(MAX_BEATS) {
+                let beats = chunk.to_vec();
+                ctx.out.send(&to, ScribeMsg::Heartbeats { beats });
+            }
+        }
+        let stamp = ctx.now;
+        for (_, (to, records)) in std::mem::take(&mut self.records) {
+            let (mut items, mut bytes) = (Vec::new(), 0);
+            for (item, len) in records {
+                if len > REPLICAS_BUDGET {
+                    let ReplicaItem { gid, rec, epoch } = item;
+                    let msg = ScribeMsg::Replicate {
+                        gid,
+                        rec,
+                        epoch,
+                        stamp,
+                    };
+                    ctx.out.send(&to, msg);
+                    continue;
+                }
+                if bytes + len > REPLICAS_BUDGET {
+                    let items = std::mem::take(&mut items);
+                    ctx.out.send(&to, ScribeMsg::Replicates { stamp, items });
+                    bytes = 0;
+                }
+                bytes += len;
+                items.push(item);
+            }
+            if !items.is_empty() {
+                ctx.out.send(&to, ScribeMsg::Replicates { stamp, items });
+            }
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub(crate) struct Child {
@@ -41,12 +129,11 @@ pub(crate) struct Group {
     /// acknowledges no other root's REPLICATE, so that no newer root commits past a state
     /// the older one may still answer a JOIN from.
     pub confirms: Option<(NodeId, Millis)>,
-    /// Next maintenance tick (every `heartbeat_interval`).
+    /// The tree round from which this group's maintenance ticks (a new group's first tick is
+    /// at least `heartbeat_interval` away).
     pub next_tick: Millis,
-    /// Next periodic re-replication of the root record (every `replica_refresh`).
+    /// The tree round from which a root re-replicates its record (every `replica_refresh`).
     pub next_refresh: Millis,
-    /// The maintenance timer armed in the host's timers.
-    pub armed: Armed,
 }
 
 impl Group {
@@ -65,7 +152,6 @@ impl Group {
             confirms: None,
             next_tick: now + cfg.heartbeat_interval,
             next_refresh: now + cfg.replica_refresh,
-            armed: Armed::default(),
         }
     }
     /// Milliseconds for which this peer still confirms the lease of a root other than `root`
@@ -78,6 +164,14 @@ impl Group {
             Some((other, until)) if other != root => until.saturating_sub(now),
             _ => 0,
         }
+    }
+    /// Whether a maintenance tick would do nothing: no root role, no tree edge, no local
+    /// subscriber, and a record (a replica's copy) that keeps the group.
+    fn idle(&self) -> bool {
+        self.root.is_none()
+            && self.parent.is_none()
+            && !self.has_interest()
+            && self.record.is_some()
     }
     pub(crate) fn has_interest(&self) -> bool {
         !self.subs.is_empty() || !self.children.is_empty()
@@ -94,49 +188,65 @@ impl Group {
             }),
         }
     }
-    fn wakeup(&self) -> Millis {
-        self.next_tick.min(self.next_refresh)
-    }
 }
 
-/// The group `gid` of `groups`, created (and its maintenance timer armed) if absent.
+/// The group `gid` of `groups`, created (and the tree round armed) if absent.
 pub(super) fn entry<'g>(
     groups: &'g mut BTreeMap<GroupId, Group>,
+    round: &mut Armed,
     ctx: &mut Ctx<'_>,
     gid: GroupId,
 ) -> &'g mut Group {
     let g = groups
         .entry(gid)
         .or_insert_with(|| Group::new(ctx.now, ctx.cfg));
-    ctx.timers.arm(g.wakeup(), Timer::Group(gid), &mut g.armed);
+    ctx.timers
+        .arm(ctx.now + ctx.cfg.heartbeat_interval, Timer::Tree, round);
     g
 }
 
 impl Scribe {
-    /// The group's maintenance timer fired.
-    pub(super) fn group_timer(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) {
+    /// The tree round: the maintenance tick of every group due and the refresh of every
+    /// record due, then what they send, one datagram per neighbour. Re-armed while this peer
+    /// holds any group.
+    pub(super) fn tree_round(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
-        let Some(g) = self.groups.get_mut(&gid) else {
-            return;
-        };
-        if !g.armed.take_due(now) {
+        if !self.round.armed.take_due(now) {
             return;
         }
-        if now >= g.next_refresh {
-            // Periodic full re-replication (covers replicas that restarted or joined).
-            g.next_refresh = now + ctx.cfg.replica_refresh;
-            if g.root.as_ref().is_some_and(|r| r.active) {
-                self.send_replicas(ctx, gid, true);
+        // One pass to find what is due (most groups need nothing: a replica's copy, say), then
+        // the work, which needs the whole peer.
+        let mut due = std::mem::take(&mut self.round.due);
+        due.clear();
+        for (gid, g) in self.groups.iter_mut() {
+            let mut refresh = false;
+            if now >= g.next_refresh {
+                // Periodic full re-replication (covers replicas that restarted or joined).
+                g.next_refresh = now + ctx.cfg.replica_refresh;
+                refresh = g.root.as_ref().is_some_and(|r| r.active);
             }
-        }
-        if self.groups.get(&gid).is_some_and(|g| now >= g.next_tick) {
-            if let Some(g) = self.groups.get_mut(&gid) {
+            let mut tick = false;
+            if now >= g.next_tick {
                 g.next_tick = now + ctx.cfg.heartbeat_interval;
+                tick = !g.idle();
             }
-            self.group_tick(ctx, gid);
+            if refresh || tick {
+                due.push((*gid, refresh, tick));
+            }
         }
-        if let Some(g) = self.groups.get_mut(&gid) {
-            ctx.timers.arm(g.wakeup(), Timer::Group(gid), &mut g.armed);
+        for &(gid, refresh, tick) in &due {
+            if refresh {
+                self.refresh_replicas(ctx, gid);
+            }
+            if tick && self.groups.contains_key(&gid) {
+                self.group_tick(ctx, gid);
+            }
+        }
+        self.round.due = due;
+        self.round.flush(ctx);
+        if !self.groups.is_empty() {
+            let at = now + ctx.cfg.heartbeat_interval;
+            ctx.timers.arm(at, Timer::Tree, &mut self.round.armed);
         }
     }
 
@@ -173,14 +283,13 @@ impl Scribe {
         let timeout = ctx.cfg.child_timeout;
         g.children
             .retain(|c| now.saturating_sub(c.last_ack) <= timeout);
-        if !g.children.is_empty() {
-            let depth = if g.root.is_some() { 0 } else { g.depth };
-            let msg = ScribeMsg::Heartbeat {
-                gid,
-                seq: g.latest.seq,
-                depth,
-            };
-            ctx.out.send_many(g.children.iter().map(|c| &c.handle), msg);
+        let beat = Beat {
+            gid,
+            seq: g.latest.seq,
+            depth: if g.root.is_some() { 0 } else { g.depth },
+        };
+        for c in &g.children {
+            self.round.beat(&c.handle, beat);
         }
         self.prune(ctx, gid);
         let g = &self.groups[&gid];

@@ -15,7 +15,8 @@
 //!   leaf-set peers; only when all acknowledged does it answer the publisher and multicast down
 //!   the tree.
 //! * **Repair** ([`group`], [`takeover`]): parents heartbeat children (children acknowledge with
-//!   their seq so a parent re-sends missed state); an orphan re-JOINs carrying its latest
+//!   their seq so a parent re-sends missed state; the heartbeats of every group a parent shares
+//!   with a child travel in one datagram per round); an orphan re-JOINs carrying its latest
 //!   state; a new root first fetches the replicas' records and keeps the highest seq it hears.
 //! * **Local requests** ([`local`]): the subscriptions and publications of this peer's SIP
 //!   layer, with their retransmissions, timeouts and expiries.
@@ -23,9 +24,10 @@
 //! Members deliver a state to a local subscriber only when its seq is strictly greater than
 //! the last one that subscriber got, and never before the subscriber's ACK.
 //!
-//! Every deadline is an entry in the host's [`Timers`]: one per group (its maintenance tick),
-//! one per local request, one per fetching root. Nothing here scans all groups or all requests
-//! to find what is due.
+//! Every deadline is an entry in the host's [`Timers`]: the tree round (every group's
+//! maintenance tick and, every `replica_refresh`, its record's re-replication: each round has
+//! work for every group), one per local request, one per fetching root. Nothing else scans
+//! all groups or all requests to find what is due.
 
 mod group;
 mod local;
@@ -101,6 +103,7 @@ pub(crate) struct Scribe {
     subs: BTreeMap<crate::event::SubHandle, LocalSub>,
     pubs: BTreeMap<u64, PendingPub>,
     scratch: Vec<NodeHandle>,
+    round: group::Round,
     /// Until when fetches wait for peers declared dead to answer (a heal just began).
     heal_until: Millis,
 }
@@ -116,7 +119,7 @@ impl Scribe {
 
     /// The group `gid`, created (and its maintenance timer armed) if this peer had none.
     pub(crate) fn group(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) -> &mut Group {
-        group::entry(&mut self.groups, ctx, gid)
+        group::entry(&mut self.groups, &mut self.round.armed, ctx, gid)
     }
 
     /// A direct sa-Scribe message from `from`.
@@ -130,10 +133,12 @@ impl Scribe {
                 path,
             } => self.on_join_ack(ctx, gid, join_id, latest, path),
             ScribeMsg::Notify { gid, latest } => self.on_notify(ctx, gid, latest),
-            ScribeMsg::Heartbeat { gid, seq, depth } => {
-                self.on_heartbeat(ctx, from, gid, seq, depth)
+            ScribeMsg::Heartbeats { beats } => self.on_heartbeats(ctx, from, &beats),
+            ScribeMsg::HeartbeatAcks { acks } => {
+                for a in acks {
+                    self.on_heartbeat_ack(ctx, from, a.gid, a.seq);
+                }
             }
-            ScribeMsg::HeartbeatAck { gid, seq } => self.on_heartbeat_ack(ctx, from, gid, seq),
             ScribeMsg::Leave { gid } => self.on_leave(ctx, from, gid),
             ScribeMsg::PublishReply { req, reply } => self.on_publish_reply(ctx, req, reply),
             ScribeMsg::Replicate {
@@ -152,6 +157,12 @@ impl Scribe {
                 refused,
                 rec,
             } => self.on_fenced(ctx, gid, (epoch, refused), rec),
+            ScribeMsg::Replicates { stamp, items } => self.on_replicates(ctx, from, items, stamp),
+            ScribeMsg::ReplicateAcks { stamp, acks } => {
+                for (gid, rev) in acks {
+                    self.on_replicate_ack(ctx, from, gid, rev, stamp);
+                }
+            }
             ScribeMsg::FetchState { gid, epoch } => self.on_fetch_state(ctx, from, gid, epoch),
             ScribeMsg::FetchReply {
                 gid,
@@ -173,7 +184,7 @@ impl Scribe {
     /// One of sa-Scribe's timers fired.
     pub fn handle_timer(&mut self, ctx: &mut Ctx<'_>, timer: Timer) {
         match timer {
-            Timer::Group(gid) => self.group_timer(ctx, gid),
+            Timer::Tree => self.tree_round(ctx),
             Timer::Fetch(gid) => self.fetch_timer(ctx, gid),
             Timer::Subscription(h) => self.sub_timer(ctx, h),
             Timer::Publication(nonce) => self.pub_timer(ctx, nonce),

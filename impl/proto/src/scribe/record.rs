@@ -115,6 +115,13 @@ impl Record {
         }
     }
     pub fn from_wire(w: WireRecord, now: Millis) -> Self {
+        Self::from_wire_reusing(w, now, None)
+    }
+
+    /// [`Record::from_wire`], reusing the composition of `held` when it has the same states
+    /// (expiries aside) and resource: composing parses and writes PIDF, and the periodic
+    /// refresh of a record a replica holds already then costs a comparison.
+    pub fn from_wire_reusing(w: WireRecord, now: Millis, held: Option<&Record>) -> Self {
         let mut r = Record {
             epoch: w.epoch,
             seq: w.seq,
@@ -135,7 +142,19 @@ impl Record {
             dedup: w.dedup.into_iter().take(DEDUP_LEN).collect(),
             doc: None,
         };
-        r.recompose();
+        let same = |h: &&Record| {
+            h.resource == r.resource
+                && h.states.len() == r.states.len()
+                && h.states.iter().zip(&r.states).all(|(a, b)| {
+                    (a.etag, a.created, a.changed) == (b.etag, b.created, b.changed)
+                        && a.content_type == b.content_type
+                        && a.body == b.body
+                })
+        };
+        match held.filter(same) {
+            Some(h) => r.doc = h.doc.clone(),
+            None => r.recompose(),
+        }
         r
     }
     /// Takes a state carried up the tree with a higher seq (re-JOIN reconciliation, a newer
@@ -296,5 +315,64 @@ pub(super) fn pub_req(r: &Routed) -> Option<PubReqId> {
     match r {
         Routed::Publish { req, .. } => Some(*req),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pidf(note: &str) -> Bytes {
+        Bytes::from(format!(
+            "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" \
+             entity=\"sip:a@example.com\"><tuple id=\"t\"><status><basic>open</basic></status>\
+             <note>{note}</note></tuple></presence>"
+        ))
+    }
+
+    fn wire(notes: &[&str]) -> WireRecord {
+        WireRecord {
+            epoch: 1,
+            seq: notes.len() as u64,
+            rev: notes.len() as u64,
+            states: notes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| WireState {
+                    etag: ETag(i as u64 + 1),
+                    body: pidf(n),
+                    content_type: Some("application/pidf+xml".into()),
+                    ttl: 60_000,
+                    created: i as u64 + 1,
+                    changed: i as u64 + 1,
+                })
+                .collect(),
+            resource: Some("sip:a@example.com".into()),
+            dedup: Vec::new(),
+        }
+    }
+
+    /// A replica decoding a record it holds already gets what decoding it afresh gives, with
+    /// the expiries of the new copy; a record whose states differ is composed anew.
+    #[test]
+    fn reusing_a_held_composition_gives_what_composing_gives() {
+        let held = Record::from_wire(wire(&["one", "two"]), 0);
+        let again = Record::from_wire_reusing(wire(&["one", "two"]), 5_000, Some(&held));
+        assert_eq!(again, Record::from_wire(wire(&["one", "two"]), 5_000));
+        assert_eq!(again.states[0].expires_at, 65_000);
+        for other in [
+            &["one", "three"][..],
+            &["one"][..],
+            &["one", "two", "three"][..],
+        ] {
+            let fresh = Record::from_wire(wire(other), 0);
+            let reused = Record::from_wire_reusing(wire(other), 0, Some(&held));
+            assert_eq!(reused, fresh, "{other:?}");
+            assert_ne!(reused.latest().body, held.latest().body, "{other:?}");
+        }
+        let mut renamed = wire(&["one", "two"]);
+        renamed.resource = Some("sip:b@example.com".into());
+        let reused = Record::from_wire_reusing(renamed.clone(), 0, Some(&held));
+        assert_eq!(reused, Record::from_wire(renamed, 0));
     }
 }

@@ -8,7 +8,7 @@ use super::{Ctx, Scribe};
 use crate::id::{GroupId, NodeId};
 use crate::mutants::Mutant;
 use crate::pastry::{Hop, Overlay};
-use crate::wire::{NodeHandle, PubReqId, PublishReply, Routed, ScribeMsg, WireRecord};
+use crate::wire::{NodeHandle, PubReqId, PublishReply, ReplicaItem, Routed, ScribeMsg, WireRecord};
 
 impl Scribe {
     pub(super) fn start_commit(
@@ -41,6 +41,16 @@ impl Scribe {
 
     /// Sends the best record to the replicas (all of them, or only those behind).
     pub(super) fn send_replicas(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, all: bool) {
+        self.replicate_record(ctx, gid, all, false);
+    }
+
+    /// The periodic refresh: the record goes to every replica in the tree round's
+    /// `Replicates`, with the other groups' records this peer refreshes at the same replica.
+    pub(super) fn refresh_replicas(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) {
+        self.replicate_record(ctx, gid, true, true);
+    }
+
+    fn replicate_record(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, all: bool, refresh: bool) {
         self.replica_set(ctx, gid);
         let Some(g) = self.groups.get(&gid) else {
             return;
@@ -66,13 +76,19 @@ impl Scribe {
         if self.scratch.is_empty() {
             return;
         }
-        let msg = ScribeMsg::Replicate {
-            gid,
-            rec: rec.to_wire(ctx.now),
-            epoch,
-            stamp: ctx.now,
-        };
-        ctx.out.send_many(self.scratch.iter(), msg);
+        let rec = rec.to_wire(ctx.now);
+        if refresh {
+            self.round
+                .refresh(&self.scratch, ReplicaItem { gid, rec, epoch });
+        } else {
+            let msg = ScribeMsg::Replicate {
+                gid,
+                rec,
+                epoch,
+                stamp: ctx.now,
+            };
+            ctx.out.send_many(self.scratch.iter(), msg);
+        }
     }
 
     /// Commits the pending change once every current replica acknowledged it. Returns whether
@@ -117,8 +133,46 @@ impl Scribe {
         epoch: u64,
         stamp: u64,
     ) {
+        if let Some(rev) = self.replicate(ctx, from, gid, w, epoch) {
+            ctx.out
+                .send(&from, ScribeMsg::ReplicateAck { gid, rev, stamp });
+        }
+    }
+
+    /// A root's periodic refresh of many records: each is handled as its own REPLICATE, and
+    /// the acknowledgements go back together in one datagram.
+    pub(crate) fn on_replicates(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: NodeHandle,
+        items: Vec<ReplicaItem>,
+        stamp: u64,
+    ) {
+        let mut acks = Vec::with_capacity(items.len());
+        for it in items {
+            if let Some(rev) = self.replicate(ctx, from, it.gid, it.rec, it.epoch) {
+                acks.push((it.gid, rev));
+            }
+        }
+        if !acks.is_empty() {
+            ctx.out
+                .send(&from, ScribeMsg::ReplicateAcks { stamp, acks });
+        }
+    }
+
+    /// A REPLICATE of `gid`'s record: stores it (or refuses it, answering `NotRoot` or
+    /// `Fenced`). Returns the revision to acknowledge, if any.
+    fn replicate(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: NodeHandle,
+        gid: GroupId,
+        w: WireRecord,
+        epoch: u64,
+    ) -> Option<u64> {
         let rev = w.rev;
-        let inc = Record::from_wire(w, ctx.now);
+        let held = self.groups.get(&gid).and_then(|g| g.best_record());
+        let inc = Record::from_wire_reusing(w, ctx.now, held);
         let perfect = ctx.cfg.root_lease == crate::Millis::MAX;
         let g = self.group(ctx, gid);
         let role = g
@@ -175,14 +229,14 @@ impl Scribe {
                 rec,
             };
             ctx.out.send(&from, msg);
-            return;
+            return None;
         }
         let g = self.group(ctx, gid);
         if g.root.is_none() && !refuse && !perfect {
             // An acknowledgement confirms the sender's lease; while another root's may still
             // run, confirm nothing (the sender's replication retry asks again).
             if g.busy_for(from.id, ctx.now, ctx.cfg) > 0 {
-                return;
+                return None;
             }
             g.confirms = Some((from.id, ctx.now.saturating_add(ctx.cfg.root_lease)));
         }
@@ -194,12 +248,12 @@ impl Scribe {
             }
         }
         match closer {
-            Some(best) => ctx
-                .out
-                .send(&from, ScribeMsg::NotRoot { gid, closer: best }),
-            None => ctx
-                .out
-                .send(&from, ScribeMsg::ReplicateAck { gid, rev, stamp }),
+            Some(best) => {
+                ctx.out
+                    .send(&from, ScribeMsg::NotRoot { gid, closer: best });
+                None
+            }
+            None => Some(rev),
         }
     }
 

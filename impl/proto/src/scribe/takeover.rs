@@ -63,7 +63,7 @@ impl Scribe {
     /// Makes this peer the group's root if it is not already: leaves its tree parent and starts
     /// fetching the nearest peers' records.
     pub(crate) fn ensure_root(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) {
-        let g = super::group::entry(&mut self.groups, ctx, gid);
+        let g = super::group::entry(&mut self.groups, &mut self.round.armed, ctx, gid);
         if g.root.is_some() {
             return;
         }
@@ -308,7 +308,7 @@ impl Scribe {
             }
             // Even holding nothing, the promise and the lease are kept: a root counts this
             // grant in its lease.
-            None => super::group::entry(&mut self.groups, ctx, gid),
+            None => super::group::entry(&mut self.groups, &mut self.round.armed, ctx, gid),
         };
         // Another root's lease that we confirmed may still run: that root may answer a JOIN
         // from its record until then, so no newer root may commit past it yet. Ask again.

@@ -8,7 +8,7 @@ use crate::event::Event;
 use crate::id::{GroupId, NodeId};
 use crate::mutants::Mutant;
 use crate::pastry::Hop;
-use crate::wire::{Latest, NodeHandle, Routed, ScribeMsg};
+use crate::wire::{Beat, BeatAck, Latest, NodeHandle, Routed, ScribeMsg};
 
 impl Scribe {
     /// Forward upcall of a JOIN at a non-root peer (or at its origin). Grafts the previous
@@ -223,36 +223,54 @@ impl Scribe {
         Self::send_join(ctx, gid, 0, carried);
     }
 
-    pub(super) fn on_heartbeat(
+    /// A parent's heartbeats: each beat is handled as its group's own heartbeat, and the
+    /// acknowledgements go back together in one datagram.
+    pub(super) fn on_heartbeats(&mut self, ctx: &mut Ctx<'_>, from: NodeHandle, beats: &[Beat]) {
+        let mut acks = Vec::with_capacity(beats.len());
+        for b in beats {
+            if let Some(ack) = self.on_heartbeat(ctx, from, b) {
+                acks.push(ack);
+            }
+        }
+        if !acks.is_empty() {
+            ctx.out.send(&from, ScribeMsg::HeartbeatAcks { acks });
+        }
+    }
+
+    /// One group's heartbeat: the acknowledgement to send, if `from` is this peer's parent.
+    fn on_heartbeat(
         &mut self,
         ctx: &mut Ctx<'_>,
         from: NodeHandle,
-        gid: GroupId,
-        parent_seq: u64,
-        depth: u8,
-    ) {
+        beat: &Beat,
+    ) -> Option<BeatAck> {
         let now = ctx.now;
+        let gid = beat.gid;
         match self.groups.get_mut(&gid) {
             Some(g) if g.parent.is_some_and(|p| p.id == from.id) => {
                 g.parent_heard = now;
-                g.depth = depth.saturating_add(1);
+                g.depth = beat.depth.saturating_add(1);
                 if g.depth > MAX_DEPTH {
                     // Probably a cycle: leave the parent and re-JOIN.
                     g.parent = None;
                     g.rejoin_at = Some(now);
                     ctx.out.send(&from, ScribeMsg::Leave { gid });
+                    None
                 } else {
                     let seq = g.latest.seq;
-                    ctx.out.send(&from, ScribeMsg::HeartbeatAck { gid, seq });
-                    if parent_seq < seq {
+                    if beat.seq < seq {
                         // We know a newer state than our parent (e.g. after a partition or a
                         // root change): push it up so the root keeps the highest.
                         let latest = g.latest.clone();
                         ctx.out.send(&from, ScribeMsg::Notify { gid, latest });
                     }
+                    Some(BeatAck { gid, seq })
                 }
             }
-            _ => ctx.out.send(&from, ScribeMsg::Leave { gid }),
+            _ => {
+                ctx.out.send(&from, ScribeMsg::Leave { gid });
+                None
+            }
         }
     }
 

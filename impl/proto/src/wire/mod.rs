@@ -34,16 +34,18 @@ pub use handover::{HandoverMsg, WireDialog, MAX_DIALOGS_PER_OFFER};
 pub use pastry::PastryMsg;
 pub use replay::{ReplayGuard, MAX_CLOCK_SKEW, MAX_SENDERS, SEEN_PER_SENDER};
 pub use scribe::{
-    Latest, PubOutcome, PubReqId, PublishReply, Routed, ScribeMsg, WireRecord, WireState,
+    Beat, BeatAck, Latest, PubOutcome, PubReqId, PublishReply, ReplicaItem, Routed, ScribeMsg,
+    WireRecord, WireState, MAX_BEATS, REPLICAS_BUDGET,
 };
 
 /// Wire format version carried in the first byte of every datagram (5: the [`Stamp`] of
 /// authenticated datagrams; 7: `FetchReply` and `Fenced` name the epoch they answer;
-/// 8: `FetchReply::busy_for`). [`Msg::Handover`] came without a new version: it is a variant
+/// 8: `FetchReply::busy_for`; 9: the heartbeats of all groups a parent shares with a child in
+/// one `Heartbeats` message, and the periodic refresh of many records in one `Replicates`). [`Msg::Handover`] came without a new version: it is a variant
 /// after the others, so no earlier message's encoding changed, and a peer that predates it
 /// drops it as malformed (its leaving neighbour's offer then goes unanswered, and the dialogs
 /// end with `deactivated` as before), so a rolling upgrade keeps the overlay whole.
-pub const VERSION: u8 = 8;
+pub const VERSION: u8 = 9;
 /// Largest datagram a peer sends or accepts.
 pub const MAX_DATAGRAM_LEN: usize = 16 * 1024;
 /// Length of the HMAC-SHA-256 tag appended when a cluster key is configured.
@@ -153,19 +155,21 @@ impl Msg {
                 PastryMsg::Departing => 2,            // departing
             },
             Msg::Scribe(m) => match m {
-                ScribeMsg::Provisional { .. } => 19,  // pack
-                ScribeMsg::JoinAck { .. } => 0,       // ack
-                ScribeMsg::Notify { .. } => 17,       // notify
-                ScribeMsg::Heartbeat { .. } => 8,     // heartbeat
-                ScribeMsg::HeartbeatAck { .. } => 9,  // heartbeat_ack
-                ScribeMsg::Leave { .. } => 14,        // leave
-                ScribeMsg::PublishReply { .. } => 23, // publish_reply
-                ScribeMsg::Replicate { .. } => 24,    // replicate
-                ScribeMsg::NotRoot { .. } => 16,      // not_root
-                ScribeMsg::ReplicateAck { .. } => 25, // replicate_ack
-                ScribeMsg::Fenced { .. } => 3,        // fenced
-                ScribeMsg::FetchState { .. } => 5,    // fetch_state
-                ScribeMsg::FetchReply { .. } => 4,    // fetch_reply
+                ScribeMsg::Provisional { .. } => 19,   // pack
+                ScribeMsg::JoinAck { .. } => 0,        // ack
+                ScribeMsg::Notify { .. } => 17,        // notify
+                ScribeMsg::Heartbeats { .. } => 8,     // heartbeat
+                ScribeMsg::HeartbeatAcks { .. } => 9,  // heartbeat_ack
+                ScribeMsg::Leave { .. } => 14,         // leave
+                ScribeMsg::PublishReply { .. } => 23,  // publish_reply
+                ScribeMsg::Replicate { .. } => 24,     // replicate
+                ScribeMsg::NotRoot { .. } => 16,       // not_root
+                ScribeMsg::ReplicateAck { .. } => 25,  // replicate_ack
+                ScribeMsg::Replicates { .. } => 24,    // replicate
+                ScribeMsg::ReplicateAcks { .. } => 25, // replicate_ack
+                ScribeMsg::Fenced { .. } => 3,         // fenced
+                ScribeMsg::FetchState { .. } => 5,     // fetch_state
+                ScribeMsg::FetchReply { .. } => 4,     // fetch_reply
             },
             Msg::Handover(m) => match m {
                 HandoverMsg::Offer { .. } => 6, // handover_offer
@@ -558,8 +562,8 @@ mod tests {
             assert!(c.decode(&b[..cut]).is_err(), "truncated at {cut}");
         }
         let mut v = b.clone();
-        v[0] = 9;
-        assert_eq!(c.decode(&v), Err(WireError::BadVersion(9)));
+        v[0] = VERSION + 1;
+        assert_eq!(c.decode(&v), Err(WireError::BadVersion(VERSION + 1)));
         let mut v = b.clone();
         v.push(0);
         assert_eq!(c.decode(&v), Err(WireError::Malformed));
@@ -571,6 +575,39 @@ mod tests {
             c.decode(&[VERSION, 0xff, 0xff, 0xff]),
             Err(WireError::Malformed)
         );
+    }
+
+    #[test]
+    fn a_full_heartbeat_batch_fits_a_datagram() {
+        let beat = Beat {
+            gid: crate::id::GroupId(u128::MAX),
+            seq: u64::MAX,
+            depth: u8::MAX,
+        };
+        let ack = BeatAck {
+            gid: beat.gid,
+            seq: beat.seq,
+        };
+        let c = Codec::new(Some(b"cluster secret"));
+        let from = NodeHandle {
+            id: NodeId(u128::MAX),
+            addr: "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
+                .parse()
+                .unwrap(),
+        };
+        for m in [
+            ScribeMsg::Heartbeats {
+                beats: vec![beat; MAX_BEATS],
+            },
+            ScribeMsg::HeartbeatAcks {
+                acks: vec![ack; MAX_BEATS],
+            },
+        ] {
+            let m = Msg::Scribe(m);
+            let b = c.encode(&from, true, &m, &st(u64::MAX)).unwrap();
+            assert!(b.len() <= MAX_DATAGRAM_LEN, "{} bytes", b.len());
+            assert_eq!(c.decode(&b).unwrap().msg, m);
+        }
     }
 
     #[test]

@@ -151,6 +151,48 @@ pub enum Routed {
     },
 }
 
+/// Most beats (or acknowledgements) one [`ScribeMsg::Heartbeats`] (or
+/// [`ScribeMsg::HeartbeatAcks`]) carries: a beat encodes in at most 30 bytes (a 19-byte group
+/// id, a 10-byte seq and the depth), so a full message stays within
+/// [`super::MAX_DATAGRAM_LEN`] with room for the envelope and the tag.
+pub const MAX_BEATS: usize = 480;
+
+/// Bytes of [`ReplicaItem`]s one [`ScribeMsg::Replicates`] carries at most: a datagram less
+/// room for the envelope, the stamp and the tag. A record too large to share a datagram
+/// travels alone, as a [`ScribeMsg::Replicate`].
+pub const REPLICAS_BUDGET: usize = super::MAX_DATAGRAM_LEN - 1024;
+
+/// One group's record in a [`ScribeMsg::Replicates`].
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ReplicaItem {
+    /// Group.
+    pub gid: GroupId,
+    /// Record.
+    pub rec: WireRecord,
+    /// The sender's root epoch for the group.
+    pub epoch: u64,
+}
+
+/// A parent's heartbeat in one group.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Beat {
+    /// Group.
+    pub gid: GroupId,
+    /// Parent's latest seq.
+    pub seq: u64,
+    /// Parent's depth in the tree (root = 0).
+    pub depth: u8,
+}
+
+/// A child's acknowledgement of a heartbeat in one group.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct BeatAck {
+    /// Group.
+    pub gid: GroupId,
+    /// Child's latest seq (the parent re-sends the state when it is behind).
+    pub seq: u64,
+}
+
 /// An sa-Scribe message sent straight to one peer.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum ScribeMsg {
@@ -181,21 +223,17 @@ pub enum ScribeMsg {
         /// State.
         latest: Latest,
     },
-    /// Parent → child heartbeat.
-    Heartbeat {
-        /// Group.
-        gid: GroupId,
-        /// Parent's latest seq.
-        seq: u64,
-        /// Parent's depth in the tree (root = 0).
-        depth: u8,
+    /// Parent → child heartbeats, one per group the two share (sa-Scribe's tree
+    /// round sends a child all of them in one datagram).
+    Heartbeats {
+        /// One per group.
+        beats: Vec<Beat>,
     },
-    /// Child → parent answer to a heartbeat.
-    HeartbeatAck {
-        /// Group.
-        gid: GroupId,
-        /// Child's latest seq (the parent re-sends the state when it is behind).
-        seq: u64,
+    /// Child → parent answer to [`ScribeMsg::Heartbeats`]: one acknowledgement per beat
+    /// whose sender is the child's parent in that group.
+    HeartbeatAcks {
+        /// One per group.
+        acks: Vec<BeatAck>,
     },
     /// Child leaves the tree (or tells a stale parent it is not its child).
     Leave {
@@ -276,5 +314,22 @@ pub enum ScribeMsg {
         /// Non-zero: the sender confirms another root's lease for this many milliseconds
         /// more. It promised nothing and sent no record; the root asks it again then.
         busy_for: u64,
+    },
+    /// Root → replica: the periodic refresh of the records of every group whose root
+    /// replicates to the receiver, as many as fit one datagram ([`REPLICAS_BUDGET`]), each
+    /// handled as its own [`ScribeMsg::Replicate`] sent at `stamp`.
+    Replicates {
+        /// The root's clock when it sent this (echoed in the acknowledgements).
+        stamp: u64,
+        /// One per group.
+        items: Vec<ReplicaItem>,
+    },
+    /// Replica → root: the acknowledgements of a [`ScribeMsg::Replicates`] (refusals travel
+    /// as their own [`ScribeMsg::NotRoot`] and [`ScribeMsg::Fenced`]).
+    ReplicateAcks {
+        /// The `stamp` of the `Replicates` acknowledged.
+        stamp: u64,
+        /// Group and revision stored, one per item acknowledged.
+        acks: Vec<(GroupId, u64)>,
     },
 }
