@@ -426,6 +426,78 @@ fn heartbeats_of_all_groups_share_one_datagram_per_neighbour() {
     }
 }
 
+/// A peer heartbeated in groups it is no child of (its parent lost track: a restart, a missed
+/// `Leave`) answers them all in the one `HeartbeatAcks`, naming those groups in `left` (one
+/// datagram, not a `Leave` per group); the parent drops it from them.
+#[test]
+fn beats_of_groups_a_child_is_not_in_come_back_as_leaves_in_one_datagram() {
+    use sascribe::wire::{Beat, Codec, Dest, Msg, ScribeMsg, Stamp};
+    let mut s = sim(3, 13);
+    let gid = GroupId::from_event("sip:member@example.com", "presence", None);
+    let root = s.closest_live(gid.0).unwrap();
+    let member = (root + 1) % 3;
+    s.subscribe(member, gid, SubHandle(1), 3_600)
+        .unwrap()
+        .unwrap();
+    s.run_for(3_000);
+    let children = |s: &Sim| s.peer(root).unwrap().group_view(gid).unwrap().children;
+    assert_eq!(children(&s), vec![s.id(member)]);
+    let strangers: Vec<GroupId> = (0..50)
+        .map(|i| GroupId::from_event(&format!("sip:x{i}@example.com"), "presence", None))
+        .collect();
+    let beat = |gid| Beat {
+        gid,
+        seq: 0,
+        depth: 0,
+    };
+    let mut beats: Vec<Beat> = strangers.iter().map(|g| beat(*g)).collect();
+    beats.push(beat(gid));
+    let msg = Msg::Scribe(ScribeMsg::Heartbeats { beats });
+    let stamp = Stamp {
+        dst: Dest::Peer(s.id(member)),
+        time: 0,
+        seq: 0,
+    };
+    let from = s.peer(root).unwrap().handle();
+    let bytes = Codec::new(None).encode(&from, true, &msg, &stamp).unwrap();
+    s.set_wiretap(true);
+    s.inject(member, sascribe::sim::sim_addr(root), &bytes);
+    s.run_for(50);
+    let answers: Vec<ScribeMsg> = s
+        .take_tapped()
+        .into_iter()
+        .filter(|t| t.from == member && t.to == root)
+        .filter_map(|t| match Codec::new(None).decode(&t.bytes).ok()?.msg {
+            Msg::Scribe(m @ ScribeMsg::HeartbeatAcks { .. }) => Some(m),
+            _ => None,
+        })
+        .collect();
+    // The first answer is to the injected beats (the round's own may follow).
+    let Some(ScribeMsg::HeartbeatAcks { acks, left }) = answers.first() else {
+        panic!("{answers:?}");
+    };
+    assert_eq!(acks.iter().map(|a| a.gid).collect::<Vec<_>>(), vec![gid]);
+    assert_eq!(left, &strangers);
+    assert_eq!(children(&s), vec![s.id(member)]);
+    // A parent told "left" drops the child there at once; this one is still a member, so it
+    // misses its parent's heartbeats and re-JOINs.
+    let left = Msg::Scribe(ScribeMsg::HeartbeatAcks {
+        acks: Vec::new(),
+        left: vec![gid],
+    });
+    let stamp = Stamp {
+        dst: Dest::Peer(s.id(root)),
+        time: 0,
+        seq: 1,
+    };
+    let from = s.peer(member).unwrap().handle();
+    let bytes = Codec::new(None).encode(&from, true, &left, &stamp).unwrap();
+    s.inject(root, sascribe::sim::sim_addr(member), &bytes);
+    assert!(children(&s).is_empty());
+    s.run_for(8_000);
+    assert_eq!(children(&s), vec![s.id(member)]);
+}
+
 /// A root's periodic re-replication (every `replica_refresh`, 10 s) of all the records it
 /// holds goes to each replica in as few datagrams as the records fit (`REPLICATES`), not one
 /// per record; the replicas still hold every record and acknowledge them all, and the roots

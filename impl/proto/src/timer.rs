@@ -3,7 +3,8 @@
 //!
 //! A [`Timers`] is a binary heap of `(deadline, Timer)` entries. Arming is O(log n), finding the
 //! next deadline O(1) and firing one timer O(log n): the cost of a poll does not grow with the
-//! number of live transactions, dialogs or groups.
+//! number of live transactions, dialogs or groups. (sa-Scribe's tree round, one entry, walks
+//! every group once per `heartbeat_interval`: see [`Timer::Tree`].)
 //!
 //! Entries are never removed early. The entity a [`Timer`] names keeps its own authoritative
 //! deadline; when an entry fires, its owner checks that deadline and either acts, re-arms for

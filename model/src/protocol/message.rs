@@ -360,8 +360,9 @@ pub enum Timer {
     /// This peer hears from a peer it declared dead, which runs again (Pastry's proof of life:
     /// an announce, a pong): it takes it back.
     Alive(PeerIx),
-    /// The tree's heartbeat round (production: a parent's `Heartbeat` carries its latest seq,
-    /// the child's `HeartbeatAck` its own, and the parent sends a child that is behind its
+    /// The tree's heartbeat round (production: a parent's beat, in its `Heartbeats` to the
+    /// child, carries its latest seq, the child's acknowledgement in `HeartbeatAcks` its own,
+    /// and the parent sends a child that is behind its
     /// latest state): the peer resends its latest state to its children. Armed at every
     /// peer with `--tree-losses`; enabled only when a live child that names this peer its
     /// parent holds an older state and nothing is in flight from this peer to it (a

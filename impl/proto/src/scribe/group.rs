@@ -33,22 +33,27 @@ pub(crate) struct Round {
     /// The groups due in this round: whether to refresh the record, whether to tick (kept
     /// between rounds for its capacity).
     due: Vec<(GroupId, bool, bool)>,
-    /// Heartbeats of this round, per child.
-    beats: BTreeMap<NodeId, (NodeHandle, Vec<Beat>)>,
+    /// Heartbeats of this round, per child: the child's handle as the group that heard from
+    /// it last knows it, and the beats.
+    beats: BTreeMap<NodeId, (NodeHandle, Millis, Vec<Beat>)>,
     /// Records this round refreshes, per replica, with their encoded length.
     records: BTreeMap<NodeId, (NodeHandle, Vec<(ReplicaItem, usize)>)>,
 }
 
 impl Round {
-    fn beat(&mut self, to: &NodeHandle, beat: Beat) {
-        self.beats
-            .entry(to.id)
-            .or_insert_with(|| (*to, Vec::new()))
-            .1
-            .push(beat);
+    fn beat(&mut self, to: &Child, beat: Beat) {
+        let e = self
+            .beats
+            .entry(to.handle.id)
+            .or_insert_with(|| (to.handle, to.last_ack, Vec::new()));
+        if to.last_ack > e.1 {
+            // A peer that came back at another address: the freshest handle wins.
+            (e.0, e.1) = (to.handle, to.last_ack);
+        }
+        e.2.push(beat);
     }
 
-    /// Queues `item` for every replica of `to`.
+    /// Queues `item` for every replica in `to`.
     pub(super) fn refresh(&mut self, to: &[NodeHandle], item: ReplicaItem) {
         let len = postcard::to_allocvec(&item).map_or(usize::MAX, |b| b.len());
         for h in to {
@@ -64,7 +69,7 @@ impl Round {
     /// [`MAX_BEATS`]); per replica, its records (one datagram per [`REPLICAS_BUDGET`] bytes;
     /// a record too large to share one goes alone, as a plain `Replicate`).
     fn flush(&mut self, ctx: &mut Ctx<'_>) {
-        for (_, (to, beats)) in std::mem::take(&mut self.beats) {
+        for (_, (to, _, beats)) in std::mem::take(&mut self.beats) {
             for chunk in beats.chunks(MAX_BEATS) {
                 let beats = chunk.to_vec();
                 ctx.out.send(&to, ScribeMsg::Heartbeats { beats });
@@ -165,8 +170,9 @@ impl Group {
             _ => 0,
         }
     }
-    /// Whether a maintenance tick would do nothing: no root role, no tree edge, no local
-    /// subscriber, and a record (a replica's copy) that keeps the group.
+    /// Whether a maintenance tick would send nothing and keep the group as it is (but for
+    /// clearing a re-JOIN deadline that matters only with interest): no root role, no tree
+    /// edge, no local subscriber, and a record (a replica's copy) that keeps the group.
     fn idle(&self) -> bool {
         self.root.is_none()
             && self.parent.is_none()
@@ -289,7 +295,7 @@ impl Scribe {
             depth: if g.root.is_some() { 0 } else { g.depth },
         };
         for c in &g.children {
-            self.round.beat(&c.handle, beat);
+            self.round.beat(c, beat);
         }
         self.prune(ctx, gid);
         let g = &self.groups[&gid];

@@ -25,9 +25,10 @@
 //! the last one that subscriber got, and never before the subscriber's ACK.
 //!
 //! Every deadline is an entry in the host's [`Timers`]: the tree round (every group's
-//! maintenance tick and, every `replica_refresh`, its record's re-replication: each round has
-//! work for every group), one per local request, one per fetching root. Nothing else scans
-//! all groups or all requests to find what is due.
+//! maintenance tick and, every `replica_refresh`, its record's re-replication), one per local
+//! request, one per fetching root. The tree round is the one walk over all groups, once per
+//! `heartbeat_interval` (a replica's idle copy costs it a comparison); nothing scans all
+//! requests to find what is due.
 
 mod group;
 mod local;
@@ -117,7 +118,7 @@ impl Scribe {
         Self::default()
     }
 
-    /// The group `gid`, created (and its maintenance timer armed) if this peer had none.
+    /// The group `gid`, created (and the tree round armed) if this peer had none.
     pub(crate) fn group(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) -> &mut Group {
         group::entry(&mut self.groups, &mut self.round.armed, ctx, gid)
     }
@@ -134,9 +135,12 @@ impl Scribe {
             } => self.on_join_ack(ctx, gid, join_id, latest, path),
             ScribeMsg::Notify { gid, latest } => self.on_notify(ctx, gid, latest),
             ScribeMsg::Heartbeats { beats } => self.on_heartbeats(ctx, from, &beats),
-            ScribeMsg::HeartbeatAcks { acks } => {
+            ScribeMsg::HeartbeatAcks { acks, left } => {
                 for a in acks {
                     self.on_heartbeat_ack(ctx, from, a.gid, a.seq);
+                }
+                for gid in left {
+                    self.on_leave(ctx, from, gid);
                 }
             }
             ScribeMsg::Leave { gid } => self.on_leave(ctx, from, gid),

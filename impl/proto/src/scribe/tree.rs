@@ -224,26 +224,30 @@ impl Scribe {
     }
 
     /// A parent's heartbeats: each beat is handled as its group's own heartbeat, and the
-    /// acknowledgements go back together in one datagram.
+    /// answers go back together in one datagram: an acknowledgement per group in which the
+    /// sender is this peer's parent, and the groups in which it is not (or no longer: a
+    /// cycle), which the sender takes as leaves.
     pub(super) fn on_heartbeats(&mut self, ctx: &mut Ctx<'_>, from: NodeHandle, beats: &[Beat]) {
-        let mut acks = Vec::with_capacity(beats.len());
+        let (mut acks, mut left) = (Vec::with_capacity(beats.len()), Vec::new());
         for b in beats {
-            if let Some(ack) = self.on_heartbeat(ctx, from, b) {
-                acks.push(ack);
+            match self.on_heartbeat(ctx, from, b) {
+                Ok(ack) => acks.push(ack),
+                Err(gid) => left.push(gid),
             }
         }
-        if !acks.is_empty() {
-            ctx.out.send(&from, ScribeMsg::HeartbeatAcks { acks });
+        if !acks.is_empty() || !left.is_empty() {
+            ctx.out.send(&from, ScribeMsg::HeartbeatAcks { acks, left });
         }
     }
 
-    /// One group's heartbeat: the acknowledgement to send, if `from` is this peer's parent.
+    /// One group's heartbeat: the acknowledgement to send if `from` is this peer's parent, or
+    /// the group to leave.
     fn on_heartbeat(
         &mut self,
         ctx: &mut Ctx<'_>,
         from: NodeHandle,
         beat: &Beat,
-    ) -> Option<BeatAck> {
+    ) -> Result<BeatAck, GroupId> {
         let now = ctx.now;
         let gid = beat.gid;
         match self.groups.get_mut(&gid) {
@@ -254,23 +258,18 @@ impl Scribe {
                     // Probably a cycle: leave the parent and re-JOIN.
                     g.parent = None;
                     g.rejoin_at = Some(now);
-                    ctx.out.send(&from, ScribeMsg::Leave { gid });
-                    None
-                } else {
-                    let seq = g.latest.seq;
-                    if beat.seq < seq {
-                        // We know a newer state than our parent (e.g. after a partition or a
-                        // root change): push it up so the root keeps the highest.
-                        let latest = g.latest.clone();
-                        ctx.out.send(&from, ScribeMsg::Notify { gid, latest });
-                    }
-                    Some(BeatAck { gid, seq })
+                    return Err(gid);
                 }
+                let seq = g.latest.seq;
+                if beat.seq < seq {
+                    // We know a newer state than our parent (e.g. after a partition or a
+                    // root change): push it up so the root keeps the highest.
+                    let latest = g.latest.clone();
+                    ctx.out.send(&from, ScribeMsg::Notify { gid, latest });
+                }
+                Ok(BeatAck { gid, seq })
             }
-            _ => {
-                ctx.out.send(&from, ScribeMsg::Leave { gid });
-                None
-            }
+            _ => Err(gid),
         }
     }
 

@@ -41,7 +41,9 @@ pub use scribe::{
 /// Wire format version carried in the first byte of every datagram (5: the [`Stamp`] of
 /// authenticated datagrams; 7: `FetchReply` and `Fenced` name the epoch they answer;
 /// 8: `FetchReply::busy_for`; 9: the heartbeats of all groups a parent shares with a child in
-/// one `Heartbeats` message, and the periodic refresh of many records in one `Replicates`). [`Msg::Handover`] came without a new version: it is a variant
+/// one `Heartbeats` message, and the periodic refresh of many records in one `Replicates`;
+/// peers of version 8 and 9 drop each other's datagrams, so an overlay is upgraded to 9 as a
+/// whole, not one peer at a time). [`Msg::Handover`] came without a new version: it is a variant
 /// after the others, so no earlier message's encoding changed, and a peer that predates it
 /// drops it as malformed (its leaving neighbour's offer then goes unanswered, and the dialogs
 /// end with `deactivated` as before), so a rolling upgrade keeps the overlay whole.
@@ -601,6 +603,11 @@ mod tests {
             },
             ScribeMsg::HeartbeatAcks {
                 acks: vec![ack; MAX_BEATS],
+                left: Vec::new(),
+            },
+            ScribeMsg::HeartbeatAcks {
+                acks: vec![ack; MAX_BEATS / 2],
+                left: vec![beat.gid; MAX_BEATS / 2],
             },
         ] {
             let m = Msg::Scribe(m);
@@ -608,6 +615,48 @@ mod tests {
             assert!(b.len() <= MAX_DATAGRAM_LEN, "{} bytes", b.len());
             assert_eq!(c.decode(&b).unwrap().msg, m);
         }
+    }
+
+    /// `Replicates` packed as the tree round packs them (items while their encoded lengths
+    /// add up to at most `REPLICAS_BUDGET`) fits a datagram, with the longest envelope.
+    #[test]
+    fn a_full_replicates_fits_a_datagram() {
+        let state = WireState {
+            etag: ETag(u64::MAX),
+            body: bytes::Bytes::from(vec![b'x'; 700]),
+            content_type: Some("application/pidf+xml".into()),
+            ttl: u64::MAX,
+            created: u64::MAX,
+            changed: u64::MAX,
+        };
+        let item = ReplicaItem {
+            gid: crate::id::GroupId(u128::MAX),
+            rec: WireRecord {
+                epoch: u64::MAX,
+                seq: u64::MAX,
+                rev: u64::MAX,
+                states: vec![state; 2],
+                resource: Some("sip:someone@example.com".into()),
+                dedup: Vec::new(),
+            },
+            epoch: u64::MAX,
+        };
+        let len = postcard::to_allocvec(&item).unwrap().len();
+        let n = REPLICAS_BUDGET / len;
+        assert!(n >= 2, "{len}");
+        let m = Msg::Scribe(ScribeMsg::Replicates {
+            stamp: u64::MAX,
+            items: vec![item; n],
+        });
+        let from = NodeHandle {
+            id: NodeId(u128::MAX),
+            addr: "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
+                .parse()
+                .unwrap(),
+        };
+        let c = Codec::new(Some(b"cluster secret"));
+        let b = c.encode(&from, true, &m, &st(u64::MAX)).unwrap();
+        assert!(b.len() <= MAX_DATAGRAM_LEN, "{} bytes", b.len());
     }
 
     #[test]

@@ -230,10 +230,13 @@ pub enum ScribeMsg {
         beats: Vec<Beat>,
     },
     /// Child → parent answer to [`ScribeMsg::Heartbeats`]: one acknowledgement per beat
-    /// whose sender is the child's parent in that group.
+    /// whose sender is the child's parent in that group, and the groups in which it is not
+    /// (the parent drops the child there, as on a [`ScribeMsg::Leave`]).
     HeartbeatAcks {
-        /// One per group.
+        /// One per group in which the sender is the child.
         acks: Vec<BeatAck>,
+        /// The groups in which the sender is not (or no longer) the child.
+        left: Vec<GroupId>,
     },
     /// Child leaves the tree (or tells a stale parent it is not its child).
     Leave {
