@@ -200,9 +200,9 @@ fn random_id() -> NodeId {
     NodeId((u128::from(random_u64()) << 64) | u128::from(random_u64()))
 }
 
-/// What the SIP front end of every peer is configured with.
+/// What every peer is configured with beyond [`Config`]: its SIP front end and its runtime.
 #[derive(Clone, Debug, Default)]
-struct SipSettings {
+struct Settings {
     /// Event packages (empty: the front end's default).
     packages: Vec<String>,
     /// Served domains (empty: every domain) and their aliases.
@@ -211,13 +211,15 @@ struct SipSettings {
     auth: Option<AuthConfig>,
     /// Overload control and abuse limits.
     admission: sascribe::sip::admission::AdmissionConfig,
+    /// Whether each peer sends on threads of its own (`send_threads`).
+    send_threads: bool,
 }
 
 /// The overlay configuration and the SIP settings a configuration file asks for (files it
 /// names are relative to its directory). Errors name the file.
-fn load_config(path: Option<&PathBuf>) -> Result<(Config, SipSettings), String> {
+fn load_config(path: Option<&PathBuf>) -> Result<(Config, Settings), String> {
     let Some(p) = path else {
-        return Ok((Config::default(), SipSettings::default()));
+        return Ok((Config::default(), Settings::default()));
     };
     let named = |e: ConfigError| match e {
         // These name their file already.
@@ -230,11 +232,12 @@ fn load_config(path: Option<&PathBuf>) -> Result<(Config, SipSettings), String> 
     };
     let file = ConfigFile::load(p).map_err(named)?;
     let dir = p.parent().map(PathBuf::from).unwrap_or_default();
-    let sip = SipSettings {
+    let sip = Settings {
         packages: file.event_packages().map_err(named)?,
         domains: file.domains().map_err(named)?,
         auth: file.auth(&dir).map_err(named)?,
         admission: file.admission().map_err(named)?,
+        send_threads: file.send_threads.unwrap_or(false),
     };
     Ok((file.apply(Config::default()).map_err(named)?, sip))
 }
@@ -419,7 +422,7 @@ async fn start(
     bootstrap: Option<SocketAddr>,
     id: NodeId,
     config: Config,
-    settings: &SipSettings,
+    settings: &Settings,
 ) -> anyhow::Result<HostLoop<UdpSocket, TokioClock>> {
     // The flag to change the port with: a cluster's SIP ports come from --sip-base-port.
     let overlay_flag = match sip {
@@ -430,7 +433,8 @@ async fn start(
     let sub_default = config.sub_default_expires;
     let mut node = HostLoop::bind_advertised(listen, advertise, id, config, seed)
         .await
-        .map_err(|e| bind_error(e, "overlay", listen, overlay_flag))?;
+        .map_err(|e| bind_error(e, "overlay", listen, overlay_flag))?
+        .with_send_threads(settings.send_threads);
     if let Some((sip, flag)) = sip {
         node = frontend::attach(node, sip, advertise, settings, sub_default)
             .await
@@ -515,7 +519,7 @@ async fn join_any(h: &RuntimeHandle, specs: &[String], me: SocketAddr, patience:
     }
 }
 
-async fn run_peer(a: PeerArgs, config: Config, settings: &SipSettings) -> anyhow::Result<()> {
+async fn run_peer(a: PeerArgs, config: Config, settings: &Settings) -> anyhow::Result<()> {
     let id = a.id.unwrap_or_else(random_id);
     let listen = a.listen.context("--listen is required")?;
     if let (Some(sip), None) = (a.sip, &settings.auth) {
@@ -605,7 +609,7 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     o.open(path)?.write_all(bytes)
 }
 
-async fn run_cluster(a: ClusterArgs, config: Config, settings: &SipSettings) -> anyhow::Result<()> {
+async fn run_cluster(a: ClusterArgs, config: Config, settings: &Settings) -> anyhow::Result<()> {
     let config = cluster_key(&a, config)?;
     let n = a.peers;
     // Checked in main.
@@ -688,7 +692,7 @@ mod frontend {
         node: HostLoop<UdpSocket, TokioClock>,
         listen: SocketAddr,
         advertise: Option<SocketAddr>,
-        settings: &SipSettings,
+        settings: &Settings,
         sub_default_expires: u32,
     ) -> std::io::Result<HostLoop<UdpSocket, TokioClock>> {
         let packages = settings.packages.clone();

@@ -44,11 +44,17 @@ fn id(i: usize) -> NodeId {
 
 /// Starts `n` peers; peer 0 is the bootstrap of all others. Returns once all joined.
 async fn cluster(n: usize) -> Vec<RuntimeHandle> {
+    cluster_with(n, false).await
+}
+
+/// [`cluster`], each peer sending on threads of its own when `send_threads`.
+async fn cluster_with(n: usize, send_threads: bool) -> Vec<RuntimeHandle> {
     let mut handles: Vec<RuntimeHandle> = Vec::new();
     for i in 0..n {
         let mut node = HostLoop::bind(loopback(), id(i), fast(), i as u64)
             .await
-            .unwrap();
+            .unwrap()
+            .with_send_threads(send_threads);
         if let Some(first) = handles.first() {
             node.bootstrap(first.overlay_addr());
         }
@@ -185,6 +191,34 @@ async fn publish_reaches_subscribers_on_other_peers() {
         p.shutdown().await;
         assert!(!p.is_running());
     }
+}
+
+/// The process's threads named `tx-…` (the peers' sending threads).
+fn send_thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("tx-"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_sending_on_threads_of_their_own_work_and_stop_them() {
+    let peers = cluster_with(3, true).await;
+    // Only this test turns sending threads on: one per peer (no SIP socket here).
+    assert_eq!(send_thread_count(), 3);
+    let gid = GroupId::from_event("sip:threads@example.com", "presence", None);
+    assert_eq!(publish(&peers[0], gid, 1, "open").await, 1);
+    let s = SubHandle(5);
+    let mut rx = subscribe(&peers[1], gid, s).await;
+    assert_eq!(notified(&mut rx, s, "open").await, 1);
+    assert_eq!(publish(&peers[2], gid, 2, "closed").await, 2);
+    assert_eq!(notified(&mut rx, s, "closed").await, 2);
+    for p in &peers {
+        p.shutdown().await;
+    }
+    // A stopped peer has sent what was queued and ended its thread.
+    assert_eq!(send_thread_count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

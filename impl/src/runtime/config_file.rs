@@ -145,6 +145,9 @@ pub struct ConfigFile {
     pub max_subs_per_presentity: Option<usize>,
     /// Subscription dialogs one peer holds (503 + Retry-After beyond).
     pub max_dialogs: Option<usize>,
+    /// The runtime: each peer sends on threads of its own (default off; see
+    /// [`super::HostLoop::with_send_threads`]).
+    pub send_threads: Option<bool>,
 }
 
 impl ConfigFile {

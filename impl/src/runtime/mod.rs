@@ -41,6 +41,8 @@ mod handle;
 pub mod impair;
 mod log;
 pub mod metrics;
+mod outbox;
+pub use outbox::OUTBOX_CAPACITY;
 mod tcp;
 pub use tcp::{TcpGauges, WRITE_QUEUE_BYTES};
 mod transport;
@@ -56,6 +58,7 @@ use handle::Command;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{broadcast, mpsc};
 use tracing::Instrument;
@@ -113,8 +116,12 @@ pub fn os_seeds(seed: u64) -> io::Result<Seeds> {
 /// an existing overlay, then [`HostLoop::spawn`] (or await [`HostLoop::run`]).
 pub struct HostLoop<T: Transport, C: Clock> {
     host: Host,
-    overlay: T,
-    sip: Option<T>,
+    overlay: Arc<T>,
+    sip: Option<Arc<T>>,
+    /// Whether [`HostLoop::run`] sends on threads of its own ([`HostLoop::with_send_threads`]).
+    send_threads: bool,
+    /// The sending threads' queues while the loop runs: overlay, SIP.
+    outboxes: [Option<outbox::Outbox>; 2],
     tcp: Option<tcp::Streams>,
     clock: C,
     last_now: Millis,
@@ -213,8 +220,10 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
         let last_now = clock.now();
         HostLoop {
             host,
-            overlay,
+            overlay: Arc::new(overlay),
             sip: None,
+            send_threads: false,
+            outboxes: [None, None],
             tcp: None,
             clock,
             last_now,
@@ -248,7 +257,17 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
     /// Gives a host that already is a SIP gateway its SIP transport.
     pub fn with_sip_transport(mut self, socket: T) -> Self {
         self.sip_addr = socket.local_addr().ok();
-        self.sip = Some(socket);
+        self.sip = Some(Arc::new(socket));
+        self
+    }
+
+    /// Sends each socket's datagrams on a thread of its own (default off: every send is made
+    /// by the loop's task). With it, one busy peer uses two cores: its task runs the host, the
+    /// threads make the system calls (see `outbox.rs`; the `send_threads` configuration key).
+    /// Order per socket is kept. Measured in docs/PERFORMANCE.md ("One peer on two cores"): it
+    /// takes a quarter of the work off the peer's task, for more CPU in all.
+    pub fn with_send_threads(mut self, on: bool) -> Self {
+        self.send_threads = on;
         self
     }
 
@@ -264,10 +283,17 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
     /// The same node over other transports: `f` wraps the overlay transport and the SIP one
     /// (e.g. in an [`impair::Impaired`] for a fault campaign). Call it before taking handles.
     pub fn map_transport<U: Transport>(self, f: impl Fn(T) -> U) -> HostLoop<U, C> {
+        // Not shared before the loop runs: the sending threads take their references then.
+        let own = |t: Arc<T>| match Arc::try_unwrap(t) {
+            Ok(t) => t,
+            Err(_) => unreachable!("a transport is shared only while the loop runs"),
+        };
         HostLoop {
             host: self.host,
-            overlay: f(self.overlay),
-            sip: self.sip.map(&f),
+            overlay: Arc::new(f(own(self.overlay))),
+            sip: self.sip.map(|s| Arc::new(f(own(s)))),
+            send_threads: self.send_threads,
+            outboxes: [None, None],
             tcp: self.tcp,
             clock: self.clock,
             last_now: self.last_now,
@@ -350,6 +376,9 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
             if let Some(t) = &mut node.tcp {
                 t.start();
             }
+            if node.send_threads {
+                node.start_outboxes();
+            }
             let mut deadline = node.drain().await;
             tracing::info!(addr = %node.host.handle().addr, "peer running");
             // Leaving: who to tell once done, and the bound on the dialog handover.
@@ -379,7 +408,7 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
                         }
                         None
                     }
-                    r = recv_opt(node.sip.as_ref(), stage.first()) => {
+                    r = recv_opt(node.sip.as_deref(), stage.first()) => {
                         pause = serr.on_result("sip", &r);
                         if let Ok(got) = r {
                             node.sip_batch(got, &mut stage).await;
@@ -444,7 +473,9 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
                     node.clock.sleep_until(now + ERROR_PAUSE).await;
                 }
             };
-            // Close the sockets before reporting that the node stopped.
+            // Let the sending threads send what is queued, then close the sockets before
+            // reporting that the node stopped.
+            node.close_outboxes().await;
             let HostLoop {
                 overlay,
                 sip,
@@ -474,7 +505,7 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
         stage.items.clear();
         stage.items.push((0, n, from));
         let mut off = n;
-        if let Some(socket) = &self.sip {
+        if let Some(socket) = self.sip.as_deref() {
             while stage.items.len() < SIP_QUEUE_FULL && off <= SIP_STAGE_BYTES {
                 match socket.try_recv_from(&mut stage.arena[off..off + MAX_DATAGRAM]) {
                     Ok((n, from)) => {
@@ -511,6 +542,9 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
             p = p.max(t.backlog_percent());
         }
         p = p.max(pct(self.commands.len(), COMMAND_CAPACITY));
+        for o in self.outboxes.iter().flatten() {
+            p = p.max(o.fill_percent());
+        }
         if self.events.receiver_count() > 0 {
             p = p.max(pct(self.events.len(), self.event_capacity));
         }
@@ -561,10 +595,49 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
         }
     }
 
+    /// Starts a sending thread per datagram socket; a socket whose thread cannot start is
+    /// sent on by the loop itself.
+    fn start_outboxes(&mut self) {
+        let sockets = [(Some(&self.overlay), "overlay"), (self.sip.as_ref(), "sip")];
+        for (slot, (socket, what)) in self.outboxes.iter_mut().zip(sockets) {
+            let Some(socket) = socket else { continue };
+            match outbox::Outbox::start(Arc::clone(socket), what) {
+                Ok(o) => *slot = Some(o),
+                Err(e) => {
+                    tracing::warn!(socket = what, error = %e, "no sending thread; the loop sends")
+                }
+            }
+        }
+    }
+
+    /// Closes the sending threads' queues and waits, at most [`LEAVE_FLUSH`], for them to send
+    /// what is queued.
+    async fn close_outboxes(&mut self) {
+        let threads: Vec<_> = self
+            .outboxes
+            .iter_mut()
+            .filter_map(Option::take)
+            .map(outbox::Outbox::close)
+            .collect();
+        let until = self.now() + LEAVE_FLUSH.as_millis() as Millis;
+        while threads.iter().any(|t| !t.is_finished()) {
+            let now = self.now();
+            if now >= until {
+                tracing::warn!("sending threads still busy at stop; queued datagrams may be lost");
+                break;
+            }
+            self.clock.sleep_until(now + 1).await;
+        }
+        // Reap those that ended (at once: their work is done), so none outlives the loop.
+        for t in threads.into_iter().filter(|t| t.is_finished()) {
+            let _ = t.join();
+        }
+    }
+
     async fn send(&mut self, t: Transmit) {
-        let (socket, what) = match t.socket {
-            Socket::Overlay => (Some(&self.overlay), "overlay"),
-            Socket::SipUdp => (self.sip.as_ref(), "sip"),
+        let (socket, what, i) = match t.socket {
+            Socket::Overlay => (Some(&self.overlay), "overlay", 0),
+            Socket::SipUdp => (self.sip.as_ref(), "sip", 1),
             Socket::SipTcp(conn) | Socket::SipTcpConnect(conn) => {
                 match &mut self.tcp {
                     Some(tcp) if matches!(t.socket, Socket::SipTcp(_)) => {
@@ -580,13 +653,27 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
             tracing::warn!(dst = %t.dst, "SIP transmit without a SIP socket dropped");
             return;
         };
-        if let Err(e) = socket.send_to(&t.payload, t.dst).await {
-            if quiet(&e) {
-                tracing::debug!(socket = what, dst = %t.dst, error = %e, "send failed");
-            } else {
-                tracing::warn!(socket = what, dst = %t.dst, error = %e, "send failed");
-            }
+        let (payload, dst) = match &self.outboxes[i] {
+            Some(o) => match o.send(t.payload, t.dst).await {
+                Ok(()) => return,
+                // The thread is gone (it panicked): send here.
+                Err(back) => back,
+            },
+            None => (t.payload, t.dst),
+        };
+        if let Err(e) = socket.send_to(&payload, dst).await {
+            log_send_error(what, dst, &e);
         }
+    }
+}
+
+/// Logs a failed send: at debug level when it only reports an earlier datagram to a closed
+/// port ([`quiet`]).
+fn log_send_error(what: &str, dst: SocketAddr, e: &io::Error) {
+    if quiet(e) {
+        tracing::debug!(socket = what, %dst, error = %e, "send failed");
+    } else {
+        tracing::warn!(socket = what, %dst, error = %e, "send failed");
     }
 }
 
