@@ -26,6 +26,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Instant;
 
+/// The allocator production runs with (`impl/src/main.rs`); glibc's malloc was 13 % of the
+/// samples of a 10^5-peer run (`_int_malloc`, `malloc_consolidate`, `unlink_chunk`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Clone, Debug)]
 struct Opts {
     peers: usize,
@@ -151,14 +156,16 @@ struct Row {
     mean_event: f64,
     central: u64,
     per_peer_s: f64,
+    busiest_notify: u64,
+    mean_notify: f64,
 }
 
 impl Row {
-    const HEADER: &'static str = "n,groups,subs,secs,seed,build_s,run_s,datagrams,datagrams_per_s,rss_mib,delivered,expected,delivery_ratio,delay_ms_mean,delay_ms_p99,hops_mean,hops_p99,tree_hops_mean,lookup_hops_mean,ceil_log16_n,busiest_load,mean_load,busiest_event_load,mean_event_load,central_load,busiest_over_central,maint_per_peer_per_s";
+    const HEADER: &'static str = "n,groups,subs,secs,seed,build_s,run_s,datagrams,datagrams_per_s,rss_mib,delivered,expected,delivery_ratio,delay_ms_mean,delay_ms_p99,hops_mean,hops_p99,tree_hops_mean,lookup_hops_mean,ceil_log16_n,busiest_load,mean_load,busiest_event_load,mean_event_load,central_load,busiest_over_central,maint_per_peer_per_s,busiest_notification_load,mean_notification_load,busiest_notification_over_central";
 
     fn csv(&self) -> String {
         format!(
-            "{},{},{},{},{},{:.2},{:.2},{},{:.0},{:.0},{},{},{:.6},{:.1},{},{:.3},{},{:.3},{:.3},{},{},{:.1},{},{:.2},{},{:.6},{:.2}",
+            "{},{},{},{},{},{:.2},{:.2},{},{:.0},{:.0},{},{},{:.6},{:.1},{},{:.3},{},{:.3},{:.3},{},{},{:.1},{},{:.2},{},{:.6},{:.2},{},{:.2},{:.6}",
             self.n,
             self.groups,
             self.subs,
@@ -186,6 +193,9 @@ impl Row {
             self.central,
             self.busiest_event as f64 / self.central.max(1) as f64,
             self.per_peer_s,
+            self.busiest_notify,
+            self.mean_notify,
+            self.busiest_notify as f64 / self.central.max(1) as f64,
         )
     }
 }
@@ -353,10 +363,17 @@ fn run(o: &Opts, n: usize) -> Row {
     let mut delays = Vec::new();
     let mut hops = Vec::new();
     let mut tree_hops = Vec::new();
+    // Notification load per peer: the multicasts it sends down its tree edges (one per
+    // child per publication, from the parent pointers walked below), the ones it receives
+    // (counted by kind), and the SIP NOTIFYs it sends its own subscribers; a central server
+    // sends Σ S_i NOTIFYs.
+    let mut notify_load = vec![0u64; n];
+    let mut edges = std::collections::HashSet::new();
     for (h, at) in notified.iter().enumerate() {
         let Some(at) = *at else { continue };
         let k = h / subs.max(1);
         delays.push(at - pub_time[k]);
+        notify_load[sub_peer[h]] += 1;
         // Tree hops: parent pointers from the subscriber's peer up to the root.
         let mut cur = sub_peer[h];
         let mut d = 0u64;
@@ -367,6 +384,9 @@ fn run(o: &Opts, n: usize) -> Row {
         {
             match s.closest_live(pid.0) {
                 Some(j) if d < 64 => {
+                    if edges.insert((k, cur)) {
+                        notify_load[j] += 1;
+                    }
                     cur = j;
                     d += 1;
                 }
@@ -397,6 +417,9 @@ fn run(o: &Opts, n: usize) -> Row {
             let mut ev = 0;
             for (kind, c) in &p.stats().rx_kinds {
                 let c = c - kinds0[i].get(kind).copied().unwrap_or(0);
+                if kind == "notify" {
+                    notify_load[i] += c;
+                }
                 if MAINT.contains(&kind) {
                     maint_rx += c;
                 } else {
@@ -409,6 +432,8 @@ fn run(o: &Opts, n: usize) -> Row {
     row.busiest_event = event.iter().copied().max().unwrap_or(0);
     row.mean_event = 2.0 * mean(&event);
     row.central = (groups * subs) as u64;
+    row.busiest_notify = notify_load.iter().copied().max().unwrap_or(0);
+    row.mean_notify = mean(&notify_load);
     row.per_peer_s = maint_rx as f64 / n as f64 / secs as f64;
 
     println!(
@@ -442,6 +467,14 @@ fn run(o: &Opts, n: usize) -> Row {
             "  central server: sum S_i = {} NOTIFYs; busiest peer's event load / central = {:.5} (2/N = {:.5})",
             row.central,
             row.busiest_event as f64 / row.central.max(1) as f64,
+            2.0 / n as f64
+        );
+        println!(
+            "  notification load (multicasts sent down tree edges + received + SIP NOTIFYs to its own subscribers): busiest peer {}, mean {:.2} (busiest / mean {:.2}); busiest / central = {:.5} (2/N = {:.5})",
+            row.busiest_notify,
+            row.mean_notify,
+            row.busiest_notify as f64 / row.mean_notify.max(f64::MIN_POSITIVE),
+            row.busiest_notify as f64 / row.central.max(1) as f64,
             2.0 / n as f64
         );
     }
