@@ -17,6 +17,17 @@
 //! `--maint-only`: no groups, T virtual seconds of overlay maintenance only. `--sweep`: one
 //! run per N (with G = N/10 unless `--groups` is given), one CSV line each (`--csv`, else
 //! stdout).
+//!
+//! Faults (both seeded, both off by default):
+//! * `--root-failures F`: for a fraction F of the groups, whichever peer is the group's root
+//!   2 s before its publication crashes then (its replicas take over; its own subscribers are
+//!   lost with it).
+//! * `--churn R`: R peers a second, chosen at random, crash over `[3 s, T - 10 s)`, each
+//!   replaced at once by a new peer that joins through a random live one.
+//!
+//! The delivery ratio then counts the subscriptions whose peer is still alive at the end:
+//! a subscriber's own peer crashing takes its dialog with it (its user agent would subscribe
+//! again elsewhere), which is not a delivery the overlay could make.
 
 use bytes::Bytes;
 use rand::Rng;
@@ -39,6 +50,8 @@ struct Opts {
     secs: u64,
     seed: u64,
     maint_only: bool,
+    root_failures: f64,
+    churn: f64,
     sweep: Vec<usize>,
     csv: Option<String>,
 }
@@ -51,6 +64,8 @@ fn parse() -> Opts {
         secs: 60,
         seed: 1,
         maint_only: false,
+        root_failures: 0.0,
+        churn: 0.0,
         sweep: Vec::new(),
         csv: None,
     };
@@ -64,6 +79,14 @@ fn parse() -> Opts {
             "--secs" => o.secs = val().parse().expect("--secs T"),
             "--seed" => o.seed = val().parse().expect("--seed X"),
             "--maint-only" => o.maint_only = true,
+            "--root-failures" => {
+                o.root_failures = val().parse().expect("--root-failures F (0 to 1)");
+                assert!(
+                    (0.0..=1.0).contains(&o.root_failures),
+                    "--root-failures F: 0 to 1"
+                );
+            }
+            "--churn" => o.churn = val().parse().expect("--churn R (crashes per second)"),
             "--sweep" => {
                 o.sweep = val()
                     .split(',')
@@ -158,14 +181,17 @@ struct Row {
     per_peer_s: f64,
     busiest_notify: u64,
     mean_notify: f64,
+    root_crashes: usize,
+    churn_crashes: usize,
+    lost_with_peer: usize,
 }
 
 impl Row {
-    const HEADER: &'static str = "n,groups,subs,secs,seed,build_s,run_s,datagrams,datagrams_per_s,rss_mib,delivered,expected,delivery_ratio,delay_ms_mean,delay_ms_p99,hops_mean,hops_p99,tree_hops_mean,lookup_hops_mean,ceil_log16_n,busiest_load,mean_load,busiest_event_load,mean_event_load,central_load,busiest_over_central,maint_per_peer_per_s,busiest_notification_load,mean_notification_load,busiest_notification_over_central";
+    const HEADER: &'static str = "n,groups,subs,secs,seed,build_s,run_s,datagrams,datagrams_per_s,rss_mib,delivered,expected,delivery_ratio,delay_ms_mean,delay_ms_p99,hops_mean,hops_p99,tree_hops_mean,lookup_hops_mean,ceil_log16_n,busiest_load,mean_load,busiest_event_load,mean_event_load,central_load,busiest_over_central,maint_per_peer_per_s,busiest_notification_load,mean_notification_load,busiest_notification_over_central,root_crashes,churn_crashes,subscriptions_lost_with_their_peer";
 
     fn csv(&self) -> String {
         format!(
-            "{},{},{},{},{},{:.2},{:.2},{},{:.0},{:.0},{},{},{:.6},{:.1},{},{:.3},{},{:.3},{:.3},{},{},{:.1},{},{:.2},{},{:.6},{:.2},{},{:.2},{:.6}",
+            "{},{},{},{},{},{:.2},{:.2},{},{:.0},{:.0},{},{},{:.6},{:.1},{},{:.3},{},{:.3},{:.3},{},{},{:.1},{},{:.2},{},{:.6},{:.2},{},{:.2},{:.6},{},{},{}",
             self.n,
             self.groups,
             self.subs,
@@ -196,6 +222,9 @@ impl Row {
             self.busiest_notify,
             self.mean_notify,
             self.busiest_notify as f64 / self.central.max(1) as f64,
+            self.root_crashes,
+            self.churn_crashes,
+            self.lost_with_peer,
         )
     }
 }
@@ -270,6 +299,20 @@ fn run(o: &Opts, n: usize) -> Row {
             (at, k, peer)
         })
         .collect();
+    // Faults: root crashes 2 s before a chosen group's publication, churn spread evenly.
+    let mut faults: Vec<(u64, Option<usize>)> = Vec::new(); // (ms, group whose root) / random
+    for &(at, k, _) in &pub_at {
+        if o.root_failures > 0.0 && s.rng().random_bool(o.root_failures) {
+            faults.push((at.saturating_sub(2_000), Some(k)));
+        }
+    }
+    let churn_span = (secs - 13) * 1_000;
+    let churn_n = (o.churn * churn_span as f64 / 1e3).round() as u64;
+    for c in 0..churn_n {
+        faults.push((3_000 + c * churn_span / churn_n.max(1), None));
+    }
+    faults.sort_unstable();
+    let mut fi = 0;
     // Handle h = k * subs + j: subscription j of group k.
     let mut sub_peer = vec![0usize; groups * subs];
     let mut sub_order: Vec<(u64, usize, usize, usize)> = sub_at
@@ -289,6 +332,27 @@ fn run(o: &Opts, n: usize) -> Row {
     let mut last_report = Instant::now();
     let mut t = 0u64;
     while t < end {
+        while fi < faults.len() && faults[fi].0 <= t {
+            let victim = match faults[fi].1 {
+                Some(k) => s.closest_live(gids[k].0),
+                None => {
+                    let live: Vec<usize> = s.live().collect();
+                    (live.len() > 2).then(|| live[s.rng().random_range(0..live.len())])
+                }
+            };
+            if let Some(v) = victim {
+                s.crash(v);
+                if faults[fi].1.is_some() {
+                    row.root_crashes += 1;
+                } else {
+                    row.churn_crashes += 1;
+                    let live: Vec<usize> = s.live().collect();
+                    let via = live[s.rng().random_range(0..live.len())];
+                    s.add_joining_peer(None, via);
+                }
+            }
+            fi += 1;
+        }
         while si < sub_order.len() && sub_order[si].0 <= t {
             let (_, h, k, p) = sub_order[si];
             sub_peer[h] = p;
@@ -296,18 +360,22 @@ fn run(o: &Opts, n: usize) -> Row {
             si += 1;
         }
         while pi < pub_at.len() && pub_at[pi].0 <= t {
-            let (_, k, p) = pub_at[pi];
-            // Overlay hops from the publisher to the root, as routed now.
+            let (_, k, mut p) = pub_at[pi];
+            if !s.is_alive(p) {
+                let live: Vec<usize> = s.live().collect();
+                p = live[s.rng().random_range(0..live.len())];
+            }
+            // Overlay hops from the publisher to the root, as routed now. A next hop that
+            // crashed, not yet known dead, ends the walk (the request is retransmitted and
+            // routed around it later; the delay counts that, the hops do not).
             let mut cur = p;
             let mut hops = 0;
             while let Some(sascribe::pastry::Hop::Next(nh)) =
                 s.peer(cur).map(|x| x.route(gids[k].0))
             {
+                hops += 1;
                 match s.closest_live(nh.id.0) {
-                    Some(j) if hops < 64 => {
-                        cur = j;
-                        hops += 1;
-                    }
+                    Some(j) if s.id(j) == nh.id && hops < 64 => cur = j,
                     _ => break,
                 }
             }
@@ -327,7 +395,9 @@ fn run(o: &Opts, n: usize) -> Row {
         s.run_until(t);
         for e in s.drain_log() {
             match e.event {
-                Event::Notify { handle, seq: 1, .. } => {
+                // The publication (seq 1, or later after a takeover), not the empty state a
+                // subscription is answered with before it.
+                Event::Notify { handle, seq, .. } if seq >= 1 => {
                     let h = handle.0 as usize;
                     if h < notified.len() && notified[h].is_none() {
                         notified[h] = Some(e.at);
@@ -367,9 +437,13 @@ fn run(o: &Opts, n: usize) -> Row {
     // child per publication, from the parent pointers walked below), the ones it receives
     // (counted by kind), and the SIP NOTIFYs it sends its own subscribers; a central server
     // sends Σ S_i NOTIFYs.
-    let mut notify_load = vec![0u64; n];
+    let mut notify_load = vec![0u64; s.len()];
     let mut edges = std::collections::HashSet::new();
     for (h, at) in notified.iter().enumerate() {
+        if !s.is_alive(sub_peer[h]) {
+            row.lost_with_peer += 1;
+            continue;
+        }
         let Some(at) = *at else { continue };
         let k = h / subs.max(1);
         delays.push(at - pub_time[k]);
@@ -383,7 +457,8 @@ fn run(o: &Opts, n: usize) -> Row {
             .and_then(|v| v.parent)
         {
             match s.closest_live(pid.0) {
-                Some(j) if d < 64 => {
+                // (A parent that crashed ends the walk.)
+                Some(j) if s.id(j) == pid && d < 64 => {
                     if edges.insert((k, cur)) {
                         notify_load[j] += 1;
                     }
@@ -397,7 +472,7 @@ fn run(o: &Opts, n: usize) -> Row {
         hops.push(pub_hops[k] + d);
     }
     row.delivered = delays.len();
-    row.expected = groups * subs;
+    row.expected = groups * subs - row.lost_with_peer;
     row.delay_ms_mean = mean(&delays);
     row.delay_ms_p99 = p99(&mut delays);
     row.hops_mean = mean(&hops);
@@ -411,12 +486,14 @@ fn run(o: &Opts, n: usize) -> Row {
     row.busiest = per.iter().copied().max().unwrap_or(0);
     row.mean_load = mean(&per);
     let mut maint_rx = 0u64;
-    let event: Vec<u64> = (0..n)
+    let none = BTreeMap::new();
+    let event: Vec<u64> = (0..s.len())
         .map(|i| {
             let Some(p) = s.peer(i) else { return 0 };
+            let before = kinds0.get(i).unwrap_or(&none);
             let mut ev = 0;
             for (kind, c) in &p.stats().rx_kinds {
-                let c = c - kinds0[i].get(kind).copied().unwrap_or(0);
+                let c = c - before.get(kind).copied().unwrap_or(0);
                 if kind == "notify" {
                     notify_load[i] += c;
                 }
@@ -449,6 +526,12 @@ fn run(o: &Opts, n: usize) -> Row {
         row.per_peer_s
     );
     if groups > 0 {
+        if row.root_crashes + row.churn_crashes > 0 {
+            println!(
+                "  faults: {} root crashes, {} churn crashes (each replaced by a joining peer); {} subscriptions lost with their own peer",
+                row.root_crashes, row.churn_crashes, row.lost_with_peer
+            );
+        }
         println!(
             "  delivery ratio {:.4} ({} of {} subscriptions notified of their group's publication)",
             row.delivered as f64 / row.expected.max(1) as f64,
