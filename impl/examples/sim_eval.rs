@@ -11,12 +11,14 @@
 //!
 //! ```text
 //! cargo run --release -p sascribe --example sim_eval -- [--peers N] [--groups G] [--subs S]
-//!     [--secs T] [--seed X] [--maint-only] [--sweep N1,N2,...] [--csv FILE]
+//!     [--secs T] [--seed X] [--maint-only] [--root-failures F] [--churn R]
+//!     [--sweep N1,N2,... | --sweep-groups G1,G2,... | --sweep-subs S1,S2,...] [--csv FILE]
 //! ```
 //!
 //! `--maint-only`: no groups, T virtual seconds of overlay maintenance only. `--sweep`: one
 //! run per N (with G = N/10 unless `--groups` is given), one CSV line each (`--csv`, else
-//! stdout).
+//! stdout); `--sweep-groups` and `--sweep-subs` likewise over G and S, the rest as given.
+//! `sascribe-bench sim-plot` draws the CSV files (docs/PERFORMANCE.md).
 //!
 //! Faults (both seeded, both off by default):
 //! * `--root-failures F`: for a fraction F of the groups, whichever peer is the group's root
@@ -52,8 +54,17 @@ struct Opts {
     maint_only: bool,
     root_failures: f64,
     churn: f64,
+    /// The values swept, and over which parameter.
     sweep: Vec<usize>,
+    sweep_over: Sweep,
     csv: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Sweep {
+    Peers,
+    Groups,
+    Subs,
 }
 
 fn parse() -> Opts {
@@ -67,6 +78,7 @@ fn parse() -> Opts {
         root_failures: 0.0,
         churn: 0.0,
         sweep: Vec::new(),
+        sweep_over: Sweep::Peers,
         csv: None,
     };
     let mut it = std::env::args().skip(1);
@@ -87,10 +99,15 @@ fn parse() -> Opts {
                 );
             }
             "--churn" => o.churn = val().parse().expect("--churn R (crashes per second)"),
-            "--sweep" => {
+            "--sweep" | "--sweep-groups" | "--sweep-subs" => {
+                o.sweep_over = match a.as_str() {
+                    "--sweep" => Sweep::Peers,
+                    "--sweep-groups" => Sweep::Groups,
+                    _ => Sweep::Subs,
+                };
                 o.sweep = val()
                     .split(',')
-                    .map(|s| s.trim().parse().expect("--sweep N1,N2,..."))
+                    .map(|s| s.trim().parse().expect("a comma-separated list of counts"))
                     .collect()
             }
             "--csv" => o.csv = Some(val()),
@@ -184,14 +201,16 @@ struct Row {
     root_crashes: usize,
     churn_crashes: usize,
     lost_with_peer: usize,
+    root_failures: f64,
+    churn: f64,
 }
 
 impl Row {
-    const HEADER: &'static str = "n,groups,subs,secs,seed,build_s,run_s,datagrams,datagrams_per_s,rss_mib,delivered,expected,delivery_ratio,delay_ms_mean,delay_ms_p99,hops_mean,hops_p99,tree_hops_mean,lookup_hops_mean,ceil_log16_n,busiest_load,mean_load,busiest_event_load,mean_event_load,central_load,busiest_over_central,maint_per_peer_per_s,busiest_notification_load,mean_notification_load,busiest_notification_over_central,root_crashes,churn_crashes,subscriptions_lost_with_their_peer";
+    const HEADER: &'static str = "n,groups,subs,secs,seed,build_s,run_s,datagrams,datagrams_per_s,rss_mib,delivered,expected,delivery_ratio,delay_ms_mean,delay_ms_p99,hops_mean,hops_p99,tree_hops_mean,lookup_hops_mean,ceil_log16_n,busiest_load,mean_load,busiest_event_load,mean_event_load,central_load,busiest_over_central,maint_per_peer_per_s,busiest_notification_load,mean_notification_load,busiest_notification_over_central,root_crashes,churn_crashes,subscriptions_lost_with_their_peer,root_failures,churn";
 
     fn csv(&self) -> String {
         format!(
-            "{},{},{},{},{},{:.2},{:.2},{},{:.0},{:.0},{},{},{:.6},{:.1},{},{:.3},{},{:.3},{:.3},{},{},{:.1},{},{:.2},{},{:.6},{:.2},{},{:.2},{:.6},{},{},{}",
+            "{},{},{},{},{},{:.2},{:.2},{},{:.0},{:.0},{},{},{:.6},{:.1},{},{:.3},{},{:.3},{:.3},{},{},{:.1},{},{:.2},{},{:.6},{:.2},{},{:.2},{:.6},{},{},{},{},{}",
             self.n,
             self.groups,
             self.subs,
@@ -225,17 +244,18 @@ impl Row {
             self.root_crashes,
             self.churn_crashes,
             self.lost_with_peer,
+            self.root_failures,
+            self.churn,
         )
     }
 }
 
-fn run(o: &Opts, n: usize) -> Row {
+fn run(o: &Opts, n: usize, groups: Option<usize>, subs: usize) -> Row {
     let groups = if o.maint_only {
         0
     } else {
-        o.groups.unwrap_or(n / 10)
+        groups.unwrap_or(n / 10)
     };
-    let subs = o.subs;
     let secs = o.secs.max(12);
     let mut row = Row {
         n,
@@ -243,6 +263,8 @@ fn run(o: &Opts, n: usize) -> Row {
         subs,
         secs,
         seed: o.seed,
+        root_failures: o.root_failures,
+        churn: o.churn,
         ..Row::default()
     };
     let wall = Instant::now();
@@ -580,14 +602,20 @@ fn run(o: &Opts, n: usize) -> Row {
 
 fn main() {
     let o = parse();
-    let ns = if o.sweep.is_empty() {
-        vec![o.peers]
+    let points = if o.sweep.is_empty() {
+        vec![(o.peers, o.groups, o.subs)]
     } else {
-        o.sweep.clone()
+        (o.sweep.iter())
+            .map(|&v| match o.sweep_over {
+                Sweep::Peers => (v, o.groups, o.subs),
+                Sweep::Groups => (o.peers, Some(v), o.subs),
+                Sweep::Subs => (o.peers, o.groups, v),
+            })
+            .collect()
     };
     let mut rows = Vec::new();
-    for &n in &ns {
-        rows.push(run(&o, n));
+    for &(n, groups, subs) in &points {
+        rows.push(run(&o, n, groups, subs));
     }
     if !o.sweep.is_empty() || o.csv.is_some() {
         let mut text = String::from(Row::HEADER);

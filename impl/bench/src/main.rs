@@ -21,6 +21,7 @@ mod plot;
 mod rates;
 mod report;
 use sascribe_sipua as sip;
+mod simplot;
 mod sipp;
 mod sys;
 mod targets;
@@ -89,6 +90,16 @@ enum Cmd {
     /// Redraw the plots and summary.md from OUT/results.json.
     Plot {
         /// Directory of results.json.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Draw the simulator's evaluation (`sim_eval --csv` files, together) against the
+    /// parameter their runs vary: delivery ratio, delay, notification load per peer, hops.
+    SimPlot {
+        /// CSV files written by `cargo run --release -p sascribe --example sim_eval -- ... --csv FILE`.
+        #[arg(required = true)]
+        csv: Vec<PathBuf>,
+        /// Where the SVGs go (sim-<parameter>-*.svg) [default: docs/perf in the repository].
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -496,6 +507,17 @@ fn write(out: &Path, r: &Results) -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let (common, needs_sipp) = match &cli.command {
+        Cmd::SimPlot { csv, out } => {
+            let out = out.clone().unwrap_or_else(|| repo_root().join("docs/perf"));
+            let mut rows = Vec::new();
+            for f in csv {
+                rows.extend(simplot::read(f)?);
+            }
+            for p in simplot::draw(&rows, &out)? {
+                println!("wrote {}", p.display());
+            }
+            return Ok(());
+        }
         Cmd::Plot { out } => {
             let out = out.clone().unwrap_or_else(|| repo_root().join("docs/perf"));
             let path = out.join("results.json");
@@ -534,7 +556,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Fanout { fan, .. } => run_fanout(&ctx, fan, &mut r).await,
         Cmd::Memory { mem, .. } => run_memory(&ctx, mem, &mut r).await,
         Cmd::Overload { over, .. } => run_overload(&ctx, over, &mut r).await?,
-        Cmd::Plot { .. } => unreachable!(),
+        Cmd::Plot { .. } | Cmd::SimPlot { .. } => unreachable!(),
     }
     r.meta.loadavg_end = sys::loadavg();
     write(&ctx.out, &r)?;

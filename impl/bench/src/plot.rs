@@ -7,7 +7,7 @@ use anyhow::Context;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 
-type Series = (String, Vec<(f64, f64)>);
+pub(crate) type Series = (String, Vec<(f64, f64)>);
 
 fn color(i: usize) -> RGBColor {
     const C: [RGBColor; 6] = [
@@ -23,15 +23,15 @@ fn color(i: usize) -> RGBColor {
 
 /// One chart: lines with point markers; `dashed` series are drawn dashed (same colour as the
 /// solid series of the same index). `log_y` plots y on a log scale (values <= 0 dropped).
-struct Chart<'a> {
-    title: &'a str,
-    x_desc: &'a str,
-    y_desc: &'a str,
-    solid: Vec<Series>,
-    dashed: Vec<Series>,
-    diagonal: bool,
-    log_x: bool,
-    log_y: bool,
+pub(crate) struct Chart<'a> {
+    pub title: &'a str,
+    pub x_desc: &'a str,
+    pub y_desc: &'a str,
+    pub solid: Vec<Series>,
+    pub dashed: Vec<Series>,
+    pub diagonal: bool,
+    pub log_x: bool,
+    pub log_y: bool,
 }
 
 fn bounds(series: &[&Series], log: bool, y: bool) -> (f64, f64) {
@@ -51,7 +51,7 @@ fn bounds(series: &[&Series], log: bool, y: bool) -> (f64, f64) {
 }
 
 impl Chart<'_> {
-    fn draw(&self, path: &Path) -> anyhow::Result<()> {
+    pub(crate) fn draw(&self, path: &Path) -> anyhow::Result<()> {
         let all: Vec<&Series> = self.solid.iter().chain(&self.dashed).collect();
         let (x0, x1) = bounds(&all, self.log_x, false);
         let (y0, y1) = bounds(&all, self.log_y, true);
