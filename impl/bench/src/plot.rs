@@ -75,7 +75,7 @@ impl Chart<'_> {
                 chart
                     .configure_mesh()
                     .x_labels(if self.log_x { 4 } else { 10 })
-                    .y_labels(if self.log_y { 5 } else { 10 })
+                    .y_labels(if self.log_y { 12 } else { 10 })
                     .x_label_formatter(&fmt)
                     .y_label_formatter(&fmt)
                     .x_desc(self.x_desc)
