@@ -256,7 +256,7 @@ fn run(o: &Opts, n: usize, groups: Option<usize>, subs: usize) -> Row {
     } else {
         groups.unwrap_or(n / 10)
     };
-    let secs = o.secs.max(12);
+    let secs = o.secs.max(15);
     let mut row = Row {
         n,
         groups,
@@ -368,8 +368,8 @@ fn run(o: &Opts, n: usize, groups: Option<usize>, subs: usize) -> Row {
                     row.root_crashes += 1;
                 } else {
                     row.churn_crashes += 1;
-                    let live: Vec<usize> = s.live().collect();
-                    let via = live[s.rng().random_range(0..live.len())];
+                    let ready: Vec<usize> = s.ready().collect();
+                    let via = ready[s.rng().random_range(0..ready.len())];
                     s.add_joining_peer(None, via);
                 }
             }
@@ -384,8 +384,8 @@ fn run(o: &Opts, n: usize, groups: Option<usize>, subs: usize) -> Row {
         while pi < pub_at.len() && pub_at[pi].0 <= t {
             let (_, k, mut p) = pub_at[pi];
             if !s.is_alive(p) {
-                let live: Vec<usize> = s.live().collect();
-                p = live[s.rng().random_range(0..live.len())];
+                let ready: Vec<usize> = s.ready().collect();
+                p = ready[s.rng().random_range(0..ready.len())];
             }
             // Overlay hops from the publisher to the root, as routed now. A next hop that
             // crashed, not yet known dead, ends the walk (the request is retransmitted and
@@ -395,9 +395,11 @@ fn run(o: &Opts, n: usize, groups: Option<usize>, subs: usize) -> Row {
             while let Some(sascribe::pastry::Hop::Next(nh)) =
                 s.peer(cur).map(|x| x.route(gids[k].0))
             {
-                hops += 1;
                 match s.closest_live(nh.id.0) {
-                    Some(j) if s.id(j) == nh.id && hops < 64 => cur = j,
+                    Some(j) if s.id(j) == nh.id && hops < 64 => {
+                        cur = j;
+                        hops += 1;
+                    }
                     _ => break,
                 }
             }
@@ -503,8 +505,15 @@ fn run(o: &Opts, n: usize, groups: Option<usize>, subs: usize) -> Row {
 
     // Per-peer load over the run: every overlay datagram, and the event traffic alone
     // (received datagrams that are not maintenance, counted twice for their sending side).
+    // Busiest and mean are taken over the peers alive at the end (those churn added
+    // included, counted from their start).
+    let alive: Vec<usize> = s.live().collect();
+    let over_alive = |v: &[u64]| -> Vec<u64> { alive.iter().map(|&i| v[i]).collect() };
     let load1 = loads(&s);
-    let per: Vec<u64> = load1.iter().zip(&load0).map(|(a, b)| a - b).collect();
+    let per: Vec<u64> = (0..s.len())
+        .map(|i| load1[i] - load0.get(i).copied().unwrap_or(0))
+        .collect();
+    let per = over_alive(&per);
     row.busiest = per.iter().copied().max().unwrap_or(0);
     row.mean_load = mean(&per);
     let mut maint_rx = 0u64;
@@ -528,12 +537,13 @@ fn run(o: &Opts, n: usize, groups: Option<usize>, subs: usize) -> Row {
             ev
         })
         .collect();
+    let (event, notify_load) = (over_alive(&event), over_alive(&notify_load));
     row.busiest_event = event.iter().copied().max().unwrap_or(0);
     row.mean_event = 2.0 * mean(&event);
     row.central = (groups * subs) as u64;
     row.busiest_notify = notify_load.iter().copied().max().unwrap_or(0);
     row.mean_notify = mean(&notify_load);
-    row.per_peer_s = maint_rx as f64 / n as f64 / secs as f64;
+    row.per_peer_s = maint_rx as f64 / alive.len().max(1) as f64 / secs as f64;
 
     println!(
         "  done: {:.2} s wall for {secs} virtual s ({:.2} s with the build), {} datagrams, {:.0} datagrams/s, RSS {:.0} MiB",
@@ -588,7 +598,8 @@ fn run(o: &Opts, n: usize, groups: Option<usize>, subs: usize) -> Row {
         row.lookup_hops, row.log16
     );
     let mut kinds: BTreeMap<&'static str, u64> = BTreeMap::new();
-    for (i, before) in kinds0.iter().enumerate().take(n) {
+    for i in 0..s.len() {
+        let before = kinds0.get(i).unwrap_or(&none);
         if let Some(p) = s.peer(i) {
             for (k, c) in &p.stats().rx_kinds {
                 *kinds.entry(k).or_default() += c - before.get(k).copied().unwrap_or(0);

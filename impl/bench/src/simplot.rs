@@ -18,20 +18,21 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<Row>> {
 }
 
 fn parse(text: &str) -> anyhow::Result<Vec<Row>> {
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<&str> = lines.next().context("empty file")?.split(',').collect();
+    // (line number from 1, line), blank lines skipped.
+    let mut lines = (1..)
+        .zip(text.lines())
+        .filter(|(_, l)| !l.trim().is_empty());
+    let header: Vec<&str> = lines.next().context("empty file")?.1.split(',').collect();
     anyhow::ensure!(
         header.contains(&"n") && header.contains(&"delivery_ratio"),
         "not a sim_eval CSV (no n or delivery_ratio column)"
     );
     lines
-        .enumerate()
-        .map(|(i, l)| {
+        .map(|(line, l)| {
             let cells: Vec<&str> = l.split(',').collect();
             anyhow::ensure!(
                 cells.len() == header.len(),
-                "line {}: {} cells for {} columns",
-                i + 2,
+                "line {line}: {} cells for {} columns",
                 cells.len(),
                 header.len()
             );
@@ -40,7 +41,7 @@ fn parse(text: &str) -> anyhow::Result<Vec<Row>> {
                 .zip(cells)
                 .map(|(h, c)| {
                     let v = c.trim().parse::<f64>().with_context(|| {
-                        format!("line {}: column {h}: {c:?} is not a number", i + 2)
+                        format!("line {line}: column {h}: {c:?} is not a number")
                     })?;
                     Ok((h.to_string(), v))
                 })
@@ -221,8 +222,11 @@ mod tests {
             format!("{e:#}").contains("line 2: column delivery_ratio"),
             "{e:#}"
         );
-        let e = parse("n,delivery_ratio\n1000\n").unwrap_err();
-        assert!(format!("{e:#}").contains("1 cells for 2 columns"), "{e:#}");
+        let e = parse("n,delivery_ratio\n\n1000\n").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("line 3: 1 cells for 2 columns"),
+            "{e:#}"
+        );
         assert!(parse("a,b\n1,2\n").is_err());
         assert!(parse("").is_err());
     }

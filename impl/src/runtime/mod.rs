@@ -619,18 +619,28 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
             .filter_map(Option::take)
             .map(outbox::Outbox::close)
             .collect();
-        let until = self.now() + LEAVE_FLUSH.as_millis() as Millis;
+        let start = self.now();
+        let (flush, abort) = (
+            start + LEAVE_FLUSH.as_millis() as Millis,
+            start + 2 * LEAVE_FLUSH.as_millis() as Millis,
+        );
         while threads.iter().any(|t| !t.is_finished()) {
             let now = self.now();
-            if now >= until {
-                tracing::warn!("sending threads still busy at stop; queued datagrams may be lost");
+            if now >= flush && !threads[0].is_aborted() {
+                // Past the bound: the rest of the queue is dropped; each thread ends after the
+                // datagram it is sending, and with it its hold on the socket.
+                tracing::warn!("sending threads still busy at stop; dropping what is queued");
+                threads.iter().for_each(outbox::Closing::abort);
+            }
+            if now >= abort {
+                tracing::warn!("a sending thread did not end; its socket stays open until it does");
                 break;
             }
             self.clock.sleep_until(now + 1).await;
         }
         // Reap those that ended (at once: their work is done), so none outlives the loop.
         for t in threads.into_iter().filter(|t| t.is_finished()) {
-            let _ = t.join();
+            t.join();
         }
     }
 

@@ -15,6 +15,7 @@
 
 use super::transport::{percent, Transport};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -24,7 +25,36 @@ pub const OUTBOX_CAPACITY: usize = 4_096;
 /// A queue of datagrams to one socket and the thread that sends them.
 pub(super) struct Outbox {
     tx: mpsc::Sender<(Vec<u8>, SocketAddr)>,
+    closing: Closing,
+}
+
+/// A sending thread whose queue was closed: it sends what is queued, unless aborted.
+pub(super) struct Closing {
     thread: std::thread::JoinHandle<()>,
+    /// Set: drop what is still queued (checked before each datagram).
+    abort: Arc<AtomicBool>,
+}
+
+impl Closing {
+    /// Whether the thread has ended.
+    pub(super) fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Makes the thread drop what is still queued and end after the datagram it is sending.
+    pub(super) fn abort(&self) {
+        self.abort.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`Closing::abort`] was called.
+    pub(super) fn is_aborted(&self) -> bool {
+        self.abort.load(Ordering::Relaxed)
+    }
+
+    /// Waits for the thread to end (at once for one that [`Closing::is_finished`]).
+    pub(super) fn join(self) {
+        let _ = self.thread.join();
+    }
 }
 
 impl Outbox {
@@ -34,17 +64,25 @@ impl Outbox {
         let (tx, mut rx) = mpsc::channel::<(Vec<u8>, SocketAddr)>(OUTBOX_CAPACITY);
         let rt = tokio::runtime::Handle::current();
         let span = tracing::Span::current();
+        let abort = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&abort);
         let thread = std::thread::Builder::new()
             .name(format!("tx-{what}"))
             .spawn(move || {
                 let _entered = span.enter();
                 while let Some((payload, dst)) = rx.blocking_recv() {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
                     if let Err(e) = rt.block_on(socket.send_to(&payload, dst)) {
                         super::log_send_error(what, dst, &e);
                     }
                 }
             })?;
-        Ok(Outbox { tx, thread })
+        Ok(Outbox {
+            tx,
+            closing: Closing { thread, abort },
+        })
     }
 
     /// Queues `payload` for `dst`, waiting for room; gives it back if the thread is gone.
@@ -63,9 +101,9 @@ impl Outbox {
     }
 
     /// Closes the queue; the thread sends what is queued and ends. Returns the thread, for the
-    /// caller to wait on as long as it chooses.
-    pub(super) fn close(self) -> std::thread::JoinHandle<()> {
+    /// caller to wait on as long as it chooses (and to abort).
+    pub(super) fn close(self) -> Closing {
         drop(self.tx);
-        self.thread
+        self.closing
     }
 }
