@@ -27,9 +27,12 @@
 //! * `--churn R`: R peers a second, chosen at random, crash over `[3 s, T - 10 s)`, each
 //!   replaced at once by a new peer that joins through a random live one.
 //!
-//! The delivery ratio then counts the subscriptions whose peer is still alive at the end:
-//! a subscriber's own peer crashing takes its dialog with it (its user agent would subscribe
-//! again elsewhere), which is not a delivery the overlay could make.
+//! The delivery ratio then counts the subscriptions whose peer is still alive at the end, of
+//! the groups whose publication was acknowledged to its publisher: a subscriber's own peer
+//! crashing takes its dialog with it (its user agent would subscribe again elsewhere), and a
+//! publisher crashing before its 200 OK may lose its publication (as a user agent whose
+//! server dies before answering may), neither a delivery the overlay promised.
+//! `--explain-misses` prints what the overlay holds of up to 10 subscriptions it missed.
 
 use bytes::Bytes;
 use rand::Rng;
@@ -52,6 +55,7 @@ struct Opts {
     secs: u64,
     seed: u64,
     maint_only: bool,
+    explain: bool,
     root_failures: f64,
     churn: f64,
     /// The values swept, and over which parameter.
@@ -75,6 +79,7 @@ fn parse() -> Opts {
         secs: 60,
         seed: 1,
         maint_only: false,
+        explain: false,
         root_failures: 0.0,
         churn: 0.0,
         sweep: Vec::new(),
@@ -91,6 +96,7 @@ fn parse() -> Opts {
             "--secs" => o.secs = val().parse().expect("--secs T"),
             "--seed" => o.seed = val().parse().expect("--seed X"),
             "--maint-only" => o.maint_only = true,
+            "--explain-misses" => o.explain = true,
             "--root-failures" => {
                 o.root_failures = val().parse().expect("--root-failures F (0 to 1)");
                 assert!(
@@ -201,16 +207,17 @@ struct Row {
     root_crashes: usize,
     churn_crashes: usize,
     lost_with_peer: usize,
+    unacked: usize,
     root_failures: f64,
     churn: f64,
 }
 
 impl Row {
-    const HEADER: &'static str = "n,groups,subs,secs,seed,build_s,run_s,datagrams,datagrams_per_s,rss_mib,delivered,expected,delivery_ratio,delay_ms_mean,delay_ms_p99,hops_mean,hops_p99,tree_hops_mean,lookup_hops_mean,ceil_log16_n,busiest_load,mean_load,busiest_event_load,mean_event_load,central_load,busiest_over_central,maint_per_peer_per_s,busiest_notification_load,mean_notification_load,busiest_notification_over_central,root_crashes,churn_crashes,subscriptions_lost_with_their_peer,root_failures,churn";
+    const HEADER: &'static str = "n,groups,subs,secs,seed,build_s,run_s,datagrams,datagrams_per_s,rss_mib,delivered,expected,delivery_ratio,delay_ms_mean,delay_ms_p99,hops_mean,hops_p99,tree_hops_mean,lookup_hops_mean,ceil_log16_n,busiest_load,mean_load,busiest_event_load,mean_event_load,central_load,busiest_over_central,maint_per_peer_per_s,busiest_notification_load,mean_notification_load,busiest_notification_over_central,root_crashes,churn_crashes,subscriptions_lost_with_their_peer,root_failures,churn,publications_not_acknowledged";
 
     fn csv(&self) -> String {
         format!(
-            "{},{},{},{},{},{:.2},{:.2},{},{:.0},{:.0},{},{},{:.6},{:.1},{},{:.3},{},{:.3},{:.3},{},{},{:.1},{},{:.2},{},{:.6},{:.2},{},{:.2},{:.6},{},{},{},{},{}",
+            "{},{},{},{},{},{:.2},{:.2},{},{:.0},{:.0},{},{},{:.6},{:.1},{},{:.3},{},{:.3},{:.3},{},{},{:.1},{},{:.2},{},{:.6},{:.2},{},{:.2},{:.6},{},{},{},{},{},{}",
             self.n,
             self.groups,
             self.subs,
@@ -246,6 +253,7 @@ impl Row {
             self.lost_with_peer,
             self.root_failures,
             self.churn,
+            self.unacked,
         )
     }
 }
@@ -335,6 +343,7 @@ fn run(o: &Opts, n: usize, groups: Option<usize>, subs: usize) -> Row {
     }
     faults.sort_unstable();
     let mut fi = 0;
+    let mut crashed_at: BTreeMap<sascribe::NodeId, u64> = BTreeMap::new();
     // Handle h = k * subs + j: subscription j of group k.
     let mut sub_peer = vec![0usize; groups * subs];
     let mut sub_order: Vec<(u64, usize, usize, usize)> = sub_at
@@ -345,6 +354,9 @@ fn run(o: &Opts, n: usize, groups: Option<usize>, subs: usize) -> Row {
     sub_order.sort_unstable();
     pub_at.sort_unstable();
     let mut pub_time = vec![0u64; groups];
+    let mut pub_by = vec![0usize; groups];
+    // Publications acknowledged to their publisher (200 OK): only those must be delivered.
+    let mut acked = vec![false; groups];
     let mut pub_hops = vec![0u64; groups];
     let mut notified: Vec<Option<u64>> = vec![None; groups * subs];
     let mut lookup_hops = 0u64;
@@ -363,6 +375,7 @@ fn run(o: &Opts, n: usize, groups: Option<usize>, subs: usize) -> Row {
                 }
             };
             if let Some(v) = victim {
+                crashed_at.insert(s.id(v), t);
                 s.crash(v);
                 if faults[fi].1.is_some() {
                     row.root_crashes += 1;
@@ -405,6 +418,7 @@ fn run(o: &Opts, n: usize, groups: Option<usize>, subs: usize) -> Row {
             }
             pub_hops[k] = hops;
             pub_time[k] = s.now();
+            pub_by[k] = p;
             s.publish(
                 p,
                 gids[k],
@@ -425,6 +439,11 @@ fn run(o: &Opts, n: usize, groups: Option<usize>, subs: usize) -> Row {
                     let h = handle.0 as usize;
                     if h < notified.len() && notified[h].is_none() {
                         notified[h] = Some(e.at);
+                    }
+                }
+                Event::Published { req, .. } => {
+                    if let Some(a) = acked.get_mut(req.0 as usize) {
+                        *a = true;
                     }
                 }
                 Event::LookupDelivered { hops, .. } => {
@@ -468,8 +487,11 @@ fn run(o: &Opts, n: usize, groups: Option<usize>, subs: usize) -> Row {
             row.lost_with_peer += 1;
             continue;
         }
-        let Some(at) = *at else { continue };
         let k = h / subs.max(1);
+        if !acked[k] {
+            continue;
+        }
+        let Some(at) = *at else { continue };
         delays.push(at - pub_time[k]);
         notify_load[sub_peer[h]] += 1;
         // Tree hops: parent pointers from the subscriber's peer up to the root.
@@ -496,7 +518,19 @@ fn run(o: &Opts, n: usize, groups: Option<usize>, subs: usize) -> Row {
         hops.push(pub_hops[k] + d);
     }
     row.delivered = delays.len();
-    row.expected = groups * subs - row.lost_with_peer;
+    if o.explain {
+        let pubs = Pubs {
+            time: &pub_time,
+            by: &pub_by,
+            acked: &acked,
+            crashed_at: &crashed_at,
+        };
+        explain_misses(&s, &notified, &sub_peer, &gids, &pubs, subs);
+    }
+    row.unacked = acked.iter().filter(|a| !**a).count();
+    row.expected = (0..groups * subs)
+        .filter(|&h| s.is_alive(sub_peer[h]) && acked[h / subs.max(1)])
+        .count();
     row.delay_ms_mean = mean(&delays);
     row.delay_ms_p99 = p99(&mut delays);
     row.hops_mean = mean(&hops);
@@ -560,8 +594,8 @@ fn run(o: &Opts, n: usize, groups: Option<usize>, subs: usize) -> Row {
     if groups > 0 {
         if row.root_crashes + row.churn_crashes > 0 {
             println!(
-                "  faults: {} root crashes, {} churn crashes (each replaced by a joining peer); {} subscriptions lost with their own peer",
-                row.root_crashes, row.churn_crashes, row.lost_with_peer
+                "  faults: {} root crashes, {} churn crashes (each replaced by a joining peer); {} subscriptions lost with their own peer; {} publications never acknowledged (their publisher crashed first), their groups not counted",
+                row.root_crashes, row.churn_crashes, row.lost_with_peer, row.unacked
             );
         }
         println!(
@@ -609,6 +643,81 @@ fn run(o: &Opts, n: usize, groups: Option<usize>, subs: usize) -> Row {
     let parts: Vec<String> = kinds.iter().map(|(k, c)| format!("{k} {c}")).collect();
     println!("  received by kind: {}", parts.join(", "));
     row
+}
+
+/// Each group's publication: when, by which peer, whether acknowledged.
+struct Pubs<'a> {
+    time: &'a [u64],
+    by: &'a [usize],
+    acked: &'a [bool],
+    /// When each crashed peer crashed (virtual ms).
+    crashed_at: &'a BTreeMap<sascribe::NodeId, u64>,
+}
+
+/// Prints, for up to 10 subscriptions alive but never notified, what the overlay holds of
+/// their group now: the subscriber's peer's view (parent, latest seq), the root's (record seq),
+/// and the publisher.
+fn explain_misses(
+    s: &Sim,
+    notified: &[Option<u64>],
+    sub_peer: &[usize],
+    gids: &[GroupId],
+    pubs: &Pubs,
+    subs: usize,
+) {
+    let (pub_time, pub_by) = (pubs.time, pubs.by);
+    let missed = (0..notified.len())
+        .filter(|&h| {
+            notified[h].is_none() && s.is_alive(sub_peer[h]) && pubs.acked[h / subs.max(1)]
+        })
+        .take(10);
+    for h in missed {
+        let k = h / subs.max(1);
+        let p = sub_peer[h];
+        let view = s.peer(p).and_then(|x| x.group_view(gids[k]));
+        let root = s.closest_live(gids[k].0);
+        let rview = root.and_then(|r| s.peer(r).and_then(|x| x.group_view(gids[k])));
+        println!(
+            "  missed: subscription {h} of group {k} at peer {p}; published at {} ms by peer {} (alive {}); subscriber's view: parent {:?} latest seq {:?}; root peer {:?}: root {:?} active {:?} record seq {:?}",
+            pub_time[k],
+            pub_by[k],
+            s.is_alive(pub_by[k]),
+            view.as_ref().map(|v| v.parent),
+            view.as_ref().map(|v| v.latest_seq),
+            root,
+            rview.as_ref().map(|v| v.is_root),
+            rview.as_ref().map(|v| v.root_active),
+            rview.as_ref().map(|v| v.record_seq),
+        );
+        // The chain of parents up to the root, as each hop sees the group.
+        let mut cur = p;
+        for _ in 0..16 {
+            let Some(parent) = s
+                .peer(cur)
+                .and_then(|x| x.group_view(gids[k]))
+                .and_then(|v| v.parent)
+            else {
+                break;
+            };
+            let Some(j) = s.closest_live(parent.0).filter(|&j| s.id(j) == parent) else {
+                println!(
+                    "    parent {parent} is not alive (crashed at {:?} ms)",
+                    pubs.crashed_at.get(&parent)
+                );
+                break;
+            };
+            let v = s.peer(j).and_then(|x| x.group_view(gids[k]));
+            println!(
+                "    parent peer {j}: member {} root {:?} latest seq {:?} children {:?} parent {:?}",
+                v.is_some(),
+                v.as_ref().map(|v| v.is_root),
+                v.as_ref().map(|v| v.latest_seq),
+                v.as_ref().map(|v| v.children.len()),
+                v.as_ref().map(|v| v.parent),
+            );
+            cur = j;
+        }
+    }
 }
 
 fn main() {
