@@ -701,8 +701,9 @@ fn explain_misses(
             };
             let Some(j) = s.closest_live(parent.0).filter(|&j| s.id(j) == parent) else {
                 println!(
-                    "    parent {parent} is not alive (crashed at {:?} ms)",
-                    pubs.crashed_at.get(&parent)
+                    "    parent {parent} is not alive (crashed at {:?} ms); peer {cur} routes the group to {:?}",
+                    pubs.crashed_at.get(&parent),
+                    s.peer(cur).map(|x| x.route(gids[k].0)),
                 );
                 break;
             };
