@@ -99,7 +99,7 @@ enum Cmd {
         /// CSV files written by `cargo run --release -p sascribe --example sim_eval -- ... --csv FILE`.
         #[arg(required = true)]
         csv: Vec<PathBuf>,
-        /// Where the SVGs go (sim-<parameter>-*.svg) [default: docs/perf in the repository].
+        /// Where the SVGs go (`sim-PARAMETER-*.svg`) [default: docs/perf in the repository].
         #[arg(long)]
         out: Option<PathBuf>,
     },
