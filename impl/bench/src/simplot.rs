@@ -89,6 +89,13 @@ fn series(rows: &[Row], x: &str, suffix: &str, f: &dyn Fn(&Row) -> f64) -> Vec<S
         .collect()
 }
 
+/// One line named `name` of `f` against column `x` over all of `rows`, sorted by x.
+fn line(rows: &[Row], x: &str, name: &str, f: &dyn Fn(&Row) -> f64) -> Series {
+    let mut pts: Vec<(f64, f64)> = rows.iter().map(|r| (get(r, x), f(r))).collect();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    (name.to_string(), pts)
+}
+
 /// Draws the runs against the column they vary; returns the files written (`sim-<x>-*.svg`).
 pub fn draw(rows: &[Row], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let x = varied(rows).context("no parameter varies across these runs (n, groups, subs)")?;
@@ -149,15 +156,9 @@ pub fn draw(rows: &[Row], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
             x_desc,
             y_desc: "multicasts sent + received + local NOTIFYs (log)",
             solid,
-            dashed: vec![(
-                "2/N of the central server's Σ S_i".into(),
-                series(base, x, "", &|r| {
-                    2.0 * get(r, "central_load") / get(r, "n").max(1.0)
-                })
-                .into_iter()
-                .flat_map(|s| s.1)
-                .collect(),
-            )],
+            dashed: vec![line(base, x, "2/N of the central server's Σ S_i", &|r| {
+                2.0 * get(r, "central_load") / get(r, "n").max(1.0)
+            })],
             diagonal: false,
             log_x: true,
             log_y: true,
@@ -176,13 +177,7 @@ pub fn draw(rows: &[Row], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
                     ("ceil_log16_n", "⌈log16 N⌉"),
                 ]
                 .iter()
-                .map(|(col, name)| {
-                    let pts = series(base, x, "", &|r| get(r, col))
-                        .into_iter()
-                        .flat_map(|s| s.1)
-                        .collect();
-                    (name.to_string(), pts)
-                })
+                .map(|(col, name)| line(base, x, name, &|r| get(r, col)))
                 .collect(),
                 dashed: Vec::new(),
                 diagonal: false,

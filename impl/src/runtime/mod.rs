@@ -611,7 +611,8 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
     }
 
     /// Closes the sending threads' queues and waits, at most [`LEAVE_FLUSH`], for them to send
-    /// what is queued.
+    /// what is queued; past that it aborts them (they drop the rest) and waits as long again
+    /// for them to end.
     async fn close_outboxes(&mut self) {
         let threads: Vec<_> = self
             .outboxes
@@ -624,9 +625,11 @@ impl<T: Transport, C: Clock> HostLoop<T, C> {
             start + LEAVE_FLUSH.as_millis() as Millis,
             start + 2 * LEAVE_FLUSH.as_millis() as Millis,
         );
+        let mut aborted = false;
         while threads.iter().any(|t| !t.is_finished()) {
             let now = self.now();
-            if now >= flush && !threads[0].is_aborted() {
+            if now >= flush && !aborted {
+                aborted = true;
                 // Past the bound: the rest of the queue is dropped; each thread ends after the
                 // datagram it is sending, and with it its hold on the socket.
                 tracing::warn!("sending threads still busy at stop; dropping what is queued");

@@ -46,11 +46,6 @@ impl Closing {
         self.abort.store(true, Ordering::Relaxed);
     }
 
-    /// Whether [`Closing::abort`] was called.
-    pub(super) fn is_aborted(&self) -> bool {
-        self.abort.load(Ordering::Relaxed)
-    }
-
     /// Waits for the thread to end (at once for one that [`Closing::is_finished`]).
     pub(super) fn join(self) {
         let _ = self.thread.join();
