@@ -25,7 +25,7 @@
 //!   2 s before its publication crashes then (its replicas take over; its own subscribers are
 //!   lost with it).
 //! * `--churn R`: R peers a second, chosen at random, crash over `[3 s, T - 10 s)`, each
-//!   replaced at once by a new peer that joins through a random live one.
+//!   replaced at once by a new peer that joins through a random ready one.
 //!
 //! The delivery ratio then counts the subscriptions whose peer is still alive at the end, of
 //! the groups whose publication was acknowledged to its publisher: a subscriber's own peer
@@ -134,6 +134,12 @@ fn rss_mib() -> f64 {
             })
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// A peer drawn at random among those that have joined the overlay.
+fn random_ready(s: &mut Sim) -> usize {
+    let ready: Vec<usize> = s.ready().collect();
+    ready[s.rng().random_range(0..ready.len())]
 }
 
 fn mean(v: &[u64]) -> f64 {
@@ -381,8 +387,7 @@ fn run(o: &Opts, n: usize, groups: Option<usize>, subs: usize) -> Row {
                     row.root_crashes += 1;
                 } else {
                     row.churn_crashes += 1;
-                    let ready: Vec<usize> = s.ready().collect();
-                    let via = ready[s.rng().random_range(0..ready.len())];
+                    let via = random_ready(&mut s);
                     s.add_joining_peer(None, via);
                 }
             }
@@ -397,8 +402,7 @@ fn run(o: &Opts, n: usize, groups: Option<usize>, subs: usize) -> Row {
         while pi < pub_at.len() && pub_at[pi].0 <= t {
             let (_, k, mut p) = pub_at[pi];
             if !s.is_alive(p) {
-                let ready: Vec<usize> = s.ready().collect();
-                p = ready[s.rng().random_range(0..ready.len())];
+                p = random_ready(&mut s);
             }
             // Overlay hops from the publisher to the root, as routed now. A next hop that
             // crashed, not yet known dead, ends the walk (the request is retransmitted and
