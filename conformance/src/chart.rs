@@ -107,6 +107,8 @@ pub fn text(t: &Trace) -> String {
             StepAction::Retransmit { at, req } => format!("{at:>4} retransmits [{req}]"),
             StepAction::Expire { at, etag } => format!("{at:>4} ⌛ state e{etag} expires"),
             StepAction::ReplicationRetry { at } => format!("{at:>4} ↻ replication retry"),
+            StepAction::Heartbeat { at } => format!("{at:>4} ♥ tree heartbeat round"),
+            StepAction::ParentTimeout { at } => format!("{at:>4} ⌛ times its parent out"),
             StepAction::Crash { peer } => format!("{peer:>4} ✗ crashes"),
         };
         let _ = writeln!(out, "{:>3}. {head}", s.n);
@@ -172,6 +174,12 @@ pub fn mermaid(t: &Trace) -> String {
             }
             StepAction::ReplicationRetry { at } => {
                 let _ = writeln!(out, "    Note over {at}: {}. replication retry", s.n);
+            }
+            StepAction::Heartbeat { at } => {
+                let _ = writeln!(out, "    Note over {at}: {}. tree heartbeat round", s.n);
+            }
+            StepAction::ParentTimeout { at } => {
+                let _ = writeln!(out, "    Note over {at}: {}. times its parent out", s.n);
             }
             StepAction::Crash { peer } => {
                 let _ = writeln!(out, "    Note over {peer}: {}. crashes", s.n);

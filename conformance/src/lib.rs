@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 /// The format name this reader accepts.
 pub const FORMAT: &str = "sascribe-trace";
 /// The format version this reader accepts.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// Why a trace could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +154,11 @@ pub struct Config {
     pub max_crashes: usize,
     /// Network semantics.
     pub network: String,
+    /// The tree's maintenance messages (heartbeats, LEAVE) are modelled: the trace delivers
+    /// or loses them, and `heartbeat` steps run a peer's tree round. Without it the harness
+    /// holds them (the model's parents keep branches that left).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tree_maintenance: bool,
     /// Subscribers.
     pub subscribers: Vec<Ua>,
     /// Publishers.
@@ -268,6 +273,18 @@ pub enum StepAction {
     Crash {
         /// The peer.
         peer: String,
+    },
+    /// A peer's tree round runs for the group: it sends each child a beat with its latest
+    /// seq (trace configurations with `tree_maintenance` only).
+    Heartbeat {
+        /// The peer.
+        at: String,
+    },
+    /// A peer times its tree parent out (it heard no beat from it): it leaves it and
+    /// re-JOINs (trace configurations with `tree_maintenance` only).
+    ParentTimeout {
+        /// The peer.
+        at: String,
     },
 }
 
@@ -604,6 +621,16 @@ pub fn validate(t: &Trace) -> Result<(), String> {
             StepAction::Retransmit { at, .. } => known(at, "retransmitting peer", s.n)?,
             StepAction::Expire { at, .. } => known(at, "expiring root", s.n)?,
             StepAction::ReplicationRetry { at } => known(at, "retrying root", s.n)?,
+            StepAction::Heartbeat { .. } | StepAction::ParentTimeout { .. }
+                if !c.tree_maintenance =>
+            {
+                return Err(format!(
+                    "step {}: heartbeat and parent_timeout steps need config.tree_maintenance",
+                    s.n
+                ))
+            }
+            StepAction::Heartbeat { at } => known(at, "heartbeating peer", s.n)?,
+            StepAction::ParentTimeout { at } => known(at, "peer timing its parent out", s.n)?,
             StepAction::Crash { peer } => known(peer, "crashed peer", s.n)?,
         }
         for m in &s.expect.sent {

@@ -102,6 +102,8 @@ pub fn action_label(a: &StepAction) -> String {
         }
         StepAction::Expire { at, etag } => format!("{at}'s event state e{etag} expires"),
         StepAction::ReplicationRetry { at } => format!("{at}'s replication retry fires"),
+        StepAction::Heartbeat { at } => format!("{at}'s tree heartbeat round runs"),
+        StepAction::ParentTimeout { at } => format!("{at} times its tree parent out"),
         StepAction::Crash { peer } => format!("{peer} crashes"),
     }
 }
@@ -434,6 +436,8 @@ pub(crate) fn apply(
             etag: *etag,
         },
         StepAction::ReplicationRetry { at } => Input::ReplicationRetry { at: at.clone() },
+        StepAction::Heartbeat { at } => Input::Heartbeat { at: at.clone() },
+        StepAction::ParentTimeout { at } => Input::ParentTimeout { at: at.clone() },
         StepAction::Crash { peer } => {
             crashed.insert(peer.clone());
             Input::Crash { peer: peer.clone() }

@@ -91,6 +91,22 @@ pub enum Input {
         /// The state's entity tag, as a seq.
         etag: u8,
     },
+    /// Peer `at`'s tree round runs for the group (configurations with `tree_maintenance`):
+    /// it sends each of its children a heartbeat carrying its latest seq. A child answers
+    /// with its own seq (a parent behind it is pushed its state first), or that it is not a
+    /// child; the parent sends a child behind its state that state. Nothing else of the
+    /// periodic tick runs.
+    Heartbeat {
+        /// The peer.
+        at: String,
+    },
+    /// Peer `at` times its tree parent out, as its tick does when it heard no beat from it
+    /// for a while (configurations with `tree_maintenance`): it leaves the parent and, if it
+    /// still needs the group, re-JOINs. Nothing else of the periodic tick runs.
+    ParentTimeout {
+        /// The peer.
+        at: String,
+    },
     /// Peer `peer` crashes (crash-stop): it handles nothing more and sends nothing more.
     Crash {
         /// The peer.

@@ -143,7 +143,7 @@ impl fmt::Debug for Validator {
 impl Validator {
     /// A validator for the model configuration `options`: the run must be on
     /// [`Validator::config`]. Refuses the options whose actions have no trace form yet
-    /// (suspicions, moves, handovers, restarts, joins, tree losses) and seeded model bugs
+    /// (suspicions, moves, handovers, restarts, joins) and seeded model bugs
     /// (the model is the judge here).
     pub fn new(options: &Options) -> Result<Validator, String> {
         let untraced = [
@@ -152,7 +152,6 @@ impl Validator {
             ("--handovers", options.handovers),
             ("--restarts", options.restarts),
             ("--joins", options.joins),
-            ("--tree-losses", options.tree_losses),
         ];
         if let Some((flag, _)) = untraced.iter().find(|(_, n)| *n > 0) {
             return Err(format!(

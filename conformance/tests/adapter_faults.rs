@@ -101,6 +101,8 @@ fn step_of_request(t: &Trace, msg_id: usize) -> (usize, &'static str) {
             StepAction::DetectFailure { .. } => "detect_failure",
             StepAction::Retransmit { .. } => "fire_timer",
             StepAction::ReplicationRetry { .. } => "replication_retry",
+            StepAction::Heartbeat { .. } => "heartbeat",
+            StepAction::ParentTimeout { .. } => "parent_timeout",
             StepAction::Expire { .. } => "expire",
             StepAction::Crash { .. } => "crash",
         };

@@ -58,6 +58,8 @@ fn covering_traces() -> Vec<Trace> {
         |a| matches!(a, StepAction::Expire { .. }),
         |a| matches!(a, StepAction::Crash { .. }),
         |a| matches!(a, StepAction::UaUnsubscribes { .. }),
+        |a| matches!(a, StepAction::Heartbeat { .. }),
+        |a| matches!(a, StepAction::ParentTimeout { .. }),
     ];
     let mut out: Vec<Trace> = Vec::new();
     for f in trace_files(&manifest().join("../traces")).unwrap() {

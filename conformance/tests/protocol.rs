@@ -107,6 +107,8 @@ fn traces_group_into_families_by_name() {
         got,
         [
             "fig3-cover",
+            "fig3-treeloss-cover",
+            "fig3-treeloss-walk",
             "fig3-walk",
             "lossy-cover",
             "lossy-walk",
@@ -117,6 +119,8 @@ fn traces_group_into_families_by_name() {
             "small-cover",
             "small-walk",
             "small-witness",
+            "treeloss-cover",
+            "treeloss-walk",
         ]
     );
     // A name that carries its origin kind keeps the part up to it.

@@ -16,21 +16,31 @@ use sascribe_conformance::StepAction;
 use sascribe_model::{Options, Preset};
 
 /// The configurations the campaign runs: every preset with a crash, losses, an expiry and an
-/// unsubscribe.
+/// unsubscribe; then the two multihop presets with tree losses instead (heartbeats, LEAVEs,
+/// parent timeouts).
 fn configs() -> Vec<Options> {
-    [Preset::Small, Preset::Multihop, Preset::Fig3]
-        .into_iter()
-        .map(|preset| Options {
-            preset,
-            subscribers: Some(if preset == Preset::Fig3 { 3 } else { 2 }),
-            publishes: Some(6),
-            crashes: Some(1),
-            losses: 2,
-            expiries: Some(1),
-            unsubscribes: 1,
-            ..Options::default()
-        })
-        .collect()
+    let presets = [Preset::Small, Preset::Multihop, Preset::Fig3];
+    let lossy = presets.into_iter().map(|preset| Options {
+        preset,
+        subscribers: Some(if preset == Preset::Fig3 { 3 } else { 2 }),
+        publishes: Some(6),
+        crashes: Some(1),
+        losses: 2,
+        expiries: Some(1),
+        unsubscribes: 1,
+        ..Options::default()
+    });
+    let tree_lossy = [Preset::Multihop, Preset::Fig3].map(|preset| Options {
+        preset,
+        subscribers: Some(2),
+        publishes: Some(4),
+        crashes: Some(1),
+        tree_losses: 2,
+        expiries: Some(1),
+        unsubscribes: 1,
+        ..Options::default()
+    });
+    lossy.chain(tree_lossy).collect()
 }
 
 /// Runs `seeds` of `options` against `sys`; the failing seeds with their reasons.

@@ -81,6 +81,9 @@ fn msg_kind(msg: &Msg) -> &'static str {
         Msg::JoinReply { state: None, .. } => "ACK, nothing published",
         Msg::JoinReply { .. } => "ACK with a state",
         Msg::Multicast(_) => "MULTICAST",
+        Msg::Leave => "LEAVE",
+        Msg::Beat(_) => "beat",
+        Msg::BeatAck(_) => "beat ack",
         Msg::PubFwd { if_match: None, .. } => "publish forward, initial",
         Msg::PubFwd { expires: 0, .. } => "publish forward, removal",
         Msg::PubFwd { .. } => "publish forward, conditional",
@@ -117,6 +120,7 @@ fn timer_kind(t: &Timer) -> &'static str {
         Timer::Reask(_) => "fetch asked again",
         Timer::Alive(_) => "dead peer back",
         Timer::Heartbeat => "tree heartbeat",
+        Timer::ParentTimeout => "parent timed out",
     }
 }
 

@@ -130,6 +130,9 @@ pub struct History {
     pub losses: u8,
     /// Tree and replication messages the network lost so far.
     pub tree_losses: u8,
+    /// Tree heartbeat rounds so far (at most one per tree loss: each round repairs what one
+    /// loss broke, or has one of its own messages lost).
+    pub heartbeats: u8,
     /// Publications expired so far.
     pub expiries: u8,
     /// False suspicions so far.
@@ -298,6 +301,7 @@ pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<H
         Msg::Observe(Obs::Refetched) => n.flags |= REFETCHED,
         Msg::Observe(Obs::HandedToCloser) => n.flags |= HANDED_TO_CLOSER,
         Msg::Observe(Obs::TreeRepaired) => n.flags |= TREE_REPAIRED,
+        Msg::Observe(Obs::HeartbeatRound) => n.heartbeats += 1,
         Msg::Observe(Obs::Applied { seq, who, n: req }) => {
             if !n.stamps.contains(&(*seq, *who, *req)) {
                 n.stamps.push((*seq, *who, *req));

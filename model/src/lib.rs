@@ -74,7 +74,8 @@
 //! - **Unsubscribe** (RFC 6665 §4.1.2.3): the first `--unsubscribes` subscribers end their
 //!   subscription once it was accepted (an un-SUBSCRIBE is an in-dialog request: a SIP user
 //!   agent can send it only after its SUBSCRIBE got its 200); their peer sends them nothing more and, if
-//!   it no longer needs the group, leaves the tree (forgets its parent, stops re-JOINing).
+//!   it no longer needs the group, leaves the tree (forgets its parent, stops re-JOINing, and
+//!   with tree maintenance tells its parent, below).
 //! - **Moving a subscription** (`--moves M`, default 0; production: the final NOTIFY
 //!   `terminated;reason=deactivated` of a peer that leaves in an orderly way, RFC 6665
 //!   §4.2.2, or a refresh to a crashed peer that fails): a subscriber whose current peer
@@ -246,12 +247,27 @@
 //!   suspicions, by the checker (mutant `no-fetch`).
 //! - **Loss** (`--losses`) of overlay request/response messages (JOIN, pACK, ACK, publish and
 //!   its result), which retransmission recovers; and (`--tree-losses`) of multicasts,
-//!   REPLICATEs and their acknowledgements, fetches and their replies, which the tree's
-//!   heartbeat round ([`protocol::Timer::Heartbeat`]: production's beat carries the
-//!   parent's seq, the child's acknowledgement its own, and the parent sends a child that is
-//!   behind its latest state; the mutant `heartbeat-without-seq` is caught) and the root's
-//!   replication retry recover. The heartbeat round fires only once a multicast was lost
-//!   (a child behind its parent, nothing in flight between them), like every retry here.
+//!   REPLICATEs and their acknowledgements, fetches and their replies, and the tree's own
+//!   maintenance messages, which the tree's heartbeat round and the root's replication retry
+//!   (at a root still fetching: its fetch timeout, asking the peers it awaits again)
+//!   recover.
+//! - **Tree maintenance** ([`Setup::tree_maintenance`], with `--tree-losses`), as production
+//!   runs it: the heartbeat round ([`protocol::Timer::Heartbeat`]) sends each child a
+//!   [`protocol::Msg::Beat`] with the parent's latest seq; a child whose parent it is pushes
+//!   a newer state up (a multicast to the parent, so that a root keeps the highest) and
+//!   answers [`protocol::Msg::BeatAck`] with its own seq, any other peer answers
+//!   [`protocol::Msg::Leave`]; the parent sends a child that is behind its latest state (the
+//!   mutant `heartbeat-without-seq`, a parent ignoring the acknowledgement's seq, is caught).
+//!   A peer that no longer needs the group, or becomes the root, sends its parent a LEAVE;
+//!   the parent drops the branch and leaves in turn if nothing else needs the group there.
+//!   A LEAVE can be overtaken by the same peer's later JOIN through the same parent (the
+//!   parent then drops the branch it just grafted); the child repairs that with its
+//!   **parent timeout** ([`protocol::Timer::ParentTimeout`]: no beat comes; it leaves the
+//!   parent and re-JOINs). `validate-run` found the race: without the parent timeout the
+//!   model, following a production run on `fig3`, violated `tree-connected`. The round fires only once a multicast or a round's message was lost (a
+//!   child behind its parent, nothing in flight between them), the parent timeout only
+//!   when the parent no longer holds the child, like every retry here. Without tree
+//!   maintenance a parent keeps a branch that left, as if its LEAVE were still on its way.
 //!   Production sends the beats of every group a parent shares with a child in one
 //!   `Heartbeats` datagram per round (and the acknowledgements in one `HeartbeatAcks`); each
 //!   beat is handled as its own group's heartbeat, so the model's per-group round is exact for

@@ -142,6 +142,7 @@ impl SaScribe {
                         | Timer::Heal
                         | Timer::Alive(_)
                         | Timer::Heartbeat
+                        | Timer::ParentTimeout
                         | Timer::Lapse
                         | Timer::Reask(_)
                 )
@@ -358,6 +359,7 @@ impl SaScribe {
                     )
             }
             ActorModelAction::Timeout(id, Timer::Heartbeat) => self.heartbeat_useful(state, *id),
+            ActorModelAction::Timeout(id, Timer::ParentTimeout) => self.parent_lost(state, *id),
             _ => true,
         }
     }
@@ -443,10 +445,10 @@ impl SaScribe {
                 format!("{} asks {} again", name(id), self.setup.topo.name(*q))
             }
             ActorModelAction::Timeout(id, Timer::Heartbeat) => {
-                format!(
-                    "{}'s tree heartbeat round resends its latest state",
-                    name(id)
-                )
+                format!("{}'s tree heartbeat round beats its children", name(id))
+            }
+            ActorModelAction::Timeout(id, Timer::ParentTimeout) => {
+                format!("{} times its tree parent out", name(id))
             }
             ActorModelAction::Timeout(id, Timer::Alive(x)) => format!(
                 "{} hears from {} again and takes it back",
@@ -531,6 +533,9 @@ impl SaScribe {
                 format!("ACK {} with {}", self.describe_req(req), e(state))
             }
             Msg::Multicast(x) => format!("MULTICAST {}", e(&Some(*x))),
+            Msg::Leave => "LEAVE".into(),
+            Msg::Beat(seq) => format!("beat s{seq}"),
+            Msg::BeatAck(seq) => format!("beat ack s{seq}"),
             Msg::PubFwd {
                 req,
                 value,
@@ -653,6 +658,9 @@ impl SaScribe {
     /// parent holds an older state than its latest, and nothing is in flight from it to that
     /// child (a multicast to it was lost).
     fn heartbeat_useful(&self, state: &State, id: Id) -> bool {
+        if state.history.heartbeats >= state.history.tree_losses {
+            return false;
+        }
         let me = usize::from(id);
         let Some(p) = self.peer(state, me) else {
             return false;
@@ -665,9 +673,38 @@ impl SaScribe {
                     s.parent == Some(me as PeerIx) && s.latest.is_none_or(|l| l.seq < latest.seq)
                 })
                 && !any_envelope(&state.network, |src, dst, _| {
-                    usize::from(src) == me && usize::from(dst) == c
+                    let (s, d) = (usize::from(src), usize::from(dst));
+                    (s, d) == (me, c) || (s, d) == (c, me)
                 })
         })
+    }
+
+    /// Whether peer `id` names as parent a live peer that no longer holds it as a child, with
+    /// nothing in flight between them, while it needs the group and has no request of its own
+    /// pending ([`Timer::ParentTimeout`]).
+    fn parent_lost(&self, state: &State, id: Id) -> bool {
+        if self.setup.mutant == Some(crate::Mutant::NoParentTimeout) {
+            return false;
+        }
+        let me = usize::from(id);
+        let Some(st) = self.peer(state, me) else {
+            return false;
+        };
+        let Some(p) = st.parent.map(usize::from) else {
+            return false;
+        };
+        let pending = st.rejoin.is_some() || st.subs.iter().any(|s| s.phase.pending().is_some());
+        st.root.is_none()
+            && (!st.subs.is_empty() || st.children != 0)
+            && !pending
+            && !state.crashed[p]
+            && self
+                .peer(state, p)
+                .is_some_and(|q| q.children & (1 << me) == 0)
+            && !any_envelope(&state.network, |src, dst, _| {
+                let (s, d) = (usize::from(src), usize::from(dst));
+                (s, d) == (me, p) || (s, d) == (p, me)
+            })
     }
 
     /// Whether peer `x` may (re)join the overlay now, with no state: it is a joining peer
@@ -1152,6 +1189,9 @@ fn tree_message(m: &Msg) -> bool {
     matches!(
         m,
         Msg::Multicast(_)
+            | Msg::Leave
+            | Msg::Beat(_)
+            | Msg::BeatAck(_)
             | Msg::Replicate(..)
             | Msg::ReplicaAck(_)
             | Msg::FetchState(_)

@@ -97,7 +97,9 @@ mutants! {
     NoQuorum = "no-quorum" => "single-committer",
         "A root commits with whatever replicas it reaches: on the smaller side of a partition it acknowledges publications that the other side's root never sees.";
     HeartbeatWithoutSeq = "heartbeat-without-seq" => "subscribers-converge",
-        "Tree heartbeats carry no seq: a child that missed a multicast is never sent the state again.";
+        "A parent ignores the seq of its child's heartbeat acknowledgement: a child that missed a multicast is never sent the state again.";
+    NoParentTimeout = "no-parent-timeout" => "tree-connected",
+        "A child never times out a parent that stopped beating it: when its LEAVE was overtaken by its own later JOIN through that parent, the parent dropped the branch it had just grafted, and the subscribers below are cut off for good.";
     RestartAsRoot = "restart-as-root" => "no-rollback",
         "A peer that restarts, or joins, as the closest to the group takes the root role at once with an empty record (as the group's first root does), without fetching its replicas' records.";
 }
@@ -267,6 +269,9 @@ impl Mutant {
                 CatchConfig(Small, 1, 1, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 1)
             }
             RestartAsRoot => CatchConfig(Small, 0, 1, 1, 0, 0, false, 0, 0, false, 0, 0, 1, 0, 0),
+            // S1 at A unsubscribes: A leaves C, and C, needing the group no more, leaves D; S2
+            // at B subscribes through C, whose JOIN reaches D before C's LEAVE does.
+            NoParentTimeout => CatchConfig(Fig3, 2, 0, 0, 0, 1, false, 0, 0, false, 0, 0, 0, 0, 1),
             HandoverDropped | HandoverSilent => {
                 CatchConfig(Small, 1, 1, 0, 0, 0, false, 0, 0, false, 0, 1, 0, 0, 0)
             }

@@ -461,6 +461,16 @@ impl Setup {
         self.fencing() || self.max_crashes > 0
     }
 
+    /// Whether the tree's maintenance messages are modelled: the heartbeat round (a beat
+    /// with the parent's seq, the child's acknowledgement with its own, the state resent to a
+    /// child behind, pushed up to a parent behind) and LEAVE (a peer that no longer needs the
+    /// group tells its parent, which prunes in turn). They come with `--tree-losses`, which
+    /// they repair; without it the parent keeps a branch that left, as if its LEAVE were
+    /// still on its way, and no heartbeat is needed.
+    pub fn tree_maintenance(&self) -> bool {
+        self.tree_losses > 0
+    }
+
     /// Restarts and joins the run may take.
     pub fn rejoins(&self) -> usize {
         self.restarts + self.joiners.count_ones() as usize

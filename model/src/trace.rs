@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 /// Format name written in every trace.
 pub const FORMAT: &str = "sascribe-trace";
 /// Format version.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// Where a trace comes from.
 #[derive(Clone, Debug, Serialize)]
@@ -126,6 +126,11 @@ pub struct Config {
     pub max_crashes: usize,
     /// Network semantics.
     pub network: String,
+    /// The tree's maintenance messages (heartbeat rounds, LEAVE) are modelled and delivered
+    /// by the trace ([`Setup::tree_maintenance`](crate::Setup::tree_maintenance)); without
+    /// it a harness holds them.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tree_maintenance: bool,
     /// Subscribing user agents.
     pub subscribers: Vec<Ua>,
     /// Publishing user agents.
@@ -242,6 +247,17 @@ pub enum StepAction {
     Crash {
         /// The peer.
         peer: String,
+    },
+    /// A peer's tree round runs for the group: it sends each child a beat with its latest
+    /// seq.
+    Heartbeat {
+        /// The peer.
+        at: String,
+    },
+    /// A peer times its tree parent out: it leaves it and re-JOINs.
+    ParentTimeout {
+        /// The peer.
+        at: String,
     },
 }
 
@@ -473,6 +489,15 @@ impl SaScribe {
                 a.kind = "multicast";
                 set(&mut a, Some(*e));
             }
+            Msg::Leave => a.kind = "leave",
+            Msg::Beat(seq) => {
+                a.kind = "beat";
+                a.seq = (*seq > 0).then_some(*seq);
+            }
+            Msg::BeatAck(seq) => {
+                a.kind = "beat_ack";
+                a.seq = (*seq > 0).then_some(*seq);
+            }
             Msg::PubFwd {
                 req,
                 value,
@@ -597,6 +622,7 @@ impl SaScribe {
             max_expires: crate::protocol::MAX_EXPIRES,
             retry_limit: s.retry_limit(),
             max_crashes: s.max_crashes,
+            tree_maintenance: s.tree_maintenance(),
             network: format!("{:?}", s.network).to_lowercase(),
             subscribers: s
                 .subscribers
@@ -633,8 +659,7 @@ impl SaScribe {
     }
 
     /// The trace form of a model action; `None` for the actions that have none yet
-    /// (suspicions, moves and handovers, restarts and joins, tree heartbeats: the harness
-    /// cannot drive them).
+    /// (suspicions, moves and handovers, restarts and joins: the harness cannot drive them).
     pub fn step_action(&self, action: &Action) -> Option<StepAction> {
         let name = |id: &Id| self.name_of(*id);
         Some(match action {
@@ -681,14 +706,15 @@ impl SaScribe {
             ActorModelAction::Timeout(id, Timer::Resend) => {
                 StepAction::ReplicationRetry { at: name(id) }
             }
+            ActorModelAction::Timeout(id, Timer::Heartbeat) => {
+                StepAction::Heartbeat { at: name(id) }
+            }
+            ActorModelAction::Timeout(id, Timer::ParentTimeout) => {
+                StepAction::ParentTimeout { at: name(id) }
+            }
             ActorModelAction::Timeout(
                 _,
-                Timer::Suspect
-                | Timer::Heal
-                | Timer::Alive(_)
-                | Timer::Lapse
-                | Timer::Reask(_)
-                | Timer::Heartbeat,
+                Timer::Suspect | Timer::Heal | Timer::Alive(_) | Timer::Lapse | Timer::Reask(_),
             )
             | ActorModelAction::Timeout(_, Timer::Move(_) | Timer::Handover(_))
             | ActorModelAction::Recover(_) => return None,

@@ -110,6 +110,11 @@ fn corpus_covers_every_message_and_action_kind() {
         "publish_reply",
         "replicate",
         "replica_ack",
+        "fetch_state",
+        "fetch_reply",
+        "leave",
+        "beat",
+        "beat_ack",
     ] {
         assert!(sent.contains(k), "no trace sends a {k}");
     }
@@ -122,6 +127,9 @@ fn corpus_covers_every_message_and_action_kind() {
         "lose",
         "expire",
         "ua_unsubscribes",
+        "replication_retry",
+        "heartbeat",
+        "parent_timeout",
     ] {
         assert!(actions.contains(k), "no trace has a {k} step");
     }

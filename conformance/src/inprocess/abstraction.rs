@@ -252,7 +252,31 @@ impl Cluster {
             }
             ScribeMsg::Leave { .. }
             | ScribeMsg::Heartbeats { .. }
-            | ScribeMsg::HeartbeatAcks { .. } => return (Policy::Held, None),
+            | ScribeMsg::HeartbeatAcks { .. }
+                if !self.cfg.tree_maintenance =>
+            {
+                return (Policy::Held, None)
+            }
+            ScribeMsg::Leave { gid } if ours(gid) => {
+                a.kind = "leave".into();
+            }
+            ScribeMsg::Heartbeats { beats } => {
+                let Some(b) = beats.iter().find(|b| ours(&b.gid)) else {
+                    return (Policy::Held, None);
+                };
+                a.kind = "beat".into();
+                a.seq = (b.seq > 0).then_some(b.seq.min(255) as u8);
+            }
+            ScribeMsg::HeartbeatAcks { acks, left } => {
+                if left.iter().any(ours) {
+                    a.kind = "leave".into();
+                } else if let Some(b) = acks.iter().find(|b| ours(&b.gid)) {
+                    a.kind = "beat_ack".into();
+                    a.seq = (b.seq > 0).then_some(b.seq.min(255) as u8);
+                } else {
+                    return (Policy::Held, None);
+                }
+            }
             _ => return (Policy::Immediate, None),
         }
         (Policy::Modelled, Some(a))

@@ -375,6 +375,45 @@ impl Cluster {
                 )?;
                 self.log(format!("{at}.expire_state(e{etag}) -> {expired}"));
             }
+            Input::Heartbeat { at } => {
+                let a = self.peer_ix(at)?;
+                if !self.cfg.tree_maintenance {
+                    return Err(
+                        "heartbeat: the trace's configuration has no tree maintenance".into(),
+                    );
+                }
+                let gid = self.gid;
+                let s = self.live(a, "heartbeat")?;
+                let beaten = s.driver.call(
+                    now,
+                    Box::new(move |host, now| {
+                        let beat =
+                            |p: &mut sascribe::Peer, now, t: &mut _| p.fire_heartbeat(now, t, gid);
+                        Ok(host.harness(now, beat).to_string())
+                    }),
+                )?;
+                self.log(format!("{at}.fire_heartbeat() -> {beaten} children"));
+            }
+            Input::ParentTimeout { at } => {
+                let a = self.peer_ix(at)?;
+                if !self.cfg.tree_maintenance {
+                    return Err(
+                        "parent_timeout: the trace's configuration has no tree maintenance".into(),
+                    );
+                }
+                let gid = self.gid;
+                let s = self.live(a, "parent_timeout")?;
+                let left = s.driver.call(
+                    now,
+                    Box::new(move |host, now| {
+                        let time_out = |p: &mut sascribe::Peer, now, t: &mut _| {
+                            p.fire_parent_timeout(now, t, gid)
+                        };
+                        Ok(host.harness(now, time_out).to_string())
+                    }),
+                )?;
+                self.log(format!("{at}.fire_parent_timeout() -> {left}"));
+            }
             Input::Crash { peer } => {
                 let p = self.peer_ix(peer)?;
                 self.slots[p].crashed = true;

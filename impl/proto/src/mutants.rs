@@ -76,6 +76,12 @@ pub enum Mutant {
     /// State only: ending a local subscription removes it from the SIP-facing table but not
     /// from its group, so the peer keeps counting it and stays in the tree.
     UnsubscribeKeepsSub,
+    /// Tree maintenance: a parent ignores the seq a child's heartbeat acknowledgement carries,
+    /// so a child that missed a multicast is never sent the state again.
+    BeatAckIgnored,
+    /// Tree maintenance: a LEAVE (or a heartbeat answer naming the group as left) changes
+    /// nothing: the parent keeps the branch and never leaves the tree itself.
+    LeaveIgnored,
     /// Fault tolerance: a root answers from its record whether or not its lease holds (a
     /// paused or cut-off root answers from a stale record when it comes back).
     NoLease,
@@ -90,7 +96,7 @@ pub enum Mutant {
 
 impl Mutant {
     /// Every seeded bug.
-    pub const ALL: [Mutant; 25] = [
+    pub const ALL: [Mutant; 27] = [
         Mutant::RootAcceptsLowerSeq,
         Mutant::SkipReplication,
         Mutant::ReuseEtag,
@@ -116,6 +122,8 @@ impl Mutant {
         Mutant::ReversePathForgets,
         Mutant::ReplicaKeepsFirst,
         Mutant::UnsubscribeKeepsSub,
+        Mutant::BeatAckIgnored,
+        Mutant::LeaveIgnored,
     ];
 
     /// Seeded bugs in the fault-tolerance mechanisms that the model's traces cannot reach yet

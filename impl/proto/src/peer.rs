@@ -564,6 +564,31 @@ impl Peer {
         root
     }
 
+    /// Runs the heartbeats of group `gid`'s maintenance tick now: a beat to each child, and
+    /// nothing else of the tick. Returns how many children were beaten.
+    #[cfg(feature = "harness")]
+    pub fn fire_heartbeat(&mut self, now: Millis, timers: &mut Timers, gid: GroupId) -> usize {
+        self.at(now);
+        let n = self
+            .scribe
+            .fire_heartbeat(&mut ctx!(self, now, timers), gid);
+        self.run_loopback(now, timers);
+        n
+    }
+
+    /// Times group `gid`'s tree parent out now, as the maintenance tick does after
+    /// `parent_timeout` without a beat: the peer leaves it and, if it still needs the group,
+    /// re-JOINs. Returns whether it had a parent.
+    #[cfg(feature = "harness")]
+    pub fn fire_parent_timeout(&mut self, now: Millis, timers: &mut Timers, gid: GroupId) -> bool {
+        self.at(now);
+        let left = self
+            .scribe
+            .fire_parent_timeout(&mut ctx!(self, now, timers), gid);
+        self.run_loopback(now, timers);
+        left
+    }
+
     // ----------------------------------------------------------------- internals
 
     /// Arms the overlay maintenance timer for its next deadline.

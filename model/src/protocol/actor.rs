@@ -75,6 +75,9 @@ impl Ctx<'_> {
             Msg::PAck => st.packs = st.packs.saturating_add(1),
             Msg::JoinReply { req, path, state } => self.on_join_reply(st, req, path, state, o),
             Msg::Multicast(e) => self.learn(st, e, None, o),
+            Msg::Leave => self.on_leave(st, from, o),
+            Msg::Beat(seq) => self.on_beat(st, from, seq, o),
+            Msg::BeatAck(seq) => self.on_beat_ack(st, from, seq, o),
             Msg::PubFwd {
                 req,
                 value,
@@ -164,8 +167,9 @@ impl Actor for Participant {
                     o.set_timer(Timer::Detect(q), model_timeout());
                 }
                 o.set_timer(Timer::Resend, model_timeout());
-                if s.tree_losses > 0 {
+                if s.tree_maintenance() {
                     o.set_timer(Timer::Heartbeat, model_timeout());
+                    o.set_timer(Timer::ParentTimeout, model_timeout());
                 }
                 if s.handovers > 0 {
                     for q in (0..s.topo.len() as PeerIx).filter(|&q| q != me) {
@@ -286,6 +290,7 @@ impl Actor for Participant {
                     Timer::Heal => ctx.on_heal(&mut st, o),
                     Timer::Alive(x) => ctx.on_alive(&mut st, x, o),
                     Timer::Heartbeat => ctx.on_heartbeat(&st, o),
+                    Timer::ParentTimeout => ctx.on_parent_timeout(&mut st, o),
                     Timer::Lapse => st.leased = None,
                     Timer::Reask(q) => ctx.reask(&mut st, q, o),
                     Timer::Handover(q) => ctx.hand_dialog_over(&mut st, q, o),

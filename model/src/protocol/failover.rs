@@ -46,19 +46,7 @@ impl Ctx<'_> {
             // leaves the tree rather than re-JOINing (production re-JOINs only with interest).
             st.parent = None;
         } else if st.parent == Some(x) {
-            st.parent = None;
-            let req = ReqId {
-                origin: self.me,
-                who: self.me,
-                n: st.next_n,
-            };
-            st.next_n += 1;
-            st.rejoin = Some(req);
-            o.set_timer(Timer::Retry(req), model_timeout());
-            if self.mutant(Mutant::RejoinViaChild) && st.children != 0 {
-                st.parent = Some(st.children.trailing_zeros() as PeerIx);
-            }
-            self.send_join(st, req, o);
+            self.rejoin(st, o);
         }
         let want = self.replica_set(st);
         if let Some(root) = st.root.as_mut().filter(|r| r.active()) {
@@ -76,6 +64,23 @@ impl Ctx<'_> {
                 self.try_commit(st, o);
             }
         }
+    }
+
+    /// An orphan (its parent gone) re-JOINs, carrying its latest state.
+    pub(super) fn rejoin(&self, st: &mut PeerState, o: &mut O) {
+        st.parent = None;
+        let req = ReqId {
+            origin: self.me,
+            who: self.me,
+            n: st.next_n,
+        };
+        st.next_n += 1;
+        st.rejoin = Some(req);
+        o.set_timer(Timer::Retry(req), model_timeout());
+        if self.mutant(Mutant::RejoinViaChild) && st.children != 0 {
+            st.parent = Some(st.children.trailing_zeros() as PeerIx);
+        }
+        self.send_join(st, req, o);
     }
 
     /// This peer is now the closest live peer to the group id (as far as it knows): it becomes
@@ -103,8 +108,8 @@ impl Ctx<'_> {
             rounds: 0,
             base: None,
         });
-        // Production sends its parent a LEAVE (held by the harness: the model keeps branches).
-        st.parent = None;
+        // It leaves its parent (which keeps the branch without tree maintenance).
+        self.leave_parent(st, o);
         if let Some(req) = st.rejoin.take() {
             st.tries.retain(|t| t.0 != req);
             o.cancel_timer(Timer::Retry(req));

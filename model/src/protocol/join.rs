@@ -72,9 +72,8 @@ impl Ctx<'_> {
     pub(super) fn on_unsubscribe(&self, st: &mut PeerState, from: u8, o: &mut O) {
         // The subscription ends here; a pending one is abandoned (the root's later answer
         // finds no subscription). A peer that no longer needs the group (no local
-        // subscription, no child, not the root) leaves the tree: it forgets its parent
-        // and stops re-JOINing. (Production also sends the parent a LEAVE, which only
-        // prunes after heartbeats the model abstracts away; the parent keeps it here.)
+        // subscription, no child, not the root) leaves the tree: it tells its parent
+        // (with tree maintenance), forgets it and stops re-JOINing.
         self.observe(o, Obs::Unsubscribed(from));
         if self.mutant(Mutant::UnsubscribeIgnored) {
             return;
@@ -95,15 +94,40 @@ impl Ctx<'_> {
     }
 
     /// A peer that no longer needs the group (no local subscription, no child, not the root)
-    /// leaves the tree: it forgets its parent and stops re-JOINing.
+    /// leaves the tree: it tells its parent, forgets it and stops re-JOINing.
     fn prune(&self, st: &mut PeerState, o: &mut O) {
         if st.subs.is_empty() && st.children == 0 && st.root.is_none() {
-            st.parent = None;
+            self.leave_parent(st, o);
             if let Some(req) = st.rejoin.take() {
                 st.tries.retain(|t| t.0 != req);
                 o.cancel_timer(Timer::Retry(req));
             }
         }
+    }
+
+    /// Forgets the tree parent, telling it with a [`Msg::Leave`] under tree maintenance
+    /// (production `prune`, `ensure_root`); without it the parent keeps the branch.
+    pub(super) fn leave_parent(&self, st: &mut PeerState, o: &mut O) {
+        if let Some(p) = st.parent.take() {
+            if self.s.tree_maintenance() {
+                o.send(peer_id(p), Msg::Leave);
+            }
+        }
+    }
+
+    /// A child's LEAVE (production `on_leave`): it is dropped, and this peer leaves in turn
+    /// if nothing else needs the group here. A LEAVE from this peer's own parent (a cycle
+    /// broken from above) makes it an orphan that re-JOINs if it still needs the group
+    /// (production: at its next tick).
+    pub(super) fn on_leave(&self, st: &mut PeerState, from: PeerIx, o: &mut O) {
+        st.children &= !(1 << from);
+        if st.parent == Some(from) {
+            st.parent = None;
+            if st.root.is_none() && (!st.subs.is_empty() || st.children != 0) {
+                self.rejoin(st, o);
+            }
+        }
+        self.prune(st, o);
     }
 
     /// Before it leaves, this peer hands its first active subscription of a subscriber that
@@ -178,14 +202,18 @@ impl Ctx<'_> {
 
     /// The origin of a JOIN gets the root's answer.
     fn join_answered(&self, st: &mut PeerState, req: ReqId, state: Option<Entry>, o: &mut O) {
+        // The answer to a request that ended meanwhile (a re-JOIN replaced or abandoned, a
+        // subscription ended) still carries the root's committed state: a peer that is on the
+        // tree learns it, one that left does not (production `on_join_ack`).
+        let member = !st.subs.is_empty() || st.children != 0 || st.root.is_some();
         if req.who == self.me {
             if st.rejoin == Some(req) {
                 st.rejoin = None;
                 st.tries.retain(|t| t.0 != req);
                 o.cancel_timer(Timer::Retry(req));
-                if let Some(e) = state {
-                    self.learn(st, e, None, o);
-                }
+            }
+            if let Some(e) = state.filter(|_| member) {
+                self.learn(st, e, None, o);
             }
             return;
         }
@@ -194,6 +222,9 @@ impl Ctx<'_> {
             .iter()
             .position(|s| s.client == req.who && s.phase.pending() == Some(req.n))
         else {
+            if let Some(e) = state.filter(|_| member) {
+                self.learn(st, e, None, o);
+            }
             return;
         };
         st.tries.retain(|t| t.0 != req);

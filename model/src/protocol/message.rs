@@ -159,6 +159,9 @@ pub enum Obs {
     HandedToCloser,
     /// A heartbeat round resent a state a child had missed (a multicast was lost).
     TreeRepaired,
+    /// A peer ran a tree heartbeat round (counts against the tree losses: see
+    /// [`Timer::Heartbeat`]).
+    HeartbeatRound,
 }
 
 /// Every message of the model.
@@ -236,8 +239,21 @@ pub enum Msg {
         /// The root's committed state.
         state: Option<Entry>,
     },
-    /// Multicast of a committed entry down the tree.
+    /// Multicast of a committed entry down the tree (also the state a heartbeat round resends
+    /// a child that is behind, or a child pushes up to a parent that is behind).
     Multicast(Entry),
+    /// Child → parent: this peer no longer needs the group (its last subscriber and child
+    /// gone, or it became the root), or, answering a beat, the sender is not its parent
+    /// (production: `Leave`, and a group in the `left` of `HeartbeatAcks`). The parent drops
+    /// the child and leaves in turn if nothing else needs the group there. With
+    /// [`Setup::tree_maintenance`](crate::Setup::tree_maintenance) only.
+    Leave,
+    /// Parent → child: the tree's heartbeat, with the parent's latest seq (production: a beat
+    /// in `Heartbeats`).
+    Beat(Seq),
+    /// Child → parent: the acknowledgement of a beat, with the child's latest seq (production:
+    /// an acknowledgement in `HeartbeatAcks`).
+    BeatAck(Seq),
     /// A publish routed toward the root.
     PubFwd {
         /// End-to-end request id.
@@ -360,12 +376,25 @@ pub enum Timer {
     /// This peer hears from a peer it declared dead, which runs again (Pastry's proof of life:
     /// an announce, a pong): it takes it back.
     Alive(PeerIx),
-    /// The tree's heartbeat round (production: a parent's beat, in its `Heartbeats` to the
-    /// child, carries its latest seq, the child's acknowledgement in `HeartbeatAcks` its own,
-    /// and the parent sends a child that is behind its
-    /// latest state): the peer resends its latest state to its children. Armed at every
+    /// The tree's heartbeat round (production's tree round, for this group): the peer sends
+    /// each child a [`Msg::Beat`] with its latest seq; a child whose parent it is answers
+    /// [`Msg::BeatAck`] with its own (pushing its state up first if it is newer), any other
+    /// [`Msg::Leave`]; the parent sends a child that is behind its latest state. Armed at every
     /// peer with `--tree-losses`; enabled only when a live child that names this peer its
-    /// parent holds an older state and nothing is in flight from this peer to it (a
-    /// multicast was lost).
+    /// parent holds an older state and nothing is in flight between the two (a multicast or a
+    /// round's message was lost), and fewer rounds ran than messages were lost: each round
+    /// repairs what one loss broke, or has a message of its own lost. (Production's round is
+    /// periodic; a round that cannot repair would repeat for ever, a livelock the checker
+    /// cannot see in a cycle: the budget makes it a quiescent state that fails
+    /// `subscribers-converge`, which is how the mutant `heartbeat-without-seq` is caught.)
     Heartbeat,
+    /// The peer times its tree parent out (production: no beat from it for `parent_timeout`):
+    /// it leaves it (a LEAVE) and re-JOINs, carrying its latest state. What makes a parent
+    /// stop beating a child that still names it is a LEAVE the child sent before it grafted
+    /// itself again, overtaken by its JOIN (the parent drops the branch it just grafted).
+    /// Armed at every peer with tree maintenance; enabled only at a live peer that needs the
+    /// group (a subscriber or a child), is not the root, has no request of its own pending,
+    /// and names as parent a live peer that does not hold it as a child, with nothing in
+    /// flight between the two.
+    ParentTimeout,
 }

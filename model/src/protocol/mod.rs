@@ -108,17 +108,55 @@ impl Ctx<'_> {
             .collect()
     }
 
-    /// The tree's heartbeat round: resend the latest state to the children (those that hold
-    /// it ignore it). The timer stays armed.
+    /// The tree's heartbeat round (production's tree round, for this group): a beat with
+    /// this peer's latest seq to each child. The timer stays armed.
     fn on_heartbeat(&self, st: &PeerState, o: &mut O) {
         o.set_timer(Timer::Heartbeat, stateright::actor::model_timeout());
-        let Some(e) = st.latest else { return };
+        self.observe(o, Obs::HeartbeatRound);
+        let seq = st.latest.map_or(0, |e| e.seq);
+        for c in (0..8).filter(|&c| st.children & (1 << c) != 0) {
+            o.send(peer_id(c), Msg::Beat(seq));
+        }
+    }
+
+    /// The parent timed out (production's tick, `parent_timeout`): leave it, and re-JOIN.
+    /// The timer stays armed.
+    fn on_parent_timeout(&self, st: &mut PeerState, o: &mut O) {
+        o.set_timer(Timer::ParentTimeout, stateright::actor::model_timeout());
+        self.leave_parent(st, o);
+        if st.root.is_none() && (!st.subs.is_empty() || st.children != 0) {
+            self.rejoin(st, o);
+        }
+    }
+
+    /// A beat from `from` (production `on_heartbeat`): from this peer's parent, it is
+    /// acknowledged with this peer's latest seq, and a newer state than the parent's is pushed
+    /// up first (so that a root keeps the highest); from any other peer, this peer is not its
+    /// child: it answers LEAVE.
+    fn on_beat(&self, st: &PeerState, from: PeerIx, seq: Seq, o: &mut O) {
+        if st.parent != Some(from) {
+            o.send(peer_id(from), Msg::Leave);
+            return;
+        }
+        let mine = st.latest.map_or(0, |e| e.seq);
+        if let Some(e) = st.latest.filter(|e| e.seq > seq) {
+            o.send(peer_id(from), Msg::Multicast(e));
+        }
+        o.send(peer_id(from), Msg::BeatAck(mine));
+    }
+
+    /// A child's acknowledgement of a beat (production `on_heartbeat_ack`): a child that is
+    /// behind this peer's latest state is sent it.
+    fn on_beat_ack(&self, st: &PeerState, from: PeerIx, seq: Seq, o: &mut O) {
         if self.mutant(Mutant::HeartbeatWithoutSeq) {
             return;
         }
-        self.observe(o, Obs::TreeRepaired);
-        for c in (0..8).filter(|&c| st.children & (1 << c) != 0) {
-            o.send(peer_id(c), Msg::Multicast(e));
+        let Some(e) = st.latest.filter(|e| e.seq > seq) else {
+            return;
+        };
+        if st.children & (1 << from) != 0 {
+            self.observe(o, Obs::TreeRepaired);
+            o.send(peer_id(from), Msg::Multicast(e));
         }
     }
 

@@ -310,6 +310,45 @@ impl Scribe {
         }
     }
 
+    /// The heartbeats of `gid`'s tick, now (a driver that owns the timers): a beat with this
+    /// peer's latest seq to each child, as the tree round sends them, and nothing else of the
+    /// tick. Returns how many children were beaten.
+    #[cfg(feature = "harness")]
+    pub fn fire_heartbeat(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) -> usize {
+        let Some(g) = self.groups.get(&gid) else {
+            return 0;
+        };
+        let beat = Beat {
+            gid,
+            seq: g.latest.seq,
+            depth: if g.root.is_some() { 0 } else { g.depth },
+        };
+        for c in &g.children {
+            self.round.beat(c, beat);
+        }
+        self.round.flush(ctx);
+        g.children.len()
+    }
+
+    /// Times `gid`'s parent out now, as the tick does after `parent_timeout` without a beat
+    /// (a driver that owns the timers): the peer leaves its parent and re-JOINs if it still
+    /// needs the group, and nothing else of the tick runs. Returns whether it had a parent.
+    #[cfg(feature = "harness")]
+    pub fn fire_parent_timeout(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) -> bool {
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return false;
+        };
+        let Some(p) = g.parent.take() else {
+            return false;
+        };
+        g.rejoin_at = Some(ctx.now);
+        ctx.out.send(&p, ScribeMsg::Leave { gid });
+        if g.root.is_none() && g.has_interest() {
+            Self::send_rejoin(ctx, gid, g);
+        }
+        true
+    }
+
     /// Leaves the tree when nothing below or here needs the group any more.
     pub(super) fn prune(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) {
         let Some(g) = self.groups.get_mut(&gid) else {

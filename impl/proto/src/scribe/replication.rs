@@ -325,16 +325,27 @@ impl Scribe {
         }
     }
 
-    /// Runs the replication retry of the periodic tick now (a driver that owns the timers):
-    /// every active root resends its record to the replicas that have not acknowledged it,
-    /// and commits what their acknowledgements allow. Returns whether this peer is a root.
+    /// Runs the roots' retries now (a driver that owns the timers): every active root
+    /// resends its record to the replicas that have not acknowledged it, as the periodic tick
+    /// does, and commits what their acknowledgements allow; every root still fetching asks
+    /// the peers it awaits again, as its fetch timeout does. Returns whether this peer is a
+    /// root.
     #[cfg(feature = "harness")]
     pub fn fire_replication_retry(&mut self, ctx: &mut Ctx<'_>) -> bool {
         let gids = self.active_roots();
         for &gid in &gids {
             self.retry_replication(ctx, gid);
         }
-        !gids.is_empty()
+        let fetching: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.root.as_ref().is_some_and(|r| !r.active))
+            .map(|(gid, _)| *gid)
+            .collect();
+        for &gid in &fetching {
+            self.fetch_timeout(ctx, gid);
+        }
+        !gids.is_empty() || !fetching.is_empty()
     }
 }
 

@@ -280,10 +280,11 @@ impl Scribe {
         gid: GroupId,
         seq: u64,
     ) {
+        let ignored = ctx.cfg.mutant_on(Mutant::BeatAckIgnored);
         if let Some(g) = self.groups.get_mut(&gid) {
             if let Some(c) = g.children.iter_mut().find(|c| c.handle.id == from.id) {
                 c.last_ack = ctx.now;
-                if seq < g.latest.seq {
+                if seq < g.latest.seq && !ignored {
                     let latest = g.latest.clone();
                     ctx.out.send(&from, ScribeMsg::Notify { gid, latest });
                 }
@@ -292,6 +293,9 @@ impl Scribe {
     }
 
     pub(super) fn on_leave(&mut self, ctx: &mut Ctx<'_>, from: NodeHandle, gid: GroupId) {
+        if ctx.cfg.mutant_on(Mutant::LeaveIgnored) {
+            return;
+        }
         if let Some(g) = self.groups.get_mut(&gid) {
             g.children.retain(|c| c.handle.id != from.id);
             if g.parent.is_some_and(|p| p.id == from.id) {
