@@ -51,9 +51,12 @@
 //!   serves what it held. Whenever a root can be replaced (a crash budget, or the restarts,
 //!   joins and suspicions below) records carry the **epoch** of the root that stamped them
 //!   (the group's first root is in epoch 1, as production's, which fetches lazily when the
-//!   first request reaches it; each fetch round's epoch is above every one the root knows; a
-//!   new root that knew none of its predecessor's records is in epoch 1 too, like it, in
-//!   production as here) and are ordered by (epoch,
+//!   first request reaches it; each fetch round's epoch is above every one the root knows,
+//!   and above one per closer peer the root declared dead, each of which may have served the
+//!   group before it in an epoch it never heard of: a successor whose copy of the first
+//!   root's REPLICATE was lost no longer shares epoch 1 with it, where a late record of the
+//!   first root tied with its own on (epoch, seq), which production broke by record
+//!   revision and the model by arrival; `validate-run` found it) and are ordered by (epoch,
 //!   seq), as production orders them, so a late REPLICATE of a failed root never overwrites
 //!   its successor's record of the same seq ([`Setup::epochs`]); promises, leases and fencing
 //!   come with suspicions, restarts and joins only. These three points were found by

@@ -210,6 +210,15 @@ impl Topology {
         self.closest_in(key, all & !dead)
     }
 
+    /// How many of the peers in `dead` are closer to `key` than `p` (the roots that may have
+    /// served the group before `p`: a new root's epoch floor).
+    pub fn closer_dead(&self, p: PeerIx, key: u16, dead: PeerSet) -> u8 {
+        let rank = |q: usize| (distance(self.ids[q], key), self.ids[q]);
+        (0..self.len())
+            .filter(|&q| dead & (1 << q) != 0 && rank(q) < rank(p as usize))
+            .count() as u8
+    }
+
     /// Whether replica `q`, knowing the peers in `dead` crashed, refuses a REPLICATE from
     /// `from`: some peer it knows (itself or a live leaf-set member other than `from`) is
     /// closer to `key` than `from` (production's NotRoot rule; ties go to the smaller id).

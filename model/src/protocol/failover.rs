@@ -132,8 +132,15 @@ impl Ctx<'_> {
     /// suspicions it is a promise round: the root takes an epoch above every one it knows.
     fn start_fetch(&self, st: &mut PeerState, o: &mut O) {
         let fetching = self.fetch_set(st);
+        // Above every epoch this peer knows, and above one per closer peer it declared dead:
+        // each may have been the group's root before it, in an epoch it never heard of (a
+        // REPLICATE of the first root lost, say), and a late record of that root must not tie
+        // with this one's (production `start_fetch`). Joiners that never joined are not
+        // counted (production never heard of them).
         let epoch = if self.s.epochs() {
-            known_epoch(st).saturating_add(1)
+            let dead = st.dead & !self.s.joiners;
+            let floor = 1 + self.s.topo.closer_dead(self.me, self.s.gid, dead);
+            known_epoch(st).saturating_add(1).max(floor)
         } else {
             0
         };

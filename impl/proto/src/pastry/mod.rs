@@ -139,6 +139,16 @@ impl Overlay {
         self.leaf.nearest_to(key, k, out);
     }
 
+    /// How many peers declared dead (and not yet forgotten) are closer to `key` than this
+    /// one: the roots that may have served `key`'s group before it.
+    pub fn dead_closer(&self, key: u128) -> u64 {
+        let me = self.me.id.0;
+        self.tombstones
+            .iter()
+            .filter(|t| crate::id::closer(key, t.0.id.0, me))
+            .count() as u64
+    }
+
     fn tombstoned(&self, id: NodeId) -> bool {
         self.tombstones.iter().any(|t| t.0.id == id)
     }

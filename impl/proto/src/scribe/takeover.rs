@@ -76,12 +76,16 @@ impl Scribe {
     }
 
     /// Starts a fetch round (see the module docs) with an epoch above every one this peer
-    /// knows for the group.
+    /// knows for the group, and above one per closer peer it declared dead: each may have
+    /// served the group before it in an epoch it never heard of (the first root, whose
+    /// REPLICATE to this peer was lost, is in epoch 1 as a root that knew nothing would be),
+    /// and a late record of that root must not tie with this one's on (epoch, seq).
     fn start_fetch(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) {
+        let floor = 1 + ctx.overlay.dead_closer(gid.0);
         let Some(g) = self.groups.get_mut(&gid) else {
             return;
         };
-        let epoch = g.known_epoch() + 1;
+        let epoch = (g.known_epoch() + 1).max(floor);
         let seq = g.best_record().map_or(0, |r| r.seq).max(g.latest.seq);
         let Some(role) = g.root.as_mut() else { return };
         role.active = false;
