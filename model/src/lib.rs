@@ -32,7 +32,9 @@
 //!   only if it is newer than their last NOTIFY, and only after their 200.
 //! - **Re-JOIN reconciliation** (§III.F): an orphaned member (its parent crashed) re-JOINs
 //!   carrying its latest state; a root keeps the higher seq. An orphan that no longer needs the
-//!   group (no subscriber, no child left) leaves the tree instead, as production does; a
+//!   group (no subscriber, no child left) leaves the tree instead, as production does, and so
+//!   does a peer whose last child died (`validate-run` found the model re-JOINing for a
+//!   peer that no longer needed the group, where production's timer did nothing); a
 //!   re-JOIN is retransmitted through the parent that acknowledged it (pACK) while it lives.
 //! - **Root replication** (§III.F): replicas hold the root state (seq, every event state with its
 //!   ETag and expiry, and the last result per publisher, so a retransmitted publish is not applied

@@ -531,13 +531,16 @@ impl Cluster {
                 .push(format!("dropped (recipient crashed): {}", f.what));
             return;
         }
-        // A re-JOIN's answer reaching its origin ends it.
+        // A re-JOIN's answer reaching its origin ends it (the answer to the current one: that
+        // of a re-JOIN a newer one replaced leaves the newer one's name in place).
         if let Ok(env) = self.codec.decode(&f.payload) {
             if let Msg::Scribe(ScribeMsg::JoinAck {
                 join_id: 0, path, ..
             }) = &env.msg
             {
-                if path.len() == 1 && path[0].id == to.handle.id {
+                let current = to.rejoin.map(|n| format!("{0}/{0}#{n}", to.name));
+                let named = f.abs.as_ref().and_then(|a| a.req.clone());
+                if path.len() == 1 && path[0].id == to.handle.id && named == current {
                     to.rejoin = None;
                 }
             }

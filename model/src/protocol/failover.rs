@@ -48,6 +48,9 @@ impl Ctx<'_> {
         } else if st.parent == Some(x) {
             self.rejoin(st, o);
         }
+        // A peer whose last child died no longer needs the group: it leaves the tree (and
+        // drops a re-JOIN it had pending), as production does.
+        self.prune(st, o);
         let want = self.replica_set(st);
         if let Some(root) = st.root.as_mut().filter(|r| r.active()) {
             if root.acks.iter().any(|a| a.peer == x) {

@@ -95,7 +95,7 @@ impl Ctx<'_> {
 
     /// A peer that no longer needs the group (no local subscription, no child, not the root)
     /// leaves the tree: it tells its parent, forgets it and stops re-JOINing.
-    fn prune(&self, st: &mut PeerState, o: &mut O) {
+    pub(super) fn prune(&self, st: &mut PeerState, o: &mut O) {
         if st.subs.is_empty() && st.children == 0 && st.root.is_none() {
             self.leave_parent(st, o);
             if let Some(req) = st.rejoin.take() {

@@ -119,12 +119,19 @@ impl Ctx<'_> {
         }
     }
 
-    /// The parent timed out (production's tick, `parent_timeout`): leave it, and re-JOIN.
-    /// The timer stays armed.
+    /// The parent timed out (production's tick, `parent_timeout`): leave it, and re-JOIN. The
+    /// LEAVE is not sent when the re-JOIN goes through the same parent, as it could overtake
+    /// the JOIN and cut the branch off again (a cycle the checker found). The timer stays
+    /// armed.
     fn on_parent_timeout(&self, st: &mut PeerState, o: &mut O) {
         o.set_timer(Timer::ParentTimeout, stateright::actor::model_timeout());
-        self.leave_parent(st, o);
-        if st.root.is_none() && (!st.subs.is_empty() || st.children != 0) {
+        let rejoins = st.root.is_none() && (!st.subs.is_empty() || st.children != 0);
+        if rejoins && st.parent == Some(self.route(st)) {
+            st.parent = None;
+        } else {
+            self.leave_parent(st, o);
+        }
+        if rejoins {
             self.rejoin(st, o);
         }
     }

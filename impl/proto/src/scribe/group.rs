@@ -272,12 +272,8 @@ impl Scribe {
         let Some(g) = self.groups.get_mut(&gid) else {
             return;
         };
-        if let Some(p) = g.parent {
-            if now.saturating_sub(g.parent_heard) > ctx.cfg.parent_timeout {
-                g.parent = None;
-                g.rejoin_at = Some(now);
-                ctx.out.send(&p, ScribeMsg::Leave { gid });
-            }
+        if g.parent.is_some() && now.saturating_sub(g.parent_heard) > ctx.cfg.parent_timeout {
+            Self::parent_timed_out(ctx, gid, g);
         }
         if g.root.is_none()
             && g.parent.is_none()
@@ -338,15 +334,29 @@ impl Scribe {
         let Some(g) = self.groups.get_mut(&gid) else {
             return false;
         };
-        let Some(p) = g.parent.take() else {
+        if g.parent.is_none() {
             return false;
-        };
-        g.rejoin_at = Some(ctx.now);
-        ctx.out.send(&p, ScribeMsg::Leave { gid });
+        }
+        Self::parent_timed_out(ctx, gid, g);
         if g.root.is_none() && g.has_interest() {
             Self::send_rejoin(ctx, gid, g);
         }
         true
+    }
+
+    /// The parent of `gid` timed out: forget it (the tick re-JOINs if the group is still
+    /// needed) and tell it with a LEAVE, unless that re-JOIN goes through it again: the LEAVE
+    /// could overtake the JOIN and cut off the very branch the JOIN grafts anew.
+    fn parent_timed_out(ctx: &mut Ctx<'_>, gid: GroupId, g: &mut Group) {
+        let Some(p) = g.parent.take() else {
+            return;
+        };
+        g.rejoin_at = Some(ctx.now);
+        let rejoins = g.root.is_none() && g.has_interest();
+        let through_it = matches!(ctx.overlay.route(gid.0, None), Hop::Next(h) if h.id == p.id);
+        if !(rejoins && through_it) {
+            ctx.out.send(&p, ScribeMsg::Leave { gid });
+        }
     }
 
     /// Leaves the tree when nothing below or here needs the group any more.

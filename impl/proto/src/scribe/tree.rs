@@ -346,6 +346,9 @@ impl Scribe {
             } else if orphan && g.has_interest() {
                 Self::send_rejoin(ctx, gid, g);
             }
+            // A peer whose last child died no longer needs the group: it leaves the tree now
+            // (and drops a re-JOIN it had pending) rather than at its next tick.
+            self.prune(ctx, gid);
         }
     }
 
