@@ -2,7 +2,8 @@
 //! `mutants`, enabled through this package's dev-dependency) must make at least one corpus
 //! trace fail that passes against the unmodified core, with the projected state compared after
 //! every step. The report also gives, per bug, how many traces kill it on messages alone: the
-//! last five bugs of `Mutant::ALL` keep the messages right (all of them, or on most paths),
+//! five state-only bugs of `Mutant::ALL` (`dead-child-kept` to `unsubscribe-keeps-sub`) keep
+//! the messages right on most paths (the LEAVEs of the `treeloss` traces show them on a few),
 //! and mostly only the state comparison catches them.
 
 use sascribe::mutants::Mutant;
