@@ -49,6 +49,17 @@ const COVER_TAIL: usize = 60;
 /// is witnessed, so its configuration must reach them all: one subscriber, three publishes (two
 /// publishers' states composed, then a modify after an expiry: the 412), one crash, one expiry.
 pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
+    // Two tree losses, a crash and an unsubscribe: the tree's maintenance (heartbeat rounds,
+    // LEAVE, parent timeouts) in its traces.
+    let tree_lossy = |preset| Options {
+        preset,
+        tree_losses: 2,
+        subscribers: Some(2),
+        publishes: Some(3),
+        crashes: Some(1),
+        unsubscribes: 1,
+        ..Default::default()
+    };
     let witness = |preset| Options {
         preset,
         subscribers: Some(1),
@@ -102,34 +113,10 @@ pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
             },
             None,
         ),
-        (
-            "treeloss",
-            Options {
-                preset: Preset::Multihop,
-                tree_losses: 2,
-                subscribers: Some(2),
-                publishes: Some(3),
-                crashes: Some(1),
-                unsubscribes: 1,
-                ..Default::default()
-            },
-            None,
-        ),
+        ("treeloss", tree_lossy(Preset::Multihop), None),
         // Fig. 3's two subscribers share an intermediate hop: one's LEAVE can be overtaken by
         // the other's JOIN through it, which only a parent timeout repairs.
-        (
-            "fig3-treeloss",
-            Options {
-                preset: Preset::Fig3,
-                tree_losses: 2,
-                subscribers: Some(2),
-                publishes: Some(3),
-                crashes: Some(1),
-                unsubscribes: 1,
-                ..Default::default()
-            },
-            None,
-        ),
+        ("fig3-treeloss", tree_lossy(Preset::Fig3), None),
     ]
 }
 

@@ -72,18 +72,10 @@ impl Ctx<'_> {
     /// An orphan (its parent gone) re-JOINs, carrying its latest state.
     pub(super) fn rejoin(&self, st: &mut PeerState, o: &mut O) {
         st.parent = None;
-        let req = ReqId {
-            origin: self.me,
-            who: self.me,
-            n: st.next_n,
-        };
-        st.next_n += 1;
-        st.rejoin = Some(req);
-        o.set_timer(Timer::Retry(req), model_timeout());
         if self.mutant(Mutant::RejoinViaChild) && st.children != 0 {
             st.parent = Some(st.children.trailing_zeros() as PeerIx);
         }
-        self.send_join(st, req, o);
+        self.start_rejoin(st, o);
     }
 
     /// This peer is now the closest live peer to the group id (as far as it knows): it becomes

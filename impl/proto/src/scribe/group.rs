@@ -179,6 +179,15 @@ impl Group {
             && !self.has_interest()
             && self.record.is_some()
     }
+    /// This group's heartbeat to its children: this peer's latest seq and depth (0 at the
+    /// root).
+    fn beat(&self, gid: GroupId) -> Beat {
+        Beat {
+            gid,
+            seq: self.latest.seq,
+            depth: if self.root.is_some() { 0 } else { self.depth },
+        }
+    }
     pub(crate) fn has_interest(&self) -> bool {
         !self.subs.is_empty() || !self.children.is_empty()
     }
@@ -285,14 +294,7 @@ impl Scribe {
         let timeout = ctx.cfg.child_timeout;
         g.children
             .retain(|c| now.saturating_sub(c.last_ack) <= timeout);
-        let beat = Beat {
-            gid,
-            seq: g.latest.seq,
-            depth: if g.root.is_some() { 0 } else { g.depth },
-        };
-        for c in &g.children {
-            self.round.beat(c, beat);
-        }
+        self.beat_children(gid);
         self.prune(ctx, gid);
         let g = &self.groups[&gid];
         let confirming = g.confirms.is_some_and(|c| c.1 > now);
@@ -311,18 +313,20 @@ impl Scribe {
     /// tick. Returns how many children were beaten.
     #[cfg(feature = "harness")]
     pub fn fire_heartbeat(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) -> usize {
+        let beaten = self.beat_children(gid);
+        self.round.flush(ctx);
+        beaten
+    }
+
+    /// Queues `gid`'s heartbeat to each of its children in this tree round; returns how many.
+    fn beat_children(&mut self, gid: GroupId) -> usize {
         let Some(g) = self.groups.get(&gid) else {
             return 0;
         };
-        let beat = Beat {
-            gid,
-            seq: g.latest.seq,
-            depth: if g.root.is_some() { 0 } else { g.depth },
-        };
+        let beat = g.beat(gid);
         for c in &g.children {
             self.round.beat(c, beat);
         }
-        self.round.flush(ctx);
         g.children.len()
     }
 
