@@ -1,7 +1,7 @@
 //! # sa-Scribe conformance traces
 //!
 //! Reader, validator and viewer for the traces the model exports (`sascribe-model traces`),
-//! format `sascribe-trace` version 4 (the reader refuses others by name), documented in
+//! format `sascribe-trace` version 6 (the reader refuses others by name), documented in
 //! `conformance/TRACE-FORMAT.md` with the JSON
 //! Schema `conformance/trace.schema.json`. The reader is independent of the exporter (it does
 //! not link the model): it is what a third party reading the corpus would write.
@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 /// The format name this reader accepts.
 pub const FORMAT: &str = "sascribe-trace";
 /// The format version this reader accepts.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 
 /// Why a trace could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -324,6 +324,9 @@ pub struct StateProj {
     pub etag: u8,
     /// Its values, ascending.
     pub values: Vec<u8>,
+    /// The expiry granted, in abstract units (the time left until its deadline, rounded up:
+    /// traces last seconds, units are minutes).
+    pub expires: u8,
 }
 
 /// A replica's record: its seq and live event states (ordered by etag, then values).

@@ -263,3 +263,20 @@ fn an_adapter_that_does_not_report_state_is_compared_on_messages_only() {
     }
     assert!(a.reports_no_state());
 }
+
+#[test]
+fn an_overlay_that_forms_otherwise_than_configured_fails_init() {
+    // The peers form the overlay with production's join; a leaf set larger than the
+    // configuration's (two per side on a four-peer ring, where it says one) must be refused at
+    // `init`, naming the peer and both leaf sets.
+    let t = trace("multihop-witness-states-composed");
+    let mut sys = InProcess::with_config_hook(Box::new(|c| c.leaf_set_size = 4));
+    let r = run_trace(&t, &mut sys, true);
+    let failure = format!("{:?}", r.failure.expect("init must fail"));
+    assert!(
+        failure.contains("leaf set after the overlay join is"),
+        "{failure}"
+    );
+    // The same trace with the configured leaf sets passes.
+    assert!(run_trace(&t, &mut InProcess::new(), true).passed());
+}

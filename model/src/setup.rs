@@ -376,14 +376,15 @@ impl Setup {
         // Publish i goes to publisher i % 2 (U1, U2), each with its own event state (RFC 3903
         // §4): U1's initial publish; U2's initial publish (a second state, composed with the
         // first); U1 modifies its own state (SIP-If-Match: its last ETag — U2's state in
-        // between must not make it stale); U2 removes its state (Expires: 0), which must keep
+        // between must not make it stale) for a shorter time than it first asked (the modify
+        // sets the state's deadline anew); U2 removes its state (Expires: 0), which must keep
         // U1's; U1 publishes with an ETag from an earlier, long-expired publication (e0, never
         // current: a 412); U2 publishes anew.
         let mut scripts: Vec<Vec<PubOp>> = vec![Vec::new(), Vec::new()];
         for i in 0..publishes {
             let (if_match, expires) = match i {
                 0 | 1 => (IfMatch::None, if i % 2 == 0 { 3 } else { 1 }),
-                2 => (IfMatch::Mine, 3),
+                2 => (IfMatch::Mine, 1),
                 3 => (IfMatch::Mine, 0),
                 4 => (IfMatch::Fixed(0), 3),
                 _ => (IfMatch::Mine, 1),

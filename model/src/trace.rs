@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 /// Format name written in every trace.
 pub const FORMAT: &str = "sascribe-trace";
 /// Format version.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 
 /// Where a trace comes from.
 #[derive(Clone, Debug, Serialize)]
@@ -288,14 +288,17 @@ pub struct Step {
 }
 
 /// One event state of a projected record: its entity tag (`e<N>`: the seq of the change that
-/// last set it; 0 for a state adopted from the tree or a replica, whose tag is not known) and
-/// its values.
+/// last set it; 0 for a state adopted from the tree or a replica, whose tag is not known), its
+/// values, and the expiry the root granted it (in the model's units).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct StateProjection {
     /// Entity tag, as a seq.
     pub etag: u8,
     /// Its values, ascending.
     pub values: Vec<u8>,
+    /// The expiry granted, in units of the configuration's `max_expires` scale (a state
+    /// adopted from the tree or a replica: the longest, `max_expires`).
+    pub expires: u8,
 }
 
 /// A projected record (a root's, or a replica's copy): its seq and live event states.
@@ -384,6 +387,7 @@ fn states_of(states: &[EventState]) -> Vec<StateProjection> {
         .map(|s| StateProjection {
             etag: s.etag,
             values: values_list(s.values).unwrap_or_default(),
+            expires: s.expires,
         })
         .collect();
     v.sort();

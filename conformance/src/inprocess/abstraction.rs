@@ -2,7 +2,7 @@
 //! messages → abstract messages" and "Silent messages"), request naming (`origin/who#n`), and
 //! the ETag ↔ seq table.
 
-use super::{value_of, values_of, Cluster};
+use super::{value_of, values_of, Cluster, EXPIRY_UNIT_SECS};
 use crate::{AbstractMsg, EntryProj, PeerState, RecordProj, RootProj, StateProj, SubsProj};
 use sascribe::wire::{Latest, Msg, PublishReply, Routed, ScribeMsg};
 use sascribe::{ETag, GroupId, NodeId};
@@ -288,6 +288,8 @@ pub(super) struct RawState {
     view: Option<sascribe::GroupView>,
     committed: Option<sascribe::RecordView>,
     applied: Option<sascribe::RecordView>,
+    /// The ids in its leaf set.
+    pub leaves: Vec<NodeId>,
 }
 
 impl RawState {
@@ -297,6 +299,7 @@ impl RawState {
             view: p.group_view(gid),
             committed: p.record_view(gid),
             applied: p.applied_record_view(gid),
+            leaves: p.overlay().leaf.iter().map(|e| e.handle.id).collect(),
         }
     }
 }
@@ -309,6 +312,15 @@ impl Cluster {
         self.etag_seq.get(&e).copied().unwrap_or(0)
     }
 
+    /// The abstract expiry of a state whose deadline is `at`: the time left, in expiry units,
+    /// rounded up (a trace spans seconds of the harness's clock, a unit is a minute, so this is
+    /// the expiry the root granted, as long as its deadline was set from it).
+    fn expiry_units(&self, at: sascribe::Millis) -> u8 {
+        let unit = sascribe::Millis::from(EXPIRY_UNIT_SECS) * 1_000;
+        let left = at.saturating_sub(self.now);
+        u8::try_from(left.div_ceil(unit)).unwrap_or(u8::MAX)
+    }
+
     fn states_of(&self, r: &sascribe::RecordView) -> Vec<StateProj> {
         let mut v: Vec<StateProj> = r
             .states
@@ -316,13 +328,14 @@ impl Cluster {
             .map(|s| StateProj {
                 etag: self.abstract_etag(s.etag),
                 values: values_of(&s.body).unwrap_or_default(),
+                expires: self.expiry_units(s.expires_at),
             })
             .collect();
         v.sort();
         v
     }
 
-    fn name_of(&self, id: NodeId) -> String {
+    pub(super) fn name_of(&self, id: NodeId) -> String {
         self.slots
             .iter()
             .find(|s| s.handle.id == id)

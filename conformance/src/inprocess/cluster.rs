@@ -13,8 +13,8 @@ use sascribe::sip::SipConfig;
 use sascribe::ua::UserAgent;
 use sascribe::wire::{Codec, Msg, ScribeMsg};
 use sascribe::{
-    Call, Config, ETag, GroupId, Host, Input as HostInput, Millis, NodeHandle, NodeId, PubHandle,
-    RequestTimer, Seeds, Socket, SubHandle,
+    Config, ETag, GroupId, Host, Millis, NodeHandle, NodeId, PubHandle, RequestTimer, Seeds,
+    Socket, SubHandle,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -34,6 +34,11 @@ pub(super) struct Slot {
     pub counter: u8,
     /// Counter of this peer's outstanding re-JOIN.
     pub rejoin: Option<u8>,
+}
+
+/// The SIP address of the trace's `i`-th peer.
+fn sip_addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 21_000 + i as u16))
 }
 
 /// A captured overlay datagram.
@@ -123,13 +128,12 @@ impl Cluster {
                     .map_err(|e| format!("cannot start a tokio runtime: {e}"))?,
             )),
         };
-        let mut slots = Vec::new();
-        for (i, p) in cfg.peers.iter().enumerate() {
-            let sip = SocketAddr::from(([127, 0, 0, 1], 21_000 + i as u16));
-            let mut sip_cfg = SipConfig::new(sip);
+        let mut hosts = Vec::new();
+        for (i, h) in handles.iter().enumerate() {
+            let mut sip_cfg = SipConfig::new(sip_addr(i));
             sip_cfg.pinned.push((RESOURCE.to_string(), gid));
-            // The front end grants what the overlay does (an expiry step moves the clock by
-            // minutes; subscriptions must outlive the trace).
+            // The front end grants what the overlay does (expiries are minutes long;
+            // subscriptions must outlive the trace).
             sip_cfg.min_expires = pcfg.pub_min_expires.min(pcfg.sub_min_expires);
             sip_cfg.max_expires = pcfg.pub_max_expires.max(pcfg.sub_max_expires);
             let seeds = Seeds::reproducible(7 + i as u64);
@@ -140,23 +144,39 @@ impl Cluster {
                 // production's fetch timeout, fired as a silent timer.
                 peer_cfg.fetch_timeout = sascribe::Config::default().fetch_timeout;
             }
-            let mut host =
-                Host::new(handles[i].id, handles[i].addr, peer_cfg, now, seeds).with_sip(sip_cfg);
+            hosts.push(Host::new(h.id, h.addr, peer_cfg, now, seeds).with_sip(sip_cfg));
+        }
+        // The peers form the overlay with production's own join, and it must be the one the
+        // configuration describes; the model's routing tables are then loaded over it.
+        let names: Vec<String> = cfg.peers.iter().map(|p| p.name.clone()).collect();
+        let leaf_sets = cfg
+            .peers
+            .iter()
+            .map(|p| {
+                p.leaf_set
+                    .iter()
+                    .map(|n| {
+                        index
+                            .get(n.as_str())
+                            .copied()
+                            .ok_or_else(|| format!("unknown peer '{n}' in routing state"))
+                    })
+                    .collect::<Result<BTreeSet<usize>, String>>()
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        super::overlay::form(&mut hosts, &names, now)?;
+        super::overlay::check(&hosts, &names, &leaf_sets, gid.0)?;
+        let mut slots = Vec::new();
+        for ((i, p), mut host) in cfg.peers.iter().enumerate().zip(hosts) {
+            let sip = sip_addr(i);
             let mut rows = Vec::new();
-            let mut known = Vec::new();
             for r in &p.routing_table {
                 let mut row = Vec::new();
                 for c in r {
-                    let h = c.as_deref().map(lookup).transpose()?;
-                    known.extend(h);
-                    row.push(h);
+                    row.push(c.as_deref().map(lookup).transpose()?);
                 }
                 rows.push(row);
             }
-            for n in &p.leaf_set {
-                known.push(lookup(n)?);
-            }
-            let _ = host.handle_input(now, HostInput::Call(Call::InstallRoutingState(known)));
             let bits = cfg.digit_bits;
             host.harness(now, |p, _, _| p.set_explicit_routing(bits, rows));
             let driver: Box<dyn Driver> = match &rt {
@@ -453,9 +473,38 @@ impl Cluster {
                 .unwrap_or_else(|p| p.into_inner())
                 .take()
                 .ok_or("the peer did not report its state")?;
+            self.check_leaf_set(i, &raw.leaves)?;
             out.insert(self.slots[i].name.clone(), self.project_raw(&raw));
         }
         Ok(out)
+    }
+
+    /// The leaf set production's peer `a` holds (`leaves`) must be the model's: its
+    /// topology's without the peers it declared dead, repaired (the leaf sets decide replica
+    /// sets and the last routing hop; a peer declared dead that comes back second-hand, or one
+    /// that stays, shows here first).
+    fn check_leaf_set(&self, a: usize, leaves: &[NodeId]) -> Result<(), String> {
+        let mut want: Vec<String> = self
+            .model_leaf_set(a)
+            .iter()
+            .map(|h| self.name_of(h.id))
+            .collect();
+        let mut got: Vec<String> = leaves.iter().map(|&id| self.name_of(id)).collect();
+        want.sort();
+        got.sort();
+        got.dedup();
+        if got == want {
+            return Ok(());
+        }
+        let dead: Vec<&str> = self.slots[a]
+            .known_dead
+            .iter()
+            .map(|&q| self.slots[q].name.as_str())
+            .collect();
+        Err(format!(
+            "{}'s leaf set is {got:?}, the model's {want:?} (peers it declared dead: {dead:?})",
+            self.slots[a].name
+        ))
     }
 
     /// The model's leaf set of peer `a` given the crashes it detected (topology.rs rule).

@@ -19,6 +19,7 @@
 mod abstraction;
 mod clients;
 mod cluster;
+mod overlay;
 
 use crate::sut::{Input, Observed, System};
 use crate::{Config as TraceConfig, PeerState};
