@@ -473,17 +473,32 @@ impl Cluster {
                 .unwrap_or_else(|p| p.into_inner())
                 .take()
                 .ok_or("the peer did not report its state")?;
-            self.check_leaf_set(i, &raw.leaves)?;
+            self.check_routing_state(i, &raw)?;
             out.insert(self.slots[i].name.clone(), self.project_raw(&raw));
         }
         Ok(out)
     }
 
-    /// The leaf set production's peer `a` holds (`leaves`) must be the model's: its
-    /// topology's without the peers it declared dead, repaired (the leaf sets decide replica
-    /// sets and the last routing hop; a peer declared dead that comes back second-hand, or one
-    /// that stays, shows here first).
-    fn check_leaf_set(&self, a: usize, leaves: &[NodeId]) -> Result<(), String> {
+    /// The leaf set production's peer `a` holds must be the model's: its topology's without the
+    /// peers it declared dead, repaired (the leaf sets decide replica sets and the last routing
+    /// hop; a peer declared dead that comes back second-hand, or one that stays, shows here
+    /// first). Its learnt routing table holds no peer it declared dead, and each entry in the
+    /// slot it fits.
+    fn check_routing_state(&self, a: usize, raw: &RawState) -> Result<(), String> {
+        let me = self.slots[a].handle.id.0;
+        for &(row, col, id) in &raw.table {
+            let q = self.slots.iter().position(|s| s.handle.id == id);
+            if q.is_none_or(|q| q == a || self.slots[a].known_dead.contains(&q))
+                || super::overlay::slot(me, id.0) != (row, col)
+            {
+                return Err(format!(
+                    "{}'s routing table holds {} in row {row}, column {col}: not a live peer it knows, or not its slot",
+                    self.slots[a].name,
+                    self.name_of(id)
+                ));
+            }
+        }
+        let leaves = &raw.leaves;
         let mut want: Vec<String> = self
             .model_leaf_set(a)
             .iter()

@@ -84,8 +84,21 @@ fn pump(hosts: &mut [Host], now: Millis) -> Result<(), String> {
     }
 }
 
+/// The filled slots of a peer's learnt routing table: (row, column, id).
+pub(super) fn table_of(o: &sascribe::pastry::Overlay) -> Vec<(usize, usize, sascribe::NodeId)> {
+    let mut v = Vec::new();
+    for row in 0..DIGITS {
+        for col in 0..(1 << DIGIT_BITS) {
+            if let Some(e) = o.rt.get(row, col) {
+                v.push((row, col, e.handle.id));
+            }
+        }
+    }
+    v
+}
+
 /// The slot `(row, column)` of production's routing table that `id` fits in at `me`.
-fn slot(me: u128, id: u128) -> (usize, usize) {
+pub(super) fn slot(me: u128, id: u128) -> (usize, usize) {
     let row = ((me ^ id).leading_zeros() as usize / DIGIT_BITS).min(DIGITS - 1);
     let col = (id >> (128 - DIGIT_BITS * (row + 1))) as usize & ((1 << DIGIT_BITS) - 1);
     (row, col)
@@ -138,23 +151,18 @@ pub(super) fn check(
                 show(&leaf_sets[i])
             ));
         }
-        for row in 0..DIGITS {
-            for col in 0..(1 << DIGIT_BITS) {
-                let Some(e) = o.rt.get(row, col) else {
-                    continue;
-                };
-                let Some(j) = index(e.handle.id) else {
-                    return Err(format!(
-                        "{}'s routing table holds {:032x} (row {row}, column {col}), no peer of the trace",
-                        names[i], e.handle.id.0
-                    ));
-                };
-                if j == i || slot(me, e.handle.id.0) != (row, col) {
-                    return Err(format!(
-                        "{}'s routing table holds {} in row {row}, column {col}, where it does not fit",
-                        names[i], names[j]
-                    ));
-                }
+        for (row, col, id) in table_of(o) {
+            let Some(j) = index(id) else {
+                return Err(format!(
+                    "{}'s routing table holds {:032x} (row {row}, column {col}), no peer of the trace",
+                    names[i], id.0
+                ));
+            };
+            if j == i || slot(me, id.0) != (row, col) {
+                return Err(format!(
+                    "{}'s routing table holds {} in row {row}, column {col}, where it does not fit",
+                    names[i], names[j]
+                ));
             }
         }
         for (j, m) in members.iter().enumerate().filter(|&(j, _)| j != i) {
