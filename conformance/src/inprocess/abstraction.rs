@@ -290,8 +290,8 @@ pub(super) struct RawState {
     applied: Option<sascribe::RecordView>,
     /// The ids in its leaf set.
     pub leaves: Vec<NodeId>,
-    /// Its learnt routing table: (row, column, id) of each filled slot.
-    pub table: Vec<(usize, usize, NodeId)>,
+    /// Its learnt routing table: each entry's id, and whether it sits in the slot it fits.
+    pub table: Vec<(NodeId, bool)>,
 }
 
 impl RawState {
@@ -302,7 +302,7 @@ impl RawState {
             committed: p.record_view(gid),
             applied: p.applied_record_view(gid),
             leaves: p.overlay().leaf.iter().map(|e| e.handle.id).collect(),
-            table: super::overlay::table_of(p.overlay()),
+            table: super::overlay::entries_of(p.overlay(), p.id()),
         }
     }
 }

@@ -485,14 +485,11 @@ impl Cluster {
     /// first). Its learnt routing table holds no peer it declared dead, and each entry in the
     /// slot it fits.
     fn check_routing_state(&self, a: usize, raw: &RawState) -> Result<(), String> {
-        let me = self.slots[a].handle.id.0;
-        for &(row, col, id) in &raw.table {
+        for &(id, fits) in &raw.table {
             let q = self.slots.iter().position(|s| s.handle.id == id);
-            if q.is_none_or(|q| q == a || self.slots[a].known_dead.contains(&q))
-                || super::overlay::slot(me, id.0) != (row, col)
-            {
+            if q.is_none_or(|q| q == a || self.slots[a].known_dead.contains(&q)) || !fits {
                 return Err(format!(
-                    "{}'s routing table holds {} in row {row}, column {col}: not a live peer it knows, or not its slot",
+                    "{}'s routing table holds {}: not a live peer it knows, or not in its slot",
                     self.slots[a].name,
                     self.name_of(id)
                 ));
