@@ -201,6 +201,12 @@ impl Cluster {
                 a.req = Some(self.name_pub(req.origin, req.nonce));
                 if let PublishReply::Ok(o) = reply {
                     a.seq = Some(o.seq.min(255) as u8);
+                    // The ETag the root minted for this change (MAPPING.md, "ETags"): learnt
+                    // here too, for a root without live replicas whose answer goes to a peer
+                    // that crashed (no REPLICATE and no 200 carries it then).
+                    if let Some(e) = o.etag {
+                        self.learn_etag(e, o.seq);
+                    }
                 }
             }
             ScribeMsg::Replicate { gid, rec, .. } if ours(gid) => {
