@@ -82,6 +82,9 @@ impl Cluster {
         hook: Option<&(dyn Fn(&mut Config) + Send)>,
         mode: Mode,
     ) -> Result<Self, String> {
+        if cfg.peers.is_empty() {
+            return Err("config.peers is empty: a trace needs at least one peer".into());
+        }
         if cfg.digit_bits == 0 || cfg.digit_bits > 8 {
             return Err(format!("digit_bits {} is not in 1..=8", cfg.digit_bits));
         }
