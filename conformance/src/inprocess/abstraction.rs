@@ -298,12 +298,15 @@ pub(super) struct RawState {
     pub leaves: Vec<NodeId>,
     /// Its learnt routing table: each entry's id, and whether it sits in the slot it fits.
     pub table: Vec<(NodeId, bool)>,
+    /// The peer's clock when read (deadlines are its clock's).
+    now: sascribe::Millis,
 }
 
 impl RawState {
     /// Reads the production views of group `gid` at `p`.
-    pub(super) fn read(p: &sascribe::Peer, gid: GroupId) -> Self {
+    pub(super) fn read(p: &sascribe::Peer, gid: GroupId, now: sascribe::Millis) -> Self {
         RawState {
+            now,
             view: p.group_view(gid),
             committed: p.record_view(gid),
             applied: p.applied_record_view(gid),
@@ -321,23 +324,24 @@ impl Cluster {
         self.etag_seq.get(&e).copied().unwrap_or(0)
     }
 
-    /// The abstract expiry of a state whose deadline is `at`: the time left, in expiry units,
-    /// rounded up (a trace spans seconds of the harness's clock, a unit is a minute, so this is
-    /// the expiry the root granted, as long as its deadline was set from it).
-    fn expiry_units(&self, at: sascribe::Millis) -> u8 {
+    /// The abstract expiry of a state whose deadline is `at` on a clock that reads `now`: the
+    /// time left, in expiry units, rounded up (a peer's clock moves minutes at most in a trace,
+    /// a unit is an hour, so this is the expiry the root granted, as long as its deadline was
+    /// set from it).
+    fn expiry_units(at: sascribe::Millis, now: sascribe::Millis) -> u8 {
         let unit = sascribe::Millis::from(EXPIRY_UNIT_SECS) * 1_000;
-        let left = at.saturating_sub(self.now);
+        let left = at.saturating_sub(now);
         u8::try_from(left.div_ceil(unit)).unwrap_or(u8::MAX)
     }
 
-    fn states_of(&self, r: &sascribe::RecordView) -> Vec<StateProj> {
+    fn states_of(&self, r: &sascribe::RecordView, now: sascribe::Millis) -> Vec<StateProj> {
         let mut v: Vec<StateProj> = r
             .states
             .iter()
             .map(|s| StateProj {
                 etag: self.abstract_etag(s.etag),
                 values: values_of(&s.body).unwrap_or_default(),
-                expires: self.expiry_units(s.expires_at),
+                expires: Self::expiry_units(s.expires_at, now),
             })
             .collect();
         v.sort();
@@ -363,7 +367,7 @@ impl Cluster {
             .filter(|r| v.is_root && r.seq > 0)
             .map(|r| RootProj {
                 seq: seq(r.seq),
-                states: self.states_of(r),
+                states: self.states_of(r, raw.now),
                 committed: raw
                     .committed
                     .as_ref()
@@ -372,7 +376,7 @@ impl Cluster {
                         seq: seq(c.seq),
                         values: {
                             let all: BTreeSet<u8> = self
-                                .states_of(c)
+                                .states_of(c, raw.now)
                                 .into_iter()
                                 .flat_map(|s| s.values)
                                 .collect();
@@ -386,7 +390,7 @@ impl Cluster {
             .filter(|r| !v.is_root && r.seq > 0)
             .map(|r| RecordProj {
                 seq: seq(r.seq),
-                states: self.states_of(r),
+                states: self.states_of(r, raw.now),
             });
         let mut children: Vec<String> = v.children.iter().map(|c| self.name_of(*c)).collect();
         children.sort();

@@ -5,13 +5,16 @@
 
 use super::abstraction::{Policy, RawState};
 use super::clients::{ua_addr, TraceUa};
-use super::{parse_id, production_config, Mode, MAX_SETTLE, RESOURCE, SILENT_HORIZON};
-use crate::driver::{CoreDriver, Driver, RuntimeDriver};
+use super::{
+    parse_id, production_config, Mode, FAIL_TIMEOUT, KEEPALIVE, MAX_SETTLE, RESOURCE,
+    SILENT_HORIZON,
+};
+use crate::driver::{Call, CoreDriver, Driver, RuntimeDriver};
 use crate::sut::{Input, Observed};
 use crate::{AbstractMsg, Config as TraceConfig, PeerState};
 use sascribe::sip::SipConfig;
 use sascribe::ua::UserAgent;
-use sascribe::wire::{Codec, Msg, ScribeMsg};
+use sascribe::wire::{Codec, Dest, Msg, PastryMsg, ScribeMsg, Stamp};
 use sascribe::{
     Config, ETag, GroupId, Host, Millis, NodeHandle, NodeId, PubHandle, RequestTimer, Seeds,
     Socket, SubHandle,
@@ -34,6 +37,35 @@ pub(super) struct Slot {
     pub counter: u8,
     /// Counter of this peer's outstanding re-JOIN.
     pub rejoin: Option<u8>,
+    /// How far this peer's clock is ahead of the harness's: its keep-alive failure detector
+    /// ran its clock on (each peer's detects on its own; MAPPING.md, "Actions", `detect_failure`).
+    skew: Millis,
+}
+
+/// Everything the harness hands a peer goes through its clock: the harness's time plus the
+/// peer's skew.
+impl Slot {
+    fn call(&mut self, now: Millis, f: Call) -> Result<String, String> {
+        self.driver.call(now + self.skew, f)
+    }
+
+    fn datagram(&mut self, now: Millis, socket: Socket, from: SocketAddr, payload: Vec<u8>) {
+        self.driver.datagram(now + self.skew, socket, from, payload);
+    }
+
+    fn timeout(&mut self, now: Millis) {
+        self.driver.timeout(now + self.skew);
+    }
+
+    /// Its earliest deadline, on the harness's clock.
+    fn next_deadline(&mut self) -> Option<Millis> {
+        let t = self.driver.next_deadline()?;
+        Some(t.saturating_sub(self.skew))
+    }
+
+    fn drain(&mut self) -> (Vec<sascribe::Transmit>, Vec<String>) {
+        self.driver.drain()
+    }
 }
 
 /// The SIP address of the trace's `i`-th peer.
@@ -71,6 +103,9 @@ pub(super) struct Cluster {
     pub retransmitting: Option<usize>,
     pub rev_seq: HashMap<(usize, u64), u64>,
     pub obs: Observed,
+    /// The peer whose keep-alive failure detector the harness is running
+    /// ([`Cluster::keepalive_detects`]).
+    detecting: Option<usize>,
     /// The peer closest to the group id with every peer alive: the group's first root, whose
     /// lazy record fetch is silent (the model's first root holds the role from the start).
     pub first_root: usize,
@@ -196,6 +231,7 @@ impl Cluster {
                 known_dead: BTreeSet::new(),
                 counter: 0,
                 rejoin: None,
+                skew: 0,
             });
         }
         let mut uas = Vec::new();
@@ -242,6 +278,7 @@ impl Cluster {
             retransmitting: None,
             rev_seq: HashMap::new(),
             obs: Observed::default(),
+            detecting: None,
             first_root,
         })
     }
@@ -314,12 +351,18 @@ impl Cluster {
                 let a = self.peer_ix(at)?;
                 let d = self.peer_ix(peer)?;
                 let id = self.slots[d].handle.id;
+                self.live(a, "detect_failure")?;
                 self.slots[a].known_dead.insert(d);
-                let repaired = self.model_leaf_set(a);
-                let s = self.live(a, "detect_failure")?;
                 // The model's leaf-set repair is instantaneous and complete: hand the peer the
-                // live neighbours the repair would find (MAPPING.md, "Failure detection").
-                s.driver.call(
+                // live neighbours the repair would find (MAPPING.md, "Actions", `detect_failure`).
+                let repaired = self.model_leaf_set(a);
+                if self.keepalive_detects(a, d, repaired.clone())? {
+                    self.log(format!(
+                        "{at}'s keep-alive declared {peer} dead + leaf-set repair"
+                    ));
+                    return Ok(());
+                }
+                self.slots[a].call(
                     now,
                     Box::new(move |host, now| {
                         host.harness(now, |p, now, t| p.declare_dead(now, t, id, &repaired));
@@ -337,7 +380,7 @@ impl Cluster {
                 let give_up = *attempt as usize > self.cfg.retry_limit;
                 self.retransmitting = Some(a);
                 let s = self.live(a, "fire_timer")?;
-                let found = s.driver.call(
+                let found = s.call(
                     now,
                     Box::new(move |host, now| {
                         let fire = |p: &mut sascribe::Peer, now, t: &mut _| {
@@ -353,7 +396,7 @@ impl Cluster {
             Input::ReplicationRetry { at } => {
                 let a = self.peer_ix(at)?;
                 let s = self.live(a, "replication_retry")?;
-                let root = s.driver.call(
+                let root = s.call(
                     now,
                     Box::new(move |host, now| {
                         let retry = |p: &mut sascribe::Peer, now, t: &mut _| {
@@ -380,7 +423,7 @@ impl Cluster {
                     .collect();
                 let gid = self.gid;
                 let s = self.live(a, "expire")?;
-                let expired = s.driver.call(
+                let expired = s.call(
                     now,
                     Box::new(move |host, now| {
                         let expire = |p: &mut sascribe::Peer, now, t: &mut _| {
@@ -407,7 +450,7 @@ impl Cluster {
                 }
                 let gid = self.gid;
                 let s = self.live(a, "heartbeat")?;
-                let beaten = s.driver.call(
+                let beaten = s.call(
                     now,
                     Box::new(move |host, now| {
                         let beat =
@@ -426,7 +469,7 @@ impl Cluster {
                 }
                 let gid = self.gid;
                 let s = self.live(a, "parent_timeout")?;
-                let left = s.driver.call(
+                let left = s.call(
                     now,
                     Box::new(move |host, now| {
                         let time_out = |p: &mut sascribe::Peer, now, t: &mut _| {
@@ -453,6 +496,103 @@ impl Cluster {
         Ok(())
     }
 
+    /// Production's own failure detector at `a` declares the crashed peer `d` dead: `a`'s clock
+    /// runs on from one maintenance tick to the next while every live peer answers its
+    /// keep-alive pings, and the harness answers in the name of each crashed peer that `a`
+    /// has not detected yet in the trace (the model's detector reports each crash to each
+    /// peer on its own). Only `d` stays silent, and `a` must declare it dead within the
+    /// failure timeout and five ticks more. The repair completes at once, as the model's
+    /// ([`sascribe::Peer::repair_at_next_detection`]). Returns `false`, with the clock left
+    /// alone, when `a` knows nothing of `d` (in neither its leaf set nor its learnt routing
+    /// table, no keep-alive watches it: the harness declares it dead instead).
+    fn keepalive_detects(
+        &mut self,
+        a: usize,
+        d: usize,
+        repaired: Vec<NodeHandle>,
+    ) -> Result<bool, String> {
+        let id = self.slots[d].handle.id;
+        let knows = self.slots[a].call(
+            self.now,
+            Box::new(move |host, _| Ok(host.peer().overlay().knows(id).to_string())),
+        )?;
+        if knows != "true" {
+            return Ok(false);
+        }
+        self.slots[a].call(
+            self.now,
+            Box::new(move |host, now| {
+                host.harness(now, |p, _, _| p.repair_at_next_detection(repaired));
+                Ok(String::new())
+            }),
+        )?;
+        self.detecting = Some(a);
+        // Half of the detections (by the parity of the two peers' places) start as if `a` had
+        // been paused for three ticks: it must forgive the silence it measured itself rather
+        // than declare every peer dead, and still detect `d` after the failure timeout.
+        let mut pause = (a + d).is_multiple_of(2);
+        let bound = FAIL_TIMEOUT + 5 * KEEPALIVE;
+        let until = self.now + self.slots[a].skew + bound;
+        let mut buried = false;
+        while !buried {
+            let s = &mut self.slots[a];
+            let Some(mut t) = s.driver.next_deadline().filter(|&t| t <= until) else {
+                break;
+            };
+            if std::mem::take(&mut pause) {
+                t += 3 * KEEPALIVE;
+            }
+            s.skew = s.skew.max(t.saturating_sub(self.now));
+            s.timeout(self.now);
+            self.quiesce();
+            let was = self.slots[a].call(
+                self.now,
+                Box::new(move |host, _| Ok(host.peer().overlay().buried(id).to_string())),
+            )?;
+            buried = was == "true";
+        }
+        self.detecting = None;
+        if !buried {
+            return Err(format!(
+                "{}'s keep-alive failure detector did not declare {} dead within {bound} ms",
+                self.slots[a].name, self.slots[d].name,
+            ));
+        }
+        Ok(true)
+    }
+
+    /// A keep-alive ping from the peer whose failure detector runs to a crashed peer it has
+    /// not detected yet in the trace: the harness answers in the crashed peer's name (see
+    /// [`Cluster::keepalive_detects`]). Returns whether it did.
+    fn pong_for_the_crashed(&mut self, f: &Flight) -> bool {
+        if self.detecting != Some(f.from) || self.slots[f.from].known_dead.contains(&f.to) {
+            return false;
+        }
+        match self.codec.decode(&f.payload) {
+            Ok(env) if matches!(env.msg, Msg::Pastry(PastryMsg::Ping)) => {}
+            _ => return false,
+        }
+        let me = self.slots[f.to].handle;
+        let stamp = Stamp {
+            dst: Dest::Peer(self.slots[f.from].handle.id),
+            time: 0,
+            seq: 0,
+        };
+        let Ok(pong) = self
+            .codec
+            .encode(&me, true, &Msg::Pastry(PastryMsg::Pong), &stamp)
+        else {
+            return false;
+        };
+        let now = self.now;
+        self.slots[f.from].datagram(now, Socket::Overlay, me.addr, pong);
+        self.log(format!(
+            "{} answers {}'s keep-alive ping: crashed, not detected by it yet",
+            self.slots[f.to].name, self.slots[f.from].name
+        ));
+        true
+    }
+
     /// The projected state of every live peer (MAPPING.md, "Projected state").
     pub fn project(&mut self) -> Result<BTreeMap<String, PeerState>, String> {
         let mut out = BTreeMap::new();
@@ -463,10 +603,10 @@ impl Cluster {
             let raw = Arc::new(Mutex::new(None));
             let into = Arc::clone(&raw);
             let gid = self.gid;
-            self.slots[i].driver.call(
+            self.slots[i].call(
                 self.now,
-                Box::new(move |host, _| {
-                    let r = RawState::read(host.peer(), gid);
+                Box::new(move |host, now| {
+                    let r = RawState::read(host.peer(), gid, now);
                     *into.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
                     Ok(String::new())
                 }),
@@ -570,7 +710,7 @@ impl Cluster {
         let call_id = self
             .pending_call_id(u, req)
             .ok_or_else(|| format!("request {req} is not pending at its user agent"))?;
-        let handle = self.slots[at].driver.call(
+        let handle = self.slots[at].call(
             self.now,
             Box::new(move |host, _| {
                 let h = host.sip().and_then(|s| s.core_handle(&call_id));
@@ -588,6 +728,9 @@ impl Cluster {
     }
 
     fn deliver(&mut self, f: Flight) {
+        if self.slots[f.to].crashed && self.pong_for_the_crashed(&f) {
+            return;
+        }
         let to = &mut self.slots[f.to];
         if to.crashed {
             self.obs
@@ -620,6 +763,13 @@ impl Cluster {
     /// Runs SIP traffic, silent overlay traffic and silent timers to quiescence and returns
     /// what the input made observable.
     pub fn settle(&mut self) -> Observed {
+        self.quiesce();
+        self.retransmitting = None;
+        std::mem::take(&mut self.obs)
+    }
+
+    /// Runs SIP traffic, silent overlay traffic and silent timers to quiescence.
+    fn quiesce(&mut self) {
         let mut n = 0;
         loop {
             n += 1;
@@ -645,20 +795,18 @@ impl Cluster {
                 .iter_mut()
                 .enumerate()
                 .filter(|(_, s)| !s.crashed)
-                .filter_map(|(i, s)| s.driver.next_deadline().map(|t| (t, i)))
+                .filter_map(|(i, s)| s.next_deadline().map(|t| (t, i)))
                 .filter(|(t, _)| *t <= horizon)
                 .min();
             if let Some((t, i)) = due {
                 self.now = self.now.max(t);
                 let now = self.now;
                 self.log(format!("timer at {} fired (t={now})", self.slots[i].name));
-                self.slots[i].driver.timeout(now);
+                self.slots[i].timeout(now);
                 continue;
             }
             break;
         }
-        self.retransmitting = None;
-        std::mem::take(&mut self.obs)
     }
 
     /// Takes every peer's and user agent's outputs: overlay datagrams are classified, SIP
@@ -670,7 +818,7 @@ impl Cluster {
             if self.slots[i].crashed {
                 continue;
             }
-            let (tx, notes) = self.slots[i].driver.drain();
+            let (tx, notes) = self.slots[i].drain();
             self.obs.log.extend(notes);
             for t in tx {
                 moved = true;

@@ -28,13 +28,24 @@ use cluster::Cluster;
 use sascribe::{Config, Millis};
 use std::collections::BTreeMap;
 
-/// Intervals of the periodic maintenance the model has no counterpart for (keep-alives,
-/// heartbeats, leaf-set exchanges, replica refresh): far beyond any trace, so they never fire.
+/// Intervals of the periodic maintenance the harness fires itself or the model has no
+/// counterpart for (heartbeats, leaf-set exchanges, replica refresh, request retries): far
+/// beyond any trace, so they never fire by themselves.
 pub const NEVER: Millis = 1_000_000_000;
-/// Seconds per abstract expiry unit.
-pub const EXPIRY_UNIT_SECS: u32 = 60;
-/// Subscription expiry the harness asks for (seconds).
-pub const SUB_EXPIRES: u32 = 3_600;
+/// Production's keep-alive interval: each peer's failure detector runs on its own clock,
+/// moved on tick by tick when the trace says it detects a crash (the routing table's pings
+/// too). Beyond the harness's silent horizon and any trace's length, so that it never ticks
+/// otherwise.
+pub const KEEPALIVE: Millis = 30_000;
+/// Production's leaf-set and routing-table failure timeout.
+pub const FAIL_TIMEOUT: Millis = 75_000;
+/// Seconds per abstract expiry unit: an hour, so that the time a peer's failure detector
+/// runs its clock on (minutes at most in a trace) does not change the units left.
+pub const EXPIRY_UNIT_SECS: u32 = 3_600;
+/// Subscription expiry the harness asks for (seconds): a day, longer than any publication's
+/// (at most 3 units), so that the SIP front end's bound (the longer of the two) leaves the
+/// publications' clamp to the overlay.
+pub const SUB_EXPIRES: u32 = 86_400;
 /// Bound on silent deliveries and timer firings while settling one input (loop guard).
 const MAX_SETTLE: usize = 100_000;
 /// The resource every trace user agent publishes to and subscribes to; its group is the
@@ -128,10 +139,11 @@ pub fn production_config(t: &TraceConfig) -> Config {
     Config {
         leaf_set_size: 2 * t.leaf_half,
         replicas: t.k,
-        keepalive_interval: NEVER,
-        leaf_fail_timeout: 4 * NEVER,
-        table_fail_timeout: 4 * NEVER,
-        table_ping_interval: NEVER,
+        keepalive_interval: KEEPALIVE,
+        leaf_fail_timeout: FAIL_TIMEOUT,
+        table_fail_timeout: FAIL_TIMEOUT,
+        table_ping_interval: KEEPALIVE,
+        table_probe_interval: KEEPALIVE,
         leaf_exchange_interval: NEVER,
         tombstone_ttl: 4 * NEVER,
         dead_probe_interval: NEVER,

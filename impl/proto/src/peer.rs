@@ -52,6 +52,10 @@ pub struct Peer {
     unix_offset: i64,
     /// Dialog handover messages received, for the SIP endpoint above (bounded).
     handovers: VecDeque<(NodeHandle, HandoverMsg)>,
+    /// Peers the next keep-alive timeout's leaf-set repair finds at once
+    /// ([`Peer::repair_at_next_detection`]).
+    #[cfg(feature = "harness")]
+    repair: Vec<NodeHandle>,
 }
 
 /// Bound on handover messages waiting for the SIP endpoint (the host drains them after every
@@ -123,6 +127,8 @@ impl Peer {
             replay: ReplayGuard::new(),
             unix_offset: 0,
             handovers: VecDeque::new(),
+            #[cfg(feature = "harness")]
+            repair: Vec::new(),
             cfg: config,
         };
         peer.at(now);
@@ -297,7 +303,11 @@ impl Peer {
                 dead.iter()
                     .map(|&id| Event::Log(crate::diag::LogEvent::PeerFailed { id })),
             );
-            self.bury(now, timers, &dead, &[]);
+            #[cfg(feature = "harness")]
+            let repaired = std::mem::take(&mut self.repair);
+            #[cfg(not(feature = "harness"))]
+            let repaired: Vec<NodeHandle> = Vec::new();
+            self.bury(now, timers, &dead, &repaired);
         }
         self.overlay
             .tick_rest(now, &self.cfg, &mut self.out, &mut self.rng);
@@ -496,6 +506,15 @@ impl Peer {
         }
         self.bury(now, timers, &[id], repaired);
         self.run_loopback(now, timers);
+    }
+
+    /// The peers the leaf-set repair after the next keep-alive timeout finds: taken into the
+    /// routing state before sa-Scribe reacts to the peers the timeout declares dead, as
+    /// [`Peer::declare_dead`]'s `repaired` (a harness whose model repairs instantaneously sets
+    /// this, then lets the keep-alive tick run).
+    #[cfg(feature = "harness")]
+    pub fn repair_at_next_detection(&mut self, repaired: Vec<NodeHandle>) {
+        self.repair = repaired;
     }
 
     /// Fires a request's retransmission timer now: the request is sent again, or with
