@@ -106,6 +106,8 @@ fn traces_group_into_families_by_name() {
     assert_eq!(
         got,
         [
+            "crash2-cover",
+            "crash2-walk",
             "fig3-cover",
             "fig3-treeloss-cover",
             "fig3-treeloss-walk",

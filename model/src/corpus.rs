@@ -113,6 +113,20 @@ pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
             },
             None,
         ),
+        // Two crashes: a new root whose fetch waits on a replica that dies too, a record
+        // re-replicated twice, an orphan re-JOINing through an intermediate that crashes, and
+        // each peer's failure detector reporting one crash before the other or after it.
+        (
+            "crash2",
+            Options {
+                preset: Preset::Multihop,
+                subscribers: Some(2),
+                publishes: Some(3),
+                crashes: Some(2),
+                ..Default::default()
+            },
+            None,
+        ),
         ("treeloss", tree_lossy(Preset::Multihop), None),
         // Fig. 3's two subscribers share an intermediate hop: one's LEAVE can be overtaken by
         // the other's JOIN through it, which only a parent timeout repairs.

@@ -500,8 +500,8 @@ impl Cluster {
     /// runs on from one maintenance tick to the next while every live peer answers its
     /// keep-alive pings, and the harness answers in the name of each crashed peer that `a`
     /// has not detected yet in the trace (the model's detector reports each crash to each
-    /// peer on its own). Only `d` stays silent, and `a` must declare it dead within the
-    /// failure timeout and five ticks more. The repair completes at once, as the model's
+    /// peer on its own). Only `d` stays silent, and `a` must drop it from its leaf set and
+    /// routing table within the failure timeout and five ticks more. The repair completes at once, as the model's
     /// ([`sascribe::Peer::repair_at_next_detection`]). Returns `false`, with the clock left
     /// alone, when `a` knows nothing of `d` (in neither its leaf set nor its learnt routing
     /// table, no keep-alive watches it: the harness declares it dead instead).
@@ -512,11 +512,9 @@ impl Cluster {
         repaired: Vec<NodeHandle>,
     ) -> Result<bool, String> {
         let id = self.slots[d].handle.id;
-        let knows = self.slots[a].call(
-            self.now,
-            Box::new(move |host, _| Ok(host.peer().overlay().knows(id).to_string())),
-        )?;
-        if knows != "true" {
+        let holds =
+            |raw: &RawState| raw.leaves.contains(&id) || raw.table.iter().any(|e| e.0 == id);
+        if !holds(&self.read(a)?) {
             return Ok(false);
         }
         self.slots[a].call(
@@ -545,11 +543,7 @@ impl Cluster {
             s.skew = s.skew.max(t.saturating_sub(self.now));
             s.timeout(self.now);
             self.quiesce();
-            let was = self.slots[a].call(
-                self.now,
-                Box::new(move |host, _| Ok(host.peer().overlay().buried(id).to_string())),
-            )?;
-            buried = was == "true";
+            buried = !holds(&self.read(a)?);
         }
         self.detecting = None;
         if !buried {
@@ -600,26 +594,32 @@ impl Cluster {
             if self.slots[i].crashed {
                 continue;
             }
-            let raw = Arc::new(Mutex::new(None));
-            let into = Arc::clone(&raw);
-            let gid = self.gid;
-            self.slots[i].call(
-                self.now,
-                Box::new(move |host, now| {
-                    let r = RawState::read(host.peer(), gid, now);
-                    *into.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-                    Ok(String::new())
-                }),
-            )?;
-            let raw = raw
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take()
-                .ok_or("the peer did not report its state")?;
+            let raw = self.read(i)?;
             self.check_routing_state(i, &raw)?;
             out.insert(self.slots[i].name.clone(), self.project_raw(&raw));
         }
         Ok(out)
+    }
+
+    /// What production's peer `i` holds (the group's views, its routing state).
+    fn read(&mut self, i: usize) -> Result<RawState, String> {
+        let raw = Arc::new(Mutex::new(None));
+        let into = Arc::clone(&raw);
+        let gid = self.gid;
+        self.slots[i].call(
+            self.now,
+            Box::new(move |host, now| {
+                let r = RawState::read(host.peer(), gid, now);
+                *into.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                Ok(String::new())
+            }),
+        )?;
+        let raw = raw
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or("the peer did not report its state")?;
+        Ok(raw)
     }
 
     /// The leaf set production's peer `a` holds must be the model's: its topology's without the

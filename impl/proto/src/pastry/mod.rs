@@ -149,11 +149,6 @@ impl Overlay {
             .count() as u64
     }
 
-    /// Whether `id` was declared dead or left (and is not forgotten yet).
-    pub fn buried(&self, id: NodeId) -> bool {
-        self.tombstoned(id)
-    }
-
     fn tombstoned(&self, id: NodeId) -> bool {
         self.tombstones.iter().any(|t| t.0.id == id)
     }
