@@ -257,8 +257,10 @@
 //!   (at a root still fetching: its fetch timeout, asking the peers it awaits again)
 //!   recover.
 //! - **Tree maintenance** ([`Setup::tree_maintenance`], with `--tree-losses`), as production
-//!   runs it: the heartbeat round ([`protocol::Timer::Heartbeat`]) sends each child a
-//!   [`protocol::Msg::Beat`] with the parent's latest seq; a child whose parent it is pushes
+//!   runs it: the heartbeat round ([`protocol::Timer::Heartbeat`]) runs an active root's
+//!   duties first, as production's tick does (its record resent to every replica behind
+//!   it: the harness runs production's whole tree round for this step), then sends each
+//!   child a [`protocol::Msg::Beat`] with the parent's latest seq; a child whose parent it is pushes
 //!   a newer state up (a multicast to the parent, so that a root keeps the highest) and
 //!   answers [`protocol::Msg::BeatAck`] with its own seq, any other peer answers
 //!   [`protocol::Msg::Leave`]; the parent sends a child that is behind its latest state (the

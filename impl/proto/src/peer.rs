@@ -538,17 +538,6 @@ impl Peer {
         found
     }
 
-    /// Runs the roots' expiry now, as the periodic tick does: in each group this peer is the
-    /// active root of, the event state whose granted expiry passed first by `now` is removed
-    /// and the removal committed (one state per call and group). Returns whether one expired.
-    #[cfg(feature = "harness")]
-    pub fn fire_expiry(&mut self, now: Millis, timers: &mut Timers) -> bool {
-        self.at(now);
-        let expired = self.scribe.fire_expiry(&mut ctx!(self, now, timers));
-        self.run_loopback(now, timers);
-        expired
-    }
-
     /// Expires event state `etag` of group `gid` now, whatever is left of its lifetime (a
     /// harness that names the state a trace expires): the root removes that one state with
     /// the next seq and commits the change like a publication (replicated, then multicast).
@@ -583,8 +572,9 @@ impl Peer {
         root
     }
 
-    /// Runs the heartbeats of group `gid`'s maintenance tick now: a beat to each child, and
-    /// nothing else of the tick. Returns how many children were beaten.
+    /// Runs group `gid`'s maintenance tick now, in a tree round of its own (the root's duties,
+    /// timeouts, a beat to each child, pruning), whatever the round's deadline. Returns how
+    /// many children it had.
     #[cfg(feature = "harness")]
     pub fn fire_heartbeat(&mut self, now: Millis, timers: &mut Timers, gid: GroupId) -> usize {
         self.at(now);

@@ -289,7 +289,7 @@ impl Actor for Participant {
                     Timer::Suspect => ctx.on_suspect(&mut st, o),
                     Timer::Heal => ctx.on_heal(&mut st, o),
                     Timer::Alive(x) => ctx.on_alive(&mut st, x, o),
-                    Timer::Heartbeat => ctx.on_heartbeat(&st, o),
+                    Timer::Heartbeat => ctx.on_heartbeat(&mut st, o),
                     Timer::ParentTimeout => ctx.on_parent_timeout(&mut st, o),
                     Timer::Lapse => st.leased = None,
                     Timer::Reask(q) => ctx.reask(&mut st, q, o),

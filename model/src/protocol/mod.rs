@@ -108,11 +108,16 @@ impl Ctx<'_> {
             .collect()
     }
 
-    /// The tree's heartbeat round (production's tree round, for this group): a beat with
-    /// this peer's latest seq to each child. The timer stays armed.
-    fn on_heartbeat(&self, st: &PeerState, o: &mut O) {
+    /// The tree's heartbeat round (production's tree round, for this group): an active root's
+    /// duties first, as production's tick runs them — its record resent to every replica
+    /// behind it (the replication retry's code) — then a beat with this peer's latest seq to
+    /// each child. The timer stays armed.
+    fn on_heartbeat(&self, st: &mut PeerState, o: &mut O) {
         o.set_timer(Timer::Heartbeat, stateright::actor::model_timeout());
         self.observe(o, Obs::HeartbeatRound);
+        if let Some(root) = st.root.as_mut().filter(|r| r.active()) {
+            publish::push_replication(root, ALL, o);
+        }
         let seq = st.latest.map_or(0, |e| e.seq);
         for c in (0..8).filter(|&c| st.children & (1 << c) != 0) {
             o.send(peer_id(c), Msg::Beat(seq));

@@ -225,10 +225,14 @@ impl Scribe {
     /// record due, then what they send, one datagram per neighbour. Re-armed while this peer
     /// holds any group.
     pub(super) fn tree_round(&mut self, ctx: &mut Ctx<'_>) {
-        let now = ctx.now;
-        if !self.round.armed.take_due(now) {
-            return;
+        if self.round.armed.take_due(ctx.now) {
+            self.run_round(ctx);
         }
+    }
+
+    /// The tree round itself (see [`Scribe::tree_round`]).
+    fn run_round(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
         // One pass to find what is due (most groups need nothing: a replica's copy, say), then
         // the work, which needs the whole peer.
         let mut due = std::mem::take(&mut self.round.due);
@@ -308,14 +312,17 @@ impl Scribe {
         }
     }
 
-    /// The heartbeats of `gid`'s tick, now (a driver that owns the timers): a beat with this
-    /// peer's latest seq to each child, as the tree round sends them, and nothing else of the
-    /// tick. Returns how many children were beaten.
+    /// `gid`'s maintenance tick, now (a driver that owns the timers): the tree round runs with
+    /// that group due, whatever the round's own deadline. Returns how many children it had.
     #[cfg(feature = "harness")]
     pub fn fire_heartbeat(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) -> usize {
-        let beaten = self.beat_children(gid);
-        self.round.flush(ctx);
-        beaten
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return 0;
+        };
+        g.next_tick = ctx.now;
+        let children = g.children.len();
+        self.run_round(ctx);
+        children
     }
 
     /// Queues `gid`'s heartbeat to each of its children in this tree round; returns how many.

@@ -444,18 +444,6 @@ impl Scribe {
             .collect()
     }
 
-    /// Runs the expiry of the periodic tick now, for every group this peer is the active root
-    /// of (a driver that owns the timers, such as the conformance harness): in each, the state
-    /// whose expiry passed first (by `ctx.now`) is removed. Returns whether one expired.
-    #[cfg(feature = "harness")]
-    pub fn fire_expiry(&mut self, ctx: &mut Ctx<'_>) -> bool {
-        let mut any = false;
-        for gid in self.active_roots() {
-            any |= self.root_expire(ctx, gid, None);
-        }
-        any
-    }
-
     /// Expires event state `etag` of group `gid` now, whatever its remaining lifetime, as the
     /// tick does once it is due: one commit removing that state. Returns false (nothing done)
     /// unless this peer is the group's active root, no commit is pending and `etag` names a
