@@ -325,8 +325,8 @@ impl Cluster {
     }
 
     /// The abstract expiry of a state whose deadline is `at` on a clock that reads `now`: the
-    /// time left, in expiry units, rounded up (a peer's clock moves minutes at most in a trace,
-    /// a unit is an hour, so this is the expiry the root granted, as long as its deadline was
+    /// time left, in expiry units, rounded up (a peer's clock moves hours at most in a trace,
+    /// a unit is a week, so this is the expiry the root granted, as long as its deadline was
     /// set from it).
     fn expiry_units(at: sascribe::Millis, now: sascribe::Millis) -> u8 {
         let unit = sascribe::Millis::from(EXPIRY_UNIT_SECS) * 1_000;

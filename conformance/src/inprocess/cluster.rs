@@ -170,7 +170,7 @@ impl Cluster {
         for (i, h) in handles.iter().enumerate() {
             let mut sip_cfg = SipConfig::new(sip_addr(i));
             sip_cfg.pinned.push((RESOURCE.to_string(), gid));
-            // The front end grants what the overlay does (expiries are minutes long;
+            // The front end grants what the overlay does (expiries are weeks long;
             // subscriptions must outlive the trace).
             sip_cfg.min_expires = pcfg.pub_min_expires.min(pcfg.sub_min_expires);
             sip_cfg.max_expires = pcfg.pub_max_expires.max(pcfg.sub_max_expires);
@@ -311,6 +311,13 @@ impl Cluster {
 
     pub fn input(&mut self, input: &Input) -> Result<(), String> {
         let now = self.now;
+        if now + SILENT_HORIZON >= KEEPALIVE {
+            // Silent timers would fire the peers' keep-alive ticks, which only a detection
+            // may run (they would detect crashes the trace has not reported).
+            return Err(format!(
+                "the harness's clock drifted to {now} ms, within reach of the keep-alive ticks"
+            ));
+        }
         match input {
             Input::Init { .. } => return Err("init was already done".into()),
             Input::ClientRequest { ua, peer, request } => {
@@ -787,7 +794,7 @@ impl Cluster {
             }
             // Silent timers: a new root's record fetch timing out, due within a few seconds,
             // and the SIP front end's own (100 Trying, Timer J). Subscription and publication
-            // expiries lie minutes or hours ahead: the trace decides when a publication expires
+            // expiries lie weeks ahead: the trace decides when a publication expires
             // (`expire`), and subscriptions outlive it.
             let horizon = self.now + SILENT_HORIZON;
             let due = self

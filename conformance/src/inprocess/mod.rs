@@ -34,18 +34,21 @@ use std::collections::BTreeMap;
 pub const NEVER: Millis = 1_000_000_000;
 /// Production's keep-alive interval: each peer's failure detector runs on its own clock,
 /// moved on tick by tick when the trace says it detects a crash (the routing table's pings
-/// too). Beyond the harness's silent horizon and any trace's length, so that it never ticks
-/// otherwise.
-pub const KEEPALIVE: Millis = 30_000;
+/// too). An hour: far beyond the silent horizon and the clock's drift in the longest run
+/// (silent timers move it seconds), so that it never ticks otherwise. At 30 s, a long
+/// `validate-run` drifted within the horizon of the peers' ticks, which then fired one after
+/// another for hours of the clock (regression `fig3-keepalive-ticks-held-back`).
+pub const KEEPALIVE: Millis = 3_600_000;
 /// Production's leaf-set and routing-table failure timeout.
-pub const FAIL_TIMEOUT: Millis = 75_000;
-/// Seconds per abstract expiry unit: an hour, so that the time a peer's failure detector
-/// runs its clock on (minutes at most in a trace) does not change the units left.
-pub const EXPIRY_UNIT_SECS: u32 = 3_600;
-/// Subscription expiry the harness asks for (seconds): a day, longer than any publication's
+pub const FAIL_TIMEOUT: Millis = 9_000_000;
+/// Seconds per abstract expiry unit: a week, so that the hours a peer's failure detector
+/// runs its clock on (at most the failure timeout and five ticks per crash) do not change
+/// the units left.
+pub const EXPIRY_UNIT_SECS: u32 = 604_800;
+/// Subscription expiry the harness asks for (seconds): a year, longer than any publication's
 /// (at most 3 units), so that the SIP front end's bound (the longer of the two) leaves the
 /// publications' clamp to the overlay.
-pub const SUB_EXPIRES: u32 = 86_400;
+pub const SUB_EXPIRES: u32 = 31_536_000;
 /// Bound on silent deliveries and timer firings while settling one input (loop guard).
 const MAX_SETTLE: usize = 100_000;
 /// The resource every trace user agent publishes to and subscribes to; its group is the
@@ -55,7 +58,7 @@ pub const RESOURCE: &str = "sip:trace@conformance.test";
 pub const PIDF: &str = "application/pidf+xml";
 /// How far ahead a deadline may lie for the harness to fire it as a silent timer (the SIP
 /// front end's own timers; a new root's record fetch never times out here); subscription and publication
-/// expiries lie minutes or hours ahead and never fire by themselves.
+/// expiries lie weeks ahead, keep-alive ticks an hour, and never fire by themselves.
 const SILENT_HORIZON: Millis = 10_000;
 
 /// A hook that adjusts the production configuration after the trace mapping (used by the
