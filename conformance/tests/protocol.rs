@@ -106,6 +106,8 @@ fn traces_group_into_families_by_name() {
     assert_eq!(
         got,
         [
+            "colocated-cover",
+            "colocated-walk",
             "crash2-cover",
             "crash2-walk",
             "fig3-cover",

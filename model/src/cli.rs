@@ -46,6 +46,10 @@ pub struct ConfigArgs {
     /// How many subscribers (the first ones) unsubscribe after subscribing.
     #[arg(long, default_value_t = 0)]
     pub unsubscribes: usize,
+    /// Every subscriber at the same peer (the first subscriber's): several local subscriptions
+    /// of the group at one peer.
+    #[arg(long)]
+    pub colocated: bool,
     /// Subscriptions that may move: a subscriber whose first-contact peer crashed subscribes
     /// again through another live peer (production: the `deactivated` NOTIFY of a leaving
     /// peer, or a failed refresh). Needs a crash.
@@ -96,6 +100,7 @@ impl ConfigArgs {
             losses: self.losses,
             expiries: self.expiries,
             unsubscribes: self.unsubscribes,
+            colocated: self.colocated,
             moves: self.moves,
             handovers: self.handovers,
             suspicions: self.suspicions,

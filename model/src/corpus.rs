@@ -128,6 +128,24 @@ pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
             None,
         ),
         ("treeloss", tree_lossy(Preset::Multihop), None),
+        // Three subscribers at one peer (A, two hops from the root), two of which unsubscribe:
+        // A answers each from what it holds, and stays in the tree (no LEAVE) while one is
+        // left; a crash moves the tree under them, a lost multicast leaves all three behind
+        // until a heartbeat round.
+        (
+            "colocated",
+            Options {
+                preset: Preset::Multihop,
+                subscribers: Some(3),
+                colocated: true,
+                unsubscribes: 2,
+                publishes: Some(3),
+                crashes: Some(1),
+                tree_losses: 1,
+                ..Default::default()
+            },
+            None,
+        ),
         // Fig. 3's two subscribers share an intermediate hop: one's LEAVE can be overtaken by
         // the other's JOIN through it, which only a parent timeout repairs.
         ("fig3-treeloss", tree_lossy(Preset::Fig3), None),

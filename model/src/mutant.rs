@@ -170,13 +170,14 @@ impl CatchConfig {
             joins,
             tree_losses,
         ) = self;
-        let mut s = Setup::new(&Options {
+        Setup::new(&Options {
             preset,
             subscribers: Some(subscribers),
             publishes: Some(publishes),
             crashes: Some(crashes),
             expiries: Some(expiries),
             unsubscribes,
+            colocated: on_a,
             losses,
             suspicions,
             partition,
@@ -188,12 +189,7 @@ impl CatchConfig {
             mutant,
             ..Default::default()
         })
-        .expect("catching configurations are valid");
-        if on_a {
-            let a = s.topo.ids.iter().position(|&id| id == 64).expect("peer A") as u8;
-            s.subscribers = vec![a; subscribers];
-        }
-        s
+        .expect("catching configurations are valid")
     }
 }
 

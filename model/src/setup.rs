@@ -98,6 +98,10 @@ pub struct Options {
     pub expiries: Option<usize>,
     /// How many subscribers (the first ones) unsubscribe after subscribing.
     pub unsubscribes: usize,
+    /// Every subscriber at the same peer, the first subscriber's (A): one peer carries
+    /// several local subscriptions of the group, joins the tree once, and stays in it for as
+    /// long as one of them does.
+    pub colocated: bool,
     /// Subscriptions moved: a subscriber whose first-contact peer is gone subscribes again
     /// through another peer (production: the `terminated;reason=deactivated` NOTIFY of a peer
     /// that leaves, or a refresh that fails after a crash).
@@ -140,6 +144,7 @@ impl Default for Options {
             losses: 0,
             expiries: None,
             unsubscribes: 0,
+            colocated: false,
             moves: 0,
             handovers: 0,
             suspicions: 0,
@@ -359,7 +364,9 @@ impl Setup {
         let joiners: PeerSet = by_distance[..o.joins]
             .iter()
             .fold(0, |m: PeerSet, &p| m | (1 << p));
-        let subscribers: Vec<PeerIx> = (0..subs).map(|i| sub_at[i % sub_at.len()]).collect();
+        let subscribers: Vec<PeerIx> = (0..subs)
+            .map(|i| sub_at[if o.colocated { 0 } else { i % sub_at.len() }])
+            .collect();
         if subscribers
             .iter()
             .chain(pub_at.iter().take(publishes.min(2)))
