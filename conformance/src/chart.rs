@@ -110,6 +110,8 @@ pub fn text(t: &Trace) -> String {
             StepAction::Heartbeat { at } => format!("{at:>4} ♥ tree heartbeat round"),
             StepAction::ParentTimeout { at } => format!("{at:>4} ⌛ times its parent out"),
             StepAction::Crash { peer } => format!("{peer:>4} ✗ crashes"),
+            StepAction::Restart { peer } => format!("{peer:>4} ↺ restarts with no state"),
+            StepAction::Alive { at, peer } => format!("{at:>4} hears from {peer}, back again"),
         };
         let _ = writeln!(out, "{:>3}. {head}", s.n);
         for o in &s.expect.client {
@@ -183,6 +185,12 @@ pub fn mermaid(t: &Trace) -> String {
             }
             StepAction::Crash { peer } => {
                 let _ = writeln!(out, "    Note over {peer}: {}. crashes", s.n);
+            }
+            StepAction::Restart { peer } => {
+                let _ = writeln!(out, "    Note over {peer}: {}. restarts", s.n);
+            }
+            StepAction::Alive { at, peer } => {
+                let _ = writeln!(out, "    Note over {at}: {}. hears from {peer} again", s.n);
             }
         }
         for o in &s.expect.client {

@@ -1,7 +1,7 @@
 //! # sa-Scribe conformance traces
 //!
 //! Reader, validator and viewer for the traces the model exports (`sascribe-model traces`),
-//! format `sascribe-trace` version 6 (the reader refuses others by name), documented in
+//! format `sascribe-trace` version 7 (the reader refuses others by name), documented in
 //! `conformance/TRACE-FORMAT.md` with the JSON
 //! Schema `conformance/trace.schema.json`. The reader is independent of the exporter (it does
 //! not link the model): it is what a third party reading the corpus would write.
@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 /// The format name this reader accepts.
 pub const FORMAT: &str = "sascribe-trace";
 /// The format version this reader accepts.
-pub const VERSION: u32 = 6;
+pub const VERSION: u32 = 7;
 
 /// Why a trace could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -272,6 +272,21 @@ pub enum StepAction {
     /// A peer crashes.
     Crash {
         /// The peer.
+        peer: String,
+    },
+    /// A crashed peer that every live peer declared dead restarts with no state: a new
+    /// incarnation at the same id and address rejoins the overlay; no live peer knows it is
+    /// back until it hears from it (`alive`).
+    Restart {
+        /// The peer.
+        peer: String,
+    },
+    /// Peer `at` hears from `peer`, which it declared dead and which restarted: it takes it
+    /// back.
+    Alive {
+        /// The peer that hears.
+        at: String,
+        /// The restarted peer.
         peer: String,
     },
     /// A peer's tree round runs for the group: it sends each child a beat with its latest
@@ -635,6 +650,11 @@ pub fn validate(t: &Trace) -> Result<(), String> {
             StepAction::Heartbeat { at } => known(at, "heartbeating peer", s.n)?,
             StepAction::ParentTimeout { at } => known(at, "peer timing its parent out", s.n)?,
             StepAction::Crash { peer } => known(peer, "crashed peer", s.n)?,
+            StepAction::Restart { peer } => known(peer, "restarting peer", s.n)?,
+            StepAction::Alive { at, peer } => {
+                known(at, "peer taking a restarted one back", s.n)?;
+                known(peer, "restarted peer", s.n)?;
+            }
         }
         for m in &s.expect.sent {
             known(&m.from, "expected sender", s.n)?;

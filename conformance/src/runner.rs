@@ -105,6 +105,8 @@ pub fn action_label(a: &StepAction) -> String {
         StepAction::Heartbeat { at } => format!("{at}'s tree heartbeat round runs"),
         StepAction::ParentTimeout { at } => format!("{at} times its tree parent out"),
         StepAction::Crash { peer } => format!("{peer} crashes"),
+        StepAction::Restart { peer } => format!("{peer} restarts with no state"),
+        StepAction::Alive { at, peer } => format!("{at} hears from {peer}, back again"),
     }
 }
 
@@ -442,6 +444,14 @@ pub(crate) fn apply(
             crashed.insert(peer.clone());
             Input::Crash { peer: peer.clone() }
         }
+        StepAction::Restart { peer } => {
+            crashed.remove(peer);
+            Input::Restart { peer: peer.clone() }
+        }
+        StepAction::Alive { at, peer } => Input::Alive {
+            at: at.clone(),
+            peer: peer.clone(),
+        },
     };
     let obs = sys.handle(&input)?;
     for o in &obs.client {

@@ -112,9 +112,19 @@ pub enum Input {
         /// The peer.
         peer: String,
     },
-    /// Peer `peer` restarts with empty state (crash-recovery; not used by the traces of format version 3).
+    /// Crashed peer `peer`, which every live peer declared dead, restarts with empty state: a
+    /// new incarnation at the same id and address rejoins the overlay knowing every peer of
+    /// the configuration; the live peers do not know it is back until `alive`.
     Restart {
         /// The peer.
+        peer: String,
+    },
+    /// Peer `at` hears from `peer`, which it declared dead and which restarted (its
+    /// announcement of the new join): it takes it back.
+    Alive {
+        /// The peer that hears.
+        at: String,
+        /// The restarted peer.
         peer: String,
     },
 }

@@ -143,14 +143,19 @@ impl fmt::Debug for Validator {
 impl Validator {
     /// A validator for the model configuration `options`: the run must be on
     /// [`Validator::config`]. Refuses the options whose actions have no trace form yet
-    /// (suspicions, moves, handovers, restarts, joins) and seeded model bugs
-    /// (the model is the judge here).
+    /// (suspicions, moves, handovers, joins, restarts without `--perfect-detector`) and seeded
+    /// model bugs (the model is the judge here).
     pub fn new(options: &Options) -> Result<Validator, String> {
+        let fenced_restarts = if options.perfect_detector {
+            0
+        } else {
+            options.restarts
+        };
         let untraced = [
             ("--suspicions", options.suspicions),
             ("--moves", options.moves),
             ("--handovers", options.handovers),
-            ("--restarts", options.restarts),
+            ("--restarts without --perfect-detector", fenced_restarts),
             ("--joins", options.joins),
         ];
         if let Some((flag, _)) = untraced.iter().find(|(_, n)| *n > 0) {
@@ -541,6 +546,10 @@ pub fn run(
                 in_flight.remove(i);
             }
         }
+        if let StepAction::Restart { peer } = &step.action {
+            // What the earlier incarnation sent or was sent is gone with it.
+            in_flight.retain(|m| m.from != *peer && m.to != *peer);
+        }
         let user_agent = |m: &AbstractMsg| uas.peer.contains_key(&m.from);
         in_flight.extend(obs.sent.iter().filter(|m| !user_agent(m)).cloned());
         let got = match sys.state().transpose() {
@@ -622,8 +631,14 @@ pub fn validate_log(log: &Trace, options: &Options) -> Result<usize, Failure> {
     let mut crashed = BTreeSet::new();
     let mut state: BTreeMap<String, PeerState> = BTreeMap::new();
     for step in &log.steps {
-        if let StepAction::Crash { peer } = &step.action {
-            crashed.insert(peer.clone());
+        match &step.action {
+            StepAction::Crash { peer } => {
+                crashed.insert(peer.clone());
+            }
+            StepAction::Restart { peer } => {
+                crashed.remove(peer);
+            }
+            _ => {}
         }
         state.extend(step.state.clone());
         let obs = Observed {

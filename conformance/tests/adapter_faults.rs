@@ -105,6 +105,8 @@ fn step_of_request(t: &Trace, msg_id: usize) -> (usize, &'static str) {
             StepAction::ParentTimeout { .. } => "parent_timeout",
             StepAction::Expire { .. } => "expire",
             StepAction::Crash { .. } => "crash",
+            StepAction::Restart { .. } => "restart",
+            StepAction::Alive { .. } => "alive",
         };
         id += 1;
         if id == msg_id {

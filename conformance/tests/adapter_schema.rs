@@ -47,8 +47,8 @@ fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) 
         .unwrap_or_else(|e| panic!("did not finish within {secs} s: {e}"))
 }
 
-/// Traces that, together, make the harness send every request type but `restart` (which
-/// version-2 traces do not use): for each step kind, the first corpus trace that has it.
+/// Traces that, together, make the harness send every request type: for each step kind, the
+/// first corpus trace that has it.
 fn covering_traces() -> Vec<Trace> {
     let mut want: Vec<fn(&StepAction) -> bool> = vec![
         |a| matches!(a, StepAction::Lose { .. }),
@@ -60,6 +60,8 @@ fn covering_traces() -> Vec<Trace> {
         |a| matches!(a, StepAction::UaUnsubscribes { .. }),
         |a| matches!(a, StepAction::Heartbeat { .. }),
         |a| matches!(a, StepAction::ParentTimeout { .. }),
+        |a| matches!(a, StepAction::Restart { .. }),
+        |a| matches!(a, StepAction::Alive { .. }),
     ];
     let mut out: Vec<Trace> = Vec::new();
     for f in trace_files(&manifest().join("../traces")).unwrap() {
@@ -140,11 +142,7 @@ fn the_reference_adapter_and_the_harness_speak_the_schema() {
     });
     assert!(lines.len() > 100);
     let types = check_all(&lines);
-    let all: BTreeSet<String> = REQUEST_TYPES
-        .iter()
-        .filter(|t| **t != "restart")
-        .map(|t| t.to_string())
-        .collect();
+    let all: BTreeSet<String> = REQUEST_TYPES.iter().map(|t| t.to_string()).collect();
     assert_eq!(types, all);
     assert!(lines
         .iter()

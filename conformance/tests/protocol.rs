@@ -1,11 +1,12 @@
-//! The implementation side of the protocol version handshake ([`serve`]), and the grouping of
-//! traces into the families `run --adapter` reports.
+//! The implementation side of the protocol version handshake ([`serve`]), the grouping of
+//! traces into the families `run --adapter` reports, and what the in-process harness refuses
+//! of a `restart`.
 
 use sascribe_conformance::adapter::{request_line, serve, PROTOCOL_VERSION};
 use sascribe_conformance::inprocess::InProcess;
 use sascribe_conformance::runner::{family, run_trace, Families};
 use sascribe_conformance::sut::Input;
-use sascribe_conformance::{load, trace_files};
+use sascribe_conformance::{load, trace_files, Step, StepAction, Trace};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
@@ -120,6 +121,8 @@ fn traces_group_into_families_by_name() {
             "multihop-walk",
             "multihop-witness",
             "mutant",
+            "restart-cover",
+            "restart-walk",
             "small-cover",
             "small-walk",
             "small-witness",
@@ -169,4 +172,59 @@ fn the_family_table_counts_traces_steps_and_known_divergences() {
     let all = table.lines().last().unwrap();
     assert!(all.starts_with("all") && all.contains("2 / 3"), "{table}");
     assert!(all.ends_with("(1 known divergence)"), "{table}");
+}
+
+#[test]
+fn a_restart_is_refused_unless_the_peer_crashed_and_every_live_peer_declared_it_dead() {
+    // The first restart trace: its crashed peer restarts once every live peer detected it.
+    let t = trace_files(&corpus())
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.to_string_lossy().contains("restart-walk"))
+        .map(|f| load(&f).unwrap())
+        .find(|t| {
+            t.steps
+                .iter()
+                .any(|s| matches!(s.action, StepAction::Restart { .. }))
+        })
+        .expect("the corpus has a restart");
+    assert!(run_trace(&t, &mut InProcess::new(), false).passed());
+    let at = t
+        .steps
+        .iter()
+        .position(|s| matches!(s.action, StepAction::Restart { .. }))
+        .unwrap();
+    let StepAction::Restart { peer } = t.steps[at].action.clone() else {
+        unreachable!()
+    };
+    let refused = |mut t: Trace, i: usize, why: &str| {
+        t.steps.truncate(i + 1);
+        let r = run_trace(&t, &mut InProcess::new(), false);
+        let f = r.failure.expect("the restart is refused");
+        assert_eq!(f.step, i + 1, "{f:?}");
+        assert!(f.detail.contains(why), "{}", f.detail);
+    };
+    // Before its crash: moved to the front.
+    let mut early = t.clone();
+    let step = early.steps.remove(at);
+    early.steps.insert(0, step);
+    for (n, s) in early.steps.iter_mut().enumerate() {
+        s.n = n + 1;
+    }
+    refused(early, 0, "has not crashed");
+    // Right after its crash, before the others detect it.
+    let crash = t
+        .steps
+        .iter()
+        .position(|s| matches!(&s.action, StepAction::Crash { peer: p } if *p == peer))
+        .unwrap();
+    let mut soon = t.clone();
+    soon.steps.truncate(crash + 1);
+    soon.steps.push(Step {
+        n: crash + 2,
+        action: StepAction::Restart { peer },
+        expect: Default::default(),
+        state: Default::default(),
+    });
+    refused(soon, crash + 1, "has not declared");
 }

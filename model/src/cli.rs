@@ -79,6 +79,12 @@ pub struct ConfigArgs {
     /// peer has declared it dead, and joins the overlay again (default 0: crash-stop).
     #[arg(long, default_value_t = 0)]
     pub restarts: usize,
+    /// With --restarts: the failure detector never suspects a live peer, and peers run
+    /// without promises, leases and fencing, as production does with `root_lease` = never
+    /// (the conformance harness's setting): a restarted peer is ordered by epochs and
+    /// `NotRoot` alone.
+    #[arg(long)]
+    pub perfect_detector: bool,
     /// Peers that join mid-run (0-1): the peer closest to the group id (the nominal root)
     /// starts outside the overlay, a farther peer serves as root, and hands the group over
     /// when it joins.
@@ -107,6 +113,7 @@ impl ConfigArgs {
             partition: self.partition,
             tree_losses: self.tree_losses,
             restarts: self.restarts,
+            perfect_detector: self.perfect_detector,
             joins: self.joins,
             mutant: None,
         }

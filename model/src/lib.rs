@@ -110,8 +110,10 @@
 //!   tree edge, no subscriber, request ids of a new incarnation (Stateright storage), knowing
 //!   the membership (its failure detector reports the peers that are still down). Each other
 //!   peer hears from it (`Alive(x)`) and takes it back: a root to which it is closer demotes
-//!   and hands it its record (witness `root-handed-to-closer`; production's group tick
-//!   demotes when routing no longer ends here); a root that stays root fetches again (its
+//!   at once and hands it its record (witness `root-handed-to-closer`; production's
+//!   `on_peer_revived`), re-JOINs if it still needs the group, and sends the requests it held
+//!   on to it (those of changes applied but not committed first; held JOINs as an
+//!   intermediate forwards them); a root that stays root fetches again (its
 //!   lease lapses, production's `on_peer_revived`), and the new round's replica set takes
 //!   the comer back if it is among the k nearest, which is sent the record before anything
 //!   commits (production's periodic re-replication). The comer takes the root role only
@@ -120,17 +122,26 @@
 //!   does, is caught: `no-rollback`). `--crashes` bounds the crashes of the whole run, and
 //!   the properties bounded by k−1 failures (`no-rollback`, `acked-durable`) count every
 //!   crash, restarted or not: a restarted peer lost its state. Restarts and joins run the
-//!   epochs and promise rounds of the suspicion fix below (as production does whatever its
-//!   lease): without them, checking found that a REPLICATE the root sent before it crashed
-//!   could overwrite a replica's newer record of the same seq (records ordered by seq
+//!   epochs and promise rounds of the suspicion fix below (as production does with a finite
+//!   root lease): without them, checking found that a REPLICATE the root sent before it
+//!   crashed could overwrite a replica's newer record of the same seq (records ordered by seq
 //!   alone), and that a root that had not heard from the restarted peer yet committed past
-//!   it. It also found a root stuck without a lease: a replica that had not yet noticed the
+//!   it. With `--perfect-detector` (restarts only) there are no promises, leases or fencing,
+//!   as in production under a failure detector that never suspects a live peer (the
+//!   conformance harness's): records carry epochs, a replica that knows a closer peer does
+//!   not acknowledge (production's `NotRoot`), a new root whose fetch found a record of a
+//!   higher epoch than its own fetches again above it (a restarted peer knows no epoch: its
+//!   commits would be ordered below that record), and a root acknowledges a REPLICATE only of
+//!   a record it holds. These last two were found by the conformance traces of restarts
+//!   (production sent the same record twice and never committed; a root acknowledged a
+//!   restarted root's record it had not stored). It also found a root stuck without a lease: a replica that had not yet noticed the
 //!   crash refused every promise round; now, as in production, its acknowledgements of the
 //!   root's record grant the lease again. Abstractions: a restart takes longer than failure
 //!   detection and than any message delay (what the crashed incarnation sent is delivered or
 //!   lost before it comes back), and only peers no user agent uses restart (their dialogs
-//!   would be lost, which the model's user agents cannot notice yet). Neither has a trace
-//!   form yet.
+//!   would be lost, which the model's user agents cannot notice yet). Restarts with
+//!   `--perfect-detector` have a trace form (steps `restart`, `alive`; corpus family
+//!   `restart`); the others and joins do not yet.
 //! - **Faults**: up to `crashes` peer crashes (crash-stop, unless `--restarts`), optional loss of overlay
 //!   request/response messages (bounded), optional duplication. A lost PUBLISH or its answer is
 //!   retransmitted by the first-contact peer; the root answers a retransmission of an applied

@@ -270,8 +270,11 @@ fn check(args: CheckArgs) -> ExitCode {
     );
     if args.save_trace.is_some() && model.setup.suspicions > 0 {
         eprintln!("--save-trace: suspicions have no trace form yet; no trace written");
-    } else if args.save_trace.is_some() && model.setup.rejoins() > 0 {
-        eprintln!("--save-trace: restarts and joins have no trace form yet; no trace written");
+    } else if args.save_trace.is_some() && model.setup.fencing() {
+        eprintln!(
+            "--save-trace: joins, and restarts without --perfect-detector, have no trace form \
+             yet; no trace written"
+        );
     } else if let (Some(file), Some(name)) = (&args.save_trace, violated.first()) {
         let path = &discoveries[name];
         let trace = model.trace(

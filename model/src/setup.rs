@@ -124,6 +124,9 @@ pub struct Options {
     /// Crashed peers that may restart (crash-restart): a peer comes back with no state (the
     /// production peer keeps nothing on disk) and joins the overlay again.
     pub restarts: usize,
+    /// With restarts: no promises, leases or fencing (production with a failure detector
+    /// that never suspects a live peer, `root_lease` = never); see [`Setup::fencing`].
+    pub perfect_detector: bool,
     /// Peers that join mid-run: the peers closest to the group id (the nominal root first)
     /// start outside the overlay and join it later.
     pub joins: usize,
@@ -151,6 +154,7 @@ impl Default for Options {
             partition: false,
             tree_losses: 0,
             restarts: 0,
+            perfect_detector: false,
             joins: 0,
             mutant: None,
         }
@@ -192,6 +196,8 @@ pub struct Setup {
     pub tree_losses: usize,
     /// Crashed peers that may restart, empty (0: crash-stop).
     pub restarts: usize,
+    /// Restarts run without promises, leases or fencing ([`Setup::fencing`]).
+    pub perfect_detector: bool,
     /// Peers that start outside the overlay and join it mid-run.
     pub joiners: PeerSet,
     /// A seeded bug.
@@ -344,6 +350,13 @@ impl Setup {
         if o.restarts > 0 && crashes == 0 {
             return Err("--restarts needs a crash (only a crashed peer restarts)".into());
         }
+        if o.perfect_detector && (o.restarts == 0 || o.suspicions > 0 || o.joins > 0) {
+            return Err(
+                "--perfect-detector needs --restarts, and combines with neither --suspicions \
+                 nor --joins"
+                    .into(),
+            );
+        }
         if o.joins > 1 {
             return Err(format!("--joins must be at most 1, got {}", o.joins));
         }
@@ -425,6 +438,7 @@ impl Setup {
             partition: o.partition,
             tree_losses: o.tree_losses,
             restarts: o.restarts,
+            perfect_detector: o.perfect_detector,
             joiners,
             mutant: o.mutant,
         })
@@ -452,12 +466,12 @@ impl Setup {
     /// the model does without suspicions.
     ///
     /// Restarts and joins switch it on too: a peer that comes back makes two roots for a
-    /// while (one that has heard from it, one that has not), and only epochs order their
-    /// records and only promises keep the older one from committing past the newer
-    /// (production runs them whatever its lease; the model without suspicions orders records
-    /// by seq alone, which a REPLICATE from before a crash can then corrupt).
+    /// while (one that has heard from it, one that has not), which production with a finite
+    /// lease orders by promises and fences. With `perfect_detector` (restarts only) it stays
+    /// off, as in production under the harness's failure detector: epochs order the records
+    /// and a replica that knows the restarted peer answers the older root `NotRoot`.
     pub fn fencing(&self) -> bool {
-        self.suspicions > 0 || self.rejoins() > 0
+        self.suspicions > 0 || (self.rejoins() > 0 && !self.perfect_detector)
     }
 
     /// Whether records carry the epoch of the root that stamped them, and are ordered by
@@ -604,7 +618,12 @@ impl Setup {
                 String::new()
             },
             if self.restarts > 0 {
-                format!(" restarts {}", self.restarts)
+                let perfect = if self.perfect_detector {
+                    " (perfect detector)"
+                } else {
+                    ""
+                };
+                format!(" restarts {}{perfect}", self.restarts)
             } else {
                 String::new()
             },

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 /// Format name written in every trace.
 pub const FORMAT: &str = "sascribe-trace";
 /// Format version.
-pub const VERSION: u32 = 6;
+pub const VERSION: u32 = 7;
 
 /// Where a trace comes from.
 #[derive(Clone, Debug, Serialize)]
@@ -258,6 +258,23 @@ pub enum StepAction {
     ParentTimeout {
         /// The peer.
         at: String,
+    },
+    /// A crashed peer, which every live peer has declared dead, comes back with no state: a
+    /// new incarnation at the same id and address rejoins the overlay. It knows every peer of
+    /// the configuration (its failure detector reports the crashed ones, `detect_failure`);
+    /// no live peer knows it is back until it hears from it (`alive`).
+    Restart {
+        /// The peer.
+        peer: String,
+    },
+    /// A peer hears from a peer it declared dead that restarted: its announcement of the new
+    /// join. It takes it back (a root farther from the group than it hands the group over; a
+    /// root that stays fetches its replicas' records again).
+    Alive {
+        /// The peer that hears.
+        at: String,
+        /// The peer that came back.
+        peer: String,
     },
 }
 
@@ -532,8 +549,9 @@ impl SaScribe {
                 a.seq = Some(*s);
             }
             Msg::FetchState(_) => a.kind = "fetch_state",
-            // Suspicions (and with them epochs, promises, fencing and NotRoot) are not
-            // exported to traces yet.
+            // Promises, leases and fencing (suspicions, and restarts without a perfect failure
+            // detector) are not exported to traces: the harness runs production with a
+            // failure detector that never suspects a live peer, which runs none of them.
             Msg::Fenced(..) | Msg::NotRoot(_) | Msg::FetchBusy(_) => return None,
             // Handovers have no trace form yet (no trace can reach one: see `corpus`).
             Msg::Handover { .. } => return None,
@@ -663,7 +681,8 @@ impl SaScribe {
     }
 
     /// The trace form of a model action; `None` for the actions that have none yet
-    /// (suspicions, moves and handovers, restarts and joins: the harness cannot drive them).
+    /// (suspicions, moves and handovers, and the leases of joins and fenced restarts: the
+    /// harness cannot drive them).
     pub fn step_action(&self, action: &Action) -> Option<StepAction> {
         let name = |id: &Id| self.name_of(*id);
         Some(match action {
@@ -716,12 +735,16 @@ impl SaScribe {
             ActorModelAction::Timeout(id, Timer::ParentTimeout) => {
                 StepAction::ParentTimeout { at: name(id) }
             }
+            ActorModelAction::Timeout(id, Timer::Alive(x)) => StepAction::Alive {
+                at: name(id),
+                peer: self.setup.topo.name(*x),
+            },
+            ActorModelAction::Recover(id) => StepAction::Restart { peer: name(id) },
             ActorModelAction::Timeout(
                 _,
-                Timer::Suspect | Timer::Heal | Timer::Alive(_) | Timer::Lapse | Timer::Reask(_),
+                Timer::Suspect | Timer::Heal | Timer::Lapse | Timer::Reask(_),
             )
-            | ActorModelAction::Timeout(_, Timer::Move(_) | Timer::Handover(_))
-            | ActorModelAction::Recover(_) => return None,
+            | ActorModelAction::Timeout(_, Timer::Move(_) | Timer::Handover(_)) => return None,
             ActorModelAction::Crash(id) => StepAction::Crash { peer: name(id) },
             ActorModelAction::SelectRandom { actor, .. } => StepAction::Crash { peer: name(actor) },
         })
@@ -836,7 +859,27 @@ impl SaScribe {
             .collect()
     }
 
-    /// A trace following `actions` from the initial state.
+    /// Whether `action` delivers or loses a message whose abstract form another message in
+    /// flight shares, though the two differ (two fetch rounds of one root, whose abstract
+    /// messages carry no epoch): a trace step could not say which one it names.
+    fn ambiguous(&self, state: &State, action: &Action) -> bool {
+        let (src, dst, msg) = match action {
+            ActorModelAction::Deliver { src, dst, msg } => (*src, *dst, msg),
+            ActorModelAction::Drop(env) => (env.src, env.dst, &env.msg),
+            _ => return false,
+        };
+        let Some(named) = self.abstract_msg(src, dst, msg) else {
+            return false;
+        };
+        all_envelopes(&state.network).keys().any(|e| {
+            (e.src, e.dst) == (src, dst)
+                && e.msg != *msg
+                && self.abstract_msg(e.src, e.dst, &e.msg).as_ref() == Some(&named)
+        })
+    }
+
+    /// A trace following `actions` from the initial state, up to the first action it could
+    /// not name unambiguously.
     pub fn trace(&self, name: String, origin: Origin, actions: &[Action]) -> Trace {
         let mut state = self.init_states().remove(0);
         let mut steps = Vec::new();
@@ -844,6 +887,10 @@ impl SaScribe {
         // Before step 1 every projection is empty, as the reader assumes: show any that is not.
         shown.retain(|_, p| *p == PeerProjection::default());
         for (i, a) in actions.iter().enumerate() {
+            if self.ambiguous(&state, a) {
+                // The trace ends before a step it cannot name unambiguously.
+                break;
+            }
             let mut step = self.trace_step(i + 1, &state, a);
             state = self
                 .next_state(&state, a.clone())

@@ -130,6 +130,8 @@ fn corpus_covers_every_message_and_action_kind() {
         "replication_retry",
         "heartbeat",
         "parent_timeout",
+        "restart",
+        "alive",
     ] {
         assert!(actions.contains(k), "no trace has a {k} step");
     }

@@ -40,6 +40,8 @@ pub(super) struct Slot {
     /// How far this peer's clock is ahead of the harness's: its keep-alive failure detector
     /// ran its clock on (each peer's detects on its own; MAPPING.md, "Actions", `detect_failure`).
     skew: Millis,
+    /// Restarts so far (`restart`): each incarnation is a new host with new seeds.
+    incarnation: u8,
 }
 
 /// Everything the harness hands a peer goes through its clock: the harness's time plus the
@@ -71,6 +73,39 @@ impl Slot {
 /// The SIP address of the trace's `i`-th peer.
 fn sip_addr(i: usize) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 21_000 + i as u16))
+}
+
+/// The host of the trace's `i`-th peer in its `incarnation` (seeds differ per incarnation,
+/// as a restarted process's CSPRNG does), with its SIP front end.
+fn new_host(
+    i: usize,
+    incarnation: u8,
+    h: NodeHandle,
+    cfg: &Config,
+    gid: GroupId,
+    now: Millis,
+) -> Host {
+    let mut sip_cfg = SipConfig::new(sip_addr(i));
+    sip_cfg.pinned.push((RESOURCE.to_string(), gid));
+    // The front end grants what the overlay does (expiries are weeks long; subscriptions must
+    // outlive the trace).
+    sip_cfg.min_expires = cfg.pub_min_expires.min(cfg.sub_min_expires);
+    sip_cfg.max_expires = cfg.pub_max_expires.max(cfg.sub_max_expires);
+    let seeds = Seeds::reproducible(7 + i as u64 + 1000 * u64::from(incarnation));
+    Host::new(h.id, h.addr, cfg.clone(), now, seeds).with_sip(sip_cfg)
+}
+
+/// The driver of `host`: called directly, or inside the runtime's event loop.
+fn new_driver(
+    rt: Option<&Arc<tokio::runtime::Runtime>>,
+    host: Host,
+    sip: SocketAddr,
+    now: Millis,
+) -> Box<dyn Driver> {
+    match rt {
+        None => Box::new(CoreDriver::new(host)),
+        Some(rt) => Box::new(RuntimeDriver::start(Arc::clone(rt), host, sip, now)),
+    }
 }
 
 /// A captured overlay datagram.
@@ -109,6 +144,11 @@ pub(super) struct Cluster {
     /// The peer closest to the group id with every peer alive: the group's first root, whose
     /// lazy record fetch is silent (the model's first root holds the role from the start).
     pub first_root: usize,
+    /// Each peer's production configuration (the hook applied): a restarted peer's host is
+    /// built from it again.
+    peer_cfgs: Vec<Config>,
+    /// The tokio runtime of [`Mode::Runtime`].
+    rt: Option<Arc<tokio::runtime::Runtime>>,
 }
 
 impl Cluster {
@@ -167,14 +207,8 @@ impl Cluster {
             )),
         };
         let mut hosts = Vec::new();
+        let mut peer_cfgs = Vec::new();
         for (i, h) in handles.iter().enumerate() {
-            let mut sip_cfg = SipConfig::new(sip_addr(i));
-            sip_cfg.pinned.push((RESOURCE.to_string(), gid));
-            // The front end grants what the overlay does (expiries are weeks long;
-            // subscriptions must outlive the trace).
-            sip_cfg.min_expires = pcfg.pub_min_expires.min(pcfg.sub_min_expires);
-            sip_cfg.max_expires = pcfg.pub_max_expires.max(pcfg.sub_max_expires);
-            let seeds = Seeds::reproducible(7 + i as u64);
             let mut peer_cfg = pcfg.clone();
             if i == first_root {
                 // The first root's lazy fetch is silent (the model's first root holds the role
@@ -182,7 +216,8 @@ impl Cluster {
                 // production's fetch timeout, fired as a silent timer.
                 peer_cfg.fetch_timeout = sascribe::Config::default().fetch_timeout;
             }
-            hosts.push(Host::new(h.id, h.addr, peer_cfg, now, seeds).with_sip(sip_cfg));
+            hosts.push(new_host(i, 0, *h, &peer_cfg, gid, now));
+            peer_cfgs.push(peer_cfg);
         }
         // The peers form the overlay with production's own join, and it must be the one the
         // configuration describes; the model's routing tables are then loaded over it.
@@ -217,10 +252,7 @@ impl Cluster {
             }
             let bits = cfg.digit_bits;
             host.harness(now, |p, _, _| p.set_explicit_routing(bits, rows));
-            let driver: Box<dyn Driver> = match &rt {
-                None => Box::new(CoreDriver::new(host)),
-                Some(rt) => Box::new(RuntimeDriver::start(Arc::clone(rt), host, sip, now)),
-            };
+            let driver = new_driver(rt.as_ref(), host, sip, now);
             slots.push(Slot {
                 name: p.name.clone(),
                 tid: p.id,
@@ -232,6 +264,7 @@ impl Cluster {
                 counter: 0,
                 rejoin: None,
                 skew: 0,
+                incarnation: 0,
             });
         }
         let mut uas = Vec::new();
@@ -280,7 +313,29 @@ impl Cluster {
             obs: Observed::default(),
             detecting: None,
             first_root,
+            peer_cfgs,
+            rt,
         })
+    }
+
+    /// The routing table the configuration gives peer `i` (loaded over what it learnt).
+    fn explicit_rows(&self, i: usize) -> Result<Vec<Vec<Option<NodeHandle>>>, String> {
+        let lookup = |n: &str| -> Result<NodeHandle, String> {
+            self.slots
+                .iter()
+                .find(|s| s.name == n)
+                .map(|s| s.handle)
+                .ok_or_else(|| format!("unknown peer '{n}' in routing state"))
+        };
+        self.cfg.peers[i]
+            .routing_table
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|c| c.as_deref().map(lookup).transpose())
+                    .collect()
+            })
+            .collect()
     }
 
     fn peer_ix(&self, name: &str) -> Result<usize, String> {
@@ -494,12 +549,122 @@ impl Cluster {
             }
             Input::Restart { peer } => {
                 let p = self.peer_ix(peer)?;
-                return Err(format!(
-                    "restart of {} is not supported by the in-process system (the traces are crash-stop)",
-                    self.slots[p].name
+                self.restart(p)?;
+                self.log(format!(
+                    "{peer} restarted (a new host, every peer installed)"
                 ));
             }
+            Input::Alive { at, peer } => {
+                let a = self.peer_ix(at)?;
+                let x = self.peer_ix(peer)?;
+                self.live(a, "alive")?;
+                self.live(x, "alive")?;
+                if !self.slots[a].known_dead.remove(&x) {
+                    return Err(format!("alive: {at} has not declared {peer} dead"));
+                }
+                self.announce(x, a)?;
+                self.log(format!("{at} hears {peer}'s announcement of its new join"));
+            }
         }
+        Ok(())
+    }
+
+    /// Crashed peer `p` restarts with no state (MAPPING.md, "Actions", `restart`): a new host
+    /// at the same id and addresses, in a new incarnation, that knows every peer of the
+    /// configuration (installed routing state, the configuration's routing table over it:
+    /// the model's restarted peer learns the membership as it joins, and its failure detector
+    /// reports the crashed peers). Every live peer must have declared it dead, and no user
+    /// agent may use it (its dialogs would be gone). What the live peers sent to its earlier
+    /// incarnation is lost with it.
+    fn restart(&mut self, p: usize) -> Result<(), String> {
+        let name = self.slots[p].name.clone();
+        if !self.slots[p].crashed {
+            return Err(format!("restart: {name} has not crashed"));
+        }
+        if let Some(q) = (0..self.slots.len())
+            .find(|&q| !self.slots[q].crashed && !self.slots[q].known_dead.contains(&p))
+        {
+            return Err(format!(
+                "restart: {} has not declared {name} dead (a restart takes longer than failure detection)",
+                self.slots[q].name
+            ));
+        }
+        if let Some(u) = self.uas.iter().find(|u| u.peer == p) {
+            return Err(format!("restart: user agent {} uses {name}", u.name));
+        }
+        let incarnation = self.slots[p].incarnation + 1;
+        let handle = self.slots[p].handle;
+        if p == self.first_root {
+            // The first root's lazy fetch was silent because the model's first root holds the
+            // role from the start; a restarted one fetches in the open, like any new root.
+            self.first_root = usize::MAX;
+            self.peer_cfgs[p].fetch_timeout = super::NEVER;
+        }
+        let host = new_host(
+            p,
+            incarnation,
+            handle,
+            &self.peer_cfgs[p],
+            self.gid,
+            self.now,
+        );
+        let others: Vec<NodeHandle> = (0..self.slots.len())
+            .filter(|&q| q != p)
+            .map(|q| self.slots[q].handle)
+            .collect();
+        let rows = self.explicit_rows(p)?;
+        let bits = self.cfg.digit_bits;
+        let now = self.now;
+        let mut driver = new_driver(self.rt.as_ref(), host, self.slots[p].sip, now);
+        driver.call(
+            now,
+            Box::new(move |host, now| {
+                host.handle_input(
+                    now,
+                    sascribe::Input::Call(sascribe::Call::InstallRoutingState(others)),
+                )
+                .map_err(|e| format!("restart: installing routing state: {e}"))?;
+                host.harness(now, |p, _, _| p.set_explicit_routing(bits, rows));
+                Ok(String::new())
+            }),
+        )?;
+        // Names of the earlier incarnation's requests and revisions are not this one's.
+        let id = handle.id.0;
+        self.join_names.retain(|k, _| k.0 != id);
+        self.nonce_names.retain(|k, _| k.0 != id);
+        self.rev_seq.retain(|k, _| k.0 != p);
+        self.sub_unassigned[p].clear();
+        self.pub_unassigned[p].clear();
+        self.in_flight.retain(|f| f.to != p && f.from != p);
+        self.silent.retain(|f| f.to != p && f.from != p);
+        let s = &mut self.slots[p];
+        s.driver = driver;
+        s.crashed = false;
+        s.known_dead.clear();
+        s.incarnation = incarnation;
+        // The model's request counter of a new incarnation (its requests are told apart from
+        // an earlier one's still in flight).
+        s.counter = incarnation << 5;
+        s.rejoin = None;
+        s.skew = 0;
+        Ok(())
+    }
+
+    /// Restarted peer `x` announces its new join to peer `a` (production's `Announce`, which
+    /// every peer the joiner learnt is sent when its join completes): `a` takes it back.
+    fn announce(&mut self, x: usize, a: usize) -> Result<(), String> {
+        let me = self.slots[x].handle;
+        let stamp = Stamp {
+            dst: Dest::Peer(self.slots[a].handle.id),
+            time: 0,
+            seq: 0,
+        };
+        let datagram = self
+            .codec
+            .encode(&me, true, &Msg::Pastry(PastryMsg::Announce), &stamp)
+            .map_err(|e| format!("alive: encoding an announcement: {e}"))?;
+        let now = self.now;
+        self.slots[a].datagram(now, Socket::Overlay, me.addr, datagram);
         Ok(())
     }
 

@@ -154,12 +154,16 @@ impl Ctx<'_> {
     }
 
     /// Every peer asked answered or was declared dead: start over above a refused promise
-    /// (a rival root), a few times, or serve.
+    /// (a rival root) or a record of an epoch above this round's (a restarted peer, which
+    /// knew no epoch, fetched the record of the root that served meanwhile: its commits
+    /// would be ordered below that record), a few times, or serve.
     fn fetch_done(&self, st: &mut PeerState, o: &mut O) {
+        let behind = self.s.epochs();
         let Some(root) = st.root.as_mut() else { return };
+        let behind = behind && root.seen.0 > root.epoch;
         // A root that serves after MAX_ROUNDS refusals keeps `rival`: it holds no lease, and
         // answers nothing until a new round is granted (production's `lease_holds`).
-        if root.rival && root.rounds < MAX_ROUNDS {
+        if (root.rival || behind) && root.rounds < MAX_ROUNDS {
             root.rounds += 1;
             self.start_fetch(st, o);
         } else {
@@ -377,25 +381,41 @@ impl Ctx<'_> {
         let Some(root) = st.root.take() else { return };
         st.replica = Some(root.st);
         st.parent = None;
-        for h in root.queued {
-            if let Held::Pub(p) = h {
-                if p.req.origin == self.me {
-                    self.forward_publish(st, p, o);
-                } else {
-                    o.send(
-                        super::peer_id(self.route(st)),
-                        Msg::PubFwd {
-                            req: p.req,
-                            value: p.value,
-                            if_match: p.if_match,
-                            expires: p.expires,
-                        },
-                    );
-                }
-            }
-        }
         if !st.subs.is_empty() || st.children != 0 {
             self.start_rejoin(st, o);
+        }
+        // The requests it held go on to the new root, those of changes applied but not
+        // committed first (the new root has their record, and answers a retransmission from
+        // it): publications along the route, JOINs up the tree with this peer on their
+        // reverse path, as an intermediate forwards them (production `demote`).
+        let uncommitted = root
+            .waiting
+            .into_iter()
+            .filter_map(|(p, ..)| p.map(Held::Pub));
+        for h in uncommitted.chain(root.queued) {
+            match h {
+                Held::Pub(p) if p.req.origin == self.me => self.forward_publish(st, p, o),
+                Held::Pub(p) => o.send(
+                    super::peer_id(self.route(st)),
+                    Msg::PubFwd {
+                        req: p.req,
+                        value: p.value,
+                        if_match: p.if_match,
+                        expires: p.expires,
+                    },
+                ),
+                Held::Join { req, path, carried } => {
+                    let hop = match st.parent {
+                        Some(p) if st.dead & (1 << p) == 0 => p,
+                        _ => self.route(st),
+                    };
+                    st.parent = Some(hop);
+                    if let Some(path) = path.push(self.me) {
+                        let carried = super::state::newer(carried, st.latest);
+                        o.send(super::peer_id(hop), Msg::Join { req, path, carried });
+                    }
+                }
+            }
         }
     }
 
@@ -601,10 +621,14 @@ impl Ctx<'_> {
         if !higher {
             return;
         }
-        if fencing && epoch > root.epoch {
+        if epochs && epoch > root.epoch {
             // A root of a newer epoch committed past this one (a partition or a pause made
-            // two roots): keep its record, then fetch again, or step down, before serving.
-            Self::lose_lease(root);
+            // two roots; a root handed the group over to this restarted peer, which fetched
+            // first): keep its record, then fetch again, above its epoch, or step down,
+            // before serving (production `replicate`).
+            if fencing {
+                Self::lose_lease(root);
+            }
             root.st = rs.clone();
             root.committed = root.st.entry();
             self.reconfirm(st, o);

@@ -314,10 +314,15 @@ impl Ctx<'_> {
     ) {
         let quorum = self.quorum(st);
         let root = st.root.as_mut().expect("root");
-        if !root.active() || !quorum {
+        // A JOIN carrying a state newer than the committed one while a commit is pending
+        // (the pending state itself, passed down by a root that handed the group over) waits
+        // for that commit, to be taken in order with it (production `root_request`).
+        let ahead = !root.waiting.is_empty()
+            && carried.is_some_and(|c| root.committed.is_none_or(|e| c.seq > e.seq));
+        if !root.active() || !quorum || ahead {
             // Held until the fetch phase ends, or until the root reaches a replica quorum
             // again (a state served from the smaller side of a partition could be older than
-            // one the subscriber was shown before).
+            // one the subscriber was shown before), or until the pending commit is done.
             if !root.queued.iter().any(|q| q.req() == req) {
                 root.queued.push(Held::Join { req, path, carried });
             }

@@ -339,8 +339,19 @@ impl Ctx<'_> {
             let closer = self.s.topo.closer_than(self.me, from, self.s.gid, st.dead);
             match closer {
                 Some(c) if fencing => o.send(src, Msg::NotRoot(c)),
+                // Production answers `NotRoot` (this root, or a peer it knows, is closer to
+                // the group than the sender), which a sender that still routes the group to
+                // itself ignores: nothing the model needs.
+                Some(_) => {}
                 _ if fencing && self.refuse(st, src, epoch, o) => {}
-                _ => o.send(src, Msg::ReplicaAck(0)),
+                // A root acknowledges a record only if it holds it (it adopted it, or its own
+                // is that very change): one that keeps a different record of its own would
+                // confirm what it does not store (production `replicate`).
+                _ => {
+                    if st.root.as_ref().is_some_and(|r| r.st.key() == rs.key()) {
+                        o.send(src, Msg::ReplicaAck(rs.seq));
+                    }
+                }
             }
             return;
         }

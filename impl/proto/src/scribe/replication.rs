@@ -240,6 +240,12 @@ impl Scribe {
             }
             g.confirms = Some((from.id, ctx.now.saturating_add(ctx.cfg.root_lease)));
         }
+        // A root acknowledges a record only if it holds it (it adopted it, or its own is that
+        // very change): one that keeps a different record of its own (a restarted peer's, of
+        // an older epoch and a higher seq, say) would confirm what it does not store.
+        let holds = g.root.is_none()
+            || g.best_record()
+                .is_some_and(|r| (r.epoch, r.seq) == (inc.epoch, inc.seq));
         if g.root.is_none() {
             let first = ctx.cfg.mutant_on(Mutant::ReplicaKeepsFirst) && g.record.is_some();
             let newer = g.record.as_ref().is_none_or(|r| inc.key() >= r.key());
@@ -253,7 +259,7 @@ impl Scribe {
                     .send(&from, ScribeMsg::NotRoot { gid, closer: best });
                 None
             }
-            None => Some(rev),
+            None => holds.then_some(rev),
         }
     }
 

@@ -138,7 +138,11 @@ impl Scribe {
                 .arm(self.heal_until, Timer::Fetch(gid), &mut role.fetch_armed);
             return;
         }
-        if role.rival && role.rounds < MAX_ROUNDS {
+        // A refused promise (a rival root), or a record of an epoch above this round's (a
+        // restarted peer knew no epoch, and fetched the record of the root that served
+        // meanwhile: what it commits would be ordered below that record): a new round, above.
+        let behind = role.seen_epoch > role.epoch;
+        if (role.rival || behind) && role.rounds < MAX_ROUNDS {
             role.rounds += 1;
             self.start_fetch(ctx, gid);
             return;
@@ -396,7 +400,11 @@ impl Scribe {
             return;
         }
         role.waiting.retain(|id| *id != from.id);
-        role.seen_epoch = role.seen_epoch.max(promised);
+        if ctx.cfg.root_lease != crate::Millis::MAX {
+            // (Under a failure detector that never suspects a live peer nobody keeps
+            // promises: an epoch only promised, never committed, orders no record.)
+            role.seen_epoch = role.seen_epoch.max(promised);
+        }
         if granted {
             if let Some(at) = role.asked.iter().find(|a| a.0 == from.id).map(|a| a.1) {
                 role.grant(from.id, at);
@@ -451,13 +459,23 @@ impl Scribe {
 
     /// A peer this one had declared dead is alive: the overlay may have been split, and a
     /// root may have served on the other side. Every root role here drops its lease, and
-    /// fetches wait for the other revived peers until `fetch_timeout` from now.
+    /// fetches wait for the other revived peers until `fetch_timeout` from now. A root role
+    /// whose group now routes to the revived peer (it restarted, or came back, closer to the
+    /// group) is handed to it at once, with the record, rather than at the next tree tick:
+    /// until then it would keep committing beside the new root.
     pub(crate) fn on_peer_revived(&mut self, ctx: &mut Ctx<'_>) {
         self.heal_until = ctx.now + ctx.cfg.fetch_timeout;
-        for g in self.groups.values_mut() {
+        let mut moved = Vec::new();
+        for (gid, g) in self.groups.iter_mut() {
             if let Some(role) = g.root.as_mut() {
                 role.grants.clear();
+                if ctx.overlay.route(gid.0, None) != Hop::Local {
+                    moved.push(*gid);
+                }
             }
+        }
+        for gid in moved {
+            self.demote(ctx, gid);
         }
     }
 
@@ -518,7 +536,11 @@ impl Scribe {
             }
         }
         g.parent = None;
-        g.rejoin_at = Some(ctx.now);
+        g.rejoin_at = None;
+        if g.has_interest() {
+            // Back in the tree at once, under the new root, carrying our state.
+            Self::send_rejoin(ctx, gid, g);
+        }
         let me = ctx.me();
         if let (Some(rec), Some(closer)) = (
             g.record.as_ref().filter(|r| r.seq > 0),
