@@ -95,6 +95,21 @@ fn new_host(
     Host::new(h.id, h.addr, cfg.clone(), now, seeds).with_sip(sip_cfg)
 }
 
+/// A configured routing table's rows, each peer name looked up as a handle.
+fn routing_rows(
+    table: &[Vec<Option<String>>],
+    lookup: impl Fn(&str) -> Result<NodeHandle, String>,
+) -> Result<Vec<Vec<Option<NodeHandle>>>, String> {
+    table
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|c| c.as_deref().map(&lookup).transpose())
+                .collect()
+        })
+        .collect()
+}
+
 /// The driver of `host`: called directly, or inside the runtime's event loop.
 fn new_driver(
     rt: Option<&Arc<tokio::runtime::Runtime>>,
@@ -242,14 +257,7 @@ impl Cluster {
         let mut slots = Vec::new();
         for ((i, p), mut host) in cfg.peers.iter().enumerate().zip(hosts) {
             let sip = sip_addr(i);
-            let mut rows = Vec::new();
-            for r in &p.routing_table {
-                let mut row = Vec::new();
-                for c in r {
-                    row.push(c.as_deref().map(lookup).transpose()?);
-                }
-                rows.push(row);
-            }
+            let rows = routing_rows(&p.routing_table, lookup)?;
             let bits = cfg.digit_bits;
             host.harness(now, |p, _, _| p.set_explicit_routing(bits, rows));
             let driver = new_driver(rt.as_ref(), host, sip, now);
@@ -320,22 +328,13 @@ impl Cluster {
 
     /// The routing table the configuration gives peer `i` (loaded over what it learnt).
     fn explicit_rows(&self, i: usize) -> Result<Vec<Vec<Option<NodeHandle>>>, String> {
-        let lookup = |n: &str| -> Result<NodeHandle, String> {
+        routing_rows(&self.cfg.peers[i].routing_table, |n| {
             self.slots
                 .iter()
                 .find(|s| s.name == n)
                 .map(|s| s.handle)
                 .ok_or_else(|| format!("unknown peer '{n}' in routing state"))
-        };
-        self.cfg.peers[i]
-            .routing_table
-            .iter()
-            .map(|r| {
-                r.iter()
-                    .map(|c| c.as_deref().map(lookup).transpose())
-                    .collect()
-            })
-            .collect()
+        })
     }
 
     fn peer_ix(&self, name: &str) -> Result<usize, String> {
