@@ -367,8 +367,11 @@ fn check(p: &Params) -> Result<(), String> {
         let got = s.last.as_ref().and_then(|l| l.1.clone());
         if got.as_ref() != Some(&finals[s.gid]) {
             return Err(format!(
-                "sub {h} at peer {} did not converge: {got:?} != {:?}",
-                s.peer, finals[s.gid]
+                "sub {h} at peer {} did not converge: {got:?} != {:?}; tree: {}; {}",
+                s.peer,
+                finals[s.gid],
+                chain(&w.sim, s.peer, w.gids[s.gid]),
+                w.holders(s.gid)
             ));
         }
     }
@@ -723,12 +726,13 @@ fn regression_no_nack_after_acknowledged_publication() {
     check(&p).unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// Found by `small_overlays` in CI (2026-12-02), and failing on the production of `c66fb0b`
-/// too: two peers, a partition, a root crash and three joins; a subscriber at a peer that
-/// joined did not converge (it holds `g0-p8`, the root committed `g0-p10`). Not fixed yet:
-/// run it with `cargo test -p sascribe --test properties -- --ignored`.
+/// Found by `small_overlays` in CI (2026-12-02): two peers, a partition, a root crash and three
+/// joins. Peer 4 joined through peer 0 just as the partition healed; peer 0 had declared every
+/// other peer dead, so peer 4 learnt of no one else, and when peer 0 crashed it was alone: the
+/// root of every group, its subscriber stuck on `g0-p8` while the real root committed `g0-p10`.
+/// The join's last hop now sends the joiner the peers it declared dead and probes
+/// (`PastryMsg::Suspects`), and the joiner probes them too.
 #[test]
-#[ignore = "open bug: a subscriber at a joined peer misses the last state after a partition and a root crash"]
 fn regression_two_peers_partition_root_crash_joins() {
     let p = Params {
         seed: 8063930142484799318,

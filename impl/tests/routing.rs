@@ -137,3 +137,36 @@ fn ten_thousand_peers_static_overlay() {
         .unwrap();
     assert!(max_rt <= 5 * 15, "routing table of {max_rt} entries");
 }
+
+/// A peer that joins through a peer cut off by a partition learns of no one else from it. The
+/// join's last hop names the peers it declared dead (`Suspects`) and the joiner probes them:
+/// when the partition has healed and the peer it joined through dies, it is still in the
+/// overlay (found by `small_overlays`: an isolated joiner served every group as root).
+#[test]
+fn a_join_through_a_cut_off_peer_finds_the_rest() {
+    let mut s = Sim::new(12, Config::default(), NetConfig::default());
+    s.add_static_peers(4);
+    s.run_for(2_000);
+    s.set_side(0, 1);
+    s.run_for(10_000);
+    assert!(
+        s.peer(0).unwrap().overlay().leaf.is_empty(),
+        "peer 0 buried the other side"
+    );
+    s.heal();
+    let j = s.add_joining_peer(None, 0);
+    while !s.peer(j).is_some_and(|p| p.is_ready()) {
+        s.run_for(1);
+    }
+    assert!(
+        s.peer(0).unwrap().overlay().leaf.is_empty(),
+        "peer 0 found the other side before the join completed (the test needs it not to)"
+    );
+    s.crash(0);
+    s.run_for(20_000);
+    for i in s.live().collect::<Vec<_>>() {
+        assert!(s.leaf_set_correct(i), "peer {i}'s leaf set is wrong");
+    }
+    let (_, misrouted) = lookups(&mut s, 200);
+    assert_eq!(misrouted, 0);
+}

@@ -713,6 +713,12 @@ impl Peer {
                 let joiner = *joiner;
                 self.out
                     .send(&joiner, PastryMsg::JoinState { entries, last });
+                if last {
+                    let peers = self.overlay.suspects_for(joiner.id);
+                    if !peers.is_empty() {
+                        self.out.send(&joiner, PastryMsg::Suspects { peers });
+                    }
+                }
             }
             Routed::Lookup { origin, token } => {
                 if hop == Hop::Local {

@@ -292,6 +292,12 @@ impl Overlay {
                     self.consider(*h, false, now);
                 }
             }
+            PastryMsg::Suspects { peers } => {
+                // From the last hop of this peer's join (possibly ahead of its JoinState).
+                if self.knows(from.id) || self.bootstrap.is_some() {
+                    self.suspect(now, peers, cfg, out);
+                }
+            }
             PastryMsg::JoinState { entries, last } => {
                 if self.bootstrap.is_none() {
                     return false;
@@ -317,6 +323,32 @@ impl Overlay {
             }
         }
         false
+    }
+
+    /// The peers a joiner gets in [`PastryMsg::Suspects`] from the join's last hop: those this
+    /// one declared dead and probes, nearest to the joiner first.
+    pub(crate) fn suspects_for(&self, joiner: NodeId) -> Vec<NodeHandle> {
+        let mut v = self.declared_dead();
+        v.retain(|h| h.id != joiner);
+        v.sort_by_key(|h| crate::id::ring_distance(h.id.0, joiner.0));
+        v.truncate(crate::wire::MAX_SUSPECTS);
+        v
+    }
+
+    /// Takes peers another one declared dead as declared dead here too, and probes them now:
+    /// those alive answer, and come back as any buried peer does. Peers this one knows or
+    /// already buried are left as they are.
+    fn suspect(&mut self, now: Millis, peers: &[NodeHandle], cfg: &Config, out: &mut Outbox) {
+        for h in peers.iter().take(crate::wire::MAX_SUSPECTS) {
+            if h.id == self.me.id || self.knows(h.id) || self.tombstoned(h.id) {
+                continue;
+            }
+            if self.tombstones.len() >= MAX_TOMBSTONES {
+                self.tombstones.remove(0);
+            }
+            self.tombstones.push((*h, now + cfg.tombstone_ttl, false));
+            out.send(h, PastryMsg::Ping);
+        }
     }
 
     /// Forgets `from`, which left (`departed`: it said so; it comes back only by announcing

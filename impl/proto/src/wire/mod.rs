@@ -31,7 +31,7 @@ mod replay;
 mod scribe;
 
 pub use handover::{HandoverMsg, WireDialog, MAX_DIALOGS_PER_OFFER};
-pub use pastry::PastryMsg;
+pub use pastry::{PastryMsg, MAX_SUSPECTS};
 pub use replay::{ReplayGuard, MAX_CLOCK_SKEW, MAX_SENDERS, SEEN_PER_SENDER};
 pub use scribe::{
     Beat, BeatAck, Latest, PubOutcome, PubReqId, PublishReply, ReplicaItem, Routed, ScribeMsg,
@@ -105,7 +105,7 @@ pub enum Msg {
 }
 
 /// The names [`Msg::kind`] gives, sorted.
-pub const KINDS: [&str; 28] = [
+pub const KINDS: [&str; 29] = [
     "ack",
     "announce",
     "departing",
@@ -134,6 +134,7 @@ pub const KINDS: [&str; 28] = [
     "replicate_ack",
     "row_reply",
     "row_request",
+    "suspects",
 ];
 
 impl Msg {
@@ -155,6 +156,7 @@ impl Msg {
                 PastryMsg::JoinState { .. } => 11,    // join_state
                 PastryMsg::Announce => 1,             // announce
                 PastryMsg::Departing => 2,            // departing
+                PastryMsg::Suspects { .. } => 28,     // suspects
             },
             Msg::Scribe(m) => match m {
                 ScribeMsg::Provisional { .. } => 19,   // pack
