@@ -4,7 +4,7 @@
 use crate::{AbstractMsg, ClientOutcome, StepAction, Trace};
 use std::fmt::Write;
 
-/// A one-line label of an abstract message: `from → to: KIND seq … [req]`.
+/// A one-line label of an abstract message: `from → to: KIND epoch … seq … [req]`.
 pub fn msg_label(m: &AbstractMsg) -> String {
     format!("{} → {}: {}", m.from, m.to, label(m))
 }
@@ -16,6 +16,9 @@ pub fn outcome_label(o: &ClientOutcome) -> String {
 
 fn label(m: &AbstractMsg) -> String {
     let mut s = m.kind.to_uppercase();
+    if let Some(e) = m.epoch {
+        let _ = write!(s, " epoch {e}");
+    }
     if let Some(seq) = m.seq {
         let _ = write!(s, " seq {seq}");
     }

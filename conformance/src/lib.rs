@@ -1,7 +1,7 @@
 //! # sa-Scribe conformance traces
 //!
 //! Reader, validator and viewer for the traces the model exports (`sascribe-model traces`),
-//! format `sascribe-trace` version 7 (the reader refuses others by name), documented in
+//! format `sascribe-trace` version 8 (the reader refuses others by name), documented in
 //! `conformance/TRACE-FORMAT.md` with the JSON
 //! Schema `conformance/trace.schema.json`. The reader is independent of the exporter (it does
 //! not link the model): it is what a third party reading the corpus would write.
@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 /// The format name this reader accepts.
 pub const FORMAT: &str = "sascribe-trace";
 /// The format version this reader accepts.
-pub const VERSION: u32 = 7;
+pub const VERSION: u32 = 8;
 
 /// Why a trace could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +194,9 @@ pub struct AbstractMsg {
     /// SIP-If-Match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub if_match: Option<u8>,
+    /// Root epoch of a fetch round (`fetch_state`, `fetch_reply`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u8>,
 }
 
 /// What a user agent is sent.
@@ -550,6 +553,22 @@ fn version_error(version: u32) -> String {
     )
 }
 
+/// A fetch round's messages name its epoch, and no other message has one.
+fn epoch_where_due(m: &AbstractMsg, n: usize) -> Result<(), String> {
+    let fetch = matches!(m.kind.as_str(), "fetch_state" | "fetch_reply");
+    match (fetch, m.epoch) {
+        (true, None) => Err(format!(
+            "step {n}: {} {} → {} carries no epoch (a fetch round's messages name it)",
+            m.kind, m.from, m.to
+        )),
+        (false, Some(_)) => Err(format!(
+            "step {n}: {} {} → {} carries an epoch (only fetch_state and fetch_reply do)",
+            m.kind, m.from, m.to
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Checks what the schema cannot: format and version, step numbering, and that every name
 /// refers to a configured peer or user agent.
 pub fn validate(t: &Trace) -> Result<(), String> {
@@ -628,6 +647,7 @@ pub fn validate(t: &Trace) -> Result<(), String> {
             StepAction::Deliver { msg } | StepAction::Lose { msg } => {
                 known(&msg.from, "message sender", s.n)?;
                 known(&msg.to, "message recipient", s.n)?;
+                epoch_where_due(msg, s.n)?;
             }
             StepAction::UaSubscribes { ua } | StepAction::UaUnsubscribes { ua } => {
                 known(ua, "subscriber", s.n)?
@@ -659,6 +679,7 @@ pub fn validate(t: &Trace) -> Result<(), String> {
         for m in &s.expect.sent {
             known(&m.from, "expected sender", s.n)?;
             known(&m.to, "expected recipient", s.n)?;
+            epoch_where_due(m, s.n)?;
         }
         for o in &s.expect.client {
             known(&o.ua, "expected user agent", s.n)?;

@@ -176,6 +176,7 @@ impl Uas {
             values: None,
             req: None,
             if_match,
+            epoch: None,
         })
     }
 
@@ -356,6 +357,7 @@ pub(crate) fn apply(
                 values: None,
                 req: None,
                 if_match: None,
+                epoch: None,
             };
             uas.in_flight.push(m.clone());
             return Ok(Observed {

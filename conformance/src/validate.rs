@@ -596,6 +596,7 @@ fn response(peer: &str, ua: &str) -> AbstractMsg {
         values: None,
         req: None,
         if_match: None,
+        epoch: None,
     }
 }
 

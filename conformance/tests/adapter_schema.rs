@@ -103,6 +103,7 @@ fn exchanged(adapter: &str, traces: &[Trace]) -> Vec<WireLine> {
         values: Some(vec![9]),
         req: None,
         if_match: None,
+        epoch: None,
     };
     let e = p.handle(&Input::Deliver { msg: ghost }).unwrap_err();
     assert!(e.contains("adapter error 14 (cannot apply)"), "{e}");

@@ -139,6 +139,7 @@ fn the_toy_root_answers_at_once_with_etags() {
             values: None,
             req: Some("A/S1#0".into()),
             if_match: None,
+            epoch: None,
         };
         let e = p.handle(&Input::Deliver { msg: ghost }).unwrap_err();
         assert!(e.contains("adapter error 14"), "{e}");

@@ -7,6 +7,31 @@ fn corpus() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../traces")
 }
 
+fn trace_schema() -> jsonschema::Validator {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("trace.schema.json");
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    jsonschema::validator_for(&s).unwrap()
+}
+
+/// `trace.schema.json` describes the traces as written: the corpus and the regressions.
+#[test]
+fn every_committed_trace_validates_against_the_schema() {
+    let schema = trace_schema();
+    let regressions = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions");
+    let mut files = trace_files(&corpus()).unwrap();
+    files.extend(trace_files(&regressions).unwrap());
+    for f in files {
+        let t: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+        let errors: Vec<String> = schema
+            .iter_errors(&t)
+            .take(3)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{}: {}", f.display(), errors.join("; "));
+    }
+}
+
 #[test]
 fn every_committed_trace_reads_and_renders() {
     let files = trace_files(&corpus()).unwrap();
@@ -25,18 +50,18 @@ fn bad_traces_get_errors_naming_the_problem() {
     let good = std::fs::read_to_string(&file).unwrap();
     let p = Path::new("t.json");
 
-    let e = parse(p, &good.replacen("\"version\": 7", "\"version\": 8", 1)).unwrap_err();
-    assert!(e.to_string().contains("version 8 is not supported"), "{e}");
-    let e = parse(p, &good.replacen("\"version\": 7", "\"version\": 2", 1)).unwrap_err();
+    let e = parse(p, &good.replacen("\"version\": 8", "\"version\": 7", 1)).unwrap_err();
+    assert!(e.to_string().contains("version 7 is not supported"), "{e}");
+    let e = parse(p, &good.replacen("\"version\": 8", "\"version\": 2", 1)).unwrap_err();
     assert!(e.to_string().contains("version 2 is not supported"), "{e}");
     // A version-3 trace (no `state`, and a field version 4 does not know) is refused by its
     // version, naming both, before its fields are read.
     let v3 = good
-        .replacen("\"version\": 7", "\"version\": 3", 1)
+        .replacen("\"version\": 8", "\"version\": 3", 1)
         .replacen("\"expect\": {", "\"expect\": {\"nack\": [],", 1);
     let e = parse(p, &v3).unwrap_err().to_string();
     assert!(
-        e.contains("version 3 is not supported") && e.contains("reads version 7"),
+        e.contains("version 3 is not supported") && e.contains("reads version 8"),
         "{e}"
     );
     assert!(e.contains("sascribe-model traces"), "{e}");
@@ -94,6 +119,30 @@ fn bad_traces_get_errors_naming_the_problem() {
             .unwrap_err()
             .to_string();
         assert!(e.contains(says), "{to}: {e}");
+    }
+
+    // A fetch round's messages name their epoch (version 8), and only they do.
+    let no_epoch = good.replacen(",\n            \"epoch\": 2", "", 1);
+    assert_ne!(no_epoch, good);
+    let e = parse(p, &no_epoch).unwrap_err().to_string();
+    assert!(e.contains("fetch_state C → A carries no epoch"), "{e}");
+    let stray = good.replacen(
+        "\"kind\": \"join\",",
+        "\"kind\": \"join\", \"epoch\": 1,",
+        1,
+    );
+    assert_ne!(stray, good);
+    let e = parse(p, &stray).unwrap_err().to_string();
+    assert!(
+        e.contains("carries an epoch (only fetch_state and fetch_reply do)"),
+        "{e}"
+    );
+    for bad in [&no_epoch, &stray] {
+        let t: serde_json::Value = serde_json::from_str(bad).unwrap();
+        assert!(
+            !trace_schema().is_valid(&t),
+            "the schema takes a misplaced epoch"
+        );
     }
 
     let e = parse(p, &good.replacen("\"n\": 2,", "\"n\": 5,", 1)).unwrap_err();

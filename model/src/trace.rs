@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 /// Format name written in every trace.
 pub const FORMAT: &str = "sascribe-trace";
 /// Format version.
-pub const VERSION: u32 = 7;
+pub const VERSION: u32 = 8;
 
 /// Where a trace comes from.
 #[derive(Clone, Debug, Serialize)]
@@ -166,6 +166,10 @@ pub struct AbstractMsg {
     /// SIP-If-Match carried by a publish.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub if_match: Option<u8>,
+    /// The root epoch of a fetch round (`fetch_state`: the round the new root asks for;
+    /// `fetch_reply`: the round it answers). Since version 8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u8>,
 }
 
 /// What a user agent is sent.
@@ -478,6 +482,7 @@ impl SaScribe {
             values: None,
             req: None,
             if_match: None,
+            epoch: None,
         };
         let set = |a: &mut AbstractMsg, e: Option<Entry>| {
             a.seq = e.map(|e| e.seq);
@@ -548,15 +553,19 @@ impl SaScribe {
                 a.kind = "replica_ack";
                 a.seq = Some(*s);
             }
-            Msg::FetchState(_) => a.kind = "fetch_state",
+            Msg::FetchState(epoch) => {
+                a.kind = "fetch_state";
+                a.epoch = Some(*epoch);
+            }
             // Promises, leases and fencing (suspicions, and restarts without a perfect failure
             // detector) are not exported to traces: the harness runs production with a
             // failure detector that never suspects a live peer, which runs none of them.
             Msg::Fenced(..) | Msg::NotRoot(_) | Msg::FetchBusy(_) => return None,
             // Handovers have no trace form yet (no trace can reach one: see `corpus`).
             Msg::Handover { .. } => return None,
-            Msg::FetchReply { rec, .. } => {
+            Msg::FetchReply { rec, epoch, .. } => {
                 a.kind = "fetch_reply";
+                a.epoch = Some(*epoch);
                 set(&mut a, rec.as_ref().and_then(|r| r.0.entry()));
             }
             Msg::ToSubscriber { .. } | Msg::PubResponse { .. } | Msg::Observe(_) => return None,
@@ -700,6 +709,7 @@ impl SaScribe {
                         values: None,
                         req: None,
                         if_match: None,
+                        epoch: None,
                     },
                 },
             },

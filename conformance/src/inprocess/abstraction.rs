@@ -124,6 +124,7 @@ impl Cluster {
             values: None,
             req: None,
             if_match: None,
+            epoch: None,
         };
         let ours = |g: &GroupId| *g == self.gid;
         match msg {
@@ -232,7 +233,7 @@ impl Cluster {
                 a.kind = "replica_ack".into();
                 a.seq = Some(seq.min(255) as u8);
             }
-            ScribeMsg::FetchState { gid, .. } if ours(gid) => {
+            ScribeMsg::FetchState { gid, epoch } if ours(gid) => {
                 if from == self.first_root {
                     // The group's first root creates its role lazily, when the first request
                     // reaches it, and fetches from replicas that hold nothing yet; the model's
@@ -240,8 +241,11 @@ impl Cluster {
                     return (Policy::Immediate, None);
                 }
                 a.kind = "fetch_state".into();
+                a.epoch = Some((*epoch).min(255) as u8);
             }
-            ScribeMsg::FetchReply { gid, rec, .. } if ours(gid) => {
+            ScribeMsg::FetchReply {
+                gid, rec, epoch, ..
+            } if ours(gid) => {
                 if let Some(rec) = rec {
                     for s in &rec.states {
                         self.learn_etag(s.etag, s.changed);
@@ -251,6 +255,7 @@ impl Cluster {
                     return (Policy::Immediate, None);
                 }
                 a.kind = "fetch_reply".into();
+                a.epoch = Some((*epoch).min(255) as u8);
                 if let Some(rec) = rec.as_ref().filter(|r| r.seq > 0) {
                     a.seq = Some(rec.seq.min(255) as u8);
                     a.values = rec.latest().body.as_deref().and_then(values_of);
