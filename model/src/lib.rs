@@ -142,6 +142,30 @@
 //!   would be lost, which the model's user agents cannot notice yet). Restarts with
 //!   `--perfect-detector` have a trace form (steps `restart`, `alive`; corpus family
 //!   `restart`); the others and joins do not yet.
+//!
+//!   **Open: `--perfect-detector` is safe with one publication only.** CI checks it
+//!   exhaustively with one publish, or one subscriber. With two publishes its state space
+//!   does not close (depth past 90 after a minute), and `--strategy simulate` finds
+//!   counterexamples to `single-committer` and `acked-durable` in seconds. The restarted
+//!   root D and the interim root C both serve before C hears D is back; a replica that holds
+//!   C's record of a higher epoch still acknowledges D's REPLICATE, which it does not store,
+//!   and D commits a change that no replica keeps. Production has the same rule when
+//!   `root_lease` is never, the harness's setting (`Scribe::replicate`: a non-root
+//!   acknowledges whatever it keeps). With a finite lease, production's default, fencing
+//!   refuses the older epoch instead. Making the replica acknowledge only a record it holds
+//!   removes the safety counterexamples. Liveness then needs the declining replica to tell
+//!   the root what it holds (`Fenced`), so that the root fetches again. Not done yet.
+//!   Reproduce: `sascribe-model check --config small --subscribers 0 --publishes 2
+//!   --crashes 1 --restarts 1 --perfect-detector --strategy simulate --timeout 30`.
+//!
+//!   **Open: liveness with fencing and two publications.** `--restarts 1` without
+//!   `--perfect-detector`, with `--publishes 2`, is not closed by CI either; `--strategy
+//!   simulate` finds counterexamples to `subscribers-converge` and `publish-answered`, no
+//!   safety one. In the shortest (15 steps, no restart), a replica that has not yet noticed
+//!   the root's crash refuses the new root's promise rounds four times (`MAX_ROUNDS`); the
+//!   root then serves without a lease and holds the PUBLISH that reaches it afterwards,
+//!   with nothing left to start another round. Whether production's fetch retry covers this
+//!   is not checked yet.
 //! - **Faults**: up to `crashes` peer crashes (crash-stop, unless `--restarts`), optional loss of overlay
 //!   request/response messages (bounded), optional duplication. A lost PUBLISH or its answer is
 //!   retransmitted by the first-contact peer; the root answers a retransmission of an applied
