@@ -202,6 +202,13 @@ fn forgeries(s: &Sim, attacker: NodeHandle) -> Vec<(&'static str, usize, Msg)> {
             }),
         ),
         (
+            "pastry: suspects",
+            0,
+            Msg::Pastry(PastryMsg::Suspects {
+                peers: vec![attacker],
+            }),
+        ),
+        (
             "route (lookup)",
             0,
             routed(Routed::Lookup {
@@ -510,5 +517,47 @@ fn clock_skew_within_the_window_is_tolerated_beyond_it_refused() {
         });
         assert_eq!(published, ok, "skew {skew}");
         assert_eq!(drops(&s).stale > before.stale, !ok, "skew {skew}");
+    }
+}
+
+/// Without a cluster key a datagram's sender is whatever it claims. A `Suspects` (peers to
+/// probe) is taken only from the last hop of the receiver's own join, so a forged one in the
+/// name of a peer it knows does not make it probe addresses of the sender's choice.
+#[test]
+fn suspects_are_taken_from_the_last_hop_of_the_join_only() {
+    let mut s = Sim::new(13, Config::default(), NetConfig::default());
+    s.add_static_peers(4);
+    s.run_for(1_000);
+    let j = s.add_joining_peer(None, 0);
+    s.run_for(2_000);
+    let stranger = NodeHandle {
+        id: NodeId(0x5eed),
+        addr: sim_addr(99),
+    };
+    let msg = Msg::Pastry(PastryMsg::Suspects {
+        peers: vec![stranger],
+    });
+    let nominal = |s: &Sim, i: usize| s.peer(i).unwrap().overlay().nominal_neighbours();
+    // Peer 0 never joined (a static peer); the joiner's last hop is the peer closest to it.
+    let last_hop = (0..4)
+        .min_by_key(|&i| sascribe::id::ring_distance(s.id(i).0, s.id(j).0))
+        .unwrap();
+    let other = (0..4).find(|&i| i != last_hop).unwrap();
+    for (target, claimed) in [(0, 1), (j, other)] {
+        let before = nominal(&s, target);
+        let from = s.peer(claimed).unwrap().handle();
+        let stamp = Stamp {
+            dst: Dest::Peer(s.id(target)),
+            time: s.now(),
+            seq: 1,
+        };
+        let d = Codec::new(None).encode(&from, true, &msg, &stamp).unwrap();
+        s.inject(target, from.addr, &d);
+        s.run_for(1_000);
+        assert_eq!(
+            nominal(&s, target),
+            before,
+            "peer {target} took a Suspects in the name of peer {claimed}"
+        );
     }
 }

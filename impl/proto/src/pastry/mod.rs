@@ -71,6 +71,9 @@ pub struct Overlay {
     /// Peers declared dead that proved alive since the caller last looked
     /// ([`Overlay::take_revived`]).
     revived: Vec<NodeId>,
+    /// The last hop of this peer's join (the sender of its last `JoinState`): the one peer
+    /// whose [`PastryMsg::Suspects`] it takes once joined.
+    last_hop: Option<NodeId>,
     /// Routing table loaded by a driver in place of the learnt one (see [`ExplicitTable`]).
     #[cfg(feature = "harness")]
     explicit: Option<ExplicitTable>,
@@ -87,6 +90,7 @@ impl Overlay {
             next_tick: now + cfg.keepalive_interval,
             last_tick: now,
             revived: Vec::new(),
+            last_hop: None,
             next_exchange: now + cfg.leaf_exchange_interval,
             next_probe: now + cfg.dead_probe_interval,
             scratch: Vec::new(),
@@ -293,8 +297,9 @@ impl Overlay {
                 }
             }
             PastryMsg::Suspects { peers } => {
-                // From the last hop of this peer's join (possibly ahead of its JoinState).
-                if self.knows(from.id) || self.bootstrap.is_some() {
+                // From the last hop of this peer's join (possibly ahead of its JoinState):
+                // a peer that did not answer the join cannot have this one probe addresses.
+                if self.bootstrap.is_some() || self.last_hop == Some(from.id) {
                     self.suspect(now, peers, cfg, out);
                 }
             }
@@ -308,6 +313,7 @@ impl Overlay {
                 }
                 if *last {
                     self.bootstrap = None;
+                    self.last_hop = Some(from.id);
                     out.ready = true;
                     let mut targets: Vec<NodeHandle> = self
                         .leaf
