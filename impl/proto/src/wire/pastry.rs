@@ -41,8 +41,9 @@ pub enum PastryMsg {
     /// Peers the sender declared dead and still probes, sent by a join's last hop with its
     /// `JoinState`: a peer cut off by a partition knows little else, and a peer that joined
     /// through it would otherwise stay cut off once the partition heals and it dies. The
-    /// joiner probes them as its own; it takes them only while joining or from that last hop. (A variant after the others: no earlier message's
-    /// encoding changed, and a peer that predates it drops it as malformed.)
+    /// joiner probes them as its own; it takes them only while joining or from that last hop.
+    /// (A variant after the others: no earlier message's encoding changed, and a peer that
+    /// predates it drops it as malformed.)
     Suspects {
         /// The peers (at most [`MAX_SUSPECTS`]).
         peers: Vec<NodeHandle>,
