@@ -164,8 +164,14 @@
 //!   safety one. In the shortest (15 steps, no restart), a replica that has not yet noticed
 //!   the root's crash refuses the new root's promise rounds four times (`MAX_ROUNDS`); the
 //!   root then serves without a lease and holds the PUBLISH that reaches it afterwards,
-//!   with nothing left to start another round. Whether production's fetch retry covers this
-//!   is not checked yet.
+//!   with nothing left to start another round. `model/nightly.sh --open` finds the same
+//!   with `--suspicions 1 --partition` and two publications (no subscriber): a healed peer
+//!   whose replica still sees the crashed root alive is refused four rounds, then holds a
+//!   PUBLISH for good. Production differs here: a request that finds its root without a
+//!   lease starts a new round (`drain_queue`: `reconfirm`), for as long as requests come;
+//!   the model bounds the rounds to keep its state graph finite, so it needs a bounded
+//!   counterpart of that (a round per retransmission, say) before these liveness
+//!   properties can hold beyond CI's configurations.
 //! - **Faults**: up to `crashes` peer crashes (crash-stop, unless `--restarts`), optional loss of overlay
 //!   request/response messages (bounded), optional duplication. A lost PUBLISH or its answer is
 //!   retransmitted by the first-contact peer; the root answers a retransmission of an applied
@@ -227,7 +233,13 @@
 //!
 //!   Mutants `no-fetch` and `no-lease` (a healed root serving its stale record) are caught
 //!   (`no-rollback`), and `no-quorum` (a partitioned root committing alone) is caught on
-//!   `--partition` (`single-committer`). Two parts of the fix are defence in depth under
+//!   `--partition` (`single-committer`). The quorum holds a JOIN of the root's own local
+//!   subscriber too: the model had answered it at once, and a peer cut off, root of its
+//!   side alone, showed its new subscriber "nothing published" after the other side had
+//!   acknowledged a publication (`first-notify-fresh`, found by `model/nightly.sh` on
+//!   `small` with a subscriber, two publishes and a partition, beyond what CI checks
+//!   exhaustively; production queues every request alike). Mutant `local-join-no-quorum`
+//!   is caught there (10 steps). Two parts of the fix are defence in depth under
 //!   this abstraction, and their removal is **not** caught: fencing and the seq raise at
 //!   activation (both would matter with a lease that can outlive a suspicion: clock drift, a
 //!   pause longer than the lease but noticed late).

@@ -100,6 +100,8 @@ mutants! {
         "A parent ignores the seq of its child's heartbeat acknowledgement: a child that missed a multicast is never sent the state again.";
     NoParentTimeout = "no-parent-timeout" => "tree-connected",
         "A child never times out a parent that stopped beating it: when its LEAVE was overtaken by its own later JOIN through that parent, the parent dropped the branch it had just grafted, and the subscribers below are cut off for good.";
+    LocalJoinNoQuorum = "local-join-no-quorum" => "first-notify-fresh",
+        "A root answers a JOIN of its own local subscriber without a replica quorum: cut off by a partition, it shows the subscriber a state older than one the other side acknowledged.";
     RestartAsRoot = "restart-as-root" => "no-rollback",
         "A peer that restarts, or joins, as the closest to the group takes the root role at once with an empty record (as the group's first root does), without fetching its replicas' records.";
 }
@@ -252,6 +254,13 @@ impl Mutant {
             // fetches again and A grants it while C's lease runs; D commits U2's publish, and
             // C answers S1's JOIN from the older state.
             LeaseIgnored => CatchConfig(Small, 1, 2, 0, 0, 0, false, 0, 1, true, 0, 0, 0, 0, 0),
+            // A, S1's peer, is cut off and, alone, takes the root role over with nothing;
+            // D commits U2's publish with C and U2 is answered; S1 subscribes at A, which
+            // answers at once: nothing published (`model/nightly.sh` found the correct model
+            // doing so, 2026-12-02).
+            LocalJoinNoQuorum => {
+                CatchConfig(Small, 1, 2, 0, 0, 0, false, 0, 1, true, 0, 0, 0, 0, 0)
+            }
             // S2 at C is notified of U1's publish; C crashes; S2 moves to A, on the tree for
             // S1 but still without that state, which answers it at once from what it holds.
             LocalAnswer => CatchConfig(Small, 2, 1, 1, 0, 0, false, 0, 0, false, 1, 0, 0, 0, 0),

@@ -173,8 +173,13 @@ impl Ctx<'_> {
             // The closest peer as far as it knows: it becomes the root (fetching first).
             self.ensure_root(st, o);
         }
+        // A local JOIN at the root waits as a routed one does (`root_join`): for the fetch
+        // phase to end, and for a replica quorum (the smaller side of a partition would
+        // show its subscriber a state older than one acknowledged on the other side;
+        // production queues every request alike, `drain_queue`).
+        let quorum = self.quorum(st);
         if let Some(root) = st.root.as_mut() {
-            if !root.active() {
+            if !root.active() || (!quorum && !self.mutant(Mutant::LocalJoinNoQuorum)) {
                 let h = Held::Join {
                     req,
                     path: Hops::from(self.me).pop(),
