@@ -244,12 +244,18 @@ fn check(args: CheckArgs) -> ExitCode {
         .max()
         .unwrap_or(0);
     let mut violated = Vec::new();
+    let mut cycles = Vec::new();
     let (mut sometimes, mut witnessed) = (0, 0);
     for (name, kind, meaning) in PROPERTIES {
         let found = discoveries.contains_key(name);
+        let cycle = *kind == "eventually" && found && ends_in_cycle(&model, &discoveries[name]);
+        if cycle {
+            cycles.push(*name);
+        }
         let verdict = match (*kind, found, exhaustive) {
             ("sometimes", true, _) => "witnessed",
             ("sometimes", false, _) => "not witnessed (sometimes)",
+            (_, true, _) if cycle => "VIOLATED on a cycle",
             (_, true, _) => "VIOLATED",
             (_, false, true) => "holds",
             (_, false, false) => "not violated so far",
@@ -262,12 +268,18 @@ fn check(args: CheckArgs) -> ExitCode {
             violated.push(*name);
         }
     }
-    let summary = summary(
+    let mut summary = summary(
         search,
         &violated,
         PROPERTIES.len() - sometimes,
         (witnessed, sometimes),
     );
+    if !cycles.is_empty() {
+        summary.push_str(&format!(
+            "; on a cycle only (no fairness assumed): {}",
+            cycles.join(", ")
+        ));
+    }
     if args.save_trace.is_some() && model.setup.suspicions > 0 {
         eprintln!("--save-trace: suspicions have no trace form yet; no trace written");
     } else if args.save_trace.is_some() && model.setup.fencing() {
@@ -300,10 +312,17 @@ fn check(args: CheckArgs) -> ExitCode {
     }
     for name in &violated {
         let path = &discoveries[name];
-        println!(
-            "\ncounterexample to {name} ({} steps):",
-            path.clone().into_actions().len()
-        );
+        let steps = path.clone().into_actions().len();
+        if cycles.contains(name) {
+            println!(
+                "\ncounterexample to {name} ({steps} steps; it ends on a cycle, not at a \
+                 terminal state: the walk came back to a state it had visited, and the property \
+                 is never met on that loop; no fairness is assumed, so an action enabled all \
+                 along it may be one the loop never takes):"
+            );
+        } else {
+            println!("\ncounterexample to {name} ({steps} steps):");
+        }
         print!("{}", model.describe_path(path));
     }
     println!("{summary}");
@@ -312,6 +331,22 @@ fn check(args: CheckArgs) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// Whether a counterexample to an `eventually` property ends in a state that has a
+/// successor: a simulation's walk stops where it comes back to a state it visited, and
+/// Stateright reports the property unmet there, on a loop that need not be fair. (An
+/// exhaustive search reports `eventually` counterexamples at terminal states only.)
+fn ends_in_cycle(
+    model: &SaScribe,
+    path: &stateright::Path<<SaScribe as Model>::State, <SaScribe as Model>::Action>,
+) -> bool {
+    let last = path.last_state();
+    let mut actions = Vec::new();
+    model.actions(last, &mut actions);
+    actions
+        .into_iter()
+        .any(|a| model.next_state(last, a).is_some())
 }
 
 /// How far a check got.
