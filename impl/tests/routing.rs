@@ -155,8 +155,11 @@ fn a_join_through_a_cut_off_peer_finds_the_rest() {
     );
     s.heal();
     let j = s.add_joining_peer(None, 0);
+    let mut waited = 0;
     while !s.peer(j).is_some_and(|p| p.is_ready()) {
+        assert!(waited < 30_000, "the joiner was not ready after 30 s");
         s.run_for(1);
+        waited += 1;
     }
     assert!(
         s.peer(0).unwrap().overlay().leaf.is_empty(),
