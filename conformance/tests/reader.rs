@@ -137,12 +137,10 @@ fn bad_traces_get_errors_naming_the_problem() {
         e.contains("carries an epoch (only fetch_state and fetch_reply do)"),
         "{e}"
     );
+    let schema = trace_schema();
     for bad in [&no_epoch, &stray] {
         let t: serde_json::Value = serde_json::from_str(bad).unwrap();
-        assert!(
-            !trace_schema().is_valid(&t),
-            "the schema takes a misplaced epoch"
-        );
+        assert!(!schema.is_valid(&t), "the schema takes a misplaced epoch");
     }
 
     let e = parse(p, &good.replacen("\"n\": 2,", "\"n\": 5,", 1)).unwrap_err();

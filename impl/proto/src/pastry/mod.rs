@@ -157,6 +157,15 @@ impl Overlay {
         self.tombstones.iter().any(|t| t.0.id == id)
     }
 
+    /// Adds a tombstone for `h` until `now` + the tombstone TTL (`unprobed`: neither probed
+    /// nor counted until vouched for), the oldest making room when [`MAX_TOMBSTONES`] are kept.
+    fn entomb(&mut self, h: NodeHandle, now: Millis, unprobed: bool, cfg: &Config) {
+        if self.tombstones.len() >= MAX_TOMBSTONES {
+            self.tombstones.remove(0);
+        }
+        self.tombstones.push((h, now + cfg.tombstone_ttl, unprobed));
+    }
+
     /// A peer we buried shows signs of life that do not prove it alive now (a message that
     /// may be old, another peer's word): probe it with the peers declared dead, whose answer
     /// does prove it. A peer that left and rejoined is found again this way even when its
@@ -349,10 +358,7 @@ impl Overlay {
             if h.id == self.me.id || self.knows(h.id) || self.tombstoned(h.id) {
                 continue;
             }
-            if self.tombstones.len() >= MAX_TOMBSTONES {
-                self.tombstones.remove(0);
-            }
-            self.tombstones.push((*h, now + cfg.tombstone_ttl, false));
+            self.entomb(*h, now, false, cfg);
             out.send(h, PastryMsg::Ping);
         }
     }
@@ -373,11 +379,7 @@ impl Overlay {
         let mut leaf_changed = self.leaf.remove(from.id);
         leaf_changed |= self.rt.remove(from.id).is_some();
         self.tombstones.retain(|t| t.0.id != from.id);
-        if self.tombstones.len() >= MAX_TOMBSTONES {
-            self.tombstones.remove(0);
-        }
-        self.tombstones
-            .push((from, now + cfg.tombstone_ttl, departed));
+        self.entomb(from, now, departed, cfg);
         if leaf_changed {
             let (a, b) = self.leaf.extremes();
             for h in a.iter().chain(b.iter()) {
@@ -535,9 +537,6 @@ impl Overlay {
             );
             let handle = known.into_iter().find(|h| h.id == id);
             if !self.tombstoned(id) {
-                if self.tombstones.len() >= MAX_TOMBSTONES {
-                    self.tombstones.remove(0);
-                }
                 // A peer declared dead that this one did not know yet is tombstoned too, or
                 // another peer's stale leaf set would bring it in as a replica; with no address
                 // to probe, it is neither probed nor counted until someone vouches for it.
@@ -545,8 +544,7 @@ impl Overlay {
                     id,
                     addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
                 });
-                self.tombstones
-                    .push((h, now + cfg.tombstone_ttl, handle.is_none()));
+                self.entomb(h, now, handle.is_none(), cfg);
             }
             #[cfg(feature = "harness")]
             if let Some(t) = self.explicit.as_mut() {
