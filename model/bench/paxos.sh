@@ -8,6 +8,8 @@
 #
 # The paxos example is built from the crate's registry copy into a scratch directory (it is
 # not part of this repository). Default sa-Scribe configuration: CI's handover check.
+# SASCRIBE_MODEL names an already built checker binary (CI passes its workspace build's, which
+# `cargo build -p sascribe-model` would build again with the model package's features alone).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 clients=3
@@ -18,7 +20,11 @@ if [ $# -eq 0 ]; then
 fi
 threads=$(nproc)
 
-cargo build --release -q --manifest-path "$root/Cargo.toml" -p sascribe-model
+model=${SASCRIBE_MODEL:-}
+if [ -z "$model" ]; then
+    cargo build --release -q --manifest-path "$root/Cargo.toml" -p sascribe-model
+    model=$root/target/release/sascribe-model
+fi
 src=$(cargo metadata --format-version 1 --manifest-path "$root/Cargo.toml" |
     python3 -c 'import json,sys; m=json.load(sys.stdin); print(next(p["manifest_path"] for p in m["packages"] if p["name"]=="stateright"))')
 src=$(dirname "$src")
@@ -66,7 +72,7 @@ paxos_run "$work"
 row "stateright paxos example, $clients clients (glibc malloc)" "$pu" "$ps"
 paxos_run "$work-mi"
 row "stateright paxos example, $clients clients (mimalloc)" "$pu" "$ps"
-out=$("$root/target/release/sascribe-model" check --strategy bfs --progress 0 --threads "$threads" "$@")
+out=$("$model" check --strategy bfs --progress 0 --threads "$threads" "$@")
 row "sa-Scribe model (mimalloc)" "$(awk '/^unique states:/{print $3}' <<<"$out")" \
     "$(awk '/^time:/{print $2}' <<<"$out")"
 echo "sa-Scribe configuration: $*"
