@@ -158,20 +158,33 @@
 //!   Reproduce: `sascribe-model check --config small --subscribers 0 --publishes 2
 //!   --crashes 1 --restarts 1 --perfect-detector --strategy simulate --timeout 30`.
 //!
-//!   **Open: liveness with fencing and two publications.** `--restarts 1` without
-//!   `--perfect-detector`, with `--publishes 2`, is not closed by CI either; `--strategy
-//!   simulate` finds counterexamples to `subscribers-converge` and `publish-answered`, no
-//!   safety one. In the shortest (15 steps, no restart), a replica that has not yet noticed
-//!   the root's crash refuses the new root's promise rounds four times (`MAX_ROUNDS`); the
-//!   root then serves without a lease and holds the PUBLISH that reaches it afterwards,
-//!   with nothing left to start another round. `model/nightly.sh --open` finds the same
-//!   with `--suspicions 1 --partition` and two publications (no subscriber): a healed peer
-//!   whose replica still sees the crashed root alive is refused four rounds, then holds a
-//!   PUBLISH for good. Production differs here: a request that finds its root without a
-//!   lease starts a new round (`drain_queue`: `reconfirm`), for as long as requests come;
-//!   the model bounds the rounds to keep its state graph finite, so it needs a bounded
-//!   counterpart of that (a round per retransmission, say) before these liveness
-//!   properties can hold beyond CI's configurations.
+//!   **Liveness with fencing and two publications: a leaseless root's held requests.**
+//!   Simulation (`--restarts 1` without `--perfect-detector`, `--publishes 2`) found, in 15
+//!   steps and with no restart, a replica that had not yet noticed the root's crash refusing
+//!   the new root's promise rounds four times (`MAX_ROUNDS`); the root then served without a
+//!   lease and held, for good, the PUBLISH that reached it afterwards, with nothing left to
+//!   start another round (`subscribers-converge` at a quiescent state; `model/nightly.sh`
+//!   found the same with `--suspicions 1 --partition`). Production starts a new round
+//!   whenever it would serve a held request without a lease (`drain_queue`: `reconfirm`),
+//!   on each request and tick, for as long as requests wait. The model now does the same on
+//!   the root's tick ([`Timer::Resend`](protocol::Timer::Resend)): a root without a lease that
+//!   holds requests starts another round, enabled only once every replica it reaches would
+//!   grant it (nothing in flight between them, no other root's lease confirmed there, no
+//!   closer peer known there). Production's retries before that are refused and change
+//!   nothing; bounding them so keeps the state graph finite, as each round raises the
+//!   root's epoch. Mutant `leaseless-idle` (no such round) is caught in 15 steps and 93 k
+//!   states (`small`, two publishes, a crash, a restart). The state spaces of CI's fencing
+//!   configurations (one publication) are unchanged; the configuration above is checked to
+//!   depth 22 (2.4 M states, no violation) and simulated by `model/nightly.sh`, which now
+//!   finds only `eventually` properties unmet on cycles, along which the action that ends
+//!   them (a confirmation's `Lapse`) is enabled all along. The same campaign, with
+//!   `--tree-losses 1`, found a fetching root that never asked again a peer that had
+//!   answered it busy once its re-ask was lost: [`Timer::Reask`](protocol::Timer::Reask) is
+//!   now armed at every peer for good, re-armed when it fires, and enabled only while the
+//!   root awaits that busy peer with nothing in flight between them (production's fetch
+//!   timer asks every peer it still awaits again). A constant timer set also merges states
+//!   that differed only by it: CI's suspicion and restart configurations shrank (370 k to
+//!   338 k states paused, 255 k to 234 k with a restart).
 //! - **Faults**: up to `crashes` peer crashes (crash-stop, unless `--restarts`), optional loss of overlay
 //!   request/response messages (bounded), optional duplication. A lost PUBLISH or its answer is
 //!   retransmitted by the first-contact peer; the root answers a retransmission of an applied

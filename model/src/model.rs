@@ -188,6 +188,22 @@ impl SaScribe {
             return false;
         };
         let me = usize::from(id) as PeerIx;
+        if root.leaseless_with_held() && self.setup.mutant != Some(crate::Mutant::LeaselessIdle) {
+            // Another promise round, once every replica it reaches would grant it: nothing in
+            // flight between them, no lease of another root confirmed there, no closer peer
+            // known there (see `Ctx::on_tick`).
+            return !self.is_cut(state, id)
+                && root.acks.iter().all(|a| {
+                    let q = a.peer as usize;
+                    state.crashed[q]
+                        || self.is_cut(state, Id::from(q))
+                        || !self.between(state, me as usize, q)
+                            && self.peer(state, q).is_some_and(|s| {
+                                !crate::protocol::busy(s, me)
+                                    && !self.setup.topo.refuses(a.peer, me, self.setup.gid, s.dead)
+                            })
+                });
+        }
         if !root.active() {
             let awaited = root.fetching & !root.busy & !(1 << me);
             return !self.is_cut(state, id)
@@ -227,6 +243,24 @@ impl SaScribe {
                         && crate::protocol::busy(s, me);
                     !self.setup.topo.refuses(a.peer, me, self.setup.gid, s.dead) && !fenced && !busy
                 })
+        })
+    }
+
+    /// Whether a fetch or replication message is in flight between root `me` and peer `q`,
+    /// either way.
+    fn between(&self, state: &State, me: usize, q: usize) -> bool {
+        any_envelope(&state.network, |src, dst, m| {
+            let (src, dst) = (usize::from(src), usize::from(dst));
+            matches!(
+                m,
+                Msg::FetchState(_)
+                    | Msg::FetchReply { .. }
+                    | Msg::FetchBusy(_)
+                    | Msg::Replicate(..)
+                    | Msg::ReplicaAck(_)
+                    | Msg::Fenced(..)
+                    | Msg::NotRoot(_)
+            ) && (src == me && dst == q || src == q && dst == me)
         })
     }
 

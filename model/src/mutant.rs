@@ -102,6 +102,8 @@ mutants! {
         "A child never times out a parent that stopped beating it: when its LEAVE was overtaken by its own later JOIN through that parent, the parent dropped the branch it had just grafted, and the subscribers below are cut off for good.";
     LocalJoinNoQuorum = "local-join-no-quorum" => "first-notify-fresh",
         "A root answers a JOIN of its own local subscriber without a replica quorum: cut off by a partition, it shows the subscriber a state older than one the other side acknowledged.";
+    LeaselessIdle = "leaseless-idle" => "subscribers-converge",
+        "A root that serves without a lease (its promise rounds were refused by a replica that still saw the crashed root alive) starts no new round for the requests it holds: once that replica notices the crash nothing grants it a lease, and the requests wait for good.";
     RestartAsRoot = "restart-as-root" => "no-rollback",
         "A peer that restarts, or joins, as the closest to the group takes the root role at once with an empty record (as the group's first root does), without fetching its replicas' records.";
 }
@@ -274,6 +276,10 @@ impl Mutant {
                 CatchConfig(Small, 1, 1, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 1)
             }
             RestartAsRoot => CatchConfig(Small, 0, 1, 1, 0, 0, false, 0, 0, false, 0, 0, 1, 0, 0),
+            // D crashes; C, which has detected it, takes over when U2 publishes; A, which has
+            // not, refuses its promise rounds until C serves without a lease; A then detects
+            // the crash and forwards U1's publish, which C holds with U2's for good.
+            LeaselessIdle => CatchConfig(Small, 0, 2, 1, 0, 0, false, 0, 0, false, 0, 0, 1, 0, 0),
             // S1 at A unsubscribes: A leaves C, and C, needing the group no more, leaves D; S2
             // at B subscribes through C, whose JOIN reaches D before C's LEAVE does.
             NoParentTimeout => CatchConfig(Fig3, 2, 0, 0, 0, 1, false, 0, 0, false, 0, 0, 0, 0, 1),

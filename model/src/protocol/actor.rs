@@ -7,7 +7,6 @@
 //! copy differs, so that a delivery or timeout that changes nothing (and sends nothing) is pruned
 //! by the checker.
 
-use super::publish::on_resend;
 use super::{peer_id, to_ix, Ctx, O};
 use super::{
     IfMatch, Msg, ParticipantState, PeerState, PendingPub, PubOp, PubResult, PublisherState, ReqId,
@@ -112,7 +111,7 @@ impl Ctx<'_> {
                 self.on_fenced(st, rec, (known, refused), o)
             }
             Msg::NotRoot(closer) => self.on_not_root(st, closer, o),
-            Msg::FetchBusy(epoch) => self.on_fetch_busy(st, from, epoch, o),
+            Msg::FetchBusy(epoch) => self.on_fetch_busy(st, from, epoch),
             Msg::ToSubscriber { .. } | Msg::PubResponse { .. } | Msg::Observe(_) => {}
         }
     }
@@ -183,6 +182,12 @@ impl Actor for Participant {
                 if s.suspicions + s.rejoins() > 0 {
                     for q in (0..s.topo.len() as PeerIx).filter(|&q| q != me) {
                         o.set_timer(Timer::Alive(q), model_timeout());
+                        // Armed for good (re-armed when it fires): enabled only while a
+                        // fetching root awaits `q`, which answered busy, with nothing in
+                        // flight between them.
+                        if s.fencing() {
+                            o.set_timer(Timer::Reask(q), model_timeout());
+                        }
                     }
                 }
                 // One expiry timer per possible entity tag, armed once (a constant timer set
@@ -285,7 +290,7 @@ impl Actor for Participant {
                     Timer::Detect(x) => ctx.on_detect(&mut st, x, o),
                     Timer::Retry(req) => ctx.on_retry(&mut st, req, o),
                     Timer::Expire(e) => ctx.on_expire(&mut st, e, o),
-                    Timer::Resend => on_resend(&mut st, ctx.me, o),
+                    Timer::Resend => ctx.on_tick(&mut st, o),
                     Timer::Suspect => ctx.on_suspect(&mut st, o),
                     Timer::Heal => ctx.on_heal(&mut st, o),
                     Timer::Alive(x) => ctx.on_alive(&mut st, x, o),

@@ -184,6 +184,24 @@ impl Ctx<'_> {
         self.start_fetch(st, o);
     }
 
+    /// The root's periodic tick ([`Timer::Resend`]). A root that serves without a lease (its
+    /// last rounds were refused: `rival`) and holds requests starts another promise round
+    /// (production: `drain_queue` finds no lease and calls `reconfirm`, on every request and
+    /// tick, for as long as requests wait). The checker enables it only when every replica it
+    /// reaches would grant the round now (see `Model::resend_useful`): production's retries
+    /// in between are refused and change nothing, and bounding them so keeps the state graph
+    /// finite (each round raises the root's epoch). Otherwise the tick resends the root's
+    /// REPLICATE, or a fetching root's FetchState.
+    pub(super) fn on_tick(&self, st: &mut PeerState, o: &mut O) {
+        let idle = self.mutant(Mutant::LeaselessIdle);
+        if st.root.as_ref().is_some_and(Root::leaseless_with_held) && !idle {
+            o.set_timer(Timer::Resend, model_timeout());
+            self.reconfirm(st, o);
+        } else {
+            super::publish::on_resend(st, self.me, o);
+        }
+    }
+
     /// The root's lease lapsed, or a replica fenced it: it serves nothing until it has fetched
     /// again; the requests of its pending commits are held again, in order, unanswered.
     fn lose_lease(root: &mut Root) {
@@ -317,17 +335,22 @@ impl Ctx<'_> {
 
     /// A peer of this fetching root's round confirms another root's lease: keep awaiting it,
     /// and ask it again later ([`Timer::Reask`]).
-    pub(super) fn on_fetch_busy(&self, st: &mut PeerState, from: PeerIx, epoch: u8, o: &mut O) {
+    pub(super) fn on_fetch_busy(&self, st: &mut PeerState, from: PeerIx, epoch: u8) {
         let Some(root) = st.root.as_mut() else { return };
         if root.fetching & (1 << from) == 0 || epoch != root.epoch {
             return;
         }
+        // Asked again by [`Timer::Reask`], armed at every peer from the start and re-armed
+        // whenever it fires (so that a lost re-ask is asked again, as production's fetch
+        // timer asks the peers it still awaits, busy or silent); it is enabled only while
+        // the root awaits `from` in a round it answered busy, with nothing in flight.
         root.busy |= 1 << from;
-        o.set_timer(Timer::Reask(from), model_timeout());
     }
 
     /// Asks peer `q`, which answered busy, again for its record and promise.
     pub(super) fn reask(&self, st: &mut PeerState, q: PeerIx, o: &mut O) {
+        // Re-armed at once: armed at every peer for good (see `on_fetch_busy`).
+        o.set_timer(Timer::Reask(q), model_timeout());
         let Some(root) = st.root.as_ref() else { return };
         if root.fetching & root.busy & (1 << q) != 0 {
             o.send(super::peer_id(q), Msg::FetchState(root.epoch));

@@ -226,6 +226,13 @@ impl Root {
     pub fn active(&self) -> bool {
         self.fetching == 0
     }
+
+    /// Whether the root serves without a lease (its last promise rounds were refused, and no
+    /// acknowledgement of its record has granted it one since) while it holds requests: its
+    /// next tick starts another round ([`Timer::Resend`](super::Timer::Resend)).
+    pub fn leaseless_with_held(&self) -> bool {
+        self.active() && self.rival && !self.queued.is_empty()
+    }
 }
 
 /// A request a root holds until it can serve it.
