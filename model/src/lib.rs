@@ -316,7 +316,8 @@
 //!   maintenance messages, which the tree's heartbeat round and the root's replication retry
 //!   (at a root still fetching: its fetch timeout, asking the peers it awaits again)
 //!   recover.
-//! - **Tree maintenance** ([`Setup::tree_maintenance`], with `--tree-losses`), as production
+//! - **Tree maintenance** ([`Setup::tree_maintenance`], with `--tree-losses`, and with
+//!   `--partition` when there are subscribers), as production
 //!   runs it: the heartbeat round ([`protocol::Timer::Heartbeat`]) runs an active root's
 //!   duties first, as production's tick does (its record resent to every replica behind
 //!   it: the harness runs production's whole tree round for this step), then sends each
@@ -331,7 +332,13 @@
 //!   parent then drops the branch it just grafted); the child repairs that with its
 //!   **parent timeout** ([`protocol::Timer::ParentTimeout`]: no beat comes; it leaves the
 //!   parent and re-JOINs). `validate-run` found the race: without the parent timeout the
-//!   model, following a production run on `fig3`, violated `tree-connected`. The round fires only once a multicast or a round's message was lost (a
+//!   model, following a production run on `fig3`, violated `tree-connected`. A partition
+//!   breaks tree edges the same way: the cut-off peer declares its children dead and drops
+//!   them, and after the heal a child that never noticed the cut still names it as parent.
+//!   Without tree maintenance nothing regrafted it (`model/nightly.sh`, `small` with a
+//!   subscriber, two publishes and a partition: `tree-connected` and
+//!   `subscribers-converge` at a quiescent state, 18 steps), so `--partition` with
+//!   subscribers brings tree maintenance, as production always runs it. The round fires only once a multicast or a round's message was lost (a
 //!   child behind its parent, nothing in flight between them), the parent timeout only
 //!   when the parent no longer holds the child, like every retry here. Without tree
 //!   maintenance a parent keeps a branch that left, as if its LEAVE were still on its way.

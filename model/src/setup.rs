@@ -488,9 +488,12 @@ impl Setup {
     /// child behind, pushed up to a parent behind) and LEAVE (a peer that no longer needs the
     /// group tells its parent, which prunes in turn). They come with `--tree-losses`, which
     /// they repair; without it the parent keeps a branch that left, as if its LEAVE were
-    /// still on its way, and no heartbeat is needed.
+    /// still on its way, and no heartbeat is needed. A partition with subscribers brings them
+    /// too: the cut-off peer declares its children dead and drops them, and after the heal a
+    /// child that never noticed still names it as parent; only the parent timeout (the
+    /// heartbeat that stopped) makes it JOIN again, as in production, which always runs them.
     pub fn tree_maintenance(&self) -> bool {
-        self.tree_losses > 0
+        self.tree_losses > 0 || (self.partition && !self.subscribers.is_empty())
     }
 
     /// Restarts and joins the run may take.
