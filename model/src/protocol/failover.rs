@@ -188,7 +188,7 @@ impl Ctx<'_> {
     /// last rounds were refused: `rival`) and holds requests starts another promise round
     /// (production: `drain_queue` finds no lease and calls `reconfirm`, on every request and
     /// tick, for as long as requests wait). The checker enables it only when every replica it
-    /// reaches would grant the round now (see `Model::resend_useful`): production's retries
+    /// reaches would grant the round now (see `SaScribe::resend_useful`): production's retries
     /// in between are refused and change nothing, and bounding them so keeps the state graph
     /// finite (each round raises the root's epoch). Otherwise the tick resends the root's
     /// REPLICATE, or a fetching root's FetchState.

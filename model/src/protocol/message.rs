@@ -352,7 +352,10 @@ pub enum Timer {
     Retry(ReqId),
     /// The root's replication retry (production: its periodic tick) resends its state to the
     /// replicas that have not acknowledged it. Armed at every peer; enabled only at a root with
-    /// such a replica that has nothing from it in flight and would now accept it.
+    /// such a replica that has nothing from it in flight and would now accept it. A fetching
+    /// root asks the peers it awaits again. A root serving without a lease (its promise
+    /// rounds refused) that holds requests starts another round instead, enabled once every
+    /// replica it reaches would grant it (production's `drain_queue` → `reconfirm`).
     Resend,
     /// The event state with this tag expires at the root (its granted lifetime passed without
     /// a refresh). Armed by the root for each state it applies; enabled only at a live root
@@ -370,8 +373,9 @@ pub enum Timer {
     /// from before it.
     Lapse,
     /// A fetching root asks the peer that answered it [`Msg::FetchBusy`] again (production:
-    /// once the time it was told has passed). Enabled only while the root still awaits that
-    /// peer in the same round, with nothing in flight between them.
+    /// once the time it was told has passed). Armed at every peer for good (with fencing) and
+    /// re-armed when it fires, so that a lost re-ask is asked again; enabled only while the
+    /// root still awaits that peer in the same round, with nothing in flight between them.
     Reask(PeerIx),
     /// This peer hears from a peer it declared dead, which runs again (Pastry's proof of life:
     /// an announce, a pong): it takes it back.
