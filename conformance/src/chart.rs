@@ -115,6 +115,8 @@ pub fn text(t: &Trace) -> String {
             StepAction::Crash { peer } => format!("{peer:>4} ✗ crashes"),
             StepAction::Restart { peer } => format!("{peer:>4} ↺ restarts with no state"),
             StepAction::Alive { at, peer } => format!("{at:>4} hears from {peer}, back again"),
+            StepAction::Lapse { at } => format!("{at:>4} ⌛ the lease it confirms lapses"),
+            StepAction::Reask { at, peer } => format!("{at:>4} ↻ asks {peer} again"),
         };
         let _ = writeln!(out, "{:>3}. {head}", s.n);
         for o in &s.expect.client {
@@ -194,6 +196,12 @@ pub fn mermaid(t: &Trace) -> String {
             }
             StepAction::Alive { at, peer } => {
                 let _ = writeln!(out, "    Note over {at}: {}. hears from {peer} again", s.n);
+            }
+            StepAction::Lapse { at } => {
+                let _ = writeln!(out, "    Note over {at}: {}. its lease lapses", s.n);
+            }
+            StepAction::Reask { at, peer } => {
+                let _ = writeln!(out, "    Note over {at}: {}. asks {peer} again", s.n);
             }
         }
         for o in &s.expect.client {

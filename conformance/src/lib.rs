@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 /// The format name this reader accepts.
 pub const FORMAT: &str = "sascribe-trace";
 /// The format version this reader accepts.
-pub const VERSION: u32 = 8;
+pub const VERSION: u32 = 9;
 
 /// Why a trace could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +159,12 @@ pub struct Config {
     /// holds them (the model's parents keep branches that left).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tree_maintenance: bool,
+    /// Roots hold leases, peers keep promises and fence older roots: the harness runs
+    /// production with a finite root lease, and the group's first root fetches (silently)
+    /// at `init`, so that its replicas confirm its lease in epoch 1 from the start; the
+    /// trace delivers `fetch_busy`, `fenced` and `not_root`, and may `lapse` and `reask`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leases: bool,
     /// Subscribers.
     pub subscribers: Vec<Ua>,
     /// Publishers.
@@ -194,7 +200,8 @@ pub struct AbstractMsg {
     /// SIP-If-Match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub if_match: Option<u8>,
-    /// Root epoch of a fetch round (`fetch_state`, `fetch_reply`).
+    /// Root epoch of a fetch round (`fetch_state`, `fetch_reply`, `fetch_busy`), or of the
+    /// REPLICATE a replica refused (`fenced`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u8>,
 }
@@ -290,6 +297,20 @@ pub enum StepAction {
         /// The peer that hears.
         at: String,
         /// The restarted peer.
+        peer: String,
+    },
+    /// The lease peer `at` confirms lapses (its root no longer serves with it): it may
+    /// promise another root again (trace configurations with `leases` only).
+    Lapse {
+        /// The peer.
+        at: String,
+    },
+    /// Fetching root `at` asks `peer`, which answered `fetch_busy`, again (its fetch timer;
+    /// trace configurations with `leases` only).
+    Reask {
+        /// The fetching root.
+        at: String,
+        /// The peer asked again.
         peer: String,
     },
     /// A peer's tree round runs for the group: it sends each child a beat with its latest
@@ -555,14 +576,18 @@ fn version_error(version: u32) -> String {
 
 /// A fetch round's messages name its epoch, and no other message has one.
 fn epoch_where_due(m: &AbstractMsg, n: usize) -> Result<(), String> {
-    let fetch = matches!(m.kind.as_str(), "fetch_state" | "fetch_reply");
+    let fetch = matches!(
+        m.kind.as_str(),
+        "fetch_state" | "fetch_reply" | "fetch_busy" | "fenced"
+    );
     match (fetch, m.epoch) {
         (true, None) => Err(format!(
             "step {n}: {} {} → {} carries no epoch (a fetch round's messages name it)",
             m.kind, m.from, m.to
         )),
         (false, Some(_)) => Err(format!(
-            "step {n}: {} {} → {} carries an epoch (only fetch_state and fetch_reply do)",
+            "step {n}: {} {} → {} carries an epoch (only fetch_state, fetch_reply, \
+             fetch_busy and fenced do)",
             m.kind, m.from, m.to
         )),
         _ => Ok(()),
@@ -674,6 +699,17 @@ pub fn validate(t: &Trace) -> Result<(), String> {
             StepAction::Alive { at, peer } => {
                 known(at, "peer taking a restarted one back", s.n)?;
                 known(peer, "restarted peer", s.n)?;
+            }
+            StepAction::Lapse { .. } | StepAction::Reask { .. } if !c.leases => {
+                return Err(format!(
+                    "step {}: lapse and reask steps need config.leases",
+                    s.n
+                ))
+            }
+            StepAction::Lapse { at } => known(at, "peer whose lease lapses", s.n)?,
+            StepAction::Reask { at, peer } => {
+                known(at, "fetching root", s.n)?;
+                known(peer, "peer asked again", s.n)?;
             }
         }
         for m in &s.expect.sent {

@@ -107,6 +107,8 @@ pub fn action_label(a: &StepAction) -> String {
         StepAction::Crash { peer } => format!("{peer} crashes"),
         StepAction::Restart { peer } => format!("{peer} restarts with no state"),
         StepAction::Alive { at, peer } => format!("{at} hears from {peer}, back again"),
+        StepAction::Lapse { at } => format!("the lease {at} confirms lapses"),
+        StepAction::Reask { at, peer } => format!("{at}'s fetch timer asks {peer} again"),
     }
 }
 
@@ -451,6 +453,11 @@ pub(crate) fn apply(
             Input::Restart { peer: peer.clone() }
         }
         StepAction::Alive { at, peer } => Input::Alive {
+            at: at.clone(),
+            peer: peer.clone(),
+        },
+        StepAction::Lapse { at } => Input::Lapse { at: at.clone() },
+        StepAction::Reask { at, peer } => Input::Reask {
             at: at.clone(),
             peer: peer.clone(),
         },

@@ -127,6 +127,21 @@ pub enum Input {
         /// The restarted peer.
         peer: String,
     },
+    /// The lease peer `at` confirms for a root (it granted its fetch or acknowledged its
+    /// REPLICATE) lapses: that root no longer serves with it (configurations with `leases`).
+    /// The peer may promise another root again.
+    Lapse {
+        /// The peer.
+        at: String,
+    },
+    /// Fetching root `at` asks `peer`, which answered `fetch_busy`, again for its record and
+    /// promise, in the same round (its fetch timer; configurations with `leases`).
+    Reask {
+        /// The fetching root.
+        at: String,
+        /// The peer asked again.
+        peer: String,
+    },
 }
 
 /// What one input made observable (the body of an adapter reply).

@@ -143,8 +143,9 @@ impl fmt::Debug for Validator {
 impl Validator {
     /// A validator for the model configuration `options`: the run must be on
     /// [`Validator::config`]. Refuses the options whose actions have no trace form yet
-    /// (suspicions, moves, handovers, joins, restarts without `--perfect-detector`) and seeded
-    /// model bugs (the model is the judge here).
+    /// (suspicions, moves, handovers, joins), restarts without `--perfect-detector` (their
+    /// leases have a trace form, `lapse` and `reask`, but the run scheduler does not drive
+    /// them yet) and seeded model bugs (the model is the judge here).
     pub fn new(options: &Options) -> Result<Validator, String> {
         let fenced_restarts = if options.perfect_detector {
             0

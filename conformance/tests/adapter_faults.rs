@@ -107,6 +107,8 @@ fn step_of_request(t: &Trace, msg_id: usize) -> (usize, &'static str) {
             StepAction::Crash { .. } => "crash",
             StepAction::Restart { .. } => "restart",
             StepAction::Alive { .. } => "alive",
+            StepAction::Lapse { .. } => "lapse",
+            StepAction::Reask { .. } => "reask",
         };
         id += 1;
         if id == msg_id {

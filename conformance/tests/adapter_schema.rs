@@ -62,6 +62,8 @@ fn covering_traces() -> Vec<Trace> {
         |a| matches!(a, StepAction::ParentTimeout { .. }),
         |a| matches!(a, StepAction::Restart { .. }),
         |a| matches!(a, StepAction::Alive { .. }),
+        |a| matches!(a, StepAction::Lapse { .. }),
+        |a| matches!(a, StepAction::Reask { .. }),
     ];
     let mut out: Vec<Trace> = Vec::new();
     for f in trace_files(&manifest().join("../traces")).unwrap() {

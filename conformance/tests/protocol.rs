@@ -111,6 +111,8 @@ fn traces_group_into_families_by_name() {
             "colocated-walk",
             "crash2-cover",
             "crash2-walk",
+            "fenced-cover",
+            "fenced-walk",
             "fig3-cover",
             "fig3-treeloss-cover",
             "fig3-treeloss-walk",

@@ -50,18 +50,18 @@ fn bad_traces_get_errors_naming_the_problem() {
     let good = std::fs::read_to_string(&file).unwrap();
     let p = Path::new("t.json");
 
-    let e = parse(p, &good.replacen("\"version\": 8", "\"version\": 7", 1)).unwrap_err();
-    assert!(e.to_string().contains("version 7 is not supported"), "{e}");
-    let e = parse(p, &good.replacen("\"version\": 8", "\"version\": 2", 1)).unwrap_err();
+    let e = parse(p, &good.replacen("\"version\": 9", "\"version\": 8", 1)).unwrap_err();
+    assert!(e.to_string().contains("version 8 is not supported"), "{e}");
+    let e = parse(p, &good.replacen("\"version\": 9", "\"version\": 2", 1)).unwrap_err();
     assert!(e.to_string().contains("version 2 is not supported"), "{e}");
     // A version-3 trace (no `state`, and a field version 4 does not know) is refused by its
     // version, naming both, before its fields are read.
     let v3 = good
-        .replacen("\"version\": 8", "\"version\": 3", 1)
+        .replacen("\"version\": 9", "\"version\": 3", 1)
         .replacen("\"expect\": {", "\"expect\": {\"nack\": [],", 1);
     let e = parse(p, &v3).unwrap_err().to_string();
     assert!(
-        e.contains("version 3 is not supported") && e.contains("reads version 8"),
+        e.contains("version 3 is not supported") && e.contains("reads version 9"),
         "{e}"
     );
     assert!(e.contains("sascribe-model traces"), "{e}");

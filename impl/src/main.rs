@@ -533,11 +533,23 @@ async fn run_peer(a: PeerArgs, config: Config, settings: &Settings) -> anyhow::R
         }
     }
     let patience = Duration::from_millis((3 * config.bootstrap_retry).max(3_000));
+    // A peer that will join starts joining before its loop runs: until the join completes it
+    // answers SIP with 503 and holds what it would route, rather than serving for a moment as
+    // a one-peer overlay, the root of every group with empty records (a restarted peer once
+    // answered a PUBLISH 412 that way, its ETag acknowledged just before). `join_any` then
+    // goes on through every bootstrap given.
+    let first = match a.bootstrap.first() {
+        Some(spec) => resolve(spec).await.ok().and_then(|v| {
+            v.into_iter()
+                .find(|x| *x != listen && Some(*x) != a.advertise)
+        }),
+        None => None,
+    };
     let h = start(
         listen,
         a.advertise,
         a.sip.map(|s| (s, "--sip")),
-        None,
+        first,
         id,
         config,
         settings,

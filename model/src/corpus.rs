@@ -161,6 +161,22 @@ pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
             },
             None,
         ),
+        // The same with leases (no perfect failure detector): promises, leases and fencing
+        // order the two roots a restart makes. The replicas confirm the first root's lease;
+        // the new root's fetch finds them busy until it lapses (`lapse`, `reask`), the old
+        // root's late REPLICATEs are fenced, and a replica that knows the restarted peer
+        // answers `not_root`.
+        (
+            "fenced",
+            Options {
+                subscribers: Some(1),
+                publishes: Some(3),
+                crashes: Some(1),
+                restarts: 1,
+                ..Default::default()
+            },
+            None,
+        ),
         // Fig. 3's two subscribers share an intermediate hop: one's LEAVE can be overtaken by
         // the other's JOIN through it, which only a parent timeout repairs.
         ("fig3-treeloss", tree_lossy(Preset::Fig3), None),
@@ -218,11 +234,6 @@ fn mutant_path(m: Mutant, progress: &mut Progress) -> Option<(Trace, BTreeSet<La
     if c.8 > 0 || c.10 > 0 || c.11 > 0 || c.13 > 0 {
         // Suspicions, moves, handovers and joins have no trace form yet: the harness cannot
         // drive production through them.
-        return None;
-    }
-    if m == Mutant::LeaselessIdle {
-        // Its path runs refused promise rounds, which production runs only with a finite root
-        // lease; the harness runs it without leases (restarts are exported in that mode).
         return None;
     }
     let buggy = SaScribe::new(c.setup(Some(m)));

@@ -139,9 +139,13 @@
 //!   root's record grant the lease again. Abstractions: a restart takes longer than failure
 //!   detection and than any message delay (what the crashed incarnation sent is delivered or
 //!   lost before it comes back), and only peers no user agent uses restart (their dialogs
-//!   would be lost, which the model's user agents cannot notice yet). Restarts with
-//!   `--perfect-detector` have a trace form (steps `restart`, `alive`; corpus family
-//!   `restart`); the others and joins do not yet.
+//!   would be lost, which the model's user agents cannot notice yet). Restarts have a trace
+//!   form (steps `restart`, `alive`): with `--perfect-detector` the corpus family `restart`,
+//!   without it the family `fenced` (trace format 9, `config.leases`: steps `lapse` and
+//!   `reask`, messages `fetch_busy`, `fenced` and `not_root`). With fencing, the group's first
+//!   root fetched from its replica set before the run starts (production's lazy first fetch,
+//!   which the harness runs at `init`): each of its replicas promised it epoch 1 and confirms
+//!   its lease. Joins have no trace form yet.
 //!
 //!   **Open: `--perfect-detector` is safe with one publication only.** CI checks it
 //!   exhaustively with one publish, or one subscriber. With two publishes its state space
@@ -217,7 +221,9 @@
 //!     another root; a root fenced for its current epoch fetches again (or demotes), a fence of
 //!     a REPLICATE of its earlier epoch is ignored;
 //!   - a replica that knows a peer closer to the group than the sender answers `NotRoot`
-//!     naming it *before* any fencing; the sender takes that peer back and hands over;
+//!     naming it *before* any fencing; the sender hands over if its own routing agrees (a
+//!     peer it declared dead is not taken back on the replica's word: production's overlay
+//!     ignores second-hand news of a dead peer);
 //!   - **lease**: a root answers only while its replicas' lease holds. Abstraction: suspecting
 //!     `x` lapses `x`'s lease *before* any failure detector reports it (the detector's timeout
 //!     is longer than the lease): a paused root stops serving at `Suspect(x)` and fetches
@@ -228,7 +234,12 @@
 //!   - **exclusive leases**: a peer that confirmed a root's lease (granted its fetch,
 //!     acknowledged its REPLICATE) answers another root's fetch `FetchBusy` while that lease
 //!     may run (production: `root_lease` from the confirmation): it promises nothing and the
-//!     asking root keeps awaiting it, asking again on its retry. Abstraction: the
+//!     asking root keeps awaiting it, and its fetch timer (`Reask`) asks every peer it still
+//!     awaits again once that lease lapsed, with nothing in flight to or from them (asked
+//!     earlier, the peer would answer busy again; production waits the `busy_for` it named).
+//!     A root that serves after [`protocol::MAX_ROUNDS`] refusals tries another round on its
+//!     tick, not at once (production's `drain_queue` leaves it to `retry_replication`).
+//!     Abstraction: the
 //!     confirmation (for that root's epoch) lapses (`Lapse`) only once its root can no longer
 //!     serve with it (it crashed, demoted, or started a new round), when the peer declares
 //!     that root dead, or when the peer is itself suspected (its pause outlasts any lease). Mutant `lease-ignored`
@@ -241,8 +252,11 @@
 //!     waits, and is dropped when the root's lease lapses (production `reconfirm`). The model
 //!     forgets no crashed peer (production forgets a tombstone after a while), so with
 //!     suspicions `--crashes` must leave a majority of that group;
-//!   - a root that receives `FetchState`, or a REPLICATE, from a peer closer to the group than
-//!     itself takes that peer back as alive and demotes (handing its record over).
+//!   - a root that receives `FetchState`, or a REPLICATE, from a live peer closer to the group
+//!     than itself demotes (handing its record over). A peer it declared dead is taken back
+//!     on its announcement only (`Alive`): its fetch or REPLICATE may have been sent before it
+//!     crashed (production's overlay revives a peer on `Announce` or `Pong` only); a lease
+//!     confirmed to it since it was declared dead runs all the same (`busy`).
 //!
 //!   Mutants `no-fetch` and `no-lease` (a healed root serving its stale record) are caught
 //!   (`no-rollback`), and `no-quorum` (a partitioned root committing alone) is caught on

@@ -307,23 +307,34 @@ impl SaScribe {
                         .is_some_and(|s| s.dead & (1 << x) != 0)
             }
             ActorModelAction::Timeout(id, Timer::Resend) => self.resend_useful(state, *id),
-            // A fetching root asks a peer that answered busy again, in the same round, when
-            // nothing is in flight between them.
+            // A fetching root asks the peers of its round it still awaits again (its fetch
+            // timer), once the lease a peer that answered busy confirmed lapsed (production's
+            // fetch timer waits the `busy_for` the peer named: asked earlier, it would answer
+            // busy again, and production gives up after a few attempts), with nothing in
+            // flight between the root and any peer it awaits (production asks them all again).
             ActorModelAction::Timeout(id, Timer::Reask(q)) => {
                 let me = usize::from(*id);
                 let q = *q as usize;
-                self.peer(state, me)
-                    .and_then(|s| s.root.as_ref())
-                    .is_some_and(|r| r.fetching & r.busy & (1 << q) != 0)
+                let Some(root) = self.peer(state, me).and_then(|s| s.root.as_ref()) else {
+                    return false;
+                };
+                let awaited = root.fetching;
+                awaited & root.busy & (1 << q) != 0
                     && !state.crashed[q]
+                    && self
+                        .peer(state, q)
+                        .is_some_and(|s| !crate::protocol::busy(s, me as PeerIx))
                     && !self.is_cut(state, *id)
                     && !self.is_cut(state, Id::from(q))
-                    && !any_envelope(&state.network, |src, dst, m| match m {
-                        Msg::FetchState(_) => usize::from(dst) == q && usize::from(src) == me,
-                        Msg::FetchReply { .. } | Msg::FetchBusy(_) => {
-                            usize::from(src) == q && usize::from(dst) == me
+                    && !any_envelope(&state.network, |src, dst, m| {
+                        let (src, dst) = (usize::from(src), usize::from(dst));
+                        match m {
+                            Msg::FetchState(_) => src == me && awaited & (1 << dst) != 0,
+                            Msg::FetchReply { .. } | Msg::FetchBusy(_) => {
+                                dst == me && awaited & (1 << src) != 0
+                            }
+                            _ => false,
                         }
-                        _ => false,
                     })
             }
             // A lease a peer confirms lapses once its root can no longer serve with it.

@@ -496,6 +496,18 @@ impl Setup {
         self.tree_losses > 0 || (self.partition && !self.subscribers.is_empty())
     }
 
+    /// The group's first root: the closest peer to the group id of those in the overlay when
+    /// the run starts (joiners are not).
+    pub fn first_root(&self) -> Option<PeerIx> {
+        self.topo.closest_live(self.gid, self.joiners)
+    }
+
+    /// The replica set of the group's first root `root` when the run starts.
+    pub fn first_replicas(&self, root: PeerIx) -> PeerSet {
+        let dead = self.joiners & !(1 << root);
+        self.topo.replicas(root, self.gid, self.k, dead)
+    }
+
     /// Restarts and joins the run may take.
     pub fn rejoins(&self) -> usize {
         self.restarts + self.joiners.count_ones() as usize

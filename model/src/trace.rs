@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 /// Format name written in every trace.
 pub const FORMAT: &str = "sascribe-trace";
 /// Format version.
-pub const VERSION: u32 = 8;
+pub const VERSION: u32 = 9;
 
 /// Where a trace comes from.
 #[derive(Clone, Debug, Serialize)]
@@ -131,6 +131,13 @@ pub struct Config {
     /// it a harness holds them.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub tree_maintenance: bool,
+    /// Roots hold leases, and peers keep promises and fence older roots
+    /// ([`Setup::fencing`](crate::Setup::fencing): restarts without a perfect failure
+    /// detector): a harness runs production with a finite root lease, and the group's first
+    /// root's fetch (silent) runs at `init`, so that its replicas confirm its lease in epoch 1
+    /// from the start. Since version 9.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub leases: bool,
     /// Subscribing user agents.
     pub subscribers: Vec<Ua>,
     /// Publishing user agents.
@@ -141,7 +148,8 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct AbstractMsg {
     /// Kind: subscribe, unsubscribe, publish, join, pack, ack, multicast, publish_fwd,
-    /// publish_reply, replicate, replica_ack.
+    /// publish_reply, replicate, replica_ack, leave, beat, beat_ack, fetch_state,
+    /// fetch_reply, fetch_busy, fenced, not_root.
     pub kind: &'static str,
     /// Sender.
     pub from: String,
@@ -167,7 +175,8 @@ pub struct AbstractMsg {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub if_match: Option<u8>,
     /// The root epoch of a fetch round (`fetch_state`: the round the new root asks for;
-    /// `fetch_reply`: the round it answers). Since version 8.
+    /// `fetch_reply` and `fetch_busy`: the round it answers; `fenced`: the epoch of the
+    /// REPLICATE refused). Since version 8 (`fetch_busy` and `fenced` since version 9).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u8>,
 }
@@ -278,6 +287,21 @@ pub enum StepAction {
         /// The peer that hears.
         at: String,
         /// The peer that came back.
+        peer: String,
+    },
+    /// The lease a peer confirms (it granted a root's fetch or acknowledged its REPLICATE)
+    /// lapses, its root no longer serving with it (crashed, demoted, or past that epoch):
+    /// it may promise another root again. Since version 9.
+    Lapse {
+        /// The peer.
+        at: String,
+    },
+    /// A fetching root asks a peer that answered `fetch_busy` again, in the same round, once
+    /// the lease it confirmed lapsed (production's fetch timer). Since version 9.
+    Reask {
+        /// The fetching root.
+        at: String,
+        /// The peer asked again.
         peer: String,
     },
 }
@@ -557,10 +581,17 @@ impl SaScribe {
                 a.kind = "fetch_state";
                 a.epoch = Some(*epoch);
             }
-            // Promises, leases and fencing (suspicions, and restarts without a perfect failure
-            // detector) are not exported to traces: the harness runs production with a
-            // failure detector that never suspects a live peer, which runs none of them.
-            Msg::Fenced(..) | Msg::NotRoot(_) | Msg::FetchBusy(_) => return None,
+            // Promises, leases and fencing (fenced restarts; since version 9).
+            Msg::FetchBusy(epoch) => {
+                a.kind = "fetch_busy";
+                a.epoch = Some(*epoch);
+            }
+            Msg::Fenced(rec, _, refused) => {
+                a.kind = "fenced";
+                a.epoch = Some(*refused);
+                set(&mut a, rec.as_ref().and_then(|r| r.0.entry()));
+            }
+            Msg::NotRoot(_) => a.kind = "not_root",
             // Handovers have no trace form yet (no trace can reach one: see `corpus`).
             Msg::Handover { .. } => return None,
             Msg::FetchReply { rec, epoch, .. } => {
@@ -654,6 +685,7 @@ impl SaScribe {
             retry_limit: s.retry_limit(),
             max_crashes: s.max_crashes,
             tree_maintenance: s.tree_maintenance(),
+            leases: s.fencing(),
             network: format!("{:?}", s.network).to_lowercase(),
             subscribers: s
                 .subscribers
@@ -690,7 +722,7 @@ impl SaScribe {
     }
 
     /// The trace form of a model action; `None` for the actions that have none yet
-    /// (suspicions, moves and handovers, and the leases of joins and fenced restarts: the
+    /// (suspicions, moves, handovers and joins: the
     /// harness cannot drive them).
     pub fn step_action(&self, action: &Action) -> Option<StepAction> {
         let name = |id: &Id| self.name_of(*id);
@@ -750,10 +782,12 @@ impl SaScribe {
                 peer: self.setup.topo.name(*x),
             },
             ActorModelAction::Recover(id) => StepAction::Restart { peer: name(id) },
-            ActorModelAction::Timeout(
-                _,
-                Timer::Suspect | Timer::Heal | Timer::Lapse | Timer::Reask(_),
-            )
+            ActorModelAction::Timeout(id, Timer::Lapse) => StepAction::Lapse { at: name(id) },
+            ActorModelAction::Timeout(id, Timer::Reask(q)) => StepAction::Reask {
+                at: name(id),
+                peer: self.setup.topo.name(*q),
+            },
+            ActorModelAction::Timeout(_, Timer::Suspect | Timer::Heal)
             | ActorModelAction::Timeout(_, Timer::Move(_) | Timer::Handover(_)) => return None,
             ActorModelAction::Crash(id) => StepAction::Crash { peer: name(id) },
             ActorModelAction::SelectRandom { actor, .. } => StepAction::Crash { peer: name(actor) },

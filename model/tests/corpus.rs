@@ -115,6 +115,9 @@ fn corpus_covers_every_message_and_action_kind() {
         "leave",
         "beat",
         "beat_ack",
+        "fetch_busy",
+        "fenced",
+        "not_root",
     ] {
         assert!(sent.contains(k), "no trace sends a {k}");
     }
@@ -132,6 +135,8 @@ fn corpus_covers_every_message_and_action_kind() {
         "parent_timeout",
         "restart",
         "alive",
+        "lapse",
+        "reask",
     ] {
         assert!(actions.contains(k), "no trace has a {k} step");
     }

@@ -244,6 +244,18 @@ impl Cluster {
                 a.epoch = Some((*epoch).min(255) as u8);
             }
             ScribeMsg::FetchReply {
+                gid,
+                epoch,
+                busy_for,
+                ..
+            } if ours(gid) && *busy_for > 0 => {
+                if to == self.first_root {
+                    return (Policy::Immediate, None);
+                }
+                a.kind = "fetch_busy".into();
+                a.epoch = Some((*epoch).min(255) as u8);
+            }
+            ScribeMsg::FetchReply {
                 gid, rec, epoch, ..
             } if ours(gid) => {
                 if let Some(rec) = rec {
@@ -260,6 +272,24 @@ impl Cluster {
                     a.seq = Some(rec.seq.min(255) as u8);
                     a.values = rec.latest().body.as_deref().and_then(values_of);
                 }
+            }
+            ScribeMsg::Fenced {
+                gid, refused, rec, ..
+            } if ours(gid) && self.cfg.leases => {
+                if let Some(rec) = rec {
+                    for s in &rec.states {
+                        self.learn_etag(s.etag, s.changed);
+                    }
+                }
+                a.kind = "fenced".into();
+                a.epoch = Some((*refused).min(255) as u8);
+                if let Some(rec) = rec.as_ref().filter(|r| r.seq > 0) {
+                    a.seq = Some(rec.seq.min(255) as u8);
+                    a.values = rec.latest().body.as_deref().and_then(values_of);
+                }
+            }
+            ScribeMsg::NotRoot { gid, .. } if ours(gid) && self.cfg.leases => {
+                a.kind = "not_root".into();
             }
             ScribeMsg::Leave { .. }
             | ScribeMsg::Heartbeats { .. }

@@ -225,7 +225,7 @@ impl Cluster {
         let mut peer_cfgs = Vec::new();
         for (i, h) in handles.iter().enumerate() {
             let mut peer_cfg = pcfg.clone();
-            if i == first_root {
+            if i == first_root && !cfg.leases {
                 // The first root's lazy fetch is silent (the model's first root holds the role
                 // from the start): a replica that crashed before it is given up on by
                 // production's fetch timeout, fired as a silent timer.
@@ -552,6 +552,48 @@ impl Cluster {
                 self.log(format!(
                     "{peer} restarted (a new host, every peer installed)"
                 ));
+            }
+            Input::Lapse { at } | Input::Reask { at, .. } if !self.cfg.leases => {
+                return Err(format!(
+                    "{}: the trace's configuration has no leases ({at})",
+                    crate::adapter::request_type(input)
+                ));
+            }
+            Input::Lapse { at } => {
+                let a = self.peer_ix(at)?;
+                let gid = self.gid;
+                let s = self.live(a, "lapse")?;
+                let held = s.call(
+                    now,
+                    Box::new(move |host, now| {
+                        let lapse =
+                            |p: &mut sascribe::Peer, now, _: &mut _| p.lapse_confirmation(now, gid);
+                        Ok(host.harness(now, lapse).to_string())
+                    }),
+                )?;
+                if held != "true" {
+                    return Err(format!("lapse: {at} confirms no root's lease"));
+                }
+                self.log(format!("{at}.lapse_confirmation()"));
+            }
+            Input::Reask { at, peer } => {
+                let a = self.peer_ix(at)?;
+                self.peer_ix(peer)?;
+                let gid = self.gid;
+                let s = self.live(a, "reask")?;
+                let fetching = s.call(
+                    now,
+                    Box::new(move |host, now| {
+                        let fire = |p: &mut sascribe::Peer, now, t: &mut _| {
+                            p.fire_fetch_timer(now, t, gid)
+                        };
+                        Ok(host.harness(now, fire).to_string())
+                    }),
+                )?;
+                if fetching != "true" {
+                    return Err(format!("reask: {at} is not fetching as the group's root"));
+                }
+                self.log(format!("{at}.fire_fetch_timer() (asks {peer} again)"));
             }
             Input::Alive { at, peer } => {
                 let a = self.peer_ix(at)?;
@@ -902,6 +944,7 @@ impl Cluster {
         if self.slots[f.to].crashed && self.pong_for_the_crashed(&f) {
             return;
         }
+        let sender = self.slots[f.from].handle.id.0;
         let to = &mut self.slots[f.to];
         if to.crashed {
             self.obs
@@ -922,6 +965,13 @@ impl Cluster {
                     to.rejoin = None;
                 }
             }
+            // A peer closer to the group asking for the record is taken back, as the
+            // model's `take_back` (production: `Peer::dispatch` on a `FetchState`).
+            if let Msg::Scribe(ScribeMsg::FetchState { gid, .. }) = &env.msg {
+                if self.cfg.leases && sascribe::id::closer(gid.0, sender, to.handle.id.0) {
+                    to.known_dead.remove(&f.from);
+                }
+            }
         }
         let from = self.slots[f.from].handle.addr;
         let now = self.now;
@@ -933,6 +983,32 @@ impl Cluster {
 
     /// Runs SIP traffic, silent overlay traffic and silent timers to quiescence and returns
     /// what the input made observable.
+    /// With leases, the group's first root fetches its replicas' records at `init` (silent:
+    /// the model's first root holds the role from the start, and its replicas confirm its
+    /// lease in epoch 1), and its later rounds are in the open.
+    pub fn first_fetch(&mut self) -> Result<(), String> {
+        if !self.cfg.leases {
+            return Ok(());
+        }
+        let r = self.first_root;
+        let gid = self.gid;
+        let now = self.now;
+        self.slots[r].call(
+            now,
+            Box::new(move |host, now| {
+                host.harness(now, |p, now, t| p.take_root(now, t, gid));
+                Ok(String::new())
+            }),
+        )?;
+        self.quiesce();
+        let name = self.slots[r].name.clone();
+        self.log(format!(
+            "{name} takes the root role (silent fetch, epoch 1)"
+        ));
+        self.first_root = usize::MAX;
+        Ok(())
+    }
+
     pub fn settle(&mut self) -> Observed {
         self.quiesce();
         self.retransmitting = None;

@@ -32,6 +32,10 @@ use std::collections::BTreeMap;
 /// counterpart for (heartbeats, leaf-set exchanges, replica refresh, request retries): far
 /// beyond any trace, so they never fire by themselves.
 pub const NEVER: Millis = 1_000_000_000;
+/// The root lease of a trace with leases: longer than any time the harness's clocks move in
+/// a trace (each lapses when the trace says, `lapse`), yet finite, so that production runs
+/// its promises, leases and fencing.
+pub const ROOT_LEASE: Millis = 100 * NEVER;
 /// Production's keep-alive interval: each peer's failure detector runs on its own clock,
 /// moved on tick by tick when the trace says it detects a crash (the routing table's pings
 /// too). An hour: far beyond the silent horizon and the clock's drift in the longest run
@@ -118,6 +122,7 @@ impl System for InProcess {
         if let Input::Init { config } = input {
             self.cluster = None;
             let mut c = Cluster::new(config, self.hook.as_deref(), self.mode)?;
+            c.first_fetch()?;
             let obs = c.settle();
             self.cluster = Some(c);
             return Ok(obs);
@@ -157,8 +162,9 @@ pub fn production_config(t: &TraceConfig) -> Config {
         request_retry: NEVER,
         request_timeout: 4 * NEVER,
         replica_refresh: NEVER,
-        // A perfect failure detector (the model's): no false suspicion, no lease.
-        root_lease: u64::MAX,
+        // A perfect failure detector (the model's): no false suspicion, no lease; with
+        // leases, one that outlasts any clock the harness moves (a lease lapses at `lapse`).
+        root_lease: if t.leases { ROOT_LEASE } else { u64::MAX },
         // A new root's fetch ends when every asked peer answered or was declared dead (the
         // model's failure detector stands for production's fetch timeout).
         fetch_timeout: NEVER,

@@ -572,6 +572,38 @@ impl Peer {
         root
     }
 
+    /// Makes this peer group `gid`'s root now, as the first request for the group to reach
+    /// it would (it fetches its nearest peers' records first): a harness whose model's first
+    /// root holds the role from the start.
+    #[cfg(feature = "harness")]
+    pub fn take_root(&mut self, now: Millis, timers: &mut Timers, gid: GroupId) {
+        self.at(now);
+        self.scribe.ensure_root(&mut ctx!(self, now, timers), gid);
+        self.run_loopback(now, timers);
+    }
+
+    /// Fires group `gid`'s fetch timer now, whatever its deadline: a fetching root asks the
+    /// peers it still awaits again (after `FETCH_ATTEMPTS` it serves without them). Returns
+    /// whether this peer is fetching as `gid`'s root.
+    #[cfg(feature = "harness")]
+    pub fn fire_fetch_timer(&mut self, now: Millis, timers: &mut Timers, gid: GroupId) -> bool {
+        self.at(now);
+        let fetching = self
+            .scribe
+            .fire_fetch_timer(&mut ctx!(self, now, timers), gid);
+        self.run_loopback(now, timers);
+        fetching
+    }
+
+    /// Lapses the lease this peer confirms for group `gid`'s root now, whatever is left of it
+    /// (a harness that owns time: that root no longer serves with it). Returns whether it
+    /// confirmed one.
+    #[cfg(feature = "harness")]
+    pub fn lapse_confirmation(&mut self, now: Millis, gid: GroupId) -> bool {
+        self.at(now);
+        self.scribe.lapse_confirmation(gid)
+    }
+
     /// Runs group `gid`'s maintenance tick now, in a tree round of its own (the root's duties,
     /// timeouts, a beat to each child, pruning), whatever the round's deadline. Returns how
     /// many children it had.
@@ -670,6 +702,18 @@ impl Peer {
             Msg::Scribe(m) => {
                 if let ScribeMsg::NotRoot { closer, .. } = &m {
                     self.overlay.consider(*closer, false, now);
+                }
+                if let ScribeMsg::FetchState { gid, .. } = &m {
+                    // A peer closer to the group than us asks for our record to take the
+                    // group over: it runs now (it was suspected, or it restarted), and is
+                    // taken back as on its announcement, so that the group routes to it.
+                    // (Not under a failure detector that never suspects a live peer, whose
+                    // dead peers come back by their announcement only.)
+                    let closer = crate::id::closer(gid.0, from.id.0, self.out.me.id.0);
+                    let leases = self.cfg.root_lease != Millis::MAX;
+                    if leases && closer && self.overlay.tombstoned(from.id) {
+                        self.overlay.consider(from, true, now);
+                    }
                 }
                 self.scribe.handle(&mut ctx!(self, now, timers), from, m);
             }

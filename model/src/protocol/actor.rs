@@ -198,6 +198,19 @@ impl Actor for Participant {
                         o.set_timer(Timer::Expire(e), model_timeout());
                     }
                 }
+                // The group's first root fetched from its replicas, which hold nothing yet,
+                // before the run starts (production's first root fetches lazily, in epoch 1,
+                // when the first request reaches it; the harness runs that fetch at init):
+                // with fencing, each of them promised it epoch 1 and confirms its lease.
+                if let Some(root) = (incarnation == 0 && s.fencing())
+                    .then(|| s.first_root())
+                    .flatten()
+                    .filter(|&r| r != me && s.first_replicas(r) & (1 << me) != 0)
+                {
+                    st.promised = (1, Some(root));
+                    st.leased = Some((root, 1));
+                    o.set_timer(Timer::Lapse, model_timeout());
+                }
                 // The group's first root holds the role from the start. A peer that
                 // (re)joins becomes the root only when a request reaches it as the closest
                 // peer, and fetches its replicas' records first (production creates the role

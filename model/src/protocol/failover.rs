@@ -290,12 +290,13 @@ impl Ctx<'_> {
         let from = usize::from(src) as PeerIx;
         let fencing = self.s.fencing();
         if fencing && self.closer(from) {
-            // A closer peer runs: it is back (it may have been suspected).
+            // A closer peer runs: it is back (it may have been suspected, or restarted).
+            // Production takes a peer it declared dead back on its own fetch as on its
+            // announcement (`Scribe::on_fetch_state`).
             self.take_back(st, from, o);
         }
-        if st.root.is_some() && self.route(st) != self.me {
-            self.demote(st, o);
-        }
+        // It hands its record over too (production's `demote`), though the reply carries it.
+        self.hand_over(st, o);
         // The promise: refuse records of a lower epoch from now on, unless another root was
         // promised as much already, or a peer closer to the group than the asking one runs
         // (as far as this one knows): the asker then cannot hold its lease here. (It is not
@@ -347,13 +348,17 @@ impl Ctx<'_> {
         root.busy |= 1 << from;
     }
 
-    /// Asks peer `q`, which answered busy, again for its record and promise.
+    /// The fetch timer, once the lease peer `q` (which answered busy) confirmed lapsed: asks
+    /// every peer of the round it still awaits again for its record and promise (production's
+    /// `fetch_timeout`).
     pub(super) fn reask(&self, st: &mut PeerState, q: PeerIx, o: &mut O) {
         // Re-armed at once: armed at every peer for good (see `on_fetch_busy`).
         o.set_timer(Timer::Reask(q), model_timeout());
         let Some(root) = st.root.as_ref() else { return };
         if root.fetching & root.busy & (1 << q) != 0 {
-            o.send(super::peer_id(q), Msg::FetchState(root.epoch));
+            for p in (0..8).filter(|p| root.fetching & (1 << p) != 0) {
+                o.send(super::peer_id(p), Msg::FetchState(root.epoch));
+            }
         }
     }
 
@@ -551,13 +556,14 @@ impl Ctx<'_> {
         }
     }
 
-    /// A replica knows `closer`, a peer closer to the group than this root: take it back if
-    /// it was declared dead, and hand the group over (production `on_not_root`).
-    pub(super) fn on_not_root(&self, st: &mut PeerState, closer: PeerIx, o: &mut O) {
+    /// A replica knows `closer`, a peer closer to the group than this root: hand the group
+    /// over if routing agrees (production `on_not_root`). A peer this one declared dead is not
+    /// taken back on the replica's word: only its own announcement brings it back
+    /// (`on_alive`), as production's overlay ignores second-hand news of a dead peer.
+    pub(super) fn on_not_root(&self, st: &mut PeerState, _closer: PeerIx, o: &mut O) {
         if st.root.is_none() {
             return;
         }
-        self.take_back(st, closer, o);
         self.hand_over(st, o);
     }
 
@@ -621,9 +627,10 @@ impl Ctx<'_> {
         epoch: u8,
         o: &mut O,
     ) {
-        if self.s.fencing() && self.closer(from) {
-            // A closer peer runs and acts as the root: take it back and hand the group over.
-            self.take_back(st, from, o);
+        if self.s.fencing() && self.closer(from) && st.dead & (1 << from) == 0 {
+            // A closer peer runs and acts as the root: hand the group over. (One declared
+            // dead is not taken back on a REPLICATE, which may have been sent before it
+            // crashed: only on its announcement, `on_alive`, as production's overlay.)
             self.hand_over(st, o);
             if st.root.is_none() {
                 self.on_replicate(st, super::peer_id(from), rs, epoch, o);

@@ -477,6 +477,8 @@ impl Ctx<'_> {
 
 /// Whether peer `st` confirms the lease of a root other than `from` that it has not declared
 /// dead (it may still run): it promises `from` nothing and acknowledges none of its records.
+/// (The failure detector's timeout outlasts any lease; a lease confirmed since to a peer
+/// still counted as dead, which asked, is not counted either: production's `busy_for`.)
 pub fn busy(st: &PeerState, from: PeerIx) -> bool {
     st.leased
         .is_some_and(|(x, _)| x != from && st.dead & (1 << x) == 0)

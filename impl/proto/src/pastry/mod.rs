@@ -153,7 +153,7 @@ impl Overlay {
             .count() as u64
     }
 
-    fn tombstoned(&self, id: NodeId) -> bool {
+    pub(crate) fn tombstoned(&self, id: NodeId) -> bool {
         self.tombstones.iter().any(|t| t.0.id == id)
     }
 

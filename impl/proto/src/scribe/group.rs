@@ -161,12 +161,25 @@ impl Group {
     }
     /// Milliseconds for which this peer still confirms the lease of a root other than `root`
     /// (0: none runs).
-    pub(crate) fn busy_for(&self, root: NodeId, now: Millis, cfg: &Config) -> Millis {
+    ///
+    /// A confirmation of a root this peer declared dead counts for nothing (a late
+    /// REPLICATE of a crashed root acknowledged after its death, say): the failure timeout
+    /// outlasts any lease. A root that comes back is taken back first (its announcement, or
+    /// its own fetch), and counts again.
+    pub(crate) fn busy_for(
+        &self,
+        root: NodeId,
+        now: Millis,
+        cfg: &Config,
+        overlay: &crate::pastry::Overlay,
+    ) -> Millis {
         if cfg.mutant_on(crate::mutants::Mutant::LeaseIgnored) {
             return 0;
         }
         match self.confirms {
-            Some((other, until)) if other != root => until.saturating_sub(now),
+            Some((other, until)) if other != root && !overlay.tombstoned(other) => {
+                until.saturating_sub(now)
+            }
             _ => 0,
         }
     }

@@ -75,8 +75,14 @@ impl Scribe {
             if !role.active || role.pending.is_some() || role.queue.is_empty() {
                 return;
             }
+            let rival = role.rival;
             if !self.may_answer(ctx, gid) {
-                self.reconfirm(ctx, gid);
+                // A root that served after `MAX_ROUNDS` refused rounds (another root's
+                // promise or lease stands) tries again on its tick (`retry_replication`), not
+                // at once nor at every request: a bounded retry rather than a round storm.
+                if !rival {
+                    self.reconfirm(ctx, gid);
+                }
                 return;
             }
             let Some(role) = self.groups.get_mut(&gid).and_then(|g| g.root.as_mut()) else {

@@ -235,7 +235,7 @@ impl Scribe {
         if g.root.is_none() && !refuse && !perfect {
             // An acknowledgement confirms the sender's lease; while another root's may still
             // run, confirm nothing (the sender's replication retry asks again).
-            if g.busy_for(from.id, ctx.now, ctx.cfg) > 0 {
+            if g.busy_for(from.id, ctx.now, ctx.cfg, ctx.overlay) > 0 {
                 return None;
             }
             g.confirms = Some((from.id, ctx.now.saturating_add(ctx.cfg.root_lease)));
@@ -325,6 +325,17 @@ impl Scribe {
     /// Resends the record to the replicas behind it (one refused it with NotRoot, or a datagram
     /// was lost) and commits what their acknowledgements allow.
     pub(crate) fn retry_replication(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) {
+        let rival = self
+            .groups
+            .get(&gid)
+            .and_then(|g| g.root.as_ref())
+            .is_some_and(|r| r.active && r.rival && r.pending.is_none() && !r.queue.is_empty());
+        if rival && !self.lease_holds(ctx, gid) {
+            // It served after `MAX_ROUNDS` refused rounds and holds requests: another round
+            // (`drain_queue` leaves that to the tick).
+            self.reconfirm(ctx, gid);
+            return;
+        }
         self.send_replicas(ctx, gid, false);
         if self.try_commit(ctx, gid) {
             self.drain_queue(ctx, gid);
@@ -339,15 +350,16 @@ impl Scribe {
     #[cfg(feature = "harness")]
     pub fn fire_replication_retry(&mut self, ctx: &mut Ctx<'_>) -> bool {
         let gids = self.active_roots();
-        for &gid in &gids {
-            self.retry_replication(ctx, gid);
-        }
+        // (Taken first: a root that serves without a lease starts a round in its retry.)
         let fetching: Vec<GroupId> = self
             .groups
             .iter()
             .filter(|(_, g)| g.root.as_ref().is_some_and(|r| !r.active))
             .map(|(gid, _)| *gid)
             .collect();
+        for &gid in &gids {
+            self.retry_replication(ctx, gid);
+        }
         for &gid in &fetching {
             self.fetch_timeout(ctx, gid);
         }

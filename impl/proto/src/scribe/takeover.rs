@@ -201,6 +201,31 @@ impl Scribe {
         self.fetch_progress(ctx, gid);
     }
 
+    /// `gid`'s fetch timer, now (a driver that owns the timers): a fetching root asks the
+    /// peers it still awaits again (see [`Scribe::fetch_timeout`]), whatever the deadline.
+    /// Returns whether this peer is fetching as `gid`'s root.
+    #[cfg(feature = "harness")]
+    pub fn fire_fetch_timer(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) -> bool {
+        let fetching = self
+            .groups
+            .get(&gid)
+            .and_then(|g| g.root.as_ref())
+            .is_some_and(|r| !r.active);
+        self.fetch_timeout(ctx, gid);
+        fetching
+    }
+
+    /// The lease this peer confirms for `gid`'s root lapses now, whatever is left of it (a
+    /// driver that owns time: the root no longer serves with it). Returns whether it
+    /// confirmed one.
+    #[cfg(feature = "harness")]
+    pub fn lapse_confirmation(&mut self, gid: GroupId) -> bool {
+        self.groups
+            .get_mut(&gid)
+            .and_then(|g| g.confirms.take())
+            .is_some()
+    }
+
     /// A peer whose record a fetching root awaits was declared dead: stop waiting for it (and
     /// serve once nobody else is awaited) rather than for the fetch timeout.
     pub(crate) fn fetch_peer_dead(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, dead: NodeId) {
@@ -320,7 +345,7 @@ impl Scribe {
         };
         // Another root's lease that we confirmed may still run: that root may answer a JOIN
         // from its record until then, so no newer root may commit past it yet. Ask again.
-        let busy_for = g.busy_for(from.id, ctx.now, ctx.cfg);
+        let busy_for = g.busy_for(from.id, ctx.now, ctx.cfg, ctx.overlay);
         if !perfect && !closer_known && busy_for > 0 {
             let reply = ScribeMsg::FetchReply {
                 gid,

@@ -327,6 +327,11 @@ impl Scribe {
             if !ctx.cfg.mutant_on(Mutant::DeadChildKept) {
                 g.children.retain(|c| c.handle.id != id);
             }
+            // A lease confirmed for it has lapsed by now (the failure timeout is longer than
+            // `root_lease`): another root may be promised again.
+            if g.confirms.is_some_and(|c| c.0 == id) {
+                g.confirms = None;
+            }
             let orphan = g.parent.is_some_and(|p| p.id == id);
             if orphan {
                 g.parent = None;
