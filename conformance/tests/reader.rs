@@ -134,7 +134,7 @@ fn bad_traces_get_errors_naming_the_problem() {
     assert_ne!(stray, good);
     let e = parse(p, &stray).unwrap_err().to_string();
     assert!(
-        e.contains("carries an epoch (only fetch_state and fetch_reply do)"),
+        e.contains("carries an epoch (only fetch_state, fetch_reply, fetch_busy and fenced do)"),
         "{e}"
     );
     let schema = trace_schema();
