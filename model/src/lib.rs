@@ -252,11 +252,13 @@
 //!     waits, and is dropped when the root's lease lapses (production `reconfirm`). The model
 //!     forgets no crashed peer (production forgets a tombstone after a while), so with
 //!     suspicions `--crashes` must leave a majority of that group;
-//!   - a root that receives `FetchState`, or a REPLICATE, from a live peer closer to the group
-//!     than itself demotes (handing its record over). A peer it declared dead is taken back
-//!     on its announcement only (`Alive`): its fetch or REPLICATE may have been sent before it
-//!     crashed (production's overlay revives a peer on `Announce` or `Pong` only); a lease
-//!     confirmed to it since it was declared dead runs all the same (`busy`).
+//!   - a peer that receives `FetchState` from a peer closer to the group than itself takes it
+//!     back as alive (production's `Peer::dispatch`, with leases), and a root then demotes,
+//!     handing its record over; a root that receives a REPLICATE from a live closer peer
+//!     demotes too. A peer declared dead is not taken back on a REPLICATE (it may have been
+//!     sent before it crashed) nor on a replica's `NotRoot` (production's overlay ignores
+//!     second-hand news); a lease confirmed to a peer declared dead counts for nothing
+//!     (`busy`, production's `busy_for`).
 //!
 //!   Mutants `no-fetch` and `no-lease` (a healed root serving its stale record) are caught
 //!   (`no-rollback`), and `no-quorum` (a partitioned root committing alone) is caught on

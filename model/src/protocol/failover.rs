@@ -291,8 +291,8 @@ impl Ctx<'_> {
         let fencing = self.s.fencing();
         if fencing && self.closer(from) {
             // A closer peer runs: it is back (it may have been suspected, or restarted).
-            // Production takes a peer it declared dead back on its own fetch as on its
-            // announcement (`Scribe::on_fetch_state`).
+            // Production takes a closer peer it declared dead back on its own fetch, as on its
+            // announcement (`Peer::dispatch`, with leases).
             self.take_back(st, from, o);
         }
         // It hands its record over too (production's `demote`), though the reply carries it.
