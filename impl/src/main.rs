@@ -537,12 +537,17 @@ async fn run_peer(a: PeerArgs, config: Config, settings: &Settings) -> anyhow::R
     // answers SIP with 503 and holds what it would route, rather than serving for a moment as
     // a one-peer overlay, the root of every group with empty records (a restarted peer once
     // answered a PUBLISH 412 that way, its ETag acknowledged just before). `join_any` then
-    // goes on through every bootstrap given.
+    // goes on through every bootstrap given (a name that does not resolve within `patience`
+    // is left to it).
     let first = match a.bootstrap.first() {
-        Some(spec) => resolve(spec).await.ok().and_then(|v| {
-            v.into_iter()
-                .find(|x| *x != listen && Some(*x) != a.advertise)
-        }),
+        Some(spec) => tokio::time::timeout(patience, resolve(spec))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .and_then(|v| {
+                v.into_iter()
+                    .find(|x| *x != listen && Some(*x) != a.advertise)
+            }),
         None => None,
     };
     let h = start(
