@@ -14,7 +14,7 @@ logs go to stderr) and fails the suite as README.md in this folder explains.
 import json
 import sys
 
-PROTOCOL_VERSION = 8
+PROTOCOL_VERSION = 9
 NOT_SUPPORTED, MALFORMED_REQUEST, CANNOT_APPLY = 10, 12, 14
 
 
@@ -101,7 +101,7 @@ class Adapter:
                     "log": [f"toy root for {peers} peers (the overlay is ignored)"]}
         if t not in ("client_request", "deliver", "lose", "detect_failure", "fire_timer",
                      "replication_retry", "heartbeat", "parent_timeout", "expire", "crash",
-                     "restart", "alive", "lapse", "reask"):
+                     "restart", "alive", "lapse", "reask", "suspect", "heal"):
             # `state` (protocol version 3) is optional: the toy has no peers to project, so it
             # is compared on messages only.
             raise Rejected(NOT_SUPPORTED, f"unknown request type {t!r}")
@@ -127,8 +127,8 @@ class Adapter:
         if t == "restart":
             raise Rejected(NOT_SUPPORTED, "restart is not supported")
         # detect_failure, fire_timer, replication_retry, heartbeat, parent_timeout, crash,
-        # alive, lapse, reask: the central root has no overlay, no tree, no retransmissions,
-        # no replicas and no leases; a crashed peer changes nothing.
+        # alive, lapse, reask, suspect, heal: the central root has no overlay, no tree, no
+        # retransmissions, no replicas and no leases; a crashed or paused peer changes nothing.
         return {"log": [f"{t}: nothing to do"]}
 
 

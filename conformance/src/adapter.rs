@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 /// The version of the adapter protocol this harness and [`serve`] speak: `init` carries it as
 /// `protocol_version` and `init_ok` must echo it.
-pub const PROTOCOL_VERSION: u64 = 8;
+pub const PROTOCOL_VERSION: u64 = 9;
 
 /// How long the harness waits for the reply to one request unless told otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,7 +40,7 @@ pub const HARNESS: &str = "harness";
 pub const SUT: &str = "sut";
 
 /// The request types, in the order ADAPTER.md lists them.
-pub const REQUEST_TYPES: [&str; 16] = [
+pub const REQUEST_TYPES: [&str; 18] = [
     "init",
     "client_request",
     "deliver",
@@ -56,6 +56,8 @@ pub const REQUEST_TYPES: [&str; 16] = [
     "alive",
     "lapse",
     "reask",
+    "suspect",
+    "heal",
     "state",
 ];
 

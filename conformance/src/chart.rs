@@ -117,6 +117,8 @@ pub fn text(t: &Trace) -> String {
             StepAction::Alive { at, peer } => format!("{at:>4} hears from {peer}, back again"),
             StepAction::Lapse { at } => format!("{at:>4} ⌛ the lease it confirms lapses"),
             StepAction::Reask { at, peer } => format!("{at:>4} ↻ asks {peer} again"),
+            StepAction::Suspect { peer } => format!("{peer:>4} ⏸ paused (suspected)"),
+            StepAction::Heal { peer } => format!("{peer:>4} ▶ runs again"),
         };
         let _ = writeln!(out, "{:>3}. {head}", s.n);
         for o in &s.expect.client {
@@ -202,6 +204,12 @@ pub fn mermaid(t: &Trace) -> String {
             }
             StepAction::Reask { at, peer } => {
                 let _ = writeln!(out, "    Note over {at}: {}. asks {peer} again", s.n);
+            }
+            StepAction::Suspect { peer } => {
+                let _ = writeln!(out, "    Note over {peer}: {}. paused (suspected)", s.n);
+            }
+            StepAction::Heal { peer } => {
+                let _ = writeln!(out, "    Note over {peer}: {}. runs again", s.n);
             }
         }
         for o in &s.expect.client {

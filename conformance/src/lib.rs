@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 /// The format name this reader accepts.
 pub const FORMAT: &str = "sascribe-trace";
 /// The format version this reader accepts.
-pub const VERSION: u32 = 9;
+pub const VERSION: u32 = 10;
 
 /// Why a trace could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -313,6 +313,20 @@ pub enum StepAction {
         /// The peer asked again.
         peer: String,
     },
+    /// Live peer `peer` is paused: it takes no step, and the overlay messages in flight to or
+    /// from it, or sent to it meanwhile, are lost; the leases it holds and confirms lapse
+    /// (trace configurations with `leases` only). Since version 10.
+    Suspect {
+        /// The paused peer.
+        peer: String,
+    },
+    /// Paused peer `peer` runs again and finds out it was paused: its root roles fetch again,
+    /// and it re-JOINs the groups it is a member of (trace configurations with `leases`
+    /// only). Since version 10.
+    Heal {
+        /// The peer.
+        peer: String,
+    },
     /// A peer's tree round runs for the group: it sends each child a beat with its latest
     /// seq (trace configurations with `tree_maintenance` only).
     Heartbeat {
@@ -574,20 +588,23 @@ fn version_error(version: u32) -> String {
     )
 }
 
-/// A fetch round's messages name its epoch, and no other message has one.
-fn epoch_where_due(m: &AbstractMsg, n: usize) -> Result<(), String> {
-    let fetch = matches!(
-        m.kind.as_str(),
-        "fetch_state" | "fetch_reply" | "fetch_busy" | "fenced"
-    );
-    match (fetch, m.epoch) {
+/// A fetch round's messages name its epoch, and so does a `replicate` with leases
+/// (`config.leases`); no other message has one.
+fn epoch_where_due(m: &AbstractMsg, n: usize, leases: bool) -> Result<(), String> {
+    let due = match m.kind.as_str() {
+        "fetch_state" | "fetch_reply" | "fetch_busy" | "fenced" => true,
+        "replicate" => leases,
+        _ => false,
+    };
+    match (due, m.epoch) {
         (true, None) => Err(format!(
-            "step {n}: {} {} → {} carries no epoch (a fetch round's messages name it)",
+            "step {n}: {} {} → {} carries no epoch (a fetch round's messages name it, and \
+             so does a replicate with config.leases)",
             m.kind, m.from, m.to
         )),
         (false, Some(_)) => Err(format!(
             "step {n}: {} {} → {} carries an epoch (only fetch_state, fetch_reply, \
-             fetch_busy and fenced do)",
+             fetch_busy and fenced do, and replicate with config.leases)",
             m.kind, m.from, m.to
         )),
         _ => Ok(()),
@@ -672,7 +689,7 @@ pub fn validate(t: &Trace) -> Result<(), String> {
             StepAction::Deliver { msg } | StepAction::Lose { msg } => {
                 known(&msg.from, "message sender", s.n)?;
                 known(&msg.to, "message recipient", s.n)?;
-                epoch_where_due(msg, s.n)?;
+                epoch_where_due(msg, s.n, c.leases)?;
             }
             StepAction::UaSubscribes { ua } | StepAction::UaUnsubscribes { ua } => {
                 known(ua, "subscriber", s.n)?
@@ -706,6 +723,14 @@ pub fn validate(t: &Trace) -> Result<(), String> {
                     s.n
                 ))
             }
+            StepAction::Suspect { .. } | StepAction::Heal { .. } if !c.leases => {
+                return Err(format!(
+                    "step {}: suspect and heal steps need config.leases",
+                    s.n
+                ))
+            }
+            StepAction::Suspect { peer } => known(peer, "paused peer", s.n)?,
+            StepAction::Heal { peer } => known(peer, "healed peer", s.n)?,
             StepAction::Lapse { at } => known(at, "peer whose lease lapses", s.n)?,
             StepAction::Reask { at, peer } => {
                 known(at, "fetching root", s.n)?;
@@ -715,7 +740,7 @@ pub fn validate(t: &Trace) -> Result<(), String> {
         for m in &s.expect.sent {
             known(&m.from, "expected sender", s.n)?;
             known(&m.to, "expected recipient", s.n)?;
-            epoch_where_due(m, s.n)?;
+            epoch_where_due(m, s.n, c.leases)?;
         }
         for o in &s.expect.client {
             known(&o.ua, "expected user agent", s.n)?;

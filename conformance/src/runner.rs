@@ -109,6 +109,8 @@ pub fn action_label(a: &StepAction) -> String {
         StepAction::Alive { at, peer } => format!("{at} hears from {peer}, back again"),
         StepAction::Lapse { at } => format!("the lease {at} confirms lapses"),
         StepAction::Reask { at, peer } => format!("{at}'s fetch timer asks {peer} again"),
+        StepAction::Suspect { peer } => format!("{peer} is paused (suspected)"),
+        StepAction::Heal { peer } => format!("{peer} runs again"),
     }
 }
 
@@ -461,6 +463,8 @@ pub(crate) fn apply(
             at: at.clone(),
             peer: peer.clone(),
         },
+        StepAction::Suspect { peer } => Input::Suspect { peer: peer.clone() },
+        StepAction::Heal { peer } => Input::Heal { peer: peer.clone() },
     };
     let obs = sys.handle(&input)?;
     for o in &obs.client {

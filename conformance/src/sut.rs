@@ -120,7 +120,7 @@ pub enum Input {
         peer: String,
     },
     /// Peer `at` hears from `peer`, which it declared dead and which restarted (its
-    /// announcement of the new join): it takes it back.
+    /// announcement of the new join) or ran again after a pause: it takes it back.
     Alive {
         /// The peer that hears.
         at: String,
@@ -140,6 +140,21 @@ pub enum Input {
         /// The fetching root.
         at: String,
         /// The peer asked again.
+        peer: String,
+    },
+    /// Live peer `peer` is paused (configurations with `leases`): it takes no step until it
+    /// heals; the overlay messages in flight to or from it are lost, and so is every one sent
+    /// to it meanwhile (what its user agents send it waits). The leases it holds and confirms
+    /// lapse meanwhile.
+    Suspect {
+        /// The paused peer.
+        peer: String,
+    },
+    /// Paused peer `peer` runs again and finds out it was paused (configurations with
+    /// `leases`): each root role it holds fetches again, and it re-JOINs each group it is a
+    /// member of, carrying its latest state.
+    Heal {
+        /// The peer.
         peer: String,
     },
 }

@@ -109,6 +109,8 @@ fn step_of_request(t: &Trace, msg_id: usize) -> (usize, &'static str) {
             StepAction::Alive { .. } => "alive",
             StepAction::Lapse { .. } => "lapse",
             StepAction::Reask { .. } => "reask",
+            StepAction::Suspect { .. } => "suspect",
+            StepAction::Heal { .. } => "heal",
         };
         id += 1;
         if id == msg_id {

@@ -64,6 +64,8 @@ fn covering_traces() -> Vec<Trace> {
         |a| matches!(a, StepAction::Alive { .. }),
         |a| matches!(a, StepAction::Lapse { .. }),
         |a| matches!(a, StepAction::Reask { .. }),
+        |a| matches!(a, StepAction::Suspect { .. }),
+        |a| matches!(a, StepAction::Heal { .. }),
     ];
     let mut out: Vec<Trace> = Vec::new();
     for f in trace_files(&manifest().join("../traces")).unwrap() {

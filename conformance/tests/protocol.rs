@@ -123,6 +123,8 @@ fn traces_group_into_families_by_name() {
             "multihop-walk",
             "multihop-witness",
             "mutant",
+            "paused-cover",
+            "paused-walk",
             "restart-cover",
             "restart-walk",
             "small-cover",

@@ -50,18 +50,18 @@ fn bad_traces_get_errors_naming_the_problem() {
     let good = std::fs::read_to_string(&file).unwrap();
     let p = Path::new("t.json");
 
-    let e = parse(p, &good.replacen("\"version\": 9", "\"version\": 8", 1)).unwrap_err();
-    assert!(e.to_string().contains("version 8 is not supported"), "{e}");
-    let e = parse(p, &good.replacen("\"version\": 9", "\"version\": 2", 1)).unwrap_err();
+    let e = parse(p, &good.replacen("\"version\": 10", "\"version\": 9", 1)).unwrap_err();
+    assert!(e.to_string().contains("version 9 is not supported"), "{e}");
+    let e = parse(p, &good.replacen("\"version\": 10", "\"version\": 2", 1)).unwrap_err();
     assert!(e.to_string().contains("version 2 is not supported"), "{e}");
     // A version-3 trace (no `state`, and a field version 4 does not know) is refused by its
     // version, naming both, before its fields are read.
     let v3 = good
-        .replacen("\"version\": 9", "\"version\": 3", 1)
+        .replacen("\"version\": 10", "\"version\": 3", 1)
         .replacen("\"expect\": {", "\"expect\": {\"nack\": [],", 1);
     let e = parse(p, &v3).unwrap_err().to_string();
     assert!(
-        e.contains("version 3 is not supported") && e.contains("reads version 9"),
+        e.contains("version 3 is not supported") && e.contains("reads version 10"),
         "{e}"
     );
     assert!(e.contains("sascribe-model traces"), "{e}");
@@ -134,7 +134,7 @@ fn bad_traces_get_errors_naming_the_problem() {
     assert_ne!(stray, good);
     let e = parse(p, &stray).unwrap_err().to_string();
     assert!(
-        e.contains("carries an epoch (only fetch_state, fetch_reply, fetch_busy and fenced do)"),
+        e.contains("carries an epoch (only fetch_state, fetch_reply, fetch_busy and fenced do, and replicate with config.leases)"),
         "{e}"
     );
     let schema = trace_schema();
@@ -142,6 +142,17 @@ fn bad_traces_get_errors_naming_the_problem() {
         let t: serde_json::Value = serde_json::from_str(bad).unwrap();
         assert!(!schema.is_valid(&t), "the schema takes a misplaced epoch");
     }
+
+    // A pause (version 10) needs leases, and with leases a replicate names its epoch.
+    let paused = std::fs::read_to_string(corpus().join("paused-walk-000.json")).unwrap();
+    parse(p, &paused).unwrap();
+    let leaseless = paused.replacen("\"leases\": true", "\"leases\": false", 1);
+    assert_ne!(leaseless, paused);
+    let e = parse(p, &leaseless).unwrap_err().to_string();
+    assert!(
+        e.contains("need config.leases") || e.contains("carries an epoch"),
+        "{e}"
+    );
 
     let e = parse(p, &good.replacen("\"n\": 2,", "\"n\": 5,", 1)).unwrap_err();
     assert!(e.to_string().contains("step 2 is numbered 5"), "{e}");

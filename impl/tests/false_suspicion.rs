@@ -209,6 +209,14 @@ fn run(seed: u64, fault: Fault, cfg: Config) -> Result<(), String> {
             }
         }
     }
+    if matches!(fault, Fault::Pause) {
+        // The root's tick found the 15 s gap, longer than its lease: it fetched again and
+        // re-JOINed rather than waiting for a request or a parent timeout.
+        let pauses = s.peer(root).map_or(0, |p| p.stats().pauses);
+        if pauses == 0 {
+            return Err("the paused root never found out it had been paused".into());
+        }
+    }
     if chains[0].acked.len() < 30 {
         return Err(format!(
             "only {} publications acknowledged",

@@ -293,9 +293,10 @@
 //!
 //!   Production switches all of this off under a failure detector that never suspects a live
 //!   peer (`root_lease` = `u64::MAX`, the conformance harness's setting), as the model does
-//!   without suspicions: the committed corpus (exported without suspicions) is checked that
-//!   way, and suspicion traces are not exported (the harness cannot drive a suspicion;
-//!   `--save-trace` refuses them).
+//!   without suspicions. A pause has a trace form (trace format 10, steps `suspect` and
+//!   `heal`; the corpus family `paused`, with `config.leases`: production with a finite
+//!   lease); a partition (the cut-off peer runs on alone) has none yet (`--save-trace`
+//!   refuses it).
 //!
 //! ## Abstractions (what is simplified, and why)
 //! - **One group.** Groups are independent in sa-Scribe; every property is per group.

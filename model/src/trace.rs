@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 /// Format name written in every trace.
 pub const FORMAT: &str = "sascribe-trace";
 /// Format version.
-pub const VERSION: u32 = 9;
+pub const VERSION: u32 = 10;
 
 /// Where a trace comes from.
 #[derive(Clone, Debug, Serialize)]
@@ -280,9 +280,10 @@ pub enum StepAction {
         /// The peer.
         peer: String,
     },
-    /// A peer hears from a peer it declared dead that restarted: its announcement of the new
-    /// join. It takes it back (a root farther from the group than it hands the group over; a
-    /// root that stays fetches its replicas' records again).
+    /// A peer hears from a peer it declared dead that restarted (its announcement of the new
+    /// join) or that was only paused and runs again. It takes it back (a root farther from
+    /// the group than it hands the group over; a root that stays fetches its replicas'
+    /// records again).
     Alive {
         /// The peer that hears.
         at: String,
@@ -302,6 +303,21 @@ pub enum StepAction {
         /// The fetching root.
         at: String,
         /// The peer asked again.
+        peer: String,
+    },
+    /// A live peer is paused (SIGSTOP, a VM pause): it takes no step, the overlay messages
+    /// in flight to or from it are lost, and so is every one sent to it meanwhile; what its
+    /// user agents send it waits. The leases it holds and confirms lapse. The others' failure
+    /// detectors then declare it dead (`detect_failure`). Since version 10.
+    Suspect {
+        /// The paused peer.
+        peer: String,
+    },
+    /// A paused peer runs again and finds out it was paused: each root role it holds fetches
+    /// again, and it re-JOINs each group it is a member of, carrying its latest state. The
+    /// others take it back as they hear from it (`alive`). Since version 10.
+    Heal {
+        /// The peer.
         peer: String,
     },
 }
@@ -569,9 +585,14 @@ impl SaScribe {
                     PubResult::PreconditionFailed | PubResult::Timeout => {}
                 }
             }
-            Msg::Replicate(rs, _) => {
+            Msg::Replicate(rs, epoch) => {
                 a.kind = "replicate";
                 set(&mut a, rs.0.entry());
+                // With leases, the root epoch it was sent in (since version 10): two roots'
+                // REPLICATEs of one record, or one root's in two epochs, are told apart.
+                if self.setup.fencing() {
+                    a.epoch = Some(*epoch);
+                }
             }
             Msg::ReplicaAck(s) => {
                 a.kind = "replica_ack";
@@ -722,8 +743,7 @@ impl SaScribe {
     }
 
     /// The trace form of a model action; `None` for the actions that have none yet
-    /// (suspicions, moves, handovers and joins: the
-    /// harness cannot drive them).
+    /// (partitions, moves, handovers and joins: the harness cannot drive them).
     pub fn step_action(&self, action: &Action) -> Option<StepAction> {
         let name = |id: &Id| self.name_of(*id);
         Some(match action {
@@ -787,6 +807,13 @@ impl SaScribe {
                 at: name(id),
                 peer: self.setup.topo.name(*q),
             },
+            // A pause has a trace form; a partition (the cut-off peer runs on, alone) not yet.
+            ActorModelAction::Timeout(id, Timer::Suspect) if !self.setup.partition => {
+                StepAction::Suspect { peer: name(id) }
+            }
+            ActorModelAction::Timeout(id, Timer::Heal) if !self.setup.partition => {
+                StepAction::Heal { peer: name(id) }
+            }
             ActorModelAction::Timeout(_, Timer::Suspect | Timer::Heal)
             | ActorModelAction::Timeout(_, Timer::Move(_) | Timer::Handover(_)) => return None,
             ActorModelAction::Crash(id) => StepAction::Crash { peer: name(id) },

@@ -210,7 +210,9 @@ impl Cluster {
                     }
                 }
             }
-            ScribeMsg::Replicate { gid, rec, .. } if ours(gid) => {
+            ScribeMsg::Replicate {
+                gid, rec, epoch, ..
+            } if ours(gid) => {
                 self.rev_seq.insert((from, rec.rev), rec.seq);
                 for s in &rec.states {
                     // The ETag the root minted for the change that last set this state
@@ -224,6 +226,9 @@ impl Cluster {
                 a.kind = "replicate".into();
                 a.seq = Some(rec.seq.min(255) as u8);
                 a.values = rec.latest().body.as_deref().and_then(values_of);
+                if self.cfg.leases {
+                    a.epoch = Some((*epoch).min(255) as u8);
+                }
             }
             ScribeMsg::ReplicateAck { gid, rev, .. } if ours(gid) => {
                 let seq = self.rev_seq.get(&(to, *rev)).copied().unwrap_or(0);

@@ -32,6 +32,9 @@ pub(super) struct Slot {
     pub sip: SocketAddr,
     driver: Box<dyn Driver>,
     crashed: bool,
+    /// Paused (`suspect`, until `heal`): it takes no step, and overlay datagrams to or from
+    /// it are lost.
+    paused: bool,
     known_dead: BTreeSet<usize>,
     /// The model's per-peer request counter (subscriptions and re-JOINs).
     pub counter: u8,
@@ -268,6 +271,7 @@ impl Cluster {
                 sip,
                 driver,
                 crashed: false,
+                paused: false,
                 known_dead: BTreeSet::new(),
                 counter: 0,
                 rejoin: None,
@@ -359,6 +363,9 @@ impl Cluster {
         let s = &mut self.slots[i];
         if s.crashed {
             return Err(format!("{what}: peer {} has crashed", s.name));
+        }
+        if s.paused {
+            return Err(format!("{what}: peer {} is paused", s.name));
         }
         Ok(s)
     }
@@ -594,6 +601,48 @@ impl Cluster {
                     return Err(format!("reask: {at} is not fetching as the group's root"));
                 }
                 self.log(format!("{at}.fire_fetch_timer() (asks {peer} again)"));
+            }
+            Input::Suspect { .. } | Input::Heal { .. } if !self.cfg.leases => {
+                return Err(format!(
+                    "{}: the trace's configuration has no leases",
+                    crate::adapter::request_type(input)
+                ));
+            }
+            Input::Suspect { peer } => {
+                let x = self.peer_ix(peer)?;
+                let gid = self.gid;
+                let s = self.live(x, "suspect")?;
+                s.paused = true;
+                s.call(
+                    now,
+                    Box::new(move |host, now| {
+                        let pause = |p: &mut sascribe::Peer, now, _: &mut _| p.pause(now, gid);
+                        Ok(host.harness(now, pause).to_string())
+                    }),
+                )?;
+                // Overlay datagrams in flight to or from it are lost.
+                let lost = self.in_flight.len() + self.silent.len();
+                self.in_flight.retain(|f| f.to != x && f.from != x);
+                self.silent.retain(|f| f.to != x && f.from != x);
+                let lost = lost - self.in_flight.len() - self.silent.len();
+                self.log(format!(
+                    "{peer} paused: the leases it holds and confirms lapse, {lost} datagrams to or from it lost"
+                ));
+            }
+            Input::Heal { peer } => {
+                let x = self.peer_ix(peer)?;
+                if !self.slots[x].paused {
+                    return Err(format!("heal: {peer} is not paused"));
+                }
+                self.slots[x].paused = false;
+                self.slots[x].call(
+                    now,
+                    Box::new(move |host, now| {
+                        host.harness(now, |p, now, t| p.resume_after_pause(now, t));
+                        Ok(String::new())
+                    }),
+                )?;
+                self.log(format!("{peer} runs again and finds out it was paused"));
             }
             Input::Alive { at, peer } => {
                 let a = self.peer_ix(at)?;
@@ -945,11 +994,13 @@ impl Cluster {
             return;
         }
         let sender = self.slots[f.from].handle.id.0;
+        let from_paused = self.slots[f.from].paused;
         let to = &mut self.slots[f.to];
-        if to.crashed {
+        if to.crashed || to.paused || from_paused {
+            let why = if to.crashed { "crashed" } else { "paused" };
             self.obs
                 .log
-                .push(format!("dropped (recipient crashed): {}", f.what));
+                .push(format!("dropped (recipient {why}): {}", f.what));
             return;
         }
         // A re-JOIN's answer reaching its origin ends it (the answer to the current one: that
@@ -1041,7 +1092,7 @@ impl Cluster {
                 .slots
                 .iter_mut()
                 .enumerate()
-                .filter(|(_, s)| !s.crashed)
+                .filter(|(_, s)| !s.crashed && !s.paused)
                 .filter_map(|(i, s)| s.next_deadline().map(|t| (t, i)))
                 .filter(|(t, _)| *t <= horizon)
                 .min();
@@ -1148,6 +1199,11 @@ impl Cluster {
             Policy::Modelled => {
                 if let Some(a) = &f.abs {
                     self.obs.sent.push(a.clone());
+                }
+                if self.slots[from].paused || self.slots[to].paused {
+                    // Lost across the pause (the model drops it as it is sent).
+                    self.obs.log.push(format!("lost (paused): {}", f.what));
+                    return;
                 }
                 self.in_flight.push(f);
             }

@@ -168,6 +168,9 @@ pub fn production_config(t: &TraceConfig) -> Config {
         // A new root's fetch ends when every asked peer answered or was declared dead (the
         // model's failure detector stands for production's fetch timeout).
         fetch_timeout: NEVER,
+        // No heal window: the model's fetch settles once every peer asked answered, and the
+        // trace tells each peer of each revived one (`alive`).
+        heal_window: 0,
         pub_min_expires: EXPIRY_UNIT_SECS,
         pub_max_expires: max,
         pub_default_expires: max,

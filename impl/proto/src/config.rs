@@ -47,6 +47,11 @@ pub struct Config {
     pub request_timeout: u64,
     /// How long a new root waits for replicas' state before serving a group.
     pub fetch_timeout: u64,
+    /// After a peer declared dead turns out alive (a healed partition, a resumed pause), how
+    /// long this peer's fetch rounds wait for the other peers it declared dead to answer
+    /// before they settle, even once every peer asked has answered: one of them may be the
+    /// root that served meanwhile.
+    pub heal_window: u64,
     /// The root re-sends its record to all replicas at this interval (in the first tree round
     /// due, packed with its other records for the same replica).
     pub replica_refresh: u64,
@@ -126,6 +131,7 @@ impl Default for Config {
             request_retry: 1_000,
             request_timeout: 20_000,
             fetch_timeout: 600,
+            heal_window: 600,
             replica_refresh: 10_000,
             root_lease: 2_500,
             pub_min_expires: 60,

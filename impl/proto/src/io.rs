@@ -154,6 +154,8 @@ pub struct Stats {
     pub fenced: u64,
     /// Peers declared dead that turned out alive (a partition healed, a paused peer resumed).
     pub revived: u64,
+    /// Times this peer found it had been paused (its maintenance tick ran late).
+    pub pauses: u64,
     /// JOINs re-sent toward a group's root (orphans, and JOINs that got no answer).
     pub rejoins: u64,
 }

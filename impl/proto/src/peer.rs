@@ -309,6 +309,13 @@ impl Peer {
             let repaired: Vec<NodeHandle> = Vec::new();
             self.bury(now, timers, &dead, &repaired);
         }
+        // A pause long enough for its leases to lapse, or for a parent to drop it: the
+        // others may have moved on without it. (A shorter one the overlay only forgives.)
+        let paused = self.overlay.take_paused();
+        if paused > self.cfg.root_lease.min(self.cfg.child_timeout) {
+            self.out.stats.pauses += 1;
+            self.scribe.on_resumed(&mut ctx!(self, now, timers));
+        }
         self.overlay
             .tick_rest(now, &self.cfg, &mut self.out, &mut self.rng);
     }
@@ -602,6 +609,26 @@ impl Peer {
     pub fn lapse_confirmation(&mut self, now: Millis, gid: GroupId) -> bool {
         self.at(now);
         self.scribe.lapse_confirmation(gid)
+    }
+
+    /// This peer is paused from now on (a harness that owns time): the leases it holds and
+    /// the ones it confirms for group `gid` lapse meanwhile (see
+    /// [`Peer::resume_after_pause`]). Returns whether it holds `gid`'s root role.
+    #[cfg(feature = "harness")]
+    pub fn pause(&mut self, now: Millis, gid: GroupId) -> bool {
+        self.at(now);
+        self.scribe.lapse_lease(gid)
+    }
+
+    /// This peer runs again after a pause, as its maintenance tick finds out (a harness that
+    /// owns time): every root role fetches again before it serves, and every member re-JOINs
+    /// its groups carrying its latest state (see `Scribe::on_resumed`).
+    #[cfg(feature = "harness")]
+    pub fn resume_after_pause(&mut self, now: Millis, timers: &mut Timers) {
+        self.at(now);
+        self.out.stats.pauses += 1;
+        self.scribe.on_resumed(&mut ctx!(self, now, timers));
+        self.run_loopback(now, timers);
     }
 
     /// Runs group `gid`'s maintenance tick now, in a tree round of its own (the root's duties,

@@ -437,6 +437,12 @@ impl Collector for Scrape {
                 per(&|s| s.stats.overlay.revived),
             ),
             (
+                "pauses",
+                "times this peer found it had not run for longer than its leases (its maintenance tick ran late): its roots fetch again, its members re-JOIN",
+                Counter,
+                per(&|s| s.stats.overlay.pauses),
+            ),
+            (
                 "rejoins",
                 "JOINs re-sent toward a root (orphans, unanswered JOINs)",
                 Counter,

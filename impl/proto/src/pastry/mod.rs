@@ -71,6 +71,9 @@ pub struct Overlay {
     /// Peers declared dead that proved alive since the caller last looked
     /// ([`Overlay::take_revived`]).
     revived: Vec<NodeId>,
+    /// The longest a tick found this peer had not run since the caller last looked
+    /// ([`Overlay::take_paused`]; 0: no pause).
+    paused: Millis,
     /// The last hop of this peer's join (the sender of its last `JoinState`): the one peer
     /// whose [`PastryMsg::Suspects`] it takes once joined.
     last_hop: Option<NodeId>,
@@ -90,6 +93,7 @@ impl Overlay {
             next_tick: now + cfg.keepalive_interval,
             last_tick: now,
             revived: Vec::new(),
+            paused: 0,
             last_hop: None,
             next_exchange: now + cfg.leaf_exchange_interval,
             next_probe: now + cfg.dead_probe_interval,
@@ -432,6 +436,7 @@ impl Overlay {
                 // silence it measured is its own. Probe everyone now instead of declaring the
                 // whole leaf set dead.
                 self.forgive(now.saturating_sub(cfg.keepalive_interval));
+                self.paused = self.paused.max(gap);
             }
             self.tombstones.retain(|t| t.1 > now);
             let mut ping = std::mem::take(&mut self.scratch);
@@ -481,6 +486,12 @@ impl Overlay {
             .filter(|t| !t.2)
             .map(|t| t.0)
             .collect()
+    }
+
+    /// How long this peer had been paused, if a tick found it had since the last call (0:
+    /// it had not).
+    pub(crate) fn take_paused(&mut self) -> Millis {
+        std::mem::take(&mut self.paused)
     }
 
     /// Whether peers declared dead proved alive since the last call (a partition healed, a

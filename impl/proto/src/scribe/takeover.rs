@@ -483,25 +483,80 @@ impl Scribe {
     }
 
     /// A peer this one had declared dead is alive: the overlay may have been split, and a
-    /// root may have served on the other side. Every root role here drops its lease, and
-    /// fetches wait for the other revived peers until `fetch_timeout` from now. A root role
+    /// root may have served on the other side. Every root role here drops its lease and
+    /// fetches again at once (rather than at its next request: it learns of a newer root's
+    /// record before anyone asks), and fetches wait for the other revived peers until
+    /// `heal_window` from now. A root role
     /// whose group now routes to the revived peer (it restarted, or came back, closer to the
     /// group) is handed to it at once, with the record, rather than at the next tree tick:
     /// until then it would keep committing beside the new root.
     pub(crate) fn on_peer_revived(&mut self, ctx: &mut Ctx<'_>) {
-        self.heal_until = ctx.now + ctx.cfg.fetch_timeout;
-        let mut moved = Vec::new();
+        self.heal_until = ctx.now + ctx.cfg.heal_window;
+        let (mut moved, mut stay) = (Vec::new(), Vec::new());
         for (gid, g) in self.groups.iter_mut() {
             if let Some(role) = g.root.as_mut() {
                 role.grants.clear();
                 if ctx.overlay.route(gid.0, None) != Hop::Local {
                     moved.push(*gid);
+                } else if role.active {
+                    stay.push(*gid);
                 }
             }
         }
         for gid in moved {
             self.demote(ctx, gid);
         }
+        for gid in stay {
+            self.reconfirm(ctx, gid);
+        }
+    }
+
+    /// This peer had not run for a while (its maintenance tick found the gap: SIGSTOP, a VM
+    /// pause, starvation). The others may have declared it dead, a replica may have taken
+    /// its root roles over, and its parents may have dropped it: every lease it holds or
+    /// confirms has lapsed. Every root role here fetches again before it serves (or hands
+    /// the group over, if it now routes elsewhere), and every member that needs a group
+    /// re-JOINs it at once, carrying its latest state, rather than at a parent timeout.
+    pub(crate) fn on_resumed(&mut self, ctx: &mut Ctx<'_>) {
+        let gids: Vec<GroupId> = self.groups.keys().copied().collect();
+        for gid in gids {
+            let Some(g) = self.groups.get_mut(&gid) else {
+                continue;
+            };
+            g.confirms = None;
+            if g.root.is_some() {
+                if ctx.overlay.route(gid.0, None) == Hop::Local {
+                    self.reconfirm(ctx, gid);
+                } else {
+                    self.demote(ctx, gid);
+                }
+            } else if g.parent.is_some() && g.has_interest() {
+                g.parent = None;
+                Self::send_rejoin(ctx, gid, g);
+            }
+        }
+    }
+
+    /// What a pause does to group `gid` before the peer finds out (a driver that owns time):
+    /// the lease this peer confirms lapses, and so does its own as `gid`'s root, whose
+    /// pending commit (not acknowledged) is dropped and its request held again. Returns
+    /// whether it holds `gid`'s root role.
+    #[cfg(feature = "harness")]
+    pub fn lapse_lease(&mut self, gid: GroupId) -> bool {
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return false;
+        };
+        g.confirms = None;
+        let Some(role) = g.root.as_mut() else {
+            return false;
+        };
+        role.grants.clear();
+        if let Some(c) = role.pending.take() {
+            if let Some(req) = c.req {
+                role.queue.push_front(req);
+            }
+        }
+        true
     }
 
     /// A replica knows a peer closer to the group id (already added to our routing state by
