@@ -143,20 +143,18 @@ impl fmt::Debug for Validator {
 impl Validator {
     /// A validator for the model configuration `options`: the run must be on
     /// [`Validator::config`]. Refuses the options whose actions have no trace form yet
-    /// (suspicions, moves, handovers, joins), restarts without `--perfect-detector` (their
-    /// leases have a trace form, `lapse` and `reask`, but the run scheduler does not drive
-    /// them yet) and seeded model bugs (the model is the judge here).
+    /// (partitions, moves, handovers, joins) and seeded model bugs (the model is the judge
+    /// here).
     pub fn new(options: &Options) -> Result<Validator, String> {
-        let fenced_restarts = if options.perfect_detector {
-            0
+        let partitions = if options.partition {
+            options.suspicions
         } else {
-            options.restarts
+            0
         };
         let untraced = [
-            ("--suspicions", options.suspicions),
+            ("--suspicions with --partition", partitions),
             ("--moves", options.moves),
             ("--handovers", options.handovers),
-            ("--restarts without --perfect-detector", fenced_restarts),
             ("--joins", options.joins),
         ];
         if let Some((flag, _)) = untraced.iter().find(|(_, n)| *n > 0) {
@@ -474,6 +472,9 @@ pub fn run(
     let mut rng = SplitMix::new(seed);
     let mut uas = Uas::new(&log);
     let mut crashed = BTreeSet::new();
+    // Peers paused (`suspect`, until `heal`): overlay messages to or from them are lost, and
+    // what their user agents send them waits.
+    let mut paused: BTreeSet<String> = BTreeSet::new();
     let mut fired = HashMap::new();
     // Overlay messages the implementation sent that are neither delivered nor lost.
     let mut in_flight: Vec<AbstractMsg> = Vec::new();
@@ -483,7 +484,7 @@ pub fn run(
         let mut faults: Vec<StepAction> = Vec::new();
         for m in in_flight.iter().chain(&uas.in_flight) {
             let a = StepAction::Deliver { msg: m.clone() };
-            if !crashed.contains(&m.to) && !ordinary.contains(&a) {
+            if !crashed.contains(&m.to) && !paused.contains(&m.to) && !ordinary.contains(&a) {
                 ordinary.push(a);
             }
         }
@@ -547,12 +548,28 @@ pub fn run(
                 in_flight.remove(i);
             }
         }
-        if let StepAction::Restart { peer } = &step.action {
-            // What the earlier incarnation sent or was sent is gone with it.
-            in_flight.retain(|m| m.from != *peer && m.to != *peer);
+        match &step.action {
+            // What the earlier incarnation sent or was sent is gone with it; so is what a
+            // paused peer had in flight.
+            StepAction::Restart { peer } | StepAction::Suspect { peer } => {
+                in_flight.retain(|m| m.from != *peer && m.to != *peer);
+                if matches!(step.action, StepAction::Suspect { .. }) {
+                    paused.insert(peer.clone());
+                }
+            }
+            StepAction::Heal { peer } => {
+                paused.remove(peer);
+            }
+            _ => {}
         }
         let user_agent = |m: &AbstractMsg| uas.peer.contains_key(&m.from);
-        in_flight.extend(obs.sent.iter().filter(|m| !user_agent(m)).cloned());
+        let across_pause = |m: &AbstractMsg| paused.contains(&m.from) || paused.contains(&m.to);
+        in_flight.extend(
+            obs.sent
+                .iter()
+                .filter(|m| !user_agent(m) && !across_pause(m))
+                .cloned(),
+        );
         let got = match sys.state().transpose() {
             Ok(g) => g,
             Err(e) => {

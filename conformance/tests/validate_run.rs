@@ -17,7 +17,7 @@ use sascribe_model::{Options, Preset};
 
 /// The configurations the campaign runs: every preset with a crash, losses, an expiry and an
 /// unsubscribe; then the two multihop presets with tree losses instead (heartbeats, LEAVEs,
-/// parent timeouts).
+/// parent timeouts); then a paused peer on `small`.
 fn configs() -> Vec<Options> {
     let presets = [Preset::Small, Preset::Multihop, Preset::Fig3];
     let lossy = presets.into_iter().map(|preset| Options {
@@ -40,7 +40,20 @@ fn configs() -> Vec<Options> {
         unsubscribes: 1,
         ..Options::default()
     });
-    lossy.chain(tree_lossy).collect()
+    // A false suspicion: a live peer paused, declared dead, running again (leases, promises,
+    // fencing against production with a finite lease).
+    let paused = Options {
+        preset: Preset::Small,
+        subscribers: Some(2),
+        publishes: Some(6),
+        crashes: Some(0),
+        suspicions: 1,
+        losses: 1,
+        expiries: Some(1),
+        unsubscribes: 1,
+        ..Options::default()
+    };
+    lossy.chain(tree_lossy).chain([paused]).collect()
 }
 
 /// Runs `seeds` of `options` against `sys`; the failing seeds with their reasons.
@@ -130,11 +143,12 @@ fn a_seed_replays_the_same_run() {
 fn the_validator_refuses_what_it_cannot_log() {
     let mut sys = InProcess::new();
     let options = Options {
-        restarts: 1,
+        suspicions: 1,
+        partition: true,
         ..configs()[0].clone()
     };
-    let e = run(&mut sys, &options, 0, Schedule::default()).expect_err("restarts");
-    assert!(e.contains("--restarts"), "{e}");
+    let e = run(&mut sys, &options, 0, Schedule::default()).expect_err("partitions");
+    assert!(e.contains("--partition"), "{e}");
 }
 
 /// A seeded production bug fails validation; the regression trace it leaves is an ordinary

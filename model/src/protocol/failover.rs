@@ -63,6 +63,13 @@ impl Ctx<'_> {
                     }
                 }
                 root.acks.sort_unstable();
+                if fresh != 0 && self.s.fencing() {
+                    // A peer that never confirmed this root's lease entered its replica set:
+                    // the lease no longer holds, and it fetches again from the new set
+                    // (production `root_replicas_changed`).
+                    self.reconfirm(st, o);
+                    return;
+                }
                 push_replication(root, fresh, o);
                 self.try_commit(st, o);
             }

@@ -297,6 +297,22 @@ impl Scribe {
             return;
         }
         self.replica_set(ctx, gid);
+        let active = self
+            .groups
+            .get(&gid)
+            .and_then(|g| g.root.as_ref())
+            .is_some_and(|r| r.active);
+        let new = self
+            .scratch
+            .iter()
+            .any(|h| !before.iter().any(|b| b.id == h.id));
+        if active && new && ctx.cfg.root_lease != crate::Millis::MAX {
+            // A peer that never confirmed this root entered its replica set: the lease no
+            // longer holds (every current replica must confirm it). Fetch again now, from the
+            // new set, rather than at the next request.
+            self.reconfirm(ctx, gid);
+            return;
+        }
         let Some(g) = self.groups.get(&gid) else {
             return;
         };
