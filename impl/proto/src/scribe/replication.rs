@@ -279,9 +279,11 @@ impl Scribe {
             Some(a) => a.1 = a.1.max(rev),
             None => role.acked.push((from.id, rev)),
         }
-        if self.try_commit(ctx, gid) {
-            self.drain_queue(ctx, gid);
-        }
+        // Serve what the root holds, also when nothing was pending: the acknowledgement may
+        // be the confirmation its lease waited for (a root that activated after refused
+        // rounds holds requests until its replicas confirm it).
+        self.try_commit(ctx, gid);
+        self.drain_queue(ctx, gid);
     }
 
     /// Replica `dead` of the group (whose replica set was `before`) was declared dead: send the
