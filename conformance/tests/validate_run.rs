@@ -53,7 +53,21 @@ fn configs() -> Vec<Options> {
         unsubscribes: 1,
         ..Options::default()
     };
-    lossy.chain(tree_lossy).chain([paused]).collect()
+    // Crash-restart with leases: the restarted peer is ordered by promises, leases and
+    // fencing (production's `on_replicate_ack` once held a JOIN here for good).
+    let fenced_restart = Options {
+        preset: Preset::Small,
+        subscribers: Some(2),
+        publishes: Some(6),
+        crashes: Some(1),
+        restarts: 1,
+        losses: 1,
+        ..Options::default()
+    };
+    lossy
+        .chain(tree_lossy)
+        .chain([paused, fenced_restart])
+        .collect()
 }
 
 /// Runs `seeds` of `options` against `sys`; the failing seeds with their reasons.
