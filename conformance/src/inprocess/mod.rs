@@ -176,8 +176,22 @@ pub fn production_config(t: &TraceConfig) -> Config {
         pub_default_expires: max,
         sub_min_expires: 60,
         sub_max_expires: SUB_EXPIRES,
+        // The largest body the trace publishes sits exactly at the limit: a limit that refuses
+        // a body of its own size refuses a publication the model accepts.
+        max_body: largest_body(t),
         ..Config::default()
     }
+}
+
+/// The length of the largest publication body in the trace's publisher scripts (the default
+/// limit when there is none).
+fn largest_body(t: &TraceConfig) -> usize {
+    t.publishers
+        .iter()
+        .flat_map(|ua| &ua.script)
+        .map(|s| body_of(s.value).len())
+        .max()
+        .unwrap_or(Config::default().max_body)
 }
 
 /// Parses a 32-digit hex id.
