@@ -48,8 +48,12 @@ impl Scribe {
         if let Routed::Join { carried, .. } = &req {
             // An active root answers a JOIN from its committed record at once, even while a
             // publication is being replicated, unless the JOIN carries a newer state (which must
-            // be adopted in order with the pending commit) or its lease lapsed.
-            if active && carried.as_ref().is_none_or(|c| c.seq <= held) && self.may_answer(ctx, gid)
+            // be adopted in order with the pending commit), its lease lapsed or it reaches no
+            // replica quorum (then the JOIN waits in the queue like any request).
+            if active
+                && carried.as_ref().is_none_or(|c| c.seq <= held)
+                && self.may_answer(ctx, gid)
+                && self.reaches_quorum(ctx, gid)
             {
                 self.root_join(ctx, gid, req);
                 return;
@@ -85,18 +89,16 @@ impl Scribe {
                 }
                 return;
             }
-            let Some(role) = self.groups.get_mut(&gid).and_then(|g| g.root.as_mut()) else {
-                return;
-            };
-            ctx.overlay
-                .nearest_leaves(gid.0, ctx.cfg.replicas, &mut self.scratch);
-            if !super::replication::quorum(ctx.cfg, ctx.overlay, self.scratch.len()) {
+            if !self.reaches_quorum(ctx, gid) {
                 // The smaller side of a partition: nothing it answers could be trusted, a
                 // publisher's 200 or 412, or a JOIN's state (a watcher could be sent a version
                 // older than one it was shown before). The request waits; the contact peer
                 // retries it, and the root serves it once it reaches a quorum again.
                 return;
             }
+            let Some(role) = self.groups.get_mut(&gid).and_then(|g| g.root.as_mut()) else {
+                return;
+            };
             let Some(req) = role.queue.pop_front() else {
                 return;
             };
@@ -120,6 +122,14 @@ impl Scribe {
     /// [`super::takeover`]).
     fn may_answer(&mut self, ctx: &Ctx<'_>, gid: GroupId) -> bool {
         self.lease_holds(ctx, gid)
+    }
+
+    /// Whether the root of `gid` reaches a majority of its nominal replica group
+    /// ([`super::replication::quorum`]).
+    fn reaches_quorum(&mut self, ctx: &Ctx<'_>, gid: GroupId) -> bool {
+        ctx.overlay
+            .nearest_leaves(gid.0, ctx.cfg.replicas, &mut self.scratch);
+        super::replication::quorum(ctx.cfg, ctx.overlay, self.scratch.len())
     }
 
     fn root_join(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, join: Routed) {
