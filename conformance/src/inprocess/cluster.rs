@@ -817,15 +817,41 @@ impl Cluster {
         Ok(true)
     }
 
-    /// A keep-alive ping from the peer whose failure detector runs to a crashed peer it has
-    /// not detected yet in the trace: the harness answers in the crashed peer's name (see
-    /// [`Cluster::keepalive_detects`]). Returns whether it did.
-    fn pong_for_the_crashed(&mut self, f: &Flight) -> bool {
-        if self.detecting != Some(f.from) || self.slots[f.from].known_dead.contains(&f.to) {
+    /// Overlay maintenance from the peer whose failure detector runs (see
+    /// [`Cluster::keepalive_detects`]) to a crashed or paused peer it has not detected yet in
+    /// the trace (the model's detector reports each failure, and each suspicion, to each peer
+    /// on its own), or to a live peer that declared it dead (it was suspected and healed): the harness
+    /// stands in for the recipient. It answers a keep-alive ping in the recipient's name and
+    /// drops the rest (the leaf-set and row requests of a repair the harness completes
+    /// itself): a live peer that got them would take their sender back, which only the
+    /// trace's `alive` step does (the model's detector is not driven by pings). Returns
+    /// whether it stood in.
+    fn stand_in(&mut self, f: &Flight) -> bool {
+        let to = &self.slots[f.to];
+        let silent = to.crashed || to.paused;
+        let stands_in = if silent {
+            !self.slots[f.from].known_dead.contains(&f.to)
+        } else {
+            to.known_dead.contains(&f.from)
+        };
+        if self.detecting != Some(f.from) || !stands_in {
             return false;
         }
+        let (to, from) = (
+            self.slots[f.to].name.clone(),
+            self.slots[f.from].name.clone(),
+        );
+        let why = if silent {
+            "crashed or paused, not detected by it yet"
+        } else {
+            "it declared the sender dead"
+        };
         match self.codec.decode(&f.payload) {
             Ok(env) if matches!(env.msg, Msg::Pastry(PastryMsg::Ping)) => {}
+            Ok(env) if matches!(env.msg, Msg::Pastry(_)) && !silent => {
+                self.log(format!("{to} ignores {from}'s {}: {why}", f.what));
+                return true;
+            }
             _ => return false,
         }
         let me = self.slots[f.to].handle;
@@ -842,10 +868,7 @@ impl Cluster {
         };
         let now = self.now;
         self.slots[f.from].datagram(now, Socket::Overlay, me.addr, pong);
-        self.log(format!(
-            "{} answers {}'s keep-alive ping: crashed, not detected by it yet",
-            self.slots[f.to].name, self.slots[f.from].name
-        ));
+        self.log(format!("{to} answers {from}'s keep-alive ping: {why}"));
         true
     }
 
@@ -990,7 +1013,7 @@ impl Cluster {
     }
 
     fn deliver(&mut self, f: Flight) {
-        if self.slots[f.to].crashed && self.pong_for_the_crashed(&f) {
+        if self.stand_in(&f) {
             return;
         }
         let sender = self.slots[f.from].handle.id.0;

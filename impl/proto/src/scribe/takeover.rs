@@ -615,6 +615,10 @@ impl Scribe {
                 queue.push_front(req);
             }
         }
+        // It keeps a record of the group, empty if it demoted before its fetch found one (the
+        // model's demoted root keeps its state as a replica): should the new root die, this
+        // peer, holding the group, takes it over at once.
+        g.record.get_or_insert_with(Default::default);
         g.parent = None;
         g.rejoin_at = None;
         if g.has_interest() {
