@@ -488,7 +488,7 @@ impl Peer {
     #[cfg(feature = "harness")]
     pub fn set_explicit_routing(&mut self, digit_bits: u32, rows: Vec<Vec<Option<NodeHandle>>>) {
         self.overlay
-            .set_explicit_table(Some(crate::pastry::ExplicitTable { digit_bits, rows }));
+            .set_explicit_table(Some(crate::pastry::ExplicitTable::new(digit_bits, rows)));
     }
 
     /// The driver's failure detector reports that peer `id` crashed: runs what the keep-alive

@@ -10,16 +10,28 @@ use crate::wire::NodeHandle;
 /// harness loads the model's base-4 tables (the paper's Fig. 3) with it, so that JOINs and
 /// PUBLISHes take the model's hops. While it is set it replaces the learnt routing table in
 /// routing decisions (rules 2 and 3); the leaf set works as usual. Peers declared dead are
-/// removed from it.
+/// removed from it, and put back in their slots when taken back (the model routes by its fixed
+/// table without the peers it knows dead).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExplicitTable {
     /// Bits per digit (1..=8).
     pub digit_bits: u32,
     /// Rows of `1 << digit_bits` columns.
     pub rows: Vec<Vec<Option<NodeHandle>>>,
+    /// Slots (row, column) emptied by a peer declared dead.
+    forgotten: Vec<(usize, usize, NodeId)>,
 }
 
 impl ExplicitTable {
+    /// A table in digits of `digit_bits` bits with the given rows.
+    pub fn new(digit_bits: u32, rows: Vec<Vec<Option<NodeHandle>>>) -> Self {
+        ExplicitTable {
+            digit_bits,
+            rows,
+            forgotten: Vec::new(),
+        }
+    }
+
     fn digit(&self, key: u128, i: usize) -> usize {
         let shift = 128 - self.digit_bits as usize * (i + 1);
         ((key >> shift) & ((1u128 << self.digit_bits) - 1)) as usize
@@ -32,11 +44,29 @@ impl ExplicitTable {
 impl ExplicitTable {
     /// Removes a peer declared dead from every slot.
     pub(super) fn forget(&mut self, id: NodeId) {
-        for slot in self.rows.iter_mut().flatten() {
-            if slot.is_some_and(|h| h.id == id) {
-                *slot = None;
+        for (r, row) in self.rows.iter_mut().enumerate() {
+            for (c, slot) in row.iter_mut().enumerate() {
+                if slot.is_some_and(|h| h.id == id) {
+                    *slot = None;
+                    self.forgotten.push((r, c, id));
+                }
             }
         }
+    }
+
+    /// Puts a peer taken back into the slots it was removed from (those still empty).
+    pub(super) fn revive(&mut self, h: NodeHandle) {
+        let rows = &mut self.rows;
+        self.forgotten.retain(|&(r, c, id)| {
+            if id != h.id {
+                return true;
+            }
+            let slot = &mut rows[r][c];
+            if slot.is_none() {
+                *slot = Some(h);
+            }
+            false
+        });
     }
 }
 

@@ -194,6 +194,10 @@ impl Overlay {
             }
             self.tombstones.retain(|t| t.0.id != h.id);
             self.revived.push(h.id);
+            #[cfg(feature = "harness")]
+            if let Some(t) = self.explicit.as_mut() {
+                t.revive(h);
+            }
         }
         let a = self.leaf.insert(h, now);
         let b = self.rt.insert_learnt(h, now, direct);

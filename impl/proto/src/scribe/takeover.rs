@@ -483,9 +483,9 @@ impl Scribe {
     }
 
     /// A peer this one had declared dead is alive: the overlay may have been split, and a
-    /// root may have served on the other side. Every root role here drops its lease and
-    /// fetches again at once (rather than at its next request: it learns of a newer root's
-    /// record before anyone asks), and fetches wait for the other revived peers until
+    /// root may have served on the other side. Every active root role here drops its lease
+    /// and fetches again at once (rather than at its next request: it learns of a newer
+    /// root's record before anyone asks), and fetches wait for the other revived peers until
     /// `heal_window` from now. A root role
     /// whose group now routes to the revived peer (it restarted, or came back, closer to the
     /// group) is handed to it at once, with the record, rather than at the next tree tick:
@@ -494,8 +494,10 @@ impl Scribe {
         self.heal_until = ctx.now + ctx.cfg.heal_window;
         let (mut moved, mut stay) = (Vec::new(), Vec::new());
         for (gid, g) in self.groups.iter_mut() {
-            if let Some(role) = g.root.as_mut() {
-                role.grants.clear();
+            if let Some(role) = g.root.as_ref() {
+                // An active root fetches again (its lease dropped with the new round's
+                // start); a root still fetching keeps its round and the grants given in it,
+                // and asks a revived peer that entered its replica set (`fetch_progress`).
                 if ctx.overlay.route(gid.0, None) != Hop::Local {
                     moved.push(*gid);
                 } else if role.active {
