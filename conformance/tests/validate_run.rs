@@ -18,7 +18,7 @@ use sascribe_model::{Options, Preset};
 /// The configurations the campaign runs: every preset with a crash, losses, an expiry and an
 /// unsubscribe; then the two multihop presets with tree losses instead (heartbeats, LEAVEs,
 /// parent timeouts); then a paused peer on `small` and on `multihop`; then crash-restart with
-/// leases.
+/// leases; then a pause and a crash together on `small`.
 fn configs() -> Vec<Options> {
     let presets = [Preset::Small, Preset::Multihop, Preset::Fig3];
     let lossy = presets.into_iter().map(|preset| Options {
@@ -67,10 +67,22 @@ fn configs() -> Vec<Options> {
         losses: 1,
         ..Options::default()
     };
+    // A pause and a crash together on `small`: two of three peers gone, a root alone short
+    // of a replica quorum holds every request (production's fast path for JOINs once
+    // answered them).
+    let paused_and_crashed = Options {
+        preset: Preset::Small,
+        subscribers: Some(2),
+        publishes: Some(6),
+        crashes: Some(1),
+        suspicions: 1,
+        losses: 1,
+        ..Options::default()
+    };
     lossy
         .chain(tree_lossy)
         .chain(paused)
-        .chain([fenced_restart])
+        .chain([fenced_restart, paused_and_crashed])
         .collect()
 }
 
