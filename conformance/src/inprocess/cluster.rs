@@ -820,12 +820,12 @@ impl Cluster {
     /// Overlay maintenance from the peer whose failure detector runs (see
     /// [`Cluster::keepalive_detects`]) to a crashed or paused peer it has not detected yet in
     /// the trace (the model's detector reports each failure, and each suspicion, to each peer
-    /// on its own), or to a live peer that declared it dead (it was suspected and healed): the harness
-    /// stands in for the recipient. It answers a keep-alive ping in the recipient's name and
-    /// drops the rest (the leaf-set and row requests of a repair the harness completes
-    /// itself): a live peer that got them would take their sender back, which only the
-    /// trace's `alive` step does (the model's detector is not driven by pings). Returns
-    /// whether it stood in.
+    /// on its own), or to a live peer that declared it dead (it was suspected and healed):
+    /// the harness stands in for the recipient. It answers a keep-alive ping in the
+    /// recipient's name and drops the rest (the leaf-set and row requests of a repair the
+    /// harness completes itself): a live peer that got them would take their sender back,
+    /// which only the trace's `alive` step does (the model's detector is not driven by
+    /// pings). Returns whether it stood in.
     fn stand_in(&mut self, f: &Flight) -> bool {
         let to = &self.slots[f.to];
         let silent = to.crashed || to.paused;
