@@ -4,7 +4,7 @@
 
 use super::{value_of, values_of, Cluster, EXPIRY_UNIT_SECS};
 use crate::{AbstractMsg, EntryProj, PeerState, RecordProj, RootProj, StateProj, SubsProj};
-use sascribe::wire::{Latest, Msg, PublishReply, Routed, ScribeMsg};
+use sascribe::wire::{Latest, Msg, PublishReply, Routed, ScribeMsg, REJOIN_ID_BIT};
 use sascribe::{ETag, GroupId, NodeId};
 use std::collections::BTreeSet;
 
@@ -48,32 +48,27 @@ impl Cluster {
         }
     }
 
-    /// The trace name of a JOIN from `origin` with production request id `join_id`; `fresh`:
-    /// the origin sends a re-JOIN (id 0) other than by its retransmission timer, which is a
-    /// new request in the model (its parent died again, say), so it gets a new name.
-    fn name_join(&mut self, origin: NodeId, join_id: u64, fresh: bool) -> String {
+    /// The trace name of a JOIN from `origin` with production request id `join_id`. A local
+    /// subscription's JOIN takes the name its SUBSCRIBE left unassigned. A tree-repair
+    /// re-JOIN's (`REJOIN_ID_BIT`) takes the origin's next request number when first seen (a
+    /// new request in the model: its parent died again, say); its retransmissions carry the
+    /// same id, and so keep the name, as do the answers to it.
+    fn name_join(&mut self, origin: NodeId, join_id: u64) -> String {
         let o = self.slots.iter().position(|s| s.handle.id == origin);
         let Some(o) = o else {
             return "?".into();
         };
-        if join_id == 0 {
-            if fresh {
-                self.slots[o].rejoin = None;
-            }
-            let n = match self.slots[o].rejoin {
-                Some(n) => n,
-                None => {
-                    let n = self.slots[o].counter;
-                    self.slots[o].counter += 1;
-                    self.slots[o].rejoin = Some(n);
-                    n
-                }
-            };
-            let name = &self.slots[o].name;
-            return format!("{name}/{name}#{n}");
-        }
         if let Some(n) = self.join_names.get(&(origin.0, join_id)) {
             return n.clone();
+        }
+        if join_id & REJOIN_ID_BIT != 0 {
+            let s = &mut self.slots[o];
+            let n = s.counter;
+            s.counter += 1;
+            s.rejoin = Some(n);
+            let name = format!("{0}/{0}#{n}", s.name);
+            self.join_names.insert((origin.0, join_id), name.clone());
+            return name;
         }
         match self.sub_unassigned[o].pop_front() {
             Some((_, name)) => {
@@ -140,9 +135,7 @@ impl Cluster {
                 ..
             } if ours(gid) => {
                 a.kind = "join".into();
-                let fresh =
-                    origin.id == self.slots[from].handle.id && self.retransmitting != Some(from);
-                a.req = Some(self.name_join(origin.id, *join_id, fresh));
+                a.req = Some(self.name_join(origin.id, *join_id));
                 if let Some(c) = carried.as_ref().filter(|c| c.seq > 0) {
                     Self::set_latest(&mut a, c);
                 }
@@ -190,7 +183,7 @@ impl Cluster {
             } if ours(gid) => {
                 a.kind = "ack".into();
                 let origin = path.first().map_or(NodeId(0), |h| h.id);
-                a.req = Some(self.name_join(origin, *join_id, false));
+                a.req = Some(self.name_join(origin, *join_id));
                 Self::set_latest(&mut a, latest);
             }
             ScribeMsg::Notify { gid, latest } if ours(gid) => {

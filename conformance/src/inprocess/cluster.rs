@@ -14,7 +14,7 @@ use crate::sut::{Input, Observed};
 use crate::{AbstractMsg, Config as TraceConfig, PeerState};
 use sascribe::sip::SipConfig;
 use sascribe::ua::UserAgent;
-use sascribe::wire::{Codec, Dest, Msg, PastryMsg, ScribeMsg, Stamp};
+use sascribe::wire::{Codec, Dest, Msg, PastryMsg, ScribeMsg, Stamp, REJOIN_ID_BIT};
 use sascribe::{
     Config, ETag, GroupId, Host, Millis, NodeHandle, NodeId, PubHandle, RequestTimer, Seeds,
     Socket, SubHandle,
@@ -152,8 +152,6 @@ pub(super) struct Cluster {
     pub nonce_names: HashMap<(u128, u64), String>,
     pub etag_seq: HashMap<ETag, u8>,
     pub seq_etag: HashMap<u8, ETag>,
-    /// The peer whose request retransmission timer is firing (its re-JOIN keeps its name).
-    pub retransmitting: Option<usize>,
     pub rev_seq: HashMap<(usize, u64), u64>,
     pub obs: Observed,
     /// The peer whose keep-alive failure detector the harness is running
@@ -320,7 +318,6 @@ impl Cluster {
             nonce_names: HashMap::new(),
             etag_seq: HashMap::new(),
             seq_etag: HashMap::new(),
-            retransmitting: None,
             rev_seq: HashMap::new(),
             obs: Observed::default(),
             detecting: None,
@@ -446,7 +443,6 @@ impl Cluster {
                     return Ok(());
                 };
                 let give_up = *attempt as usize > self.cfg.retry_limit;
-                self.retransmitting = Some(a);
                 let s = self.live(a, "fire_timer")?;
                 let found = s.call(
                     now,
@@ -1029,13 +1025,11 @@ impl Cluster {
         // A re-JOIN's answer reaching its origin ends it (the answer to the current one: that
         // of a re-JOIN a newer one replaced leaves the newer one's name in place).
         if let Ok(env) = self.codec.decode(&f.payload) {
-            if let Msg::Scribe(ScribeMsg::JoinAck {
-                join_id: 0, path, ..
-            }) = &env.msg
-            {
+            if let Msg::Scribe(ScribeMsg::JoinAck { join_id, path, .. }) = &env.msg {
                 let current = to.rejoin.map(|n| format!("{0}/{0}#{n}", to.name));
                 let named = f.abs.as_ref().and_then(|a| a.req.clone());
-                if path.len() == 1 && path[0].id == to.handle.id && named == current {
+                let rejoin = join_id & REJOIN_ID_BIT != 0;
+                if rejoin && path.len() == 1 && path[0].id == to.handle.id && named == current {
                     to.rejoin = None;
                 }
             }
@@ -1085,7 +1079,6 @@ impl Cluster {
 
     pub fn settle(&mut self) -> Observed {
         self.quiesce();
-        self.retransmitting = None;
         std::mem::take(&mut self.obs)
     }
 

@@ -120,7 +120,12 @@ pub(crate) struct Group {
     pub depth: u8,
     pub children: Vec<Child>,
     pub subs: Vec<SubHandle>,
+    /// When to send (or resend) a tree-repair re-JOIN, if one is needed.
     pub rejoin_at: Option<Millis>,
+    /// The request id of the re-JOIN in progress (0: none yet). Its retransmissions reuse
+    /// it; a new need (the parent lost again, a demotion) draws a new one, so that an answer
+    /// to an older re-JOIN is told from the current one's.
+    pub rejoin_id: u64,
     pub root: Option<Box<RootRole>>,
     /// Root record (authoritative while the root role is active) or replica copy.
     pub record: Option<Record>,
@@ -142,6 +147,19 @@ pub(crate) struct Group {
 }
 
 impl Group {
+    /// The parent is lost (or the tree must be joined anew): re-JOIN at the next tick, as a
+    /// new request.
+    pub fn rejoin_now(&mut self, now: Millis) {
+        self.rejoin_at = Some(now);
+        self.rejoin_id = 0;
+    }
+
+    /// No re-JOIN is needed any more (answered, or the group is no longer wanted here).
+    pub fn rejoin_done(&mut self) {
+        self.rejoin_at = None;
+        self.rejoin_id = 0;
+    }
+
     fn new(now: Millis, cfg: &Config) -> Self {
         Group {
             latest: Latest::default(),
@@ -151,6 +169,7 @@ impl Group {
             children: Vec::new(),
             subs: Vec::new(),
             rejoin_at: None,
+            rejoin_id: 0,
             root: None,
             record: None,
             promised: (0, None),
@@ -375,7 +394,7 @@ impl Scribe {
         let Some(p) = g.parent.take() else {
             return;
         };
-        g.rejoin_at = Some(ctx.now);
+        g.rejoin_now(ctx.now);
         let rejoins = g.root.is_none() && g.has_interest();
         let through_it = matches!(ctx.overlay.route(gid.0, None), Hop::Next(h) if h.id == p.id);
         if !(rejoins && through_it) {
@@ -395,7 +414,7 @@ impl Scribe {
         if let Some(p) = if keep { g.parent } else { g.parent.take() } {
             ctx.out.send(&p, ScribeMsg::Leave { gid });
         }
-        g.rejoin_at = None;
+        g.rejoin_done();
     }
 
     /// Graceful departure: parents and children are told, replicas get the record once more.

@@ -8,7 +8,7 @@ use crate::event::{PubMeta, TerminateReason};
 use crate::id::GroupId;
 use crate::mutants::Mutant;
 use crate::timer::{Armed, Timer};
-use crate::wire::{ETag, Latest, PubReqId, PublishReply, Routed};
+use crate::wire::{ETag, Latest, PubReqId, PublishReply, Routed, REJOIN_ID_BIT};
 use crate::Millis;
 use bytes::Bytes;
 
@@ -68,7 +68,7 @@ impl Scribe {
             });
         }
         let granted = expires.min(ctx.cfg.sub_max_expires);
-        let join_id = ctx.rng.nonzero();
+        let join_id = (ctx.rng.nonzero() & !REJOIN_ID_BIT).max(1);
         let now = ctx.now;
         let mut sub = LocalSub {
             gid,

@@ -70,7 +70,7 @@ impl Scribe {
         if let Some(p) = g.parent.take() {
             ctx.out.send(&p, ScribeMsg::Leave { gid });
         }
-        g.rejoin_at = None;
+        g.rejoin_done();
         g.root = Some(Box::default());
         self.start_fetch(ctx, gid);
     }
@@ -534,6 +534,7 @@ impl Scribe {
                 }
             } else if g.parent.is_some() && g.has_interest() {
                 g.parent = None;
+                g.rejoin_now(ctx.now);
                 Self::send_rejoin(ctx, gid, g);
             }
         }
@@ -622,7 +623,7 @@ impl Scribe {
         // peer, holding the group, takes it over at once.
         g.record.get_or_insert_with(Default::default);
         g.parent = None;
-        g.rejoin_at = None;
+        g.rejoin_done();
         if g.has_interest() {
             // Back in the tree at once, under the new root, carrying our state.
             Self::send_rejoin(ctx, gid, g);

@@ -8,7 +8,7 @@ use crate::event::Event;
 use crate::id::{GroupId, NodeId};
 use crate::mutants::Mutant;
 use crate::pastry::Hop;
-use crate::wire::{Beat, BeatAck, Latest, NodeHandle, Routed, ScribeMsg};
+use crate::wire::{Beat, BeatAck, Latest, NodeHandle, Routed, ScribeMsg, REJOIN_ID_BIT};
 
 impl Scribe {
     /// Forward upcall of a JOIN at a non-root peer (or at its origin). Grafts the previous
@@ -81,6 +81,8 @@ impl Scribe {
             _ => {
                 g.parent = Some(route_next);
                 g.parent_heard = now;
+                // This JOIN grafts us: a pending re-JOIN need not be resent (its id stays
+                // until a new need: an answer to it may still come).
                 g.rejoin_at = None;
                 Some(route_next)
             }
@@ -214,13 +216,17 @@ impl Scribe {
         newer
     }
 
-    /// Sends a tree-repair re-JOIN for `gid` carrying the latest state known here.
+    /// Sends a tree-repair re-JOIN for `gid` carrying the latest state known here: the one in
+    /// progress again (a retransmission), or a new one (request id [`REJOIN_ID_BIT`] set).
     pub(super) fn send_rejoin(ctx: &mut Ctx<'_>, gid: GroupId, g: &mut Group) {
         g.rejoin_at = Some(ctx.now + ctx.cfg.request_retry);
+        if g.rejoin_id == 0 {
+            g.rejoin_id = ctx.rng.nonzero() | REJOIN_ID_BIT;
+        }
         ctx.out.stats.rejoins += 1;
         ctx.events.push_back(Event::Log(LogEvent::Rejoin { gid }));
         let carried = (g.latest.seq > 0).then(|| g.latest.clone());
-        Self::send_join(ctx, gid, 0, carried);
+        Self::send_join(ctx, gid, g.rejoin_id, carried);
     }
 
     /// A parent's heartbeats: each beat is handled as its group's own heartbeat, and the
@@ -257,7 +263,7 @@ impl Scribe {
                 if g.depth > MAX_DEPTH {
                     // Probably a cycle: leave the parent and re-JOIN.
                     g.parent = None;
-                    g.rejoin_at = Some(now);
+                    g.rejoin_now(now);
                     return Err(gid);
                 }
                 let seq = g.latest.seq;
@@ -301,7 +307,7 @@ impl Scribe {
             if g.parent.is_some_and(|p| p.id == from.id) {
                 // Our parent left the tree (or the overlay): re-JOIN at the next tick.
                 g.parent = None;
-                g.rejoin_at = Some(ctx.now);
+                g.rejoin_now(ctx.now);
             }
             self.prune(ctx, gid);
         }
@@ -335,7 +341,7 @@ impl Scribe {
             let orphan = g.parent.is_some_and(|p| p.id == id);
             if orphan {
                 g.parent = None;
-                g.rejoin_at = Some(ctx.now);
+                g.rejoin_now(ctx.now);
             }
             let holds = g.record.is_some() || g.has_interest() || g.latest.seq > 0;
             if g.root.is_none() && local && holds {

@@ -35,7 +35,7 @@ pub use pastry::{PastryMsg, MAX_SUSPECTS};
 pub use replay::{ReplayGuard, MAX_CLOCK_SKEW, MAX_SENDERS, SEEN_PER_SENDER};
 pub use scribe::{
     Beat, BeatAck, Latest, PubOutcome, PubReqId, PublishReply, ReplicaItem, Routed, ScribeMsg,
-    WireRecord, WireState, MAX_BEATS, REPLICAS_BUDGET,
+    WireRecord, WireState, MAX_BEATS, REJOIN_ID_BIT, REPLICAS_BUDGET,
 };
 
 /// Wire format version carried in the first byte of every datagram (5: the [`Stamp`] of

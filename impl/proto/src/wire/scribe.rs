@@ -99,6 +99,10 @@ pub struct WireRecord {
     pub dedup: Vec<(PubReqId, PubOutcome)>,
 }
 
+/// Set in the request id of a tree-repair re-JOIN ([`Routed::Join`]), clear in a local
+/// subscription's: the two kinds of JOIN answered to one peer are told apart on the wire.
+pub const REJOIN_ID_BIT: u64 = 1 << 63;
+
 /// Messages routed through the overlay towards a key (hop by hop, with forward upcalls).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum Routed {
@@ -120,7 +124,8 @@ pub enum Routed {
         gid: GroupId,
         /// The peer that wants the answer (the ACK).
         origin: NodeHandle,
-        /// Origin's request id (0 for a tree-repair re-JOIN).
+        /// Origin's request id: a local subscription's, or (with [`REJOIN_ID_BIT`] set) a
+        /// tree-repair re-JOIN's, the same for each of its retransmissions.
         join_id: u64,
         /// Whether the previous hop asks to be grafted as a child.
         graft: bool,
