@@ -18,10 +18,11 @@ use sascribe_model::{Options, Preset};
 /// The configurations the campaign runs: every preset with a crash, losses, an expiry and an
 /// unsubscribe; then the two multihop presets with tree losses instead (heartbeats, LEAVEs,
 /// parent timeouts); then a paused peer on `small` and on `multihop`; then crash-restart with
-/// leases; then a pause and a crash together on `small`.
+/// leases; then a pause and a crash together on `small`; then a pause with tree losses on
+/// every preset; then colocated subscribers and crash-restart with leases on `multihop`.
 fn configs() -> Vec<Options> {
     let presets = [Preset::Small, Preset::Multihop, Preset::Fig3];
-    let lossy = presets.into_iter().map(|preset| Options {
+    let lossy_of = |preset| Options {
         preset,
         subscribers: Some(if preset == Preset::Fig3 { 3 } else { 2 }),
         publishes: Some(6),
@@ -30,7 +31,8 @@ fn configs() -> Vec<Options> {
         expiries: Some(1),
         unsubscribes: 1,
         ..Options::default()
-    });
+    };
+    let lossy = presets.into_iter().map(lossy_of);
     let tree_lossy = [Preset::Multihop, Preset::Fig3].map(|preset| Options {
         preset,
         subscribers: Some(2),
@@ -79,10 +81,36 @@ fn configs() -> Vec<Options> {
         losses: 1,
         ..Options::default()
     };
+    // A pause with lost tree, replication and fetch messages: a fetching root asks again
+    // every peer it awaits (one a closer peer taken back pushed out of its replica set
+    // included) but a busy one only at its re-ask, and an activated root awaits every
+    // replica's acknowledgement of its record (production once counted one of the earlier
+    // epoch).
+    let paused_tree = [Preset::Small, Preset::Multihop, Preset::Fig3].map(|preset| Options {
+        preset,
+        subscribers: Some(if preset == Preset::Fig3 { 3 } else { 2 }),
+        publishes: Some(4),
+        crashes: Some(0),
+        suspicions: 1,
+        tree_losses: 2,
+        ..Options::default()
+    });
+    // Several local subscriptions of the group at one peer.
+    let colocated = Options {
+        colocated: true,
+        ..lossy_of(Preset::Multihop)
+    };
+    // Crash-restart with leases on multihop.
+    let fenced_restart_multihop = Options {
+        preset: Preset::Multihop,
+        ..fenced_restart.clone()
+    };
     lossy
         .chain(tree_lossy)
         .chain(paused)
         .chain([fenced_restart, paused_and_crashed])
+        .chain(paused_tree)
+        .chain([colocated, fenced_restart_multihop])
         .collect()
 }
 

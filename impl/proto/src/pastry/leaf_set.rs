@@ -172,13 +172,15 @@ impl LeafSet {
         )
     }
 
-    /// Successors, nearest first.
-    pub fn successors(&self) -> impl Iterator<Item = NodeHandle> + '_ {
+    /// Successors, nearest first (the unit tests' view of one side).
+    #[cfg(test)]
+    fn successors(&self) -> impl Iterator<Item = NodeHandle> + '_ {
         self.cw.iter().map(|e| e.handle)
     }
 
-    /// Predecessors, nearest first.
-    pub fn predecessors(&self) -> impl Iterator<Item = NodeHandle> + '_ {
+    /// Predecessors, nearest first (the unit tests' view of the other side).
+    #[cfg(test)]
+    fn predecessors(&self) -> impl Iterator<Item = NodeHandle> + '_ {
         self.ccw.iter().map(|e| e.handle)
     }
 

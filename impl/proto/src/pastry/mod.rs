@@ -268,7 +268,7 @@ impl Overlay {
     /// joiner), plus the leaf set when this is the last hop.
     pub(crate) fn join_state_for(&self, joiner: NodeId, last: bool) -> Vec<NodeHandle> {
         let l = shared_prefix_len(self.me.id.0, joiner.0);
-        let mut v: Vec<NodeHandle> = (0..=l.min(crate::id::DIGITS - 1))
+        let mut v: Vec<NodeHandle> = (0..=l)
             .flat_map(|r| self.rt.row(r).map(|e| e.handle))
             .collect();
         if last {

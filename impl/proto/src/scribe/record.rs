@@ -227,6 +227,17 @@ pub(crate) struct Commit {
 }
 
 /// State of a peer acting as a group's root.
+/// A fetching root's asks to one peer it awaits.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ask {
+    pub id: NodeId,
+    /// Asks in a row without an answer: past [`FETCH_ATTEMPTS`] the round gives up on it.
+    pub unanswered: u8,
+    /// It answered busy (it confirms another root's lease) until then: a retry asks it again
+    /// only after (it would answer busy again), and afresh.
+    pub busy_until: Millis,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct RootRole {
     /// Serving (the fetch of the replicas' records is over).
@@ -234,7 +245,6 @@ pub(crate) struct RootRole {
     /// The epoch this root serves with: above every epoch it heard of when it fetched.
     pub epoch: u64,
     pub fetch_deadline: Millis,
-    pub fetch_attempts: u8,
     /// Fetch rounds started over with a higher epoch because a peer had promised another root
     /// an epoch at least as high.
     pub rounds: u8,
@@ -244,6 +254,8 @@ pub(crate) struct RootRole {
     pub asked: Vec<(NodeId, Millis)>,
     /// Replicas whose record the fetch still waits for.
     pub waiting: Vec<NodeId>,
+    /// How the asks of this round to each awaited peer went.
+    pub asks: Vec<Ask>,
     /// A peer refused this round's epoch (it had promised another root as much or more).
     pub rival: bool,
     /// The highest epoch and seq heard of while fetching (records, promises, fences).

@@ -379,7 +379,7 @@ impl Scribe {
             self.retry_replication(ctx, gid);
         }
         for &gid in &fetching {
-            self.fetch_timeout(ctx, gid);
+            self.fetch_timeout(ctx, gid, false);
         }
         !gids.is_empty() || !fetching.is_empty()
     }

@@ -48,7 +48,7 @@
 //! a minority side's older-epoch root acknowledged meanwhile is superseded (its publishers get
 //! 412 on their next refresh and publish afresh, as after a server restart).
 
-use super::record::{RootRole, FETCH_ATTEMPTS};
+use super::record::{Ask, RootRole, FETCH_ATTEMPTS};
 use super::{Ctx, Scribe};
 use crate::id::{GroupId, NodeId};
 use crate::pastry::{Hop, Overlay};
@@ -94,8 +94,8 @@ impl Scribe {
         role.rival = false;
         role.asked.clear();
         role.waiting.clear();
+        role.asks.clear();
         role.grants.clear();
-        role.fetch_attempts = 1;
         role.fetch_deadline = ctx.now + ctx.cfg.fetch_timeout;
         self.fetch_progress(ctx, gid);
     }
@@ -123,6 +123,11 @@ impl Scribe {
             for h in &self.scratch {
                 role.asked.push((h.id, now));
                 role.waiting.push(h.id);
+                role.asks.push(Ask {
+                    id: h.id,
+                    unanswered: 1,
+                    busy_until: 0,
+                });
             }
         }
         if !role.waiting.is_empty() {
@@ -162,47 +167,70 @@ impl Scribe {
             return;
         }
         if now >= role.fetch_deadline && !role.waiting.is_empty() {
-            self.fetch_timeout(ctx, gid);
+            self.fetch_timeout(ctx, gid, false);
         } else {
             self.fetch_progress(ctx, gid);
         }
     }
 
-    /// The fetch timed out: ask the silent peers again (they may have lost the datagram), up
-    /// to [`FETCH_ATTEMPTS`] times, then serve with what we have.
-    pub(crate) fn fetch_timeout(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) {
+    /// The fetch timed out: ask the silent peers again (they may have lost the datagram), each
+    /// up to [`FETCH_ATTEMPTS`] times in a row without an answer, then serve without it. A
+    /// peer that answered busy is asked again once the time it named has passed (or at once,
+    /// `busy_passed`: a driver that owns time says it has).
+    pub(crate) fn fetch_timeout(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, busy_passed: bool) {
         let Some(role) = self.groups.get_mut(&gid).and_then(|g| g.root.as_mut()) else {
             return;
         };
         if role.active {
             return;
         }
-        if role.fetch_attempts < FETCH_ATTEMPTS && !role.waiting.is_empty() {
-            role.fetch_attempts += 1;
-            role.fetch_deadline = ctx.now + ctx.cfg.fetch_timeout;
-            ctx.timers.arm(
-                role.fetch_deadline,
-                Timer::Fetch(gid),
-                &mut role.fetch_armed,
-            );
-            self.scratch.clear();
-            ctx.overlay
-                .nearest_leaves(gid.0, ctx.cfg.replicas, &mut self.scratch);
-            let waiting = &role.waiting;
-            self.scratch.retain(|h| waiting.contains(&h.id));
-            let msg = ScribeMsg::FetchState {
-                gid,
-                epoch: role.epoch,
-            };
-            ctx.out.send_many(self.scratch.iter(), msg);
+        let now = ctx.now;
+        let (waiting, asks) = (&mut role.waiting, &mut role.asks);
+        let mut again = Vec::new();
+        let mut busy_until = crate::Millis::MAX;
+        waiting.retain(|id| match asks.iter_mut().find(|a| a.id == *id) {
+            Some(a) if a.busy_until > now && !busy_passed => {
+                busy_until = busy_until.min(a.busy_until);
+                true
+            }
+            Some(a) if a.unanswered < FETCH_ATTEMPTS => {
+                a.unanswered += 1;
+                again.push(*id);
+                true
+            }
+            _ => false,
+        });
+        if waiting.is_empty() {
+            self.fetch_progress(ctx, gid);
             return;
         }
-        role.waiting.clear();
-        self.fetch_progress(ctx, gid);
+        role.fetch_deadline = if again.is_empty() {
+            busy_until
+        } else {
+            now + ctx.cfg.fetch_timeout
+        };
+        ctx.timers.arm(
+            role.fetch_deadline,
+            Timer::Fetch(gid),
+            &mut role.fetch_armed,
+        );
+        // Every peer still awaited, in the replica set or not any more (a closer peer taken
+        // back meanwhile pushed it out): it was asked in this round, which waits for it.
+        self.scratch.clear();
+        self.scratch
+            .extend(ctx.overlay.known().filter(|h| again.contains(&h.id)));
+        self.scratch.sort_unstable_by_key(|h| h.id);
+        self.scratch.dedup_by_key(|h| h.id);
+        let msg = ScribeMsg::FetchState {
+            gid,
+            epoch: role.epoch,
+        };
+        ctx.out.send_many(self.scratch.iter(), msg);
     }
 
     /// `gid`'s fetch timer, now (a driver that owns the timers): a fetching root asks the
-    /// peers it still awaits again (see [`Scribe::fetch_timeout`]), whatever the deadline.
+    /// peers it still awaits again (see [`Scribe::fetch_timeout`]), whatever the deadline and
+    /// whatever time the busy ones named.
     /// Returns whether this peer is fetching as `gid`'s root.
     #[cfg(feature = "harness")]
     pub fn fire_fetch_timer(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) -> bool {
@@ -211,7 +239,7 @@ impl Scribe {
             .get(&gid)
             .and_then(|g| g.root.as_ref())
             .is_some_and(|r| !r.active);
-        self.fetch_timeout(ctx, gid);
+        self.fetch_timeout(ctx, gid, true);
         fetching
     }
 
@@ -253,6 +281,10 @@ impl Scribe {
         role.active = true;
         role.rounds = 0;
         role.waiting.clear();
+        // Every replica acknowledges the new epoch's record afresh (an acknowledgement of an
+        // earlier epoch's REPLICATE, arrived during the fetch, does not spare it the resend:
+        // the model's activated root awaits every replica's).
+        role.acked.clear();
         let mut seen = role.seen_seq;
         let mut rec = g.record.take().unwrap_or_default();
         if g.latest.seq > rec.seq {
@@ -379,10 +411,11 @@ impl Scribe {
     }
 
     /// A peer we asked confirms another root's lease for `busy_for` ms more: keep awaiting
-    /// it, and ask it again once that lease lapsed (the fetch timer, pushed back to then,
-    /// re-asks the peers still awaited, up to [`FETCH_ATTEMPTS`] times; past them the root
-    /// serves without that peer's grant, so its lease does not hold and its first request
-    /// starts a new round).
+    /// it, and ask it again once that lease lapsed (the fetch timer, pushed back to then, asks
+    /// it afresh: up to [`FETCH_ATTEMPTS`] times without an answer, past which the root serves
+    /// without that peer's grant, so its lease does not hold and its first request starts a
+    /// new round). A peer that keeps answering busy is waited for: without its grant the
+    /// root would hold no lease anyway.
     pub(crate) fn on_fetch_busy(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -400,6 +433,10 @@ impl Scribe {
         ctx.out.stats.fetch_busy += 1;
         // (At most a lease more: a confused or hostile peer cannot park the fetch.)
         let wait = busy_for.min(ctx.cfg.root_lease) + 1;
+        if let Some(a) = role.asks.iter_mut().find(|a| a.id == from.id) {
+            a.busy_until = ctx.now + wait;
+            a.unanswered = 0;
+        }
         role.fetch_deadline = role.fetch_deadline.max(ctx.now + wait);
         ctx.timers.arm(
             role.fetch_deadline,
