@@ -19,7 +19,8 @@ use sascribe_model::{Options, Preset};
 /// unsubscribe; then the two multihop presets with tree losses instead (heartbeats, LEAVEs,
 /// parent timeouts); then a paused peer on `small` and on `multihop`; then crash-restart with
 /// leases; then a pause and a crash together on `small`; then a pause with tree losses on
-/// every preset; then colocated subscribers and crash-restart with leases on `multihop`.
+/// every preset; then colocated subscribers and crash-restart with leases on `multihop`; then
+/// a pause and a crash on `multihop`, and on six peers with five replicas and two crashes.
 fn configs() -> Vec<Options> {
     let presets = [Preset::Small, Preset::Multihop, Preset::Fig3];
     let lossy_of = |preset| Options {
@@ -105,12 +106,28 @@ fn configs() -> Vec<Options> {
         preset: Preset::Multihop,
         ..fenced_restart.clone()
     };
+    // A pause and a crash on `multihop`: a fetching root takes back a replica it had given up
+    // for dead, and asks it again (production once served without its grant, found its lease
+    // short, and started another round where the model served). Then six peers and five
+    // replicas, three of them gone: the root's quorum counts the dead it remembers.
+    let paused_and_crashed_multihop = Options {
+        preset: Preset::Multihop,
+        ..paused_and_crashed.clone()
+    };
+    let quorum_of_six = Options {
+        peers: Some(6),
+        k: Some(5),
+        publishes: Some(4),
+        crashes: Some(2),
+        ..paused_and_crashed.clone()
+    };
     lossy
         .chain(tree_lossy)
         .chain(paused)
         .chain([fenced_restart, paused_and_crashed])
         .chain(paused_tree)
         .chain([colocated, fenced_restart_multihop])
+        .chain([paused_and_crashed_multihop, quorum_of_six])
         .collect()
 }
 

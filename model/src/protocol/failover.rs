@@ -224,13 +224,18 @@ impl Ctx<'_> {
         root.queued = held;
     }
 
-    /// A peer this fetching root awaits was declared dead: stop waiting for it.
+    /// A peer this fetching root awaits was declared dead: stop waiting for it. It counts as
+    /// not asked: should it be taken back into the replica set while the round lasts, the
+    /// round asks it again (its grant, or its record), rather than serve beside a replica it
+    /// never heard from (production `fetch_peer_dead`, whose lease needs every replica's
+    /// grant).
     fn fetch_peer_dead(&self, st: &mut PeerState, x: PeerIx, o: &mut O) {
         let Some(root) = st.root.as_mut() else { return };
         if root.fetching & (1 << x) == 0 {
             return;
         }
         root.fetching &= !(1 << x);
+        root.asked &= !(1 << x);
         self.fetch_progress(st, o);
     }
 

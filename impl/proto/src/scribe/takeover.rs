@@ -264,6 +264,10 @@ impl Scribe {
             return;
         }
         role.waiting.retain(|id| *id != dead);
+        // Not asked any more: should it be taken back into the replica set while the round
+        // lasts, the round asks it again (as the model's): the lease needs its grant.
+        role.asked.retain(|a| a.0 != dead);
+        role.asks.retain(|a| a.id != dead);
         self.fetch_progress(ctx, gid);
     }
 
