@@ -645,6 +645,21 @@ pub fn validate(t: &Trace) -> Result<(), String> {
             c.leaf_half
         ));
     }
+    match c.network.as_str() {
+        "unordered" | "ordered" => {}
+        "duplicating" => {
+            return Err(
+                "config.network \"duplicating\": the runner delivers each message \
+                 at most once, so traces of a duplicating network cannot be replayed yet"
+                    .into(),
+            )
+        }
+        other => {
+            return Err(format!(
+                "config.network must be \"unordered\" or \"ordered\", got \"{other}\""
+            ))
+        }
+    }
     let ring = 1u32 << c.id_bits;
     if let Some(p) = c.peers.iter().find(|p| u32::from(p.id) >= ring) {
         return Err(format!(

@@ -113,6 +113,16 @@ fn bad_traces_get_errors_naming_the_problem() {
             "\"id_bits\": 6",
             "peer A's id 64 does not fit config.id_bits (6)",
         ),
+        (
+            "\"network\": \"unordered\"",
+            "\"network\": \"duplicating\"",
+            "traces of a duplicating network cannot be replayed yet",
+        ),
+        (
+            "\"network\": \"unordered\"",
+            "\"network\": \"fifo\"",
+            "config.network must be \"unordered\" or \"ordered\", got \"fifo\"",
+        ),
     ] {
         assert!(good.contains(from), "{from}");
         let e = parse(p, &good.replacen(from, to, 1))

@@ -168,6 +168,10 @@ pub fn production_config(t: &TraceConfig) -> Config {
         // A new root's fetch ends when every asked peer answered or was declared dead (the
         // model's failure detector stands for production's fetch timeout).
         fetch_timeout: NEVER,
+        // Nor does it give up on a silent peer after a few asks: the model's fetching root
+        // asks a live peer until it answers (its retry may fire while an ask is in flight, so
+        // a bound would count asks the model still waits on).
+        fetch_attempts: u8::MAX,
         // No heal window: the model's fetch settles once every peer asked answered, and the
         // trace tells each peer of each revived one (`alive`).
         heal_window: 0,

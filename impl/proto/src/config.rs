@@ -47,6 +47,10 @@ pub struct Config {
     pub request_timeout: u64,
     /// How long a new root waits for replicas' state before serving a group.
     pub fetch_timeout: u64,
+    /// How many times in a row a new root asks a silent peer for its record (one ask per
+    /// `fetch_timeout`) before it serves without that peer's grant (its lease then does not
+    /// hold, and its first request starts another round).
+    pub fetch_attempts: u8,
     /// After a peer declared dead turns out alive (a healed partition, a resumed pause), how
     /// long this peer's fetch rounds wait for the other peers it declared dead to answer
     /// before they settle, even once every peer asked has answered: one of them may be the
@@ -131,6 +135,7 @@ impl Default for Config {
             request_retry: 1_000,
             request_timeout: 20_000,
             fetch_timeout: 600,
+            fetch_attempts: 3,
             heal_window: 600,
             replica_refresh: 10_000,
             root_lease: 2_500,

@@ -590,7 +590,7 @@ impl Peer {
     }
 
     /// Fires group `gid`'s fetch timer now, whatever its deadline: a fetching root asks the
-    /// peers it still awaits again (after `FETCH_ATTEMPTS` it serves without them). Returns
+    /// peers it still awaits again (after `fetch_attempts` it serves without them). Returns
     /// whether this peer is fetching as `gid`'s root.
     #[cfg(feature = "harness")]
     pub fn fire_fetch_timer(&mut self, now: Millis, timers: &mut Timers, gid: GroupId) -> bool {

@@ -424,7 +424,11 @@ impl Ctx<'_> {
             if let Some(a) = root.acks.iter_mut().find(|a| a.peer == from) {
                 a.acked = a.acked.max(seq);
                 let seq = root.st.seq;
-                if fencing && root.rival && seq > 0 && root.acks.iter().all(|a| a.acked >= seq) {
+                // Only a serving root: while it fetches, `acks` are of its previous epoch's
+                // replica set and record, and this round's refusals stand.
+                let serving = root.active();
+                let all = root.acks.iter().all(|a| a.acked >= seq);
+                if fencing && root.rival && serving && seq > 0 && all {
                     root.rival = false;
                 }
                 self.try_commit(st, o);

@@ -19,8 +19,6 @@ use std::collections::VecDeque;
 
 /// Committed publications remembered for deduplication of retries.
 pub const DEDUP_LEN: usize = 32;
-/// How many times a new root asks silent replicas for their record before serving.
-pub const FETCH_ATTEMPTS: u8 = 3;
 /// Requests a root queues while it activates or commits; more are dropped (they are retried).
 pub const MAX_QUEUE: usize = 1024;
 
@@ -231,7 +229,7 @@ pub(crate) struct Commit {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Ask {
     pub id: NodeId,
-    /// Asks in a row without an answer: past [`FETCH_ATTEMPTS`] the round gives up on it.
+    /// Asks in a row without an answer: past `fetch_attempts` (`Config`) the round gives up on it.
     pub unanswered: u8,
     /// It answered busy (it confirms another root's lease) until then: a retry asks it again
     /// only after (it would answer busy again), and afresh.

@@ -48,7 +48,7 @@
 //! a minority side's older-epoch root acknowledged meanwhile is superseded (its publishers get
 //! 412 on their next refresh and publish afresh, as after a server restart).
 
-use super::record::{Ask, RootRole, FETCH_ATTEMPTS};
+use super::record::{Ask, RootRole};
 use super::{Ctx, Scribe};
 use crate::id::{GroupId, NodeId};
 use crate::pastry::{Hop, Overlay};
@@ -174,7 +174,7 @@ impl Scribe {
     }
 
     /// The fetch timed out: ask the silent peers again (they may have lost the datagram), each
-    /// up to [`FETCH_ATTEMPTS`] times in a row without an answer, then serve without it. A
+    /// up to `fetch_attempts` times in a row without an answer, then serve without it. A
     /// peer that answered busy is asked again once the time it named has passed (or at once,
     /// `busy_passed`: a driver that owns time says it has).
     pub(crate) fn fetch_timeout(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, busy_passed: bool) {
@@ -193,7 +193,7 @@ impl Scribe {
                 busy_until = busy_until.min(a.busy_until);
                 true
             }
-            Some(a) if a.unanswered < FETCH_ATTEMPTS => {
+            Some(a) if a.unanswered < ctx.cfg.fetch_attempts => {
                 a.unanswered += 1;
                 again.push(*id);
                 true
@@ -289,6 +289,12 @@ impl Scribe {
         // earlier epoch's REPLICATE, arrived during the fetch, does not spare it the resend:
         // the model's activated root awaits every replica's).
         role.acked.clear();
+        if role.rival {
+            // It serves after `MAX_ROUNDS` refused rounds: its lease holds again only once
+            // every replica acknowledged the record it now replicates (as the model's
+            // `rival` root), not on grants of the round that a refusal outweighed.
+            role.grants.clear();
+        }
         let mut seen = role.seen_seq;
         let mut rec = g.record.take().unwrap_or_default();
         if g.latest.seq > rec.seq {
@@ -416,7 +422,7 @@ impl Scribe {
 
     /// A peer we asked confirms another root's lease for `busy_for` ms more: keep awaiting
     /// it, and ask it again once that lease lapsed (the fetch timer, pushed back to then, asks
-    /// it afresh: up to [`FETCH_ATTEMPTS`] times without an answer, past which the root serves
+    /// it afresh: up to `fetch_attempts` times without an answer, past which the root serves
     /// without that peer's grant, so its lease does not hold and its first request starts a
     /// new round). A peer that keeps answering busy is waited for: without its grant the
     /// root would hold no lease anyway.
