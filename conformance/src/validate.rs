@@ -243,20 +243,7 @@ impl Validator {
     /// state consistent with the run: user agents subscribing and unsubscribing, timers that
     /// are due, faults within their budgets, failure detection. Sorted, without repeats.
     pub fn environment(&self) -> Vec<StepAction> {
-        let mut out: Vec<StepAction> = Vec::new();
-        for c in &self.frontier {
-            for a in self.enabled(&c.state) {
-                if matches!(a, ActorModelAction::Deliver { .. }) {
-                    continue;
-                }
-                if let Some(s) = self.model.step_action(&a) {
-                    let s: StepAction = reread(&s);
-                    if !out.contains(&s) {
-                        out.push(s);
-                    }
-                }
-            }
-        }
+        let mut out = self.enabled_steps(false);
         out.sort_by_cached_key(runner::action_label);
         out
     }
@@ -264,10 +251,16 @@ impl Validator {
     /// The deliveries the model enables in some state consistent with the run (on an ordered
     /// network, the oldest message of each link).
     pub fn deliverable(&self) -> Vec<StepAction> {
+        self.enabled_steps(true)
+    }
+
+    /// The step actions the model enables in some state of the frontier, without repeats:
+    /// its deliveries, or (`deliveries` false) everything else.
+    fn enabled_steps(&self, deliveries: bool) -> Vec<StepAction> {
         let mut out: Vec<StepAction> = Vec::new();
         for c in &self.frontier {
             for a in self.enabled(&c.state) {
-                if !matches!(a, ActorModelAction::Deliver { .. }) {
+                if matches!(a, ActorModelAction::Deliver { .. }) != deliveries {
                     continue;
                 }
                 if let Some(s) = self.model.step_action(&a) {
