@@ -98,12 +98,12 @@ fn configs() -> Vec<Options> {
         tree_losses: 2,
         ..Options::default()
     });
-    // Several local subscriptions of the group at one peer.
     // An ordered network (per-link FIFO): the scheduler delivers each link's oldest message.
     let ordered = Options {
         network: NetworkKind::Ordered,
         ..lossy_of(Preset::Multihop)
     };
+    // Several local subscriptions of the group at one peer.
     let colocated = Options {
         colocated: true,
         ..lossy_of(Preset::Multihop)
@@ -150,8 +150,13 @@ fn configs() -> Vec<Options> {
 }
 
 /// Runs `seeds` of `options` against `sys`; the failing seeds with their reasons.
-fn failures(sys: &mut dyn System, options: &Options, seeds: u64) -> Vec<(u64, String)> {
-    (0..seeds)
+fn failures(
+    sys: &mut dyn System,
+    options: &Options,
+    seeds: impl IntoIterator<Item = u64>,
+) -> Vec<(u64, String)> {
+    seeds
+        .into_iter()
         .filter_map(|seed| {
             let r = run(sys, options, seed, Schedule::default()).expect("options are valid");
             r.failure
@@ -164,7 +169,7 @@ fn failures(sys: &mut dyn System, options: &Options, seeds: u64) -> Vec<(u64, St
 fn production_runs_are_model_runs() {
     for options in configs() {
         let mut sys = InProcess::new();
-        let failed = failures(&mut sys, &options, 150);
+        let failed = failures(&mut sys, &options, 0..150);
         assert!(failed.is_empty(), "{:?}: {failed:#?}", options.preset);
     }
 }
@@ -187,11 +192,8 @@ fn seeds_that_once_failed_pass() {
         (&c[n - 1], 6948),
     ];
     for (options, seed) in cases {
-        let r = run(&mut InProcess::new(), options, seed, Schedule::default()).expect("valid");
-        let failure = r
-            .failure
-            .map(|f| format!("step {} {}: {}", f.step, f.action, f.reason));
-        assert!(failure.is_none(), "seed {seed}: {failure:?}");
+        let failed = failures(&mut InProcess::new(), options, [seed]);
+        assert!(failed.is_empty(), "{failed:#?}");
     }
 }
 
@@ -199,7 +201,7 @@ fn seeds_that_once_failed_pass() {
 fn runs_of_the_runtime_event_loop_are_model_runs_too() {
     let options = &configs()[1];
     let mut sys = InProcess::new().with_mode(Mode::Runtime);
-    let failed = failures(&mut sys, options, 40);
+    let failed = failures(&mut sys, options, 0..40);
     assert!(failed.is_empty(), "{failed:#?}");
 }
 
