@@ -31,8 +31,12 @@ use std::path::{Path, PathBuf};
 
 /// The format name this reader accepts.
 pub const FORMAT: &str = "sascribe-trace";
-/// The format version this reader accepts.
-pub const VERSION: u32 = 10;
+/// The format version this reader writes and reads.
+pub const VERSION: u32 = 11;
+/// The oldest version it still reads: version 10 is version 11 without [`Expect::counted`]
+/// (a step of it lists no counted events, and a runner does not compare them). The
+/// regression traces `validate-run` kept before version 11 are of it.
+pub const OLDEST_VERSION: u32 = 10;
 
 /// Why a trace could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -351,7 +355,24 @@ pub struct Expect {
     /// Abstract messages sent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sent: Vec<AbstractMsg>,
+    /// What the step makes peers count in their statistics (since version 11).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counted: Vec<Counted>,
 }
+
+/// One event a step makes a peer count in its statistics (since version 11).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Counted {
+    /// The peer.
+    pub peer: String,
+    /// `takeover` (the peer took the group's root role over when its failure detector declared
+    /// a peer dead) or `demotion` (it gave its root role up to a closer peer).
+    pub kind: String,
+}
+
+/// The kinds of [`Counted`] events.
+pub const COUNTED_KINDS: [&str; 2] = ["takeover", "demotion"];
 
 /// One step.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -537,7 +558,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Trace, TraceError> {
                 "format is '{format}', expected '{FORMAT}'"
             )));
         }
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(invalid(version_error(version)));
         }
     }
@@ -583,8 +604,8 @@ pub fn trace_files(path: &Path) -> Result<Vec<PathBuf>, TraceError> {
 
 fn version_error(version: u32) -> String {
     format!(
-        "version {version} is not supported (this reader reads version {VERSION} only: \
-         regenerate the trace with `sascribe-model traces`)"
+        "version {version} is not supported (this reader reads versions {OLDEST_VERSION} to \
+         {VERSION}: regenerate the trace with `sascribe-model traces`)"
     )
 }
 
@@ -617,7 +638,7 @@ pub fn validate(t: &Trace) -> Result<(), String> {
     if t.format != FORMAT {
         return Err(format!("format is '{}', expected '{FORMAT}'", t.format));
     }
-    if t.version != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&t.version) {
         return Err(version_error(t.version));
     }
     let c = &t.config;
@@ -698,6 +719,21 @@ pub fn validate(t: &Trace) -> Result<(), String> {
                 "step {} is numbered {} (steps count from 1)",
                 i + 1,
                 s.n
+            ));
+        }
+        for e in &s.expect.counted {
+            known(&e.peer, "counting peer", s.n)?;
+            if !COUNTED_KINDS.contains(&e.kind.as_str()) {
+                return Err(format!(
+                    "step {}: counted kind '{}' is none of {COUNTED_KINDS:?}",
+                    s.n, e.kind
+                ));
+            }
+        }
+        if t.version < 11 && !s.expect.counted.is_empty() {
+            return Err(format!(
+                "step {}: a version-{} trace lists no counted events (since version 11)",
+                s.n, t.version
             ));
         }
         match &s.action {

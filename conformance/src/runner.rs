@@ -291,7 +291,7 @@ pub fn run_trace_with(trace: &Trace, sys: &mut dyn System, opts: RunOptions) -> 
                 return res;
             }
         };
-        let mut judged = judge(step, &obs, &crashed);
+        let mut judged = judge(step, &obs, &crashed, trace.version >= 11);
         expected.extend(step.state.clone());
         if judged.is_none() && opts.state {
             judged = match sys.state() {
@@ -477,6 +477,35 @@ pub(crate) fn apply(
 
 /// Compares what a step made observable with its `expect`.
 pub(crate) fn judge(
+    step: &Step,
+    obs: &Observed,
+    crashed: &BTreeSet<String>,
+    counts: bool,
+) -> Option<(Verdict, String)> {
+    judge_messages(step, obs, crashed).or_else(|| judge_counted(step, obs, counts))
+}
+
+/// What the step made peers count, when the trace lists it (`counts`: version 11 on) and the
+/// system reports it.
+fn judge_counted(step: &Step, obs: &Observed, counts: bool) -> Option<(Verdict, String)> {
+    let got = obs.counted.as_ref().filter(|_| counts)?;
+    let (exp, act) = (sorted(&step.expect.counted), sorted(got));
+    if exp == act {
+        return None;
+    }
+    let label = |c: &crate::Counted| format!("{} at {}", c.kind, c.peer);
+    Some((
+        Verdict::IncorrectOutcome,
+        format!(
+            "expected counted: {}\nactual counted:   {}\n",
+            list(&exp, label),
+            list(&act, label)
+        ),
+    ))
+}
+
+/// The messages sent and what user agents were told.
+fn judge_messages(
     step: &Step,
     obs: &Observed,
     crashed: &BTreeSet<String>,

@@ -169,6 +169,10 @@ pub struct Observed {
     /// What user agents were told (in any order).
     #[serde(default)]
     pub client: Vec<ClientOutcome>,
+    /// What the input made peers count in their statistics (`takeover`, `demotion`), in any
+    /// order; `None` when this system does not report it (it is then not compared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted: Option<Vec<crate::Counted>>,
     /// Free-form diagnostics (shown with `--verbose`).
     #[serde(default)]
     pub log: Vec<String>,

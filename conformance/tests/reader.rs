@@ -50,18 +50,18 @@ fn bad_traces_get_errors_naming_the_problem() {
     let good = std::fs::read_to_string(&file).unwrap();
     let p = Path::new("t.json");
 
-    let e = parse(p, &good.replacen("\"version\": 10", "\"version\": 9", 1)).unwrap_err();
+    let e = parse(p, &good.replacen("\"version\": 11", "\"version\": 9", 1)).unwrap_err();
     assert!(e.to_string().contains("version 9 is not supported"), "{e}");
-    let e = parse(p, &good.replacen("\"version\": 10", "\"version\": 2", 1)).unwrap_err();
+    let e = parse(p, &good.replacen("\"version\": 11", "\"version\": 2", 1)).unwrap_err();
     assert!(e.to_string().contains("version 2 is not supported"), "{e}");
     // A version-3 trace (no `state`, and a field version 4 does not know) is refused by its
     // version, naming both, before its fields are read.
     let v3 = good
-        .replacen("\"version\": 10", "\"version\": 3", 1)
+        .replacen("\"version\": 11", "\"version\": 3", 1)
         .replacen("\"expect\": {", "\"expect\": {\"nack\": [],", 1);
     let e = parse(p, &v3).unwrap_err().to_string();
     assert!(
-        e.contains("version 3 is not supported") && e.contains("reads version 10"),
+        e.contains("version 3 is not supported") && e.contains("reads versions 10 to 11"),
         "{e}"
     );
     assert!(e.contains("sascribe-model traces"), "{e}");
@@ -79,6 +79,40 @@ fn bad_traces_get_errors_naming_the_problem() {
         e.to_string().contains("state names unknown peer 'Q'"),
         "{e}"
     );
+    // Counted events (version 11) name a configured peer and a known kind, and a version-10
+    // trace, read as it is, lists none.
+    let taken = "\"peer\": \"C\",\n            \"kind\": \"takeover\"";
+    assert!(
+        good.contains(taken),
+        "the failover witness counts C's takeover"
+    );
+    for (to, says) in [
+        (
+            "\"peer\": \"Q\",\n            \"kind\": \"takeover\"",
+            "counting peer names unknown actor 'Q'",
+        ),
+        (
+            "\"peer\": \"C\",\n            \"kind\": \"takeoff\"",
+            "counted kind 'takeoff' is none of",
+        ),
+    ] {
+        let e = parse(p, &good.replacen(taken, to, 1)).unwrap_err();
+        assert!(e.to_string().contains(says), "{e}");
+    }
+    let v10 = good.replacen("\"version\": 11", "\"version\": 10", 1);
+    let e = parse(p, &v10).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("a version-10 trace lists no counted events"),
+        "{e}"
+    );
+    let start = v10
+        .find(",\n        \"counted\": [")
+        .expect("a counted list");
+    let end = start + v10[start..].find(']').expect("its end") + 1;
+    let v10 = format!("{}{}", &v10[..start], &v10[end..]);
+    parse(p, &v10).unwrap_or_else(|e| panic!("a version-10 trace is read: {e}"));
+
     let e = parse(
         p,
         &good.replacen("\"latest\": 1", "\"latest\": 1, \"lates\": 1", 1),

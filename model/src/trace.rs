@@ -10,7 +10,9 @@
 //! gid, seq). Since version 4 each step also carries the projected abstract state of the peers
 //! whose projection the step changed ([`PeerProjection`]): root and replica records, the
 //! member's latest seq, tree edges and local subscriptions, for the runner to compare with the
-//! implementation's after every step.
+//! implementation's after every step. Since version 11 a step also lists what it makes a peer
+//! count in its statistics ([`Counted`]: a root role taken over at a failure detection, a
+//! demotion), for the runner to compare with the implementation's counters.
 
 use crate::model::{Action, SaScribe, State};
 use crate::protocol::{
@@ -25,7 +27,7 @@ use std::collections::BTreeMap;
 /// Format name written in every trace.
 pub const FORMAT: &str = "sascribe-trace";
 /// Format version.
-pub const VERSION: u32 = 10;
+pub const VERSION: u32 = 11;
 
 /// Where a trace comes from.
 #[derive(Clone, Debug, Serialize)]
@@ -331,6 +333,20 @@ pub struct Expect {
     /// The abstract messages sent, peer to peer and user agent to peer.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sent: Vec<AbstractMsg>,
+    /// What the step makes peers count (since version 11), by peer name and kind.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub counted: Vec<Counted>,
+}
+
+/// One event a step makes a peer count in its statistics (production's `Stats`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Counted {
+    /// The peer.
+    pub peer: String,
+    /// `takeover`: the peer took the group's root role over when its failure detector declared
+    /// a peer dead (production `takeovers`); `demotion`: it gave its root role up to a closer
+    /// peer (production `demotions`).
+    pub kind: &'static str,
 }
 
 /// One step.
@@ -846,6 +862,7 @@ impl SaScribe {
                     *c -= 1;
                 }
             }
+            expect.counted = self.counted(before, action, &after);
             for (env, count) in all_envelopes(&after.network) {
                 let fresh = count.saturating_sub(old.get(&env).copied().unwrap_or(0));
                 for _ in 0..fresh {
@@ -874,6 +891,39 @@ impl SaScribe {
             expect,
             state: BTreeMap::new(),
         }
+    }
+
+    /// What `action` from `before` to `after` makes peers count ([`Counted`]): a live peer that
+    /// held a root role and holds none after demoted (the model's only way a live peer gives its
+    /// role up); one that held none and holds one after a failure detection, its own or the
+    /// suspicion of a peer, took it over (a JOIN or PUBLISH that makes a peer root is no
+    /// takeover: production counts the one at detection only).
+    fn counted(&self, before: &State, action: &Action, after: &State) -> Vec<Counted> {
+        let detects = |p: usize| match action {
+            ActorModelAction::Timeout(id, Timer::Detect(_)) => usize::from(*id) == p,
+            ActorModelAction::Timeout(id, Timer::Suspect) => usize::from(*id) != p,
+            _ => false,
+        };
+        let root = |s: &State, p: usize| {
+            let st = s.actor_states.get(p).and_then(|a| a.peer());
+            (!s.crashed[p]).then(|| st.is_some_and(|st| st.root.is_some()))
+        };
+        let mut out = Vec::new();
+        for p in 0..self.setup.peers() {
+            let (Some(was), Some(is)) = (root(before, p), root(after, p)) else {
+                continue;
+            };
+            let kind = match (was, is) {
+                (true, false) => "demotion",
+                (false, true) if detects(p) => "takeover",
+                _ => continue,
+            };
+            out.push(Counted {
+                peer: self.setup.topo.name(p as PeerIx),
+                kind,
+            });
+        }
+        out
     }
 
     /// The projection of one peer's state (see [`PeerProjection`]).

@@ -45,6 +45,9 @@ pub(super) struct Slot {
     skew: Millis,
     /// Restarts so far (`restart`): each incarnation is a new host with new seeds.
     incarnation: u8,
+    /// Its statistics' takeovers and demotions when last read (a step's counted events are
+    /// what they grew by).
+    counts: [u64; 2],
 }
 
 /// Everything the harness hands a peer goes through its clock: the harness's time plus the
@@ -275,6 +278,7 @@ impl Cluster {
                 rejoin: None,
                 skew: 0,
                 incarnation: 0,
+                counts: [0; 2],
             });
         }
         let mut uas = Vec::new();
@@ -733,6 +737,7 @@ impl Cluster {
         s.counter = incarnation << 5;
         s.rejoin = None;
         s.skew = 0;
+        s.counts = [0; 2];
         Ok(())
     }
 
@@ -1079,7 +1084,46 @@ impl Cluster {
 
     pub fn settle(&mut self) -> Observed {
         self.quiesce();
-        std::mem::take(&mut self.obs)
+        let counted = self.counted();
+        let mut obs = std::mem::take(&mut self.obs);
+        match counted {
+            Ok(c) => obs.counted = Some(c),
+            Err(e) => obs.log.push(format!("statistics not read: {e}")),
+        }
+        obs
+    }
+
+    /// What the live peers counted since they were last read: every takeover and demotion
+    /// their statistics grew by ([`crate::Counted`]).
+    fn counted(&mut self) -> Result<Vec<crate::Counted>, String> {
+        let mut out = Vec::new();
+        for i in 0..self.slots.len() {
+            if self.slots[i].crashed {
+                continue;
+            }
+            let read = Arc::new(Mutex::new([0u64; 2]));
+            let into = Arc::clone(&read);
+            self.slots[i].call(
+                self.now,
+                Box::new(move |host, _| {
+                    let s = host.peer().stats();
+                    *into.lock().unwrap_or_else(|p| p.into_inner()) = [s.takeovers, s.demotions];
+                    Ok(String::new())
+                }),
+            )?;
+            let now = *read.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = &mut self.slots[i];
+            for (k, kind) in crate::COUNTED_KINDS.iter().enumerate() {
+                for _ in slot.counts[k]..now[k] {
+                    out.push(crate::Counted {
+                        peer: slot.name.clone(),
+                        kind: (*kind).to_string(),
+                    });
+                }
+            }
+            slot.counts = now;
+        }
+        Ok(out)
     }
 
     /// Runs SIP traffic, silent overlay traffic and silent timers to quiescence.

@@ -206,7 +206,8 @@ impl Peer {
     /// replica quorum. At most one peer of a group serves at any instant while replicas
     /// confirm one root at a time.
     pub fn serves(&self, gid: GroupId, now: Millis) -> bool {
-        self.scribe.serves(&self.overlay, &self.cfg, gid, now)
+        self.scribe
+            .serves(&self.overlay, &self.cfg, gid, now, &mut Vec::new())
     }
     /// The record of `gid` held here (root or replica), for operators.
     pub fn record_view(&self, gid: GroupId) -> Option<crate::event::RecordView> {

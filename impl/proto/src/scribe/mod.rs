@@ -219,14 +219,22 @@ impl Scribe {
     }
 
     /// Whether this peer's root role of `gid` answers requests at `now`: it is active, its
-    /// lease holds and it reaches a replica quorum.
-    pub fn serves(&self, overlay: &Overlay, cfg: &Config, gid: GroupId, now: Millis) -> bool {
+    /// lease holds and it reaches a replica quorum. The request path asks the same (an active
+    /// root answers a JOIN at once only when this holds), so what an operator reads is what
+    /// the root does. `replicas` is scratch space (the group's nominal replica set).
+    pub fn serves(
+        &self,
+        overlay: &Overlay,
+        cfg: &Config,
+        gid: GroupId,
+        now: Millis,
+        replicas: &mut Vec<NodeHandle>,
+    ) -> bool {
         let Some(role) = self.groups.get(&gid).and_then(|g| g.root.as_ref()) else {
             return false;
         };
-        let mut replicas = Vec::new();
-        overlay.nearest_leaves(gid.0, cfg.replicas, &mut replicas);
-        let lease = role.lease_holds(&replicas, now, cfg.root_lease)
+        overlay.nearest_leaves(gid.0, cfg.replicas, replicas);
+        let lease = role.lease_holds(replicas, now, cfg.root_lease)
             || cfg.mutant_on(crate::mutants::Mutant::NoLease);
         role.active && lease && replication::quorum(cfg, overlay, replicas.len())
     }

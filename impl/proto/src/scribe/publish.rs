@@ -44,17 +44,12 @@ impl Scribe {
                 return;
             }
         }
-        let active = role.active;
         if let Routed::Join { carried, .. } = &req {
             // An active root answers a JOIN from its committed record at once, even while a
             // publication is being replicated, unless the JOIN carries a newer state (which must
             // be adopted in order with the pending commit), its lease lapsed or it reaches no
             // replica quorum (then the JOIN waits in the queue like any request).
-            if active
-                && carried.as_ref().is_none_or(|c| c.seq <= held)
-                && self.may_answer(ctx, gid)
-                && self.reaches_quorum(ctx, gid)
-            {
+            if carried.as_ref().is_none_or(|c| c.seq <= held) && self.serving(ctx, gid) {
                 self.root_join(ctx, gid, req);
                 return;
             }
@@ -116,6 +111,14 @@ impl Scribe {
                 _ => {}
             }
         }
+    }
+
+    /// Whether this peer serves `gid` as its root now ([`Scribe::serves`]).
+    fn serving(&mut self, ctx: &Ctx<'_>, gid: GroupId) -> bool {
+        let mut replicas = std::mem::take(&mut self.scratch);
+        let serves = self.serves(ctx.overlay, ctx.cfg, gid, ctx.now, &mut replicas);
+        self.scratch = replicas;
+        serves
     }
 
     /// Whether the active root may answer from its record now: its lease holds (see
