@@ -263,6 +263,7 @@ pub fn run_trace_with(trace: &Trace, sys: &mut dyn System, opts: RunOptions) -> 
     let init = Input::Init {
         config: trace.config.clone(),
     };
+    sys.prepare(trace);
     if let Err(e) = sys.handle(&init) {
         res.failure = Some(Failure {
             step: 0,

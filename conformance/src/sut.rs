@@ -180,6 +180,10 @@ pub struct Observed {
 
 /// A system under test.
 pub trait System {
+    /// Told the trace about to be run, before its `init` (the in-process system sizes its
+    /// document limit from the records the trace holds). Nothing by default.
+    fn prepare(&mut self, _trace: &crate::Trace) {}
+
     /// Handles one input; `Err` is a description of why the input could not be applied (e.g.
     /// the message to deliver is not in flight), which the runner reports as a failure.
     fn handle(&mut self, input: &Input) -> Result<Observed, String>;

@@ -26,7 +26,7 @@ use crate::{Config as TraceConfig, PeerState};
 use bytes::Bytes;
 use cluster::Cluster;
 use sascribe::{Config, Millis};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Intervals of the periodic maintenance the harness fires itself or the model has no
 /// counterpart for (heartbeats, leaf-set exchanges, replica refresh, request retries): far
@@ -67,7 +67,7 @@ const SILENT_HORIZON: Millis = 10_000;
 
 /// A hook that adjusts the production configuration after the trace mapping (used by the
 /// mutant tests to select a seeded bug).
-pub type ConfigHook = Box<dyn Fn(&mut Config) + Send>;
+pub type ConfigHook = Box<dyn Fn(&mut Config) + Send + Sync>;
 
 /// How the harness drives each production peer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -86,6 +86,8 @@ pub struct InProcess {
     hook: Option<ConfigHook>,
     mode: Mode,
     cluster: Option<Cluster>,
+    /// The document limit for the next `init` (see [`System::prepare`]).
+    max_document: Option<usize>,
 }
 
 impl std::fmt::Debug for InProcess {
@@ -121,7 +123,17 @@ impl System for InProcess {
     fn handle(&mut self, input: &Input) -> Result<Observed, String> {
         if let Input::Init { config } = input {
             self.cluster = None;
-            let mut c = Cluster::new(config, self.hook.as_deref(), self.mode)?;
+            let doc = self.max_document.take();
+            let hook = self.hook.as_deref();
+            let sized = move |c: &mut Config| {
+                if let Some(d) = doc {
+                    c.max_document = d;
+                }
+                if let Some(h) = hook {
+                    h(c);
+                }
+            };
+            let mut c = Cluster::new(config, Some(&sized), self.mode)?;
             c.first_fetch()?;
             let obs = c.settle();
             self.cluster = Some(c);
@@ -133,6 +145,12 @@ impl System for InProcess {
             .ok_or("the first input must be init")?;
         c.input(input)?;
         Ok(c.settle())
+    }
+
+    /// The trace's largest record sits exactly at the document limit: a limit that refuses a
+    /// record of its own size refuses a publication the model accepts.
+    fn prepare(&mut self, trace: &crate::Trace) {
+        self.max_document = largest_record(trace);
     }
 
     fn state(&mut self) -> Option<Result<BTreeMap<String, PeerState>, String>> {
@@ -196,6 +214,48 @@ fn largest_body(t: &TraceConfig) -> usize {
         .map(|s| body_of(s.value).len())
         .max()
         .unwrap_or(Config::default().max_body)
+}
+
+/// The size of the largest record the trace's peers hold (root or replica, at any step), as
+/// production's root measures a record against `max_document` when it applies a publication:
+/// the larger of its states' bodies added up and its composed document. A state holds the body
+/// of its one value, or, adopted from the tree with several, the composed document it was
+/// adopted as. `None` when the trace holds no record.
+fn largest_record(trace: &crate::Trace) -> Option<usize> {
+    let compose = |values: &[u8]| -> usize {
+        let bodies: Vec<Bytes> = values.iter().map(|&v| body_of(v)).collect();
+        let parts: Vec<sascribe::pidf::Part<'_>> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| sascribe::pidf::Part {
+                body: b,
+                latest: i + 1 == bodies.len(),
+            })
+            .collect();
+        sascribe::pidf::compose(&parts, Some(RESOURCE)).map_or(0, |d| d.len())
+    };
+    let size = |states: &[crate::StateProj]| -> usize {
+        let bodies: usize = states
+            .iter()
+            .map(|s| match s.values.as_slice() {
+                [v] => body_of(*v).len(),
+                vs => compose(vs),
+            })
+            .sum();
+        let all: BTreeSet<u8> = states.iter().flat_map(|s| s.values.clone()).collect();
+        let all: Vec<u8> = all.into_iter().collect();
+        bodies.max(compose(&all))
+    };
+    trace
+        .steps
+        .iter()
+        .flat_map(|s| s.state.values())
+        .flat_map(|p| {
+            let root = p.root.as_ref().map(|r| size(&r.states));
+            let replica = p.replica.as_ref().map(|r| size(&r.states));
+            root.into_iter().chain(replica)
+        })
+        .max()
 }
 
 /// Parses a 32-digit hex id.
