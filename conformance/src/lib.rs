@@ -37,6 +37,9 @@ pub const VERSION: u32 = 11;
 /// (a step of it lists no counted events, and a runner does not compare them). The
 /// regression traces `validate-run` kept before version 11 are of it.
 pub const OLDEST_VERSION: u32 = 10;
+/// The first version whose steps list [`Expect::counted`]; a runner compares counts only in
+/// traces of it or later.
+pub const COUNTED_SINCE: u32 = 11;
 
 /// Why a trace could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -730,9 +733,9 @@ pub fn validate(t: &Trace) -> Result<(), String> {
                 ));
             }
         }
-        if t.version < 11 && !s.expect.counted.is_empty() {
+        if t.version < COUNTED_SINCE && !s.expect.counted.is_empty() {
             return Err(format!(
-                "step {}: a version-{} trace lists no counted events (since version 11)",
+                "step {}: a version-{} trace lists no counted events (since version {COUNTED_SINCE})",
                 s.n, t.version
             ));
         }

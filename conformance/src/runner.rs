@@ -292,7 +292,7 @@ pub fn run_trace_with(trace: &Trace, sys: &mut dyn System, opts: RunOptions) -> 
                 return res;
             }
         };
-        let mut judged = judge(step, &obs, &crashed, trace.version >= 11);
+        let mut judged = judge(step, &obs, &crashed, trace.version >= crate::COUNTED_SINCE);
         expected.extend(step.state.clone());
         if judged.is_none() && opts.state {
             judged = match sys.state() {
@@ -365,8 +365,10 @@ pub(crate) fn apply(
                 epoch: None,
             };
             uas.in_flight.push(m.clone());
+            // A user agent's own step: no peer takes a step, so none counts anything.
             return Ok(Observed {
                 sent: vec![m],
+                counted: Some(Vec::new()),
                 ..Observed::default()
             });
         }
@@ -422,6 +424,7 @@ pub(crate) fn apply(
             }
             return Ok(Observed {
                 sent: extra_sent,
+                counted: Some(Vec::new()),
                 ..Observed::default()
             });
         }

@@ -10,11 +10,13 @@
 
 use sascribe_conformance::inprocess::{InProcess, Mode};
 use sascribe_conformance::runner::{run_trace_with, RunOptions};
-use sascribe_conformance::sut::System;
+use sascribe_conformance::sut::{Input, Observed, System};
 use sascribe_conformance::validate::{run, validate_log, Schedule};
+use sascribe_conformance::PeerState;
 use sascribe_conformance::StepAction;
 use sascribe_model::setup::NetworkKind;
 use sascribe_model::{Options, Preset};
+use std::collections::BTreeMap;
 
 /// The configurations the campaign runs: every preset with a crash, losses, an expiry and an
 /// unsubscribe; then the two multihop presets with tree losses instead (heartbeats, LEAVEs,
@@ -247,6 +249,48 @@ fn a_run_is_logged_in_the_trace_format_and_its_log_validates_offline() {
     other.losses = 0;
     let f = validate_log(&back, &other).expect_err("another configuration");
     assert!(f.reason.contains("configuration"), "{}", f.reason);
+}
+
+/// A system that does not report what its peers counted, as an adapter may leave it out.
+struct Uncounted(InProcess);
+
+impl System for Uncounted {
+    fn handle(&mut self, input: &Input) -> Result<Observed, String> {
+        let mut o = self.0.handle(input)?;
+        o.counted = None;
+        Ok(o)
+    }
+    fn state(&mut self) -> Option<Result<BTreeMap<String, PeerState>, String>> {
+        self.0.state()
+    }
+}
+
+#[test]
+fn a_log_of_a_system_that_reports_no_counts_lists_none_and_still_validates() {
+    let options = &configs()[0];
+    // A seed whose run makes some peer count a takeover or a demotion.
+    let seed = (0..200)
+        .find(|&seed| {
+            let r = run(&mut InProcess::new(), options, seed, Schedule::default()).expect("valid");
+            r.log.steps.iter().any(|s| !s.expect.counted.is_empty())
+        })
+        .expect("some run counts a takeover");
+    let r = run(
+        &mut Uncounted(InProcess::new()),
+        options,
+        seed,
+        Schedule::default(),
+    )
+    .expect("valid options");
+    assert!(r.failure.is_none(), "{:?}", r.failure);
+    assert_eq!(r.log.version, sascribe_conformance::OLDEST_VERSION);
+    assert!(r.log.steps.iter().all(|s| s.expect.counted.is_empty()));
+    assert_eq!(validate_log(&r.log, options).ok(), Some(r.log.steps.len()));
+    // Labelled with the version that lists counts, the same log would claim none were made.
+    let mut claimed = r.log.clone();
+    claimed.version = sascribe_conformance::VERSION;
+    let f = validate_log(&claimed, options).expect_err("counts the model makes are missing");
+    assert!(f.reason.contains("count"), "{}", f.reason);
 }
 
 #[test]

@@ -233,10 +233,13 @@ impl Scribe {
         let Some(role) = self.groups.get(&gid).and_then(|g| g.root.as_ref()) else {
             return false;
         };
+        if !role.active {
+            return false;
+        }
         overlay.nearest_leaves(gid.0, cfg.replicas, replicas);
         let lease = role.lease_holds(replicas, now, cfg.root_lease)
             || cfg.mutant_on(crate::mutants::Mutant::NoLease);
-        role.active && lease && replication::quorum(cfg, overlay, replicas.len())
+        lease && replication::quorum(cfg, overlay, replicas.len())
     }
 
     pub fn record_view(&self, gid: GroupId) -> Option<crate::event::RecordView> {
