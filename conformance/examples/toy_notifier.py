@@ -14,7 +14,7 @@ logs go to stderr) and fails the suite as README.md in this folder explains.
 import json
 import sys
 
-PROTOCOL_VERSION = 9
+PROTOCOL_VERSION = 10
 NOT_SUPPORTED, MALFORMED_REQUEST, CANNOT_APPLY = 10, 12, 14
 
 

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 /// The version of the adapter protocol this harness and [`serve`] speak: `init` carries it as
 /// `protocol_version` and `init_ok` must echo it.
-pub const PROTOCOL_VERSION: u64 = 9;
+pub const PROTOCOL_VERSION: u64 = 10;
 
 /// How long the harness waits for the reply to one request unless told otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);

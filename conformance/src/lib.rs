@@ -32,14 +32,17 @@ use std::path::{Path, PathBuf};
 /// The format name this reader accepts.
 pub const FORMAT: &str = "sascribe-trace";
 /// The format version this reader writes and reads.
-pub const VERSION: u32 = 11;
+pub const VERSION: u32 = 12;
 /// The oldest version it still reads: version 10 is version 11 without [`Expect::counted`]
-/// (a step of it lists no counted events, and a runner does not compare them). The
-/// regression traces `validate-run` kept before version 11 are of it.
+/// (a step of it lists no counted events, and a runner does not compare them), and version 11
+/// is version 12 without [`Peer::joins`]. The regression traces `validate-run` kept before
+/// version 11 are of version 10.
 pub const OLDEST_VERSION: u32 = 10;
 /// The first version whose steps list [`Expect::counted`]; a runner compares counts only in
 /// traces of it or later.
 pub const COUNTED_SINCE: u32 = 11;
+/// The first version whose peers may join mid-run ([`Peer::joins`]).
+pub const JOINS_SINCE: u32 = 12;
 
 /// Why a trace could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +111,11 @@ pub struct Peer {
     pub leaf_set: Vec<String>,
     /// Routing table rows of 4 columns.
     pub routing_table: Vec<Vec<Option<String>>>,
+    /// The peer starts outside the overlay and joins it mid-run: no peer knows it at `init`,
+    /// it joins at its `restart` step, and each live peer takes it in at an `alive` step.
+    /// Since version 12.
+    #[serde(default)]
+    pub joins: bool,
 }
 
 /// A scripted publish.
@@ -682,6 +690,29 @@ pub fn validate(t: &Trace) -> Result<(), String> {
             return Err(format!(
                 "config.network must be \"unordered\" or \"ordered\", got \"{other}\""
             ))
+        }
+    }
+    if let Some(p) = c.peers.iter().find(|p| p.joins) {
+        if t.version < JOINS_SINCE {
+            return Err(format!(
+                "peer {}: a version-{} trace has no peer that joins mid-run (since version \
+                 {JOINS_SINCE})",
+                p.name, t.version
+            ));
+        }
+        if c.peers.iter().all(|p| p.joins) {
+            return Err("config.peers: every peer joins mid-run, none forms the overlay".into());
+        }
+        if let Some(u) = c
+            .subscribers
+            .iter()
+            .chain(&c.publishers)
+            .find(|u| c.peers.iter().any(|p| p.joins && p.name == u.peer))
+        {
+            return Err(format!(
+                "user agent {} is attached to {}, which joins mid-run",
+                u.name, u.peer
+            ));
         }
     }
     let ring = 1u32 << c.id_bits;

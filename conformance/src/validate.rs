@@ -144,7 +144,7 @@ impl fmt::Debug for Validator {
 impl Validator {
     /// A validator for the model configuration `options`: the run must be on
     /// [`Validator::config`]. Refuses the options whose actions have no trace form yet
-    /// (partitions, moves, handovers, joins) and seeded model bugs (the model is the judge
+    /// (partitions, moves, handovers) and seeded model bugs (the model is the judge
     /// here).
     pub fn new(options: &Options) -> Result<Validator, String> {
         let partitions = if options.partition {
@@ -156,7 +156,6 @@ impl Validator {
             ("--suspicions with --partition", partitions),
             ("--moves", options.moves),
             ("--handovers", options.handovers),
-            ("--joins", options.joins),
         ];
         if let Some((flag, _)) = untraced.iter().find(|(_, n)| *n > 0) {
             return Err(format!(

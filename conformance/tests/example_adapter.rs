@@ -6,7 +6,7 @@
 use sascribe_conformance::adapter::AdapterProcess;
 use sascribe_conformance::runner::{run_trace, Verdict};
 use sascribe_conformance::sut::{ClientRequest, Input, Observed, System};
-use sascribe_conformance::{load, trace_files, AbstractMsg, ClientOutcome, Trace};
+use sascribe_conformance::{load, trace_files, AbstractMsg, ClientOutcome, StepAction, Trace};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -158,11 +158,22 @@ fn the_toy_fails_every_sampled_trace_at_a_request_to_a_peer() {
         let mut out = Vec::new();
         for f in files.iter().step_by(12) {
             let t = load(f).unwrap();
+            let first_is_a_request = matches!(
+                t.steps.first().map(|s| &s.action),
+                Some(StepAction::UaSubscribes { .. } | StepAction::Deliver { .. })
+            );
+            if !first_is_a_request || t.config.peers.iter().any(|p| p.joins) {
+                // A central notifier has no overlay for a peer to pause in or to join: it
+                // answers `suspect`, `heal` or `restart` as unsupported, which a trace that
+                // starts with one (or has a peer join before its requests reach the root)
+                // takes before any request.
+                continue;
+            }
             let r = run_trace(&t, &mut p, false);
             assert!(p.adapter_failure().is_none(), "{:?}", p.adapter_failure());
             let f = r.failure.expect("the toy fails");
             let kind = match &t.steps[f.step - 1].action {
-                sascribe_conformance::StepAction::Deliver { msg } => msg.kind.clone(),
+                StepAction::Deliver { msg } => msg.kind.clone(),
                 a => format!("{a:?}"),
             };
             out.push((t.name.clone(), kind, f));

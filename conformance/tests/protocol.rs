@@ -117,6 +117,8 @@ fn traces_group_into_families_by_name() {
             "fig3-treeloss-cover",
             "fig3-treeloss-walk",
             "fig3-walk",
+            "join-cover",
+            "join-walk",
             "lossy-cover",
             "lossy-walk",
             "multihop-cover",

@@ -50,18 +50,18 @@ fn bad_traces_get_errors_naming_the_problem() {
     let good = std::fs::read_to_string(&file).unwrap();
     let p = Path::new("t.json");
 
-    let e = parse(p, &good.replacen("\"version\": 11", "\"version\": 9", 1)).unwrap_err();
+    let e = parse(p, &good.replacen("\"version\": 12", "\"version\": 9", 1)).unwrap_err();
     assert!(e.to_string().contains("version 9 is not supported"), "{e}");
-    let e = parse(p, &good.replacen("\"version\": 11", "\"version\": 2", 1)).unwrap_err();
+    let e = parse(p, &good.replacen("\"version\": 12", "\"version\": 2", 1)).unwrap_err();
     assert!(e.to_string().contains("version 2 is not supported"), "{e}");
     // A version-3 trace (no `state`, and a field version 4 does not know) is refused by its
     // version, naming both, before its fields are read.
     let v3 = good
-        .replacen("\"version\": 11", "\"version\": 3", 1)
+        .replacen("\"version\": 12", "\"version\": 3", 1)
         .replacen("\"expect\": {", "\"expect\": {\"nack\": [],", 1);
     let e = parse(p, &v3).unwrap_err().to_string();
     assert!(
-        e.contains("version 3 is not supported") && e.contains("reads versions 10 to 11"),
+        e.contains("version 3 is not supported") && e.contains("reads versions 10 to 12"),
         "{e}"
     );
     assert!(e.contains("sascribe-model traces"), "{e}");
@@ -99,7 +99,7 @@ fn bad_traces_get_errors_naming_the_problem() {
         let e = parse(p, &good.replacen(taken, to, 1)).unwrap_err();
         assert!(e.to_string().contains(says), "{e}");
     }
-    let v10 = good.replacen("\"version\": 11", "\"version\": 10", 1);
+    let v10 = good.replacen("\"version\": 12", "\"version\": 10", 1);
     let e = parse(p, &v10).unwrap_err();
     assert!(
         e.to_string()
@@ -112,6 +112,36 @@ fn bad_traces_get_errors_naming_the_problem() {
     let end = start + v10[start..].find(']').expect("its end") + 1;
     let v10 = format!("{}{}", &v10[..start], &v10[end..]);
     parse(p, &v10).unwrap_or_else(|e| panic!("a version-10 trace is read: {e}"));
+
+    // A peer that joins mid-run (version 12): not in an older trace, not every peer, and no
+    // user agent attached to it. The failover witness's D hosts no user agent; A and C do.
+    let joins = |t: &str, peer: &str| {
+        let at = t
+            .find(&format!("\"name\": \"{peer}\",\n        \"id\""))
+            .unwrap_or_else(|| panic!("peer {peer} in the configuration"));
+        format!("{}\"joins\": true, {}", &t[..at], &t[at..])
+    };
+    let d_joins = joins(&good, "D");
+    parse(p, &d_joins).unwrap_or_else(|e| panic!("a peer that joins is read: {e}"));
+    let e = parse(
+        p,
+        &d_joins.replacen("\"version\": 12", "\"version\": 11", 1),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("peer D: a version-11 trace has no peer that joins mid-run"),
+        "{e}"
+    );
+    let e = parse(p, &joins(&good, "A")).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("user agent S1 is attached to A, which joins mid-run"),
+        "{e}"
+    );
+    let every = ["A", "C"].iter().fold(d_joins, |t, q| joins(&t, q));
+    let e = parse(p, &every).unwrap_err();
+    assert!(e.to_string().contains("every peer joins mid-run"), "{e}");
 
     let e = parse(
         p,

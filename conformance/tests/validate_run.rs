@@ -24,7 +24,8 @@ use std::collections::BTreeMap;
 /// leases; then a pause and a crash together on `small`; then a pause with tree losses on
 /// every preset; then colocated subscribers, crash-restart with leases and an ordered network
 /// on `multihop`; then a pause and a crash on `multihop`, and on six peers with five replicas
-/// and two crashes; then a pause, a crash and tree losses on `multihop`.
+/// and two crashes; then a pause, a crash and tree losses on `multihop`; then a peer that joins
+/// mid-run on `multihop`.
 fn configs() -> Vec<Options> {
     let presets = [Preset::Small, Preset::Multihop, Preset::Fig3];
     let lossy_of = |preset| Options {
@@ -140,6 +141,14 @@ fn configs() -> Vec<Options> {
         suspicions: 1,
         ..Options::default()
     };
+    // The group's nominal root joins mid-run: the peers take it in one by one, and the root
+    // that served hands the group over to it (production once did so only when a request or
+    // the newcomer's fetch reached it), or fetches again; a joined peer's crash counts in the
+    // next root's epoch.
+    let join = Options {
+        joins: 1,
+        ..lossy_of(Preset::Multihop)
+    };
     lossy
         .chain(tree_lossy)
         .chain(paused)
@@ -147,7 +156,7 @@ fn configs() -> Vec<Options> {
         .chain(paused_tree)
         .chain([colocated, fenced_restart_multihop, ordered])
         .chain([paused_and_crashed_multihop, quorum_of_six])
-        .chain([paused_crashed_tree])
+        .chain([paused_crashed_tree, join])
         .collect()
 }
 

@@ -22,8 +22,8 @@ pub const MOVE_ONLY: &[&str] = &["subscription-moved"];
 pub const HANDOVER_ONLY: &[&str] = &["subscription-handed-over"];
 
 /// `sometimes` properties only configurations with joins or restarts (`--joins`,
-/// `--restarts`) reach; no witness search runs on those (the `restart` configuration's walks
-/// and coverage-directed traces take the handover; joins have no trace form yet).
+/// `--restarts`) reach; no witness search runs on those (the `restart` and `join`
+/// configurations' walks and coverage-directed traces take the handover).
 pub const REJOIN_ONLY: &[&str] = &["root-handed-to-closer"];
 
 /// `sometimes` properties only configurations with tree losses (`--tree-losses`) reach; no
@@ -177,6 +177,24 @@ pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
             },
             None,
         ),
+        // The nominal root joins mid-run: D is outside the overlay at the start, so E roots
+        // the group; D joins, the peers take it in one by one, and E hands the group over to
+        // it with its record as soon as it hears of D (the others' routes follow as they do),
+        // or fetches again in a new epoch (D may have served requests routed to it first).
+        // A crash: of D once it serves (E takes the group back, counting D among the dead
+        // closer to the group in its epoch, as it took D in), or of another peer.
+        (
+            "join",
+            Options {
+                preset: Preset::Multihop,
+                subscribers: Some(2),
+                publishes: Some(3),
+                crashes: Some(1),
+                joins: 1,
+                ..Default::default()
+            },
+            None,
+        ),
         // A false suspicion: a live peer is paused, the others declare it dead (a replica
         // takes over a paused root, a paused member's parent drops it), and it runs again. A
         // paused root's lease lapses: its late REPLICATEs are fenced, it fetches again when
@@ -246,9 +264,9 @@ fn witnesses(name: &str, model: &SaScribe, progress: &mut Progress) -> Vec<(Trac
 /// to the very step where that bug shows, and expects the correct behaviour.
 fn mutant_path(m: Mutant, progress: &mut Progress) -> Option<(Trace, BTreeSet<Label>)> {
     let c = m.catching_config();
-    if (c.8 > 0 && c.9) || c.10 > 0 || c.11 > 0 || c.13 > 0 {
-        // Partitions, moves, handovers and joins have no trace form yet: the harness cannot
-        // drive production through them (a pause has one).
+    if (c.8 > 0 && c.9) || c.10 > 0 || c.11 > 0 {
+        // Partitions, moves and handovers have no trace form yet: the harness cannot drive
+        // production through them (a pause has one, and so has a join).
         return None;
     }
     let buggy = SaScribe::new(c.setup(Some(m)));

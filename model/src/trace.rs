@@ -12,7 +12,8 @@
 //! member's latest seq, tree edges and local subscriptions, for the runner to compare with the
 //! implementation's after every step. Since version 11 a step also lists what it makes a peer
 //! count in its statistics ([`Counted`]: a root role taken over at a failure detection, a
-//! demotion), for the runner to compare with the implementation's counters.
+//! demotion), for the runner to compare with the implementation's counters. Since version 12
+//! a peer of the configuration may join mid-run ([`Peer::joins`]).
 
 use crate::model::{Action, SaScribe, State};
 use crate::protocol::{
@@ -27,7 +28,7 @@ use std::collections::BTreeMap;
 /// Format name written in every trace.
 pub const FORMAT: &str = "sascribe-trace";
 /// Format version.
-pub const VERSION: u32 = 11;
+pub const VERSION: u32 = 12;
 
 /// Where a trace comes from.
 #[derive(Clone, Debug, Serialize)]
@@ -78,6 +79,12 @@ pub struct Peer {
     pub leaf_set: Vec<String>,
     /// Routing table: `DIGITS` rows of 4 base-4 columns, each a peer name or null.
     pub routing_table: Vec<Vec<Option<String>>>,
+    /// The peer starts outside the overlay and joins it mid-run (`--joins`): at the start no
+    /// peer knows it (its leaf set and routing table above are those it has once in), it
+    /// joins at its `restart` step (its first incarnation is 1), and each live peer takes it
+    /// in at an `alive` step. Since version 12.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub joins: bool,
 }
 
 /// A user agent.
@@ -707,6 +714,7 @@ impl SaScribe {
                     id128: id128(t.ids[p as usize]),
                     leaf_set: leaf,
                     routing_table: table,
+                    joins: s.joiners & (1 << p) != 0,
                 }
             })
             .collect();
@@ -759,7 +767,7 @@ impl SaScribe {
     }
 
     /// The trace form of a model action; `None` for the actions that have none yet
-    /// (partitions, moves, handovers and joins: the harness cannot drive them).
+    /// (partitions, moves and handovers: the harness cannot drive them).
     pub fn step_action(&self, action: &Action) -> Option<StepAction> {
         let name = |id: &Id| self.name_of(*id);
         Some(match action {

@@ -36,6 +36,9 @@ pub(super) struct Slot {
     /// it are lost.
     paused: bool,
     known_dead: BTreeSet<usize>,
+    /// The peers that join mid-run which this incarnation has heard of (taken in at `alive`,
+    /// or installed when it restarted): production never heard of the others.
+    met: BTreeSet<usize>,
     /// The model's per-peer request counter (subscriptions and re-JOINs).
     pub counter: u8,
     /// Counter of this peer's outstanding re-JOIN.
@@ -196,7 +199,12 @@ impl Cluster {
                 addr,
             });
         }
+        // Peers that join mid-run are outside the overlay at the start: nobody knows them.
+        let joiners: BTreeSet<usize> = (0..cfg.peers.len())
+            .filter(|&i| cfg.peers[i].joins)
+            .collect();
         let first_root = (0..handles.len())
+            .filter(|i| !joiners.contains(i))
             .reduce(|best, i| {
                 if sascribe::id::closer(gid.0, handles[i].id.0, handles[best].id.0) {
                     i
@@ -256,14 +264,45 @@ impl Cluster {
                     .collect::<Result<BTreeSet<usize>, String>>()
             })
             .collect::<Result<Vec<_>, String>>()?;
-        super::overlay::form(&mut hosts, &names, now)?;
-        super::overlay::check(&hosts, &names, &leaf_sets, gid.0)?;
+        let hosts = if joiners.is_empty() {
+            super::overlay::form(&mut hosts, &names, now)?;
+            super::overlay::check(&hosts, &names, &leaf_sets, gid.0)?;
+            hosts
+        } else {
+            // The peers present from the start form the overlay among themselves; its leaf
+            // sets are those of their ring (the configuration's include the joiners).
+            let present: Vec<usize> = (0..hosts.len()).filter(|i| !joiners.contains(i)).collect();
+            let ring: Vec<(u16, usize)> = present.iter().map(|&i| (cfg.peers[i].id, i)).collect();
+            let leaf_sets = present
+                .iter()
+                .map(|&i| {
+                    ring_leaf_set(cfg.peers[i].id, &ring, cfg.id_bits, cfg.leaf_half)
+                        .into_iter()
+                        .filter_map(|q| present.iter().position(|&x| x == q))
+                        .collect()
+                })
+                .collect::<Vec<BTreeSet<usize>>>();
+            let sub_names: Vec<String> = present.iter().map(|&i| names[i].clone()).collect();
+            let mut all: Vec<Option<Host>> = hosts.into_iter().map(Some).collect();
+            let mut sub: Vec<Host> = present.iter().filter_map(|&i| all[i].take()).collect();
+            super::overlay::form(&mut sub, &sub_names, now)?;
+            super::overlay::check(&sub, &sub_names, &leaf_sets, gid.0)?;
+            for (&i, h) in present.iter().zip(sub) {
+                all[i] = Some(h);
+            }
+            all.into_iter().flatten().collect()
+        };
+        let absent: Vec<NodeId> = joiners.iter().map(|&j| handles[j].id).collect();
         let mut slots = Vec::new();
         for ((i, p), mut host) in cfg.peers.iter().enumerate().zip(hosts) {
             let sip = sip_addr(i);
             let rows = routing_rows(&p.routing_table, lookup)?;
             let bits = cfg.digit_bits;
-            host.harness(now, |p, _, _| p.set_explicit_routing(bits, rows));
+            let joins = joiners.contains(&i);
+            if !joins {
+                let absent = absent.clone();
+                host.harness(now, |p, _, _| p.set_explicit_routing(bits, rows, &absent));
+            }
             let driver = new_driver(rt.as_ref(), host, sip, now);
             slots.push(Slot {
                 name: p.name.clone(),
@@ -271,9 +310,16 @@ impl Cluster {
                 handle: handles[i],
                 sip,
                 driver,
-                crashed: false,
+                // A joiner is down until its `restart`, and every peer has it for dead (the
+                // harness's account: production never heard of it).
+                crashed: joins,
                 paused: false,
-                known_dead: BTreeSet::new(),
+                known_dead: if joins {
+                    BTreeSet::new()
+                } else {
+                    joiners.clone()
+                },
+                met: BTreeSet::new(),
                 counter: 0,
                 rejoin: None,
                 skew: 0,
@@ -652,6 +698,7 @@ impl Cluster {
                 if !self.slots[a].known_dead.remove(&x) {
                     return Err(format!("alive: {at} has not declared {peer} dead"));
                 }
+                self.slots[a].met.insert(x);
                 self.announce(x, a)?;
                 self.log(format!("{at} hears {peer}'s announcement of its new join"));
             }
@@ -714,7 +761,7 @@ impl Cluster {
                     sascribe::Input::Call(sascribe::Call::InstallRoutingState(others)),
                 )
                 .map_err(|e| format!("restart: installing routing state: {e}"))?;
-                host.harness(now, |p, _, _| p.set_explicit_routing(bits, rows));
+                host.harness(now, |p, _, _| p.set_explicit_routing(bits, rows, &[]));
                 Ok(String::new())
             }),
         )?;
@@ -727,10 +774,13 @@ impl Cluster {
         self.pub_unassigned[p].clear();
         self.in_flight.retain(|f| f.to != p && f.from != p);
         self.silent.retain(|f| f.to != p && f.from != p);
+        let everyone: BTreeSet<usize> = (0..self.slots.len()).collect();
         let s = &mut self.slots[p];
         s.driver = driver;
         s.crashed = false;
         s.known_dead.clear();
+        // Its routing state is installed with every peer of the configuration.
+        s.met = everyone;
         s.incarnation = incarnation;
         // The model's request counter of a new incarnation (its requests are told apart from
         // an earlier one's still in flight).
@@ -950,27 +1000,15 @@ impl Cluster {
 
     /// The model's leaf set of peer `a` given the crashes it detected (topology.rs rule).
     fn model_leaf_set(&self, a: usize) -> Vec<NodeHandle> {
-        let me = self.slots[a].tid;
-        let ring = 1u32 << self.cfg.id_bits;
-        let mut live: Vec<(u32, usize)> = (0..self.slots.len())
-            .filter(|&q| q != a && !self.slots[a].known_dead.contains(&q))
-            .map(|q| {
-                let off = (u32::from(self.slots[q].tid) + ring - u32::from(me)) % ring;
-                (off, q)
-            })
+        let live: Vec<(u16, usize)> = (0..self.slots.len())
+            .filter(|&q| !self.slots[a].known_dead.contains(&q))
+            .map(|q| (self.slots[q].tid, q))
             .collect();
-        live.sort_unstable();
-        let h = self.cfg.leaf_half;
-        let pick: Vec<usize> = if live.len() <= 2 * h {
-            live.iter().map(|x| x.1).collect()
-        } else {
-            live[..h]
-                .iter()
-                .chain(&live[live.len() - h..])
-                .map(|x| x.1)
-                .collect()
-        };
-        pick.into_iter().map(|q| self.slots[q].handle).collect()
+        let (me, bits, half) = (self.slots[a].tid, self.cfg.id_bits, self.cfg.leaf_half);
+        ring_leaf_set(me, &live, bits, half)
+            .into_iter()
+            .map(|q| self.slots[q].handle)
+            .collect()
     }
 
     /// The production timer behind request name `origin/who#n` at peer `at`; `None` for a
@@ -1247,6 +1285,17 @@ impl Cluster {
             self.slots[to].name,
             short(&msg)
         );
+        if let Some(j) = self.unmet_joiner_named(to, &msg) {
+            // The model's peers learn of a peer that joins mid-run from its announcement
+            // alone (`alive`); production's would also take it in second-hand, from another
+            // peer's leaf set or routing row (its own leaf-set repair, which the harness
+            // completes itself). Such a reply is dropped.
+            self.obs.log.push(format!(
+                "dropped (names {}, which {} has not taken in yet): {what}",
+                self.slots[j].name, self.slots[to].name
+            ));
+            return;
+        }
         let (policy, abs) = self.abstract_of(from, to, &msg);
         let f = Flight {
             from,
@@ -1276,6 +1325,25 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// A peer that joins mid-run, which `to` has not taken in yet (it has it for dead and
+    /// never heard of it), named in a leaf set or a routing row sent to `to`.
+    fn unmet_joiner_named(&self, to: usize, msg: &Msg) -> Option<usize> {
+        let named: &[NodeHandle] = match msg {
+            Msg::Pastry(PastryMsg::LeafSetReply { leaves }) => leaves,
+            Msg::Pastry(PastryMsg::RowReply { entries }) => entries,
+            _ => return None,
+        };
+        named.iter().find_map(|h| {
+            let j = self.slots.iter().position(|s| s.handle.id == h.id)?;
+            let unmet = self.cfg.peers[j].joins
+                && self.slots[to].known_dead.contains(&j)
+                && !self.slots[to].met.contains(&j);
+            unmet.then_some(j)
+        })
+    }
+}
+
 /// A short description of a production message (for logs).
 fn short(m: &Msg) -> String {
     let s = format!("{m:?}");
@@ -1287,4 +1355,25 @@ fn short(m: &Msg) -> String {
     } else {
         s
     }
+}
+
+/// The leaf set (topology.rs rule) of the peer with id `me` among the `live` peers (id, index;
+/// `me` itself may be among them): the `leaf_half` nearest on each side of the ring of
+/// `id_bits`-bit ids, or every other live peer if there are no more than twice that many.
+fn ring_leaf_set(me: u16, live: &[(u16, usize)], id_bits: u32, leaf_half: usize) -> Vec<usize> {
+    let ring = 1u32 << id_bits;
+    let mut others: Vec<(u32, usize)> = live
+        .iter()
+        .filter(|&&(id, _)| id != me)
+        .map(|&(id, q)| ((u32::from(id) + ring - u32::from(me)) % ring, q))
+        .collect();
+    others.sort_unstable();
+    if others.len() <= 2 * leaf_half {
+        return others.into_iter().map(|x| x.1).collect();
+    }
+    others[..leaf_half]
+        .iter()
+        .chain(&others[others.len() - leaf_half..])
+        .map(|x| x.1)
+        .collect()
 }

@@ -154,6 +154,9 @@ pub struct Stats {
     pub fenced: u64,
     /// Peers declared dead that turned out alive (a partition healed, a paused peer resumed).
     pub revived: u64,
+    /// Peers this one never knew that announced their join to it (newcomers: its root roles
+    /// hand over to one that is closer, or fetch again).
+    pub newcomers: u64,
     /// Times this peer found it had been paused (its maintenance tick ran late).
     pub pauses: u64,
     /// JOINs re-sent toward a group's root (orphans, and JOINs that got no answer).

@@ -484,12 +484,21 @@ impl Peer {
     /// Loads an explicit routing table in digits of `digit_bits` bits (see
     /// [`crate::pastry::ExplicitTable`]): the conformance harness gives each peer the model's
     /// base-4 table so that requests take the model's hops. Use with
-    /// [`Peer::install_routing_state`] (for the leaf set). Panics if `digit_bits` is not in
-    /// `1..=8`.
+    /// [`Peer::install_routing_state`] (for the leaf set). The peers in `absent` (not in the
+    /// overlay yet) are left out of their slots until this peer hears from them directly.
+    /// Panics if `digit_bits` is not in `1..=8`.
     #[cfg(feature = "harness")]
-    pub fn set_explicit_routing(&mut self, digit_bits: u32, rows: Vec<Vec<Option<NodeHandle>>>) {
-        self.overlay
-            .set_explicit_table(Some(crate::pastry::ExplicitTable::new(digit_bits, rows)));
+    pub fn set_explicit_routing(
+        &mut self,
+        digit_bits: u32,
+        rows: Vec<Vec<Option<NodeHandle>>>,
+        absent: &[NodeId],
+    ) {
+        let mut table = crate::pastry::ExplicitTable::new(digit_bits, rows);
+        for &id in absent {
+            table.forget(id);
+        }
+        self.overlay.set_explicit_table(Some(table));
     }
 
     /// The driver's failure detector reports that peer `id` crashed: runs what the keep-alive
@@ -701,6 +710,14 @@ impl Peer {
             self.overlay
                 .forget(now, from, false, &self.cfg, &mut self.out);
         }
+        // A peer announcing its join that this one never knew (neither in its routing state
+        // nor declared dead): a newcomer. sa-Scribe reacts as to a peer taken back, but for
+        // the heal window (a root whose group now routes to it hands the group over at once,
+        // one that stays the root fetches again: the newcomer may already have served
+        // requests routed to it).
+        let newcomer = matches!(msg, Msg::Pastry(PastryMsg::Announce))
+            && !self.overlay.knows(from.id)
+            && !self.overlay.tombstoned(from.id);
         if !departing {
             let direct = matches!(msg, Msg::Pastry(PastryMsg::Announce | PastryMsg::Pong));
             self.overlay.heard_from(&from, ready, direct, now);
@@ -729,7 +746,12 @@ impl Peer {
             }
             Msg::Scribe(m) => {
                 if let ScribeMsg::NotRoot { closer, .. } = &m {
-                    self.overlay.consider(*closer, false, now);
+                    // Second-hand news of a closer peer: one declared dead is vouched for (and
+                    // probed); one never heard of is not taken in on hearsay, only on its own
+                    // announcement (the model's root ignores the peer a `not_root` names).
+                    if self.overlay.tombstoned(closer.id) {
+                        self.overlay.consider(*closer, false, now);
+                    }
                 }
                 if let ScribeMsg::FetchState { gid, .. } = &m {
                     // A peer closer to the group than us asks for our record to take the
@@ -747,9 +769,13 @@ impl Peer {
             }
         }
         let revived = self.overlay.take_revived(&mut self.out);
+        let joined = newcomer && self.overlay.knows(from.id);
         if revived > 0 {
             self.out.stats.revived += revived as u64;
             self.scribe.on_peer_revived(&mut ctx!(self, now, timers));
+        } else if joined {
+            self.out.stats.newcomers += 1;
+            self.scribe.on_peer_joined(&mut ctx!(self, now, timers));
         }
     }
 

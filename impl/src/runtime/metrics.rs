@@ -437,6 +437,12 @@ impl Collector for Scrape {
                 per(&|s| s.stats.overlay.revived),
             ),
             (
+                "peers_joined",
+                "peers never known before that announced their join (a root hands a group over to one that is closer, or fetches again)",
+                Counter,
+                per(&|s| s.stats.overlay.newcomers),
+            ),
+            (
                 "pauses",
                 "times this peer found it had not run for longer than its leases (its maintenance tick ran late): its roots fetch again, its members re-JOIN",
                 Counter,

@@ -146,6 +146,7 @@ impl Actor for Participant {
                 };
                 let mut st = PeerState {
                     dead,
+                    strangers: dead,
                     parent: None,
                     children: 0,
                     latest: None,

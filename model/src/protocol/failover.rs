@@ -137,10 +137,11 @@ impl Ctx<'_> {
         // Above every epoch this peer knows, and above one per closer peer it declared dead:
         // each may have been the group's root before it, in an epoch it never heard of (a
         // REPLICATE of the first root lost, say), and a late record of that root must not tie
-        // with this one's (production `start_fetch`). Joiners that never joined are not
-        // counted (production never heard of them).
+        // with this one's (production `start_fetch`). Joiners this peer never heard of are
+        // not counted (production holds no tombstone for them); one it took in and then
+        // declared dead is.
         let epoch = if self.s.epochs() {
-            let dead = st.dead & !self.s.joiners;
+            let dead = st.dead & !st.strangers;
             let floor = 1 + self.s.topo.closer_dead(self.me, self.s.gid, dead);
             known_epoch(st).saturating_add(1).max(floor)
         } else {
@@ -492,6 +493,7 @@ impl Ctx<'_> {
             return;
         }
         st.dead &= !(1 << x);
+        st.strangers &= !(1 << x);
         o.set_timer(Timer::Detect(x), model_timeout());
     }
 
@@ -571,7 +573,8 @@ impl Ctx<'_> {
     /// A replica knows `closer`, a peer closer to the group than this root: hand the group
     /// over if routing agrees (production `on_not_root`). A peer this one declared dead is not
     /// taken back on the replica's word: only its own announcement brings it back
-    /// (`on_alive`), as production's overlay ignores second-hand news of a dead peer.
+    /// (`on_alive`), as production's overlay ignores second-hand news of a dead peer, and of
+    /// a peer that joined and that it never heard of.
     pub(super) fn on_not_root(&self, st: &mut PeerState, _closer: PeerIx, o: &mut O) {
         if st.root.is_none() {
             return;

@@ -266,6 +266,11 @@ impl Held {
 pub struct PeerState {
     /// Peers this one has detected as crashed.
     pub dead: PeerSet,
+    /// Peers that join mid-run which this one has never heard of (in `dead` since the run
+    /// started, until it takes them in): production's overlay holds no tombstone for them,
+    /// so they are not counted among the dead closer to a group when it picks a fetch epoch.
+    /// A joiner taken in and later declared dead is counted, as production's tombstone is.
+    pub strangers: PeerSet,
     /// Parent in the multicast tree.
     pub parent: Option<PeerIx>,
     /// Children in the multicast tree.

@@ -42,8 +42,10 @@ impl ExplicitTable {
 }
 
 impl ExplicitTable {
-    /// Removes a peer declared dead from every slot.
-    pub(super) fn forget(&mut self, id: NodeId) {
+    /// Removes a peer from every slot until it is taken back (heard from directly): one
+    /// declared dead, or one not in the overlay yet (a harness whose configuration has peers
+    /// join mid-run loads the whole table and forgets those).
+    pub fn forget(&mut self, id: NodeId) {
         for (r, row) in self.rows.iter_mut().enumerate() {
             for (c, slot) in row.iter_mut().enumerate() {
                 if slot.is_some_and(|h| h.id == id) {
@@ -164,7 +166,7 @@ mod tests {
             if me.id == c.id {
                 rows[1][3] = Some(d);
             }
-            p.harness(0, |p, _, _| p.set_explicit_routing(2, rows));
+            p.harness(0, |p, _, _| p.set_explicit_routing(2, rows, &[]));
             (p, before)
         };
         let (mut pa, hex_hop) = peer(a, &[c, e], [None, Some(c), Some(e), None]);
@@ -192,6 +194,6 @@ mod tests {
     fn digit_width_is_checked() {
         let h = handle(64, 1);
         let mut p = Host::new(h.id, h.addr, Config::default(), 0, Seeds::reproducible(1));
-        p.harness(0, |p, _, _| p.set_explicit_routing(0, Vec::new()));
+        p.harness(0, |p, _, _| p.set_explicit_routing(0, Vec::new(), &[]));
     }
 }

@@ -194,10 +194,12 @@ impl Overlay {
             }
             self.tombstones.retain(|t| t.0.id != h.id);
             self.revived.push(h.id);
-            #[cfg(feature = "harness")]
-            if let Some(t) = self.explicit.as_mut() {
-                t.revive(h);
-            }
+        }
+        // A peer heard from directly goes back into the explicit table's slots it was
+        // removed from: declared dead, or not in the overlay yet when the table was loaded.
+        #[cfg(feature = "harness")]
+        if let Some(t) = self.explicit.as_mut().filter(|_| direct) {
+            t.revive(h);
         }
         let a = self.leaf.insert(h, now);
         let b = self.rt.insert_learnt(h, now, direct);

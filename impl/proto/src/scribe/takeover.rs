@@ -539,6 +539,15 @@ impl Scribe {
     /// until then it would keep committing beside the new root.
     pub(crate) fn on_peer_revived(&mut self, ctx: &mut Ctx<'_>) {
         self.heal_until = ctx.now + ctx.cfg.heal_window;
+        self.on_peer_joined(ctx);
+    }
+
+    /// A peer this one never heard of announced its join (a newcomer): as for a peer taken
+    /// back, a root role whose group now routes to it is handed to it at once, and every other
+    /// active root role fetches again (the newcomer may have served requests routed to it
+    /// before this peer heard of it). No peer declared dead came back, so no fetch waits for
+    /// the heal window.
+    pub(crate) fn on_peer_joined(&mut self, ctx: &mut Ctx<'_>) {
         let (mut moved, mut stay) = (Vec::new(), Vec::new());
         for (gid, g) in self.groups.iter_mut() {
             if let Some(role) = g.root.as_ref() {
