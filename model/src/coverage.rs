@@ -154,7 +154,7 @@ pub fn label(state: &State, action: &Action) -> Label {
 
 /// The role of `actor` in `state`, and whether it is a root with a commit pending.
 fn role(state: &State, actor: Id) -> (&'static str, bool) {
-    let Some(ParticipantState::Peer(p)) = state.actor_states.get(usize::from(actor)).map(|a| &**a)
+    let Some(ParticipantState::Peer(p)) = state.actor_states.get(usize::from(actor)).map(|a| &***a)
     else {
         return ("user agent", false);
     };

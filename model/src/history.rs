@@ -4,7 +4,7 @@
 //! here, as the events happen, and leave a flag.
 
 use crate::protocol::{
-    Change, ETag, Entry, Msg, Obs, PubResult, Seq, UaEvent, Values, MAX_EXPIRES, NO_STATE,
+    Change, ETag, Entry, Hashed, Msg, Obs, PubResult, Seq, UaEvent, Values, MAX_EXPIRES, NO_STATE,
 };
 use crate::setup::Setup;
 use crate::topology::PeerIx;
@@ -202,8 +202,36 @@ impl History {
     }
 }
 
-/// Folds a sent message into the history (`record_msg_out`).
-pub fn on_send(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<History> {
+/// The history as the checker keeps it in each state: shared by the states that did not
+/// change it (most transitions), and hashed once ([`Hashed`]).
+pub type SharedHistory = Arc<Hashed<History>>;
+
+/// Folds a sent message into the history (`record_msg_out`): a new history if the message
+/// changed it.
+pub fn on_send(
+    setup: &Arc<Setup>,
+    h: &SharedHistory,
+    env: Envelope<&Msg>,
+) -> Option<SharedHistory> {
+    // Messages between peers leave the history alone: they are most of the messages, and
+    // need no copy of it to find that out.
+    let recorded = matches!(
+        env.msg,
+        Msg::Observe(_)
+            | Msg::Subscribe
+            | Msg::Unsubscribe
+            | Msg::Handover { .. }
+            | Msg::ToSubscriber { .. }
+            | Msg::PubResponse { .. }
+    );
+    if !recorded {
+        return None;
+    }
+    fold(setup, h, env).map(|n| Arc::new(Hashed::new(n)))
+}
+
+/// What `on_send` does to the history itself.
+fn fold(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<History> {
     let src = usize::from(env.src);
     let mut n = h.clone();
     match env.msg {

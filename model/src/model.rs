@@ -1,8 +1,8 @@
 //! The checked model: the actors wrapped with the guards that stand for timing assumptions, the
 //! fault budget, and the properties.
 
-use crate::history::{self, History};
-use crate::protocol::{expirable, Msg, Participant, ParticipantState, ReqId, Timer};
+use crate::history::{self, History, SharedHistory};
+use crate::protocol::{expirable, Hashed, Msg, Participant, ParticipantState, ReqId, Timer};
 use crate::setup::{NetworkKind, Setup};
 use crate::topology::PeerIx;
 use stateright::actor::{
@@ -11,8 +11,14 @@ use stateright::actor::{
 use stateright::{Model, Path, Property};
 use std::sync::Arc;
 
+/// The history of `state`, to change: its own copy if other states share it.
+fn history_mut(state: &mut State) -> &mut History {
+    let h: &mut Hashed<History> = Arc::make_mut(&mut state.history);
+    h
+}
+
 /// A state of the model.
-pub type State = ActorModelState<Participant, History>;
+pub type State = ActorModelState<Participant, SharedHistory>;
 /// An action of the model.
 pub type Action = ActorModelAction<Msg, Timer, ()>;
 
@@ -33,14 +39,14 @@ pub type Action = ActorModelAction<Msg, Timer, ()>;
 pub struct SaScribe {
     /// The configuration.
     pub setup: Arc<Setup>,
-    inner: ActorModel<Participant, Arc<Setup>, History>,
+    inner: ActorModel<Participant, Arc<Setup>, SharedHistory>,
 }
 
 impl SaScribe {
     /// Builds the model for a configuration.
     pub fn new(setup: Setup) -> Self {
         let setup = Arc::new(setup);
-        let mut m = ActorModel::new(setup.clone(), History::new(&setup));
+        let mut m = ActorModel::new(setup.clone(), Arc::new(History::new(&setup).into()));
         for _ in 0..setup.peers() {
             m = m.actor(Participant::Peer(setup.clone()));
         }
@@ -354,7 +360,7 @@ impl SaScribe {
                 (state.history.moves as usize) < self.setup.moves
                     && self.setup.subscriber_index(id).is_some_and(|i| {
                         matches!(
-                            state.actor_states.get(id).map(|s| &**s),
+                            state.actor_states.get(id).map(|s| &***s),
                             Some(ParticipantState::Subscriber(s)) if s.started && !s.stopped
                         ) && state.crashed[sub_peer(self, state, i) as usize]
                     })
@@ -826,7 +832,7 @@ fn sub_peer(m: &SaScribe, state: &State, i: usize) -> PeerIx {
     match state
         .actor_states
         .get(m.setup.subscriber_id(i))
-        .map(|s| &**s)
+        .map(|s| &***s)
     {
         Some(ParticipantState::Subscriber(s)) => s.peer(first),
         _ => first,
@@ -840,7 +846,7 @@ fn pubs_answered(m: &SaScribe, state: &State) -> bool {
 /// Whether subscriber `i` has sent its SUBSCRIBE.
 fn sub_started(m: &SaScribe, state: &State, i: usize) -> bool {
     matches!(
-        state.actor_states.get(m.setup.subscriber_id(i)).map(|s| &**s),
+        state.actor_states.get(m.setup.subscriber_id(i)).map(|s| &***s),
         Some(ParticipantState::Subscriber(s)) if s.started
     )
 }
@@ -1018,9 +1024,13 @@ impl Model for SaScribe {
     }
 
     fn actions(&self, state: &State, actions: &mut Vec<Action>) {
-        let mut all = Vec::new();
-        self.inner.actions(state, &mut all);
-        actions.extend(all.into_iter().filter(|a| self.enabled(state, a)));
+        let start = actions.len();
+        self.inner.actions(state, actions);
+        let mut i = 0;
+        actions.retain(|a| {
+            i += 1;
+            i <= start || self.enabled(state, a)
+        });
     }
 
     fn next_state(&self, last: &State, action: Action) -> Option<State> {
@@ -1062,12 +1072,12 @@ impl Model for SaScribe {
             return Some(next);
         };
         match dropped {
-            Some(true) => next.history.tree_losses += 1,
-            Some(false) => next.history.losses += 1,
+            Some(true) => history_mut(&mut next).tree_losses += 1,
+            Some(false) => history_mut(&mut next).losses += 1,
             None => {}
         }
         if crash {
-            next.history.crashes += 1;
+            history_mut(&mut next).crashes += 1;
         }
         if let Some(x) = rejoin {
             // A restart takes longer than any message delay: what the crashed incarnation
@@ -1075,9 +1085,9 @@ impl Model for SaScribe {
             drop_envelopes(&mut next.network, |src, _| src == x);
             let bit = 1u8 << usize::from(x);
             if self.yet_to_join(&next, bit) {
-                next.history.joined |= bit;
+                history_mut(&mut next).joined |= bit;
             } else {
-                next.history.restarts += 1;
+                history_mut(&mut next).restarts += 1;
             }
         }
         Some(self.normalize(next))

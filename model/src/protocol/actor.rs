@@ -9,8 +9,8 @@
 
 use super::{peer_id, to_ix, Ctx, O};
 use super::{
-    IfMatch, Msg, ParticipantState, PeerState, PendingPub, PubOp, PubResult, PublisherState, ReqId,
-    Root, RootState, RootStateMsg, SubscriberState, Timer,
+    Hashed, IfMatch, Msg, ParticipantState, PeerState, PendingPub, PubOp, PubResult,
+    PublisherState, ReqId, Root, RootState, RootStateMsg, SubscriberState, Timer,
 };
 use crate::setup::Setup;
 use crate::topology::PeerIx;
@@ -120,15 +120,15 @@ impl Ctx<'_> {
 impl Actor for Participant {
     type Msg = Msg;
     type Timer = Timer;
-    type State = ParticipantState;
+    type State = Hashed<ParticipantState>;
     /// A peer's incarnation: 0 when the run starts, one more at each restart (the only thing
     /// that survives a crash; production's equivalent is the random instance id a restarted
     /// process announces).
     type Storage = u8;
     type Random = ();
 
-    fn on_start(&self, id: Id, storage: &Option<u8>, o: &mut O) -> ParticipantState {
-        match self {
+    fn on_start(&self, id: Id, storage: &Option<u8>, o: &mut O) -> Hashed<ParticipantState> {
+        Hashed::new(match self {
             Participant::Peer(s) => {
                 let me = to_ix(id);
                 let ctx = Ctx { s, me };
@@ -258,25 +258,32 @@ impl Actor for Participant {
                 send_step(*peer, script, &st, o);
                 ParticipantState::Publisher(st)
             }
-        }
+        })
     }
 
-    fn on_msg(&self, id: Id, state: &mut Cow<ParticipantState>, src: Id, msg: Msg, o: &mut O) {
+    fn on_msg(
+        &self,
+        id: Id,
+        state: &mut Cow<Hashed<ParticipantState>>,
+        src: Id,
+        msg: Msg,
+        o: &mut O,
+    ) {
         match self {
             Participant::Peer(s) => {
                 let ctx = Ctx { s, me: to_ix(id) };
-                let mut st = match &**state {
+                let mut st = match &***state {
                     ParticipantState::Peer(p) => p.clone(),
                     _ => return,
                 };
                 ctx.on_msg(&mut st, src, msg, o);
                 if state.peer() != Some(&st) {
-                    *state.to_mut() = ParticipantState::Peer(st);
+                    *state = Cow::Owned(ParticipantState::Peer(st).into());
                 }
             }
             Participant::Subscriber { .. } => {}
             Participant::Publisher { peer, script } => {
-                let ParticipantState::Publisher(st) = &**state else {
+                let ParticipantState::Publisher(st) = &***state else {
                     return;
                 };
                 let mut st = st.clone();
@@ -290,13 +297,19 @@ impl Actor for Participant {
                 }
                 st.next += 1;
                 send_step(*peer, script, &st, o);
-                *state.to_mut() = ParticipantState::Publisher(st);
+                *state = Cow::Owned(ParticipantState::Publisher(st).into());
             }
         }
     }
 
-    fn on_timeout(&self, id: Id, state: &mut Cow<ParticipantState>, timer: &Timer, o: &mut O) {
-        match (self, &**state) {
+    fn on_timeout(
+        &self,
+        id: Id,
+        state: &mut Cow<Hashed<ParticipantState>>,
+        timer: &Timer,
+        o: &mut O,
+    ) {
+        match (self, &***state) {
             (Participant::Peer(s), ParticipantState::Peer(p)) => {
                 let ctx = Ctx { s, me: to_ix(id) };
                 let mut st = p.clone();
@@ -316,7 +329,7 @@ impl Actor for Participant {
                     Timer::Start | Timer::Stop | Timer::Move(_) => {}
                 }
                 if state.peer() != Some(&st) {
-                    *state.to_mut() = ParticipantState::Peer(st);
+                    *state = Cow::Owned(ParticipantState::Peer(st).into());
                 }
             }
             (Participant::Subscriber { peer, leaves, .. }, ParticipantState::Subscriber(st))
@@ -328,7 +341,7 @@ impl Actor for Participant {
                 if *leaves {
                     o.set_timer(Timer::Stop, model_timeout());
                 }
-                *state.to_mut() = ParticipantState::Subscriber(st);
+                *state = Cow::Owned(ParticipantState::Subscriber(st).into());
             }
             (Participant::Subscriber { peer, .. }, ParticipantState::Subscriber(st))
                 if *timer == Timer::Stop && !st.stopped =>
@@ -336,7 +349,7 @@ impl Actor for Participant {
                 let mut st = st.clone();
                 st.stopped = true;
                 o.send(peer_id(st.peer(*peer)), Msg::Unsubscribe);
-                *state.to_mut() = ParticipantState::Subscriber(st);
+                *state = Cow::Owned(ParticipantState::Subscriber(st).into());
             }
             // Its peer is gone: a new subscription (a new dialog) through `q`.
             (Participant::Subscriber { .. }, ParticipantState::Subscriber(st))
@@ -346,7 +359,7 @@ impl Actor for Participant {
                     let mut st = st.clone();
                     st.at = Some(q);
                     o.send(peer_id(q), Msg::Subscribe);
-                    *state.to_mut() = ParticipantState::Subscriber(st);
+                    *state = Cow::Owned(ParticipantState::Subscriber(st).into());
                 }
             }
             _ => {}

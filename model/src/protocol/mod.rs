@@ -23,6 +23,7 @@
 
 mod actor;
 mod failover;
+mod hashed;
 mod join;
 mod message;
 mod publish;
@@ -30,6 +31,7 @@ mod retry;
 mod state;
 
 pub use actor::Participant;
+pub use hashed::Hashed;
 pub use join::handable;
 pub use message::{Change, Hops, Msg, Obs, PubResult, ReqId, RootStateMsg, Timer, UaEvent};
 pub use publish::{busy, expirable, MAX_EXPIRES};
