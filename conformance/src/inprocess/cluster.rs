@@ -1323,9 +1323,7 @@ impl Cluster {
             }
         }
     }
-}
 
-impl Cluster {
     /// A peer that joins mid-run, which `to` has not taken in yet (it has it for dead and
     /// never heard of it), named in a leaf set or a routing row sent to `to`.
     fn unmet_joiner_named(&self, to: usize, msg: &Msg) -> Option<usize> {

@@ -749,9 +749,7 @@ impl Peer {
                     // Second-hand news of a closer peer: one declared dead is vouched for (and
                     // probed); one never heard of is not taken in on hearsay, only on its own
                     // announcement (the model's root ignores the peer a `not_root` names).
-                    if self.overlay.tombstoned(closer.id) {
-                        self.overlay.consider(*closer, false, now);
-                    }
+                    self.overlay.vouched(closer);
                 }
                 if let ScribeMsg::FetchState { gid, .. } = &m {
                     // A peer closer to the group than us asks for our record to take the

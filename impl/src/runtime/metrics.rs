@@ -60,7 +60,7 @@ impl Snapshot {
             joined: host.is_ready(),
             stats: host.stats(),
             leaf_set: peer.overlay().leaf.len(),
-            routing_table: peer.overlay().rt.len(),
+            routing_table: peer.overlay().rt.filled(),
             ..Snapshot::default()
         };
         for gid in peer.groups() {

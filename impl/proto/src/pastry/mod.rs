@@ -174,7 +174,7 @@ impl Overlay {
     /// may be old, another peer's word): probe it with the peers declared dead, whose answer
     /// does prove it. A peer that left and rejoined is found again this way even when its
     /// announcement to us was lost or never sent (it learnt of us after announcing).
-    fn vouched(&mut self, h: &NodeHandle) {
+    pub(crate) fn vouched(&mut self, h: &NodeHandle) {
         if let Some(t) = self.tombstones.iter_mut().find(|t| t.0.id == h.id) {
             t.0 = *h;
             t.2 = false;

@@ -220,14 +220,9 @@ impl RoutingTable {
         self.slots.iter().map(|s| &s.entry)
     }
 
-    /// Number of filled slots.
-    pub fn len(&self) -> usize {
+    /// Number of filled slots (the operator's gauge; no routing decision reads it).
+    pub fn filled(&self) -> usize {
         self.slots.len()
-    }
-
-    /// Whether no slot is filled.
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
     }
 
     /// Number of rows up to the last non-empty one (the unit tests' check of slot keys).
@@ -268,6 +263,6 @@ mod tests {
         assert_eq!(rt.remove(NodeId(0x5000u128 << 112)), Some((0, 5)));
         assert!(rt.insert(h(0x5fffu128 << 112), 0));
         assert!(rt.contains(NodeId(0x5fffu128 << 112)));
-        assert_eq!(rt.len(), 3);
+        assert_eq!(rt.filled(), 3);
     }
 }
