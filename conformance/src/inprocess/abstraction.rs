@@ -347,6 +347,31 @@ impl RawState {
             table: super::overlay::entries_of(p.overlay(), p.id()),
         }
     }
+
+    /// What the operator's view of the group (the status page's) says against the record it
+    /// summarises: the live states' ETags, in creation order, and the record's seq. `None`
+    /// when they agree, else what differs.
+    pub(super) fn view_disagrees(&self) -> Option<String> {
+        let v = self.view.as_ref()?;
+        let held: Vec<ETag> = self
+            .committed
+            .as_ref()
+            .map(|r| r.states.iter().map(|s| s.etag).collect())
+            .unwrap_or_default();
+        let seq = self.committed.as_ref().map(|r| r.seq);
+        if v.etags != held {
+            return Some(format!(
+                "its group view lists the ETags {:?}, its record holds {held:?}",
+                v.etags
+            ));
+        }
+        (v.record_seq != seq).then(|| {
+            format!(
+                "its group view gives the record's seq as {:?}, the record has {seq:?}",
+                v.record_seq
+            )
+        })
+    }
 }
 
 impl Cluster {

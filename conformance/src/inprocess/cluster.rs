@@ -932,6 +932,9 @@ impl Cluster {
             }
             let raw = self.read(i)?;
             self.check_routing_state(i, &raw)?;
+            if let Some(why) = raw.view_disagrees() {
+                return Err(format!("{}: {why}", self.slots[i].name));
+            }
             out.insert(self.slots[i].name.clone(), self.project_raw(&raw));
         }
         Ok(out)
