@@ -370,6 +370,10 @@
 //! ## Properties
 //! See [`model::PROPERTIES`]. Every safety property, and the liveness of the paper (convergence),
 //! is an `always`; only "every request is eventually answered" is an `eventually`.
+//! A `sometimes` whose event needs an option the configuration leaves off (a suspicion, an
+//! expiry, a handover, a (re)join, a lost multicast: [`model::applicable`]) is not handed to
+//! the checker, which evaluates every property at every state it explores; the report calls
+//! it "not applicable here".
 //!
 //! **Liveness as the paper means it: at every quiescent state.** A state is *quiescent*
 //! ([`SaScribe::quiescent`]) when nothing is in flight to a live actor and no protocol timer is

@@ -2,7 +2,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sascribe_model::cli::ConfigArgs;
-use sascribe_model::model::PROPERTIES;
+use sascribe_model::model::{applicable, PROPERTIES};
 use sascribe_model::progress::{mib, peak_rss_bytes, watch, Counts, Ending, Progress};
 use sascribe_model::{Mutant, SaScribe};
 
@@ -215,6 +215,7 @@ fn check(args: CheckArgs) -> ExitCode {
     let discoveries = checker.discoveries();
     let all_discovered = PROPERTIES
         .iter()
+        .filter(|(name, _, _)| applicable(&model.setup, name))
         .all(|(name, _, _)| discoveries.contains_key(name));
     let search = match (ending, args.strategy, args.depth) {
         (Ending::TimedOut, _, _) => Search::TimedOut(timeout.unwrap_or_default()),
@@ -245,8 +246,16 @@ fn check(args: CheckArgs) -> ExitCode {
         .unwrap_or(0);
     let mut violated = Vec::new();
     let mut cycles = Vec::new();
-    let (mut sometimes, mut witnessed) = (0, 0);
+    let (mut sometimes, mut witnessed, mut inapplicable) = (0, 0, 0);
     for (name, kind, meaning) in PROPERTIES {
+        if !applicable(&model.setup, name) {
+            println!(
+                "  {kind:<10} {name:<width$}  {:<25}  {meaning}",
+                "not applicable here"
+            );
+            inapplicable += 1;
+            continue;
+        }
         let found = discoveries.contains_key(name);
         let cycle = *kind == "eventually" && found && ends_in_cycle(&model, &discoveries[name]);
         if cycle {
@@ -271,8 +280,9 @@ fn check(args: CheckArgs) -> ExitCode {
     let mut summary = summary(
         search,
         &violated,
-        PROPERTIES.len() - sometimes,
+        PROPERTIES.len() - sometimes - inapplicable,
         (witnessed, sometimes),
+        inapplicable,
     );
     if !cycles.is_empty() {
         summary.push_str(&format!(
@@ -388,6 +398,7 @@ fn summary(
     violated: &[&str],
     safety_and_liveness: usize,
     (witnessed, sometimes): (usize, usize),
+    inapplicable: usize,
 ) -> String {
     let how = match search {
         Search::Exhaustive => "exhaustive".to_string(),
@@ -406,5 +417,11 @@ fn summary(
             violated.join(", ")
         ),
     };
-    format!("result: {how}: {found}; {witnessed} of {sometimes} sometimes-properties witnessed")
+    let besides = match inapplicable {
+        0 => String::new(),
+        n => format!(" ({n} more not applicable to this configuration)"),
+    };
+    format!(
+        "result: {how}: {found}; {witnessed} of {sometimes} sometimes-properties witnessed{besides}"
+    )
 }

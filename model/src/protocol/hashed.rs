@@ -11,13 +11,20 @@ use serde::{Serialize, Serializer};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::{Deref, DerefMut};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A value with its hash, computed on first use and kept until the value is changed.
 pub struct Hashed<T> {
     value: T,
-    hash: OnceLock<u64>,
+    /// The kept hash, or [`UNKNOWN`]. Computing it twice from two threads is harmless (both
+    /// store the same word), so a relaxed atomic serves, without a lock's first-use cost.
+    hash: AtomicU64,
 }
+
+/// No hash kept. A value whose hash is this word keeps [`UNKNOWN_STANDIN`] instead.
+const UNKNOWN: u64 = 0;
+/// What a value hashing to [`UNKNOWN`] keeps.
+const UNKNOWN_STANDIN: u64 = 1;
 
 /// The hasher of the kept hashes: fixed keys, so that a run's fingerprints are reproducible,
 /// as the checker's own (`ahash` with fixed seeds) are.
@@ -35,13 +42,23 @@ impl<T: Hash> Hashed<T> {
     pub fn new(value: T) -> Self {
         Hashed {
             value,
-            hash: OnceLock::new(),
+            hash: AtomicU64::new(UNKNOWN),
         }
     }
 
     /// The value's hash.
     fn get(&self) -> u64 {
-        *self.hash.get_or_init(|| hasher().hash_one(&self.value))
+        match self.hash.load(Ordering::Relaxed) {
+            UNKNOWN => {
+                let h = match hasher().hash_one(&self.value) {
+                    UNKNOWN => UNKNOWN_STANDIN,
+                    h => h,
+                };
+                self.hash.store(h, Ordering::Relaxed);
+                h
+            }
+            h => h,
+        }
     }
 }
 
@@ -61,7 +78,7 @@ impl<T> Deref for Hashed<T> {
 impl<T> DerefMut for Hashed<T> {
     /// The value may change: its kept hash is forgotten.
     fn deref_mut(&mut self) -> &mut T {
-        self.hash.take();
+        *self.hash.get_mut() = UNKNOWN;
         &mut self.value
     }
 }
@@ -71,7 +88,7 @@ impl<T: Clone> Clone for Hashed<T> {
     fn clone(&self) -> Self {
         Hashed {
             value: self.value.clone(),
-            hash: self.hash.clone(),
+            hash: AtomicU64::new(self.hash.load(Ordering::Relaxed)),
         }
     }
 }
