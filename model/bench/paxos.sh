@@ -10,6 +10,8 @@
 # not part of this repository). Default sa-Scribe configuration: CI's handover check.
 # SASCRIBE_MODEL names an already built checker binary (CI passes its workspace build's, which
 # `cargo build -p sascribe-model` would build again with the model package's features alone).
+# RUNS (default 3) rounds run the three in turn, each round all three one after the other; a
+# run's time varies by 10 % or more on a shared machine, so the medians are printed last.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 clients=3
@@ -104,13 +106,26 @@ paxos_run() {
     ps=$(python3 -c "print(f'{$end-$start:.2f}')")
 }
 row() { printf '%-60s %10s %9s %10.0f\n' "$1" "$2" "$3" "$(python3 -c "print($2/$3)")"; }
+median() { tr ' ' '\n' <<<"$1" | sort -g | awk 'NF {v[++n] = $1} END {print (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2}'; }
+runs=${RUNS:-3}
 printf '%-60s %10s %9s %10s\n' "BFS, $threads threads" "unique" "seconds" "unique/s"
-paxos_run "$work"
-row "stateright paxos example, $clients clients (glibc malloc)" "$pu" "$ps"
-paxos_run "$work-mi"
-row "stateright paxos example, $clients clients (mimalloc)" "$pu" "$ps"
-out=$("$model" check --strategy bfs --progress 0 --threads "$threads" "$@")
-row "sa-Scribe model (mimalloc)" "$(awk '/^unique states:/{print $3}' <<<"$out")" \
-    "$(awk '/^time:/{print $2}' <<<"$out")"
+glibc="" mi="" ours="" su=""
+for round in $(seq "$runs"); do
+    paxos_run "$work"
+    row "round $round: stateright paxos example, $clients clients (glibc malloc)" "$pu" "$ps"
+    glibc="$glibc $ps"
+    paxos_run "$work-mi"
+    row "round $round: stateright paxos example, $clients clients (mimalloc)" "$pu" "$ps"
+    mi="$mi $ps"
+    out=$("$model" check --strategy bfs --progress 0 --threads "$threads" "$@")
+    su=$(awk '/^unique states:/{print $3}' <<<"$out")
+    secs=$(awk '/^time:/{print $2}' <<<"$out")
+    row "round $round: sa-Scribe model (mimalloc)" "$su" "$secs"
+    ours="$ours $secs"
+done
+echo "median of $runs:"
+row "stateright paxos example, $clients clients (glibc malloc)" "$pu" "$(median "$glibc")"
+row "stateright paxos example, $clients clients (mimalloc)" "$pu" "$(median "$mi")"
+row "sa-Scribe model (mimalloc)" "$su" "$(median "$ours")"
 echo "sa-Scribe configuration: $*"
 grep '^result:' <<<"$out"
