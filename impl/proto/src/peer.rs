@@ -546,13 +546,24 @@ impl Peer {
     ) -> bool {
         self.at(now);
         let ctx = &mut ctx!(self, now, timers);
-        let found = match timer {
-            RequestTimer::Subscription(h) => self.scribe.fire_sub_timer(ctx, h, give_up),
-            RequestTimer::Publication(h) => self.scribe.fire_pub_timer(ctx, h, give_up),
-            RequestTimer::Rejoin(gid) => self.scribe.fire_rejoin_timer(ctx, gid),
+        let due = match timer {
+            RequestTimer::Subscription(h) => self.scribe.due_sub_timer(ctx, h, give_up),
+            RequestTimer::Publication(h) => self.scribe.due_pub_timer(ctx, h, give_up),
+            RequestTimer::Rejoin(gid) => {
+                let found = self.scribe.fire_rejoin_timer(ctx, gid);
+                self.run_loopback(now, timers);
+                return found;
+            }
         };
-        self.run_loopback(now, timers);
-        found
+        // Through the dispatch a due timer takes (its stale entry in `timers` is ignored when
+        // it comes up: the request re-armed a later deadline).
+        match due {
+            Some(t) => {
+                self.handle_timer(now, timers, t);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Expires event state `etag` of group `gid` now, whatever is left of its lifetime (a
@@ -605,11 +616,14 @@ impl Peer {
     #[cfg(feature = "harness")]
     pub fn fire_fetch_timer(&mut self, now: Millis, timers: &mut Timers, gid: GroupId) -> bool {
         self.at(now);
-        let fetching = self
+        let Some(t) = self
             .scribe
-            .fire_fetch_timer(&mut ctx!(self, now, timers), gid);
-        self.run_loopback(now, timers);
-        fetching
+            .due_fetch_timer(&mut ctx!(self, now, timers), gid)
+        else {
+            return false;
+        };
+        self.handle_timer(now, timers, t);
+        true
     }
 
     /// Lapses the lease this peer confirms for group `gid`'s root now, whatever is left of it
@@ -647,10 +661,10 @@ impl Peer {
     #[cfg(feature = "harness")]
     pub fn fire_heartbeat(&mut self, now: Millis, timers: &mut Timers, gid: GroupId) -> usize {
         self.at(now);
-        let n = self
-            .scribe
-            .fire_heartbeat(&mut ctx!(self, now, timers), gid);
-        self.run_loopback(now, timers);
+        let Some(n) = self.scribe.due_heartbeat(&mut ctx!(self, now, timers), gid) else {
+            return 0;
+        };
+        self.handle_timer(now, timers, Timer::Tree);
         n
     }
 

@@ -344,17 +344,17 @@ impl Scribe {
         }
     }
 
-    /// `gid`'s maintenance tick, now (a driver that owns the timers): the tree round runs with
-    /// that group due, whatever the round's own deadline. Returns how many children it had.
+    /// Makes `gid`'s maintenance tick due now and arms the tree round at `now` (a driver that
+    /// owns the timers), whatever the round's own deadline; the driver then fires
+    /// [`Timer::Tree`] through [`Scribe::handle_timer`]. Returns how many children the group
+    /// has, or `None` if this peer holds no such group.
     #[cfg(feature = "harness")]
-    pub fn fire_heartbeat(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) -> usize {
-        let Some(g) = self.groups.get_mut(&gid) else {
-            return 0;
-        };
+    pub fn due_heartbeat(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) -> Option<usize> {
+        let g = self.groups.get_mut(&gid)?;
         g.next_tick = ctx.now;
         let children = g.children.len();
-        self.run_round(ctx);
-        children
+        ctx.timers.arm(ctx.now, Timer::Tree, &mut self.round.armed);
+        Some(children)
     }
 
     /// Queues `gid`'s heartbeat to each of its children in this tree round; returns how many.

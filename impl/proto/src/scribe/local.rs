@@ -443,34 +443,43 @@ impl Scribe {
         );
     }
 
-    /// The retransmission timer of local subscription `h` fires now: the JOIN is sent again,
-    /// or, with `give_up`, the request times out (as when its deadline passes). Returns whether
-    /// `h` names a pending subscription.
+    /// Makes the retransmission timer of local subscription `h` due now (with `give_up`, its
+    /// deadline too, so that the request times out) and arms it at `now`; the driver then fires
+    /// it through [`Scribe::handle_timer`], the path a due timer takes. Returns the timer, or
+    /// `None` unless `h` names a pending subscription.
     #[cfg(feature = "harness")]
-    pub fn fire_sub_timer(&mut self, ctx: &mut Ctx<'_>, h: SubHandle, give_up: bool) -> bool {
-        let Some(s) = self.subs.get_mut(&h).filter(|s| !s.accepted) else {
-            return false;
-        };
+    pub fn due_sub_timer(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        h: SubHandle,
+        give_up: bool,
+    ) -> Option<Timer> {
+        let s = self.subs.get_mut(&h).filter(|s| !s.accepted)?;
         if give_up {
             s.deadline = ctx.now;
         }
         s.retry_at = ctx.now;
-        self.sub_due(ctx, h);
-        true
+        let timer = Timer::Subscription(h);
+        ctx.timers.arm(ctx.now, timer, &mut s.armed);
+        Some(timer)
     }
 
-    /// The retransmission timer of local publication request `h` fires now (see
-    /// [`Scribe::fire_sub_timer`]).
+    /// Makes the retransmission timer of local publication request `h` due now (see
+    /// [`Scribe::due_sub_timer`]).
     #[cfg(feature = "harness")]
-    pub fn fire_pub_timer(&mut self, ctx: &mut Ctx<'_>, h: PubHandle, give_up: bool) -> bool {
-        let Some((&nonce, p)) = self.pubs.iter_mut().find(|(_, p)| p.handle == h) else {
-            return false;
-        };
+    pub fn due_pub_timer(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        h: PubHandle,
+        give_up: bool,
+    ) -> Option<Timer> {
+        let (&nonce, p) = self.pubs.iter_mut().find(|(_, p)| p.handle == h)?;
         if give_up {
             p.deadline = ctx.now;
         }
         p.retry_at = ctx.now;
-        self.pub_due(ctx, nonce);
-        true
+        let timer = Timer::Publication(nonce);
+        ctx.timers.arm(ctx.now, timer, &mut p.armed);
+        Some(timer)
     }
 }
