@@ -71,7 +71,9 @@ impl Ctx<'_> {
                 o,
             ),
             Msg::Join { req, path, carried } => self.on_join(st, from, req, path, carried, o),
-            Msg::PAck => st.packs = st.packs.saturating_add(1),
+            // A pACK only tells the joiner that a hop grafted it: nothing here depends on it
+            // (production's 100 Trying to the UA is not modelled). The delivery consumes it.
+            Msg::PAck => {}
             Msg::JoinReply { req, path, state } => self.on_join_reply(st, req, path, state, o),
             Msg::Multicast(e) => self.learn(st, e, None, o),
             Msg::Leave => self.on_leave(st, from, o),
@@ -160,7 +162,6 @@ impl Actor for Participant {
                     rejoin: None,
                     // Request ids of an earlier incarnation may still be in flight.
                     next_n: incarnation << 5,
-                    packs: 0,
                     tries: Vec::new(),
                 };
                 for q in (0..s.topo.len() as PeerIx).filter(|&q| q != me) {

@@ -306,8 +306,6 @@ pub struct PeerState {
     pub rejoin: Option<ReqId>,
     /// Counter for requests this peer issues.
     pub next_n: u8,
-    /// Provisional acknowledgements received (saturating).
-    pub packs: u8,
     /// Retransmissions made per outstanding request.
     pub tries: Vec<(ReqId, u8)>,
 }
