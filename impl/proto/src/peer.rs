@@ -616,14 +616,11 @@ impl Peer {
     #[cfg(feature = "harness")]
     pub fn fire_fetch_timer(&mut self, now: Millis, timers: &mut Timers, gid: GroupId) -> bool {
         self.at(now);
-        let Some(t) = self
+        let fetching = self
             .scribe
-            .due_fetch_timer(&mut ctx!(self, now, timers), gid)
-        else {
-            return false;
-        };
-        self.handle_timer(now, timers, t);
-        true
+            .fire_fetch_timer(&mut ctx!(self, now, timers), gid);
+        self.run_loopback(now, timers);
+        fetching
     }
 
     /// Lapses the lease this peer confirms for group `gid`'s root now, whatever is left of it

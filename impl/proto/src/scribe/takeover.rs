@@ -228,26 +228,20 @@ impl Scribe {
         ctx.out.send_many(self.scratch.iter(), msg);
     }
 
-    /// Makes `gid`'s fetch timer due now (a driver that owns the timers): its deadline, and
-    /// the time each busy peer named, have passed; the timer is armed at `now`, and the driver
-    /// fires it through [`Scribe::handle_timer`], the path a due timer takes. A fetching root
-    /// then asks the peers it still awaits again (see [`Scribe::fetch_timeout`]). Returns the
-    /// timer if this peer is fetching as `gid`'s root.
+    /// `gid`'s fetch timer, now (a driver that owns the timers): a fetching root asks the
+    /// peers it still awaits again (see [`Scribe::fetch_timeout`]), whatever the deadline and
+    /// whatever time the busy ones named (their busy times stay as they are: a later
+    /// replication retry still passes them over).
+    /// Returns whether this peer is fetching as `gid`'s root.
     #[cfg(feature = "harness")]
-    pub fn due_fetch_timer(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) -> Option<Timer> {
-        let now = ctx.now;
-        let role = self
+    pub fn fire_fetch_timer(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) -> bool {
+        let fetching = self
             .groups
-            .get_mut(&gid)
-            .and_then(|g| g.root.as_mut())
-            .filter(|r| !r.active)?;
-        role.fetch_deadline = now;
-        for a in &mut role.asks {
-            a.busy_until = a.busy_until.min(now);
-        }
-        let timer = Timer::Fetch(gid);
-        ctx.timers.arm(now, timer, &mut role.fetch_armed);
-        Some(timer)
+            .get(&gid)
+            .and_then(|g| g.root.as_ref())
+            .is_some_and(|r| !r.active);
+        self.fetch_timeout(ctx, gid, true);
+        fetching
     }
 
     /// The lease this peer confirms for `gid`'s root lapses now, whatever is left of it (a
