@@ -7,7 +7,8 @@
 #   model/bench/paxos.sh [PAXOS_CLIENTS (default 3)] [-- sascribe-model check options]
 #
 # The paxos example is built from the crate's registry copy into a scratch directory (it is
-# not part of this repository). Default sa-Scribe configuration: CI's handover check.
+# not part of this repository). Default sa-Scribe configuration: CI's handover check, with pACKs
+# elided as `check` does by default (--deliver-packs among the options after -- keeps them).
 # SASCRIBE_MODEL names an already built checker binary (CI passes its workspace build's, which
 # `cargo build -p sascribe-model` would build again with the model package's features alone).
 # RUNS (default 3) rounds run the three in turn, each round all three one after the other; a

@@ -300,3 +300,60 @@ fn k_zero_and_a_lone_peer_are_refused() {
         assert!(r.stdout.is_empty(), "{args:?} checked anyway: {}", r.stdout);
     }
 }
+
+/// The unique-state count `check` printed.
+fn unique_states(stdout: &str) -> usize {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("unique states:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no unique state count:\n{stdout}"))
+}
+
+/// `check` elides pACKs unless `--deliver-packs`, says which on its `config:` line, and both
+/// reach the same verdicts; on `multihop`, where the subscriber's JOIN crosses an intermediate
+/// that answers it with a pACK, elision explores fewer states.
+#[test]
+fn packs_are_elided_unless_asked_for_with_the_same_verdicts() {
+    let args = [
+        "check",
+        "--config",
+        "multihop",
+        "--subscribers",
+        "1",
+        "--publishes",
+        "1",
+        "--crashes",
+        "0",
+        "--expiries",
+        "0",
+        "--progress",
+        "0",
+    ];
+    let elided = run(&args);
+    let delivered = run(&[&args[..], &["--deliver-packs"]].concat());
+    for r in [&elided, &delivered] {
+        assert!(r.status.success(), "{}", r.stdout);
+    }
+    let config = |r: &Run| {
+        r.stdout
+            .lines()
+            .find(|l| l.starts_with("config: "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        config(&elided).ends_with(" (pACKs elided)"),
+        "{}",
+        elided.stdout
+    );
+    assert!(!config(&delivered).contains("pACK"), "{}", delivered.stdout);
+    assert_eq!(verdicts(&elided.stdout), verdicts(&delivered.stdout));
+    assert_eq!(last_line(&elided.stdout), last_line(&delivered.stdout));
+    assert!(
+        unique_states(&elided.stdout) < unique_states(&delivered.stdout),
+        "{}\n{}",
+        elided.stdout,
+        delivered.stdout
+    );
+}
