@@ -384,6 +384,14 @@
 //! expiry, a handover, a (re)join, a lost multicast: [`model::applicable`]) is not handed to
 //! the checker, which evaluates every property at every state it explores; the report calls
 //! it "not applicable here".
+//! Thirteen safety properties each say that the history never gets one violation flag
+//! ([`model::FLAG_PROPERTIES`]). Stateright looks every property's name up in a map shared by
+//! its threads at every state, which costs more than testing a bit, so `sascribe-model check`
+//! hands it their conjunction, [`model::FLAGS_CLEAN`], instead
+//! ([`SaScribe::fusing_flag_properties`]): if it holds, each of them does; if it fails, the
+//! search runs again with each apart, to name the ones that fail and give each its own
+//! counterexample. (A search that may time out checks them apart from the start.) That makes
+//! a search that finds nothing about 7 % faster.
 //!
 //! **Liveness as the paper means it: at every quiescent state.** A state is *quiescent*
 //! ([`SaScribe::quiescent`]) when nothing is in flight to a live actor and no protocol timer is

@@ -2,7 +2,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sascribe_model::cli::ConfigArgs;
-use sascribe_model::model::{applicable, PROPERTIES};
+use sascribe_model::model::{applicable, FLAGS_CLEAN, PROPERTIES};
 use sascribe_model::progress::{mib, peak_rss_bytes, watch, Counts, Ending, Progress};
 use sascribe_model::{Mutant, SaScribe};
 
@@ -203,30 +203,53 @@ fn check(args: CheckArgs) -> ExitCode {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let mut builder = model.clone().checker().threads(threads);
-    if let Some(d) = args.depth {
-        builder = builder.target_max_depth(d);
-    }
     let timeout = args.timeout.or(match args.strategy {
         Strategy::Simulate => Some(60),
         _ => None,
     });
-    // The deadline is enforced here rather than by the checker builder, whose timeout a
-    // single-threaded BFS or DFS never looks at (see `sascribe_model::progress`).
-    let start = Instant::now();
-    let deadline = timeout.map(|t| start + Duration::from_secs(t));
-    let mut checker: Box<dyn Checker<SaScribe>> = match args.strategy {
-        Strategy::Bfs => Box::new(builder.spawn_bfs()),
-        Strategy::Dfs => Box::new(builder.spawn_dfs()),
-        Strategy::Simulate => Box::new(builder.spawn_simulation(args.seed, UniformChooser)),
+    // A search that runs to its end checks the flag properties as one first (cheaper per
+    // state); if that one fails, it runs again with each apart, to name each and give its own
+    // counterexample. (One that may time out checks them apart at once: its abandoned threads
+    // would slow the second run down.)
+    let mut fused = timeout.is_none();
+    let (ending, elapsed, counts, discoveries) = loop {
+        let checked = if fused {
+            model.clone().fusing_flag_properties()
+        } else {
+            model.clone()
+        };
+        let mut builder = checked.checker().threads(threads);
+        if let Some(d) = args.depth {
+            builder = builder.target_max_depth(d);
+        }
+        // The deadline is enforced here rather than by the checker builder, whose timeout a
+        // single-threaded BFS or DFS never looks at (see `sascribe_model::progress`).
+        let start = Instant::now();
+        let deadline = timeout.map(|t| start + Duration::from_secs(t));
+        let mut checker: Box<dyn Checker<SaScribe>> = match args.strategy {
+            Strategy::Bfs => Box::new(builder.spawn_bfs()),
+            Strategy::Dfs => Box::new(builder.spawn_dfs()),
+            Strategy::Simulate => Box::new(builder.spawn_simulation(args.seed, UniformChooser)),
+        };
+        let mut progress = Progress::stderr(Duration::from_secs(args.progress));
+        progress.set_context("check");
+        let ending = watch(&mut *checker, deadline, &mut progress);
+        let elapsed = start.elapsed();
+        // On a timeout the abandoned checker threads go on: report one snapshot.
+        let counts = Counts::of(&*checker);
+        let discoveries = checker.discoveries();
+        if fused && discoveries.contains_key(FLAGS_CLEAN) {
+            println!(
+                "a history flag property failed ({:.2} s, {} unique states): checking again \
+                 with each flag property apart",
+                elapsed.as_secs_f64(),
+                counts.unique
+            );
+            fused = false;
+            continue;
+        }
+        break (ending, elapsed, counts, discoveries);
     };
-    let mut progress = Progress::stderr(Duration::from_secs(args.progress));
-    progress.set_context("check");
-    let ending = watch(&mut *checker, deadline, &mut progress);
-    let elapsed = start.elapsed();
-    // On a timeout the abandoned checker threads go on: report one snapshot.
-    let counts = Counts::of(&*checker);
-    let discoveries = checker.discoveries();
     let all_discovered = PROPERTIES
         .iter()
         .filter(|(name, _, _)| applicable(&model.setup, name))

@@ -51,6 +51,9 @@ pub struct SaScribe {
     inner: ActorModel<Participant, Arc<Setup>, SharedHistory>,
     /// pACKs are taken out of the network when sent (see above).
     elide_packs: bool,
+    /// The safety properties that each read one violation flag of the history are checked as
+    /// one ([`FLAGS_CLEAN`]; see [`SaScribe::fusing_flag_properties`]).
+    fuse_flags: bool,
 }
 
 impl SaScribe {
@@ -98,6 +101,7 @@ impl SaScribe {
             setup,
             inner: m,
             elide_packs: false,
+            fuse_flags: false,
         }
     }
 
@@ -110,6 +114,22 @@ impl SaScribe {
     /// Whether pACKs are elided.
     pub fn elides_packs(&self) -> bool {
         self.elide_packs
+    }
+
+    /// The same model with the safety properties of [`FLAG_PROPERTIES`] checked as one,
+    /// [`FLAGS_CLEAN`] (no violation flag in the history), in their place. Stateright looks
+    /// each property's name up in a shared map at every state, which costs more than these
+    /// properties' own test (one bit of the history each). The verdict is exact when
+    /// `FLAGS_CLEAN` holds (each of them holds); when it fails, a run checking them apart names
+    /// which (what `sascribe-model check` does).
+    pub fn fusing_flag_properties(mut self) -> Self {
+        self.fuse_flags = true;
+        self
+    }
+
+    /// Whether the flag properties are checked as one.
+    pub fn fuses_flag_properties(&self) -> bool {
+        self.fuse_flags
     }
 
     fn peer<'s>(&self, state: &'s State, p: usize) -> Option<&'s crate::protocol::PeerState> {
@@ -998,6 +1018,45 @@ fn acyclic(m: &SaScribe, state: &State) -> bool {
     })
 }
 
+/// The safety properties that each say that the history never gets a violation flag, with
+/// their flags (`model/tests/mutants.rs` checks that each property is exactly that test).
+pub const FLAG_PROPERTIES: &[(&str, u32)] = {
+    use history::*;
+    &[
+        ("notify-seq-increasing", OUT_OF_ORDER),
+        ("notify-after-ack", NOTIFY_BEFORE_ACK),
+        ("notified-was-published", UNPUBLISHED),
+        ("single-committer", DOUBLE_STAMP),
+        ("first-notify-fresh", STALE_FIRST),
+        (
+            "412-changes-nothing",
+            STALE_ETAG_COMMITTED | REFUSAL_CHANGED,
+        ),
+        ("publish-applied-once", DOUBLE_APPLY),
+        ("expiry-in-bounds", EXPIRY_OUT_OF_BOUNDS),
+        ("central-notifier", NOT_CENTRAL),
+        ("modify-not-refused", MODIFY_REFUSED),
+        ("removal-keeps-others", STATES_LOST),
+        ("no-notify-after-unsubscribe", AFTER_UNSUBSCRIBE),
+        ("moved-no-rollback", MOVED_BACK),
+    ]
+};
+
+/// Every flag of [`FLAG_PROPERTIES`].
+pub const VIOLATION_FLAGS: u32 = {
+    let mut all = 0;
+    let mut i = 0;
+    while i < FLAG_PROPERTIES.len() {
+        all |= FLAG_PROPERTIES[i].1;
+        i += 1;
+    }
+    all
+};
+
+/// The name of the properties of [`FLAG_PROPERTIES`] checked as one
+/// ([`SaScribe::fusing_flag_properties`]).
+pub const FLAGS_CLEAN: &str = "flag-properties";
+
 /// The property names, in report order, with their kind and meaning.
 pub const PROPERTIES: &[(&str, &str, &str)] = &[
     ("notify-seq-increasing", "always", "each subscriber's NOTIFY seqs strictly increase"),
@@ -1224,6 +1283,15 @@ impl Model for SaScribe {
             Property::sometimes("tree-repaired", |_, s: &State| s.history.has(TREE_REPAIRED)),
         ];
         all.retain(|p| applicable(&self.setup, p.name));
+        if self.fuse_flags {
+            all.retain(|p| !FLAG_PROPERTIES.iter().any(|(name, _)| *name == p.name));
+            all.insert(
+                0,
+                Property::always(FLAGS_CLEAN, |_, s: &State| {
+                    s.history.flags & VIOLATION_FLAGS == 0
+                }),
+            );
+        }
         all
     }
 }

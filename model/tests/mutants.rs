@@ -5,11 +5,12 @@
 use sascribe_model::corpus::{
     HANDOVER_ONLY, MOVE_ONLY, REJOIN_ONLY, SUSPICION_ONLY, TREE_LOSS_ONLY,
 };
-use sascribe_model::model::PROPERTIES;
+use sascribe_model::model::{FLAGS_CLEAN, FLAG_PROPERTIES, PROPERTIES, VIOLATION_FLAGS};
 use sascribe_model::mutant::CatchConfig;
 use sascribe_model::{Mutant, Options, SaScribe, Setup};
 use stateright::{Checker, HasDiscoveries, Model};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 fn safety_and_liveness() -> impl Iterator<Item = &'static str> {
     PROPERTIES
@@ -51,6 +52,9 @@ fn correct_model_satisfies_every_property_on_the_mutant_configs() {
         for model in [
             SaScribe::new(c.setup(None)),
             SaScribe::new(c.setup(None)).eliding_packs(),
+            SaScribe::new(c.setup(None))
+                .eliding_packs()
+                .fusing_flag_properties(),
         ] {
             let checker = model.clone().checker().threads(2).spawn_bfs().join();
             assert!(checker.is_done());
@@ -66,10 +70,14 @@ fn correct_model_satisfies_every_property_on_the_mutant_configs() {
             let found: BTreeSet<&str> = checker.discoveries().into_keys().collect();
             seen.push((found, checker.unique_state_count()));
         }
-        let (delivered, elided) = (&seen[0], &seen[1]);
+        let (delivered, elided, fused) = (&seen[0], &seen[1], &seen[2]);
         assert_eq!(
             delivered.0, elided.0,
             "{c:?}: pACK elision changed what the checker found"
+        );
+        assert_eq!(
+            elided, fused,
+            "{c:?}: checking the flag properties as one changed what the checker found"
         );
         assert!(
             elided.1 <= delivered.1,
@@ -80,7 +88,8 @@ fn correct_model_satisfies_every_property_on_the_mutant_configs() {
     }
 }
 
-/// Every mutant is caught, delivering pACKs and eliding them.
+/// Every mutant is caught, delivering pACKs, eliding them, and with the flag properties
+/// checked as one (where a mutant that breaks one of them breaks [`FLAGS_CLEAN`]).
 #[test]
 fn each_mutant_yields_a_counterexample_to_its_property() {
     for &m in Mutant::ALL {
@@ -88,21 +97,82 @@ fn each_mutant_yields_a_counterexample_to_its_property() {
         for model in [
             SaScribe::new(c.setup(Some(m))),
             SaScribe::new(c.setup(Some(m))).eliding_packs(),
+            SaScribe::new(c.setup(Some(m)))
+                .eliding_packs()
+                .fusing_flag_properties(),
         ] {
-            let elided = model.elides_packs();
+            let (elided, fused) = (model.elides_packs(), model.fuses_flag_properties());
+            let property = if fused && FLAG_PROPERTIES.iter().any(|(n, _)| *n == m.property()) {
+                FLAGS_CLEAN
+            } else {
+                m.property()
+            };
             let checker = model
                 .checker()
                 .threads(2)
-                .finish_when(HasDiscoveries::AnyOf([m.property()].into_iter().collect()))
+                .finish_when(HasDiscoveries::AnyOf([property].into_iter().collect()))
                 .spawn_bfs()
                 .join();
             assert!(
-                checker.discovery(m.property()).is_some(),
-                "mutant {m} on {c:?} (pACKs elided: {elided}): no counterexample to {}",
-                m.property()
+                checker.discovery(property).is_some(),
+                "mutant {m} on {c:?} (pACKs elided: {elided}, flag properties as one: \
+                 {fused}): no counterexample to {property}",
             );
         }
     }
+}
+
+/// Each property of `FLAG_PROPERTIES` is exactly "its flags never set": it fails on a state
+/// with any of them, holds on one with every other violation flag; so their conjunction is
+/// `FLAGS_CLEAN`. And `FLAGS_CLEAN` replaces exactly them.
+#[test]
+fn the_flag_properties_are_their_flags() {
+    let model = SaScribe::new(Setup::new(&Options::default()).unwrap());
+    let init = model.init_states().remove(0);
+    let with_flags = |flags: u32| {
+        let mut s = init.clone();
+        Arc::make_mut(&mut s.history).flags = flags;
+        s
+    };
+    let properties = model.properties();
+    for &(name, flags) in FLAG_PROPERTIES {
+        let p = properties
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no property {name}"));
+        assert!((p.condition)(&model, &with_flags(0)), "{name}");
+        assert!(
+            (p.condition)(&model, &with_flags(VIOLATION_FLAGS & !flags)),
+            "{name} reads another property's flag"
+        );
+        for bit in (0..32).map(|i| 1u32 << i).filter(|b| flags & b != 0) {
+            assert!(!(p.condition)(&model, &with_flags(bit)), "{name}: {bit:#x}");
+        }
+    }
+    let fused = model.clone().fusing_flag_properties();
+    let fused_properties = fused.properties();
+    let clean = fused_properties
+        .iter()
+        .find(|p| p.name == FLAGS_CLEAN)
+        .expect("the fused property");
+    assert!((clean.condition)(&fused, &with_flags(!VIOLATION_FLAGS)));
+    for &(name, flags) in FLAG_PROPERTIES {
+        for bit in (0..32).map(|i| 1u32 << i).filter(|b| flags & b != 0) {
+            assert!(
+                !(clean.condition)(&fused, &with_flags(bit)),
+                "{name}: {bit:#x}"
+            );
+        }
+    }
+    let names = |ps: Vec<stateright::Property<SaScribe>>| -> BTreeSet<&'static str> {
+        ps.into_iter().map(|p| p.name).collect()
+    };
+    let mut expected = names(model.properties());
+    for (name, _) in FLAG_PROPERTIES {
+        assert!(expected.remove(name));
+    }
+    expected.insert(FLAGS_CLEAN);
+    assert_eq!(names(fused.properties()), expected);
 }
 
 fn witness_options() -> Options {
