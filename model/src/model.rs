@@ -983,10 +983,11 @@ fn acked_durable(m: &SaScribe, state: &State) -> bool {
 }
 
 fn no_rollback(m: &SaScribe, state: &State) -> bool {
-    if SaScribe::losses_of_state(state) >= m.setup.k {
+    let acked = state.history.acked_max;
+    // (Nothing acknowledged: no seq is below it.)
+    if acked == 0 || SaScribe::losses_of_state(state) >= m.setup.k {
         return true;
     }
-    let acked = state.history.acked_max;
     m.live_peers(state).all(|(_, s)| {
         // A root still fetching its replicas' records serves nothing yet, nor does one that
         // reaches no replica quorum (the smaller side of a partition, or a root that has not
