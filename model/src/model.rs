@@ -24,17 +24,20 @@ pub type Action = ActorModelAction<Msg, Timer, ()>;
 
 /// The sa-Scribe model.
 ///
-/// It is a Stateright [`ActorModel`] whose enabled actions are filtered by three guards:
-/// - **crash-stop of peers only**: `Crash` is offered for peers (user agents do not crash), within
-///   the crash budget, and crashed peers never recover;
-/// - **perfect failure detection**: a peer's `Detect(x)` timer (missed heartbeats/keep-alives)
-///   fires only once `x` has crashed, so there are no false suspicions;
+/// It is a Stateright [`ActorModel`] whose enabled actions are filtered by guards that stand
+/// for the fault budget and timing assumptions (`SaScribe::enabled`), among them:
+/// - **crashes of peers only**: `Crash` is offered for peers (user agents do not crash), within
+///   the crash budget; a crashed peer comes back (empty) only with `--restarts`, once every
+///   live peer has declared it dead, and a joining peer starts crashed until it joins;
+/// - **failure detection**: a peer's `Detect(x)` timer (missed heartbeats/keep-alives) fires
+///   only once `x` has crashed or, with `--suspicions`, is suspected within that budget;
 /// - **timeouts longer than round trips**: a `Retry(req)` timer fires only when the request is
 ///   lost (no message about it is in flight to a live actor, no live root is still working on it)
 ///   and every live peer has detected every crash.
 ///
-/// After each step, envelopes addressed to a crashed peer (never delivered, as peers do not
-/// recover) and observation envelopes (already folded into the history) are removed.
+/// After each step, envelopes addressed to a crashed peer (a restarted one has lost them) or
+/// cut off by a suspicion, and observation envelopes (already folded into the history), are
+/// removed.
 ///
 /// **pACK elision** ([`SaScribe::eliding_packs`], what `sascribe-model check` runs unless
 /// `--deliver-packs`): a pACK is taken out of the network in the step that sends it. Its
@@ -42,7 +45,7 @@ pub type Action = ActorModelAction<Msg, Timer, ()>;
 /// which the model does not have), so it commutes with every action and no property reads it:
 /// every run of the model that delivers pACKs has one that delivers each at once, with the
 /// same states apart from the network, and elision checks exactly those. It cuts the states
-/// of a configuration with subscribers by about two fifths. The trace exporter still records
+/// of a configuration whose JOINs cross an intermediate hop by a third to two thirds. The trace exporter still records
 /// the pACK a step sends; the corpus and `validate-run` use the model that delivers them.
 #[derive(Clone)]
 pub struct SaScribe {
