@@ -478,11 +478,11 @@ impl SaScribe {
                 || (s < peers && d < peers && cut & ((1 << s) | (1 << d)) != 0)
         };
         if any_envelope(&state.network, |src, dst, _| gone(src, dst)) {
-            drop_envelopes(&mut state.network, gone);
+            drop_envelopes(&mut state.network, |src, dst, _| gone(src, dst));
         }
-        let pack = |m: &Msg| matches!(m, Msg::PAck);
-        if self.elide_packs && any_envelope(&state.network, |_, _, m| pack(m)) {
-            drop_messages(&mut state.network, pack);
+        let pack = |_: Id, _: Id, m: &Msg| matches!(m, Msg::PAck);
+        if self.elide_packs && any_envelope(&state.network, pack) {
+            drop_envelopes(&mut state.network, pack);
         }
         state
     }
@@ -1191,7 +1191,7 @@ impl Model for SaScribe {
         if let Some(x) = rejoin {
             // A restart takes longer than any message delay: what the crashed incarnation
             // sent was delivered or lost before it comes back.
-            drop_envelopes(&mut next.network, |src, _| src == x);
+            drop_envelopes(&mut next.network, |src, _, _| src == x);
             let bit = 1u8 << usize::from(x);
             if self.yet_to_join(&next, bit) {
                 history_mut(&mut next).joined |= bit;
@@ -1374,26 +1374,17 @@ fn tree_message(m: &Msg) -> bool {
     )
 }
 
-/// Removes from the network every message for which `drop` holds (a flow of an ordered network
-/// left empty goes, as Stateright removes an empty flow).
-fn drop_messages(network: &mut Network<Msg>, drop: impl Fn(&Msg) -> bool) {
+/// Removes from the network every envelope (`src`, `dst`, message) for which `drop` holds (a
+/// flow of an ordered network left empty goes, as Stateright removes an empty flow).
+fn drop_envelopes(network: &mut Network<Msg>, drop: impl Fn(Id, Id, &Msg) -> bool) {
     match network {
-        Network::Ordered(map) => map.retain(|_, flow| {
-            flow.retain(|m| !drop(m));
+        Network::Ordered(map) => map.retain(|&(src, dst), flow| {
+            flow.retain(|m| !drop(src, dst, m));
             !flow.is_empty()
         }),
-        Network::UnorderedDuplicating(set, _) => set.retain(|e| !drop(&e.msg)),
-        Network::UnorderedNonDuplicating(map) => map.retain(|e, _| !drop(&e.msg)),
-    }
-}
-
-/// Removes from the network every envelope from `src` to `dst` for which `drop` holds.
-fn drop_envelopes(network: &mut Network<Msg>, drop: impl Fn(Id, Id) -> bool) {
-    match network {
-        Network::Ordered(map) => map.retain(|(src, dst), _| !drop(*src, *dst)),
-        Network::UnorderedDuplicating(set, _) => set.retain(|e| !drop(e.src, e.dst)),
+        Network::UnorderedDuplicating(set, _) => set.retain(|e| !drop(e.src, e.dst, &e.msg)),
         // (Stateright 0.31's `iter_all` repeats envelopes whose count is above one, so the
         // multiset is edited in place rather than rebuilt from it.)
-        Network::UnorderedNonDuplicating(map) => map.retain(|e, _| !drop(e.src, e.dst)),
+        Network::UnorderedNonDuplicating(map) => map.retain(|e, _| !drop(e.src, e.dst, &e.msg)),
     }
 }
