@@ -45,8 +45,9 @@ pub type Action = ActorModelAction<Msg, Timer, ()>;
 /// which the model does not have), so it commutes with every action and no property reads it:
 /// every run of the model that delivers pACKs has one that delivers each at once, with the
 /// same states apart from the network, and elision checks exactly those. It cuts the states
-/// of a configuration whose JOINs cross an intermediate hop by a third to two thirds. The trace exporter still records
-/// the pACK a step sends; the corpus and `validate-run` use the model that delivers them.
+/// of a configuration whose JOINs cross an intermediate hop by a third to two thirds. The
+/// trace exporter still records the pACK a step sends; the corpus and `validate-run` use the
+/// model that delivers them.
 #[derive(Clone)]
 pub struct SaScribe {
     /// The configuration.
