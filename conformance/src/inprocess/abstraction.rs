@@ -333,6 +333,8 @@ pub(super) struct RawState {
     pub table: Vec<(NodeId, bool)>,
     /// The peer's clock when read (deadlines are its clock's).
     now: sascribe::Millis,
+    /// A deadline of the group further ahead than the interval that sets it, named.
+    pub deadline_beyond: Option<String>,
 }
 
 impl RawState {
@@ -345,7 +347,19 @@ impl RawState {
             applied: p.applied_record_view(gid),
             leaves: p.overlay().leaf.iter().map(|e| e.handle.id).collect(),
             table: super::overlay::entries_of(p.overlay(), p.id()),
+            deadline_beyond: p.deadline_beyond(gid, now),
         }
+    }
+
+    /// The live states' ETags of a root that may expire none of them now, the model's guard on
+    /// expiry (`expirable`): a root still fetching its replicas' records, or one whose change
+    /// waits on its replicas' acknowledgements (its applied record is ahead of its committed
+    /// one; one expiry is one commit). `None` at any other peer.
+    pub(super) fn expiry_disabled(&self) -> Option<Vec<ETag>> {
+        let v = self.view.as_ref().filter(|v| v.is_root)?;
+        let seq = |r: &Option<sascribe::RecordView>| r.as_ref().map(|r| r.seq);
+        let pending = seq(&self.applied) != seq(&self.committed);
+        (!v.root_active || pending).then(|| v.etags.clone())
     }
 
     /// What the operator's view of the group (the status page's) says against the record it

@@ -932,12 +932,39 @@ impl Cluster {
             }
             let raw = self.read(i)?;
             self.check_routing_state(i, &raw)?;
-            if let Some(why) = raw.view_disagrees() {
+            if let Some(why) = raw.view_disagrees().or(raw.deadline_beyond.clone()) {
                 return Err(format!("{}: {why}", self.slots[i].name));
+            }
+            if let Some(etags) = raw.expiry_disabled() {
+                self.probe_expiry(i, etags)?;
             }
             out.insert(self.slots[i].name.clone(), self.project_raw(&raw));
         }
         Ok(out)
+    }
+
+    /// Asks production's root `i`, which may expire nothing now (`RawState::expiry_disabled`),
+    /// to expire each of `etags`, as its periodic tick would once a deadline passed: it must
+    /// refuse each, changing nothing (the model's root never expires a state there).
+    fn probe_expiry(&mut self, i: usize, etags: Vec<ETag>) -> Result<(), String> {
+        let gid = self.gid;
+        let name = self.slots[i].name.clone();
+        self.slots[i].call(
+            self.now,
+            Box::new(move |host, now| {
+                let expired = host.harness(now, |p: &mut sascribe::Peer, now, t: &mut _| {
+                    etags.into_iter().find(|&e| p.expire_state(now, t, gid, e))
+                });
+                match expired {
+                    None => Ok(String::new()),
+                    Some(e) => Err(format!(
+                        "{name}: a root still fetching, or committing a change, expired its \
+                         event state {e:?}"
+                    )),
+                }
+            }),
+        )?;
+        Ok(())
     }
 
     /// What production's peer `i` holds (the group's views, its routing state).

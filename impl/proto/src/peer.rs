@@ -201,6 +201,12 @@ impl Peer {
     pub fn group_view(&self, gid: GroupId) -> Option<GroupView> {
         self.scribe.view(gid)
     }
+    /// The first deadline this peer holds for `gid` that lies further ahead of `now` than the
+    /// interval that sets it, named (for conformance checks; `None` when all are in bounds).
+    #[cfg(feature = "harness")]
+    pub fn deadline_beyond(&self, gid: GroupId, now: Millis) -> Option<String> {
+        self.scribe.deadline_beyond(&self.cfg, gid, now)
+    }
     /// Whether this peer serves `gid` as its root at `now`: its role is active, its lease
     /// holds (every current replica confirmed it within `root_lease`) and it reaches a
     /// replica quorum. At most one peer of a group serves at any instant while replicas

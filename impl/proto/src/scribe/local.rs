@@ -52,6 +52,30 @@ pub(crate) struct PendingPub {
 }
 
 impl Scribe {
+    /// The deadlines of this peer's local subscriptions and publications of `gid`, with the
+    /// intervals that set them ([`Scribe::deadline_beyond`]).
+    #[cfg(feature = "harness")]
+    pub(super) fn local_deadlines(
+        &self,
+        cfg: &crate::config::Config,
+        gid: GroupId,
+        all: &mut Vec<(&'static str, Millis, Millis)>,
+    ) {
+        for s in self.subs.values().filter(|s| s.gid == gid) {
+            all.push(("subscription's", s.deadline, cfg.request_timeout));
+            all.push(("subscription's retry", s.retry_at, cfg.request_retry));
+            all.push((
+                "subscription's expiry",
+                s.expires_at,
+                secs(cfg.sub_max_expires),
+            ));
+        }
+        for p in self.pubs.values().filter(|p| p.gid == gid) {
+            all.push(("publication's", p.deadline, cfg.request_timeout));
+            all.push(("publication's retry", p.retry_at, cfg.request_retry));
+        }
+    }
+
     pub fn subscribe(
         &mut self,
         ctx: &mut Ctx<'_>,

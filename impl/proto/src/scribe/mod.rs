@@ -218,6 +218,38 @@ impl Scribe {
         })
     }
 
+    /// The deadlines this peer holds for `gid` (its tree round, replica refresh and re-JOIN,
+    /// a fetching root's deadline and its busy peers', the lease it confirmed, its local
+    /// subscriptions' and publications', its record's expiries), each with the interval that
+    /// sets it: every one is set from the clock to at most that interval ahead, and the clock
+    /// only moves on, so none lies further than its interval ahead of `now`. The first that
+    /// does (a deadline computed wrong, which would fire late or never) is returned, named.
+    #[cfg(feature = "harness")]
+    pub fn deadline_beyond(&self, cfg: &Config, gid: GroupId, now: Millis) -> Option<String> {
+        let g = self.groups.get(&gid)?;
+        let lease = cfg.root_lease.saturating_add(1);
+        let mut all: Vec<(&str, Millis, Millis)> = vec![
+            ("tree round", g.next_tick, cfg.heartbeat_interval),
+            ("replica refresh", g.next_refresh, cfg.replica_refresh),
+        ];
+        all.extend(g.rejoin_at.map(|at| ("re-JOIN", at, cfg.request_retry)));
+        all.extend(g.confirms.map(|c| ("confirmed lease", c.1, cfg.root_lease)));
+        if let Some(role) = g.root.as_ref().filter(|r| !r.active) {
+            all.push(("fetch", role.fetch_deadline, cfg.fetch_timeout.max(lease)));
+            all.extend(role.asks.iter().map(|a| ("busy peer", a.busy_until, lease)));
+        }
+        if let Some(r) = g.record.as_ref() {
+            let max = secs(cfg.pub_max_expires);
+            all.extend(r.states.iter().map(|s| ("event state", s.expires_at, max)));
+        }
+        self.local_deadlines(cfg, gid, &mut all);
+        all.into_iter()
+            .find(|&(_, at, interval)| at > now.saturating_add(interval))
+            .map(|(what, at, interval)| {
+                format!("its {what} deadline is {at} ms, beyond now ({now} ms) + {interval} ms")
+            })
+    }
+
     /// Whether this peer's root role of `gid` answers requests at `now`: it is active, its
     /// lease holds and it reaches a replica quorum. The request path asks the same (an active
     /// root answers a JOIN at once only when this holds), so what an operator reads is what
