@@ -71,8 +71,9 @@ impl Cluster {
             return name;
         }
         match self.sub_unassigned[o].pop_front() {
-            Some((_, name)) => {
+            Some((u, name)) => {
                 self.join_names.insert((origin.0, join_id), name.clone());
+                self.join_ua.insert((origin.0, join_id), u);
                 name
             }
             None => format!("{}/?{join_id:x}", self.slots[o].name),

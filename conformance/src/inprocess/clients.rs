@@ -1,8 +1,9 @@
 //! The trace's user agents as SIP user agents (MAPPING.md, "Client requests" and
 //! "Client-visible outcomes"): each is a sans-IO [`UserAgent`] that sends real SIP requests to
 //! the SIP socket of its first-contact peer; what it receives back — final responses and
-//! NOTIFYs — becomes the trace's client outcomes. Every request is sent twice, as a UDP
-//! retransmission would: the peer's server transaction must absorb the copy.
+//! NOTIFYs — becomes the trace's client outcomes. Every PUBLISH and un-SUBSCRIBE, and half of
+//! the SUBSCRIBEs, are sent twice, as a UDP retransmission would be: the peer's server
+//! transaction must absorb the copy.
 
 use super::{body_of, values_of, Cluster, EXPIRY_UNIT_SECS, PIDF, RESOURCE, SUB_EXPIRES};
 use crate::sut::ClientRequest;
@@ -29,6 +30,9 @@ pub(super) struct TraceUa {
     pub left: bool,
     /// Pending PUBLISH requests (the user agent's request id) and their trace names.
     pub publishes: Vec<(u64, String)>,
+    /// While its initial SUBSCRIBE awaits its final response: whether a provisional one
+    /// (100 Trying) came.
+    pub trying: Option<bool>,
 }
 
 /// Address of the trace's user agent `u`.
@@ -59,7 +63,15 @@ impl Cluster {
                 let (sub, req) = c
                     .agent
                     .subscribe(now, server, RESOURCE, "presence", SUB_EXPIRES);
+                // Half of the SUBSCRIBEs (by the parity of the user agent's place and the
+                // request's number) are sent twice, as a UDP retransmission would be: the copy
+                // is absorbed, with 100 Trying. The others are sent once, so that their 100
+                // Trying can come only from the pACK (MAPPING.md, "Client-visible outcomes").
+                if (u + n as usize) % 2 == 1 {
+                    c.agent.retransmit(req);
+                }
                 c.sub = Some((sub, req));
+                c.trying = Some(false);
                 c.leaving = false;
                 c.left = false;
             }
@@ -152,6 +164,7 @@ impl Cluster {
                     }
                     self.forget_sub(u);
                     let c = &mut self.uas[u];
+                    c.trying = None;
                     if c.leaving {
                         if let Some((sub, _)) = c.sub.filter(|_| code == 200) {
                             if let Some(req) = c.agent.resubscribe(self.now, sub, 0) {
@@ -233,6 +246,15 @@ impl Cluster {
                         o.expires = expires.map(|x| (x / EXPIRY_UNIT_SECS).min(255) as u8);
                     }
                     self.obs.client.push(o);
+                }
+                UaEvent::Provisional {
+                    req,
+                    method: Method::Subscribe,
+                    code,
+                } if self.uas[u].sub.is_some_and(|(_, r)| r == req) => {
+                    let c = &mut self.uas[u];
+                    c.trying = c.trying.map(|_| true);
+                    self.log(format!("{name}: SUBSCRIBE answered {code}"));
                 }
                 other => self.log(format!("{name}: {other:?}")),
             }

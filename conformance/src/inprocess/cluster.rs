@@ -100,6 +100,9 @@ fn new_host(
     // outlive the trace).
     sip_cfg.min_expires = cfg.pub_min_expires.min(cfg.sub_min_expires);
     sip_cfg.max_expires = cfg.pub_max_expires.max(cfg.sub_max_expires);
+    // A SUBSCRIBE's 100 Trying comes from its JOIN's pACK alone (the front end's own, after a
+    // delay, would reach the user agent first as a silent timer, and hide a missing one).
+    sip_cfg.trying_delay = super::NEVER;
     let seeds = Seeds::reproducible(7 + i as u64 + 1000 * u64::from(incarnation));
     Host::new(h.id, h.addr, cfg.clone(), now, seeds).with_sip(sip_cfg)
 }
@@ -155,6 +158,11 @@ pub(super) struct Cluster {
     pub sub_unassigned: Vec<VecDeque<(usize, String)>>,
     pub pub_unassigned: Vec<VecDeque<(u64, String)>>,
     pub join_names: HashMap<(u128, u64), String>,
+    /// The user agent whose SUBSCRIBE a JOIN (origin, request id) carries.
+    pub join_ua: HashMap<(u128, u64), usize>,
+    /// User agents that must have had a 100 Trying by the end of the step: a pACK for their
+    /// SUBSCRIBE's JOIN reached its origin while the SUBSCRIBE awaited its answer.
+    trying_due: Vec<usize>,
     pub nonce_names: HashMap<(u128, u64), String>,
     pub etag_seq: HashMap<ETag, u8>,
     pub seq_etag: HashMap<u8, ETag>,
@@ -349,6 +357,7 @@ impl Cluster {
                 leaving: false,
                 left: false,
                 publishes: Vec::new(),
+                trying: None,
             });
         }
         let n = slots.len();
@@ -365,6 +374,8 @@ impl Cluster {
             sub_unassigned: vec![VecDeque::new(); n],
             pub_unassigned: vec![VecDeque::new(); n],
             join_names: HashMap::new(),
+            join_ua: HashMap::new(),
+            trying_due: Vec::new(),
             nonce_names: HashMap::new(),
             etag_seq: HashMap::new(),
             seq_etag: HashMap::new(),
@@ -925,6 +936,14 @@ impl Cluster {
 
     /// The projected state of every live peer (MAPPING.md, "Projected state").
     pub fn project(&mut self) -> Result<BTreeMap<String, PeerState>, String> {
+        for u in std::mem::take(&mut self.trying_due) {
+            if self.uas[u].trying == Some(false) {
+                return Err(format!(
+                    "{}: no 100 Trying, though its SUBSCRIBE's JOIN was answered with a pACK",
+                    self.uas[u].name
+                ));
+            }
+        }
         let mut out = BTreeMap::new();
         for i in 0..self.slots.len() {
             if self.slots[i].crashed {
@@ -1104,6 +1123,14 @@ impl Cluster {
                 let rejoin = join_id & REJOIN_ID_BIT != 0;
                 if rejoin && path.len() == 1 && path[0].id == to.handle.id && named == current {
                     to.rejoin = None;
+                }
+            }
+            // A pACK for a JOIN this peer sent for its user agent's pending SUBSCRIBE: the
+            // user agent is told 100 Trying (MAPPING.md, "Client-visible outcomes").
+            if let Msg::Scribe(ScribeMsg::Provisional { join_id, .. }) = &env.msg {
+                let u = self.join_ua.get(&(to.handle.id.0, *join_id)).copied();
+                if let Some(u) = u.filter(|&u| self.uas[u].trying == Some(false)) {
+                    self.trying_due.push(u);
                 }
             }
             // A peer closer to the group asking for the record is taken back, as the

@@ -65,6 +65,16 @@ pub enum UaEvent {
         /// The subscription the request belongs to.
         sub: Option<u64>,
     },
+    /// A provisional response (1xx) to request `req`, still waiting for its final one: the
+    /// request is retransmitted at T2 from then on.
+    Provisional {
+        /// The request.
+        req: u64,
+        /// Its method.
+        method: Method,
+        /// Status code.
+        code: u16,
+    },
     /// Timer F fired: request `req` got no final response.
     Timeout {
         /// The request.
@@ -487,6 +497,11 @@ impl UserAgent {
             if let Some(p) = self.pending.get_mut(&id) {
                 p.interval = T2;
                 p.next = now + T2;
+                self.events.push_back(UaEvent::Provisional {
+                    req: id,
+                    method: p.method.clone(),
+                    code: r.code,
+                });
             }
             return;
         }

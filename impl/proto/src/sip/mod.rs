@@ -171,6 +171,10 @@ pub struct SipConfig {
     /// A stream connection is closed after this long without traffic (ms), unless a
     /// subscription notified over it lasts longer.
     pub conn_idle_timeout: Millis,
+    /// A SUBSCRIBE or PUBLISH the overlay has not answered after this long (ms) gets 100 Trying
+    /// (a SUBSCRIBE gets it earlier, once its JOIN's first hop grafted it: the pACK). It stops
+    /// the client's retransmissions over UDP from T1 doubling to every T2.
+    pub trying_delay: Millis,
     /// Bound on concurrent server transactions. At it, a new request first evicts the
     /// transaction answered longest ago (it only absorbs retransmissions, for Timer J); when
     /// every one is still being worked on, it gets 503 (a stateless one, with
@@ -208,6 +212,7 @@ impl SipConfig {
             max_header: 16_384,
             max_connections: 1_024,
             conn_idle_timeout: 300_000,
+            trying_delay: transaction::TRYING_DELAY,
             max_transactions: 100_000,
             admission: admission::AdmissionConfig::default(),
             domains: Vec::new(),

@@ -169,6 +169,7 @@ impl SipEndpoint {
         let state = ServerState::Proceeding {
             ctx: Box::new(ctx),
             started: env.now,
+            trying_at: env.now.saturating_add(self.cfg.trying_delay),
             abandon: env.now.saturating_add(patience),
             trying: None,
         };

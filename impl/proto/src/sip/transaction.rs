@@ -5,9 +5,10 @@
 //! the `z9hG4bK` cookie), sent-by and method (§17.2.3; an RFC 2543 fallback key is built from
 //! Call-ID, CSeq, From tag and the `Via`). A retransmission is absorbed: in *Proceeding* the
 //! last provisional response is resent, in *Completed* the final one. *Completed* lasts Timer
-//! J = 64·T1 over UDP, 0 over TCP (§17.2.2). A transaction waiting on the overlay sends 100 Trying after [`TRYING_DELAY`] (or on
-//! the first retransmission, or on the overlay's pACK), so answers the root gives quickly need
-//! no provisional response (RFC 4320 §4.1).
+//! J = 64·T1 over UDP, 0 over TCP (§17.2.2). A transaction waiting on the overlay sends 100
+//! Trying after `SipConfig::trying_delay` ([`TRYING_DELAY`] by default), or on the first
+//! retransmission, or on the overlay's pACK, so answers the root gives quickly need no
+//! provisional response (RFC 4320 §4.1).
 //!
 //! Client (§17.1.2): a NOTIFY is retransmitted after Timer E, starting at T1 and doubling up to
 //! T2 (T2 at once after a provisional response), and times out at Timer F = 64·T1. Over TCP
@@ -34,7 +35,8 @@ pub const T2: Millis = 4_000;
 pub const TIMER_F: Millis = 64 * T1;
 /// Timer J: a completed server transaction absorbs retransmissions this long (ms).
 pub const TIMER_J: Millis = 64 * T1;
-/// A request still waiting on the overlay after this long gets 100 Trying (ms).
+/// A request still waiting on the overlay after this long gets 100 Trying (ms): the default of
+/// `SipConfig::trying_delay`.
 pub const TRYING_DELAY: Millis = 200;
 
 /// Server transaction identifier (RFC 3261 §17.2.3).
@@ -98,6 +100,8 @@ pub enum ServerState<C> {
         ctx: Box<C>,
         /// Arrival time.
         started: Millis,
+        /// When 100 Trying goes out if the overlay has not answered (`SipConfig::trying_delay`).
+        trying_at: Millis,
         /// When the transaction is given up if the overlay never answers (the overlay answers
         /// every request, if only with a timeout, so this is a safety net).
         abandon: Millis,
@@ -130,10 +134,11 @@ impl<C> ServerTx<C> {
     pub fn deadline(&self) -> Millis {
         match &self.state {
             ServerState::Proceeding {
-                started,
+                trying_at,
+                abandon,
                 trying: None,
                 ..
-            } => started + TRYING_DELAY,
+            } => (*trying_at).min(*abandon),
             ServerState::Proceeding { abandon, .. } => *abandon,
             ServerState::Completed { until, .. } => *until,
         }
@@ -503,6 +508,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_request_waiting_on_the_overlay_gets_100_trying_at_its_delay_else_at_abandon() {
+        let mut txs: Transactions<()> = Transactions::default();
+        let mut timers = Timers::new();
+        let flow = Flow::Udp("127.0.0.1:1".parse().unwrap());
+        let key = |b: &str| TxKey {
+            branch: b.into(),
+            sent_by: "127.0.0.1:1".into(),
+            method: "PUBLISH".into(),
+        };
+        let working = |trying_at| ServerState::Proceeding {
+            ctx: Box::new(()),
+            started: 1_000,
+            trying_at,
+            abandon: 1_000 + TIMER_J,
+            trying: None,
+        };
+        let soon = txs.put_server(&mut timers, key("a"), flow, working(1_000 + TRYING_DELAY));
+        let never = txs.put_server(&mut timers, key("b"), flow, working(Millis::MAX));
+        let at = |txs: &Transactions<()>, id| txs.server(id).map(ServerTx::deadline);
+        assert_eq!(at(&txs, soon), Some(1_000 + TRYING_DELAY));
+        assert_eq!(at(&txs, never), Some(1_000 + TIMER_J));
+        assert!(matches!(
+            txs.server_timer(&mut timers, soon, 1_000 + TRYING_DELAY),
+            ServerDue::Trying
+        ));
+        // Before its deadline a transaction is only armed again.
+        assert!(matches!(
+            txs.server_timer(&mut timers, never, 1_000 + TRYING_DELAY),
+            ServerDue::Nothing
+        ));
+    }
+
+    #[test]
     fn a_full_table_gives_up_its_oldest_answered_transaction_first() {
         let mut txs: Transactions<()> = Transactions::default();
         let mut timers = Timers::new();
@@ -519,6 +557,7 @@ mod tests {
         let working = || ServerState::Proceeding {
             ctx: Box::new(()),
             started: 0,
+            trying_at: TRYING_DELAY,
             abandon: TIMER_J,
             trying: None,
         };
