@@ -33,6 +33,14 @@ pub(super) struct TraceUa {
     /// While its initial SUBSCRIBE awaits its final response: whether a provisional one
     /// (100 Trying) came.
     pub trying: Option<bool>,
+    /// The current subscription was refreshed (once, at its first NOTIFY).
+    pub refreshed: bool,
+    /// The refresh awaiting its answer.
+    pub refresh: Option<u64>,
+    /// The NOTIFY that follows a refresh, repeating the last state, has not come yet.
+    pub repeat_due: bool,
+    /// The seq and values of the last NOTIFY it was sent.
+    pub last_notify: Option<(Option<u8>, Option<Vec<u8>>)>,
 }
 
 /// Address of the trace's user agent `u`.
@@ -72,6 +80,7 @@ impl Cluster {
                 }
                 c.sub = Some((sub, req));
                 c.trying = Some(false);
+                c.refreshed = false;
                 c.leaving = false;
                 c.left = false;
             }
@@ -155,6 +164,15 @@ impl Cluster {
                     code,
                     ..
                 } => {
+                    if self.uas[u].refresh == Some(req) {
+                        self.uas[u].refresh = None;
+                        self.log(format!("{name}: refresh answered {code}"));
+                        if code != 200 {
+                            self.ua_faults
+                                .push(format!("{name}: its refresh was answered {code}"));
+                        }
+                        continue;
+                    }
                     let initial = self.uas[u].sub.is_some_and(|(_, r)| r == req);
                     if !initial {
                         // The un-SUBSCRIBE's answer.
@@ -206,7 +224,17 @@ impl Cluster {
                     let mut o = outcome("notify");
                     o.seq = seq.map(|s| s.min(255) as u8);
                     o.values = values_of(&body);
+                    let c = &mut self.uas[u];
+                    let shown = (o.seq, o.values.clone());
+                    if c.repeat_due && c.last_notify.as_ref() == Some(&shown) {
+                        // A refresh's NOTIFY, the last state again: not news.
+                        c.repeat_due = false;
+                        self.log(format!("{name}: NOTIFY after the refresh, seq {:?}", o.seq));
+                        continue;
+                    }
+                    c.last_notify = Some(shown);
                     self.obs.client.push(o);
+                    self.refresh_once(u);
                 }
                 UaEvent::Response {
                     req,
@@ -258,6 +286,28 @@ impl Cluster {
                 }
                 other => self.log(format!("{name}: {other:?}")),
             }
+        }
+    }
+
+    /// At the first NOTIFY of its subscription, user agent `u` refreshes it (an in-dialog
+    /// SUBSCRIBE with the same expiry, as every SIP client does before it runs out): the
+    /// peer must answer 200 and NOTIFY the last state again, and nothing else changes
+    /// (MAPPING.md, "Client-visible outcomes").
+    fn refresh_once(&mut self, u: usize) {
+        let now = self.now;
+        let c = &mut self.uas[u];
+        let Some((sub, _)) = c.sub.filter(|_| !c.refreshed && !c.leaving) else {
+            return;
+        };
+        if !c.agent.subscription(sub).is_some_and(|s| s.active) {
+            return;
+        }
+        c.refreshed = true;
+        if let Some(req) = c.agent.resubscribe(now, sub, SUB_EXPIRES) {
+            c.refresh = Some(req);
+            c.repeat_due = true;
+            let name = c.name.clone();
+            self.log(format!("{name} refreshes its subscription"));
         }
     }
 

@@ -163,6 +163,8 @@ pub(super) struct Cluster {
     /// User agents that must have had a 100 Trying by the end of the step: a pACK for their
     /// SUBSCRIBE's JOIN reached its origin while the SUBSCRIBE awaited its answer.
     trying_due: Vec<usize>,
+    /// What user agents were told that a SIP server must not tell them (a refresh refused).
+    pub ua_faults: Vec<String>,
     pub nonce_names: HashMap<(u128, u64), String>,
     pub etag_seq: HashMap<ETag, u8>,
     pub seq_etag: HashMap<u8, ETag>,
@@ -358,6 +360,10 @@ impl Cluster {
                 left: false,
                 publishes: Vec::new(),
                 trying: None,
+                refreshed: false,
+                refresh: None,
+                repeat_due: false,
+                last_notify: None,
             });
         }
         let n = slots.len();
@@ -376,6 +382,7 @@ impl Cluster {
             join_names: HashMap::new(),
             join_ua: HashMap::new(),
             trying_due: Vec::new(),
+            ua_faults: Vec::new(),
             nonce_names: HashMap::new(),
             etag_seq: HashMap::new(),
             seq_etag: HashMap::new(),
@@ -936,6 +943,17 @@ impl Cluster {
 
     /// The projected state of every live peer (MAPPING.md, "Projected state").
     pub fn project(&mut self) -> Result<BTreeMap<String, PeerState>, String> {
+        if let Some(f) = self.ua_faults.first() {
+            return Err(f.clone());
+        }
+        for c in &self.uas {
+            if c.refresh.is_some() || c.repeat_due {
+                return Err(format!(
+                    "{}: its refresh got no 200, or no NOTIFY of the last state after it",
+                    c.name
+                ));
+            }
+        }
         for u in std::mem::take(&mut self.trying_due) {
             if self.uas[u].trying == Some(false) {
                 return Err(format!(
