@@ -507,16 +507,20 @@ fn shrink_sparse<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_request_waiting_on_the_overlay_gets_100_trying_at_its_delay_else_at_abandon() {
-        let mut txs: Transactions<()> = Transactions::default();
-        let mut timers = Timers::new();
-        let flow = Flow::Udp("127.0.0.1:1".parse().unwrap());
+    /// An empty table, its timers, a client's flow, and the key of its SUBSCRIBE on branch `b`.
+    fn table() -> (Transactions<()>, Timers, Flow, impl Fn(&str) -> TxKey) {
         let key = |b: &str| TxKey {
             branch: b.into(),
             sent_by: "127.0.0.1:1".into(),
-            method: "PUBLISH".into(),
+            method: "SUBSCRIBE".into(),
         };
+        let flow = Flow::Udp("127.0.0.1:1".parse().unwrap());
+        (Transactions::default(), Timers::new(), flow, key)
+    }
+
+    #[test]
+    fn a_request_waiting_on_the_overlay_gets_100_trying_at_its_delay_else_at_abandon() {
+        let (mut txs, mut timers, flow, key) = table();
         let working = |trying_at| ServerState::Proceeding {
             ctx: Box::new(()),
             started: 1_000,
@@ -542,14 +546,7 @@ mod tests {
 
     #[test]
     fn a_full_table_gives_up_its_oldest_answered_transaction_first() {
-        let mut txs: Transactions<()> = Transactions::default();
-        let mut timers = Timers::new();
-        let flow = Flow::Udp("127.0.0.1:1".parse().unwrap());
-        let key = |b: &str| TxKey {
-            branch: b.into(),
-            sent_by: "127.0.0.1:1".into(),
-            method: "SUBSCRIBE".into(),
-        };
+        let (mut txs, mut timers, flow, key) = table();
         let done = || ServerState::Completed {
             response: b"SIP/2.0 200 OK".to_vec(),
             until: TIMER_J,
