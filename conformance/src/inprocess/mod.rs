@@ -144,7 +144,9 @@ impl System for InProcess {
             .as_mut()
             .ok_or("the first input must be init")?;
         c.input(input)?;
-        Ok(c.settle())
+        let obs = c.settle();
+        c.client_faults()?;
+        Ok(obs)
     }
 
     /// The trace's largest record sits exactly at the document limit: a limit that refuses a
