@@ -2,6 +2,7 @@
 //! messages → abstract messages" and "Silent messages"), request naming (`origin/who#n`), and
 //! the ETag ↔ seq table.
 
+use super::cluster::Probe;
 use super::{value_of, values_of, Cluster, EXPIRY_UNIT_SECS};
 use crate::{AbstractMsg, EntryProj, PeerState, RecordProj, RootProj, StateProj, SubsProj};
 use sascribe::wire::{Latest, Msg, PublishReply, Routed, ScribeMsg, REJOIN_ID_BIT};
@@ -325,9 +326,9 @@ impl Cluster {
 
 /// What the harness reads from one production peer for its projection.
 pub(super) struct RawState {
-    view: Option<sascribe::GroupView>,
+    pub view: Option<sascribe::GroupView>,
     committed: Option<sascribe::RecordView>,
-    applied: Option<sascribe::RecordView>,
+    pub applied: Option<sascribe::RecordView>,
     /// The ids in its leaf set.
     pub leaves: Vec<NodeId>,
     /// Its learnt routing table: each entry's id, and whether it sits in the slot it fits.
@@ -336,11 +337,13 @@ pub(super) struct RawState {
     now: sascribe::Millis,
     /// A deadline of the group further ahead than the interval that sets it, named.
     pub deadline_beyond: Option<String>,
+    /// Its maintenance, run on forks with its deadlines due.
+    pub probe: Probe,
 }
 
 impl RawState {
     /// Reads the production views of group `gid` at `p`.
-    pub(super) fn read(p: &sascribe::Peer, gid: GroupId, now: sascribe::Millis) -> Self {
+    pub(super) fn read(p: &sascribe::Peer, gid: GroupId, now: sascribe::Millis, k: usize) -> Self {
         RawState {
             now,
             view: p.group_view(gid),
@@ -349,6 +352,7 @@ impl RawState {
             leaves: p.overlay().leaf.iter().map(|e| e.handle.id).collect(),
             table: super::overlay::entries_of(p.overlay(), p.id()),
             deadline_beyond: p.deadline_beyond(gid, now),
+            probe: Probe::run(p, gid, now, k),
         }
     }
 

@@ -23,6 +23,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+mod probe;
+pub(super) use probe::Probe;
+
 /// One production peer and the harness's bookkeeping about it: the seam.
 pub(super) struct Slot {
     pub name: String,
@@ -950,6 +953,8 @@ impl Cluster {
             }
             let raw = self.read(i)?;
             self.check_routing_state(i, &raw)?;
+            let applied = raw.applied.as_ref().map(|r| r.seq);
+            self.check_probe(i, &raw.probe, raw.view.as_ref(), applied)?;
             if let Some(why) = raw.view_disagrees().or_else(|| raw.deadline_beyond.clone()) {
                 return Err(format!("{}: {why}", self.slots[i].name));
             }
@@ -1015,11 +1020,11 @@ impl Cluster {
     fn read(&mut self, i: usize) -> Result<RawState, String> {
         let raw = Arc::new(Mutex::new(None));
         let into = Arc::clone(&raw);
-        let gid = self.gid;
+        let (gid, k) = (self.gid, self.cfg.k);
         self.slots[i].call(
             self.now,
             Box::new(move |host, now| {
-                let r = RawState::read(host.peer(), gid, now);
+                let r = RawState::read(host.peer(), gid, now, k);
                 *into.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
                 Ok(String::new())
             }),
@@ -1163,6 +1168,7 @@ impl Cluster {
             if let Msg::Scribe(ScribeMsg::FetchState { gid, .. }) = &env.msg {
                 if self.cfg.leases && sascribe::id::closer(gid.0, sender, to.handle.id.0) {
                     to.known_dead.remove(&f.from);
+                    to.met.insert(f.from);
                 }
             }
         }

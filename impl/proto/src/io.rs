@@ -191,7 +191,7 @@ impl Stats {
 }
 
 /// Queue of outputs of one peer.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Outbox {
     pub me: NodeHandle,
     /// Whether this peer completed its overlay join (carried in every envelope).

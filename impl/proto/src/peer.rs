@@ -658,6 +658,56 @@ impl Peer {
         self.run_loopback(now, timers);
     }
 
+    /// A copy of this peer for a probe: the harness asks what it would do next without
+    /// touching it. The copy has no queued output and a CSPRNG of its own, seeded with a
+    /// constant: nothing a fork draws or sends leaves the harness.
+    #[cfg(feature = "harness")]
+    pub fn fork(&self) -> Peer {
+        let mut out = self.out.clone();
+        out.transmits.clear();
+        out.loopback.clear();
+        Peer {
+            cfg: self.cfg.clone(),
+            out,
+            overlay: self.overlay.clone(),
+            scribe: self.scribe.clone(),
+            rng: self.rng.clone(),
+            secrets: Secrets::from_seed([0x5a; 32]),
+            events: VecDeque::new(),
+            departed: self.departed,
+            held: self.held.clone(),
+            overlay_armed: self.overlay_armed,
+            replay: self.replay.clone(),
+            unix_offset: self.unix_offset,
+            handovers: VecDeque::new(),
+            repair: self.repair.clone(),
+        }
+    }
+
+    /// Runs group `gid`'s tree round now as though every deadline in it had come: the
+    /// maintenance tick, the replica refresh, and the re-JOIN an orphan waits to send (for a
+    /// [`Peer::fork`]: the harness's clocks never reach those intervals). Returns whether this
+    /// peer holds the group.
+    #[cfg(feature = "harness")]
+    pub fn fire_round_due(&mut self, now: Millis, timers: &mut Timers, gid: GroupId) -> bool {
+        self.at(now);
+        if !self.scribe.due_round(&mut ctx!(self, now, timers), gid) {
+            return false;
+        }
+        self.handle_timer(now, timers, Timer::Tree);
+        true
+    }
+
+    /// Runs the overlay's probes of the peers it declared dead and its leaf-set exchange now,
+    /// as though both were due (for a [`Peer::fork`], as [`Peer::fire_round_due`]).
+    #[cfg(feature = "harness")]
+    pub fn fire_overlay_rest_due(&mut self, now: Millis) {
+        self.at(now);
+        self.overlay.due_rest(now);
+        self.overlay
+            .tick_rest(now, &self.cfg, &mut self.out, &mut self.rng);
+    }
+
     /// Runs group `gid`'s maintenance tick now, in a tree round of its own (the root's duties,
     /// timeouts, a beat to each child, pruning), whatever the round's deadline. Returns how
     /// many children it had.

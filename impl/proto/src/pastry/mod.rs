@@ -46,7 +46,7 @@ pub enum Hop {
 }
 
 /// The Pastry state of one peer.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Overlay {
     me: NodeHandle,
     /// Leaf set.
@@ -512,6 +512,14 @@ impl Overlay {
         self.revived.clear();
         out.send_many(self.declared_dead().iter(), PastryMsg::Announce);
         n
+    }
+
+    /// Makes the probes of peers declared dead and the leaf-set exchange due now (a probe on
+    /// a fork, see `Peer::fire_overlay_rest_due`).
+    #[cfg(feature = "harness")]
+    pub(crate) fn due_rest(&mut self, now: Millis) {
+        self.next_probe = now;
+        self.next_exchange = now;
     }
 
     /// The second half of the maintenance tick: probes of peers declared dead and the leaf-set

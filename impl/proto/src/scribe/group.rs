@@ -27,7 +27,7 @@ use crate::Millis;
 use std::collections::BTreeMap;
 
 /// The peer-wide tree round: when it runs next, and what it collects per neighbour.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Round {
     pub armed: Armed,
     /// The groups due in this round: whether to refresh the record, whether to tick (kept
@@ -112,7 +112,7 @@ pub(crate) struct Child {
 }
 
 /// Per-group state of a peer (member, root, or replica holder).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Group {
     pub latest: Latest,
     pub parent: Option<NodeHandle>,
@@ -355,6 +355,19 @@ impl Scribe {
         let children = g.children.len();
         ctx.timers.arm(ctx.now, Timer::Tree, &mut self.round.armed);
         Some(children)
+    }
+
+    /// Makes every deadline of `gid`'s tree round due now (its maintenance tick, its replica
+    /// refresh, an orphan's re-JOIN) and arms the round at `now` (a probe on a fork: the
+    /// harness's clocks never reach those intervals). Returns whether this peer holds `gid`.
+    #[cfg(feature = "harness")]
+    pub fn due_round(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) -> bool {
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return false;
+        };
+        g.next_refresh = ctx.now;
+        g.rejoin_at = g.rejoin_at.map(|t| t.min(ctx.now));
+        self.due_heartbeat(ctx, gid).is_some()
     }
 
     /// Queues `gid`'s heartbeat to each of its children in this tree round; returns how many.

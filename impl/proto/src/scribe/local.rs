@@ -12,7 +12,7 @@ use crate::wire::{ETag, Latest, PubReqId, PublishReply, Routed, REJOIN_ID_BIT};
 use crate::Millis;
 use bytes::Bytes;
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct LocalSub {
     pub gid: GroupId,
     pub accepted: bool,
@@ -38,7 +38,7 @@ impl LocalSub {
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct PendingPub {
     pub handle: PubHandle,
     gid: GroupId,

@@ -98,7 +98,7 @@ impl Ctx<'_> {
 }
 
 /// sa-Scribe state of one peer.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Scribe {
     pub groups: BTreeMap<GroupId, Group>,
     subs: BTreeMap<crate::event::SubHandle, LocalSub>,

@@ -216,7 +216,7 @@ fn compose(states: &[State], resource: Option<&str>) -> Option<(Option<String>, 
 }
 
 /// A change waiting for all replicas' acknowledgements.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Commit {
     pub rec: Record,
     pub reply: Option<(NodeHandle, PubReqId, PublishReply)>,
@@ -236,7 +236,7 @@ pub(crate) struct Ask {
     pub busy_until: Millis,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct RootRole {
     /// Serving (the fetch of the replicas' records is over).
     pub active: bool,

@@ -29,7 +29,7 @@ pub const SEEN_PER_SENDER: usize = 1024;
 pub const MAX_SENDERS: usize = 1024;
 
 /// What one sender's accepted datagrams left behind.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Seen {
     /// `(time, seq)` of datagrams accepted within the window, oldest first.
     recent: BTreeSet<(u64, u64)>,
@@ -40,7 +40,7 @@ struct Seen {
 }
 
 /// The receiver's memory of authenticated datagrams.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ReplayGuard {
     senders: HashMap<NodeId, Seen>,
     evicted: u64,

@@ -1,0 +1,222 @@
+//! Maintenance probes (MAPPING.md, "Projected state", maintenance probes): production's
+//! periodic maintenance, run on a fork of each live peer with its deadlines made due, judged
+//! against the state the step reached. The harness's clocks never reach the intervals of
+//! that maintenance (they are [`super::super::NEVER`] here), and the model has no time, so
+//! without a probe a tree round, a replica refresh, a parent's timeout or the overlay's own
+//! repair could do anything, or nothing, unseen. The forks are dropped: the peer itself is
+//! untouched.
+
+use super::Cluster;
+use sascribe::wire::{Msg, PastryMsg, Routed, ScribeMsg};
+use sascribe::{GroupId, Millis, NodeHandle, Peer, Timers, Transmit};
+use std::collections::BTreeSet;
+
+/// What three forks of one peer did when the harness made their maintenance due.
+pub(in crate::inprocess) struct Probe {
+    /// The tree round of the group, with its tick, its replica refresh and any re-JOIN due:
+    /// the datagrams it sent.
+    round: Vec<Transmit>,
+    /// A deadline the round left further ahead than the interval that sets it, named.
+    round_deadline: Option<String>,
+    /// The group's nominal replica set at this peer (its `replicas` nearest leaves).
+    replicas: Vec<NodeHandle>,
+    /// Whether this peer routes the group's key to itself (a re-JOIN would not leave it).
+    routes_to_itself: bool,
+    /// The group's parent timed out, made due: the datagrams that sent (`None`: no parent).
+    parent_timeout: Option<Vec<Transmit>>,
+    /// Whether the peer completed its overlay join.
+    ready: bool,
+    /// The overlay's probes of peers declared dead and its leaf-set exchange, due: the
+    /// datagrams they sent.
+    rest: Vec<Transmit>,
+}
+
+impl Probe {
+    /// Runs the three forks of `p` at `now`.
+    pub(in crate::inprocess) fn run(p: &Peer, gid: GroupId, now: Millis, replicas: usize) -> Self {
+        let drain =
+            |mut f: Peer| -> Vec<Transmit> { std::iter::from_fn(|| f.poll_transmit()).collect() };
+        let mut round = p.fork();
+        round.fire_round_due(now, &mut Timers::new(), gid);
+        let round_deadline = round.deadline_beyond(gid, now);
+        let mut orphan = p.fork();
+        let parent_timeout = orphan
+            .fire_parent_timeout(now, &mut Timers::new(), gid)
+            .then(|| drain(orphan));
+        let mut rest = p.fork();
+        rest.fire_overlay_rest_due(now);
+        let mut set = Vec::new();
+        p.overlay().nearest_leaves(gid.0, replicas, &mut set);
+        Probe {
+            round: drain(round),
+            round_deadline,
+            parent_timeout,
+            replicas: set,
+            routes_to_itself: matches!(
+                p.overlay().route(gid.0, None),
+                sascribe::pastry::Hop::Local
+            ),
+            ready: p.is_ready(),
+            rest: drain(rest),
+        }
+    }
+}
+
+impl Cluster {
+    /// Judges peer `a`'s probe (see the module docs). Its tree round, every deadline due:
+    /// - sets no deadline further ahead than the interval that sets it;
+    /// - at an active root with a record, refreshes every replica of its nominal set with it
+    ///   (the seq it last applied, committed or not);
+    ///
+    /// Its parent timing out (a member with a parent): if it needs the group, it re-JOINs,
+    /// and it sends the parent a LEAVE unless that re-JOIN goes through the parent again.
+    ///
+    /// Its overlay maintenance, due: pings each peer it declared dead that it knows (a peer
+    /// that joins mid-run and that it never heard of has no address), and no other; and,
+    /// once joined with a leaf set, asks one of its leaves for its leaf set.
+    pub(super) fn check_probe(
+        &self,
+        a: usize,
+        probe: &Probe,
+        view: Option<&sascribe::GroupView>,
+        applied: Option<u64>,
+    ) -> Result<(), String> {
+        let name = &self.slots[a].name;
+        let fail = |what: String| Err(format!("{name}, its maintenance made due: {what}"));
+        if let Some(why) = &probe.round_deadline {
+            return fail(format!("after its tree round, {why}"));
+        }
+        let round: Vec<(usize, Msg)> = self.decode_probe(&probe.round)?;
+        let gid = self.gid;
+        if let (Some(v), Some(seq)) = (view, applied) {
+            if v.is_root && v.root_active && seq > 0 {
+                for h in probe
+                    .replicas
+                    .iter()
+                    .filter(|h| h.id != self.slots[a].handle.id)
+                {
+                    let refreshed = round.iter().any(|(to, m)| {
+                        self.slots[*to].handle.id == h.id && replicates(m, gid, seq)
+                    });
+                    if !refreshed {
+                        return fail(format!(
+                            "its replica refresh did not send {} its record (seq {seq})",
+                            self.name_of(h.id)
+                        ));
+                    }
+                }
+            }
+        }
+        if let (Some(v), Some(timed_out)) = (view, &probe.parent_timeout) {
+            let sent = self.decode_probe(timed_out)?;
+            let me = self.slots[a].handle.id;
+            let needs = !v.is_root && (v.local_subs > 0 || !v.children.is_empty());
+            let parent = v.parent.map_or_else(String::new, |p| self.name_of(p));
+            let left = sent.iter().any(|(to, m)| {
+                Some(self.slots[*to].handle.id) == v.parent
+                    && matches!(m, Msg::Scribe(ScribeMsg::Leave { gid: g }) if *g == gid)
+            });
+            let rejoined = sent.iter().find_map(|(to, m)| {
+                matches!(m, Msg::Routed { body: Routed::Join { gid: g, origin, .. }, .. }
+                    if *g == gid && origin.id == me)
+                .then_some(self.slots[*to].handle.id)
+            });
+            let through = rejoined.is_some() && rejoined == v.parent;
+            if needs && rejoined.is_none() && !probe.routes_to_itself {
+                return fail(format!(
+                    "its parent {parent} timed out, and it sent no re-JOIN"
+                ));
+            }
+            let keep_quiet = needs && through;
+            if left && keep_quiet {
+                return fail(format!(
+                    "its parent {parent} timed out, and it sent {parent} a LEAVE, though its \
+                     re-JOIN goes through {parent} (the LEAVE may cut off the branch the JOIN \
+                     grafts)"
+                ));
+            }
+            if !left && !keep_quiet {
+                return fail(format!(
+                    "its parent {parent} timed out, and it sent {parent} no LEAVE, though {}",
+                    if needs {
+                        "its re-JOIN goes elsewhere"
+                    } else {
+                        "it no longer needs the group"
+                    }
+                ));
+            }
+        }
+        let rest = self.decode_probe(&probe.rest)?;
+        let pinged: BTreeSet<usize> = rest
+            .iter()
+            .filter(|(_, m)| matches!(m, Msg::Pastry(PastryMsg::Ping)))
+            .map(|&(to, _)| to)
+            .collect();
+        let s = &self.slots[a];
+        let dead: BTreeSet<usize> = s
+            .known_dead
+            .iter()
+            .copied()
+            .filter(|&q| !self.cfg.peers[q].joins || s.met.contains(&q))
+            .collect();
+        if pinged != dead {
+            return fail(format!(
+                "it pinged {:?}, not the peers it declared dead, {:?}",
+                self.names(&pinged),
+                self.names(&dead)
+            ));
+        }
+        let asked: Vec<usize> = rest
+            .iter()
+            .filter(|(_, m)| matches!(m, Msg::Pastry(PastryMsg::LeafSetRequest)))
+            .map(|&(to, _)| to)
+            .collect();
+        let leaves = self.model_leaf_set(a);
+        if probe.ready && !leaves.is_empty() {
+            let ok = matches!(asked.as_slice(), [q] if leaves.iter().any(|h| h.id == self.slots[*q].handle.id));
+            if !ok {
+                return fail(format!(
+                    "its leaf-set exchange asked {:?}, not one of its leaves",
+                    self.names(&asked.into_iter().collect())
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The datagrams a fork sent, decoded, each with the slot it was sent to.
+    fn decode_probe(&self, sent: &[Transmit]) -> Result<Vec<(usize, Msg)>, String> {
+        sent.iter()
+            .map(|t| {
+                let to = self
+                    .slots
+                    .iter()
+                    .position(|s| s.handle.addr == t.dst)
+                    .ok_or_else(|| {
+                        format!("a probe sent a datagram to {}, no peer's address", t.dst)
+                    })?;
+                let env = self
+                    .codec
+                    .decode(&t.payload)
+                    .map_err(|e| format!("a probe sent an undecodable datagram: {e}"))?;
+                Ok((to, env.msg))
+            })
+            .collect()
+    }
+
+    fn names(&self, slots: &BTreeSet<usize>) -> Vec<String> {
+        slots.iter().map(|&q| self.slots[q].name.clone()).collect()
+    }
+}
+
+/// Whether `m` carries group `gid`'s record at seq `seq` to a replica (alone, or among a
+/// round's records).
+fn replicates(m: &Msg, gid: GroupId, seq: u64) -> bool {
+    match m {
+        Msg::Scribe(ScribeMsg::Replicate { gid: g, rec, .. }) => *g == gid && rec.seq == seq,
+        Msg::Scribe(ScribeMsg::Replicates { items, .. }) => {
+            items.iter().any(|i| i.gid == gid && i.rec.seq == seq)
+        }
+        _ => false,
+    }
+}
