@@ -339,6 +339,9 @@ pub(super) struct RawState {
     pub deadline_beyond: Option<String>,
     /// Its maintenance, run on forks with its deadlines due.
     pub probe: Probe,
+    /// As a fetching root: its fetch deadline, and each peer that answered it busy with the
+    /// time before which it is not asked again.
+    pub busy_waits: Option<(sascribe::Millis, Vec<(NodeId, sascribe::Millis)>)>,
 }
 
 impl RawState {
@@ -353,6 +356,7 @@ impl RawState {
             table: super::overlay::entries_of(p.overlay(), p.id()),
             deadline_beyond: p.deadline_beyond(gid, now),
             probe: Probe::run(p, gid, now, k),
+            busy_waits: p.busy_waits(gid),
         }
     }
 

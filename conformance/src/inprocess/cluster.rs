@@ -168,6 +168,9 @@ pub(super) struct Cluster {
     trying_due: Vec<usize>,
     /// What user agents were told that a SIP server must not tell them (a refresh refused).
     pub ua_faults: Vec<String>,
+    /// Busy answers delivered in the step to a fetching root: (root, the peer that answered,
+    /// the root's clock plus the time it named), checked after the step (`check_busy`).
+    busy_due: Vec<(usize, usize, Millis)>,
     pub nonce_names: HashMap<(u128, u64), String>,
     pub etag_seq: HashMap<ETag, u8>,
     pub seq_etag: HashMap<u8, ETag>,
@@ -386,6 +389,7 @@ impl Cluster {
             join_ua: HashMap::new(),
             trying_due: Vec::new(),
             ua_faults: Vec::new(),
+            busy_due: Vec::new(),
             nonce_names: HashMap::new(),
             etag_seq: HashMap::new(),
             seq_etag: HashMap::new(),
@@ -961,6 +965,7 @@ impl Cluster {
             if let Some(etags) = raw.expiry_disabled() {
                 self.probe_expiry(i, etags)?;
             }
+            self.check_busy(i, &raw)?;
             out.insert(self.slots[i].name.clone(), self.project_raw(&raw));
         }
         Ok(out)
@@ -1013,6 +1018,36 @@ impl Cluster {
                 }
             }),
         )?;
+        Ok(())
+    }
+
+    /// A fetching root that a peer answered busy in this step waits out the time that peer
+    /// named before asking it again, and its fetch timer runs at least that long: asked
+    /// earlier, the peer would still confirm the other root's lease and answer busy again.
+    fn check_busy(&mut self, i: usize, raw: &RawState) -> Result<(), String> {
+        let due: Vec<(usize, Millis)> = self
+            .busy_due
+            .iter()
+            .filter(|d| d.0 == i)
+            .map(|d| (d.1, d.2))
+            .collect();
+        self.busy_due.retain(|d| d.0 != i);
+        let Some((deadline, busy)) = &raw.busy_waits else {
+            return Ok(());
+        };
+        for (q, not_before) in due {
+            let id = self.slots[q].handle.id;
+            let Some(&(_, until)) = busy.iter().find(|b| b.0 == id) else {
+                continue;
+            };
+            if until < not_before || *deadline < not_before {
+                return Err(format!(
+                    "{0}: {1} answered its fetch busy until {not_before} ms, yet {0} would ask \
+                     {1} again from {until} ms, with its fetch timer set for {deadline} ms",
+                    self.slots[i].name, self.slots[q].name
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -1170,6 +1205,24 @@ impl Cluster {
                     to.known_dead.remove(&f.from);
                     to.met.insert(f.from);
                 }
+            }
+        }
+        let busy_for = match self.codec.decode(&f.payload).map(|env| env.msg) {
+            Ok(Msg::Scribe(ScribeMsg::FetchReply { gid, busy_for, .. }))
+                if gid == self.gid && busy_for > 0 =>
+            {
+                Some(busy_for.min(self.peer_cfgs[f.to].root_lease))
+            }
+            _ => None,
+        };
+        if let Some(b) = busy_for {
+            // The root's clock as it takes the answer in (its own, or the harness's if ahead).
+            let clock = self.slots[f.to].call(
+                self.now,
+                Box::new(|host, now| Ok(host.now().max(now).to_string())),
+            );
+            if let Ok(at) = clock.and_then(|c| c.parse::<Millis>().map_err(|e| e.to_string())) {
+                self.busy_due.push((f.to, f.from, at.saturating_add(b)));
             }
         }
         let from = self.slots[f.from].handle.addr;

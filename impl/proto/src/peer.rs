@@ -207,6 +207,13 @@ impl Peer {
     pub fn deadline_beyond(&self, gid: GroupId, now: Millis) -> Option<String> {
         self.scribe.deadline_beyond(&self.cfg, gid, now)
     }
+    /// A fetching root's wait on the peers that answered it busy: its fetch deadline, and each
+    /// such peer with the time before which it is not asked again (for conformance checks;
+    /// `None` unless this peer is fetching as `gid`'s root).
+    #[cfg(feature = "harness")]
+    pub fn busy_waits(&self, gid: GroupId) -> Option<(Millis, Vec<(NodeId, Millis)>)> {
+        self.scribe.busy_waits(gid)
+    }
     /// Whether this peer serves `gid` as its root at `now`: its role is active, its lease
     /// holds (every current replica confirmed it within `root_lease`) and it reaches a
     /// replica quorum. At most one peer of a group serves at any instant while replicas

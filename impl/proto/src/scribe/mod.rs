@@ -250,6 +250,19 @@ impl Scribe {
             })
     }
 
+    /// A fetching root's wait on the peers that answered it busy: its fetch deadline, and each
+    /// such peer with the time before which it is not asked again (for conformance checks;
+    /// `None` unless this peer is fetching as `gid`'s root).
+    #[cfg(feature = "harness")]
+    pub fn busy_waits(&self, gid: GroupId) -> Option<(Millis, Vec<(crate::NodeId, Millis)>)> {
+        let role = self.groups.get(&gid)?.root.as_ref().filter(|r| !r.active)?;
+        let busy = role.asks.iter().filter(|a| a.busy_until > 0);
+        Some((
+            role.fetch_deadline,
+            busy.map(|a| (a.id, a.busy_until)).collect(),
+        ))
+    }
+
     /// Whether this peer's root role of `gid` answers requests at `now`: it is active, its
     /// lease holds and it reaches a replica quorum. The request path asks the same (an active
     /// root answers a JOIN at once only when this holds), so what an operator reads is what

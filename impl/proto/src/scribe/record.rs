@@ -224,7 +224,6 @@ pub(crate) struct Commit {
     pub req: Option<Routed>,
 }
 
-/// State of a peer acting as a group's root.
 /// A fetching root's asks to one peer it awaits.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Ask {
@@ -236,6 +235,7 @@ pub(crate) struct Ask {
     pub busy_until: Millis,
 }
 
+/// State of a peer acting as a group's root.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RootRole {
     /// Serving (the fetch of the replicas' records is over).
