@@ -339,9 +339,9 @@ pub(super) struct RawState {
     pub deadline_beyond: Option<String>,
     /// Its maintenance, run on forks with its deadlines due.
     pub probe: Probe,
-    /// As a fetching root: its fetch deadline, and each peer that answered it busy with the
-    /// time before which it is not asked again.
-    pub busy_waits: Option<(sascribe::Millis, Vec<(NodeId, sascribe::Millis)>)>,
+    /// As a fetching root: its round's epoch, fetch deadline, and each peer it awaits that
+    /// answered busy, with the time before which it is not asked again.
+    pub busy_waits: Option<sascribe::event::BusyWaits>,
 }
 
 impl RawState {

@@ -169,8 +169,9 @@ pub(super) struct Cluster {
     /// What user agents were told that a SIP server must not tell them (a refresh refused).
     pub ua_faults: Vec<String>,
     /// Busy answers delivered in the step to a fetching root: (root, the peer that answered,
-    /// the root's clock plus the time it named), checked after the step (`check_busy`).
-    busy_due: Vec<(usize, usize, Millis)>,
+    /// the round's epoch, the root's clock plus the time it named), checked after the step
+    /// (`check_busy`).
+    busy_due: Vec<(usize, usize, u64, Millis)>,
     pub nonce_names: HashMap<(u128, u64), String>,
     pub etag_seq: HashMap<ETag, u8>,
     pub seq_etag: HashMap<u8, ETag>,
@@ -1025,22 +1026,25 @@ impl Cluster {
     /// named before asking it again, and its fetch timer runs at least that long: asked
     /// earlier, the peer would still confirm the other root's lease and answer busy again.
     fn check_busy(&mut self, i: usize, raw: &RawState) -> Result<(), String> {
-        let due: Vec<(usize, Millis)> = self
+        let due: Vec<(usize, u64, Millis)> = self
             .busy_due
             .iter()
             .filter(|d| d.0 == i)
-            .map(|d| (d.1, d.2))
+            .map(|d| (d.1, d.2, d.3))
             .collect();
         self.busy_due.retain(|d| d.0 != i);
-        let Some((deadline, busy)) = &raw.busy_waits else {
+        let Some(w) = &raw.busy_waits else {
             return Ok(());
         };
-        for (q, not_before) in due {
+        let deadline = w.deadline;
+        // An answer to an earlier round changes nothing; one from a peer no longer awaited
+        // (it answered otherwise since) neither.
+        for (q, _, not_before) in due.into_iter().filter(|d| d.1 == w.epoch) {
             let id = self.slots[q].handle.id;
-            let Some(&(_, until)) = busy.iter().find(|b| b.0 == id) else {
+            let Some(&(_, until)) = w.busy.iter().find(|b| b.0 == id) else {
                 continue;
             };
-            if until < not_before || *deadline < not_before {
+            if until < not_before || deadline < not_before {
                 return Err(format!(
                     "{0}: {1} answered its fetch busy until {not_before} ms, yet {0} would ask \
                      {1} again from {until} ms, with its fetch timer set for {deadline} ms",
@@ -1208,21 +1212,29 @@ impl Cluster {
             }
         }
         let busy_for = match self.codec.decode(&f.payload).map(|env| env.msg) {
-            Ok(Msg::Scribe(ScribeMsg::FetchReply { gid, busy_for, .. }))
-                if gid == self.gid && busy_for > 0 =>
-            {
-                Some(busy_for.min(self.peer_cfgs[f.to].root_lease))
+            Ok(Msg::Scribe(ScribeMsg::FetchReply {
+                gid,
+                busy_for,
+                epoch,
+                ..
+            })) if gid == self.gid && busy_for > 0 => {
+                Some((epoch, busy_for.min(self.peer_cfgs[f.to].root_lease)))
             }
             _ => None,
         };
-        if let Some(b) = busy_for {
-            // The root's clock as it takes the answer in (its own, or the harness's if ahead).
-            let clock = self.slots[f.to].call(
+        if let Some((epoch, b)) = busy_for {
+            // The root's clock as it takes the answer in: its own, or the harness's if ahead
+            // (the delivery below hands it the harness's clock, without the peer's skew).
+            let clock = self.slots[f.to].driver.call(
                 self.now,
                 Box::new(|host, now| Ok(host.now().max(now).to_string())),
             );
             if let Ok(at) = clock.and_then(|c| c.parse::<Millis>().map_err(|e| e.to_string())) {
-                self.busy_due.push((f.to, f.from, at.saturating_add(b)));
+                // A later busy answer from the same peer replaces the earlier one, as at the
+                // root (the peer's clock moved on meanwhile, and it names the time left).
+                self.busy_due.retain(|d| (d.0, d.1) != (f.to, f.from));
+                self.busy_due
+                    .push((f.to, f.from, epoch, at.saturating_add(b)));
             }
         }
         let from = self.slots[f.from].handle.addr;

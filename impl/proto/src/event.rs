@@ -198,6 +198,19 @@ pub struct GroupView {
     pub accepted_subs: usize,
 }
 
+/// A fetching root's wait on the peers that answered it busy ([`crate::Peer::busy_waits`]).
+#[cfg(feature = "harness")]
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct BusyWaits {
+    /// The fetch round's epoch (a busy answer to another round changes nothing).
+    pub epoch: u64,
+    /// When its fetch timer runs next.
+    pub deadline: crate::Millis,
+    /// Each peer it still awaits that answered busy, with the time before which it is not
+    /// asked again.
+    pub busy: Vec<(crate::NodeId, crate::Millis)>,
+}
+
 /// One event state of a record, as an operator sees it (admin endpoint).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct StateView {

@@ -207,11 +207,10 @@ impl Peer {
     pub fn deadline_beyond(&self, gid: GroupId, now: Millis) -> Option<String> {
         self.scribe.deadline_beyond(&self.cfg, gid, now)
     }
-    /// A fetching root's wait on the peers that answered it busy: its fetch deadline, and each
-    /// such peer with the time before which it is not asked again (for conformance checks;
+    /// A fetching root's wait on the peers that answered it busy (for conformance checks;
     /// `None` unless this peer is fetching as `gid`'s root).
     #[cfg(feature = "harness")]
-    pub fn busy_waits(&self, gid: GroupId) -> Option<(Millis, Vec<(NodeId, Millis)>)> {
+    pub fn busy_waits(&self, gid: GroupId) -> Option<crate::event::BusyWaits> {
         self.scribe.busy_waits(gid)
     }
     /// Whether this peer serves `gid` as its root at `now`: its role is active, its lease

@@ -250,17 +250,22 @@ impl Scribe {
             })
     }
 
-    /// A fetching root's wait on the peers that answered it busy: its fetch deadline, and each
-    /// such peer with the time before which it is not asked again (for conformance checks;
-    /// `None` unless this peer is fetching as `gid`'s root).
+    /// A fetching root's wait on the peers that answered it busy: its round's epoch, its fetch
+    /// deadline, and each peer it still awaits that answered busy, with the time before which
+    /// it is not asked again (for conformance checks; `None` unless this peer is fetching as
+    /// `gid`'s root).
     #[cfg(feature = "harness")]
-    pub fn busy_waits(&self, gid: GroupId) -> Option<(Millis, Vec<(crate::NodeId, Millis)>)> {
+    pub fn busy_waits(&self, gid: GroupId) -> Option<crate::event::BusyWaits> {
         let role = self.groups.get(&gid)?.root.as_ref().filter(|r| !r.active)?;
-        let busy = role.asks.iter().filter(|a| a.busy_until > 0);
-        Some((
-            role.fetch_deadline,
-            busy.map(|a| (a.id, a.busy_until)).collect(),
-        ))
+        let busy = role
+            .asks
+            .iter()
+            .filter(|a| a.busy_until > 0 && role.waiting.contains(&a.id));
+        Some(crate::event::BusyWaits {
+            epoch: role.epoch,
+            deadline: role.fetch_deadline,
+            busy: busy.map(|a| (a.id, a.busy_until)).collect(),
+        })
     }
 
     /// Whether this peer's root role of `gid` answers requests at `now`: it is active, its
