@@ -894,6 +894,11 @@ impl Cluster {
         Ok(true)
     }
 
+    /// The slot of the peer whose overlay address is `addr`.
+    fn slot_at(&self, addr: SocketAddr) -> Option<usize> {
+        self.slots.iter().position(|s| s.handle.addr == addr)
+    }
+
     /// Overlay maintenance from the peer whose failure detector runs (see
     /// [`Cluster::keepalive_detects`]) to a crashed or paused peer it has not detected yet in
     /// the trace (the model's detector reports each failure, and each suspicion, to each peer
@@ -1183,6 +1188,8 @@ impl Cluster {
                 .push(format!("dropped (recipient {why}): {}", f.what));
             return;
         }
+        // A busy answer to a fetching root: the time the peer named, capped at the root's lease.
+        let mut busy_for = None;
         // A re-JOIN's answer reaching its origin ends it (the answer to the current one: that
         // of a re-JOIN a newer one replaced leaves the newer one's name in place).
         if let Ok(env) = self.codec.decode(&f.payload) {
@@ -1210,18 +1217,18 @@ impl Cluster {
                     to.met.insert(f.from);
                 }
             }
-        }
-        let busy_for = match self.codec.decode(&f.payload).map(|env| env.msg) {
-            Ok(Msg::Scribe(ScribeMsg::FetchReply {
+            if let Msg::Scribe(ScribeMsg::FetchReply {
                 gid,
-                busy_for,
+                busy_for: b,
                 epoch,
                 ..
-            })) if gid == self.gid && busy_for > 0 => {
-                Some((epoch, busy_for.min(self.peer_cfgs[f.to].root_lease)))
+            }) = env.msg
+            {
+                if gid == self.gid && b > 0 {
+                    busy_for = Some((epoch, b.min(self.peer_cfgs[f.to].root_lease)));
+                }
             }
-            _ => None,
-        };
+        }
         if let Some((epoch, b)) = busy_for {
             // The root's clock as it takes the answer in: its own, or the harness's if ahead
             // (the delivery below hands it the harness's clock, without the peer's skew).
@@ -1373,8 +1380,7 @@ impl Cluster {
                 moved = true;
                 match t.socket {
                     Socket::Overlay => {
-                        let Some(to) = self.slots.iter().position(|s| s.handle.addr == t.dst)
-                        else {
+                        let Some(to) = self.slot_at(t.dst) else {
                             self.log(format!("datagram to unknown address {}", t.dst));
                             continue;
                         };

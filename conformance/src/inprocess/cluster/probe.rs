@@ -66,7 +66,7 @@ impl Cluster {
     /// Judges peer `a`'s probe (see the module docs). Its tree round, every deadline due:
     /// - sets no deadline further ahead than the interval that sets it;
     /// - at an active root with a record, refreshes every replica of its nominal set with it
-    ///   (the seq it last applied, committed or not);
+    ///   (the seq it last applied, committed or not).
     ///
     /// Its parent timing out (a member with a parent): if it needs the group, it re-JOINs,
     /// and it sends the parent a LEAVE unless that re-JOIN goes through the parent again.
@@ -188,13 +188,9 @@ impl Cluster {
     fn decode_probe(&self, sent: &[Transmit]) -> Result<Vec<(usize, Msg)>, String> {
         sent.iter()
             .map(|t| {
-                let to = self
-                    .slots
-                    .iter()
-                    .position(|s| s.handle.addr == t.dst)
-                    .ok_or_else(|| {
-                        format!("a probe sent a datagram to {}, no peer's address", t.dst)
-                    })?;
+                let to = self.slot_at(t.dst).ok_or_else(|| {
+                    format!("a probe sent a datagram to {}, no peer's address", t.dst)
+                })?;
                 let env = self
                     .codec
                     .decode(&t.payload)
