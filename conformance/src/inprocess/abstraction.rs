@@ -55,8 +55,7 @@ impl Cluster {
     /// new request in the model: its parent died again, say); its retransmissions carry the
     /// same id, and so keep the name, as do the answers to it.
     fn name_join(&mut self, origin: NodeId, join_id: u64) -> String {
-        let o = self.slots.iter().position(|s| s.handle.id == origin);
-        let Some(o) = o else {
+        let Some(o) = self.slot_of(origin) else {
             return "?".into();
         };
         if let Some(n) = self.join_names.get(&(origin.0, join_id)) {
@@ -86,7 +85,7 @@ impl Cluster {
         if let Some(n) = self.nonce_names.get(&(origin.0, nonce)) {
             return n.clone();
         }
-        let Some(o) = self.slots.iter().position(|s| s.handle.id == origin) else {
+        let Some(o) = self.slot_of(origin) else {
             return "?".into();
         };
         match self.pub_unassigned[o].pop_front() {
@@ -430,10 +429,8 @@ impl Cluster {
     }
 
     pub(super) fn name_of(&self, id: NodeId) -> String {
-        self.slots
-            .iter()
-            .find(|s| s.handle.id == id)
-            .map_or_else(|| format!("{id:?}"), |s| s.name.clone())
+        self.slot_of(id)
+            .map_or_else(|| format!("{id:?}"), |q| self.slots[q].name.clone())
     }
 
     /// The abstract projection of what peer `raw` holds (MAPPING.md, "Projected state").

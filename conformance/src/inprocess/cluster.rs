@@ -899,6 +899,11 @@ impl Cluster {
         self.slots.iter().position(|s| s.handle.addr == addr)
     }
 
+    /// The slot of the peer whose id is `id`.
+    pub(super) fn slot_of(&self, id: NodeId) -> Option<usize> {
+        self.slots.iter().position(|s| s.handle.id == id)
+    }
+
     /// Overlay maintenance from the peer whose failure detector runs (see
     /// [`Cluster::keepalive_detects`]) to a crashed or paused peer it has not detected yet in
     /// the trace (the model's detector reports each failure, and each suspicion, to each peer
@@ -1088,7 +1093,7 @@ impl Cluster {
     /// slot it fits.
     fn check_routing_state(&self, a: usize, raw: &RawState) -> Result<(), String> {
         for &(id, fits) in &raw.table {
-            let q = self.slots.iter().position(|s| s.handle.id == id);
+            let q = self.slot_of(id);
             if q.is_none_or(|q| q == a || self.slots[a].known_dead.contains(&q)) || !fits {
                 return Err(format!(
                     "{}'s routing table holds {}: not a live peer it knows, or not in its slot",
@@ -1492,7 +1497,7 @@ impl Cluster {
             _ => return None,
         };
         named.iter().find_map(|h| {
-            let j = self.slots.iter().position(|s| s.handle.id == h.id)?;
+            let j = self.slot_of(h.id)?;
             let unmet = self.cfg.peers[j].joins
                 && self.slots[to].known_dead.contains(&j)
                 && !self.slots[to].met.contains(&j);
