@@ -180,6 +180,9 @@ pub(super) struct Cluster {
     /// The peer whose keep-alive failure detector the harness is running
     /// ([`Cluster::keepalive_detects`]).
     detecting: Option<usize>,
+    /// The peers the detecting peer asked for their leaf set while its detector ran (its
+    /// leaf-set repair, [`Cluster::keepalive_detects`]).
+    repair_asked: Vec<usize>,
     /// The peer closest to the group id with every peer alive: the group's first root, whose
     /// lazy record fetch is silent (the model's first root holds the role from the start).
     pub first_root: usize,
@@ -397,6 +400,7 @@ impl Cluster {
             rev_seq: HashMap::new(),
             obs: Observed::default(),
             detecting: None,
+            repair_asked: Vec::new(),
             first_root,
             peer_cfgs,
             rt,
@@ -853,9 +857,11 @@ impl Cluster {
         let id = self.slots[d].handle.id;
         let holds =
             |raw: &RawState| raw.leaves.contains(&id) || raw.table.iter().any(|e| e.0 == id);
-        if !holds(&self.read(a)?) {
+        let before = self.read(a)?;
+        if !holds(&before) {
             return Ok(false);
         }
+        let was_leaf = before.leaves.contains(&id);
         self.slots[a].call(
             self.now,
             Box::new(move |host, now| {
@@ -864,6 +870,7 @@ impl Cluster {
             }),
         )?;
         self.detecting = Some(a);
+        self.repair_asked.clear();
         // Half of the detections (by the parity of the two peers' places) start as if `a` had
         // been paused for three ticks: it must forgive the silence it measured itself rather
         // than declare every peer dead, and still detect `d` after the failure timeout.
@@ -891,7 +898,48 @@ impl Cluster {
                 self.slots[a].name, self.slots[d].name,
             ));
         }
+        if was_leaf {
+            let left: Vec<NodeId> = before.leaves.into_iter().filter(|&l| l != id).collect();
+            self.check_repair_asks(a, d, &left)?;
+        }
         Ok(true)
+    }
+
+    /// Production's leaf-set repair, as peer `a` declared `d`, a member of its leaf set,
+    /// dead: it asks the farthest member left on each side of its leaf set for its leaf set.
+    /// Checked: the peers it asked are members left (`left`), at most two, and at least one
+    /// when any is left. (The harness
+    /// completes the repair itself, as the model's instantaneous one, so without this check
+    /// a repair that asks nobody, or a peer no longer there, would pass unseen.)
+    fn check_repair_asks(&self, a: usize, d: usize, left: &[NodeId]) -> Result<(), String> {
+        let asked = &self.repair_asked;
+        let (name, dead) = (&self.slots[a].name, &self.slots[d].name);
+        if let Some(&q) = asked
+            .iter()
+            .find(|&&q| !left.contains(&self.slots[q].handle.id))
+        {
+            return Err(format!(
+                "{name} declared {dead} dead and asked {} for its leaf set, which is not left \
+                 in {name}'s leaf set",
+                self.slots[q].name
+            ));
+        }
+        if asked.is_empty() && !left.is_empty() {
+            let names: Vec<String> = left.iter().map(|&l| self.name_of(l)).collect();
+            return Err(format!(
+                "{name} declared {dead}, a member of its leaf set, dead and asked none of the \
+                 members left ({}) for its leaf set (no leaf-set repair)",
+                names.join(", ")
+            ));
+        }
+        if asked.len() > 2 {
+            return Err(format!(
+                "{name} declared {dead} dead and sent {} leaf-set requests (one per side at \
+                 most)",
+                asked.len()
+            ));
+        }
+        Ok(())
     }
 
     /// The slot of the peer whose overlay address is `addr`.
@@ -1449,6 +1497,9 @@ impl Cluster {
             self.slots[to].name,
             short(&msg)
         );
+        if self.detecting == Some(from) && matches!(msg, Msg::Pastry(PastryMsg::LeafSetRequest)) {
+            self.repair_asked.push(to);
+        }
         if let Some(j) = self.unmet_joiner_named(to, &msg) {
             // The model's peers learn of a peer that joins mid-run from its announcement
             // alone (`alive`); production's would also take it in second-hand, from another

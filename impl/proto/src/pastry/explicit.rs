@@ -118,7 +118,8 @@ impl Overlay {
         self.explicit = table;
     }
 
-    /// The explicit routing table, if one is loaded.
+    /// The explicit routing table, if one is loaded (the unit tests' view of it).
+    #[cfg(test)]
     pub fn explicit_table(&self) -> Option<&ExplicitTable> {
         self.explicit.as_ref()
     }
