@@ -162,6 +162,7 @@ impl Cluster {
                     req,
                     method: Method::Subscribe,
                     code,
+                    expires,
                     ..
                 } => {
                     if self.uas[u].refresh == Some(req) {
@@ -170,6 +171,12 @@ impl Cluster {
                         if code != 200 {
                             self.ua_faults
                                 .push(format!("{name}: its refresh was answered {code}"));
+                        } else if expires != Some(SUB_EXPIRES) {
+                            // It asked for what the peers' maximum allows: granted whole.
+                            self.ua_faults.push(format!(
+                                "{name}: its refresh for {SUB_EXPIRES} s was granted {expires:?} s \
+                                 (the maximum is {SUB_EXPIRES} s)"
+                            ));
                         }
                         continue;
                     }

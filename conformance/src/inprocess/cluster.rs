@@ -1096,11 +1096,19 @@ impl Cluster {
         };
         let deadline = w.deadline;
         // An answer to an earlier round changes nothing; one from a peer no longer awaited
-        // (it answered otherwise since) neither.
+        // (it answered otherwise since) neither. A peer still awaited that answered this
+        // round busy is waited out.
         for (q, _, not_before) in due.into_iter().filter(|d| d.1 == w.epoch) {
             let id = self.slots[q].handle.id;
-            let Some(&(_, until)) = w.busy.iter().find(|b| b.0 == id) else {
+            if !w.awaited.contains(&id) {
                 continue;
+            }
+            let Some(&(_, until)) = w.busy.iter().find(|b| b.0 == id) else {
+                return Err(format!(
+                    "{0}: {1} answered its fetch busy until {not_before} ms, yet {0}, still \
+                     awaiting {1}, holds no time before which it would not ask {1} again",
+                    self.slots[i].name, self.slots[q].name
+                ));
             };
             if until < not_before || deadline < not_before {
                 return Err(format!(

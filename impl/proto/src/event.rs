@@ -209,6 +209,8 @@ pub struct BusyWaits {
     /// Each peer it still awaits that answered busy, with the time before which it is not
     /// asked again.
     pub busy: Vec<(crate::NodeId, crate::Millis)>,
+    /// Every peer it still awaits (busy or not).
+    pub awaited: Vec<crate::NodeId>,
 }
 
 /// One event state of a record, as an operator sees it (admin endpoint).

@@ -18,6 +18,8 @@ pub(in crate::inprocess) struct Probe {
     round: Vec<Transmit>,
     /// A deadline the round left further ahead than the interval that sets it, named.
     round_deadline: Option<String>,
+    /// The group as the fork holds it after its round.
+    round_view: Option<sascribe::GroupView>,
     /// The group's nominal replica set at this peer (its `replicas` nearest leaves).
     replicas: Vec<NodeHandle>,
     /// Whether this peer routes the group's key to itself (a re-JOIN would not leave it).
@@ -39,6 +41,7 @@ impl Probe {
         let mut round = p.fork();
         round.fire_round_due(now, &mut Timers::new(), gid);
         let round_deadline = round.deadline_beyond(gid, now);
+        let round_view = round.group_view(gid);
         let mut orphan = p.fork();
         let parent_timeout = orphan
             .fire_parent_timeout(now, &mut Timers::new(), gid)
@@ -50,6 +53,7 @@ impl Probe {
         Probe {
             round: drain(round),
             round_deadline,
+            round_view,
             parent_timeout,
             replicas: set,
             routes_to_itself: matches!(
@@ -85,6 +89,9 @@ impl Cluster {
         let fail = |what: String| Err(format!("{name}, its maintenance made due: {what}"));
         if let Some(why) = &probe.round_deadline {
             return fail(format!("after its tree round, {why}"));
+        }
+        if let Some(why) = view.and_then(|v| round_changed_tree(v, probe.round_view.as_ref())) {
+            return fail(format!("its tree round {why}"));
         }
         let round: Vec<(usize, Msg)> = self.decode_probe(&probe.round)?;
         let gid = self.gid;
@@ -215,4 +222,43 @@ fn replicates(m: &Msg, gid: GroupId, seq: u64) -> bool {
         }
         _ => false,
     }
+}
+
+/// What a tree round changed of the group's tree at a peer that needs the group (`before`,
+/// `after` the fork's round), if anything. A peer needs the group while it has local
+/// subscriptions or children, or holds event states (as root or replica); one that needs
+/// nothing may let the group go (an idle root with no state retires). The harness's clocks
+/// never reach a parent's, a child's or an event state's timeout, so the round keeps the
+/// group, its role, its parent, its children, its local subscriptions and its record as
+/// they were; the record's seq may only grow (a root takes in a newer state pushed up the
+/// tree). A root whose route went elsewhere would demote, but every trace demotes it as it
+/// learns of the closer peer, before its round.
+fn round_changed_tree(
+    before: &sascribe::GroupView,
+    after: Option<&sascribe::GroupView>,
+) -> Option<String> {
+    let held = !before.etags.is_empty();
+    if !held && before.local_subs == 0 && before.children.is_empty() {
+        return None;
+    }
+    let Some(a) = after else {
+        return Some("dropped the group, which it needs".into());
+    };
+    let mut changed = Vec::new();
+    if a.is_root != before.is_root {
+        changed.push("its root role");
+    }
+    if a.parent != before.parent {
+        changed.push("its parent");
+    }
+    if a.children != before.children {
+        changed.push("its children");
+    }
+    if a.local_subs != before.local_subs {
+        changed.push("its local subscriptions");
+    }
+    if held && (a.record_seq < before.record_seq || a.etags.is_empty()) {
+        changed.push("the record it holds (dropped or rolled back)");
+    }
+    (!changed.is_empty()).then(|| format!("changed {}", changed.join(" and ")))
 }

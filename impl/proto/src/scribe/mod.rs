@@ -265,6 +265,7 @@ impl Scribe {
             epoch: role.epoch,
             deadline: role.fetch_deadline,
             busy: busy.map(|a| (a.id, a.busy_until)).collect(),
+            awaited: role.waiting.to_vec(),
         })
     }
 
