@@ -229,6 +229,13 @@ impl Scribe {
         let g = self.groups.get(&gid)?;
         let lease = cfg.root_lease.saturating_add(1);
         let mut all: Vec<(&str, Millis, Millis)> = vec![
+            // The peer's tree round runs while it holds any group (the group's own tick is
+            // due at one of its rounds).
+            (
+                "tree round timer",
+                self.round.armed.0,
+                cfg.heartbeat_interval,
+            ),
             ("tree round", g.next_tick, cfg.heartbeat_interval),
             ("replica refresh", g.next_refresh, cfg.replica_refresh),
         ];
