@@ -127,6 +127,8 @@ fn traces_group_into_families_by_name() {
             "mutant",
             "paused-cover",
             "paused-walk",
+            "prefix-cover",
+            "prefix-walk",
             "restart-cover",
             "restart-walk",
             "small-cover",

@@ -213,6 +213,21 @@ pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
         // Fig. 3's two subscribers share an intermediate hop: one's LEAVE can be overtaken by
         // the other's JOIN through it, which only a parent timeout repairs.
         ("fig3-treeloss", tree_lossy(Preset::Fig3), None),
+        // Ids that share leading digits (D and the root P464): production's learnt routing
+        // tables fill rows past the first as the overlay forms, and a peer may declare dead
+        // a peer whose address it never held (a slot holds one of the peers that fit it).
+        (
+            "prefix",
+            Options {
+                preset: Preset::Prefix,
+                subscribers: Some(2),
+                publishes: Some(3),
+                crashes: Some(1),
+                unsubscribes: 1,
+                ..Default::default()
+            },
+            None,
+        ),
     ]
 }
 

@@ -49,6 +49,11 @@ pub enum Preset {
     Multihop,
     /// The eight peers of Fig. 3, Bob on A, Dylan on B, Alice on E (Fig. 1).
     Fig3,
+    /// Five peers (A, C, D, P464, E) with one-peer leaf sets, two of which (D = 448 and the
+    /// group's root P464 = 464) share their leading digits: every other preset's ids differ
+    /// in their first digit, so production's learnt routing tables (base 16) never fill a row
+    /// past the first, and a route never meets a peer that shares a longer prefix.
+    Prefix,
 }
 
 impl FromStr for Preset {
@@ -58,8 +63,9 @@ impl FromStr for Preset {
             "small" => Ok(Self::Small),
             "multihop" => Ok(Self::Multihop),
             "fig3" => Ok(Self::Fig3),
+            "prefix" => Ok(Self::Prefix),
             _ => Err(format!(
-                "unknown config '{s}'; known: small, multihop, fig3"
+                "unknown config '{s}'; known: small, multihop, fig3, prefix"
             )),
         }
     }
@@ -71,6 +77,7 @@ impl fmt::Display for Preset {
             Preset::Small => "small",
             Preset::Multihop => "multihop",
             Preset::Fig3 => "fig3",
+            Preset::Prefix => "prefix",
         })
     }
 }
@@ -212,6 +219,7 @@ impl Setup {
             Preset::Small => (vec![448, 320, 64, 576, 192, 704, 832, 960], 1, 3),
             Preset::Multihop => (vec![448, 320, 64, 576, 192, 704, 832, 960], 1, 4),
             Preset::Fig3 => (FIG3_IDS.to_vec(), 1, 8),
+            Preset::Prefix => (vec![448, 464, 320, 64, 576, 480], 1, 5),
         };
         let n = o.peers.unwrap_or(default_peers);
         if !(2..=8).contains(&n) {

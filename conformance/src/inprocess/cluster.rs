@@ -39,6 +39,11 @@ pub(super) struct Slot {
     /// it are lost.
     paused: bool,
     known_dead: BTreeSet<usize>,
+    /// Peers of `known_dead` it declared dead without ever holding their address (in neither
+    /// its leaf set, its learnt routing table nor the trace's routing table loaded into it:
+    /// with ids that share leading digits, a routing-table slot holds one of several peers
+    /// that fit it). Production buries them with no address, so it has none to probe.
+    unaddressed: BTreeSet<usize>,
     /// The peers that join mid-run which this incarnation has heard of (taken in at `alive`,
     /// or installed when it restarted): production never heard of the others.
     met: BTreeSet<usize>,
@@ -339,6 +344,7 @@ impl Cluster {
                 } else {
                     joiners.clone()
                 },
+                unaddressed: BTreeSet::new(),
                 met: BTreeSet::new(),
                 counter: 0,
                 rejoin: None,
@@ -514,6 +520,15 @@ impl Cluster {
                         Ok(String::new())
                     }),
                 )?;
+                if !self
+                    .explicit_rows(a)?
+                    .iter()
+                    .flatten()
+                    .flatten()
+                    .any(|h| h.id == id)
+                {
+                    self.slots[a].unaddressed.insert(d);
+                }
                 self.log(format!("{at}.declare_dead({peer}) + leaf-set repair"));
             }
             Input::FireTimer { at, req, attempt } => {
@@ -728,6 +743,7 @@ impl Cluster {
                 if !self.slots[a].known_dead.remove(&x) {
                     return Err(format!("alive: {at} has not declared {peer} dead"));
                 }
+                self.slots[a].unaddressed.remove(&x);
                 self.slots[a].met.insert(x);
                 self.announce(x, a)?;
                 self.log(format!("{at} hears {peer}'s announcement of its new join"));
@@ -809,6 +825,7 @@ impl Cluster {
         s.driver = driver;
         s.crashed = false;
         s.known_dead.clear();
+        s.unaddressed.clear();
         // Its routing state is installed with every peer of the configuration.
         s.met = everyone;
         s.incarnation = incarnation;
@@ -1249,6 +1266,9 @@ impl Cluster {
                 .push(format!("dropped (recipient {why}): {}", f.what));
             return;
         }
+        // Every datagram carries its sender's address: one declared dead without it has one
+        // to probe from now on.
+        to.unaddressed.remove(&f.from);
         // A busy answer to a fetching root: the time the peer named, capped at the root's lease.
         let mut busy_for = None;
         // A re-JOIN's answer reaching its origin ends it (the answer to the current one: that
@@ -1275,6 +1295,7 @@ impl Cluster {
             if let Msg::Scribe(ScribeMsg::FetchState { gid, .. }) = &env.msg {
                 if self.cfg.leases && sascribe::id::closer(gid.0, sender, to.handle.id.0) {
                     to.known_dead.remove(&f.from);
+                    to.unaddressed.remove(&f.from);
                     to.met.insert(f.from);
                 }
             }

@@ -165,6 +165,7 @@ impl Cluster {
             .iter()
             .copied()
             .filter(|&q| !self.cfg.peers[q].joins || s.met.contains(&q))
+            .filter(|q| !s.unaddressed.contains(q))
             .collect();
         if pinged != dead {
             return fail(format!(
