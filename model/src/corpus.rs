@@ -49,6 +49,15 @@ const COVER_TAIL: usize = 60;
 /// is witnessed, so its configuration must reach them all: one subscriber, three publishes (two
 /// publishers' states composed, then a modify after an expiry: the 412), one crash, one expiry.
 pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
+    // Two subscribers, one of which unsubscribes, three publishes and a crash.
+    let unsubscribing = |preset| Options {
+        preset,
+        subscribers: Some(2),
+        publishes: Some(3),
+        crashes: Some(1),
+        unsubscribes: 1,
+        ..Default::default()
+    };
     // Two tree losses, a crash and an unsubscribe: the tree's maintenance (heartbeat rounds,
     // LEAVE, parent timeouts) in its traces.
     let tree_lossy = |preset| Options {
@@ -81,28 +90,10 @@ pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
         ),
         (
             "multihop",
-            Options {
-                preset: Preset::Multihop,
-                subscribers: Some(2),
-                publishes: Some(3),
-                crashes: Some(1),
-                unsubscribes: 1,
-                ..Default::default()
-            },
+            unsubscribing(Preset::Multihop),
             Some(witness(Preset::Multihop)),
         ),
-        (
-            "fig3",
-            Options {
-                preset: Preset::Fig3,
-                subscribers: Some(2),
-                publishes: Some(3),
-                crashes: Some(1),
-                unsubscribes: 1,
-                ..Default::default()
-            },
-            None,
-        ),
+        ("fig3", unsubscribing(Preset::Fig3), None),
         (
             "lossy",
             Options {
@@ -216,18 +207,7 @@ pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
         // Ids that share leading digits (D and the root P464): production's learnt routing
         // tables fill rows past the first as the overlay forms, and a peer may declare dead
         // a peer whose address it never held (a slot holds one of the peers that fit it).
-        (
-            "prefix",
-            Options {
-                preset: Preset::Prefix,
-                subscribers: Some(2),
-                publishes: Some(3),
-                crashes: Some(1),
-                unsubscribes: 1,
-                ..Default::default()
-            },
-            None,
-        ),
+        ("prefix", unsubscribing(Preset::Prefix), None),
     ]
 }
 
