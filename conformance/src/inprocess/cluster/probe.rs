@@ -230,8 +230,9 @@ fn replicates(m: &Msg, gid: GroupId, seq: u64) -> bool {
 /// subscriptions or children, or holds event states (as root or replica); one that needs
 /// nothing may let the group go (an idle root with no state retires). The harness's clocks
 /// never reach a parent's, a child's or an event state's timeout, so the round keeps the
-/// group, its role, its parent, its children, its local subscriptions and its record as
-/// they were; the record's seq may only grow (a root takes in a newer state pushed up the
+/// group, its role, its parent (while it has local subscriptions or children; an orphan may
+/// gain one, its re-JOIN's first hop), its children, its local subscriptions and its record
+/// as they were; the record's seq may only grow (a root takes in a newer state pushed up the
 /// tree). A root whose route went elsewhere would demote, but every trace demotes it as it
 /// learns of the closer peer, before its round.
 fn round_changed_tree(
@@ -249,7 +250,11 @@ fn round_changed_tree(
     if a.is_root != before.is_root {
         changed.push("its root role");
     }
-    if a.parent != before.parent {
+    // A member with interest keeps its parent; an orphan may get one (its re-JOIN, due in
+    // the round, takes its first hop as parent). One that holds a replica's record only
+    // leaves the tree (a demoted root, say).
+    let interest = before.local_subs > 0 || !before.children.is_empty();
+    if interest && before.parent.is_some() && a.parent != before.parent {
         changed.push("its parent");
     }
     if a.children != before.children {
