@@ -129,6 +129,8 @@ fn traces_group_into_families_by_name() {
             "paused-walk",
             "prefix-cover",
             "prefix-walk",
+            "quorum-cover",
+            "quorum-walk",
             "restart-cover",
             "restart-walk",
             "small-cover",

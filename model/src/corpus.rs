@@ -208,6 +208,23 @@ pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
         // tables fill rows past the first as the overlay forms, and a peer may declare dead
         // a peer whose address it never held (a slot holds one of the peers that fit it).
         ("prefix", unsubscribing(Preset::Prefix), None),
+        // Six peers, all in the group's replica group (k = 5), two crashes and a pause: the
+        // root commits only while it reaches a majority of its replica group, so with two
+        // peers dead and one paused it holds what it is asked until the paused one is back
+        // (or, paused itself, the others' new root serves with three).
+        (
+            "quorum",
+            Options {
+                peers: Some(6),
+                k: Some(5),
+                subscribers: Some(1),
+                publishes: Some(3),
+                crashes: Some(2),
+                suspicions: 1,
+                ..Default::default()
+            },
+            None,
+        ),
     ]
 }
 

@@ -326,7 +326,7 @@ impl Cluster {
 /// What the harness reads from one production peer for its projection.
 pub(super) struct RawState {
     pub view: Option<sascribe::GroupView>,
-    committed: Option<sascribe::RecordView>,
+    pub committed: Option<sascribe::RecordView>,
     pub applied: Option<sascribe::RecordView>,
     /// The ids in its leaf set.
     pub leaves: Vec<NodeId>,
@@ -341,6 +341,8 @@ pub(super) struct RawState {
     /// As a fetching root: its round's epoch, fetch deadline, and each peer it awaits that
     /// answered busy, with the time before which it is not asked again.
     pub busy_waits: Option<sascribe::event::BusyWaits>,
+    /// Its statistics.
+    pub stats: sascribe::Stats,
 }
 
 impl RawState {
@@ -356,6 +358,7 @@ impl RawState {
             deadline_beyond: p.deadline_beyond(gid, now),
             probe: Probe::run(p, gid, now, k),
             busy_waits: p.busy_waits(gid),
+            stats: p.stats().clone(),
         }
     }
 

@@ -14,7 +14,7 @@ use crate::sut::{Input, Observed};
 use crate::{AbstractMsg, Config as TraceConfig, PeerState};
 use sascribe::sip::SipConfig;
 use sascribe::ua::UserAgent;
-use sascribe::wire::{Codec, Dest, Msg, PastryMsg, ScribeMsg, Stamp, REJOIN_ID_BIT};
+use sascribe::wire::{Codec, Dest, Msg, PastryMsg, Routed, ScribeMsg, Stamp, REJOIN_ID_BIT};
 use sascribe::{
     Config, ETag, GroupId, Host, Millis, NodeHandle, NodeId, PubHandle, RequestTimer, Seeds,
     Socket, SubHandle,
@@ -59,6 +59,24 @@ pub(super) struct Slot {
     /// Its statistics' takeovers and demotions when last read (a step's counted events are
     /// what they grew by).
     counts: [u64; 2],
+    /// What this incarnation did that its statistics count, as the harness saw it
+    /// ([`Cluster::check_counters`]).
+    tally: Tally,
+}
+
+/// What a peer's incarnation was seen doing that what an operator reads of it must agree
+/// with.
+#[derive(Default)]
+struct Tally {
+    /// Tree-repair re-JOINs it sent as their origin (retransmissions included).
+    rejoins: u64,
+    /// Whether its root role of the group served when last read.
+    serving: bool,
+    /// The seq and document size of the last state it sent down the tree as the group's root
+    /// (a NOTIFY multicast or a JOIN's ACK, whose document is its record's).
+    told: Option<(u64, usize)>,
+    /// Its statistics when last read.
+    stats: sascribe::Stats,
 }
 
 /// Everything the harness hands a peer goes through its clock: the harness's time plus the
@@ -351,6 +369,7 @@ impl Cluster {
                 skew: 0,
                 incarnation: 0,
                 counts: [0; 2],
+                tally: Tally::default(),
             });
         }
         let mut uas = Vec::new();
@@ -835,6 +854,7 @@ impl Cluster {
         s.rejoin = None;
         s.skew = 0;
         s.counts = [0; 2];
+        s.tally = Tally::default();
         Ok(())
     }
 
@@ -1042,6 +1062,7 @@ impl Cluster {
                 self.probe_expiry(i, etags)?;
             }
             self.check_busy(i, &raw)?;
+            self.check_counters(i, &raw)?;
             out.insert(self.slots[i].name.clone(), self.project_raw(&raw));
         }
         Ok(out)
@@ -1094,6 +1115,46 @@ impl Cluster {
                 }
             }),
         )?;
+        Ok(())
+    }
+
+    /// What an operator reads (the metrics, the status page) must agree with what the peer
+    /// did: every tree-repair re-JOIN it sent as their origin counts as one (`rejoins`); a
+    /// root that served when last read and is fetching again without having handed the group
+    /// over, or taken it over anew, ran one reconfirm round at least (`reconfirms`); and a
+    /// root's record view gives the size of the document it last sent down the tree for that
+    /// seq (`document_bytes`, the size the document limit is enforced on).
+    fn check_counters(&mut self, i: usize, raw: &RawState) -> Result<(), String> {
+        let slot = &mut self.slots[i];
+        let (was, now) = (&slot.tally.stats, &raw.stats);
+        if now.rejoins != slot.tally.rejoins {
+            return Err(format!(
+                "{}: its statistics count {} re-JOINs, yet it sent {}",
+                slot.name, now.rejoins, slot.tally.rejoins
+            ));
+        }
+        let view = raw.view.as_ref();
+        let fetching = view.is_some_and(|v| v.is_root && !v.root_active);
+        let handed = now.demotions > was.demotions || now.takeovers > was.takeovers;
+        if slot.tally.serving && fetching && !handed && now.reconfirms == was.reconfirms {
+            return Err(format!(
+                "{}: its root role served and fetches again, yet its statistics count no \
+                 reconfirm round ({})",
+                slot.name, now.reconfirms
+            ));
+        }
+        let committed = raw.committed.as_ref().filter(|r| r.is_root);
+        if let Some((r, &(seq, len))) = committed.zip(slot.tally.told.as_ref()) {
+            if r.seq == seq && r.document_bytes != len {
+                return Err(format!(
+                    "{}: its record of seq {seq} is said to compose a document of {} bytes, \
+                     yet the one it sent down the tree has {len}",
+                    slot.name, r.document_bytes
+                ));
+            }
+        }
+        slot.tally.serving = view.is_some_and(|v| v.is_root && v.root_active);
+        slot.tally.stats = now.clone();
         Ok(())
     }
 
@@ -1526,6 +1587,26 @@ impl Cluster {
             self.slots[to].name,
             short(&msg)
         );
+        if let Msg::Routed {
+            body: Routed::Join {
+                origin, join_id, ..
+            },
+            ..
+        } = &msg
+        {
+            if origin.id == self.slots[from].handle.id && join_id & REJOIN_ID_BIT != 0 {
+                self.slots[from].tally.rejoins += 1;
+            }
+        }
+        if let Msg::Scribe(
+            ScribeMsg::Notify { gid, latest } | ScribeMsg::JoinAck { gid, latest, .. },
+        ) = &msg
+        {
+            if *gid == self.gid {
+                let len = latest.body.as_ref().map_or(0, |b| b.len());
+                self.slots[from].tally.told = Some((latest.seq, len));
+            }
+        }
         if self.detecting == Some(from) && matches!(msg, Msg::Pastry(PastryMsg::LeafSetRequest)) {
             self.repair_asked.push(to);
         }
