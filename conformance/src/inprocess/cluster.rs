@@ -72,8 +72,8 @@ struct Tally {
     rejoins: u64,
     /// Whether its root role of the group served when last read.
     serving: bool,
-    /// The seq and document size of the last state it sent down the tree as the group's root
-    /// (a NOTIFY multicast or a JOIN's ACK, whose document is its record's).
+    /// The seq and document size of the last state it sent down the tree: a NOTIFY multicast
+    /// or a JOIN's ACK, its own or forwarded (one seq has one document, whoever sends it).
     told: Option<(u64, usize)>,
     /// Its statistics when last read.
     stats: sascribe::Stats,
