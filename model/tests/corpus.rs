@@ -207,7 +207,9 @@ fn traces_progress_names_each_stage_and_the_traces_so_far() {
         } else {
             DEFAULT_WALKS
         };
-        let n = before(format!("{name}-walk-000"));
+        // (A walk in which no user agent is told anything is left out: the first kept may
+        // not be seed 0.)
+        let n = before(format!("{name}-walk-"));
         stage(format!(
             "traces: {walks} random walks on {name}, {n} traces so far"
         ));
