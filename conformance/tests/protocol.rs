@@ -107,6 +107,8 @@ fn traces_group_into_families_by_name() {
     assert_eq!(
         got,
         [
+            "carried-cover",
+            "carried-walk",
             "colocated-cover",
             "colocated-walk",
             "crash2-cover",

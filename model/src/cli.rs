@@ -85,6 +85,10 @@ pub struct ConfigArgs {
     /// `NotRoot` alone.
     #[arg(long)]
     pub perfect_detector: bool,
+    /// Crashes happen only once this many publications were committed (default 0: from the
+    /// start): runs where a crash takes what members were already told.
+    #[arg(long, default_value_t = 0)]
+    pub crashes_after: usize,
     /// Peers that join mid-run (0-1): the peer closest to the group id (the nominal root)
     /// starts outside the overlay, a farther peer serves as root, and hands the group over
     /// when it joins.
@@ -101,6 +105,7 @@ impl ConfigArgs {
             subscribers: self.subscribers,
             publishes: self.publishes,
             crashes: self.crashes,
+            crashes_after: self.crashes_after,
             k: self.k,
             network: self.network,
             losses: self.losses,

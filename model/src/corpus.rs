@@ -208,6 +208,24 @@ pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
         // tables fill rows past the first as the overlay forms, and a peer may declare dead
         // a peer whose address it never held (a slot holds one of the peers that fit it).
         ("prefix", unsubscribing(Preset::Prefix), None),
+        // One replica (k = 1) and two crashes once two publications are committed: the root
+        // and its replica may both die, so a new root can start with no record while the
+        // members below still hold the latest state. Their re-JOINs carry it up, and the new
+        // root adopts the highest seq (the paper's re-JOIN reconciliation, beyond what
+        // replication alone keeps).
+        (
+            "carried",
+            Options {
+                preset: Preset::Multihop,
+                k: Some(1),
+                subscribers: Some(2),
+                publishes: Some(3),
+                crashes: Some(2),
+                crashes_after: 2,
+                ..Default::default()
+            },
+            None,
+        ),
         // Six peers, all in the group's replica group (k = 5), two crashes and a pause: the
         // root commits only while it reaches a majority of its replica group, so with two
         // peers dead and one paused it holds what it is asked until the paused one is back

@@ -3,7 +3,7 @@
 //! A trace is only as good as the transitions it takes. A transition is labelled by what
 //! happens ([`Label::kind`]: which message is delivered or lost, which timer fires, a crash,
 //! refined where the protocol branches on the message: a PUBLISH with or without SIP-If-Match,
-//! a removal, a JOIN carrying a state, an ACK with or without one), by the role of the peer
+//! a removal, a JOIN carrying a state (newer than the root's, or not), an ACK with or without one), by the role of the peer
 //! that takes it ([`Label::role`]: root, a root still fetching, replica, tree member, off the
 //! tree, with or without local subscribers, or a user agent) and by its context
 //! ([`Label::context`]: a commit pending at that root, a peer crashed before, a message lost
@@ -135,6 +135,15 @@ pub fn label(state: &State, action: &Action) -> Label {
         ActorModelAction::SelectRandom { actor, .. } => (("random choice", ""), *actor),
     };
     let (role, pending) = role(state, actor);
+    let kind = match action {
+        ActorModelAction::Deliver {
+            msg: Msg::Join {
+                carried: Some(c), ..
+            },
+            ..
+        } if carried_ahead(state, actor, c.seq) => ("deliver", "JOIN carrying a newer state"),
+        _ => kind,
+    };
     let crashed = state.crashed.iter().any(|c| *c);
     let lost = state.history.losses > 0;
     let context = match (pending, crashed, lost) {
@@ -150,6 +159,18 @@ pub fn label(state: &State, action: &Action) -> Label {
         role,
         context,
     }
+}
+
+/// Whether `actor` is a root whose entry is older than a carried state of seq `seq`: a JOIN
+/// carrying it makes the root adopt it (re-JOIN reconciliation), a branch of its own.
+fn carried_ahead(state: &State, actor: Id, seq: u8) -> bool {
+    let Some(ParticipantState::Peer(p)) = state.actor_states.get(usize::from(actor)).map(|a| &***a)
+    else {
+        return false;
+    };
+    p.root
+        .as_ref()
+        .is_some_and(|r| r.st.entry().is_none_or(|e| seq > e.seq))
 }
 
 /// The role of `actor` in `state`, and whether it is a root with a commit pending.

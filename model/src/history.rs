@@ -76,6 +76,9 @@ pub const HANDED_TO_CLOSER: u32 = 1 << 24;
 /// Witness: a heartbeat round resent a state a child had missed.
 pub const TREE_REPAIRED: u32 = 1 << 25;
 
+/// A root stamped a change with a seq no higher than one its own member view held.
+pub const STAMPED_BELOW_VIEW: u32 = 1 << 26;
+
 /// Per-subscriber record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct SubHist {
@@ -325,6 +328,7 @@ fn fold(setup: &Arc<Setup>, h: &History, env: Envelope<&Msg>) -> Option<History>
             }
         }
         Msg::Observe(Obs::Expired) => n.expiries += 1,
+        Msg::Observe(Obs::StampedBelowView) => n.flags |= STAMPED_BELOW_VIEW,
         Msg::Observe(Obs::Suspected) => n.suspicions += 1,
         Msg::Observe(Obs::Refetched) => n.flags |= REFETCHED,
         Msg::Observe(Obs::HandedToCloser) => n.flags |= HANDED_TO_CLOSER,

@@ -36,6 +36,13 @@
 //!   does a peer whose last child died (`validate-run` found the model re-JOINing for a
 //!   peer that no longer needed the group, where production's timer did nothing); a
 //!   re-JOIN is retransmitted through the parent that acknowledged it (pACK) while it lives.
+//!   An active root with no commit pending whose own member view hears a newer state (a
+//!   late NOTIFY or ACK of a root that died with every replica, passing through it or
+//!   answering its own re-JOIN) takes it in at once, as one anonymous state, and replicates
+//!   it; with a commit pending, once that commit is done (production `root_absorb_latest`,
+//!   at `drain_queue`). Otherwise its next change would be stamped at or below what members
+//!   were told, and they would drop it (`stamp-above-view`, mutant `no-absorb`). Found by
+//!   the conformance traces of the `carried` family: production did so, the model did not.
 //! - **Root replication** (§III.F): replicas hold the root state (seq, every event state with its
 //!   ETag and expiry, and the last result per publisher, so a retransmitted publish is not applied
 //!   twice); when the root crashes the closest live peer takes over, so publishers' ETags
@@ -189,7 +196,9 @@
 //!   timer asks every peer it still awaits again). A constant timer set also merges states
 //!   that differed only by it: CI's suspicion and restart configurations shrank (370 k to
 //!   338 k states paused, 255 k to 234 k with a restart).
-//! - **Faults**: up to `crashes` peer crashes (crash-stop, unless `--restarts`), optional loss of overlay
+//! - **Faults**: up to `crashes` peer crashes (crash-stop, unless `--restarts`; with
+//!   `--crashes-after N`, only once N publications were committed, so that a crash takes
+//!   what members were told rather than what nobody heard), optional loss of overlay
 //!   request/response messages (bounded), optional duplication. A lost PUBLISH or its answer is
 //!   retransmitted by the first-contact peer; the root answers a retransmission of an applied
 //!   PUBLISH from the result it stored (`publish-applied-once`).
@@ -384,7 +393,18 @@
 //! expiry, a handover, a (re)join, a lost multicast: [`model::applicable`]) is not handed to
 //! the checker, which evaluates every property at every state it explores; the report calls
 //! it "not applicable here".
-//! Thirteen safety properties each say that the history never gets one violation flag
+//! **Beyond k−1 crashes** (`--crashes` at least `--k`, e.g. `--k 1 --crashes 2`) the root
+//! and every replica that held a committed state can die with it, and the properties of
+//! [`model::DURABILITY_BOUND`] are broken by design: a new root stamps a seq again
+//! (`single-committer`), a state members were told is lost (`removal-keeps-others`,
+//! `subscribers-converge`, `first-notify-fresh`), and so are the tags and stored results
+//! the answers rest on (`central-notifier`, `modify-not-refused`, `publish-applied-once`).
+//! `stamp-above-view` is about that case: what survives in the tree is taken in, not
+//! undercut. `tests/mutants.rs` checks the others exhaustively on `no-absorb`'s
+//! configuration; `validate-run --k 1 --crashes 2 --crashes-after 2` reports the bound ones
+//! broken, as it should.
+//!
+//! Fourteen safety properties each say that the history never gets one violation flag
 //! ([`model::FLAG_PROPERTIES`]). Stateright looks every property's name up in a map shared by
 //! its threads at every state, which costs more than testing a bit, so `sascribe-model check`
 //! hands it their conjunction, [`model::FLAGS_CLEAN`], instead
@@ -430,8 +450,9 @@
 //! (the model has no clock), and histories across user agents beyond the shared commit order.
 //!
 //! **Non-vacuity.** Each safety and liveness property has a mutant the checker catches, on a
-//! configuration where the correct model satisfies every property (see [`mutant`] and
-//! `tests/mutants.rs`); `k = 0` is refused, so the properties bounded by k−1 crashes
+//! configuration where the correct model satisfies every property (beyond k−1 crashes, every
+//! property not in [`model::DURABILITY_BOUND`]; see [`mutant`] and `tests/mutants.rs`);
+//! `k = 0` is refused, so the properties bounded by k−1 crashes
 //! (`no-rollback`, `acked-durable`) always say something.
 //!
 //! ## Traces and their coverage

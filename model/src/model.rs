@@ -27,7 +27,8 @@ pub type Action = ActorModelAction<Msg, Timer, ()>;
 /// It is a Stateright [`ActorModel`] whose enabled actions are filtered by guards that stand
 /// for the fault budget and timing assumptions (`SaScribe::enabled`), among them:
 /// - **crashes of peers only**: `Crash` is offered for peers (user agents do not crash), within
-///   the crash budget; a crashed peer comes back (empty) only with `--restarts`, once every
+///   the crash budget (with `--crashes-after n`, only once n publications were committed); a
+///   crashed peer comes back (empty) only with `--restarts`, once every
 ///   live peer has declared it dead, and a joining peer starts crashed until it joins;
 /// - **failure detection**: a peer's `Detect(x)` timer (missed heartbeats/keep-alives) fires
 ///   only once `x` has crashed or, with `--suspicions`, is suspected within that budget;
@@ -336,6 +337,9 @@ impl SaScribe {
             ActorModelAction::Crash(id) => {
                 usize::from(*id) < self.setup.peers()
                     && (state.history.crashes as usize) < self.setup.max_crashes
+                    && (self.setup.crashes_after == 0
+                        || state.history.commits.iter().flatten().count()
+                            >= usize::from(self.setup.crashes_after))
             }
             ActorModelAction::Recover(id) => self.may_rejoin(state, usize::from(*id)),
             ActorModelAction::Timeout(id, Timer::Detect(x)) => {
@@ -1044,6 +1048,7 @@ pub const FLAG_PROPERTIES: &[(&str, u32)] = {
         ("removal-keeps-others", STATES_LOST),
         ("no-notify-after-unsubscribe", AFTER_UNSUBSCRIBE),
         ("moved-no-rollback", MOVED_BACK),
+        ("stamp-above-view", STAMPED_BELOW_VIEW),
     ]
 };
 
@@ -1057,6 +1062,25 @@ pub const VIOLATION_FLAGS: u32 = {
     }
     all
 };
+
+/// The safety and liveness properties the protocol keeps only while at most k−1 peers crash
+/// (`no-rollback` and `acked-durable` say so themselves). Beyond, the root and every replica
+/// holding a committed state can die with it, its entity tags and the results it stored: a
+/// new root stamps that seq again, members that were told it miss what follows, a state they
+/// were told is lost, a publisher's tag is unknown (412) and a retransmission is applied
+/// again. What the protocol still keeps there (a NOTIFY's order, `stamp-above-view`…) the
+/// other properties say, in configurations such as `--k 1 --crashes 2`.
+pub const DURABILITY_BOUND: &[&str] = &[
+    "single-committer",
+    "first-notify-fresh",
+    "no-rollback",
+    "acked-durable",
+    "publish-applied-once",
+    "central-notifier",
+    "modify-not-refused",
+    "removal-keeps-others",
+    "subscribers-converge",
+];
 
 /// The name of the properties of [`FLAG_PROPERTIES`] checked as one
 /// ([`SaScribe::fusing_flag_properties`]).
@@ -1081,6 +1105,7 @@ pub const PROPERTIES: &[(&str, &str, &str)] = &[
     ("tree-connected", "always", "at every quiescent state, each accepted live subscriber's peer reaches the live root by parent links, each parent holding the child"),
     ("no-notify-after-unsubscribe", "always", "a subscriber is sent nothing (no NOTIFY, no answer) after it unsubscribed"),
     ("moved-no-rollback", "always", "a subscriber that subscribed again through another peer (its own was gone) is never first shown an older state than it was shown before"),
+    ("stamp-above-view", "always", "a root stamps every change above every seq its own member view holds (a late NOTIFY or ACK of a root that died with every replica is taken in, not undercut)"),
     ("subscribe-answered", "eventually", "every SUBSCRIBE to a live peer is accepted by the root (with or without state, not a timeout)"),
     ("publish-answered", "eventually", "every PUBLISH to a live peer gets the root's final answer (200 or 412, not a timeout)"),
     ("subscribers-converge", "always", "at every quiescent state (nothing in flight, no protocol timer enabled), every request is answered and every live subscriber holds the latest committed state, told by the peer that carries its dialog (after a handover, that peer has notified it)"),
@@ -1256,6 +1281,9 @@ impl Model for SaScribe {
             }),
             Property::always("moved-no-rollback", |_, s: &State| {
                 !s.history.has(MOVED_BACK)
+            }),
+            Property::always("stamp-above-view", |_, s: &State| {
+                !s.history.has(STAMPED_BELOW_VIEW)
             }),
             Property::eventually("subscribe-answered", subs_answered),
             Property::eventually("publish-answered", pubs_answered),

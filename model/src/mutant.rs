@@ -104,6 +104,8 @@ mutants! {
         "A root answers a JOIN of its own local subscriber without a replica quorum: cut off by a partition, it shows the subscriber a state older than one the other side acknowledged.";
     LeaselessIdle = "leaseless-idle" => "subscribers-converge",
         "A root that serves without a lease (its promise rounds were refused by a replica that still saw the crashed root alive) starts no new round for the requests it holds: once that replica notices the crash nothing grants it a lease, and the requests wait for good.";
+    NoAbsorb = "no-absorb" => "stamp-above-view",
+        "A root whose record is behind what its member view heard (a late NOTIFY or ACK of a root that died with every replica) keeps its record: its next change is stamped below what members were told, and they drop it.";
     RestartAsRoot = "restart-as-root" => "no-rollback",
         "A peer that restarts, or joins, as the closest to the group takes the root role at once with an empty record (as the group's first root does), without fetching its replicas' records.";
 }
@@ -134,7 +136,8 @@ impl FromStr for Mutant {
 /// intermediate C in `multihop`), overlay messages the network may lose, false suspicions,
 /// whether they are partitions, subscriptions that may move to another peer,
 /// subscriptions a leaving peer may hand over, crashed peers that may restart, peers that
-/// join mid-run, and tree and replication messages the network may lose.
+/// join mid-run, tree and replication messages the network may lose, the replication factor
+/// (`None`: the preset's), and the commits before the first crash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CatchConfig(
     pub Preset,
@@ -151,6 +154,8 @@ pub struct CatchConfig(
     pub usize,
     pub usize,
     pub usize,
+    pub usize,
+    pub Option<usize>,
     pub usize,
 );
 
@@ -173,6 +178,8 @@ impl CatchConfig {
             restarts,
             joins,
             tree_losses,
+            k,
+            crashes_after,
         ) = self;
         Setup::new(&Options {
             preset,
@@ -190,6 +197,8 @@ impl CatchConfig {
             restarts,
             joins,
             tree_losses,
+            k,
+            crashes_after,
             mutant,
             ..Default::default()
         })
@@ -203,89 +212,144 @@ impl Mutant {
         use Mutant::*;
         use Preset::*;
         match self {
-            NoStaleFilter => CatchConfig(Small, 2, 1, 0, 0, 0, true, 0, 0, false, 0, 0, 0, 0, 0),
-            NotifyBeforeAck => CatchConfig(Small, 1, 2, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0),
-            SeqNotBumped | NoMulticast => {
-                CatchConfig(Small, 1, 3, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0)
-            }
-            AnswerFromIntermediate => {
-                CatchConfig(Multihop, 2, 3, 0, 0, 0, true, 0, 0, false, 0, 0, 0, 0, 0)
-            }
-            NoReplication | NoRetry => {
-                CatchConfig(Small, 0, 1, 1, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0)
-            }
-            RootAcceptsLowerSeq => {
-                CatchConfig(Small, 1, 2, 1, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0)
-            }
-            EtagIgnored => CatchConfig(Small, 0, 3, 0, 1, 0, false, 0, 0, false, 0, 0, 0, 0, 0),
-            RejoinViaChild => {
-                CatchConfig(Multihop, 1, 0, 1, 0, 0, true, 0, 0, false, 0, 0, 0, 0, 0)
-            }
-            EmptyRootSilent => CatchConfig(Small, 1, 0, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0),
-            UnsubscribeIgnored => {
-                CatchConfig(Small, 1, 1, 0, 0, 1, false, 0, 0, false, 0, 0, 0, 0, 0)
-            }
-            AckForgetsExpiry => {
-                CatchConfig(Small, 1, 1, 1, 1, 0, false, 0, 0, false, 0, 0, 0, 0, 0)
-            }
-            OneState => CatchConfig(Small, 0, 3, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0),
-            RemoveAll => CatchConfig(Small, 0, 4, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0),
-            NotifyBeforeCommit => {
-                CatchConfig(Small, 1, 1, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0)
-            }
-            AckBeforeReplicated => {
-                CatchConfig(Small, 0, 1, 1, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0)
-            }
-            RefusalConsumesSeq => {
-                CatchConfig(Small, 0, 3, 0, 1, 0, false, 0, 0, false, 0, 0, 0, 0, 0)
-            }
-            NoDedup => CatchConfig(Small, 0, 1, 0, 0, 0, false, 1, 0, false, 0, 0, 0, 0, 0),
-            NoExpiryClamp => CatchConfig(Small, 0, 1, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0),
-            NoRejoin => CatchConfig(Multihop, 1, 0, 1, 0, 0, true, 0, 0, false, 0, 0, 0, 0, 0),
-            AnswerOldEtag => CatchConfig(Small, 0, 3, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0),
+            NoStaleFilter => CatchConfig(
+                Small, 2, 1, 0, 0, 0, true, 0, 0, false, 0, 0, 0, 0, 0, None, 0,
+            ),
+            NotifyBeforeAck => CatchConfig(
+                Small, 1, 2, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0, None, 0,
+            ),
+            SeqNotBumped | NoMulticast => CatchConfig(
+                Small, 1, 3, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0, None, 0,
+            ),
+            AnswerFromIntermediate => CatchConfig(
+                Multihop, 2, 3, 0, 0, 0, true, 0, 0, false, 0, 0, 0, 0, 0, None, 0,
+            ),
+            NoReplication | NoRetry => CatchConfig(
+                Small, 0, 1, 1, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0, None, 0,
+            ),
+            RootAcceptsLowerSeq => CatchConfig(
+                Small, 1, 2, 1, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0, None, 0,
+            ),
+            EtagIgnored => CatchConfig(
+                Small, 0, 3, 0, 1, 0, false, 0, 0, false, 0, 0, 0, 0, 0, None, 0,
+            ),
+            RejoinViaChild => CatchConfig(
+                Multihop, 1, 0, 1, 0, 0, true, 0, 0, false, 0, 0, 0, 0, 0, None, 0,
+            ),
+            EmptyRootSilent => CatchConfig(
+                Small, 1, 0, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0, None, 0,
+            ),
+            UnsubscribeIgnored => CatchConfig(
+                Small, 1, 1, 0, 0, 1, false, 0, 0, false, 0, 0, 0, 0, 0, None, 0,
+            ),
+            AckForgetsExpiry => CatchConfig(
+                Small, 1, 1, 1, 1, 0, false, 0, 0, false, 0, 0, 0, 0, 0, None, 0,
+            ),
+            OneState => CatchConfig(
+                Small, 0, 3, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0, None, 0,
+            ),
+            RemoveAll => CatchConfig(
+                Small, 0, 4, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0, None, 0,
+            ),
+            NotifyBeforeCommit => CatchConfig(
+                Small, 1, 1, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0, None, 0,
+            ),
+            AckBeforeReplicated => CatchConfig(
+                Small, 0, 1, 1, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0, None, 0,
+            ),
+            RefusalConsumesSeq => CatchConfig(
+                Small, 0, 3, 0, 1, 0, false, 0, 0, false, 0, 0, 0, 0, 0, None, 0,
+            ),
+            NoDedup => CatchConfig(
+                Small, 0, 1, 0, 0, 0, false, 1, 0, false, 0, 0, 0, 0, 0, None, 0,
+            ),
+            NoExpiryClamp => CatchConfig(
+                Small, 0, 1, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0, None, 0,
+            ),
+            NoRejoin => CatchConfig(
+                Multihop, 1, 0, 1, 0, 0, true, 0, 0, false, 0, 0, 0, 0, 0, None, 0,
+            ),
+            AnswerOldEtag => CatchConfig(
+                Small, 0, 3, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 0, None, 0,
+            ),
             // The root D is suspected before anything is published; C takes over when U1's
             // publish reaches it and commits it; D heals and, closest again, serves with its
             // empty record.
-            NoFetch | NoLease => {
-                CatchConfig(Small, 0, 1, 0, 0, 0, false, 0, 1, false, 0, 0, 0, 0, 0)
-            }
+            NoFetch | NoLease => CatchConfig(
+                Small, 0, 1, 0, 0, 0, false, 0, 1, false, 0, 0, 0, 0, 0, None, 0,
+            ),
             // A, U2's first-contact peer, is cut off and, alone, takes the root role over; D
             // commits U1's publish with C; A commits U2's with nobody.
-            NoQuorum => CatchConfig(Small, 0, 2, 0, 0, 0, false, 0, 1, true, 0, 0, 0, 0, 0),
+            NoQuorum => CatchConfig(
+                Small, 0, 2, 0, 0, 0, false, 0, 1, true, 0, 0, 0, 0, 0, None, 0,
+            ),
             // D is cut off; C takes over and commits U1's publish with A; once healed, D
             // fetches again and A grants it while C's lease runs; D commits U2's publish, and
             // C answers S1's JOIN from the older state.
-            LeaseIgnored => CatchConfig(Small, 1, 2, 0, 0, 0, false, 0, 1, true, 0, 0, 0, 0, 0),
+            LeaseIgnored => CatchConfig(
+                Small, 1, 2, 0, 0, 0, false, 0, 1, true, 0, 0, 0, 0, 0, None, 0,
+            ),
             // A, S1's peer, is cut off and, alone, takes the root role over with nothing;
             // D commits U2's publish with C and U2 is answered; S1 subscribes at A, which
             // answers at once: nothing published (`model/nightly.sh` found the correct model
             // doing so, 2026-12-02).
-            LocalJoinNoQuorum => {
-                CatchConfig(Small, 1, 2, 0, 0, 0, false, 0, 1, true, 0, 0, 0, 0, 0)
-            }
+            LocalJoinNoQuorum => CatchConfig(
+                Small, 1, 2, 0, 0, 0, false, 0, 1, true, 0, 0, 0, 0, 0, None, 0,
+            ),
             // S2 at C is notified of U1's publish; C crashes; S2 moves to A, on the tree for
             // S1 but still without that state, which answers it at once from what it holds.
-            LocalAnswer => CatchConfig(Small, 2, 1, 1, 0, 0, false, 0, 0, false, 1, 0, 0, 0, 0),
+            LocalAnswer => CatchConfig(
+                Small, 2, 1, 1, 0, 0, false, 0, 0, false, 1, 0, 0, 0, 0, None, 0,
+            ),
             // S1's peer hands its dialog over before U1 publishes; the taker never hears of it
             // (dropped), or tells S1 nothing until the state moves on (silent).
             // U1's publish is committed at D; D crashes and C takes over; D restarts with
             // nothing and, the closest peer again, serves at once with its empty record.
             // U1's publish is committed; its multicast to S1's peer is lost; the heartbeat
             // round never resends it.
-            HeartbeatWithoutSeq => {
-                CatchConfig(Small, 1, 1, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 1)
-            }
-            RestartAsRoot => CatchConfig(Small, 0, 1, 1, 0, 0, false, 0, 0, false, 0, 0, 1, 0, 0),
+            HeartbeatWithoutSeq => CatchConfig(
+                Small, 1, 1, 0, 0, 0, false, 0, 0, false, 0, 0, 0, 0, 1, None, 0,
+            ),
+            RestartAsRoot => CatchConfig(
+                Small, 0, 1, 1, 0, 0, false, 0, 0, false, 0, 0, 1, 0, 0, None, 0,
+            ),
             // D crashes; C, which has detected it, takes over when U2 publishes; A, which has
             // not, refuses its promise rounds until C serves without a lease; A then detects
             // the crash and forwards U1's publish, which C holds with U2's for good.
-            LeaselessIdle => CatchConfig(Small, 0, 2, 1, 0, 0, false, 0, 0, false, 0, 0, 1, 0, 0),
+            LeaselessIdle => CatchConfig(
+                Small, 0, 2, 1, 0, 0, false, 0, 0, false, 0, 0, 1, 0, 0, None, 0,
+            ),
             // S1 at A unsubscribes: A leaves C, and C, needing the group no more, leaves D; S2
             // at B subscribes through C, whose JOIN reaches D before C's LEAVE does.
-            NoParentTimeout => CatchConfig(Fig3, 2, 0, 0, 0, 1, false, 0, 0, false, 0, 0, 0, 0, 1),
-            HandoverDropped | HandoverSilent => {
-                CatchConfig(Small, 1, 1, 0, 0, 0, false, 0, 0, false, 0, 1, 0, 0, 0)
-            }
+            NoParentTimeout => CatchConfig(
+                Fig3, 2, 0, 0, 0, 1, false, 0, 0, false, 0, 0, 0, 0, 1, None, 0,
+            ),
+            // One replica, two crashes once a publish is committed (beyond what k replicas
+            // keep): the root and its replica die; the new root, which held nothing, hears the
+            // committed state late (a NOTIFY, an ACK passing through it or answering its own
+            // re-JOIN), and must stamp the next publish above it.
+            NoAbsorb => CatchConfig(
+                Small,
+                1,
+                2,
+                2,
+                0,
+                0,
+                false,
+                0,
+                0,
+                false,
+                0,
+                0,
+                0,
+                0,
+                0,
+                Some(1),
+                1,
+            ),
+            HandoverDropped | HandoverSilent => CatchConfig(
+                Small, 1, 1, 0, 0, 0, false, 0, 0, false, 0, 1, 0, 0, 0, None, 0,
+            ),
         }
     }
 }

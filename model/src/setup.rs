@@ -95,6 +95,9 @@ pub struct Options {
     pub publishes: Option<usize>,
     /// Peer crashes allowed.
     pub crashes: Option<usize>,
+    /// Crashes happen only once this many publications were committed (0: from the start):
+    /// the runs where a crash loses what members were told, rather than what nobody heard.
+    pub crashes_after: usize,
     /// Replication factor k.
     pub k: Option<usize>,
     /// Network semantics.
@@ -149,6 +152,7 @@ impl Default for Options {
             subscribers: None,
             publishes: None,
             crashes: None,
+            crashes_after: 0,
             k: None,
             network: NetworkKind::Unordered,
             losses: 0,
@@ -183,6 +187,8 @@ pub struct Setup {
     pub publishers: Vec<(PeerIx, Arc<Vec<PubOp>>)>,
     /// Peer crashes allowed.
     pub max_crashes: usize,
+    /// Commits before the first crash may happen.
+    pub crashes_after: u8,
     /// Network semantics.
     pub network: NetworkKind,
     /// Overlay request/response messages the network may lose.
@@ -271,6 +277,12 @@ impl Setup {
             return Err(format!(
                 "--crashes must leave a live peer: at most {}, got {crashes}",
                 n - 1
+            ));
+        }
+        if o.crashes_after > publishes {
+            return Err(format!(
+                "--crashes-after must be at most the number of publishes ({publishes}), got {}",
+                o.crashes_after
             ));
         }
         let k = o.k.unwrap_or(2.min(n - 1));
@@ -436,6 +448,7 @@ impl Setup {
             subscribers,
             publishers,
             max_crashes: crashes,
+            crashes_after: o.crashes_after as u8,
             network: o.network,
             losses: o.losses,
             expiries,
@@ -614,7 +627,11 @@ impl Setup {
             self.k,
             subs.join(" "),
             pubs.join(" "),
-            self.max_crashes,
+            if self.crashes_after > 0 {
+                format!("{} (after {} commits)", self.max_crashes, self.crashes_after)
+            } else {
+                self.max_crashes.to_string()
+            },
             self.network,
             self.losses,
             self.expiries,

@@ -208,9 +208,10 @@ impl Cluster {
                 gid, rec, epoch, ..
             } if ours(gid) => {
                 self.rev_seq.insert((from, rec.rev), rec.seq);
-                for s in &rec.states {
+                for s in rec.states.iter().filter(|s| s.created > 0) {
                     // The ETag the root minted for the change that last set this state
-                    // (MAPPING.md, "ETags").
+                    // (MAPPING.md, "ETags"); a state adopted from the tree (`created` 0)
+                    // has a tag nobody was given, the model's anonymous tag 0.
                     self.learn_etag(s.etag, s.changed);
                 }
                 if rec.seq == 0 {
@@ -258,7 +259,7 @@ impl Cluster {
                 gid, rec, epoch, ..
             } if ours(gid) => {
                 if let Some(rec) = rec {
-                    for s in &rec.states {
+                    for s in rec.states.iter().filter(|s| s.created > 0) {
                         self.learn_etag(s.etag, s.changed);
                     }
                 }
@@ -276,7 +277,7 @@ impl Cluster {
                 gid, refused, rec, ..
             } if ours(gid) && self.cfg.leases => {
                 if let Some(rec) = rec {
-                    for s in &rec.states {
+                    for s in rec.states.iter().filter(|s| s.created > 0) {
                         self.learn_etag(s.etag, s.changed);
                     }
                 }

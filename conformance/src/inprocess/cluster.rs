@@ -77,6 +77,8 @@ struct Tally {
     told: Option<(u64, usize)>,
     /// Its statistics when last read.
     stats: sascribe::Stats,
+    /// The fetch rounds in which a peer answered it busy: (the round's epoch, that peer).
+    busy_from: BTreeSet<(u64, NodeId)>,
 }
 
 /// Everything the harness hands a peer goes through its clock: the harness's time plus the
@@ -1173,6 +1175,24 @@ impl Cluster {
             return Ok(());
         };
         let deadline = w.deadline;
+        // A peer the root waits out answered this round busy, and is still awaited.
+        for &(id, until) in &w.busy {
+            let heard = self.slots[i].tally.busy_from.contains(&(w.epoch, id));
+            if !heard || until == 0 || !w.awaited.contains(&id) {
+                return Err(format!(
+                    "{}: its fetch round (epoch {}) waits out {} until {until} ms, though that \
+                     peer {}",
+                    self.slots[i].name,
+                    w.epoch,
+                    self.name_of(id),
+                    if heard && until > 0 {
+                        "is no longer awaited"
+                    } else {
+                        "never answered it busy"
+                    }
+                ));
+            }
+        }
         // An answer to an earlier round changes nothing; one from a peer no longer awaited
         // (it answered otherwise since) neither. A peer still awaited that answered this
         // round busy is waited out.
@@ -1383,6 +1403,8 @@ impl Cluster {
                 // A later busy answer from the same peer replaces the earlier one, as at the
                 // root (the peer's clock moved on meanwhile, and it names the time left).
                 self.busy_due.retain(|d| (d.0, d.1) != (f.to, f.from));
+                let by = self.slots[f.from].handle.id;
+                self.slots[f.to].tally.busy_from.insert((epoch, by));
                 self.busy_due
                     .push((f.to, f.from, epoch, at.saturating_add(b)));
             }

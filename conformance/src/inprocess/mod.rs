@@ -221,8 +221,8 @@ fn largest_body(t: &TraceConfig) -> usize {
 /// The size of the largest record the trace's peers hold (root or replica, at any step), as
 /// production's root measures a record against `max_document` when it applies a publication:
 /// the larger of its states' bodies added up and its composed document. A state holds the body
-/// of its one value, or, adopted from the tree with several, the composed document it was
-/// adopted as. `None` when the trace holds no record.
+/// of its one value, or, adopted from the tree (tag 0), the composed document it was adopted
+/// as. `None` when the trace holds no record.
 fn largest_record(trace: &crate::Trace) -> Option<usize> {
     let compose = |values: &[u8]| -> usize {
         let bodies: Vec<Bytes> = values.iter().map(|&v| body_of(v)).collect();
@@ -240,7 +240,9 @@ fn largest_record(trace: &crate::Trace) -> Option<usize> {
         let bodies: usize = states
             .iter()
             .map(|s| match s.values.as_slice() {
-                [v] => body_of(*v).len(),
+                // A state adopted from the tree (tag 0) holds the document it was adopted
+                // as, composed even for one value.
+                [v] if s.etag > 0 => body_of(*v).len(),
                 vs => compose(vs),
             })
             .sum();

@@ -75,7 +75,10 @@ impl Ctx<'_> {
             // (production's 100 Trying to the UA is not modelled). The delivery consumes it.
             Msg::PAck => {}
             Msg::JoinReply { req, path, state } => self.on_join_reply(st, req, path, state, o),
-            Msg::Multicast(e) => self.learn(st, e, None, o),
+            Msg::Multicast(e) => {
+                self.learn(st, e, None, o);
+                self.absorb(st, o);
+            }
             Msg::Leave => self.on_leave(st, from, o),
             Msg::Beat(seq) => self.on_beat(st, from, seq, o),
             Msg::BeatAck(seq) => self.on_beat_ack(st, from, seq, o),

@@ -383,11 +383,37 @@ impl Ctx<'_> {
                 // without values too: the seq of a removal or expiry).
                 if let Some(e) = state {
                     self.learn(st, e, Some(prev), o);
+                    self.absorb(st, o);
                 }
                 o.send(peer_id(prev), Msg::JoinReply { req, path, state });
             }
-            None => self.join_answered(st, req, state, o),
+            None => {
+                self.join_answered(st, req, state, o);
+                self.absorb(st, o);
+            }
         }
+    }
+
+    /// A late NOTIFY or ACK of an earlier root, passing through the active root, told its
+    /// member view a state newer than its record (the root and every replica that held it
+    /// died, beyond what `k` replicas keep): the root takes it as its record, replicates it
+    /// and serves it, rather than stamp a later change below what members were told
+    /// (production `root_absorb_latest`). Not while a commit is pending: the root takes it
+    /// in once that commit is done, before it serves anything else.
+    pub(super) fn absorb(&self, st: &mut PeerState, o: &mut O) {
+        let Some(l) = st.latest else { return };
+        let Some(root) = st.root.as_mut() else { return };
+        if !root.active()
+            || !root.waiting.is_empty()
+            || l.seq <= root.st.seq
+            || self.mutant(Mutant::NoAbsorb)
+        {
+            return;
+        }
+        root.st.adopt(l);
+        root.committed = Some(l);
+        push_replication(root, ALL, o);
+        self.commit_adopted(st, l, o);
     }
 }
 

@@ -141,6 +141,9 @@ pub enum Obs {
     },
     /// A root removed an expired event state (counts against the expiry budget).
     Expired,
+    /// A root stamped a change with a seq no higher than one its own member view holds: the
+    /// members that were told that seq take the change as old.
+    StampedBelowView,
     /// A peer took over as root after the root failed (`with_replica`: it held a replica).
     Takeover {
         /// Whether the new root held replicated state.

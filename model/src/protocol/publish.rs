@@ -190,6 +190,10 @@ impl Ctx<'_> {
         };
         root.st.states.sort_unstable();
         root.st.seq = seq;
+        if st.latest.is_some_and(|l| l.seq >= seq) {
+            self.observe(o, Obs::StampedBelowView);
+        }
+        let root = st.root.as_mut().expect("root");
         root.st.epoch = root.epoch;
         root.st.record(p.req, result);
         let (who, n) = (p.req.who, p.req.n);
@@ -243,6 +247,9 @@ impl Ctx<'_> {
                 }
                 Some(_) => return,
                 None => {
+                    // Nothing pending: a state the member view heard meanwhile is taken in
+                    // before anything is served (production `drain_queue`).
+                    self.absorb(st, o);
                     let root = st.root.as_mut().expect("root");
                     if root.queued.is_empty() || !root.active() || !quorum {
                         return;
@@ -456,13 +463,17 @@ impl Ctx<'_> {
         root.st.states.retain(|s| s.etag != etag);
         root.st.seq += 1;
         root.st.epoch = root.epoch;
+        let seq = root.st.seq;
+        if st.latest.is_some_and(|l| l.seq >= seq) {
+            self.observe(o, Obs::StampedBelowView);
+        }
+        let root = st.root.as_mut().expect("root");
         let entry = root.st.entry().expect("a change stamps a seq");
         let obs = Obs::Commit {
             entry,
             change: Change::Expire(etag),
             live: root.st.live(),
         };
-        let seq = entry.seq;
         root.waiting.push((None, PubResult::Removed { seq }, obs));
         push_replication(root, ALL, o);
         self.try_commit(st, o);

@@ -64,8 +64,11 @@ impl Scribe {
         self.drain_queue(ctx, gid);
     }
 
-    /// Serves queued requests in order while the root is active and no commit is pending.
+    /// Serves queued requests in order while the root is active and no commit is pending,
+    /// having first taken in a newer state its member view heard while a commit was pending
+    /// ([`Scribe::root_absorb_latest`]): nothing is stamped below what members were told.
     pub(super) fn drain_queue(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) {
+        self.root_absorb_latest(ctx, gid);
         loop {
             let Some(g) = self.groups.get_mut(&gid) else {
                 return;

@@ -29,7 +29,8 @@ pub(crate) struct State {
     pub body: Bytes,
     pub content_type: Option<String>,
     pub expires_at: Millis,
-    /// Seq of the change that created it.
+    /// Seq of the change that created it (0: a state adopted from the tree, whose history is
+    /// not known here; see [`Record::adopt`]).
     pub created: u64,
     /// Seq of the change that last set it.
     pub changed: u64,
@@ -168,7 +169,8 @@ impl Record {
                 body,
                 content_type: l.content_type,
                 expires_at: now + secs(default_expires),
-                created: l.seq,
+                // No change of this root created it: nobody was given its tag.
+                created: 0,
                 changed: l.seq,
             });
         }

@@ -134,7 +134,9 @@ impl Scribe {
             .get(&gid)
             .is_some_and(|g| g.has_interest() || g.root.is_some());
         if member {
-            self.apply_latest(ctx, gid, latest);
+            if self.apply_latest(ctx, gid, latest) {
+                self.root_absorb_latest(ctx, gid);
+            }
             if let Some(h) = accepted {
                 // The first NOTIFY: the newest state known here (seq 0, no state, when
                 // nothing was published yet).

@@ -75,7 +75,8 @@ pub struct WireState {
     pub content_type: Option<String>,
     /// Remaining lifetime in milliseconds at send time.
     pub ttl: u64,
-    /// Seq of the change that created it (orders the states).
+    /// Seq of the change that created it (orders the states; 0: a state adopted from the
+    /// tree, whose tag no publisher was given).
     pub created: u64,
     /// Seq of the change that last set it (the most recent one wins composition).
     pub changed: u64,
