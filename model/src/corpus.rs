@@ -210,9 +210,11 @@ pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
         ("prefix", unsubscribing(Preset::Prefix), None),
         // One replica (k = 1) and two crashes once two publications are committed: the root
         // and its replica may both die, so a new root can start with no record while the
-        // members below still hold the latest state. Their re-JOINs carry it up, and the new
-        // root adopts the highest seq (the paper's re-JOIN reconciliation, beyond what
-        // replication alone keeps).
+        // tree still holds the latest state. Here the new root, C, is the subscribers' hop to
+        // the old one: it takes the state in from its own member view as it activates, or
+        // from a late NOTIFY or ACK as it serves (`stamp-above-view`). (A re-JOIN carrying a
+        // state newer than the new root's cannot happen in `multihop`: every path to D runs
+        // through C.)
         (
             "carried",
             Options {

@@ -3,8 +3,8 @@
 //! A trace is only as good as the transitions it takes. A transition is labelled by what
 //! happens ([`Label::kind`]: which message is delivered or lost, which timer fires, a crash,
 //! refined where the protocol branches on the message: a PUBLISH with or without SIP-If-Match,
-//! a removal, a JOIN carrying a state (newer than the root's, or not), an ACK with or without one), by the role of the peer
-//! that takes it ([`Label::role`]: root, a root still fetching, replica, tree member, off the
+//! a removal, a JOIN carrying a state (newer than the root's, or not), an ACK with or without
+//! one), by the role of the peer that takes it ([`Label::role`]: root, a root still fetching, replica, tree member, off the
 //! tree, with or without local subscribers, or a user agent) and by its context
 //! ([`Label::context`]: a commit pending at that root, a peer crashed before, a message lost
 //! before).

@@ -28,8 +28,8 @@ pub type Action = ActorModelAction<Msg, Timer, ()>;
 /// for the fault budget and timing assumptions (`SaScribe::enabled`), among them:
 /// - **crashes of peers only**: `Crash` is offered for peers (user agents do not crash), within
 ///   the crash budget (with `--crashes-after n`, only once n publications were committed); a
-///   crashed peer comes back (empty) only with `--restarts`, once every
-///   live peer has declared it dead, and a joining peer starts crashed until it joins;
+///   crashed peer comes back (empty) only with `--restarts`, once every live peer has declared
+///   it dead, and a joining peer starts crashed until it joins;
 /// - **failure detection**: a peer's `Detect(x)` timer (missed heartbeats/keep-alives) fires
 ///   only once `x` has crashed or, with `--suspicions`, is suspected within that budget;
 /// - **timeouts longer than round trips**: a `Retry(req)` timer fires only when the request is
