@@ -599,9 +599,9 @@ impl Peer {
         expired
     }
 
-    /// Runs the roots' replication retry now, as the periodic tick does: each active root
-    /// resends its record to the replicas that have not acknowledged it. Returns whether this
-    /// peer is an active root.
+    /// Runs the roots' part of the periodic tick now: each active root runs its tick duties
+    /// (the replication retry among them), each fetching root its fetch timeout. Returns
+    /// whether this peer is a root.
     #[cfg(feature = "harness")]
     pub fn fire_replication_retry(&mut self, now: Millis, timers: &mut Timers) -> bool {
         self.at(now);

@@ -360,11 +360,12 @@ impl Scribe {
         }
     }
 
-    /// Runs the roots' retries now (a driver that owns the timers): every active root
-    /// resends its record to the replicas that have not acknowledged it, as the periodic tick
-    /// does, and commits what their acknowledgements allow; every root still fetching asks
-    /// the peers it awaits again, as its fetch timeout does. Returns whether this peer is a
-    /// root.
+    /// Runs the roots' retries now (a driver that owns the timers): every active root runs
+    /// its duties of the periodic tick (`root_tick`, the very code the tick runs: expire what
+    /// is due, take in a newer state its member view heard, resend its record to the
+    /// replicas that have not acknowledged it and commit what their acknowledgements allow,
+    /// give the role up once idle and empty); every root still fetching asks the peers it
+    /// awaits again, as its fetch timeout does. Returns whether this peer is a root.
     #[cfg(feature = "harness")]
     pub fn fire_replication_retry(&mut self, ctx: &mut Ctx<'_>) -> bool {
         let gids = self.active_roots();
@@ -376,7 +377,7 @@ impl Scribe {
             .map(|(gid, _)| *gid)
             .collect();
         for &gid in &gids {
-            self.retry_replication(ctx, gid);
+            self.root_tick(ctx, gid);
         }
         for &gid in &fetching {
             self.fetch_timeout(ctx, gid, false);
