@@ -414,16 +414,9 @@ impl Scribe {
     /// nothing). A root with members keeps its empty group as long as they are there: they
     /// get the first publication.
     pub(crate) fn root_tick(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) {
-        let Some(g) = self.groups.get_mut(&gid) else {
-            return;
-        };
-        let Some(role) = g.root.as_ref() else { return };
-        if !role.active {
+        if !self.root_duties(ctx, gid) {
             return;
         }
-        self.root_expire(ctx, gid, None);
-        self.root_absorb_latest(ctx, gid);
-        self.retry_replication(ctx, gid);
         let Some(g) = self.groups.get_mut(&gid) else {
             return;
         };
@@ -437,6 +430,25 @@ impl Scribe {
                 g.record = None;
             }
         }
+    }
+
+    /// An active root's duties of the periodic tick: expire what is due, take in a newer
+    /// state its member view heard, resend its record to the replicas behind and commit what
+    /// they acknowledged. Returns whether this peer is `gid`'s active root.
+    pub(crate) fn root_duties(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) -> bool {
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return false;
+        };
+        let Some(role) = g.root.as_ref() else {
+            return false;
+        };
+        if !role.active {
+            return false;
+        }
+        self.root_expire(ctx, gid, None);
+        self.root_absorb_latest(ctx, gid);
+        self.retry_replication(ctx, gid);
+        true
     }
 
     /// An active root whose member view got ahead of its record (a newer state pushed up the

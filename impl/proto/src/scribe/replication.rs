@@ -361,11 +361,12 @@ impl Scribe {
     }
 
     /// Runs the roots' retries now (a driver that owns the timers): every active root runs
-    /// its duties of the periodic tick (`root_tick`, the very code the tick runs: expire what
-    /// is due, take in a newer state its member view heard, resend its record to the
-    /// replicas that have not acknowledged it and commit what their acknowledgements allow,
-    /// give the role up once idle and empty); every root still fetching asks the peers it
-    /// awaits again, as its fetch timeout does. Returns whether this peer is a root.
+    /// its duties of the periodic tick (`root_duties`, the very code the tick runs: expire
+    /// what is due, take in a newer state its member view heard, resend its record to the
+    /// replicas that have not acknowledged it and commit what their acknowledgements allow;
+    /// not the tick's giving up of an idle, empty root role, which the model does not have);
+    /// every root still fetching asks the peers it awaits again, as its fetch timeout does.
+    /// Returns whether this peer is a root.
     #[cfg(feature = "harness")]
     pub fn fire_replication_retry(&mut self, ctx: &mut Ctx<'_>) -> bool {
         let gids = self.active_roots();
@@ -377,7 +378,7 @@ impl Scribe {
             .map(|(gid, _)| *gid)
             .collect();
         for &gid in &gids {
-            self.root_tick(ctx, gid);
+            self.root_duties(ctx, gid);
         }
         for &gid in &fetching {
             self.fetch_timeout(ctx, gid, false);
