@@ -400,9 +400,11 @@
 //! `subscribers-converge`, `first-notify-fresh`), and so are the tags and stored results
 //! the answers rest on (`central-notifier`, `modify-not-refused`, `publish-applied-once`).
 //! `stamp-above-view` is about that case: what survives in the tree is taken in, not
-//! undercut. `tests/mutants.rs` checks the others exhaustively on `no-absorb`'s
-//! configuration; `validate-run --k 1 --crashes 2 --crashes-after 2` reports the bound ones
-//! broken, as it should.
+//! undercut. Such a configuration does not claim the bound ones ([`model::claimed`]): the
+//! checker is not handed them (nor, fused, their flags), `check` reports them "not claimed
+//! here" and judges the others, and `validate-run` checks the others at every step.
+//! `tests/mutants.rs` checks the others exhaustively on `no-absorb`'s configuration, and CI
+//! on the same.
 //!
 //! Fourteen safety properties each say that the history never gets one violation flag
 //! ([`model::FLAG_PROPERTIES`]). Stateright looks every property's name up in a map shared by

@@ -2,7 +2,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sascribe_model::cli::ConfigArgs;
-use sascribe_model::model::{applicable, FLAGS_CLEAN, PROPERTIES};
+use sascribe_model::model::{applicable, claimed, FLAGS_CLEAN, PROPERTIES};
 use sascribe_model::progress::{mib, peak_rss_bytes, watch, Counts, Ending, Progress};
 use sascribe_model::{Mutant, SaScribe};
 
@@ -252,7 +252,7 @@ fn check(args: CheckArgs) -> ExitCode {
     };
     let all_discovered = PROPERTIES
         .iter()
-        .filter(|(name, _, _)| applicable(&model.setup, name))
+        .filter(|(name, _, _)| applicable(&model.setup, name) && claimed(&model.setup, name))
         .all(|(name, _, _)| discoveries.contains_key(name));
     let search = match (ending, args.strategy, args.depth) {
         (Ending::TimedOut, _, _) => Search::TimedOut(timeout.unwrap_or_default()),
@@ -283,7 +283,7 @@ fn check(args: CheckArgs) -> ExitCode {
         .unwrap_or(0);
     let mut violated = Vec::new();
     let mut cycles = Vec::new();
-    let (mut sometimes, mut witnessed, mut inapplicable) = (0, 0, 0);
+    let (mut sometimes, mut witnessed, mut inapplicable, mut unclaimed) = (0, 0, 0, 0);
     for (name, kind, meaning) in PROPERTIES {
         if !applicable(&model.setup, name) {
             println!(
@@ -291,6 +291,14 @@ fn check(args: CheckArgs) -> ExitCode {
                 "not applicable here"
             );
             inapplicable += 1;
+            continue;
+        }
+        if !claimed(&model.setup, name) {
+            println!(
+                "  {kind:<10} {name:<width$}  {:<25}  {meaning}",
+                "not claimed here"
+            );
+            unclaimed += 1;
             continue;
         }
         let found = discoveries.contains_key(name);
@@ -317,9 +325,10 @@ fn check(args: CheckArgs) -> ExitCode {
     let mut summary = summary(
         search,
         &violated,
-        PROPERTIES.len() - sometimes - inapplicable,
+        PROPERTIES.len() - sometimes - inapplicable - unclaimed,
         (witnessed, sometimes),
         inapplicable,
+        unclaimed,
     );
     if !cycles.is_empty() {
         summary.push_str(&format!(
@@ -436,6 +445,7 @@ fn summary(
     safety_and_liveness: usize,
     (witnessed, sometimes): (usize, usize),
     inapplicable: usize,
+    unclaimed: usize,
 ) -> String {
     let how = match search {
         Search::Exhaustive => "exhaustive".to_string(),
@@ -457,6 +467,13 @@ fn summary(
     let besides = match inapplicable {
         0 => String::new(),
         n => format!(" ({n} more not applicable to this configuration)"),
+    };
+    let besides = match unclaimed {
+        0 => besides,
+        n => format!(
+            "{besides}; {n} not claimed beyond k-1 crashes (broken by design there: \
+             DURABILITY_BOUND in model/src/model.rs)"
+        ),
     };
     format!(
         "result: {how}: {found}; {witnessed} of {sometimes} sometimes-properties witnessed{besides}"

@@ -59,6 +59,9 @@ pub struct SaScribe {
     /// The safety properties that each read one violation flag of the history are checked as
     /// one ([`FLAGS_CLEAN`]; see [`SaScribe::fusing_flag_properties`]).
     fuse_flags: bool,
+    /// The flags of the [`FLAG_PROPERTIES`] this configuration claims ([`claimed`]): what
+    /// [`FLAGS_CLEAN`] tests.
+    violation_flags: u32,
 }
 
 impl SaScribe {
@@ -102,11 +105,16 @@ impl SaScribe {
             // crashes Stateright allows; `enabled` bounds the crashes of the run.)
             .max_crashes(setup.max_crashes + setup.joiners.count_ones() as usize)
             .record_msg_out(history::on_send);
+        let violation_flags = FLAG_PROPERTIES
+            .iter()
+            .filter(|(name, _)| claimed(&setup, name))
+            .fold(0, |all, (_, flag)| all | flag);
         SaScribe {
             setup,
             inner: m,
             elide_packs: false,
             fuse_flags: false,
+            violation_flags,
         }
     }
 
@@ -1070,6 +1078,9 @@ pub const VIOLATION_FLAGS: u32 = {
 /// were told is lost, a publisher's tag is unknown (412) and a retransmission is applied
 /// again. What the protocol still keeps there (a NOTIFY's order, `stamp-above-view`…) the
 /// other properties say, in configurations such as `--k 1 --crashes 2`.
+///
+/// A configuration that allows k or more crashes does not claim them ([`claimed`]): the
+/// checker is not handed them, and `check` reports them "not claimed here".
 pub const DURABILITY_BOUND: &[&str] = &[
     "single-committer",
     "first-notify-fresh",
@@ -1137,6 +1148,14 @@ pub fn applicable(setup: &Setup, name: &str) -> bool {
         "tree-repaired" => setup.tree_losses > 0,
         _ => true,
     }
+}
+
+/// Whether the configuration claims property `name`: every property but those of
+/// [`DURABILITY_BOUND`] when k or more peers may crash (`--crashes` at least `--k`), where the
+/// protocol breaks them by design. An unclaimed property is not handed to the checker, as an
+/// inapplicable one is not, and `check` reports it "not claimed here" rather than violated.
+pub fn claimed(setup: &Setup, name: &str) -> bool {
+    setup.max_crashes < setup.k || !DURABILITY_BOUND.contains(&name)
 }
 
 impl Model for SaScribe {
@@ -1315,13 +1334,13 @@ impl Model for SaScribe {
             }),
             Property::sometimes("tree-repaired", |_, s: &State| s.history.has(TREE_REPAIRED)),
         ];
-        all.retain(|p| applicable(&self.setup, p.name));
+        all.retain(|p| applicable(&self.setup, p.name) && claimed(&self.setup, p.name));
         if self.fuse_flags {
             all.retain(|p| !FLAG_PROPERTIES.iter().any(|(name, _)| *name == p.name));
             all.insert(
                 0,
-                Property::always(FLAGS_CLEAN, |_, s: &State| {
-                    s.history.flags & VIOLATION_FLAGS == 0
+                Property::always(FLAGS_CLEAN, |m: &SaScribe, s: &State| {
+                    s.history.flags & m.violation_flags == 0
                 }),
             );
         }
