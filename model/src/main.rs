@@ -285,20 +285,16 @@ fn check(args: CheckArgs) -> ExitCode {
     let mut cycles = Vec::new();
     let (mut sometimes, mut witnessed, mut inapplicable, mut unclaimed) = (0, 0, 0, 0);
     for (name, kind, meaning) in PROPERTIES {
-        if !applicable(&model.setup, name) {
-            println!(
-                "  {kind:<10} {name:<width$}  {:<25}  {meaning}",
-                "not applicable here"
-            );
-            inapplicable += 1;
-            continue;
-        }
-        if !claimed(&model.setup, name) {
-            println!(
-                "  {kind:<10} {name:<width$}  {:<25}  {meaning}",
-                "not claimed here"
-            );
-            unclaimed += 1;
+        let (set_aside, count) = if !applicable(&model.setup, name) {
+            ("not applicable here", &mut inapplicable)
+        } else if !claimed(&model.setup, name) {
+            ("not claimed here", &mut unclaimed)
+        } else {
+            ("", &mut 0)
+        };
+        if !set_aside.is_empty() {
+            println!("  {kind:<10} {name:<width$}  {set_aside:<25}  {meaning}");
+            *count += 1;
             continue;
         }
         let found = discoveries.contains_key(name);
