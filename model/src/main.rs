@@ -104,6 +104,10 @@ struct CheckArgs {
 const DEFAULT_PROGRESS: u64 = sascribe_model::progress::DEFAULT_EVERY.as_secs();
 
 fn main() -> ExitCode {
+    // Output piped into a reader that stops early (`| head`) ends the process as it ends other
+    // command-line tools, not in a panic. Nothing here writes to a pipe it must survive: the
+    // explorer's sockets are sent to with MSG_NOSIGNAL by the standard library.
+    sigpipe::reset();
     let cli = Cli::parse();
     match cli.command {
         Command::Check(args) => check(args),
