@@ -198,7 +198,9 @@ pub fn production_config(t: &TraceConfig) -> Config {
         pub_min_expires: EXPIRY_UNIT_SECS,
         pub_max_expires: max,
         pub_default_expires: max,
-        sub_min_expires: 60,
+        // Every SUBSCRIBE and refresh asks for exactly the minimum (and the maximum): a bound
+        // that refuses its own value refuses a subscription the model accepts.
+        sub_min_expires: SUB_EXPIRES,
         sub_max_expires: SUB_EXPIRES,
         // The largest body the trace publishes sits exactly at the limit: a limit that refuses
         // a body of its own size refuses a publication the model accepts.

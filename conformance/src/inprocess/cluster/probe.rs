@@ -20,6 +20,8 @@ pub(in crate::inprocess) struct Probe {
     round_deadline: Option<String>,
     /// The group as the fork holds it after its round.
     round_view: Option<sascribe::GroupView>,
+    /// The clock the forks ran at.
+    now: Millis,
     /// The group's nominal replica set at this peer (its `replicas` nearest leaves).
     replicas: Vec<NodeHandle>,
     /// Whether this peer routes the group's key to itself (a re-JOIN would not leave it).
@@ -42,10 +44,18 @@ impl Probe {
         round.fire_round_due(now, &mut Timers::new(), gid);
         let round_deadline = round.deadline_beyond(gid, now);
         let round_view = round.group_view(gid);
-        let mut orphan = p.fork();
-        let parent_timeout = orphan
-            .fire_parent_timeout(now, &mut Timers::new(), gid)
-            .then(|| drain(orphan));
+        // Its parent timing out: production's own tick, on a fork whose clock has run on past
+        // the parent timeout since the parent was last heard (whatever else falls due by then
+        // runs too; what is judged is the LEAVE and the re-JOIN).
+        let parent_timeout = p
+            .group_view(gid)
+            .is_some_and(|v| v.parent.is_some())
+            .then(|| {
+                let mut orphan = p.fork();
+                let later = now + p.config().parent_timeout + 1;
+                orphan.fire_round_due(later, &mut Timers::new(), gid);
+                drain(orphan)
+            });
         let mut rest = p.fork();
         rest.fire_overlay_rest_due(now);
         let mut set = Vec::new();
@@ -54,6 +64,7 @@ impl Probe {
             round: drain(round),
             round_deadline,
             round_view,
+            now,
             parent_timeout,
             replicas: set,
             routes_to_itself: matches!(
@@ -91,6 +102,9 @@ impl Cluster {
             return fail(format!("after its tree round, {why}"));
         }
         if let Some(why) = view.and_then(|v| round_changed_tree(v, probe.round_view.as_ref())) {
+            return fail(format!("its tree round {why}"));
+        }
+        if let Some(why) = view.and_then(|v| round_kept_idle(v, probe)) {
             return fail(format!("its tree round {why}"));
         }
         let round: Vec<(usize, Msg)> = self.decode_probe(&probe.round)?;
@@ -222,6 +236,32 @@ fn replicates(m: &Msg, gid: GroupId, seq: u64) -> bool {
             items.iter().any(|i| i.gid == gid && i.rec.seq == seq)
         }
         _ => false,
+    }
+}
+
+/// Whether a tree round misjudged a group the peer needs for nothing but, perhaps, a lease
+/// it confirms (`before`: no local subscription, child, root role or record): the round lets
+/// such a group go (an empty group is not kept for ever), unless the peer still confirms a
+/// root's lease, a promise the group holds until it runs out.
+fn round_kept_idle(before: &sascribe::GroupView, probe: &Probe) -> Option<String> {
+    let idle = !before.is_root
+        && before.local_subs == 0
+        && before.children.is_empty()
+        && before.record_seq.is_none();
+    if !idle {
+        return None;
+    }
+    match (before.confirms_until, &probe.round_view) {
+        (Some(until), None) if until > probe.now => Some(format!(
+            "dropped the group, and with it the lease it confirms until {until} ms (it could \
+             then promise another root)"
+        )),
+        (until, Some(_)) if until.is_none_or(|t| t <= probe.now) => Some(
+            "kept the group, which it needs for nothing (no local subscription, child, root \
+             role, record or lease it confirms)"
+                .into(),
+        ),
+        _ => None,
     }
 }
 

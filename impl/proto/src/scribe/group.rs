@@ -317,16 +317,8 @@ impl Scribe {
         let Some(g) = self.groups.get_mut(&gid) else {
             return;
         };
-        if g.parent.is_some() && now.saturating_sub(g.parent_heard) > ctx.cfg.parent_timeout {
-            Self::parent_timed_out(ctx, gid, g);
-        }
-        if g.root.is_none()
-            && g.parent.is_none()
-            && g.has_interest()
-            && g.rejoin_at.is_none_or(|t| now >= t)
-        {
-            Self::send_rejoin(ctx, gid, g);
-        }
+        let silent = now.saturating_sub(g.parent_heard) > ctx.cfg.parent_timeout;
+        Self::member_duties(ctx, gid, g, silent);
         let timeout = ctx.cfg.child_timeout;
         g.children
             .retain(|c| now.saturating_sub(c.last_ack) <= timeout);
@@ -383,8 +375,9 @@ impl Scribe {
     }
 
     /// Times `gid`'s parent out now, as the tick does after `parent_timeout` without a beat
-    /// (a driver that owns the timers): the peer leaves its parent and re-JOINs if it still
-    /// needs the group, and nothing else of the tick runs. Returns whether it had a parent.
+    /// (a driver that owns the timers): the tick's member duties run with the parent taken
+    /// as silent (it leaves its parent and re-JOINs if it still needs the group), and nothing
+    /// else of the tick runs. Returns whether it had a parent.
     #[cfg(feature = "harness")]
     pub fn fire_parent_timeout(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) -> bool {
         let Some(g) = self.groups.get_mut(&gid) else {
@@ -393,11 +386,24 @@ impl Scribe {
         if g.parent.is_none() {
             return false;
         }
-        Self::parent_timed_out(ctx, gid, g);
-        if g.root.is_none() && g.has_interest() {
+        Self::member_duties(ctx, gid, g, true);
+        true
+    }
+
+    /// The tick's duties as a member of `gid`: it times its parent out when the parent has
+    /// been `silent` for longer than `parent_timeout`, and an orphan that still needs the
+    /// group re-JOINs once its re-JOIN is due.
+    fn member_duties(ctx: &mut Ctx<'_>, gid: GroupId, g: &mut Group, silent: bool) {
+        if g.parent.is_some() && silent {
+            Self::parent_timed_out(ctx, gid, g);
+        }
+        if g.root.is_none()
+            && g.parent.is_none()
+            && g.has_interest()
+            && g.rejoin_at.is_none_or(|t| ctx.now >= t)
+        {
             Self::send_rejoin(ctx, gid, g);
         }
-        true
     }
 
     /// The parent of `gid` timed out: forget it (the tick re-JOINs if the group is still
