@@ -196,9 +196,9 @@ pub struct GroupView {
     pub local_subs: usize,
     /// How many of them the root accepted (its ACK arrived).
     pub accepted_subs: usize,
-    /// Until when this peer confirms a root's lease (it granted that root's fetch or
-    /// acknowledged its REPLICATE, and promises no other root meanwhile), if it confirms one.
-    pub confirms_until: Option<crate::Millis>,
+    /// The root whose lease this peer confirms (it granted that root's fetch or acknowledged
+    /// its REPLICATE, and promises no other root meanwhile), and until when, if any.
+    pub confirms: Option<(NodeId, crate::Millis)>,
 }
 
 /// A fetching root's wait on the peers that answered it busy ([`crate::Peer::busy_waits`]).

@@ -10,6 +10,7 @@ use super::Cluster;
 use sascribe::wire::{Msg, PastryMsg, Routed, ScribeMsg};
 use sascribe::{GroupId, Millis, NodeHandle, Peer, Timers, Transmit};
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 /// What three forks of one peer did when the harness made their maintenance due.
 pub(in crate::inprocess) struct Probe {
@@ -206,6 +207,84 @@ impl Cluster {
         Ok(())
     }
 
+    /// Peer `a`'s replica refresh, answered: each REPLICATE (or batch naming the group) its
+    /// probed tree round sent a live replica is delivered to a fork of that replica, which
+    /// must answer `a` for the group: acknowledge the record (`ReplicateAck`, or
+    /// `ReplicateAcks` naming the group), refuse it (`Fenced`), or name a closer peer
+    /// (`NotRoot`). Not judged: a replica that acts as a root itself, or that confirms another
+    /// root's lease (it confirms nothing meanwhile; the sender's retry asks again). Without
+    /// this, a replica that stored a refreshed record and never answered would pass: the
+    /// harness runs tree rounds on forks only, so no step delivers a refresh.
+    pub(super) fn check_refresh_answered(&mut self, a: usize, probe: &Probe) -> Result<(), String> {
+        let gid = self.gid;
+        let root = self.slots[a].handle.id;
+        let sent = self.decode_probe(&probe.round)?;
+        for (t, (q, m)) in probe.round.iter().zip(sent) {
+            let seq = match &m {
+                Msg::Scribe(ScribeMsg::Replicate { gid: g, rec, .. }) if *g == gid => rec.seq,
+                Msg::Scribe(ScribeMsg::Replicates { items, .. }) => {
+                    match items.iter().find(|i| i.gid == gid) {
+                        Some(i) => i.rec.seq,
+                        None => continue,
+                    }
+                }
+                _ => continue,
+            };
+            if q == a || self.slots[q].crashed || self.slots[q].paused {
+                continue;
+            }
+            let answer = Arc::new(Mutex::new(None));
+            let into = Arc::clone(&answer);
+            let payload = t.payload.clone();
+            self.slots[q].call(
+                self.now,
+                Box::new(move |host, now| {
+                    let mut fork = host.peer().fork();
+                    let view = fork.group_view(gid);
+                    let busy = view.as_ref().is_some_and(|v| {
+                        v.is_root
+                            || v.confirms
+                                .is_some_and(|(r, until)| r != root && until > now)
+                    });
+                    fork.handle_datagram(now, &mut Timers::new(), &payload);
+                    let sent: Vec<Transmit> = std::iter::from_fn(|| fork.poll_transmit()).collect();
+                    *into.lock().unwrap_or_else(|p| p.into_inner()) = Some((busy, sent));
+                    Ok(String::new())
+                }),
+            )?;
+            let (busy, sent) = answer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .ok_or("the replica did not report its answer")?;
+            if busy {
+                continue;
+            }
+            let answered = self.decode_probe(&sent)?.into_iter().any(|(to, m)| {
+                to == a
+                    && match m {
+                        Msg::Scribe(
+                            ScribeMsg::ReplicateAck { gid: g, .. }
+                            | ScribeMsg::Fenced { gid: g, .. }
+                            | ScribeMsg::NotRoot { gid: g, .. },
+                        ) => g == gid,
+                        Msg::Scribe(ScribeMsg::ReplicateAcks { acks, .. }) => {
+                            acks.iter().any(|(g, _)| *g == gid)
+                        }
+                        _ => false,
+                    }
+            });
+            if !answered {
+                return Err(format!(
+                    "{}, its maintenance made due: {} got its replica refresh (seq {seq}) and \
+                     answered neither an acknowledgement, a fence nor a NotRoot",
+                    self.slots[a].name, self.slots[q].name
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The datagrams a fork sent, decoded, each with the slot it was sent to.
     fn decode_probe(&self, sent: &[Transmit]) -> Result<Vec<(usize, Msg)>, String> {
         sent.iter()
@@ -251,7 +330,7 @@ fn round_kept_idle(before: &sascribe::GroupView, probe: &Probe) -> Option<String
     if !idle {
         return None;
     }
-    match (before.confirms_until, &probe.round_view) {
+    match (before.confirms.map(|c| c.1), &probe.round_view) {
         (Some(until), None) if until > probe.now => Some(format!(
             "dropped the group, and with it the lease it confirms until {until} ms (it could \
              then promise another root)"

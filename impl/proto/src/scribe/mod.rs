@@ -215,7 +215,7 @@ impl Scribe {
                 .iter()
                 .filter(|h| self.subs.get(h).is_some_and(|s| s.accepted))
                 .count(),
-            confirms_until: g.confirms.map(|c| c.1),
+            confirms: g.confirms,
         })
     }
 
