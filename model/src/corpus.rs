@@ -201,6 +201,22 @@ pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
             },
             None,
         ),
+        // The same on multihop, with a crash: the root's replicas are two of its three other
+        // peers, so a replica's death brings a peer that never confirmed the root's lease
+        // into its replica set, and the root fetches again from the new set before it
+        // serves; a pause may meet the crash.
+        (
+            "paused-multihop",
+            Options {
+                preset: Preset::Multihop,
+                subscribers: Some(1),
+                publishes: Some(3),
+                crashes: Some(1),
+                suspicions: 1,
+                ..Default::default()
+            },
+            None,
+        ),
         // Fig. 3's two subscribers share an intermediate hop: one's LEAVE can be overtaken by
         // the other's JOIN through it, which only a parent timeout repairs.
         ("fig3-treeloss", tree_lossy(Preset::Fig3), None),
