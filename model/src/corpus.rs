@@ -201,10 +201,24 @@ pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
             },
             None,
         ),
-        // The same on multihop, with a crash: the root's replicas are two of its three other
-        // peers, so a replica's death brings a peer that never confirmed the root's lease
-        // into its replica set, and the root fetches again from the new set before it
-        // serves; a pause may meet the crash.
+        // The same with a crash: a root whose replica group (itself and its two replicas) is
+        // three peers commits only while it reaches one replica, so with one dead and the
+        // other paused it holds what it is asked until the paused one is back.
+        (
+            "paused-crash",
+            Options {
+                subscribers: Some(1),
+                publishes: Some(3),
+                crashes: Some(1),
+                suspicions: 1,
+                ..Default::default()
+            },
+            None,
+        ),
+        // The same on multihop: the root's replicas are two of its three other peers, so a
+        // replica's death brings a peer that never confirmed the root's lease into its
+        // replica set, and the root fetches again from the new set before it serves; a pause
+        // may meet the crash.
         (
             "paused-multihop",
             Options {
