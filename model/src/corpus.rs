@@ -69,6 +69,15 @@ pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
         unsubscribes: 1,
         ..Default::default()
     };
+    // A false suspicion and a crash, one subscriber and three publications.
+    let paused_crashed = |preset| Options {
+        preset,
+        subscribers: Some(1),
+        publishes: Some(3),
+        crashes: Some(1),
+        suspicions: 1,
+        ..Default::default()
+    };
     let witness = |preset| Options {
         preset,
         subscribers: Some(1),
@@ -204,33 +213,12 @@ pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
         // The same with a crash: a root whose replica group (itself and its two replicas) is
         // three peers commits only while it reaches one replica, so with one dead and the
         // other paused it holds what it is asked until the paused one is back.
-        (
-            "paused-crash",
-            Options {
-                subscribers: Some(1),
-                publishes: Some(3),
-                crashes: Some(1),
-                suspicions: 1,
-                ..Default::default()
-            },
-            None,
-        ),
+        ("paused-crash", paused_crashed(Preset::Small), None),
         // The same on multihop: the root's replicas are two of its three other peers, so a
         // replica's death brings a peer that never confirmed the root's lease into its
         // replica set, and the root fetches again from the new set before it serves; a pause
         // may meet the crash.
-        (
-            "paused-multihop",
-            Options {
-                preset: Preset::Multihop,
-                subscribers: Some(1),
-                publishes: Some(3),
-                crashes: Some(1),
-                suspicions: 1,
-                ..Default::default()
-            },
-            None,
-        ),
+        ("paused-multihop", paused_crashed(Preset::Multihop), None),
         // Fig. 3's two subscribers share an intermediate hop: one's LEAVE can be overtaken by
         // the other's JOIN through it, which only a parent timeout repairs.
         ("fig3-treeloss", tree_lossy(Preset::Fig3), None),
