@@ -9,6 +9,7 @@ use stateright::actor::{
     ActorModel, ActorModelAction, ActorModelState, Envelope, Id, LossyNetwork, Network,
 };
 use stateright::{Model, Path, Property};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 /// The history of `state`, to change: its own copy if other states share it.
@@ -62,6 +63,12 @@ pub struct SaScribe {
     /// The flags of the [`FLAG_PROPERTIES`] this configuration claims ([`claimed`]): what
     /// [`FLAGS_CLEAN`] tests.
     violation_flags: u32,
+    /// The [`STATE_PROPERTIES`] this configuration claims, bit `i` for the `i`th: what
+    /// [`STATE_CLEAN`] tests.
+    state_checks: u8,
+    /// The sometimes-properties' flags witnessed so far in this search, when each holds only
+    /// at its first witness ([`SaScribe::witnessing_once`]); `None`: at every state it does.
+    witnessed: Option<Arc<AtomicU32>>,
 }
 
 impl SaScribe {
@@ -109,12 +116,19 @@ impl SaScribe {
             .iter()
             .filter(|(name, _)| claimed(&setup, name))
             .fold(0, |all, (_, flag)| all | flag);
+        let state_checks = STATE_PROPERTIES
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| claimed(&setup, name))
+            .fold(0, |all, (i, _)| all | 1 << i);
         SaScribe {
             setup,
             inner: m,
             elide_packs: false,
             fuse_flags: false,
             violation_flags,
+            state_checks,
+            witnessed: None,
         }
     }
 
@@ -130,11 +144,13 @@ impl SaScribe {
     }
 
     /// The same model with the safety properties of [`FLAG_PROPERTIES`] checked as one,
-    /// [`FLAGS_CLEAN`] (no violation flag in the history), in their place. Stateright looks
-    /// each property's name up in a shared map at every state, which costs more than these
-    /// properties' own test (one bit of the history each). The verdict is exact when
-    /// `FLAGS_CLEAN` holds (each of them holds); when it fails, a run checking them apart names
-    /// which (what `sascribe-model check` does).
+    /// [`FLAGS_CLEAN`] (no violation flag in the history), in their place, and those of
+    /// [`STATE_PROPERTIES`] as another, [`STATE_CLEAN`]. Stateright looks each property's name
+    /// up in a map its threads share at every state, which costs more than the flag
+    /// properties' own test (one bit of the history each); two of the state properties also
+    /// share their test of quiescence. The verdict is exact when both hold (each of them
+    /// holds); when one fails, a run checking them apart names which (what
+    /// `sascribe-model check` does).
     pub fn fusing_flag_properties(mut self) -> Self {
         self.fuse_flags = true;
         self
@@ -143,6 +159,40 @@ impl SaScribe {
     /// Whether the flag properties are checked as one.
     pub fn fuses_flag_properties(&self) -> bool {
         self.fuse_flags
+    }
+
+    /// The same model with each sometimes-property holding only at the first state of this
+    /// search that witnesses it, with a fresh record of what was witnessed (so one model per
+    /// search: a clone shares the record). Stateright evaluates a sometimes-property at every
+    /// state even once it is witnessed, and at each state where it holds records that state's
+    /// path again: a write to the map its threads share and a copy of the path. A witness
+    /// flag stays set on every later state of a path, so that is most states of a search once
+    /// a failover, say, has happened. The verdict is the same (witnessed if and only if some
+    /// state has the flag); the witness reported is the first one found rather than the last.
+    ///
+    /// A witnessed property leaves [`Model::properties`], which Stateright asks again for
+    /// each block of states (the sometimes-properties come last, so the indices it keeps for
+    /// the eventually-properties stay the same). Stateright's own `Checker::report` and
+    /// `is_done` compare the number of discoveries with the length of that list: read such a
+    /// search by its threads, as [`crate::progress::watch`] does.
+    pub fn witnessing_once(mut self) -> Self {
+        self.witnessed = Some(Arc::new(AtomicU32::new(0)));
+        self
+    }
+
+    /// Sometimes-property `flag`: whether `state`'s history has it, and (witnessing once) no
+    /// earlier state of this search had it.
+    fn witness(&self, state: &State, flag: u32) -> bool {
+        let Some(seen) = &self.witnessed else {
+            return state.history.has(flag);
+        };
+        if seen.load(Ordering::Relaxed) & flag != 0 || !state.history.has(flag) {
+            return false;
+        }
+        // Another thread may witness it at the same moment: both record a witness, as
+        // Stateright's threads do; the later one is kept.
+        seen.fetch_or(flag, Ordering::Relaxed);
+        true
     }
 
     fn peer<'s>(&self, state: &'s State, p: usize) -> Option<&'s crate::protocol::PeerState> {
@@ -480,14 +530,15 @@ impl SaScribe {
     fn normalize(&self, mut state: State) -> State {
         let actors = self.setup.actors();
         let peers = self.setup.peers();
-        let crashed = state.crashed.clone();
+        // (Only peers crash.)
+        let crashed = self.crashed_mask(&state);
         // Overlay messages to or from a peer cut off by a suspicion are lost (a partition or
         // a pause); what its user agents send it waits.
-        let cut = self.gone(&state) & !self.crashed_mask(&state);
+        let cut = self.gone(&state) & !crashed;
         let gone = |src: Id, dst: Id| {
             let (s, d) = (usize::from(src), usize::from(dst));
             d >= actors
-                || crashed[d]
+                || (d < peers && crashed & 1 << d != 0)
                 || (s < peers && d < peers && cut & ((1 << s) | (1 << d)) != 0)
         };
         if any_envelope(&state.network, |src, dst, _| gone(src, dst)) {
@@ -920,9 +971,11 @@ fn sub_started(m: &SaScribe, state: &State, i: usize) -> bool {
 /// At a quiescent state, every request is answered and every live subscriber holds the latest
 /// committed state. (A subscriber that has not subscribed yet has asked nothing.)
 fn converged(m: &SaScribe, state: &State) -> bool {
-    if !m.quiescent(state) {
-        return true;
-    }
+    !m.quiescent(state) || converged_at_rest(m, state)
+}
+
+/// [`converged`]'s test at a state known to be quiescent.
+fn converged_at_rest(m: &SaScribe, state: &State) -> bool {
     if !pubs_answered(m, state) {
         return false;
     }
@@ -946,9 +999,11 @@ fn converged(m: &SaScribe, state: &State) -> bool {
 /// live root by parent links through live peers, each of which has the one below as a child
 /// (so a multicast from the root reaches it).
 fn tree_connected(m: &SaScribe, state: &State) -> bool {
-    if !m.quiescent(state) {
-        return true;
-    }
+    !m.quiescent(state) || connected_at_rest(m, state)
+}
+
+/// [`tree_connected`]'s test at a state known to be quiescent.
+fn connected_at_rest(m: &SaScribe, state: &State) -> bool {
     let dead = (0..m.setup.peers())
         .filter(|&p| state.crashed[p])
         .fold(0, |d, p| d | (1 << p));
@@ -1057,6 +1112,50 @@ pub const FLAG_PROPERTIES: &[(&str, u32)] = {
         ("no-notify-after-unsubscribe", AFTER_UNSUBSCRIBE),
         ("moved-no-rollback", MOVED_BACK),
         ("stamp-above-view", STAMPED_BELOW_VIEW),
+    ]
+};
+
+/// The safety properties that read the state rather than one flag of the history, checked as
+/// one by [`SaScribe::fusing_flag_properties`] ([`STATE_CLEAN`]).
+pub const STATE_PROPERTIES: &[&str] = &[
+    "no-rollback",
+    "acked-durable",
+    "tree-acyclic",
+    "tree-connected",
+    "subscribers-converge",
+];
+
+/// The name of the properties of [`STATE_PROPERTIES`] checked as one.
+pub const STATE_CLEAN: &str = "state-properties";
+
+/// The conjunction of the [`STATE_PROPERTIES`] the configuration claims, quiescence tested
+/// once for the two that read it.
+fn state_clean(m: &SaScribe, s: &State) -> bool {
+    let on = |i: usize| m.state_checks & 1 << i != 0;
+    (!on(0) || no_rollback(m, s))
+        && (!on(1) || acked_durable(m, s))
+        && (!on(2) || acyclic(m, s))
+        && (!(on(3) || on(4))
+            || !m.quiescent(s)
+            || ((!on(3) || connected_at_rest(m, s)) && (!on(4) || converged_at_rest(m, s))))
+}
+
+/// The sometimes-properties, each witnessed by a history flag.
+pub const WITNESS_FLAGS: &[(&str, u32)] = {
+    use history::*;
+    &[
+        ("failover-happened", FAILOVER),
+        ("suspected-root-refetched", REFETCHED),
+        ("takeover-without-replica", TAKEOVER_EMPTY),
+        ("rejoin-carried-state", REJOIN_STATE),
+        ("412-happened", REJECTED_412),
+        ("subscribed-before-publish", SUBSCRIBED_EMPTY),
+        ("states-composed", COMPOSED),
+        ("expiry-notified", EXPIRY_NOTIFIED),
+        ("subscription-moved", MOVED),
+        ("subscription-handed-over", HANDED),
+        ("root-handed-to-closer", HANDED_TO_CLOSER),
+        ("tree-repaired", TREE_REPAIRED),
     ]
 };
 
@@ -1307,36 +1406,40 @@ impl Model for SaScribe {
             Property::eventually("subscribe-answered", subs_answered),
             Property::eventually("publish-answered", pubs_answered),
             Property::always("subscribers-converge", converged),
-            Property::sometimes("failover-happened", |_, s: &State| s.history.has(FAILOVER)),
-            Property::sometimes("suspected-root-refetched", |_, s: &State| {
-                s.history.has(REFETCHED)
+            Property::sometimes("failover-happened", |m, s| m.witness(s, FAILOVER)),
+            Property::sometimes("suspected-root-refetched", |m, s| m.witness(s, REFETCHED)),
+            Property::sometimes("takeover-without-replica", |m, s| {
+                m.witness(s, TAKEOVER_EMPTY)
             }),
-            Property::sometimes("takeover-without-replica", |_, s: &State| {
-                s.history.has(TAKEOVER_EMPTY)
+            Property::sometimes("rejoin-carried-state", |m, s| m.witness(s, REJOIN_STATE)),
+            Property::sometimes("412-happened", |m, s| m.witness(s, REJECTED_412)),
+            Property::sometimes("subscribed-before-publish", |m, s| {
+                m.witness(s, SUBSCRIBED_EMPTY)
             }),
-            Property::sometimes("rejoin-carried-state", |_, s: &State| {
-                s.history.has(REJOIN_STATE)
+            Property::sometimes("states-composed", |m, s| m.witness(s, COMPOSED)),
+            Property::sometimes("expiry-notified", |m, s| m.witness(s, EXPIRY_NOTIFIED)),
+            Property::sometimes("subscription-moved", |m, s| m.witness(s, MOVED)),
+            Property::sometimes("subscription-handed-over", |m, s| m.witness(s, HANDED)),
+            Property::sometimes("root-handed-to-closer", |m, s| {
+                m.witness(s, HANDED_TO_CLOSER)
             }),
-            Property::sometimes("412-happened", |_, s: &State| s.history.has(REJECTED_412)),
-            Property::sometimes("subscribed-before-publish", |_, s: &State| {
-                s.history.has(SUBSCRIBED_EMPTY)
-            }),
-            Property::sometimes("states-composed", |_, s: &State| s.history.has(COMPOSED)),
-            Property::sometimes("expiry-notified", |_, s: &State| {
-                s.history.has(EXPIRY_NOTIFIED)
-            }),
-            Property::sometimes("subscription-moved", |_, s: &State| s.history.has(MOVED)),
-            Property::sometimes("subscription-handed-over", |_, s: &State| {
-                s.history.has(HANDED)
-            }),
-            Property::sometimes("root-handed-to-closer", |_, s: &State| {
-                s.history.has(HANDED_TO_CLOSER)
-            }),
-            Property::sometimes("tree-repaired", |_, s: &State| s.history.has(TREE_REPAIRED)),
+            Property::sometimes("tree-repaired", |m, s| m.witness(s, TREE_REPAIRED)),
         ];
         all.retain(|p| applicable(&self.setup, p.name) && claimed(&self.setup, p.name));
+        if let Some(seen) = &self.witnessed {
+            let seen = seen.load(Ordering::Relaxed);
+            all.retain(|p| {
+                WITNESS_FLAGS
+                    .iter()
+                    .all(|&(name, flag)| name != p.name || seen & flag == 0)
+            });
+        }
         if self.fuse_flags {
-            all.retain(|p| !FLAG_PROPERTIES.iter().any(|(name, _)| *name == p.name));
+            all.retain(|p| {
+                !FLAG_PROPERTIES.iter().any(|(name, _)| *name == p.name)
+                    && !STATE_PROPERTIES.contains(&p.name)
+            });
+            all.insert(0, Property::always(STATE_CLEAN, state_clean));
             all.insert(
                 0,
                 Property::always(FLAGS_CLEAN, |m: &SaScribe, s: &State| {

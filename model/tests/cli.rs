@@ -218,46 +218,40 @@ fn a_violation_is_reported_last_and_exits_1() {
     assert!(last.contains(m.property()), "{last}");
 }
 
-/// A mutant that breaks a property read off the history's flags is first caught by the
-/// properties checked as one; `check` then runs again with each apart and names it.
+/// A mutant that breaks a property read off the history's flags, or one that reads the
+/// state, is first caught by the properties checked as one; `check` then runs again with each
+/// apart and names it.
 #[test]
-fn a_flag_property_violation_is_named_after_a_second_run() {
+fn a_fused_property_violation_is_named_after_a_second_run() {
+    use sascribe_model::model::{FLAGS_CLEAN, FLAG_PROPERTIES, STATE_CLEAN, STATE_PROPERTIES};
     let m = Mutant::EtagIgnored;
-    assert!(sascribe_model::model::FLAG_PROPERTIES
-        .iter()
-        .any(|(n, _)| *n == m.property()));
-    let r = run(&[
-        "check",
-        "--mutant",
-        m.name(),
-        "--publishes",
-        "3",
-        "--crashes",
-        "0",
-        "--expiries",
-        "1",
-        "--progress",
-        "0",
-    ]);
-    assert_eq!(r.status.code(), Some(1), "{}", r.stdout);
-    assert!(
-        r.stdout.contains("a history flag property failed (")
-            && r.stdout
-                .contains("checking again with each flag property apart"),
-        "{}",
-        r.stdout
-    );
-    let violated: Vec<_> = verdicts(&r.stdout)
-        .into_iter()
-        .filter(|(_, _, verdict)| verdict == "VIOLATED")
-        .map(|(name, _, _)| name)
-        .collect();
-    assert_eq!(violated, [m.property()], "{}", r.stdout);
-    assert!(
-        !r.stdout.contains(sascribe_model::model::FLAGS_CLEAN),
-        "{}",
-        r.stdout
-    );
+    assert!(FLAG_PROPERTIES.iter().any(|(n, _)| *n == m.property()));
+    let flag = ["--publishes", "3", "--crashes", "0", "--expiries", "1"];
+    let n = Mutant::NoMulticast;
+    assert!(STATE_PROPERTIES.contains(&n.property()));
+    let state = ["--publishes", "1", "--crashes", "0", "--expiries", "0"];
+    for (m, options) in [(m, &flag[..]), (n, &state[..])] {
+        let mut args = vec!["check", "--mutant", m.name(), "--progress", "0"];
+        args.extend_from_slice(options);
+        let r = run(&args);
+        assert_eq!(r.status.code(), Some(1), "{}", r.stdout);
+        assert!(
+            r.stdout
+                .contains("a safety property checked with others as one failed (")
+                && r.stdout.contains("checking again with each apart"),
+            "{m}: {}",
+            r.stdout
+        );
+        let violated: Vec<_> = verdicts(&r.stdout)
+            .into_iter()
+            .filter(|(_, _, verdict)| verdict == "VIOLATED")
+            .map(|(name, _, _)| name)
+            .collect();
+        assert_eq!(violated, [m.property()], "{}", r.stdout);
+        for fused in [FLAGS_CLEAN, STATE_CLEAN] {
+            assert!(!r.stdout.contains(fused), "{}", r.stdout);
+        }
+    }
 }
 
 #[test]

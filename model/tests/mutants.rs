@@ -6,7 +6,8 @@ use sascribe_model::corpus::{
     HANDOVER_ONLY, MOVE_ONLY, REJOIN_ONLY, SUSPICION_ONLY, TREE_LOSS_ONLY,
 };
 use sascribe_model::model::{
-    DURABILITY_BOUND, FLAGS_CLEAN, FLAG_PROPERTIES, PROPERTIES, VIOLATION_FLAGS,
+    DURABILITY_BOUND, FLAGS_CLEAN, FLAG_PROPERTIES, PROPERTIES, STATE_CLEAN, STATE_PROPERTIES,
+    VIOLATION_FLAGS, WITNESS_FLAGS,
 };
 use sascribe_model::mutant::CatchConfig;
 use sascribe_model::{Mutant, Options, SaScribe, Setup};
@@ -60,18 +61,21 @@ fn correct_model_satisfies_every_property_on_the_mutant_configs() {
             SaScribe::new(c.setup(None))
                 .eliding_packs()
                 .fusing_flag_properties(),
+            SaScribe::new(c.setup(None))
+                .eliding_packs()
+                .fusing_flag_properties()
+                .witnessing_once(),
         ] {
             // Beyond k−1 crashes the bound properties are not claimed: not handed to the
-            // checker, and (fused) not among the flags it tests.
+            // checker, and (fused) not among those it tests as one.
             let handed: Vec<&str> = model.properties().iter().map(|p| p.name).collect();
-            let flag = |p: &str| FLAG_PROPERTIES.iter().any(|(n, _)| *n == p);
             for p in DURABILITY_BOUND {
-                let expected = !beyond && (!model.fuses_flag_properties() || !flag(p));
+                let expected = !beyond && (!model.fuses_flag_properties() || !fused_away(p));
                 assert_eq!(handed.contains(p), expected, "{c:?}: {p} handed");
             }
             let checker = model.clone().checker().threads(2).spawn_bfs().join();
             assert!(checker.is_done());
-            for p in safety_and_liveness().chain([FLAGS_CLEAN]) {
+            for p in safety_and_liveness().chain([FLAGS_CLEAN, STATE_CLEAN]) {
                 if let Some(path) = checker.discovery(p) {
                     panic!(
                         "{c:?} (pACKs elided: {}): correct model violates {p}:\n{}",
@@ -83,7 +87,7 @@ fn correct_model_satisfies_every_property_on_the_mutant_configs() {
             let found: BTreeSet<&str> = checker.discoveries().into_keys().collect();
             seen.push((found, checker.unique_state_count()));
         }
-        let (delivered, elided, fused) = (&seen[0], &seen[1], &seen[2]);
+        let (delivered, elided, fused, once) = (&seen[0], &seen[1], &seen[2], &seen[3]);
         assert_eq!(
             delivered.0, elided.0,
             "{c:?}: pACK elision changed what the checker found"
@@ -91,6 +95,11 @@ fn correct_model_satisfies_every_property_on_the_mutant_configs() {
         assert_eq!(
             elided, fused,
             "{c:?}: checking the flag properties as one changed what the checker found"
+        );
+        assert_eq!(
+            fused, once,
+            "{c:?}: testing sometimes-properties until their first witness changed what the \
+             checker found"
         );
         assert!(
             elided.1 <= delivered.1,
@@ -115,10 +124,10 @@ fn each_mutant_yields_a_counterexample_to_its_property() {
                 .fusing_flag_properties(),
         ] {
             let (elided, fused) = (model.elides_packs(), model.fuses_flag_properties());
-            let property = if fused && FLAG_PROPERTIES.iter().any(|(n, _)| *n == m.property()) {
-                FLAGS_CLEAN
-            } else {
-                m.property()
+            let property = match m.property() {
+                p if fused && STATE_PROPERTIES.contains(&p) => STATE_CLEAN,
+                p if fused && fused_away(p) => FLAGS_CLEAN,
+                p => p,
             };
             let checker = model
                 .checker()
@@ -203,11 +212,159 @@ fn the_flag_properties_are_their_flags() {
         ps.into_iter().map(|p| p.name).collect()
     };
     let mut expected = names(model.properties());
-    for (name, _) in FLAG_PROPERTIES {
+    for name in FLAG_PROPERTIES
+        .iter()
+        .map(|(n, _)| n)
+        .chain(STATE_PROPERTIES)
+    {
         assert!(expected.remove(name));
     }
     expected.insert(FLAGS_CLEAN);
+    expected.insert(STATE_CLEAN);
     assert_eq!(names(fused.properties()), expected);
+}
+
+/// Whether a fused model checks property `p` as part of [`FLAGS_CLEAN`] or [`STATE_CLEAN`].
+fn fused_away(p: &str) -> bool {
+    FLAG_PROPERTIES.iter().any(|(n, _)| *n == p) || STATE_PROPERTIES.contains(&p)
+}
+
+/// [`STATE_CLEAN`] is exactly the conjunction of the [`STATE_PROPERTIES`] a configuration
+/// claims: at every state of each counterexample the checker finds to one of them (its seeded
+/// bug's), and of seeded walks of the correct model; and it fails at the end of each
+/// counterexample.
+#[test]
+fn the_state_properties_fused_are_their_conjunction() {
+    let judge = |model: &SaScribe, state: &sascribe_model::model::State| {
+        let fused = model.clone().fusing_flag_properties();
+        let conjunction = model
+            .properties()
+            .iter()
+            .filter(|p| STATE_PROPERTIES.contains(&p.name))
+            .all(|p| (p.condition)(model, state));
+        let clean = fused
+            .properties()
+            .into_iter()
+            .find(|p| p.name == STATE_CLEAN);
+        assert_eq!(
+            (clean.expect(STATE_CLEAN).condition)(&fused, state),
+            conjunction
+        );
+        conjunction
+    };
+    let mut failed = BTreeSet::new();
+    for &m in Mutant::ALL
+        .iter()
+        .filter(|m| STATE_PROPERTIES.contains(&m.property()))
+    {
+        let model = SaScribe::new(m.catching_config().setup(Some(m))).eliding_packs();
+        let checker = model
+            .clone()
+            .checker()
+            .threads(2)
+            .finish_when(HasDiscoveries::AnyOf([m.property()].into_iter().collect()))
+            .spawn_bfs()
+            .join();
+        let path = checker.discovery(m.property()).expect("a counterexample");
+        let states = path.into_states();
+        for s in &states[..states.len() - 1] {
+            judge(&model, s);
+        }
+        assert!(!judge(&model, states.last().unwrap()), "mutant {m}");
+        failed.insert(m.property());
+    }
+    assert_eq!(
+        failed.len(),
+        STATE_PROPERTIES.len(),
+        "a state property without a mutant"
+    );
+    for setup in [
+        Setup::new(&witness_options()).unwrap(),
+        one_restart(),
+        one_join(),
+    ] {
+        let model = SaScribe::new(setup);
+        for seed in 0..20 {
+            for (_, s) in model.random_walk(seed, 60) {
+                assert!(judge(&model, &s), "seed {seed}");
+            }
+        }
+    }
+}
+
+/// Testing sometimes-properties until their first witness: the property list shrinks by each
+/// witnessed one only, and they come after every other property, so the indices Stateright
+/// keeps for the eventually-properties stay what they were; a fresh model forgets what an
+/// earlier search witnessed.
+#[test]
+fn witnessed_sometimes_properties_leave_the_list_behind_the_others() {
+    // `small` with a subscriber, a publish and a crash: 17 k states, four of seven
+    // sometimes-properties witnessed.
+    let model = SaScribe::new(
+        Setup::new(&Options {
+            subscribers: Some(1),
+            publishes: Some(1),
+            crashes: Some(1),
+            expiries: Some(0),
+            ..Options::default()
+        })
+        .unwrap(),
+    )
+    .eliding_packs()
+    .fusing_flag_properties();
+    let kinds = |m: &SaScribe| -> Vec<(&'static str, bool)> {
+        m.properties()
+            .iter()
+            .map(|p| (p.name, p.expectation == stateright::Expectation::Sometimes))
+            .collect()
+    };
+    let all = kinds(&model);
+    // Each sometimes-property is exactly its flag of `WITNESS_FLAGS`.
+    let init = model.init_states().remove(0);
+    let with_flags = |flags: u32| {
+        let mut s = init.clone();
+        Arc::make_mut(&mut s.history).flags = flags;
+        s
+    };
+    let unfused = SaScribe::new(Setup::new(&Options::default()).unwrap());
+    for p in unfused
+        .properties()
+        .iter()
+        .filter(|p| p.expectation == stateright::Expectation::Sometimes)
+    {
+        let (_, flag) = WITNESS_FLAGS
+            .iter()
+            .find(|(n, _)| *n == p.name)
+            .unwrap_or_else(|| panic!("{} has no witness flag", p.name));
+        assert!((p.condition)(&unfused, &with_flags(*flag)), "{}", p.name);
+        assert!(!(p.condition)(&unfused, &with_flags(!flag)), "{}", p.name);
+    }
+    let first = all
+        .iter()
+        .position(|(_, s)| *s)
+        .expect("a sometimes-property");
+    assert!(all[first..].iter().all(|(_, s)| *s), "{all:?}");
+    let once = model.clone().witnessing_once();
+    assert_eq!(kinds(&once), all);
+    let checker = once.clone().checker().threads(2).spawn_bfs().join();
+    let left = kinds(&once);
+    assert_eq!(left[..first], all[..first]);
+    let witnessed: BTreeSet<&str> = checker.discoveries().into_keys().collect();
+    for (name, _) in &all[first..] {
+        assert_eq!(
+            left.iter().any(|(n, _)| n == name),
+            !witnessed.contains(name),
+            "{name}"
+        );
+    }
+    assert!(left.len() < all.len(), "nothing witnessed");
+    // Each witness reported ends at a state with its flag.
+    for (name, flag) in WITNESS_FLAGS {
+        if let Some(path) = checker.discovery(name) {
+            assert!(path.last_state().history.has(*flag), "{name}");
+        }
+    }
+    assert_eq!(kinds(&once.witnessing_once()), all);
 }
 
 fn witness_options() -> Options {
