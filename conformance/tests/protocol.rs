@@ -132,6 +132,8 @@ fn traces_group_into_families_by_name() {
             "paused-crash-walk",
             "paused-multihop-cover",
             "paused-multihop-walk",
+            "paused-prefix-cover",
+            "paused-prefix-walk",
             "paused-walk",
             "prefix-cover",
             "prefix-walk",

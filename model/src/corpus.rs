@@ -226,6 +226,10 @@ pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
         // tables fill rows past the first as the overlay forms, and a peer may declare dead
         // a peer whose address it never held (a slot holds one of the peers that fit it).
         ("prefix", unsubscribing(Preset::Prefix), None),
+        // The same ids with a false suspicion and a crash: a peer that a learnt routing table
+        // holds in a slot it shares with another, but no leaf set holds, is declared dead and
+        // comes back (production takes it back into its slot, not only into leaf sets).
+        ("paused-prefix", paused_crashed(Preset::Prefix), None),
         // One replica (k = 1) and two crashes once two publications are committed: the root
         // and its replica may both die, so a new root can start with no record while the
         // tree still holds the latest state. Here the new root, C, is the subscribers' hop to

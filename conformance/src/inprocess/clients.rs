@@ -228,7 +228,15 @@ impl Cluster {
                         self.obs.client.push(outcome("subscribe_terminated"));
                         continue;
                     }
-                    let mut o = outcome("notify");
+                    // A document of states must name the presentity, whatever entity its
+                    // publishers wrote (`body_of`): one that does not is not for it.
+                    let named = sascribe::pidf::summary(&body).ok().and_then(|s| s.entity);
+                    let kind = if values_of(&body).is_some() && named.as_deref() != Some(RESOURCE) {
+                        "notify_not_for_presentity"
+                    } else {
+                        "notify"
+                    };
+                    let mut o = outcome(kind);
                     o.seq = seq.map(|s| s.min(255) as u8);
                     o.values = values_of(&body);
                     let c = &mut self.uas[u];

@@ -534,20 +534,27 @@ impl Cluster {
                     ));
                     return Ok(());
                 }
-                self.slots[a].call(
+                // Whether it holds the peer's address: in its leaf set or the routing table it
+                // learnt as the overlay formed (with ids that share leading digits, the slot
+                // that fits the peer may hold it or another), or the trace's loaded over it.
+                let learnt = self.slots[a].call(
                     now,
                     Box::new(move |host, now| {
-                        host.harness(now, |p, now, t| p.declare_dead(now, t, id, &repaired));
-                        Ok(String::new())
+                        let declare = |p: &mut sascribe::Peer, now, t: &mut _| {
+                            let known = p.overlay().knows(id);
+                            p.declare_dead(now, t, id, &repaired);
+                            known
+                        };
+                        Ok(host.harness(now, declare).to_string())
                     }),
                 )?;
-                if !self
+                let loaded = self
                     .explicit_rows(a)?
                     .iter()
                     .flatten()
                     .flatten()
-                    .any(|h| h.id == id)
-                {
+                    .any(|h| h.id == id);
+                if learnt != "true" && !loaded {
                     self.slots[a].unaddressed.insert(d);
                 }
                 self.log(format!("{at}.declare_dead({peer}) + leaf-set repair"));
@@ -585,7 +592,11 @@ impl Cluster {
                         Ok(host.harness(now, retry).to_string())
                     }),
                 )?;
-                self.log(format!("{at}.fire_replication_retry() -> {root}"));
+                // The model resends only at a peer with a root role (serving or fetching).
+                if root != "true" {
+                    return Err(format!("replication_retry: {at} holds no root role"));
+                }
+                self.log(format!("{at}.fire_replication_retry()"));
             }
             Input::Expire { at, etag } => {
                 let a = self.peer_ix(at)?;
@@ -1353,6 +1364,8 @@ impl Cluster {
         to.unaddressed.remove(&f.from);
         // A busy answer to a fetching root: the time the peer named, capped at the root's lease.
         let mut busy_for = None;
+        // Peers the message names (another peer's word: production's `Overlay::vouched`).
+        let mut named = Vec::new();
         // A re-JOIN's answer reaching its origin ends it (the answer to the current one: that
         // of a re-JOIN a newer one replaced leaves the newer one's name in place).
         if let Ok(env) = self.codec.decode(&f.payload) {
@@ -1381,6 +1394,14 @@ impl Cluster {
                     to.met.insert(f.from);
                 }
             }
+            match &env.msg {
+                Msg::Pastry(PastryMsg::LeafSetReply { leaves: hs })
+                | Msg::Pastry(PastryMsg::RowReply { entries: hs }) => {
+                    named.extend(hs.iter().map(|h| h.id));
+                }
+                Msg::Scribe(ScribeMsg::NotRoot { closer, .. }) => named.push(closer.id),
+                _ => {}
+            }
             if let Msg::Scribe(ScribeMsg::FetchReply {
                 gid,
                 busy_for: b,
@@ -1391,6 +1412,13 @@ impl Cluster {
                 if gid == self.gid && b > 0 {
                     busy_for = Some((epoch, b.min(self.peer_cfgs[f.to].root_lease)));
                 }
+            }
+        }
+        // A peer declared dead without its address has one once another peer names it: it
+        // is probed from then on.
+        for id in named {
+            if let Some(q) = self.slots.iter().position(|s| s.handle.id == id) {
+                self.slots[f.to].unaddressed.remove(&q);
             }
         }
         if let Some((epoch, b)) = busy_for {

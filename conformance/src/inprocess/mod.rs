@@ -270,11 +270,13 @@ fn parse_id(hex: &str) -> Result<u128, String> {
 }
 
 /// The body of abstract value `v`: a PIDF document whose one tuple (id `tN`, so that the
-/// tuples of several publications stay distinct once composed) has the note `vN`.
+/// tuples of several publications stay distinct once composed) has the note `vN`. Its entity
+/// is the publisher's own URI, not the presentity's: the notifier's document names the
+/// presentity (RFC 3863 §4.1.1), which the NOTIFYs are checked for.
 pub fn body_of(v: u8) -> Bytes {
     Bytes::from(format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
-         <presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{RESOURCE}\">\
+         <presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"sip:publisher@conformance.test\">\
          <tuple id=\"t{v}\"><status><basic>open</basic></status><note>v{v}</note></tuple>\
          </presence>"
     ))

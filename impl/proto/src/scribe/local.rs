@@ -22,7 +22,6 @@ pub(crate) struct LocalSub {
     pub retry_at: Millis,
     pub expires_at: Millis,
     pub granted: u32,
-    pub last_seq: u64,
     /// Got its first NOTIFY (which may say seq 0: nothing published yet).
     pub notified: bool,
     armed: Armed,
@@ -103,7 +102,6 @@ impl Scribe {
             retry_at: now + ctx.cfg.request_retry,
             expires_at: now + secs(granted),
             granted,
-            last_seq: 0,
             notified: false,
             armed: Armed::default(),
         };
@@ -349,8 +347,9 @@ impl Scribe {
         let (Some(g), Some(s)) = (self.groups.get(&gid), self.subs.get_mut(&h)) else {
             return;
         };
-        if s.accepted && (g.latest.seq > s.last_seq || !s.notified) {
-            s.last_seq = g.latest.seq;
+        // Called as `h` is accepted (so a NOTIFY of a newer state reaches it from now on,
+        // `notify_local`): only the first NOTIFY is owed here.
+        if !s.notified {
             s.notified = true;
             ctx.events.push_back(Event::Notify {
                 handle: h,
@@ -361,17 +360,17 @@ impl Scribe {
         }
     }
 
-    /// Delivers the group's latest state to its accepted local subscribers that are behind
-    /// (every one, with the `NoStaleFilter` mutant).
-    pub(super) fn notify_local(&mut self, ctx: &mut Ctx<'_>, gid: GroupId, stale_ok: bool) {
+    /// Delivers the group's latest state to its accepted local subscribers: the caller has
+    /// just taken it, newer than any they were given (or, with the `NoStaleFilter` mutant,
+    /// not newer).
+    pub(super) fn notify_local(&mut self, ctx: &mut Ctx<'_>, gid: GroupId) {
         let Some(g) = self.groups.get(&gid) else {
             return;
         };
         let early = ctx.cfg.mutant_on(Mutant::NotifyBeforeAck);
         for h in &g.subs {
             if let Some(s) = self.subs.get_mut(h) {
-                if (s.accepted || early) && (s.last_seq < g.latest.seq || stale_ok) {
-                    s.last_seq = g.latest.seq;
+                if s.accepted || early {
                     s.notified = true;
                     ctx.events.push_back(Event::Notify {
                         handle: *h,

@@ -197,10 +197,9 @@ impl Scribe {
             Some((_, _, mine)) if higher && epoch > mine => {
                 // A root of a newer epoch committed past us (a partition or a pause made two
                 // roots, or it hands the group over): keep its record, then fetch again (or
-                // step down) before serving.
-                if g.record.as_ref().is_none_or(|r| inc.key() > r.key()) {
-                    g.record = Some(inc.clone());
-                }
+                // step down) before serving. (`higher` is over the best record, a pending
+                // commit's included, so over the committed one too.)
+                g.record = Some(inc.clone());
                 if ctx.overlay.route(gid.0, None) == Hop::Local {
                     self.reconfirm(ctx, gid);
                 } else {

@@ -202,7 +202,7 @@ impl Scribe {
         if newer {
             g.latest = latest;
         }
-        self.notify_local(ctx, gid, stale_ok);
+        self.notify_local(ctx, gid);
         let Some(g) = self.groups.get(&gid) else {
             return newer;
         };
