@@ -120,6 +120,8 @@ fn traces_group_into_families_by_name() {
             "fig3-treeloss-walk",
             "fig3-walk",
             "join-cover",
+            "join-prefix-cover",
+            "join-prefix-walk",
             "join-walk",
             "lossy-cover",
             "lossy-walk",

@@ -267,6 +267,22 @@ pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
             },
             None,
         ),
+        // The `prefix` ids with the nominal root (P464) joining mid-run, next to D, which
+        // shares its leading digits: a peer may learn of P464 into a routing-table slot
+        // before its leaf set, and must still take it into its leaf set when it hears from
+        // it (production's own join runs here; the harness only orders its datagrams).
+        (
+            "join-prefix",
+            Options {
+                preset: Preset::Prefix,
+                subscribers: Some(2),
+                publishes: Some(3),
+                crashes: Some(1),
+                joins: 1,
+                ..Default::default()
+            },
+            None,
+        ),
     ]
 }
 

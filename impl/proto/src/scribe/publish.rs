@@ -344,9 +344,8 @@ impl Scribe {
         if new.states_len() > cfg.max_document || new.doc_len() > cfg.max_document {
             return fail(ctx, PublishReply::TooLarge);
         }
-        if new.dedup.len() < DEDUP_LEN {
-            new.dedup.reserve_exact(1);
-        }
+        // One slot more, not a doubling: the window holds at most DEDUP_LEN + 1 for a moment.
+        new.dedup.reserve_exact(1);
         new.dedup.push_back((req, outcome));
         while new.dedup.len() > DEDUP_LEN {
             new.dedup.pop_front();
