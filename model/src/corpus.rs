@@ -69,6 +69,15 @@ pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
         unsubscribes: 1,
         ..Default::default()
     };
+    // The group's nominal root joins mid-run; two subscribers, three publishes and a crash.
+    let joining = |preset| Options {
+        preset,
+        subscribers: Some(2),
+        publishes: Some(3),
+        crashes: Some(1),
+        joins: 1,
+        ..Default::default()
+    };
     // A false suspicion and a crash, one subscriber and three publications.
     let paused_crashed = |preset| Options {
         preset,
@@ -183,18 +192,7 @@ pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
         // or fetches again in a new epoch (D may have served requests routed to it first).
         // A crash: of D once it serves (E takes the group back, counting D among the dead
         // closer to the group in its epoch, as it took D in), or of another peer.
-        (
-            "join",
-            Options {
-                preset: Preset::Multihop,
-                subscribers: Some(2),
-                publishes: Some(3),
-                crashes: Some(1),
-                joins: 1,
-                ..Default::default()
-            },
-            None,
-        ),
+        ("join", joining(Preset::Multihop), None),
         // A false suspicion: a live peer is paused, the others declare it dead (a replica
         // takes over a paused root, a paused member's parent drops it), and it runs again. A
         // paused root's lease lapses: its late REPLICATEs are fenced, it fetches again when
@@ -271,18 +269,7 @@ pub fn configs() -> Vec<(&'static str, Options, Option<Options>)> {
         // shares its leading digits: a peer may learn of P464 into a routing-table slot
         // before its leaf set, and must still take it into its leaf set when it hears from
         // it (production's own join runs here; the harness only orders its datagrams).
-        (
-            "join-prefix",
-            Options {
-                preset: Preset::Prefix,
-                subscribers: Some(2),
-                publishes: Some(3),
-                crashes: Some(1),
-                joins: 1,
-                ..Default::default()
-            },
-            None,
-        ),
+        ("join-prefix", joining(Preset::Prefix), None),
     ]
 }
 
