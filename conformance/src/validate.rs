@@ -328,7 +328,7 @@ impl Validator {
                         name: props[i].name.to_string(),
                     });
                 }
-                taken.push(coverage::label(&c.state, &a));
+                taken.push(coverage::label(&self.model, &c.state, &a));
                 if next.len() < MAX_FRONTIER && !next.iter().any(|n| n.state == state) {
                     let met = self.met(&state, c.met);
                     let mut path = c.path.clone();

@@ -124,8 +124,8 @@ fn timer_kind(t: &Timer) -> &'static str {
     }
 }
 
-/// The label of `action` taken in `state`.
-pub fn label(state: &State, action: &Action) -> Label {
+/// The label of `action` taken in `state` of `model`.
+pub fn label(model: &SaScribe, state: &State, action: &Action) -> Label {
     let (kind, actor) = match action {
         ActorModelAction::Deliver { dst, msg, .. } => (("deliver", msg_kind(msg)), *dst),
         ActorModelAction::Drop(env) => (("lose", msg_kind(&env.msg)), env.dst),
@@ -142,6 +142,25 @@ pub fn label(state: &State, action: &Action) -> Label {
             },
             ..
         } if carried_ahead(state, actor, c.seq) => ("deliver", "JOIN carrying a newer state"),
+        ActorModelAction::Deliver {
+            msg: Msg::Fenced(_, _, refused),
+            ..
+        } if root_of(state, actor).is_some_and(|r| r.epoch == *refused) => {
+            ("deliver", "FENCED of the root's epoch")
+        }
+        ActorModelAction::Deliver {
+            msg: Msg::Replicate(rs, epoch),
+            ..
+        } => match root_of(state, actor).filter(|r| rs.0.key() > r.st.key()) {
+            Some(r) if *epoch > r.epoch => ("deliver", "REPLICATE, higher, of a newer epoch"),
+            Some(r) if *epoch == r.epoch => ("deliver", "REPLICATE, higher, of the root's epoch"),
+            Some(_) => ("deliver", "REPLICATE, higher, of an older epoch"),
+            None => kind,
+        },
+        ActorModelAction::Deliver {
+            msg: Msg::NotRoot(_),
+            ..
+        } if routes_elsewhere(model, state, actor) => ("deliver", "NOT ROOT, routing elsewhere"),
         _ => kind,
     };
     let crashed = state.crashed.iter().any(|c| *c);
@@ -159,6 +178,25 @@ pub fn label(state: &State, action: &Action) -> Label {
         role,
         context,
     }
+}
+
+/// The root role of `actor` in `state`, if it holds one.
+fn root_of(state: &State, actor: Id) -> Option<&crate::protocol::Root> {
+    match state.actor_states.get(usize::from(actor)).map(|a| &***a) {
+        Some(ParticipantState::Peer(p)) => p.root.as_ref(),
+        _ => None,
+    }
+}
+
+/// Whether `actor` holds a root role yet routes the group to another peer (as far as it knows
+/// who is dead): a `NotRoot` makes it hand the group over.
+fn routes_elsewhere(model: &SaScribe, state: &State, actor: Id) -> bool {
+    let Some(ParticipantState::Peer(p)) = state.actor_states.get(usize::from(actor)).map(|a| &***a)
+    else {
+        return false;
+    };
+    let me = usize::from(actor) as crate::topology::PeerIx;
+    p.root.is_some() && model.setup.topo.next_hop(me, model.setup.gid, p.dead) != me
 }
 
 /// Whether `actor` is a root whose entry is older than a carried state of seq `seq`: a JOIN
@@ -207,7 +245,7 @@ pub fn labels_of(model: &SaScribe, actions: &[Action]) -> BTreeSet<Label> {
     let mut state = model.init_states().remove(0);
     let mut out = BTreeSet::new();
     for a in actions {
-        let l = label(&state, a);
+        let l = label(model, &state, a);
         let Some(next) = model.next_state(&state, a.clone()) else {
             break;
         };
@@ -258,7 +296,7 @@ pub fn explore(model: &SaScribe, max_states: usize, walks: u64) -> Exploration {
         actions.clear();
         model.actions(&state, &mut actions);
         for a in actions.drain(..) {
-            let l = label(&state, &a);
+            let l = label(model, &state, &a);
             let Some(next) = model.next_state(&state, a.clone()) else {
                 continue;
             };
@@ -289,7 +327,7 @@ pub fn explore(model: &SaScribe, max_states: usize, walks: u64) -> Exploration {
             let walk = model.random_walk(WALK_SEED_BASE + seed, WALK_STEPS);
             let mut state = model.init_states().remove(0);
             for (i, (a, next)) in walk.iter().enumerate() {
-                let l = label(&state, a);
+                let l = label(model, &state, a);
                 if let std::collections::btree_map::Entry::Vacant(e) = paths.entry(l) {
                     e.insert(walk[..=i].iter().map(|(a, _)| a.clone()).collect());
                     walks_found += 1;
