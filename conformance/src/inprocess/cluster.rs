@@ -81,6 +81,72 @@ struct Tally {
     busy_from: BTreeSet<(u64, NodeId)>,
 }
 
+/// Every counter of a peer's statistics, by name (those per message kind as `rx_<kind>`).
+/// The pattern names every field: a counter added to `Stats` is checked too, or this does not
+/// compile.
+fn counters(s: &sascribe::Stats) -> Vec<(String, u64)> {
+    let sascribe::Stats {
+        rx_datagrams,
+        rx_truncated,
+        rx_oversized,
+        rx_bad_version,
+        rx_bad_mac,
+        rx_malformed,
+        rx_wrong_destination,
+        rx_stale,
+        rx_replayed,
+        tx_datagrams,
+        tx_bytes,
+        tx_oversized,
+        forwarded,
+        peers_failed,
+        takeovers,
+        demotions,
+        reconfirms,
+        fetch_busy,
+        fenced,
+        revived,
+        newcomers,
+        pauses,
+        rejoins,
+        rx_kinds,
+    } = s;
+    let mut v: Vec<(String, u64)> = [
+        ("rx_datagrams", *rx_datagrams),
+        ("rx_truncated", *rx_truncated),
+        ("rx_oversized", *rx_oversized),
+        ("rx_bad_version", *rx_bad_version),
+        ("rx_bad_mac", *rx_bad_mac),
+        ("rx_malformed", *rx_malformed),
+        ("rx_wrong_destination", *rx_wrong_destination),
+        ("rx_stale", *rx_stale),
+        ("rx_replayed", *rx_replayed),
+        ("tx_datagrams", *tx_datagrams),
+        ("tx_bytes", *tx_bytes),
+        ("tx_oversized", *tx_oversized),
+        ("forwarded", *forwarded),
+        ("peers_failed", *peers_failed),
+        ("takeovers", *takeovers),
+        ("demotions", *demotions),
+        ("reconfirms", *reconfirms),
+        ("fetch_busy", *fetch_busy),
+        ("fenced", *fenced),
+        ("revived", *revived),
+        ("newcomers", *newcomers),
+        ("pauses", *pauses),
+        ("rejoins", *rejoins),
+    ]
+    .into_iter()
+    .map(|(k, n)| (k.to_string(), n))
+    .collect();
+    v.extend(
+        sascribe::wire::KINDS
+            .iter()
+            .map(|k| (format!("rx_{k}"), rx_kinds.get(k).unwrap_or(0))),
+    );
+    v
+}
+
 /// Everything the harness hands a peer goes through its clock: the harness's time plus the
 /// peer's skew.
 impl Slot {
@@ -208,6 +274,8 @@ pub(super) struct Cluster {
     /// The peers the detecting peer asked for their leaf set while its detector ran (its
     /// leaf-set repair, [`Cluster::keepalive_detects`]).
     repair_asked: Vec<usize>,
+    /// The routing-table rows the detecting peer asked for meanwhile: (the peer asked, row).
+    rows_asked: Vec<(usize, u8)>,
     /// The peer closest to the group id with every peer alive: the group's first root, whose
     /// lazy record fetch is silent (the model's first root holds the role from the start).
     pub first_root: usize,
@@ -428,6 +496,7 @@ impl Cluster {
             obs: Observed::default(),
             detecting: None,
             repair_asked: Vec::new(),
+            rows_asked: Vec::new(),
             first_root,
             peer_cfgs,
             rt,
@@ -776,8 +845,15 @@ impl Cluster {
                     return Err(format!("alive: {at} has not declared {peer} dead"));
                 }
                 self.slots[a].unaddressed.remove(&x);
+                // A peer that joins mid-run, announcing itself to a peer that never heard
+                // from it: a newcomer there, once taken into its leaf set or routing table.
+                let newcomer = self.cfg.peers[x].joins && !self.slots[a].met.contains(&x);
                 self.slots[a].met.insert(x);
+                let was = self.read(a)?.stats;
                 self.announce(x, a)?;
+                if newcomer {
+                    self.check_newcomer(a, x, &was)?;
+                }
                 self.log(format!("{at} hears {peer}'s announcement of its new join"));
             }
         }
@@ -921,6 +997,7 @@ impl Cluster {
         )?;
         self.detecting = Some(a);
         self.repair_asked.clear();
+        self.rows_asked.clear();
         // Half of the detections (by the parity of the two peers' places) start as if `a` had
         // been paused for three ticks: it must forgive the silence it measured itself rather
         // than declare every peer dead, and still detect `d` after the failure timeout.
@@ -948,11 +1025,115 @@ impl Cluster {
                 self.slots[a].name, self.slots[d].name,
             ));
         }
+        self.check_row_asks(a, d, &before)?;
         if was_leaf {
             let left: Vec<NodeId> = before.leaves.into_iter().filter(|&l| l != id).collect();
             self.check_repair_asks(a, d, &left)?;
+        } else if let Some(&q) = self.repair_asked.first() {
+            // Its leaf set did not change: there is nothing to repair.
+            return Err(format!(
+                "{} declared {}, not a member of its leaf set, dead and asked {} for its leaf \
+                 set (its leaf set did not change)",
+                self.slots[a].name, self.slots[d].name, self.slots[q].name
+            ));
         }
         Ok(true)
+    }
+
+    /// Peer `a` heard the announcement of `x`, a peer that joins mid-run and that it never
+    /// heard from (`was`: its statistics before): it counts `x` as a newcomer exactly when it
+    /// took `x` into its leaf set or learnt routing table (sa-Scribe's reaction to a join runs
+    /// then), and counts no peer revived (it never declared `x` dead).
+    fn check_newcomer(&mut self, a: usize, x: usize, was: &sascribe::Stats) -> Result<(), String> {
+        let raw = self.read(a)?;
+        let id = self.slots[x].handle.id;
+        let took = raw.leaves.contains(&id) || raw.table.iter().any(|e| e.0 == id);
+        let counted = raw.stats.newcomers.wrapping_sub(was.newcomers);
+        let revived = raw.stats.revived.wrapping_sub(was.revived);
+        if counted != u64::from(took) || revived != 0 {
+            return Err(format!(
+                "{}: {} announced its join and {} taken into its routing state, yet its \
+                 statistics count {counted} newcomer(s) and {revived} peer(s) revived",
+                self.slots[a].name,
+                self.slots[x].name,
+                if took { "was" } else { "was not" }
+            ));
+        }
+        Ok(())
+    }
+
+    /// Production's routing-table repair, as peer `a` declared `d` dead (`before`: `a` before
+    /// it did): when `d` held a slot of `a`'s learnt table, `a` asks one peer for that row, a
+    /// peer of the same row when the row holds another, else a member of its leaf set; when
+    /// it held none, `a` asks for no row. (The harness completes the repair itself, so a
+    /// repair that asks the wrong peer, or asks when nothing changed, would pass unseen.)
+    fn check_row_asks(&self, a: usize, d: usize, before: &RawState) -> Result<(), String> {
+        let me = self.slots[a].handle.id.0;
+        let dead = self.slots[d].handle.id;
+        let row_of = |id: NodeId| sascribe::id::shared_prefix_len(me, id.0);
+        let (name, dname) = (&self.slots[a].name, &self.slots[d].name);
+        let asked: Vec<String> = self
+            .rows_asked
+            .iter()
+            .map(|&(q, r)| format!("{} for row {r}", self.slots[q].name))
+            .collect();
+        if !before.table.iter().any(|e| e.0 == dead) {
+            if !asked.is_empty() {
+                return Err(format!(
+                    "{name} declared {dname}, in no slot of its routing table, dead and asked {} \
+                     (no slot to refill)",
+                    asked.join(", ")
+                ));
+            }
+            return Ok(());
+        }
+        let r = row_of(dead);
+        let same_row: Vec<NodeId> = (before.table.iter())
+            .map(|e| e.0)
+            .filter(|&id| id != dead && row_of(id) == r)
+            .collect();
+        let leaves: Vec<NodeId> = before
+            .leaves
+            .iter()
+            .copied()
+            .filter(|&l| l != dead)
+            .collect();
+        let helpers = if same_row.is_empty() {
+            &leaves
+        } else {
+            &same_row
+        };
+        let ok = match self.rows_asked.as_slice() {
+            [] => helpers.is_empty(),
+            [(q, row)] => usize::from(*row) == r && helpers.contains(&self.slots[*q].handle.id),
+            _ => false,
+        };
+        if !ok {
+            let want = if helpers.is_empty() {
+                "nobody".to_string()
+            } else {
+                let names: Vec<String> = helpers.iter().map(|&h| self.name_of(h)).collect();
+                format!(
+                    "one of {} ({}) for row {r}",
+                    names.join(", "),
+                    if same_row.is_empty() {
+                        "its leaf set"
+                    } else {
+                        "the same row"
+                    }
+                )
+            };
+            return Err(format!(
+                "{name} declared {dname}, in row {r} of its routing table, dead and asked {} \
+                 for a row, not {want}",
+                if asked.is_empty() {
+                    "nobody".to_string()
+                } else {
+                    asked.join(", ")
+                }
+            ));
+        }
+        Ok(())
     }
 
     /// Production's leaf-set repair, as peer `a` declared `d`, a member of its leaf set,
@@ -1137,10 +1318,35 @@ impl Cluster {
     /// root that served when last read and is fetching again without having handed the group
     /// over, or taken it over anew, ran one reconfirm round at least (`reconfirms`); and a
     /// root's record view gives the size of the document it last sent down the tree for that
-    /// seq (`document_bytes`, the size the document limit is enforced on).
+    /// seq (`document_bytes`, the size the document limit is enforced on). Every counter only
+    /// grows within an incarnation (a scraper's `rate()` reads a drop as a restart), and
+    /// one that counts answers of a kind counts no more than the peer received of that kind
+    /// (`fenced`, `fetch_busy`).
     fn check_counters(&mut self, i: usize, raw: &RawState) -> Result<(), String> {
         let slot = &mut self.slots[i];
         let (was, now) = (&slot.tally.stats, &raw.stats);
+        let (before, after) = (counters(was), counters(now));
+        for ((name, a), (_, b)) in before.iter().zip(&after) {
+            if b < a {
+                return Err(format!(
+                    "{}: its statistics' counter {name} went down from {a} to {b}",
+                    slot.name
+                ));
+            }
+        }
+        for (counter, n, kind) in [
+            ("fenced", now.fenced, "fenced"),
+            ("fetch_busy", now.fetch_busy, "fetch_reply"),
+        ] {
+            let got = now.rx_kinds.get(kind).unwrap_or(0);
+            if n > got {
+                return Err(format!(
+                    "{}: its statistics count {n} {counter}, yet it received {got} {kind} \
+                     messages",
+                    slot.name
+                ));
+            }
+        }
         if now.rejoins != slot.tally.rejoins {
             return Err(format!(
                 "{}: its statistics count {} re-JOINs, yet it sent {}",
@@ -1658,8 +1864,12 @@ impl Cluster {
                 self.slots[from].tally.told = Some((latest.seq, len));
             }
         }
-        if self.detecting == Some(from) && matches!(msg, Msg::Pastry(PastryMsg::LeafSetRequest)) {
-            self.repair_asked.push(to);
+        if self.detecting == Some(from) {
+            match msg {
+                Msg::Pastry(PastryMsg::LeafSetRequest) => self.repair_asked.push(to),
+                Msg::Pastry(PastryMsg::RowRequest { row }) => self.rows_asked.push((to, row)),
+                _ => {}
+            }
         }
         if let Some(j) = self.unmet_joiner_named(to, &msg) {
             // The model's peers learn of a peer that joins mid-run from its announcement
