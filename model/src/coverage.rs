@@ -4,7 +4,9 @@
 //! happens ([`Label::kind`]: which message is delivered or lost, which timer fires, a crash,
 //! refined where the protocol branches on the message: a PUBLISH with or without SIP-If-Match,
 //! a removal, a JOIN carrying a state (newer than the root's, or not), an ACK with or without
-//! one), by the role of the peer that takes it ([`Label::role`]: root, a root still fetching, replica, tree member, off the
+//! one, a REPLICATE with a record above a root's by its epoch against the root's, a FENCED of
+//! the root's current epoch or an earlier one, a NOT ROOT at a root that routes the group
+//! elsewhere or not), by the role of the peer that takes it ([`Label::role`]: root, a root still fetching, replica, tree member, off the
 //! tree, with or without local subscribers, or a user agent) and by its context
 //! ([`Label::context`]: a commit pending at that root, a peer crashed before, a message lost
 //! before).
@@ -15,7 +17,7 @@
 //! paths take, then adds one trace for every label they miss: coverage-directed generation.
 
 use crate::model::{Action, State};
-use crate::protocol::{Msg, ParticipantState, PubResult, Timer, UaEvent};
+use crate::protocol::{Msg, ParticipantState, PeerState, PubResult, Root, Timer, UaEvent};
 use crate::SaScribe;
 use stateright::actor::{ActorModelAction, Id};
 use stateright::Model;
@@ -180,19 +182,23 @@ pub fn label(model: &SaScribe, state: &State, action: &Action) -> Label {
     }
 }
 
-/// The root role of `actor` in `state`, if it holds one.
-fn root_of(state: &State, actor: Id) -> Option<&crate::protocol::Root> {
+/// The state of peer `actor` in `state` (`None` for a user agent).
+fn peer_of(state: &State, actor: Id) -> Option<&PeerState> {
     match state.actor_states.get(usize::from(actor)).map(|a| &***a) {
-        Some(ParticipantState::Peer(p)) => p.root.as_ref(),
+        Some(ParticipantState::Peer(p)) => Some(p),
         _ => None,
     }
+}
+
+/// The root role of `actor` in `state`, if it holds one.
+fn root_of(state: &State, actor: Id) -> Option<&Root> {
+    peer_of(state, actor)?.root.as_ref()
 }
 
 /// Whether `actor` holds a root role yet routes the group to another peer (as far as it knows
 /// who is dead): a `NotRoot` makes it hand the group over.
 fn routes_elsewhere(model: &SaScribe, state: &State, actor: Id) -> bool {
-    let Some(ParticipantState::Peer(p)) = state.actor_states.get(usize::from(actor)).map(|a| &***a)
-    else {
+    let Some(p) = peer_of(state, actor) else {
         return false;
     };
     let me = usize::from(actor) as crate::topology::PeerIx;
@@ -202,19 +208,12 @@ fn routes_elsewhere(model: &SaScribe, state: &State, actor: Id) -> bool {
 /// Whether `actor` is a root whose entry is older than a carried state of seq `seq`: a JOIN
 /// carrying it makes the root adopt it (re-JOIN reconciliation), a branch of its own.
 fn carried_ahead(state: &State, actor: Id, seq: u8) -> bool {
-    let Some(ParticipantState::Peer(p)) = state.actor_states.get(usize::from(actor)).map(|a| &***a)
-    else {
-        return false;
-    };
-    p.root
-        .as_ref()
-        .is_some_and(|r| r.st.entry().is_none_or(|e| seq > e.seq))
+    root_of(state, actor).is_some_and(|r| r.st.entry().is_none_or(|e| seq > e.seq))
 }
 
 /// The role of `actor` in `state`, and whether it is a root with a commit pending.
 fn role(state: &State, actor: Id) -> (&'static str, bool) {
-    let Some(ParticipantState::Peer(p)) = state.actor_states.get(usize::from(actor)).map(|a| &***a)
-    else {
+    let Some(p) = peer_of(state, actor) else {
         return ("user agent", false);
     };
     let local = !p.subs.is_empty();
