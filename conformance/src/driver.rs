@@ -13,7 +13,7 @@
 //!   it).
 
 use sascribe::runtime::{Clock, HostLoop, RuntimeHandle, Transport};
-use sascribe::{Host, Input, Millis, Output, Socket, Transmit};
+use sascribe::{Event, Host, Input, Millis, Output, Socket, Transmit};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -34,8 +34,20 @@ pub trait Driver {
     fn timeout(&mut self, now: Millis);
     /// The host's next deadline.
     fn next_deadline(&mut self) -> Option<Millis>;
-    /// Takes what the host sent since the last drain, with notes for the log (its upcalls).
-    fn drain(&mut self) -> (Vec<Transmit>, Vec<String>);
+    /// Takes what the host sent and told since the last drain.
+    fn drain(&mut self) -> Drained;
+}
+
+/// What a host put out since the last drain.
+#[derive(Debug, Default)]
+pub struct Drained {
+    /// Datagrams and stream bytes it sent.
+    pub transmits: Vec<Transmit>,
+    /// Lines for the log (connections it closed, its upcalls).
+    pub notes: Vec<String>,
+    /// The core's upcalls to its SIP layer, as the SIP layer took them (empty where the
+    /// driver cannot see them: the runtime's loop consumes them).
+    pub events: Vec<Event>,
 }
 
 /// The sans-IO host, called directly.
@@ -79,14 +91,17 @@ impl Driver for CoreDriver {
     fn next_deadline(&mut self) -> Option<Millis> {
         Some(self.host.poll_timeout()).filter(|&t| t != Millis::MAX)
     }
-    fn drain(&mut self) -> (Vec<Transmit>, Vec<String>) {
-        let (mut t, mut notes) = (Vec::new(), Vec::new());
+    fn drain(&mut self) -> Drained {
+        let mut out = Drained::default();
         loop {
             match self.host.poll_output() {
-                Output::Transmit(x) => t.push(x),
-                Output::Close(c) => notes.push(format!("close {c}")),
-                Output::Event(e) => notes.push(format!("event {e:?}")),
-                Output::Timeout(_) => return (t, notes),
+                Output::Transmit(x) => out.transmits.push(x),
+                Output::Close(c) => out.notes.push(format!("close {c}")),
+                Output::Event(e) => {
+                    out.notes.push(format!("event {e:?}"));
+                    out.events.push(e);
+                }
+                Output::Timeout(_) => return out,
             }
         }
     }
@@ -302,8 +317,11 @@ impl Driver for RuntimeDriver {
             .filter(|&t| t != Millis::MAX)
     }
 
-    fn drain(&mut self) -> (Vec<Transmit>, Vec<String>) {
-        let t = std::mem::take(&mut *self.sent.lock().unwrap_or_else(|p| p.into_inner()));
-        (t, Vec::new())
+    fn drain(&mut self) -> Drained {
+        let transmits = std::mem::take(&mut *self.sent.lock().unwrap_or_else(|p| p.into_inner()));
+        Drained {
+            transmits,
+            ..Drained::default()
+        }
     }
 }

@@ -9,7 +9,7 @@ use super::{
     parse_id, production_config, Mode, FAIL_TIMEOUT, KEEPALIVE, MAX_SETTLE, RESOURCE,
     SILENT_HORIZON,
 };
-use crate::driver::{Call, CoreDriver, Driver, RuntimeDriver};
+use crate::driver::{Call, CoreDriver, Drained, Driver, RuntimeDriver};
 use crate::sut::{Input, Observed};
 use crate::{AbstractMsg, Config as TraceConfig, PeerState};
 use sascribe::sip::SipConfig;
@@ -79,6 +79,9 @@ struct Tally {
     stats: sascribe::Stats,
     /// The fetch rounds in which a peer answered it busy: (the round's epoch, that peer).
     busy_from: BTreeSet<(u64, NodeId)>,
+    /// The seq of the last state its core gave its SIP layer for each local subscription
+    /// (`Event::Notify`; [`Cluster::check_upcalls`]).
+    notified: HashMap<SubHandle, u64>,
 }
 
 /// Every counter of a peer's statistics but those per message kind, by name. The pattern
@@ -159,7 +162,7 @@ impl Slot {
         Some(t.saturating_sub(self.skew))
     }
 
-    fn drain(&mut self) -> (Vec<sascribe::Transmit>, Vec<String>) {
+    fn drain(&mut self) -> Drained {
         self.driver.drain()
     }
 }
@@ -248,7 +251,8 @@ pub(super) struct Cluster {
     /// User agents that must have had a 100 Trying by the end of the step: a pACK for their
     /// SUBSCRIBE's JOIN reached its origin while the SUBSCRIBE awaited its answer.
     trying_due: Vec<usize>,
-    /// What user agents were told that a SIP server must not tell them (a refresh refused).
+    /// What user agents were told that a SIP server must not tell them (a refresh refused),
+    /// and what a core told its SIP layer that it must not ([`Cluster::check_upcalls`]).
     pub ua_faults: Vec<String>,
     /// Busy answers delivered in the step to a fetching root: (root, the peer that answered,
     /// the round's epoch, the root's clock plus the time it named), checked after the step
@@ -1259,7 +1263,8 @@ impl Cluster {
     }
 
     /// What the user agents were told in the step that a SIP server must not leave out or say
-    /// (MAPPING.md, "Client-visible outcomes"): a refresh answered 200 and followed by a NOTIFY
+    /// (MAPPING.md, "Client-visible outcomes"), and what a core must not tell its SIP layer
+    /// ([`Cluster::check_upcalls`]): a refresh answered 200 and followed by a NOTIFY
     /// of the last state; 100 Trying once a SUBSCRIBE's JOIN got its pACK.
     pub fn client_faults(&mut self) -> Result<(), String> {
         if let Some(f) = self.ua_faults.first() {
@@ -1282,6 +1287,28 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+
+    /// The core's upcalls of peer `i` (those its driver sees): a local subscription is given
+    /// a state only when it is newer than the last it was given (`notify_local` after a newer
+    /// state was taken, `deliver_to` once). A repeat would be dropped by the SIP layer, so
+    /// its user agent cannot tell; an older one would be shown, rolling its view back.
+    fn check_upcalls(&mut self, i: usize, events: &[sascribe::Event]) {
+        for e in events {
+            let sascribe::Event::Notify { handle, seq, .. } = e else {
+                continue;
+            };
+            let slot = &mut self.slots[i];
+            if let Some(was) = slot.tally.notified.insert(*handle, *seq) {
+                if *seq <= was {
+                    let why = format!(
+                        "{}: its core gave local subscription {} the state of seq {seq} after that of seq {was}",
+                        slot.name, handle.0
+                    );
+                    self.ua_faults.push(why);
+                }
+            }
+        }
     }
 
     /// Asks production's root `i`, which may expire nothing now (`RawState::expiry_disabled`),
@@ -1773,9 +1800,14 @@ impl Cluster {
             if self.slots[i].crashed {
                 continue;
             }
-            let (tx, notes) = self.slots[i].drain();
+            let Drained {
+                transmits,
+                notes,
+                events,
+            } = self.slots[i].drain();
             self.obs.log.extend(notes);
-            for t in tx {
+            self.check_upcalls(i, &events);
+            for t in transmits {
                 moved = true;
                 match t.socket {
                     Socket::Overlay => {
