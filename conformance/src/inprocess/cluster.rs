@@ -1291,8 +1291,9 @@ impl Cluster {
 
     /// The core's upcalls of peer `i` (those its driver sees): a local subscription is given
     /// a state only when it is newer than the last it was given (`notify_local` after a newer
-    /// state was taken, `deliver_to` once). A repeat would be dropped by the SIP layer, so
-    /// its user agent cannot tell; an older one would be shown, rolling its view back.
+    /// state was taken, `deliver_to` once). The SIP layer drops a repeat or an older state
+    /// again (its own filter, for dialogs taken over), so no user agent can tell: the check
+    /// holds the core to its filter, which the front end's would otherwise hide.
     fn check_upcalls(&mut self, i: usize, events: &[sascribe::Event]) {
         for e in events {
             let sascribe::Event::Notify { handle, seq, .. } = e else {
