@@ -43,7 +43,7 @@ pub trait Driver {
 pub struct Drained {
     /// Datagrams and stream bytes it sent.
     pub transmits: Vec<Transmit>,
-    /// Lines for the log (connections it closed, its upcalls).
+    /// Lines for the log (connections it closed).
     pub notes: Vec<String>,
     /// The core's upcalls to its SIP layer, as the SIP layer took them (empty where the
     /// driver cannot see them: the runtime's loop consumes them).
@@ -97,10 +97,7 @@ impl Driver for CoreDriver {
             match self.host.poll_output() {
                 Output::Transmit(x) => out.transmits.push(x),
                 Output::Close(c) => out.notes.push(format!("close {c}")),
-                Output::Event(e) => {
-                    out.notes.push(format!("event {e:?}"));
-                    out.events.push(e);
-                }
+                Output::Event(e) => out.events.push(e),
                 Output::Timeout(_) => return out,
             }
         }

@@ -251,9 +251,10 @@ pub(super) struct Cluster {
     /// User agents that must have had a 100 Trying by the end of the step: a pACK for their
     /// SUBSCRIBE's JOIN reached its origin while the SUBSCRIBE awaited its answer.
     trying_due: Vec<usize>,
-    /// What user agents were told that a SIP server must not tell them (a refresh refused),
-    /// and what a core told its SIP layer that it must not ([`Cluster::check_upcalls`]).
+    /// What user agents were told that a SIP server must not tell them (a refresh refused).
     pub ua_faults: Vec<String>,
+    /// What a core told its SIP layer that it must not ([`Cluster::check_upcalls`]).
+    upcall_faults: Vec<String>,
     /// Busy answers delivered in the step to a fetching root: (root, the peer that answered,
     /// the round's epoch, the root's clock plus the time it named), checked after the step
     /// (`check_busy`).
@@ -483,6 +484,7 @@ impl Cluster {
             join_ua: HashMap::new(),
             trying_due: Vec::new(),
             ua_faults: Vec::new(),
+            upcall_faults: Vec::new(),
             busy_due: Vec::new(),
             nonce_names: HashMap::new(),
             etag_seq: HashMap::new(),
@@ -969,7 +971,10 @@ impl Cluster {
     /// keep-alive pings, and the harness answers in the name of each crashed peer that `a`
     /// has not detected yet in the trace (the model's detector reports each crash to each
     /// peer on its own). Only `d` stays silent, and `a` must drop it from its leaf set and
-    /// routing table within the failure timeout and five ticks more. The repair completes at once, as the model's
+    /// routing table within the failure timeout and five ticks more, and not before it has
+    /// been silent for more than the failure timeout (since `a` last heard from it, by its
+    /// entries' `last_heard`; the timeout is two ticks, so that a tick falls on its end).
+    /// The repair completes at once, as the model's
     /// ([`sascribe::Peer::repair_at_next_detection`]). Returns `false`, with the clock left
     /// alone, when `a` knows nothing of `d` (in neither its leaf set nor its learnt routing
     /// table, no keep-alive watches it: the harness declares it dead instead).
@@ -987,6 +992,7 @@ impl Cluster {
             return Ok(false);
         }
         let was_leaf = before.leaves.contains(&id);
+        let heard = before.heard.get(&id).copied().unwrap_or_default();
         self.slots[a].call(
             self.now,
             Box::new(move |host, now| {
@@ -1003,7 +1009,7 @@ impl Cluster {
         let mut pause = (a + d).is_multiple_of(2);
         let bound = FAIL_TIMEOUT + 5 * KEEPALIVE;
         let until = self.now + self.slots[a].skew + bound;
-        let mut buried = false;
+        let (mut buried, mut clock) = (false, before.now);
         while !buried {
             let s = &mut self.slots[a];
             let Some(mut t) = s.driver.next_deadline().filter(|&t| t <= until) else {
@@ -1015,12 +1021,21 @@ impl Cluster {
             s.skew = s.skew.max(t.saturating_sub(self.now));
             s.timeout(self.now);
             self.quiesce();
-            buried = !holds(&self.read(a)?);
+            let after = self.read(a)?;
+            (buried, clock) = (!holds(&after), after.now);
         }
         self.detecting = None;
         if !buried {
             return Err(format!(
                 "{}'s keep-alive failure detector did not declare {} dead within {bound} ms",
+                self.slots[a].name, self.slots[d].name,
+            ));
+        }
+        let silence = clock.saturating_sub(heard);
+        if silence <= FAIL_TIMEOUT {
+            return Err(format!(
+                "{}'s keep-alive failure detector declared {} dead after {silence} ms of \
+                 silence, not more than the failure timeout ({FAIL_TIMEOUT} ms)",
                 self.slots[a].name, self.slots[d].name,
             ));
         }
@@ -1267,7 +1282,7 @@ impl Cluster {
     /// ([`Cluster::check_upcalls`]): a refresh answered 200 and followed by a NOTIFY
     /// of the last state; 100 Trying once a SUBSCRIBE's JOIN got its pACK.
     pub fn client_faults(&mut self) -> Result<(), String> {
-        if let Some(f) = self.ua_faults.first() {
+        if let Some(f) = self.ua_faults.first().or(self.upcall_faults.first()) {
             return Err(f.clone());
         }
         for c in &self.uas {
@@ -1306,7 +1321,7 @@ impl Cluster {
                         "{}: its core gave local subscription {} the state of seq {seq} after that of seq {was}",
                         slot.name, handle.0
                     );
-                    self.ua_faults.push(why);
+                    self.upcall_faults.push(why);
                 }
             }
         }
@@ -1807,6 +1822,8 @@ impl Cluster {
                 events,
             } = self.slots[i].drain();
             self.obs.log.extend(notes);
+            let upcalls = events.iter().map(|e| format!("event {e:?}"));
+            self.obs.log.extend(upcalls);
             self.check_upcalls(i, &events);
             for t in transmits {
                 moved = true;

@@ -43,8 +43,11 @@ pub const ROOT_LEASE: Millis = 100 * NEVER;
 /// `validate-run` drifted within the horizon of the peers' ticks, which then fired one after
 /// another for hours of the clock (regression `fig3-keepalive-ticks-held-back`).
 pub const KEEPALIVE: Millis = 3_600_000;
-/// Production's leaf-set and routing-table failure timeout.
-pub const FAIL_TIMEOUT: Millis = 9_000_000;
+/// Production's leaf-set and routing-table failure timeout: two keep-alive ticks, so that a
+/// peer last heard at a tick (as most are: the pings' answers) has been silent for exactly the
+/// timeout two ticks later, where a detector that declares it dead at the timeout rather than
+/// after it shows (`Cluster::keepalive_detects` checks that it does not).
+pub const FAIL_TIMEOUT: Millis = 2 * KEEPALIVE;
 /// Seconds per abstract expiry unit: a week, so that the hours a peer's failure detector
 /// runs its clock on (at most the failure timeout and five ticks per crash) do not change
 /// the units left.
@@ -192,9 +195,10 @@ pub fn production_config(t: &TraceConfig) -> Config {
         // asks a live peer until it answers (its retry may fire while an ask is in flight, so
         // a bound would count asks the model still waits on).
         fetch_attempts: u8::MAX,
-        // No heal window: the model's fetch settles once every peer asked answered, and the
-        // trace tells each peer of each revived one (`alive`).
-        heal_window: 0,
+        // Production's heal window (the default, `Config::heal_window`): after a revival a
+        // fetch whose asked peers all answered still waits out the window, a silent timer
+        // the harness fires within the same step (the model's fetch settles at the last
+        // answer, and the trace tells each peer of each revived one, `alive`).
         pub_min_expires: EXPIRY_UNIT_SECS,
         pub_max_expires: max,
         pub_default_expires: max,
