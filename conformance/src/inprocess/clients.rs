@@ -68,9 +68,9 @@ impl Cluster {
                 self.log(format!("{ua} → {peer}: SUBSCRIBE as {name}"));
                 self.sub_unassigned[p].push_back((u, name));
                 let c = &mut self.uas[u];
-                let (sub, req) = c
-                    .agent
-                    .subscribe(now, server, RESOURCE, "presence", SUB_EXPIRES);
+                let (sub, req) =
+                    c.agent
+                        .subscribe(now, server, RESOURCE, "presence", sub_ask(u, false));
                 // Half of the SUBSCRIBEs (by the parity of the user agent's place and the
                 // request's number) are sent twice, as a UDP retransmission would be: the copy
                 // is absorbed, with 100 Trying. The others are sent once, so that their 100
@@ -171,11 +171,13 @@ impl Cluster {
                         if code != 200 {
                             self.ua_faults
                                 .push(format!("{name}: its refresh was answered {code}"));
-                        } else if expires != Some(SUB_EXPIRES) {
-                            // It asked for what the peers' maximum allows: granted whole.
+                        } else if expires != Some(sub_ask(u, true)) {
+                            // It asked for the peers' minimum or maximum: granted whole.
+                            let asked = sub_ask(u, true);
                             self.ua_faults.push(format!(
-                                "{name}: its refresh for {SUB_EXPIRES} s was granted {expires:?} s \
-                                 (the maximum is {SUB_EXPIRES} s)"
+                                "{name}: its refresh for {asked} s was granted {expires:?} s \
+                                 (the bounds are {} to {SUB_EXPIRES} s)",
+                                SUB_EXPIRES / 2
                             ));
                         }
                         continue;
@@ -318,7 +320,7 @@ impl Cluster {
             return;
         }
         c.refreshed = true;
-        if let Some(req) = c.agent.resubscribe(now, sub, SUB_EXPIRES) {
+        if let Some(req) = c.agent.resubscribe(now, sub, sub_ask(u, true)) {
             c.refresh = Some(req);
             c.repeat_due = true;
             let name = c.name.clone();
@@ -343,5 +345,18 @@ impl Cluster {
         for q in &mut self.pub_unassigned {
             q.retain(|(x, n)| (*x & 0xff) as usize != u || pending.contains(n));
         }
+    }
+}
+
+/// The expiry (seconds) user agent `u` asks for in its SUBSCRIBE, or with `refresh` in its
+/// refresh: each asks for exactly one bound of the peers' range and refreshes for the other
+/// (even places subscribe for the minimum, odd ones for the maximum), so that a bound that
+/// refuses its own value, or a comparison turned the wrong way, refuses a subscription or a
+/// refresh the model accepts.
+fn sub_ask(u: usize, refresh: bool) -> u32 {
+    if u.is_multiple_of(2) != refresh {
+        SUB_EXPIRES / 2
+    } else {
+        SUB_EXPIRES
     }
 }

@@ -52,9 +52,10 @@ pub const FAIL_TIMEOUT: Millis = 2 * KEEPALIVE;
 /// runs its clock on (at most the failure timeout and five ticks per crash) do not change
 /// the units left.
 pub const EXPIRY_UNIT_SECS: u32 = 604_800;
-/// Subscription expiry the harness asks for (seconds): a year, longer than any publication's
-/// (at most 3 units), so that the SIP front end's bound (the longer of the two) leaves the
-/// publications' clamp to the overlay.
+/// The peers' maximum subscription expiry (seconds), a year; their minimum is half of it.
+/// Both are longer than any publication's (at most 3 units), so that the SIP front end's
+/// bound (the longer of the two maxima) leaves the publications' clamp to the overlay. Each
+/// user agent asks for one bound and refreshes for the other (`clients::sub_ask`).
 pub const SUB_EXPIRES: u32 = 31_536_000;
 /// Bound on silent deliveries and timer firings while settling one input (loop guard).
 const MAX_SETTLE: usize = 100_000;
@@ -202,9 +203,10 @@ pub fn production_config(t: &TraceConfig) -> Config {
         pub_min_expires: EXPIRY_UNIT_SECS,
         pub_max_expires: max,
         pub_default_expires: max,
-        // Every SUBSCRIBE and refresh asks for exactly the minimum (and the maximum): a bound
-        // that refuses its own value refuses a subscription the model accepts.
-        sub_min_expires: SUB_EXPIRES,
+        // Every SUBSCRIBE and refresh asks for exactly the minimum or the maximum (half of the
+        // user agents each way, `clients::sub_ask`): a bound that refuses its own value, or
+        // one compared the wrong way, refuses a subscription or a refresh the model accepts.
+        sub_min_expires: SUB_EXPIRES / 2,
         sub_max_expires: SUB_EXPIRES,
         // The largest body the trace publishes sits exactly at the limit: a limit that refuses
         // a body of its own size refuses a publication the model accepts.
