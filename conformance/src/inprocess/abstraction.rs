@@ -7,7 +7,7 @@ use super::{value_of, values_of, Cluster, EXPIRY_UNIT_SECS};
 use crate::{AbstractMsg, EntryProj, PeerState, RecordProj, RootProj, StateProj, SubsProj};
 use sascribe::wire::{Latest, Msg, PublishReply, Routed, ScribeMsg, REJOIN_ID_BIT};
 use sascribe::{ETag, GroupId, NodeId};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 /// What the harness does with a captured datagram of a kind the model does not have.
 #[derive(PartialEq, Eq)]
@@ -335,9 +335,6 @@ pub(super) struct RawState {
     pub table: Vec<(NodeId, bool)>,
     /// The peer's clock when read (deadlines are its clock's).
     pub now: sascribe::Millis,
-    /// When it last heard from each peer of its leaf set and learnt routing table (the later
-    /// of the two entries' `last_heard` for a peer in both).
-    pub heard: BTreeMap<NodeId, sascribe::Millis>,
     /// A deadline of the group further ahead than the interval that sets it, named.
     pub deadline_beyond: Option<String>,
     /// Its maintenance, run on forks with its deadlines due.
@@ -359,15 +356,6 @@ impl RawState {
             applied: p.applied_record_view(gid),
             leaves: p.overlay().leaf.iter().map(|e| e.handle.id).collect(),
             table: super::overlay::entries_of(p.overlay(), p.id()),
-            heard: {
-                let o = p.overlay();
-                let mut heard = BTreeMap::new();
-                for e in o.leaf.iter().chain(o.rt.iter()) {
-                    let t = heard.entry(e.handle.id).or_insert(e.last_heard);
-                    *t = (*t).max(e.last_heard);
-                }
-                heard
-            },
             deadline_beyond: p.deadline_beyond(gid, now),
             probe: Probe::run(p, gid, now, k),
             busy_waits: p.busy_waits(gid),

@@ -974,7 +974,8 @@ impl Cluster {
     /// routing table within the failure timeout and five ticks more, and not before it has
     /// been silent for more than the failure timeout (since `a` last heard from it, by its
     /// entries' `last_heard`; the timeout is two ticks, so that a tick falls on its end).
-    /// The repair completes at once, as the model's
+    /// Unless the detection starts with a pause, it must drop `d` at the first tick after
+    /// that. The repair completes at once, as the model's
     /// ([`sascribe::Peer::repair_at_next_detection`]). Returns `false`, with the clock left
     /// alone, when `a` knows nothing of `d` (in neither its leaf set nor its learnt routing
     /// table, no keep-alive watches it: the harness declares it dead instead).
@@ -992,7 +993,7 @@ impl Cluster {
             return Ok(false);
         }
         let was_leaf = before.leaves.contains(&id);
-        let heard = before.heard.get(&id).copied().unwrap_or_default();
+        let heard = self.last_heard(a, id)?;
         self.slots[a].call(
             self.now,
             Box::new(move |host, now| {
@@ -1003,10 +1004,18 @@ impl Cluster {
         self.detecting = Some(a);
         self.repair_asked.clear();
         self.rows_asked.clear();
-        // Half of the detections (by the parity of the two peers' places) start as if `a` had
-        // been paused for three ticks: it must forgive the silence it measured itself rather
-        // than declare every peer dead, and still detect `d` after the failure timeout.
-        let mut pause = (a + d).is_multiple_of(2);
+        // How late the first tick runs, by the places of the two peers. Half of the
+        // detections start as if `a` had been paused for three ticks: it must forgive the
+        // silence it measured itself rather than declare every peer dead, and still detect `d`
+        // after the failure timeout. A quarter start with a tick one interval late, two
+        // intervals after the one before: not more than two, so not a pause (`a` must not
+        // forgive, and declares `d` dead on time).
+        let mut late = match (a + d) % 4 {
+            0 | 2 => 3 * KEEPALIVE,
+            1 => KEEPALIVE,
+            _ => 0,
+        };
+        let paused = late > KEEPALIVE;
         let bound = FAIL_TIMEOUT + 5 * KEEPALIVE;
         let until = self.now + self.slots[a].skew + bound;
         let (mut buried, mut clock) = (false, before.now);
@@ -1015,14 +1024,23 @@ impl Cluster {
             let Some(mut t) = s.driver.next_deadline().filter(|&t| t <= until) else {
                 break;
             };
-            if std::mem::take(&mut pause) {
-                t += 3 * KEEPALIVE;
-            }
+            t += std::mem::take(&mut late);
             s.skew = s.skew.max(t.saturating_sub(self.now));
             s.timeout(self.now);
             self.quiesce();
             let after = self.read(a)?;
             (buried, clock) = (!holds(&after), after.now);
+            // A detector that ran without a pause declares `d` dead at the first tick at which
+            // it has been silent for more than the failure timeout, not a tick later.
+            let silence = clock.saturating_sub(heard);
+            if !buried && !paused && silence > FAIL_TIMEOUT {
+                return Err(format!(
+                    "{}'s keep-alive failure detector ticked after {silence} ms of silence from \
+                     {}, more than the failure timeout ({FAIL_TIMEOUT} ms), without declaring \
+                     it dead (it was not paused)",
+                    self.slots[a].name, self.slots[d].name,
+                ));
+            }
         }
         self.detecting = None;
         if !buried {
@@ -1477,6 +1495,23 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+
+    /// When peer `i` last heard from `id`: the later `last_heard` of its leaf-set and
+    /// learnt routing-table entries for it (0 when it holds neither).
+    fn last_heard(&mut self, i: usize, id: NodeId) -> Result<Millis, String> {
+        let heard = self.slots[i].call(
+            self.now,
+            Box::new(move |host, _| {
+                let o = host.peer().overlay();
+                let entries = o.leaf.iter().chain(o.rt.iter());
+                let t = entries.filter(|e| e.handle.id == id).map(|e| e.last_heard);
+                Ok(t.max().unwrap_or_default().to_string())
+            }),
+        )?;
+        heard
+            .parse()
+            .map_err(|e| format!("{}'s last_heard of {id:?}: {e}", self.slots[i].name))
     }
 
     /// What production's peer `i` holds (the group's views, its routing state).
