@@ -1282,6 +1282,7 @@ impl Cluster {
             let applied = raw.applied.as_ref().map(|r| r.seq);
             self.check_probe(i, &raw.probe, raw.view.as_ref(), applied)?;
             self.check_refresh_answered(i, &raw.probe)?;
+            self.check_fence_obeyed(i, &raw.probe)?;
             if let Some(why) = raw.view_disagrees().or_else(|| raw.deadline_beyond.clone()) {
                 return Err(format!("{}: {why}", self.slots[i].name));
             }

@@ -7,12 +7,13 @@
 //! untouched.
 
 use super::Cluster;
-use sascribe::wire::{Msg, PastryMsg, Routed, ScribeMsg};
-use sascribe::{GroupId, Millis, NodeHandle, Peer, Timers, Transmit};
+use sascribe::event::BusyWaits;
+use sascribe::wire::{Dest, Msg, PastryMsg, Routed, ScribeMsg, Stamp};
+use sascribe::{GroupId, Millis, NodeHandle, Peer, RequestTimer, Timer, Timers, Transmit};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-/// What three forks of one peer did when the harness made their maintenance due.
+/// What the forks of one peer did when the harness made their maintenance due.
 pub(in crate::inprocess) struct Probe {
     /// The tree round of the group, with its tick, its replica refresh and any re-JOIN due:
     /// the datagrams it sent.
@@ -29,6 +30,13 @@ pub(in crate::inprocess) struct Probe {
     routes_to_itself: bool,
     /// The group's parent timed out, made due: the datagrams that sent (`None`: no parent).
     parent_timeout: Option<Vec<Transmit>>,
+    /// The group's re-JOIN timer fired: whether the fork said it needs the group, and the
+    /// datagrams it sent.
+    rejoin: (bool, Vec<Transmit>),
+    /// A fetching root that some peer answered busy: its fetch round before, and its fetch
+    /// timer fired at the round's deadline (its clock run on to it): the round after, and the
+    /// datagrams it sent.
+    fetch_due: Option<(BusyWaits, Option<BusyWaits>, Vec<Transmit>)>,
     /// Whether the peer completed its overlay join.
     ready: bool,
     /// The overlay's probes of peers declared dead and its leaf-set exchange, due: the
@@ -37,7 +45,7 @@ pub(in crate::inprocess) struct Probe {
 }
 
 impl Probe {
-    /// Runs the three forks of `p` at `now`.
+    /// Runs the forks of `p` at `now`.
     pub(in crate::inprocess) fn run(p: &Peer, gid: GroupId, now: Millis, replicas: usize) -> Self {
         let drain =
             |mut f: Peer| -> Vec<Transmit> { std::iter::from_fn(|| f.poll_transmit()).collect() };
@@ -57,6 +65,17 @@ impl Probe {
                 orphan.fire_round_due(later, &mut Timers::new(), gid);
                 drain(orphan)
             });
+        // Its re-JOIN timer firing (production keeps one per group, and it may outlive the
+        // orphanhood that armed it: the peer took the root role over, or lost its interest).
+        let mut rejoin = p.fork();
+        let rejoin_timer = RequestTimer::Rejoin(gid);
+        let needs = rejoin.fire_request_timer(now, &mut Timers::new(), rejoin_timer, false);
+        let fetch_due = p.busy_waits(gid).filter(|w| !w.busy.is_empty()).map(|w| {
+            let mut fetch = p.fork();
+            let at = w.deadline.max(now);
+            fetch.handle_timer(at, &mut Timers::new(), Timer::Fetch(gid));
+            (w, fetch.busy_waits(gid), drain(fetch))
+        });
         let mut rest = p.fork();
         rest.fire_overlay_rest_due(now);
         let mut set = Vec::new();
@@ -72,6 +91,8 @@ impl Probe {
                 p.overlay().route(gid.0, None),
                 sascribe::pastry::Hop::Local
             ),
+            rejoin: (needs, drain(rejoin)),
+            fetch_due,
             ready: p.is_ready(),
             rest: drain(rest),
         }
@@ -86,6 +107,12 @@ impl Cluster {
     ///
     /// Its parent timing out (a member with a parent): if it needs the group, it re-JOINs,
     /// and it sends the parent a LEAVE unless that re-JOIN goes through the parent again.
+    ///
+    /// Its re-JOIN timer firing: it re-JOINs exactly when it needs the group (local
+    /// subscriptions or children) and is not its root, and says so.
+    ///
+    /// Its fetch timer at its round's deadline (a fetching root some peer answered busy): it
+    /// asks again, or gives up on, each peer whose busy time has come.
     ///
     /// Its overlay maintenance, due: pings each peer it declared dead that it knows (a peer
     /// that joins mid-run and that it never heard of has no address), and no other; and,
@@ -168,6 +195,8 @@ impl Cluster {
                 ));
             }
         }
+        self.check_rejoin_probe(a, probe, view)?;
+        self.check_fetch_due(a, probe)?;
         let rest = self.decode_probe(&probe.rest)?;
         let pinged: BTreeSet<usize> = rest
             .iter()
@@ -279,6 +308,161 @@ impl Cluster {
                     "{}, its maintenance made due: {} got its replica refresh (seq {seq}) and \
                      answered neither an acknowledgement, a fence nor a NotRoot",
                     self.slots[a].name, self.slots[q].name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Peer `a`'s re-JOIN timer, fired on a fork: a root never re-JOINs its own tree, and a
+    /// peer that needs the group for nothing (no local subscription, no child) does not graft
+    /// itself back onto it; any other peer re-JOINs. The fork must say which
+    /// (`Peer::fire_request_timer`'s answer), and a peer that does not need the group must
+    /// send no JOIN of its own. (Under the harness the timer fires only while the model's
+    /// re-JOIN is pending, so without this probe its guard is never judged.)
+    fn check_rejoin_probe(
+        &self,
+        a: usize,
+        probe: &Probe,
+        view: Option<&sascribe::GroupView>,
+    ) -> Result<(), String> {
+        let (said, sent) = &probe.rejoin;
+        let me = self.slots[a].handle.id;
+        let gid = self.gid;
+        let needs =
+            view.is_some_and(|v| !v.is_root && (v.local_subs > 0 || !v.children.is_empty()));
+        let joined = self.decode_probe(sent)?.iter().any(|(_, m)| {
+            matches!(m, Msg::Routed { body: Routed::Join { gid: g, origin, .. }, .. }
+                if *g == gid && origin.id == me)
+        });
+        let what = match view {
+            Some(v) if v.is_root => "it is the group's root",
+            Some(_) if needs => "it needs the group",
+            Some(_) => "it has no local subscription and no child",
+            None => "it does not hold the group",
+        };
+        if *said != needs || (joined && !needs) {
+            return Err(format!(
+                "{}, its re-JOIN timer made due: it said it {} the group and sent {} JOIN, \
+                 though {what}",
+                self.slots[a].name,
+                if *said { "needs" } else { "does not need" },
+                if joined { "a" } else { "no" },
+            ));
+        }
+        Ok(())
+    }
+
+    /// Peer `a`'s replica refresh, fenced (traces with leases): the first REPLICATE (or batch
+    /// naming the group) its probed tree round sent a live replica `q`, of epoch `e`, is
+    /// answered on a fork of `a` by `q`'s `Fenced` naming epoch `e + 1` (what a replica that
+    /// promised a newer root answers). The root must count the fence in its statistics and
+    /// stop serving: fetch again before it answers from its record (a root of `e + 1` may
+    /// have committed past it), or hand the group over. Not judged when `a` is no active root.
+    /// Without this, no trace delivers a fence of the current epoch (its rival roots reconfirm
+    /// before their replicas refuse them), and a root that ignored one would pass.
+    pub(super) fn check_fence_obeyed(&mut self, a: usize, probe: &Probe) -> Result<(), String> {
+        if !self.cfg.leases {
+            return Ok(());
+        }
+        let gid = self.gid;
+        let sent = self.decode_probe(&probe.round)?;
+        let refresh = sent.into_iter().find_map(|(q, m)| {
+            let epoch = match m {
+                Msg::Scribe(ScribeMsg::Replicate { gid: g, epoch, .. }) if g == gid => epoch,
+                Msg::Scribe(ScribeMsg::Replicates { items, .. }) => {
+                    items.iter().find(|i| i.gid == gid)?.epoch
+                }
+                _ => return None,
+            };
+            let live = q != a && !self.slots[q].crashed && !self.slots[q].paused;
+            live.then_some((q, epoch))
+        });
+        let Some((q, epoch)) = refresh else {
+            return Ok(());
+        };
+        let msg = Msg::Scribe(ScribeMsg::Fenced {
+            gid,
+            epoch: epoch + 1,
+            refused: epoch,
+            rec: None,
+        });
+        let stamp = Stamp {
+            dst: Dest::Peer(self.slots[a].handle.id),
+            time: 0,
+            seq: 0,
+        };
+        let from = self.slots[q].handle;
+        let datagram = self
+            .codec
+            .encode(&from, true, &msg, &stamp)
+            .map_err(|e| format!("fence probe: encoding a Fenced: {e}"))?;
+        let outcome = Arc::new(Mutex::new(None));
+        let into = Arc::clone(&outcome);
+        self.slots[a].call(
+            self.now,
+            Box::new(move |host, now| {
+                let mut fork = host.peer().fork();
+                let active = |p: &Peer| {
+                    p.group_view(gid)
+                        .is_some_and(|v| v.is_root && v.root_active)
+                };
+                let before = (active(&fork), fork.stats().fenced);
+                fork.handle_datagram(now, &mut Timers::new(), &datagram);
+                let after = (active(&fork), fork.stats().fenced);
+                *into.lock().unwrap_or_else(|p| p.into_inner()) = Some((before, after));
+                Ok(String::new())
+            }),
+        )?;
+        let ((was_active, was), (active, fenced)) = outcome
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or("the root did not report its fenced fork")?;
+        if !was_active {
+            return Ok(());
+        }
+        let (name, by) = (&self.slots[a].name, &self.slots[q].name);
+        if active {
+            return Err(format!(
+                "{name}, its replica refresh (epoch {epoch}) fenced by {by} (epoch {}): it still \
+                 serves as the group's active root",
+                epoch + 1
+            ));
+        }
+        if fenced != was + 1 {
+            return Err(format!(
+                "{name}, its replica refresh fenced by {by}: its statistics count {fenced} \
+                 fences, {was} before"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Peer `a`'s fetch timer at its round's deadline, as a fetching root that some peer
+    /// answered busy: each peer whose busy time has come by then (the time it named, before
+    /// which it is not asked again) is asked again (`FetchState`) or given up on (no longer
+    /// awaited). A root that kept passing such a peer over would wait for it for ever: the
+    /// harness's own `reask` fires the timer as if every busy time had passed, so without
+    /// this probe the boundary is never judged.
+    fn check_fetch_due(&self, a: usize, probe: &Probe) -> Result<(), String> {
+        let Some((before, after, sent)) = &probe.fetch_due else {
+            return Ok(());
+        };
+        let sent = self.decode_probe(sent)?;
+        let at = before.deadline.max(probe.now);
+        for &(id, until) in before.busy.iter().filter(|b| b.1 <= at) {
+            let asked = sent.iter().any(|(to, m)| {
+                self.slots[*to].handle.id == id
+                    && matches!(m, Msg::Scribe(ScribeMsg::FetchState { gid, .. }) if *gid == self.gid)
+            });
+            let awaited = after.as_ref().is_some_and(|w| w.awaited.contains(&id));
+            if awaited && !asked {
+                return Err(format!(
+                    "{}, its fetch timer made due at its deadline ({at} ms): it still awaits {}, \
+                     whose busy time ({until} ms) has come, and did not ask it again",
+                    self.slots[a].name,
+                    self.name_of(id)
                 ));
             }
         }
