@@ -112,7 +112,8 @@ impl Cluster {
     /// subscriptions or children) and is not its root, and says so.
     ///
     /// Its fetch timer at its round's deadline (a fetching root some peer answered busy): it
-    /// asks again, or gives up on, each peer whose busy time has come.
+    /// asks again, or gives up on, each peer whose busy time has come, and asks no other
+    /// busy peer.
     ///
     /// Its overlay maintenance, due: pings each peer it declared dead that it knows (a peer
     /// that joins mid-run and that it never heard of has no address), and no other; and,
@@ -442,7 +443,8 @@ impl Cluster {
     /// Peer `a`'s fetch timer at its round's deadline, as a fetching root that some peer
     /// answered busy: each peer whose busy time has come by then (the time it named, before
     /// which it is not asked again) is asked again (`FetchState`) or given up on (no longer
-    /// awaited). A root that kept passing such a peer over would wait for it for ever: the
+    /// awaited); a peer whose busy time lies beyond the deadline (the timer is due for peers
+    /// that stayed silent) is not asked. A root that kept passing such a peer over would wait for it for ever: the
     /// harness's own `reask` fires the timer as if every busy time had passed, so without
     /// this probe the boundary is never judged.
     fn check_fetch_due(&self, a: usize, probe: &Probe) -> Result<(), String> {
@@ -451,11 +453,22 @@ impl Cluster {
         };
         let sent = self.decode_probe(sent)?;
         let at = before.deadline.max(probe.now);
-        for &(id, until) in before.busy.iter().filter(|b| b.1 <= at) {
+        for &(id, until) in &before.busy {
             let asked = sent.iter().any(|(to, m)| {
                 self.slots[*to].handle.id == id
                     && matches!(m, Msg::Scribe(ScribeMsg::FetchState { gid, .. }) if *gid == self.gid)
             });
+            if until > at {
+                if asked {
+                    return Err(format!(
+                        "{}, its fetch timer made due at its deadline ({at} ms): it asked {} \
+                         again before the busy time it named ({until} ms)",
+                        self.slots[a].name,
+                        self.name_of(id)
+                    ));
+                }
+                continue;
+            }
             let awaited = after.as_ref().is_some_and(|w| w.awaited.contains(&id));
             if awaited && !asked {
                 return Err(format!(
