@@ -951,19 +951,25 @@ impl Cluster {
     /// Restarted peer `x` announces its new join to peer `a` (production's `Announce`, which
     /// every peer the joiner learnt is sent when its join completes): `a` takes it back.
     fn announce(&mut self, x: usize, a: usize) -> Result<(), String> {
-        let me = self.slots[x].handle;
+        let datagram = self
+            .datagram_as(x, a, &Msg::Pastry(PastryMsg::Announce))
+            .map_err(|e| format!("alive: {e}"))?;
+        let (now, from) = (self.now, self.slots[x].handle.addr);
+        self.slots[a].datagram(now, Socket::Overlay, from, datagram);
+        Ok(())
+    }
+
+    /// Datagram `msg` as peer `from` (joined) seals it for peer `to`. The harness stamps
+    /// what it delivers in a peer's name with time and seq 0, which no replay guard refuses.
+    pub(super) fn datagram_as(&self, from: usize, to: usize, msg: &Msg) -> Result<Vec<u8>, String> {
         let stamp = Stamp {
-            dst: Dest::Peer(self.slots[a].handle.id),
+            dst: Dest::Peer(self.slots[to].handle.id),
             time: 0,
             seq: 0,
         };
-        let datagram = self
-            .codec
-            .encode(&me, true, &Msg::Pastry(PastryMsg::Announce), &stamp)
-            .map_err(|e| format!("alive: encoding an announcement: {e}"))?;
-        let now = self.now;
-        self.slots[a].datagram(now, Socket::Overlay, me.addr, datagram);
-        Ok(())
+        self.codec
+            .encode(&self.slots[from].handle, true, msg, &stamp)
+            .map_err(|e| format!("encoding a {}: {e}", msg.kind()))
     }
 
     /// Production's own failure detector at `a` declares the crashed peer `d` dead: `a`'s clock
@@ -1252,20 +1258,11 @@ impl Cluster {
             }
             _ => return false,
         }
-        let me = self.slots[f.to].handle;
-        let stamp = Stamp {
-            dst: Dest::Peer(self.slots[f.from].handle.id),
-            time: 0,
-            seq: 0,
-        };
-        let Ok(pong) = self
-            .codec
-            .encode(&me, true, &Msg::Pastry(PastryMsg::Pong), &stamp)
-        else {
+        let Ok(pong) = self.datagram_as(f.to, f.from, &Msg::Pastry(PastryMsg::Pong)) else {
             return false;
         };
-        let now = self.now;
-        self.slots[f.from].datagram(now, Socket::Overlay, me.addr, pong);
+        let (now, me) = (self.now, self.slots[f.to].handle.addr);
+        self.slots[f.from].datagram(now, Socket::Overlay, me, pong);
         self.log(format!("{to} answers {from}'s keep-alive ping: {why}"));
         true
     }
@@ -1280,9 +1277,10 @@ impl Cluster {
             let raw = self.read(i)?;
             self.check_routing_state(i, &raw)?;
             let applied = raw.applied.as_ref().map(|r| r.seq);
-            self.check_probe(i, &raw.probe, raw.view.as_ref(), applied)?;
-            self.check_refresh_answered(i, &raw.probe)?;
-            self.check_fence_obeyed(i, &raw.probe)?;
+            let round = self.decode_probe(raw.probe.round())?;
+            self.check_probe(i, &raw.probe, &round, raw.view.as_ref(), applied)?;
+            self.check_refresh_answered(i, &raw.probe, &round)?;
+            self.check_fence_obeyed(i, &round)?;
             if let Some(why) = raw.view_disagrees().or_else(|| raw.deadline_beyond.clone()) {
                 return Err(format!("{}: {why}", self.slots[i].name));
             }

@@ -8,7 +8,7 @@
 
 use super::Cluster;
 use sascribe::event::BusyWaits;
-use sascribe::wire::{Dest, Msg, PastryMsg, Routed, ScribeMsg, Stamp};
+use sascribe::wire::{Msg, PastryMsg, Routed, ScribeMsg};
 use sascribe::{GroupId, Millis, NodeHandle, Peer, RequestTimer, Timer, Timers, Transmit};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -45,6 +45,11 @@ pub(in crate::inprocess) struct Probe {
 }
 
 impl Probe {
+    /// The datagrams the probed tree round sent.
+    pub(super) fn round(&self) -> &[Transmit] {
+        &self.round
+    }
+
     /// Runs the forks of `p` at `now`.
     pub(in crate::inprocess) fn run(p: &Peer, gid: GroupId, now: Millis, replicas: usize) -> Self {
         let drain =
@@ -122,6 +127,7 @@ impl Cluster {
         &self,
         a: usize,
         probe: &Probe,
+        round: &[(usize, Msg)],
         view: Option<&sascribe::GroupView>,
         applied: Option<u64>,
     ) -> Result<(), String> {
@@ -136,7 +142,6 @@ impl Cluster {
         if let Some(why) = view.and_then(|v| round_kept_idle(v, probe)) {
             return fail(format!("its tree round {why}"));
         }
-        let round: Vec<(usize, Msg)> = self.decode_probe(&probe.round)?;
         let gid = self.gid;
         if let (Some(v), Some(seq)) = (view, applied) {
             if v.is_root && v.root_active && seq > 0 {
@@ -245,12 +250,16 @@ impl Cluster {
     /// root's lease (it confirms nothing meanwhile; the sender's retry asks again). Without
     /// this, a replica that stored a refreshed record and never answered would pass: the
     /// harness runs tree rounds on forks only, so no step delivers a refresh.
-    pub(super) fn check_refresh_answered(&mut self, a: usize, probe: &Probe) -> Result<(), String> {
+    pub(super) fn check_refresh_answered(
+        &mut self,
+        a: usize,
+        probe: &Probe,
+        round: &[(usize, Msg)],
+    ) -> Result<(), String> {
         let gid = self.gid;
         let root = self.slots[a].handle.id;
-        let sent = self.decode_probe(&probe.round)?;
-        for (t, (q, m)) in probe.round.iter().zip(sent) {
-            let seq = match &m {
+        for (t, &(q, ref m)) in probe.round.iter().zip(round) {
+            let seq = match m {
                 Msg::Scribe(ScribeMsg::Replicate { gid: g, rec, .. }) if *g == gid => rec.seq,
                 Msg::Scribe(ScribeMsg::Replicates { items, .. }) => {
                     match items.iter().find(|i| i.gid == gid) {
@@ -362,15 +371,18 @@ impl Cluster {
     /// have committed past it), or hand the group over. Not judged when `a` is no active root.
     /// Without this, no trace delivers a fence of the current epoch (its rival roots reconfirm
     /// before their replicas refuse them), and a root that ignored one would pass.
-    pub(super) fn check_fence_obeyed(&mut self, a: usize, probe: &Probe) -> Result<(), String> {
+    pub(super) fn check_fence_obeyed(
+        &mut self,
+        a: usize,
+        round: &[(usize, Msg)],
+    ) -> Result<(), String> {
         if !self.cfg.leases {
             return Ok(());
         }
         let gid = self.gid;
-        let sent = self.decode_probe(&probe.round)?;
-        let refresh = sent.into_iter().find_map(|(q, m)| {
+        let refresh = round.iter().find_map(|&(q, ref m)| {
             let epoch = match m {
-                Msg::Scribe(ScribeMsg::Replicate { gid: g, epoch, .. }) if g == gid => epoch,
+                Msg::Scribe(ScribeMsg::Replicate { gid: g, epoch, .. }) if *g == gid => *epoch,
                 Msg::Scribe(ScribeMsg::Replicates { items, .. }) => {
                     items.iter().find(|i| i.gid == gid)?.epoch
                 }
@@ -388,16 +400,9 @@ impl Cluster {
             refused: epoch,
             rec: None,
         });
-        let stamp = Stamp {
-            dst: Dest::Peer(self.slots[a].handle.id),
-            time: 0,
-            seq: 0,
-        };
-        let from = self.slots[q].handle;
         let datagram = self
-            .codec
-            .encode(&from, true, &msg, &stamp)
-            .map_err(|e| format!("fence probe: encoding a Fenced: {e}"))?;
+            .datagram_as(q, a, &msg)
+            .map_err(|e| format!("fence probe: {e}"))?;
         let outcome = Arc::new(Mutex::new(None));
         let into = Arc::clone(&outcome);
         self.slots[a].call(
@@ -444,9 +449,9 @@ impl Cluster {
     /// answered busy: each peer whose busy time has come by then (the time it named, before
     /// which it is not asked again) is asked again (`FetchState`) or given up on (no longer
     /// awaited); a peer whose busy time lies beyond the deadline (the timer is due for peers
-    /// that stayed silent) is not asked. A root that kept passing such a peer over would wait for it for ever: the
-    /// harness's own `reask` fires the timer as if every busy time had passed, so without
-    /// this probe the boundary is never judged.
+    /// that stayed silent) is not asked. A root that kept passing such a peer over would wait
+    /// for it for ever: the harness's own `reask` fires the timer as if every busy time had
+    /// passed, so without this probe the boundary is never judged.
     fn check_fetch_due(&self, a: usize, probe: &Probe) -> Result<(), String> {
         let Some((before, after, sent)) = &probe.fetch_due else {
             return Ok(());
@@ -483,7 +488,7 @@ impl Cluster {
     }
 
     /// The datagrams a fork sent, decoded, each with the slot it was sent to.
-    fn decode_probe(&self, sent: &[Transmit]) -> Result<Vec<(usize, Msg)>, String> {
+    pub(super) fn decode_probe(&self, sent: &[Transmit]) -> Result<Vec<(usize, Msg)>, String> {
         sent.iter()
             .map(|t| {
                 let to = self.slot_at(t.dst).ok_or_else(|| {
