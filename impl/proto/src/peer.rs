@@ -213,6 +213,18 @@ impl Peer {
     pub fn busy_waits(&self, gid: GroupId) -> Option<crate::event::BusyWaits> {
         self.scribe.busy_waits(gid)
     }
+    /// When this peer last heard from its parent in `gid` (for conformance checks; `None`
+    /// without a parent).
+    #[cfg(feature = "harness")]
+    pub fn parent_heard(&self, gid: GroupId) -> Option<Millis> {
+        self.scribe.parent_heard(gid)
+    }
+    /// Each accepted local subscription of `gid`, with the time it expires (for conformance
+    /// checks; its timer, [`Timer::Subscription`], fires then).
+    #[cfg(feature = "harness")]
+    pub fn sub_expiries(&self, gid: GroupId) -> Vec<(crate::event::SubHandle, Millis)> {
+        self.scribe.sub_expiries(gid)
+    }
     /// Whether this peer serves `gid` as its root at `now`: its role is active, its lease
     /// holds (every current replica confirmed it within `root_lease`) and it reaches a
     /// replica quorum. At most one peer of a group serves at any instant while replicas

@@ -30,6 +30,13 @@ pub(in crate::inprocess) struct Probe {
     routes_to_itself: bool,
     /// The group's parent timed out, made due: the datagrams that sent (`None`: no parent).
     parent_timeout: Option<Vec<Transmit>>,
+    /// The tree round at its parent's timeout to the millisecond (last heard at `h`, the
+    /// round at `h + parent_timeout`, not yet past): the group as the fork holds it after,
+    /// and the datagrams it sent (`None`: no parent, or the time is behind the clock).
+    parent_boundary: Option<(Option<sascribe::GroupView>, Vec<Transmit>)>,
+    /// Each accepted local subscription's timer fired at the expiry it was granted: the
+    /// expiry, and the group as the fork holds it after.
+    sub_expiries: Vec<(Millis, Option<sascribe::GroupView>)>,
     /// The group's re-JOIN timer fired: whether the fork said it needs the group, and the
     /// datagrams it sent.
     rejoin: (bool, Vec<Transmit>),
@@ -70,6 +77,24 @@ impl Probe {
                 orphan.fire_round_due(later, &mut Timers::new(), gid);
                 drain(orphan)
             });
+        let parent_boundary = p
+            .parent_heard(gid)
+            .map(|heard| heard.saturating_add(p.config().parent_timeout))
+            .filter(|&at| at >= now)
+            .map(|at| {
+                let mut f = p.fork();
+                f.fire_round_due(at, &mut Timers::new(), gid);
+                (f.group_view(gid), drain(f))
+            });
+        let sub_expiries = p
+            .sub_expiries(gid)
+            .into_iter()
+            .map(|(h, at)| {
+                let mut f = p.fork();
+                f.handle_timer(at.max(now), &mut Timers::new(), Timer::Subscription(h));
+                (at, f.group_view(gid))
+            })
+            .collect();
         // Its re-JOIN timer firing (production keeps one per group, and it may outlive the
         // orphanhood that armed it: the peer took the root role over, or lost its interest).
         let mut rejoin = p.fork();
@@ -91,6 +116,8 @@ impl Probe {
             round_view,
             now,
             parent_timeout,
+            parent_boundary,
+            sub_expiries,
             replicas: set,
             routes_to_itself: matches!(
                 p.overlay().route(gid.0, None),
@@ -136,7 +163,9 @@ impl Cluster {
         if let Some(why) = &probe.round_deadline {
             return fail(format!("after its tree round, {why}"));
         }
-        if let Some(why) = view.and_then(|v| round_changed_tree(v, probe.round_view.as_ref())) {
+        let changed =
+            view.and_then(|v| round_changed_tree(v, probe.round_view.as_ref(), self.cfg.leases));
+        if let Some(why) = changed {
             return fail(format!("its tree round {why}"));
         }
         if let Some(why) = view.and_then(|v| round_kept_idle(v, probe)) {
@@ -201,6 +230,7 @@ impl Cluster {
                 ));
             }
         }
+        self.check_boundaries(a, probe, view)?;
         self.check_rejoin_probe(a, probe, view)?;
         self.check_fetch_due(a, probe)?;
         let rest = self.decode_probe(&probe.rest)?;
@@ -318,6 +348,54 @@ impl Cluster {
                     "{}, its maintenance made due: {} got its replica refresh (seq {seq}) and \
                      answered neither an acknowledgement, a fence nor a NotRoot",
                     self.slots[a].name, self.slots[q].name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Peer `a`'s timeouts at their deadlines to the millisecond, on forks (the harness's
+    /// clocks reach neither, and the parent-timeout probe runs past the deadline):
+    /// - a member with local subscriptions and a parent, its tree round at the instant its
+    ///   parent's silence reaches `parent_timeout` (not beyond it): the parent has not timed
+    ///   out, so it stays the parent and gets no LEAVE;
+    /// - each accepted local subscription, its timer at the expiry it was granted: the
+    ///   subscription ends there (the group holds one local subscription fewer).
+    fn check_boundaries(
+        &self,
+        a: usize,
+        probe: &Probe,
+        view: Option<&sascribe::GroupView>,
+    ) -> Result<(), String> {
+        let Some(v) = view else { return Ok(()) };
+        let name = &self.slots[a].name;
+        if let (Some((after, sent)), Some(parent)) = (&probe.parent_boundary, v.parent) {
+            let left = self.decode_probe(sent)?.iter().any(|(to, m)| {
+                self.slots[*to].handle.id == parent
+                    && matches!(m, Msg::Scribe(ScribeMsg::Leave { gid }) if *gid == self.gid)
+            });
+            let kept = after.as_ref().is_some_and(|w| w.parent == Some(parent));
+            if v.local_subs > 0 && (left || !kept) {
+                return Err(format!(
+                    "{name}, its tree round made due when its parent {} had been silent for \
+                     exactly the parent timeout: it {} (the parent times out only beyond it)",
+                    self.name_of(parent),
+                    if left {
+                        "sent it a LEAVE"
+                    } else {
+                        "let it go as its parent"
+                    },
+                ));
+            }
+        }
+        for (at, after) in &probe.sub_expiries {
+            let left = after.as_ref().map_or(0, |w| w.local_subs);
+            if left + 1 != v.local_subs {
+                return Err(format!(
+                    "{name}, a local subscription's timer made due at the expiry it was \
+                     granted ({at} ms): the group holds {left} local subscriptions after, {} \
+                     before (the subscription ends at its expiry)",
+                    v.local_subs
                 ));
             }
         }
@@ -555,10 +633,13 @@ fn round_kept_idle(before: &sascribe::GroupView, probe: &Probe) -> Option<String
 /// gain one, its re-JOIN's first hop), its children, its local subscriptions and its record
 /// as they were; the record's seq may only grow (a root takes in a newer state pushed up the
 /// tree). A root whose route went elsewhere would demote, but every trace demotes it as it
-/// learns of the closer peer, before its round.
+/// learns of the closer peer, before its round. Without leases, an active root also stays
+/// active: it would serve again only after a fetch, which a root that kept its role has no
+/// cause for (with leases, a root whose replicas' confirmations lapsed fetches again).
 fn round_changed_tree(
     before: &sascribe::GroupView,
     after: Option<&sascribe::GroupView>,
+    leases: bool,
 ) -> Option<String> {
     let held = !before.etags.is_empty();
     if !held && before.local_subs == 0 && before.children.is_empty() {
@@ -570,6 +651,8 @@ fn round_changed_tree(
     let mut changed = Vec::new();
     if a.is_root != before.is_root {
         changed.push("its root role");
+    } else if !leases && before.root_active && !a.root_active {
+        changed.push("its root role (active no longer: it fetches the state again)");
     }
     // A member with interest keeps its parent; an orphan may get one (its re-JOIN, due in
     // the round, takes its first hop as parent). One that holds a replica's record only

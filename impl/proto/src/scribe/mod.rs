@@ -277,6 +277,25 @@ impl Scribe {
         })
     }
 
+    /// When this peer last heard from its parent in `gid` (for conformance checks; `None`
+    /// without a parent).
+    #[cfg(feature = "harness")]
+    pub fn parent_heard(&self, gid: GroupId) -> Option<Millis> {
+        let g = self.groups.get(&gid)?;
+        g.parent.map(|_| g.parent_heard)
+    }
+
+    /// Each accepted local subscription of `gid`, with the time it expires (for conformance
+    /// checks).
+    #[cfg(feature = "harness")]
+    pub fn sub_expiries(&self, gid: GroupId) -> Vec<(crate::event::SubHandle, Millis)> {
+        self.subs
+            .iter()
+            .filter(|(_, s)| s.gid == gid && s.accepted)
+            .map(|(&h, s)| (h, s.expires_at))
+            .collect()
+    }
+
     /// Whether this peer's root role of `gid` answers requests at `now`: it is active, its
     /// lease holds and it reaches a replica quorum. The request path asks the same (an active
     /// root answers a JOIN at once only when this holds), so what an operator reads is what
