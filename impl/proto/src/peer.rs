@@ -217,13 +217,17 @@ impl Peer {
     /// without a parent).
     #[cfg(feature = "harness")]
     pub fn parent_heard(&self, gid: GroupId) -> Option<Millis> {
-        self.scribe.parent_heard(gid)
+        let g = self.scribe.groups.get(&gid)?;
+        g.parent.map(|_| g.parent_heard)
     }
     /// Each accepted local subscription of `gid`, with the time it expires (for conformance
     /// checks; its timer, [`Timer::Subscription`], fires then).
     #[cfg(feature = "harness")]
-    pub fn sub_expiries(&self, gid: GroupId) -> Vec<(crate::event::SubHandle, Millis)> {
-        self.scribe.sub_expiries(gid)
+    pub fn sub_expiries(&self, gid: GroupId) -> Vec<(SubHandle, Millis)> {
+        let subs = self.scribe.subs.iter();
+        subs.filter(|(_, s)| s.gid == gid && s.accepted)
+            .map(|(&h, s)| (h, s.expires_at))
+            .collect()
     }
     /// Whether this peer serves `gid` as its root at `now`: its role is active, its lease
     /// holds (every current replica confirmed it within `root_lease`) and it reaches a

@@ -101,7 +101,7 @@ impl Ctx<'_> {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Scribe {
     pub groups: BTreeMap<GroupId, Group>,
-    subs: BTreeMap<crate::event::SubHandle, LocalSub>,
+    pub subs: BTreeMap<crate::event::SubHandle, LocalSub>,
     pubs: BTreeMap<u64, PendingPub>,
     scratch: Vec<NodeHandle>,
     round: group::Round,
@@ -275,25 +275,6 @@ impl Scribe {
             busy: busy.map(|a| (a.id, a.busy_until)).collect(),
             awaited: role.waiting.to_vec(),
         })
-    }
-
-    /// When this peer last heard from its parent in `gid` (for conformance checks; `None`
-    /// without a parent).
-    #[cfg(feature = "harness")]
-    pub fn parent_heard(&self, gid: GroupId) -> Option<Millis> {
-        let g = self.groups.get(&gid)?;
-        g.parent.map(|_| g.parent_heard)
-    }
-
-    /// Each accepted local subscription of `gid`, with the time it expires (for conformance
-    /// checks).
-    #[cfg(feature = "harness")]
-    pub fn sub_expiries(&self, gid: GroupId) -> Vec<(crate::event::SubHandle, Millis)> {
-        self.subs
-            .iter()
-            .filter(|(_, s)| s.gid == gid && s.accepted)
-            .map(|(&h, s)| (h, s.expires_at))
-            .collect()
     }
 
     /// Whether this peer's root role of `gid` answers requests at `now`: it is active, its
