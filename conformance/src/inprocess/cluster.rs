@@ -959,8 +959,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// Datagram `msg` as peer `from` (joined) seals it for peer `to`. The harness stamps
-    /// what it delivers in a peer's name with time and seq 0, which no replay guard refuses.
+    /// The datagram in which peer `from` (joined) sends `msg` to peer `to`, sealed and stamped
+    /// with time and seq 0, as is everything the harness delivers in a peer's name.
     pub(super) fn datagram_as(&self, from: usize, to: usize, msg: &Msg) -> Result<Vec<u8>, String> {
         let stamp = Stamp {
             dst: Dest::Peer(self.slots[to].handle.id),
