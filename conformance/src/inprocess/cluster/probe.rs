@@ -168,6 +168,9 @@ impl Cluster {
         if let Some(why) = changed {
             return fail(format!("its tree round {why}"));
         }
+        if let Some(why) = view.and_then(|v| round_dropped_seq(v, probe.round_view.as_ref())) {
+            return fail(format!("its tree round {why}"));
+        }
         if let Some(why) = view.and_then(|v| round_kept_idle(v, probe)) {
             return fail(format!("its tree round {why}"));
         }
@@ -622,6 +625,21 @@ fn round_kept_idle(before: &sascribe::GroupView, probe: &Probe) -> Option<String
         ),
         _ => None,
     }
+}
+
+/// Whether a tree round let a record with publications go, or rolled its seq back. A record
+/// whose states all ended stays as a seq tombstone (a root that retires keeps it), so that no
+/// later root of the group reuses a seq its subscribers saw.
+fn round_dropped_seq(
+    before: &sascribe::GroupView,
+    after: Option<&sascribe::GroupView>,
+) -> Option<String> {
+    let seq = before.record_seq.filter(|&s| s > 0)?;
+    let kept = after.and_then(|a| a.record_seq);
+    (kept < Some(seq)).then(|| match kept {
+        Some(k) => format!("rolled its record's seq back from {seq} to {k}"),
+        None => format!("dropped its record of seq {seq} (its seq tombstone)"),
+    })
 }
 
 /// What a tree round changed of the group's tree at a peer that needs the group (`before`,
