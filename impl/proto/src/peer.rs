@@ -220,13 +220,13 @@ impl Peer {
         let g = self.scribe.groups.get(&gid)?;
         g.parent.map(|_| g.parent_heard)
     }
-    /// Each accepted local subscription of `gid`, with the time it expires (for conformance
-    /// checks; its timer, [`Timer::Subscription`], fires then).
+    /// Each accepted local subscription of `gid`, with the time it expires and the deadline
+    /// its timer ([`Timer::Subscription`]) is armed at (for conformance checks).
     #[cfg(feature = "harness")]
-    pub fn sub_expiries(&self, gid: GroupId) -> Vec<(SubHandle, Millis)> {
+    pub fn sub_expiries(&self, gid: GroupId) -> Vec<(SubHandle, Millis, Millis)> {
         let subs = self.scribe.subs.iter();
         subs.filter(|(_, s)| s.gid == gid && s.accepted)
-            .map(|(&h, s)| (h, s.expires_at))
+            .map(|(&h, s)| (h, s.expires_at, s.armed.0))
             .collect()
     }
     /// Whether this peer serves `gid` as its root at `now`: its role is active, its lease

@@ -13,6 +13,14 @@ use sascribe::{GroupId, Millis, NodeHandle, Peer, RequestTimer, Timer, Timers, T
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
+/// An accepted local subscription's timer, probed (see [`Probe::sub_expiries`]).
+struct SubExpiry {
+    at: Millis,
+    armed: Millis,
+    early: Option<(Millis, Option<Millis>)>,
+    after: Option<sascribe::GroupView>,
+}
+
 /// What the forks of one peer did when the harness made their maintenance due.
 pub(in crate::inprocess) struct Probe {
     /// The tree round of the group, with its tick, its replica refresh and any re-JOIN due:
@@ -34,9 +42,11 @@ pub(in crate::inprocess) struct Probe {
     /// round at `h + parent_timeout`, not yet past): the group as the fork holds it after,
     /// and the datagrams it sent (`None`: no parent, or the time is behind the clock).
     parent_boundary: Option<(Option<sascribe::GroupView>, Vec<Transmit>)>,
-    /// Each accepted local subscription's timer fired at the expiry it was granted: the
-    /// expiry, and the group as the fork holds it after.
-    sub_expiries: Vec<(Millis, Option<sascribe::GroupView>)>,
+    /// Each accepted local subscription: its expiry, the deadline its timer is armed at, that
+    /// timer fired (on a fork) before the expiry (`None`: armed at the expiry): when, and
+    /// where it was armed after; and the group as a fork holds it after the timer fired at
+    /// the expiry.
+    sub_expiries: Vec<SubExpiry>,
     /// The group's re-JOIN timer fired: whether the fork said it needs the group, and the
     /// datagrams it sent.
     rejoin: (bool, Vec<Transmit>),
@@ -89,10 +99,22 @@ impl Probe {
         let sub_expiries = p
             .sub_expiries(gid)
             .into_iter()
-            .map(|(h, at)| {
+            .map(|(h, at, armed)| {
+                let early = (armed < at).then(|| {
+                    let mut f = p.fork();
+                    let t = armed.max(now);
+                    f.handle_timer(t, &mut Timers::new(), Timer::Subscription(h));
+                    let rearmed = f.sub_expiries(gid).into_iter().find(|s| s.0 == h);
+                    (t, rearmed.map(|s| s.2))
+                });
                 let mut f = p.fork();
                 f.handle_timer(at.max(now), &mut Timers::new(), Timer::Subscription(h));
-                (at, f.group_view(gid))
+                SubExpiry {
+                    at,
+                    armed,
+                    early,
+                    after: f.group_view(gid),
+                }
             })
             .collect();
         // Its re-JOIN timer firing (production keeps one per group, and it may outlive the
@@ -362,8 +384,11 @@ impl Cluster {
     /// - a member with local subscriptions and a parent, its tree round at the instant its
     ///   parent's silence reaches `parent_timeout` (not beyond it): the parent has not timed
     ///   out, so it stays the parent and gets no LEAVE;
-    /// - each accepted local subscription, its timer at the expiry it was granted: the
-    ///   subscription ends there (the group holds one local subscription fewer).
+    /// - each accepted local subscription: its timer is armed by the expiry it was granted;
+    ///   fired earlier (a deadline armed before the grant) it keeps the subscription and is
+    ///   armed again later, by the expiry (not at or before the time it fired, which a
+    ///   runtime would fire again and again); fired at the expiry it ends the subscription
+    ///   (the group holds one local subscription fewer).
     fn check_boundaries(
         &self,
         a: usize,
@@ -391,7 +416,30 @@ impl Cluster {
                 ));
             }
         }
-        for (at, after) in &probe.sub_expiries {
+        for SubExpiry {
+            at,
+            armed,
+            early,
+            after,
+        } in &probe.sub_expiries
+        {
+            let sub = format!("{name}, a local subscription granted until {at} ms");
+            if armed > at {
+                return Err(format!(
+                    "{sub} has its timer armed at {armed} ms, beyond its expiry"
+                ));
+            }
+            match early {
+                Some((t, Some(next))) if next > t && next <= at => {}
+                Some((t, next)) => {
+                    return Err(format!(
+                        "{sub}: its timer, fired at {t} ms, {} (it must wake the subscription \
+                         later, by its expiry)",
+                        next.map_or("ended it".into(), |n| format!("was armed again at {n} ms"))
+                    ))
+                }
+                None => {}
+            }
             let left = after.as_ref().map_or(0, |w| w.local_subs);
             if left + 1 != v.local_subs {
                 return Err(format!(

@@ -24,7 +24,7 @@ pub(crate) struct LocalSub {
     pub granted: u32,
     /// Got its first NOTIFY (which may say seq 0: nothing published yet).
     pub notified: bool,
-    armed: Armed,
+    pub armed: Armed,
 }
 
 impl LocalSub {
