@@ -5,6 +5,7 @@
 use super::cluster::Probe;
 use super::{value_of, values_of, Cluster, EXPIRY_UNIT_SECS};
 use crate::{AbstractMsg, EntryProj, PeerState, RecordProj, RootProj, StateProj, SubsProj};
+use sascribe::pastry::Hop;
 use sascribe::wire::{Latest, Msg, PublishReply, Routed, ScribeMsg, REJOIN_ID_BIT};
 use sascribe::{ETag, GroupId, NodeId};
 use std::collections::BTreeSet;
@@ -344,11 +345,28 @@ pub(super) struct RawState {
     pub busy_waits: Option<sascribe::event::BusyWaits>,
     /// Its statistics.
     pub stats: sascribe::Stats,
+    /// Where its own routing sends each key it was asked about (no peer excluded), over the
+    /// routing table loaded into it.
+    pub routes: Vec<(u128, Hop)>,
+    /// The same over the table it learnt itself (on a copy of its overlay without the loaded
+    /// table).
+    pub learnt_routes: Vec<(u128, Hop)>,
+}
+
+/// Where `overlay` routes each of `keys`, no peer excluded.
+fn routes_of(overlay: &sascribe::pastry::Overlay, keys: &[u128]) -> Vec<(u128, Hop)> {
+    keys.iter().map(|&k| (k, overlay.route(k, None))).collect()
 }
 
 impl RawState {
-    /// Reads the production views of group `gid` at `p`.
-    pub(super) fn read(p: &sascribe::Peer, gid: GroupId, now: sascribe::Millis, k: usize) -> Self {
+    /// Reads the production views of group `gid` at `p`, and its routes for `keys`.
+    pub(super) fn read(
+        p: &sascribe::Peer,
+        gid: GroupId,
+        now: sascribe::Millis,
+        k: usize,
+        keys: &[u128],
+    ) -> Self {
         RawState {
             now,
             view: p.group_view(gid),
@@ -360,6 +378,12 @@ impl RawState {
             probe: Probe::run(p, gid, now, k),
             busy_waits: p.busy_waits(gid),
             stats: p.stats().clone(),
+            routes: routes_of(p.overlay(), keys),
+            learnt_routes: {
+                let mut learnt = p.overlay().clone();
+                learnt.set_explicit_table(None);
+                routes_of(&learnt, keys)
+            },
         }
     }
 

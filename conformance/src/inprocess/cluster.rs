@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 mod probe;
+mod routes;
 pub(super) use probe::Probe;
 
 /// One production peer and the harness's bookkeeping about it: the seam.
@@ -272,6 +273,8 @@ pub(super) struct Cluster {
     repair_asked: Vec<usize>,
     /// The routing-table rows the detecting peer asked for meanwhile: (the peer asked, row).
     rows_asked: Vec<(usize, u8)>,
+    /// What each peer's routes were last judged on ([`Cluster::check_routes`]).
+    routes_judged: BTreeMap<usize, routes::Judged>,
     /// The peer closest to the group id with every peer alive: the group's first root, whose
     /// lazy record fetch is silent (the model's first root holds the role from the start).
     pub first_root: usize,
@@ -494,6 +497,7 @@ impl Cluster {
             detecting: None,
             repair_asked: Vec::new(),
             rows_asked: Vec::new(),
+            routes_judged: BTreeMap::new(),
             first_root,
             peer_cfgs,
             rt,
@@ -1276,6 +1280,7 @@ impl Cluster {
             }
             let raw = self.read(i)?;
             self.check_routing_state(i, &raw)?;
+            self.check_routes(i, &raw)?;
             let applied = raw.applied.as_ref().map(|r| r.seq);
             let round = self.decode_probe(raw.probe.round())?;
             self.check_probe(i, &raw.probe, &round, raw.view.as_ref(), applied)?;
@@ -1518,10 +1523,16 @@ impl Cluster {
         let raw = Arc::new(Mutex::new(None));
         let into = Arc::clone(&raw);
         let (gid, k) = (self.gid, self.cfg.k);
+        let bits = self.cfg.id_bits;
+        let keys: Vec<u128> = self
+            .route_keys()
+            .iter()
+            .map(|&x| routes::key128(x, bits))
+            .collect();
         self.slots[i].call(
             self.now,
             Box::new(move |host, now| {
-                let r = RawState::read(host.peer(), gid, now, k);
+                let r = RawState::read(host.peer(), gid, now, k, &keys);
                 *into.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
                 Ok(String::new())
             }),
@@ -2027,7 +2038,12 @@ fn short(m: &Msg) -> String {
 /// The leaf set (topology.rs rule) of the peer with id `me` among the `live` peers (id, index;
 /// `me` itself may be among them): the `leaf_half` nearest on each side of the ring of
 /// `id_bits`-bit ids, or every other live peer if there are no more than twice that many.
-fn ring_leaf_set(me: u16, live: &[(u16, usize)], id_bits: u32, leaf_half: usize) -> Vec<usize> {
+pub(super) fn ring_leaf_set(
+    me: u16,
+    live: &[(u16, usize)],
+    id_bits: u32,
+    leaf_half: usize,
+) -> Vec<usize> {
     let ring = 1u32 << id_bits;
     let mut others: Vec<(u32, usize)> = live
         .iter()
