@@ -334,6 +334,8 @@ pub(super) struct RawState {
     pub leaves: Vec<NodeId>,
     /// Its learnt routing table: each entry's id, and whether it sits in the slot it fits.
     pub table: Vec<(NodeId, bool)>,
+    /// How many slots of it the operator's gauge reports filled (`routing_table_size`).
+    pub table_gauge: usize,
     /// The peer's clock when read (deadlines are its clock's).
     pub now: sascribe::Millis,
     /// A deadline of the group further ahead than the interval that sets it, named.
@@ -374,12 +376,15 @@ impl RawState {
             applied: p.applied_record_view(gid),
             leaves: p.overlay().leaf.iter().map(|e| e.handle.id).collect(),
             table: super::overlay::entries_of(p.overlay(), p.id()),
+            table_gauge: p.overlay().rt.filled(),
             deadline_beyond: p.deadline_beyond(gid, now),
             probe: Probe::run(p, gid, now, k),
             busy_waits: p.busy_waits(gid),
             stats: p.stats().clone(),
             routes: routes_of(p.overlay(), keys),
-            learnt_routes: {
+            learnt_routes: if keys.is_empty() {
+                Vec::new()
+            } else {
                 let mut learnt = p.overlay().clone();
                 learnt.set_explicit_table(None);
                 routes_of(&learnt, keys)

@@ -275,6 +275,9 @@ pub(super) struct Cluster {
     rows_asked: Vec<(usize, u8)>,
     /// What each peer's routes were last judged on ([`Cluster::check_routes`]).
     routes_judged: BTreeMap<usize, routes::Judged>,
+    /// The keys whose routes [`Cluster::check_routes`] judges, as production's 128-bit keys
+    /// ([`routes::route_keys`]; none when the peers' ids are not judged).
+    route_keys: Arc<[u128]>,
     /// The peer closest to the group id with every peer alive: the group's first root, whose
     /// lazy record fetch is silent (the model's first root holds the role from the start).
     pub first_root: usize,
@@ -471,6 +474,7 @@ impl Cluster {
             });
         }
         let n = slots.len();
+        let route_keys = routes::route_keys(cfg, &slots);
         Ok(Cluster {
             gid,
             cfg: cfg.clone(),
@@ -498,6 +502,7 @@ impl Cluster {
             repair_asked: Vec::new(),
             rows_asked: Vec::new(),
             routes_judged: BTreeMap::new(),
+            route_keys,
             first_root,
             peer_cfgs,
             rt,
@@ -1477,12 +1482,14 @@ impl Cluster {
         }
         // An answer to an earlier round changes nothing; one from a peer no longer awaited
         // (it answered otherwise since) neither. A peer still awaited that answered this
-        // round busy is waited out.
+        // round busy is waited out, and the answer counted in the root's statistics.
+        let mut waited = 0;
         for (q, _, not_before) in due.into_iter().filter(|d| d.1 == w.epoch) {
             let id = self.slots[q].handle.id;
             if !w.awaited.contains(&id) {
                 continue;
             }
+            waited += 1;
             let Some(&(_, until)) = w.busy.iter().find(|b| b.0 == id) else {
                 return Err(format!(
                     "{0}: {1} answered its fetch busy until {not_before} ms, yet {0}, still \
@@ -1497,6 +1504,15 @@ impl Cluster {
                     self.slots[i].name, self.slots[q].name
                 ));
             }
+        }
+        let was = self.slots[i].tally.stats.fetch_busy;
+        let counted = raw.stats.fetch_busy.saturating_sub(was);
+        if counted < waited {
+            return Err(format!(
+                "{}: it waits out {waited} busy answers to its fetch round that this step \
+                 delivered, yet its statistics count {counted} more (fetch_busy {was} to {})",
+                self.slots[i].name, raw.stats.fetch_busy
+            ));
         }
         Ok(())
     }
@@ -1523,12 +1539,7 @@ impl Cluster {
         let raw = Arc::new(Mutex::new(None));
         let into = Arc::clone(&raw);
         let (gid, k) = (self.gid, self.cfg.k);
-        let bits = self.cfg.id_bits;
-        let keys: Vec<u128> = self
-            .route_keys()
-            .iter()
-            .map(|&x| routes::key128(x, bits))
-            .collect();
+        let keys = Arc::clone(&self.route_keys);
         self.slots[i].call(
             self.now,
             Box::new(move |host, now| {
@@ -1549,8 +1560,16 @@ impl Cluster {
     /// peers it declared dead, repaired (the leaf sets decide replica sets and the last routing
     /// hop; a peer declared dead that comes back second-hand, or one that stays, shows here
     /// first). Its learnt routing table holds no peer it declared dead, and each entry in the
-    /// slot it fits.
+    /// slot it fits; the operator's gauge of its size counts them all.
     fn check_routing_state(&self, a: usize, raw: &RawState) -> Result<(), String> {
+        if raw.table_gauge != raw.table.len() {
+            return Err(format!(
+                "{}'s routing table holds {} peers, its size gauge says {}",
+                self.slots[a].name,
+                raw.table.len(),
+                raw.table_gauge
+            ));
+        }
         for &(id, fits) in &raw.table {
             let q = self.slot_of(id);
             if q.is_none_or(|q| q == a || self.slots[a].known_dead.contains(&q)) || !fits {
@@ -1587,15 +1606,20 @@ impl Cluster {
 
     /// The model's leaf set of peer `a` given the crashes it detected (topology.rs rule).
     fn model_leaf_set(&self, a: usize) -> Vec<NodeHandle> {
+        self.model_leaves(a)
+            .into_iter()
+            .map(|q| self.slots[q].handle)
+            .collect()
+    }
+
+    /// [`Cluster::model_leaf_set`], as the peers' places in the configuration.
+    fn model_leaves(&self, a: usize) -> Vec<usize> {
         let live: Vec<(u16, usize)> = (0..self.slots.len())
             .filter(|&q| !self.slots[a].known_dead.contains(&q))
             .map(|q| (self.slots[q].tid, q))
             .collect();
         let (me, bits, half) = (self.slots[a].tid, self.cfg.id_bits, self.cfg.leaf_half);
         ring_leaf_set(me, &live, bits, half)
-            .into_iter()
-            .map(|q| self.slots[q].handle)
-            .collect()
     }
 
     /// The production timer behind request name `origin/who#n` at peer `at`; `None` for a

@@ -8,10 +8,13 @@
 //! the rare case's prefix bound, a table entry passed over) would pass unseen.
 
 use super::super::abstraction::RawState;
-use super::{ring_leaf_set, Cluster};
+use super::super::overlay::slot;
+use super::{Cluster, Slot};
+use crate::Config as TraceConfig;
 use sascribe::pastry::Hop;
 use sascribe::NodeId;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// A trace's `id_bits`-bit id or key as production's 128-bit one (its top bits).
 pub(super) fn key128(key: u16, id_bits: u32) -> u128 {
@@ -39,12 +42,7 @@ impl Cluster {
     /// Production's own routing at peer `a` (`raw.routes`, `raw.learnt_routes`) must be the
     /// model's for every key asked.
     pub(super) fn check_routes(&mut self, a: usize, raw: &RawState) -> Result<(), String> {
-        let bits = self.cfg.id_bits;
-        if self
-            .slots
-            .iter()
-            .any(|s| s.handle.id.0 != key128(s.tid, bits))
-        {
+        if self.route_keys.is_empty() {
             return Ok(()); // 128-bit ids that are not the trace's ids' top bits: not judged
         }
         let judged = Judged {
@@ -64,14 +62,20 @@ impl Cluster {
 
     /// [`Cluster::check_routes`]'s judgement.
     fn judge_routes(&self, a: usize, raw: &RawState) -> Result<(), String> {
-        let bits = self.cfg.id_bits;
-        let model = self.model_router(a)?;
+        let model = self.model_router(a);
         let loaded = self.loaded_table(a)?;
         let learnt = self.learnt_table(a, &raw.table);
         let asked = [
             (&raw.routes, &loaded, "the trace's routing table"),
             (&raw.learnt_routes, &learnt, "the table it learnt"),
         ];
+        let name = |q: usize| {
+            if q == a {
+                "itself".to_string()
+            } else {
+                self.slots[q].name.clone()
+            }
+        };
         for (routes, table, which) in asked {
             for &(key, hop) in routes {
                 let got = match hop {
@@ -82,21 +86,15 @@ impl Cluster {
                 if got == Some(want) {
                     continue;
                 }
-                let name = |q: usize| {
-                    if q == a {
-                        "itself".to_string()
-                    } else {
-                        self.slots[q].name.clone()
-                    }
-                };
-                let got = match hop {
-                    Hop::Local => name(a),
-                    Hop::Next(h) => self.name_of(h.id),
+                let got = match (got, hop) {
+                    (Some(q), _) => name(q),
+                    (None, Hop::Next(h)) => self.name_of(h.id),
+                    (None, Hop::Local) => unreachable!("a local hop is the peer itself"),
                 };
                 return Err(format!(
                     "{} routes key {} over {which} to {got}, the model to {}",
                     self.slots[a].name,
-                    key >> (128 - bits),
+                    key >> (128 - self.cfg.id_bits),
                     name(want)
                 ));
             }
@@ -104,50 +102,24 @@ impl Cluster {
         Ok(())
     }
 
-    /// The keys whose routes [`Cluster::check_routes`] judges: one in every
-    /// `2^(id_bits - 6)`, the group's, each peer's id and its neighbours, and the keys midway
-    /// between any two peers, either way round the ring (where the closest peer is a tie, or
-    /// nearly).
-    pub(super) fn route_keys(&self) -> Vec<u16> {
-        let ring = 1u32 << self.cfg.id_bits;
-        let step = (ring >> 6).max(1);
-        let mut ids: Vec<u32> = self.slots.iter().map(|s| u32::from(s.tid)).collect();
-        ids.sort_unstable();
-        let mut keys: Vec<u32> = (0..ring).step_by(step as usize).collect();
-        keys.push(u32::from(self.cfg.gid));
-        for (i, &id) in ids.iter().enumerate() {
-            keys.extend([id + ring - 1, id, id + 1]);
-            for &other in &ids[i + 1..] {
-                let (gap, back) = (other - id, ring - (other - id));
-                keys.extend([id + gap / 2, id + gap.div_ceil(2)]);
-                keys.extend([other + back / 2, other + back.div_ceil(2)]);
-            }
-        }
-        let mut keys: Vec<u16> = keys.into_iter().map(|x| (x % ring) as u16).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        keys
-    }
-
     /// Peer `a`'s leaf set as the model has it, over the peers it has not declared dead.
-    fn model_router(&self, a: usize) -> Result<ModelRouter, String> {
-        let (bits, half) = (self.cfg.id_bits, self.cfg.leaf_half);
+    fn model_router(&self, a: usize) -> ModelRouter {
+        let half = self.cfg.leaf_half;
         let ids: Vec<u128> = self.slots.iter().map(|s| s.handle.id.0).collect();
-        let me = ids[a];
-        let mut others: Vec<(u128, usize)> = (0..ids.len())
+        let mut offsets: Vec<u128> = (0..ids.len())
             .filter(|&q| q != a && !self.slots[a].known_dead.contains(&q))
-            .map(|q| (ids[q].wrapping_sub(me), q))
+            .map(|q| ids[q].wrapping_sub(ids[a]))
             .collect();
-        others.sort_unstable();
-        let live: Vec<(u16, usize)> = others
-            .iter()
-            .map(|&(_, q)| (self.slots[q].tid, q))
-            .collect();
-        let leaf = ring_leaf_set(self.slots[a].tid, &live, bits, half);
+        offsets.sort_unstable();
         // A leaf set short of `2 * leaf_half` peers holds every live peer: it spans the ring.
         let span =
-            (others.len() >= 2 * half).then(|| (others[half - 1].0, others[others.len() - half].0));
-        Ok(ModelRouter { a, ids, leaf, span })
+            (offsets.len() >= 2 * half).then(|| (offsets[half - 1], offsets[offsets.len() - half]));
+        ModelRouter {
+            a,
+            ids,
+            leaf: self.model_leaves(a),
+            span,
+        }
     }
 
     /// The trace's routing table of peer `a` (in its `digit_bits`-bit digits), less the peers
@@ -174,20 +146,49 @@ impl Cluster {
     /// it fits), in production's hexadecimal digits: each entry in the slot it fits.
     fn learnt_table(&self, a: usize, held: &[(NodeId, bool)]) -> Table {
         let me = self.slots[a].handle.id.0;
-        let digit_bits = sascribe::id::DIGIT_BITS;
         let entries = held
             .iter()
             .filter(|&&(_, fits)| fits)
             .filter_map(|&(id, _)| {
-                let row = shared_prefix(me, id.0, digit_bits);
-                Some((self.slot_of(id)?, row, digit(id.0, row, digit_bits)))
+                let (row, col) = slot(me, id.0);
+                Some((self.slot_of(id)?, row, col as u128))
             })
             .collect();
         Table {
-            digit_bits,
+            digit_bits: sascribe::id::DIGIT_BITS,
             entries,
         }
     }
+}
+
+/// The keys whose routes [`Cluster::check_routes`] judges, as production's 128-bit keys: one
+/// in every `2^(id_bits - 6)`, the group's, each peer's id and its neighbours, and the keys
+/// midway between any two peers, either way round the ring (where the closest peer is a tie,
+/// or nearly). None when a peer's 128-bit id is not its trace id's top bits (a hand-written
+/// trace's): its routes are not judged.
+pub(super) fn route_keys(cfg: &TraceConfig, slots: &[Slot]) -> Arc<[u128]> {
+    let bits = cfg.id_bits;
+    if slots.iter().any(|s| s.handle.id.0 != key128(s.tid, bits)) {
+        return Arc::from([]);
+    }
+    let ring = 1u32 << bits;
+    let step = (ring >> 6).max(1);
+    let mut ids: Vec<u32> = slots.iter().map(|s| u32::from(s.tid)).collect();
+    ids.sort_unstable();
+    let mut keys: Vec<u32> = (0..ring).step_by(step as usize).collect();
+    keys.push(u32::from(cfg.gid));
+    for (i, &id) in ids.iter().enumerate() {
+        keys.extend([id + ring - 1, id, id + 1]);
+        for &other in &ids[i + 1..] {
+            let (gap, back) = (other - id, ring - (other - id));
+            keys.extend([id + gap / 2, id + gap.div_ceil(2)]);
+            keys.extend([other + back / 2, other + back.div_ceil(2)]);
+        }
+    }
+    let mut keys: Vec<u16> = keys.into_iter().map(|x| (x % ring) as u16).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into_iter().map(|k| key128(k, bits)).collect()
 }
 
 /// Digit `i` of `x`, in digits of `bits` bits from the top.
