@@ -89,7 +89,7 @@ impl Cluster {
                 let got = match (got, hop) {
                     (Some(q), _) => name(q),
                     (None, Hop::Next(h)) => self.name_of(h.id),
-                    (None, Hop::Local) => unreachable!("a local hop is the peer itself"),
+                    (None, Hop::Local) => name(a),
                 };
                 return Err(format!(
                     "{} routes key {} over {which} to {got}, the model to {}",
